@@ -1,0 +1,48 @@
+"""The pure dispatch engine: queues, priority order, width, leases. No I/O, no clock."""
+
+from dispatchd.engine.core import Dispatches, Engine, Outcome
+from dispatchd.engine.errors import (
+    EngineError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.model import (
+    JobFailure,
+    JobRecord,
+    JobState,
+    LeaseRecord,
+    NewJob,
+    QueueSettings,
+    QueueView,
+    Rejection,
+)
+from dispatchd.engine.observer import EngineObserver, ObserverChain
+from dispatchd.engine.workers import WorkerRecord
+
+__all__ = [
+    "Dispatches",
+    "Engine",
+    "EngineError",
+    "EngineLimits",
+    "EngineObserver",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "JobFailure",
+    "JobRecord",
+    "JobState",
+    "LeaseRecord",
+    "NewJob",
+    "NotFound",
+    "ObserverChain",
+    "Outcome",
+    "QueueSettings",
+    "QueueView",
+    "Rejection",
+    "ResourceExhausted",
+    "Unavailable",
+    "WorkerRecord",
+]

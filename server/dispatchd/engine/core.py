@@ -1,0 +1,525 @@
+"""The dispatch engine: every scheduling decision, with time passed in as ``now``.
+
+Pure and synchronous: no I/O, no clock, no asyncio. The service layer calls it and
+turns its return values into messages. Every call either succeeds or raises an
+EngineError before changing anything.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+
+from dispatchd.engine import limits as lim
+from dispatchd.engine import paging
+from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from dispatchd.engine.ids import IdSource
+from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.model import (
+    JobFailure,
+    JobRecord,
+    JobState,
+    LeaseRecord,
+    NewJob,
+    QueueSettings,
+    QueueView,
+    Rejection,
+)
+from dispatchd.engine.observer import EngineObserver
+from dispatchd.engine.queue import QueueState
+from dispatchd.engine.workers import WorkerRecord
+
+Outcome = bytes | JobFailure
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
+
+
+class Engine:
+    """Queues, leases and workers of one dispatchd server."""
+
+    def __init__(
+        self,
+        limits: EngineLimits | None = None,
+        observer: EngineObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.limits = limits or EngineLimits()
+        self.observer = observer or EngineObserver()
+        self._ids = IdSource(rng or random.SystemRandom())
+        self._queues: dict[str, QueueState] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        self._workers: dict[int, WorkerRecord] = {}
+        self._leases: dict[str, LeaseRecord] = {}
+        # Lazy heap of (deadline, dispatch_seq, lease_id); heartbeats move deadlines
+        # later without touching it, and entries of finished leases are skipped.
+        self._lease_heap: list[tuple[float, int, str]] = []
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._with_pending: dict[str, None] = {}  # ordered set of queues with work
+        self._seq = 0
+        self._worker_seq = 0
+        self._rr_offset = 0
+        self.draining = False
+
+    # ---- queues -------------------------------------------------------------
+
+    def _queue(self, name: str) -> QueueState:
+        q = self._queues.get(name)
+        if q is None:
+            raise NotFound(f"queue {name!r} does not exist")
+        return q
+
+    def _ensure_queue(self, name: str) -> QueueState:
+        q = self._queues.get(name)
+        if q is None:
+            settings = QueueSettings(
+                width=self.limits.default_width, lease_seconds=self.limits.default_lease_seconds
+            )
+            q = self._queues[name] = QueueState(name, settings)
+            for worker in self._workers.values():
+                if name in worker.queues:
+                    q.subscribers.append(worker)
+        return q
+
+    def _view(self, q: QueueState) -> QueueView:
+        return QueueView(
+            name=q.name,
+            settings=q.settings,
+            pending_count=len(q.pending),
+            underway_count=len(q.leases),
+            worker_count=len(q.subscribers),
+        )
+
+    def get_queue(self, name: str) -> QueueView:
+        lim.check_queue_name(name)
+        return self._view(self._queue(name))
+
+    def list_queues(self) -> list[QueueView]:
+        return [self._view(self._queues[n]) for n in sorted(self._queues)]
+
+    def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_seconds: float | None = None,
+        create: bool = False,
+    ) -> QueueView:
+        """Changes take effect at once for new dispatches. Narrowing never touches
+        underway jobs: it only holds back dispatches until underway < width."""
+        lim.check_queue_name(name)
+        if width is not None:
+            lim.check_width(width)
+        if lease_seconds is not None:
+            lim.check_lease_seconds(lease_seconds, self.limits)
+        q = self._ensure_queue(name) if create else self._queue(name)
+        s = q.settings
+        q.settings = QueueSettings(
+            width=s.width if width is None else width,
+            paused=s.paused if paused is None else paused,
+            lease_seconds=s.lease_seconds if lease_seconds is None else lease_seconds,
+        )
+        return self._view(q)
+
+    def pause(self, name: str) -> QueueView:
+        return self.update_queue(name, paused=True)
+
+    def resume(self, name: str, width: int | None = None) -> QueueView:
+        return self.update_queue(name, paused=False, width=width)
+
+    # ---- jobs ---------------------------------------------------------------
+
+    def submit(self, specs: Sequence[NewJob], now: float) -> list[JobRecord]:
+        """Admits all of ``specs`` or, when any is invalid, none of them."""
+        if self.draining:
+            raise Unavailable("server is draining and accepts no new jobs; retry on another")
+        if not specs:
+            raise InvalidArgument("no jobs given")
+        if len(specs) > self.limits.max_batch_jobs:
+            raise InvalidArgument(
+                f"{len(specs)} jobs in one batch; the limit is {self.limits.max_batch_jobs}"
+            )
+        many = len(specs) > 1
+        for i, spec in enumerate(specs):
+            lim.check_new_job(spec, self.limits, i if many else None)
+        jobs = [self._admit(spec, now) for spec in specs]
+        self.observer.jobs_submitted(jobs)
+        return jobs
+
+    def _admit(self, spec: NewJob, now: float) -> JobRecord:
+        self._seq += 1
+        job = JobRecord(
+            id=self._ids.job_id(now),
+            queue=spec.queue,
+            payload=spec.payload,
+            priority=spec.priority,
+            headers=dict(spec.headers),
+            content_type=spec.content_type,
+            seq=self._seq,
+            submit_time=now,
+        )
+        self._jobs[job.id] = job
+        self._push_pending(self._ensure_queue(spec.queue), job)
+        return job
+
+    def _push_pending(self, q: QueueState, job: JobRecord) -> None:
+        q.add_pending(job)
+        self._with_pending[q.name] = None
+
+    def get_job(self, job_id: str) -> JobRecord:
+        if not job_id:
+            raise InvalidArgument("job_id is empty")
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist or is no longer retained")
+        return job
+
+    def cancel(self, job_id: str, now: float) -> tuple[JobRecord, WorkerRecord | None]:
+        """Cancels a pending job at once, or an underway one whose worker must be told:
+        its slot frees when the worker answers or the lease ends."""
+        job = self.get_job(job_id)
+        if job.state.finished:
+            raise FailedPrecondition(f"job {job_id} already finished ({job.state.name})")
+        worker = None
+        if job.state is JobState.PENDING:
+            self._queues[job.queue].remove_pending(job)
+        elif job.lease is not None:
+            job.lease.cancelled = True
+            worker = job.lease.worker
+        self._finish(job, JobState.CANCELLED, now)
+        return job, worker
+
+    def reprioritize(self, job_id: str, priority: int) -> JobRecord:
+        job = self.get_job(job_id)
+        if job.state.finished:
+            raise FailedPrecondition(
+                f"job {job_id} already finished ({job.state.name}); its priority is final"
+            )
+        if job.state is JobState.PENDING:
+            q = self._queues[job.queue]
+            q.remove_pending(job)
+            job.priority = priority
+            q.add_pending(job)
+        else:
+            job.priority = priority  # used if the job goes back to pending
+        return job
+
+    def _finish(self, job: JobRecord, state: JobState, now: float) -> None:
+        job.state = state
+        job.finish_time = now
+        self._seq += 1
+        job.finish_seq = self._seq
+        self._queues[job.queue].record_finished(job)
+        self._finished[job.id] = None
+        self.observer.job_finished(job)
+
+    def evict_finished(self, now: float) -> int:
+        """Forgets finished jobs past the retention period or the count bound."""
+        horizon = now - self.limits.finished_retention_seconds
+        evicted = 0
+        while self._finished:
+            oldest = self._jobs[next(iter(self._finished))]
+            too_many = len(self._finished) > self.limits.max_finished_jobs
+            if not too_many and (oldest.finish_time or 0.0) > horizon:
+                break
+            self._finished.popitem(last=False)
+            self._queues[oldest.queue].forget_finished(oldest)
+            del self._jobs[oldest.id]
+            evicted += 1
+        return evicted
+
+    def list_jobs(
+        self, queue: str, state: JobState, page_size: int, page_token: str
+    ) -> tuple[list[JobRecord], str]:
+        """One page of a queue's jobs: pending in dispatch order, underway in dispatch
+        order, finished in finish order; UNSPECIFIED walks all of them in that order."""
+        lim.check_queue_name(queue)
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"
+            )
+        limit = page_size or DEFAULT_PAGE_SIZE
+        q = self._queue(queue)
+        cursor = paging.decode(page_token, queue, int(state)) if page_token else None
+        phases = [state] if state is not JobState.UNSPECIFIED else list(JobState)[1:]
+        page: list[tuple[JobRecord, paging.Cursor]] = []
+        for phase in phases:
+            if cursor is not None and phase < cursor.phase:
+                continue
+            after = cursor if cursor is not None and cursor.phase == phase else None
+            for item in self._iter_phase(q, phase, after):
+                page.append(item)
+                if len(page) > limit:
+                    token = paging.encode(queue, int(state), page[limit - 1][1])
+                    return [job for job, _ in page[:limit]], token
+        return [job for job, _ in page], ""
+
+    def _iter_phase(
+        self, q: QueueState, phase: JobState, after: paging.Cursor | None
+    ) -> Iterator[tuple[JobRecord, paging.Cursor]]:
+        if phase is JobState.PENDING:
+            lo = None if after is None else (after.k1, after.k2 + 1)
+            for neg_prio, seq, job_id in q.pending.irange(minimum=lo):
+                yield self._jobs[job_id], paging.Cursor(phase, neg_prio, seq)
+        elif phase is JobState.UNDERWAY:
+            for lease in q.leases.values():
+                if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):
+                    yield lease.job, paging.Cursor(phase, lease.dispatch_seq, 0)
+        else:
+            lo_f = None if after is None else (after.k1 + 1,)
+            for finish_seq, job_id in q.finished[phase].irange(minimum=lo_f):
+                yield self._jobs[job_id], paging.Cursor(phase, finish_seq, 0)
+
+    # ---- workers and leases -------------------------------------------------
+
+    def connect(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        max_in_flight: int,
+        now: float,
+        labels: dict[str, str] | None = None,
+    ) -> WorkerRecord:
+        if self.draining:
+            raise Unavailable("server is draining and takes no new workers")
+        if not queues:
+            raise InvalidArgument("hello names no queues; list the queues this worker serves")
+        if len(queues) > self.limits.max_queues_per_worker:
+            raise InvalidArgument(
+                f"hello names {len(queues)} queues; the limit is "
+                f"{self.limits.max_queues_per_worker}"
+            )
+        for name in queues:
+            lim.check_queue_name(name)
+        self._check_credit(max_in_flight, minimum=1)
+        self._worker_seq += 1
+        worker = WorkerRecord(
+            key=self._worker_seq,
+            worker_id=worker_id or f"worker-{self._worker_seq}",
+            queues=tuple(dict.fromkeys(queues)),
+            max_in_flight=max_in_flight,
+            labels=dict(labels or {}),
+            connect_time=now,
+        )
+        self._workers[worker.key] = worker
+        for name in worker.queues:
+            self._ensure_queue(name).subscribers.append(worker)
+        return worker
+
+    def _check_credit(self, n: int, minimum: int) -> None:
+        top = self.limits.max_in_flight_per_worker
+        if not minimum <= n <= top:
+            raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
+
+    def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
+        self._check_credit(max_in_flight, minimum=0)
+        worker.max_in_flight = max_in_flight
+
+    def disconnect(self, worker: WorkerRecord, now: float) -> int:
+        """The stream is gone: every job it held goes back to pending. Returns how many."""
+        if self._workers.pop(worker.key, None) is None:
+            return 0
+        for name in worker.queues:
+            subs = self._queues[name].subscribers
+            subs.remove(worker)
+        held = list(worker.leases.values())
+        for lease in held:
+            self._release(lease, requeue_reason="worker disconnected")
+        return len(held)
+
+    def workers(self) -> list[WorkerRecord]:
+        return list(self._workers.values())
+
+    def complete(
+        self, worker: WorkerRecord, job_id: str, lease_id: str, outcome: Outcome, now: float
+    ) -> Rejection | None:
+        """Records a worker's result. A result whose lease this worker does not hold
+        (expired and re-dispatched, or never issued) changes nothing: fencing."""
+        lease = worker.leases.get(lease_id)
+        if lease is None or lease.job.id != job_id:
+            reason = (
+                "stale lease: it expired or was taken back, and the job may run elsewhere"
+                if job_id in self._jobs
+                else "unknown job"
+            )
+            queue = self._jobs[job_id].queue if job_id in self._jobs else ""
+            self.observer.result_rejected(queue, reason)
+            return Rejection(job_id, lease_id, reason)
+        job = lease.job
+        self._release(lease, requeue_reason=None)
+        if lease.cancelled:
+            return None  # already CANCELLED; the answer only frees the slot
+        if isinstance(outcome, JobFailure):
+            job.error = outcome
+            self._finish(job, JobState.FAILED, now)
+        elif len(outcome) > self.limits.max_payload_bytes:
+            job.error = JobFailure(
+                f"result of {len(outcome)} bytes exceeds the {self.limits.max_payload_bytes}"
+                "-byte cap",
+                retryable=False,
+                code="ResultTooLarge",
+            )
+            self._finish(job, JobState.FAILED, now)
+        else:
+            job.result = outcome
+            self._finish(job, JobState.SUCCEEDED, now)
+        return None
+
+    def heartbeat(self, worker: WorkerRecord, lease_ids: Iterable[str], now: float) -> list[str]:
+        """Extends the named leases (all held, when none are named). Returns unknown ids."""
+        ids = list(lease_ids)
+        targets = ids or list(worker.leases)
+        unknown = []
+        for lease_id in targets:
+            lease = worker.leases.get(lease_id)
+            if lease is None:
+                unknown.append(lease_id)
+                continue
+            lease.deadline = now + self._queues[lease.job.queue].settings.lease_seconds
+        return unknown
+
+    def _release(self, lease: LeaseRecord, requeue_reason: str | None) -> None:
+        job = lease.job
+        del self._leases[lease.lease_id]
+        del lease.worker.leases[lease.lease_id]
+        q = self._queues[job.queue]
+        del q.leases[lease.lease_id]
+        job.lease = None
+        if requeue_reason is not None and not lease.cancelled:
+            job.state = JobState.PENDING
+            self._push_pending(q, job)
+            self.observer.job_requeued(job, requeue_reason)
+        self.observer.lease_released(job.queue)
+        self._maybe_compact_lease_heap()
+
+    def _maybe_compact_lease_heap(self) -> None:
+        if len(self._lease_heap) > 64 and len(self._lease_heap) > 4 * len(self._leases):
+            self._lease_heap = [
+                (lease.deadline, lease.dispatch_seq, lease.lease_id)
+                for lease in self._leases.values()
+            ]
+            heapq.heapify(self._lease_heap)
+
+    def next_lease_deadline(self) -> float | None:
+        """When expire_leases next has work; may be early (never late)."""
+        return self._lease_heap[0][0] if self._lease_heap else None
+
+    def expire_leases(self, now: float) -> list[JobRecord]:
+        """Takes back every lease past its deadline. Returns the affected jobs."""
+        expired = []
+        heap = self._lease_heap
+        while heap and heap[0][0] <= now:
+            _, seq, lease_id = heapq.heappop(heap)
+            lease = self._leases.get(lease_id)
+            if lease is None:
+                continue
+            if lease.deadline > now:
+                heapq.heappush(heap, (lease.deadline, seq, lease_id))
+                continue
+            expired.append(lease.job)
+            self._release(lease, requeue_reason="lease expired")
+        return expired
+
+    def underway_total(self) -> int:
+        return len(self._leases)
+
+    # ---- dispatch -----------------------------------------------------------
+
+    def dispatch(self, now: float) -> Dispatches:
+        """Leases every job that may run now. One job per queue per round, rounds
+        starting at a rotating queue, so queues sharing workers are served fairly."""
+        if self.draining or not self._with_pending:
+            return []
+        out: dict[int, tuple[WorkerRecord, list[LeaseRecord]]] = {}
+        names = list(self._with_pending)
+        start = self._rr_offset % len(names)
+        self._rr_offset += 1
+        active = [self._queues[n] for n in names[start:] + names[:start]]
+        while active:
+            still = []
+            for q in active:
+                if not q.can_dispatch():
+                    continue
+                worker = q.next_worker()
+                if worker is None:
+                    continue
+                lease = self._lease(q, worker, now)
+                entry = out.get(worker.key)
+                if entry is None:
+                    out[worker.key] = (worker, [lease])
+                else:
+                    entry[1].append(lease)
+                still.append(q)
+            active = still
+        for name in names:
+            if not self._queues[name].pending:
+                del self._with_pending[name]
+        return list(out.values())
+
+    def _lease(self, q: QueueState, worker: WorkerRecord, now: float) -> LeaseRecord:
+        job = self._jobs[q.pop_next_id()]
+        self._seq += 1
+        lease = LeaseRecord(
+            lease_id=self._ids.lease_id(),
+            job=job,
+            worker=worker,
+            deadline=now + q.settings.lease_seconds,
+            dispatch_seq=self._seq,
+        )
+        job.state = JobState.UNDERWAY
+        job.attempt += 1
+        job.dispatch_time = now
+        if job.first_dispatch_time is None:
+            job.first_dispatch_time = now
+        job.worker_id = worker.worker_id
+        job.lease = lease
+        self._leases[lease.lease_id] = lease
+        worker.leases[lease.lease_id] = lease
+        q.leases[lease.lease_id] = lease
+        heapq.heappush(self._lease_heap, (lease.deadline, lease.dispatch_seq, lease.lease_id))
+        self.observer.job_dispatched(lease)
+        return lease
+
+    # ---- drain and snapshot -------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Stops intake and dispatch; underway jobs may still finish."""
+        self.draining = True
+        for worker in self._workers.values():
+            worker.draining = True
+
+    def reclaim_underway(self) -> int:
+        """Puts every underway job back to pending (the drain grace ran out)."""
+        leases = list(self._leases.values())
+        for lease in leases:
+            self._release(lease, requeue_reason="drain grace ran out")
+        return len(leases)
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        """Pending jobs of every queue in dispatch order, then underway ones by dispatch."""
+        out: list[JobRecord] = []
+        for name in sorted(self._queues):
+            q = self._queues[name]
+            out.extend(self._jobs[entry[2]] for entry in q.pending)
+            out.extend(lease.job for lease in q.leases.values() if not lease.cancelled)
+        return out
+
+    def restore(
+        self, queues: Sequence[tuple[str, QueueSettings]], jobs: Sequence[JobRecord]
+    ) -> None:
+        """Loads a snapshot into an empty engine; jobs keep ids, priorities, attempts and
+        their relative order (given in dispatch order)."""
+        if self._jobs or self._queues:
+            raise FailedPrecondition("restore needs an empty engine")
+        for name, settings in queues:
+            lim.check_queue_name(name)
+            self._ensure_queue(name).settings = settings
+        for job in jobs:
+            self._seq += 1
+            restored = replace(job, seq=self._seq, state=JobState.PENDING, lease=None)
+            self._jobs[restored.id] = restored
+            self._push_pending(self._ensure_queue(restored.queue), restored)

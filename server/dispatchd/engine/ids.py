@@ -1,0 +1,47 @@
+"""Sortable job ids (ULID) and unguessable lease ids, from an injected random source."""
+
+from __future__ import annotations
+
+import random
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_RANDOM_MAX = (1 << _RANDOM_BITS) - 1
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+class IdSource:
+    """Makes job ids that sort by submit time, monotonic within a millisecond.
+
+    The random part comes from ``rng`` so tests can seed it; production passes
+    ``random.SystemRandom()``.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._last_ms = -1
+        self._last_random = 0
+        self._lease_prefix = _encode(rng.getrandbits(40), 8)
+        self._lease_counter = 0
+
+    def job_id(self, now: float) -> str:
+        ms = max(int(now * 1000), self._last_ms)
+        if ms == self._last_ms and self._last_random < _RANDOM_MAX:
+            self._last_random += 1
+        else:
+            self._last_ms = ms
+            self._last_random = self._rng.getrandbits(_RANDOM_BITS - 1)
+        return _encode((ms << _RANDOM_BITS) | self._last_random, 26)
+
+    def lease_id(self) -> str:
+        """Unique per engine instance; the random prefix keeps ids from colliding across
+        restarts, where a counter alone would hand an old worker a matching id."""
+        self._lease_counter += 1
+        return f"{self._lease_prefix}-{self._lease_counter:x}"

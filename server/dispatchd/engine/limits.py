@@ -1,0 +1,93 @@
+"""Bounds the engine enforces, and the validation of names and sizes against them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dispatchd.engine.errors import InvalidArgument, ResourceExhausted
+from dispatchd.engine.model import NewJob
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    """Every bound in one place; the server fills it from its config."""
+
+    max_payload_bytes: int = 1 << 20
+    """Cap on a job payload and on a worker's result, in bytes."""
+    default_width: int = 10
+    """Width of a queue created on first use."""
+    default_lease_seconds: float = 30.0
+    """Lease duration of a queue created on first use."""
+    max_batch_jobs: int = 10_000
+    """Most jobs in one SubmitBatch."""
+    max_headers: int = 64
+    """Most headers on one job."""
+    max_header_bytes: int = 16 * 1024
+    """Cap on the total size of one job's header keys and values."""
+    max_content_type_bytes: int = 256
+    """Cap on a job's content type."""
+    finished_retention_seconds: float = 3600.0
+    """How long finished jobs stay readable by GetJob and WaitJob."""
+    max_finished_jobs: int = 100_000
+    """Most finished jobs kept; the oldest go first beyond it."""
+    max_in_flight_per_worker: int = 10_000
+    """Largest credit a worker may grant."""
+    max_queues_per_worker: int = 100
+    """Most queues one worker stream may serve."""
+    min_lease_seconds: float = 1.0
+    max_lease_seconds: float = 3600.0
+
+
+def check_queue_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("queue name is empty; use 1-128 characters of [A-Za-z0-9._:-]")
+    if len(name) > 128:
+        raise InvalidArgument(f"queue name is {len(name)} characters long; the limit is 128")
+    if not _QUEUE_NAME.fullmatch(name):
+        raise InvalidArgument(f"queue name {name!r} has characters outside [A-Za-z0-9._:-]")
+
+
+def check_width(width: int) -> None:
+    if width < 0:
+        raise InvalidArgument(f"width must be 0 or more, got {width}")
+
+
+def check_lease_seconds(seconds: float, limits: EngineLimits) -> None:
+    if not limits.min_lease_seconds <= seconds <= limits.max_lease_seconds:
+        raise InvalidArgument(
+            f"lease_duration must be between {limits.min_lease_seconds:g} s and "
+            f"{limits.max_lease_seconds:g} s, got {seconds:g} s"
+        )
+
+
+def check_new_job(spec: NewJob, limits: EngineLimits, index: int | None = None) -> None:
+    """Raises for the first thing wrong with ``spec``; ``index`` names it inside a batch."""
+    where = "" if index is None else f"jobs[{index}]: "
+    try:
+        check_queue_name(spec.queue)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{where}{e}") from None
+    if len(spec.payload) > limits.max_payload_bytes:
+        raise ResourceExhausted(
+            f"{where}payload is {len(spec.payload)} bytes; the limit is "
+            f"{limits.max_payload_bytes} bytes (--max-payload-bytes)"
+        )
+    if len(spec.headers) > limits.max_headers:
+        raise InvalidArgument(
+            f"{where}{len(spec.headers)} headers; the limit is {limits.max_headers}"
+        )
+    header_bytes = sum(len(k) + len(v) for k, v in spec.headers.items())
+    if header_bytes > limits.max_header_bytes:
+        raise InvalidArgument(
+            f"{where}headers take {header_bytes} bytes; the limit is {limits.max_header_bytes}"
+        )
+    if any(not k for k in spec.headers):
+        raise InvalidArgument(f"{where}a header has an empty name")
+    if len(spec.content_type) > limits.max_content_type_bytes:
+        raise InvalidArgument(
+            f"{where}content_type is {len(spec.content_type)} characters; "
+            f"the limit is {limits.max_content_type_bytes}"
+        )

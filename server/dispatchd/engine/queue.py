@@ -1,0 +1,67 @@
+"""One named queue: its pending index, its leases, its finished jobs, its settings."""
+
+from __future__ import annotations
+
+from sortedcontainers import SortedList
+
+from dispatchd.engine.model import (
+    FINISHED_STATES,
+    JobRecord,
+    JobState,
+    LeaseRecord,
+    QueueSettings,
+)
+from dispatchd.engine.workers import WorkerRecord
+
+
+class QueueState:
+    """Pending jobs sit in a sorted index keyed (-priority, seq, id): the first entry is
+    the next to dispatch, removal (cancel, reprioritize) is O(log n), and a page of
+    jobs in dispatch order starts with one bisect."""
+
+    __slots__ = ("_rr", "finished", "leases", "name", "pending", "settings", "subscribers")
+
+    def __init__(self, name: str, settings: QueueSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.pending: SortedList = SortedList()
+        self.leases: dict[str, LeaseRecord] = {}
+        self.finished: dict[JobState, SortedList] = {s: SortedList() for s in FINISHED_STATES}
+        self.subscribers: list[WorkerRecord] = []
+        self._rr = 0
+
+    def can_dispatch(self) -> bool:
+        s = self.settings
+        return bool(self.pending) and not s.paused and len(self.leases) < s.width
+
+    def add_pending(self, job: JobRecord) -> None:
+        self.pending.add(job.pending_key)
+
+    def remove_pending(self, job: JobRecord) -> None:
+        self.pending.remove(job.pending_key)
+
+    def pop_next_id(self) -> str:
+        entry: tuple[int, int, str] = self.pending.pop(0)
+        return entry[2]
+
+    def next_worker(self) -> WorkerRecord | None:
+        """Round-robin over subscribers with a free credit, so one busy worker cannot
+        starve the others of this queue's jobs."""
+        subs = self.subscribers
+        n = len(subs)
+        for i in range(n):
+            idx = (self._rr + i) % n
+            worker = subs[idx]
+            if worker.free_credits > 0:
+                self._rr = (idx + 1) % n
+                return worker
+        return None
+
+    def record_finished(self, job: JobRecord) -> None:
+        self.finished[job.state].add((job.finish_seq, job.id))
+
+    def forget_finished(self, job: JobRecord) -> None:
+        self.finished[job.state].discard((job.finish_seq, job.id))
+
+    def underway_count(self) -> int:
+        return len(self.leases)
