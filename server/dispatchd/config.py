@@ -1,0 +1,114 @@
+"""Start-up configuration: flags with DISPATCHD_* environment equivalents, read once
+into a frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A flag or environment value is out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    """host:port the gRPC server binds (port 0 picks a free one)."""
+    data_dir: Path | None = None
+    """Where the drain snapshot lives; None keeps nothing across restarts."""
+    drain_grace: float = 25.0
+    """Seconds a drain waits for underway jobs before taking them back."""
+    max_payload_bytes: int = 1 << 20
+    """Cap on job payloads and results."""
+    default_width: int = 10
+    """Width of a queue created on first use."""
+    default_lease: float = 30.0
+    """Lease duration (seconds) of a queue created on first use."""
+    finished_retention: float = 3600.0
+    """Seconds finished jobs stay readable by GetJob/WaitJob."""
+    max_finished_jobs: int = 100_000
+    """Most finished jobs kept in memory."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+
+    def __post_init__(self) -> None:
+        if self.drain_grace < 0:
+            raise ConfigError(f"--drain-grace must be >= 0, got {self.drain_grace}")
+        if not 1 <= self.max_payload_bytes <= 64 << 20:
+            raise ConfigError(
+                f"--max-payload-bytes must be 1..{64 << 20}, got {self.max_payload_bytes}"
+            )
+        if self.default_width < 0:
+            raise ConfigError(f"--default-width must be >= 0, got {self.default_width}")
+        if not 1.0 <= self.default_lease <= 3600.0:
+            raise ConfigError(f"--default-lease must be 1..3600 s, got {self.default_lease}")
+        if self.finished_retention < 0 or self.max_finished_jobs < 0:
+            raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"--listen must be host:port, got {self.listen!r}")
+
+
+def _env(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get("DISPATCHD_" + name.upper().replace("-", "_"), default)
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="dispatchd",
+        description="gRPC job dispatcher. Every flag also reads DISPATCHD_<FLAG> from the "
+        "environment (e.g. DISPATCHD_LISTEN); a flag on the command line wins.",
+    )
+
+    def add(name: str, kind: type, default: object, help: str) -> None:
+        p.add_argument(
+            f"--{name}",
+            type=kind,
+            default=kind(_env(env, name, str(default))),
+            help=f"{help} (default: %(default)s)",
+        )
+
+    add("listen", str, d.listen, "host:port to serve gRPC on")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_env(env, "data-dir", "") or None,
+        help="directory for the drain snapshot (default: none, nothing kept)",
+    )
+    add("drain-grace", float, d.drain_grace, "seconds to wait for underway jobs on drain")
+    add("max-payload-bytes", int, d.max_payload_bytes, "cap on job payloads and results")
+    add("default-width", int, d.default_width, "width of queues created on first use")
+    add("default-lease", float, d.default_lease, "lease seconds of queues created on first use")
+    add("finished-retention", float, d.finished_retention, "seconds finished jobs stay readable")
+    add("max-finished-jobs", int, d.max_finished_jobs, "most finished jobs kept")
+    add("log-level", str, d.log_level, "debug, info, warning or error")
+    return p
+
+
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Parses flags over environment over defaults. Raises ConfigError or SystemExit(2)."""
+    env = os.environ if env is None else env
+    try:
+        ns = build_parser(env).parse_args(argv)
+    except ValueError as e:  # a bad DISPATCHD_* value fails in the default's conversion
+        raise ConfigError(f"bad environment value: {e}") from None
+    return Config(
+        listen=ns.listen,
+        data_dir=Path(ns.data_dir) if ns.data_dir else None,
+        drain_grace=ns.drain_grace,
+        max_payload_bytes=ns.max_payload_bytes,
+        default_width=ns.default_width,
+        default_lease=ns.default_lease,
+        finished_retention=ns.finished_retention,
+        max_finished_jobs=ns.max_finished_jobs,
+        log_level=ns.log_level,
+    )

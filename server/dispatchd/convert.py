@@ -1,0 +1,113 @@
+"""Engine records <-> protobuf messages. Shared by the service layer and the snapshot store."""
+
+from __future__ import annotations
+
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dispatchd.engine import JobFailure, JobRecord, JobState, NewJob, QueueSettings, QueueView
+
+
+def timestamp(t: float) -> Timestamp:
+    ns = int(t * 1e9)
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def duration(s: float) -> Duration:
+    ns = int(s * 1e9)
+    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def duration_seconds(d: Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def new_job(spec: pb.JobSpec) -> NewJob:
+    return NewJob(
+        queue=spec.queue,
+        payload=spec.payload,
+        priority=spec.priority,
+        headers=dict(spec.headers),
+        content_type=spec.content_type,
+    )
+
+
+def job_to_pb(job: JobRecord, with_payload: bool = True) -> pb.Job:
+    msg = pb.Job(
+        id=job.id,
+        queue=job.queue,
+        payload=job.payload if with_payload else b"",
+        priority=job.priority,
+        state=int(job.state),  # type: ignore[arg-type]
+        headers=job.headers,
+        attempt=job.attempt,
+        submit_time=timestamp(job.submit_time),
+        result=job.result,
+        worker_id=job.worker_id,
+        content_type=job.content_type,
+    )
+    if job.dispatch_time is not None:
+        msg.dispatch_time.CopyFrom(timestamp(job.dispatch_time))
+    if job.first_dispatch_time is not None:
+        msg.first_dispatch_time.CopyFrom(timestamp(job.first_dispatch_time))
+    if job.finish_time is not None:
+        msg.finish_time.CopyFrom(timestamp(job.finish_time))
+    if job.error is not None:
+        msg.error.CopyFrom(
+            pb.JobError(
+                message=job.error.message, retryable=job.error.retryable, code=job.error.code
+            )
+        )
+    if job.lease is not None and job.state is JobState.UNDERWAY:
+        msg.lease_expire_time.CopyFrom(timestamp(job.lease.deadline))
+    return msg
+
+
+def job_from_pb(msg: pb.Job) -> JobRecord:
+    """For restoring a snapshot: the engine assigns the sequence number."""
+    job = JobRecord(
+        id=msg.id,
+        queue=msg.queue,
+        payload=msg.payload,
+        priority=msg.priority,
+        headers=dict(msg.headers),
+        content_type=msg.content_type,
+        seq=0,
+        submit_time=seconds(msg.submit_time),
+        state=JobState(msg.state) if msg.state in JobState._value2member_map_ else JobState.PENDING,
+        attempt=msg.attempt,
+        worker_id=msg.worker_id,
+        result=msg.result,
+    )
+    if msg.HasField("dispatch_time"):
+        job.dispatch_time = seconds(msg.dispatch_time)
+    if msg.HasField("first_dispatch_time"):
+        job.first_dispatch_time = seconds(msg.first_dispatch_time)
+    if msg.HasField("error"):
+        job.error = JobFailure(msg.error.message, msg.error.retryable, msg.error.code)
+    return job
+
+
+def queue_to_pb(view: QueueView) -> pb.Queue:
+    return pb.Queue(
+        name=view.name,
+        width=view.settings.width,
+        paused=view.settings.paused,
+        pending_count=view.pending_count,
+        underway_count=view.underway_count,
+        lease_duration=duration(view.settings.lease_seconds),
+        worker_count=view.worker_count,
+    )
+
+
+def settings_from_pb(msg: pb.Queue) -> QueueSettings:
+    return QueueSettings(
+        width=msg.width,
+        paused=msg.paused,
+        lease_seconds=duration_seconds(msg.lease_duration),
+    )

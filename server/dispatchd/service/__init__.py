@@ -1,0 +1,1 @@
+"""gRPC servicers: they translate messages to engine calls and back, nothing more."""

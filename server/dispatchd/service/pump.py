@@ -1,0 +1,83 @@
+"""Runs the engine's time-driven work on the event loop: one dispatch pass per loop
+tick however many calls asked for it, and one timer for the earliest lease deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dispatchd.engine import Engine
+
+if TYPE_CHECKING:
+    from dispatchd.service.sessions import WorkerSession
+
+log = logging.getLogger("dispatchd.pump")
+
+
+class DispatchPump:
+    """Coalesces dispatch requests: submits, results, credit and width changes all call
+    ``kick()``; the pass runs once at the end of the current loop iteration, so a
+    batch of 1,000 results costs one pass, not 1,000."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._sessions: dict[int, WorkerSession] = {}
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
+
+    @property
+    def sessions(self) -> list[WorkerSession]:
+        return list(self._sessions.values())
+
+    def register(self, session: WorkerSession) -> None:
+        self._sessions[session.worker.key] = session
+
+    def unregister(self, session: WorkerSession) -> None:
+        self._sessions.pop(session.worker.key, None)
+
+    def kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        now = self._clock()
+        engine = self._engine
+        expired = engine.expire_leases(now)
+        if expired:
+            log.info("took back %d jobs whose lease expired", len(expired))
+        engine.evict_finished(now)
+        for worker, leases in engine.dispatch(now):
+            session = self._sessions.get(worker.key)
+            if session is not None:
+                session.deliver(leases)
+        self._arm_timer(now)
+
+    def _arm_timer(self, now: float) -> None:
+        due = self._engine.next_lease_deadline()
+        if due is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer, self._timer_due = None, None
+            return
+        if self._timer is not None and self._timer_due is not None and self._timer_due <= due:
+            return  # the armed timer fires first; it re-arms after its pass
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_due = due
+        self._timer = loop.call_at(loop.time() + max(0.0, due - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_due = None, None
+        self.kick()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,213 @@
+"""One WorkerSession per Work stream: reads the worker's messages into engine calls and
+writes deliveries, cancellations and notices back in as few messages as it can."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+from dispatchd import convert
+from dispatchd.engine import (
+    Engine,
+    EngineError,
+    JobFailure,
+    LeaseRecord,
+    Outcome,
+    Rejection,
+    WorkerRecord,
+)
+from dispatchd.service.errors import status_of
+from dispatchd.service.pump import DispatchPump
+
+log = logging.getLogger("dispatchd.sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Why the server ends a stream: OK, or a status the worker must see."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    details: str = ""
+
+
+class WorkerSession:
+    """Holds the outbox of one stream. Engine calls happen in the reader; writes happen
+    in the stream's own generator, so a slow worker never blocks the engine."""
+
+    def __init__(self, worker: WorkerRecord) -> None:
+        self.worker = worker
+        self.outbox: asyncio.Queue[pb.WorkResponse | StreamEnd] = asyncio.Queue()
+
+    def deliver(self, leases: list[LeaseRecord]) -> None:
+        msg = pb.WorkResponse()
+        out = msg.deliveries.deliveries
+        for lease in leases:
+            d = out.add(lease_id=lease.lease_id)
+            d.job.CopyFrom(convert.job_to_pb(lease.job))
+            d.lease_expire_time.CopyFrom(convert.timestamp(lease.deadline))
+        self.outbox.put_nowait(msg)
+
+    def cancel(self, job_ids: list[str]) -> None:
+        self.outbox.put_nowait(pb.WorkResponse(cancellations=pb.JobCancellations(job_ids=job_ids)))
+
+    def drain(self, deadline: float) -> None:
+        self.outbox.put_nowait(
+            pb.WorkResponse(drain=pb.DrainNotice(deadline=convert.timestamp(deadline)))
+        )
+
+    def reject(self, rejections: list[Rejection]) -> None:
+        msg = pb.WorkResponse()
+        for r in rejections:
+            msg.rejections.rejections.add(job_id=r.job_id, lease_id=r.lease_id, reason=r.reason)
+        self.outbox.put_nowait(msg)
+
+    def end(self, code: grpc.StatusCode = grpc.StatusCode.OK, details: str = "") -> None:
+        self.outbox.put_nowait(StreamEnd(code, details))
+
+
+def _outcome(result: pb.JobResult) -> Outcome:
+    if result.WhichOneof("outcome") == "error":
+        e = result.error
+        return JobFailure(e.message, e.retryable, e.code)
+    return result.output
+
+
+class WorkStream:
+    """Serves one Work call from hello to the end of the stream."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        pump: DispatchPump,
+        clock: Callable[[], float],
+    ) -> None:
+        self._engine = engine
+        self._pump = pump
+        self._clock = clock
+
+    def _heartbeat_interval(self, worker: WorkerRecord) -> float:
+        """A third of the shortest lease among the worker's queues: two heartbeats may be
+        lost before a lease ends."""
+        shortest = min(self._engine.get_queue(q).settings.lease_seconds for q in worker.queues)
+        return max(0.1, min(10.0, shortest / 3))
+
+    async def serve(
+        self,
+        requests: AsyncIterator[pb.WorkRequest],
+        context: grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse],
+    ) -> AsyncIterator[pb.WorkResponse]:
+        session = await self._hello(requests, context)
+        if session is None:
+            return
+        self._pump.register(session)
+        yield pb.WorkResponse(
+            welcome=pb.WorkerWelcome(
+                worker_id=session.worker.worker_id,
+                heartbeat_interval=convert.duration(self._heartbeat_interval(session.worker)),
+                max_result_bytes=self._engine.limits.max_payload_bytes,
+            )
+        )
+        self._pump.kick()
+        reader = asyncio.create_task(self._read(requests, session))
+        try:
+            while True:
+                msg = await session.outbox.get()
+                if isinstance(msg, StreamEnd):
+                    if msg.code is not grpc.StatusCode.OK:
+                        await context.abort(msg.code, msg.details)
+                    return
+                yield msg
+        finally:
+            reader.cancel()
+            self._pump.unregister(session)
+            held = self._engine.disconnect(session.worker, self._clock())
+            if held:
+                log.info(
+                    "worker %s left holding %d jobs; they are pending again",
+                    session.worker.worker_id,
+                    held,
+                )
+            self._pump.kick()
+
+    async def _hello(
+        self,
+        requests: AsyncIterator[pb.WorkRequest],
+        context: grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse],
+    ) -> WorkerSession | None:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return None
+        if first.WhichOneof("kind") != "hello":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
+            )
+        h = first.hello
+        try:
+            worker = self._engine.connect(
+                h.worker_id, list(h.queues), h.max_in_flight, self._clock(), dict(h.labels)
+            )
+        except EngineError as e:
+            await context.abort(status_of(e), str(e))
+        log.info(
+            "worker %s connected for %s with %d credits",
+            worker.worker_id,
+            ",".join(worker.queues),
+            worker.max_in_flight,
+        )
+        return WorkerSession(worker)
+
+    async def _read(self, requests: AsyncIterator[pb.WorkRequest], session: WorkerSession) -> None:
+        """Applies the worker's messages; ends the stream on a protocol error or when the
+        worker half-closes."""
+        try:
+            async for req in requests:
+                end = self._apply(req, session)
+                if end is not None:
+                    session.end(end.code, end.details)
+                    return
+            session.end()
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError:  # the stream broke; the generator's finally cleans up
+            session.end()
+
+    def _apply(self, req: pb.WorkRequest, session: WorkerSession) -> StreamEnd | None:
+        kind = req.WhichOneof("kind")
+        engine, worker = self._engine, session.worker
+        if kind == "results":
+            now = self._clock()
+            rejected = []
+            for r in req.results.results:
+                rej = engine.complete(worker, r.job_id, r.lease_id, _outcome(r), now)
+                if rej is not None:
+                    rejected.append(rej)
+            if rejected:
+                session.reject(rejected)
+        elif kind == "heartbeat":
+            unknown = engine.heartbeat(worker, req.heartbeat.lease_ids, self._clock())
+            if unknown:
+                session.reject(
+                    [
+                        Rejection("", lid, "heartbeat for a lease this worker does not hold")
+                        for lid in unknown
+                    ]
+                )
+            return None
+        elif kind == "credit":
+            try:
+                engine.set_credit(worker, req.credit.max_in_flight)
+            except EngineError as e:
+                return StreamEnd(status_of(e), str(e))
+        elif kind == "hello":
+            return StreamEnd(grpc.StatusCode.FAILED_PRECONDITION, "hello was already sent")
+        else:
+            return StreamEnd(grpc.StatusCode.INVALID_ARGUMENT, "empty WorkRequest: set one kind")
+        self._pump.kick()
+        return None

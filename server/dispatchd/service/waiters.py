@@ -1,0 +1,31 @@
+"""WaitJob support: an engine observer that wakes the callers waiting on a job."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dispatchd.engine import EngineObserver, JobRecord
+
+
+class Waiters(EngineObserver):
+    """Futures per job id, resolved when the engine reports the job finished."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, set[asyncio.Future[None]]] = {}
+
+    def add(self, job_id: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._by_job.setdefault(job_id, set()).add(fut)
+        return fut
+
+    def discard(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        futs = self._by_job.get(job_id)
+        if futs is not None:
+            futs.discard(fut)
+            if not futs:
+                del self._by_job[job_id]
+
+    def job_finished(self, job: JobRecord) -> None:
+        for fut in self._by_job.pop(job.id, ()):
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,1 @@
+"""Durability behind a small interface: today the drain snapshot."""

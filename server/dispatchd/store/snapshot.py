@@ -1,0 +1,95 @@
+"""The drain snapshot: unfinished jobs and queue settings in one versioned protobuf file.
+
+Written atomically (temp file, fsync, rename, fsync of the directory) so a crash
+mid-write leaves the previous file intact. Never pickle: the format is the
+``dispatchd.v1.Snapshot`` message, readable from any language.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatchd_client.v1 import snapshot_pb2
+from google.protobuf.message import DecodeError
+
+from dispatchd import convert
+from dispatchd.engine import JobRecord, QueueSettings
+
+FORMAT_VERSION = 1
+SNAPSHOT_NAME = "snapshot.pb"
+
+
+class SnapshotError(Exception):
+    """The snapshot file cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotData:
+    queues: list[tuple[str, QueueSettings]]
+    jobs: list[JobRecord]
+
+
+class SnapshotStore:
+    """Reads and writes ``<data_dir>/snapshot.pb``; keeps the restored file as
+    ``snapshot.pb.restored`` until the next snapshot replaces it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / SNAPSHOT_NAME
+        self.restored_path = data_dir / (SNAPSHOT_NAME + ".restored")
+
+    def load(self) -> SnapshotData | None:
+        """Returns the snapshot's content, or None when there is no snapshot."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        msg = snapshot_pb2.Snapshot()
+        try:
+            msg.ParseFromString(raw)
+        except DecodeError as e:
+            raise SnapshotError(f"{self.path}: not a dispatchd snapshot ({e})") from None
+        if msg.format_version == 0 or msg.format_version > FORMAT_VERSION:
+            raise SnapshotError(
+                f"{self.path}: format version {msg.format_version}; this server reads "
+                f"1..{FORMAT_VERSION}"
+            )
+        return SnapshotData(
+            queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
+            jobs=[convert.job_from_pb(j) for j in msg.jobs],
+        )
+
+    def mark_restored(self) -> None:
+        """Moves the loaded snapshot aside so a crash later does not restore it twice."""
+        os.replace(self.path, self.restored_path)
+        _fsync_dir(self.path.parent)
+
+    def save(self, data: SnapshotData, now: float) -> int:
+        """Writes the snapshot atomically; returns its size in bytes."""
+        msg = snapshot_pb2.Snapshot(
+            format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
+        )
+        for name, settings in data.queues:
+            q = msg.queues.add(name=name, width=settings.width, paused=settings.paused)
+            q.lease_duration.CopyFrom(convert.duration(settings.lease_seconds))
+        msg.jobs.extend(convert.job_to_pb(job) for job in data.jobs)
+        raw = msg.SerializeToString()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".pb.tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self.restored_path.unlink(missing_ok=True)
+        return len(raw)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
