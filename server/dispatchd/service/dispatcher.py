@@ -208,9 +208,11 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         self._start_drain(grace)
         return pb.DrainResponse(pending_count=pending, underway_count=underway)
 
-    def Work(
+    async def Work(
         self,
         request_iterator: AsyncIterator[pb.WorkRequest],
         context: grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse],
     ) -> AsyncIterator[pb.WorkResponse]:
-        return self._work.serve(request_iterator, context)
+        # grpc.aio recognises streaming handlers by being async generator functions.
+        async for response in self._work.serve(request_iterator, context):
+            yield response

@@ -1,0 +1,58 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+LISTEN ?= 127.0.0.1:50051
+DATA_DIR ?= ./var
+
+.PHONY: run test install gen check-gen lint typecheck unit bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python venv module missing: installing python3-venv with apt"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+## Start the server with the embedded default (snapshot under ./var); Ctrl-C drains it.
+run: $(STAMP)
+	@mkdir -p $(DATA_DIR)
+	$(BIN)/dispatchd --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint typecheck check-gen
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+gen: $(STAMP)
+	$(BIN)/python tools/gen_protos.py
+
+check-gen: $(STAMP)
+	$(BIN)/python tools/gen_protos.py --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+	$(BIN)/buf format --exit-code --diff
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
