@@ -1,0 +1,80 @@
+"""Runs dispatchd as a real subprocess and stops it by pid."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SERVING = re.compile(r"dispatchd serving on [^:]+:(\d+)")
+
+
+class ServerProcess:
+    """A dispatchd process; stderr is collected on a thread so the pipe never fills."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispatchd", "--listen", "127.0.0.1:0",
+             "--data-dir", str(data_dir), "--log-level", "info", *extra],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = SERVING.search(line)
+            if m:
+                self.port = int(m.group(1))
+                self._ready.set()
+        self._ready.set()  # the process ended; wait_ready reports it
+
+    def wait_ready(self, timeout: float = 20.0) -> str:
+        if not self._ready.wait(timeout) or not self.port:
+            raise AssertionError("dispatchd did not start:\n" + "".join(self.lines))
+        return f"127.0.0.1:{self.port}"
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def start_server() -> Iterator[type[ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    class Tracked(ServerProcess):
+        def __init__(self, data_dir: Path, *extra: str) -> None:
+            super().__init__(data_dir, *extra)
+            started.append(self)
+
+    yield Tracked
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,151 @@
+"""Leases over a raw stream: expiry re-queues, heartbeats extend, stale results are fenced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from dispatchd.runtime import DispatchdServer
+from dispatchd_client import AsyncClient, JobState
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+
+from .helpers import eventually
+
+
+class RawWorker:
+    """A worker that does only what the test tells it to."""
+
+    def __init__(self, stub: pb_grpc.DispatcherServiceStub, queue: str, credits: int) -> None:
+        self.outbox: asyncio.Queue[pb.WorkRequest | None] = asyncio.Queue()
+        self.outbox.put_nowait(
+            pb.WorkRequest(
+                hello=pb.WorkerHello(worker_id="raw", queues=[queue], max_in_flight=credits)
+            )
+        )
+        self.call = stub.Work(self._requests())
+        self.inbox: asyncio.Queue[pb.WorkResponse] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[pb.WorkRequest]:
+        while (msg := await self.outbox.get()) is not None:
+            yield msg
+
+    async def _read(self) -> None:
+        async for resp in self.call:
+            self.inbox.put_nowait(resp)
+
+    async def next(self, kind: str) -> pb.WorkResponse:
+        while True:
+            resp = await asyncio.wait_for(self.inbox.get(), 10)
+            if resp.WhichOneof("kind") == kind:
+                return resp
+
+    def send(self, msg: pb.WorkRequest) -> None:
+        self.outbox.put_nowait(msg)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@pytest.fixture
+async def stub(target: str) -> AsyncIterator[pb_grpc.DispatcherServiceStub]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        yield pb_grpc.DispatcherServiceStub(channel)
+
+
+def _result(d: pb.Delivery, output: bytes) -> pb.WorkRequest:
+    return pb.WorkRequest(
+        results=pb.WorkResults(
+            results=[pb.JobResult(job_id=d.job.id, lease_id=d.lease_id, output=output)]
+        )
+    )
+
+
+async def test_expired_lease_requeues_and_fences_the_late_result(
+    target: str, stub: pb_grpc.DispatcherServiceStub
+) -> None:
+    async with AsyncClient(target) as client:
+        await client.update_queue("l", lease_duration=1.0, create=True)
+        job = await client.submit("l", b"x")
+        first = RawWorker(stub, "l", 1)
+        delivery = (await first.next("deliveries")).deliveries.deliveries[0]
+        assert (delivery.job.id, delivery.job.attempt) == (job.id, 1)
+        await eventually(
+            lambda: _state_is(client, job.id, JobState.PENDING), what="the lease to expire"
+        )
+        second = RawWorker(stub, "l", 1)
+        again = (await second.next("deliveries")).deliveries.deliveries[0]
+        assert (again.job.id, again.job.attempt) == (job.id, 2)
+        assert again.lease_id != delivery.lease_id
+        first.send(_result(delivery, b"late"))
+        rejected = (await first.next("rejections")).rejections.rejections[0]
+        assert rejected.lease_id == delivery.lease_id
+        assert (await client.get(job.id)).state is JobState.UNDERWAY
+        second.send(_result(again, b"on time"))
+        done = await client.wait(job.id, timeout=10)
+        assert (done.state, done.result) == (JobState.SUCCEEDED, b"on time")
+        await first.close()
+        await second.close()
+
+
+async def _state_is(client: AsyncClient, job_id: str, state: JobState) -> bool:
+    return (await client.get(job_id)).state is state
+
+
+async def test_heartbeat_extends_the_lease(
+    target: str, stub: pb_grpc.DispatcherServiceStub
+) -> None:
+    async with AsyncClient(target) as client:
+        await client.update_queue("hb", lease_duration=1.0, create=True)
+        job = await client.submit("hb", b"x")
+        worker = RawWorker(stub, "hb", 1)
+        welcome = (await worker.next("welcome")).welcome
+        assert welcome.heartbeat_interval.ToTimedelta().total_seconds() == pytest.approx(1 / 3)
+        delivery = (await worker.next("deliveries")).deliveries.deliveries[0]
+        first_deadline = delivery.lease_expire_time.ToDatetime()
+        worker.send(pb.WorkRequest(heartbeat=pb.WorkerHeartbeat()))
+        await eventually(
+            lambda: _deadline_after(client, job.id, first_deadline), what="a later deadline"
+        )
+        worker.send(pb.WorkRequest(heartbeat=pb.WorkerHeartbeat(lease_ids=["not-mine"])))
+        rejected = (await worker.next("rejections")).rejections.rejections[0]
+        assert rejected.lease_id == "not-mine"
+        await worker.close()
+        await eventually(
+            lambda: _state_is(client, job.id, JobState.PENDING),
+            what="the job to return when the stream breaks",
+        )
+
+
+async def _deadline_after(client: AsyncClient, job_id: str, t: object) -> bool:
+    job = await client.get(job_id)
+    assert job.lease_expire_time is not None
+    return job.lease_expire_time.replace(tzinfo=None) > t  # type: ignore[operator]
+
+
+async def test_health_and_reflection(target: str, server: DispatchdServer) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "dispatchd.v1.DispatcherService"):
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        services = set()
+        async for resp in refl.ServerReflectionInfo(ask()):
+            services |= {s.name for s in resp.list_services_response.service}
+        assert "dispatchd.v1.DispatcherService" in services
+        server.engine.begin_drain()
+        await server.health.enter_graceful_shutdown()
+        resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING

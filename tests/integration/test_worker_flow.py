@@ -1,0 +1,223 @@
+"""Workers through the real Worker runner: width, cancel, results, hooks, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from dispatchd.runtime import DispatchdServer
+from dispatchd_client import (
+    AsyncClient,
+    JobError,
+    JobState,
+    PermanentError,
+    ReceivedJob,
+    Unavailable,
+    Worker,
+)
+from dispatchd_client.v1 import snapshot_pb2
+
+from .helpers import eventually
+
+StartWorker = Callable[..., Worker]
+
+
+@pytest.fixture
+async def start_worker(target: str) -> AsyncIterator[StartWorker]:
+    """Starts Workers as tasks; stops them gracefully (or cancels them) afterwards."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(*, configure: Callable[[Worker], None], **kwargs: object) -> Worker:
+        worker = Worker(target, **kwargs)  # type: ignore[arg-type]
+        configure(worker)
+        running.append((worker, asyncio.create_task(worker.run_async())))
+        return worker
+
+    yield start
+    for worker, task in running:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Gate:
+    """Holds handlers until released, and counts how many run at once."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.running = 0
+        self.max_running = 0
+        self.started: list[str] = []
+
+    async def hold(self, job: ReceivedJob) -> bytes:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        self.started.append(job.id)
+        try:
+            await self.open.wait()
+            return f"done {job.id}".encode()
+        finally:
+            self.running -= 1
+
+
+async def test_width_caps_underway_jobs_across_workers(
+    target: str, start_worker: StartWorker
+) -> None:
+    gate = Gate()
+    async with AsyncClient(target) as client:
+        await client.update_queue("w", width=2, create=True)
+        jobs = [await client.submit("w", f"{i}".encode()) for i in range(12)]
+        for n in range(3):
+            start_worker(configure=lambda w: w.handler("w")(gate.hold), worker_id=f"w{n}",
+                         concurrency=4)
+        await eventually(lambda: gate.running == 2, what="two jobs running")
+        queue = await client.get_queue("w")
+        assert (queue.underway_count, queue.pending_count, queue.worker_count) == (2, 10, 3)
+        await client.update_queue("w", width=4)
+        await eventually(lambda: gate.running == 4, what="four jobs running after widening")
+        gate.open.set()
+        for job in jobs:
+            done = await client.wait(job.id, timeout=10)
+            assert done.state is JobState.SUCCEEDED
+            assert done.result == f"done {job.id}".encode()
+        assert gate.max_running == 4
+
+
+async def test_width_zero_dispatches_nothing(target: str, start_worker: StartWorker) -> None:
+    gate = Gate()
+    gate.open.set()
+    async with AsyncClient(target) as client:
+        await client.update_queue("z", width=0, create=True)
+        job = await client.submit("z", b"x")
+        worker = start_worker(configure=lambda w: w.handler("z")(gate.hold), concurrency=4)
+        await worker.wait_connected(10)
+        await eventually(
+            lambda: _worker_count(client, "z", 1), what="the worker to be registered"
+        )
+        queue = await client.get_queue("z")
+        assert (queue.pending_count, queue.underway_count) == (1, 0)
+        assert gate.started == []
+        await client.update_queue("z", width=1)
+        assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+
+
+async def _worker_count(client: AsyncClient, queue: str, n: int) -> bool:
+    return (await client.get_queue(queue)).worker_count == n
+
+
+async def test_results_errors_and_hooks(target: str, start_worker: StartWorker) -> None:
+    calls: list[str] = []
+
+    def configure(w: Worker) -> None:
+        @w.on_start
+        def started() -> None:
+            calls.append("start")
+
+        @w.before_job
+        def before(job: ReceivedJob) -> None:
+            calls.append(f"before {job.payload.decode()}")
+
+        @w.after_job
+        def after(job: ReceivedJob, outcome: bytes | JobError) -> None:
+            kind = "error" if isinstance(outcome, JobError) else "ok"
+            calls.append(f"after {job.payload.decode()} {kind}")
+
+        @w.handler("h")
+        def handle(job: ReceivedJob) -> str:  # a sync handler runs in a thread
+            if job.payload == b"boom":
+                raise ValueError("it broke")
+            if job.payload == b"fatal":
+                raise PermanentError("never again")
+            return job.payload.decode().upper()
+
+    async with AsyncClient(target) as client:
+        ok = await client.submit("h", b"fine")
+        boom = await client.submit("h", b"boom")
+        fatal = await client.submit("h", b"fatal")
+        start_worker(configure=configure, concurrency=1)
+        done = await client.wait(ok.id, timeout=10)
+        assert (done.state, done.result, done.attempt) == (JobState.SUCCEEDED, b"FINE", 1)
+        failed = await client.wait(boom.id, timeout=10)
+        assert failed.state is JobState.FAILED
+        assert failed.error == JobError("it broke", retryable=True, code="ValueError")
+        permanent = await client.wait(fatal.id, timeout=10)
+        assert permanent.error is not None and not permanent.error.retryable
+    assert calls[0] == "start"
+    assert "before fine" in calls and "after fine ok" in calls and "after boom error" in calls
+
+
+async def test_cancel_underway_job_reaches_the_worker(
+    target: str, start_worker: StartWorker
+) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(job: ReceivedJob) -> bytes:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # runs until cancelled
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return b""
+
+    async with AsyncClient(target) as client:
+        job = await client.submit("c", b"x")
+        start_worker(configure=lambda w: w.handler("c")(slow), concurrency=1)
+        await asyncio.wait_for(started.wait(), 10)
+        result = await client.cancel(job.id)
+        assert result.state is JobState.CANCELLED
+        await asyncio.wait_for(cancelled.wait(), 10)
+        await eventually(
+            lambda: _underway_is(client, "c", 0), what="the cancelled job's slot to free"
+        )
+        assert (await client.get(job.id)).state is JobState.CANCELLED
+
+
+async def _underway_is(client: AsyncClient, queue: str, n: int) -> bool:
+    return (await client.get_queue(queue)).underway_count == n
+
+
+async def test_drain_lets_underway_jobs_finish_and_snapshots_the_rest(
+    target: str, server: DispatchdServer, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    gate = Gate()
+    async with AsyncClient(target) as client:
+        await client.update_queue("d", width=1, create=True)
+        held = await client.submit("d", b"held")
+        waiting = await client.submit("d", b"waiting", priority=-1)
+        worker = start_worker(configure=lambda w: w.handler("d")(gate.hold), concurrency=2)
+        await eventually(lambda: gate.running == 1, what="the first job to start")
+        pending, underway = await client.drain(grace=20)
+        assert (pending, underway) == (1, 1)
+        with pytest.raises(Unavailable, match="draining"):
+            await client.submit("d", b"late")
+        gate.open.set()
+        await asyncio.wait_for(server.stopped.wait(), 20)
+    assert (await _final(server, held.id)) is JobState.SUCCEEDED
+    assert worker.wait_connected  # the worker object stays usable after the drain
+    snap = snapshot_pb2.Snapshot()
+    snap.ParseFromString((tmp_path / "data" / "snapshot.pb").read_bytes())
+    assert [j.id for j in snap.jobs] == [waiting.id]
+
+
+async def _final(server: DispatchdServer, job_id: str) -> JobState:
+    return JobState(int(server.engine.get_job(job_id).state))
+
+
+async def test_drain_grace_running_out_puts_underway_jobs_back(
+    target: str, server: DispatchdServer, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    gate = Gate()  # never opened: the job outlives the grace
+    async with AsyncClient(target) as client:
+        job = await client.submit("g", b"stuck")
+        start_worker(configure=lambda w: w.handler("g")(gate.hold), concurrency=1)
+        await eventually(lambda: gate.running == 1, what="the job to start")
+    server.start_drain(0.2)
+    await asyncio.wait_for(server.stopped.wait(), 10)
+    snap = snapshot_pb2.Snapshot()
+    snap.ParseFromString((tmp_path / "data" / "snapshot.pb").read_bytes())
+    assert [(j.id, j.attempt) for j in snap.jobs] == [(job.id, 1)]
