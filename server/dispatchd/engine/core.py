@@ -305,9 +305,11 @@ class Engine:
             labels=dict(labels or {}),
             connect_time=now,
         )
-        self._workers[worker.key] = worker
         for name in worker.queues:
             self._ensure_queue(name).subscribers.append(worker)
+        # Registered after subscribing: _ensure_queue subscribes every registered
+        # worker to a queue it creates, which would list this one twice.
+        self._workers[worker.key] = worker
         return worker
 
     def _check_credit(self, n: int, minimum: int) -> None:
@@ -379,7 +381,10 @@ class Engine:
             if lease is None:
                 unknown.append(lease_id)
                 continue
-            lease.deadline = now + self._queues[lease.job.queue].settings.lease_seconds
+            deadline = now + self._queues[lease.job.queue].settings.lease_seconds
+            if deadline < lease.deadline:  # lease_seconds was cut: the heap entry is late
+                heapq.heappush(self._lease_heap, (deadline, lease.dispatch_seq, lease_id))
+            lease.deadline = deadline
         return unknown
 
     def _release(self, lease: LeaseRecord, requeue_reason: str | None) -> None:
