@@ -1,0 +1,55 @@
+"""Python client for dispatchd, the gRPC job dispatch service.
+
+* :class:`Client` / :class:`AsyncClient` submit, inspect and manage jobs and queues;
+* :class:`Worker` runs handlers for the jobs of one or more queues;
+* failed calls raise :class:`DispatchdError` subclasses named after their gRPC status.
+
+Importing this package has no side effects: nothing connects, reads the environment or starts
+threads until a client makes a call or a worker runs.
+"""
+
+from dispatchd_client.aio import AsyncClient
+from dispatchd_client.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DispatchdError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    from_rpc_error,
+)
+from dispatchd_client.sync import Client
+from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
+from dispatchd_client.worker import Worker
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncClient",
+    "Client",
+    "DeadlineExceeded",
+    "DispatchdError",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "Job",
+    "JobError",
+    "JobSpecLike",
+    "JobState",
+    "NewJob",
+    "NotFound",
+    "PermanentError",
+    "PermissionDenied",
+    "Queue",
+    "ReceivedJob",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Worker",
+    "from_rpc_error",
+]

@@ -1,0 +1,281 @@
+"""What each client call sends, how it may be retried, and how its answer is read.
+
+:class:`~dispatchd_client.Client` and :class:`~dispatchd_client.AsyncClient` differ only in how
+they wait (blocking vs ``await``). Everything else -- building the request message, choosing the
+deadline, deciding whether UNAVAILABLE may be retried, turning the response into library types --
+lives here as one :class:`Rpc` value per call, so the two clients cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import grpc
+from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf.message import Message
+
+from dispatchd_client.errors import status_code_of
+from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Big enough for the server's largest payloads and for 10,000-job batches.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+)
+#: First delay before retrying an idempotent read that failed with UNAVAILABLE.
+RETRY_BASE_DELAY = 0.05
+#: WaitJob's call deadline exceeds its server-side timeout by this much, so the server's
+#: "timed out, here is the job as it is" answer wins the race against DEADLINE_EXCEEDED.
+WAIT_DEADLINE_MARGIN = 5.0
+#: The server caps WaitJob at one hour; an unbounded wait gets that long.
+MAX_WAIT = 3600.0
+
+
+def new_stub(channel: grpc.Channel | grpc.aio.Channel) -> object:
+    """The generated stub, typed as ``object``: calls go through :meth:`Rpc.method` by name
+    (the generated module is untyped), and the result is read by the Rpc's typed parser."""
+    return pb_grpc.DispatcherServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float | None = None) -> float:
+    """Exponential backoff with "equal jitter": between half and all of ``base * 2**attempt``.
+
+    The jitter keeps many clients that lost the same server from retrying in lockstep; the
+    lower bound keeps the delay from collapsing to zero.
+    """
+    delay = base * (2.0 ** min(attempt, 30))
+    if cap is not None:
+        delay = min(delay, cap)
+    return random.uniform(delay / 2, delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc(Generic[T]):
+    """One unary call ready to send: stub method name, request, and response parser."""
+
+    method: str
+    request: Message
+    parse: Callable[[Any], T]
+    #: Safe to send twice. Only idempotent calls are retried on UNAVAILABLE: a Submit that
+    #: reached the server before the connection dropped would otherwise create a duplicate job.
+    idempotent: bool = False
+    #: Call deadline in seconds when it must differ from the client's default.
+    timeout: float | None = None
+
+    def deadline(self, default: float | None) -> float | None:
+        return self.timeout if self.timeout is not None else default
+
+    def should_retry(self, error: grpc.RpcError, attempt: int, retries: int) -> bool:
+        """Whether failed attempt number ``attempt`` (0-based) may be followed by another."""
+        return (
+            self.idempotent
+            and attempt < retries
+            and status_code_of(error) == grpc.StatusCode.UNAVAILABLE
+        )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(datetime.timedelta(seconds=seconds))
+    return d
+
+
+def _encode_payload(payload: bytes | str, content_type: str) -> tuple[bytes, str]:
+    """Text goes over the wire as UTF-8 and says so, unless the caller named a type."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8"), content_type or TEXT_CONTENT_TYPE
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload), content_type
+    raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+
+
+def job_spec(
+    queue: str,
+    payload: bytes | str = b"",
+    *,
+    priority: int = 0,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "",
+) -> pb.JobSpec:
+    data, ctype = _encode_payload(payload, content_type)
+    return pb.JobSpec(
+        queue=queue, payload=data, priority=priority, headers=headers or {}, content_type=ctype
+    )
+
+
+def _to_spec(spec: JobSpecLike) -> pb.JobSpec:
+    if isinstance(spec, pb.JobSpec):
+        return spec
+    if isinstance(spec, NewJob):
+        return job_spec(
+            spec.queue,
+            spec.payload,
+            priority=spec.priority,
+            headers=spec.headers,
+            content_type=spec.content_type,
+        )
+    raise TypeError(f"expected NewJob or JobSpec, not {type(spec).__name__}")
+
+
+# Response parsers: typed against the response each RPC returns.
+
+
+def _job(resp: pb.SubmitResponse | pb.GetJobResponse | pb.WaitJobResponse) -> Job:
+    return Job.from_proto(resp.job)
+
+
+def _changed_job(resp: pb.CancelJobResponse | pb.ReprioritizeJobResponse) -> Job:
+    return Job.from_proto(resp.job)
+
+
+def _jobs(resp: pb.SubmitBatchResponse) -> list[Job]:
+    return [Job.from_proto(j) for j in resp.jobs]
+
+
+def _page(resp: pb.ListJobsResponse) -> tuple[list[Job], str]:
+    return [Job.from_proto(j) for j in resp.jobs], resp.next_page_token
+
+
+def _queue(
+    resp: pb.GetQueueResponse
+    | pb.UpdateQueueResponse
+    | pb.PauseQueueResponse
+    | pb.ResumeQueueResponse,
+) -> Queue:
+    return Queue.from_proto(resp.queue)
+
+
+def _queues(resp: pb.ListQueuesResponse) -> list[Queue]:
+    return [Queue.from_proto(q) for q in resp.queues]
+
+
+def _drain_counts(resp: pb.DrainResponse) -> tuple[int, int]:
+    return resp.pending_count, resp.underway_count
+
+
+# One builder per client method.
+
+
+def submit(
+    queue: str,
+    payload: bytes | str,
+    *,
+    priority: int,
+    headers: Mapping[str, str] | None,
+    content_type: str,
+) -> Rpc[Job]:
+    spec = job_spec(queue, payload, priority=priority, headers=headers, content_type=content_type)
+    return Rpc("Submit", pb.SubmitRequest(job=spec), _job)
+
+
+def submit_batch(specs: Iterable[JobSpecLike]) -> Rpc[list[Job]]:
+    request = pb.SubmitBatchRequest(jobs=[_to_spec(s) for s in specs])
+    return Rpc("SubmitBatch", request, _jobs)
+
+
+def get_job(job_id: str) -> Rpc[Job]:
+    return Rpc("GetJob", pb.GetJobRequest(job_id=job_id), _job, idempotent=True)
+
+
+def wait_job(job_id: str, timeout: float | None) -> Rpc[Job]:
+    """WaitJob with the server-side ``timeout`` set and a call deadline just past it."""
+    request = pb.WaitJobRequest(job_id=job_id)
+    if timeout is None:
+        wait = MAX_WAIT
+    else:
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        wait = timeout
+        request.timeout.CopyFrom(_duration(timeout))
+    return Rpc("WaitJob", request, _job, idempotent=True, timeout=wait + WAIT_DEADLINE_MARGIN)
+
+
+def cancel_job(job_id: str) -> Rpc[Job]:
+    return Rpc("CancelJob", pb.CancelJobRequest(job_id=job_id), _changed_job)
+
+
+def reprioritize_job(job_id: str, priority: int) -> Rpc[Job]:
+    request = pb.ReprioritizeJobRequest(job_id=job_id, priority=priority)
+    return Rpc("ReprioritizeJob", request, _changed_job)
+
+
+def list_jobs_page(
+    queue: str, state: JobState | None, page_size: int, page_token: str
+) -> Rpc[tuple[list[Job], str]]:
+    """One page of ListJobs; the clients loop while the returned token is non-empty."""
+    request = pb.ListJobsRequest(
+        queue=queue,
+        state=cast(pb.JobState, int(state or JobState.UNSPECIFIED)),
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return Rpc("ListJobs", request, _page, idempotent=True)
+
+
+def get_queue(name: str) -> Rpc[Queue]:
+    return Rpc("GetQueue", pb.GetQueueRequest(name=name), _queue, idempotent=True)
+
+
+def list_queues() -> Rpc[list[Queue]]:
+    return Rpc("ListQueues", pb.ListQueuesRequest(), _queues, idempotent=True)
+
+
+def update_queue(
+    name: str,
+    *,
+    width: int | None,
+    paused: bool | None,
+    lease_duration: float | None,
+    create: bool,
+) -> Rpc[Queue]:
+    """UpdateQueue touching only the settings given.
+
+    An empty update_mask means "set all three" to the server, which would silently zero the
+    settings the caller left out; so at least one setting is required.
+    """
+    queue = pb.Queue(name=name)
+    paths: list[str] = []
+    if width is not None:
+        queue.width = width
+        paths.append("width")
+    if paused is not None:
+        queue.paused = paused
+        paths.append("paused")
+    if lease_duration is not None:
+        queue.lease_duration.CopyFrom(_duration(lease_duration))
+        paths.append("lease_duration")
+    if not paths:
+        raise ValueError("update_queue needs at least one of width, paused, lease_duration")
+    request = pb.UpdateQueueRequest(
+        queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=create
+    )
+    return Rpc("UpdateQueue", request, _queue)
+
+
+def pause_queue(name: str) -> Rpc[Queue]:
+    return Rpc("PauseQueue", pb.PauseQueueRequest(name=name), _queue)
+
+
+def resume_queue(name: str, width: int | None) -> Rpc[Queue]:
+    request = pb.ResumeQueueRequest(name=name)
+    if width is not None:
+        request.width = width
+    return Rpc("ResumeQueue", request, _queue)
+
+
+def drain(grace: float | None) -> Rpc[tuple[int, int]]:
+    request = pb.DrainRequest()
+    if grace is not None:
+        request.grace.CopyFrom(_duration(grace))
+    return Rpc("Drain", request, _drain_counts)

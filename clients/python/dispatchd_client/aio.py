@@ -1,0 +1,185 @@
+"""The asyncio client for producers and operators.
+
+Use it as ``async with AsyncClient(target) as client: job = await client.submit(...)``. Calls
+raise :class:`~dispatchd_client.DispatchdError` subclasses instead of ``grpc.RpcError``, and
+idempotent reads ride out short UNAVAILABLE blips (a server restart, a proxy reconnect) with a
+few jittered retries. Submissions are never retried automatically: a retry after an ambiguous
+failure could enqueue the same work twice, and only the caller knows whether that is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from dispatchd_client import _requests as rq
+from dispatchd_client.errors import from_rpc_error
+from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Asyncio client for the DispatcherService unary calls.
+
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline);
+    ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
+
+    Pass ``channel`` to share a configured ``grpc.aio`` channel (TLS, interceptors); the client
+    then leaves closing it to the caller. Without one, the client opens an insecure channel to
+    ``target`` on first use -- lazily, because a ``grpc.aio`` channel belongs to the event loop
+    that is running when it is created, and the client may be constructed before any loop runs.
+    """
+
+    def __init__(
+        self,
+        target: str = rq.DEFAULT_TARGET,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        timeout: float | None = 30.0,
+        retry_unavailable: int = 3,
+    ) -> None:
+        if retry_unavailable < 0:
+            raise ValueError("retry_unavailable must be >= 0")
+        self._target = target
+        self._channel = channel
+        self._owns_channel = channel is None
+        self._stub: object | None = rq.new_stub(channel) if channel is not None else None
+        self._timeout = timeout
+        self._retries = retry_unavailable
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel if this client opened it. Safe to call twice."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None and self._owns_channel:
+            await channel.close(grace=None)
+
+    def _get_stub(self) -> object:
+        if self._closed:
+            raise RuntimeError("AsyncClient is closed")
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS)
+            self._stub = rq.new_stub(self._channel)
+        return self._stub
+
+    async def _call(self, rpc: rq.Rpc[T]) -> T:
+        """Send ``rpc``, retrying per its policy, and parse the answer."""
+        method = getattr(self._get_stub(), rpc.method)
+        attempt = 0
+        while True:
+            try:
+                response = await method(rpc.request, timeout=rpc.deadline(self._timeout))
+            except grpc.RpcError as e:
+                if not rpc.should_retry(e, attempt, self._retries):
+                    raise from_rpc_error(e) from e
+                await asyncio.sleep(rq.backoff_delay(attempt, base=rq.RETRY_BASE_DELAY))
+                attempt += 1
+            else:
+                return rpc.parse(response)
+
+    async def submit(
+        self,
+        queue: str,
+        payload: bytes | str = b"",
+        *,
+        priority: int = 0,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "",
+    ) -> Job:
+        """Add one job. A ``str`` payload is sent as UTF-8 with content type
+        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried."""
+        return await self._call(
+            rq.submit(queue, payload, priority=priority, headers=headers, content_type=content_type)
+        )
+
+    async def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
+        """Add many jobs atomically (all or none), returned in request order. Not retried."""
+        return await self._call(rq.submit_batch(specs))
+
+    async def get(self, job_id: str) -> Job:
+        """The job in any state (finished jobs are kept for the server's retention period)."""
+        return await self._call(rq.get_job(job_id))
+
+    # The timeout is sent to the server (WaitJobRequest.timeout), so asyncio.timeout() cannot
+    # replace it: the server must know to answer in time.
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109
+        """Wait until the job finishes or ``timeout`` seconds pass, and return it as it is then
+        (check ``job.state.finished``). None waits as long as the server allows (one hour)."""
+        return await self._call(rq.wait_job(job_id, timeout))
+
+    async def cancel(self, job_id: str) -> Job:
+        """Remove a pending job, or mark an underway job cancelled and tell its worker."""
+        return await self._call(rq.cancel_job(job_id))
+
+    async def reprioritize(self, job_id: str, priority: int) -> Job:
+        """Change the priority of a job that has not finished."""
+        return await self._call(rq.reprioritize_job(job_id, priority))
+
+    async def list_jobs(
+        self, queue: str, state: JobState | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        """Every job of ``queue`` (in ``state``, if given), fetching pages lazily."""
+        token = ""
+        while True:
+            jobs, token = await self._call(rq.list_jobs_page(queue, state, page_size, token))
+            for job in jobs:
+                yield job
+            if not token:
+                return
+
+    async def get_queue(self, name: str) -> Queue:
+        """One queue's settings and counts."""
+        return await self._call(rq.get_queue(name))
+
+    async def list_queues(self) -> list[Queue]:
+        """Every known queue, sorted by name."""
+        return await self._call(rq.list_queues())
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_duration: float | None = None,
+        create: bool = False,
+    ) -> Queue:
+        """Change the given settings live (others are left alone); ``create`` makes the queue
+        if it does not exist instead of raising NotFound."""
+        return await self._call(
+            rq.update_queue(
+                name, width=width, paused=paused, lease_duration=lease_duration, create=create
+            )
+        )
+
+    async def pause(self, name: str) -> Queue:
+        """Stop new dispatches from ``name``; underway jobs run on."""
+        return await self._call(rq.pause_queue(name))
+
+    async def resume(self, name: str, width: int | None = None) -> Queue:
+        """Lift a pause, optionally setting a new width at the same time."""
+        return await self._call(rq.resume_queue(name, width))
+
+    async def drain(self, grace: float | None = None) -> tuple[int, int]:
+        """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
+        its configured default), snapshot and exit. Returns (pending, underway) counts."""
+        return await self._call(rq.drain(grace))

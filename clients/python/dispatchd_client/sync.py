@@ -1,0 +1,170 @@
+"""The blocking client, for scripts, web request handlers and anything without an event loop.
+
+It mirrors :class:`~dispatchd_client.AsyncClient` method for method; requests, retry policy and
+response parsing come from the same :mod:`dispatchd_client._requests` definitions, so the two
+behave identically apart from blocking. A ``Client`` is safe to share between threads, as the
+underlying ``grpc.Channel`` is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from dispatchd_client import _requests as rq
+from dispatchd_client.errors import from_rpc_error
+from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking client for the DispatcherService unary calls.
+
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline);
+    ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
+    Pass ``channel`` to use a configured ``grpc.Channel`` (TLS, interceptors); the client then
+    leaves closing it to the caller.
+    """
+
+    def __init__(
+        self,
+        target: str = rq.DEFAULT_TARGET,
+        *,
+        channel: grpc.Channel | None = None,
+        timeout: float | None = 30.0,
+        retry_unavailable: int = 3,
+    ) -> None:
+        if retry_unavailable < 0:
+            raise ValueError("retry_unavailable must be >= 0")
+        self._owns_channel = channel is None
+        self._channel = (
+            channel
+            if channel is not None
+            else grpc.insecure_channel(target, options=rq.CHANNEL_OPTIONS)
+        )
+        self._stub = rq.new_stub(self._channel)
+        self._timeout = timeout
+        self._retries = retry_unavailable
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel if this client opened it. Safe to call twice."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def _call(self, rpc: rq.Rpc[T]) -> T:
+        """Send ``rpc``, retrying per its policy, and parse the answer."""
+        method = getattr(self._stub, rpc.method)
+        attempt = 0
+        while True:
+            try:
+                response = method(rpc.request, timeout=rpc.deadline(self._timeout))
+            except grpc.RpcError as e:
+                if not rpc.should_retry(e, attempt, self._retries):
+                    raise from_rpc_error(e) from e
+                time.sleep(rq.backoff_delay(attempt, base=rq.RETRY_BASE_DELAY))
+                attempt += 1
+            else:
+                return rpc.parse(response)
+
+    def submit(
+        self,
+        queue: str,
+        payload: bytes | str = b"",
+        *,
+        priority: int = 0,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "",
+    ) -> Job:
+        """Add one job. A ``str`` payload is sent as UTF-8 with content type
+        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried."""
+        return self._call(
+            rq.submit(queue, payload, priority=priority, headers=headers, content_type=content_type)
+        )
+
+    def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
+        """Add many jobs atomically (all or none), returned in request order. Not retried."""
+        return self._call(rq.submit_batch(specs))
+
+    def get(self, job_id: str) -> Job:
+        """The job in any state (finished jobs are kept for the server's retention period)."""
+        return self._call(rq.get_job(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job finishes or ``timeout`` seconds pass, and return it as it is then
+        (check ``job.state.finished``). None waits as long as the server allows (one hour)."""
+        return self._call(rq.wait_job(job_id, timeout))
+
+    def cancel(self, job_id: str) -> Job:
+        """Remove a pending job, or mark an underway job cancelled and tell its worker."""
+        return self._call(rq.cancel_job(job_id))
+
+    def reprioritize(self, job_id: str, priority: int) -> Job:
+        """Change the priority of a job that has not finished."""
+        return self._call(rq.reprioritize_job(job_id, priority))
+
+    def list_jobs(
+        self, queue: str, state: JobState | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job of ``queue`` (in ``state``, if given), fetching pages lazily."""
+        token = ""
+        while True:
+            jobs, token = self._call(rq.list_jobs_page(queue, state, page_size, token))
+            yield from jobs
+            if not token:
+                return
+
+    def get_queue(self, name: str) -> Queue:
+        """One queue's settings and counts."""
+        return self._call(rq.get_queue(name))
+
+    def list_queues(self) -> list[Queue]:
+        """Every known queue, sorted by name."""
+        return self._call(rq.list_queues())
+
+    def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_duration: float | None = None,
+        create: bool = False,
+    ) -> Queue:
+        """Change the given settings live (others are left alone); ``create`` makes the queue
+        if it does not exist instead of raising NotFound."""
+        return self._call(
+            rq.update_queue(
+                name, width=width, paused=paused, lease_duration=lease_duration, create=create
+            )
+        )
+
+    def pause(self, name: str) -> Queue:
+        """Stop new dispatches from ``name``; underway jobs run on."""
+        return self._call(rq.pause_queue(name))
+
+    def resume(self, name: str, width: int | None = None) -> Queue:
+        """Lift a pause, optionally setting a new width at the same time."""
+        return self._call(rq.resume_queue(name, width))
+
+    def drain(self, grace: float | None = None) -> tuple[int, int]:
+        """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
+        its configured default), snapshot and exit. Returns (pending, underway) counts."""
+        return self._call(rq.drain(grace))

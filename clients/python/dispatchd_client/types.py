@@ -1,0 +1,208 @@
+"""Plain Python values for what the dispatchd API returns.
+
+The generated protobuf classes are awkward to hand to application code: unset timestamps read
+as the 1970 epoch, unset messages read as empty defaults, and enums are bare ints. These frozen
+dataclasses are what the clients and the worker return instead: ``None`` for "not set", aware
+UTC datetimes, seconds as floats, and an :class:`enum.IntEnum` that tolerates states added to
+the proto after this library was built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+__all__ = ["Job", "JobError", "JobSpecLike", "JobState", "NewJob", "Queue", "ReceivedJob"]
+
+
+class JobState(enum.IntEnum):
+    """Where a job is in its life; values equal the proto ``JobState`` numbers."""
+
+    UNSPECIFIED = pb.JOB_STATE_UNSPECIFIED
+    PENDING = pb.JOB_STATE_PENDING
+    UNDERWAY = pb.JOB_STATE_UNDERWAY
+    SUCCEEDED = pb.JOB_STATE_SUCCEEDED
+    FAILED = pb.JOB_STATE_FAILED
+    CANCELLED = pb.JOB_STATE_CANCELLED
+
+    @classmethod
+    def _missing_(cls, value: object) -> JobState | None:
+        # A newer server may send a state this client does not know; proto3 enums are open,
+        # so degrade to UNSPECIFIED instead of failing the whole response.
+        return cls.UNSPECIFIED if isinstance(value, int) else None
+
+    @property
+    def finished(self) -> bool:
+        """True once the job can no longer change (succeeded, failed or cancelled)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def _time(msg: pb.Job | pb.Delivery, name: str) -> datetime.datetime | None:
+    """An aware UTC datetime, or None when the field is unset (not the epoch)."""
+    if not msg.HasField(name):
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(msg, name)
+    return ts.ToDatetime(tzinfo=datetime.UTC)
+
+
+def _seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+@dataclass(frozen=True)
+class JobError:
+    """A failure reported by a worker.
+
+    ``retryable`` defaults to True because the worker cannot usually tell a transient failure
+    from a permanent one; handlers opt out by raising :class:`~dispatchd_client.PermanentError`.
+    """
+
+    message: str
+    retryable: bool = True
+    code: str = ""
+
+    @classmethod
+    def from_proto(cls, msg: pb.JobError) -> JobError:
+        return cls(message=msg.message, retryable=msg.retryable, code=msg.code)
+
+    def to_proto(self) -> pb.JobError:
+        return pb.JobError(message=self.message, retryable=self.retryable, code=self.code)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A submitted job as the server knows it, at the moment of the call that returned it."""
+
+    id: str
+    queue: str
+    payload: bytes = b""
+    priority: int = 0
+    state: JobState = JobState.UNSPECIFIED
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Number of deliveries so far: 0 before the first dispatch, 1 during the first run.
+    attempt: int = 0
+    content_type: str = ""
+    submit_time: datetime.datetime | None = None
+    #: Time of the latest dispatch.
+    dispatch_time: datetime.datetime | None = None
+    first_dispatch_time: datetime.datetime | None = None
+    finish_time: datetime.datetime | None = None
+    lease_expire_time: datetime.datetime | None = None
+    #: Output of a succeeded job.
+    result: bytes = b""
+    #: Error of a failed job; None otherwise.
+    error: JobError | None = None
+    #: Worker holding (or that last held) the job's lease.
+    worker_id: str = ""
+
+    @classmethod
+    def from_proto(cls, msg: pb.Job) -> Job:
+        return cls(
+            id=msg.id,
+            queue=msg.queue,
+            payload=msg.payload,
+            priority=msg.priority,
+            state=JobState(msg.state),
+            headers=dict(msg.headers),
+            attempt=msg.attempt,
+            content_type=msg.content_type,
+            submit_time=_time(msg, "submit_time"),
+            dispatch_time=_time(msg, "dispatch_time"),
+            first_dispatch_time=_time(msg, "first_dispatch_time"),
+            finish_time=_time(msg, "finish_time"),
+            lease_expire_time=_time(msg, "lease_expire_time"),
+            result=msg.result,
+            error=JobError.from_proto(msg.error) if msg.HasField("error") else None,
+            worker_id=msg.worker_id,
+        )
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    """The :class:`Job` fields of ``job`` as keyword arguments (to build a subclass or strip
+    one back to a plain Job)."""
+    return {f.name: getattr(job, f.name) for f in dataclasses.fields(Job)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceivedJob(Job):
+    """A job delivered to this worker: the :class:`Job` plus its lease.
+
+    ``cancelled`` is a :class:`threading.Event` rather than an :class:`asyncio.Event` because
+    sync handlers run in worker threads and must be able to poll it; async handlers are
+    cancelled as tasks as well, so they rarely need to look at it.
+    """
+
+    #: Identifies this delivery; results carrying an older lease id are ignored by the server.
+    lease_id: str
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the server cancelled the job or the worker gave up on it."""
+        return self.cancelled.is_set()
+
+    @classmethod
+    def from_delivery(cls, delivery: pb.Delivery) -> ReceivedJob:
+        fields = _job_fields(Job.from_proto(delivery.job))
+        # The delivery's own lease expiry is authoritative; the embedded job may predate it.
+        lease_expire = _time(delivery, "lease_expire_time")
+        if lease_expire is not None:
+            fields["lease_expire_time"] = lease_expire
+        return cls(**fields, lease_id=delivery.lease_id)
+
+    def as_job(self) -> Job:
+        """The plain :class:`Job` part, e.g. to store or compare without the lease."""
+        return Job(**_job_fields(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Queue:
+    """One queue's settings and counts."""
+
+    name: str
+    #: Max jobs underway at once across all workers; 0 dispatches nothing.
+    width: int = 0
+    paused: bool = False
+    pending_count: int = 0
+    #: Leases held, including cancelled jobs whose worker has not answered yet.
+    underway_count: int = 0
+    #: How long a delivery's lease lasts without a heartbeat, in seconds.
+    lease_duration: float = 0.0
+    #: Workers connected that serve this queue.
+    worker_count: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.Queue) -> Queue:
+        return cls(
+            name=msg.name,
+            width=msg.width,
+            paused=msg.paused,
+            pending_count=msg.pending_count,
+            underway_count=msg.underway_count,
+            lease_duration=_seconds(msg.lease_duration),
+            worker_count=msg.worker_count,
+        )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to submit with :meth:`submit_batch`; fields mean the same as ``submit``'s
+    arguments (a ``str`` payload is sent as UTF-8 text)."""
+
+    queue: str
+    payload: bytes | str = b""
+    priority: int = 0
+    headers: dict[str, str] | None = None
+    content_type: str = ""
+
+
+#: What ``submit_batch`` accepts: :class:`NewJob` or an already-built proto ``JobSpec``.
+JobSpecLike = NewJob | pb.JobSpec
