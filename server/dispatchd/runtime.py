@@ -95,7 +95,7 @@ class DispatchdServer:
             WorkStream(self.engine, self.pump, self.clock),
             self.start_drain,
         )
-        pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

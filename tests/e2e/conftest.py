@@ -21,8 +21,18 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatchd", "--listen", "127.0.0.1:0",
-             "--data-dir", str(data_dir), "--log-level", "info", *extra],
+            [
+                sys.executable,
+                "-m",
+                "dispatchd",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "info",
+                *extra,
+            ],
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -53,13 +63,19 @@ class ServerProcess:
 
     def wait(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(timeout)
+        self._close_pipe(timeout)
         return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._close_pipe(10)
+
+    def _close_pipe(self, timeout: float) -> None:
+        self._reader.join(timeout)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()
 
     @property
     def log(self) -> str:

@@ -19,9 +19,7 @@ def _expected_order(submitted: list[tuple[str, int]]) -> list[str]:
     return [job_id for _, (job_id, _) in indexed]
 
 
-def _run_one_at_a_time(
-    target: str, queue: str, count: int
-) -> tuple[list[str], threading.Thread]:
+def _run_one_at_a_time(target: str, queue: str, count: int) -> tuple[list[str], threading.Thread]:
     """Starts a Worker with concurrency 1 and waits until ``count`` jobs ran; returns their
     ids in run order and the worker's thread, which ends when the server drains."""
     order: list[str] = []

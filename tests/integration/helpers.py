@@ -11,11 +11,11 @@ POLL_INTERVAL = 0.01
 
 async def eventually(
     check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    timeout: float = 10.0,
+    within: float = 10.0,
     what: str = "condition",
 ) -> None:
-    """Polls ``check`` (sync or async) until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
+    """Polls ``check`` (sync or async) until it is true or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if not isinstance(result, bool):
@@ -23,5 +23,5 @@ async def eventually(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL)

@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, JobState
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from .helpers import eventually
 
@@ -74,25 +73,23 @@ async def test_expired_lease_requeues_and_fences_the_late_result(
     async with AsyncClient(target) as client:
         await client.update_queue("l", lease_duration=1.0, create=True)
         job = await client.submit("l", b"x")
-        first = RawWorker(stub, "l", 1)
-        delivery = (await first.next("deliveries")).deliveries.deliveries[0]
-        assert (delivery.job.id, delivery.job.attempt) == (job.id, 1)
-        await eventually(
-            lambda: _state_is(client, job.id, JobState.PENDING), what="the lease to expire"
-        )
-        second = RawWorker(stub, "l", 1)
-        again = (await second.next("deliveries")).deliveries.deliveries[0]
+        worker = RawWorker(stub, "l", 1)
+        first = (await worker.next("deliveries")).deliveries.deliveries[0]
+        assert (first.job.id, first.job.attempt) == (job.id, 1)
+        # No heartbeat: the lease ends, the job goes back, and the free credit takes it
+        # again as a new attempt under a new lease.
+        again = (await worker.next("deliveries")).deliveries.deliveries[0]
         assert (again.job.id, again.job.attempt) == (job.id, 2)
-        assert again.lease_id != delivery.lease_id
-        first.send(_result(delivery, b"late"))
-        rejected = (await first.next("rejections")).rejections.rejections[0]
-        assert rejected.lease_id == delivery.lease_id
+        assert again.lease_id != first.lease_id
+        worker.send(_result(first, b"late"))
+        rejected = (await worker.next("rejections")).rejections.rejections[0]
+        assert (rejected.job_id, rejected.lease_id) == (job.id, first.lease_id)
+        assert "stale lease" in rejected.reason
         assert (await client.get(job.id)).state is JobState.UNDERWAY
-        second.send(_result(again, b"on time"))
+        worker.send(_result(again, b"on time"))
         done = await client.wait(job.id, timeout=10)
-        assert (done.state, done.result) == (JobState.SUCCEEDED, b"on time")
-        await first.close()
-        await second.close()
+        assert (done.state, done.result, done.attempt) == (JobState.SUCCEEDED, b"on time", 2)
+        await worker.close()
 
 
 async def _state_is(client: AsyncClient, job_id: str, state: JobState) -> bool:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -80,7 +79,8 @@ async def test_result_for_a_job_not_held_is_rejected_and_changes_nothing(
         if resp.HasField("rejections"):
             rejection = resp.rejections.rejections[0]
     assert kinds == ["welcome", "rejections"]
-    assert rejection is not None and rejection.job_id == job_id
+    assert rejection is not None
+    assert rejection.job_id == job_id
     assert "stale lease" in rejection.reason
     got = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
     assert got.job.state == pb.JOB_STATE_PENDING

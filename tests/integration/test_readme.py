@@ -23,8 +23,11 @@ async def test_readme_quickstart_runs(target: str) -> None:
     assert 'TARGET = "127.0.0.1:50051"' in code
     code = code.replace('TARGET = "127.0.0.1:50051"', f'TARGET = "{target}"')
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        code,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()

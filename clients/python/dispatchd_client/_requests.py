@@ -45,7 +45,7 @@ MAX_WAIT = 3600.0
 def new_stub(channel: grpc.Channel | grpc.aio.Channel) -> object:
     """The generated stub, typed as ``object``: calls go through :meth:`Rpc.method` by name
     (the generated module is untyped), and the result is read by the Rpc's typed parser."""
-    return pb_grpc.DispatcherServiceStub(channel)  # type: ignore[no-untyped-call]
+    return pb_grpc.DispatcherServiceStub(channel)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float | None = None) -> float:
