@@ -7,17 +7,17 @@ EngineError before changing anything.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine import paging
+from dispatchd.engine.deadlines import DeadlineHeap
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     JobFailure,
     JobRecord,
@@ -33,8 +33,6 @@ from dispatchd.engine.queue import QueueState
 from dispatchd.engine.workers import WorkerRecord
 
 Outcome = bytes | JobFailure
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
 
 
@@ -54,9 +52,7 @@ class Engine:
         self._jobs: dict[str, JobRecord] = {}
         self._workers: dict[int, WorkerRecord] = {}
         self._leases: dict[str, LeaseRecord] = {}
-        # Lazy heap of (deadline, dispatch_seq, lease_id); heartbeats move deadlines
-        # later without touching it, and entries of finished leases are skipped.
-        self._lease_heap: list[tuple[float, int, str]] = []
+        self._deadlines = DeadlineHeap()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._with_pending: dict[str, None] = {}  # ordered set of queues with work
         self._seq = 0
@@ -235,44 +231,9 @@ class Engine:
     def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str
     ) -> tuple[list[JobRecord], str]:
-        """One page of a queue's jobs: pending in dispatch order, underway in dispatch
-        order, finished in finish order; UNSPECIFIED walks all of them in that order."""
+        """One page of a queue's jobs; see listing.page_of_jobs for the order."""
         lim.check_queue_name(queue)
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"
-            )
-        limit = page_size or DEFAULT_PAGE_SIZE
-        q = self._queue(queue)
-        cursor = paging.decode(page_token, queue, int(state)) if page_token else None
-        phases = [state] if state is not JobState.UNSPECIFIED else list(JobState)[1:]
-        page: list[tuple[JobRecord, paging.Cursor]] = []
-        for phase in phases:
-            if cursor is not None and phase < cursor.phase:
-                continue
-            after = cursor if cursor is not None and cursor.phase == phase else None
-            for item in self._iter_phase(q, phase, after):
-                page.append(item)
-                if len(page) > limit:
-                    token = paging.encode(queue, int(state), page[limit - 1][1])
-                    return [job for job, _ in page[:limit]], token
-        return [job for job, _ in page], ""
-
-    def _iter_phase(
-        self, q: QueueState, phase: JobState, after: paging.Cursor | None
-    ) -> Iterator[tuple[JobRecord, paging.Cursor]]:
-        if phase is JobState.PENDING:
-            lo = None if after is None else (after.k1, after.k2 + 1)
-            for neg_prio, seq, job_id in q.pending.irange(minimum=lo):
-                yield self._jobs[job_id], paging.Cursor(phase, neg_prio, seq)
-        elif phase is JobState.UNDERWAY:
-            for lease in q.leases.values():
-                if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):
-                    yield lease.job, paging.Cursor(phase, lease.dispatch_seq, 0)
-        else:
-            lo_f = None if after is None else (after.k1 + 1,)
-            for finish_seq, job_id in q.finished[phase].irange(minimum=lo_f):
-                yield self._jobs[job_id], paging.Cursor(phase, finish_seq, 0)
+        return page_of_jobs(self._queue(queue), self._jobs, state, page_size, page_token)
 
     # ---- workers and leases -------------------------------------------------
 
@@ -383,7 +344,7 @@ class Engine:
                 continue
             deadline = now + self._queues[lease.job.queue].settings.lease_seconds
             if deadline < lease.deadline:  # lease_seconds was cut: the heap entry is late
-                heapq.heappush(self._lease_heap, (deadline, lease.dispatch_seq, lease_id))
+                self._deadlines.push(lease, deadline)
             lease.deadline = deadline
         return unknown
 
@@ -399,34 +360,22 @@ class Engine:
             self._push_pending(q, job)
             self.observer.job_requeued(job, requeue_reason)
         self.observer.lease_released(job.queue)
-        self._maybe_compact_lease_heap()
-
-    def _maybe_compact_lease_heap(self) -> None:
-        if len(self._lease_heap) > 64 and len(self._lease_heap) > 4 * len(self._leases):
-            self._lease_heap = [
-                (lease.deadline, lease.dispatch_seq, lease.lease_id)
-                for lease in self._leases.values()
-            ]
-            heapq.heapify(self._lease_heap)
+        self._deadlines.compact(self._leases)
 
     def next_lease_deadline(self) -> float | None:
         """When expire_leases next has work; may be early (never late)."""
-        return self._lease_heap[0][0] if self._lease_heap else None
+        return self._deadlines.earliest()
 
     def expire_leases(self, now: float) -> list[JobRecord]:
-        """Takes back every lease past its deadline. Returns the affected jobs."""
-        expired = []
-        heap = self._lease_heap
-        while heap and heap[0][0] <= now:
-            _, seq, lease_id = heapq.heappop(heap)
-            lease = self._leases.get(lease_id)
-            if lease is None:
-                continue
-            if lease.deadline > now:
-                heapq.heappush(heap, (lease.deadline, seq, lease_id))
-                continue
+        """Takes back every lease past its deadline. Returns the affected jobs (jobs
+        cancelled while underway among them stay CANCELLED)."""
+        expired: list[JobRecord] = []
+
+        def expire(lease: LeaseRecord) -> None:
             expired.append(lease.job)
             self._release(lease, requeue_reason="lease expired")
+
+        self._deadlines.pop_due(now, self._leases, expire)
         return expired
 
     def underway_total(self) -> int:
@@ -485,7 +434,7 @@ class Engine:
         self._leases[lease.lease_id] = lease
         worker.leases[lease.lease_id] = lease
         q.leases[lease.lease_id] = lease
-        heapq.heappush(self._lease_heap, (lease.deadline, lease.dispatch_seq, lease.lease_id))
+        self._deadlines.push(lease)
         self.observer.job_dispatched(lease)
         return lease
 

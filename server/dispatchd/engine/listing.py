@@ -1,0 +1,57 @@
+"""ListJobs over one queue's indexes: a page in dispatch or finish order, resumable by key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from dispatchd.engine import paging
+from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine.model import JobRecord, JobState
+from dispatchd.engine.queue import QueueState
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_of_jobs(
+    q: QueueState,
+    jobs: Mapping[str, JobRecord],
+    state: JobState,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[JobRecord], str]:
+    """Pending in dispatch order, underway in dispatch order, finished in finish order;
+    UNSPECIFIED walks all of them in that order. Costs O(log n + page) per page."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    limit = page_size or DEFAULT_PAGE_SIZE
+    cursor = paging.decode(page_token, q.name, int(state)) if page_token else None
+    phases = [state] if state is not JobState.UNSPECIFIED else list(JobState)[1:]
+    page: list[tuple[JobRecord, paging.Cursor]] = []
+    for phase in phases:
+        if cursor is not None and phase < cursor.phase:
+            continue
+        after = cursor if cursor is not None and cursor.phase == phase else None
+        for item in _iter_phase(q, jobs, phase, after):
+            page.append(item)
+            if len(page) > limit:
+                token = paging.encode(q.name, int(state), page[limit - 1][1])
+                return [job for job, _ in page[:limit]], token
+    return [job for job, _ in page], ""
+
+
+def _iter_phase(
+    q: QueueState, jobs: Mapping[str, JobRecord], phase: JobState, after: paging.Cursor | None
+) -> Iterator[tuple[JobRecord, paging.Cursor]]:
+    if phase is JobState.PENDING:
+        lo = None if after is None else (after.k1, after.k2 + 1)
+        for neg_prio, seq, job_id in q.pending.irange(minimum=lo):
+            yield jobs[job_id], paging.Cursor(phase, neg_prio, seq)
+    elif phase is JobState.UNDERWAY:
+        for lease in q.leases.values():
+            if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):
+                yield lease.job, paging.Cursor(phase, lease.dispatch_seq, 0)
+    else:
+        lo_f = None if after is None else (after.k1 + 1,)
+        for finish_seq, job_id in q.finished[phase].irange(minimum=lo_f):
+            yield jobs[job_id], paging.Cursor(phase, finish_seq, 0)
