@@ -61,7 +61,8 @@ def check() -> int:
             p.name for p in OUT.iterdir() if p.suffix in {".py", ".pyi"}
         }
         drifted = sorted(
-            n for n in names
+            n
+            for n in names
             if not (fresh / n).exists()
             or not (OUT / n).exists()
             or not filecmp.cmp(fresh / n, OUT / n, shallow=False)
