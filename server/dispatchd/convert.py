@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dispatchd_client.v1 import dispatcher_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd.engine import JobFailure, JobRecord, JobState, NewJob, QueueSettings, QueueView
+from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 
 def timestamp(t: float) -> Timestamp:

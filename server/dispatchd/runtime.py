@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-from dispatchd_client.v1 import dispatcher_pb2 as pb
-from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -22,6 +20,8 @@ from dispatchd.service.pump import DispatchPump
 from dispatchd.service.sessions import WorkStream
 from dispatchd.service.waiters import Waiters
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
 log = logging.getLogger("dispatchd")
 

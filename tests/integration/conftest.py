@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
 

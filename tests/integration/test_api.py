@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import (
     AsyncClient,

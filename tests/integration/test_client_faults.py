@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
+
 from dispatchd_client import (
     AsyncClient,
     Client,
@@ -34,7 +36,6 @@ from dispatchd_client import (
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
-from google.protobuf.message import Message
 
 #: Read by pytest-grpc: every open Work stream holds a server thread.
 grpc_max_workers = 16

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, JobState
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from .helpers import eventually
 

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
-from google.protobuf.field_mask_pb2 import FieldMask
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import (
     AsyncClient,

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Sequence
 
 import pytest
+
 from dispatchd.engine import (
     Engine,
     EngineLimits,

@@ -7,6 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
 from dispatchd_client import (
     AlreadyExists,
     DeadlineExceeded,
@@ -31,7 +33,6 @@ from dispatchd_client import (
 from dispatchd_client import _requests as rq
 from dispatchd_client._runner import error_from_exception, to_output
 from dispatchd_client.v1 import dispatcher_pb2 as pb
-from google.protobuf import duration_pb2, timestamp_pb2
 
 UTC = datetime.UTC
 

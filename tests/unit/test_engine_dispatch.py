@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+
 from dispatchd.engine import (
     Engine,
     InvalidArgument,

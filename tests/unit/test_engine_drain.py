@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+
 from dispatchd.engine import (
     Engine,
     EngineLimits,

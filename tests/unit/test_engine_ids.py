@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
-from dispatchd.engine import Engine, NewJob
-from dispatchd.engine.ids import IdSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dispatchd.engine import Engine, NewJob
+from dispatchd.engine.ids import IdSource
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

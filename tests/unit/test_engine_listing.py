@@ -6,6 +6,7 @@ import base64
 from collections.abc import Callable
 
 import pytest
+
 from dispatchd.engine import (
     Engine,
     InvalidArgument,

@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 
 import pytest
+
 from dispatchd.engine import (
     Engine,
     EngineObserver,

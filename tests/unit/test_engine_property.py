@@ -10,6 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from dispatchd.engine import (
     Engine,
     EngineLimits,
@@ -24,9 +28,6 @@ from dispatchd.engine import (
     Rejection,
     WorkerRecord,
 )
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 QUEUES = ("q0", "q1", "q2")
 FINISHED_AND_UNDERWAY = (

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from dispatchd_client.v1 import dispatcher_pb2 as pb
-from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineError, JobRecord, JobState
@@ -18,6 +16,8 @@ from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.sessions import WorkStream
 from dispatchd.service.waiters import Waiters
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
-from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 from dispatchd import convert
 from dispatchd.engine import (
@@ -23,6 +22,7 @@ from dispatchd.engine import (
 )
 from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
+from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.sessions")
 

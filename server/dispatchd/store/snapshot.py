@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd_client.v1 import snapshot_pb2
 from google.protobuf.message import DecodeError
 
 from dispatchd import convert
 from dispatchd.engine import JobRecord, QueueSettings
+from dispatchd_client.v1 import snapshot_pb2
 
 FORMAT_VERSION = 1
 SNAPSHOT_NAME = "snapshot.pb"

@@ -1,0 +1,61 @@
+"""Flags over DISPATCHD_* environment over defaults, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dispatchd.config import Config, ConfigError, load
+
+
+def test_defaults() -> None:
+    c = load([], env={})
+    assert c == Config()
+    assert (c.listen, c.drain_grace, c.max_payload_bytes, c.default_width) == (
+        "127.0.0.1:50051",
+        25.0,
+        1 << 20,
+        10,
+    )
+    assert c.data_dir is None
+
+
+def test_environment_sets_and_flags_win() -> None:
+    env = {
+        "DISPATCHD_LISTEN": "0.0.0.0:7000",
+        "DISPATCHD_DEFAULT_WIDTH": "3",
+        "DISPATCHD_DATA_DIR": "/tmp/x",
+    }
+    c = load([], env=env)
+    assert (c.listen, c.default_width, c.data_dir) == ("0.0.0.0:7000", 3, Path("/tmp/x"))
+    c = load(["--default-width", "5", "--listen", "127.0.0.1:1"], env=env)
+    assert (c.listen, c.default_width) == ("127.0.0.1:1", 5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--drain-grace", "-1"], "--drain-grace"),
+        (["--max-payload-bytes", "0"], "--max-payload-bytes"),
+        (["--default-width", "-2"], "--default-width"),
+        (["--default-lease", "0.5"], "--default-lease"),
+        (["--log-level", "loud"], "--log-level"),
+        (["--listen", "nowhere"], "--listen"),
+        (["--listen", "host:99999"], "--listen"),
+    ],
+)
+def test_bad_values_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(argv, env={})
+
+
+def test_bad_environment_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="bad environment value"):
+        load([], env={"DISPATCHD_DEFAULT_WIDTH": "ten"})
+
+
+def test_config_is_frozen() -> None:
+    c = Config()
+    with pytest.raises(AttributeError):
+        c.listen = "x"  # type: ignore[misc]
