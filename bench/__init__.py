@@ -1,0 +1,1 @@
+"""The `make bench` benchmark: see run.py for the method."""

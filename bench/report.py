@@ -1,0 +1,196 @@
+"""Medians over the runs, the targets they are held to, the table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.measure import Measured, median
+from bench.workload import Latency
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    key: str
+    label: str
+    op: str  # ">=", "<=" or "<"
+    bound: float
+
+    def met(self, value: float) -> bool:
+        if self.op == ">=":
+            return value >= self.bound
+        if self.op == "<=":
+            return value <= self.bound
+        return value < self.bound
+
+
+TARGETS = (
+    Target("per_job_jobs_per_s", "per-job jobs/s", ">=", 4_000),
+    Target("per_job_vs_baseline", "per-job / raw baseline", ">=", 0.35),
+    Target("per_job_server_cpu_us_per_job", "per-job server CPU us/job", "<=", 200),
+    Target("batched_jobs_per_s", "batched jobs/s", ">=", 100_000),
+    Target("batched_server_cpu_us_per_job", "batched server CPU us/job", "<=", 10),
+    Target("dispatch_p99_ms", "dispatch p99 ms (half load)", "<", 5),
+)
+
+# Rows shown without a target: (key, label).
+INFO_ROWS = (
+    ("baseline_jobs_per_s", "raw grpc.aio baseline msgs/s"),
+    ("baseline_server_cpu_us_per_msg", "baseline server CPU us/msg"),
+    ("batched_vs_baseline", "batched / raw baseline"),
+    ("dispatch_p50_ms", "dispatch p50 ms (half load)"),
+    ("dispatch_max_ms", "dispatch max ms (half load, all runs)"),
+    ("latency_offered_per_s", "half-load offered jobs/s"),
+    ("per_job_server_sys_pct", "per-job server CPU in kernel %"),
+    ("latency_server_cpu_us_per_job", "half-load server CPU us/job"),
+    ("per_job_client_cpu_us_per_job", "per-job client CPU us/job"),
+    ("batched_client_cpu_us_per_job", "batched client CPU us/job"),
+    ("per_job_jobs_per_delivery_msg", "per-job jobs per delivery msg"),
+    ("per_job_width8_jobs_per_s", "per-job jobs/s at width 8"),
+    ("other_cpu_pct", "other processes' CPU % (noise)"),
+)
+NOISY_PCT = 10.0
+
+
+@dataclass
+class Runs:
+    """Every measured run, by phase."""
+
+    baseline: list[Measured]
+    per_job: list[Measured]
+    batched: list[Measured]
+    latency: list[Latency]
+    per_job_width8: list[Measured]
+
+
+def _med(values: Sequence[float]) -> float:
+    return median(values) if values else float("nan")
+
+
+def summarize(runs: Runs) -> dict[str, float]:
+    """Medians per figure; ratios are of the medians."""
+    s = {
+        "per_job_jobs_per_s": _med([m.jobs_per_s for m in runs.per_job]),
+        "batched_jobs_per_s": _med([m.jobs_per_s for m in runs.batched]),
+        "dispatch_p50_ms": _med([x.p50_ms for x in runs.latency]),
+        "dispatch_p99_ms": _med([x.p99_ms for x in runs.latency]),
+        "dispatch_max_ms": max((x.max_ms for x in runs.latency), default=float("nan")),
+        "baseline_jobs_per_s": _med([m.jobs_per_s for m in runs.baseline]),
+        "per_job_server_cpu_us_per_job": _med([m.server_cpu_us_per_job for m in runs.per_job]),
+        "batched_server_cpu_us_per_job": _med([m.server_cpu_us_per_job for m in runs.batched]),
+        "baseline_server_cpu_us_per_msg": _med([m.server_cpu_us_per_job for m in runs.baseline]),
+        "per_job_client_cpu_us_per_job": _med([m.client_cpu_us_per_job for m in runs.per_job]),
+        "batched_client_cpu_us_per_job": _med([m.client_cpu_us_per_job for m in runs.batched]),
+        "per_job_jobs_per_delivery_msg": _med([m.jobs_per_delivery_msg for m in runs.per_job]),
+        "latency_offered_per_s": _med([x.offered_per_s for x in runs.latency]),
+        "latency_server_cpu_us_per_job": _med([x.server_cpu_us_per_job for x in runs.latency]),
+        "per_job_width8_jobs_per_s": _med([m.jobs_per_s for m in runs.per_job_width8]),
+        "per_job_server_sys_pct": _med([m.server_sys_pct for m in runs.per_job]),
+        "other_cpu_pct": _med(
+            [m.other_cpu_pct for m in runs.baseline + runs.per_job + runs.batched]
+            + [x.other_cpu_pct for x in runs.latency]
+        ),
+    }
+    # The headline CPU figure is the per-job path's; both phases have their own key too.
+    s["server_cpu_us_per_job"] = s["per_job_server_cpu_us_per_job"]
+    s["per_job_vs_baseline"] = s["per_job_jobs_per_s"] / s["baseline_jobs_per_s"]
+    s["batched_vs_baseline"] = s["batched_jobs_per_s"] / s["baseline_jobs_per_s"]
+    return s
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN: the phase did not run
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(summary: dict[str, float]) -> str:
+    rows = [("metric", "median", "target", "ok")]
+    for t in TARGETS:
+        value = summary[t.key]
+        ok = "yes" if t.met(value) else "NO"
+        rows.append((t.label, _fmt(value), f"{t.op} {_fmt(t.bound)}", ok))
+    rows.extend((label, _fmt(summary[key]), "", "") for key, label in INFO_ROWS)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    if summary["other_cpu_pct"] > NOISY_PCT:
+        lines.append(
+            f"\nnote: other processes used {summary['other_cpu_pct']:.0f}% of the machine "
+            "during the runs; wall-clock figures (jobs/s, latency) are depressed by it."
+        )
+    return "\n".join(lines)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "machine": platform.machine(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _clean(value: float) -> float | None:
+    return None if value != value else round(value, 3)  # NaN is not JSON
+
+
+def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object: headline medians first, then targets, runs, settings, environment."""
+    doc: dict[str, Any] = {k: _clean(v) for k, v in summary.items()}
+    doc["targets"] = {t.key: f"{t.op} {t.bound:g}" for t in TARGETS}
+    doc["ok"] = {t.key: t.met(summary[t.key]) for t in TARGETS}
+    doc["all_ok"] = all(doc["ok"].values())
+    doc["runs"] = {
+        phase: [_run_dict(x) for x in getattr(runs, phase)]
+        for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8")
+    }
+    doc["settings"] = settings
+    doc["environment"] = _environment()
+    doc["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return doc
+
+
+def _run_dict(x: Measured | Latency) -> dict[str, float]:
+    d: dict[str, float] = {k: round(v, 3) for k, v in asdict(x).items()}
+    if isinstance(x, Measured):
+        d["jobs_per_s"] = round(x.jobs_per_s, 1)
+        d["server_cpu_us_per_job"] = round(x.server_cpu_us_per_job, 2)
+        d["client_cpu_us_per_job"] = round(x.client_cpu_us_per_job, 2)
+        d["server_sys_pct"] = round(x.server_sys_pct, 1)
+        d["other_cpu_pct"] = round(x.other_cpu_pct, 1)
+    return d
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.json")  # *.json: ignored by git if left over
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,270 @@
+"""`make bench`: dispatchd's throughput, dispatch latency and server CPU per job, measured
+against a raw grpc.aio floor in the same command.
+
+Method
+------
+Processes: this script is the one client process (grpc.aio on uvloop). It starts dispatchd
+(``dispatchd --listen 127.0.0.1:PORT --log-level warning``) and the baseline server
+(``bench/baseline.py``, a bare grpc.aio echo on uvloop) as children and stops them, by pid,
+when it ends. On a 2-core machine the client and the server under test share the cores.
+Producers and workers use separate channels (separate HTTP/2 connections), as separate
+programs would.
+
+Phases, each run ``--rounds`` times after a short warm-up; the report shows medians:
+
+* baseline: ``--workers`` bidi streams to the echo server, each keeping up to ``--credit``
+  32-byte messages unacked, one ack per message. Its messages/s is the floor the per-job
+  path is compared with (``per_job_vs_baseline``).
+* per-job: ``--producers`` coroutines each await one unary Submit at a time; ``--workers``
+  Work streams with ``max_in_flight=--credit`` answer every delivered job with its own
+  WorkResults message. The queue width (``--per-job-width``) is high enough not to bind;
+  a shorter run at width 8 (``--width8-jobs``, 0 skips it) shows what a narrow queue costs.
+* batched: ``--batch-producers`` coroutines send SubmitBatch of ``--batch`` jobs;
+  ``--batch-workers`` streams with ``--batch-credit`` credits answer each JobDeliveries
+  message with one WorkResults covering all of its jobs.
+* latency: the per-job setup fed open-loop at ``--latency-fraction`` of the median per-job
+  rate. Each payload carries perf_counter_ns() taken just before Submit is called; the
+  worker subtracts it from its own reading when the delivery arrives (same process, same
+  clock). p50/p99 are nearest-rank over every job of a run.
+
+Throughput is jobs over the span from the first submit to the last ack. Server CPU is
+utime+stime of the server process (/proc/PID/stat, all threads) from the first submit until
+GetQueue shows nothing pending or underway (every ack applied), divided by jobs; stime's
+share is shown as "% sys". Client CPU is this process's CPU over the same span. "other" is
+the CPU the rest of the machine used meanwhile (/proc/stat busy time minus both): when it
+is high, another program competed for the cores and the wall-clock figures are low.
+
+Output: one line per run on stderr, then a table of medians against the targets on stdout
+and one JSON object (medians, targets, every run, settings, environment) in
+bench/results/latest.json. ``--quick`` divides every count by 10 for a smoke run;
+``--strict`` makes a missed target exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+if not __package__:  # run as `python bench/run.py`: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+
+from bench import baseline, procs, report, rpc, workload
+from bench.measure import Measured, Meter, median, split
+from bench.procs import ServerProcess
+from bench.workload import Latency, Load, WorkerConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+READY_TIMEOUT = 30.0
+QUICK_DIVISOR = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob; each is also a flag (``per_job_jobs`` is ``--per-job-jobs``)."""
+
+    rounds: int = 3
+    per_job_jobs: int = 15_000
+    producers: int = 32
+    workers: int = 8
+    credit: int = 16
+    per_job_width: int = 1_000
+    width8_jobs: int = 5_000
+    batched_jobs: int = 150_000
+    batch: int = 100
+    batch_producers: int = 4
+    batch_workers: int = 4
+    batch_credit: int = 1_000
+    baseline_msgs: int = 60_000
+    latency_jobs: int = 6_000
+    latency_fraction: float = 0.5
+    warmup_jobs: int = 2_000
+
+    def quick(self) -> Settings:
+        """Every job count divided by QUICK_DIVISOR: a smoke run, not a measurement."""
+        counts = {
+            f.name: max(1, getattr(self, f.name) // QUICK_DIVISOR)
+            for f in dataclasses.fields(self)
+            if f.name.endswith(("_jobs", "_msgs"))
+        }
+        return dataclasses.replace(self, **counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Channels:
+    producers: grpc.aio.Channel
+    workers: grpc.aio.Channel
+    baseline: grpc.aio.Channel
+
+    async def close(self) -> None:
+        for chan in (self.producers, self.workers, self.baseline):
+            await chan.close(grace=None)
+
+
+async def _wait_ready(server: ServerProcess, probe: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not await probe():
+        server.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{server.name} not ready after {READY_TIMEOUT:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+def _show(round_no: int, phase: str, x: Measured | Latency) -> None:
+    if isinstance(x, Latency):
+        line = (
+            f"offered {x.offered_per_s:,.0f}/s achieved {x.achieved_per_s:,.0f}/s  "
+            f"p50 {x.p50_ms:.2f} ms  p99 {x.p99_ms:.2f} ms  max {x.max_ms:.1f} ms  "
+            f"other {x.other_cpu_pct:.0f}%"
+        )
+    else:
+        line = (
+            f"{x.jobs:,} in {x.seconds:.2f} s = {x.jobs_per_s:,.0f}/s  "
+            f"server {x.server_cpu_us_per_job:.1f} us/job ({x.server_sys_pct:.0f}% sys)  "
+            f"client {x.client_cpu_us_per_job:.1f} us/job  other {x.other_cpu_pct:.0f}%"
+        )
+    print(f"round {round_no} {phase:<14} {line}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """The phases, against one running dispatchd and one running baseline server."""
+
+    def __init__(
+        self, s: Settings, dispatchd: ServerProcess, base: ServerProcess, channels: Channels
+    ) -> None:
+        self.s = s
+        self.dispatchd = dispatchd
+        self.base = base
+        self.producer_api = rpc.Dispatchd(channels.producers)
+        self.worker_api = rpc.Dispatchd(channels.workers)
+        self.rig = workload.Rig(self.producer_api, self.worker_api, dispatchd.cpu_times)
+        self.echo = baseline.echo_method(channels.baseline)
+        self.per_job_workers = WorkerConfig(s.workers, s.credit, ack_each=True)
+
+    async def ready(self) -> None:
+        await _wait_ready(self.dispatchd, self.producer_api.serving)
+        await _wait_ready(self.dispatchd, self.worker_api.serving)
+        await _wait_ready(self.base, lambda: baseline.ping(self.echo))
+
+    async def baseline(self, msgs: int) -> Measured:
+        meter = Meter(self.base.cpu_times)
+        end = await baseline.run(self.echo, split(msgs, self.s.workers), self.s.credit)
+        return meter.result(msgs, end)
+
+    async def per_job(self, queue: str, jobs: int, width: int) -> Measured:
+        load = Load(queue, width, jobs, self.s.producers)
+        return await workload.per_job(self.rig, load, self.per_job_workers)
+
+    async def batched(self, queue: str, jobs: int) -> Measured:
+        s = self.s
+        load = Load(queue, s.batch_workers * s.batch_credit, jobs, s.batch_producers)
+        workers = WorkerConfig(s.batch_workers, s.batch_credit, ack_each=False)
+        return await workload.batched(self.rig, load, workers, s.batch)
+
+    async def latency(self, queue: str, rate: float) -> Latency:
+        load = Load(queue, self.s.per_job_width, self.s.latency_jobs, 1)
+        return await workload.latency(self.rig, load, self.per_job_workers, rate)
+
+    async def warm_up(self) -> None:
+        n = self.s.warmup_jobs
+        await self.baseline(n)
+        await self.per_job("bench.warmup", n, self.s.per_job_width)
+        await self.batched("bench.warmup-batched", n * 5)
+
+    async def throughput_round(self, r: int, runs: report.Runs) -> None:
+        s = self.s
+        m = await self.baseline(s.baseline_msgs)
+        runs.baseline.append(m)
+        _show(r, "baseline", m)
+        m = await self.per_job(f"bench.per-job.{r}", s.per_job_jobs, s.per_job_width)
+        runs.per_job.append(m)
+        _show(r, "per-job", m)
+        m = await self.batched(f"bench.batched.{r}", s.batched_jobs)
+        runs.batched.append(m)
+        _show(r, "batched", m)
+        if s.width8_jobs > 0:
+            m = await self.per_job(f"bench.per-job-w8.{r}", s.width8_jobs, 8)
+            runs.per_job_width8.append(m)
+            _show(r, "per-job w=8", m)
+
+    async def run(self) -> report.Runs:
+        runs = report.Runs([], [], [], [], [])
+        for r in range(1, self.s.rounds + 1):
+            await self.throughput_round(r, runs)
+        rate = self.s.latency_fraction * median([m.jobs_per_s for m in runs.per_job])
+        for r in range(1, self.s.rounds + 1):
+            x = await self.latency(f"bench.latency.{r}", rate)
+            runs.latency.append(x)
+            _show(r, "latency", x)
+        return runs
+
+
+async def measure(s: Settings, dispatchd: ServerProcess, base: ServerProcess) -> report.Runs:
+    channels = Channels(
+        rpc.channel(dispatchd.target), rpc.channel(dispatchd.target), rpc.channel(base.target)
+    )
+    try:
+        bench = Bench(s, dispatchd, base, channels)
+        await bench.ready()
+        await bench.warm_up()
+        return await bench.run()
+    finally:
+        await channels.close()
+
+
+def _run_loop(s: Settings, dispatchd: ServerProcess, base: ServerProcess) -> report.Runs:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(measure(s, dispatchd, base))
+    runs: report.Runs = uvloop.run(measure(s, dispatchd, base))
+    return runs
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=type(f.default), default=f.default, help="default: %(default)s")
+    p.add_argument("--quick", action="store_true", help="job counts / 10: a smoke run")
+    p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ns = p.parse_args(argv)
+    s = Settings(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(Settings)})
+    return (s.quick() if ns.quick else s), ns
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    s, ns = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    servers: list[ServerProcess] = []
+    try:
+        servers.append(procs.start_dispatchd(procs.free_port()))
+        servers.append(procs.start_baseline(procs.free_port()))
+        runs = _run_loop(s, servers[0], servers[1])
+    finally:
+        procs.stop_all(servers)
+    summary = report.summarize(runs)
+    doc = report.document(summary, runs, dataclasses.asdict(s))
+    report.write_json(doc, ns.output)
+    print(report.table(summary))
+    print(f"\nwrote {ns.output}")
+    return 1 if ns.strict and not doc["all_ok"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
