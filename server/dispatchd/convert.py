@@ -37,35 +37,48 @@ def new_job(spec: pb.JobSpec) -> NewJob:
     )
 
 
-def job_to_pb(job: JobRecord, with_payload: bool = True) -> pb.Job:
-    msg = pb.Job(
-        id=job.id,
-        queue=job.queue,
-        payload=job.payload if with_payload else b"",
-        priority=job.priority,
-        state=int(job.state),  # type: ignore[arg-type]
-        headers=job.headers,
-        attempt=job.attempt,
-        submit_time=timestamp(job.submit_time),
-        result=job.result,
-        worker_id=job.worker_id,
-        content_type=job.content_type,
-    )
+def set_time(ts: Timestamp, t: float) -> None:
+    ns = int(t * 1e9)
+    ts.seconds = ns // 1_000_000_000
+    ts.nanos = ns % 1_000_000_000
+
+
+def fill_job(msg: pb.Job, job: JobRecord, with_payload: bool = True) -> pb.Job:
+    """Fills ``msg`` in place (cheaper than building sub-messages and copying them)."""
+    msg.id = job.id
+    msg.queue = job.queue
+    if with_payload:
+        msg.payload = job.payload
+    msg.priority = job.priority
+    msg.state = int(job.state)  # type: ignore[assignment]
+    if job.headers:
+        msg.headers.update(job.headers)
+    msg.attempt = job.attempt
+    set_time(msg.submit_time, job.submit_time)
+    if job.result:
+        msg.result = job.result
+    if job.worker_id:
+        msg.worker_id = job.worker_id
+    if job.content_type:
+        msg.content_type = job.content_type
     if job.dispatch_time is not None:
-        msg.dispatch_time.CopyFrom(timestamp(job.dispatch_time))
+        set_time(msg.dispatch_time, job.dispatch_time)
     if job.first_dispatch_time is not None:
-        msg.first_dispatch_time.CopyFrom(timestamp(job.first_dispatch_time))
+        set_time(msg.first_dispatch_time, job.first_dispatch_time)
     if job.finish_time is not None:
-        msg.finish_time.CopyFrom(timestamp(job.finish_time))
+        set_time(msg.finish_time, job.finish_time)
     if job.error is not None:
-        msg.error.CopyFrom(
-            pb.JobError(
-                message=job.error.message, retryable=job.error.retryable, code=job.error.code
-            )
-        )
+        e = msg.error
+        e.message = job.error.message
+        e.retryable = job.error.retryable
+        e.code = job.error.code
     if job.lease is not None and job.state is JobState.UNDERWAY:
-        msg.lease_expire_time.CopyFrom(timestamp(job.lease.deadline))
+        set_time(msg.lease_expire_time, job.lease.deadline)
     return msg
+
+
+def job_to_pb(job: JobRecord, with_payload: bool = True) -> pb.Job:
+    return fill_job(pb.Job(), job, with_payload)
 
 
 def job_from_pb(msg: pb.Job) -> JobRecord:

@@ -35,7 +35,9 @@ async def test_submit_get_and_list_in_dispatch_order(target: str) -> None:
 async def test_submit_batch_is_all_or_nothing(target: str) -> None:
     async with AsyncClient(target) as client:
         jobs = await client.submit_batch([NewJob("b", b"1"), NewJob("b", b"2", priority=2)])
-        assert [j.payload for j in jobs] == [b"1", b"2"]
+        assert [j.priority for j in jobs] == [0, 2]
+        assert [j.payload for j in jobs] == [b"", b""]  # not echoed back: the caller has them
+        assert [(await client.get(j.id)).payload for j in jobs] == [b"1", b"2"]
         with pytest.raises(InvalidArgument, match=r"jobs\[1\]"):
             await client.submit_batch([NewJob("b", b"3"), NewJob("bad name!", b"4")])
         assert (await client.get_queue("b")).pending_count == 2

@@ -52,6 +52,5 @@ def _iter_phase(
             if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):
                 yield lease.job, paging.Cursor(phase, lease.dispatch_seq, 0)
     else:
-        lo_f = None if after is None else (after.k1 + 1,)
-        for finish_seq, job_id in q.finished[phase].irange(minimum=lo_f):
+        for finish_seq, job_id in q.finished[phase].after(None if after is None else after.k1):
             yield jobs[job_id], paging.Cursor(phase, finish_seq, 0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from sortedcontainers import SortedList
 
 from dispatchd.engine.model import (
@@ -12,6 +15,44 @@ from dispatchd.engine.model import (
     QueueSettings,
 )
 from dispatchd.engine.workers import WorkerRecord
+
+
+class FinishedIndex:
+    """Finished jobs of one queue and state in finish order. Eviction takes the globally
+    oldest finished job, which is always the head here, so a list with a moving head
+    does it in O(1); a page starts with one bisect."""
+
+    __slots__ = ("_head", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, str]] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def append(self, finish_seq: int, job_id: str) -> None:
+        self._items.append((finish_seq, job_id))
+
+    def discard(self, finish_seq: int, job_id: str) -> None:
+        items, head = self._items, self._head
+        if head < len(items) and items[head] == (finish_seq, job_id):
+            self._head += 1
+            if self._head > 1024 and self._head * 2 > len(items):
+                del items[: self._head]
+                self._head = 0
+            return
+        i = bisect_left(items, (finish_seq, job_id), head)
+        if i < len(items) and items[i] == (finish_seq, job_id):
+            del items[i]
+
+    def after(self, finish_seq: int | None) -> Iterator[tuple[int, str]]:
+        items = self._items
+        start = self._head
+        if finish_seq is not None:
+            start = bisect_left(items, (finish_seq + 1,), start)
+        for i in range(start, len(items)):
+            yield items[i]
 
 
 class QueueState:
@@ -26,7 +67,7 @@ class QueueState:
         self.settings = settings
         self.pending: SortedList = SortedList()
         self.leases: dict[str, LeaseRecord] = {}
-        self.finished: dict[JobState, SortedList] = {s: SortedList() for s in FINISHED_STATES}
+        self.finished: dict[JobState, FinishedIndex] = {s: FinishedIndex() for s in FINISHED_STATES}
         self.subscribers: list[WorkerRecord] = []
         self._rr = 0
 
@@ -58,10 +99,10 @@ class QueueState:
         return None
 
     def record_finished(self, job: JobRecord) -> None:
-        self.finished[job.state].add((job.finish_seq, job.id))
+        self.finished[job.state].append(job.finish_seq, job.id)
 
     def forget_finished(self, job: JobRecord) -> None:
-        self.finished[job.state].discard((job.finish_seq, job.id))
+        self.finished[job.state].discard(job.finish_seq, job.id)
 
     def underway_count(self) -> int:
         return len(self.leases)

@@ -64,7 +64,9 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         (job,) = self._engine.submit([convert.new_job(request.job)], self._clock())
         self._pump.kick()
-        return pb.SubmitResponse(job=convert.job_to_pb(job))
+        response = pb.SubmitResponse()
+        convert.fill_job(response.job, job, with_payload=False)  # the caller has it
+        return response
 
     @_translating
     async def SubmitBatch(
@@ -72,7 +74,11 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
     ) -> pb.SubmitBatchResponse:
         jobs = self._engine.submit([convert.new_job(s) for s in request.jobs], self._clock())
         self._pump.kick()
-        return pb.SubmitBatchResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+        response = pb.SubmitBatchResponse()
+        add = response.jobs.add
+        for job in jobs:
+            convert.fill_job(add(), job, with_payload=False)  # the caller has the payloads
+        return response
 
     @_translating
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:

@@ -28,6 +28,8 @@ class DispatchPump:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
+        # Cached: asyncio.get_running_loop() costs a getpid() system call on 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def sessions(self) -> list[WorkerSession]:
@@ -42,7 +44,9 @@ class DispatchPump:
     def kick(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -69,7 +73,7 @@ class DispatchPump:
             return  # the armed timer fires first; it re-arms after its pass
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         self._timer_due = due
         self._timer = loop.call_at(loop.time() + max(0.0, due - now), self._on_timer)
 

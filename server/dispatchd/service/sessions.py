@@ -48,8 +48,8 @@ class WorkerSession:
         out = msg.deliveries.deliveries
         for lease in leases:
             d = out.add(lease_id=lease.lease_id)
-            d.job.CopyFrom(convert.job_to_pb(lease.job))
-            d.lease_expire_time.CopyFrom(convert.timestamp(lease.deadline))
+            convert.fill_job(d.job, lease.job)
+            convert.set_time(d.lease_expire_time, lease.deadline)
         self.outbox.put_nowait(msg)
 
     def cancel(self, job_ids: list[str]) -> None:
