@@ -5,7 +5,15 @@ from __future__ import annotations
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dispatchd.engine import JobFailure, JobRecord, JobState, NewJob, QueueSettings, QueueView
+from dispatchd.engine import (
+    JobFailure,
+    JobRecord,
+    JobState,
+    JobView,
+    NewJob,
+    QueueSettings,
+    QueueView,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 
@@ -43,7 +51,7 @@ def set_time(ts: Timestamp, t: float) -> None:
     ts.nanos = ns % 1_000_000_000
 
 
-def fill_job(msg: pb.Job, job: JobRecord, with_payload: bool = True) -> pb.Job:
+def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
     """Fills ``msg`` in place (cheaper than building sub-messages and copying them)."""
     msg.id = job.id
     msg.queue = job.queue
@@ -77,7 +85,7 @@ def fill_job(msg: pb.Job, job: JobRecord, with_payload: bool = True) -> pb.Job:
     return msg
 
 
-def job_to_pb(job: JobRecord, with_payload: bool = True) -> pb.Job:
+def job_to_pb(job: JobView, with_payload: bool = True) -> pb.Job:
     return fill_job(pb.Job(), job, with_payload)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -109,6 +110,10 @@ class DispatchdServer:
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
+        # Everything made so far (modules, grpc, restored jobs) lives as long as the
+        # process: keep it out of every later full collection, whose pause grows with
+        # the number of tracked objects (about 1 us each here).
+        gc.freeze()
         host = self.config.listen.rpartition(":")[0]
         log.info("dispatchd serving on %s:%d", host, self.port)
         return self.port

@@ -10,6 +10,7 @@ import pytest
 from dispatchd.engine import (
     Engine,
     EngineObserver,
+    FinishedJob,
     InvalidArgument,
     JobFailure,
     JobRecord,
@@ -29,7 +30,7 @@ class Recorder(EngineObserver):
     def job_dispatched(self, lease: LeaseRecord) -> None:
         self.events.append(("dispatched", lease.job.id, lease.worker.worker_id))
 
-    def job_finished(self, job: JobRecord) -> None:
+    def job_finished(self, job: FinishedJob) -> None:
         self.events.append(("finished", job.id, job.state.name))
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:

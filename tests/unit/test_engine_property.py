@@ -19,9 +19,11 @@ from dispatchd.engine import (
     EngineLimits,
     EngineObserver,
     FailedPrecondition,
+    FinishedJob,
     JobFailure,
     JobRecord,
     JobState,
+    JobView,
     LeaseRecord,
     NewJob,
     NotFound,
@@ -56,7 +58,7 @@ class FinishLog(EngineObserver):
     def __init__(self) -> None:
         self.finished: set[str] = set()
 
-    def job_finished(self, job: JobRecord) -> None:
+    def job_finished(self, job: FinishedJob) -> None:
         assert job.state.finished
         assert job.id not in self.finished, "a job finished twice"
         self.finished.add(job.id)
@@ -75,7 +77,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     # ---- helpers ------------------------------------------------------------
 
-    def live_jobs(self) -> list[JobRecord]:
+    def live_jobs(self) -> list[JobView]:
         return [self.engine.get_job(i) for i in self.submitted if i not in self.evicted]
 
     def held(self) -> list[LeaseRecord]:
@@ -367,7 +369,9 @@ class EngineMachine(RuleBasedStateMachine):
             assert keys == sorted(keys)
             pending, _ = engine.list_jobs(name, JobState.PENDING, 1000, "")
             if keys and pending:
-                assert keys[-1] < pending[0].pending_key
+                first = pending[0]
+                assert isinstance(first, JobRecord)
+                assert keys[-1] < first.pending_key
             # Work-conserving: whatever could still run has no worker to run it on.
             if pending and not after.settings.paused and after.underway_count < width:
                 for w in engine.workers():
@@ -402,7 +406,7 @@ class EngineMachine(RuleBasedStateMachine):
     def queue_counts_add_up(self) -> None:
         engine = self.engine
         live = self.live_jobs()
-        by_queue: dict[str, list[JobRecord]] = defaultdict(list)
+        by_queue: dict[str, list[JobView]] = defaultdict(list)
         for job in live:
             by_queue[job.queue].append(job)
         held_by_queue: dict[str, int] = defaultdict(int)
@@ -412,7 +416,8 @@ class EngineMachine(RuleBasedStateMachine):
         for view in engine.list_queues():
             jobs = by_queue.get(view.name, [])
             pending = sorted(
-                (j for j in jobs if j.state is JobState.PENDING), key=lambda j: j.pending_key
+                (j for j in jobs if isinstance(j, JobRecord) and j.state is JobState.PENDING),
+                key=lambda j: j.pending_key,
             )
             assert view.pending_count == len(pending)
             assert view.underway_count == held_by_queue.get(view.name, 0)

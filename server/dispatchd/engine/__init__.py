@@ -11,9 +11,11 @@ from dispatchd.engine.errors import (
 )
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.model import (
+    FinishedJob,
     JobFailure,
     JobRecord,
     JobState,
+    JobView,
     LeaseRecord,
     NewJob,
     QueueSettings,
@@ -30,10 +32,12 @@ __all__ = [
     "EngineLimits",
     "EngineObserver",
     "FailedPrecondition",
+    "FinishedJob",
     "InvalidArgument",
     "JobFailure",
     "JobRecord",
     "JobState",
+    "JobView",
     "LeaseRecord",
     "NewJob",
     "NotFound",

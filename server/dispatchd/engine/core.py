@@ -19,9 +19,11 @@ from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
+    FinishedJob,
     JobFailure,
     JobRecord,
     JobState,
+    JobView,
     LeaseRecord,
     NewJob,
     QueueSettings,
@@ -53,7 +55,9 @@ class Engine:
         self._workers: dict[int, WorkerRecord] = {}
         self._leases: dict[str, LeaseRecord] = {}
         self._deadlines = DeadlineHeap()
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        # Finished jobs in finish order, packed into plain tuples the collector untracks
+        # (FinishedJob.pack); FinishedJob views are unpacked on access.
+        self._done: OrderedDict[str, tuple[object, ...]] = OrderedDict()
         self._with_pending: dict[str, None] = {}  # ordered set of queues with work
         self._seq = 0
         self._worker_seq = 0
@@ -166,35 +170,37 @@ class Engine:
         q.add_pending(job)
         self._with_pending[q.name] = None
 
-    def get_job(self, job_id: str) -> JobRecord:
+    def get_job(self, job_id: str) -> JobView:
         if not job_id:
             raise InvalidArgument("job_id is empty")
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is not None:
+            return job
+        raw = self._done.get(job_id)
+        if raw is None:
             raise NotFound(f"job {job_id!r} does not exist or is no longer retained")
+        return FinishedJob.unpack(raw)
+
+    def _live_job(self, job_id: str, refusal: str) -> JobRecord:
+        job = self.get_job(job_id)
+        if isinstance(job, FinishedJob):
+            raise FailedPrecondition(f"job {job_id} already finished ({job.state.name}){refusal}")
         return job
 
-    def cancel(self, job_id: str, now: float) -> tuple[JobRecord, WorkerRecord | None]:
+    def cancel(self, job_id: str, now: float) -> tuple[JobView, WorkerRecord | None]:
         """Cancels a pending job at once, or an underway one whose worker must be told:
         its slot frees when the worker answers or the lease ends."""
-        job = self.get_job(job_id)
-        if job.state.finished:
-            raise FailedPrecondition(f"job {job_id} already finished ({job.state.name})")
+        job = self._live_job(job_id, "")
         worker = None
         if job.state is JobState.PENDING:
             self._queues[job.queue].remove_pending(job)
         elif job.lease is not None:
             job.lease.cancelled = True
             worker = job.lease.worker
-        self._finish(job, JobState.CANCELLED, now)
-        return job, worker
+        return self._finish(job, JobState.CANCELLED, now), worker
 
     def reprioritize(self, job_id: str, priority: int) -> JobRecord:
-        job = self.get_job(job_id)
-        if job.state.finished:
-            raise FailedPrecondition(
-                f"job {job_id} already finished ({job.state.name}); its priority is final"
-            )
+        job = self._live_job(job_id, "; its priority is final")
         if job.state is JobState.PENDING:
             q = self._queues[job.queue]
             q.remove_pending(job)
@@ -204,36 +210,43 @@ class Engine:
             job.priority = priority  # used if the job goes back to pending
         return job
 
-    def _finish(self, job: JobRecord, state: JobState, now: float) -> None:
+    def _finish(self, job: JobRecord, state: JobState, now: float) -> FinishedJob:
+        """Replaces the live record by a frozen FinishedJob. The record keeps the final
+        state too, for whoever still holds it (a lease of a cancelled job)."""
         job.state = state
         job.finish_time = now
         self._seq += 1
         job.finish_seq = self._seq
-        self._queues[job.queue].record_finished(job)
-        self._finished[job.id] = None
-        self.observer.job_finished(job)
+        done = FinishedJob.of(job, now, self._seq)
+        del self._jobs[job.id]
+        self._done[job.id] = done.pack()
+        self._queues[job.queue].record_finished(done)
+        self.observer.job_finished(done)
+        return done
 
     def evict_finished(self, now: float) -> int:
         """Forgets finished jobs past the retention period or the count bound."""
         horizon = now - self.limits.finished_retention_seconds
         evicted = 0
-        while self._finished:
-            oldest = self._jobs[next(iter(self._finished))]
-            too_many = len(self._finished) > self.limits.max_finished_jobs
-            if not too_many and (oldest.finish_time or 0.0) > horizon:
+        done = self._done
+        while done:
+            oldest = FinishedJob.unpack(done[next(iter(done))])
+            too_many = len(done) > self.limits.max_finished_jobs
+            if not too_many and oldest.finish_time > horizon:
                 break
-            self._finished.popitem(last=False)
+            done.popitem(last=False)
             self._queues[oldest.queue].forget_finished(oldest)
-            del self._jobs[oldest.id]
             evicted += 1
         return evicted
 
     def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str
-    ) -> tuple[list[JobRecord], str]:
+    ) -> tuple[list[JobView], str]:
         """One page of a queue's jobs; see listing.page_of_jobs for the order."""
         lim.check_queue_name(queue)
-        return page_of_jobs(self._queue(queue), self._jobs, state, page_size, page_token)
+        return page_of_jobs(
+            self._queue(queue), self._jobs, self._done, state, page_size, page_token
+        )
 
     # ---- workers and leases -------------------------------------------------
 
@@ -304,13 +317,13 @@ class Engine:
         (expired and re-dispatched, or never issued) changes nothing: fencing."""
         lease = worker.leases.get(lease_id)
         if lease is None or lease.job.id != job_id:
+            known = job_id in self._jobs or job_id in self._done
             reason = (
                 "stale lease: it expired or was taken back, and the job may run elsewhere"
-                if job_id in self._jobs
+                if known
                 else "unknown job"
             )
-            queue = self._jobs[job_id].queue if job_id in self._jobs else ""
-            self.observer.result_rejected(queue, reason)
+            self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
             return Rejection(job_id, lease_id, reason)
         job = lease.job
         self._release(lease, requeue_reason=None)

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 from dispatchd.engine import paging
 from dispatchd.engine.errors import InvalidArgument
-from dispatchd.engine.model import JobRecord, JobState
+from dispatchd.engine.model import FinishedJob, JobRecord, JobState, JobView
 from dispatchd.engine.queue import QueueState
 
 DEFAULT_PAGE_SIZE = 100
@@ -16,10 +16,11 @@ MAX_PAGE_SIZE = 1000
 def page_of_jobs(
     q: QueueState,
     jobs: Mapping[str, JobRecord],
+    done: Mapping[str, tuple[object, ...]],
     state: JobState,
     page_size: int,
     page_token: str,
-) -> tuple[list[JobRecord], str]:
+) -> tuple[list[JobView], str]:
     """Pending in dispatch order, underway in dispatch order, finished in finish order;
     UNSPECIFIED walks all of them in that order. Costs O(log n + page) per page."""
     if not 0 <= page_size <= MAX_PAGE_SIZE:
@@ -27,12 +28,12 @@ def page_of_jobs(
     limit = page_size or DEFAULT_PAGE_SIZE
     cursor = paging.decode(page_token, q.name, int(state)) if page_token else None
     phases = [state] if state is not JobState.UNSPECIFIED else list(JobState)[1:]
-    page: list[tuple[JobRecord, paging.Cursor]] = []
+    page: list[tuple[JobView, paging.Cursor]] = []
     for phase in phases:
         if cursor is not None and phase < cursor.phase:
             continue
         after = cursor if cursor is not None and cursor.phase == phase else None
-        for item in _iter_phase(q, jobs, phase, after):
+        for item in _iter_phase(q, jobs, done, phase, after):
             page.append(item)
             if len(page) > limit:
                 token = paging.encode(q.name, int(state), page[limit - 1][1])
@@ -41,8 +42,12 @@ def page_of_jobs(
 
 
 def _iter_phase(
-    q: QueueState, jobs: Mapping[str, JobRecord], phase: JobState, after: paging.Cursor | None
-) -> Iterator[tuple[JobRecord, paging.Cursor]]:
+    q: QueueState,
+    jobs: Mapping[str, JobRecord],
+    done: Mapping[str, tuple[object, ...]],
+    phase: JobState,
+    after: paging.Cursor | None,
+) -> Iterator[tuple[JobView, paging.Cursor]]:
     if phase is JobState.PENDING:
         lo = None if after is None else (after.k1, after.k2 + 1)
         for neg_prio, seq, job_id in q.pending.irange(minimum=lo):
@@ -53,4 +58,4 @@ def _iter_phase(
                 yield lease.job, paging.Cursor(phase, lease.dispatch_seq, 0)
     else:
         for finish_seq, job_id in q.finished[phase].after(None if after is None else after.k1):
-            yield jobs[job_id], paging.Cursor(phase, finish_seq, 0)
+            yield FinishedJob.unpack(done[job_id]), paging.Cursor(phase, finish_seq, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dispatchd.engine.model import JobRecord, LeaseRecord
+from dispatchd.engine.model import FinishedJob, JobRecord, LeaseRecord
 
 
 class EngineObserver:
@@ -20,7 +20,7 @@ class EngineObserver:
     def job_dispatched(self, lease: LeaseRecord) -> None:
         """A job was leased to a worker."""
 
-    def job_finished(self, job: JobRecord) -> None:
+    def job_finished(self, job: FinishedJob) -> None:
         """A job reached a finished state (succeeded, failed, cancelled)."""
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:
@@ -50,7 +50,7 @@ class ObserverChain(EngineObserver):
         for o in self._observers:
             o.job_dispatched(lease)
 
-    def job_finished(self, job: JobRecord) -> None:
+    def job_finished(self, job: FinishedJob) -> None:
         for o in self._observers:
             o.job_finished(job)
 

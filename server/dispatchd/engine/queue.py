@@ -9,6 +9,7 @@ from sortedcontainers import SortedList
 
 from dispatchd.engine.model import (
     FINISHED_STATES,
+    FinishedJob,
     JobRecord,
     JobState,
     LeaseRecord,
@@ -98,10 +99,10 @@ class QueueState:
                 return worker
         return None
 
-    def record_finished(self, job: JobRecord) -> None:
+    def record_finished(self, job: FinishedJob) -> None:
         self.finished[job.state].append(job.finish_seq, job.id)
 
-    def forget_finished(self, job: JobRecord) -> None:
+    def forget_finished(self, job: FinishedJob) -> None:
         self.finished[job.state].discard(job.finish_seq, job.id)
 
     def underway_count(self) -> int:

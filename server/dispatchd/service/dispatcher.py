@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import Engine, EngineError, JobRecord, JobState
+from dispatchd.engine import Engine, EngineError, JobState, JobView
 from dispatchd.engine.errors import InvalidArgument
 from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
@@ -98,7 +98,7 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
             job = self._current(job)
         return pb.WaitJobResponse(job=convert.job_to_pb(job))
 
-    def _current(self, job: JobRecord) -> JobRecord:
+    def _current(self, job: JobView) -> JobView:
         """The job may have been evicted while we waited; the record we hold is final."""
         try:
             return self._engine.get_job(job.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatchd.engine import EngineObserver, JobRecord
+from dispatchd.engine import EngineObserver, FinishedJob
 
 
 class Waiters(EngineObserver):
@@ -25,7 +25,7 @@ class Waiters(EngineObserver):
             if not futs:
                 del self._by_job[job_id]
 
-    def job_finished(self, job: JobRecord) -> None:
+    def job_finished(self, job: FinishedJob) -> None:
         for fut in self._by_job.pop(job.id, ()):
             if not fut.done():
                 fut.set_result(None)
