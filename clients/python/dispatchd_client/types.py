@@ -32,6 +32,9 @@ class JobState(enum.IntEnum):
     SUCCEEDED = pb.JOB_STATE_SUCCEEDED
     FAILED = pb.JOB_STATE_FAILED
     CANCELLED = pb.JOB_STATE_CANCELLED
+    SCHEDULED = pb.JOB_STATE_SCHEDULED
+    EXPIRED = pb.JOB_STATE_EXPIRED
+    DEAD = pb.JOB_STATE_DEAD
 
     @classmethod
     def _missing_(cls, value: object) -> JobState | None:
@@ -41,8 +44,13 @@ class JobState(enum.IntEnum):
 
     @property
     def finished(self) -> bool:
-        """True once the job can no longer change (succeeded, failed or cancelled)."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        """True once the job can no longer change by itself (only RetryJob revives it)."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.DEAD}
+)
 
 
 def _time(msg: pb.Job | pb.Delivery, name: str) -> datetime.datetime | None:

@@ -11,6 +11,23 @@ from dispatchd.engine.queue import QueueState
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# The order UNSPECIFIED walks the states in.
+PHASES = (
+    JobState.PENDING,
+    JobState.UNDERWAY,
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.EXPIRED,
+    JobState.DEAD,
+)
+
+
+_VALUES = frozenset(int(s) for s in JobState)
+
+
+def _rank(state: JobState) -> int:
+    return PHASES.index(state) if state in PHASES else -1
 
 
 def page_of_jobs(
@@ -27,10 +44,12 @@ def page_of_jobs(
         raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
     limit = page_size or DEFAULT_PAGE_SIZE
     cursor = paging.decode(page_token, q.name, int(state)) if page_token else None
-    phases = [state] if state is not JobState.UNSPECIFIED else list(JobState)[1:]
+    if cursor is not None and cursor.phase not in _VALUES:
+        raise InvalidArgument("page_token is not one this server made; start again without it")
+    phases = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
     page: list[tuple[JobView, paging.Cursor]] = []
     for phase in phases:
-        if cursor is not None and phase < cursor.phase:
+        if cursor is not None and _rank(phase) < _rank(JobState(cursor.phase)):
             continue
         after = cursor if cursor is not None and cursor.phase == phase else None
         for item in _iter_phase(q, jobs, done, phase, after):

@@ -19,13 +19,23 @@ class JobState(enum.IntEnum):
     SUCCEEDED = 3
     FAILED = 4
     CANCELLED = 5
+    SCHEDULED = 6
+    EXPIRED = 7
+    DEAD = 8
 
     @property
     def finished(self) -> bool:
-        return self >= JobState.SUCCEEDED
+        return self in _FINISHED
 
 
-FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+FINISHED_STATES = (
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.EXPIRED,
+    JobState.DEAD,
+)
+_FINISHED = frozenset(FINISHED_STATES)
 
 
 @dataclass(frozen=True, slots=True)

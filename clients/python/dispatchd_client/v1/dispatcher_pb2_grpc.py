@@ -107,6 +107,31 @@ class DispatcherServiceStub:
                 request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WorkRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WorkResponse.FromString,
                 _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/RetryJob',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobResponse.FromString,
+                _registered_method=True)
+        self.PurgeJobs = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/PurgeJobs',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsResponse.FromString,
+                _registered_method=True)
+        self.AcquireSlot = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/AcquireSlot',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotResponse.FromString,
+                _registered_method=True)
+        self.RenewSlot = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/RenewSlot',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotResponse.FromString,
+                _registered_method=True)
+        self.ReleaseSlot = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/ReleaseSlot',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.FromString,
+                _registered_method=True)
 
 
 class DispatcherServiceServicer:
@@ -213,6 +238,42 @@ class DispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJob(self, request, context):
+        """RetryJob puts a dead or failed job back to pending, with a fresh attempt budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeJobs(self, request, context):
+        """PurgeJobs forgets finished jobs of one queue (and optionally one finished state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcquireSlot(self, request, context):
+        """AcquireSlot waits (within the call's deadline) until the queue's width and rate allow,
+        then holds one slot of the width for work that runs outside dispatchd workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewSlot(self, request, context):
+        """RenewSlot extends a held slot (keepalive).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseSlot(self, request, context):
+        """ReleaseSlot frees a held slot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +346,31 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.Work,
                     request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WorkRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WorkResponse.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'PurgeJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeJobs,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsResponse.SerializeToString,
+            ),
+            'AcquireSlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireSlot,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotResponse.SerializeToString,
+            ),
+            'RenewSlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewSlot,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotResponse.SerializeToString,
+            ),
+            'ReleaseSlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseSlot,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -667,6 +753,141 @@ class DispatcherService:
             '/dispatchd.v1.DispatcherService/Work',
             dispatchd_dot_v1_dot_dispatcher__pb2.WorkRequest.SerializeToString,
             dispatchd_dot_v1_dot_dispatcher__pb2.WorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.DispatcherService/RetryJob',
+            dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.DispatcherService/PurgeJobs',
+            dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.PurgeJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireSlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.DispatcherService/AcquireSlot',
+            dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.AcquireSlotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewSlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.DispatcherService/RenewSlot',
+            dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.RenewSlotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseSlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.DispatcherService/ReleaseSlot',
+            dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.FromString,
             options,
             channel_credentials,
             insecure,
