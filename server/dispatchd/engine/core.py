@@ -284,6 +284,7 @@ class Engine:
         # Registered after subscribing: _ensure_queue subscribes every registered
         # worker to a queue it creates, which would list this one twice.
         self._workers[worker.key] = worker
+        self.observer.worker_connected(worker)
         return worker
 
     def _check_credit(self, n: int, minimum: int) -> None:
@@ -305,6 +306,7 @@ class Engine:
         held = list(worker.leases.values())
         for lease in held:
             self._release(lease, requeue_reason="worker disconnected")
+        self.observer.worker_disconnected(worker, len(held))
         return len(held)
 
     def workers(self) -> list[WorkerRecord]:
@@ -386,6 +388,7 @@ class Engine:
 
         def expire(lease: LeaseRecord) -> None:
             expired.append(lease.job)
+            self.observer.lease_expired(lease)
             self._release(lease, requeue_reason="lease expired")
 
         self._deadlines.pop_due(now, self._leases, expire)

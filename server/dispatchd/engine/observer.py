@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dispatchd.engine.model import FinishedJob, JobRecord, LeaseRecord
+from dispatchd.engine.workers import WorkerRecord
 
 
 class EngineObserver:
@@ -25,6 +26,18 @@ class EngineObserver:
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:
         """An underway job went back to pending (lease expired, worker gone, drain)."""
+
+    def job_retrying(self, job: JobRecord, due: float) -> None:
+        """A failed attempt will run again at ``due`` (state SCHEDULED until then)."""
+
+    def lease_expired(self, lease: LeaseRecord) -> None:
+        """A lease ended without a result or heartbeat (before the job is requeued)."""
+
+    def worker_connected(self, worker: WorkerRecord) -> None:
+        """A worker stream said hello."""
+
+    def worker_disconnected(self, worker: WorkerRecord, held: int) -> None:
+        """A worker stream ended; ``held`` of its jobs went back to pending."""
 
     def result_rejected(self, queue: str, reason: str) -> None:
         """A worker result changed nothing (stale or unknown lease)."""
@@ -61,6 +74,22 @@ class ObserverChain(EngineObserver):
     def result_rejected(self, queue: str, reason: str) -> None:
         for o in self._observers:
             o.result_rejected(queue, reason)
+
+    def job_retrying(self, job: JobRecord, due: float) -> None:
+        for o in self._observers:
+            o.job_retrying(job, due)
+
+    def lease_expired(self, lease: LeaseRecord) -> None:
+        for o in self._observers:
+            o.lease_expired(lease)
+
+    def worker_connected(self, worker: WorkerRecord) -> None:
+        for o in self._observers:
+            o.worker_connected(worker)
+
+    def worker_disconnected(self, worker: WorkerRecord, held: int) -> None:
+        for o in self._observers:
+            o.worker_disconnected(worker, held)
 
     def lease_released(self, queue: str) -> None:
         for o in self._observers:
