@@ -63,7 +63,9 @@ def submit(engine: Engine) -> Callable[..., list[JobRecord]]:
     ) -> list[JobRecord]:
         out: list[JobRecord] = []
         for _ in range(n):
-            out.extend(engine.submit([NewJob(queue, payload=payload, priority=priority)], now))
+            for job in engine.submit([NewJob(queue, payload=payload, priority=priority)], now):
+                assert isinstance(job, JobRecord)
+                out.append(job)
         return out
 
     return _submit

@@ -86,17 +86,17 @@ def test_requeue_events(observed: Engine, rec: Recorder) -> None:
     observed.dispatch(0.0)
     rec.take()
     observed.expire_leases(30.0)
-    assert rec.take() == [("requeued", a.id, "lease expired"), ("released", "q")]
+    assert rec.take() == [("released", "q"), ("requeued", a.id, "lease expired")]
     observed.dispatch(31.0)
     rec.take()
     observed.disconnect(w, 32.0)
-    assert rec.take() == [("requeued", a.id, "worker disconnected"), ("released", "q")]
+    assert rec.take() == [("released", "q"), ("requeued", a.id, "worker disconnected")]
     observed.connect("w2", ["q"], 1, 33.0)
     observed.dispatch(33.0)
     rec.take()
     observed.begin_drain()
     observed.reclaim_underway()
-    assert rec.take() == [("requeued", a.id, "drain grace ran out"), ("released", "q")]
+    assert rec.take() == [("released", "q"), ("requeued", a.id, "drain grace ran out")]
     assert (b.attempt, c.attempt) == (0, 0)
 
 
@@ -143,8 +143,8 @@ def test_observer_chain_fans_out() -> None:
         "submitted",
         "dispatched",
         "rejected",
-        "requeued",
         "released",
+        "requeued",
         "dispatched",
         "finished",
     ]

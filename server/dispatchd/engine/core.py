@@ -7,90 +7,50 @@ EngineError before changing anything.
 
 from __future__ import annotations
 
-import random
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine.deadlines import DeadlineHeap
-from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from dispatchd.engine.ids import IdSource
-from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.dispatching import Dispatches, DispatchMixin, Outcome
+from dispatchd.engine.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
+    FINISHED_STATES,
     FinishedJob,
-    JobFailure,
     JobRecord,
     JobState,
     JobView,
-    LeaseRecord,
     NewJob,
     QueueSettings,
     QueueView,
-    Rejection,
 )
-from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
+from dispatchd.engine.slots import SlotMixin
 from dispatchd.engine.workers import WorkerRecord
 
-Outcome = bytes | JobFailure
-Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
+__all__ = ["Dispatches", "Engine", "Outcome"]
 
 
-class Engine:
-    """Queues, leases and workers of one dispatchd server."""
-
-    def __init__(
-        self,
-        limits: EngineLimits | None = None,
-        observer: EngineObserver | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.limits = limits or EngineLimits()
-        self.observer = observer or EngineObserver()
-        self._ids = IdSource(rng or random.SystemRandom())
-        self._queues: dict[str, QueueState] = {}
-        self._jobs: dict[str, JobRecord] = {}
-        self._workers: dict[int, WorkerRecord] = {}
-        self._leases: dict[str, LeaseRecord] = {}
-        self._deadlines = DeadlineHeap()
-        # Finished jobs in finish order, packed into plain tuples the collector untracks
-        # (FinishedJob.pack); FinishedJob views are unpacked on access.
-        self._done: OrderedDict[str, tuple[object, ...]] = OrderedDict()
-        self._with_pending: dict[str, None] = {}  # ordered set of queues with work
-        self._seq = 0
-        self._worker_seq = 0
-        self._rr_offset = 0
-        self.draining = False
+class Engine(DispatchMixin, SlotMixin):
+    """Queues, jobs, leases, workers and slots of one dispatchd server."""
 
     # ---- queues -------------------------------------------------------------
-
-    def _queue(self, name: str) -> QueueState:
-        q = self._queues.get(name)
-        if q is None:
-            raise NotFound(f"queue {name!r} does not exist")
-        return q
-
-    def _ensure_queue(self, name: str) -> QueueState:
-        q = self._queues.get(name)
-        if q is None:
-            settings = QueueSettings(
-                width=self.limits.default_width, lease_seconds=self.limits.default_lease_seconds
-            )
-            q = self._queues[name] = QueueState(name, settings)
-            for worker in self._workers.values():
-                if name in worker.queues:
-                    q.subscribers.append(worker)
-        return q
 
     def _view(self, q: QueueState) -> QueueView:
         return QueueView(
             name=q.name,
             settings=q.settings,
             pending_count=len(q.pending),
-            underway_count=len(q.leases),
+            underway_count=q.underway,
             worker_count=len(q.subscribers),
+            scheduled_count=len(q.scheduled),
+            slot_count=len(q.slots),
         )
 
     def get_queue(self, name: str) -> QueueView:
@@ -108,21 +68,30 @@ class Engine:
         paused: bool | None = None,
         lease_seconds: float | None = None,
         create: bool = False,
+        now: float | None = None,
+        **policies: object,
     ) -> QueueView:
         """Changes take effect at once for new dispatches. Narrowing never touches
-        underway jobs: it only holds back dispatches until underway < width."""
+        underway jobs: it only holds back dispatches until underway < width.
+        ``policies`` may set rate, retry_policy, key_limits (None clears each),
+        max_pending and dedup_window."""
+        now = self._clock(now)
         lim.check_queue_name(name)
         if width is not None:
             lim.check_width(width)
         if lease_seconds is not None:
             lim.check_lease_seconds(lease_seconds, self.limits)
+        lim.check_queue_policies(policies)
         q = self._ensure_queue(name) if create else self._queue(name)
         s = q.settings
-        q.settings = QueueSettings(
-            width=s.width if width is None else width,
-            paused=s.paused if paused is None else paused,
-            lease_seconds=s.lease_seconds if lease_seconds is None else lease_seconds,
-        )
+        changes: dict[str, object] = dict(policies)
+        if width is not None:
+            changes["width"] = width
+        if paused is not None:
+            changes["paused"] = paused
+        if lease_seconds is not None:
+            changes["lease_seconds"] = lease_seconds
+        q.apply_settings(replace(s, **changes), now)  # type: ignore[arg-type]
         return self._view(q)
 
     def pause(self, name: str) -> QueueView:
@@ -133,8 +102,14 @@ class Engine:
 
     # ---- jobs ---------------------------------------------------------------
 
-    def submit(self, specs: Sequence[NewJob], now: float) -> list[JobRecord]:
-        """Admits all of ``specs`` or, when any is invalid, none of them."""
+    def submit(self, specs: Sequence[NewJob], now: float) -> list[JobView]:
+        return [job for job, _ in self.submit_many(specs, now)]
+
+    def submit_many(self, specs: Sequence[NewJob], now: float) -> list[tuple[JobView, bool]]:
+        """Admits all of ``specs`` or, when any is invalid or a queue's max_pending would
+        be passed, none of them. Each result says whether it is an earlier job returned
+        for a repeated idempotency key (within the batch too)."""
+        now = self._clock(now)
         if self.draining:
             raise Unavailable("server is draining and accepts no new jobs; retry on another")
         if not specs:
@@ -146,12 +121,68 @@ class Engine:
         many = len(specs) > 1
         for i, spec in enumerate(specs):
             lim.check_new_job(spec, self.limits, i if many else None)
-        jobs = [self._admit(spec, now) for spec in specs]
-        self.observer.jobs_submitted(jobs)
-        return jobs
+        plan = self._plan_admission(specs, now)
+        out: list[tuple[JobView, bool]] = []
+        fresh: list[JobRecord] = []
+        made: dict[tuple[str, str], JobRecord] = {}
+        for spec, existing in zip(specs, plan, strict=True):
+            if existing is not None:
+                out.append((existing, True))
+                continue
+            dedup = (spec.queue, spec.idempotency_key)
+            if spec.idempotency_key and dedup in made:
+                out.append((made[dedup], True))
+                continue
+            job = self._admit(spec, now)
+            if spec.idempotency_key:
+                made[dedup] = job
+            fresh.append(job)
+            out.append((job, False))
+        if fresh:
+            self.observer.jobs_submitted(fresh)
+        return out
+
+    def _plan_admission(self, specs: Sequence[NewJob], now: float) -> list[JobView | None]:
+        """Finds idempotency hits and checks max_pending before anything changes."""
+        plan: list[JobView | None] = []
+        adding: dict[str, int] = {}
+        seen: set[tuple[str, str]] = set()
+        for spec in specs:
+            existing = self._known_by_key(spec.queue, spec.idempotency_key, now)
+            plan.append(existing)
+            key = (spec.queue, spec.idempotency_key)
+            if existing is None and not (spec.idempotency_key and key in seen):
+                adding[spec.queue] = adding.get(spec.queue, 0) + 1
+            if spec.idempotency_key:
+                seen.add(key)
+        for name, n in adding.items():
+            q = self._queues.get(name)
+            bound = q.settings.max_pending if q is not None else 0
+            if bound and q is not None and q.waiting_count() + n > bound:
+                raise ResourceExhausted(
+                    f"queue {name!r} holds {q.waiting_count()} waiting jobs; {n} more would "
+                    f"pass its max_pending of {bound}; nothing was admitted"
+                )
+        return plan
+
+    def _known_by_key(self, queue: str, key: str, now: float) -> JobView | None:
+        q = self._queues.get(queue)
+        if not key or q is None or key not in q.dedup:
+            return None
+        job_id = q.dedup[key]
+        live = self._jobs.get(job_id)
+        if live is not None:
+            return live
+        raw = self._done.get(job_id)
+        if raw is None:
+            return None
+        done = FinishedJob.unpack(raw)
+        if done.finish_time + q.settings.dedup_window < now:
+            return None
+        return done
 
     def _admit(self, spec: NewJob, now: float) -> JobRecord:
-        self._seq += 1
+        q = self._ensure_queue(spec.queue)
         job = JobRecord(
             id=self._ids.job_id(now),
             queue=spec.queue,
@@ -159,16 +190,26 @@ class Engine:
             priority=spec.priority,
             headers=dict(spec.headers),
             content_type=spec.content_type,
-            seq=self._seq,
+            seq=self._next_seq(),
             submit_time=now,
+            not_before=spec.not_before,
+            expire_at=spec.expire_at,
+            ordering_key=spec.ordering_key,
+            fairness_key=spec.fairness_key,
+            idempotency_key=spec.idempotency_key,
+            fairness_weight=spec.fairness_weight,
+            retry_policy=spec.retry_policy,
         )
         self._jobs[job.id] = job
-        self._push_pending(self._ensure_queue(spec.queue), job)
+        if spec.idempotency_key:
+            q.dedup[spec.idempotency_key] = job.id
+        if job.expire_at is not None:
+            heapq.heappush(self._expiries, (job.expire_at, job.seq, job.id))
+        if job.expire_at is not None and job.expire_at <= now:
+            self._finish(job, JobState.EXPIRED, now, release_key=False)
+        else:
+            self._wait(q, job, now)
         return job
-
-    def _push_pending(self, q: QueueState, job: JobRecord) -> None:
-        q.add_pending(job)
-        self._with_pending[q.name] = None
 
     def get_job(self, job_id: str) -> JobView:
         if not job_id:
@@ -178,7 +219,7 @@ class Engine:
             return job
         raw = self._done.get(job_id)
         if raw is None:
-            raise NotFound(f"job {job_id!r} does not exist or is no longer retained")
+            raise lim.not_found_job(job_id)
         return FinishedJob.unpack(raw)
 
     def _live_job(self, job_id: str, refusal: str) -> JobRecord:
@@ -188,41 +229,86 @@ class Engine:
         return job
 
     def cancel(self, job_id: str, now: float) -> tuple[JobView, WorkerRecord | None]:
-        """Cancels a pending job at once, or an underway one whose worker must be told:
-        its slot frees when the worker answers or the lease ends."""
+        """Cancels a waiting job at once, or an underway one whose worker must be told:
+        its slot (and its ordering key) free when the worker answers or the lease ends."""
+        now = self._clock(now)
         job = self._live_job(job_id, "")
-        worker = None
-        if job.state is JobState.PENDING:
-            self._queues[job.queue].remove_pending(job)
-        elif job.lease is not None:
+        q = self._queues[job.queue]
+        if job.state is JobState.UNDERWAY and job.lease is not None:
             job.lease.cancelled = True
-            worker = job.lease.worker
-        return self._finish(job, JobState.CANCELLED, now), worker
+            return self._finish(job, JobState.CANCELLED, now, release_key=False), job.lease.worker
+        self._stop_waiting(q, job)
+        return self._finish(job, JobState.CANCELLED, now), None
 
     def reprioritize(self, job_id: str, priority: int) -> JobRecord:
         job = self._live_job(job_id, "; its priority is final")
+        q = self._queues[job.queue]
         if job.state is JobState.PENDING:
-            q = self._queues[job.queue]
             q.remove_pending(job)
             job.priority = priority
             q.add_pending(job)
+            if job.in_lane:
+                q.ready.discard(job)
+                q.ready.push(job, self._now)
         else:
-            job.priority = priority  # used if the job goes back to pending
+            job.priority = priority  # used when it waits again
         return job
 
-    def _finish(self, job: JobRecord, state: JobState, now: float) -> FinishedJob:
-        """Replaces the live record by a frozen FinishedJob. The record keeps the final
-        state too, for whoever still holds it (a lease of a cancelled job)."""
-        job.state = state
-        job.finish_time = now
-        self._seq += 1
-        job.finish_seq = self._seq
-        done = FinishedJob.of(job, now, self._seq)
-        del self._jobs[job.id]
-        self._done[job.id] = done.pack()
-        self._queues[job.queue].record_finished(done)
-        self.observer.job_finished(done)
-        return done
+    def retry(self, job_id: str, now: float) -> JobRecord:
+        """Puts a DEAD or FAILED job back to waiting, with a fresh retry budget."""
+        now = self._clock(now)
+        if self.draining:
+            raise Unavailable("server is draining and accepts no new work")
+        job = self.get_job(job_id)
+        if not isinstance(job, FinishedJob) or job.state not in (JobState.DEAD, JobState.FAILED):
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.name}; only DEAD or FAILED jobs can be retried"
+            )
+        q = self._queues[job.queue]
+        del self._done[job.id]
+        q.finished[job.state].discard(job.finish_seq, job.id)
+        record = JobRecord(
+            id=job.id,
+            queue=job.queue,
+            payload=job.payload,
+            priority=job.priority,
+            headers=dict(job.headers),
+            content_type=job.content_type,
+            seq=self._next_seq(),
+            submit_time=job.submit_time,
+            attempt=job.attempt,
+            dispatch_time=job.dispatch_time,
+            first_dispatch_time=job.first_dispatch_time,
+            error=job.error,
+            worker_id=job.worker_id,
+            ordering_key=job.ordering_key,
+            fairness_key=job.fairness_key,
+            idempotency_key=job.idempotency_key,
+            retry_policy=job.retry_policy,
+            attempts=list(job.attempts),
+            budget_start=job.attempt,
+        )
+        self._jobs[job.id] = record
+        self._wait(q, record, now)
+        return record
+
+    def purge(self, queue: str, state: JobState) -> int:
+        """Forgets finished jobs of a queue, of one finished state or all of them."""
+        lim.check_queue_name(queue)
+        q = self._queue(queue)
+        if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
+            raise InvalidArgument(
+                f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
+                "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
+            )
+        states = FINISHED_STATES if state is JobState.UNSPECIFIED else (state,)
+        purged = 0
+        for s in states:
+            for _, job_id in list(q.finished[s].after(None)):
+                done = FinishedJob.unpack(self._done.pop(job_id))
+                q.forget_finished(done)
+                purged += 1
+        return purged
 
     def evict_finished(self, now: float) -> int:
         """Forgets finished jobs past the retention period or the count bound."""
@@ -248,212 +334,6 @@ class Engine:
             self._queue(queue), self._jobs, self._done, state, page_size, page_token
         )
 
-    # ---- workers and leases -------------------------------------------------
-
-    def connect(
-        self,
-        worker_id: str,
-        queues: Sequence[str],
-        max_in_flight: int,
-        now: float,
-        labels: dict[str, str] | None = None,
-    ) -> WorkerRecord:
-        if self.draining:
-            raise Unavailable("server is draining and takes no new workers")
-        if not queues:
-            raise InvalidArgument("hello names no queues; list the queues this worker serves")
-        if len(queues) > self.limits.max_queues_per_worker:
-            raise InvalidArgument(
-                f"hello names {len(queues)} queues; the limit is "
-                f"{self.limits.max_queues_per_worker}"
-            )
-        for name in queues:
-            lim.check_queue_name(name)
-        self._check_credit(max_in_flight, minimum=1)
-        self._worker_seq += 1
-        worker = WorkerRecord(
-            key=self._worker_seq,
-            worker_id=worker_id or f"worker-{self._worker_seq}",
-            queues=tuple(dict.fromkeys(queues)),
-            max_in_flight=max_in_flight,
-            labels=dict(labels or {}),
-            connect_time=now,
-        )
-        for name in worker.queues:
-            self._ensure_queue(name).subscribers.append(worker)
-        # Registered after subscribing: _ensure_queue subscribes every registered
-        # worker to a queue it creates, which would list this one twice.
-        self._workers[worker.key] = worker
-        self.observer.worker_connected(worker)
-        return worker
-
-    def _check_credit(self, n: int, minimum: int) -> None:
-        top = self.limits.max_in_flight_per_worker
-        if not minimum <= n <= top:
-            raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
-
-    def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
-        self._check_credit(max_in_flight, minimum=0)
-        worker.max_in_flight = max_in_flight
-
-    def disconnect(self, worker: WorkerRecord, now: float) -> int:
-        """The stream is gone: every job it held goes back to pending. Returns how many."""
-        if self._workers.pop(worker.key, None) is None:
-            return 0
-        for name in worker.queues:
-            subs = self._queues[name].subscribers
-            subs.remove(worker)
-        held = list(worker.leases.values())
-        for lease in held:
-            self._release(lease, requeue_reason="worker disconnected")
-        self.observer.worker_disconnected(worker, len(held))
-        return len(held)
-
-    def workers(self) -> list[WorkerRecord]:
-        return list(self._workers.values())
-
-    def complete(
-        self, worker: WorkerRecord, job_id: str, lease_id: str, outcome: Outcome, now: float
-    ) -> Rejection | None:
-        """Records a worker's result. A result whose lease this worker does not hold
-        (expired and re-dispatched, or never issued) changes nothing: fencing."""
-        lease = worker.leases.get(lease_id)
-        if lease is None or lease.job.id != job_id:
-            known = job_id in self._jobs or job_id in self._done
-            reason = (
-                "stale lease: it expired or was taken back, and the job may run elsewhere"
-                if known
-                else "unknown job"
-            )
-            self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
-            return Rejection(job_id, lease_id, reason)
-        job = lease.job
-        self._release(lease, requeue_reason=None)
-        if lease.cancelled:
-            return None  # already CANCELLED; the answer only frees the slot
-        if isinstance(outcome, JobFailure):
-            job.error = outcome
-            self._finish(job, JobState.FAILED, now)
-        elif len(outcome) > self.limits.max_payload_bytes:
-            job.error = JobFailure(
-                f"result of {len(outcome)} bytes exceeds the {self.limits.max_payload_bytes}"
-                "-byte cap",
-                retryable=False,
-                code="ResultTooLarge",
-            )
-            self._finish(job, JobState.FAILED, now)
-        else:
-            job.result = outcome
-            self._finish(job, JobState.SUCCEEDED, now)
-        return None
-
-    def heartbeat(self, worker: WorkerRecord, lease_ids: Iterable[str], now: float) -> list[str]:
-        """Extends the named leases (all held, when none are named). Returns unknown ids."""
-        ids = list(lease_ids)
-        targets = ids or list(worker.leases)
-        unknown = []
-        for lease_id in targets:
-            lease = worker.leases.get(lease_id)
-            if lease is None:
-                unknown.append(lease_id)
-                continue
-            deadline = now + self._queues[lease.job.queue].settings.lease_seconds
-            if deadline < lease.deadline:  # lease_seconds was cut: the heap entry is late
-                self._deadlines.push(lease, deadline)
-            lease.deadline = deadline
-        return unknown
-
-    def _release(self, lease: LeaseRecord, requeue_reason: str | None) -> None:
-        job = lease.job
-        del self._leases[lease.lease_id]
-        del lease.worker.leases[lease.lease_id]
-        q = self._queues[job.queue]
-        del q.leases[lease.lease_id]
-        job.lease = None
-        if requeue_reason is not None and not lease.cancelled:
-            job.state = JobState.PENDING
-            self._push_pending(q, job)
-            self.observer.job_requeued(job, requeue_reason)
-        self.observer.lease_released(job.queue)
-        self._deadlines.compact(self._leases)
-
-    def next_lease_deadline(self) -> float | None:
-        """When expire_leases next has work; may be early (never late)."""
-        return self._deadlines.earliest()
-
-    def expire_leases(self, now: float) -> list[JobRecord]:
-        """Takes back every lease past its deadline. Returns the affected jobs (jobs
-        cancelled while underway among them stay CANCELLED)."""
-        expired: list[JobRecord] = []
-
-        def expire(lease: LeaseRecord) -> None:
-            expired.append(lease.job)
-            self.observer.lease_expired(lease)
-            self._release(lease, requeue_reason="lease expired")
-
-        self._deadlines.pop_due(now, self._leases, expire)
-        return expired
-
-    def underway_total(self) -> int:
-        return len(self._leases)
-
-    # ---- dispatch -----------------------------------------------------------
-
-    def dispatch(self, now: float) -> Dispatches:
-        """Leases every job that may run now. One job per queue per round, rounds
-        starting at a rotating queue, so queues sharing workers are served fairly."""
-        if self.draining or not self._with_pending:
-            return []
-        out: dict[int, tuple[WorkerRecord, list[LeaseRecord]]] = {}
-        names = list(self._with_pending)
-        start = self._rr_offset % len(names)
-        self._rr_offset += 1
-        active = [self._queues[n] for n in names[start:] + names[:start]]
-        while active:
-            still = []
-            for q in active:
-                if not q.can_dispatch():
-                    continue
-                worker = q.next_worker()
-                if worker is None:
-                    continue
-                lease = self._lease(q, worker, now)
-                entry = out.get(worker.key)
-                if entry is None:
-                    out[worker.key] = (worker, [lease])
-                else:
-                    entry[1].append(lease)
-                still.append(q)
-            active = still
-        for name in names:
-            if not self._queues[name].pending:
-                del self._with_pending[name]
-        return list(out.values())
-
-    def _lease(self, q: QueueState, worker: WorkerRecord, now: float) -> LeaseRecord:
-        job = self._jobs[q.pop_next_id()]
-        self._seq += 1
-        lease = LeaseRecord(
-            lease_id=self._ids.lease_id(),
-            job=job,
-            worker=worker,
-            deadline=now + q.settings.lease_seconds,
-            dispatch_seq=self._seq,
-        )
-        job.state = JobState.UNDERWAY
-        job.attempt += 1
-        job.dispatch_time = now
-        if job.first_dispatch_time is None:
-            job.first_dispatch_time = now
-        job.worker_id = worker.worker_id
-        job.lease = lease
-        self._leases[lease.lease_id] = lease
-        worker.leases[lease.lease_id] = lease
-        q.leases[lease.lease_id] = lease
-        self._deadlines.push(lease)
-        self.observer.job_dispatched(lease)
-        return lease
-
     # ---- drain and snapshot -------------------------------------------------
 
     def begin_drain(self) -> None:
@@ -463,33 +343,39 @@ class Engine:
             worker.draining = True
 
     def reclaim_underway(self) -> int:
-        """Puts every underway job back to pending (the drain grace ran out)."""
+        """Puts every underway job back to waiting (the drain grace ran out)."""
         leases = list(self._leases.values())
         for lease in leases:
-            self._release(lease, requeue_reason="drain grace ran out")
+            self._release(lease, self._now)
+            if not lease.cancelled:
+                self._give_back(lease.job, self._now, "drain grace ran out")
         return len(leases)
 
     def unfinished_jobs(self) -> list[JobRecord]:
-        """Pending jobs of every queue in dispatch order, then underway ones by dispatch."""
-        out: list[JobRecord] = []
-        for name in sorted(self._queues):
-            q = self._queues[name]
-            out.extend(self._jobs[entry[2]] for entry in q.pending)
-            out.extend(lease.job for lease in q.leases.values() if not lease.cancelled)
-        return out
+        """Every queue's unfinished jobs: in submit order per queue, so a restore rebuilds
+        ordering-key chains as they were; dispatch order comes back from (priority, seq)."""
+        return sorted(self._jobs.values(), key=lambda j: (j.queue, j.seq))
 
     def restore(
-        self, queues: Sequence[tuple[str, QueueSettings]], jobs: Sequence[JobRecord]
+        self,
+        queues: Sequence[tuple[str, QueueSettings]],
+        jobs: Sequence[JobRecord],
+        now: float = 0.0,
     ) -> None:
-        """Loads a snapshot into an empty engine; jobs keep ids, priorities, attempts and
-        their relative order (given in dispatch order)."""
+        """Loads a snapshot into an empty engine; jobs keep ids, priorities, attempts,
+        keys and their relative order (given in submit order)."""
+        now = self._clock(now)
         if self._jobs or self._queues:
             raise FailedPrecondition("restore needs an empty engine")
         for name, settings in queues:
             lim.check_queue_name(name)
-            self._ensure_queue(name).settings = settings
+            self._ensure_queue(name).apply_settings(settings, now)
         for job in jobs:
-            self._seq += 1
-            restored = replace(job, seq=self._seq, state=JobState.PENDING, lease=None)
+            restored = replace(job, seq=self._next_seq(), lease=None, in_lane=False)
+            q = self._ensure_queue(restored.queue)
             self._jobs[restored.id] = restored
-            self._push_pending(self._ensure_queue(restored.queue), restored)
+            if restored.idempotency_key:
+                q.dedup[restored.idempotency_key] = restored.id
+            if restored.expire_at is not None:
+                heapq.heappush(self._expiries, (restored.expire_at, restored.seq, restored.id))
+            self._wait(q, restored, now)

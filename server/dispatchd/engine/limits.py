@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-from dispatchd.engine.errors import InvalidArgument, ResourceExhausted
+from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from dispatchd.engine.model import NewJob
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+
+MAX_KEY_CHARS = 256
+QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "rate": (Rate, type(None)),
+    "retry_policy": (RetryPolicy, type(None)),
+    "key_limits": (KeyLimits, type(None)),
+    "max_pending": int,
+    "dedup_window": float,
+}
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -55,6 +66,25 @@ def check_width(width: int) -> None:
         raise InvalidArgument(f"width must be 0 or more, got {width}")
 
 
+def not_found_job(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id!r} does not exist or is no longer retained")
+
+
+def check_queue_policies(policies: dict[str, object]) -> None:
+    for name, value in policies.items():
+        kind = QUEUE_POLICY_TYPES.get(name)
+        if kind is None:
+            raise InvalidArgument(f"unknown queue setting {name!r}")
+        if not isinstance(value, kind):
+            raise InvalidArgument(f"queue setting {name} has the wrong type")
+    max_pending = policies.get("max_pending")
+    if isinstance(max_pending, int) and not 0 <= max_pending <= 1_000_000_000:
+        raise InvalidArgument(f"max_pending must be 0 (no bound) or more, got {max_pending}")
+    window = policies.get("dedup_window")
+    if isinstance(window, float) and not 0 <= window <= 7 * 86_400:
+        raise InvalidArgument(f"dedup_window must be 0 s to 7 days, got {window:g} s")
+
+
 def check_lease_seconds(seconds: float, limits: EngineLimits) -> None:
     if not limits.min_lease_seconds <= seconds <= limits.max_lease_seconds:
         raise InvalidArgument(
@@ -86,6 +116,18 @@ def check_new_job(spec: NewJob, limits: EngineLimits, index: int | None = None) 
         )
     if any(not k for k in spec.headers):
         raise InvalidArgument(f"{where}a header has an empty name")
+    for name in ("ordering_key", "fairness_key", "idempotency_key"):
+        value: str = getattr(spec, name)
+        if len(value) > MAX_KEY_CHARS:
+            raise InvalidArgument(
+                f"{where}{name} is {len(value)} characters; the limit is {MAX_KEY_CHARS}"
+            )
+    if not 0 <= spec.fairness_weight <= 1000:
+        raise InvalidArgument(f"{where}fairness_weight must be 0-1000, got {spec.fairness_weight}")
+    for name in ("not_before", "expire_at"):
+        t: float | None = getattr(spec, name)
+        if t is not None and not (math.isfinite(t) and 0 <= t < 1e11):
+            raise InvalidArgument(f"{where}{name} is not a usable time")
     if len(spec.content_type) > limits.max_content_type_bytes:
         raise InvalidArgument(
             f"{where}content_type is {len(spec.content_type)} characters; "

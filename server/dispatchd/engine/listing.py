@@ -14,6 +14,7 @@ MAX_PAGE_SIZE = 1000
 # The order UNSPECIFIED walks the states in.
 PHASES = (
     JobState.PENDING,
+    JobState.SCHEDULED,
     JobState.UNDERWAY,
     JobState.SUCCEEDED,
     JobState.FAILED,
@@ -71,6 +72,12 @@ def _iter_phase(
         lo = None if after is None else (after.k1, after.k2 + 1)
         for neg_prio, seq, job_id in q.pending.irange(minimum=lo):
             yield jobs[job_id], paging.Cursor(phase, neg_prio, seq)
+    elif phase is JobState.SCHEDULED:
+        lo_s = None if after is None else ((after.k1 - 1) / 1e9,)
+        for due, seq, job_id in q.scheduled.irange(minimum=lo_s):
+            key = (int(due * 1e9), seq)
+            if after is None or key > (after.k1, after.k2):
+                yield jobs[job_id], paging.Cursor(phase, *key)
     elif phase is JobState.UNDERWAY:
         for lease in q.leases.values():
             if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 
 if TYPE_CHECKING:
     from dispatchd.engine.workers import WorkerRecord
@@ -47,6 +49,15 @@ class NewJob:
     priority: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = ""
+    retry_policy: RetryPolicy | None = None
+    not_before: float | None = None
+    """Absolute time; None or the past means now."""
+    expire_at: float | None = None
+    """Absolute time (the service folds ttl into it)."""
+    ordering_key: str = ""
+    fairness_key: str = ""
+    idempotency_key: str = ""
+    fairness_weight: int = 0
 
 
 class JobFailure(NamedTuple):
@@ -55,6 +66,16 @@ class JobFailure(NamedTuple):
     message: str
     retryable: bool = True
     code: str = ""
+
+
+class AttemptRecord(NamedTuple):
+    """One delivery and how it ended (error None: it succeeded or was cancelled)."""
+
+    number: int
+    worker_id: str
+    dispatch_time: float
+    finish_time: float
+    error: JobFailure | None
 
 
 @dataclass(slots=True, eq=False)
@@ -79,6 +100,18 @@ class JobRecord:
     worker_id: str = ""
     lease: LeaseRecord | None = None
     finish_seq: int = 0
+    not_before: float | None = None
+    expire_at: float | None = None
+    ordering_key: str = ""
+    fairness_key: str = ""
+    idempotency_key: str = ""
+    fairness_weight: int = 0
+    retry_policy: RetryPolicy | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    budget_start: int = 0
+    """attempt count when the retry budget started (RetryJob gives a fresh budget)."""
+    lane_version: int = 0
+    in_lane: bool = False
 
     @property
     def pending_key(self) -> tuple[int, int, str]:
@@ -107,6 +140,13 @@ class FinishedJob(NamedTuple):
     error: JobFailure | None
     worker_id: str
     finish_seq: int
+    not_before: float | None
+    expire_at: float | None
+    ordering_key: str
+    fairness_key: str
+    idempotency_key: str
+    retry_policy: RetryPolicy | None
+    attempts: tuple[AttemptRecord, ...]
 
     @property
     def state(self) -> JobState:
@@ -121,13 +161,30 @@ class FinishedJob(NamedTuple):
         which CPython's collector untracks (a dict or a NamedTuple inside would keep it
         tracked, even an empty one)."""
         error = None if self.error is None else tuple(self.error)
-        return (*self[:4], tuple(self.headers.items()), *self[5:13], error, *self[14:])
+        policy = None if self.retry_policy is None else _policy_tuple(self.retry_policy)
+        attempts = tuple(
+            (*a[:4], None if a.error is None else tuple(a.error)) for a in self.attempts
+        )
+        return (
+            *self[:4],
+            tuple(self.headers.items()),
+            *self[5:13],
+            error,
+            *self[14:21],
+            policy,
+            attempts,
+        )
 
     @classmethod
-    def unpack(cls, raw: tuple[object, ...]) -> FinishedJob:
-        headers = dict(raw[4])  # type: ignore[call-overload]
-        error = None if raw[13] is None else JobFailure(*raw[13])  # type: ignore[misc]
-        return cls._make((*raw[:4], headers, *raw[5:13], error, *raw[14:]))
+    def unpack(cls, raw: tuple[Any, ...]) -> FinishedJob:
+        headers = dict(raw[4])
+        error = None if raw[13] is None else JobFailure(*raw[13])
+        policy = None if raw[21] is None else RetryPolicy(*raw[21])
+        attempts = tuple(
+            AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4])))
+            for a in raw[22]
+        )
+        return cls._make((*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts))
 
     @classmethod
     def of(cls, job: JobRecord, finish_time: float, finish_seq: int) -> FinishedJob:
@@ -148,7 +205,18 @@ class FinishedJob(NamedTuple):
             job.error,
             job.worker_id,
             finish_seq,
+            job.not_before,
+            job.expire_at,
+            job.ordering_key,
+            job.fairness_key,
+            job.idempotency_key,
+            job.retry_policy,
+            tuple(job.attempts),
         )
+
+
+def _policy_tuple(p: RetryPolicy) -> tuple[Any, ...]:
+    return (p.max_attempts, p.min_backoff, p.max_backoff, p.multiplier, p.jitter)
 
 
 JobView = JobRecord | FinishedJob
@@ -167,6 +235,31 @@ class LeaseRecord:
     cancelled: bool = False
 
 
+@dataclass(slots=True, eq=False)
+class SlotRecord:
+    """A unit of a queue's width held through AcquireSlot, outside the worker stream."""
+
+    slot_id: str
+    queue: str
+    holder: str
+    ttl: float
+    deadline: float
+    seq: int
+
+
+@dataclass(slots=True, eq=False)
+class SlotRequest:
+    """An AcquireSlot call waiting for width and rate."""
+
+    request_id: str
+    queue: str
+    holder: str
+    ttl: float
+    priority: int
+    seq: int
+    cancelled: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's live-changeable settings; persisted in the snapshot."""
@@ -174,6 +267,13 @@ class QueueSettings:
     width: int
     paused: bool = False
     lease_seconds: float = 30.0
+    rate: Rate | None = None
+    retry_policy: RetryPolicy | None = None
+    key_limits: KeyLimits | None = None
+    max_pending: int = 0
+    """Most pending + scheduled jobs; 0 is no bound."""
+    dedup_window: float = 86_400.0
+    """Seconds an idempotency key is remembered after its job finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +285,8 @@ class QueueView:
     pending_count: int
     underway_count: int
     worker_count: int
+    scheduled_count: int = 0
+    slot_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dispatchd.engine.model import FinishedJob, JobRecord, LeaseRecord
+from dispatchd.engine.model import FinishedJob, JobRecord, LeaseRecord, SlotRecord
 from dispatchd.engine.workers import WorkerRecord
 
 
@@ -32,6 +32,12 @@ class EngineObserver:
 
     def lease_expired(self, lease: LeaseRecord) -> None:
         """A lease ended without a result or heartbeat (before the job is requeued)."""
+
+    def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
+        """An AcquireSlot request got its slot."""
+
+    def slot_expired(self, slot: SlotRecord) -> None:
+        """A slot was not renewed in time and was freed."""
 
     def worker_connected(self, worker: WorkerRecord) -> None:
         """A worker stream said hello."""
@@ -82,6 +88,14 @@ class ObserverChain(EngineObserver):
     def lease_expired(self, lease: LeaseRecord) -> None:
         for o in self._observers:
             o.lease_expired(lease)
+
+    def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
+        for o in self._observers:
+            o.slot_granted(request_id, slot)
+
+    def slot_expired(self, slot: SlotRecord) -> None:
+        for o in self._observers:
+            o.slot_expired(slot)
 
     def worker_connected(self, worker: WorkerRecord) -> None:
         for o in self._observers:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 
 from sortedcontainers import SortedList
 
+from dispatchd.engine.lanes import FairReady
 from dispatchd.engine.model import (
     FINISHED_STATES,
     FinishedJob,
@@ -14,7 +16,9 @@ from dispatchd.engine.model import (
     JobState,
     LeaseRecord,
     QueueSettings,
+    SlotRecord,
 )
+from dispatchd.engine.policies import KeyLimits, TokenBucket
 from dispatchd.engine.workers import WorkerRecord
 
 
@@ -57,34 +61,93 @@ class FinishedIndex:
 
 
 class QueueState:
-    """Pending jobs sit in a sorted index keyed (-priority, seq, id): the first entry is
-    the next to dispatch, removal (cancel, reprioritize) is O(log n), and a page of
-    jobs in dispatch order starts with one bisect."""
+    """One named queue.
 
-    __slots__ = ("_rr", "finished", "leases", "name", "pending", "settings", "subscribers")
+    - ``pending``: every PENDING job keyed (-priority, seq, id), for counts and listing
+      in nominal dispatch order (priority, then age).
+    - ``ready``: the PENDING jobs that may go next, by fairness key (lanes.FairReady).
+      A job waiting behind an earlier job of its ordering key is pending but not ready.
+    - ``chains``: per ordering key, its unfinished jobs in submit order; the head holds
+      the key (pending, scheduled or underway) until it finishes.
+    - ``scheduled``: SCHEDULED jobs keyed (due, seq, id).
+    """
 
-    def __init__(self, name: str, settings: QueueSettings) -> None:
+    __slots__ = (
+        "_rr",
+        "bucket",
+        "chains",
+        "dedup",
+        "finished",
+        "leases",
+        "name",
+        "pending",
+        "ready",
+        "scheduled",
+        "settings",
+        "slot_waiters",
+        "slots",
+        "subscribers",
+    )
+
+    def __init__(
+        self, name: str, settings: QueueSettings, jobs: Mapping[str, JobRecord], now: float
+    ) -> None:
         self.name = name
         self.settings = settings
         self.pending: SortedList = SortedList()
+        self.ready = FairReady(jobs)
+        self.chains: dict[str, deque[JobRecord]] = {}
+        self.scheduled: SortedList = SortedList()
         self.leases: dict[str, LeaseRecord] = {}
+        self.slots: dict[str, SlotRecord] = {}
+        self.slot_waiters: list[tuple[int, int, str]] = []  # (-priority, seq, request id)
         self.finished: dict[JobState, FinishedIndex] = {s: FinishedIndex() for s in FINISHED_STATES}
         self.subscribers: list[WorkerRecord] = []
+        self.dedup: dict[str, str] = {}  # idempotency key -> job id
+        self.bucket: TokenBucket | None = None
         self._rr = 0
+        self.apply_settings(settings, now)
 
-    def can_dispatch(self) -> bool:
+    def apply_settings(self, settings: QueueSettings, now: float) -> None:
+        self.settings = settings
+        if settings.rate is None:
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = TokenBucket(settings.rate, now)
+        else:
+            self.bucket.reconfigure(settings.rate, now)
+        self.ready.configure(settings.key_limits or KeyLimits(), now)
+
+    @property
+    def underway(self) -> int:
+        """Width in use: leases (cancelled ones still running included) and slots."""
+        return len(self.leases) + len(self.slots)
+
+    def waiting_count(self) -> int:
+        return len(self.pending) + len(self.scheduled)
+
+    def blocked_only_by_rate(self, now: float) -> bool:
         s = self.settings
-        return bool(self.pending) and not s.paused and len(self.leases) < s.width
+        return (
+            self.bucket is not None
+            and not s.paused
+            and self.underway < s.width
+            and self.ready.has_ready(now)
+            and not self.bucket.ready(now)
+        )
+
+    def may_dispatch(self, now: float) -> bool:
+        """Width, pause and rate allow one more, and a job is ready (worker aside)."""
+        s = self.settings
+        if s.paused or self.underway >= s.width or not self.ready.has_ready(now):
+            return False
+        return self.bucket is None or self.bucket.ready(now)
 
     def add_pending(self, job: JobRecord) -> None:
         self.pending.add(job.pending_key)
 
     def remove_pending(self, job: JobRecord) -> None:
         self.pending.remove(job.pending_key)
-
-    def pop_next_id(self) -> str:
-        entry: tuple[int, int, str] = self.pending.pop(0)
-        return entry[2]
 
     def next_worker(self) -> WorkerRecord | None:
         """Round-robin over subscribers with a free credit, so one busy worker cannot
@@ -104,6 +167,5 @@ class QueueState:
 
     def forget_finished(self, job: FinishedJob) -> None:
         self.finished[job.state].discard(job.finish_seq, job.id)
-
-    def underway_count(self) -> int:
-        return len(self.leases)
+        if job.idempotency_key and self.dedup.get(job.idempotency_key) == job.id:
+            del self.dedup[job.idempotency_key]

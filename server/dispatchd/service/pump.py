@@ -1,5 +1,6 @@
 """Runs the engine's time-driven work on the event loop: one dispatch pass per loop
-tick however many calls asked for it, and one timer for the earliest lease deadline."""
+tick however many calls asked for it, and one timer for the engine's next wake-up
+(a lease deadline, a delayed job, an expiry, the next rate token)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,7 @@ class DispatchPump:
         self._scheduled = False
         now = self._clock()
         engine = self._engine
-        expired = engine.expire_leases(now)
-        if expired:
-            log.info("took back %d jobs whose lease expired", len(expired))
-        engine.evict_finished(now)
+        engine.tick(now)
         for worker, leases in engine.dispatch(now):
             session = self._sessions.get(worker.key)
             if session is not None:
@@ -63,7 +61,7 @@ class DispatchPump:
         self._arm_timer(now)
 
     def _arm_timer(self, now: float) -> None:
-        due = self._engine.next_lease_deadline()
+        due = self._engine.next_wakeup()
         if due is None:
             if self._timer is not None:
                 self._timer.cancel()

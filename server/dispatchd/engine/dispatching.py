@@ -1,0 +1,354 @@
+"""Workers, leases and the dispatch pass; results, retries and everything time drives."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.model import (
+    AttemptRecord,
+    JobFailure,
+    JobRecord,
+    JobState,
+    LeaseRecord,
+    Rejection,
+)
+from dispatchd.engine.queue import QueueState
+from dispatchd.engine.state import EngineState
+from dispatchd.engine.workers import WorkerRecord
+
+Outcome = bytes | JobFailure
+Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
+
+LEASE_EXPIRED = JobFailure("lease expired without a result or heartbeat", True, "LeaseExpired")
+WORKER_LOST = JobFailure("the worker's stream ended while it held the job", True, "WorkerLost")
+_REASONS = {"LeaseExpired": "lease expired", "WorkerLost": "worker disconnected"}
+
+
+class DispatchMixin(EngineState):
+    # ---- workers ------------------------------------------------------------------
+
+    def connect(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        max_in_flight: int,
+        now: float,
+        labels: dict[str, str] | None = None,
+    ) -> WorkerRecord:
+        now = self._clock(now)
+        if self.draining:
+            raise Unavailable("server is draining and takes no new workers")
+        if not queues:
+            raise InvalidArgument("hello names no queues; list the queues this worker serves")
+        if len(queues) > self.limits.max_queues_per_worker:
+            raise InvalidArgument(
+                f"hello names {len(queues)} queues; the limit is "
+                f"{self.limits.max_queues_per_worker}"
+            )
+        for name in queues:
+            lim.check_queue_name(name)
+        self._check_credit(max_in_flight, minimum=1)
+        self._worker_seq += 1
+        worker = WorkerRecord(
+            key=self._worker_seq,
+            worker_id=worker_id or f"worker-{self._worker_seq}",
+            queues=tuple(dict.fromkeys(queues)),
+            max_in_flight=max_in_flight,
+            labels=dict(labels or {}),
+            connect_time=now,
+        )
+        for name in worker.queues:
+            self._ensure_queue(name).subscribers.append(worker)
+        # Registered after subscribing: _ensure_queue subscribes every registered
+        # worker to a queue it creates, which would list this one twice.
+        self._workers[worker.key] = worker
+        self.observer.worker_connected(worker)
+        return worker
+
+    def _check_credit(self, n: int, minimum: int) -> None:
+        top = self.limits.max_in_flight_per_worker
+        if not minimum <= n <= top:
+            raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
+
+    def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
+        self._check_credit(max_in_flight, minimum=0)
+        worker.max_in_flight = max_in_flight
+
+    def disconnect(self, worker: WorkerRecord, now: float) -> int:
+        """The stream is gone: every job it held counts as a lost attempt. Returns how many."""
+        now = self._clock(now)
+        if self._workers.pop(worker.key, None) is None:
+            return 0
+        for name in worker.queues:
+            self._queues[name].subscribers.remove(worker)
+        held = list(worker.leases.values())
+        for lease in held:
+            self._release(lease, now)
+            if not lease.cancelled:
+                self._attempt_failed(lease, WORKER_LOST, now, lost=True)
+        self.observer.worker_disconnected(worker, len(held))
+        return len(held)
+
+    def workers(self) -> list[WorkerRecord]:
+        return list(self._workers.values())
+
+    # ---- results ------------------------------------------------------------------
+
+    def complete(
+        self, worker: WorkerRecord, job_id: str, lease_id: str, outcome: Outcome, now: float
+    ) -> Rejection | None:
+        """Records a worker's result. A result whose lease this worker does not hold
+        (expired and re-dispatched, or never issued) changes nothing: fencing."""
+        now = self._clock(now)
+        lease = worker.leases.get(lease_id)
+        if lease is None or lease.job.id != job_id:
+            known = job_id in self._jobs or job_id in self._done
+            reason = (
+                "stale lease: it expired or was taken back, and the job may run elsewhere"
+                if known
+                else "unknown job"
+            )
+            self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
+            return Rejection(job_id, lease_id, reason)
+        self._release(lease, now)
+        if lease.cancelled:
+            return None  # already CANCELLED; the answer only frees the slot
+        if isinstance(outcome, JobFailure):
+            self._attempt_failed(lease, outcome, now, lost=False)
+        elif len(outcome) > self.limits.max_payload_bytes:
+            failure = JobFailure(
+                f"result of {len(outcome)} bytes exceeds the {self.limits.max_payload_bytes}"
+                "-byte cap",
+                retryable=False,
+                code="ResultTooLarge",
+            )
+            self._attempt_failed(lease, failure, now, lost=False)
+        else:
+            job = lease.job
+            job.attempts.append(self._attempt(lease, now, None))
+            job.result = outcome
+            self._finish(job, JobState.SUCCEEDED, now)
+        return None
+
+    def _attempt(self, lease: LeaseRecord, now: float, error: JobFailure | None) -> AttemptRecord:
+        job = lease.job
+        return AttemptRecord(job.attempt, job.worker_id, job.dispatch_time or now, now, error)
+
+    def _attempt_failed(
+        self, lease: LeaseRecord, failure: JobFailure, now: float, *, lost: bool
+    ) -> None:
+        """After a failed attempt: retry with backoff while the policy allows, else DEAD
+        (under a policy) or FAILED. Without a policy a lost attempt (lease expired,
+        worker gone) goes straight back, as it never reported failure."""
+        job = lease.job
+        job.attempts.append(self._attempt(lease, now, failure))
+        q = self._queues[job.queue]
+        policy = job.retry_policy or q.settings.retry_policy
+        if policy is None:
+            if lost:
+                self._give_back(job, now, _REASONS.get(failure.code, failure.message))
+            else:
+                job.error = failure
+                self._finish(job, JobState.FAILED, now)
+            return
+        job.error = failure
+        used = job.attempt - job.budget_start
+        if not failure.retryable or used >= policy.max_attempts:
+            self._finish(job, JobState.DEAD, now)
+            return
+        due = now + policy.backoff(used, self._rng)
+        if job.expire_at is not None and due >= job.expire_at:
+            self._finish(job, JobState.EXPIRED, now)
+            return
+        job.not_before = due
+        self._wait(q, job, now)
+        self.observer.job_retrying(job, due)
+
+    def _give_back(self, job: JobRecord, now: float, reason: str) -> None:
+        """An attempt ended without a verdict: the job waits again at its old place."""
+        self._wait(self._queues[job.queue], job, now)
+        self.observer.job_requeued(job, reason)
+
+    def heartbeat(self, worker: WorkerRecord, lease_ids: Iterable[str], now: float) -> list[str]:
+        """Extends the named leases (all held, when none are named). Returns unknown ids."""
+        now = self._clock(now)
+        ids = list(lease_ids)
+        targets = ids or list(worker.leases)
+        unknown = []
+        for lease_id in targets:
+            lease = worker.leases.get(lease_id)
+            if lease is None:
+                unknown.append(lease_id)
+                continue
+            deadline = now + self._queues[lease.job.queue].settings.lease_seconds
+            if deadline < lease.deadline:  # lease_seconds was cut: the heap entry is late
+                self._deadlines.push(lease, deadline)
+            lease.deadline = deadline
+        return unknown
+
+    def _release(self, lease: LeaseRecord, now: float) -> None:
+        """Frees the lease's width slot and worker credit; the caller decides the job's fate."""
+        job = lease.job
+        del self._leases[lease.lease_id]
+        del lease.worker.leases[lease.lease_id]
+        q = self._queues[job.queue]
+        del q.leases[lease.lease_id]
+        q.ready.released(job, now)
+        job.lease = None
+        if lease.cancelled:
+            self._release_key(q, job, now)
+        self.observer.lease_released(job.queue)
+        self._deadlines.compact(self._leases)
+
+    # ---- time -----------------------------------------------------------------------
+
+    def next_lease_deadline(self) -> float | None:
+        """When expire_leases next has work; may be early (never late)."""
+        return self._deadlines.earliest()
+
+    def expire_leases(self, now: float) -> list[JobRecord]:
+        """Takes back every lease past its deadline. Returns the affected jobs (jobs
+        cancelled while underway among them stay CANCELLED)."""
+        now = self._clock(now)
+        expired: list[JobRecord] = []
+
+        def expire(lease: LeaseRecord) -> None:
+            expired.append(lease.job)
+            self.observer.lease_expired(lease)
+            self._release(lease, now)
+            if not lease.cancelled:
+                self._attempt_failed(lease, LEASE_EXPIRED, now, lost=True)
+
+        self._deadlines.pop_due(now, self._leases, expire)
+        return expired
+
+    def tick(self, now: float) -> None:
+        """Everything due by ``now``: expired leases and slots, delayed jobs that became
+        ready, jobs past their expire_at, finished jobs past retention."""
+        now = self._clock(now)
+        self.expire_leases(now)
+        self._expire_slots(now)
+        while self._timers and self._timers[0][0] <= now:
+            due, _, job_id = heapq.heappop(self._timers)
+            job = self._jobs.get(job_id)
+            if job is not None and job.state is JobState.SCHEDULED and job.not_before == due:
+                self._due(job, now)
+        while self._expiries and self._expiries[0][0] <= now:
+            at, _, job_id = heapq.heappop(self._expiries)
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.expire_at == at
+                and job.state in (JobState.PENDING, JobState.SCHEDULED)
+            ):
+                self._stop_waiting(self._queues[job.queue], job)
+                self._finish(job, JobState.EXPIRED, now)
+        self.evict_finished(now)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time tick() or dispatch() has work without any new call: one
+        timer in the service is armed for it. May be early, never late."""
+        times = [
+            t
+            for t in (
+                self._deadlines.earliest(),
+                self._timers[0][0] if self._timers else None,
+                self._expiries[0][0] if self._expiries else None,
+                self._slot_deadlines[0][0] if self._slot_deadlines else None,
+                self._rate_wake,
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def underway_total(self) -> int:
+        return len(self._leases) + len(self._slots)
+
+    # ---- dispatch -----------------------------------------------------------------
+
+    def dispatch(self, now: float) -> Dispatches:
+        """Leases every job that may run now. One job per queue per round, rounds
+        starting at a rotating queue, so queues sharing workers are served fairly."""
+        now = self._clock(now)
+        self._rate_wake = None
+        self._grant_slots(now)
+        if self.draining or not self._with_pending:
+            return []
+        out: dict[int, tuple[WorkerRecord, list[LeaseRecord]]] = {}
+        names = list(self._with_pending)
+        start = self._rr_offset % len(names)
+        self._rr_offset += 1
+        active = [self._queues[n] for n in names[start:] + names[:start]]
+        while active:
+            still = []
+            for q in active:
+                lease = self._dispatch_one(q, now)
+                if lease is None:
+                    continue
+                entry = out.get(lease.worker.key)
+                if entry is None:
+                    out[lease.worker.key] = (lease.worker, [lease])
+                else:
+                    entry[1].append(lease)
+                still.append(q)
+            active = still
+        for name in names:
+            q = self._queues[name]
+            if not q.pending:
+                del self._with_pending[name]
+            else:
+                self._note_wake(q, now)
+        return list(out.values())
+
+    def _dispatch_one(self, q: QueueState, now: float) -> LeaseRecord | None:
+        if not q.may_dispatch(now):
+            return None
+        worker = q.next_worker()
+        if worker is None:
+            return None
+        job = q.ready.pop(now)
+        if job is None:
+            return None
+        if q.bucket is not None:
+            q.bucket.take(now)
+        q.remove_pending(job)
+        return self._lease(q, job, worker, now)
+
+    def _note_wake(self, q: QueueState, now: float) -> None:
+        """Remembers when a queue held back only by a rate can go again."""
+        wakes = []
+        if q.bucket is not None and q.blocked_only_by_rate(now) and q.next_worker() is not None:
+            wakes.append(q.bucket.next_time(now))
+        lane_wake = q.ready.next_wake()
+        if lane_wake is not None:
+            wakes.append(lane_wake)
+        for t in wakes:
+            if self._rate_wake is None or t < self._rate_wake:
+                self._rate_wake = t
+
+    def _lease(
+        self, q: QueueState, job: JobRecord, worker: WorkerRecord, now: float
+    ) -> LeaseRecord:
+        lease = LeaseRecord(
+            lease_id=self._ids.lease_id(),
+            job=job,
+            worker=worker,
+            deadline=now + q.settings.lease_seconds,
+            dispatch_seq=self._next_seq(),
+        )
+        job.state = JobState.UNDERWAY
+        job.attempt += 1
+        job.dispatch_time = now
+        if job.first_dispatch_time is None:
+            job.first_dispatch_time = now
+        job.worker_id = worker.worker_id
+        job.lease = lease
+        self._leases[lease.lease_id] = lease
+        worker.leases[lease.lease_id] = lease
+        q.leases[lease.lease_id] = lease
+        self._deadlines.push(lease)
+        self.observer.job_dispatched(lease)
+        return lease

@@ -1,0 +1,182 @@
+"""The dispatchable jobs of one queue, split by fairness key and handed out fairly.
+
+Each fairness key has a lane: a priority heap of its ready jobs. Lanes that may
+dispatch sit in a ring served round-robin, each taking ``weight`` turns before the next
+lane's go, so a key with 100,000 pending jobs cannot starve a key with 10. A lane at
+its in-flight bound or out of per-key tokens leaves the ring and comes back when a
+slot frees or its next token is due, so one dispatch costs O(log n) however many keys
+are blocked. Jobs without a fairness key share the lane "".
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Mapping
+
+from dispatchd.engine.model import JobRecord, JobState
+from dispatchd.engine.policies import KeyLimits, TokenBucket
+
+
+class Lane:
+    __slots__ = ("bucket", "heap", "in_flight", "in_ring", "key", "live", "turns", "weight")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.heap: list[tuple[int, int, int, str]] = []  # (-priority, seq, version, job id)
+        self.live = 0  # entries in heap that are still valid
+        self.in_flight = 0
+        self.bucket: TokenBucket | None = None
+        self.weight = 1
+        self.turns = 0
+        self.in_ring = False
+
+
+class FairReady:
+    """Ready jobs of one queue. Heaps are lazy: cancel and reprioritize leave the old
+    entry behind, which pop skips by comparing the job's version."""
+
+    __slots__ = ("_jobs", "_ring", "_wake_seq", "_waking", "lanes", "limits")
+
+    def __init__(self, jobs: Mapping[str, JobRecord]) -> None:
+        self._jobs = jobs
+        self.lanes: dict[str, Lane] = {}
+        self._ring: deque[Lane] = deque()
+        self._waking: list[tuple[float, int, str]] = []  # lanes waiting for a token
+        self._wake_seq = 0
+        self.limits = KeyLimits()
+
+    def __len__(self) -> int:
+        return sum(lane.live for lane in self.lanes.values())
+
+    def _lane(self, key: str) -> Lane:
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(key)
+        return lane
+
+    def push(self, job: JobRecord, now: float) -> None:
+        lane = self._lane(job.fairness_key)
+        if self.limits.per_key_rate is not None and lane.bucket is None:
+            lane.bucket = TokenBucket(self.limits.per_key_rate, now)
+        if job.fairness_weight:
+            lane.weight = job.fairness_weight
+        job.lane_version += 1
+        job.in_lane = True
+        heapq.heappush(lane.heap, (-job.priority, job.seq, job.lane_version, job.id))
+        lane.live += 1
+        self._enter_ring(lane)
+
+    def discard(self, job: JobRecord) -> None:
+        """The job left the ready set without being popped (cancel, expiry, reprioritize)."""
+        if job.in_lane:
+            job.in_lane = False
+            self._lane(job.fairness_key).live -= 1
+
+    def _enter_ring(self, lane: Lane) -> None:
+        if lane.in_ring or lane.live <= 0:
+            return
+        cap = self.limits.max_in_flight_per_key
+        if cap and lane.in_flight >= cap:
+            return
+        lane.in_ring = True
+        self._ring.append(lane)
+
+    def has_ready(self, now: float) -> bool:
+        self._wake(now)
+        return bool(self._ring)
+
+    def next_wake(self) -> float | None:
+        """When a lane blocked on its per-key rate gets its next token."""
+        return self._waking[0][0] if self._waking else None
+
+    def _wake(self, now: float) -> None:
+        while self._waking and self._waking[0][0] <= now:
+            _, _, key = heapq.heappop(self._waking)
+            lane = self.lanes.get(key)
+            if lane is not None:
+                self._enter_ring(lane)
+
+    def pop(self, now: float) -> JobRecord | None:
+        """The next job by weighted round-robin over lanes, or None when every lane with
+        jobs is at its bound. Takes the lane's per-key token."""
+        self._wake(now)
+        ring = self._ring
+        cap = self.limits.max_in_flight_per_key
+        while ring:
+            lane = ring[0]
+            if lane.live <= 0 or (cap and lane.in_flight >= cap):
+                self._leave_ring(lane, now)
+                continue
+            if lane.bucket is not None and not lane.bucket.ready(now):
+                self._leave_ring(lane, now)
+                self._wake_seq += 1
+                heapq.heappush(self._waking, (lane.bucket.next_time(now), self._wake_seq, lane.key))
+                continue
+            job = self._pop_valid(lane)
+            if job is None:
+                continue
+            if lane.bucket is not None:
+                lane.bucket.take(now)
+            lane.in_flight += 1
+            lane.turns += 1
+            if lane.turns >= lane.weight:
+                lane.turns = 0
+                ring.rotate(-1)
+            return job
+        return None
+
+    def _leave_ring(self, lane: Lane, now: float) -> None:
+        self._ring.popleft()
+        lane.in_ring = False
+        lane.turns = 0
+        self._maybe_forget(lane, now)
+
+    def _pop_valid(self, lane: Lane) -> JobRecord | None:
+        heap = lane.heap
+        while heap:
+            _, _, version, job_id = heapq.heappop(heap)
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.in_lane
+                and job.lane_version == version
+                and job.state is JobState.PENDING
+            ):
+                job.in_lane = False
+                lane.live -= 1
+                return job
+        lane.live = 0
+        return None
+
+    def released(self, job: JobRecord, now: float) -> None:
+        """A job of this queue stopped running: its lane may dispatch again."""
+        lane = self.lanes.get(job.fairness_key)
+        if lane is None:
+            return
+        lane.in_flight = max(0, lane.in_flight - 1)
+        self._enter_ring(lane)
+        self._maybe_forget(lane, now)
+
+    def _maybe_forget(self, lane: Lane, now: float) -> None:
+        """Drops an idle lane so 10,000 one-off keys do not stay in memory. A lane whose
+        bucket is not full is kept: a fresh lane would start with a full bucket."""
+        if lane.live > 0 or lane.in_flight > 0 or lane.in_ring:
+            return
+        if lane.bucket is not None:
+            lane.bucket.ready(now)  # refill
+            if lane.bucket.tokens < lane.bucket.burst:
+                return
+        del self.lanes[lane.key]
+
+    def configure(self, limits: KeyLimits, now: float) -> None:
+        """New key limits take effect at once, for lanes that exist and lanes to come."""
+        self.limits = limits
+        for lane in self.lanes.values():
+            if limits.per_key_rate is None:
+                lane.bucket = None
+            elif lane.bucket is None:
+                lane.bucket = TokenBucket(limits.per_key_rate, now)
+            else:
+                lane.bucket.reconfigure(limits.per_key_rate, now)
+            self._enter_ring(lane)

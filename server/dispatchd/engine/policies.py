@@ -1,0 +1,145 @@
+"""Dispatch policies as plain values: token buckets, retry backoff, per-key limits."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from dispatchd.engine.errors import InvalidArgument
+
+# A token counts as available this close to 1: float error must not turn a due wake-up
+# into a second wake-up a nanosecond later.
+_EPSILON = 1e-9
+MAX_RATE = 1_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """per_second tokens a second, at most ``burst`` saved up."""
+
+    per_second: float
+    burst: int
+
+    @staticmethod
+    def of(per_second: float, burst: int = 0, what: str = "rate") -> Rate:
+        if not (math.isfinite(per_second) and 0 < per_second <= MAX_RATE):
+            raise InvalidArgument(
+                f"{what}.per_second must be > 0 and <= {MAX_RATE:g}, got {per_second}"
+            )
+        if not 0 <= burst <= MAX_RATE:
+            raise InvalidArgument(f"{what}.burst must be between 0 and {MAX_RATE:g}, got {burst}")
+        return Rate(per_second, burst or max(1, math.ceil(per_second)))
+
+
+class TokenBucket:
+    """Over any window of length t, take() succeeds at most burst + per_second * t times."""
+
+    __slots__ = ("burst", "per_second", "stamp", "tokens")
+
+    def __init__(self, rate: Rate, now: float) -> None:
+        self.per_second = rate.per_second
+        self.burst = float(rate.burst)
+        self.tokens = self.burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_second)
+            self.stamp = now
+
+    def ready(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= 1.0 - _EPSILON
+
+    def take(self, now: float) -> bool:
+        if not self.ready(now):
+            return False
+        self.tokens = max(0.0, self.tokens - 1.0)
+        return True
+
+    def next_time(self, now: float) -> float:
+        """When the next token is due (``now`` when one is there)."""
+        self._refill(now)
+        if self.tokens >= 1.0 - _EPSILON:
+            return now
+        return now + (1.0 - self.tokens) / self.per_second
+
+    def reconfigure(self, rate: Rate, now: float) -> None:
+        """Takes effect at once: tokens earned so far are kept, capped to the new burst."""
+        self._refill(now)
+        self.per_second = rate.per_second
+        self.burst = float(rate.burst)
+        self.tokens = min(self.tokens, self.burst)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed attempt runs again; max_attempts counts the first attempt too."""
+
+    max_attempts: int = 1
+    min_backoff: float = 1.0
+    max_backoff: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.0
+
+    @staticmethod
+    def of(
+        max_attempts: int,
+        min_backoff: float,
+        max_backoff: float,
+        multiplier: float,
+        jitter: float,
+        what: str = "retry_policy",
+    ) -> RetryPolicy:
+        if not 1 <= max_attempts <= 1000:
+            raise InvalidArgument(f"{what}.max_attempts must be 1-1000, got {max_attempts}")
+        if not 0 <= min_backoff <= 86_400:
+            raise InvalidArgument(f"{what}.min_backoff must be 0 s to 1 day, got {min_backoff:g} s")
+        max_backoff = max_backoff or max(min_backoff, 300.0)
+        if not min_backoff <= max_backoff <= 86_400:
+            raise InvalidArgument(
+                f"{what}.max_backoff must be between min_backoff and 1 day, got {max_backoff:g} s"
+            )
+        multiplier = multiplier or 2.0
+        if not (math.isfinite(multiplier) and 1.0 <= multiplier <= 100.0):
+            raise InvalidArgument(f"{what}.multiplier must be 1-100, got {multiplier}")
+        if not (math.isfinite(jitter) and 0.0 <= jitter <= 1.0):
+            raise InvalidArgument(f"{what}.jitter must be 0-1, got {jitter}")
+        return RetryPolicy(max_attempts, min_backoff, max_backoff, multiplier, jitter)
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Delay before the attempt after ``attempt`` (1-based): min(max, min * mult^(n-1))
+        with +/- jitter of that."""
+        exponent = min(attempt - 1, 1000)
+        try:
+            base = self.min_backoff * self.multiplier**exponent
+        except OverflowError:
+            base = self.max_backoff
+        delay = min(self.max_backoff, base)
+        if self.jitter:
+            delay *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
+        return max(0.0, delay)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """Bounds per fairness key; 0 means unbounded."""
+
+    max_in_flight_per_key: int = 0
+    per_key_rate: Rate | None = None
+
+    @staticmethod
+    def of(max_in_flight: int, per_key_rate: float, per_key_burst: int) -> KeyLimits:
+        if not 0 <= max_in_flight <= 1_000_000:
+            raise InvalidArgument(
+                f"key_limits.max_in_flight_per_key must be 0-1000000, got {max_in_flight}"
+            )
+        if per_key_rate < 0 or per_key_burst < 0:
+            raise InvalidArgument("key_limits.per_key_rate and per_key_burst must be >= 0")
+        rate = (
+            Rate.of(per_key_rate, per_key_burst, "key_limits.per_key_rate")
+            if per_key_rate
+            else None
+        )
+        return KeyLimits(max_in_flight, rate)

@@ -1,0 +1,190 @@
+"""The engine's state and the job transitions every part of it shares.
+
+A job moves: (submit) -> waiting -> UNDERWAY -> finished, where waiting is PENDING
+(ready, or blocked behind its ordering key) or SCHEDULED (not_before in the future,
+also a retry's backoff). Every move between these goes through the methods here, so
+the indexes of a queue (pending, ready lanes, chains, scheduled) never disagree.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict, deque
+
+from dispatchd.engine.deadlines import DeadlineHeap
+from dispatchd.engine.errors import NotFound
+from dispatchd.engine.ids import IdSource
+from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.model import (
+    FinishedJob,
+    JobRecord,
+    JobState,
+    JobView,
+    LeaseRecord,
+    QueueSettings,
+    SlotRecord,
+    SlotRequest,
+)
+from dispatchd.engine.observer import EngineObserver
+from dispatchd.engine.queue import QueueState
+from dispatchd.engine.workers import WorkerRecord
+
+
+class EngineState:
+    """Fields and transitions; the public API lives in Engine and its mixins."""
+
+    def __init__(
+        self,
+        limits: EngineLimits | None = None,
+        observer: EngineObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.limits = limits or EngineLimits()
+        self.observer = observer or EngineObserver()
+        self._rng = rng or random.SystemRandom()
+        self._ids = IdSource(self._rng)
+        self._queues: dict[str, QueueState] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        self._workers: dict[int, WorkerRecord] = {}
+        self._leases: dict[str, LeaseRecord] = {}
+        self._deadlines = DeadlineHeap()
+        # Finished jobs in finish order, packed into plain tuples the collector untracks
+        # (FinishedJob.pack); FinishedJob views are unpacked on access.
+        self._done: OrderedDict[str, tuple[object, ...]] = OrderedDict()
+        self._with_pending: dict[str, None] = {}  # ordered set of queues with ready work
+        self._timers: list[tuple[float, int, str]] = []  # (not_before, seq, job id)
+        self._expiries: list[tuple[float, int, str]] = []  # (expire_at, seq, job id)
+        self._slots: dict[str, SlotRecord] = {}
+        self._slot_deadlines: list[tuple[float, int, str]] = []
+        self._slot_requests: dict[str, SlotRequest] = {}
+        self._slot_waiting: dict[str, None] = {}  # ordered set of queues with acquirers
+        self._rate_wake: float | None = None
+        self._seq = 0
+        self._worker_seq = 0
+        self._rr_offset = 0
+        self._now = 0.0  # the latest time any call passed in
+        self.draining = False
+
+    def _clock(self, now: float | None) -> float:
+        if now is not None and now > self._now:
+            self._now = now
+        return self._now if now is None else now
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # ---- queues -----------------------------------------------------------------
+
+    def _queue(self, name: str) -> QueueState:
+        q = self._queues.get(name)
+        if q is None:
+            raise NotFound(f"queue {name!r} does not exist")
+        return q
+
+    def _ensure_queue(self, name: str) -> QueueState:
+        q = self._queues.get(name)
+        if q is None:
+            settings = QueueSettings(
+                width=self.limits.default_width, lease_seconds=self.limits.default_lease_seconds
+            )
+            q = self._queues[name] = QueueState(name, settings, self._jobs, self._now)
+            for worker in self._workers.values():
+                if name in worker.queues:
+                    q.subscribers.append(worker)
+        return q
+
+    # ---- waiting ------------------------------------------------------------------
+
+    def _wait(self, q: QueueState, job: JobRecord, now: float) -> None:
+        """Puts a job that may run (new, retried, given back) where it waits its turn."""
+        if job.ordering_key:
+            chain = q.chains.setdefault(job.ordering_key, deque())
+            if job not in chain:
+                chain.append(job)
+            if chain[0] is not job:  # an earlier job of its key holds the key
+                job.state = JobState.PENDING
+                q.add_pending(job)
+                return
+        if job.not_before is not None and job.not_before > now:
+            job.state = JobState.SCHEDULED
+            q.scheduled.add((job.not_before, job.seq, job.id))
+            heapq.heappush(self._timers, (job.not_before, job.seq, job.id))
+            return
+        job.state = JobState.PENDING
+        q.add_pending(job)
+        q.ready.push(job, now)
+        self._with_pending[q.name] = None
+
+    def _stop_waiting(self, q: QueueState, job: JobRecord) -> None:
+        """Takes a PENDING or SCHEDULED job out of every index (cancel, expiry)."""
+        if job.state is JobState.SCHEDULED:
+            assert job.not_before is not None
+            q.scheduled.discard((job.not_before, job.seq, job.id))
+        else:
+            q.remove_pending(job)
+            q.ready.discard(job)
+
+    def _due(self, job: JobRecord, now: float) -> None:
+        """A SCHEDULED job's time came: it becomes ready."""
+        q = self._queues[job.queue]
+        assert job.not_before is not None
+        q.scheduled.discard((job.not_before, job.seq, job.id))
+        job.state = JobState.PENDING
+        q.add_pending(job)
+        q.ready.push(job, now)
+        self._with_pending[q.name] = None
+
+    def _release_key(self, q: QueueState, job: JobRecord, now: float) -> None:
+        """A job left for good: the next job of its ordering key may go."""
+        if not job.ordering_key:
+            return
+        chain = q.chains.get(job.ordering_key)
+        if chain is None:
+            return
+        if chain and chain[0] is job:
+            chain.popleft()
+            if chain:
+                head = chain[0]
+                q.remove_pending(head)  # it was pending-but-blocked
+                self._wait(q, head, now)
+        elif job in chain:
+            chain.remove(job)
+        if not chain:
+            del q.chains[job.ordering_key]
+
+    # ---- finishing ----------------------------------------------------------------
+
+    def _finish(
+        self, job: JobRecord, state: JobState, now: float, release_key: bool = True
+    ) -> FinishedJob:
+        """Replaces the live record by a frozen FinishedJob. The record keeps the final
+        state too, for whoever still holds it (a lease of a cancelled job, which keeps
+        its ordering key until the worker lets go: ``release_key=False``)."""
+        q = self._queues[job.queue]
+        job.state = state
+        job.finish_time = now
+        job.finish_seq = self._next_seq()
+        done = FinishedJob.of(job, now, job.finish_seq)
+        del self._jobs[job.id]
+        self._done[job.id] = done.pack()
+        q.record_finished(done)
+        if release_key:
+            self._release_key(q, job, now)
+        self.observer.job_finished(done)
+        return done
+
+    # ---- implemented by Engine and its mixins -----------------------------------------
+
+    def get_job(self, job_id: str) -> JobView:
+        raise NotImplementedError
+
+    def evict_finished(self, now: float) -> int:
+        raise NotImplementedError
+
+    def _grant_slots(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _expire_slots(self, now: float) -> None:
+        raise NotImplementedError
