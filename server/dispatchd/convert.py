@@ -6,6 +6,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd.engine import (
+    AttemptRecord,
+    InvalidArgument,
     JobFailure,
     JobRecord,
     JobState,
@@ -14,6 +16,7 @@ from dispatchd.engine import (
     QueueSettings,
     QueueView,
 )
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 
@@ -35,14 +38,60 @@ def duration_seconds(d: Duration) -> float:
     return d.seconds + d.nanos / 1e9
 
 
-def new_job(spec: pb.JobSpec) -> NewJob:
+MAX_TTL_SECONDS = 366 * 86_400.0
+
+
+def retry_policy(msg: pb.RetryPolicy, what: str = "retry_policy") -> RetryPolicy:
+    return RetryPolicy.of(
+        msg.max_attempts,
+        duration_seconds(msg.min_backoff) if msg.HasField("min_backoff") else 1.0,
+        duration_seconds(msg.max_backoff) if msg.HasField("max_backoff") else 0.0,
+        msg.multiplier,
+        msg.jitter,
+        what,
+    )
+
+
+def new_job(spec: pb.JobSpec, now: float) -> NewJob:
+    """Validates what only the wire form can get wrong; the engine checks the rest."""
+    expire_at = seconds(spec.expire_at) if spec.HasField("expire_at") else None
+    if spec.HasField("ttl"):
+        ttl = duration_seconds(spec.ttl)
+        if not 0 < ttl <= MAX_TTL_SECONDS:
+            raise InvalidArgument(f"ttl must be more than 0 s and at most 366 days, got {ttl:g} s")
+        expire_at = now + ttl if expire_at is None else min(expire_at, now + ttl)
     return NewJob(
         queue=spec.queue,
         payload=spec.payload,
         priority=spec.priority,
         headers=dict(spec.headers),
         content_type=spec.content_type,
+        retry_policy=(
+            retry_policy(spec.retry_policy, "job.retry_policy")
+            if spec.HasField("retry_policy")
+            else None
+        ),
+        not_before=seconds(spec.not_before) if spec.HasField("not_before") else None,
+        expire_at=expire_at,
+        ordering_key=spec.ordering_key,
+        fairness_key=spec.fairness_key,
+        idempotency_key=spec.idempotency_key,
+        fairness_weight=spec.fairness_weight,
     )
+
+
+def _fill_policy(msg: pb.RetryPolicy, p: RetryPolicy) -> None:
+    msg.max_attempts = p.max_attempts
+    msg.min_backoff.CopyFrom(duration(p.min_backoff))
+    msg.max_backoff.CopyFrom(duration(p.max_backoff))
+    msg.multiplier = p.multiplier
+    msg.jitter = p.jitter
+
+
+def _fill_error(msg: pb.JobError, e: JobFailure) -> None:
+    msg.message = e.message
+    msg.retryable = e.retryable
+    msg.code = e.code
 
 
 def set_time(ts: Timestamp, t: float) -> None:
@@ -76,13 +125,32 @@ def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
     if job.finish_time is not None:
         set_time(msg.finish_time, job.finish_time)
     if job.error is not None:
-        e = msg.error
-        e.message = job.error.message
-        e.retryable = job.error.retryable
-        e.code = job.error.code
+        _fill_error(msg.error, job.error)
     if job.lease is not None and job.state is JobState.UNDERWAY:
         set_time(msg.lease_expire_time, job.lease.deadline)
+    _fill_policy_fields(msg, job)
     return msg
+
+
+def _fill_policy_fields(msg: pb.Job, job: JobView) -> None:
+    if job.not_before is not None:
+        set_time(msg.not_before, job.not_before)
+    if job.expire_at is not None:
+        set_time(msg.expire_time, job.expire_at)
+    if job.ordering_key:
+        msg.ordering_key = job.ordering_key
+    if job.fairness_key:
+        msg.fairness_key = job.fairness_key
+    if job.idempotency_key:
+        msg.idempotency_key = job.idempotency_key
+    if job.retry_policy is not None:
+        _fill_policy(msg.retry_policy, job.retry_policy)
+    for a in job.attempts:
+        am = msg.attempts.add(number=a.number, worker_id=a.worker_id)
+        set_time(am.dispatch_time, a.dispatch_time)
+        set_time(am.finish_time, a.finish_time)
+        if a.error is not None:
+            _fill_error(am.error, a.error)
 
 
 def job_to_pb(job: JobView, with_payload: bool = True) -> pb.Job:
@@ -110,25 +178,88 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
     if msg.HasField("first_dispatch_time"):
         job.first_dispatch_time = seconds(msg.first_dispatch_time)
     if msg.HasField("error"):
-        job.error = JobFailure(msg.error.message, msg.error.retryable, msg.error.code)
+        job.error = _failure(msg.error)
+    if msg.HasField("not_before"):
+        job.not_before = seconds(msg.not_before)
+    if msg.HasField("expire_time"):
+        job.expire_at = seconds(msg.expire_time)
+    job.ordering_key = msg.ordering_key
+    job.fairness_key = msg.fairness_key
+    job.idempotency_key = msg.idempotency_key
+    if msg.HasField("retry_policy"):
+        job.retry_policy = retry_policy(msg.retry_policy)
+    job.attempts = [
+        AttemptRecord(
+            a.number,
+            a.worker_id,
+            seconds(a.dispatch_time),
+            seconds(a.finish_time),
+            _failure(a.error) if a.HasField("error") else None,
+        )
+        for a in msg.attempts
+    ]
     return job
 
 
-def queue_to_pb(view: QueueView) -> pb.Queue:
-    return pb.Queue(
-        name=view.name,
-        width=view.settings.width,
-        paused=view.settings.paused,
-        pending_count=view.pending_count,
-        underway_count=view.underway_count,
-        lease_duration=duration(view.settings.lease_seconds),
-        worker_count=view.worker_count,
+def _failure(e: pb.JobError) -> JobFailure:
+    return JobFailure(e.message, e.retryable, e.code)
+
+
+def settings_to_pb(name: str, s: QueueSettings) -> pb.Queue:
+    msg = pb.Queue(
+        name=name,
+        width=s.width,
+        paused=s.paused,
+        lease_duration=duration(s.lease_seconds),
+        max_pending=s.max_pending,
+        dedup_window=duration(s.dedup_window),
     )
+    if s.rate is not None:
+        msg.rate.per_second = s.rate.per_second
+        msg.rate.burst = s.rate.burst
+    if s.retry_policy is not None:
+        _fill_policy(msg.retry_policy, s.retry_policy)
+    if s.key_limits is not None:
+        kl = s.key_limits
+        msg.key_limits.max_in_flight_per_key = kl.max_in_flight_per_key
+        if kl.per_key_rate is not None:
+            msg.key_limits.per_key_rate = kl.per_key_rate.per_second
+            msg.key_limits.per_key_burst = kl.per_key_rate.burst
+    return msg
+
+
+def queue_to_pb(view: QueueView) -> pb.Queue:
+    msg = settings_to_pb(view.name, view.settings)
+    msg.pending_count = view.pending_count
+    msg.underway_count = view.underway_count
+    msg.worker_count = view.worker_count
+    msg.scheduled_count = view.scheduled_count
+    msg.slot_count = view.slot_count
+    return msg
+
+
+def rate(msg: pb.Queue) -> Rate | None:
+    return Rate.of(msg.rate.per_second, msg.rate.burst) if msg.HasField("rate") else None
+
+
+def key_limits(msg: pb.Queue) -> KeyLimits | None:
+    if not msg.HasField("key_limits"):
+        return None
+    k = msg.key_limits
+    return KeyLimits.of(k.max_in_flight_per_key, k.per_key_rate, k.per_key_burst)
 
 
 def settings_from_pb(msg: pb.Queue) -> QueueSettings:
+    """For restoring a snapshot (validated like UpdateQueue input)."""
     return QueueSettings(
         width=msg.width,
         paused=msg.paused,
         lease_seconds=duration_seconds(msg.lease_duration),
+        rate=rate(msg),
+        retry_policy=retry_policy(msg.retry_policy) if msg.HasField("retry_policy") else None,
+        key_limits=key_limits(msg),
+        max_pending=msg.max_pending,
+        dedup_window=(
+            duration_seconds(msg.dedup_window) if msg.HasField("dedup_window") else 86_400.0
+        ),
     )

@@ -11,6 +11,7 @@ from dispatchd.engine.errors import (
 )
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.model import (
+    AttemptRecord,
     FinishedJob,
     JobFailure,
     JobRecord,
@@ -21,11 +22,15 @@ from dispatchd.engine.model import (
     QueueSettings,
     QueueView,
     Rejection,
+    SlotRecord,
+    SlotRequest,
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.workers import WorkerRecord
 
 __all__ = [
+    "AttemptRecord",
     "Dispatches",
     "Engine",
     "EngineError",
@@ -38,6 +43,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobView",
+    "KeyLimits",
     "LeaseRecord",
     "NewJob",
     "NotFound",
@@ -45,8 +51,12 @@ __all__ = [
     "Outcome",
     "QueueSettings",
     "QueueView",
+    "Rate",
     "Rejection",
     "ResourceExhausted",
+    "RetryPolicy",
+    "SlotRecord",
+    "SlotRequest",
     "Unavailable",
     "WorkerRecord",
 ]

@@ -318,12 +318,18 @@ class DispatchMixin(EngineState):
         return self._lease(q, job, worker, now)
 
     def _note_wake(self, q: QueueState, now: float) -> None:
-        """Remembers when a queue held back only by a rate can go again."""
+        """Remembers when a queue held back only by a rate (its own or a key's) can go
+        again. A paused or full queue, or one with no free worker, needs no timer: resume,
+        a freed slot or a credit kicks the pump anyway; arming one would spin."""
+        s = q.settings
+        if s.paused or q.underway >= s.width or not q.has_free_worker():
+            return
         wakes = []
-        if q.bucket is not None and q.blocked_only_by_rate(now) and q.next_worker() is not None:
+        if q.bucket is not None and q.blocked_only_by_rate(now):
             wakes.append(q.bucket.next_time(now))
+        q.ready.has_ready(now)  # lets lanes whose token came back into the ring
         lane_wake = q.ready.next_wake()
-        if lane_wake is not None:
+        if lane_wake is not None and lane_wake > now:
             wakes.append(lane_wake)
         for t in wakes:
             if self._rate_wake is None or t < self._rate_wake:

@@ -149,6 +149,9 @@ class QueueState:
     def remove_pending(self, job: JobRecord) -> None:
         self.pending.remove(job.pending_key)
 
+    def has_free_worker(self) -> bool:
+        return any(w.free_credits > 0 for w in self.subscribers)
+
     def next_worker(self) -> WorkerRecord | None:
         """Round-robin over subscribers with a free credit, so one busy worker cannot
         starve the others of this queue's jobs."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -12,9 +12,9 @@ import grpc
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineError, JobState, JobView
 from dispatchd.engine.errors import InvalidArgument
-from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.sessions import WorkStream
+from dispatchd.service.slot_rpcs import SlotRpcs, translating
 from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -24,26 +24,38 @@ Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_WAIT_SECONDS = 3600.0
-QUEUE_MASK_PATHS = frozenset({"width", "paused", "lease_duration"})
+DEFAULT_MASK_PATHS = frozenset({"width", "paused", "lease_duration"})
+QUEUE_MASK_PATHS = DEFAULT_MASK_PATHS | {
+    "rate",
+    "retry_policy",
+    "key_limits",
+    "max_pending",
+    "dedup_window",
+}
 
 
-def _translating(
-    method: Callable[[Any, Req, Context], Awaitable[Resp]],
-) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
-    """Turns an EngineError into the mapped status with the engine's message."""
+def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
+    """The policy settings named in the mask; a named but unset message clears it."""
+    changes: dict[str, object] = {}
+    if "rate" in paths:
+        changes["rate"] = convert.rate(q)
+    if "retry_policy" in paths:
+        changes["retry_policy"] = (
+            convert.retry_policy(q.retry_policy) if q.HasField("retry_policy") else None
+        )
+    if "key_limits" in paths:
+        changes["key_limits"] = convert.key_limits(q)
+    if "max_pending" in paths:
+        changes["max_pending"] = q.max_pending
+    if "dedup_window" in paths:
+        changes["dedup_window"] = convert.duration_seconds(q.dedup_window)
+    return changes
 
-    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
-        try:
-            return await method(self, request, context)
-        except EngineError as e:
-            await context.abort(status_of(e), str(e))
 
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
+_translating = translating
 
 
-class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
+class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
     def __init__(
         self,
         engine: Engine,
@@ -53,18 +65,16 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         work: WorkStream,
         start_drain: Callable[[float | None], None],
     ) -> None:
-        self._engine = engine
-        self._pump = pump
-        self._waiters = waiters
-        self._clock = clock
+        super().__init__(engine, pump, waiters, clock)
         self._work = work
         self._start_drain = start_drain
 
     @_translating
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        (job,) = self._engine.submit([convert.new_job(request.job)], self._clock())
+        now = self._clock()
+        ((job, duplicate),) = self._engine.submit_many([convert.new_job(request.job, now)], now)
         self._pump.kick()
-        response = pb.SubmitResponse()
+        response = pb.SubmitResponse(duplicate=duplicate)
         convert.fill_job(response.job, job, with_payload=False)  # the caller has it
         return response
 
@@ -72,11 +82,12 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        jobs = self._engine.submit([convert.new_job(s) for s in request.jobs], self._clock())
+        now = self._clock()
+        results = self._engine.submit_many([convert.new_job(s, now) for s in request.jobs], now)
         self._pump.kick()
-        response = pb.SubmitBatchResponse()
+        response = pb.SubmitBatchResponse(duplicates=[dup for _, dup in results])
         add = response.jobs.add
-        for job in jobs:
+        for job, _ in results:
             convert.fill_job(add(), job, with_payload=False)  # the caller has the payloads
         return response
 
@@ -163,7 +174,7 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
-        paths = set(request.update_mask.paths) or set(QUEUE_MASK_PATHS)
+        paths = set(request.update_mask.paths) or set(DEFAULT_MASK_PATHS)
         unknown = paths - QUEUE_MASK_PATHS
         if unknown:
             raise InvalidArgument(
@@ -183,6 +194,8 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
                 convert.duration_seconds(q.lease_duration) if "lease_duration" in paths else None
             ),
             create=request.allow_missing,
+            now=self._clock(),
+            **_policy_changes(q, paths),
         )
         self._pump.kick()
         return pb.UpdateQueueResponse(queue=convert.queue_to_pb(view))
@@ -213,6 +226,21 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         underway = self._engine.underway_total()
         self._start_drain(grace)
         return pb.DrainResponse(pending_count=pending, underway_count=underway)
+
+    @_translating
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
+        job = self._engine.retry(request.job_id, self._clock())
+        self._pump.kick()
+        return pb.RetryJobResponse(job=convert.job_to_pb(job))
+
+    @_translating
+    async def PurgeJobs(
+        self, request: pb.PurgeJobsRequest, context: Context
+    ) -> pb.PurgeJobsResponse:
+        if request.state not in JobState._value2member_map_:
+            raise InvalidArgument(f"unknown job state {request.state}")
+        purged = self._engine.purge(request.queue, JobState(request.state))
+        return pb.PurgeJobsResponse(purged_count=purged)
 
     async def Work(
         self,

@@ -1,10 +1,10 @@
-"""WaitJob support: an engine observer that wakes the callers waiting on a job."""
+"""WaitJob and AcquireSlot support: an engine observer that wakes waiting callers."""
 
 from __future__ import annotations
 
 import asyncio
 
-from dispatchd.engine import EngineObserver, FinishedJob
+from dispatchd.engine import EngineObserver, FinishedJob, SlotRecord
 
 
 class Waiters(EngineObserver):
@@ -12,6 +12,20 @@ class Waiters(EngineObserver):
 
     def __init__(self) -> None:
         self._by_job: dict[str, set[asyncio.Future[None]]] = {}
+        self._slots: dict[str, asyncio.Future[SlotRecord]] = {}
+
+    def add_slot(self, request_id: str) -> asyncio.Future[SlotRecord]:
+        fut: asyncio.Future[SlotRecord] = asyncio.get_running_loop().create_future()
+        self._slots[request_id] = fut
+        return fut
+
+    def discard_slot(self, request_id: str) -> None:
+        self._slots.pop(request_id, None)
+
+    def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
+        fut = self._slots.pop(request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(slot)
 
     def add(self, job_id: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from dispatchd import convert
-from dispatchd.engine import JobRecord, QueueSettings
+from dispatchd.engine import EngineError, JobRecord, QueueSettings
 from dispatchd_client.v1 import snapshot_pb2
 
 FORMAT_VERSION = 1
@@ -55,10 +55,13 @@ class SnapshotStore:
                 f"{self.path}: format version {msg.format_version}; this server reads "
                 f"1..{FORMAT_VERSION}"
             )
-        return SnapshotData(
-            queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
-            jobs=[convert.job_from_pb(j) for j in msg.jobs],
-        )
+        try:
+            return SnapshotData(
+                queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
+                jobs=[convert.job_from_pb(j) for j in msg.jobs],
+            )
+        except EngineError as e:
+            raise SnapshotError(f"{self.path}: invalid content ({e})") from None
 
     def mark_restored(self) -> None:
         """Moves the loaded snapshot aside so a crash later does not restore it twice."""
@@ -70,9 +73,7 @@ class SnapshotStore:
         msg = snapshot_pb2.Snapshot(
             format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
         )
-        for name, settings in data.queues:
-            q = msg.queues.add(name=name, width=settings.width, paused=settings.paused)
-            q.lease_duration.CopyFrom(convert.duration(settings.lease_seconds))
+        msg.queues.extend(convert.settings_to_pb(name, s) for name, s in data.queues)
         msg.jobs.extend(convert.job_to_pb(job) for job in data.jobs)
         raw = msg.SerializeToString()
         self.path.parent.mkdir(parents=True, exist_ok=True)
