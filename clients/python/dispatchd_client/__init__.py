@@ -24,6 +24,15 @@ from dispatchd_client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from dispatchd_client.policies import (
+    Attempt,
+    JobOptions,
+    KeyLimits,
+    QueueChanges,
+    Rate,
+    RetryPolicy,
+    Slot,
+)
 from dispatchd_client.sync import Client
 from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
 from dispatchd_client.worker import Worker
@@ -31,6 +40,7 @@ from dispatchd_client.worker import Worker
 __all__ = [
     "AlreadyExists",
     "AsyncClient",
+    "Attempt",
     "Client",
     "DeadlineExceeded",
     "DispatchdError",
@@ -39,15 +49,21 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobError",
+    "JobOptions",
     "JobSpecLike",
     "JobState",
+    "KeyLimits",
     "NewJob",
     "NotFound",
     "PermanentError",
     "PermissionDenied",
     "Queue",
+    "QueueChanges",
+    "Rate",
     "ReceivedJob",
     "ResourceExhausted",
+    "RetryPolicy",
+    "Slot",
     "Unauthenticated",
     "Unavailable",
     "Worker",

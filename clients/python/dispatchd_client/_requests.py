@@ -19,6 +19,13 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.message import Message
 
 from dispatchd_client.errors import status_code_of
+from dispatchd_client.policies import (
+    JobOptions,
+    QueueChanges,
+    Slot,
+    apply_job_options,
+    apply_queue_changes,
+)
 from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -107,11 +114,13 @@ def job_spec(
     priority: int = 0,
     headers: Mapping[str, str] | None = None,
     content_type: str = "",
+    options: JobOptions | None = None,
 ) -> pb.JobSpec:
     data, ctype = _encode_payload(payload, content_type)
-    return pb.JobSpec(
+    spec = pb.JobSpec(
         queue=queue, payload=data, priority=priority, headers=headers or {}, content_type=ctype
     )
+    return apply_job_options(spec, options or {})
 
 
 def _to_spec(spec: JobSpecLike) -> pb.JobSpec:
@@ -124,6 +133,7 @@ def _to_spec(spec: JobSpecLike) -> pb.JobSpec:
             priority=spec.priority,
             headers=spec.headers,
             content_type=spec.content_type,
+            options=spec.options,
         )
     raise TypeError(f"expected NewJob or JobSpec, not {type(spec).__name__}")
 
@@ -131,16 +141,33 @@ def _to_spec(spec: JobSpecLike) -> pb.JobSpec:
 # Response parsers: typed against the response each RPC returns.
 
 
-def _job(resp: pb.SubmitResponse | pb.GetJobResponse | pb.WaitJobResponse) -> Job:
+def _job(resp: pb.GetJobResponse | pb.WaitJobResponse | pb.RetryJobResponse) -> Job:
     return Job.from_proto(resp.job)
+
+
+def _submitted(resp: pb.SubmitResponse) -> Job:
+    return Job.from_proto(resp.job, duplicate=resp.duplicate)
 
 
 def _changed_job(resp: pb.CancelJobResponse | pb.ReprioritizeJobResponse) -> Job:
     return Job.from_proto(resp.job)
 
 
+def _slot(resp: pb.AcquireSlotResponse | pb.RenewSlotResponse) -> Slot:
+    return Slot.from_proto(resp.slot)
+
+
+def _purged(resp: pb.PurgeJobsResponse) -> int:
+    return resp.purged_count
+
+
+def _nothing(resp: pb.ReleaseSlotResponse) -> None:
+    return None
+
+
 def _jobs(resp: pb.SubmitBatchResponse) -> list[Job]:
-    return [Job.from_proto(j) for j in resp.jobs]
+    dups = list(resp.duplicates) or [False] * len(resp.jobs)
+    return [Job.from_proto(j, duplicate=d) for j, d in zip(resp.jobs, dups, strict=False)]
 
 
 def _page(resp: pb.ListJobsResponse) -> tuple[list[Job], str]:
@@ -174,9 +201,17 @@ def submit(
     priority: int,
     headers: Mapping[str, str] | None,
     content_type: str,
+    options: JobOptions | None = None,
 ) -> Rpc[Job]:
-    spec = job_spec(queue, payload, priority=priority, headers=headers, content_type=content_type)
-    return Rpc("Submit", pb.SubmitRequest(job=spec), _job)
+    spec = job_spec(
+        queue,
+        payload,
+        priority=priority,
+        headers=headers,
+        content_type=content_type,
+        options=options,
+    )
+    return Rpc("Submit", pb.SubmitRequest(job=spec), _submitted)
 
 
 def submit_batch(specs: Iterable[JobSpecLike]) -> Rpc[list[Job]]:
@@ -238,14 +273,15 @@ def update_queue(
     paused: bool | None,
     lease_duration: float | None,
     create: bool,
+    changes: QueueChanges | None = None,
 ) -> Rpc[Queue]:
     """UpdateQueue touching only the settings given.
 
-    An empty update_mask means "set all three" to the server, which would silently zero the
-    settings the caller left out; so at least one setting is required.
+    An empty update_mask means "set width, paused and lease_duration" to the server, which
+    would silently zero the settings the caller left out; so at least one setting is required.
     """
     queue = pb.Queue(name=name)
-    paths: list[str] = []
+    paths: list[str] = apply_queue_changes(queue, changes or {})
     if width is not None:
         queue.width = width
         paths.append("width")
@@ -256,7 +292,7 @@ def update_queue(
         queue.lease_duration.CopyFrom(_duration(lease_duration))
         paths.append("lease_duration")
     if not paths:
-        raise ValueError("update_queue needs at least one of width, paused, lease_duration")
+        raise ValueError("update_queue needs at least one setting to change")
     request = pb.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=create
     )
@@ -279,3 +315,35 @@ def drain(grace: float | None) -> Rpc[tuple[int, int]]:
     if grace is not None:
         request.grace.CopyFrom(_duration(grace))
     return Rpc("Drain", request, _drain_counts)
+
+
+def retry_job(job_id: str) -> Rpc[Job]:
+    return Rpc("RetryJob", pb.RetryJobRequest(job_id=job_id), _job)
+
+
+def purge_jobs(queue: str, state: JobState | None) -> Rpc[int]:
+    request = pb.PurgeJobsRequest(
+        queue=queue, state=cast(pb.JobState, int(state or JobState.UNSPECIFIED))
+    )
+    return Rpc("PurgeJobs", request, _purged)
+
+
+def acquire_slot(
+    queue: str, holder: str, ttl: float, priority: int, timeout: float | None
+) -> Rpc[Slot]:
+    """AcquireSlot blocks until granted: its call deadline is how long to wait."""
+    request = pb.AcquireSlotRequest(
+        queue=queue, holder=holder, ttl=_duration(ttl), priority=priority
+    )
+    return Rpc("AcquireSlot", request, _slot, timeout=timeout)
+
+
+def renew_slot(slot_id: str, ttl: float | None) -> Rpc[Slot]:
+    request = pb.RenewSlotRequest(slot_id=slot_id)
+    if ttl is not None:
+        request.ttl.CopyFrom(_duration(ttl))
+    return Rpc("RenewSlot", request, _slot)
+
+
+def release_slot(slot_id: str) -> Rpc[None]:
+    return Rpc("ReleaseSlot", pb.ReleaseSlotRequest(slot_id=slot_id), _nothing)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import grpc
 
 from dispatchd_client import _requests as rq
 from dispatchd_client.errors import from_rpc_error
+from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
 
 __all__ = ["AsyncClient"]
@@ -104,11 +105,23 @@ class AsyncClient:
         priority: int = 0,
         headers: Mapping[str, str] | None = None,
         content_type: str = "",
+        **options: Unpack[JobOptions],
     ) -> Job:
         """Add one job. A ``str`` payload is sent as UTF-8 with content type
-        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried."""
+        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried.
+
+        ``options``: delay / not_before, ttl / expire_at, ordering_key, fairness_key,
+        fairness_weight, idempotency_key (a repeat returns the first job with
+        ``duplicate=True``), retry_policy. See :class:`~dispatchd_client.JobOptions`."""
         return await self._call(
-            rq.submit(queue, payload, priority=priority, headers=headers, content_type=content_type)
+            rq.submit(
+                queue,
+                payload,
+                priority=priority,
+                headers=headers,
+                content_type=content_type,
+                options=options,
+            )
         )
 
     async def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
@@ -162,12 +175,19 @@ class AsyncClient:
         paused: bool | None = None,
         lease_duration: float | None = None,
         create: bool = False,
+        **changes: Unpack[QueueChanges],
     ) -> Queue:
         """Change the given settings live (others are left alone); ``create`` makes the queue
-        if it does not exist instead of raising NotFound."""
+        if it does not exist instead of raising NotFound. ``changes``: rate, retry_policy,
+        key_limits (None clears each), max_pending, dedup_window."""
         return await self._call(
             rq.update_queue(
-                name, width=width, paused=paused, lease_duration=lease_duration, create=create
+                name,
+                width=width,
+                paused=paused,
+                lease_duration=lease_duration,
+                create=create,
+                changes=changes,
             )
         )
 
@@ -183,3 +203,33 @@ class AsyncClient:
         """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
         its configured default), snapshot and exit. Returns (pending, underway) counts."""
         return await self._call(rq.drain(grace))
+
+    async def retry_job(self, job_id: str) -> Job:
+        """Put a DEAD or FAILED job back to pending with a fresh retry budget."""
+        return await self._call(rq.retry_job(job_id))
+
+    async def purge_jobs(self, queue: str, state: JobState | None = None) -> int:
+        """Forget finished jobs of ``queue`` (of one finished state, or all); returns how many."""
+        return await self._call(rq.purge_jobs(queue, state))
+
+    async def acquire_slot(
+        self,
+        queue: str,
+        *,
+        holder: str = "",
+        ttl: float = 30.0,
+        priority: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 (the call deadline, sent to the server)
+    ) -> Slot:
+        """Wait until ``queue``'s width and rate allow, then hold one slot of its width for
+        work done outside dispatchd workers; renew it within ``ttl`` seconds and release it.
+        ``timeout`` bounds the wait (default: the client's timeout); DeadlineExceeded then."""
+        return await self._call(rq.acquire_slot(queue, holder, ttl, priority, timeout))
+
+    async def renew_slot(self, slot_id: str, ttl: float | None = None) -> Slot:
+        """Extend a held slot (keepalive) by ``ttl`` seconds (default: its acquire ttl)."""
+        return await self._call(rq.renew_slot(slot_id, ttl))
+
+    async def release_slot(self, slot_id: str) -> None:
+        """Free a held slot."""
+        await self._call(rq.release_slot(slot_id))

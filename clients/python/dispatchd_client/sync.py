@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import grpc
 
 from dispatchd_client import _requests as rq
 from dispatchd_client.errors import from_rpc_error
+from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
 
 __all__ = ["Client"]
@@ -92,11 +93,23 @@ class Client:
         priority: int = 0,
         headers: Mapping[str, str] | None = None,
         content_type: str = "",
+        **options: Unpack[JobOptions],
     ) -> Job:
         """Add one job. A ``str`` payload is sent as UTF-8 with content type
-        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried."""
+        ``text/plain; charset=utf-8`` unless ``content_type`` says otherwise. Not retried.
+
+        ``options``: delay / not_before, ttl / expire_at, ordering_key, fairness_key,
+        fairness_weight, idempotency_key (a repeat returns the first job with
+        ``duplicate=True``), retry_policy. See :class:`~dispatchd_client.JobOptions`."""
         return self._call(
-            rq.submit(queue, payload, priority=priority, headers=headers, content_type=content_type)
+            rq.submit(
+                queue,
+                payload,
+                priority=priority,
+                headers=headers,
+                content_type=content_type,
+                options=options,
+            )
         )
 
     def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
@@ -147,12 +160,19 @@ class Client:
         paused: bool | None = None,
         lease_duration: float | None = None,
         create: bool = False,
+        **changes: Unpack[QueueChanges],
     ) -> Queue:
         """Change the given settings live (others are left alone); ``create`` makes the queue
-        if it does not exist instead of raising NotFound."""
+        if it does not exist instead of raising NotFound. ``changes``: rate, retry_policy,
+        key_limits (None clears each), max_pending, dedup_window."""
         return self._call(
             rq.update_queue(
-                name, width=width, paused=paused, lease_duration=lease_duration, create=create
+                name,
+                width=width,
+                paused=paused,
+                lease_duration=lease_duration,
+                create=create,
+                changes=changes,
             )
         )
 
@@ -168,3 +188,33 @@ class Client:
         """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
         its configured default), snapshot and exit. Returns (pending, underway) counts."""
         return self._call(rq.drain(grace))
+
+    def retry_job(self, job_id: str) -> Job:
+        """Put a DEAD or FAILED job back to pending with a fresh retry budget."""
+        return self._call(rq.retry_job(job_id))
+
+    def purge_jobs(self, queue: str, state: JobState | None = None) -> int:
+        """Forget finished jobs of ``queue`` (of one finished state, or all); returns how many."""
+        return self._call(rq.purge_jobs(queue, state))
+
+    def acquire_slot(
+        self,
+        queue: str,
+        *,
+        holder: str = "",
+        ttl: float = 30.0,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> Slot:
+        """Wait until ``queue``'s width and rate allow, then hold one slot of its width for
+        work done outside dispatchd workers; renew it within ``ttl`` seconds and release it.
+        ``timeout`` bounds the wait (default: the client's timeout); DeadlineExceeded then."""
+        return self._call(rq.acquire_slot(queue, holder, ttl, priority, timeout))
+
+    def renew_slot(self, slot_id: str, ttl: float | None = None) -> Slot:
+        """Extend a held slot (keepalive) by ``ttl`` seconds (default: its acquire ttl)."""
+        return self._call(rq.renew_slot(slot_id, ttl))
+
+    def release_slot(self, slot_id: str) -> None:
+        """Free a held slot."""
+        self._call(rq.release_slot(slot_id))

@@ -18,6 +18,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from dispatchd_client.policies import Attempt, JobOptions, KeyLimits, Rate, RetryPolicy
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 __all__ = ["Job", "JobError", "JobSpecLike", "JobState", "NewJob", "Queue", "ReceivedJob"]
@@ -110,9 +111,21 @@ class Job:
     error: JobError | None = None
     #: Worker holding (or that last held) the job's lease.
     worker_id: str = ""
+    not_before: datetime.datetime | None = None
+    expire_time: datetime.datetime | None = None
+    ordering_key: str = ""
+    fairness_key: str = ""
+    idempotency_key: str = ""
+    #: Every delivery so far, oldest first.
+    attempts: tuple[Attempt, ...] = ()
+    #: The job's own retry policy (None: the queue's applies).
+    retry_policy: RetryPolicy | None = None
+    #: Only on submit results: True when an earlier job with the same idempotency key was
+    #: returned instead of a new one.
+    duplicate: bool = False
 
     @classmethod
-    def from_proto(cls, msg: pb.Job) -> Job:
+    def from_proto(cls, msg: pb.Job, duplicate: bool = False) -> Job:
         return cls(
             id=msg.id,
             queue=msg.queue,
@@ -130,6 +143,16 @@ class Job:
             result=msg.result,
             error=JobError.from_proto(msg.error) if msg.HasField("error") else None,
             worker_id=msg.worker_id,
+            not_before=_time(msg, "not_before"),
+            expire_time=_time(msg, "expire_time"),
+            ordering_key=msg.ordering_key,
+            fairness_key=msg.fairness_key,
+            idempotency_key=msg.idempotency_key,
+            attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
+            retry_policy=(
+                RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
+            ),
+            duplicate=duplicate,
         )
 
 
@@ -186,6 +209,19 @@ class Queue:
     lease_duration: float = 0.0
     #: Workers connected that serve this queue.
     worker_count: int = 0
+    #: Dispatch rate limit; None means unlimited.
+    rate: Rate | None = None
+    #: Default retry policy of the queue's jobs; None means no retries.
+    retry_policy: RetryPolicy | None = None
+    key_limits: KeyLimits | None = None
+    #: Most pending + scheduled jobs; 0 means no bound.
+    max_pending: int = 0
+    #: Jobs waiting for their not_before time (delayed, or a retry's backoff).
+    scheduled_count: int = 0
+    #: Seconds an idempotency key is remembered after its job finished.
+    dedup_window: float = 0.0
+    #: Slots held through acquire_slot (they count in underway_count).
+    slot_count: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Queue) -> Queue:
@@ -197,6 +233,15 @@ class Queue:
             underway_count=msg.underway_count,
             lease_duration=_seconds(msg.lease_duration),
             worker_count=msg.worker_count,
+            rate=Rate.from_proto(msg.rate) if msg.HasField("rate") else None,
+            retry_policy=(
+                RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
+            ),
+            key_limits=KeyLimits.from_proto(msg.key_limits) if msg.HasField("key_limits") else None,
+            max_pending=msg.max_pending,
+            scheduled_count=msg.scheduled_count,
+            dedup_window=_seconds(msg.dedup_window),
+            slot_count=msg.slot_count,
         )
 
 
@@ -210,6 +255,8 @@ class NewJob:
     priority: int = 0
     headers: dict[str, str] | None = None
     content_type: str = ""
+    #: submit's optional arguments (delay, ttl, ordering_key, idempotency_key, ...).
+    options: JobOptions = field(default_factory=lambda: JobOptions())
 
 
 #: What ``submit_batch`` accepts: :class:`NewJob` or an already-built proto ``JobSpec``.
