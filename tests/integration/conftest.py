@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
+from dispatchd_client import Worker
 
 
 @pytest.fixture
@@ -30,3 +32,24 @@ async def server(server_config: Config) -> AsyncIterator[DispatchdServer]:
 @pytest.fixture
 def target(server: DispatchdServer) -> str:
     return f"127.0.0.1:{server.port}"
+
+
+StartWorker = Callable[..., Worker]
+
+
+@pytest.fixture
+async def start_worker(target: str) -> AsyncIterator[StartWorker]:
+    """Starts Workers as tasks; stops them gracefully (or cancels them) afterwards."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(*, configure: Callable[[Worker], None], **kwargs: object) -> Worker:
+        worker = Worker(target, **kwargs)  # type: ignore[arg-type]
+        configure(worker)
+        running.append((worker, asyncio.create_task(worker.run_async())))
+        return worker
+
+    yield start
+    for _worker, task in running:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

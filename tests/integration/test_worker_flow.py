@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,27 +19,8 @@ from dispatchd_client import (
 )
 from dispatchd_client.v1 import snapshot_pb2
 
+from .conftest import StartWorker
 from .helpers import eventually
-
-StartWorker = Callable[..., Worker]
-
-
-@pytest.fixture
-async def start_worker(target: str) -> AsyncIterator[StartWorker]:
-    """Starts Workers as tasks; stops them gracefully (or cancels them) afterwards."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    def start(*, configure: Callable[[Worker], None], **kwargs: object) -> Worker:
-        worker = Worker(target, **kwargs)  # type: ignore[arg-type]
-        configure(worker)
-        running.append((worker, asyncio.create_task(worker.run_async())))
-        return worker
-
-    yield start
-    for _worker, task in running:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 class Gate:
