@@ -32,3 +32,20 @@ async def test_readme_quickstart_runs(target: str) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == "SUCCEEDED sent hello (attempt 1)"
+
+
+async def test_every_readme_python_block_runs(target: str) -> None:
+    """The other examples in the README are true too (each runs in its own process)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert len(blocks) >= 2
+    for code in blocks[1:]:
+        code = code.replace("127.0.0.1:50051", target)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, f"README block failed:\n{code}\n{err.decode()}"
