@@ -177,6 +177,8 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
         job.dispatch_time = seconds(msg.dispatch_time)
     if msg.HasField("first_dispatch_time"):
         job.first_dispatch_time = seconds(msg.first_dispatch_time)
+    if msg.HasField("finish_time"):
+        job.finish_time = seconds(msg.finish_time)
     if msg.HasField("error"):
         job.error = _failure(msg.error)
     if msg.HasField("not_before"):

@@ -92,6 +92,8 @@ class Engine(DispatchMixin, SlotMixin):
         if lease_seconds is not None:
             changes["lease_seconds"] = lease_seconds
         q.apply_settings(replace(s, **changes), now)  # type: ignore[arg-type]
+        if q.settings != s:
+            self.observer.queue_changed(name, q.settings)
         return self._view(q)
 
     def pause(self, name: str) -> QueueView:
@@ -252,6 +254,7 @@ class Engine(DispatchMixin, SlotMixin):
                 q.ready.push(job, self._now)
         else:
             job.priority = priority  # used when it waits again
+        self.observer.job_changed(job)
         return job
 
     def retry(self, job_id: str, now: float) -> JobRecord:
@@ -290,6 +293,7 @@ class Engine(DispatchMixin, SlotMixin):
         )
         self._jobs[job.id] = record
         self._wait(q, record, now)
+        self.observer.job_changed(record)
         return record
 
     def purge(self, queue: str, state: JobState) -> int:
@@ -302,18 +306,20 @@ class Engine(DispatchMixin, SlotMixin):
                 "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
             )
         states = FINISHED_STATES if state is JobState.UNSPECIFIED else (state,)
-        purged = 0
+        purged: list[str] = []
         for s in states:
             for _, job_id in list(q.finished[s].after(None)):
                 done = FinishedJob.unpack(self._done.pop(job_id))
                 q.forget_finished(done)
-                purged += 1
-        return purged
+                purged.append(job_id)
+        if purged:
+            self.observer.jobs_forgotten(purged)
+        return len(purged)
 
     def evict_finished(self, now: float) -> int:
         """Forgets finished jobs past the retention period or the count bound."""
         horizon = now - self.limits.finished_retention_seconds
-        evicted = 0
+        evicted: list[str] = []
         done = self._done
         while done:
             oldest = FinishedJob.unpack(done[next(iter(done))])
@@ -322,8 +328,10 @@ class Engine(DispatchMixin, SlotMixin):
                 break
             done.popitem(last=False)
             self._queues[oldest.queue].forget_finished(oldest)
-            evicted += 1
-        return evicted
+            evicted.append(oldest.id)
+        if evicted:
+            self.observer.jobs_forgotten(evicted)
+        return len(evicted)
 
     def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str
@@ -356,14 +364,24 @@ class Engine(DispatchMixin, SlotMixin):
         ordering-key chains as they were; dispatch order comes back from (priority, seq)."""
         return sorted(self._jobs.values(), key=lambda j: (j.queue, j.seq))
 
+    def _restore_finished(self, job: JobRecord) -> None:
+        """A finished job from a journal: readable again until its retention ends."""
+        q = self._ensure_queue(job.queue)
+        done = FinishedJob.of(job, job.finish_time or self._now, self._next_seq())
+        self._done[job.id] = done.pack()
+        q.record_finished(done)
+        if job.idempotency_key:
+            q.dedup[job.idempotency_key] = job.id
+
     def restore(
         self,
         queues: Sequence[tuple[str, QueueSettings]],
         jobs: Sequence[JobRecord],
         now: float = 0.0,
     ) -> None:
-        """Loads a snapshot into an empty engine; jobs keep ids, priorities, attempts,
-        keys and their relative order (given in submit order)."""
+        """Loads a snapshot or journal into an empty engine; jobs keep ids, priorities,
+        attempts, keys and their relative order (given in submit order; finished jobs in
+        finish order). A job that was underway waits again: its lease is gone."""
         now = self._clock(now)
         if self._jobs or self._queues:
             raise FailedPrecondition("restore needs an empty engine")
@@ -371,6 +389,9 @@ class Engine(DispatchMixin, SlotMixin):
             lim.check_queue_name(name)
             self._ensure_queue(name).apply_settings(settings, now)
         for job in jobs:
+            if job.state.finished:
+                self._restore_finished(job)
+                continue
             restored = replace(job, seq=self._next_seq(), lease=None, in_lane=False)
             q = self._ensure_queue(restored.queue)
             self._jobs[restored.id] = restored

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dispatchd.engine.model import FinishedJob, JobRecord, LeaseRecord, SlotRecord
+from dispatchd.engine.model import (
+    FinishedJob,
+    JobRecord,
+    LeaseRecord,
+    QueueSettings,
+    SlotRecord,
+)
 from dispatchd.engine.workers import WorkerRecord
 
 
@@ -32,6 +38,15 @@ class EngineObserver:
 
     def lease_expired(self, lease: LeaseRecord) -> None:
         """A lease ended without a result or heartbeat (before the job is requeued)."""
+
+    def job_changed(self, job: JobRecord) -> None:
+        """A waiting job changed without moving (reprioritized), or came back (RetryJob)."""
+
+    def jobs_forgotten(self, job_ids: Sequence[str]) -> None:
+        """Finished jobs left memory (retention, count bound, PurgeJobs)."""
+
+    def queue_changed(self, name: str, settings: QueueSettings) -> None:
+        """A queue was created or its settings changed."""
 
     def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
         """An AcquireSlot request got its slot."""
@@ -88,6 +103,18 @@ class ObserverChain(EngineObserver):
     def lease_expired(self, lease: LeaseRecord) -> None:
         for o in self._observers:
             o.lease_expired(lease)
+
+    def job_changed(self, job: JobRecord) -> None:
+        for o in self._observers:
+            o.job_changed(job)
+
+    def jobs_forgotten(self, job_ids: Sequence[str]) -> None:
+        for o in self._observers:
+            o.jobs_forgotten(job_ids)
+
+    def queue_changed(self, name: str, settings: QueueSettings) -> None:
+        for o in self._observers:
+            o.queue_changed(name, settings)
 
     def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
         for o in self._observers:

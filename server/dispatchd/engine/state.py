@@ -93,6 +93,7 @@ class EngineState:
             for worker in self._workers.values():
                 if name in worker.queues:
                     q.subscribers.append(worker)
+            self.observer.queue_changed(name, settings)
         return q
 
     # ---- waiting ------------------------------------------------------------------
