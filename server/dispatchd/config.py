@@ -36,6 +36,15 @@ class Config:
     """Most finished jobs kept in memory."""
     log_level: str = "info"
     """debug, info, warning or error."""
+    durability: str = "journal"
+    """journal: every change goes to <data-dir>/journal.sqlite3 and a Submit is answered
+    once it is durable; none: memory only (plus the drain snapshot). Needs --data-dir."""
+    recover_truncated: bool = False
+    """Start even if a journal record or the snapshot is damaged, dropping what is lost."""
+
+    @property
+    def journaled(self) -> bool:
+        return self.durability == "journal" and self.data_dir is not None
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -50,6 +59,8 @@ class Config:
             raise ConfigError(f"--default-lease must be 1..3600 s, got {self.default_lease}")
         if self.finished_retention < 0 or self.max_finished_jobs < 0:
             raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
+        if self.durability not in ("none", "journal"):
+            raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         host, sep, port = self.listen.rpartition(":")
@@ -91,6 +102,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("finished-retention", float, d.finished_retention, "seconds finished jobs stay readable")
     add("max-finished-jobs", int, d.max_finished_jobs, "most finished jobs kept")
     add("log-level", str, d.log_level, "debug, info, warning or error")
+    add("durability", str, d.durability, "journal (crash-safe, needs --data-dir) or none")
+    p.add_argument(
+        "--recover-truncated",
+        action="store_true",
+        default=_env(env, "recover-truncated", "") in ("1", "true", "yes"),
+        help="start even if a journal record or the snapshot is damaged, dropping it",
+    )
     return p
 
 
@@ -111,4 +129,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         finished_retention=ns.finished_retention,
         max_finished_jobs=ns.max_finished_jobs,
         log_level=ns.log_level,
+        durability=ns.durability,
+        recover_truncated=ns.recover_truncated,
     )

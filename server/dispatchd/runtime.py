@@ -14,12 +14,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dispatchd import convert
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineLimits, EngineObserver, ObserverChain
 from dispatchd.service.dispatcher import DispatcherServicer
+from dispatchd.service.journaling import JournalWriter
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.sessions import WorkStream
 from dispatchd.service.waiters import Waiters
+from dispatchd.store.journal import JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -73,6 +76,7 @@ class DispatchdServer:
         self.engine = Engine(engine_limits(config), self.observers, rng)
         self.pump = DispatchPump(self.engine, clock)
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
+        self.journal: JournalWriter | None = None
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # public alias the stubs miss
         self.port = 0
         self.stopped = asyncio.Event()
@@ -95,6 +99,7 @@ class DispatchdServer:
             self.clock,
             WorkStream(self.engine, self.pump, self.clock),
             self.start_drain,
+            self.sync,
         )
         pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -119,8 +124,72 @@ class DispatchdServer:
         return self.port
 
     def _restore(self) -> None:
+        """The journal, when there is one, is the truth; a snapshot next to it is the
+        last drain's copy and is moved aside. Without a journal the snapshot is restored
+        (and, with journaling on, written into a new journal)."""
         if self.store is None:
             return
+        if self.config.journaled:
+            assert self.config.data_dir is not None
+            journal = SqliteJournal(self.config.data_dir)
+            try:
+                had_journal = journal.exists()
+                journal.open()
+                if had_journal and self._restore_journal(journal):
+                    if self.store.path.exists():
+                        self.store.mark_restored()
+                    self._attach_journal(journal)
+                    return
+                self._restore_snapshot()
+                self._seed_journal(journal)
+            except JournalError as e:
+                raise StartError(str(e)) from None
+            self._attach_journal(journal)
+            return
+        self._restore_snapshot()
+
+    def _restore_journal(self, journal: SqliteJournal) -> bool:
+        started = time.monotonic()
+        recovered = journal.load(self.config.recover_truncated)
+        if not recovered.jobs and not recovered.queues:
+            return False
+        queues = [(q.name, convert.settings_from_pb(q)) for q in recovered.queues]
+        self.engine.restore(queues, [convert.job_from_pb(j) for j in recovered.jobs], self.clock())
+        for job_id in recovered.skipped:
+            log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
+        log.info(
+            "recovered %d jobs and %d queues from %s in %.2f s",
+            len(recovered.jobs),
+            len(queues),
+            journal.path,
+            time.monotonic() - started,
+        )
+        return True
+
+    def _seed_journal(self, journal: SqliteJournal) -> None:
+        """Writes the engine's whole state into a fresh journal (after a snapshot restore)."""
+        engine = self.engine
+        queues = [
+            (v.name, convert.settings_to_pb(v.name, v.settings).SerializeToString())
+            for v in engine.list_queues()
+        ]
+        jobs = [
+            (j.id, j.payload, convert.job_to_pb(j, with_payload=False).SerializeToString())
+            for j in engine.unfinished_jobs()
+        ]
+        journal.replace_all(queues, jobs)
+
+    def _attach_journal(self, journal: SqliteJournal) -> None:
+        self.journal = JournalWriter(self.engine, journal)
+        self.observers.add(self.journal)
+
+    async def sync(self) -> None:
+        """Returns once every change so far is durable (a no-op without a journal)."""
+        if self.journal is not None:
+            await self.journal.sync()
+
+    def _restore_snapshot(self) -> None:
+        assert self.store is not None
         data = self.store.load()
         if data is None:
             return
@@ -157,6 +226,8 @@ class DispatchdServer:
         if reclaimed:
             log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
         self._snapshot()
+        if self.journal is not None:
+            await self.journal.close()
         for session in self.pump.sessions:
             session.end()
         if self._server is not None:
@@ -183,8 +254,10 @@ class DispatchdServer:
         )
 
     async def stop_now(self) -> None:
-        """Stops without a drain (tests): streams are cut, nothing is written."""
+        """Stops without a drain (tests): streams are cut, no snapshot is written."""
         if self._server is not None:
             await self._server.stop(grace=None)
+        if self.journal is not None:
+            await self.journal.close()
         self.pump.close()
         self.stopped.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -64,16 +64,19 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         clock: Callable[[], float],
         work: WorkStream,
         start_drain: Callable[[float | None], None],
+        sync: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(engine, pump, waiters, clock)
         self._work = work
         self._start_drain = start_drain
+        self._sync = sync
 
     @_translating
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         now = self._clock()
         ((job, duplicate),) = self._engine.submit_many([convert.new_job(request.job, now)], now)
         self._pump.kick()
+        await self._durable(context)
         response = pb.SubmitResponse(duplicate=duplicate)
         convert.fill_job(response.job, job, with_payload=False)  # the caller has it
         return response
@@ -85,11 +88,22 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         now = self._clock()
         results = self._engine.submit_many([convert.new_job(s, now) for s in request.jobs], now)
         self._pump.kick()
+        await self._durable(context)
         response = pb.SubmitBatchResponse(duplicates=[dup for _, dup in results])
         add = response.jobs.add
         for job, _ in results:
             convert.fill_job(add(), job, with_payload=False)  # the caller has the payloads
         return response
+
+    async def _durable(self, context: Context) -> None:
+        """A submit is answered only once its journal record is durable."""
+        try:
+            await self._sync()
+        except OSError as e:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{e}; the job may still run, resubmit with an idempotency key to be sure",
+            )
 
     @_translating
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
