@@ -50,7 +50,7 @@ class TokenBucket:
 
     def ready(self, now: float) -> bool:
         self._refill(now)
-        return self.tokens >= 0.9
+        return self.tokens >= 1.0 - _EPSILON
 
     def take(self, now: float) -> bool:
         if not self.ready(now):
