@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,29 @@ def dispatch(engine: Engine) -> Callable[[float], list[LeaseRecord]]:
         return [lease for _, batch in engine.dispatch(now) for lease in batch]
 
     return _dispatch
+
+
+@pytest.fixture
+def pump(engine: Engine) -> Callable[[float], list[LeaseRecord]]:
+    """``pump(now)`` -> the leases of one service pump pass: ``tick(now)`` (timers, expiry,
+    leases, slots), then ``dispatch(now)``."""
+
+    def _pump(now: float) -> list[LeaseRecord]:
+        engine.tick(now)
+        return [lease for _, batch in engine.dispatch(now) for lease in batch]
+
+    return _pump
+
+
+@pytest.fixture
+def add(engine: Engine) -> Callable[..., JobRecord]:
+    """``add(queue="q", now=0.0, **fields)`` -> one job submitted with any NewJob fields
+    (ordering_key, not_before, retry_policy, ...); asserts it was newly created."""
+
+    def _add(queue: str = "q", now: float = 0.0, **fields: Any) -> JobRecord:
+        [(job, repeated)] = engine.submit_many([NewJob(queue, **fields)], now)
+        assert isinstance(job, JobRecord)
+        assert not repeated
+        return job
+
+    return _add
