@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from dispatchd.config import Config, ConfigError, load
 from dispatchd.runtime import DispatchdServer, StartError
+from dispatchd.store import transfer
 from dispatchd.store.snapshot import SnapshotError
 
 log = logging.getLogger("dispatchd")
@@ -38,8 +39,11 @@ def _run(config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("export", "import"):
+        return transfer.main(args)
     try:
-        config = load(argv)
+        config = load(args)
     except ConfigError as e:
         print(f"dispatchd: {e}", file=sys.stderr)
         return 2
