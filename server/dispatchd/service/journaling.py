@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,7 +111,9 @@ class JournalWriter(EngineObserver):
                 if batch:
                     await loop.run_in_executor(self._executor, self._journal.write, batch)
                     self.commits += 1
-            except (OSError, sqlite3.Error) as e:  # disk full, I/O: every waiter must know
+            except Exception as e:  # noqa: BLE001 - any failure must reach every waiter
+                # (disk full, I/O error, a closed journal); a waiter left pending would hang
+                # its Submit until the caller's deadline.
                 log.error("journal commit of %d records failed: %s", len(batch), e)
                 self.failed = e
                 for w in waiters:
