@@ -135,7 +135,8 @@ class DispatchMixin(EngineState):
 
     def _attempt(self, lease: LeaseRecord, now: float, error: JobFailure | None) -> AttemptRecord:
         job = lease.job
-        return AttemptRecord(job.attempt, job.worker_id, job.dispatch_time or now, now, error)
+        start = now if job.dispatch_time is None else job.dispatch_time  # 0.0 is a time
+        return AttemptRecord(job.attempt, job.worker_id, start, now, error)
 
     def _attempt_failed(
         self, lease: LeaseRecord, failure: JobFailure, now: float, *, lost: bool
@@ -168,7 +169,11 @@ class DispatchMixin(EngineState):
         self.observer.job_retrying(job, due)
 
     def _give_back(self, job: JobRecord, now: float, reason: str) -> None:
-        """An attempt ended without a verdict: the job waits again at its old place."""
+        """An attempt ended without a verdict: the job waits again at its old place, unless
+        its expire_at passed meanwhile (its expiry entry went by while it was underway)."""
+        if job.expire_at is not None and job.expire_at <= now:
+            self._finish(job, JobState.EXPIRED, now)
+            return
         self._wait(self._queues[job.queue], job, now)
         self.observer.job_requeued(job, reason)
 

@@ -109,9 +109,7 @@ class FairReady:
                 self._leave_ring(lane, now)
                 continue
             if lane.bucket is not None and not lane.bucket.ready(now):
-                self._leave_ring(lane, now)
-                self._wake_seq += 1
-                heapq.heappush(self._waking, (lane.bucket.next_time(now), self._wake_seq, lane.key))
+                self._sleep_lane(lane, now)
                 continue
             job = self._pop_valid(lane)
             if job is None:
@@ -120,11 +118,26 @@ class FairReady:
                 lane.bucket.take(now)
             lane.in_flight += 1
             lane.turns += 1
-            if lane.turns >= lane.weight:
+            # A lane that cannot give another job now leaves the ring at once, so the ring
+            # holds only lanes that can: has_ready() stays exact and a dispatch pass does
+            # not take a worker's round-robin turn for a job that is not there.
+            if lane.live <= 0 or (cap and lane.in_flight >= cap):
+                self._leave_ring(lane, now)
+            elif lane.bucket is not None and not lane.bucket.ready(now):
+                self._sleep_lane(lane, now)
+            elif lane.turns >= lane.weight:
                 lane.turns = 0
                 ring.rotate(-1)
             return job
         return None
+
+    def _sleep_lane(self, lane: Lane, now: float) -> None:
+        """The lane at the head of the ring is out of per-key tokens: it leaves the ring
+        until its next token is due."""
+        assert lane.bucket is not None
+        self._leave_ring(lane, now)
+        self._wake_seq += 1
+        heapq.heappush(self._waking, (lane.bucket.next_time(now), self._wake_seq, lane.key))
 
     def _leave_ring(self, lane: Lane, now: float) -> None:
         self._ring.popleft()
