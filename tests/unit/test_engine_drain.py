@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 from collections.abc import Callable
@@ -170,7 +171,8 @@ def test_restore_with_underway_jobs(
     jobs = submit(n=3)
     connect(credits=1)
     [lease] = dispatch(0.0)
-    saved = engine.unfinished_jobs()
+    # restore takes ownership of the records it is given: hand it copies.
+    saved = [copy.copy(j) for j in engine.unfinished_jobs()]
     fresh = Engine(rng=random.Random(1))
     fresh.restore([("q", engine.get_queue("q").settings)], saved)
     assert {j.id for j in fresh.unfinished_jobs()} == {j.id for j in jobs}

@@ -381,7 +381,8 @@ class Engine(DispatchMixin, SlotMixin):
     ) -> None:
         """Loads a snapshot or journal into an empty engine; jobs keep ids, priorities,
         attempts, keys and their relative order (given in submit order; finished jobs in
-        finish order). A job that was underway waits again: its lease is gone."""
+        finish order). A job that was underway waits again: its lease is gone. The engine
+        takes ownership of the records (copying 1,000,000 of them would double start-up)."""
         now = self._clock(now)
         if self._jobs or self._queues:
             raise FailedPrecondition("restore needs an empty engine")
@@ -392,7 +393,10 @@ class Engine(DispatchMixin, SlotMixin):
             if job.state.finished:
                 self._restore_finished(job)
                 continue
-            restored = replace(job, seq=self._next_seq(), lease=None, in_lane=False)
+            restored = job
+            restored.seq = self._next_seq()
+            restored.lease = None
+            restored.in_lane = False
             q = self._ensure_queue(restored.queue)
             self._jobs[restored.id] = restored
             if restored.idempotency_key:
