@@ -190,7 +190,7 @@ class DispatchdServer:
 
     def _restore_snapshot(self) -> None:
         assert self.store is not None
-        data = self.store.load()
+        data = self.store.load(recover=self.config.recover_truncated)
         if data is None:
             return
         self.engine.restore(data.queues, data.jobs)

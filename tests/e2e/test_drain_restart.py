@@ -6,8 +6,8 @@ import asyncio
 import threading
 from pathlib import Path
 
+from dispatchd.store.snapshot import SnapshotStore
 from dispatchd_client import Client, JobState, ReceivedJob, Worker
-from dispatchd_client.v1 import snapshot_pb2
 
 from .conftest import ServerProcess
 
@@ -53,8 +53,7 @@ def test_sigterm_snapshots_and_restart_restores_in_priority_order(
     first.terminate()
     assert first.wait() == 0, first.log
 
-    snap = snapshot_pb2.Snapshot()
-    snap.ParseFromString((tmp_path / "snapshot.pb").read_bytes())
+    snap = SnapshotStore(tmp_path).read_message()
     assert snap.format_version == 1
     assert sorted(j.id for j in snap.jobs) == sorted(job_id for job_id, _ in submitted)
     assert [q.name for q in snap.queues] == ["e2e"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dispatchd.runtime import DispatchdServer
+from dispatchd.store.snapshot import SnapshotStore
 from dispatchd_client import (
     AsyncClient,
     JobError,
@@ -17,7 +18,6 @@ from dispatchd_client import (
     Unavailable,
     Worker,
 )
-from dispatchd_client.v1 import snapshot_pb2
 
 from .conftest import StartWorker
 from .helpers import eventually
@@ -181,8 +181,7 @@ async def test_drain_lets_underway_jobs_finish_and_snapshots_the_rest(
         await asyncio.wait_for(server.stopped.wait(), 20)
     assert (await _final(server, held.id)) is JobState.SUCCEEDED
     await eventually(lambda: not worker.connected, what="the worker to leave after the drain")
-    snap = snapshot_pb2.Snapshot()
-    snap.ParseFromString((tmp_path / "data" / "snapshot.pb").read_bytes())
+    snap = SnapshotStore(tmp_path / "data").read_message()
     assert [j.id for j in snap.jobs] == [waiting.id]
 
 
@@ -200,6 +199,5 @@ async def test_drain_grace_running_out_puts_underway_jobs_back(
         await eventually(lambda: gate.running == 1, what="the job to start")
     server.start_drain(0.2)
     await asyncio.wait_for(server.stopped.wait(), 10)
-    snap = snapshot_pb2.Snapshot()
-    snap.ParseFromString((tmp_path / "data" / "snapshot.pb").read_bytes())
+    snap = SnapshotStore(tmp_path / "data").read_message()
     assert [(j.id, j.attempt) for j in snap.jobs] == [(job.id, 1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,47 @@ def test_garbage_is_refused_with_the_file_name(tmp_path: Path) -> None:
 
 def test_newer_format_is_refused(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
-    store.path.write_bytes(snapshot_pb2.Snapshot(format_version=99).SerializeToString())
+    body = snapshot_pb2.Snapshot(format_version=99).SerializeToString()
+    crc = zlib.crc32(body)
+    trailer = snapshot_pb2.Snapshot(content_crc32=crc, complete=True).SerializeToString()
+    store.path.write_bytes(body + trailer)
     with pytest.raises(SnapshotError, match="format version 99"):
+        store.load()
+
+
+def test_truncated_snapshot_is_refused_naming_the_offset(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.save(SnapshotData([], [_job("a", 1), _job("b", 2)]), now=1.0)
+    whole = store.path.read_bytes()
+    store.path.write_bytes(whole[:-10])
+    with pytest.raises(SnapshotError, match=f"at offset {len(whole) - 10}"):
+        store.load()
+    assert store.load(recover=True) is None
+    assert not store.path.exists()
+    assert store.path.with_suffix(".pb.damaged").exists()
+
+
+def test_flipped_byte_is_a_crc_mismatch(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.save(SnapshotData([], [_job("a", 1)]), now=1.0)
+    data = bytearray(store.path.read_bytes())
+    data[-5] ^= 0xFF
+    store.path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="CRC mismatch"):
+        store.load()
+
+
+def test_the_file_is_one_plain_snapshot_message(tmp_path: Path) -> None:
+    """Any protobuf reader can parse it; the trailer is just two more fields."""
+    store = SnapshotStore(tmp_path)
+    store.save(SnapshotData([("q", QueueSettings(width=2))], [_job("a", 1)]), now=1.0)
+    msg = snapshot_pb2.Snapshot()
+    msg.ParseFromString(store.path.read_bytes())
+    assert (msg.format_version, msg.complete, [j.id for j in msg.jobs]) == (1, True, ["a"])
+
+
+def test_a_file_without_the_end_marker_is_truncated(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.path.write_bytes(snapshot_pb2.Snapshot(format_version=1).SerializeToString())
+    with pytest.raises(SnapshotError, match="no end marker"):
         store.load()

@@ -73,6 +73,7 @@ class SqliteJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
@@ -146,6 +147,9 @@ class SqliteJournal:
                 db.executemany("UPDATE jobs SET status = ? WHERE id = ?", batch.statuses)
             if batch.forgotten:
                 db.executemany("DELETE FROM jobs WHERE id = ?", batch.forgotten)
+                # Give freed pages back a few at a time, so the file follows live data down
+                # without a long stop-the-world VACUUM.
+                db.execute("PRAGMA incremental_vacuum(64)")
             if batch.queues:
                 db.executemany(
                     "INSERT OR REPLACE INTO queues (name, settings) VALUES (?, ?)", batch.queues

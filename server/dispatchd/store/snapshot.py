@@ -2,12 +2,15 @@
 
 Written atomically (temp file, fsync, rename, fsync of the directory) so a crash
 mid-write leaves the previous file intact. Never pickle: the format is the
-``dispatchd.v1.Snapshot`` message, readable from any language.
+``dispatchd.v1.Snapshot`` message, readable from any language; its last fields are a
+CRC-32 of the bytes before them and an end marker.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,13 @@ from dispatchd import convert
 from dispatchd.engine import EngineError, JobRecord, QueueSettings
 from dispatchd_client.v1 import snapshot_pb2
 
+log = logging.getLogger("dispatchd.snapshot")
+
 FORMAT_VERSION = 1
 SNAPSHOT_NAME = "snapshot.pb"
+# A truncated protobuf often parses, silently shorter: the writer appends a trailer
+# (content_crc32, complete) after the body so the reader can tell, while the file stays
+# one plain Snapshot message for any protobuf reader.
 
 
 class SnapshotError(Exception):
@@ -39,17 +47,20 @@ class SnapshotStore:
         self.path = data_dir / SNAPSHOT_NAME
         self.restored_path = data_dir / (SNAPSHOT_NAME + ".restored")
 
-    def load(self) -> SnapshotData | None:
-        """Returns the snapshot's content, or None when there is no snapshot."""
+    def load(self, recover: bool = False) -> SnapshotData | None:
+        """Returns the snapshot's content, or None when there is no snapshot. A damaged
+        file raises SnapshotError naming the offset, unless ``recover`` drops it."""
         try:
-            raw = self.path.read_bytes()
+            msg = self._parse(self.path.read_bytes())
         except FileNotFoundError:
             return None
-        msg = snapshot_pb2.Snapshot()
-        try:
-            msg.ParseFromString(raw)
-        except DecodeError as e:
-            raise SnapshotError(f"{self.path}: not a dispatchd snapshot ({e})") from None
+        except SnapshotError:
+            if not recover:
+                raise
+            damaged = self.path.with_suffix(".pb.damaged")
+            os.replace(self.path, damaged)
+            log.warning("--recover-truncated: moved the damaged snapshot to %s", damaged)
+            return None
         if msg.format_version == 0 or msg.format_version > FORMAT_VERSION:
             raise SnapshotError(
                 f"{self.path}: format version {msg.format_version}; this server reads "
@@ -62,6 +73,33 @@ class SnapshotStore:
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
+
+    def _parse(self, raw: bytes) -> snapshot_pb2.Snapshot:
+        msg = snapshot_pb2.Snapshot()
+        try:
+            msg.ParseFromString(raw)
+        except DecodeError as e:
+            raise SnapshotError(
+                f"{self.path}: truncated or damaged: unreadable at offset {len(raw)} ({e}); "
+                "start with --recover-truncated to drop it"
+            ) from None
+        if not msg.complete:
+            raise SnapshotError(
+                f"{self.path}: truncated at offset {len(raw)} (no end marker); start with "
+                "--recover-truncated to drop it"
+            )
+        trailer = _trailer(msg.content_crc32)
+        body = raw[: len(raw) - len(trailer)]
+        if not raw.endswith(trailer) or zlib.crc32(body) != msg.content_crc32:
+            raise SnapshotError(
+                f"{self.path}: damaged between offsets 0 and {len(body)} (CRC mismatch); "
+                "start with --recover-truncated to drop it"
+            )
+        return msg
+
+    def read_message(self) -> snapshot_pb2.Snapshot:
+        """The raw Snapshot message (for tools and tests), header checked."""
+        return self._parse(self.path.read_bytes())
 
     def mark_restored(self) -> None:
         """Moves the loaded snapshot aside so a crash later does not restore it twice."""
@@ -79,13 +117,20 @@ class SnapshotStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".pb.tmp")
         with open(tmp, "wb") as f:
-            f.write(raw)
+            trailer = _trailer(zlib.crc32(raw))
+            f.write(raw + trailer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
         self.restored_path.unlink(missing_ok=True)
-        return len(raw)
+        return len(raw) + len(trailer)
+
+
+def _trailer(crc: int) -> bytes:
+    """Fields 14 and 15 of Snapshot, serialized: appended to a serialized Snapshot they
+    merge into it (protobuf concatenation), and they always take the same bytes."""
+    return snapshot_pb2.Snapshot(content_crc32=crc, complete=True).SerializeToString()
 
 
 def _fsync_dir(path: Path) -> None:
