@@ -100,3 +100,12 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def jain(values: Sequence[float]) -> float:
+    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when every value is equal, 1/n
+    when one takes everything."""
+    squares = sum(x * x for x in values)
+    if not squares:
+        raise ValueError("no shares")
+    return sum(values) ** 2 / (len(values) * squares)

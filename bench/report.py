@@ -8,32 +8,21 @@ import platform
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench import policy_report
+from bench.keys import Fairness
 from bench.measure import Measured, median
+from bench.policy_report import PolicyRuns
+from bench.rate import RateRun
+from bench.targets import Target, fmt
 from bench.workload import Latency
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    key: str
-    label: str
-    op: str  # ">=", "<=" or "<"
-    bound: float
-
-    def met(self, value: float) -> bool:
-        if self.op == ">=":
-            return value >= self.bound
-        if self.op == "<=":
-            return value <= self.bound
-        return value < self.bound
-
-
-TARGETS = (
+CORE_TARGETS = (
     Target("per_job_jobs_per_s", "per-job jobs/s", ">=", 4_000),
     Target("per_job_vs_baseline", "per-job / raw baseline", ">=", 0.35),
     Target("per_job_server_cpu_us_per_job", "per-job server CPU us/job", "<=", 200),
@@ -41,6 +30,7 @@ TARGETS = (
     Target("batched_server_cpu_us_per_job", "batched server CPU us/job", "<=", 10),
     Target("dispatch_p99_ms", "dispatch p99 ms (half load)", "<", 5),
 )
+TARGETS = CORE_TARGETS + policy_report.TARGETS
 
 # Rows shown without a target: (key, label).
 INFO_ROWS = (
@@ -57,6 +47,7 @@ INFO_ROWS = (
     ("per_job_jobs_per_delivery_msg", "per-job jobs per delivery msg"),
     ("per_job_width8_jobs_per_s", "per-job jobs/s at width 8"),
     ("other_cpu_pct", "other processes' CPU % (noise)"),
+    *policy_report.INFO_ROWS,
 )
 NOISY_PCT = 10.0
 
@@ -70,6 +61,7 @@ class Runs:
     batched: list[Measured]
     latency: list[Latency]
     per_job_width8: list[Measured]
+    policies: PolicyRuns = field(default_factory=PolicyRuns)
 
 
 def _med(values: Sequence[float]) -> float:
@@ -104,17 +96,8 @@ def summarize(runs: Runs) -> dict[str, float]:
     s["server_cpu_us_per_job"] = s["per_job_server_cpu_us_per_job"]
     s["per_job_vs_baseline"] = s["per_job_jobs_per_s"] / s["baseline_jobs_per_s"]
     s["batched_vs_baseline"] = s["batched_jobs_per_s"] / s["baseline_jobs_per_s"]
+    s.update(policy_report.summarize(runs.policies, s))
     return s
-
-
-def _fmt(value: float) -> str:
-    if value != value:  # NaN: the phase did not run
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def table(summary: dict[str, float]) -> str:
@@ -122,18 +105,20 @@ def table(summary: dict[str, float]) -> str:
     for t in TARGETS:
         value = summary[t.key]
         ok = "yes" if t.met(value) else "NO"
-        rows.append((t.label, _fmt(value), f"{t.op} {_fmt(t.bound)}", ok))
-    rows.extend((label, _fmt(summary[key]), "", "") for key, label in INFO_ROWS)
+        rows.append((t.label, fmt(value), t.describe(), ok))
+    rows.extend((label, fmt(summary[key]), "", "") for key, label in INFO_ROWS)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    if summary["other_cpu_pct"] > NOISY_PCT:
+    noise = max(summary["other_cpu_pct"], summary["policy_other_cpu_pct"])
+    if noise > NOISY_PCT:
         lines.append(
-            f"\nnote: other processes used {summary['other_cpu_pct']:.0f}% of the machine "
-            "during the runs; wall-clock figures (jobs/s, latency) are depressed by it."
+            f"\nnote: other processes used up to {noise:.0f}% of the machine (median over "
+            "a group of phases) during the runs; wall-clock figures (jobs/s, latency, rate "
+            "accuracy) are depressed by it."
         )
     return "\n".join(lines)
 
@@ -165,20 +150,26 @@ def _clean(value: float) -> float | None:
 def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) -> dict[str, Any]:
     """The JSON object: headline medians first, then targets, runs, settings, environment."""
     doc: dict[str, Any] = {k: _clean(v) for k, v in summary.items()}
-    doc["targets"] = {t.key: f"{t.op} {t.bound:g}" for t in TARGETS}
+    doc["targets"] = {t.key: t.describe() for t in TARGETS}
     doc["ok"] = {t.key: t.met(summary[t.key]) for t in TARGETS}
     doc["all_ok"] = all(doc["ok"].values())
     doc["runs"] = {
         phase: [_run_dict(x) for x in getattr(runs, phase)]
         for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8")
     }
+    doc["runs"].update(
+        {
+            phase: [_run_dict(x) for x in getattr(runs.policies, phase)]
+            for phase in PolicyRuns.PHASES
+        }
+    )
     doc["settings"] = settings
     doc["environment"] = _environment()
     doc["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return doc
 
 
-def _run_dict(x: Measured | Latency) -> dict[str, float]:
+def _run_dict(x: Measured | Latency | RateRun | Fairness) -> dict[str, float]:
     d: dict[str, float] = {k: round(v, 3) for k, v in asdict(x).items()}
     if isinstance(x, Measured):
         d["jobs_per_s"] = round(x.jobs_per_s, 1)
@@ -186,6 +177,13 @@ def _run_dict(x: Measured | Latency) -> dict[str, float]:
         d["client_cpu_us_per_job"] = round(x.client_cpu_us_per_job, 2)
         d["server_sys_pct"] = round(x.server_sys_pct, 1)
         d["other_cpu_pct"] = round(x.other_cpu_pct, 1)
+    elif isinstance(x, RateRun):
+        d["measured_per_s"] = round(x.measured_per_s, 2)
+        d["ratio"] = round(x.ratio, 5)
+        d["server_ratio"] = round(x.server_ratio, 5)
+        d["jobs_per_msg"] = round(x.jobs_per_msg, 2)
+        d["server_cpu_pct"] = round(x.server_cpu_pct, 1)
+        d["client_cpu_pct"] = round(x.client_cpu_pct, 1)
     return d
 
 

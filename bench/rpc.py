@@ -7,6 +7,7 @@ from the method paths and the typed ``pb2`` (de)serializers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -74,9 +75,20 @@ class Dispatchd:
 
     async def set_width(self, queue: str, width: int) -> None:
         """Creates the queue if needed and sets its width (and nothing else)."""
-        req = pb.UpdateQueueRequest(queue=pb.Queue(name=queue, width=width), allow_missing=True)
-        req.update_mask.paths.append("width")
-        await self.update_queue(req, timeout=5.0)
+        await self.configure(pb.Queue(name=queue, width=width), "width")
+
+    async def configure(self, queue: pb.Queue, *paths: str) -> pb.Queue:
+        """Creates ``queue.name`` if needed and sets the fields named in ``paths``; a
+        message path (``rate``, ``key_limits``) whose field is unset clears it."""
+        req = pb.UpdateQueueRequest(queue=queue, allow_missing=True)
+        req.update_mask.paths.extend(paths)
+        return (await self.update_queue(req, timeout=5.0)).queue
+
+    async def submit_all(self, specs: Sequence[pb.JobSpec], batch: int) -> None:
+        """Submits ``specs`` in order, ``batch`` at a time, one SubmitBatch after another."""
+        for i in range(0, len(specs), batch):
+            req = pb.SubmitBatchRequest(jobs=specs[i : i + batch])
+            await self.submit_batch(req, timeout=SETTLE_TIMEOUT)
 
     async def serving(self) -> bool:
         try:

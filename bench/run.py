@@ -26,6 +26,19 @@ Phases, each run ``--rounds`` times after a short warm-up; the report shows medi
   rate. Each payload carries perf_counter_ns() taken just before Submit is called; the
   worker subtracts it from its own reading when the delivery arrives (same process, same
   clock). p50/p99 are nearest-rank over every job of a run.
+* policy per-job (in each throughput round, right after per-job): the per-job phase on a
+  queue with a rate too high to bind (``--policy-rate``), key_limits whose per-key
+  in-flight bound cannot bind, and fairness keys round-robin over ``--policy-keys`` keys;
+  ``policy_vs_core_ratio`` is its median jobs/s over the per-job median.
+* keys (``--rounds`` times, see bench/keys.py): fairness -- ``--fairness-keys`` keys with
+  Zipf-like backlogs (``--fairness-min-jobs`` for the smallest, 100x that for the
+  largest), submitted largest first, burnt down by the batched workers; Jain's index of
+  the dispatches per key while every key still had jobs. Then a burn-down of
+  ``--keys-jobs`` jobs without fairness keys and one over ``--distinct-keys`` keys: server
+  CPU per job of the burn-down alone (the submit is metered apart).
+* rate (``--rate-rounds`` times, see bench/rate.py): a queue at 500/s, then one at
+  5,000/s, with ``--rate-workers`` workers; jobs received over a ``--rate-seconds``
+  window after the initial burst, against the set rate.
 
 Throughput is jobs over the span from the first submit to the last ack. Server CPU is
 utime+stime of the server process (/proc/PID/stat, all threads) from the first submit until
@@ -36,8 +49,8 @@ is high, another program competed for the cores and the wall-clock figures are l
 
 Output: one line per run on stderr, then a table of medians against the targets on stdout
 and one JSON object (medians, targets, every run, settings, environment) in
-bench/results/latest.json. ``--quick`` divides every count by 10 for a smoke run;
-``--strict`` makes a missed target exit 1.
+bench/results/latest.json. ``--quick`` divides every count by 10 and shortens the rate
+windows to 3 s for a smoke run; ``--strict`` makes a missed target exit 1.
 """
 
 from __future__ import annotations
@@ -59,14 +72,18 @@ if not __package__:  # run as `python bench/run.py`: make the `bench` package im
 
 import grpc
 
-from bench import baseline, procs, report, rpc, workload
+from bench import baseline, keys, procs, rate, report, rpc, workload
+from bench.keys import Fairness
 from bench.measure import Measured, Meter, median, split
 from bench.procs import ServerProcess
+from bench.rate import RateRun
 from bench.workload import Latency, Load, WorkerConfig
+from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 READY_TIMEOUT = 30.0
 QUICK_DIVISOR = 10
+QUICK_RATE_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +106,26 @@ class Settings:
     latency_jobs: int = 6_000
     latency_fraction: float = 0.5
     warmup_jobs: int = 2_000
+    policy_keys: int = 100
+    policy_rate: float = 1_000_000.0
+    rate_seconds: float = 20.0
+    rate_rounds: int = 1
+    rate_workers: int = 8
+    fairness_keys: int = 100
+    fairness_min_jobs: int = 100
+    keys_jobs: int = 50_000
+    distinct_keys: int = 10_000
 
     def quick(self) -> Settings:
-        """Every job count divided by QUICK_DIVISOR: a smoke run, not a measurement."""
+        """Every job count divided by QUICK_DIVISOR and rate windows of at most
+        QUICK_RATE_SECONDS: a smoke run, not a measurement."""
         counts = {
             f.name: max(1, getattr(self, f.name) // QUICK_DIVISOR)
             for f in dataclasses.fields(self)
             if f.name.endswith(("_jobs", "_msgs"))
         }
-        return dataclasses.replace(self, **counts)
+        seconds = min(self.rate_seconds, QUICK_RATE_SECONDS)
+        return dataclasses.replace(self, rate_seconds=seconds, **counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +148,23 @@ async def _wait_ready(server: ServerProcess, probe: Callable[[], Awaitable[bool]
         await asyncio.sleep(0.05)
 
 
-def _show(round_no: int, phase: str, x: Measured | Latency) -> None:
-    if isinstance(x, Latency):
+def _show(round_no: int, phase: str, x: Measured | Latency | RateRun | Fairness) -> None:
+    if isinstance(x, RateRun):
+        line = (
+            f"set {x.set_per_s:,.0f}/s measured {x.measured_per_s:,.1f}/s over {x.window_s:g} s "
+            f"= {x.ratio:.4f} (server count {x.server_ratio:.4f}; window from {x.warmup_s:.2f} s, "
+            f"{x.saved_at_start:.0f} tokens saved)  {x.jobs_per_msg:.1f} jobs/msg  "
+            f"CPU % of a core: server {x.server_cpu_pct:.0f} client {x.client_cpu_pct:.0f}  "
+            f"unacked at end {x.underway_at_end:,}/{x.credit:,}  "
+            f"other {x.other_cpu_pct:.0f}%"
+        )
+    elif isinstance(x, Fairness):
+        line = (
+            f"{x.keys} keys, backlogs {x.largest_backlog:,}..{x.smallest_backlog:,}: "
+            f"Jain {x.jain:.4f} over {x.window_dispatches:,} dispatches, least-served "
+            f"{x.min_share:.3f} of the mean  other {x.other_cpu_pct:.0f}%"
+        )
+    elif isinstance(x, Latency):
         line = (
             f"offered {x.offered_per_s:,.0f}/s achieved {x.achieved_per_s:,.0f}/s  "
             f"p50 {x.p50_ms:.2f} ms  p99 {x.p99_ms:.2f} ms  max {x.max_ms:.1f} ms  "
@@ -175,10 +218,24 @@ class Bench:
         load = Load(queue, self.s.per_job_width, self.s.latency_jobs, 1)
         return await workload.latency(self.rig, load, self.per_job_workers, rate)
 
+    async def policy_per_job(self, queue: str, jobs: int) -> Measured:
+        """The per-job phase on a queue with a rate too high to bind, a per-key in-flight
+        bound too high to bind, and fairness keys round-robin over ``policy_keys``."""
+        s = self.s
+        q = pb.Queue(
+            name=queue,
+            rate=pb.Rate(per_second=s.policy_rate),
+            key_limits=pb.KeyLimits(max_in_flight_per_key=s.per_job_width),
+        )
+        await self.producer_api.configure(q, "rate", "key_limits")
+        load = Load(queue, s.per_job_width, jobs, s.producers)
+        return await workload.per_job(self.rig, load, self.per_job_workers, s.policy_keys)
+
     async def warm_up(self) -> None:
         n = self.s.warmup_jobs
         await self.baseline(n)
         await self.per_job("bench.warmup", n, self.s.per_job_width)
+        await self.policy_per_job("bench.warmup-policy", n)
         await self.batched("bench.warmup-batched", n * 5)
 
     async def throughput_round(self, r: int, runs: report.Runs) -> None:
@@ -189,6 +246,9 @@ class Bench:
         m = await self.per_job(f"bench.per-job.{r}", s.per_job_jobs, s.per_job_width)
         runs.per_job.append(m)
         _show(r, "per-job", m)
+        m = await self.policy_per_job(f"bench.policy-per-job.{r}", s.per_job_jobs)
+        runs.policies.policy_per_job.append(m)
+        _show(r, "policy per-job", m)
         m = await self.batched(f"bench.batched.{r}", s.batched_jobs)
         runs.batched.append(m)
         _show(r, "batched", m)
@@ -197,15 +257,48 @@ class Bench:
             runs.per_job_width8.append(m)
             _show(r, "per-job w=8", m)
 
+    async def keys_round(self, r: int, runs: report.Runs) -> None:
+        """Fairness among skewed backlogs, then a burn-down with and without many keys."""
+        s, p = self.s, runs.policies
+        burn = WorkerConfig(s.batch_workers, s.batch_credit, ack_each=False)
+        # Width = credit = one slot per key per stream: a pass hands out a few rounds.
+        fair = WorkerConfig(s.batch_workers, s.fairness_keys, ack_each=False)
+        f = await keys.fairness(
+            self.rig, f"bench.fairness.{r}", s.fairness_keys, s.fairness_min_jobs, fair
+        )
+        p.fairness.append(f)
+        _show(r, "fairness", f)
+        for n, submits, burndowns in (
+            (0, p.no_keys_submit, p.no_keys_burndown),
+            (s.distinct_keys, p.keys_submit, p.keys_burndown),
+        ):
+            submit, m = await keys.key_cost(self.rig, f"bench.keys-{n}.{r}", s.keys_jobs, n, burn)
+            submits.append(submit)
+            burndowns.append(m)
+            _show(r, f"{n} keys", m)
+
+    async def rate_round(self, r: int, runs: report.Runs) -> None:
+        s = self.s
+        for per_second in rate.RATES:
+            workers = rate.workers_for(per_second, s.rate_workers)
+            queue = f"bench.rate-{per_second:g}.{r}"
+            x = await rate.rate_accuracy(self.rig, queue, per_second, s.rate_seconds, workers)
+            runs.policies.rate.append(x)
+            _show(r, f"rate {per_second:g}/s", x)
+
     async def run(self) -> report.Runs:
         runs = report.Runs([], [], [], [], [])
         for r in range(1, self.s.rounds + 1):
             await self.throughput_round(r, runs)
-        rate = self.s.latency_fraction * median([m.jobs_per_s for m in runs.per_job])
+        offered = self.s.latency_fraction * median([m.jobs_per_s for m in runs.per_job])
         for r in range(1, self.s.rounds + 1):
-            x = await self.latency(f"bench.latency.{r}", rate)
+            x = await self.latency(f"bench.latency.{r}", offered)
             runs.latency.append(x)
             _show(r, "latency", x)
+        for r in range(1, self.s.rounds + 1):
+            await self.keys_round(r, runs)
+        for r in range(1, self.s.rate_rounds + 1):
+            await self.rate_round(r, runs)
         return runs
 
 

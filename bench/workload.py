@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,9 +161,9 @@ class WorkerPool:
             call.cancel()
 
 
-async def _submit_loop(api: Dispatchd, req: pb.SubmitRequest, n: int) -> None:
+async def _submit_loop(api: Dispatchd, reqs: Iterator[pb.SubmitRequest], n: int) -> None:
     for _ in range(n):
-        await api.submit(req, timeout=CALL_TIMEOUT)
+        await api.submit(next(reqs), timeout=CALL_TIMEOUT)
 
 
 async def _batch_loop(api: Dispatchd, req: pb.SubmitBatchRequest, n: int) -> None:
@@ -214,12 +215,23 @@ async def _measure(rig: Rig, load: Load, workers: WorkerConfig, produce: Produce
         await pool.close()
 
 
-async def per_job(rig: Rig, load: Load, workers: WorkerConfig) -> Measured:
-    """Each job its own Submit; each delivered job acked with its own message."""
-    req = pb.SubmitRequest(job=pb.JobSpec(queue=load.queue, payload=PAYLOAD))
+def keyed_specs(queue: str, jobs: int, keys: int) -> list[pb.JobSpec]:
+    """``jobs`` job specs whose fairness keys go round-robin over ``keys`` keys (none when
+    ``keys`` is 0)."""
+    if keys <= 0:
+        return [pb.JobSpec(queue=queue, payload=PAYLOAD)] * jobs
+    per_key = [pb.JobSpec(queue=queue, payload=PAYLOAD, fairness_key=f"k{i}") for i in range(keys)]
+    return [per_key[i % keys] for i in range(jobs)]
+
+
+async def per_job(rig: Rig, load: Load, workers: WorkerConfig, keys: int = 0) -> Measured:
+    """Each job its own Submit; each delivered job acked with its own message. With
+    ``keys``, the jobs' fairness keys go round-robin over that many keys."""
+    specs = keyed_specs(load.queue, max(1, keys), keys)
+    reqs = itertools.cycle([pb.SubmitRequest(job=spec) for spec in specs])
 
     def produce(api: Dispatchd, jobs: int) -> asyncio.Future[list[None]]:
-        return asyncio.gather(*(_submit_loop(api, req, n) for n in split(jobs, load.producers)))
+        return asyncio.gather(*(_submit_loop(api, reqs, n) for n in split(jobs, load.producers)))
 
     return await _measure(rig, load, workers, produce)
 
