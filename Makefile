@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./var
 
-.PHONY: run test install gen check-gen lint typecheck unit bench clean
+.PHONY: run test install gen check-gen lint typecheck unit bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -53,6 +53,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## kill -9 checker: 20 SIGKILLs of a journaled server under 10,000 jobs; prints the table.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.e2e.chaos --kills 20 --jobs 10000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
