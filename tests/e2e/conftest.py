@@ -31,6 +31,8 @@ class ServerProcess:
                 str(data_dir),
                 "--log-level",
                 "info",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 *extra,
             ],
             stderr=subprocess.PIPE,
