@@ -16,7 +16,16 @@ from dispatchd import __version__
 from dispatchd.config import Config
 from dispatchd.observability.metrics import MetricsObserver
 from dispatchd.runtime import DispatchdServer, StartError
-from dispatchd_client import AsyncClient, JobState, NotFound, PermanentError, ReceivedJob, Worker
+from dispatchd_client import (
+    AsyncClient,
+    JobState,
+    NotFound,
+    PermanentError,
+    Rate,
+    ReceivedJob,
+    RetryPolicy,
+    Worker,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -231,3 +240,39 @@ async def test_taken_metrics_port_is_a_start_error(server_config: Config) -> Non
         with pytest.raises(StartError, match="--metrics-listen"):
             await srv.start()
     assert srv.observability.metrics_port == 0
+
+
+async def test_policies_show_as_retries_dead_jobs_scheduled_jobs_and_rates(
+    server: DispatchdServer, target: str
+) -> None:
+    worker = Worker(target, concurrency=2)
+
+    @worker.handler("rq")
+    async def flaky(job: ReceivedJob) -> bytes:
+        raise ValueError("always")  # retryable: the policy decides
+
+    task = asyncio.create_task(worker.run_async())
+    await worker.wait_connected(10)
+    try:
+        async with AsyncClient(target) as client:
+            await client.update_queue(
+                "rq",
+                create=True,
+                rate=Rate(250.0, burst=5),
+                retry_policy=RetryPolicy(max_attempts=2, min_backoff=0.01, max_backoff=0.01),
+            )
+            job = await client.submit("rq", b"x")
+            await client.submit("rq", b"later", delay=3600)
+            done = await client.wait(job.id, timeout=10)
+            m = await scrape(server.observability.metrics_port)
+    finally:
+        await worker.stop()
+        await task
+    assert (done.state, done.attempt) == (JobState.DEAD, 2)
+    assert m.value("dispatchd_jobs_retried_total", queue="rq") == 1
+    assert m.value("dispatchd_jobs_completed_total", queue="rq", outcome="dead") == 1
+    assert m.value("dispatchd_jobs_dispatched_total", queue="rq") == 2
+    assert m.value("dispatchd_job_run_seconds_count", queue="rq") == 2  # both attempts ran
+    assert m.value("dispatchd_jobs_scheduled", queue="rq") == 1
+    assert m.value("dispatchd_jobs_pending", queue="rq") == 0
+    assert m.value("dispatchd_queue_rate_per_second", queue="rq") == 250.0

@@ -10,14 +10,14 @@ import os
 import random
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
 from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
+from dispatchd.engine.policies import RetryPolicy
 from dispatchd.observability import TracingConfigError, provider_from_env
-from dispatchd.observability.collector import DispatchdCollector, rate_per_second
+from dispatchd.observability.collector import DispatchdCollector
 from dispatchd.observability.logs import JsonFormatter, LifecycleLog, TextFormatter
 from dispatchd.observability.metrics import (
     GrpcStats,
@@ -42,23 +42,6 @@ def test_queue_labels_fold_past_the_cap_and_stay_stable() -> None:
     assert [labels(q) for q in ("a", "b", "c", "a", "d")] == ["a", "b", "_other", "a", "_other"]
     assert labels("") == "_unknown"  # does not take a slot
     assert labels("c") == "_other"
-
-
-@pytest.mark.parametrize(
-    ("rate", "expected"),
-    [(None, None), (2.5, 2.5), (0, None), ("fast", None)],
-)
-def test_rate_per_second_reads_numbers_or_rate_values(rate: object, expected: object) -> None:
-    assert rate_per_second(rate) == expected
-
-
-def test_rate_per_second_reads_a_rate_object() -> None:
-    @dataclass
-    class Rate:
-        per_second: float
-        burst: int
-
-    assert rate_per_second(Rate(10.0, 20)) == 10.0
 
 
 def _engine(observer: MetricsObserver) -> Engine:
@@ -96,6 +79,27 @@ def test_lease_expiry_counts_and_redispatch_does_not_add_a_wait() -> None:
     engine.dispatch(now=7.0)
     stats = obs.stats["q"]
     assert (stats.lease_expired, stats.dispatched, stats.wait.count) == (1, 2, 1)
+
+
+def test_lost_attempts_have_no_run_time_and_delays_are_not_waiting() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    engine = _engine(obs)
+    engine.update_queue("q", lease_seconds=5.0, retry_policy=RetryPolicy(max_attempts=2))
+    worker = engine.connect("w", ["q"], 10, now=0.0)
+    engine.submit([NewJob("q", not_before=50.0)], now=0.0)
+    engine.tick(now=50.0)
+    ((_, (_first,)),) = engine.dispatch(now=52.0)
+    engine.expire_leases(now=60.0)  # lost: retried, but no result to time
+    stats = obs.stats["q"]
+    assert (stats.retried, stats.run.count) == (1, 0)
+    assert stats.wait.sum == pytest.approx(2.0)  # from the end of the delay, not submit
+    engine.tick(now=70.0)
+    ((_, (again,)),) = engine.dispatch(now=70.0)
+    engine.complete(worker, again.job.id, again.lease_id, JobFailure("no"), now=73.0)
+    assert stats.completed[8] == 1  # DEAD: attempts used up
+    assert stats.run.count == 1
+    assert stats.run.sum == pytest.approx(3.0)
+    assert stats.wait.count == 1
 
 
 def test_collector_builds_families_from_engine_state() -> None:

@@ -49,12 +49,11 @@ class _QueueGauges:
     def add(self, view: QueueView) -> None:
         s = view.settings
         self.pending += view.pending_count
-        # Issue 4 adds scheduled jobs and rates; before it lands they read as 0 / unlimited.
-        self.scheduled += int(getattr(view, "scheduled_count", 0))
+        self.scheduled += view.scheduled_count
         self.underway += view.underway_count
         self.width += s.width
         self.paused += int(s.paused)
-        self.rates.append(rate_per_second(getattr(s, "rate", None)))
+        self.rates.append(None if s.rate is None else s.rate.per_second)
 
     @property
     def rate(self) -> float | None:
@@ -62,17 +61,6 @@ class _QueueGauges:
         if not self.rates or any(r is None for r in self.rates):
             return None
         return sum(r for r in self.rates if r is not None)
-
-
-def rate_per_second(rate: object) -> float | None:
-    """A queue's rate limit in tokens a second, or None for unlimited. Accepts the engine's
-    Rate value (``per_second``) or a plain number."""
-    if rate is None:
-        return None
-    value = getattr(rate, "per_second", rate)
-    if isinstance(value, int | float) and value > 0:
-        return float(value)
-    return None
 
 
 def _histogram(
@@ -183,13 +171,14 @@ class DispatchdCollector(Collector):
         yield completed
         yield _histogram(
             PREFIX + "job_wait_seconds",
-            "Seconds from submit to first dispatch.",
+            "Seconds from when a job could first run (submit, or the end of its delay) to its "
+            "first dispatch.",
             ["queue"],
             (([label], stats[label].wait) for label in names),
         )
         yield _histogram(
             PREFIX + "job_run_seconds",
-            "Seconds from dispatch to the worker's result, per attempt.",
+            "Seconds from dispatch to the worker's result, per attempt (lost attempts excluded).",
             ["queue"],
             (([label], stats[label].run) for label in names),
         )

@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
+from dispatchd.engine.dispatching import LEASE_EXPIRED, WORKER_LOST
 
 OTHER_LABEL = "_other"
 """The ``queue`` label shared by every queue past the cap."""
@@ -52,8 +53,10 @@ OUTCOMES = (
     (JobState.EXPIRED, "expired"),
     (JobState.DEAD, "dead"),
 )
-# A finished attempt that ended with a worker's result: its run time is observed.
+# States an attempt can end in with a worker's result; their run time is observed...
 _RAN = frozenset({int(JobState.SUCCEEDED), int(JobState.FAILED), int(JobState.DEAD)})
+# ...unless the attempt was lost (lease expired, worker gone): no result, no run time.
+_LOST = frozenset({LEASE_EXPIRED, WORKER_LOST})
 
 
 class Histogram:
@@ -166,7 +169,9 @@ class MetricsObserver(EngineObserver):
         stats = self._by_queue.get(job.queue) or self.of(job.queue)
         stats.dispatched += 1
         if job.attempt == 1 and job.dispatch_time is not None:
-            seconds = job.dispatch_time - job.submit_time
+            # From when the job could first run: a delayed job's delay is not waiting.
+            ready = job.not_before if job.not_before is not None else job.submit_time
+            seconds = max(0.0, job.dispatch_time - max(ready, job.submit_time))
             wait = stats.wait
             wait.counts[bisect_left(wait.bounds, seconds)] += 1
             wait.sum += seconds
@@ -175,7 +180,7 @@ class MetricsObserver(EngineObserver):
         stats = self._by_queue.get(job.queue) or self.of(job.queue)
         code = job.state_code
         stats.completed[code] += 1
-        if code in _RAN and job.dispatch_time is not None:
+        if code in _RAN and job.dispatch_time is not None and job.error not in _LOST:
             seconds = job.finish_time - job.dispatch_time
             run = stats.run
             run.counts[bisect_left(run.bounds, seconds)] += 1
@@ -184,7 +189,7 @@ class MetricsObserver(EngineObserver):
     def job_retrying(self, job: JobRecord, due: float) -> None:
         stats = self.of(job.queue)
         stats.retried += 1
-        if job.dispatch_time is not None:
+        if job.dispatch_time is not None and job.error not in _LOST:
             stats.run.observe(max(0.0, self._clock() - job.dispatch_time))
 
     def lease_expired(self, lease: LeaseRecord) -> None:

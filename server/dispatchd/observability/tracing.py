@@ -109,10 +109,10 @@ def context_from_headers(headers: Mapping[str, str]) -> otel_context.Context | N
 
 
 class DispatchSpans(EngineObserver):
-    """Records a ``dispatch`` span per delivery: from when the job became pending (submit,
-    requeue, or retry due time) to its dispatch. Its parent is the server's ``Submit`` span
-    when this process saw the submit, else the trace context in the job's headers (a job
-    restored from a snapshot, or a later attempt)."""
+    """Records a ``dispatch`` span per delivery: from when the job could run (submit or the
+    end of its delay, requeue, retry due time) to its dispatch. Its parent is the server's
+    ``Submit`` span when this process saw the submit, else the trace context in the job's
+    headers (a job restored from a snapshot or journal, or a later attempt)."""
 
     def __init__(self, tracer: trace.Tracer, clock: Callable[[], float]) -> None:
         self._tracer = tracer
@@ -131,7 +131,9 @@ class DispatchSpans(EngineObserver):
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
         parent = self._submit_parent.pop(job.id, None) or context_from_headers(job.headers)
-        since = self._pending_since.pop(job.id, job.submit_time)
+        since = self._pending_since.pop(job.id, None)
+        if since is None:  # first dispatch: from submit, or from the end of its delay
+            since = max(job.submit_time, job.not_before or job.submit_time)
         dispatched = job.dispatch_time if job.dispatch_time is not None else self._clock()
         span = self._tracer.start_span(
             "dispatch",
