@@ -114,7 +114,7 @@ class JobRunner:
         self._handlers = handlers
         self._hooks = hooks
         self._executor = executor
-        self._spans = spans or RunSpans()
+        self._spans = spans or RunSpans(None)
 
     def cancels_as_task(self, queue: str) -> bool:
         """Whether a cancelled job of ``queue`` is stopped by cancelling its task.
@@ -130,11 +130,18 @@ class JobRunner:
         """Run ``job`` and return its outcome. Raises CancelledError if the task is cancelled.
 
         Hooks and handler run inside the job's ``run`` span when tracing is on."""
-        with self._spans.run(job) as span:
-            await call_hooks(self._hooks.before_job, job, what="before_job")
-            outcome = await self._invoke(job, max_result_bytes)
-            record_outcome(span, outcome)
-            await self.after_job(job, outcome)
+        span = self._spans.start(job)
+        if span is None:
+            return await self._run(job, max_result_bytes)
+        with span as current:
+            outcome = await self._run(job, max_result_bytes)
+            record_outcome(current, outcome)
+        return outcome
+
+    async def _run(self, job: ReceivedJob, max_result_bytes: int) -> Outcome:
+        await call_hooks(self._hooks.before_job, job, what="before_job")
+        outcome = await self._invoke(job, max_result_bytes)
+        await self.after_job(job, outcome)
         return outcome
 
     async def after_job(self, job: ReceivedJob, outcome: Outcome) -> None:

@@ -7,16 +7,16 @@ finds its parent. With no current span nothing is added.
 
 Workers: :class:`RunSpans` opens a ``run`` span per job whose parent is the context in the
 job's headers, so producer, server and worker spans share one trace. It uses the tracer
-provider given to the Worker, else the global one the application set up; when the
-application set up none, it does nothing at all (not even a no-op span).
+provider given to the Worker, else the global one the application set up before the run
+started; when there is none, it does nothing at all (not even a no-op span).
 
 This follows the OpenTelemetry rule for libraries: use the API, never configure the SDK.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -49,32 +49,30 @@ def with_trace_headers(
 
 
 class RunSpans:
-    """Makes the ``run`` span of each delivered job."""
+    """Makes the ``run`` span of each delivered job with ``tracer`` (None: no spans)."""
 
-    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
-        self._provider = provider
-        self._tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
+    def __init__(self, tracer: trace.Tracer | None) -> None:
+        self._tracer = tracer
 
-    def _tracer(self) -> trace.Tracer | None:
-        provider = self._provider or trace.get_tracer_provider()
+    @classmethod
+    def resolve(cls, provider: trace.TracerProvider | None) -> RunSpans:
+        """Spans go to ``provider``, else to the global provider as the application set it
+        up before the run started. With neither there is no tracer at all: reading the
+        global provider per job would cost more than the rest of this module."""
+        provider = provider or trace.get_tracer_provider()
         if isinstance(provider, trace.ProxyTracerProvider):
-            return None  # the application configured no tracing
-        cached = self._tracers.get(id(provider))
-        if cached is None or cached[0] is not provider:
-            cached = (provider, provider.get_tracer(TRACER_NAME))
-            self._tracers[id(provider)] = cached
-        return cached[1]
+            return cls(None)  # the application configured no tracing
+        return cls(provider.get_tracer(TRACER_NAME))
 
-    @contextlib.contextmanager
-    def run(self, job: ReceivedJob) -> Iterator[trace.Span | None]:
-        """The job's span, current for the hooks and the handler (sync handlers get it
-        through the copied contextvars); None when tracing is off."""
-        tracer = self._tracer()
+    def start(self, job: ReceivedJob) -> AbstractContextManager[trace.Span] | None:
+        """The job's span as a context manager that makes it current for the hooks and the
+        handler (sync handlers get it through the copied contextvars); None when tracing is
+        off, so the caller skips even the ``with``."""
+        tracer = self._tracer
         if tracer is None:
-            yield None
-            return
+            return None
         parent = _PROPAGATOR.extract(job.headers) if "traceparent" in job.headers else None
-        with tracer.start_as_current_span(
+        return tracer.start_as_current_span(
             "run",
             context=parent,
             kind=trace.SpanKind.CONSUMER,
@@ -85,13 +83,12 @@ class RunSpans:
                 "messaging.message.id": job.id,
                 "dispatchd.attempt": job.attempt,
             },
-        ) as span:
-            yield span
+        )
 
 
-def record_outcome(span: trace.Span | None, outcome: bytes | JobError) -> None:
+def record_outcome(span: trace.Span, outcome: bytes | JobError) -> None:
     """Marks the run span failed when the job failed (the error's code and message)."""
-    if span is None or not isinstance(outcome, JobError):
+    if not isinstance(outcome, JobError):
         return
     span.set_attribute("dispatchd.error.code", outcome.code)
     span.set_attribute("dispatchd.error.retryable", outcome.retryable)

@@ -71,7 +71,8 @@ class Worker:
 
     Each job runs in an OpenTelemetry ``run`` span whose parent is the trace context the
     producer's client put in the job's headers. Spans go to ``tracer_provider``, or to the
-    global provider the application set; with neither, no span is made.
+    global provider the application set before calling ``run``; with neither, no span is
+    made.
     """
 
     def __init__(
@@ -94,7 +95,7 @@ class Worker:
         self._concurrency = concurrency
         self._labels = dict(labels or {})
         self._max_backoff = reconnect_max_backoff
-        self._spans = RunSpans(tracer_provider)
+        self._tracer_provider = tracer_provider
         self._handlers: dict[str, Handler] = {}
         self._hooks = Hooks()
         self._running = False
@@ -225,7 +226,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         signals = self._install_signal_handlers(loop) if install_signal_handlers else []
         executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dispatchd-job")
-        runner = JobRunner(dict(self._handlers), self._hooks, executor, self._spans)
+        spans = RunSpans.resolve(self._tracer_provider)
+        runner = JobRunner(dict(self._handlers), self._hooks, executor, spans)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
             async with grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS) as ch:
