@@ -4,11 +4,11 @@ against a raw grpc.aio floor in the same command.
 Method
 ------
 Processes: this script is the one client process (grpc.aio on uvloop). It starts dispatchd
-(``dispatchd --listen 127.0.0.1:PORT --log-level warning``) and the baseline server
-(``bench/baseline.py``, a bare grpc.aio echo on uvloop) as children and stops them, by pid,
-when it ends. On a 2-core machine the client and the server under test share the cores.
-Producers and workers use separate channels (separate HTTP/2 connections), as separate
-programs would.
+(``dispatchd --listen 127.0.0.1:PORT --log-level warning``, with metrics on as by default,
+on a free port) and the baseline server (``bench/baseline.py``, a bare grpc.aio echo on
+uvloop) as children and stops them, by pid, when it ends. On a 2-core machine the client
+and the server under test share the cores. Producers and workers use separate channels
+(separate HTTP/2 connections), as separate programs would.
 
 Phases, each run ``--rounds`` times after a short warm-up; the report shows medians:
 

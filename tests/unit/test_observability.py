@@ -10,15 +10,17 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
+from dispatchd.config import Config
 from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
 from dispatchd.engine.policies import RetryPolicy
-from dispatchd.observability import TracingConfigError, provider_from_env
+from dispatchd.observability import Observability, TracingConfigError, provider_from_env
 from dispatchd.observability.collector import DispatchdCollector
-from dispatchd.observability.logs import JsonFormatter, LifecycleLog, TextFormatter
+from dispatchd.observability.logs import JsonFormatter, LifecycleLog, StateLog, TextFormatter
 from dispatchd.observability.metrics import (
     GrpcStats,
     Histogram,
@@ -224,3 +226,26 @@ def test_lease_expiry_is_logged_and_healthy_jobs_are_not() -> None:
     (line,) = stream.getvalue().splitlines()
     doc = json.loads(line)
     assert (doc["queue"], doc["job_id"], doc["worker_id"]) == ("q", lease.job.id, "w")
+
+
+def test_state_log_is_installed_only_at_debug_and_names_the_job() -> None:
+    logger = logging.getLogger("dispatchd")
+    config = Config(metrics_listen="0")
+    engine = Engine(rng=random.Random(3))
+    assert not any(
+        isinstance(o, StateLog) for o in Observability(config, lambda: engine, time.time).observers
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        observers = Observability(config, lambda: engine, time.time).observers
+        assert any(isinstance(o, StateLog) for o in observers)
+        debug_engine = Engine(observer=ObserverChain(observers), rng=random.Random(3))
+        (job,) = debug_engine.submit([NewJob("q")], now=0.0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert f"submitted queue=q job_id={job.id}" in stream.getvalue()
