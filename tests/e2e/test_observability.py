@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -111,3 +114,16 @@ def test_logs_metrics_and_otlp_spans_of_a_real_process(
     assert any(m.startswith("tracing on") for m in msgs)
     for job_id in ids:
         assert job_id not in proc.log
+
+
+def test_bad_otel_configuration_stops_the_start_with_a_message(tmp_path: Path) -> None:
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "jaeger"}
+    out = subprocess.run(
+        [sys.executable, "-m", "dispatchd", "--listen", "127.0.0.1:0", "--metrics-listen", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "OTEL_TRACES_EXPORTER names jaeger" in out.stderr
