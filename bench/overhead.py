@@ -5,8 +5,11 @@ free port, scraped every ``SCRAPE_INTERVAL`` seconds during each run, which is 1
 more often than a typical Prometheus) and one with ``--metrics-listen 0``. Neither has an
 OTEL_* variable, so tracing is off in both, as it is by default. The per-job phase runs
 against each in ABBA order (on, off, off, on, ...) for ``--rounds`` pairs, so a drift in
-the machine's load hits both sides alike; the report shows medians per side, their ratio,
-and the "other processes' CPU" noise column of each side.
+the machine's load hits both sides alike. The report shows medians per side, the median
+of the per-round on/off ratios (each round's two runs are adjacent in time, so the ratio
+of a pair is less exposed to other programs than the ratio of medians), and the "other
+processes' CPU" noise column of each side. On a busy machine, more and shorter rounds
+(``--rounds 12 --per-job-jobs 5000``) pair better.
 """
 
 from __future__ import annotations
@@ -128,9 +131,10 @@ def summary(on: Side, off: Side) -> dict[str, float]:
         out[f"{key}_jobs_per_s"] = med(side, "jobs_per_s")
         out[f"{key}_server_cpu_us_per_job"] = med(side, "server_cpu_us_per_job")
         out[f"{key}_other_cpu_pct"] = med(side, "other_cpu_pct")
-    out["jobs_per_s_on_vs_off"] = out["metrics_on_jobs_per_s"] / out["metrics_off_jobs_per_s"]
-    out["cpu_per_job_on_vs_off"] = (
-        out["metrics_on_server_cpu_us_per_job"] / out["metrics_off_server_cpu_us_per_job"]
+    pairs = list(zip(on.runs, off.runs, strict=True))
+    out["jobs_per_s_on_vs_off"] = median([a.jobs_per_s / b.jobs_per_s for a, b in pairs])
+    out["cpu_per_job_on_vs_off"] = median(
+        [a.server_cpu_us_per_job / b.server_cpu_us_per_job for a, b in pairs]
     )
     out["scrapes"] = float(on.scrapes)
     return out
@@ -138,7 +142,7 @@ def summary(on: Side, off: Side) -> dict[str, float]:
 
 def table(x: dict[str, float]) -> str:
     rows = [
-        ("per-job, medians", "metrics on", "metrics off", "on / off"),
+        ("per-job, medians", "metrics on", "metrics off", "on / off (paired)"),
         (
             "jobs/s",
             f"{x['metrics_on_jobs_per_s']:,.0f}",

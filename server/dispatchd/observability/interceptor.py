@@ -50,7 +50,7 @@ def _code_name(context: Context, error: BaseException | None) -> str:
 
 
 def _split(method: str) -> tuple[str, str]:
-    """ "/pkg.Service/Method" -> ("pkg.Service", "Method")."""
+    """Splits "/pkg.Service/Method" into ("pkg.Service", "Method")."""
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name
 
