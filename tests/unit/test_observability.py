@@ -13,6 +13,8 @@ import sys
 import time
 
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from dispatchd.config import Config
@@ -20,6 +22,7 @@ from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
 from dispatchd.engine.policies import RetryPolicy
 from dispatchd.observability import Observability, TracingConfigError, provider_from_env
 from dispatchd.observability.collector import DispatchdCollector
+from dispatchd.observability.exposition import Family, render
 from dispatchd.observability.logs import JsonFormatter, LifecycleLog, StateLog, TextFormatter
 from dispatchd.observability.metrics import (
     GrpcStats,
@@ -34,7 +37,7 @@ def test_histogram_buckets_are_le_and_cumulative() -> None:
     h = Histogram((0.1, 1.0))
     for v in (0.05, 0.1, 0.5, 1.0, 7.0):
         h.observe(v)
-    assert list(h.cumulative()) == [("0.1", 2), ("1.0", 4), ("+Inf", 5)]
+    assert h.cumulative() == [2, 4, 5]
     assert h.count == 5
     assert h.sum == pytest.approx(8.65)
 
@@ -102,6 +105,41 @@ def test_lost_attempts_have_no_run_time_and_delays_are_not_waiting() -> None:
     assert stats.run.count == 1
     assert stats.run.sum == pytest.approx(3.0)
     assert stats.wait.count == 1
+
+
+def test_our_rendering_equals_prometheus_clients() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    engine = _engine(obs)
+    worker = engine.connect("w", ["q"], 10, now=0.0)
+    engine.submit([NewJob("q"), NewJob("q")], now=0.0)
+    ((_, leases),) = engine.dispatch(now=0.25)
+    engine.complete(worker, leases[0].job.id, leases[0].lease_id, b"ok", now=3.0)
+    grpc_stats = GrpcStats()
+    grpc_stats.record("svc", "Call", "OK", 0.002)
+    collector = DispatchdCollector(lambda: engine, obs, grpc_stats)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+
+    def parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    ours, theirs = collector.render(), generate_latest(registry).decode()
+    assert parsed(ours) == parsed(theirs)
+    assert len(parsed(ours)) > 80  # histograms with buckets included
+    types = [line for line in ours.splitlines() if line.startswith("# TYPE")]
+    assert types == [line for line in theirs.splitlines() if line.startswith("# TYPE")]
+
+
+def test_label_values_are_escaped() -> None:
+    family = Family("x", "gauge", "a\\b\nc", ("k",))
+    family.add(['q"uo\\te\nd'], 1.5)
+    (parsed,) = text_string_to_metric_families(render([family]))
+    assert parsed.samples[0].labels == {"k": 'q"uo\\te\nd'}
+    assert parsed.documentation == "a\\b\nc"
 
 
 def test_collector_builds_families_from_engine_state() -> None:

@@ -13,16 +13,12 @@ import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from dispatchd import __version__
 from dispatchd.engine import Engine, QueueView
+from dispatchd.observability.exposition import Family, render, to_metric
 from dispatchd.observability.metrics import (
     OTHER_LABEL,
     OUTCOMES,
@@ -64,11 +60,11 @@ class _QueueGauges:
 
 
 def _histogram(
-    name: str, doc: str, labelnames: list[str], rows: Iterable[tuple[list[str], Histogram]]
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labelnames)
+    name: str, doc: str, labelnames: tuple[str, ...], rows: Iterable[tuple[list[str], Histogram]]
+) -> Family:
+    family = Family(name, "histogram", doc, labelnames)
     for values, hist in rows:
-        family.add_metric(values, list(hist.cumulative()), hist.sum)
+        family.add_histogram(values, hist)
     return family
 
 
@@ -86,23 +82,35 @@ class DispatchdCollector(Collector):
         self._grpc = grpc_stats
 
     def collect(self) -> Iterator[Metric]:
+        """For a CollectorRegistry (prometheus_client's renderers, OpenMetrics)."""
+        for family in self.families():
+            yield to_metric(family)
+
+    def render(self) -> str:
+        """The text exposition of every family: what /metrics serves."""
+        return render(self.families())
+
+    def families(self) -> Iterator[Family]:
         engine = self._engine()
         yield from self._queue_gauges(engine)
         yield from self._counters(self._observer.stats)
         yield from self._workers(engine)
         yield from self._grpc_families()
-        info = GaugeMetricFamily(
+        info = Family(
             PREFIX + "build_info",
+            "gauge",
             "Always 1; the labels say which dispatchd and Python run.",
-            labels=["version", "python"],
+            ("version", "python"),
         )
-        info.add_metric([__version__, platform.python_version()], 1)
+        info.add([__version__, platform.python_version()], 1)
         yield info
-        yield GaugeMetricFamily(
-            PREFIX + "draining", "1 while the server drains (intake stopped).", int(engine.draining)
+        draining = Family(
+            PREFIX + "draining", "gauge", "1 while the server drains (intake stopped)."
         )
+        draining.add((), int(engine.draining))
+        yield draining
 
-    def _queue_gauges(self, engine: Engine) -> Iterator[Metric]:
+    def _queue_gauges(self, engine: Engine) -> Iterator[Family]:
         rows: dict[str, _QueueGauges] = {}
         labels = self._observer.labels
         for view in engine.list_queues():
@@ -126,22 +134,23 @@ class DispatchdCollector(Collector):
             ),
         )
         for name, doc, value in gauges:
-            family = GaugeMetricFamily(PREFIX + name, doc, labels=["queue"])
+            family = Family(PREFIX + name, "gauge", doc, ("queue",))
             for label in names:
-                family.add_metric([label], value(rows[label]))
+                family.add((label,), value(rows[label]))
             yield family
-        rate = GaugeMetricFamily(
+        rate = Family(
             PREFIX + "queue_rate_per_second",
+            "gauge",
             "Dispatch rate limit in jobs per second; no sample for an unlimited queue.",
-            labels=["queue"],
+            ("queue",),
         )
         for label in names:
             per_second = rows[label].rate
             if per_second is not None:
-                rate.add_metric([label], per_second)
+                rate.add((label,), per_second)
         yield rate
 
-    def _counters(self, stats: dict[str, QueueStats]) -> Iterator[Metric]:
+    def _counters(self, stats: dict[str, QueueStats]) -> Iterator[Family]:
         names = sorted(stats)
         simple = (
             ("jobs_submitted", "Jobs admitted.", "submitted"),
@@ -155,61 +164,66 @@ class DispatchdCollector(Collector):
             ),
         )
         for name, doc, attr in simple:
-            family = CounterMetricFamily(PREFIX + name, doc, labels=["queue"])
+            family = Family(PREFIX + name, "counter", doc, ("queue",))
             for label in names:
-                family.add_metric([label], getattr(stats[label], attr))
+                family.add((label,), getattr(stats[label], attr))
             yield family
-        completed = CounterMetricFamily(
+        completed = Family(
             PREFIX + "jobs_completed",
+            "counter",
             "Jobs that reached a final state, by outcome.",
-            labels=["queue", "outcome"],
+            ("queue", "outcome"),
         )
         for label in names:
             counts = stats[label].completed
             for state, outcome in OUTCOMES:
-                completed.add_metric([label, outcome], counts[state])
+                completed.add((label, outcome), counts[state])
         yield completed
         yield _histogram(
             PREFIX + "job_wait_seconds",
             "Seconds from when a job could first run (submit, or the end of its delay) to its "
             "first dispatch.",
-            ["queue"],
+            ("queue",),
             (([label], stats[label].wait) for label in names),
         )
         yield _histogram(
             PREFIX + "job_run_seconds",
             "Seconds from dispatch to the worker's result, per attempt (lost attempts excluded).",
-            ["queue"],
+            ("queue",),
             (([label], stats[label].run) for label in names),
         )
 
-    def _workers(self, engine: Engine) -> Iterator[Metric]:
+    def _workers(self, engine: Engine) -> Iterator[Family]:
         workers = engine.workers()
-        yield GaugeMetricFamily(PREFIX + "workers_connected", "Open worker streams.", len(workers))
-        credits = GaugeMetricFamily(
+        connected = Family(PREFIX + "workers_connected", "gauge", "Open worker streams.")
+        connected.add((), len(workers))
+        yield connected
+        credits = Family(
             PREFIX + "worker_credits",
+            "gauge",
             "Jobs connected workers accept at once (max_in_flight), by whether a job holds "
             "the credit.",
-            labels=["state"],
+            ("state",),
         )
         held = sum(len(w.leases) for w in workers)
         offered = sum(w.max_in_flight for w in workers)
-        credits.add_metric(["held"], held)
-        credits.add_metric(["free"], max(0, offered - held))
+        credits.add(("held",), held)
+        credits.add(("free",), max(0, offered - held))
         yield credits
 
-    def _grpc_families(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily(
+    def _grpc_families(self) -> Iterator[Family]:
+        calls = Family(
             PREFIX + "grpc_requests",
+            "counter",
             "gRPC calls handled, by service, method and status code.",
-            labels=["service", "method", "code"],
+            ("service", "method", "code"),
         )
         for (service, method, code), n in sorted(self._grpc.calls.items()):
-            calls.add_metric([service, method, code], n)
+            calls.add((service, method, code), n)
         yield calls
         yield _histogram(
             PREFIX + "grpc_request_seconds",
             "Seconds from the start of a gRPC call to its status (streams: their lifetime).",
-            ["service", "method"],
+            ("service", "method"),
             ((list(key), hist) for key, hist in sorted(self._grpc.seconds.items())),
         )

@@ -11,7 +11,7 @@ numbers into Prometheus metric families at scrape time.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
 from dispatchd.engine.dispatching import LEASE_EXPIRED, WORKER_LOST
@@ -74,13 +74,13 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def cumulative(self) -> Iterator[tuple[str, int]]:
-        """(le, count of observations <= le) pairs, ending with +Inf, as Prometheus wants."""
-        total = 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
+    def cumulative(self) -> list[int]:
+        """Observations <= each bound, ending with the total (+Inf), as Prometheus wants."""
+        total, out = 0, []
+        for n in self.counts:
             total += n
-            yield repr(float(bound)), total
-        yield "+Inf", total + self.counts[-1]
+            out.append(total)
+        return out
 
     @property
     def count(self) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from dispatchd import __version__
@@ -48,15 +48,24 @@ class Observability:
         self.metrics: MetricsObserver | None = None
         self._server: MetricsServer | None = None
         grpc_stats = None
+        self._page: Callable[[], bytes] | None = None
         if config.metrics_enabled:
             grpc_stats = GrpcStats()
             self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
             self.observers.append(self.metrics)
+            collector = DispatchdCollector(engine, self.metrics, grpc_stats)
+            # /metrics renders our families itself (fast) and the small process, GC and
+            # platform ones with prometheus_client; ``registry`` holds all of them.
+            runtime = CollectorRegistry(auto_describe=False)
             self.registry = CollectorRegistry(auto_describe=False)
-            self.registry.register(DispatchdCollector(engine, self.metrics, grpc_stats))
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
+            self.registry.register(collector)
+            for extra in (
+                ProcessCollector(registry=runtime),
+                PlatformCollector(registry=runtime),
+                GCCollector(registry=runtime),
+            ):
+                self.registry.register(extra)
+            self._page = lambda: collector.render().encode() + generate_latest(runtime)
         tracer = None
         if tracer_provider is not None:
             tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
@@ -72,10 +81,10 @@ class Observability:
 
     async def start(self) -> None:
         """Starts the /metrics endpoint (when metrics are on)."""
-        if self.registry is None:
+        if self._page is None:
             return
         host, _, port = self._config.metrics_listen.rpartition(":")
-        server = MetricsServer(self.registry, host, int(port))
+        server = MetricsServer(self._page, host, int(port))
         try:
             await server.start()
         except OSError as e:
