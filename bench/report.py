@@ -158,10 +158,7 @@ def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) ->
         for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8")
     }
     doc["runs"].update(
-        {
-            phase: [run_dict(x) for x in getattr(runs.policies, phase)]
-            for phase in PolicyRuns.PHASES
-        }
+        {phase: [run_dict(x) for x in getattr(runs.policies, phase)] for phase in PolicyRuns.PHASES}
     )
     doc["settings"] = settings
     doc["environment"] = _environment()
