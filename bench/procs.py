@@ -89,11 +89,14 @@ def start(name: str, argv: list[str], port: int) -> ServerProcess:
     return ServerProcess(name=name, target=f"127.0.0.1:{port}", proc=proc, log=log)
 
 
-def start_dispatchd(port: int) -> ServerProcess:
-    """The real server, as `make run` would start it, minus the snapshot directory."""
+def start_dispatchd(port: int, metrics_listen: str | None = None) -> ServerProcess:
+    """The real server, as `make run` would start it, minus the snapshot directory. Metrics
+    are on, as by default, on a free port unless ``metrics_listen`` says otherwise."""
     exe = Path(sys.executable).with_name("dispatchd")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dispatchd"]
+    metrics = metrics_listen or f"127.0.0.1:{free_port()}"
     args = ["--listen", f"127.0.0.1:{port}", "--log-level", "warning", "--drain-grace", "2"]
+    args += ["--metrics-listen", metrics]
     return start("dispatchd", cmd + args, port)
 
 

@@ -154,14 +154,11 @@ def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) ->
     doc["ok"] = {t.key: t.met(summary[t.key]) for t in TARGETS}
     doc["all_ok"] = all(doc["ok"].values())
     doc["runs"] = {
-        phase: [_run_dict(x) for x in getattr(runs, phase)]
+        phase: [run_dict(x) for x in getattr(runs, phase)]
         for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8")
     }
     doc["runs"].update(
-        {
-            phase: [_run_dict(x) for x in getattr(runs.policies, phase)]
-            for phase in PolicyRuns.PHASES
-        }
+        {phase: [run_dict(x) for x in getattr(runs.policies, phase)] for phase in PolicyRuns.PHASES}
     )
     doc["settings"] = settings
     doc["environment"] = _environment()
@@ -169,7 +166,7 @@ def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) ->
     return doc
 
 
-def _run_dict(x: Measured | Latency | RateRun | Fairness) -> dict[str, float]:
+def run_dict(x: Measured | Latency | RateRun | Fairness) -> dict[str, float]:
     d: dict[str, float] = {k: round(v, 3) for k, v in asdict(x).items()}
     if isinstance(x, Measured):
         d["jobs_per_s"] = round(x.jobs_per_s, 1)

@@ -4,11 +4,11 @@ against a raw grpc.aio floor in the same command.
 Method
 ------
 Processes: this script is the one client process (grpc.aio on uvloop). It starts dispatchd
-(``dispatchd --listen 127.0.0.1:PORT --log-level warning``) and the baseline server
-(``bench/baseline.py``, a bare grpc.aio echo on uvloop) as children and stops them, by pid,
-when it ends. On a 2-core machine the client and the server under test share the cores.
-Producers and workers use separate channels (separate HTTP/2 connections), as separate
-programs would.
+(``dispatchd --listen 127.0.0.1:PORT --log-level warning``, with metrics on as by default,
+on a free port) and the baseline server (``bench/baseline.py``, a bare grpc.aio echo on
+uvloop) as children and stops them, by pid, when it ends. On a 2-core machine the client
+and the server under test share the cores. Producers and workers use separate channels
+(separate HTTP/2 connections), as separate programs would.
 
 Phases, each run ``--rounds`` times after a short warm-up; the report shows medians:
 
@@ -72,7 +72,7 @@ if not __package__:  # run as `python bench/run.py`: make the `bench` package im
 
 import grpc
 
-from bench import baseline, keys, procs, rate, report, rpc, workload
+from bench import baseline, keys, overhead, procs, rate, report, rpc, workload
 from bench.keys import Fairness
 from bench.measure import Measured, Meter, median, split
 from bench.procs import ServerProcess
@@ -81,6 +81,7 @@ from bench.workload import Latency, Load, WorkerConfig
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+OBS_RESULTS = RESULTS.with_name("observability.json")
 READY_TIMEOUT = 30.0
 QUICK_DIVISOR = 10
 QUICK_RATE_SECONDS = 3.0
@@ -332,6 +333,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--quick", action="store_true", help="job counts / 10: a smoke run")
     p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument(
+        "--observability-cost",
+        action="store_true",
+        help="only compare the per-job phase with metrics on and off (bench/overhead.py); "
+        f"JSON to {OBS_RESULTS.name} unless --output",
+    )
     ns = p.parse_args(argv)
     s = Settings(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(Settings)})
     return (s.quick() if ns.quick else s), ns
@@ -344,6 +351,17 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     s, ns = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if ns.observability_cost:
+        shape = overhead.Shape(
+            jobs=s.per_job_jobs,
+            warmup_jobs=s.warmup_jobs,
+            producers=s.producers,
+            width=s.per_job_width,
+            workers=WorkerConfig(s.workers, s.credit, ack_each=True),
+        )
+        output = OBS_RESULTS if ns.output == RESULTS else ns.output
+        overhead.run(shape, s.rounds, output)
+        return 0
     servers: list[ServerProcess] = []
     try:
         servers.append(procs.start_dispatchd(procs.free_port()))

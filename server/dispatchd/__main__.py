@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from dispatchd.config import Config, ConfigError, load
+from dispatchd.observability import TracingConfigError, logs, provider_from_env
 from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd.store import transfer
 from dispatchd.store.snapshot import SnapshotError
@@ -16,8 +20,8 @@ from dispatchd.store.snapshot import SnapshotError
 log = logging.getLogger("dispatchd")
 
 
-async def serve(config: Config) -> int:
-    server = DispatchdServer(config)
+async def serve(config: Config, tracer_provider: TracerProvider | None = None) -> int:
+    server = DispatchdServer(config, tracer_provider=tracer_provider)
     try:
         await server.start()
     except (StartError, SnapshotError) as e:
@@ -30,12 +34,12 @@ async def serve(config: Config) -> int:
     return 0
 
 
-def _run(config: Config) -> int:
+def _run(config: Config, tracer_provider: TracerProvider | None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(config))
-    return uvloop.run(serve(config))
+        return asyncio.run(serve(config, tracer_provider))
+    return uvloop.run(serve(config, tracer_provider))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,12 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"dispatchd: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    return _run(config)
+    logs.configure(config.log_level, config.log_format)
+    try:
+        provider = provider_from_env(os.environ)
+    except TracingConfigError as e:
+        log.error("%s", e)
+        return 2
+    if provider is not None:
+        log.info("tracing on: spans are exported as OTEL_* configures")
+    try:
+        return _run(config, provider)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still batched
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+METRICS_OFF = "0"
 
 
 class ConfigError(ValueError):
@@ -41,10 +43,14 @@ class Config:
     once it is durable; none: memory only (plus the drain snapshot). Needs --data-dir."""
     recover_truncated: bool = False
     """Start even if a journal record or the snapshot is damaged, dropping what is lost."""
-
-    @property
-    def journaled(self) -> bool:
-        return self.durability == "journal" and self.data_dir is not None
+    log_format: str = "text"
+    """text (one readable line per event) or json (one object per line, for collectors)."""
+    metrics_listen: str = "127.0.0.1:9464"
+    """host:port of the Prometheus /metrics endpoint (port 0 picks a free one); "0"
+    turns metrics off, and with them their cost on the hot path."""
+    metrics_max_queues: int = 100
+    """Queues that get their own ``queue`` label; later ones share ``queue="_other"``, so
+    a client inventing queue names cannot blow up the series count."""
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -63,9 +69,30 @@ class Config:
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"--listen must be host:port, got {self.listen!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if not 1 <= self.metrics_max_queues <= 10_000:
+            raise ConfigError(
+                f"--metrics-max-queues must be 1..10000, got {self.metrics_max_queues}"
+            )
+        _check_address("--listen", self.listen)
+        if self.metrics_listen != METRICS_OFF:
+            _check_address("--metrics-listen", self.metrics_listen, off=METRICS_OFF)
+
+    @property
+    def journaled(self) -> bool:
+        return self.durability == "journal" and self.data_dir is not None
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics_listen != METRICS_OFF
+
+
+def _check_address(flag: str, value: str, off: str | None = None) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        alt = f' or "{off}" to turn it off' if off is not None else ""
+        raise ConfigError(f"{flag} must be host:port{alt}, got {value!r}")
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -109,6 +136,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "recover-truncated", "") in ("1", "true", "yes"),
         help="start even if a journal record or the snapshot is damaged, dropping it",
     )
+    add("log-format", str, d.log_format, "text or json")
+    add("metrics-listen", str, d.metrics_listen, 'host:port for Prometheus /metrics; "0" is off')
+    add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
     return p
 
 
@@ -131,4 +161,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_level=ns.log_level,
         durability=ns.durability,
         recover_truncated=ns.recover_truncated,
+        log_format=ns.log_format,
+        metrics_listen=ns.metrics_listen,
+        metrics_max_queues=ns.metrics_max_queues,
     )

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd import convert
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineLimits, EngineObserver, ObserverChain
+from dispatchd.observability import Observability, ObservabilityError
 from dispatchd.service.dispatcher import DispatcherServicer
 from dispatchd.service.journaling import JournalWriter
 from dispatchd.service.pump import DispatchPump
@@ -67,6 +69,7 @@ class DispatchdServer:
         config: Config,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -74,6 +77,10 @@ class DispatchdServer:
         self._idle = _IdleWatch(lambda: self.engine)
         self.observers = ObserverChain([self.waiters, self._idle])
         self.engine = Engine(engine_limits(config), self.observers, rng)
+        # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
+        self.observability = Observability(config, lambda: self.engine, clock, tracer_provider)
+        for observer in self.observability.observers:
+            self.observers.add(observer)
         self.pump = DispatchPump(self.engine, clock)
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
@@ -86,11 +93,16 @@ class DispatchdServer:
     async def start(self) -> int:
         """Restores the snapshot, binds, starts serving; returns the bound port."""
         self._restore()
+        try:
+            await self.observability.start()
+        except ObservabilityError as e:
+            raise StartError(str(e)) from None
         server = grpc.aio.server(
+            interceptors=self.observability.interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
+            ],
         )
         servicer = DispatcherServicer(
             self.engine,
@@ -109,6 +121,7 @@ class DispatchdServer:
         try:
             self.port = server.add_insecure_port(self.config.listen)
         except RuntimeError as e:
+            await self.observability.stop()
             raise StartError(f"cannot listen on {self.config.listen}: {e}") from None
         await server.start()
         self._server = server
@@ -216,8 +229,12 @@ class DispatchdServer:
         engine.begin_drain()
         await self.health.enter_graceful_shutdown()
         deadline = self.clock() + grace
-        for session in self.pump.sessions:
+        sessions = self.pump.sessions
+        for session in sessions:
             session.drain(deadline)
+        log.info(
+            "drain: intake stopped, health NOT_SERVING, %d workers told to finish", len(sessions)
+        )
         if engine.underway_total() > 0:
             self._idle.idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -225,14 +242,17 @@ class DispatchdServer:
         reclaimed = engine.reclaim_underway()
         if reclaimed:
             log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
+        else:
+            log.info("drain: no job underway")
         self._snapshot()
         if self.journal is not None:
             await self.journal.close()
         for session in self.pump.sessions:
-            session.end()
+            session.end(reason="server drained")
         if self._server is not None:
             await self._server.stop(grace=1.0)
         self.pump.close()
+        await self.observability.stop()
         self.stopped.set()
         log.info("drained")
 
@@ -260,4 +280,5 @@ class DispatchdServer:
         if self.journal is not None:
             await self.journal.close()
         self.pump.close()
+        await self.observability.stop()
         self.stopped.set()

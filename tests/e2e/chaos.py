@@ -334,6 +334,8 @@ class ServerProcess:
                 str(data_dir),
                 "--log-level",
                 "info",
+                "--metrics-listen",  # a free port: never the default 9464 another run holds
+                "127.0.0.1:0",
                 *extra,
             ],
             stdin=subprocess.DEVNULL,

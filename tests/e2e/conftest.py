@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ SERVING = re.compile(r"dispatchd serving on [^:]+:(\d+)")
 class ServerProcess:
     """A dispatchd process; stderr is collected on a thread so the pipe never fills."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -31,11 +31,13 @@ class ServerProcess:
                 str(data_dir),
                 "--log-level",
                 "info",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 *extra,
             ],
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self.port = 0
@@ -87,8 +89,10 @@ def start_server() -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 
     class Tracked(ServerProcess):
-        def __init__(self, data_dir: Path, *extra: str) -> None:
-            super().__init__(data_dir, *extra)
+        def __init__(
+            self, data_dir: Path, *extra: str, env: Mapping[str, str] | None = None
+        ) -> None:
+            super().__init__(data_dir, *extra, env=env)
             started.append(self)
 
     yield Tracked

@@ -15,7 +15,13 @@ from dispatchd_client import Worker
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> Config:
-    return Config(listen="127.0.0.1:0", data_dir=tmp_path / "data", default_lease=5.0)
+    # Metrics on a free port: every integration test also runs the metrics observers.
+    return Config(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        default_lease=5.0,
+        metrics_listen="127.0.0.1:0",
+    )
 
 
 @pytest.fixture

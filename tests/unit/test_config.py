@@ -43,6 +43,10 @@ def test_environment_sets_and_flags_win() -> None:
         (["--log-level", "loud"], "--log-level"),
         (["--listen", "nowhere"], "--listen"),
         (["--listen", "host:99999"], "--listen"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--metrics-listen", "9464"], "--metrics-listen"),
+        (["--metrics-listen", "localhost:http"], "--metrics-listen"),
+        (["--metrics-max-queues", "0"], "--metrics-max-queues"),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], message: str) -> None:
@@ -59,3 +63,18 @@ def test_config_is_frozen() -> None:
     c = Config()
     with pytest.raises(AttributeError):
         c.listen = "x"  # type: ignore[misc]
+
+
+def test_observability_flags_defaults_environment_and_off() -> None:
+    c = load([], env={})
+    assert (c.metrics_listen, c.log_format, c.metrics_max_queues) == ("127.0.0.1:9464", "text", 100)
+    assert c.metrics_enabled
+    env = {
+        "DISPATCHD_METRICS_LISTEN": "0.0.0.0:9100",
+        "DISPATCHD_LOG_FORMAT": "json",
+        "DISPATCHD_METRICS_MAX_QUEUES": "7",
+    }
+    c = load([], env=env)
+    assert (c.metrics_listen, c.log_format, c.metrics_max_queues) == ("0.0.0.0:9100", "json", 7)
+    c = load(["--metrics-listen", "0", "--log-format", "text"], env=env)
+    assert (c.metrics_listen, c.log_format, c.metrics_enabled) == ("0", "text", False)

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.message import Message
 
+from dispatchd_client._tracing import trace_headers, with_trace_headers
 from dispatchd_client.errors import status_code_of
 from dispatchd_client.policies import (
     JobOptions,
@@ -79,6 +80,8 @@ class Rpc(Generic[T]):
     idempotent: bool = False
     #: Call deadline in seconds when it must differ from the client's default.
     timeout: float | None = None
+    #: gRPC metadata to send (the caller's trace context on submits).
+    metadata: tuple[tuple[str, str], ...] | None = None
 
     def deadline(self, default: float | None) -> float | None:
         return self.timeout if self.timeout is not None else default
@@ -123,19 +126,31 @@ def job_spec(
     return apply_job_options(spec, options or {})
 
 
-def _to_spec(spec: JobSpecLike) -> pb.JobSpec:
+def _to_spec(spec: JobSpecLike, context: Mapping[str, str]) -> pb.JobSpec:
+    """The JobSpec to send, carrying the trace ``context`` (a given JobSpec is copied
+    before it gets one, never changed)."""
     if isinstance(spec, pb.JobSpec):
-        return spec
+        if not context or "traceparent" in spec.headers:
+            return spec
+        traced = pb.JobSpec()
+        traced.CopyFrom(spec)
+        for key, value in context.items():
+            traced.headers.setdefault(key, value)
+        return traced
     if isinstance(spec, NewJob):
         return job_spec(
             spec.queue,
             spec.payload,
             priority=spec.priority,
-            headers=spec.headers,
+            headers=with_trace_headers(spec.headers, context),
             content_type=spec.content_type,
             options=spec.options,
         )
     raise TypeError(f"expected NewJob or JobSpec, not {type(spec).__name__}")
+
+
+def _metadata(context: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
+    return tuple(context.items()) if context else None
 
 
 # Response parsers: typed against the response each RPC returns.
@@ -203,20 +218,24 @@ def submit(
     content_type: str,
     options: JobOptions | None = None,
 ) -> Rpc[Job]:
+    """Submit, carrying the current trace context in the job's headers and the metadata."""
+    context = trace_headers()
     spec = job_spec(
         queue,
         payload,
         priority=priority,
-        headers=headers,
+        headers=with_trace_headers(headers, context),
         content_type=content_type,
         options=options,
     )
-    return Rpc("Submit", pb.SubmitRequest(job=spec), _submitted)
+    return Rpc("Submit", pb.SubmitRequest(job=spec), _submitted, metadata=_metadata(context))
 
 
 def submit_batch(specs: Iterable[JobSpecLike]) -> Rpc[list[Job]]:
-    request = pb.SubmitBatchRequest(jobs=[_to_spec(s) for s in specs])
-    return Rpc("SubmitBatch", request, _jobs)
+    """SubmitBatch; every job carries the current trace context, as with submit."""
+    context = trace_headers()
+    request = pb.SubmitBatchRequest(jobs=[_to_spec(s, context) for s in specs])
+    return Rpc("SubmitBatch", request, _jobs, metadata=_metadata(context))
 
 
 def get_job(job_id: str) -> Rpc[Job]:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from dispatchd_client._tracing import RunSpans, record_outcome
 from dispatchd_client.errors import PermanentError
 from dispatchd_client.types import JobError, ReceivedJob
 
@@ -103,10 +104,17 @@ def _call_sync(handler: Handler, job: ReceivedJob) -> object:
 class JobRunner:
     """Runs delivered jobs through hooks and their queue's handler."""
 
-    def __init__(self, handlers: Mapping[str, Handler], hooks: Hooks, executor: Executor) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        hooks: Hooks,
+        executor: Executor,
+        spans: RunSpans | None = None,
+    ) -> None:
         self._handlers = handlers
         self._hooks = hooks
         self._executor = executor
+        self._spans = spans or RunSpans(None)
 
     def cancels_as_task(self, queue: str) -> bool:
         """Whether a cancelled job of ``queue`` is stopped by cancelling its task.
@@ -119,7 +127,18 @@ class JobRunner:
         return handler is None or is_async_handler(handler)
 
     async def execute(self, job: ReceivedJob, max_result_bytes: int = 0) -> Outcome:
-        """Run ``job`` and return its outcome. Raises CancelledError if the task is cancelled."""
+        """Run ``job`` and return its outcome. Raises CancelledError if the task is cancelled.
+
+        Hooks and handler run inside the job's ``run`` span when tracing is on."""
+        span = self._spans.start(job)
+        if span is None:
+            return await self._run(job, max_result_bytes)
+        with span as current:
+            outcome = await self._run(job, max_result_bytes)
+            record_outcome(current, outcome)
+        return outcome
+
+    async def _run(self, job: ReceivedJob, max_result_bytes: int) -> Outcome:
         await call_hooks(self._hooks.before_job, job, what="before_job")
         outcome = await self._invoke(job, max_result_bytes)
         await self.after_job(job, outcome)

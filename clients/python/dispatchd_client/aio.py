@@ -88,7 +88,9 @@ class AsyncClient:
         attempt = 0
         while True:
             try:
-                response = await method(rpc.request, timeout=rpc.deadline(self._timeout))
+                response = await method(
+                    rpc.request, timeout=rpc.deadline(self._timeout), metadata=rpc.metadata
+                )
             except grpc.RpcError as e:
                 if not rpc.should_retry(e, attempt, self._retries):
                     raise from_rpc_error(e) from e

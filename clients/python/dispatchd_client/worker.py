@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
+from opentelemetry.trace import TracerProvider
 
 from dispatchd_client import _requests as rq
 from dispatchd_client._runner import (
@@ -43,6 +44,7 @@ from dispatchd_client._runner import (
     call_hooks,
 )
 from dispatchd_client._session import Session
+from dispatchd_client._tracing import RunSpans
 from dispatchd_client.errors import from_rpc_error, status_code_of
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -66,6 +68,11 @@ class Worker:
     ``concurrency`` is the most jobs held at once (announced to the server as max_in_flight,
     and the size of the thread pool for sync handlers). ``worker_id`` and ``labels`` are for
     people reading server logs and metrics; an empty id lets the server make one up.
+
+    Each job runs in an OpenTelemetry ``run`` span whose parent is the trace context the
+    producer's client put in the job's headers. Spans go to ``tracer_provider``, or to the
+    global provider the application set before calling ``run``; with neither, no span is
+    made.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class Worker:
         concurrency: int = 8,
         labels: Mapping[str, str] | None = None,
         reconnect_max_backoff: float = 5.0,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
@@ -87,6 +95,7 @@ class Worker:
         self._concurrency = concurrency
         self._labels = dict(labels or {})
         self._max_backoff = reconnect_max_backoff
+        self._tracer_provider = tracer_provider
         self._handlers: dict[str, Handler] = {}
         self._hooks = Hooks()
         self._running = False
@@ -217,7 +226,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         signals = self._install_signal_handlers(loop) if install_signal_handlers else []
         executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dispatchd-job")
-        runner = JobRunner(dict(self._handlers), self._hooks, executor)
+        spans = RunSpans.resolve(self._tracer_provider)
+        runner = JobRunner(dict(self._handlers), self._hooks, executor, spans)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
             async with grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS) as ch:

@@ -33,6 +33,8 @@ class StreamEnd:
 
     code: grpc.StatusCode = grpc.StatusCode.OK
     details: str = ""
+    reason: str = "server ended the stream"
+    """Why, for the disconnect log line."""
 
 
 class WorkerSession:
@@ -66,8 +68,13 @@ class WorkerSession:
             msg.rejections.rejections.add(job_id=r.job_id, lease_id=r.lease_id, reason=r.reason)
         self.outbox.put_nowait(msg)
 
-    def end(self, code: grpc.StatusCode = grpc.StatusCode.OK, details: str = "") -> None:
-        self.outbox.put_nowait(StreamEnd(code, details))
+    def end(
+        self,
+        code: grpc.StatusCode = grpc.StatusCode.OK,
+        details: str = "",
+        reason: str = "server ended the stream",
+    ) -> None:
+        self.outbox.put_nowait(StreamEnd(code, details, reason))
 
 
 def _outcome(result: pb.JobResult) -> Outcome:
@@ -114,10 +121,12 @@ class WorkStream:
         )
         self._pump.kick()
         reader = asyncio.create_task(self._read(requests, session))
+        reason = "stream cancelled: the worker went away or the connection broke"
         try:
             while True:
                 msg = await session.outbox.get()
                 if isinstance(msg, StreamEnd):
+                    reason = msg.reason
                     if msg.code is not grpc.StatusCode.OK:
                         await context.abort(msg.code, msg.details)
                     return
@@ -125,13 +134,15 @@ class WorkStream:
         finally:
             reader.cancel()
             self._pump.unregister(session)
-            held = self._engine.disconnect(session.worker, self._clock())
-            if held:
-                log.info(
-                    "worker %s left holding %d jobs; they are pending again",
-                    session.worker.worker_id,
-                    held,
-                )
+            worker = session.worker
+            held = self._engine.disconnect(worker, self._clock())
+            log.info(
+                "worker %s disconnected (%s); %d held jobs are pending again",
+                worker.worker_id,
+                reason,
+                held,
+                extra={"worker_id": worker.worker_id, "reason": reason, "held": held},
+            )
             self._pump.kick()
 
     async def _hello(
@@ -160,6 +171,7 @@ class WorkStream:
             worker.worker_id,
             ",".join(worker.queues),
             worker.max_in_flight,
+            extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
         )
         return WorkerSession(worker)
 
@@ -170,13 +182,13 @@ class WorkStream:
             async for req in requests:
                 end = self._apply(req, session)
                 if end is not None:
-                    session.end(end.code, end.details)
+                    session.end(end.code, end.details, f"protocol error: {end.details}")
                     return
-            session.end()
+            session.end(reason="worker closed the stream")
         except asyncio.CancelledError:
             raise
         except grpc.RpcError:  # the stream broke; the generator's finally cleans up
-            session.end()
+            session.end(reason="stream broke")
 
     def _apply(self, req: pb.WorkRequest, session: WorkerSession) -> StreamEnd | None:
         kind = req.WhichOneof("kind")

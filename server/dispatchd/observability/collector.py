@@ -1,0 +1,229 @@
+"""The Prometheus collector: every dispatchd metric family, built at scrape time.
+
+Gauges come straight from engine state (queue views and worker records), so keeping them
+costs the hot path nothing; counters and histograms come from the plain numbers that
+:class:`~dispatchd.observability.metrics.MetricsObserver` and the gRPC interceptor keep.
+The scrape runs on the event loop (see ``http.py``), the only thread that touches the
+engine.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from dispatchd import __version__
+from dispatchd.engine import Engine, QueueView
+from dispatchd.observability.exposition import Family, render, to_metric
+from dispatchd.observability.metrics import (
+    OTHER_LABEL,
+    OUTCOMES,
+    GrpcStats,
+    Histogram,
+    MetricsObserver,
+    QueueStats,
+)
+
+PREFIX = "dispatchd_"
+
+
+@dataclass(slots=True)
+class _QueueGauges:
+    """One label's gauges; the OTHER_LABEL row sums every folded queue."""
+
+    pending: int = 0
+    scheduled: int = 0
+    underway: int = 0
+    width: int = 0
+    paused: int = 0
+    rates: list[float | None] = field(default_factory=list)
+
+    def add(self, view: QueueView) -> None:
+        s = view.settings
+        self.pending += view.pending_count
+        self.scheduled += view.scheduled_count
+        self.underway += view.underway_count
+        self.width += s.width
+        self.paused += int(s.paused)
+        self.rates.append(None if s.rate is None else s.rate.per_second)
+
+    @property
+    def rate(self) -> float | None:
+        """Tokens per second, or None when any queue behind the label is unlimited."""
+        if not self.rates or any(r is None for r in self.rates):
+            return None
+        return sum(r for r in self.rates if r is not None)
+
+
+def _histogram(
+    name: str, doc: str, labelnames: tuple[str, ...], rows: Iterable[tuple[list[str], Histogram]]
+) -> Family:
+    family = Family(name, "histogram", doc, labelnames)
+    for values, hist in rows:
+        family.add_histogram(values, hist)
+    return family
+
+
+class DispatchdCollector(Collector):
+    """Yields every ``dispatchd_*`` family from the engine, the observer and gRPC stats."""
+
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        observer: MetricsObserver,
+        grpc_stats: GrpcStats,
+    ) -> None:
+        self._engine = engine
+        self._observer = observer
+        self._grpc = grpc_stats
+
+    def collect(self) -> Iterator[Metric]:
+        """For a CollectorRegistry (prometheus_client's renderers, OpenMetrics)."""
+        for family in self.families():
+            yield to_metric(family)
+
+    def render(self) -> str:
+        """The text exposition of every family: what /metrics serves."""
+        return render(self.families())
+
+    def families(self) -> Iterator[Family]:
+        engine = self._engine()
+        yield from self._queue_gauges(engine)
+        yield from self._counters(self._observer.stats)
+        yield from self._workers(engine)
+        yield from self._grpc_families()
+        info = Family(
+            PREFIX + "build_info",
+            "gauge",
+            "Always 1; the labels say which dispatchd and Python run.",
+            ("version", "python"),
+        )
+        info.add([__version__, platform.python_version()], 1)
+        yield info
+        draining = Family(
+            PREFIX + "draining", "gauge", "1 while the server drains (intake stopped)."
+        )
+        draining.add((), int(engine.draining))
+        yield draining
+
+    def _queue_gauges(self, engine: Engine) -> Iterator[Family]:
+        rows: dict[str, _QueueGauges] = {}
+        labels = self._observer.labels
+        for view in engine.list_queues():
+            label = labels(view.name)
+            row = rows.get(label)
+            if row is None:
+                row = rows[label] = _QueueGauges()
+            row.add(view)
+        # Queues the engine forgot (none today) keep their counters; gauges only show
+        # queues that exist now.
+        names = sorted(rows)
+        gauges: tuple[tuple[str, str, Callable[[_QueueGauges], int]], ...] = (
+            ("jobs_pending", "Jobs waiting for a worker.", lambda r: r.pending),
+            ("jobs_scheduled", "Jobs waiting for their not_before time.", lambda r: r.scheduled),
+            ("jobs_underway", "Jobs leased to a worker.", lambda r: r.underway),
+            ("queue_width", "Most jobs underway at once.", lambda r: r.width),
+            (
+                "queue_paused",
+                f"1 if the queue is paused ({OTHER_LABEL}: how many are).",
+                lambda r: r.paused,
+            ),
+        )
+        for name, doc, value in gauges:
+            family = Family(PREFIX + name, "gauge", doc, ("queue",))
+            for label in names:
+                family.add((label,), value(rows[label]))
+            yield family
+        rate = Family(
+            PREFIX + "queue_rate_per_second",
+            "gauge",
+            "Dispatch rate limit in jobs per second; no sample for an unlimited queue.",
+            ("queue",),
+        )
+        for label in names:
+            per_second = rows[label].rate
+            if per_second is not None:
+                rate.add((label,), per_second)
+        yield rate
+
+    def _counters(self, stats: dict[str, QueueStats]) -> Iterator[Family]:
+        names = sorted(stats)
+        simple = (
+            ("jobs_submitted", "Jobs admitted.", "submitted"),
+            ("jobs_dispatched", "Deliveries to workers (each attempt counts).", "dispatched"),
+            ("jobs_retried", "Failed attempts that will run again.", "retried"),
+            ("leases_expired", "Leases that ended without a result or heartbeat.", "lease_expired"),
+            (
+                "stale_results",
+                "Worker results that changed nothing (stale or unknown lease).",
+                "stale_results",
+            ),
+        )
+        for name, doc, attr in simple:
+            family = Family(PREFIX + name, "counter", doc, ("queue",))
+            for label in names:
+                family.add((label,), getattr(stats[label], attr))
+            yield family
+        completed = Family(
+            PREFIX + "jobs_completed",
+            "counter",
+            "Jobs that reached a final state, by outcome.",
+            ("queue", "outcome"),
+        )
+        for label in names:
+            counts = stats[label].completed
+            for state, outcome in OUTCOMES:
+                completed.add((label, outcome), counts[state])
+        yield completed
+        yield _histogram(
+            PREFIX + "job_wait_seconds",
+            "Seconds from when a job could first run (submit, or the end of its delay) to its "
+            "first dispatch.",
+            ("queue",),
+            (([label], stats[label].wait) for label in names),
+        )
+        yield _histogram(
+            PREFIX + "job_run_seconds",
+            "Seconds from dispatch to the worker's result, per attempt (lost attempts excluded).",
+            ("queue",),
+            (([label], stats[label].run) for label in names),
+        )
+
+    def _workers(self, engine: Engine) -> Iterator[Family]:
+        workers = engine.workers()
+        connected = Family(PREFIX + "workers_connected", "gauge", "Open worker streams.")
+        connected.add((), len(workers))
+        yield connected
+        credits = Family(
+            PREFIX + "worker_credits",
+            "gauge",
+            "Jobs connected workers accept at once (max_in_flight), by whether a job holds "
+            "the credit.",
+            ("state",),
+        )
+        held = sum(len(w.leases) for w in workers)
+        offered = sum(w.max_in_flight for w in workers)
+        credits.add(("held",), held)
+        credits.add(("free",), max(0, offered - held))
+        yield credits
+
+    def _grpc_families(self) -> Iterator[Family]:
+        calls = Family(
+            PREFIX + "grpc_requests",
+            "counter",
+            "gRPC calls handled, by service, method and status code.",
+            ("service", "method", "code"),
+        )
+        for (service, method, code), n in sorted(self._grpc.calls.items()):
+            calls.add((service, method, code), n)
+        yield calls
+        yield _histogram(
+            PREFIX + "grpc_request_seconds",
+            "Seconds from the start of a gRPC call to its status (streams: their lifetime).",
+            ("service", "method"),
+            ((list(key), hist) for key, hist in sorted(self._grpc.seconds.items())),
+        )

@@ -1,0 +1,101 @@
+"""Builds the observability of one server from its config: which observers watch the
+engine, which interceptor wraps the gRPC server, and the /metrics endpoint.
+
+Everything that is off costs nothing: with ``--metrics-listen 0`` there is no metrics
+observer and no call timing; without a tracer provider, no spans and no span bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from dispatchd import __version__
+from dispatchd.config import Config
+from dispatchd.engine import Engine, EngineObserver
+from dispatchd.observability.collector import DispatchdCollector
+from dispatchd.observability.errors import ObservabilityError
+from dispatchd.observability.http import MetricsServer
+from dispatchd.observability.interceptor import ObservingInterceptor
+from dispatchd.observability.logs import LifecycleLog, StateLog
+from dispatchd.observability.metrics import GrpcStats, MetricsObserver, QueueLabels
+from dispatchd.observability.tracing import TRACER_NAME, DispatchSpans
+
+log = logging.getLogger("dispatchd")
+
+
+class Observability:
+    """Metrics, tracing and lifecycle logs of one DispatchdServer."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Callable[[], Engine],
+        clock: Callable[[], float],
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._config = config
+        self.observers: list[EngineObserver] = [LifecycleLog()]
+        if logging.getLogger("dispatchd").isEnabledFor(logging.DEBUG):
+            self.observers.append(StateLog())
+        self.registry: CollectorRegistry | None = None
+        self.metrics: MetricsObserver | None = None
+        self._server: MetricsServer | None = None
+        grpc_stats = None
+        self._page: Callable[[], bytes] | None = None
+        if config.metrics_enabled:
+            grpc_stats = GrpcStats()
+            self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
+            self.observers.append(self.metrics)
+            collector = DispatchdCollector(engine, self.metrics, grpc_stats)
+            # /metrics renders our families itself (fast) and the small process, GC and
+            # platform ones with prometheus_client; ``registry`` holds all of them.
+            runtime = CollectorRegistry(auto_describe=False)
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(collector)
+            for extra in (
+                ProcessCollector(registry=runtime),
+                PlatformCollector(registry=runtime),
+                GCCollector(registry=runtime),
+            ):
+                self.registry.register(extra)
+            self._page = lambda: collector.render().encode() + generate_latest(runtime)
+        tracer = None
+        if tracer_provider is not None:
+            tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
+            self.observers.append(DispatchSpans(tracer, clock))
+        self.interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if grpc_stats is not None or tracer is not None:
+            self.interceptors.append(ObservingInterceptor(grpc_stats, tracer))
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound /metrics port, 0 while not serving."""
+        return self._server.port if self._server is not None else 0
+
+    async def start(self) -> None:
+        """Starts the /metrics endpoint (when metrics are on)."""
+        if self._page is None:
+            return
+        host, _, port = self._config.metrics_listen.rpartition(":")
+        server = MetricsServer(self._page, host, int(port))
+        try:
+            await server.start()
+        except OSError as e:
+            raise ObservabilityError(
+                f"cannot serve metrics on {self._config.metrics_listen}: {e}; "
+                "pick another --metrics-listen or 0 to turn metrics off"
+            ) from None
+        self._server = server
+        log.info("metrics on http://%s:%d/metrics", host, server.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None

@@ -1,0 +1,69 @@
+"""Scraping a server's real /metrics endpoint over HTTP, as Prometheus would."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: str
+
+
+def _get(url: str, method: str) -> Response:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return Response(resp.status, resp.headers["Content-Type"], resp.read().decode())
+    except urllib.error.HTTPError as e:
+        with e:
+            return Response(e.code, e.headers["Content-Type"], e.read().decode())
+
+
+async def fetch(port: int, path: str = "/metrics", method: str = "GET") -> Response:
+    """In a thread: the server under test answers on this test's event loop."""
+    return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}", method)
+
+
+class Samples:
+    """One scrape: every sample by name and labels."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families: dict[str, str] = {}  # family name -> type
+        self._values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            self.families[family.name] = family.type
+            for s in family.samples:
+                self._values[s.name, frozenset(s.labels.items())] = s.value
+
+    @property
+    def names(self) -> set[str]:
+        """Every sample name (histograms give _bucket, _sum and _count)."""
+        return {name for name, _ in self._values}
+
+    def get(self, name: str, **labels: str) -> float | None:
+        return self._values.get((name, frozenset(labels.items())))
+
+    def value(self, name: str, **labels: str) -> float:
+        v = self.get(name, **labels)
+        if v is None:
+            raise AssertionError(f"no sample {name}{labels} in the scrape:\n{self.text}")
+        return v
+
+    def labels_of(self, name: str, label: str) -> set[str]:
+        """Every value ``label`` takes on samples named ``name``."""
+        return {v for n, lbls in self._values if n == name for k, v in lbls if k == label}
+
+
+async def scrape(port: int) -> Samples:
+    resp = await fetch(port)
+    assert resp.status == 200, resp.body
+    return Samples(resp.body)

@@ -1,0 +1,182 @@
+"""One trace from producer to server to worker: real server, client and Worker, spans kept
+by the SDK's in-memory exporter, parent/child links checked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from dispatchd.config import Config
+from dispatchd.runtime import DispatchdServer
+from dispatchd_client import AsyncClient, Client, JobState, NewJob, ReceivedJob, Worker
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+from .helpers import eventually
+
+
+@dataclass
+class Traced:
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    target: str
+    #: span id that was current inside each handler call, by job id
+    seen_in_handler: dict[str, int]
+
+    def spans(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.exporter.get_finished_spans() if s.name == name]
+
+    def one(self, name: str, job_id: str) -> ReadableSpan:
+        found = [s for s in self.spans(name) if _job_id(s) == job_id]
+        assert len(found) == 1, f"{name} spans of {job_id}: {found}"
+        return found[0]
+
+
+def _job_id(span: ReadableSpan) -> object:
+    attrs = span.attributes or {}
+    return attrs.get("dispatchd.job_id", attrs.get("messaging.message.id"))
+
+
+def _parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def _ids(span: ReadableSpan | trace.Span) -> tuple[int, int]:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return ctx.trace_id, ctx.span_id
+
+
+@pytest.fixture
+async def traced(server_config: Config) -> AsyncIterator[Traced]:
+    """A server and a Worker on one provider with an in-memory exporter; the sync handler
+    records the span current while it runs."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    srv = DispatchdServer(server_config, tracer_provider=provider)
+    await srv.start()
+    target = f"127.0.0.1:{srv.port}"
+    seen: dict[str, int] = {}
+    worker = Worker(target, concurrency=2, tracer_provider=provider)
+
+    @worker.handler("t")
+    def handle(job: ReceivedJob) -> bytes:  # sync: runs in a pool thread
+        seen[job.id] = trace.get_current_span().get_span_context().span_id
+        return b"done"
+
+    task = asyncio.create_task(worker.run_async())
+    await worker.wait_connected(10)
+    try:
+        yield Traced(provider, exporter, target, seen)
+    finally:
+        await worker.stop()
+        await task
+        await srv.stop_now()
+        provider.shutdown()
+
+
+async def _finished(traced: Traced, job_id: str) -> None:
+    async with AsyncClient(traced.target) as client:
+        done = await client.wait(job_id, timeout=10)
+    assert done.state is JobState.SUCCEEDED
+    await eventually(lambda: len([s for s in traced.spans("run") if _job_id(s) == job_id]) == 1)
+
+
+async def test_submit_dispatch_and_run_share_the_producers_trace(traced: Traced) -> None:
+    tracer = traced.provider.get_tracer("producer")
+    async with AsyncClient(traced.target) as client:
+        with tracer.start_as_current_span("produce") as produce:
+            job = await client.submit("t", b"x")
+    trace_id, produce_id = _ids(produce)
+    assert job.headers["traceparent"].startswith(f"00-{trace_id:032x}-{produce_id:016x}-")
+    await _finished(traced, job.id)
+
+    submit = traced.one("Submit", job.id)
+    dispatch = traced.one("dispatch", job.id)
+    run = traced.one("run", job.id)
+    assert {_ids(s)[0] for s in (submit, dispatch, run)} == {trace_id}
+    assert _parent_id(submit) == produce_id  # from the gRPC metadata
+    assert submit.kind is trace.SpanKind.SERVER
+    assert _parent_id(dispatch) == _ids(submit)[1]
+    assert _parent_id(run) == produce_id  # from the job's headers
+    assert run.kind is trace.SpanKind.CONSUMER
+    assert traced.seen_in_handler[job.id] == _ids(run)[1]  # the handler runs inside it
+    # The dispatch span covers the wait: from submit to the lease, before the run.
+    assert dispatch.start_time is not None
+    assert dispatch.end_time is not None
+    assert run.start_time is not None
+    assert dispatch.start_time <= dispatch.end_time <= run.start_time
+    assert (submit.attributes or {})["dispatchd.queue"] == "t"
+
+
+async def test_batch_jobs_each_link_to_the_submit_batch_span(traced: Traced) -> None:
+    tracer = traced.provider.get_tracer("producer")
+    with Client(traced.target) as client, tracer.start_as_current_span("produce") as produce:
+        jobs = await asyncio.to_thread(
+            client.submit_batch, [NewJob("t", b"a"), pb.JobSpec(queue="t", payload=b"b")]
+        )
+    for job in jobs:
+        await _finished(traced, job.id)
+    (batch,) = traced.spans("SubmitBatch")
+    assert _parent_id(batch) == _ids(produce)[1]
+    assert (batch.attributes or {})["dispatchd.job_count"] == 2
+    for job in jobs:
+        assert _parent_id(traced.one("dispatch", job.id)) == _ids(batch)[1]
+        assert _parent_id(traced.one("run", job.id)) == _ids(produce)[1]
+
+
+async def test_without_a_current_span_nothing_is_injected(traced: Traced) -> None:
+    async with AsyncClient(traced.target) as client:
+        job = await client.submit("t", b"x", headers={"k": "v"})
+    assert job.headers == {"k": "v"}
+    await _finished(traced, job.id)
+    submit, run = traced.one("Submit", job.id), traced.one("run", job.id)
+    assert submit.parent is None
+    assert _parent_id(traced.one("dispatch", job.id)) == _ids(submit)[1]
+    assert run.parent is None  # nothing in the headers: the worker starts its own trace
+
+
+async def test_a_traceparent_the_caller_set_is_kept(traced: Traced) -> None:
+    theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    tracer = traced.provider.get_tracer("producer")
+    async with AsyncClient(traced.target) as client:
+        with tracer.start_as_current_span("produce"):
+            job = await client.submit("t", b"x", headers={"traceparent": theirs})
+    assert job.headers == {"traceparent": theirs}
+    await _finished(traced, job.id)
+    run = traced.one("run", job.id)
+    assert _ids(run)[0] == 0x0AF7651916CD43DD8448EB211C80319C
+    assert _parent_id(run) == 0xB7AD6B7169203331
+
+
+async def test_worker_makes_no_span_when_no_tracing_is_configured(
+    server: DispatchdServer, target: str
+) -> None:
+    """No provider given and none set globally: the worker runs jobs without any span,
+    and the server (no provider) has no interceptor doing tracing either."""
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    seen: list[bool] = []
+    worker = Worker(target)
+
+    @worker.handler("plain")
+    async def handle(job: ReceivedJob) -> None:
+        seen.append(trace.get_current_span().get_span_context().is_valid)
+
+    task = asyncio.create_task(worker.run_async())
+    await worker.wait_connected(10)
+    try:
+        async with AsyncClient(target) as client:
+            job = await client.submit("plain", b"x")
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    finally:
+        await worker.stop()
+        await task
+    assert seen == [False]
+    assert not any(type(o).__name__ == "DispatchSpans" for o in server.observability.observers)
