@@ -57,6 +57,20 @@ StartStopHookT = TypeVar("StartStopHookT", bound=StartStopHook)
 BeforeJobHookT = TypeVar("BeforeJobHookT", bound=BeforeJobHook)
 AfterJobHookT = TypeVar("AfterJobHookT", bound=AfterJobHook)
 
+#: Answers that mean "this worker is refused": raised from run. Anything else ends the
+#: stream as broken and reconnects - after a server crash grpc.aio may report INTERNAL
+#: ("Internal error from Core", grpc/grpc#36066) rather than UNAVAILABLE.
+REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
 #: First reconnect delay; doubles per failed attempt up to ``reconnect_max_backoff``.
 RECONNECT_BASE_DELAY = 0.1
 MAX_CONCURRENCY = 10_000
@@ -230,7 +244,8 @@ class Worker:
         runner = JobRunner(dict(self._handlers), self._hooks, executor, spans)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
-            async with grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS) as ch:
+            options = (*rq.CHANNEL_OPTIONS, *self._reconnect_options())
+            async with grpc.aio.insecure_channel(self._target, options=options) as ch:
                 await self._serve(rq.new_stub(ch), runner)
         finally:
             for sig in signals:
@@ -238,6 +253,16 @@ class Worker:
             executor.shutdown(wait=False, cancel_futures=True)
             await call_hooks(self._hooks.on_stop, what="on_stop")
             self._end_run()
+
+    def _reconnect_options(self) -> tuple[tuple[str, int], ...]:
+        """gRPC's own reconnect backoff starts at 1 s and grows to 120 s: a worker would sit
+        idle long after a restarted server is back. Keep it within our own backoff."""
+        top = max(100, int(self._max_backoff * 1000))
+        return (
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", top),
+        )
 
     async def _serve(self, stub: object, runner: JobRunner) -> None:
         """Open streams until one ends by a drain or a stop is requested."""
@@ -265,9 +290,15 @@ class Worker:
                     return
                 logger.info("stream ended by the server without a drain; reconnecting")
             except grpc.RpcError as e:
-                if status_code_of(e) != grpc.StatusCode.UNAVAILABLE:
+                code = status_code_of(e)
+                if code in REFUSALS:
                     raise from_rpc_error(e) from e
-                logger.info("stream unavailable (%s); reconnecting", e.details())
+                logger.log(
+                    logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.WARNING,
+                    "stream broke (%s: %s); reconnecting",
+                    code.name if code is not None else "UNKNOWN",
+                    e.details(),
+                )
             finally:
                 self._connected.clear()
             if session.welcomed:
