@@ -41,6 +41,17 @@ class Config:
     once it is durable; none: memory only (plus the drain snapshot). Needs --data-dir."""
     recover_truncated: bool = False
     """Start even if a journal record or the snapshot is damaged, dropping what is lost."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve gRPC over TLS (needs tls_key)."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: require client certificates it signed (mTLS; needs tls_cert)."""
+    auth_tokens: Path | None = None
+    """Bearer tokens by role (``ROLE TOKEN [NAME]`` lines); None: no token checks."""
+    health_listen: str | None = None
+    """host:port of a plaintext, health-only gRPC port for probes (kubelet gRPC probes
+    cannot speak TLS); None: health is served on the main port only."""
 
     @property
     def journaled(self) -> bool:
@@ -63,9 +74,19 @@ class Config:
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"--listen must be host:port, got {self.listen!r}")
+        _check_address("--listen", self.listen)
+        if self.health_listen is not None:
+            _check_address("--health-listen", self.health_listen)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+
+
+def _check_address(flag: str, address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{flag} must be host:port, got {address!r}")
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -109,6 +130,15 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "recover-truncated", "") in ("1", "true", "yes"),
         help="start even if a journal record or the snapshot is damaged, dropping it",
     )
+
+    def add_optional(name: str, kind: type, help: str) -> None:
+        p.add_argument(f"--{name}", type=kind, default=_env(env, name, "") or None, help=help)
+
+    add_optional("tls-cert", Path, "PEM certificate chain; serves TLS (default: plaintext)")
+    add_optional("tls-key", Path, "PEM private key of --tls-cert")
+    add_optional("tls-client-ca", Path, "PEM CA bundle; clients need a certificate it signed")
+    add_optional("auth-tokens", Path, "file of `ROLE TOKEN [NAME]` lines (default: no auth)")
+    add_optional("health-listen", str, "host:port of a plaintext health-only port for probes")
     return p
 
 
@@ -131,4 +161,13 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_level=ns.log_level,
         durability=ns.durability,
         recover_truncated=ns.recover_truncated,
+        tls_cert=_path(ns.tls_cert),
+        tls_key=_path(ns.tls_key),
+        tls_client_ca=_path(ns.tls_client_ca),
+        auth_tokens=_path(ns.auth_tokens),
+        health_listen=ns.health_listen or None,
     )
+
+
+def _path(value: object) -> Path | None:
+    return Path(str(value)) if value else None

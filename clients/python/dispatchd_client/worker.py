@@ -33,6 +33,7 @@ from typing import TypeVar
 import grpc
 
 from dispatchd_client import _requests as rq
+from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._runner import (
     AfterJobHook,
     BeforeJobHook,
@@ -66,6 +67,8 @@ class Worker:
     ``concurrency`` is the most jobs held at once (announced to the server as max_in_flight,
     and the size of the thread pool for sync handlers). ``worker_id`` and ``labels`` are for
     people reading server logs and metrics; an empty id lets the server make one up.
+    ``token`` and ``tls`` mean what they mean for :class:`~dispatchd_client.Client` (a worker
+    token needs the ``work`` role).
     """
 
     def __init__(
@@ -76,12 +79,15 @@ class Worker:
         concurrency: int = 8,
         labels: Mapping[str, str] | None = None,
         reconnect_max_backoff: float = 5.0,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
     ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
         if reconnect_max_backoff <= 0:
             raise ValueError("reconnect_max_backoff must be > 0")
         self._target = target
+        self._spec = ChannelSpec.of(target, tls=tls, token=token)
         self._requested_id = worker_id
         self._worker_id = worker_id
         self._concurrency = concurrency
@@ -220,7 +226,7 @@ class Worker:
         runner = JobRunner(dict(self._handlers), self._hooks, executor)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
-            async with grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS) as ch:
+            async with self._spec.aio_channel() as ch:
                 await self._serve(rq.new_stub(ch), runner)
         finally:
             for sig in signals:
