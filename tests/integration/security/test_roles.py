@@ -43,7 +43,7 @@ async def _work(channel: grpc.aio.Channel, metadata: list[tuple[str, str]]) -> g
         f"/{SERVICE.full_name}/Work",
         request_serializer=pb.WorkRequest.SerializeToString,
         response_deserializer=pb.WorkResponse.FromString,
-    )(None, metadata=metadata, timeout=5)
+    )(None, metadata=metadata, timeout=10)
     try:
         await call.write(pb.WorkRequest(hello=pb.WorkerHello(queues=["q"], max_in_flight=1)))
         msg = await call.read()
@@ -71,7 +71,7 @@ async def _call(
         response_deserializer=response_cls.FromString,
     )
     try:
-        await rpc(request_cls(), metadata=metadata, timeout=2)
+        await rpc(request_cls(), metadata=metadata, timeout=10)
     except grpc.aio.AioRpcError as e:
         return e.code()
     return grpc.StatusCode.OK
