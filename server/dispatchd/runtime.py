@@ -126,6 +126,8 @@ class DispatchdServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
             self.health_port = _bind(self._health_server, self.config.health_listen, None)
             await self._health_server.start()
+            health_host = self.config.health_listen.rpartition(":")[0]
+            log.info("health probes (plaintext) on %s:%d", health_host, self.health_port)
         await server.start()
         self._server = server
         serving = health_pb2.HealthCheckResponse.SERVING
