@@ -7,6 +7,10 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# For builds behind a package mirror or a TLS-inspecting proxy (e.g. PIP_CERT pointing at a
+# CA bundle mounted into the build); empty by default. Build stage only: nothing is kept.
+ARG PIP_INDEX_URL
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./

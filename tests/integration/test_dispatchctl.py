@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dispatchd.runtime import DispatchdServer
+from dispatchd_client import AsyncClient, JobState, PermanentError, ReceivedJob, Worker
 from tests.integration.dispatchctl import DISPATCHCTL, Dispatchctl, Run, dispatchctl
 
 
@@ -163,3 +164,45 @@ async def test_drain(ctl: Dispatchctl, server: DispatchdServer) -> None:
     run = ok(await ctl("drain", "--grace", "1"))
     assert run.out.strip() == "draining: 1 pending, 0 underway"
     await asyncio.wait_for(server.stopped.wait(), 10)
+
+
+async def test_rate_retry_and_purge(ctl: Dispatchctl, target: str) -> None:
+    ok(
+        await ctl(
+            "queue", "set", "mail", "--width", "2", "--rate", "5", "--burst", "10", "--create"
+        )
+    )
+    assert "5/s burst 10" in ok(await ctl("queues")).out
+    (queue,) = ok(await ctl("queues", "-o", "json")).json()["queues"]
+    assert queue["rate"] == {"per_second": 5.0, "burst": 10}
+    cleared = ok(await ctl("queue", "set", "mail", "--rate", "0", "-o", "json")).json()["queue"]
+    assert "rate" not in cleared  # unlimited again
+    assert cleared["width"] == 2
+
+    worker = Worker(target)
+
+    @worker.handler("mail")
+    def first_attempt_fails(job: ReceivedJob) -> bytes:
+        if job.attempt == 1:
+            raise PermanentError("bad address")
+        return b"sent"
+
+    run = asyncio.create_task(worker.run_async())
+    try:
+        await worker.wait_connected(10)
+        async with AsyncClient(target) as client:
+            job = await client.submit("mail", b"x")
+            failed = await client.wait(job.id, timeout=10)
+            assert failed.state is JobState.FAILED
+            retried = rows(await ctl("retry", job.id))
+            assert retried[0][:2] == [job.id, "PENDING"]
+            done = await client.wait(job.id, timeout=10)
+            assert (done.state, done.result) == (JobState.SUCCEEDED, b"sent")
+    finally:
+        await worker.stop()
+        await run
+    purged = ok(await ctl("purge", "mail", "--state", "succeeded"))
+    assert purged.out.strip() == "purged 1 jobs from mail"
+    gone = await ctl("job", job.id)
+    assert gone.code == 1
+    assert "NOT_FOUND" in gone.err
