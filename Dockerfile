@@ -25,8 +25,8 @@ RUN python3 -m venv /opt/dispatchd \
 FROM ${BASE_IMAGE}
 # A fixed, unprivileged UID/GID so volumes and securityContext.runAsUser can name it.
 ARG UID=10001
-RUN groupadd --system --gid "${UID}" dispatchd \
- && useradd --system --uid "${UID}" --gid dispatchd --no-create-home \
+RUN groupadd --gid "${UID}" dispatchd \
+ && useradd --uid "${UID}" --gid dispatchd --no-create-home --no-log-init \
       --home-dir /nonexistent --shell /usr/sbin/nologin dispatchd \
  && mkdir -p /var/lib/dispatchd \
  && chown "${UID}:${UID}" /var/lib/dispatchd
