@@ -8,7 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./var
 
-.PHONY: run test install gen check-gen lint typecheck unit bench chaos clean
+IMAGE ?= dispatchd:dev
+BASE_IMAGE ?= python:3.11-slim-bookworm
+
+.PHONY: run test install gen check-gen lint breaking typecheck unit bench chaos image base-image clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -47,6 +50,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code --diff
+	$(BIN)/hadolint Dockerfile
+	@$(MAKE) --no-print-directory breaking
+
+## The contract may only grow: compare the protos with where this branch left main (on main
+## itself that is HEAD, so the check bites on branches, before they merge).
+breaking: $(STAMP)
+	@if git rev-parse --verify -q main >/dev/null; then \
+	  base=$$(git merge-base HEAD main) && echo "buf breaking against main (merge base $${base:0:12})" && \
+	  $(BIN)/buf breaking --against ".git#ref=$$base"; \
+	else echo "buf breaking: skipped, this clone has no main branch to compare with"; fi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -57,6 +70,14 @@ bench: $(STAMP)
 ## kill -9 checker: 20 SIGKILLs of a journaled server under 10,000 jobs; prints the table.
 chaos: $(STAMP)
 	$(BIN)/python -m tests.e2e.chaos --kills 20 --jobs 10000
+
+## Build the container image with docker or buildah (see docs/deploy.md).
+image:
+	IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) tools/image.sh
+
+## A local base image (Debian bookworm + python3.11) for building without a registry; needs root.
+base-image:
+	tools/base_image.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

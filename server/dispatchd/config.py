@@ -51,6 +51,17 @@ class Config:
     metrics_max_queues: int = 100
     """Queues that get their own ``queue`` label; later ones share ``queue="_other"``, so
     a client inventing queue names cannot blow up the series count."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve gRPC over TLS (needs tls_key)."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: require client certificates it signed (mTLS; needs tls_cert)."""
+    auth_tokens: Path | None = None
+    """Bearer tokens by role (``ROLE TOKEN [NAME]`` lines); None: no token checks."""
+    health_listen: str | None = None
+    """host:port of a plaintext, health-only gRPC port for probes (kubelet gRPC probes
+    cannot speak TLS); None: health is served on the main port only."""
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -69,6 +80,10 @@ class Config:
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        self._check_endpoints()
+
+    def _check_endpoints(self) -> None:
+        """Addresses, metrics and TLS: the settings of how the server is reached."""
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         if not 1 <= self.metrics_max_queues <= 10_000:
@@ -78,6 +93,12 @@ class Config:
         _check_address("--listen", self.listen)
         if self.metrics_listen != METRICS_OFF:
             _check_address("--metrics-listen", self.metrics_listen, off=METRICS_OFF)
+        if self.health_listen is not None:
+            _check_address("--health-listen", self.health_listen)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
 
     @property
     def journaled(self) -> bool:
@@ -139,6 +160,15 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("log-format", str, d.log_format, "text or json")
     add("metrics-listen", str, d.metrics_listen, 'host:port for Prometheus /metrics; "0" is off')
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
+
+    def add_optional(name: str, kind: type, help: str) -> None:
+        p.add_argument(f"--{name}", type=kind, default=_env(env, name, "") or None, help=help)
+
+    add_optional("tls-cert", Path, "PEM certificate chain; serves TLS (default: plaintext)")
+    add_optional("tls-key", Path, "PEM private key of --tls-cert")
+    add_optional("tls-client-ca", Path, "PEM CA bundle; clients need a certificate it signed")
+    add_optional("auth-tokens", Path, "file of `ROLE TOKEN [NAME]` lines (default: no auth)")
+    add_optional("health-listen", str, "host:port of a plaintext health-only port for probes")
     return p
 
 
@@ -164,4 +194,13 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_format=ns.log_format,
         metrics_listen=ns.metrics_listen,
         metrics_max_queues=ns.metrics_max_queues,
+        tls_cert=_path(ns.tls_cert),
+        tls_key=_path(ns.tls_key),
+        tls_client_ca=_path(ns.tls_client_ca),
+        auth_tokens=_path(ns.auth_tokens),
+        health_listen=ns.health_listen or None,
     )
+
+
+def _path(value: object) -> Path | None:
+    return Path(str(value)) if value else None

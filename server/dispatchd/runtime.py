@@ -17,9 +17,17 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd import convert
 from dispatchd.config import Config
-from dispatchd.engine import Engine, EngineLimits, EngineObserver, ObserverChain
+from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, ObserverChain
 from dispatchd.observability import Observability, ObservabilityError
+from dispatchd.security import (
+    SUBMITTER_HEADER,
+    AuthInterceptor,
+    SecurityError,
+    load_tokens,
+    server_credentials,
+)
 from dispatchd.service.dispatcher import DispatcherServicer
+from dispatchd.service.health import HealthServicer
 from dispatchd.service.journaling import JournalWriter
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.sessions import WorkStream
@@ -84,21 +92,31 @@ class DispatchdServer:
         self.pump = DispatchPump(self.engine, clock)
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # public alias the stubs miss
+        self.health = HealthServicer()
         self.port = 0
+        self.health_port = 0
+        #: Set when --auth-tokens is on; ``auth.stats`` counts refused calls.
+        self.auth: AuthInterceptor | None = None
         self.stopped = asyncio.Event()
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Restores the snapshot, binds, starts serving; returns the bound port."""
+        credentials = self._load_security()  # before the journal opens: fail fast
         self._restore()
         try:
             await self.observability.start()
         except ObservabilityError as e:
             raise StartError(str(e)) from None
         server = grpc.aio.server(
-            interceptors=self.observability.interceptors,
+            # The metrics interceptor is outermost, so calls the auth check refuses count too.
+            interceptors=[
+                *self.observability.interceptors,
+                *([self.auth] if self.auth is not None else []),
+            ]
+            or None,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -119,10 +137,17 @@ class DispatchdServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(self.config.listen)
-        except RuntimeError as e:
+            self.port = _bind(server, self.config.listen, credentials)
+        except StartError:
             await self.observability.stop()
-            raise StartError(f"cannot listen on {self.config.listen}: {e}") from None
+            raise
+        if self.config.health_listen is not None:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = _bind(self._health_server, self.config.health_listen, None)
+            await self._health_server.start()
+            health_host = self.config.health_listen.rpartition(":")[0]
+            log.info("health probes (plaintext) on %s:%d", health_host, self.health_port)
         await server.start()
         self._server = server
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -133,8 +158,31 @@ class DispatchdServer:
         # the number of tracked objects (about 1 us each here).
         gc.freeze()
         host = self.config.listen.rpartition(":")[0]
-        log.info("dispatchd serving on %s:%d", host, self.port)
+        if self.auth is not None and credentials is None and not _loopback(host):
+            log.warning("auth tokens without TLS on %s: tokens cross the network in clear", host)
+        log.info("dispatchd serving on %s:%d%s", host, self.port, " (TLS)" if credentials else "")
         return self.port
+
+    def _load_security(self) -> grpc.ServerCredentials | None:
+        """Reads the token and TLS files the config names; returns TLS credentials or None."""
+        c = self.config
+        try:
+            if c.auth_tokens is not None:
+                tokens = load_tokens(c.auth_tokens)
+                self.auth = AuthInterceptor(tokens, self._submitter_of)
+                log.info("auth on: %d tokens from %s", len(tokens), c.auth_tokens)
+            if c.tls_cert is None or c.tls_key is None:
+                return None
+            return server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+        except SecurityError as e:
+            raise StartError(str(e)) from None
+
+    def _submitter_of(self, job_id: str) -> str | None:
+        try:
+            job = self.engine.get_job(job_id)
+        except EngineError:
+            return None
+        return job.headers.get(SUBMITTER_HEADER, "")
 
     def _restore(self) -> None:
         """The journal, when there is one, is the truth; a snapshot next to it is the
@@ -251,10 +299,15 @@ class DispatchdServer:
             session.end(reason="server drained")
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        await self._stop_health_server()
         self.pump.close()
         await self.observability.stop()
         self.stopped.set()
         log.info("drained")
+
+    async def _stop_health_server(self) -> None:
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
 
     def _snapshot(self) -> None:
         if self.store is None:
@@ -277,8 +330,22 @@ class DispatchdServer:
         """Stops without a drain (tests): streams are cut, no snapshot is written."""
         if self._server is not None:
             await self._server.stop(grace=None)
+        await self._stop_health_server()
         if self.journal is not None:
             await self.journal.close()
         self.pump.close()
         await self.observability.stop()
         self.stopped.set()
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as e:
+        raise StartError(f"cannot listen on {address}: {e}") from None
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")

@@ -78,3 +78,29 @@ def test_observability_flags_defaults_environment_and_off() -> None:
     assert (c.metrics_listen, c.log_format, c.metrics_max_queues) == ("0.0.0.0:9100", "json", 7)
     c = load(["--metrics-listen", "0", "--log-format", "text"], env=env)
     assert (c.metrics_listen, c.log_format, c.metrics_enabled) == ("0", "text", False)
+
+
+def test_security_flags_and_environment() -> None:
+    env = {"DISPATCHD_TLS_CERT": "/tls/tls.crt", "DISPATCHD_TLS_KEY": "/tls/tls.key"}
+    c = load(["--auth-tokens", "/etc/tokens", "--health-listen", "0.0.0.0:8081"], env=env)
+    assert (c.tls_cert, c.tls_key, c.tls_client_ca) == (
+        Path("/tls/tls.crt"),
+        Path("/tls/tls.key"),
+        None,
+    )
+    assert (c.auth_tokens, c.health_listen) == (Path("/etc/tokens"), "0.0.0.0:8081")
+    assert load([], env={}).tls_cert is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-key", "k.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-client-ca", "ca.pem"], "--tls-client-ca"),
+        (["--health-listen", "8081"], "--health-listen must be host:port"),
+    ],
+)
+def test_security_flags_are_checked(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(argv, env={})

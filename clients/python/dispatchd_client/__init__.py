@@ -8,6 +8,7 @@ Importing this package has no side effects: nothing connects, reads the environm
 threads until a client makes a call or a worker runs.
 """
 
+from dispatchd_client._channel import TLS
 from dispatchd_client.aio import AsyncClient
 from dispatchd_client.errors import (
     AlreadyExists,
@@ -38,6 +39,7 @@ from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob,
 from dispatchd_client.worker import Worker
 
 __all__ = [
+    "TLS",
     "AlreadyExists",
     "AsyncClient",
     "Attempt",

@@ -313,7 +313,15 @@ class Session:
         if self._call is None:
             raise RuntimeError("Session.run() has not started the stream")
         async with self._write_lock:
-            await self._call.write(request)
+            try:
+                await self._call.write(request)
+            except grpc.aio.AioRpcError:
+                # A write that races the server ending the stream (e.g. refusing a bad token
+                # at once) fails with a bare INTERNAL "execute_batch" error; the stream's own
+                # status says why. Reading a finished call raises exactly that status.
+                if self._call.done():
+                    await self._call.read()
+                raise
 
     async def _try_write(self, request: pb.WorkRequest) -> bool:
         """Write, or return False if the stream is gone (the reader reports why)."""

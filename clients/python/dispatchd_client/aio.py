@@ -17,6 +17,7 @@ from typing import TypeVar, Unpack
 import grpc
 
 from dispatchd_client import _requests as rq
+from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client.errors import from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
@@ -32,9 +33,11 @@ class AsyncClient:
     ``timeout`` is the default per-call deadline in seconds (None: no deadline);
     ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
 
-    Pass ``channel`` to share a configured ``grpc.aio`` channel (TLS, interceptors); the client
-    then leaves closing it to the caller. Without one, the client opens an insecure channel to
-    ``target`` on first use -- lazily, because a ``grpc.aio`` channel belongs to the event loop
+    ``token`` is a bearer token for a server with auth on; ``tls`` turns on TLS (``True``: the
+    system's CA roots; a :class:`~dispatchd_client.TLS` for a private CA or mTLS). Pass
+    ``channel`` instead to share a configured ``grpc.aio`` channel; the client then leaves
+    closing it to the caller. Without one, the client opens its channel to ``target`` on first
+    use -- lazily, because a ``grpc.aio`` channel belongs to the event loop
     that is running when it is created, and the client may be constructed before any loop runs.
     """
 
@@ -43,12 +46,16 @@ class AsyncClient:
         target: str = rq.DEFAULT_TARGET,
         *,
         channel: grpc.aio.Channel | None = None,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
         timeout: float | None = 30.0,
         retry_unavailable: int = 3,
     ) -> None:
         if retry_unavailable < 0:
             raise ValueError("retry_unavailable must be >= 0")
-        self._target = target
+        if channel is not None and (token or tls):
+            raise ValueError("pass token and tls, or a channel configured with them; not both")
+        self._spec = ChannelSpec.of(target, tls=tls, token=token)
         self._channel = channel
         self._owns_channel = channel is None
         self._stub: object | None = rq.new_stub(channel) if channel is not None else None
@@ -78,7 +85,7 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("AsyncClient is closed")
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target, options=rq.CHANNEL_OPTIONS)
+            self._channel = self._spec.aio_channel()
             self._stub = rq.new_stub(self._channel)
         return self._stub
 

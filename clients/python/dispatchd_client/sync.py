@@ -16,6 +16,7 @@ from typing import TypeVar, Unpack
 import grpc
 
 from dispatchd_client import _requests as rq
+from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client.errors import from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
@@ -30,8 +31,10 @@ class Client:
 
     ``timeout`` is the default per-call deadline in seconds (None: no deadline);
     ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
-    Pass ``channel`` to use a configured ``grpc.Channel`` (TLS, interceptors); the client then
-    leaves closing it to the caller.
+    ``token`` is a bearer token for a server with auth on; ``tls`` turns on TLS (``True``: the
+    system's CA roots; a :class:`~dispatchd_client.TLS` for a private CA or mTLS). Pass
+    ``channel`` instead to use a configured ``grpc.Channel``; the client then leaves closing it
+    to the caller.
     """
 
     def __init__(
@@ -39,16 +42,20 @@ class Client:
         target: str = rq.DEFAULT_TARGET,
         *,
         channel: grpc.Channel | None = None,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
         timeout: float | None = 30.0,
         retry_unavailable: int = 3,
     ) -> None:
         if retry_unavailable < 0:
             raise ValueError("retry_unavailable must be >= 0")
+        if channel is not None and (token or tls):
+            raise ValueError("pass token and tls, or a channel configured with them; not both")
         self._owns_channel = channel is None
         self._channel = (
             channel
             if channel is not None
-            else grpc.insecure_channel(target, options=rq.CHANNEL_OPTIONS)
+            else ChannelSpec.of(target, tls=tls, token=token).sync_channel()
         )
         self._stub = rq.new_stub(self._channel)
         self._timeout = timeout

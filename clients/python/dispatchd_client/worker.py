@@ -34,6 +34,7 @@ import grpc
 from opentelemetry.trace import TracerProvider
 
 from dispatchd_client import _requests as rq
+from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._runner import (
     AfterJobHook,
     BeforeJobHook,
@@ -87,6 +88,9 @@ class Worker:
     producer's client put in the job's headers. Spans go to ``tracer_provider``, or to the
     global provider the application set before calling ``run``; with neither, no span is
     made.
+
+    ``token`` and ``tls`` mean what they mean for :class:`~dispatchd_client.Client` (a worker
+    token needs the ``work`` role).
     """
 
     def __init__(
@@ -98,17 +102,22 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         reconnect_max_backoff: float = 5.0,
         tracer_provider: TracerProvider | None = None,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
     ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
         if reconnect_max_backoff <= 0:
             raise ValueError("reconnect_max_backoff must be > 0")
         self._target = target
+        self._max_backoff = reconnect_max_backoff
+        self._spec = ChannelSpec.of(
+            target, tls=tls, token=token, extra_options=self._reconnect_options()
+        )
         self._requested_id = worker_id
         self._worker_id = worker_id
         self._concurrency = concurrency
         self._labels = dict(labels or {})
-        self._max_backoff = reconnect_max_backoff
         self._tracer_provider = tracer_provider
         self._handlers: dict[str, Handler] = {}
         self._hooks = Hooks()
@@ -244,8 +253,7 @@ class Worker:
         runner = JobRunner(dict(self._handlers), self._hooks, executor, spans)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
-            options = (*rq.CHANNEL_OPTIONS, *self._reconnect_options())
-            async with grpc.aio.insecure_channel(self._target, options=options) as ch:
+            async with self._spec.aio_channel() as ch:
                 await self._serve(rq.new_stub(ch), runner)
         finally:
             for sig in signals:

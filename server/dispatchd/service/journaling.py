@@ -37,6 +37,7 @@ class JournalWriter(EngineObserver):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatchd-journal")
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+        self.busy = False  # a commit is on its way to disk
         self.failed: BaseException | None = None
 
     # ---- marking (engine observer) ------------------------------------------------
@@ -109,7 +110,11 @@ class JournalWriter(EngineObserver):
             waiters, self._waiters = self._waiters, []
             try:
                 if batch:
-                    await loop.run_in_executor(self._executor, self._journal.write, batch)
+                    self.busy = True
+                    try:
+                        await loop.run_in_executor(self._executor, self._journal.write, batch)
+                    finally:
+                        self.busy = False
                     self.commits += 1
             except Exception as e:  # noqa: BLE001 - any failure must reach every waiter
                 # (disk full, I/O error, a closed journal); a waiter left pending would hang

@@ -1,0 +1,153 @@
+"""How dispatchctl shows answers: aligned tables for people, proto JSON for scripts.
+
+JSON output is the response message in the protobuf JSON mapping with the proto's own
+(snake_case) field names, so it reads like the .proto and feeds ``jq`` directly: zero values
+included, counts as numbers, timestamps as RFC 3339, durations as ``"30s"``, and bytes
+(payload, result) base64-encoded, as that mapping says.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable, Sequence
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+QUEUE_COLUMNS = ("NAME", "PENDING", "SCHEDULED", "UNDERWAY", "WIDTH", "RATE", "PAUSED", "WORKERS")
+JOB_COLUMNS = ("ID", "STATE", "PRIORITY", "ATTEMPT", "SUBMITTED", "WORKER")
+#: Payloads longer than this are cut in the human view (the JSON view has them whole).
+PREVIEW_CHARS = 200
+
+
+def _as_dict(message: Message) -> dict[str, object]:
+    # Zero values are printed too (a script should not have to know proto3 defaults), and
+    # int64 counts as numbers where they fit, so `jq '.queues[].pending_count > 0'` works.
+    return json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
+    )
+
+
+def to_json(message: Message) -> str:
+    return json.dumps(_as_dict(message), indent=2, sort_keys=True)
+
+
+def to_json_line(message: Message) -> str:
+    """One line per message, for ``watch --output json`` (JSON lines)."""
+    return json.dumps(_as_dict(message), sort_keys=True)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns two blanks apart; numbers are left-aligned too, like kubectl."""
+    body = [list(header), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in body) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in body
+    )
+
+
+def state_name(state: int) -> str:
+    name: str = pb.JobState.Name(state) if state in pb.JobState.values() else str(state)
+    return name.removeprefix("JOB_STATE_")
+
+
+def when(ts: Timestamp, present: bool) -> str:
+    if not present:
+        return "-"
+    t = ts.ToDatetime(tzinfo=datetime.UTC)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def rate(queue: pb.Queue) -> str:
+    if not queue.HasField("rate"):
+        return "unlimited"
+    r = queue.rate
+    return f"{r.per_second:g}/s burst {r.burst}" if r.burst else f"{r.per_second:g}/s"
+
+
+def queue_row(q: pb.Queue) -> list[str]:
+    return [
+        q.name,
+        str(q.pending_count),
+        str(q.scheduled_count),
+        str(q.underway_count),
+        str(q.width),
+        rate(q),
+        "yes" if q.paused else "no",
+        str(q.worker_count),
+    ]
+
+
+def queues_table(queues: Iterable[pb.Queue]) -> str:
+    return table(QUEUE_COLUMNS, (queue_row(q) for q in queues))
+
+
+def job_row(job: pb.Job) -> list[str]:
+    return [
+        job.id,
+        state_name(job.state),
+        str(job.priority),
+        str(job.attempt),
+        when(job.submit_time, job.HasField("submit_time")),
+        job.worker_id or "-",
+    ]
+
+
+def jobs_table(jobs: Iterable[pb.Job]) -> str:
+    return table(JOB_COLUMNS, (job_row(j) for j in jobs))
+
+
+def preview(data: bytes) -> str:
+    """Text as text (cut at PREVIEW_CHARS), anything else as its size."""
+    if not data:
+        return "-"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes>"
+    if not text.isprintable():
+        return f"<{len(data)} bytes>"
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "..."
+
+
+def job_details(job: pb.Job) -> str:
+    """One ``field: value`` line per interesting field of one job."""
+    lines = [
+        ("id", job.id),
+        ("queue", job.queue),
+        ("state", state_name(job.state)),
+        ("priority", str(job.priority)),
+        ("attempt", str(job.attempt)),
+        ("submitted", when(job.submit_time, job.HasField("submit_time"))),
+        ("dispatched", when(job.dispatch_time, job.HasField("dispatch_time"))),
+        ("finished", when(job.finish_time, job.HasField("finish_time"))),
+        ("worker", job.worker_id or "-"),
+        ("content type", job.content_type or "-"),
+        ("payload", preview(job.payload)),
+    ]
+    if job.result:
+        lines.append(("result", preview(job.result)))
+    if job.HasField("error"):
+        retry = "retryable" if job.error.retryable else "permanent"
+        code = f"[{job.error.code}] " if job.error.code else ""
+        lines.append(("error", f"{code}{job.error.message} ({retry})"))
+    lines += [(f"header {k}", v) for k, v in sorted(job.headers.items())]
+    width = max(len(k) for k, _ in lines) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
+
+
+def queue_details(q: pb.Queue) -> str:
+    lease = q.lease_duration.seconds + q.lease_duration.nanos / 1e9
+    lines = [*zip(QUEUE_COLUMNS, queue_row(q), strict=True), ("LEASE", f"{lease:g}s")]
+    if q.max_pending:
+        lines.append(("MAX PENDING", str(q.max_pending)))
+    width = max(len(k) for k, _ in lines) + 1
+    return "\n".join(f"{(k.lower() + ':'):<{width}} {v}" for k, v in lines)

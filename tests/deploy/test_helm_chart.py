@@ -1,0 +1,282 @@
+"""The Helm chart, rendered offline by Helm's own Go code (helm-python-sdk ships it as a shared
+library, so no helm binary and no network are needed), linted, validated with
+``kubernetes-validate --strict``, and checked against the server it deploys."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import pytest
+import yaml
+
+from dispatchd.config import Config, load
+from dispatchd.security import Role, parse_tokens
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "dispatchd"
+KUBERNETES_VERSION = "1.35.0"
+TOKEN = "tok-0123456789abcdef"
+
+EVERYTHING_ON: dict[str, Any] = {
+    "tls": {"enabled": True, "secretName": "dispatchd-tls", "clientCA": {"enabled": True}},
+    "auth": {
+        "enabled": True,
+        "tokens": [
+            {"role": "admin", "token": TOKEN, "name": "ops"},
+            {"role": "work", "token": "work-0123456789abcdef"},
+        ],
+    },
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "podDisruptionBudget": {"enabled": True},
+    "persistence": {"storageClassName": "fast", "size": "5Gi"},
+    "server": {"drainGrace": 40, "extraArgs": ["--log-level", "debug"]},
+    "terminationGracePeriodSeconds": 60,
+    "podAnnotations": {"team": "jobs"},
+    "imagePullSecrets": [{"name": "registry"}],
+}
+VALUE_SETS = {"defaults": {}, "everything on": EVERYTHING_ON}
+
+# The parts of the Prometheus operator's ServiceMonitor CRD this chart relies on; the CRD's
+# schema is not among kubernetes-validate's built-in ones.
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "namespaceSelector": {"type": "object"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name="jobs", namespace="prod")
+
+
+def manifests(values: dict[str, Any]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name, text in sorted(render(values).items()):
+        if name.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def only(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert isinstance(doc, dict)
+    return doc
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = only(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert isinstance(c, dict)
+    return c
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+@pytest.fixture(params=list(VALUE_SETS), scope="module")
+def docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return manifests(VALUE_SETS[request.param])
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_lint_is_clean(values: str) -> None:
+    report = helm.lint(CHART, VALUE_SETS[values], strict=True, kube_version=KUBERNETES_VERSION)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_every_manifest_passes_kubernetes_validate_strict(values: str, tmp_path: Path) -> None:
+    docs = manifests(VALUE_SETS[values])
+    files = []
+    for i, doc in enumerate(docs):
+        if doc["kind"] == "ServiceMonitor":
+            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            continue
+        path = tmp_path / f"{i:02}-{doc['kind']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        files.append(str(path))
+    bin_dir = Path(sys.executable).parent
+    run = subprocess.run(
+        [str(bin_dir / "kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count(" passed for resource ") == len(files), run.stdout
+
+
+def test_optional_parts_are_off_by_default_and_on_when_asked() -> None:
+    default = {d["kind"] for d in manifests({})}
+    assert default == {"StatefulSet", "Service", "ServiceAccount"}
+    everything = {d["kind"] for d in manifests(EVERYTHING_ON)}
+    assert everything == default | {"ServiceMonitor", "PodDisruptionBudget", "Secret"}
+
+
+def test_one_replica_with_a_pvc_at_the_data_dir(docs: list[dict[str, Any]]) -> None:
+    sts = only(docs, "StatefulSet")
+    assert sts["spec"]["replicas"] == 1
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    c = container(docs)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == env_of(c)["DISPATCHD_DATA_DIR"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_the_server_accepts_the_configuration(docs: list[dict[str, Any]]) -> None:
+    """The container's DISPATCHD_* variables and args, read by the server's own parser."""
+    c = container(docs)
+    config = load(c.get("args", []), env=env_of(c))
+    assert isinstance(config, Config)
+    assert config.data_dir is not None
+
+
+def test_ports_probes_and_services_agree_with_the_server(docs: list[dict[str, Any]]) -> None:
+    c = container(docs)
+    config = load(c.get("args", []), env=env_of(c))
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["grpc"] == port_of(config.listen)
+    assert config.health_listen is not None
+    assert ports["health"] == port_of(config.health_listen)
+    assert ports["metrics"] == port_of(env_of(c)["DISPATCHD_METRICS_LISTEN"])
+    for probe, service in [
+        ("startupProbe", "liveness"),
+        ("readinessProbe", ""),
+        ("livenessProbe", "liveness"),
+    ]:
+        assert c[probe]["grpc"] == {"port": ports["health"], "service": service}
+    grpc_svc = only(docs, "Service", "jobs-dispatchd")
+    (port,) = grpc_svc["spec"]["ports"]
+    assert (port["appProtocol"], port["targetPort"]) == ("grpc", "grpc")
+    metrics = only(docs, "Service", "jobs-dispatchd-metrics")
+    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_labels = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    for svc in (grpc_svc, metrics):
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_grace_period_outlasts_the_drain(docs: list[dict[str, Any]]) -> None:
+    c = container(docs)
+    config = load(c.get("args", []), env=env_of(c))
+    grace = only(docs, "StatefulSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > config.drain_grace
+
+
+def test_security_context(docs: list[dict[str, Any]]) -> None:
+    pod = only(docs, "StatefulSet")["spec"]["template"]["spec"]
+    sc = container(docs)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 10001  # the image's fixed UID
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["fsGroup"] == 10001  # the PVC is writable by that UID
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_tls_and_tokens_reach_the_server() -> None:
+    docs = manifests(EVERYTHING_ON)
+    c = container(docs)
+    config = load(c.get("args", []), env=env_of(c))
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {
+        v["name"]: v for v in only(docs, "StatefulSet")["spec"]["template"]["spec"]["volumes"]
+    }
+    for path, key in [
+        (config.tls_cert, "tls.crt"),
+        (config.tls_key, "tls.key"),
+        (config.tls_client_ca, "ca.crt"),
+    ]:
+        assert path is not None
+        volume = volumes[mounts[str(path.parent)]]
+        assert volume["secret"]["secretName"] == "dispatchd-tls"
+        assert key in [item["key"] for item in volume["secret"]["items"]]
+    assert config.auth_tokens is not None
+    secret = only(docs, "Secret")
+    volume = volumes[mounts[str(config.auth_tokens.parent)]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    # The file the chart writes is one the server reads.
+    tokens = parse_tokens(secret["stringData"][config.auth_tokens.name])
+    admin = tokens.identify(TOKEN)
+    assert admin is not None
+    assert (admin.name, admin.roles) == ("ops", frozenset({Role.ADMIN}))
+    annotations = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/tokens"]
+    assert config.log_level == "debug"  # extraArgs win over the environment
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": "one"}, "/replicaCount': got string, want integer"),
+        ({"replicaCount": 2}, "maximum: got 2, want 1"),
+        ({"server": {"drainGrace": "25s"}}, "/server/drainGrace': got string, want number"),
+        ({"server": {"port": 70000}}, "/server/port"),
+        ({"persistence": {"enabled": "yes"}}, "/persistence/enabled': got string"),
+        ({"tls": {"enabled": True}}, "/tls/secretName"),
+        ({"auth": {"tokens": [{"role": "root", "token": TOKEN}]}}, "/auth/tokens/0/role"),
+        ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
+        ({"replicas": 1}, "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_the_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=message.replace("[", r"\[")):
+        render(values)
+
+
+def test_a_values_file_with_a_wrong_type_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "values.yaml"
+    bad.write_text("server:\n  defaultWidth: ten\n")
+    values = helm.values_from_yaml(bad.read_text())
+    with pytest.raises(helm.HelmValuesError, match="defaultWidth"):
+        render(values)
+    report = helm.lint(CHART, values)
+    assert any("defaultWidth" in e for e in report["errors"]), report
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"terminationGracePeriodSeconds": 20}, "must exceed server.drainGrace"),
+        ({"auth": {"enabled": True}}, "auth.enabled needs auth.existingSecret"),
+    ],
+)
+def test_inconsistent_values_do_not_render(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(values)
