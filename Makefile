@@ -10,8 +10,11 @@ DATA_DIR ?= ./var
 
 IMAGE ?= dispatchd:dev
 BASE_IMAGE ?= python:3.11-slim-bookworm
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: run test install gen check-gen lint breaking typecheck unit bench chaos image base-image clean
+.PHONY: node-tools node-deps node-build node-test
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -32,25 +35,57 @@ run: $(STAMP)
 	$(BIN)/dispatchd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
-test: $(STAMP)
+## The Node client is built first: pytest's interop test runs its worker.
+test: $(STAMP) node-build
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory node-test
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-gen: $(STAMP)
+gen: $(STAMP) node-deps
 	$(BIN)/python tools/gen_protos.py
+	$(BIN)/python tools/gen_node.py
 
-check-gen: $(STAMP)
+check-gen: $(STAMP) node-deps
 	$(BIN)/python tools/gen_protos.py --check
+	$(BIN)/python tools/gen_node.py --check
 
-lint: $(STAMP)
+## Node.js 18+ and npm: Debian's packages when missing (CI machines start without them).
+node-tools:
+	@missing=""; \
+	command -v node >/dev/null || missing=" nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' || \
+	  { echo "Node.js 18 or newer is needed, found $$(node --version)"; exit 1; }
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | node-tools
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+## The Node client's npm dependencies, exactly as locked.
+node-deps: node-tools $(NODE_STAMP)
+
+node-build: node-deps
+	cd $(NODE_DIR) && npm run --silent build
+
+## The Node client's tests (node --test) against a real server; needs the Python venv.
+node-test: $(STAMP) node-build
+	cd $(NODE_DIR) && npm test
+
+lint: $(STAMP) node-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code --diff
 	$(BIN)/hadolint Dockerfile
+	cd $(NODE_DIR) && npm run --silent lint
 	@$(MAKE) --no-print-directory breaking
 
 ## The contract may only grow: compare the protos with where this branch left main (on main
@@ -80,4 +115,4 @@ base-image:
 	tools/base_image.sh
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules $(NODE_DIR)/dist

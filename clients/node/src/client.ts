@@ -1,0 +1,307 @@
+/**
+ * The client for producers and operators: every unary call of `DispatcherService`, as Promises.
+ *
+ * Calls reject with {@link DispatchdError} subclasses instead of grpc-js errors, and
+ * idempotent reads ride out short UNAVAILABLE blips (a server restart, a proxy reconnect) with
+ * a few jittered retries. Submissions are never retried automatically: a retry after an
+ * ambiguous failure could enqueue the same work twice, and only the caller knows whether that
+ * is harmless (an idempotency key makes it so).
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { status as Status } from "@grpc/grpc-js";
+import { DispatcherServiceService as S } from "./gen/dispatchd/v1/dispatcher";
+import { errorFor, fromServiceError, isServiceError } from "./errors";
+import * as rq from "./requests";
+import {
+  type Job,
+  JobState,
+  type Queue,
+  type Slot,
+  type SubmittedJob,
+  jobFromProto,
+  queueFromProto,
+  slotFromProto,
+  toDuration,
+} from "./types";
+import { backoffDelay, sleep } from "./util";
+
+/** First delay before retrying an idempotent read that failed with UNAVAILABLE. */
+const RETRY_BASE_MS = 50;
+/**
+ * WaitJob's call deadline exceeds its server-side timeout by this much, so the server's "timed
+ * out, here is the job as it is" answer wins the race against DEADLINE_EXCEEDED.
+ */
+const WAIT_DEADLINE_MARGIN_MS = 5000;
+/** The server caps WaitJob at one hour; an unbounded wait gets that long. */
+const MAX_WAIT_MS = 3_600_000;
+
+export interface ClientOptions {
+  /** Channel credentials; default insecure (plaintext). */
+  credentials?: grpc.ChannelCredentials;
+  /** Extra grpc-js channel options (merged over the library's message size limits). */
+  channelOptions?: grpc.ChannelOptions;
+  /** Default per-call deadline in milliseconds; `null`: no deadline. Default 30 s. */
+  timeoutMs?: number | null;
+  /** How many times an idempotent read is retried on UNAVAILABLE. Default 3. */
+  retryUnavailable?: number;
+}
+
+/** Per-call options, the last argument of every method. */
+export interface CallOptions {
+  /** This call's deadline in milliseconds (`null`: none), instead of the client's default. */
+  timeoutMs?: number | null;
+  /** Cancels the call; it then rejects with a CANCELLED DispatchdError. */
+  signal?: AbortSignal;
+}
+
+interface UnaryDef<Req, Res> {
+  path: string;
+  requestSerialize: (value: Req) => Buffer;
+  responseDeserialize: (value: Buffer) => Res;
+}
+
+interface Policy {
+  /** Safe to send twice, so retried on UNAVAILABLE. */
+  idempotent?: boolean;
+  /** The call's own deadline when it must differ from the client's default. */
+  timeoutMs?: number;
+}
+
+function cancelledByCaller(): Error {
+  return errorFor(Status.CANCELLED, "cancelled by the caller's AbortSignal");
+}
+
+export class Client {
+  private readonly grpcClient: grpc.Client;
+  private readonly timeoutMs: number | null;
+  private readonly retries: number;
+
+  constructor(target: string = rq.DEFAULT_TARGET, options: ClientOptions = {}) {
+    const retries = options.retryUnavailable ?? 3;
+    if (!Number.isInteger(retries) || retries < 0) {
+      throw new RangeError("retryUnavailable must be an integer >= 0");
+    }
+    this.grpcClient = new grpc.Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
+      ...rq.CHANNEL_OPTIONS,
+      ...options.channelOptions,
+    });
+    this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs;
+    this.retries = retries;
+  }
+
+  /** Close the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
+  close(): void {
+    this.grpcClient.close();
+  }
+
+  /** Add one job. A string payload is sent as UTF-8 text. Not retried. */
+  async submit(
+    queue: string,
+    payload?: rq.Payload,
+    options: rq.SubmitOptions = {},
+    call?: CallOptions,
+  ): Promise<SubmittedJob> {
+    const request = { job: rq.jobSpec(queue, payload, options) };
+    const response = await this.call(S.submit, request, {}, call);
+    return { ...jobFromProto(response.job), duplicate: response.duplicate };
+  }
+
+  /** Add many jobs atomically (all or none), returned in request order. Not retried. */
+  async submitBatch(jobs: readonly rq.NewJob[], call?: CallOptions): Promise<SubmittedJob[]> {
+    const request = { jobs: jobs.map((j) => rq.jobSpec(j.queue, j.payload, j)) };
+    const response = await this.call(S.submitBatch, request, {}, call);
+    return response.jobs.map((j, i) => ({ ...jobFromProto(j), duplicate: response.duplicates[i] ?? false }));
+  }
+
+  /** The job in any state (finished jobs are kept for the server's retention period). */
+  async get(jobId: string, call?: CallOptions): Promise<Job> {
+    return jobFromProto((await this.call(S.getJob, { jobId }, { idempotent: true }, call)).job);
+  }
+
+  /**
+   * Wait until the job finishes or `timeoutMs` passes, and return it as it is then (check
+   * `isFinished(job.state)`). Without a timeout, waits as long as the server allows (1 hour).
+   */
+  async wait(jobId: string, timeoutMs?: number, call?: CallOptions): Promise<Job> {
+    const request = rq.waitJobRequest(jobId, timeoutMs);
+    const policy = { idempotent: true, timeoutMs: (timeoutMs ?? MAX_WAIT_MS) + WAIT_DEADLINE_MARGIN_MS };
+    return jobFromProto((await this.call(S.waitJob, request, policy, call)).job);
+  }
+
+  /** Remove a pending job, or mark an underway job cancelled and tell its worker. */
+  async cancel(jobId: string, call?: CallOptions): Promise<Job> {
+    return jobFromProto((await this.call(S.cancelJob, { jobId }, {}, call)).job);
+  }
+
+  /** Change the priority of a job that has not finished. */
+  async reprioritize(jobId: string, priority: number, call?: CallOptions): Promise<Job> {
+    return jobFromProto((await this.call(S.reprioritizeJob, { jobId, priority }, {}, call)).job);
+  }
+
+  /** Put a dead or failed job back to pending with a fresh attempt budget. */
+  async retry(jobId: string, call?: CallOptions): Promise<Job> {
+    return jobFromProto((await this.call(S.retryJob, { jobId }, {}, call)).job);
+  }
+
+  /** Every job of `queue` (in `state`, if given), fetching pages lazily. */
+  async *listJobs(
+    queue: string,
+    options: { state?: JobState; pageSize?: number } = {},
+    call?: CallOptions,
+  ): AsyncGenerator<Job, void, undefined> {
+    let token = "";
+    do {
+      const request = rq.listJobsRequest(queue, options.state ?? JobState.UNSPECIFIED, options.pageSize ?? 100, token);
+      const page = await this.call(S.listJobs, request, { idempotent: true }, call);
+      for (const job of page.jobs) {
+        yield jobFromProto(job);
+      }
+      token = page.nextPageToken;
+    } while (token);
+  }
+
+  /** Forget the finished jobs of `queue` (only those in `state`, if given); returns how many. */
+  async purge(queue: string, state: JobState = JobState.UNSPECIFIED, call?: CallOptions): Promise<number> {
+    const request = { queue, state: state as number };
+    return (await this.call(S.purgeJobs, request, {}, call)).purgedCount;
+  }
+
+  /** One queue's settings and counts. */
+  async getQueue(name: string, call?: CallOptions): Promise<Queue> {
+    return queueFromProto((await this.call(S.getQueue, { name }, { idempotent: true }, call)).queue);
+  }
+
+  /** Every known queue, sorted by name. */
+  async listQueues(call?: CallOptions): Promise<Queue[]> {
+    return (await this.call(S.listQueues, {}, { idempotent: true }, call)).queues.map(queueFromProto);
+  }
+
+  /**
+   * Change the given settings live (the others are left alone). `create` makes the queue if
+   * it does not exist instead of rejecting with NotFoundError.
+   */
+  async updateQueue(
+    name: string,
+    settings: rq.QueueSettings,
+    options: { create?: boolean } = {},
+    call?: CallOptions,
+  ): Promise<Queue> {
+    const request = rq.updateQueueRequest(name, settings, options.create ?? false);
+    return queueFromProto((await this.call(S.updateQueue, request, {}, call)).queue);
+  }
+
+  /** Stop new dispatches from `name`; underway jobs run on. */
+  async pause(name: string, call?: CallOptions): Promise<Queue> {
+    return queueFromProto((await this.call(S.pauseQueue, { name }, {}, call)).queue);
+  }
+
+  /** Lift a pause, optionally setting a new width at the same time. */
+  async resume(name: string, width?: number, call?: CallOptions): Promise<Queue> {
+    return queueFromProto((await this.call(S.resumeQueue, { name, width }, {}, call)).queue);
+  }
+
+  /**
+   * Ask the server to stop intake, let underway jobs finish (for `graceMs`, or its configured
+   * default), snapshot and exit. Resolves with the counts when the drain began.
+   */
+  async drain(graceMs?: number, call?: CallOptions): Promise<{ pendingCount: number; underwayCount: number }> {
+    const request = { grace: graceMs === undefined ? undefined : toDuration(graceMs) };
+    const response = await this.call(S.drain, request, {}, call);
+    return { pendingCount: response.pendingCount, underwayCount: response.underwayCount };
+  }
+
+  /**
+   * Wait (within the call's deadline) until `queue`'s width and rate allow, then hold one slot
+   * of its width for work that runs outside dispatchd workers. Renew it before `expireTime`.
+   */
+  async acquireSlot(
+    queue: string,
+    options: { holder?: string; ttlMs?: number; priority?: number } = {},
+    call?: CallOptions,
+  ): Promise<Slot> {
+    const request = {
+      queue,
+      holder: options.holder ?? "",
+      ttl: options.ttlMs === undefined ? undefined : toDuration(options.ttlMs),
+      priority: options.priority ?? 0,
+    };
+    return slotFromProto((await this.call(S.acquireSlot, request, {}, call)).slot);
+  }
+
+  /** Extend a held slot by `ttlMs` from now (default: the ttl it was acquired with). */
+  async renewSlot(slotId: string, ttlMs?: number, call?: CallOptions): Promise<Slot> {
+    const request = { slotId, ttl: ttlMs === undefined ? undefined : toDuration(ttlMs) };
+    return slotFromProto((await this.call(S.renewSlot, request, {}, call)).slot);
+  }
+
+  /** Free a held slot. */
+  async releaseSlot(slotId: string, call?: CallOptions): Promise<void> {
+    await this.call(S.releaseSlot, { slotId }, {}, call);
+  }
+
+  /** Send `request`, retrying per `policy`; failures reject with a DispatchdError. */
+  private async call<Req, Res>(
+    def: UnaryDef<Req, Res>,
+    request: Req,
+    policy: Policy,
+    options: CallOptions = {},
+  ): Promise<Res> {
+    const timeoutMs = options.timeoutMs !== undefined ? options.timeoutMs : (policy.timeoutMs ?? this.timeoutMs);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.once(def, request, timeoutMs, options.signal);
+      } catch (e) {
+        const retry =
+          policy.idempotent &&
+          attempt < this.retries &&
+          isServiceError(e) &&
+          e.code === Status.UNAVAILABLE &&
+          !options.signal?.aborted;
+        if (!retry) {
+          throw fromServiceError(e);
+        }
+      }
+      try {
+        await sleep(backoffDelay(attempt, RETRY_BASE_MS), options.signal);
+      } catch {
+        throw cancelledByCaller();
+      }
+    }
+  }
+
+  private once<Req, Res>(
+    def: UnaryDef<Req, Res>,
+    request: Req,
+    timeoutMs: number | null,
+    signal?: AbortSignal,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(cancelledByCaller());
+        return;
+      }
+      const deadline = timeoutMs === null ? Infinity : Date.now() + timeoutMs;
+      const onAbort = (): void => call.cancel();
+      const call = this.grpcClient.makeUnaryRequest(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize,
+        request,
+        new grpc.Metadata(),
+        { deadline },
+        (error, response) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (error) {
+            reject(signal?.aborted ? cancelledByCaller() : error);
+          } else if (response === undefined) {
+            reject(errorFor(Status.INTERNAL, `${def.path} answered without a response`));
+          } else {
+            resolve(response);
+          }
+        },
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}

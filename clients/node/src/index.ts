@@ -1,0 +1,42 @@
+/**
+ * `@dispatchd/client`: a Promise-based client and a worker for dispatchd, built on
+ * `@grpc/grpc-js` and the message types generated from `proto/dispatchd/v1`.
+ */
+
+export { Client, type CallOptions, type ClientOptions } from "./client";
+export {
+  AlreadyExistsError,
+  DeadlineExceededError,
+  DispatchdError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermanentError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+} from "./errors";
+export { type Logger, defaultLogger } from "./log";
+export { DEFAULT_TARGET, type NewJob, type Payload, type QueueSettings, type SubmitOptions } from "./requests";
+export { CANCELLED_ERROR, type Handler, type Output } from "./runner";
+export type { WorkerStats } from "./session";
+export {
+  type Attempt,
+  type Job,
+  type JobError,
+  JobState,
+  type KeyLimits,
+  type Queue,
+  type Rate,
+  type ReceivedJob,
+  type RetryPolicy,
+  type Slot,
+  type SubmittedJob,
+  isFinished,
+} from "./types";
+export { type RunOptions, Worker, type WorkerOptions } from "./worker";
+/** The generated messages and service definition, for callers who need the raw contract. */
+export * as v1 from "./gen/dispatchd/v1/dispatcher";
+export { status } from "@grpc/grpc-js";

@@ -1,0 +1,284 @@
+/**
+ * The worker: register a handler per queue, then `await worker.run()`.
+ *
+ * ```ts
+ * const worker = new Worker("dispatchd:50051", { concurrency: 4 });
+ * worker.handle("thumbnails", async (job) => render(job.payload, { signal: job.signal }));
+ * await worker.run(); // until SIGTERM/SIGINT or a server drain
+ * ```
+ *
+ * The worker keeps one `Work` stream open and reconnects with jittered exponential backoff
+ * when the server is UNAVAILABLE; jobs held on a broken stream are given up (their signals are
+ * aborted), since the server re-queues them when the stream dies. Stopping is always graceful
+ * first: take no more jobs, finish the held ones, send their results, close the stream. A
+ * second SIGINT/SIGTERM (or `stop({ force: true })`) abandons whatever is still running.
+ *
+ * The stream protocol lives in session.ts and the handler rules in runner.ts; this module
+ * owns the lifecycle.
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { status as Status } from "@grpc/grpc-js";
+import { DispatchdError } from "./errors";
+import type { WorkerWelcome } from "./gen/dispatchd/v1/dispatcher";
+import { type Logger, defaultLogger } from "./log";
+import { CHANNEL_OPTIONS, DEFAULT_TARGET } from "./requests";
+import type { Handler } from "./runner";
+import { Session, type WorkerStats } from "./session";
+import { Latch, Semaphore, backoffDelay, sleepUnless } from "./util";
+
+/** First reconnect delay; doubles per failed attempt up to `reconnectMaxBackoffMs`. */
+const RECONNECT_BASE_MS = 100;
+const MAX_CONCURRENCY = 10_000;
+
+export interface WorkerOptions {
+  /** A name for people and logs; empty: the server makes one up. */
+  workerId?: string;
+  /** Most jobs held at once (announced as max_in_flight). Default 8. */
+  concurrency?: number;
+  /** Free-form labels (host, version) shown to operators. */
+  labels?: Record<string, string>;
+  /** Cap of the reconnect backoff. Default 5 s. */
+  reconnectMaxBackoffMs?: number;
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+  logger?: Logger;
+}
+
+export interface RunOptions {
+  /**
+   * Stop gracefully on SIGTERM/SIGINT (a second one forces) while running. Default true; turn
+   * it off when the application handles signals itself and calls `stop()`.
+   */
+  handleSignals?: boolean;
+}
+
+export class Worker {
+  private readonly target: string;
+  private readonly requestedId: string;
+  private readonly concurrency: number;
+  private readonly labels: Record<string, string>;
+  private readonly maxBackoffMs: number;
+  private readonly credentials: grpc.ChannelCredentials;
+  private readonly channelOptions: grpc.ChannelOptions;
+  private readonly log: Logger;
+  private readonly handlers = new Map<string, Handler>();
+  private currentId: string;
+  private running = false;
+  private isConnected = false;
+  private isDraining = false;
+  // Per-run state, replaced when a run ends so the Worker can run again.
+  private stopLatch = new Latch();
+  private forceLatch = new Latch();
+  private connectedWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  /** Counters since the Worker was made. */
+  readonly stats: WorkerStats = {
+    jobsReceived: 0,
+    resultsSent: 0,
+    resultMessages: 0,
+    heartbeatsSent: 0,
+    rejections: 0,
+    reconnects: 0,
+  };
+
+  constructor(target: string = DEFAULT_TARGET, options: WorkerOptions = {}) {
+    const concurrency = options.concurrency ?? 8;
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY) {
+      throw new RangeError(`concurrency must be an integer 1-${MAX_CONCURRENCY}`);
+    }
+    const maxBackoffMs = options.reconnectMaxBackoffMs ?? 5_000;
+    if (!(maxBackoffMs > 0)) {
+      throw new RangeError("reconnectMaxBackoffMs must be > 0");
+    }
+    this.target = target;
+    this.requestedId = options.workerId ?? "";
+    this.currentId = this.requestedId;
+    this.concurrency = concurrency;
+    this.labels = { ...options.labels };
+    this.maxBackoffMs = maxBackoffMs;
+    this.credentials = options.credentials ?? grpc.credentials.createInsecure();
+    this.channelOptions = { ...CHANNEL_OPTIONS, ...options.channelOptions };
+    this.log = options.logger ?? defaultLogger;
+  }
+
+  /** Register the handler of `queue` (one per queue). Returns the worker, for chaining. */
+  handle(queue: string, handler: Handler): this {
+    if (!queue) {
+      throw new TypeError("queue name must not be empty");
+    }
+    if (this.handlers.has(queue)) {
+      throw new Error(`queue ${JSON.stringify(queue)} already has a handler`);
+    }
+    if (this.running) {
+      throw new Error("cannot add handlers while the worker runs");
+    }
+    this.handlers.set(queue, handler);
+    return this;
+  }
+
+  /** The queues this worker serves, sorted. */
+  get queues(): string[] {
+    return [...this.handlers.keys()].sort();
+  }
+
+  /** The id the server knows this worker by (from the latest welcome). */
+  get workerId(): string {
+    return this.currentId;
+  }
+
+  /** True while a stream is open and welcomed. */
+  get connected(): boolean {
+    return this.isConnected;
+  }
+
+  /** True from the moment a drain begins (server notice or stop) until the run ends. */
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /**
+   * Resolve once the server has welcomed this worker; reject after `timeoutMs`, or when the
+   * run ends first (so a caller fails fast instead of waiting out its timeout).
+   */
+  waitConnected(timeoutMs?: number): Promise<void> {
+    if (this.isConnected) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.connectedWaiters = this.connectedWaiters.filter((w) => w !== waiter);
+              reject(new Error(`worker not connected after ${timeoutMs} ms`));
+            }, timeoutMs);
+      const waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.connectedWaiters.push(waiter);
+    });
+  }
+
+  /**
+   * Ask the running worker to stop; await `run()` to know when it is done. Graceful: no new
+   * jobs, held jobs finish and report. `force`, or a second stop, abandons held jobs instead.
+   * Calling it before `run()` makes the next run return as soon as it starts.
+   */
+  stop(options: { force?: boolean } = {}): void {
+    if (options.force || this.stopLatch.isSet) {
+      this.forceLatch.set();
+    }
+    this.stopLatch.set();
+  }
+
+  /**
+   * Serve jobs until stopped or drained. Rejects with a DispatchdError when the server refuses
+   * the worker (e.g. INVALID_ARGUMENT for a bad queue name); UNAVAILABLE only reconnects.
+   */
+  async run(options: RunOptions = {}): Promise<void> {
+    if (this.handlers.size === 0) {
+      throw new Error("register at least one handler before running the worker");
+    }
+    if (this.running) {
+      throw new Error("worker is already running");
+    }
+    this.running = true;
+    const removeSignals = (options.handleSignals ?? true) ? this.installSignalHandlers() : () => {};
+    const client = new grpc.Client(this.target, this.credentials, this.channelOptions);
+    try {
+      await this.serve(client);
+    } finally {
+      removeSignals();
+      client.close();
+      this.endRun();
+    }
+  }
+
+  /** Open streams until one ends by a drain or a stop is requested. */
+  private async serve(client: grpc.Client): Promise<void> {
+    const slots = new Semaphore(this.concurrency);
+    const hello = {
+      workerId: this.requestedId,
+      queues: this.queues,
+      maxInFlight: this.concurrency,
+      labels: this.labels,
+    };
+    let attempt = 0;
+    while (!this.stopLatch.isSet) {
+      const session = new Session({
+        client,
+        hello,
+        handlers: this.handlers,
+        slots,
+        stop: this.stopLatch,
+        force: this.forceLatch,
+        onWelcome: (welcome) => this.welcomed(welcome),
+        onDrain: () => (this.isDraining = true),
+        stats: this.stats,
+        log: this.log,
+      });
+      try {
+        if ((await session.run()) === "drained") {
+          this.log.info(`worker ${this.currentId} drained; exiting`);
+          return;
+        }
+        this.log.info("stream ended by the server without a drain; reconnecting");
+      } catch (e) {
+        if (!(e instanceof DispatchdError) || e.code !== Status.UNAVAILABLE) {
+          throw e;
+        }
+        this.log.info(`stream unavailable (${e.details}); reconnecting`);
+      } finally {
+        this.isConnected = false;
+      }
+      if (session.welcomed) {
+        attempt = 0;
+      }
+      this.stats.reconnects += 1;
+      await sleepUnless(backoffDelay(attempt, RECONNECT_BASE_MS, this.maxBackoffMs), this.stopLatch);
+      attempt += 1;
+    }
+  }
+
+  private welcomed(welcome: WorkerWelcome): void {
+    this.currentId = welcome.workerId || this.currentId;
+    this.isConnected = true;
+    this.log.info(`connected to ${this.target} as ${this.currentId}, serving ${this.queues.join(", ")}`);
+    for (const waiter of this.connectedWaiters.splice(0)) {
+      waiter.resolve();
+    }
+  }
+
+  private installSignalHandlers(): () => void {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      const forcing = this.stopLatch.isSet;
+      this.log.info(`${signal} received: ${forcing ? "forcing stop" : "stopping gracefully (send again to force)"}`);
+      this.stop();
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    return () => {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    };
+  }
+
+  /** Wake anyone waiting on this run, then reset for a possible next run. */
+  private endRun(): void {
+    for (const waiter of this.connectedWaiters.splice(0)) {
+      waiter.reject(new Error("worker stopped before connecting"));
+    }
+    this.running = false;
+    this.isConnected = false;
+    this.isDraining = false;
+    this.stopLatch = new Latch();
+    this.forceLatch = new Latch();
+  }
+}
