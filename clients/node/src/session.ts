@@ -323,7 +323,12 @@ export class Session {
       return false;
     }
     // grpc-js buffers writes; the stream is bounded by our credit and by result sizes.
-    call.write(request);
+    try {
+      call.write(request);
+    } catch (e) {
+      this.deps.log.debug(`write of ${request.kind?.$case} failed: ${e instanceof Error ? e.message : String(e)}`);
+      return false;
+    }
     return true;
   }
 
