@@ -35,6 +35,8 @@ const RETRY_BASE_MS = 50;
 const WAIT_DEADLINE_MARGIN_MS = 5000;
 /** The server caps WaitJob at one hour; an unbounded wait gets that long. */
 const MAX_WAIT_MS = 3_600_000;
+/** How long an acquired slot lives without a renewal, unless the caller says. */
+const DEFAULT_SLOT_TTL_MS = 30_000;
 
 export interface ClientOptions {
   /** Channel credentials; default insecure (plaintext). */
@@ -140,7 +142,7 @@ export class Client {
   }
 
   /** Put a dead or failed job back to pending with a fresh attempt budget. */
-  async retry(jobId: string, call?: CallOptions): Promise<Job> {
+  async retryJob(jobId: string, call?: CallOptions): Promise<Job> {
     return jobFromProto((await this.call(S.retryJob, { jobId }, {}, call)).job);
   }
 
@@ -162,7 +164,7 @@ export class Client {
   }
 
   /** Forget the finished jobs of `queue` (only those in `state`, if given); returns how many. */
-  async purge(queue: string, state: JobState = JobState.UNSPECIFIED, call?: CallOptions): Promise<number> {
+  async purgeJobs(queue: string, state: JobState = JobState.UNSPECIFIED, call?: CallOptions): Promise<number> {
     const request = { queue, state: state as number };
     return (await this.call(S.purgeJobs, request, {}, call)).purgedCount;
   }
@@ -223,7 +225,7 @@ export class Client {
     const request = {
       queue,
       holder: options.holder ?? "",
-      ttl: options.ttlMs === undefined ? undefined : toDuration(options.ttlMs),
+      ttl: toDuration(options.ttlMs ?? DEFAULT_SLOT_TTL_MS),
       priority: options.priority ?? 0,
     };
     return slotFromProto((await this.call(S.acquireSlot, request, {}, call)).slot);

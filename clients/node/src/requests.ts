@@ -31,7 +31,9 @@ export interface SubmitOptions {
   contentType?: string;
   /** Overrides the queue's retry policy for this job. */
   retryPolicy?: RetryPolicy;
-  /** Do not dispatch before this time. */
+  /** Milliseconds from now before the job may run (state SCHEDULED until then). */
+  delayMs?: number;
+  /** Do not dispatch before this time (give this or `delayMs`). */
   notBefore?: Date;
   /** Expire, never dispatched, if not dispatched by this time. */
   expireAt?: Date;
@@ -79,6 +81,10 @@ function encodePayload(payload: Payload, contentType: string): [Buffer, string] 
 
 export function jobSpec(queue: string, payload: Payload = Buffer.alloc(0), options: SubmitOptions = {}): pb.JobSpec {
   const [data, contentType] = encodePayload(payload, options.contentType ?? "");
+  if (options.delayMs !== undefined && options.notBefore !== undefined) {
+    throw new TypeError("give delayMs or notBefore, not both");
+  }
+  const notBefore = options.delayMs === undefined ? options.notBefore : new Date(Date.now() + options.delayMs);
   return {
     queue,
     payload: data,
@@ -86,7 +92,7 @@ export function jobSpec(queue: string, payload: Payload = Buffer.alloc(0), optio
     headers: { ...options.headers },
     contentType,
     retryPolicy: options.retryPolicy && retryPolicyToProto(options.retryPolicy),
-    notBefore: options.notBefore,
+    notBefore,
     expireAt: options.expireAt,
     ttl: options.ttlMs === undefined ? undefined : toDuration(options.ttlMs),
     orderingKey: options.orderingKey ?? "",
