@@ -110,9 +110,10 @@ export class Session {
     this.watch(call);
     try {
       this.write({ kind: { $case: "hello", value: this.deps.hello } });
-      await Promise.race([this.welcome.promise, this.ended.promise]);
+      await Promise.race([this.welcome.promise, this.ended.promise, stop.promise]);
       if (!this.welcome.isSet) {
-        return this.endOfStream();
+        // Stopped before the server answered: nothing is held, so there is nothing to drain.
+        return stop.isSet ? "drained" : this.endOfStream();
       }
       this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
       await Promise.race([this.ended.promise, stop.promise, this.drainRequested.promise]);
