@@ -21,7 +21,7 @@ import {
   type WorkerHello,
   type WorkerWelcome,
 } from "./gen/dispatchd/v1/dispatcher";
-import { errorFor } from "./errors";
+import { type DispatchdError, errorFor } from "./errors";
 import type { Logger } from "./log";
 import { type Handler, type Outcome, runJob } from "./runner";
 import { type ReceivedJob, receivedJobFromDelivery, toMs } from "./types";
@@ -88,7 +88,8 @@ export class Session {
   private readonly ended = new Latch();
   /** Why the stream ended: null for OK (or a local cancel after we were done). */
   private failure: Error | null = null;
-  private halfClosed = false;
+  /** Set when the server broke the protocol: the worker gives up instead of reconnecting. */
+  protocolViolation: DispatchdError | undefined;
   private closed = false;
 
   constructor(private readonly deps: SessionDeps) {}
@@ -213,7 +214,8 @@ export class Session {
 
   private protocolError(what: string): void {
     if (this.failure === null) {
-      this.failure = errorFor(Status.INTERNAL, `protocol violation by the server: ${what}`);
+      this.protocolViolation = errorFor(Status.INTERNAL, `protocol violation by the server: ${what}`);
+      this.failure = this.protocolViolation;
     }
     this.call?.cancel();
   }
@@ -320,7 +322,7 @@ export class Session {
   /** Write unless the stream is done; false when it is (the status says why). */
   private write(request: WorkRequest): boolean {
     const call = this.call;
-    if (call === undefined || this.closed || this.halfClosed || this.ended.isSet || !call.writable) {
+    if (call === undefined || this.closed || this.ended.isSet || !call.writable) {
       return false;
     }
     // grpc-js buffers writes; the stream is bounded by our credit and by result sizes.
@@ -352,8 +354,7 @@ export class Session {
     }
     clearInterval(this.heartbeatTimer);
     if (!this.ended.isSet) {
-      call.end();
-      this.halfClosed = true;
+      call.end(); // writes stop here: the call is no longer writable
       // Let the server end the stream, so the results just sent are not cut off.
       await sleepUnless(CLOSE_TIMEOUT_MS, this.ended);
     }

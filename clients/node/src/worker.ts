@@ -8,7 +8,7 @@
  * ```
  *
  * The worker keeps one `Work` stream open and reconnects with jittered exponential backoff
- * when the server is UNAVAILABLE; jobs held on a broken stream are given up (their signals are
+ * when it breaks; jobs held on a broken stream are given up (their signals are
  * aborted), since the server re-queues them when the stream dies. Stopping is always graceful
  * first: take no more jobs, finish the held ones, send their results, close the stream. A
  * second SIGINT/SIGTERM (or `stop({ force: true })`) abandons whatever is still running.
@@ -27,6 +27,20 @@ import type { Handler } from "./runner";
 import { Session, type WorkerStats } from "./session";
 import { Latch, Semaphore, backoffDelay, sleepUnless } from "./util";
 
+/**
+ * Answers that mean "this worker is refused": `run()` rejects with them. Any other status
+ * ends the stream as broken and the worker reconnects: a crashed server may be reported as
+ * INTERNAL or UNKNOWN rather than UNAVAILABLE.
+ */
+export const REFUSALS: ReadonlySet<Status> = new Set([
+  Status.INVALID_ARGUMENT,
+  Status.FAILED_PRECONDITION,
+  Status.UNAUTHENTICATED,
+  Status.PERMISSION_DENIED,
+  Status.UNIMPLEMENTED,
+  Status.NOT_FOUND,
+  Status.OUT_OF_RANGE,
+]);
 /** First reconnect delay; doubles per failed attempt up to `reconnectMaxBackoffMs`. */
 const RECONNECT_BASE_MS = 100;
 const MAX_CONCURRENCY = 10_000;
@@ -97,7 +111,14 @@ export class Worker {
     this.labels = { ...options.labels };
     this.maxBackoffMs = maxBackoffMs;
     this.credentials = options.credentials ?? grpc.credentials.createInsecure();
-    this.channelOptions = { ...CHANNEL_OPTIONS, ...options.channelOptions };
+    // gRPC's own reconnect backoff starts at 1 s and grows to 120 s: a worker would sit idle
+    // long after a restarted server is back. Keep it within the worker's own backoff.
+    this.channelOptions = {
+      ...CHANNEL_OPTIONS,
+      "grpc.initial_reconnect_backoff_ms": RECONNECT_BASE_MS,
+      "grpc.max_reconnect_backoff_ms": Math.max(RECONNECT_BASE_MS, Math.round(maxBackoffMs)),
+      ...options.channelOptions,
+    };
     this.log = options.logger ?? defaultLogger;
   }
 
@@ -180,7 +201,8 @@ export class Worker {
 
   /**
    * Serve jobs until stopped or drained. Rejects with a DispatchdError when the server refuses
-   * the worker (e.g. INVALID_ARGUMENT for a bad queue name); UNAVAILABLE only reconnects.
+   * the worker (a code in {@link REFUSALS}, e.g. INVALID_ARGUMENT for a bad queue name); any
+   * other broken stream only reconnects.
    */
   async run(options: RunOptions = {}): Promise<void> {
     if (this.handlers.size === 0) {
@@ -231,10 +253,11 @@ export class Worker {
         }
         this.log.info("stream ended by the server without a drain; reconnecting");
       } catch (e) {
-        if (!(e instanceof DispatchdError) || e.code !== Status.UNAVAILABLE) {
+        if (!(e instanceof DispatchdError) || REFUSALS.has(e.code) || e === session.protocolViolation) {
           throw e;
         }
-        this.log.info(`stream unavailable (${e.details}); reconnecting`);
+        const log = e.code === Status.UNAVAILABLE ? this.log.info : this.log.warn;
+        log.call(this.log, `stream broke (${e.codeName}: ${e.details}); reconnecting`);
       } finally {
         this.isConnected = false;
       }

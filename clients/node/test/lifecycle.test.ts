@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { Client, JobState, Worker } from "../src";
+import { Client, JobState, Worker, status } from "../src";
+import { REFUSALS } from "../src/worker";
 import { DispatchdProcess, eventually, gate } from "./server";
 
 const TIMEOUT = { timeout: 30_000 };
@@ -79,6 +80,16 @@ describe("Worker lifecycle", () => {
     } finally {
       worker.stop();
       await done;
+    }
+  });
+
+  it("reconnects on a broken stream and gives up only when refused", () => {
+    // A crashed server may be reported as INTERNAL or UNKNOWN rather than UNAVAILABLE.
+    for (const code of [status.UNAVAILABLE, status.INTERNAL, status.UNKNOWN, status.CANCELLED]) {
+      assert.equal(REFUSALS.has(code), false, status[code]);
+    }
+    for (const code of [status.INVALID_ARGUMENT, status.FAILED_PRECONDITION, status.PERMISSION_DENIED]) {
+      assert.equal(REFUSALS.has(code), true, status[code]);
     }
   });
 });
