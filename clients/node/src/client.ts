@@ -11,6 +11,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { status as Status } from "@grpc/grpc-js";
 import { DispatcherServiceService as S } from "./gen/dispatchd/v1/dispatcher";
+import { type ConnectionOptions, connect } from "./channel";
 import { errorFor, fromServiceError, isServiceError } from "./errors";
 import * as rq from "./requests";
 import {
@@ -38,11 +39,8 @@ const MAX_WAIT_MS = 3_600_000;
 /** How long an acquired slot lives without a renewal, unless the caller says. */
 const DEFAULT_SLOT_TTL_MS = 30_000;
 
-export interface ClientOptions {
-  /** Channel credentials; default insecure (plaintext). */
-  credentials?: grpc.ChannelCredentials;
-  /** Extra grpc-js channel options (merged over the library's message size limits). */
-  channelOptions?: grpc.ChannelOptions;
+/** Connection options (`tls`, `token`, `credentials`, `channelOptions`) and call defaults. */
+export interface ClientOptions extends ConnectionOptions {
   /** Default per-call deadline in milliseconds; `null`: no deadline. Default 30 s. */
   timeoutMs?: number | null;
   /** How many times an idempotent read is retried on UNAVAILABLE. Default 3. */
@@ -76,6 +74,7 @@ function cancelledByCaller(): Error {
 
 export class Client {
   private readonly grpcClient: grpc.Client;
+  private readonly metadata: () => grpc.Metadata;
   private readonly timeoutMs: number | null;
   private readonly retries: number;
 
@@ -84,10 +83,9 @@ export class Client {
     if (!Number.isInteger(retries) || retries < 0) {
       throw new RangeError("retryUnavailable must be an integer >= 0");
     }
-    this.grpcClient = new grpc.Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
-      ...rq.CHANNEL_OPTIONS,
-      ...options.channelOptions,
-    });
+    const connection = connect(target, options);
+    this.grpcClient = connection.client;
+    this.metadata = connection.metadata;
     this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs;
     this.retries = retries;
   }
@@ -290,7 +288,7 @@ export class Client {
         def.requestSerialize,
         def.responseDeserialize,
         request,
-        new grpc.Metadata(),
+        this.metadata(),
         { deadline },
         (error, response) => {
           signal?.removeEventListener("abort", onAbort);

@@ -3,6 +3,7 @@
  * `@grpc/grpc-js` and the message types generated from `proto/dispatchd/v1`.
  */
 
+export { type ConnectionOptions, type TlsOptions } from "./channel";
 export { Client, type CallOptions, type ClientOptions } from "./client";
 export {
   AlreadyExistsError,
@@ -36,7 +37,7 @@ export {
   type SubmittedJob,
   isFinished,
 } from "./types";
-export { type RunOptions, Worker, type WorkerOptions } from "./worker";
+export { REFUSALS, type RunOptions, Worker, type WorkerOptions } from "./worker";
 /** The generated messages and service definition, for callers who need the raw contract. */
 export * as v1 from "./gen/dispatchd/v1/dispatcher";
 export { status } from "@grpc/grpc-js";

@@ -21,6 +21,7 @@ import {
   type WorkerHello,
   type WorkerWelcome,
 } from "./gen/dispatchd/v1/dispatcher";
+import type { Connection } from "./channel";
 import { type DispatchdError, errorFor } from "./errors";
 import type { Logger } from "./log";
 import { type Handler, type Outcome, runJob } from "./runner";
@@ -47,7 +48,7 @@ export interface WorkerStats {
 }
 
 export interface SessionDeps {
-  client: grpc.Client;
+  connection: Connection;
   hello: WorkerHello;
   handlers: ReadonlyMap<string, Handler>;
   /** Shared by every session of a worker: handlers given up on may still be running. */
@@ -100,11 +101,12 @@ export class Session {
    */
   async run(): Promise<SessionEnd> {
     const { stop } = this.deps;
-    const call = this.deps.client.makeBidiStreamRequest(
+    const { client, metadata } = this.deps.connection;
+    const call = client.makeBidiStreamRequest(
       S.work.path,
       S.work.requestSerialize,
       S.work.responseDeserialize,
-      new grpc.Metadata(),
+      metadata(),
       {},
     );
     this.call = call;

@@ -19,10 +19,11 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { status as Status } from "@grpc/grpc-js";
+import { type Connection, type ConnectionOptions, connect } from "./channel";
 import { DispatchdError } from "./errors";
 import type { WorkerWelcome } from "./gen/dispatchd/v1/dispatcher";
 import { type Logger, defaultLogger } from "./log";
-import { CHANNEL_OPTIONS, DEFAULT_TARGET } from "./requests";
+import { DEFAULT_TARGET } from "./requests";
 import type { Handler } from "./runner";
 import { Session, type WorkerStats } from "./session";
 import { Latch, Semaphore, backoffDelay, sleepUnless } from "./util";
@@ -45,7 +46,8 @@ export const REFUSALS: ReadonlySet<Status> = new Set([
 const RECONNECT_BASE_MS = 100;
 const MAX_CONCURRENCY = 10_000;
 
-export interface WorkerOptions {
+/** Connection options (`tls`, `token`, `credentials`, `channelOptions`) and the worker's. */
+export interface WorkerOptions extends ConnectionOptions {
   /** A name for people and logs; empty: the server makes one up. */
   workerId?: string;
   /** Most jobs held at once (announced as max_in_flight). Default 8. */
@@ -54,8 +56,6 @@ export interface WorkerOptions {
   labels?: Record<string, string>;
   /** Cap of the reconnect backoff. Default 5 s. */
   reconnectMaxBackoffMs?: number;
-  credentials?: grpc.ChannelCredentials;
-  channelOptions?: grpc.ChannelOptions;
   logger?: Logger;
 }
 
@@ -73,8 +73,8 @@ export class Worker {
   private readonly concurrency: number;
   private readonly labels: Record<string, string>;
   private readonly maxBackoffMs: number;
-  private readonly credentials: grpc.ChannelCredentials;
-  private readonly channelOptions: grpc.ChannelOptions;
+  private readonly connection: ConnectionOptions;
+  private readonly reconnectOptions: grpc.ChannelOptions;
   private readonly log: Logger;
   private readonly handlers = new Map<string, Handler>();
   private currentId: string;
@@ -110,14 +110,12 @@ export class Worker {
     this.concurrency = concurrency;
     this.labels = { ...options.labels };
     this.maxBackoffMs = maxBackoffMs;
-    this.credentials = options.credentials ?? grpc.credentials.createInsecure();
+    this.connection = options;
     // gRPC's own reconnect backoff starts at 1 s and grows to 120 s: a worker would sit idle
     // long after a restarted server is back. Keep it within the worker's own backoff.
-    this.channelOptions = {
-      ...CHANNEL_OPTIONS,
+    this.reconnectOptions = {
       "grpc.initial_reconnect_backoff_ms": RECONNECT_BASE_MS,
       "grpc.max_reconnect_backoff_ms": Math.max(RECONNECT_BASE_MS, Math.round(maxBackoffMs)),
-      ...options.channelOptions,
     };
     this.log = options.logger ?? defaultLogger;
   }
@@ -211,20 +209,20 @@ export class Worker {
     if (this.running) {
       throw new Error("worker is already running");
     }
+    const connection = connect(this.target, this.connection, this.reconnectOptions);
     this.running = true;
     const removeSignals = (options.handleSignals ?? true) ? this.installSignalHandlers() : () => {};
-    const client = new grpc.Client(this.target, this.credentials, this.channelOptions);
     try {
-      await this.serve(client);
+      await this.serve(connection);
     } finally {
       removeSignals();
-      client.close();
+      connection.client.close();
       this.endRun();
     }
   }
 
   /** Open streams until one ends by a drain or a stop is requested. */
-  private async serve(client: grpc.Client): Promise<void> {
+  private async serve(connection: Connection): Promise<void> {
     const slots = new Semaphore(this.concurrency);
     const hello = {
       workerId: this.requestedId,
@@ -235,7 +233,7 @@ export class Worker {
     let attempt = 0;
     while (!this.stopLatch.isSet) {
       const session = new Session({
-        client,
+        connection,
         hello,
         handlers: this.handlers,
         slots,

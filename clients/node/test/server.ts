@@ -38,7 +38,19 @@ export class DispatchdProcess {
     const args = options.args ?? [];
     this.proc = spawn(
       PYTHON,
-      ["-m", "dispatchd", "--listen", listen, "--data-dir", this.dataDir, "--log-level", "info", ...args],
+      [
+        "-m",
+        "dispatchd",
+        "--listen",
+        listen,
+        "--data-dir",
+        this.dataDir,
+        "--log-level",
+        "info",
+        "--metrics-listen",
+        "0",
+        ...args,
+      ],
       { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, PYTHONUNBUFFERED: "1" } },
     );
     this.exited = new Promise((resolve) => this.proc.once("exit", (code) => resolve(code)));
