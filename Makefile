@@ -13,7 +13,7 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test install gen check-gen lint breaking typecheck unit bench chaos image base-image clean
+.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test
 
 $(BIN)/python:
@@ -101,6 +101,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## Start-up time of a server on a journal of 1,000,000 pending jobs, and the journal's size
+## (about a minute; `make bench` skips it). JSON in bench/results/startup.json.
+bench-startup: $(STAMP)
+	$(BIN)/python bench/run.py --only-startup --startup-jobs 1000000
 
 ## kill -9 checker: 20 SIGKILLs of a journaled server under 10,000 jobs; prints the table.
 chaos: $(STAMP)

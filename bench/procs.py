@@ -89,20 +89,54 @@ def start(name: str, argv: list[str], port: int) -> ServerProcess:
     return ServerProcess(name=name, target=f"127.0.0.1:{port}", proc=proc, log=log)
 
 
-def start_dispatchd(port: int, metrics_listen: str | None = None) -> ServerProcess:
-    """The real server, as `make run` would start it, minus the snapshot directory. Metrics
-    are on, as by default, on a free port unless ``metrics_listen`` says otherwise."""
+def start_dispatchd(
+    port: int,
+    metrics_listen: str | None = None,
+    data_dir: Path | None = None,
+    log_level: str = "warning",
+) -> ServerProcess:
+    """The real server, as `make run` would start it, minus the snapshot directory unless
+    ``data_dir`` is given (then with its default durability there: the SQLite journal).
+    Metrics are on, as by default, on a free port unless ``metrics_listen`` says otherwise."""
     exe = Path(sys.executable).with_name("dispatchd")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dispatchd"]
     metrics = metrics_listen or f"127.0.0.1:{free_port()}"
-    args = ["--listen", f"127.0.0.1:{port}", "--log-level", "warning", "--drain-grace", "2"]
+    args = ["--listen", f"127.0.0.1:{port}", "--log-level", log_level, "--drain-grace", "2"]
     args += ["--metrics-listen", metrics]
-    return start("dispatchd", cmd + args, port)
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    name = "dispatchd" if data_dir is None else "dispatchd-journal"
+    return start(name, cmd + args, port)
 
 
 def start_baseline(port: int) -> ServerProcess:
     script = Path(__file__).with_name("baseline.py")
     return start("baseline", [sys.executable, str(script), "--port", str(port)], port)
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status."""
+    found = {"VmRSS:": 0, "VmHWM:": 0}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        parts = line.split()  # "VmRSS:\t  123456 kB"
+        if parts and parts[0] in found:
+            found[parts[0]] = int(parts[1]) * 1024
+    return found["VmRSS:"], found["VmHWM:"]
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (ext4, tmpfs, ...), from /proc/mounts:
+    fsync on tmpfs costs nothing, so durable figures there mean little."""
+    best, kind = "", "?"
+    resolved = str(path.resolve())
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            mount = parts[1]
+            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                best, kind = mount, parts[2]
+    return kind
 
 
 def stop_all(servers: list[ServerProcess]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,11 +15,13 @@ from typing import Any
 
 import grpc
 
-from bench import policy_report
+from bench import durable, policy_report, startup
+from bench.durable import DurableRuns
 from bench.keys import Fairness
 from bench.measure import Measured, median
 from bench.policy_report import PolicyRuns
 from bench.rate import RateRun
+from bench.startup import Startup
 from bench.targets import Target, fmt
 from bench.workload import Latency
 
@@ -62,6 +65,8 @@ class Runs:
     latency: list[Latency]
     per_job_width8: list[Measured]
     policies: PolicyRuns = field(default_factory=PolicyRuns)
+    durable: DurableRuns = field(default_factory=DurableRuns)
+    startup: list[Startup] = field(default_factory=list)
 
 
 def _med(values: Sequence[float]) -> float:
@@ -97,23 +102,39 @@ def summarize(runs: Runs) -> dict[str, float]:
     s["per_job_vs_baseline"] = s["per_job_jobs_per_s"] / s["baseline_jobs_per_s"]
     s["batched_vs_baseline"] = s["batched_jobs_per_s"] / s["baseline_jobs_per_s"]
     s.update(policy_report.summarize(runs.policies, s))
+    s.update(durable.summarize(runs.durable, runs.per_job, runs.batched))
+    s.update(startup.summarize(runs.startup))
     return s
+
+
+def targets_of(summary: dict[str, float]) -> tuple[Target, ...]:
+    """The targets of the phases that ran: the durable and start-up groups are optional."""
+    every = (*TARGETS, *durable.TARGETS, *startup.TARGETS)
+    return tuple(t for t in every if not math.isnan(summary.get(t.key, math.nan)))
+
+
+def info_rows_of(summary: dict[str, float]) -> list[tuple[str, str]]:
+    rows = (*INFO_ROWS, *durable.INFO_ROWS, *startup.INFO_ROWS)
+    return [(key, label) for key, label in rows if key in summary]
 
 
 def table(summary: dict[str, float]) -> str:
     rows = [("metric", "median", "target", "ok")]
-    for t in TARGETS:
+    for t in targets_of(summary):
         value = summary[t.key]
         ok = "yes" if t.met(value) else "NO"
         rows.append((t.label, fmt(value), t.describe(), ok))
-    rows.extend((label, fmt(summary[key]), "", "") for key, label in INFO_ROWS)
+    rows.extend((label, fmt(summary[key]), "", "") for key, label in info_rows_of(summary))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    noise = max(summary["other_cpu_pct"], summary["policy_other_cpu_pct"])
+    noise = max(
+        summary.get(k, 0.0)
+        for k in ("other_cpu_pct", "policy_other_cpu_pct", "durable_other_cpu_pct")
+    )
     if noise > NOISY_PCT:
         lines.append(
             f"\nnote: other processes used up to {noise:.0f}% of the machine (median over "
@@ -150,8 +171,9 @@ def _clean(value: float) -> float | None:
 def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) -> dict[str, Any]:
     """The JSON object: headline medians first, then targets, runs, settings, environment."""
     doc: dict[str, Any] = {k: _clean(v) for k, v in summary.items()}
-    doc["targets"] = {t.key: t.describe() for t in TARGETS}
-    doc["ok"] = {t.key: t.met(summary[t.key]) for t in TARGETS}
+    targets = targets_of(summary)
+    doc["targets"] = {t.key: t.describe() for t in targets}
+    doc["ok"] = {t.key: t.met(summary[t.key]) for t in targets}
     doc["all_ok"] = all(doc["ok"].values())
     doc["runs"] = {
         phase: [run_dict(x) for x in getattr(runs, phase)]
@@ -160,6 +182,13 @@ def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) ->
     doc["runs"].update(
         {phase: [run_dict(x) for x in getattr(runs.policies, phase)] for phase in PolicyRuns.PHASES}
     )
+    doc["runs"].update(
+        {
+            f"durable_{phase}": [run_dict(x) for x in getattr(runs.durable, phase)]
+            for phase in DurableRuns.PHASES
+        }
+    )
+    doc["runs"]["startup"] = [startup.run_dict(x) for x in runs.startup]
     doc["settings"] = settings
     doc["environment"] = _environment()
     doc["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

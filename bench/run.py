@@ -36,6 +36,16 @@ Phases, each run ``--rounds`` times after a short warm-up; the report shows medi
   the dispatches per key while every key still had jobs. Then a burn-down of
   ``--keys-jobs`` jobs without fairness keys and one over ``--distinct-keys`` keys: server
   CPU per job of the burn-down alone (the submit is metered apart).
+* durable (in each throughput round; ``--no-durable`` skips it, see bench/durable.py): a
+  second dispatchd started with ``--data-dir`` on a fresh temporary directory, so with its
+  default durability, the SQLite journal (a Submit is answered once its record is fsynced,
+  in group commits). The per-job phase runs against it right after the memory per-job
+  phase, and the batched phase right after the memory batched one, with the same
+  settings; ``durable_*_vs_memory`` is the durable median over the memory median.
+* startup (only with ``--startup-jobs N``, after everything else; ``--only-startup`` runs
+  it alone, ``make bench-startup`` with N = 1,000,000; see bench/startup.py): a journal of
+  N pending jobs written directly through the store, then the time until a server started
+  on it answers its health check as SERVING, its RSS, and the journal's size per 1M jobs.
 * rate (``--rate-rounds`` times, see bench/rate.py): a queue at 500/s, then one at
   5,000/s, with ``--rate-workers`` workers; jobs received over a ``--rate-seconds``
   window after the initial burst, against the set rate.
@@ -57,9 +67,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -72,7 +85,7 @@ if not __package__:  # run as `python bench/run.py`: make the `bench` package im
 
 import grpc
 
-from bench import baseline, keys, overhead, procs, rate, report, rpc, workload
+from bench import baseline, keys, overhead, procs, rate, report, rpc, startup, workload
 from bench.keys import Fairness
 from bench.measure import Measured, Meter, median, split
 from bench.procs import ServerProcess
@@ -82,6 +95,7 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 OBS_RESULTS = RESULTS.with_name("observability.json")
+STARTUP_RESULTS = RESULTS.with_name("startup.json")
 READY_TIMEOUT = 30.0
 QUICK_DIVISOR = 10
 QUICK_RATE_SECONDS = 3.0
@@ -134,10 +148,19 @@ class Channels:
     producers: grpc.aio.Channel
     workers: grpc.aio.Channel
     baseline: grpc.aio.Channel
+    durable_producers: grpc.aio.Channel | None = None
+    durable_workers: grpc.aio.Channel | None = None
 
     async def close(self) -> None:
-        for chan in (self.producers, self.workers, self.baseline):
-            await chan.close(grace=None)
+        for chan in (
+            self.producers,
+            self.workers,
+            self.baseline,
+            self.durable_producers,
+            self.durable_workers,
+        ):
+            if chan is not None:
+                await chan.close(grace=None)
 
 
 async def _wait_ready(server: ServerProcess, probe: Callable[[], Awaitable[bool]]) -> None:
@@ -184,36 +207,54 @@ class Bench:
     """The phases, against one running dispatchd and one running baseline server."""
 
     def __init__(
-        self, s: Settings, dispatchd: ServerProcess, base: ServerProcess, channels: Channels
+        self,
+        s: Settings,
+        servers: Servers,
+        channels: Channels,
     ) -> None:
         self.s = s
-        self.dispatchd = dispatchd
-        self.base = base
+        self.dispatchd = servers.dispatchd
+        self.base = servers.baseline
         self.producer_api = rpc.Dispatchd(channels.producers)
         self.worker_api = rpc.Dispatchd(channels.workers)
-        self.rig = workload.Rig(self.producer_api, self.worker_api, dispatchd.cpu_times)
+        self.rig = workload.Rig(self.producer_api, self.worker_api, self.dispatchd.cpu_times)
         self.echo = baseline.echo_method(channels.baseline)
         self.per_job_workers = WorkerConfig(s.workers, s.credit, ack_each=True)
+        self.journaled = servers.journaled
+        self.durable_rig: workload.Rig | None = None
+        if servers.journaled is not None:
+            assert channels.durable_producers is not None
+            assert channels.durable_workers is not None
+            self.durable_rig = workload.Rig(
+                rpc.Dispatchd(channels.durable_producers),
+                rpc.Dispatchd(channels.durable_workers),
+                servers.journaled.cpu_times,
+            )
 
     async def ready(self) -> None:
         await _wait_ready(self.dispatchd, self.producer_api.serving)
         await _wait_ready(self.dispatchd, self.worker_api.serving)
         await _wait_ready(self.base, lambda: baseline.ping(self.echo))
+        if self.journaled is not None and self.durable_rig is not None:
+            await _wait_ready(self.journaled, self.durable_rig.producers.serving)
+            await _wait_ready(self.journaled, self.durable_rig.workers.serving)
 
     async def baseline(self, msgs: int) -> Measured:
         meter = Meter(self.base.cpu_times)
         end = await baseline.run(self.echo, split(msgs, self.s.workers), self.s.credit)
         return meter.result(msgs, end)
 
-    async def per_job(self, queue: str, jobs: int, width: int) -> Measured:
+    async def per_job(
+        self, queue: str, jobs: int, width: int, rig: workload.Rig | None = None
+    ) -> Measured:
         load = Load(queue, width, jobs, self.s.producers)
-        return await workload.per_job(self.rig, load, self.per_job_workers)
+        return await workload.per_job(rig or self.rig, load, self.per_job_workers)
 
-    async def batched(self, queue: str, jobs: int) -> Measured:
+    async def batched(self, queue: str, jobs: int, rig: workload.Rig | None = None) -> Measured:
         s = self.s
         load = Load(queue, s.batch_workers * s.batch_credit, jobs, s.batch_producers)
         workers = WorkerConfig(s.batch_workers, s.batch_credit, ack_each=False)
-        return await workload.batched(self.rig, load, workers, s.batch)
+        return await workload.batched(rig or self.rig, load, workers, s.batch)
 
     async def latency(self, queue: str, rate: float) -> Latency:
         load = Load(queue, self.s.per_job_width, self.s.latency_jobs, 1)
@@ -238,6 +279,9 @@ class Bench:
         await self.per_job("bench.warmup", n, self.s.per_job_width)
         await self.policy_per_job("bench.warmup-policy", n)
         await self.batched("bench.warmup-batched", n * 5)
+        if self.durable_rig is not None:
+            await self.per_job("bench.warmup", n, self.s.per_job_width, self.durable_rig)
+            await self.batched("bench.warmup-batched", n * 5, self.durable_rig)
 
     async def throughput_round(self, r: int, runs: report.Runs) -> None:
         s = self.s
@@ -247,12 +291,21 @@ class Bench:
         m = await self.per_job(f"bench.per-job.{r}", s.per_job_jobs, s.per_job_width)
         runs.per_job.append(m)
         _show(r, "per-job", m)
+        if self.durable_rig is not None:
+            q = f"bench.durable-per-job.{r}"
+            m = await self.per_job(q, s.per_job_jobs, s.per_job_width, self.durable_rig)
+            runs.durable.per_job.append(m)
+            _show(r, "durable per-job", m)
         m = await self.policy_per_job(f"bench.policy-per-job.{r}", s.per_job_jobs)
         runs.policies.policy_per_job.append(m)
         _show(r, "policy per-job", m)
         m = await self.batched(f"bench.batched.{r}", s.batched_jobs)
         runs.batched.append(m)
         _show(r, "batched", m)
+        if self.durable_rig is not None:
+            m = await self.batched(f"bench.durable-batched.{r}", s.batched_jobs, self.durable_rig)
+            runs.durable.batched.append(m)
+            _show(r, "durable batch", m)
         if s.width8_jobs > 0:
             m = await self.per_job(f"bench.per-job-w8.{r}", s.width8_jobs, 8)
             runs.per_job_width8.append(m)
@@ -303,12 +356,27 @@ class Bench:
         return runs
 
 
-async def measure(s: Settings, dispatchd: ServerProcess, base: ServerProcess) -> report.Runs:
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """The servers under test: memory dispatchd, the echo baseline, and the journaled
+    dispatchd of the durable group (None with --no-durable)."""
+
+    dispatchd: ServerProcess
+    baseline: ServerProcess
+    journaled: ServerProcess | None
+
+
+async def measure(s: Settings, servers: Servers) -> report.Runs:
+    dispatchd, journaled = servers.dispatchd, servers.journaled
     channels = Channels(
-        rpc.channel(dispatchd.target), rpc.channel(dispatchd.target), rpc.channel(base.target)
+        rpc.channel(dispatchd.target),
+        rpc.channel(dispatchd.target),
+        rpc.channel(servers.baseline.target),
+        rpc.channel(journaled.target) if journaled is not None else None,
+        rpc.channel(journaled.target) if journaled is not None else None,
     )
     try:
-        bench = Bench(s, dispatchd, base, channels)
+        bench = Bench(s, servers, channels)
         await bench.ready()
         await bench.warm_up()
         return await bench.run()
@@ -316,12 +384,12 @@ async def measure(s: Settings, dispatchd: ServerProcess, base: ServerProcess) ->
         await channels.close()
 
 
-def _run_loop(s: Settings, dispatchd: ServerProcess, base: ServerProcess) -> report.Runs:
+def _run_loop(s: Settings, servers: Servers) -> report.Runs:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(measure(s, dispatchd, base))
-    runs: report.Runs = uvloop.run(measure(s, dispatchd, base))
+        return asyncio.run(measure(s, servers))
+    runs: report.Runs = uvloop.run(measure(s, servers))
     return runs
 
 
@@ -339,13 +407,60 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         help="only compare the per-job phase with metrics on and off (bench/overhead.py); "
         f"JSON to {OBS_RESULTS.name} unless --output",
     )
+    p.add_argument(
+        "--no-durable",
+        action="store_true",
+        help="skip the durable group (per-job and batched against a journaled server)",
+    )
+    p.add_argument(
+        "--startup-jobs",
+        type=int,
+        default=0,
+        help="also measure start-up on a journal of this many pending jobs (bench/startup.py;"
+        " 1000000 for the issue's figure, about a minute); default: %(default)s, skipped",
+    )
+    p.add_argument(
+        "--only-startup",
+        action="store_true",
+        help="run only the start-up phase (needs --startup-jobs); JSON to "
+        f"{STARTUP_RESULTS.name} unless --output",
+    )
     ns = p.parse_args(argv)
+    if ns.only_startup and ns.startup_jobs <= 0:
+        p.error("--only-startup needs --startup-jobs N")
     s = Settings(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(Settings)})
     return (s.quick() if ns.quick else s), ns
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
+
+
+def _run_servers(s: Settings, durable: bool) -> report.Runs:
+    """Starts the servers (the journaled one on a fresh temporary data dir), measures,
+    stops them by pid and removes the data dir."""
+    children: list[ServerProcess] = []
+    data_dir = Path(tempfile.mkdtemp(prefix="dispatchd-bench-journal-")) if durable else None
+    try:
+        children.append(procs.start_dispatchd(procs.free_port()))
+        children.append(procs.start_baseline(procs.free_port()))
+        if data_dir is not None:
+            fs = procs.filesystem_of(data_dir)
+            print(f"durable group: journal in {data_dir} ({fs})", file=sys.stderr, flush=True)
+            children.append(procs.start_dispatchd(procs.free_port(), data_dir=data_dir))
+        journaled = children[2] if data_dir is not None else None
+        return _run_loop(s, Servers(children[0], children[1], journaled))
+    finally:
+        procs.stop_all(children)
+        if data_dir is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(data_dir)
+
+
+def _startup(jobs: int) -> startup.Startup:
+    x = startup.measure(jobs)
+    startup.show(x)
+    return x
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,15 +477,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = OBS_RESULTS if ns.output == RESULTS else ns.output
         overhead.run(shape, s.rounds, output)
         return 0
-    servers: list[ServerProcess] = []
-    try:
-        servers.append(procs.start_dispatchd(procs.free_port()))
-        servers.append(procs.start_baseline(procs.free_port()))
-        runs = _run_loop(s, servers[0], servers[1])
-    finally:
-        procs.stop_all(servers)
+    settings = {
+        **dataclasses.asdict(s),
+        "durable": not ns.no_durable,
+        "startup_jobs": ns.startup_jobs,
+    }
+    if ns.only_startup:
+        runs = report.Runs([], [], [], [], [])
+        runs.startup.append(_startup(ns.startup_jobs))
+        summary = startup.summarize(runs.startup)
+        output = STARTUP_RESULTS if ns.output == RESULTS else ns.output
+        doc = report.document(summary, runs, settings)
+        report.write_json(doc, output)
+        print(report.table(summary))
+        print(f"\nwrote {output}")
+        return 1 if ns.strict and not doc["all_ok"] else 0
+    runs = _run_servers(s, durable=not ns.no_durable)
+    if ns.startup_jobs > 0:
+        runs.startup.append(_startup(ns.startup_jobs))
     summary = report.summarize(runs)
-    doc = report.document(summary, runs, dataclasses.asdict(s))
+    doc = report.document(summary, runs, settings)
     report.write_json(doc, ns.output)
     print(report.table(summary))
     print(f"\nwrote {ns.output}")
