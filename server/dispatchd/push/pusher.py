@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from dispatchd.engine import (
     Engine,
     EngineError,
@@ -32,7 +30,7 @@ from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
 from dispatchd.push.requests import build_request
 from dispatchd.push.stats import TargetStats
-from dispatchd.push.transport import new_client, send, ssl_context
+from dispatchd.push.transport import ClientPool, ssl_context
 from dispatchd.service.pump import DispatchPump
 
 log = logging.getLogger("dispatchd.push")
@@ -52,12 +50,12 @@ class PushSettings:
 
 @dataclass(eq=False)
 class TargetBinding:
-    """One queue's target: its worker record, its current target and its HTTP client."""
+    """One queue's target: its worker record, its current target and its connections."""
 
     queue: str
     worker: WorkerRecord
     target: HttpTarget
-    client: httpx.AsyncClient
+    pool: ClientPool
     pusher: HttpPusher
     retiring: bool = False
     """The target was cleared: no new calls; detached once the last call ends."""
@@ -151,8 +149,8 @@ class HttpPusher(EngineObserver):
         except EngineError as e:
             log.error("cannot serve the HTTP target of queue %s: %s", name, e)
             return
-        client = new_client(self.settings.max_connections, self._ssl)
-        binding = TargetBinding(name, worker, target, client, self)
+        pool = ClientPool(self.settings.max_connections, self._ssl)
+        binding = TargetBinding(name, worker, target, pool, self)
         self.bindings[name] = binding
         self.stats.setdefault(name, TargetStats())
         self._pump.register_sink(worker.key, binding)
@@ -163,7 +161,7 @@ class HttpPusher(EngineObserver):
         self._pump.unregister_sink(binding.worker.key)
         self._engine.disconnect(binding.worker, self._clock())
         if self._loop is not None:
-            task = self._loop.create_task(binding.client.aclose())
+            task = self._loop.create_task(binding.pool.aclose())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         log.info("queue %s: HTTP target cleared", binding.queue)
@@ -211,8 +209,8 @@ class HttpPusher(EngineObserver):
         except InvalidJobHeader as e:
             return CallResult(JobFailure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
         try:
-            return await send(
-                binding.client, target, request, self.settings.max_body_bytes, self._clock
+            return await binding.pool.send(
+                target, request, self.settings.max_body_bytes, self._clock
             )
         except asyncio.CancelledError:
             raise
@@ -252,5 +250,5 @@ class HttpPusher(EngineObserver):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for binding in self.bindings.values():
-            await binding.client.aclose()
+            await binding.pool.aclose()
         await asyncio.gather(*self._closing, return_exceptions=True)

@@ -3,13 +3,14 @@
 Each target gets its own connection pool, bounded (the same bound is the credit of the
 target's worker, so every leased job has a connection to go out on), kept alive
 between calls, and speaking HTTP/2 where the server offers it through TLS ALPN. TLS
-certificates are always verified: against the system's CA bundle (certifi's) or the
-one given with --http-ca-bundle.
+certificates are always verified: against certifi's CA bundle or the one given with
+--http-ca-bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from dispatchd.push.outcomes import (
 from dispatchd.push.requests import PushRequest
 
 KEEPALIVE_SECONDS = 60.0
+SHARD_CONNECTIONS = 4
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -103,3 +105,34 @@ async def send(
     status = response.status_code
     outcome = classify_response(target, status, body, response.headers.get("retry-after"), clock())
     return CallResult(outcome, status, latency, status_kind(status), truncated)
+
+
+class ClientPool:
+    """One target's connections, as several httpx clients of at most SHARD_CONNECTIONS
+    each. httpcore's pool rescans (and polls) every connection on each request event and
+    retries requests that lose a race for a connection, so its cost per call grows with
+    the calls it holds. Measured (dispatchd's CPU per pushed job at 100 in flight, 2
+    busy cores): one pool of 100, 4.0 ms; pools of 16, 1.9 ms; of 4, 0.96 ms; of 1,
+    0.85 ms. Pools of 4 keep most of that gain and still multiplex HTTP/2 streams."""
+
+    def __init__(self, max_connections: int, context: ssl.SSLContext) -> None:
+        shards = math.ceil(max_connections / SHARD_CONNECTIONS)
+        base, extra = divmod(max_connections, shards)
+        self._room = [base + (1 if i < extra else 0) for i in range(shards)]
+        self._clients = [new_client(n, context) for n in self._room]
+
+    async def send(
+        self, target: HttpTarget, request: PushRequest, cap: int, clock: Callable[[], float]
+    ) -> CallResult:
+        """On the client with the most free connections: with as many calls in flight as
+        connections in all (the target worker's credit), one is always free."""
+        i = max(range(len(self._room)), key=self._room.__getitem__)
+        self._room[i] -= 1
+        try:
+            return await send(self._clients[i], target, request, cap, clock)
+        finally:
+            self._room[i] += 1
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
