@@ -95,7 +95,9 @@ class DispatchdServer:
         self.observers = ObserverChain([self.waiters, self._idle])
         self.engine = Engine(engine_limits(config), self.observers, rng)
         # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
-        self.observability = Observability(config, lambda: self.engine, clock, tracer_provider)
+        self.observability = Observability(
+            config, lambda: self.engine, clock, tracer_provider, lambda: self.pusher.stats
+        )
         for observer in self.observability.observers:
             self.observers.add(observer)
         self.pump = DispatchPump(self.engine, clock)

@@ -23,6 +23,7 @@ from dispatchd_client import (
 from .conftest import StartWorker
 from .endpoint import Call, Endpoint, verify_signature
 from .helpers import eventually
+from .scrape import scrape
 
 FAST_RETRY = RetryPolicy(max_attempts=5, min_backoff=0.01, max_backoff=0.05)
 
@@ -98,6 +99,11 @@ async def test_width_is_never_exceeded(
     assert (len(endpoint.calls), endpoint.max_in_flight) == (12, 3)
     stats = server.pusher.stats["wide3"]
     assert (stats.outcomes["2xx"], stats.latency_count, stats.in_flight) == (12, 12, 0)
+    m = await scrape(server.observability.metrics_port)
+    assert m.value("dispatchd_http_push_requests_total", queue="wide3", outcome="2xx") == 12
+    assert m.value("dispatchd_http_push_seconds_count", queue="wide3") == 12
+    assert m.value("dispatchd_http_push_seconds_bucket", queue="wide3", le="+Inf") == 12
+    assert m.value("dispatchd_http_push_in_flight", queue="wide3") == 0
 
 
 async def test_rate_is_respected_at_the_endpoint(client: AsyncClient, endpoint: Endpoint) -> None:

@@ -51,6 +51,10 @@ class TargetStats:
     truncated: int = 0
     in_flight: int = 0
 
+    @property
+    def latency_bounds(self) -> tuple[float, ...]:
+        return LATENCY_BUCKETS
+
     def record(self, kind: str, latency: float | None, truncated: bool, stale: bool) -> None:
         self.outcomes[kind] += 1
         if latency is not None:
