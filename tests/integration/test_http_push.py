@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from dispatchd.config import Config
 from dispatchd.engine import JobState as EngineState
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import (
@@ -309,3 +311,57 @@ async def test_bad_targets_are_refused_and_change_nothing(
         await client.update_queue("guarded", width=9, http_target=bad)
     queue = await client.get_queue("guarded")
     assert (queue.width, queue.http_target) == (4, None)
+
+
+async def test_a_changed_target_takes_the_next_call(
+    client: AsyncClient, endpoint: Endpoint
+) -> None:
+    await client.update_queue(
+        "moving", http_target=HttpTarget(url=endpoint.url + "/a"), create=True
+    )
+    first = await client.submit("moving", b"1")
+    assert (await client.wait(first.id, timeout=10)).state is JobState.SUCCEEDED
+    await client.update_queue(
+        "moving", http_target=HttpTarget(url=endpoint.url + "/b", method="PUT")
+    )
+    second = await client.submit("moving", b"2")
+    assert (await client.wait(second.id, timeout=10)).state is JobState.SUCCEEDED
+    assert [(c.method, c.path, c.body) for c in endpoint.calls] == [
+        ("POST", "/a", b"1"),
+        ("PUT", "/b", b"2"),
+    ]
+
+
+async def test_a_job_header_http_cannot_carry_fails_without_a_call(
+    client: AsyncClient, endpoint: Endpoint
+) -> None:
+    await client.update_queue(
+        "headers", http_target=HttpTarget(url=endpoint.url), retry_policy=FAST_RETRY, create=True
+    )
+    job = await client.submit("headers", b"x", headers={"not a token": "v"})
+    dead = await client.wait(job.id, timeout=10)
+    assert (dead.state, dead.attempt) == (JobState.DEAD, 1)
+    assert dead.error is not None
+    assert dead.error.code == "InvalidHeader"
+    assert "not a token" in dead.error.message
+    assert endpoint.calls == []
+
+
+async def test_a_long_response_body_is_cut_to_the_payload_cap(
+    server_config: Config, endpoint: Endpoint
+) -> None:
+    async def long(call: Call) -> web.StreamResponse:
+        return web.Response(body=b"0123456789" * 100)
+
+    endpoint.respond = long
+    srv = DispatchdServer(dataclasses.replace(server_config, max_payload_bytes=64))
+    await srv.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{srv.port}") as c:
+            await c.update_queue("capped", http_target=HttpTarget(url=endpoint.url), create=True)
+            job = await c.submit("capped", b"x")
+            done = await c.wait(job.id, timeout=10)
+    finally:
+        await srv.stop_now()
+    assert (done.state, done.result) == (JobState.SUCCEEDED, (b"0123456789" * 7)[:64])
+    assert srv.pusher.stats["capped"].truncated == 1
