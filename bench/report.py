@@ -49,6 +49,8 @@ INFO_ROWS = (
     ("batched_client_cpu_us_per_job", "batched client CPU us/job"),
     ("per_job_jobs_per_delivery_msg", "per-job jobs per delivery msg"),
     ("per_job_width8_jobs_per_s", "per-job jobs/s at width 8"),
+    ("http_push_jobs_per_s", "HTTP push jobs/s (local endpoint)"),
+    ("http_push_server_cpu_us_per_job", "HTTP push server CPU us/job"),
     ("other_cpu_pct", "other processes' CPU % (noise)"),
     *policy_report.INFO_ROWS,
 )
@@ -67,6 +69,7 @@ class Runs:
     policies: PolicyRuns = field(default_factory=PolicyRuns)
     durable: DurableRuns = field(default_factory=DurableRuns)
     startup: list[Startup] = field(default_factory=list)
+    http_push: list[Measured] = field(default_factory=list)
 
 
 def _med(values: Sequence[float]) -> float:
@@ -92,6 +95,8 @@ def summarize(runs: Runs) -> dict[str, float]:
         "latency_server_cpu_us_per_job": _med([x.server_cpu_us_per_job for x in runs.latency]),
         "per_job_width8_jobs_per_s": _med([m.jobs_per_s for m in runs.per_job_width8]),
         "per_job_server_sys_pct": _med([m.server_sys_pct for m in runs.per_job]),
+        "http_push_jobs_per_s": _med([m.jobs_per_s for m in runs.http_push]),
+        "http_push_server_cpu_us_per_job": _med([m.server_cpu_us_per_job for m in runs.http_push]),
         "other_cpu_pct": _med(
             [m.other_cpu_pct for m in runs.baseline + runs.per_job + runs.batched]
             + [x.other_cpu_pct for x in runs.latency]
@@ -177,7 +182,7 @@ def document(summary: dict[str, float], runs: Runs, settings: dict[str, Any]) ->
     doc["all_ok"] = all(doc["ok"].values())
     doc["runs"] = {
         phase: [run_dict(x) for x in getattr(runs, phase)]
-        for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8")
+        for phase in ("baseline", "per_job", "batched", "latency", "per_job_width8", "http_push")
     }
     doc["runs"].update(
         {phase: [run_dict(x) for x in getattr(runs.policies, phase)] for phase in PolicyRuns.PHASES}

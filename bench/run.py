@@ -22,6 +22,8 @@ Phases, each run ``--rounds`` times after a short warm-up; the report shows medi
 * batched: ``--batch-producers`` coroutines send SubmitBatch of ``--batch`` jobs;
   ``--batch-workers`` streams with ``--batch-credit`` credits answer each JobDeliveries
   message with one WorkResults covering all of its jobs.
+* http push: dispatchd delivers ``--http-push-jobs`` jobs to a local HTTP endpoint through a
+  queue's http_target (width ``--http-push-width``); see bench/http_push.py. 0 skips it.
 * latency: the per-job setup fed open-loop at ``--latency-fraction`` of the median per-job
   rate. Each payload carries perf_counter_ns() taken just before Submit is called; the
   worker subtracts it from its own reading when the delivery arrives (same process, same
@@ -85,7 +87,7 @@ if not __package__:  # run as `python bench/run.py`: make the `bench` package im
 
 import grpc
 
-from bench import baseline, keys, overhead, procs, rate, report, rpc, startup, workload
+from bench import baseline, http_push, keys, overhead, procs, rate, report, rpc, startup, workload
 from bench.keys import Fairness
 from bench.measure import Measured, Meter, median, split
 from bench.procs import ServerProcess
@@ -130,6 +132,8 @@ class Settings:
     fairness_min_jobs: int = 100
     keys_jobs: int = 50_000
     distinct_keys: int = 10_000
+    http_push_jobs: int = 5_000
+    http_push_width: int = 100
 
     def quick(self) -> Settings:
         """Every job count divided by QUICK_DIVISOR and rate windows of at most
@@ -353,6 +357,15 @@ class Bench:
             await self.keys_round(r, runs)
         for r in range(1, self.s.rate_rounds + 1):
             await self.rate_round(r, runs)
+        if self.s.http_push_jobs > 0:
+            runs.http_push = await http_push.rounds(
+                self.producer_api,
+                self.dispatchd.cpu_times,
+                self.s.http_push_jobs,
+                self.s.http_push_width,
+                self.s.rounds,
+                _show,
+            )
         return runs
 
 

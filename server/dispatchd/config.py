@@ -62,6 +62,11 @@ class Config:
     health_listen: str | None = None
     """host:port of a plaintext, health-only gRPC port for probes (kubelet gRPC probes
     cannot speak TLS); None: health is served on the main port only."""
+    http_max_connections: int = 100
+    """Per HTTP target: the connection pool's bound and the most calls in flight at once
+    (a queue's width binds below it)."""
+    http_ca_bundle: Path | None = None
+    """PEM file of CAs to verify HTTP targets' TLS certificates with; None: certifi's."""
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -78,6 +83,10 @@ class Config:
             raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
         if self.durability not in ("none", "journal"):
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
+        if not 1 <= self.http_max_connections <= 10_000:
+            raise ConfigError(
+                f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self._check_endpoints()
@@ -151,6 +160,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("max-finished-jobs", int, d.max_finished_jobs, "most finished jobs kept")
     add("log-level", str, d.log_level, "debug, info, warning or error")
     add("durability", str, d.durability, "journal (crash-safe, needs --data-dir) or none")
+    add(
+        "http-max-connections",
+        int,
+        d.http_max_connections,
+        "per HTTP target: connections and calls in flight at most",
+    )
+    p.add_argument(
+        "--http-ca-bundle",
+        type=Path,
+        default=_env(env, "http-ca-bundle", "") or None,
+        help="PEM CA bundle to verify HTTP targets' TLS certificates (default: certifi's)",
+    )
     p.add_argument(
         "--recover-truncated",
         action="store_true",
@@ -199,6 +220,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         tls_client_ca=_path(ns.tls_client_ca),
         auth_tokens=_path(ns.auth_tokens),
         health_listen=ns.health_listen or None,
+        http_max_connections=ns.http_max_connections,
+        http_ca_bundle=_path(ns.http_ca_bundle),
     )
 
 

@@ -7,6 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd.engine import (
     AttemptRecord,
+    HttpTarget,
     InvalidArgument,
     JobFailure,
     JobRecord,
@@ -151,6 +152,10 @@ def _fill_policy_fields(msg: pb.Job, job: JobView) -> None:
         set_time(am.finish_time, a.finish_time)
         if a.error is not None:
             _fill_error(am.error, a.error)
+        if a.http_status:
+            am.http_status = a.http_status
+        if a.latency is not None:
+            am.latency.CopyFrom(duration(a.latency))
 
 
 def job_to_pb(job: JobView, with_payload: bool = True) -> pb.Job:
@@ -197,6 +202,8 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
             seconds(a.dispatch_time),
             seconds(a.finish_time),
             _failure(a.error) if a.HasField("error") else None,
+            a.http_status,
+            duration_seconds(a.latency) if a.HasField("latency") else None,
         )
         for a in msg.attempts
     ]
@@ -207,7 +214,34 @@ def _failure(e: pb.JobError) -> JobFailure:
     return JobFailure(e.message, e.retryable, e.code)
 
 
-def settings_to_pb(name: str, s: QueueSettings) -> pb.Queue:
+def _fill_target(msg: pb.HttpTarget, t: HttpTarget, with_secret: bool) -> None:
+    msg.url = t.url
+    msg.method = t.method
+    msg.headers.update(t.headers)
+    msg.timeout.CopyFrom(duration(t.timeout))
+    msg.success_codes.extend(t.success_codes)
+    msg.signing_enabled = bool(t.signing_secret)
+    if with_secret:
+        msg.signing_secret = t.signing_secret
+
+
+def http_target(msg: pb.Queue) -> HttpTarget | None:
+    """Validated like UpdateQueue input; an unset message is no target."""
+    if not msg.HasField("http_target"):
+        return None
+    t = msg.http_target
+    return HttpTarget.of(
+        t.url,
+        t.method,
+        dict(t.headers),
+        duration_seconds(t.timeout) if t.HasField("timeout") else None,
+        t.success_codes,
+        t.signing_secret,
+    )
+
+
+def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb.Queue:
+    """The stored form (snapshot, journal) keeps secrets; responses leave them out."""
     msg = pb.Queue(
         name=name,
         width=s.width,
@@ -227,11 +261,13 @@ def settings_to_pb(name: str, s: QueueSettings) -> pb.Queue:
         if kl.per_key_rate is not None:
             msg.key_limits.per_key_rate = kl.per_key_rate.per_second
             msg.key_limits.per_key_burst = kl.per_key_rate.burst
+    if s.http_target is not None:
+        _fill_target(msg.http_target, s.http_target, with_secrets)
     return msg
 
 
 def queue_to_pb(view: QueueView) -> pb.Queue:
-    msg = settings_to_pb(view.name, view.settings)
+    msg = settings_to_pb(view.name, view.settings, with_secrets=False)
     msg.pending_count = view.pending_count
     msg.underway_count = view.underway_count
     msg.worker_count = view.worker_count
@@ -264,4 +300,5 @@ def settings_from_pb(msg: pb.Queue) -> QueueSettings:
         dedup_window=(
             duration_seconds(msg.dedup_window) if msg.HasField("dedup_window") else 86_400.0
         ),
+        http_target=http_target(msg),
     )

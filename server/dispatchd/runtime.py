@@ -19,6 +19,7 @@ from dispatchd import convert
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, ObserverChain
 from dispatchd.observability import Observability, ObservabilityError
+from dispatchd.push import HttpPusher, PushConfigError, PushSettings
 from dispatchd.security import (
     SUBMITTER_HEADER,
     AuthInterceptor,
@@ -69,6 +70,14 @@ def engine_limits(config: Config) -> EngineLimits:
     )
 
 
+def push_settings(config: Config) -> PushSettings:
+    return PushSettings(
+        max_connections=config.http_max_connections,
+        ca_bundle=config.http_ca_bundle,
+        max_body_bytes=config.max_payload_bytes,
+    )
+
+
 class DispatchdServer:
     """One dispatchd process: engine, gRPC server, health, reflection, snapshot."""
 
@@ -86,10 +95,14 @@ class DispatchdServer:
         self.observers = ObserverChain([self.waiters, self._idle])
         self.engine = Engine(engine_limits(config), self.observers, rng)
         # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
-        self.observability = Observability(config, lambda: self.engine, clock, tracer_provider)
+        self.observability = Observability(
+            config, lambda: self.engine, clock, tracer_provider, lambda: self.pusher.stats
+        )
         for observer in self.observability.observers:
             self.observers.add(observer)
         self.pump = DispatchPump(self.engine, clock)
+        self.pusher = HttpPusher(self.engine, self.pump, clock, push_settings(config))
+        self.observers.add(self.pusher)
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
         self.health = HealthServicer()
@@ -106,6 +119,10 @@ class DispatchdServer:
         """Restores the snapshot, binds, starts serving; returns the bound port."""
         credentials = self._load_security()  # before the journal opens: fail fast
         self._restore()
+        try:
+            self.pusher.start()  # first: an unreadable CA bundle leaves nothing running
+        except PushConfigError as e:
+            raise StartError(str(e)) from None
         try:
             await self.observability.start()
         except ObservabilityError as e:
@@ -292,6 +309,7 @@ class DispatchdServer:
             log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
         else:
             log.info("drain: no job underway")
+        await self.pusher.close()  # HTTP calls still running lost their leases just now
         self._snapshot()
         if self.journal is not None:
             await self.journal.close()
@@ -331,6 +349,7 @@ class DispatchdServer:
         if self._server is not None:
             await self._server.stop(grace=None)
         await self._stop_health_server()
+        await self.pusher.close()
         if self.journal is not None:
             await self.journal.close()
         self.pump.close()

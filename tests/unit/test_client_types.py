@@ -14,6 +14,7 @@ from dispatchd_client import (
     DeadlineExceeded,
     DispatchdError,
     FailedPrecondition,
+    HttpTarget,
     Internal,
     InvalidArgument,
     Job,
@@ -32,6 +33,7 @@ from dispatchd_client import (
 )
 from dispatchd_client import _requests as rq
 from dispatchd_client._runner import error_from_exception, to_output
+from dispatchd_client.policies import apply_queue_changes
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 UTC = datetime.UTC
@@ -196,6 +198,43 @@ def test_queue_from_proto() -> None:
         worker_count=2,
     )
     assert Queue.from_proto(pb.Queue(name="q")).lease_duration == 0.0
+
+
+def test_queue_http_target_round_trip_never_carries_the_secret_back() -> None:
+    target = HttpTarget(
+        url="https://h/x",
+        method="PUT",
+        headers={"A": "b"},
+        timeout=2.5,
+        success_codes=(200, 204),
+        signing_secret="s",
+    )
+    sent = target.to_proto()
+    assert (sent.signing_secret, sent.timeout.seconds, sent.timeout.nanos) == ("s", 2, 500_000_000)
+    answer = pb.Queue(name="q", http_target=sent)
+    answer.http_target.signing_secret = ""  # what the server does
+    answer.http_target.signing_enabled = True
+    got = Queue.from_proto(answer).http_target
+    assert got == HttpTarget(
+        url="https://h/x",
+        method="PUT",
+        headers={"A": "b"},
+        timeout=2.5,
+        success_codes=(200, 204),
+        signing_enabled=True,
+    )
+    assert Queue.from_proto(pb.Queue(name="q")).http_target is None
+
+
+def test_update_queue_sets_or_clears_the_http_target() -> None:
+    queue = pb.Queue(name="q")
+    assert apply_queue_changes(queue, {"http_target": HttpTarget(url="http://h/")}) == [
+        "http_target"
+    ]
+    assert queue.http_target.url == "http://h/"
+    cleared = pb.Queue(name="q")
+    assert apply_queue_changes(cleared, {"http_target": None}) == ["http_target"]
+    assert not cleared.HasField("http_target")
 
 
 # Request building ---------------------------------------------------------------------------

@@ -47,6 +47,8 @@ def test_environment_sets_and_flags_win() -> None:
         (["--metrics-listen", "9464"], "--metrics-listen"),
         (["--metrics-listen", "localhost:http"], "--metrics-listen"),
         (["--metrics-max-queues", "0"], "--metrics-max-queues"),
+        (["--http-max-connections", "0"], "--http-max-connections"),
+        (["--http-max-connections", "10001"], "--http-max-connections"),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], message: str) -> None:
@@ -104,3 +106,12 @@ def test_security_flags_and_environment() -> None:
 def test_security_flags_are_checked(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(argv, env={})
+
+
+def test_http_push_settings_from_flags_and_environment() -> None:
+    assert (Config().http_max_connections, Config().http_ca_bundle) == (100, None)
+    env = {"DISPATCHD_HTTP_MAX_CONNECTIONS": "8", "DISPATCHD_HTTP_CA_BUNDLE": "/etc/ca.pem"}
+    c = load([], env=env)
+    assert (c.http_max_connections, c.http_ca_bundle) == (8, Path("/etc/ca.pem"))
+    c = load(["--http-max-connections", "3", "--http-ca-bundle", "/x.pem"], env=env)
+    assert (c.http_max_connections, c.http_ca_bundle) == (3, Path("/x.pem"))

@@ -27,6 +27,7 @@ from dispatchd_client.errors import (
 )
 from dispatchd_client.policies import (
     Attempt,
+    HttpTarget,
     JobOptions,
     KeyLimits,
     QueueChanges,
@@ -47,6 +48,7 @@ __all__ = [
     "DeadlineExceeded",
     "DispatchdError",
     "FailedPrecondition",
+    "HttpTarget",
     "Internal",
     "InvalidArgument",
     "Job",

@@ -188,7 +188,7 @@ class AsyncClient:
     ) -> Queue:
         """Change the given settings live (others are left alone); ``create`` makes the queue
         if it does not exist instead of raising NotFound. ``changes``: rate, retry_policy,
-        key_limits (None clears each), max_pending, dedup_window."""
+        key_limits, http_target (None clears each), max_pending, dedup_window."""
         return await self._call(
             rq.update_queue(
                 name,

@@ -4,7 +4,7 @@ slots, and the optional arguments of submit and update_queue."""
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -13,6 +13,7 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 __all__ = [
     "Attempt",
+    "HttpTarget",
     "JobOptions",
     "KeyLimits",
     "QueueChanges",
@@ -114,6 +115,10 @@ class Attempt:
     error_message: str = ""
     error_code: str = ""
     failed: bool = False
+    #: HTTP push only: the endpoint's status code (0: no response came).
+    http_status: int = 0
+    #: HTTP push only: seconds the call took.
+    latency: float | None = None
 
     @classmethod
     def from_proto(cls, msg: pb.Attempt) -> Attempt:
@@ -125,6 +130,49 @@ class Attempt:
             error_message=msg.error.message,
             error_code=msg.error.code,
             failed=msg.HasField("error"),
+            http_status=msg.http_status,
+            latency=_seconds(msg.latency) if msg.HasField("latency") else None,
+        )
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """The server calls ``method url`` once per attempt of each job of the queue, with the
+    payload as the body (see docs/http-push.md).
+
+    ``success_codes`` empty means 200-299. ``signing_secret`` is write-only: the server
+    never returns it, and a queue read back has ``signing_enabled`` instead. Setting a
+    target replaces the previous one whole, so give the secret again with every change.
+    """
+
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    success_codes: tuple[int, ...] = ()
+    signing_secret: str = ""
+    #: Output only: whether the server holds a signing secret for this target.
+    signing_enabled: bool = False
+
+    def to_proto(self) -> pb.HttpTarget:
+        return pb.HttpTarget(
+            url=self.url,
+            method=self.method,
+            headers=self.headers,
+            timeout=_duration(self.timeout),
+            success_codes=self.success_codes,
+            signing_secret=self.signing_secret,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: pb.HttpTarget) -> HttpTarget:
+        return cls(
+            url=msg.url,
+            method=msg.method,
+            headers=dict(msg.headers),
+            timeout=_seconds(msg.timeout),
+            success_codes=tuple(msg.success_codes),
+            signing_enabled=msg.signing_enabled,
         )
 
 
@@ -175,6 +223,8 @@ class QueueChanges(TypedDict, total=False):
     """Most pending + scheduled jobs (0: no bound)."""
     dedup_window: float
     """Seconds an idempotency key is remembered after its job finished."""
+    http_target: HttpTarget | None
+    """Deliver the queue's jobs to this HTTP endpoint (None: back to workers)."""
 
 
 def _timestamp(t: datetime.datetime) -> timestamp_pb2.Timestamp:
@@ -228,4 +278,7 @@ def apply_queue_changes(queue: pb.Queue, changes: QueueChanges) -> list[str]:
         queue.max_pending = changes["max_pending"]
     if "dedup_window" in changes:
         queue.dedup_window.CopyFrom(_duration(changes["dedup_window"]))
+    target = changes.get("http_target")
+    if target is not None:
+        queue.http_target.CopyFrom(target.to_proto())
     return sorted(changes)

@@ -18,7 +18,14 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from dispatchd_client.policies import Attempt, JobOptions, KeyLimits, Rate, RetryPolicy
+from dispatchd_client.policies import (
+    Attempt,
+    HttpTarget,
+    JobOptions,
+    KeyLimits,
+    Rate,
+    RetryPolicy,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 __all__ = ["Job", "JobError", "JobSpecLike", "JobState", "NewJob", "Queue", "ReceivedJob"]
@@ -222,6 +229,8 @@ class Queue:
     dedup_window: float = 0.0
     #: Slots held through acquire_slot (they count in underway_count).
     slot_count: int = 0
+    #: The HTTP endpoint the server delivers this queue's jobs to; None: workers do.
+    http_target: HttpTarget | None = None
 
     @classmethod
     def from_proto(cls, msg: pb.Queue) -> Queue:
@@ -242,6 +251,9 @@ class Queue:
             scheduled_count=msg.scheduled_count,
             dedup_window=_seconds(msg.dedup_window),
             slot_count=msg.slot_count,
+            http_target=(
+                HttpTarget.from_proto(msg.http_target) if msg.HasField("http_target") else None
+            ),
         )
 
 

@@ -27,6 +27,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.workers import WorkerRecord
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "EngineObserver",
     "FailedPrecondition",
     "FinishedJob",
+    "HttpTarget",
     "InvalidArgument",
     "JobFailure",
     "JobRecord",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
 
 from dispatchd.engine import limits as lim
@@ -98,10 +99,20 @@ class DispatchMixin(EngineState):
     # ---- results ------------------------------------------------------------------
 
     def complete(
-        self, worker: WorkerRecord, job_id: str, lease_id: str, outcome: Outcome, now: float
+        self,
+        worker: WorkerRecord,
+        job_id: str,
+        lease_id: str,
+        outcome: Outcome,
+        now: float,
+        *,
+        http_status: int = 0,
+        latency: float | None = None,
     ) -> Rejection | None:
         """Records a worker's result. A result whose lease this worker does not hold
-        (expired and re-dispatched, or never issued) changes nothing: fencing."""
+        (expired and re-dispatched, or never issued) changes nothing: fencing.
+        ``http_status`` and ``latency`` describe an HTTP push attempt; they are kept on
+        the attempt."""
         now = self._clock(now)
         lease = worker.leases.get(lease_id)
         if lease is None or lease.job.id != job_id:
@@ -116,8 +127,9 @@ class DispatchMixin(EngineState):
         self._release(lease, now)
         if lease.cancelled:
             return None  # already CANCELLED; the answer only frees the slot
+        http = (http_status, latency)
         if isinstance(outcome, JobFailure):
-            self._attempt_failed(lease, outcome, now, lost=False)
+            self._attempt_failed(lease, outcome, now, lost=False, http=http)
         elif len(outcome) > self.limits.max_payload_bytes:
             failure = JobFailure(
                 f"result of {len(outcome)} bytes exceeds the {self.limits.max_payload_bytes}"
@@ -125,27 +137,39 @@ class DispatchMixin(EngineState):
                 retryable=False,
                 code="ResultTooLarge",
             )
-            self._attempt_failed(lease, failure, now, lost=False)
+            self._attempt_failed(lease, failure, now, lost=False, http=http)
         else:
             job = lease.job
-            job.attempts.append(self._attempt(lease, now, None))
+            job.attempts.append(self._attempt(lease, now, None, http))
             job.result = outcome
             self._finish(job, JobState.SUCCEEDED, now)
         return None
 
-    def _attempt(self, lease: LeaseRecord, now: float, error: JobFailure | None) -> AttemptRecord:
+    def _attempt(
+        self,
+        lease: LeaseRecord,
+        now: float,
+        error: JobFailure | None,
+        http: tuple[int, float | None] = (0, None),
+    ) -> AttemptRecord:
         job = lease.job
         start = now if job.dispatch_time is None else job.dispatch_time  # 0.0 is a time
-        return AttemptRecord(job.attempt, job.worker_id, start, now, error)
+        return AttemptRecord(job.attempt, job.worker_id, start, now, error, *http)
 
     def _attempt_failed(
-        self, lease: LeaseRecord, failure: JobFailure, now: float, *, lost: bool
+        self,
+        lease: LeaseRecord,
+        failure: JobFailure,
+        now: float,
+        *,
+        lost: bool,
+        http: tuple[int, float | None] = (0, None),
     ) -> None:
         """After a failed attempt: retry with backoff while the policy allows, else DEAD
         (under a policy) or FAILED. Without a policy a lost attempt (lease expired,
         worker gone) goes straight back, as it never reported failure."""
         job = lease.job
-        job.attempts.append(self._attempt(lease, now, failure))
+        job.attempts.append(self._attempt(lease, now, failure, http))
         q = self._queues[job.queue]
         policy = job.retry_policy or q.settings.retry_policy
         if policy is None:
@@ -161,12 +185,20 @@ class DispatchMixin(EngineState):
             self._finish(job, JobState.DEAD, now)
             return
         due = now + policy.backoff(used, self._rng)
+        if failure.retry_after is not None:
+            due = max(due, now + self._retry_after(failure.retry_after))
         if job.expire_at is not None and due >= job.expire_at:
             self._finish(job, JobState.EXPIRED, now)
             return
         job.not_before = due
         self._wait(q, job, now)
         self.observer.job_retrying(job, due)
+
+    def _retry_after(self, seconds: float) -> float:
+        """A reported Retry-After, made safe: not negative, not NaN, at most the cap."""
+        if math.isnan(seconds) or seconds <= 0:
+            return 0.0
+        return min(seconds, self.limits.max_retry_after_seconds)
 
     def _give_back(self, job: JobRecord, now: float, reason: str) -> None:
         """An attempt ended without a verdict: the job waits again at its old place, unless

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from dispatchd.engine.model import NewJob
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.targets import HttpTarget
 
 MAX_KEY_CHARS = 256
 QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -17,6 +18,7 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "key_limits": (KeyLimits, type(None)),
     "max_pending": int,
     "dedup_window": float,
+    "http_target": (HttpTarget, type(None)),
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -50,6 +52,8 @@ class EngineLimits:
     """Most queues one worker stream may serve."""
     min_lease_seconds: float = 1.0
     max_lease_seconds: float = 3600.0
+    max_retry_after_seconds: float = 86_400.0
+    """Cap on a failure's retry_after (an endpoint's Retry-After)."""
 
 
 def check_queue_name(name: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.targets import HttpTarget
 
 if TYPE_CHECKING:
     from dispatchd.engine.workers import WorkerRecord
@@ -61,11 +62,14 @@ class NewJob:
 
 
 class JobFailure(NamedTuple):
-    """An error a worker reported for one attempt."""
+    """An error a worker (or the HTTP pusher) reported for one attempt."""
 
     message: str
     retryable: bool = True
     code: str = ""
+    retry_after: float | None = None
+    """Seconds from the failure before the next attempt may start (an HTTP Retry-After):
+    a floor under the retry policy's backoff, never a way around max_attempts."""
 
 
 class AttemptRecord(NamedTuple):
@@ -76,6 +80,10 @@ class AttemptRecord(NamedTuple):
     dispatch_time: float
     finish_time: float
     error: JobFailure | None
+    http_status: int = 0
+    """Status code of an HTTP push attempt; 0 when there was no response (or no HTTP)."""
+    latency: float | None = None
+    """Seconds the HTTP push call took, as the pusher measured it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -163,7 +171,7 @@ class FinishedJob(NamedTuple):
         error = None if self.error is None else tuple(self.error)
         policy = None if self.retry_policy is None else _policy_tuple(self.retry_policy)
         attempts = tuple(
-            (*a[:4], None if a.error is None else tuple(a.error)) for a in self.attempts
+            (*a[:4], None if a.error is None else tuple(a.error), *a[5:]) for a in self.attempts
         )
         return (
             *self[:4],
@@ -181,7 +189,7 @@ class FinishedJob(NamedTuple):
         error = None if raw[13] is None else JobFailure(*raw[13])
         policy = None if raw[21] is None else RetryPolicy(*raw[21])
         attempts = tuple(
-            AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4])))
+            AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4]), *a[5:]))
             for a in raw[22]
         )
         return cls._make((*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts))
@@ -274,6 +282,8 @@ class QueueSettings:
     """Most pending + scheduled jobs; 0 is no bound."""
     dedup_window: float = 86_400.0
     """Seconds an idempotency key is remembered after its job finished."""
+    http_target: HttpTarget | None = None
+    """When set, the server delivers the queue's jobs to this endpoint itself."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,10 @@ engine.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -28,7 +30,11 @@ from dispatchd.observability.metrics import (
     QueueStats,
 )
 
+if TYPE_CHECKING:
+    from dispatchd.push import TargetStats
+
 PREFIX = "dispatchd_"
+PushStats = Callable[[], "Mapping[str, TargetStats]"]
 
 
 @dataclass(slots=True)
@@ -76,10 +82,12 @@ class DispatchdCollector(Collector):
         engine: Callable[[], Engine],
         observer: MetricsObserver,
         grpc_stats: GrpcStats,
+        push_stats: PushStats | None = None,
     ) -> None:
         self._engine = engine
         self._observer = observer
         self._grpc = grpc_stats
+        self._push = push_stats
 
     def collect(self) -> Iterator[Metric]:
         """For a CollectorRegistry (prometheus_client's renderers, OpenMetrics)."""
@@ -96,6 +104,8 @@ class DispatchdCollector(Collector):
         yield from self._counters(self._observer.stats)
         yield from self._workers(engine)
         yield from self._grpc_families()
+        if self._push is not None:
+            yield from self._push_families(self._push())
         info = Family(
             PREFIX + "build_info",
             "gauge",
@@ -226,4 +236,43 @@ class DispatchdCollector(Collector):
             "Seconds from the start of a gRPC call to its status (streams: their lifetime).",
             ("service", "method"),
             ((list(key), hist) for key, hist in sorted(self._grpc.seconds.items())),
+        )
+
+    def _push_families(self, stats: Mapping[str, TargetStats]) -> Iterator[Family]:
+        """HTTP push (dispatchd.push.stats), folded by queue label like the rest."""
+        outcomes: dict[str, Counter[str]] = {}
+        in_flight: dict[str, int] = {}
+        seconds: dict[str, Histogram] = {}
+        for queue, target in stats.items():
+            label = self._observer.labels(queue)
+            outcomes.setdefault(label, Counter()).update(target.outcomes)
+            in_flight[label] = in_flight.get(label, 0) + target.in_flight
+            hist = seconds.get(label)
+            if hist is None:
+                hist = seconds[label] = Histogram(target.latency_bounds)
+            hist.counts = [a + b for a, b in zip(hist.counts, target.latency_counts, strict=True)]
+            hist.sum += target.latency_sum
+        names = sorted(outcomes)
+        requests = Family(
+            PREFIX + "http_push_requests",
+            "counter",
+            "HTTP push attempts by outcome: 1xx-5xx by response status, timeout, connection "
+            "(refused, reset, TLS), invalid (a job header HTTP cannot carry).",
+            ("queue", "outcome"),
+        )
+        for label in names:
+            for outcome, n in sorted(outcomes[label].items()):
+                requests.add((label, outcome), n)
+        yield requests
+        flight = Family(
+            PREFIX + "http_push_in_flight", "gauge", "HTTP push calls under way.", ("queue",)
+        )
+        for label in names:
+            flight.add((label,), in_flight[label])
+        yield flight
+        yield _histogram(
+            PREFIX + "http_push_seconds",
+            "Seconds an HTTP push call took (connect, send, response), per attempt sent.",
+            ("queue",),
+            (([label], seconds[label]) for label in names),
         )

@@ -31,6 +31,7 @@ QUEUE_MASK_PATHS = DEFAULT_MASK_PATHS | {
     "key_limits",
     "max_pending",
     "dedup_window",
+    "http_target",
 }
 
 
@@ -49,6 +50,8 @@ def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
         changes["max_pending"] = q.max_pending
     if "dedup_window" in paths:
         changes["dedup_window"] = convert.duration_seconds(q.dedup_window)
+    if "http_target" in paths:
+        changes["http_target"] = convert.http_target(q)
     return changes
 
 

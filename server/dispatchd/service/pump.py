@@ -8,9 +8,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from dispatchd.engine import Engine
+from dispatchd.engine import Engine, LeaseRecord
 
 if TYPE_CHECKING:
     from dispatchd.service.sessions import WorkerSession
@@ -29,6 +29,12 @@ def wake_delay(due: float, now: float) -> float:
     return max(MIN_TIMER_SECONDS, math.ceil((due - now) * 1000.0) / 1000.0)
 
 
+class LeaseSink(Protocol):
+    """Takes the leases dispatched to a worker the server serves itself (an HTTP target)."""
+
+    def deliver(self, leases: list[LeaseRecord]) -> None: ...
+
+
 class DispatchPump:
     """Coalesces dispatch requests: submits, results, credit and width changes all call
     ``kick()``; the pass runs once at the end of the current loop iteration, so a
@@ -38,6 +44,7 @@ class DispatchPump:
         self._engine = engine
         self._clock = clock
         self._sessions: dict[int, WorkerSession] = {}
+        self._sinks: dict[int, LeaseSink] = {}
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
@@ -54,6 +61,12 @@ class DispatchPump:
     def unregister(self, session: WorkerSession) -> None:
         self._sessions.pop(session.worker.key, None)
 
+    def register_sink(self, worker_key: int, sink: LeaseSink) -> None:
+        self._sinks[worker_key] = sink
+
+    def unregister_sink(self, worker_key: int) -> None:
+        self._sinks.pop(worker_key, None)
+
     def kick(self) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -67,7 +80,7 @@ class DispatchPump:
         engine = self._engine
         engine.tick(now)
         for worker, leases in engine.dispatch(now):
-            session = self._sessions.get(worker.key)
+            session = self._sessions.get(worker.key) or self._sinks.get(worker.key)
             if session is not None:
                 session.deliver(leases)
         self._arm_timer(now)

@@ -67,18 +67,22 @@ class KeyLimits(_message.Message):
     def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "worker_id", "dispatch_time", "finish_time", "error")
+    __slots__ = ("number", "worker_id", "dispatch_time", "finish_time", "error", "http_status", "latency")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_TIME_FIELD_NUMBER: _ClassVar[int]
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
     number: int
     worker_id: str
     dispatch_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
     error: JobError
-    def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., dispatch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+    http_status: int
+    latency: _duration_pb2.Duration
+    def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., dispatch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., http_status: _Optional[int] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("queue", "payload", "priority", "headers", "content_type", "retry_policy", "not_before", "expire_at", "ttl", "ordering_key", "fairness_key", "idempotency_key", "fairness_weight")
@@ -285,7 +289,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Queue(_message.Message):
-    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count")
+    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +304,7 @@ class Queue(_message.Message):
     SCHEDULED_COUNT_FIELD_NUMBER: _ClassVar[int]
     DEDUP_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_TARGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     width: int
     paused: bool
@@ -314,7 +319,33 @@ class Queue(_message.Message):
     scheduled_count: int
     dedup_window: _duration_pb2.Duration
     slot_count: int
-    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: _Optional[bool] = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ...) -> None: ...
+    http_target: HttpTarget
+    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: _Optional[bool] = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ...) -> None: ...
+
+class HttpTarget(_message.Message):
+    __slots__ = ("url", "method", "headers", "timeout", "success_codes", "signing_secret", "signing_enabled")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_CODES_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    method: str
+    headers: _containers.ScalarMap[str, str]
+    timeout: _duration_pb2.Duration
+    success_codes: _containers.RepeatedScalarFieldContainer[int]
+    signing_secret: str
+    signing_enabled: bool
+    def __init__(self, url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_codes: _Optional[_Iterable[int]] = ..., signing_secret: _Optional[str] = ..., signing_enabled: _Optional[bool] = ...) -> None: ...
 
 class GetQueueRequest(_message.Message):
     __slots__ = ("name",)

@@ -1,0 +1,96 @@
+"""How an HTTP response or a failed call becomes a job outcome.
+
+- a status in the target's success codes (default 200-299): the job succeeds with the
+  response body (cut to the payload cap) as its result;
+- 429 and 503: retryable, and a Retry-After (seconds or an HTTP date) is a floor under
+  the next attempt's backoff;
+- any other 4xx, and 1xx/3xx not listed as success (redirects are not followed): not
+  retryable, the request itself is wrong;
+- 5xx, timeouts, connection and protocol errors: retryable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from dispatchd.engine import HttpTarget, JobFailure, Outcome
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+EXCERPT_CHARS = 200
+
+# Stats classes of an outcome (see stats.TargetStats).
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """One attempt's outcome for the engine, and what the stats keep of it."""
+
+    outcome: Outcome
+    status: int
+    """HTTP status; 0 when no response came."""
+    latency: float
+    kind: str
+    """'2xx'..'5xx' (by status), 'timeout', 'connection' or 'invalid'."""
+    truncated: bool = False
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds from ``now`` a Retry-After value asks for, or None when it is absent or
+    unreadable (then only the retry policy's backoff applies)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def classify_response(
+    target: HttpTarget,
+    status: int,
+    body: bytes,
+    retry_after: str | None,
+    now: float,
+) -> Outcome:
+    if target.is_success(status):
+        return body
+    excerpt = body[:EXCERPT_CHARS].decode(errors="replace")
+    message = f"HTTP {status} {_reason(status)}".rstrip()
+    if excerpt:
+        message += f": {excerpt}"
+    code = f"HTTP_{status}"
+    if status in RETRY_AFTER_STATUSES:
+        return JobFailure(message, True, code, retry_after_seconds(retry_after, now))
+    return JobFailure(message, status >= 500, code)
+
+
+def status_kind(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def timeout_failure(timeout: float) -> JobFailure:
+    return JobFailure(f"no response within the target's timeout of {timeout:g} s", True, "Timeout")
+
+
+def connection_failure(error: BaseException) -> JobFailure:
+    detail = str(error) or type(error).__name__
+    return JobFailure(f"HTTP call failed: {detail}", True, type(error).__name__)
