@@ -140,6 +140,7 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
     scheduledCount: 0,
     dedupWindow: undefined,
     slotCount: 0,
+    httpTarget: undefined,
   };
   const paths: string[] = [];
   const set = <K extends keyof QueueSettings>(

@@ -98,7 +98,16 @@ export interface Attempt {
     | Date
     | undefined;
   /** Set when the attempt failed (including "lease expired"). */
-  error: JobError | undefined;
+  error:
+    | JobError
+    | undefined;
+  /**
+   * HTTP push only: the endpoint's status code; 0 when no response came (timeout,
+   * connection error).
+   */
+  httpStatus: number;
+  /** HTTP push only: how long the call took. */
+  latency: Duration | undefined;
 }
 
 /** JobSpec is what a producer submits. */
@@ -329,6 +338,43 @@ export interface Queue {
     | undefined;
   /** Output only: slots held through AcquireSlot (they count in underway_count). */
   slotCount: number;
+  /**
+   * When set, the server itself delivers this queue's jobs to an HTTP endpoint, under the
+   * same width, rate, key and retry rules as jobs streamed to workers.
+   */
+  httpTarget: HttpTarget | undefined;
+}
+
+/**
+ * HttpTarget is an endpoint the server calls once per job attempt: the payload as the
+ * body; the job's headers plus X-Dispatchd-Job-Id, X-Dispatchd-Attempt and (when signed)
+ * X-Dispatchd-Signature. See docs/http-push.md.
+ */
+export interface HttpTarget {
+  /** http:// or https:// URL (at most 2048 characters). Redirects are not followed. */
+  url: string;
+  /** GET, POST, PUT, PATCH or DELETE; empty means POST. */
+  method: string;
+  /** Sent with every call (they win over a job's header of the same name). */
+  headers: { [key: string]: string };
+  /** Whole-call deadline, 0.1 s to 10 min; unset means 30 s. */
+  timeout:
+    | Duration
+    | undefined;
+  /** Status codes that complete the job (100-599); empty means 200-299. */
+  successCodes: number[];
+  /**
+   * Input only: the HMAC-SHA256 key for X-Dispatchd-Signature. Never returned; read
+   * signing_enabled instead. Empty: calls are not signed.
+   */
+  signingSecret: string;
+  /** Output only: whether a signing secret is set. */
+  signingEnabled: boolean;
+}
+
+export interface HttpTarget_HeadersEntry {
+  key: string;
+  value: string;
 }
 
 export interface GetQueueRequest {
@@ -354,8 +400,10 @@ export interface UpdateQueueRequest {
     | undefined;
   /**
    * Paths: width, paused, lease_duration, rate, retry_policy, key_limits, max_pending,
-   * dedup_window. Empty: width, paused and lease_duration. A message path with the
-   * message unset clears it (e.g. `rate` unset: unlimited).
+   * dedup_window, http_target. Empty: width, paused and lease_duration. A message path
+   * with the message unset clears it (e.g. `rate` unset: unlimited; `http_target` unset:
+   * workers serve the queue again). `http_target` replaces the whole target, signing
+   * secret included.
    */
   updateMask:
     | string[]
@@ -819,7 +867,15 @@ export const KeyLimits: MessageFns<KeyLimits> = {
 };
 
 function createBaseAttempt(): Attempt {
-  return { number: 0, workerId: "", dispatchTime: undefined, finishTime: undefined, error: undefined };
+  return {
+    number: 0,
+    workerId: "",
+    dispatchTime: undefined,
+    finishTime: undefined,
+    error: undefined,
+    httpStatus: 0,
+    latency: undefined,
+  };
 }
 
 export const Attempt: MessageFns<Attempt> = {
@@ -838,6 +894,12 @@ export const Attempt: MessageFns<Attempt> = {
     }
     if (message.error !== undefined) {
       JobError.encode(message.error, writer.uint32(42).fork()).join();
+    }
+    if (message.httpStatus !== 0) {
+      writer.uint32(48).int32(message.httpStatus);
+    }
+    if (message.latency !== undefined) {
+      Duration.encode(message.latency, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -895,6 +957,22 @@ export const Attempt: MessageFns<Attempt> = {
             message.error = JobError.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.httpStatus = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.latency = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -918,6 +996,10 @@ export const Attempt: MessageFns<Attempt> = {
     message.finishTime = object.finishTime ?? undefined;
     message.error = (object.error !== undefined && object.error !== null)
       ? JobError.fromPartial(object.error)
+      : undefined;
+    message.httpStatus = object.httpStatus ?? 0;
+    message.latency = (object.latency !== undefined && object.latency !== null)
+      ? Duration.fromPartial(object.latency)
       : undefined;
     return message;
   },
@@ -2618,6 +2700,7 @@ function createBaseQueue(): Queue {
     scheduledCount: 0,
     dedupWindow: undefined,
     slotCount: 0,
+    httpTarget: undefined,
   };
 }
 
@@ -2664,6 +2747,9 @@ export const Queue: MessageFns<Queue> = {
     }
     if (message.slotCount !== 0) {
       writer.uint32(112).int64(message.slotCount);
+    }
+    if (message.httpTarget !== undefined) {
+      HttpTarget.encode(message.httpTarget, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -2793,6 +2879,14 @@ export const Queue: MessageFns<Queue> = {
             message.slotCount = longToNumber(reader.int64());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.httpTarget = HttpTarget.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2832,6 +2926,238 @@ export const Queue: MessageFns<Queue> = {
       ? Duration.fromPartial(object.dedupWindow)
       : undefined;
     message.slotCount = object.slotCount ?? 0;
+    message.httpTarget = (object.httpTarget !== undefined && object.httpTarget !== null)
+      ? HttpTarget.fromPartial(object.httpTarget)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHttpTarget(): HttpTarget {
+  return {
+    url: "",
+    method: "",
+    headers: {},
+    timeout: undefined,
+    successCodes: [],
+    signingSecret: "",
+    signingEnabled: false,
+  };
+}
+
+export const HttpTarget: MessageFns<HttpTarget> = {
+  encode(message: HttpTarget, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.method !== "") {
+      writer.uint32(18).string(message.method);
+    }
+    globalThis.Object.entries(message.headers).forEach(([key, value]: [string, string]) => {
+      HttpTarget_HeadersEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(34).fork()).join();
+    }
+    if (message.successCodes.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.successCodes) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.signingSecret !== "") {
+      writer.uint32(50).string(message.signingSecret);
+    }
+    if (message.signingEnabled !== false) {
+      writer.uint32(56).bool(message.signingEnabled);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpTarget {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpTarget();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = HttpTarget_HeadersEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.headers[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.successCodes.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.successCodes.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.signingSecret = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.signingEnabled = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<HttpTarget>, I>>(base?: I): HttpTarget {
+    return HttpTarget.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpTarget>, I>>(object: I): HttpTarget {
+    const message = createBaseHttpTarget();
+    message.url = object.url ?? "";
+    message.method = object.method ?? "";
+    message.headers = (globalThis.Object.entries(object.headers ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    message.successCodes = object.successCodes?.map((e) => e) || [];
+    message.signingSecret = object.signingSecret ?? "";
+    message.signingEnabled = object.signingEnabled ?? false;
+    return message;
+  },
+};
+
+function createBaseHttpTarget_HeadersEntry(): HttpTarget_HeadersEntry {
+  return { key: "", value: "" };
+}
+
+export const HttpTarget_HeadersEntry: MessageFns<HttpTarget_HeadersEntry> = {
+  encode(message: HttpTarget_HeadersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpTarget_HeadersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpTarget_HeadersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<HttpTarget_HeadersEntry>, I>>(base?: I): HttpTarget_HeadersEntry {
+    return HttpTarget_HeadersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpTarget_HeadersEntry>, I>>(object: I): HttpTarget_HeadersEntry {
+    const message = createBaseHttpTarget_HeadersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
