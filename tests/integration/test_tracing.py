@@ -132,6 +132,25 @@ async def test_batch_jobs_each_link_to_the_submit_batch_span(traced: Traced) -> 
         assert _parent_id(traced.one("run", job.id)) == _ids(produce)[1]
 
 
+async def test_coalesced_submits_each_keep_their_own_trace(traced: Traced) -> None:
+    tracer = traced.provider.get_tracer("producer")
+
+    async def produce(client: AsyncClient, i: int) -> tuple[str, tuple[int, int]]:
+        with tracer.start_as_current_span(f"produce-{i}") as span:
+            job = await client.submit("t", b"x")
+        return job.id, _ids(span)
+
+    async with AsyncClient(traced.target) as client:  # one tick: one SubmitBatch
+        produced = await asyncio.gather(*(produce(client, i) for i in range(3)))
+    (batch,) = traced.spans("SubmitBatch")
+    assert _parent_id(batch) == produced[0][1][1]  # the metadata carries the first trace
+    for job_id, (trace_id, span_id) in produced:
+        await _finished(traced, job_id)
+        run = traced.one("run", job_id)
+        assert _ids(run)[0] == trace_id
+        assert _parent_id(run) == span_id  # from the job's own headers
+
+
 async def test_without_a_current_span_nothing_is_injected(traced: Traced) -> None:
     async with AsyncClient(traced.target) as client:
         job = await client.submit("t", b"x", headers={"k": "v"})

@@ -160,7 +160,7 @@ def _job(resp: pb.GetJobResponse | pb.WaitJobResponse | pb.RetryJobResponse) -> 
     return Job.from_proto(resp.job)
 
 
-def _submitted(resp: pb.SubmitResponse) -> Job:
+def parse_submitted(resp: pb.SubmitResponse) -> Job:
     return Job.from_proto(resp.job, duplicate=resp.duplicate)
 
 
@@ -180,7 +180,7 @@ def _nothing(resp: pb.ReleaseSlotResponse) -> None:
     return None
 
 
-def _jobs(resp: pb.SubmitBatchResponse) -> list[Job]:
+def parse_submitted_batch(resp: pb.SubmitBatchResponse) -> list[Job]:
     dups = list(resp.duplicates) or [False] * len(resp.jobs)
     return [Job.from_proto(j, duplicate=d) for j, d in zip(resp.jobs, dups, strict=False)]
 
@@ -228,14 +228,14 @@ def submit(
         content_type=content_type,
         options=options,
     )
-    return Rpc("Submit", pb.SubmitRequest(job=spec), _submitted, metadata=_metadata(context))
+    return Rpc("Submit", pb.SubmitRequest(job=spec), parse_submitted, metadata=_metadata(context))
 
 
 def submit_batch(specs: Iterable[JobSpecLike]) -> Rpc[list[Job]]:
     """SubmitBatch; every job carries the current trace context, as with submit."""
     context = trace_headers()
     request = pb.SubmitBatchRequest(jobs=[_to_spec(s, context) for s in specs])
-    return Rpc("SubmitBatch", request, _jobs, metadata=_metadata(context))
+    return Rpc("SubmitBatch", request, parse_submitted_batch, metadata=_metadata(context))
 
 
 def get_job(job_id: str) -> Rpc[Job]:

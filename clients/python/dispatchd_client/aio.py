@@ -5,6 +5,9 @@ raise :class:`~dispatchd_client.DispatchdError` subclasses instead of ``grpc.Rpc
 idempotent reads ride out short UNAVAILABLE blips (a server restart, a proxy reconnect) with a
 few jittered retries. Submissions are never retried automatically: a retry after an ambiguous
 failure could enqueue the same work twice, and only the caller knows whether that is harmless.
+
+Concurrent ``submit()`` calls are coalesced: those made in the same event-loop tick share one
+SubmitBatch round trip, and each still gets its own job or error (see ``_coalescer``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import grpc
 
 from dispatchd_client import _requests as rq
 from dispatchd_client._channel import TLS, ChannelSpec
+from dispatchd_client._coalescer import Coalescer
 from dispatchd_client.errors import from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
@@ -39,6 +43,12 @@ class AsyncClient:
     closing it to the caller. Without one, the client opens its channel to ``target`` on first
     use -- lazily, because a ``grpc.aio`` channel belongs to the event loop
     that is running when it is created, and the client may be constructed before any loop runs.
+
+    ``coalesce`` (on by default) lets concurrent ``submit()`` calls share SubmitBatch round
+    trips: calls made in the same event-loop tick, or within ``coalesce_window`` seconds of the
+    first (0: the same tick only), travel together, up to 1,000 jobs per batch. Each caller gets
+    its own Job or its own error; a bad job never fails its neighbours, though it costs its
+    batch-mates a resend. ``coalesce=False`` sends one Submit per call.
     """
 
     def __init__(
@@ -50,9 +60,13 @@ class AsyncClient:
         tls: TLS | bool | None = None,
         timeout: float | None = 30.0,
         retry_unavailable: int = 3,
+        coalesce: bool = True,
+        coalesce_window: float = 0.0,
     ) -> None:
         if retry_unavailable < 0:
             raise ValueError("retry_unavailable must be >= 0")
+        if coalesce_window < 0:
+            raise ValueError("coalesce_window must be >= 0")
         if channel is not None and (token or tls):
             raise ValueError("pass token and tls, or a channel configured with them; not both")
         self._spec = ChannelSpec.of(target, tls=tls, token=token)
@@ -62,6 +76,9 @@ class AsyncClient:
         self._timeout = timeout
         self._retries = retry_unavailable
         self._closed = False
+        self._coalescer: Coalescer | None = (
+            Coalescer(self._call, self._call, coalesce_window) if coalesce else None
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -75,7 +92,10 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel if this client opened it. Safe to call twice."""
+        """Settle coalesced submits still queued or in flight, then close the channel if this
+        client opened it. Safe to call twice."""
+        if self._coalescer is not None and not self._closed:
+            await self._coalescer.close()
         self._closed = True
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None and self._owns_channel:
@@ -122,16 +142,19 @@ class AsyncClient:
         ``options``: delay / not_before, ttl / expire_at, ordering_key, fairness_key,
         fairness_weight, idempotency_key (a repeat returns the first job with
         ``duplicate=True``), retry_policy. See :class:`~dispatchd_client.JobOptions`."""
-        return await self._call(
-            rq.submit(
-                queue,
-                payload,
-                priority=priority,
-                headers=headers,
-                content_type=content_type,
-                options=options,
-            )
+        rpc = rq.submit(
+            queue,
+            payload,
+            priority=priority,
+            headers=headers,
+            content_type=content_type,
+            options=options,
         )
+        if self._coalescer is None:
+            return await self._call(rpc)
+        if self._closed:
+            raise RuntimeError("AsyncClient is closed")
+        return await self._coalescer.submit(rpc)
 
     async def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
         """Add many jobs atomically (all or none), returned in request order. Not retried."""
