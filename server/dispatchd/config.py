@@ -48,6 +48,8 @@ class Config:
     metrics_listen: str = "127.0.0.1:9464"
     """host:port of the Prometheus /metrics endpoint (port 0 picks a free one); "0"
     turns metrics off, and with them their cost on the hot path."""
+    http_listen: str = "127.0.0.1:8080"
+    """host:port of the operator dashboard (port 0 picks a free one); "0" turns it off."""
     metrics_max_queues: int = 100
     """Queues that get their own ``queue`` label; later ones share ``queue="_other"``, so
     a client inventing queue names cannot blow up the series count."""
@@ -102,6 +104,8 @@ class Config:
         _check_address("--listen", self.listen)
         if self.metrics_listen != METRICS_OFF:
             _check_address("--metrics-listen", self.metrics_listen, off=METRICS_OFF)
+        if self.http_listen != METRICS_OFF:
+            _check_address("--http-listen", self.http_listen, off=METRICS_OFF)
         if self.health_listen is not None:
             _check_address("--health-listen", self.health_listen)
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -112,6 +116,10 @@ class Config:
     @property
     def journaled(self) -> bool:
         return self.durability == "journal" and self.data_dir is not None
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.http_listen != METRICS_OFF
 
     @property
     def metrics_enabled(self) -> bool:
@@ -180,6 +188,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("log-format", str, d.log_format, "text or json")
     add("metrics-listen", str, d.metrics_listen, 'host:port for Prometheus /metrics; "0" is off')
+    add("http-listen", str, d.http_listen, 'host:port for the operator dashboard; "0" is off')
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
 
     def add_optional(name: str, kind: type, help: str) -> None:
@@ -215,6 +224,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_format=ns.log_format,
         metrics_listen=ns.metrics_listen,
         metrics_max_queues=ns.metrics_max_queues,
+        http_listen=ns.http_listen,
         tls_cert=_path(ns.tls_cert),
         tls_key=_path(ns.tls_key),
         tls_client_ca=_path(ns.tls_client_ca),

@@ -24,6 +24,7 @@ from dispatchd.security import (
     SUBMITTER_HEADER,
     AuthInterceptor,
     SecurityError,
+    TokenTable,
     load_tokens,
     server_credentials,
 )
@@ -35,6 +36,7 @@ from dispatchd.service.sessions import WorkStream
 from dispatchd.service.waiters import Waiters
 from dispatchd.store.journal import JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
+from dispatchd.web import Dashboard, Hooks, WebServer
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -110,6 +112,9 @@ class DispatchdServer:
         self.health_port = 0
         #: Set when --auth-tokens is on; ``auth.stats`` counts refused calls.
         self.auth: AuthInterceptor | None = None
+        self._tokens: TokenTable | None = None
+        #: The operator dashboard (--http-listen); ``web.port`` is its bound port.
+        self.web: WebServer | None = None
         self.stopped = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -167,6 +172,7 @@ class DispatchdServer:
             log.info("health probes (plaintext) on %s:%d", health_host, self.health_port)
         await server.start()
         self._server = server
+        await self._start_web()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
@@ -180,12 +186,38 @@ class DispatchdServer:
         log.info("dispatchd serving on %s:%d%s", host, self.port, " (TLS)" if credentials else "")
         return self.port
 
+    async def _start_web(self) -> None:
+        if not self.config.http_enabled:
+            return
+        hooks = Hooks(self.pump, self.clock, self.start_drain, self._tokens)
+        host, _, port = self.config.http_listen.rpartition(":")
+        web = WebServer(Dashboard(self.engine, hooks).handle, host, int(port))
+        try:
+            await web.start()
+        except OSError as e:
+            await self._stop_after_failed_start()
+            raise StartError(f"--http-listen {self.config.http_listen}: {e}") from None
+        self.web = web
+        log.info("dashboard on http://%s:%d/", host, web.port)
+
+    async def _stop_after_failed_start(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=None)
+        await self._stop_health_server()
+        await self.pusher.close()
+        await self.observability.stop()
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.close()
+
     def _load_security(self) -> grpc.ServerCredentials | None:
         """Reads the token and TLS files the config names; returns TLS credentials or None."""
         c = self.config
         try:
             if c.auth_tokens is not None:
                 tokens = load_tokens(c.auth_tokens)
+                self._tokens = tokens
                 self.auth = AuthInterceptor(tokens, self._submitter_of)
                 log.info("auth on: %d tokens from %s", len(tokens), c.auth_tokens)
             if c.tls_cert is None or c.tls_key is None:
@@ -318,6 +350,7 @@ class DispatchdServer:
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self._stop_health_server()
+        await self._stop_web()
         self.pump.close()
         await self.observability.stop()
         self.stopped.set()
@@ -349,6 +382,7 @@ class DispatchdServer:
         if self._server is not None:
             await self._server.stop(grace=None)
         await self._stop_health_server()
+        await self._stop_web()
         await self.pusher.close()
         if self.journal is not None:
             await self.journal.close()

@@ -1,0 +1,7 @@
+"""The operator dashboard: server-rendered HTML on --http-listen, served on the loop."""
+
+from dispatchd.web.app import Dashboard, Hooks
+from dispatchd.web.errors import WebError
+from dispatchd.web.server import WebServer
+
+__all__ = ["Dashboard", "Hooks", "WebError", "WebServer"]

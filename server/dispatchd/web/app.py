@@ -1,0 +1,242 @@
+"""Routes, CSRF, auth and actions of the operator dashboard.
+
+Every action calls the same engine method the matching gRPC RPC calls, then does what
+that RPC does after it (kick the dispatch pump, tell a worker its job was cancelled); the
+journal sees the change through its engine observer, as it does for gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from dispatchd.engine import Engine, EngineError, JobState, Rate
+from dispatchd.engine import errors as engine_errors
+from dispatchd.security import Role, TokenTable
+from dispatchd.service.pump import DispatchPump
+from dispatchd.web import pages
+from dispatchd.web.errors import WebError
+from dispatchd.web.server import Request, Response
+
+PAGE_SIZE = 50
+STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_STATUS = {
+    engine_errors.InvalidArgument: 400,
+    engine_errors.NotFound: 404,
+    engine_errors.FailedPrecondition: 409,
+    engine_errors.ResourceExhausted: 409,
+    engine_errors.Unavailable: 409,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What the dashboard needs from the running server besides the engine."""
+
+    pump: DispatchPump
+    clock: Callable[[], float]
+    start_drain: Callable[[float | None], None]
+    tokens: TokenTable | None
+
+
+def _int(form: dict[str, str], name: str, low: int, high: int) -> int:
+    text = form.get(name, "").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise WebError(400, f"{name} must be an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise WebError(400, f"{name} must be {low}..{high}, got {value}")
+    return value
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name, "")
+    if not value:
+        raise WebError(400, f"missing form field {name!r}")
+    return value
+
+
+class Dashboard:
+    """``handle(request)`` answers one dashboard request."""
+
+    def __init__(self, engine: Engine, hooks: Hooks) -> None:
+        self._engine = engine
+        self._hooks = hooks
+        self._secret = secrets.token_bytes(32)  # per process: tokens die with it
+
+    # ---- auth and CSRF ------------------------------------------------------------
+
+    def _credential(self, request: Request) -> str:
+        """The admin bearer token of the request ('' with auth off). Raises WebError."""
+        tokens = self._hooks.tokens
+        if tokens is None:
+            return ""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        identity = tokens.identify(token.strip()) if scheme.lower() == "bearer" else None
+        if identity is None:
+            raise WebError(401, "auth is on: send 'Authorization: Bearer <admin token>'")
+        if not identity.has(Role.ADMIN):
+            raise WebError(403, "the dashboard needs a token with the admin role")
+        return token.strip()
+
+    def _sign(self, nonce: str, credential: str) -> str:
+        bound = hashlib.sha256(credential.encode()).hexdigest()
+        msg = f"{nonce}|{bound}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def csrf_token(self, credential: str) -> str:
+        nonce = secrets.token_hex(8)
+        return f"{nonce}.{self._sign(nonce, credential)}"
+
+    def _check_csrf(self, form: dict[str, str], credential: str) -> None:
+        nonce, _, mac = form.get("csrf", "").partition(".")
+        if not nonce or not hmac.compare_digest(mac, self._sign(nonce, credential)):
+            raise WebError(403, "missing or invalid CSRF token; reload the page and retry")
+
+    # ---- routing -----------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        try:
+            return self._route(request)
+        except EngineError as e:
+            raise WebError(_STATUS.get(type(e), 400), str(e)) from None
+
+    def _route(self, request: Request) -> Response:
+        parts = [p for p in request.path.split("/") if p]
+        if parts[:1] == ["static"] and len(parts) == 2 and parts[1] in STATIC:
+            if request.method not in ("GET", "HEAD"):
+                raise WebError(405, "only GET")
+            body = resources.files("dispatchd.web").joinpath("static", parts[1]).read_bytes()
+            return Response(200, body, STATIC[parts[1]] + "; charset=utf-8")
+        credential = self._credential(request)
+        if parts[:1] == ["actions"] and len(parts) == 2:
+            if request.method != "POST":
+                raise WebError(405, "actions are POST forms")
+            self._check_csrf(request.form, credential)
+            return self._action(parts[1], request.form, self.csrf_token(credential))
+        if request.method not in ("GET", "HEAD"):
+            raise WebError(405, "only GET here; actions are POST to /actions/<name>")
+        csrf = self.csrf_token(credential)
+        e = self._engine
+        if not parts:
+            return Response(200, pages.queues_page(e.list_queues(), csrf))
+        if parts == ["api", "queues"]:
+            return Response(200, pages.queues_json(e.list_queues()), "application/json")
+        if parts == ["workers"]:
+            return Response(200, pages.workers_page(e.workers()))
+        if len(parts) == 2 and parts[0] == "queues":
+            return self._queue(parts[1], request.query.get("page", ""), csrf)
+        if len(parts) == 2 and parts[0] == "jobs":
+            return Response(200, pages.job_page(e.get_job(parts[1]), csrf))
+        raise WebError(404, "no such page; try /")
+
+    def _queue(self, name: str, token: str, csrf: str) -> Response:
+        e = self._engine
+        view = e.get_queue(name)
+        pending, next_token = e.list_jobs(name, JobState.PENDING, PAGE_SIZE, token)
+        underway, _ = e.list_jobs(name, JobState.UNDERWAY, PAGE_SIZE, "")
+        dead, _ = e.list_jobs(name, JobState.DEAD, PAGE_SIZE, "")
+        body = pages.queue_page(view, pending, next_token, underway, dead, csrf)
+        return Response(200, body)
+
+    # ---- actions -----------------------------------------------------------------
+
+    def _action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+        describe = _ACTIONS.get(action)
+        if describe is None:
+            raise WebError(404, f"unknown action {action!r}; one of {', '.join(_ACTIONS)}")
+        what, run = describe
+        args = {k: v for k, v in form.items() if k not in ("csrf", "confirm")}
+        self._validate(action, form)  # bad input is refused before the confirmation too
+        if form.get("confirm") != "yes":
+            summary = what + ": " + ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
+            return Response(200, pages.confirm_page(action, form, csrf, summary))
+        message, back = run(self, form)
+        return Response(200, pages.done_page(message, back))
+
+    def _validate(self, action: str, form: dict[str, str]) -> None:
+        if action in ("pause", "resume", "width", "rate"):
+            self._engine.get_queue(_required(form, "queue"))
+        if action in ("cancel", "reprioritize", "retry"):
+            self._engine.get_job(_required(form, "job"))
+        if action == "width":
+            _int(form, "width", 0, 1_000_000)
+        if action == "rate":
+            self._rate(form)
+        if action == "reprioritize":
+            _int(form, "priority", -(2**31), 2**31 - 1)
+
+    @staticmethod
+    def _rate(form: dict[str, str]) -> Rate | None:
+        text = form.get("per_second", "").strip()
+        if not text:
+            return None
+        try:
+            per_second = float(text)
+        except ValueError:
+            raise WebError(400, f"per_second must be a number, got {text!r}") from None
+        try:
+            return Rate.of(per_second, _int(form, "burst", 0, 1_000_000))
+        except EngineError as e:
+            raise WebError(400, str(e)) from None
+
+    def _pause(self, form: dict[str, str]) -> tuple[str, str]:
+        view = self._engine.pause(form["queue"])
+        return f"queue {view.name} paused", pages.url("queues", view.name)
+
+    def _resume(self, form: dict[str, str]) -> tuple[str, str]:
+        view = self._engine.resume(form["queue"])
+        self._hooks.pump.kick()
+        return f"queue {view.name} resumed", pages.url("queues", view.name)
+
+    def _update(self, form: dict[str, str], **changes: Any) -> tuple[str, str]:
+        view = self._engine.update_queue(form["queue"], now=self._hooks.clock(), **changes)
+        self._hooks.pump.kick()
+        return f"queue {view.name} updated", pages.url("queues", view.name)
+
+    def _width(self, form: dict[str, str]) -> tuple[str, str]:
+        return self._update(form, width=_int(form, "width", 0, 1_000_000))
+
+    def _set_rate(self, form: dict[str, str]) -> tuple[str, str]:
+        return self._update(form, rate=self._rate(form))
+
+    def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
+        job, worker = self._engine.cancel(form["job"], self._hooks.clock())
+        if worker is not None:
+            for session in self._hooks.pump.sessions:
+                if session.worker is worker:
+                    session.cancel([job.id])
+        self._hooks.pump.kick()
+        return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
+
+    def _reprioritize(self, form: dict[str, str]) -> tuple[str, str]:
+        job = self._engine.reprioritize(form["job"], _int(form, "priority", -(2**31), 2**31 - 1))
+        return f"job {job.id} has priority {job.priority}", pages.url("jobs", job.id)
+
+    def _retry(self, form: dict[str, str]) -> tuple[str, str]:
+        job = self._engine.retry(form["job"], self._hooks.clock())
+        self._hooks.pump.kick()
+        return f"job {job.id} is {job.state.name} again", pages.url("jobs", job.id)
+
+    def _drain(self, form: dict[str, str]) -> tuple[str, str]:
+        self._hooks.start_drain(None)
+        return "drain started: intake stopped, the server stops once underway jobs end", "/"
+
+
+_Run = Callable[[Dashboard, dict[str, str]], tuple[str, str]]
+_ACTIONS: dict[str, tuple[str, _Run]] = {
+    "pause": ("Pause queue", Dashboard._pause),
+    "resume": ("Resume queue", Dashboard._resume),
+    "width": ("Set width", Dashboard._width),
+    "rate": ("Set rate", Dashboard._set_rate),
+    "cancel": ("Cancel job", Dashboard._cancel),
+    "reprioritize": ("Reprioritize job", Dashboard._reprioritize),
+    "retry": ("Retry job", Dashboard._retry),
+    "drain": ("Drain the server", Dashboard._drain),
+}

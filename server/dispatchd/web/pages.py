@@ -1,0 +1,289 @@
+"""HTML for the dashboard's pages, rendered from engine views.
+
+Every value that came from a client (queue names, ids, headers, payloads, errors, worker
+labels) passes through ``esc`` or ``attr``; the page has no inline script or style, and
+the Content-Security-Policy header forbids them, so a slip cannot run code either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from html import escape
+from urllib.parse import quote
+
+from dispatchd.engine import JobView, QueueView, WorkerRecord
+
+#: Bytes of a payload or result shown on the job page.
+PREVIEW_BYTES = 4096
+
+
+def esc(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def url(*parts: str) -> str:
+    return "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def layout(title: str, body: str, *, live: bool = False) -> bytes:
+    script = '<script src="/static/dashboard.js" defer></script>' if live else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{esc(title)} - dispatchd</title>"
+        '<link rel=stylesheet href="/static/dashboard.css">'
+        f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
+        f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
+    ).encode()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], table_id: str = "") -> str:
+    """Cells are already HTML (escaped by the caller); headers are constant text."""
+    ident = f" id={table_id}" if table_id else ""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def rate_text(v: QueueView) -> str:
+    r = v.settings.rate
+    return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
+
+
+def queue_row(v: QueueView) -> dict[str, object]:
+    """One queue as the JSON the live refresh reads (and the table shows)."""
+    return {
+        "name": v.name,
+        "pending": v.pending_count,
+        "scheduled": v.scheduled_count,
+        "underway": v.underway_count,
+        "width": v.settings.width,
+        "rate": rate_text(v),
+        "paused": v.settings.paused,
+        "workers": v.worker_count,
+    }
+
+
+def queues_json(views: Sequence[QueueView]) -> bytes:
+    return json.dumps({"queues": [queue_row(v) for v in views]}).encode()
+
+
+def queues_page(views: Sequence[QueueView], csrf: str) -> bytes:
+    rows = [
+        [
+            f"<a href='{esc(url('queues', v.name))}'>{esc(v.name)}</a>",
+            str(v.pending_count),
+            str(v.scheduled_count),
+            str(v.underway_count),
+            str(v.settings.width),
+            esc(rate_text(v)),
+            "yes" if v.settings.paused else "no",
+            str(v.worker_count),
+        ]
+        for v in views
+    ]
+    cols = ["Queue", "Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
+    body = table(cols, rows, "queues") if rows else "<p>No queues yet.</p>"
+    drain = action_form("drain", {}, "Drain the server", csrf)
+    return layout("Queues", body + "<h2>Server</h2>" + drain, live=True)
+
+
+def action_form(action: str, fields: dict[str, str], label: str, csrf: str, extra: str = "") -> str:
+    """A POST form for one action; the server answers it with a confirmation page."""
+    hidden = "".join(
+        f"<input type=hidden name='{esc(k)}' value='{esc(v)}'>" for k, v in fields.items()
+    )
+    return (
+        f"<form method=post action='/actions/{esc(action)}' class=action>"
+        f"<input type=hidden name=csrf value='{esc(csrf)}'>{hidden}{extra}"
+        f"<button type=submit>{esc(label)}</button></form>"
+    )
+
+
+def _field(name: str, label: str, value: str = "") -> str:
+    return f"<label>{esc(label)} <input name={name} value='{esc(value)}' size=8></label>"
+
+
+def queue_actions(v: QueueView, csrf: str) -> str:
+    q = {"queue": v.name}
+    pause = (
+        action_form("resume", q, "Resume", csrf)
+        if v.settings.paused
+        else action_form("pause", q, "Pause", csrf)
+    )
+    r = v.settings.rate
+    width = v.settings.width
+    return (
+        pause
+        + action_form("width", q, "Set width", csrf, _field("width", "Width", str(width)))
+        + action_form(
+            "rate",
+            q,
+            "Set rate",
+            csrf,
+            _field("per_second", "Per second (empty: no limit)", f"{r.per_second:g}" if r else "")
+            + _field("burst", "Burst", str(r.burst) if r else "0"),
+        )
+    )
+
+
+def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[list[str]]:
+    rows = []
+    for j in jobs:
+        link = f"<a href='{esc(url('jobs', j.id))}'>{esc(j.id)}</a>"
+        row = [link, str(j.priority), str(j.attempt), esc(when(j.submit_time))]
+        if dead:
+            row.append(esc(j.error.message if j.error else ""))
+            row.append(action_form("retry", {"job": j.id}, "Retry", csrf))
+        elif j.lease is not None:
+            row.append(esc(j.worker_id))
+            row.append(esc(when(j.lease.deadline)))
+        rows.append(row)
+    return rows
+
+
+def queue_page(
+    v: QueueView,
+    pending: Sequence[JobView],
+    next_token: str,
+    underway: Sequence[JobView],
+    dead: Sequence[JobView],
+    csrf: str,
+) -> bytes:
+    base = ["Job", "Priority", "Attempt", "Submitted"]
+    info = table(
+        ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"],
+        [
+            [
+                str(v.pending_count),
+                str(v.scheduled_count),
+                str(v.underway_count),
+                str(v.settings.width),
+                esc(rate_text(v)),
+                "yes" if v.settings.paused else "no",
+                str(v.worker_count),
+            ]
+        ],
+    )
+    more = (
+        f"<p><a href='{esc(url('queues', v.name))}?page={esc(quote(next_token))}'>Next page</a></p>"
+        if next_token
+        else ""
+    )
+    body = (
+        info
+        + queue_actions(v, csrf)
+        + "<h2>Pending, in dispatch order</h2>"
+        + table(base, job_rows(pending, csrf), "pending")
+        + more
+        + "<h2>Underway</h2>"
+        + table([*base, "Worker", "Lease deadline"], job_rows(underway, csrf), "underway")
+        + "<h2>Dead</h2>"
+        + table([*base, "Error", ""], job_rows(dead, csrf, dead=True), "dead")
+    )
+    return layout(f"Queue {v.name}", body)
+
+
+def preview(data: bytes, content_type: str) -> str:
+    """Text (or indented JSON) when it decodes as UTF-8, hex otherwise; capped."""
+    shown = data[:PREVIEW_BYTES]
+    note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if len(data) > PREVIEW_BYTES else ""
+    try:
+        text = shown.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<p>hex{esc(note)}</p><pre>{esc(shown.hex(' ', 1))}</pre>"
+    if not note and "json" in content_type:
+        with contextlib.suppress(ValueError):  # not JSON after all: shown as text
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    return f"<p>text{esc(note)}</p><pre>{esc(text)}</pre>"
+
+
+def job_page(j: JobView, csrf: str) -> bytes:
+    fields: list[tuple[str, object]] = [
+        ("Queue", j.queue),
+        ("State", j.state.name),
+        ("Priority", j.priority),
+        ("Attempt", j.attempt),
+        ("Submitted", when(j.submit_time)),
+        ("Not before", when(j.not_before)),
+        ("Expires", when(j.expire_at)),
+        ("Dispatched", when(j.dispatch_time)),
+        ("Finished", when(j.finish_time)),
+        ("Worker", j.worker_id or "-"),
+        ("Lease deadline", when(j.lease.deadline) if j.lease else "-"),
+        ("Content type", j.content_type or "-"),
+        ("Ordering key", j.ordering_key or "-"),
+        ("Fairness key", j.fairness_key or "-"),
+        ("Idempotency key", j.idempotency_key or "-"),
+        ("Error", j.error.message if j.error else "-"),
+    ]
+    fields += [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
+    info = table(["Field", "Value"], [[esc(k), esc(v)] for k, v in fields], "fields")
+    attempts = table(
+        ["#", "Worker", "Dispatched", "Finished", "HTTP", "Error"],
+        [
+            [
+                str(a.number),
+                esc(a.worker_id),
+                esc(when(a.dispatch_time)),
+                esc(when(a.finish_time)),
+                str(a.http_status or "-"),
+                esc(a.error.message if a.error else "-"),
+            ]
+            for a in j.attempts
+        ],
+        "attempts",
+    )
+    actions = ""
+    if not j.state.finished:
+        actions += action_form("cancel", {"job": j.id}, "Cancel", csrf)
+        actions += action_form(
+            "reprioritize", {"job": j.id}, "Set priority", csrf, _field("priority", "Priority")
+        )
+    elif j.state.name in ("DEAD", "FAILED"):
+        actions += action_form("retry", {"job": j.id}, "Retry", csrf)
+    body = (
+        info
+        + actions
+        + "<h2>Payload</h2>"
+        + preview(j.payload, j.content_type)
+        + ("<h2>Result</h2>" + preview(j.result, "") if j.result else "")
+        + "<h2>Attempts</h2>"
+        + attempts
+    )
+    return layout(f"Job {j.id}", body)
+
+
+def workers_page(workers: Sequence[WorkerRecord]) -> bytes:
+    rows = [
+        [
+            esc(w.worker_id),
+            esc(", ".join(w.queues)),
+            str(w.max_in_flight),
+            str(len(w.leases)),
+            "yes" if w.draining else "no",
+            esc(when(w.connect_time)),
+        ]
+        for w in workers
+    ]
+    cols = ["Worker", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
+    return layout("Workers", table(cols, rows, "workers") if rows else "<p>No workers.</p>")
+
+
+def confirm_page(action: str, form: dict[str, str], csrf: str, what: str) -> bytes:
+    fields = {k: v for k, v in form.items() if k != "csrf"}
+    fields["confirm"] = "yes"
+    body = f"<p>{esc(what)}</p>" + action_form(action, fields, "Confirm", csrf)
+    return layout("Confirm", body + "<p><a href='/'>Cancel</a></p>")
+
+
+def done_page(message: str, back: str) -> bytes:
+    return layout("Done", f"<p>{esc(message)}</p><p><a href='{esc(back)}'>Back</a></p>")
