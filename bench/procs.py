@@ -102,7 +102,7 @@ def start_dispatchd(
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dispatchd"]
     metrics = metrics_listen or f"127.0.0.1:{free_port()}"
     args = ["--listen", f"127.0.0.1:{port}", "--log-level", log_level, "--drain-grace", "2"]
-    args += ["--metrics-listen", metrics]
+    args += ["--metrics-listen", metrics, "--http-listen", "0"]  # no dashboard port clash
     if data_dir is not None:
         args += ["--data-dir", str(data_dir)]
     name = "dispatchd" if data_dir is None else "dispatchd-journal"

@@ -336,6 +336,8 @@ class ServerProcess:
                 "info",
                 "--metrics-listen",  # a free port: never the default 9464 another run holds
                 "127.0.0.1:0",
+                "--http-listen",  # the dashboard off: 8080 may be taken too
+                "0",
                 *extra,
             ],
             stdin=subprocess.DEVNULL,

@@ -33,6 +33,8 @@ class ServerProcess:
                 "info",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--http-listen",  # the dashboard off: never the default 8080 another run holds
+                "0",
                 *extra,
             ],
             stderr=subprocess.PIPE,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_IN_IMAGE = "/opt/dispatchd"
 SERVING = re.compile(r"dispatchd serving on [^:]+:(\d+)")
+DASHBOARD = re.compile(r"dashboard on (http://[^/]+/)")
 HEALTH = re.compile(r"health probes \(plaintext\) on [^:]+:(\d+)")
 
 
@@ -110,6 +112,7 @@ def test_the_image_command_serves_from_the_installed_wheel(
         "PATH": f"{installed}/bin:/usr/bin:/bin",
         "DISPATCHD_DATA_DIR": str(tmp_path / "data"),
         "DISPATCHD_METRICS_LISTEN": "127.0.0.1:0",
+        "DISPATCHD_HTTP_LISTEN": "127.0.0.1:0",
     }
     (tmp_path / "data").mkdir()
     proc = subprocess.Popen(
@@ -138,6 +141,9 @@ def test_the_image_command_serves_from_the_installed_wheel(
         assert match, "".join(lines)
         target = f"127.0.0.1:{match.group(1)}"
         assert _health(target) == health_pb2.HealthCheckResponse.SERVING
+        dashboard = next(m for m in map(DASHBOARD.search, lines) if m).group(1)
+        with urllib.request.urlopen(dashboard + "static/dashboard.js", timeout=10) as r:
+            assert b"/api/queues" in r.read()  # the asset ships in the wheel
         probe = next(m for m in map(HEALTH.search, lines) if m)
         assert (
             _health(f"127.0.0.1:{probe.group(1)}", "liveness")

@@ -21,6 +21,7 @@ def server_config(tmp_path: Path) -> Config:
         data_dir=tmp_path / "data",
         default_lease=5.0,
         metrics_listen="127.0.0.1:0",
+        http_listen="0",  # dashboard tests turn it on; 8080 may be taken
     )
 
 

@@ -244,7 +244,7 @@ async def test_slot_shares_width_and_times_out(target: str, start_worker: StartW
 
 
 async def test_policies_survive_a_drain_and_restart(tmp_path: Path) -> None:
-    config = Config(listen="127.0.0.1:0", data_dir=tmp_path / "data")
+    config = Config(listen="127.0.0.1:0", data_dir=tmp_path / "data", http_listen="0")
     first = DispatchdServer(config)
     port = await first.start()
     async with AsyncClient(f"127.0.0.1:{port}") as client:
