@@ -25,9 +25,7 @@ class Page:
         return html.unescape(match.group(1))
 
 
-def _call(
-    port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
-) -> Page:
+def _call(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Page:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers)
@@ -54,6 +52,7 @@ async def act(
     """Submits an action the way a browser does: the form, then its confirmation."""
     page = await get(port, "/", headers)
     first = await post(port, f"/actions/{action}", {**form, "csrf": page.csrf()}, headers)
-    assert first.status == 200 and "Confirm" in first.body, first.body
+    assert first.status == 200, first.body
+    assert "Confirm" in first.body, first.body
     confirm = {**form, "csrf": first.csrf(), "confirm": "yes"}
     return await post(port, f"/actions/{action}", confirm, headers)

@@ -59,7 +59,10 @@ async def start_server(tmp_path: Path, pki: Pki, tokens_file: Path) -> AsyncIter
         *, tls: bool = True, mtls: bool = False, auth: bool = True, **fields: Any
     ) -> DispatchdServer:
         config = Config(
-            listen="127.0.0.1:0", data_dir=tmp_path / f"data{len(started)}", metrics_listen="0", http_listen="0"
+            listen="127.0.0.1:0",
+            data_dir=tmp_path / f"data{len(started)}",
+            metrics_listen="0",
+            http_listen="0",
         )
         if tls:
             fields |= {"tls_cert": pki.server.cert_path, "tls_key": pki.server.key_path}
