@@ -24,6 +24,7 @@ from dispatchd.web.errors import WebError
 from dispatchd.web.server import Request, Response
 
 PAGE_SIZE = 50
+COOKIE = "dispatchd_token"
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 _STATUS = {
     engine_errors.InvalidArgument: 400,
@@ -73,17 +74,39 @@ class Dashboard:
     # ---- auth and CSRF ------------------------------------------------------------
 
     def _credential(self, request: Request) -> str:
-        """The admin bearer token of the request ('' with auth off). Raises WebError."""
-        tokens = self._hooks.tokens
-        if tokens is None:
+        """The admin token of the request ('' with auth off): an ``Authorization: Bearer``
+        header, or the HttpOnly cookie /login sets. Raises WebError."""
+        if self._hooks.tokens is None:
             return ""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        identity = tokens.identify(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        token = token or request.cookie(COOKIE) or ""
+        if not token:
+            raise WebError(401, "auth is on: log in at /login or send 'Authorization: Bearer'")
+        self._check_admin(token)
+        return token
+
+    def _check_admin(self, token: str) -> None:
+        assert self._hooks.tokens is not None
+        identity = self._hooks.tokens.identify(token)
         if identity is None:
-            raise WebError(401, "auth is on: send 'Authorization: Bearer <admin token>'")
+            raise WebError(401, "unknown token; log in again at /login")
         if not identity.has(Role.ADMIN):
             raise WebError(403, "the dashboard needs a token with the admin role")
-        return token.strip()
+
+    def _login(self, request: Request) -> Response:
+        """A form that trades the admin token for an HttpOnly, SameSite=Strict cookie, so
+        a browser can use the dashboard with auth on (scripts on the page never see it)."""
+        if request.method != "POST":
+            return Response(200, pages.login_page(self._hooks.tokens is not None))
+        if self._hooks.tokens is None:
+            raise WebError(400, "auth is off: no login needed")
+        token = request.form.get("token", "").strip()
+        self._check_admin(token)
+        if not token.isascii() or not token.isprintable() or ";" in token:
+            raise WebError(400, "this token cannot be kept in a cookie; use the Bearer header")
+        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        return Response(200, pages.done_page("logged in", "/"), headers={"Set-Cookie": cookie})
 
     def _sign(self, nonce: str, credential: str) -> str:
         bound = hashlib.sha256(credential.encode()).hexdigest()
@@ -114,6 +137,8 @@ class Dashboard:
                 raise WebError(405, "only GET")
             body = resources.files("dispatchd.web").joinpath("static", parts[1]).read_bytes()
             return Response(200, body, STATIC[parts[1]] + "; charset=utf-8")
+        if parts == ["login"]:
+            return self._login(request)
         credential = self._credential(request)
         if parts[:1] == ["actions"] and len(parts) == 2:
             if request.method != "POST":

@@ -287,3 +287,14 @@ def confirm_page(action: str, form: dict[str, str], csrf: str, what: str) -> byt
 
 def done_page(message: str, back: str) -> bytes:
     return layout("Done", f"<p>{esc(message)}</p><p><a href='{esc(back)}'>Back</a></p>")
+
+
+def login_page(auth_on: bool) -> bytes:
+    if not auth_on:
+        return layout("Login", "<p>Auth is off: no login needed.</p>")
+    form = (
+        "<form method=post action='/login'><label>Admin token "
+        "<input type=password name=token autocomplete=off></label>"
+        "<button type=submit>Log in</button></form>"
+    )
+    return layout("Login", form)

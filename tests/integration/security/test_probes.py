@@ -89,7 +89,7 @@ async def test_bad_security_files_stop_the_start(
         if setup == "not pem":
             cert.write_bytes(b"\x30\x82 DER bytes")
         fields = {"tls_cert": cert, "tls_key": pki.server.key_path}
-    srv = DispatchdServer(Config(listen="127.0.0.1:0", metrics_listen="0", http_listen="0", **fields))  # type: ignore[arg-type]
+    srv = DispatchdServer(Config(listen="127.0.0.1:0", metrics_listen="0", **fields))  # type: ignore[arg-type]
     with pytest.raises(StartError, match=message):
         await srv.start()
 
