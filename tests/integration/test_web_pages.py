@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from dispatchd.config import Config
-from dispatchd.runtime import DispatchdServer
+from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd_client import AsyncClient
 
 from .web import get, post
@@ -122,3 +123,11 @@ async def test_http_listen_0_serves_no_dashboard(server_config: Config) -> None:
         assert srv.web is None
     finally:
         await srv.stop_now()
+
+
+async def test_a_taken_http_port_stops_the_start(server: DispatchdServer, tmp_path: Path) -> None:
+    taken = f"127.0.0.1:{port(server)}"
+    config = Config(listen="127.0.0.1:0", metrics_listen="0", http_listen=taken)
+    srv = DispatchdServer(dataclasses.replace(config, data_dir=tmp_path / "other"))
+    with pytest.raises(StartError, match="--http-listen"):
+        await srv.start()

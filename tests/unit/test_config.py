@@ -115,3 +115,14 @@ def test_http_push_settings_from_flags_and_environment() -> None:
     assert (c.http_max_connections, c.http_ca_bundle) == (8, Path("/etc/ca.pem"))
     c = load(["--http-max-connections", "3", "--http-ca-bundle", "/x.pem"], env=env)
     assert (c.http_max_connections, c.http_ca_bundle) == (3, Path("/x.pem"))
+
+
+def test_http_listen_default_env_flag_and_off() -> None:
+    c = load([], env={})
+    assert (c.http_listen, c.http_enabled) == ("127.0.0.1:8080", True)
+    c = load([], env={"DISPATCHD_HTTP_LISTEN": "0.0.0.0:8081"})
+    assert c.http_listen == "0.0.0.0:8081"
+    c = load(["--http-listen", "0"], env={"DISPATCHD_HTTP_LISTEN": "0.0.0.0:8081"})
+    assert (c.http_listen, c.http_enabled) == ("0", False)
+    with pytest.raises(ConfigError, match="--http-listen"):
+        load(["--http-listen", "8080"], env={})
