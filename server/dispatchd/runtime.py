@@ -195,17 +195,10 @@ class DispatchdServer:
         try:
             await web.start()
         except OSError as e:
-            await self._stop_after_failed_start()
+            await self.stop_now()  # nothing was served yet: no drain, no snapshot
             raise StartError(f"--http-listen {self.config.http_listen}: {e}") from None
         self.web = web
         log.info("dashboard on http://%s:%d/", host, web.port)
-
-    async def _stop_after_failed_start(self) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=None)
-        await self._stop_health_server()
-        await self.pusher.close()
-        await self.observability.stop()
 
     async def _stop_web(self) -> None:
         if self.web is not None:

@@ -49,6 +49,8 @@ export class DispatchdProcess {
         "info",
         "--metrics-listen",
         "0",
+        "--http-listen", // the dashboard off: tests start several servers at once
+        "0",
         ...args,
       ],
       { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, PYTHONUNBUFFERED: "1" } },
