@@ -13,14 +13,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer
 from dispatchd.observability.exposition import CONTENT_TYPE
 
 log = logging.getLogger("dispatchd.metrics")
 
-#: A slow or idle client gets this long to send its request head.
-READ_TIMEOUT = 10.0
-#: Largest request head accepted (request line and headers).
-MAX_HEAD_BYTES = 16 * 1024
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _INDEX = b"dispatchd: Prometheus metrics are at /metrics\n"
@@ -45,30 +42,13 @@ def _parse_head(raw: bytes) -> tuple[str, str] | None:
     return parts[0], parts[1].split("?", 1)[0]
 
 
-class MetricsServer:
+class MetricsServer(LoopHttpServer):
     """Serves what ``page()`` renders at ``http://host:port/metrics``; one request per
     connection."""
 
     def __init__(self, page: Callable[[], bytes], host: str, port: int) -> None:
         self._page = page
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        """Binds and starts serving; returns the bound port. Raises OSError."""
-        self._server = await asyncio.start_server(
-            self._handle, self._host, self._port, limit=MAX_HEAD_BYTES
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        super().__init__(host, port)
 
     def answer(self, path: str, method: str) -> bytes:
         head_only = method == "HEAD"

@@ -153,9 +153,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
     ) -> pb.CancelJobResponse:
         job, worker = self._engine.cancel(request.job_id, self._clock())
         if worker is not None:
-            for session in self._pump.sessions:
-                if session.worker is worker:
-                    session.cancel([job.id])
+            self._pump.tell_cancelled(worker, job.id)
         self._pump.kick()
         return pb.CancelJobResponse(job=convert.job_to_pb(job))
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from dispatchd.engine import Engine, LeaseRecord
+from dispatchd.engine import Engine, LeaseRecord, WorkerRecord
 
 if TYPE_CHECKING:
     from dispatchd.service.sessions import WorkerSession
@@ -54,6 +54,13 @@ class DispatchPump:
     @property
     def sessions(self) -> list[WorkerSession]:
         return list(self._sessions.values())
+
+    def tell_cancelled(self, worker: WorkerRecord, job_id: str) -> None:
+        """A job this worker holds was cancelled: its stream hears of it (an internal worker
+        such as the HTTP pusher has no stream; its call ends and answers as usual)."""
+        session = self._sessions.get(worker.key)
+        if session is not None:
+            session.cancel([job_id])
 
     def register(self, session: WorkerSession) -> None:
         self._sessions[session.worker.key] = session

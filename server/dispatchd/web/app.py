@@ -234,9 +234,7 @@ class Dashboard:
     def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
         job, worker = self._engine.cancel(form["job"], self._hooks.clock())
         if worker is not None:
-            for session in self._hooks.pump.sessions:
-                if session.worker is worker:
-                    session.cancel([job.id])
+            self._hooks.pump.tell_cancelled(worker, job.id)
         self._hooks.pump.kick()
         return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
 

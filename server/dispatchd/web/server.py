@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer
 from dispatchd.web.errors import WebError
 
 log = logging.getLogger("dispatchd.web")
 
-READ_TIMEOUT = 10.0
-MAX_HEAD_BYTES = 16 * 1024
 #: Forms are a few fields; anything bigger is not ours.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -112,29 +111,12 @@ def parse_form(body: bytes) -> dict[str, str]:
     return _single(parse_qs(text, keep_blank_values=True, errors="strict"))
 
 
-class WebServer:
+class WebServer(LoopHttpServer):
     """Serves ``handler(request)`` on host:port; the handler raises WebError to refuse."""
 
     def __init__(self, handler: Callable[[Request], Response], host: str, port: int) -> None:
         self._handler = handler
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        """Binds and starts serving; returns the bound port. Raises OSError."""
-        self._server = await asyncio.start_server(
-            self._handle, self._host, self._port, limit=MAX_HEAD_BYTES
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        super().__init__(host, port)
 
     async def _read(self, reader: asyncio.StreamReader) -> Request:
         raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
