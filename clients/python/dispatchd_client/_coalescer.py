@@ -4,19 +4,8 @@ Many coroutines that call ``submit()`` in the same event-loop tick (or within ``
 seconds of the first) travel together in one SubmitBatch, the way ioredis pipelines commands;
 each caller still gets its own :class:`~dispatchd_client.Job` or its own error.
 
-SubmitBatch is all-or-nothing on the server, so a refused batch admitted nothing and may be
-resent safely. The coalescer isolates the culprit instead of failing its neighbours:
-
-- a refusal naming ``jobs[i]`` (validation, payload cap) sends ``jobs[:i]`` again as a batch
-  (they passed validation), ``jobs[i]`` alone as a plain Submit (so its caller gets the exact
-  error a lone submit would), and the rest again by the same rule -- in that order, so jobs of
-  equal priority keep their call order. One bad job costs two or three extra round trips for
-  its batch-mates;
-- a refusal naming no job (a queue's max_pending, a message over gRPC's size cap) resends every
-  job alone, in call order: n round trips, paid only when the server says no;
-- errors that say nothing about the jobs (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, auth, ...)
-  go to every caller of the batch. They are never retried: the batch may have been admitted,
-  and a resend could enqueue the jobs twice (use idempotency keys to resubmit safely).
+A refused batch is split so that only the culprit's caller fails, and errors that say nothing
+about the jobs reach every caller of the batch (the rules live in ``_batching``).
 
 A batch holding one job goes out as a plain Submit, so a lone caller sees no difference.
 """
@@ -24,35 +13,24 @@ A batch holding one job goes out as a plain Submit, so a lone caller sees no dif
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import grpc
-
 from dispatchd_client import _requests as rq
+from dispatchd_client._batching import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_JOBS,
+    ONE_BY_ONE,
+    alone_call,
+    batch_call,
+    culprit,
+    own_copy,
+)
 from dispatchd_client.errors import DispatchdError
 from dispatchd_client.types import Job
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_JOBS", "Coalescer"]
-
-#: Jobs per SubmitBatch. The server accepts 10,000; beyond a thousand the round trip is
-#: already amortized and a bigger batch only delays its first caller.
-MAX_BATCH_JOBS = 1_000
-#: Payload bytes per SubmitBatch, well under the 64 MiB channel message cap.
-MAX_BATCH_BYTES = 16 << 20
-#: Refusals that depend on the jobs themselves: resending the others can succeed.
-_PER_JOB_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
-_JOB_INDEX = re.compile(r"^jobs\[(\d+)\]: ")
+__all__ = ["Coalescer"]
 
 #: Sends one unary call and parses its answer, raising DispatchdError (AsyncClient._call).
 SendSubmit = Callable[[rq.Rpc[Job]], Awaitable[Job]]
@@ -127,14 +105,8 @@ class Coalescer:
         if len(items) == 1:
             await self._send_alone(items[0])
             return
-        rpc = rq.Rpc(
-            "SubmitBatch",
-            pb.SubmitBatchRequest(jobs=[p.spec for p in items]),
-            rq.parse_submitted_batch,
-            metadata=items[0].metadata,
-        )
         try:
-            jobs = await self._send_batch(rpc)
+            jobs = await self._send_batch(batch_call([p.spec for p in items], items[0].metadata))
         except DispatchdError as e:
             await self._after_refusal(items, e)
         except BaseException as e:  # a cancelled flush task, a bug: never leave callers hanging
@@ -145,28 +117,20 @@ class Coalescer:
                 _resolve(pending.future, job)
 
     async def _after_refusal(self, items: list[_Pending], error: DispatchdError) -> None:
-        if error.code not in _PER_JOB_CODES:
+        index = culprit(error, len(items))
+        if index is None:
             _fail(items, error)
-            return
-        match = _JOB_INDEX.match(error.details)
-        index = int(match.group(1)) if match else -1
-        if 0 <= index < len(items):
+        elif index == ONE_BY_ONE:
+            for pending in items:
+                await self._send_alone(pending)
+        else:
             await self._send(items[:index])
             await self._send_alone(items[index])
             await self._send(items[index + 1 :])
-        else:
-            for pending in items:
-                await self._send_alone(pending)
 
     async def _send_alone(self, pending: _Pending) -> None:
-        rpc = rq.Rpc(
-            "Submit",
-            pb.SubmitRequest(job=pending.spec),
-            rq.parse_submitted,
-            metadata=pending.metadata,
-        )
         try:
-            job = await self._send_one(rpc)
+            job = await self._send_one(alone_call(pending.spec, pending.metadata))
         except DispatchdError as e:
             _fail([pending], e)
         except BaseException as e:
@@ -189,8 +153,6 @@ def _fail(items: list[_Pending], error: BaseException) -> None:
         if isinstance(error, asyncio.CancelledError):
             pending.future.cancel()
         elif isinstance(error, DispatchdError) and len(items) > 1:
-            own = type(error)(error.code, error.details)
-            own.__cause__ = error.__cause__
-            pending.future.set_exception(own)
+            pending.future.set_exception(own_copy(error))
         else:
             pending.future.set_exception(error)

@@ -4,6 +4,10 @@ It mirrors :class:`~dispatchd_client.AsyncClient` method for method; requests, r
 response parsing come from the same :mod:`dispatchd_client._requests` definitions, so the two
 behave identically apart from blocking. A ``Client`` is safe to share between threads, as the
 underlying ``grpc.Channel`` is.
+
+Concurrent ``submit()`` calls from many threads are coalesced: calls made while another batch
+is in flight share the next SubmitBatch round trip, and each still gets its own job or error
+(see ``_thread_coalescer``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import grpc
 
 from dispatchd_client import _requests as rq
 from dispatchd_client._channel import TLS, ChannelSpec
+from dispatchd_client._thread_coalescer import ThreadCoalescer
 from dispatchd_client.errors import from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
@@ -35,6 +40,14 @@ class Client:
     system's CA roots; a :class:`~dispatchd_client.TLS` for a private CA or mTLS). Pass
     ``channel`` instead to use a configured ``grpc.Channel``; the client then leaves closing it
     to the caller.
+
+    ``coalesce`` (on by default) lets ``submit()`` calls from concurrent threads share
+    SubmitBatch round trips: a call made while no batch is in flight goes out at once; calls
+    made while one is in flight queue up and travel together in the next, up to 1,000 jobs per
+    batch. ``coalesce_window`` (seconds, default 0) makes each batch wait that long for more
+    calls first. Each caller gets its own Job or its own error; a bad job never fails its
+    neighbours, though it costs its batch-mates a resend. ``coalesce=False`` sends one Submit
+    per call.
     """
 
     def __init__(
@@ -46,9 +59,13 @@ class Client:
         tls: TLS | bool | None = None,
         timeout: float | None = 30.0,
         retry_unavailable: int = 3,
+        coalesce: bool = True,
+        coalesce_window: float = 0.0,
     ) -> None:
         if retry_unavailable < 0:
             raise ValueError("retry_unavailable must be >= 0")
+        if coalesce_window < 0:
+            raise ValueError("coalesce_window must be >= 0")
         if channel is not None and (token or tls):
             raise ValueError("pass token and tls, or a channel configured with them; not both")
         self._owns_channel = channel is None
@@ -60,6 +77,9 @@ class Client:
         self._stub = rq.new_stub(self._channel)
         self._timeout = timeout
         self._retries = retry_unavailable
+        self._coalescer = (
+            ThreadCoalescer(self._call, self._call, coalesce_window) if coalesce else None
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -73,7 +93,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the channel if this client opened it. Safe to call twice."""
+        """Settle coalesced submits still queued or in flight, then close the channel if this
+        client opened it. Safe to call twice."""
+        if self._coalescer is not None:
+            self._coalescer.close()
         if self._owns_channel:
             self._channel.close()
 
@@ -110,16 +133,17 @@ class Client:
         ``options``: delay / not_before, ttl / expire_at, ordering_key, fairness_key,
         fairness_weight, idempotency_key (a repeat returns the first job with
         ``duplicate=True``), retry_policy. See :class:`~dispatchd_client.JobOptions`."""
-        return self._call(
-            rq.submit(
-                queue,
-                payload,
-                priority=priority,
-                headers=headers,
-                content_type=content_type,
-                options=options,
-            )
+        rpc = rq.submit(
+            queue,
+            payload,
+            priority=priority,
+            headers=headers,
+            content_type=content_type,
+            options=options,
         )
+        if self._coalescer is None:
+            return self._call(rpc)
+        return self._coalescer.submit(rpc)
 
     def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
         """Add many jobs atomically (all or none), returned in request order. Not retried."""
