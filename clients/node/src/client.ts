@@ -6,12 +6,17 @@
  * a few jittered retries. Submissions are never retried automatically: a retry after an
  * ambiguous failure could enqueue the same work twice, and only the caller knows whether that
  * is harmless (an idempotency key makes it so).
+ *
+ * Concurrent `submit()` calls are coalesced: those made in the same turn of the event loop share
+ * one SubmitBatch round trip, and each still gets its own job or error (see `coalescer.ts`).
  */
 
 import * as grpc from "@grpc/grpc-js";
 import { status as Status } from "@grpc/grpc-js";
+import type * as pb from "./gen/dispatchd/v1/dispatcher";
 import { DispatcherServiceService as S } from "./gen/dispatchd/v1/dispatcher";
 import { type ConnectionOptions, connect } from "./channel";
+import { Coalescer } from "./coalescer";
 import { errorFor, fromServiceError, isServiceError } from "./errors";
 import * as rq from "./requests";
 import {
@@ -45,6 +50,16 @@ export interface ClientOptions extends ConnectionOptions {
   timeoutMs?: number | null;
   /** How many times an idempotent read is retried on UNAVAILABLE. Default 3. */
   retryUnavailable?: number;
+  /**
+   * Let concurrent `submit()` calls share SubmitBatch round trips (default true): calls made
+   * in the same turn of the event loop, or within `coalesceWindowMs` of the first, travel
+   * together, up to 1,000 jobs per batch. Each caller gets its own job or its own error; a bad
+   * job never fails its neighbours, though it costs its batch-mates a resend. A submit given
+   * its own `CallOptions` (deadline or AbortSignal) is always sent alone.
+   */
+  coalesce?: boolean;
+  /** How long the first coalesced submit waits for others, in milliseconds. Default 0. */
+  coalesceWindowMs?: number;
 }
 
 /** Per-call options, the last argument of every method. */
@@ -77,6 +92,7 @@ export class Client {
   private readonly metadata: () => grpc.Metadata;
   private readonly timeoutMs: number | null;
   private readonly retries: number;
+  private readonly coalescer: Coalescer | undefined;
 
   constructor(target: string = rq.DEFAULT_TARGET, options: ClientOptions = {}) {
     const retries = options.retryUnavailable ?? 3;
@@ -88,10 +104,26 @@ export class Client {
     this.metadata = connection.metadata;
     this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs;
     this.retries = retries;
+    const windowMs = options.coalesceWindowMs ?? 0;
+    if (!(windowMs >= 0)) {
+      throw new RangeError("coalesceWindowMs must be >= 0");
+    }
+    this.coalescer =
+      (options.coalesce ?? true)
+        ? new Coalescer(
+            (spec) => this.submitSpec(spec),
+            (specs) => this.submitSpecs(specs),
+            windowMs,
+          )
+        : undefined;
   }
 
-  /** Close the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
+  /**
+   * Close the channel; calls in flight fail with CANCELLED or UNAVAILABLE. Submits still
+   * waiting to be coalesced count as in flight: they are sent now and fail the same way.
+   */
   close(): void {
+    this.coalescer?.flush();
     this.grpcClient.close();
   }
 
@@ -102,15 +134,28 @@ export class Client {
     options: rq.SubmitOptions = {},
     call?: CallOptions,
   ): Promise<SubmittedJob> {
-    const request = { job: rq.jobSpec(queue, payload, options) };
-    const response = await this.call(S.submit, request, {}, call);
-    return { ...jobFromProto(response.job), duplicate: response.duplicate };
+    const spec = rq.jobSpec(queue, payload, options);
+    if (this.coalescer !== undefined && call?.timeoutMs === undefined && call?.signal === undefined) {
+      return this.coalescer.submit(spec);
+    }
+    return this.submitSpec(spec, call);
   }
 
   /** Add many jobs atomically (all or none), returned in request order. Not retried. */
   async submitBatch(jobs: readonly rq.NewJob[], call?: CallOptions): Promise<SubmittedJob[]> {
-    const request = { jobs: jobs.map((j) => rq.jobSpec(j.queue, j.payload, j)) };
-    const response = await this.call(S.submitBatch, request, {}, call);
+    return this.submitSpecs(
+      jobs.map((j) => rq.jobSpec(j.queue, j.payload, j)),
+      call,
+    );
+  }
+
+  private async submitSpec(spec: pb.JobSpec, call?: CallOptions): Promise<SubmittedJob> {
+    const response = await this.call(S.submit, { job: spec }, {}, call);
+    return { ...jobFromProto(response.job), duplicate: response.duplicate };
+  }
+
+  private async submitSpecs(specs: pb.JobSpec[], call?: CallOptions): Promise<SubmittedJob[]> {
+    const response = await this.call(S.submitBatch, { jobs: specs }, {}, call);
     return response.jobs.map((j, i) => ({ ...jobFromProto(j), duplicate: response.duplicates[i] ?? false }));
   }
 

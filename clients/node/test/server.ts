@@ -5,6 +5,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { get } from "node:http";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 
@@ -16,6 +17,7 @@ export const REPO_ROOT = path.resolve(
 /** The Python that runs dispatchd: $DISPATCHD_PYTHON, else the repository's .venv. */
 export const PYTHON = process.env.DISPATCHD_PYTHON ?? path.join(REPO_ROOT, ".venv", "bin", "python");
 const SERVING = /dispatchd serving on [^:\s]+:(\d+)/;
+const METRICS = /metrics on http:\/\/[^:\s]+:(\d+)\/metrics/;
 const START_TIMEOUT_MS = 20_000;
 
 export interface StartOptions {
@@ -93,6 +95,33 @@ export class DispatchdProcess {
         clearTimeout(timer);
         reject(new Error(`dispatchd exited with ${code} before serving:\n${this.log}`));
       });
+    });
+  }
+
+  /**
+   * The port of the server's /metrics endpoint, read from its log; start the server with
+   * `args: ["--metrics-listen", "127.0.0.1:0"]` (the default here is metrics off).
+   */
+  async metricsPort(): Promise<number> {
+    let port = 0;
+    await eventually(() => {
+      port = Number(METRICS.exec(this.log)?.[1] ?? 0);
+      return port > 0;
+    }, "the metrics port in the server log");
+    return port;
+  }
+
+  /** The text of the server's /metrics page, as Prometheus would scrape it. */
+  async scrape(): Promise<string> {
+    const port = await this.metricsPort();
+    return new Promise((resolve, reject) => {
+      get({ host: "127.0.0.1", port, path: "/metrics" }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => resolve(body));
+        res.on("error", reject);
+      }).on("error", reject);
     });
   }
 
