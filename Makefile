@@ -13,7 +13,7 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup chaos image base-image clean
+.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test
 
 $(BIN)/python:
@@ -106,6 +106,12 @@ bench: $(STAMP)
 ## (about a minute; `make bench` skips it). JSON in bench/results/startup.json.
 bench-startup: $(STAMP)
 	$(BIN)/python bench/run.py --only-startup --startup-jobs 1000000
+
+## Submit coalescing of the blocking Python Client (threads) and the Node Client (promises):
+## coalesced vs one Submit per call, medians of 3 alternating runs each (a few minutes).
+bench-coalescing: $(STAMP) node-build
+	$(BIN)/python -m bench.sync_coalescing
+	cd $(NODE_DIR) && node dist/bench/coalescing.js
 
 ## kill -9 checker: 20 SIGKILLs of a journaled server under 10,000 jobs; prints the table.
 chaos: $(STAMP)

@@ -62,7 +62,8 @@ async def _produce(client: AsyncClient, producers: int, jobs: int) -> None:
     await asyncio.gather(*(one(n) for n in per))
 
 
-def _rpcs(metrics_port: int) -> dict[str, int]:
+def submit_rpcs(metrics_port: int) -> dict[str, int]:
+    """OK Submit and SubmitBatch calls the server has answered so far, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     counts = {"Submit": 0, "SubmitBatch": 0}
@@ -80,13 +81,13 @@ async def measure(mode: str, producers: int, jobs: int, warmup: int) -> Figure:
         async with AsyncClient(server.target, coalesce=mode == "coalesced") as client:
             await _ready(client)
             await _produce(client, producers, warmup)
-            before = await asyncio.to_thread(_rpcs, metrics_port)
+            before = await asyncio.to_thread(submit_rpcs, metrics_port)
             cpu0 = sum(server.cpu_times())
             t0 = time.perf_counter()
             await _produce(client, producers, jobs)
             wall = time.perf_counter() - t0
             cpu = sum(server.cpu_times()) - cpu0
-            after = await asyncio.to_thread(_rpcs, metrics_port)
+            after = await asyncio.to_thread(submit_rpcs, metrics_port)
     finally:
         server.stop()
     return Figure(

@@ -67,6 +67,11 @@ export class DispatchdProcess {
     return server;
   }
 
+  /** The server's process id (for reading its CPU time from /proc). */
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
   get target(): string {
     return `127.0.0.1:${this.port}`;
   }
