@@ -1,6 +1,6 @@
-"""The Helm chart, rendered offline by Helm's own Go code (helm-python-sdk ships it as a shared
-library, so no helm binary and no network are needed), linted, validated with
-``kubernetes-validate --strict``, and checked against the server it deploys."""
+"""The Helm chart, rendered offline by Helm's own Go code (see ``chart``), linted, validated with
+``kubernetes-validate --strict``, and checked against the server it deploys, in both backends
+(tests/deploy/test_helm_redis.py has the redis mode's own objects)."""
 
 from __future__ import annotations
 
@@ -17,28 +17,24 @@ import yaml
 from dispatchd.config import Config, load
 from dispatchd.security import Role, parse_tokens
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "dispatchd"
-KUBERNETES_VERSION = "1.35.0"
-TOKEN = "tok-0123456789abcdef"
-
-EVERYTHING_ON: dict[str, Any] = {
-    "tls": {"enabled": True, "secretName": "dispatchd-tls", "clientCA": {"enabled": True}},
-    "auth": {
-        "enabled": True,
-        "tokens": [
-            {"role": "admin", "token": TOKEN, "name": "ops"},
-            {"role": "work", "token": "work-0123456789abcdef"},
-        ],
-    },
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
-    "podDisruptionBudget": {"enabled": True},
-    "persistence": {"storageClassName": "fast", "size": "5Gi"},
-    "server": {"drainGrace": 40, "extraArgs": ["--log-level", "debug"]},
-    "terminationGracePeriodSeconds": 60,
-    "podAnnotations": {"team": "jobs"},
-    "imagePullSecrets": [{"name": "registry"}],
-}
-VALUE_SETS = {"defaults": {}, "everything on": EVERYTHING_ON}
+from .chart import (
+    CHART,
+    EMBEDDED_SETS,
+    EVERYTHING_ON,
+    KUBERNETES_VERSION,
+    REDIS_BUNDLED,
+    REDIS_FROM_SECRET,
+    TOKEN,
+    VALUE_SETS,
+    container,
+    env_of,
+    manifests,
+    only,
+    pod_spec,
+    port_of,
+    render,
+    workload,
+)
 
 # The parts of the Prometheus operator's ServiceMonitor CRD this chart relies on; the CRD's
 # schema is not among kubernetes-validate's built-in ones.
@@ -73,39 +69,6 @@ SERVICE_MONITOR_SCHEMA = {
         },
     },
 }
-
-
-def render(values: dict[str, Any]) -> dict[str, str]:
-    with helm.Chart.load(CHART) as chart:
-        return chart.render(values, name="jobs", namespace="prod")
-
-
-def manifests(values: dict[str, Any]) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for name, text in sorted(render(values).items()):
-        if name.endswith(".yaml"):
-            docs += [d for d in yaml.safe_load_all(text) if d]
-    return docs
-
-
-def only(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (doc,) = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    assert isinstance(doc, dict)
-    return doc
-
-
-def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = only(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
-    assert isinstance(c, dict)
-    return c
-
-
-def env_of(c: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
-
-
-def port_of(address: str) -> int:
-    return int(address.rpartition(":")[2])
 
 
 @pytest.fixture(params=list(VALUE_SETS), scope="module")
@@ -147,9 +110,15 @@ def test_optional_parts_are_off_by_default_and_on_when_asked() -> None:
     assert default == {"StatefulSet", "Service", "ServiceAccount"}
     everything = {d["kind"] for d in manifests(EVERYTHING_ON)}
     assert everything == default | {"ServiceMonitor", "PodDisruptionBudget", "Secret"}
+    redis = {d["kind"] for d in manifests(REDIS_FROM_SECRET)}
+    assert redis == {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"}
+    bundled = {d["kind"] for d in manifests({**REDIS_FROM_SECRET, "redis": REDIS_BUNDLED["redis"]})}
+    assert bundled == redis | {"PersistentVolumeClaim", "NetworkPolicy"}
 
 
-def test_one_replica_with_a_pvc_at_the_data_dir(docs: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("values", list(EMBEDDED_SETS))
+def test_one_replica_with_a_pvc_at_the_data_dir(values: str) -> None:
+    docs = manifests(VALUE_SETS[values])
     sts = only(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 1
     (claim,) = sts["spec"]["volumeClaimTemplates"]
@@ -162,9 +131,16 @@ def test_one_replica_with_a_pvc_at_the_data_dir(docs: list[dict[str, Any]]) -> N
 def test_the_server_accepts_the_configuration(docs: list[dict[str, Any]]) -> None:
     """The container's DISPATCHD_* variables and args, read by the server's own parser."""
     c = container(docs)
-    config = load(c.get("args", []), env=env_of(c))
+    env = env_of(c)
+    config = load(c.get("args", []), env=env)
     assert isinstance(config, Config)
-    assert config.data_dir is not None
+    if workload(docs)["kind"] == "StatefulSet":
+        assert config.data_dir is not None
+        assert "DISPATCHD_BACKEND" not in env
+    else:  # the queues live in Redis: no data dir to keep
+        assert config.data_dir is None
+        assert env["DISPATCHD_BACKEND"] == "redis"
+        assert env["DISPATCHD_REDIS_URL"].startswith(("redis://", "rediss://"))
 
 
 def test_ports_probes_and_services_agree_with_the_server(docs: list[dict[str, Any]]) -> None:
@@ -186,20 +162,30 @@ def test_ports_probes_and_services_agree_with_the_server(docs: list[dict[str, An
     assert (port["appProtocol"], port["targetPort"]) == ("grpc", "grpc")
     metrics = only(docs, "Service", "jobs-dispatchd-metrics")
     assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
-    pod_labels = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
     for svc in (grpc_svc, metrics):
         assert svc["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_grace_period_outlasts_the_drain(docs: list[dict[str, Any]]) -> None:
+def test_grace_period_outlasts_the_pre_stop_sleep_and_the_drain(
+    docs: list[dict[str, Any]],
+) -> None:
     c = container(docs)
     config = load(c.get("args", []), env=env_of(c))
-    grace = only(docs, "StatefulSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > config.drain_grace
+    pre_stop = c.get("lifecycle", {}).get("preStop")
+    if workload(docs)["kind"] == "StatefulSet":
+        assert pre_stop is None  # one replica: nowhere else for new calls to go meanwhile
+        sleep = 0
+    else:  # endpoints drop the pod while it still serves; then SIGTERM starts the drain
+        command = pre_stop["exec"]["command"]
+        assert command[0] == "sleep"
+        sleep = int(command[1])
+        assert sleep > 0
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] > sleep + config.drain_grace
 
 
 def test_security_context(docs: list[dict[str, Any]]) -> None:
-    pod = only(docs, "StatefulSet")["spec"]["template"]["spec"]
+    pod = pod_spec(docs)
     sc = container(docs)["securityContext"]
     assert sc["runAsNonRoot"] is True
     assert sc["runAsUser"] == 10001  # the image's fixed UID
@@ -210,14 +196,13 @@ def test_security_context(docs: list[dict[str, Any]]) -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_tls_and_tokens_reach_the_server() -> None:
-    docs = manifests(EVERYTHING_ON)
+@pytest.mark.parametrize("values", ["everything on", "redis bundled"])
+def test_tls_and_tokens_reach_the_server(values: str) -> None:
+    docs = manifests(VALUE_SETS[values])
     c = container(docs)
     config = load(c.get("args", []), env=env_of(c))
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    volumes = {
-        v["name"]: v for v in only(docs, "StatefulSet")["spec"]["template"]["spec"]["volumes"]
-    }
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
     for path, key in [
         (config.tls_cert, "tls.crt"),
         (config.tls_key, "tls.key"),
@@ -236,7 +221,7 @@ def test_tls_and_tokens_reach_the_server() -> None:
     admin = tokens.identify(TOKEN)
     assert admin is not None
     assert (admin.name, admin.roles) == ("ops", frozenset({Role.ADMIN}))
-    annotations = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    annotations = workload(docs)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["checksum/tokens"]
     assert config.log_level == "debug"  # extraArgs win over the environment
 
@@ -253,6 +238,9 @@ def test_tls_and_tokens_reach_the_server() -> None:
         ({"auth": {"tokens": [{"role": "root", "token": TOKEN}]}}, "/auth/tokens/0/role"),
         ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
         ({"replicas": 1}, "additional properties 'replicas' not allowed"),
+        ({"backend": "postgres"}, "/backend"),
+        ({"redis": {"bundled": {"port": "6379"}}}, "/redis/bundled/port': got string"),
+        ({"podDisruptionBudget": {"maxUnavailable": "one"}}, "/podDisruptionBudget/maxUnavailable"),
     ],
 )
 def test_the_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -275,6 +263,17 @@ def test_a_values_file_with_a_wrong_type_fails(tmp_path: Path) -> None:
     [
         ({"terminationGracePeriodSeconds": 20}, "must exceed server.drainGrace"),
         ({"auth": {"enabled": True}}, "auth.enabled needs auth.existingSecret"),
+        ({"backend": "redis"}, "backend redis needs a Redis"),
+        (
+            {"backend": "redis", "redis": {"existingSecret": "r", "bundled": {"enabled": True}}},
+            "redis.existingSecret or redis.bundled.enabled, not both",
+        ),
+        ({"redis": {"existingSecret": "r"}}, "only used with backend: redis"),
+        ({**REDIS_FROM_SECRET, "terminationGracePeriodSeconds": 30}, "plus preStopSleepSeconds"),
+        (
+            {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}},
+            "minAvailable or maxUnavailable, not both",
+        ),
     ],
 )
 def test_inconsistent_values_do_not_render(values: dict[str, Any], message: str) -> None:

@@ -31,17 +31,79 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The kubelet kills the container this long after SIGTERM: it must outlast the drain. */}}
+{{/*
+Seconds the pod keeps serving after termination starts, before SIGTERM (a preStop sleep).
+Default: 5 with backend redis (other replicas take the new calls meanwhile), 0 (no hook) with
+embedded, where there is no other replica to go to.
+*/}}
+{{- define "dispatchd.preStopSleep" -}}
+{{- $sleep := .Values.preStopSleepSeconds -}}
+{{- if kindIs "invalid" $sleep -}}
+{{- $sleep = ternary 5 0 (eq .Values.backend "redis") -}}
+{{- end -}}
+{{- int $sleep -}}
+{{- end -}}
+
+{{/*
+The kubelet kills the container this long after termination starts (the preStop sleep counts
+too): it must outlast the sleep plus the drain.
+*/}}
 {{- define "dispatchd.terminationGrace" -}}
 {{- $drain := int (ceil .Values.server.drainGrace) -}}
+{{- $sleep := int (include "dispatchd.preStopSleep" .) -}}
 {{- $grace := .Values.terminationGracePeriodSeconds -}}
 {{- if kindIs "invalid" $grace -}}
-{{- $grace = add $drain 15 -}}
+{{- $grace = add $drain $sleep 15 -}}
 {{- end -}}
-{{- if le (int $grace) $drain -}}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed server.drainGrace (%d), or the kubelet kills dispatchd mid-drain" (int $grace) $drain) -}}
+{{- if le (int $grace) (add $drain $sleep) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed server.drainGrace (%d) plus preStopSleepSeconds (%d), or the kubelet kills dispatchd mid-drain" (int $grace) $drain $sleep) -}}
 {{- end -}}
 {{- int $grace -}}
+{{- end -}}
+
+{{/* Refuses values that mix the two backends or leave redis mode without a Redis. */}}
+{{- define "dispatchd.checkBackend" -}}
+{{- $redis := .Values.redis -}}
+{{- if eq .Values.backend "redis" -}}
+{{- if and $redis.existingSecret $redis.bundled.enabled -}}
+{{- fail "backend redis: set redis.existingSecret or redis.bundled.enabled, not both" -}}
+{{- end -}}
+{{- if not (or $redis.existingSecret $redis.bundled.enabled) -}}
+{{- fail "backend redis needs a Redis: redis.existingSecret (a Secret holding the URL under redis.secretKey) or redis.bundled.enabled" -}}
+{{- end -}}
+{{- else if or $redis.existingSecret $redis.bundled.enabled -}}
+{{- fail "redis.existingSecret and redis.bundled are only used with backend: redis" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dispatchd.redisName" -}}
+{{- printf "%s-redis" (include "dispatchd.fullname" . | trunc 57 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The bundled Redis's pods: not dispatchd's, so dispatchd's Services and PDB skip them. */}}
+{{- define "dispatchd.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "dispatchd.name" . }}-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "dispatchd.redisLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "dispatchd.redisSelectorLabels" . }}
+app.kubernetes.io/component: redis
+app.kubernetes.io/part-of: {{ include "dispatchd.name" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Where DISPATCHD_REDIS_URL comes from: the user's Secret, or the bundled Redis. */}}
+{{- define "dispatchd.redisUrlSource" -}}
+{{- if .Values.redis.existingSecret -}}
+valueFrom:
+  secretKeyRef:
+    name: {{ .Values.redis.existingSecret }}
+    key: {{ .Values.redis.secretKey }}
+{{- else -}}
+value: {{ printf "redis://%s:%d/0" (include "dispatchd.redisName" .) (int .Values.redis.bundled.port) | quote }}
+{{- end -}}
 {{- end -}}
 
 {{- define "dispatchd.tlsSecret" -}}
