@@ -4,7 +4,9 @@ by the SDK's in-memory exporter, parent/child links checked."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -149,6 +151,32 @@ async def test_coalesced_submits_each_keep_their_own_trace(traced: Traced) -> No
         run = traced.one("run", job_id)
         assert _ids(run)[0] == trace_id
         assert _parent_id(run) == span_id  # from the job's own headers
+
+
+async def test_threads_coalesced_by_the_sync_client_each_keep_their_own_trace(
+    traced: Traced,
+) -> None:
+    tracer = traced.provider.get_tracer("producer")
+    start = threading.Barrier(3)
+
+    def produce(client: Client, i: int) -> tuple[str, tuple[int, int]]:
+        start.wait()  # together, inside the client's window: one SubmitBatch
+        with tracer.start_as_current_span(f"produce-{i}") as span:
+            job = client.submit("t", b"x")
+        return job.id, _ids(span)
+
+    def run() -> list[tuple[str, tuple[int, int]]]:
+        with Client(traced.target, coalesce_window=1.0) as client, ThreadPoolExecutor(3) as pool:
+            return list(pool.map(lambda i: produce(client, i), range(3)))
+
+    produced = await asyncio.to_thread(run)
+    (batch,) = traced.spans("SubmitBatch")
+    assert _parent_id(batch) in {span_id for _, (_, span_id) in produced}  # the first queued
+    for job_id, (trace_id, span_id) in produced:
+        await _finished(traced, job_id)
+        run_span = traced.one("run", job_id)
+        assert _ids(run_span)[0] == trace_id
+        assert _parent_id(run_span) == span_id  # from the job's own headers
 
 
 async def test_without_a_current_span_nothing_is_injected(traced: Traced) -> None:
