@@ -67,3 +67,17 @@ async def scrape(port: int) -> Samples:
     resp = await fetch(port)
     assert resp.status == 200, resp.body
     return Samples(resp.body)
+
+
+SERVICE = "dispatchd.v1.DispatcherService"
+
+
+def method_calls(m: Samples, method: str, code: str = "OK") -> float:
+    """How many calls of a DispatcherService method ended with ``code`` (0 if none yet)."""
+    return m.get("dispatchd_grpc_requests_total", service=SERVICE, method=method, code=code) or 0
+
+
+async def submit_rpc_counts(metrics_port: int) -> tuple[float, float]:
+    """(Submit, SubmitBatch) calls answered OK so far: how submits travelled."""
+    m = await scrape(metrics_port)
+    return method_calls(m, "Submit"), method_calls(m, "SubmitBatch")

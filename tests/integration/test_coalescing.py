@@ -22,24 +22,14 @@ from dispatchd_client import (
 )
 
 from .conftest import StartWorker
-from .scrape import Samples, scrape
+from .scrape import submit_rpc_counts
 
-SERVICE = "dispatchd.v1.DispatcherService"
 PAYLOAD_CAP = 1024
 
 
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
     return replace(server_config, max_payload_bytes=PAYLOAD_CAP)
-
-
-def _calls(m: Samples, method: str, code: str = "OK") -> float:
-    return m.get("dispatchd_grpc_requests_total", service=SERVICE, method=method, code=code) or 0
-
-
-async def _rpc_counts(server: DispatchdServer) -> tuple[float, float]:
-    m = await scrape(server.observability.metrics_port)
-    return _calls(m, "Submit"), _calls(m, "SubmitBatch")
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ async def test_concurrent_submits_share_batches(
     jobs = await asyncio.gather(*(client.submit("co", f"{i}".encode()) for i in range(200)))
     assert len({j.id for j in jobs}) == 200
     assert all(j.queue == "co" and not j.duplicate and j.payload == b"" for j in jobs)
-    submits, batches = await _rpc_counts(server)
+    submits, batches = await submit_rpc_counts(server.observability.metrics_port)
     assert submits == 0
     assert 1 <= batches <= 5  # one tick: one batch (fewer than 1,000 jobs)
     for job, i in zip(jobs, range(200), strict=True):  # each caller got its own job
@@ -69,7 +59,7 @@ async def test_concurrent_submits_share_batches(
 async def test_coalescing_can_be_turned_off(server: DispatchdServer, target: str) -> None:
     async with AsyncClient(target, coalesce=False) as c:
         await asyncio.gather(*(c.submit("co", b"x") for _ in range(20)))
-    assert await _rpc_counts(server) == (20, 0)
+    assert await submit_rpc_counts(server.observability.metrics_port) == (20, 0)
 
 
 async def test_a_window_gathers_calls_from_later_ticks(
@@ -82,7 +72,7 @@ async def test_a_window_gathers_calls_from_later_ticks(
     async with AsyncClient(target, coalesce_window=0.5) as c:
         jobs = await asyncio.gather(c.submit("co", b"first"), *(later(i) for i in range(9)))
     assert len({j.id for j in jobs}) == 10
-    assert await _rpc_counts(server) == (0, 1)
+    assert await submit_rpc_counts(server.observability.metrics_port) == (0, 1)
 
 
 async def test_duplicate_flag_reaches_its_caller(client: AsyncClient) -> None:

@@ -30,9 +30,8 @@ from dispatchd_client import (
     ResourceExhausted,
 )
 
-from .scrape import Samples, scrape
+from .scrape import method_calls, scrape, submit_rpc_counts
 
-SERVICE = "dispatchd.v1.DispatcherService"
 PAYLOAD_CAP = 1024
 #: Long enough for every thread behind a Barrier to queue its call on a busy machine.
 WINDOW = 1.0
@@ -43,15 +42,6 @@ Outcome = Job | DispatchdError
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
     return replace(server_config, max_payload_bytes=PAYLOAD_CAP)
-
-
-def _calls(m: Samples, method: str, code: str = "OK") -> float:
-    return m.get("dispatchd_grpc_requests_total", service=SERVICE, method=method, code=code) or 0
-
-
-async def _rpc_counts(server: DispatchdServer) -> tuple[float, float]:
-    m = await scrape(server.observability.metrics_port)
-    return _calls(m, "Submit"), _calls(m, "SubmitBatch")
 
 
 @pytest.fixture
@@ -105,7 +95,7 @@ async def test_concurrent_threads_share_batches(
     with Client(target) as c:  # no window: batches form while one is in flight
         produced = await asyncio.to_thread(run)
         assert len({job.id for job, _ in produced}) == threads * per_thread
-        submits, batches = await _rpc_counts(server)
+        submits, batches = await submit_rpc_counts(server.observability.metrics_port)
         assert batches >= 1
         # One Submit per call would be 500 round trips; queued calls share them.
         assert submits + batches <= threads * per_thread / 2
@@ -118,14 +108,14 @@ async def test_coalescing_can_be_turned_off(
 ) -> None:
     with Client(target, coalesce=False) as c:
         await _submit_together(c, queue, [b"x"] * 20)
-    assert await _rpc_counts(server) == (20, 0)
+    assert await submit_rpc_counts(server.observability.metrics_port) == (20, 0)
 
 
 async def test_a_window_gathers_calls(server: DispatchdServer, client: Client, queue: str) -> None:
     outcomes = await _submit_together(client, queue, [f"{i}".encode() for i in range(10)])
     assert all(isinstance(o, Job) for o in outcomes)
     assert len({o.id for o in outcomes if isinstance(o, Job)}) == 10
-    assert await _rpc_counts(server) == (0, 1)
+    assert await submit_rpc_counts(server.observability.metrics_port) == (0, 1)
 
 
 async def test_a_lone_call_is_a_plain_submit(
@@ -134,7 +124,7 @@ async def test_a_lone_call_is_a_plain_submit(
     with Client(target) as c:
         job = await asyncio.to_thread(c.submit, queue, b"alone")
     assert job.queue == queue
-    assert await _rpc_counts(server) == (1, 0)
+    assert await submit_rpc_counts(server.observability.metrics_port) == (1, 0)
 
 
 async def test_an_invalid_job_fails_only_its_caller(
@@ -149,7 +139,7 @@ async def test_an_invalid_job_fails_only_its_caller(
     assert all(isinstance(o, Job) for o in outcomes)
     assert len({o.id for o in outcomes if isinstance(o, Job)}) == 10
     m = await scrape(server.observability.metrics_port)
-    assert _calls(m, "SubmitBatch", "INVALID_ARGUMENT") >= 1  # it did share a batch
+    assert method_calls(m, "SubmitBatch", "INVALID_ARGUMENT") >= 1  # it did share a batch
 
 
 async def test_an_oversized_payload_fails_only_its_caller(
@@ -161,7 +151,7 @@ async def test_an_oversized_payload_fails_only_its_caller(
     assert "--max-payload-bytes" in outcomes[2].details
     assert all(isinstance(o, Job) for i, o in enumerate(outcomes) if i != 2)
     m = await scrape(server.observability.metrics_port)
-    assert _calls(m, "SubmitBatch", "RESOURCE_EXHAUSTED") >= 1
+    assert method_calls(m, "SubmitBatch", "RESOURCE_EXHAUSTED") >= 1
 
 
 async def test_a_refusal_naming_no_job_is_settled_one_by_one(
@@ -172,7 +162,10 @@ async def test_a_refusal_naming_no_job_is_settled_one_by_one(
     # The batch of five is refused as a whole; resent one by one, three fit.
     assert sum(isinstance(o, Job) for o in outcomes) == 3
     assert sum(isinstance(o, ResourceExhausted) for o in outcomes) == 2
-    assert await _rpc_counts(server) == (3, 0)  # only the accepted calls count as OK
+    assert await submit_rpc_counts(server.observability.metrics_port) == (
+        3,
+        0,
+    )  # only the accepted calls count as OK
 
 
 async def test_transport_errors_reach_every_caller() -> None:
