@@ -54,7 +54,8 @@ def _svg(kind: str, values: Sequence[float | None], latest: str, about: str) -> 
 
 
 def _minutes(trend: Trend) -> str:
-    return f"{len(trend.throughput) * trend.bucket_seconds / 60:g} min"
+    seconds = len(trend.throughput) * trend.bucket_seconds
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def throughput_cell(trend: Trend | None) -> str:

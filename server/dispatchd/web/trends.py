@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobState, LeaseRecord
 
+#: The stamp of a slot never written: no bucket number (times are >= 0) matches it.
+_NEVER = -(2**62)
 #: Finished states in which a job ran: cancelled and expired jobs are not throughput.
 _RAN = frozenset({int(JobState.SUCCEEDED), int(JobState.FAILED), int(JobState.DEAD)})
 
@@ -36,7 +38,7 @@ class _Ring:
     __slots__ = ("finished", "stamps", "wait_count", "wait_sum")
 
     def __init__(self, size: int) -> None:
-        self.stamps = array("q", [-1]) * size
+        self.stamps = array("q", [_NEVER]) * size
         self.finished = array("q", [0]) * size
         self.wait_count = array("q", [0]) * size
         self.wait_sum = array("d", [0.0]) * size
