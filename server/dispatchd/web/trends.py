@@ -43,14 +43,12 @@ class _Ring:
         self.wait_count = array("q", [0]) * size
         self.wait_sum = array("d", [0.0]) * size
 
-    def slot(self, bucket: int) -> int:
-        i = bucket % len(self.stamps)
-        if self.stamps[i] != bucket:
-            self.stamps[i] = bucket
-            self.finished[i] = 0
-            self.wait_count[i] = 0
-            self.wait_sum[i] = 0.0
-        return i
+    def clear(self, i: int, bucket: int) -> None:
+        """Slot ``i`` starts over as ``bucket``."""
+        self.stamps[i] = bucket
+        self.finished[i] = 0
+        self.wait_count[i] = 0
+        self.wait_sum[i] = 0.0
 
 
 class Trends(EngineObserver):
@@ -72,24 +70,35 @@ class Trends(EngineObserver):
             ring = self._rings[queue] = _Ring(self.buckets)
         return ring
 
+    # The two hooks run once per job: the ring lookup and the slot check are inlined.
+
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
-        if job.attempt != 1 or job.dispatch_time is None:
+        t = job.dispatch_time
+        if job.attempt != 1 or t is None:
             return  # a retry's backoff is not waiting in line (as in the metrics)
-        ring = self._ring(job.queue)
+        ring = self._rings.get(job.queue) or self._ring(job.queue)
         if ring is None:
             return
         ready = job.submit_time if job.not_before is None else max(job.not_before, job.submit_time)
-        i = ring.slot(int(job.dispatch_time // self.bucket_seconds))
+        bucket = int(t // self.bucket_seconds)
+        i = bucket % self.buckets
+        if ring.stamps[i] != bucket:
+            ring.clear(i, bucket)
         ring.wait_count[i] += 1
-        ring.wait_sum[i] += max(0.0, job.dispatch_time - ready)
+        ring.wait_sum[i] += max(0.0, t - ready)
 
     def job_finished(self, job: FinishedJob) -> None:
         if job.state_code not in _RAN:
             return
-        ring = self._ring(job.queue)
-        if ring is not None:
-            ring.finished[ring.slot(int(job.finish_time // self.bucket_seconds))] += 1
+        ring = self._rings.get(job.queue) or self._ring(job.queue)
+        if ring is None:
+            return
+        bucket = int(job.finish_time // self.bucket_seconds)
+        i = bucket % self.buckets
+        if ring.stamps[i] != bucket:
+            ring.clear(i, bucket)
+        ring.finished[i] += 1
 
     def trend(self, queue: str, now: float) -> Trend | None:
         """The complete buckets before the one ``now`` falls in (a bucket still filling
