@@ -41,6 +41,7 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
     "--window-size=1280,800",
 )
 #: Deadline of every wait for the page to show something.

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from dispatchd.config import ConfigError, load
 from dispatchd.engine import Engine, JobFailure, NewJob
 from dispatchd.web.sparks import HEIGHT, WIDTH, spark_path, throughput_cell, wait_cell
 from dispatchd.web.trends import Trends
@@ -102,3 +103,12 @@ def test_cells_show_the_latest_figure(engine: Engine, trends: Trends) -> None:
     assert "<span class=latest>0.1/s</span>" in throughput_cell(trend)
     assert "<span class=latest>250 ms</span>" in wait_cell(trend)
     assert "jobs finished per second, last 50 s" in throughput_cell(trend)
+
+
+def test_dashboard_bucket_flag_env_and_bounds() -> None:
+    assert load([], env={}).dashboard_bucket == 5.0
+    assert load([], env={"DISPATCHD_DASHBOARD_BUCKET": "0.5"}).dashboard_bucket == 0.5
+    assert load(["--dashboard-bucket", "10"], env={}).dashboard_bucket == 10.0
+    for bad in ("0", "0.05", "61", "nan"):
+        with pytest.raises(ConfigError, match="--dashboard-bucket must be"):
+            load(["--dashboard-bucket", bad], env={})
