@@ -67,6 +67,8 @@ class DashboardServer:
                 str(data_dir),
                 "--durability",
                 "none",
+                "--drain-grace",  # the SIGTERM at the end never waits long for a held job
+                "1",
                 "--log-level",
                 "info",
                 *extra,
