@@ -14,7 +14,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing chaos image base-image clean
-.PHONY: node-tools node-deps node-build node-test
+.PHONY: node-tools node-deps node-build node-test browser-tools screenshot
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -35,8 +35,9 @@ run: $(STAMP)
 	$(BIN)/dispatchd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
-## The Node client is built first: pytest's interop test runs its worker.
-test: $(STAMP) node-build
+## The Node client is built first: pytest's interop test runs its worker; the dashboard's
+## browser tests need Chromium and its driver.
+test: $(STAMP) node-build browser-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory node-test
@@ -64,6 +65,22 @@ node-tools:
 	fi
 	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' || \
 	  { echo "Node.js 18 or newer is needed, found $$(node --version)"; exit 1; }
+
+## Headless Chromium and the chromedriver of the same build (Debian's packages) for the
+## dashboard's browser tests, when missing (CI machines start without them).
+browser-tools:
+	@missing=""; \
+	command -v chromium >/dev/null || missing=" chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+## Regenerate docs/dashboard.png (the README's picture): a busy server in headless Chromium.
+screenshot: $(STAMP) browser-tools
+	DISPATCHD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/browser/test_screenshot.py
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | node-tools
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund

@@ -50,6 +50,9 @@ class Config:
     turns metrics off, and with them their cost on the hot path."""
     http_listen: str = "127.0.0.1:8080"
     """host:port of the operator dashboard (port 0 picks a free one); "0" turns it off."""
+    dashboard_bucket: float = 5.0
+    """Seconds per bucket of the dashboard's sparklines, which show the last 60 buckets
+    (5 minutes by default)."""
     metrics_max_queues: int = 100
     """Queues that get their own ``queue`` label; later ones share ``queue="_other"``, so
     a client inventing queue names cannot blow up the series count."""
@@ -89,6 +92,8 @@ class Config:
             raise ConfigError(
                 f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
             )
+        if not 0.1 <= self.dashboard_bucket <= 60.0:
+            raise ConfigError(f"--dashboard-bucket must be 0.1..60 s, got {self.dashboard_bucket}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self._check_endpoints()
@@ -189,6 +194,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("log-format", str, d.log_format, "text or json")
     add("metrics-listen", str, d.metrics_listen, 'host:port for Prometheus /metrics; "0" is off')
     add("http-listen", str, d.http_listen, 'host:port for the operator dashboard; "0" is off')
+    add("dashboard-bucket", float, d.dashboard_bucket, "seconds per dashboard sparkline bucket")
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
 
     def add_optional(name: str, kind: type, help: str) -> None:
@@ -225,6 +231,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_listen=ns.metrics_listen,
         metrics_max_queues=ns.metrics_max_queues,
         http_listen=ns.http_listen,
+        dashboard_bucket=ns.dashboard_bucket,
         tls_cert=_path(ns.tls_cert),
         tls_key=_path(ns.tls_key),
         tls_client_ca=_path(ns.tls_client_ca),

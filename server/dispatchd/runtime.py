@@ -36,7 +36,7 @@ from dispatchd.service.sessions import WorkStream
 from dispatchd.service.waiters import Waiters
 from dispatchd.store.journal import JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
-from dispatchd.web import Dashboard, Hooks, WebServer
+from dispatchd.web import Dashboard, Hooks, Trends, WebServer
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -105,6 +105,10 @@ class DispatchdServer:
         self.pump = DispatchPump(self.engine, clock)
         self.pusher = HttpPusher(self.engine, self.pump, clock, push_settings(config))
         self.observers.add(self.pusher)
+        #: The dashboard's sparkline rings; with the dashboard off, no observer and no cost.
+        self.trends = Trends(config.dashboard_bucket) if config.http_enabled else None
+        if self.trends is not None:
+            self.observers.add(self.trends)
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
         self.health = HealthServicer()
@@ -189,7 +193,7 @@ class DispatchdServer:
     async def _start_web(self) -> None:
         if not self.config.http_enabled:
             return
-        hooks = Hooks(self.pump, self.clock, self.start_drain, self._tokens)
+        hooks = Hooks(self.pump, self.clock, self.start_drain, self._tokens, self.trends)
         host, _, port = self.config.http_listen.rpartition(":")
         web = WebServer(Dashboard(self.engine, hooks).handle, host, int(port))
         try:

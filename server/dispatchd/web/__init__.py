@@ -3,5 +3,6 @@
 from dispatchd.web.app import Dashboard, Hooks
 from dispatchd.web.errors import WebError
 from dispatchd.web.server import WebServer
+from dispatchd.web.trends import Trend, Trends
 
-__all__ = ["Dashboard", "Hooks", "WebError", "WebServer"]
+__all__ = ["Dashboard", "Hooks", "Trend", "Trends", "WebError", "WebServer"]

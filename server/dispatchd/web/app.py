@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +23,17 @@ from dispatchd.service.pump import DispatchPump
 from dispatchd.web import pages
 from dispatchd.web.errors import WebError
 from dispatchd.web.server import Request, Response
+from dispatchd.web.trends import Trend, Trends
 
 PAGE_SIZE = 50
+#: The longest drain grace the dashboard offers: an hour is already a long goodbye.
+MAX_DRAIN_GRACE = 3600.0
 COOKIE = "dispatchd_token"
-STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _STATUS = {
     engine_errors.InvalidArgument: 400,
     engine_errors.NotFound: 404,
@@ -43,6 +51,8 @@ class Hooks:
     clock: Callable[[], float]
     start_drain: Callable[[float | None], None]
     tokens: TokenTable | None
+    trends: Trends | None = None
+    """The sparkline rings (an engine observer the server adds with the dashboard)."""
 
 
 def _int(form: dict[str, str], name: str, low: int, high: int) -> int:
@@ -53,6 +63,20 @@ def _int(form: dict[str, str], name: str, low: int, high: int) -> int:
         raise WebError(400, f"{name} must be an integer, got {text!r}") from None
     if not low <= value <= high:
         raise WebError(400, f"{name} must be {low}..{high}, got {value}")
+    return value
+
+
+def _grace(form: dict[str, str]) -> float | None:
+    """The drain grace in seconds; empty means the server's --drain-grace."""
+    text = form.get("grace", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise WebError(400, f"grace must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_DRAIN_GRACE):
+        raise WebError(400, f"grace must be 0..{MAX_DRAIN_GRACE:g} seconds, got {text}")
     return value
 
 
@@ -132,11 +156,10 @@ class Dashboard:
 
     def _route(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
-        if parts[:1] == ["static"] and len(parts) == 2 and parts[1] in STATIC:
-            if request.method not in ("GET", "HEAD"):
-                raise WebError(405, "only GET")
-            body = resources.files("dispatchd.web").joinpath("static", parts[1]).read_bytes()
-            return Response(200, body, STATIC[parts[1]] + "; charset=utf-8")
+        if parts == ["favicon.ico"]:  # browsers ask for it even on the login page
+            parts = ["static", "favicon.svg"]
+        if parts[:1] == ["static"]:
+            return self._static(request, parts[1:])
         if parts == ["login"]:
             return self._login(request)
         credential = self._credential(request)
@@ -150,9 +173,10 @@ class Dashboard:
         csrf = self.csrf_token(credential)
         e = self._engine
         if not parts:
-            return Response(200, pages.queues_page(e.list_queues(), csrf))
+            return Response(200, pages.queues_page(e.list_queues(), csrf, self._trend))
         if parts == ["api", "queues"]:
-            return Response(200, pages.queues_json(e.list_queues()), "application/json")
+            body = pages.queues_json(e.list_queues(), self._trend)
+            return Response(200, body, "application/json")
         if parts == ["workers"]:
             return Response(200, pages.workers_page(e.workers()))
         if len(parts) == 2 and parts[0] == "queues":
@@ -160,6 +184,20 @@ class Dashboard:
         if len(parts) == 2 and parts[0] == "jobs":
             return Response(200, pages.job_page(e.get_job(parts[1]), csrf))
         raise WebError(404, "no such page; try /")
+
+    @staticmethod
+    def _static(request: Request, name: list[str]) -> Response:
+        """The page's own assets, public like any login page's (nothing secret in them)."""
+        if len(name) != 1 or name[0] not in STATIC:
+            raise WebError(404, "no such file")
+        if request.method not in ("GET", "HEAD"):
+            raise WebError(405, "only GET")
+        body = resources.files("dispatchd.web").joinpath("static", name[0]).read_bytes()
+        return Response(200, body, STATIC[name[0]])
+
+    def _trend(self, queue: str) -> Trend | None:
+        trends = self._hooks.trends
+        return None if trends is None else trends.trend(queue, self._hooks.clock())
 
     def _queue(self, name: str, token: str, csrf: str) -> Response:
         e = self._engine
@@ -196,6 +234,8 @@ class Dashboard:
             self._rate(form)
         if action == "reprioritize":
             _int(form, "priority", -(2**31), 2**31 - 1)
+        if action == "drain":
+            _grace(form)
 
     @staticmethod
     def _rate(form: dict[str, str]) -> Rate | None:
@@ -248,8 +288,14 @@ class Dashboard:
         return f"job {job.id} is {job.state.name} again", pages.url("jobs", job.id)
 
     def _drain(self, form: dict[str, str]) -> tuple[str, str]:
-        self._hooks.start_drain(None)
-        return "drain started: intake stopped, the server stops once underway jobs end", "/"
+        grace = _grace(form)
+        self._hooks.start_drain(grace)
+        within = "the server's --drain-grace" if grace is None else f"{grace:g} s"
+        return (
+            f"drain started: intake stopped, underway jobs get {within} to end, "
+            "then the server stops",
+            "/",
+        )
 
 
 _Run = Callable[[Dashboard, dict[str, str]], tuple[str, str]]

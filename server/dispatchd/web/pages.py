@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
 from urllib.parse import quote
 
 from dispatchd.engine import JobView, QueueView, WorkerRecord
+from dispatchd.web.sparks import throughput_cell, wait_cell
+from dispatchd.web.trends import Trend
+
+#: A queue's trend by name (None: no ring for it).
+TrendOf = Callable[[str], Trend | None]
 
 #: Bytes of a payload or result shown on the job page.
 PREVIEW_BYTES = 4096
@@ -40,6 +45,7 @@ def layout(title: str, body: str, *, live: bool = False) -> bytes:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)} - dispatchd</title>"
         '<link rel=stylesheet href="/static/dashboard.css">'
+        '<link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
         f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
         f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
     ).encode()
@@ -58,7 +64,7 @@ def rate_text(v: QueueView) -> str:
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
 
-def queue_row(v: QueueView) -> dict[str, object]:
+def queue_row(v: QueueView, trend: Trend | None) -> dict[str, object]:
     """One queue as the JSON the live refresh reads (and the table shows)."""
     return {
         "name": v.name,
@@ -69,14 +75,17 @@ def queue_row(v: QueueView) -> dict[str, object]:
         "rate": rate_text(v),
         "paused": v.settings.paused,
         "workers": v.worker_count,
+        "bucket_seconds": trend.bucket_seconds if trend else None,
+        "throughput": trend.throughput if trend else None,
+        "wait": trend.wait if trend else None,
     }
 
 
-def queues_json(views: Sequence[QueueView]) -> bytes:
-    return json.dumps({"queues": [queue_row(v) for v in views]}).encode()
+def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
+    return json.dumps({"queues": [queue_row(v, trend_of(v.name)) for v in views]}).encode()
 
 
-def queues_page(views: Sequence[QueueView], csrf: str) -> bytes:
+def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> bytes:
     rows = [
         [
             f"<a href='{esc(url('queues', v.name))}'>{esc(v.name)}</a>",
@@ -87,12 +96,26 @@ def queues_page(views: Sequence[QueueView], csrf: str) -> bytes:
             esc(rate_text(v)),
             "yes" if v.settings.paused else "no",
             str(v.worker_count),
+            throughput_cell(trend),
+            wait_cell(trend),
         ]
-        for v in views
+        for v, trend in ((v, trend_of(v.name)) for v in views)
     ]
-    cols = ["Queue", "Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
+    cols = [
+        "Queue",
+        "Pending",
+        "Scheduled",
+        "Underway",
+        "Width",
+        "Rate",
+        "Paused",
+        "Workers",
+        "Throughput",
+        "Wait",
+    ]
     body = table(cols, rows, "queues") if rows else "<p>No queues yet.</p>"
-    drain = action_form("drain", {}, "Drain the server", csrf)
+    grace = _field("grace", "Grace seconds (empty: the server's --drain-grace)")
+    drain = action_form("drain", {}, "Drain the server", csrf, grace)
     return layout("Queues", body + "<h2>Server</h2>" + drain, live=True)
 
 
@@ -262,19 +285,35 @@ def job_page(j: JobView, csrf: str) -> bytes:
     return layout(f"Job {j.id}", body)
 
 
+#: Held jobs listed by id on the workers page; the rest are counted.
+HELD_SHOWN = 10
+
+
+def held_jobs(w: WorkerRecord) -> str:
+    ids = sorted(lease.job.id for lease in w.leases.values())
+    links = [f"<a href='{esc(url('jobs', i))}'>{esc(i)}</a>" for i in ids[:HELD_SHOWN]]
+    more = f" and {len(ids) - HELD_SHOWN} more" if len(ids) > HELD_SHOWN else ""
+    return f"{len(ids)}: " + ", ".join(links) + more if ids else "0"
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
 def workers_page(workers: Sequence[WorkerRecord]) -> bytes:
     rows = [
         [
             esc(w.worker_id),
+            esc(labels_text(w.labels)),
             esc(", ".join(w.queues)),
-            str(w.max_in_flight),
-            str(len(w.leases)),
+            f"{w.free_credits} free of {w.max_in_flight}",
+            held_jobs(w),
             "yes" if w.draining else "no",
             esc(when(w.connect_time)),
         ]
         for w in workers
     ]
-    cols = ["Worker", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
+    cols = ["Worker", "Labels", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
     return layout("Workers", table(cols, rows, "workers") if rows else "<p>No workers.</p>")
 
 

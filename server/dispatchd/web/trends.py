@@ -1,0 +1,125 @@
+"""The last minutes of each queue for the dashboard's sparklines: a small ring per queue.
+
+An engine observer, added only when the dashboard is on. Each event lands in the bucket
+of its own timestamp (the engine's clock, carried by the event), so the hooks read no
+clock and cost an index and two additions. Rings are fixed size and at most
+``max_queues`` queues get one: memory stays bounded however many queues come and go.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from dispatchd.engine import EngineObserver, FinishedJob, JobState, LeaseRecord
+
+#: The stamp of a slot never written: no bucket number (times are >= 0) matches it.
+_NEVER = -(2**62)
+#: Finished states in which a job ran: cancelled and expired jobs are not throughput.
+_RAN = frozenset({int(JobState.SUCCEEDED), int(JobState.FAILED), int(JobState.DEAD)})
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """One queue's last complete buckets, oldest first."""
+
+    bucket_seconds: float
+    throughput: list[float]
+    """Jobs finished (succeeded, failed or dead) per second, per bucket."""
+    wait: list[float | None]
+    """Mean seconds from ready to first dispatch of the jobs dispatched in the bucket;
+    None where nothing was dispatched."""
+
+
+class _Ring:
+    """Counters of the last ``size`` buckets; a slot whose stamp is not the bucket asked
+    for holds an older bucket and counts as empty."""
+
+    __slots__ = ("finished", "stamps", "wait_count", "wait_sum")
+
+    def __init__(self, size: int) -> None:
+        self.stamps = array("q", [_NEVER]) * size
+        self.finished = array("q", [0]) * size
+        self.wait_count = array("q", [0]) * size
+        self.wait_sum = array("d", [0.0]) * size
+
+    def clear(self, i: int, bucket: int) -> None:
+        """Slot ``i`` starts over as ``bucket``."""
+        self.stamps[i] = bucket
+        self.finished[i] = 0
+        self.wait_count[i] = 0
+        self.wait_sum[i] = 0.0
+
+
+class Trends(EngineObserver):
+    """Throughput and wait time per queue over the last ``buckets`` x ``bucket_seconds``."""
+
+    def __init__(
+        self, bucket_seconds: float = 5.0, buckets: int = 60, max_queues: int = 1000
+    ) -> None:
+        if bucket_seconds <= 0 or buckets < 2 or max_queues < 1:
+            raise ValueError("bucket_seconds > 0, buckets >= 2 and max_queues >= 1 please")
+        self.bucket_seconds = bucket_seconds
+        self.buckets = buckets
+        self.max_queues = max_queues
+        self._rings: dict[str, _Ring] = {}
+
+    def _ring(self, queue: str) -> _Ring | None:
+        ring = self._rings.get(queue)
+        if ring is None and len(self._rings) < self.max_queues:
+            ring = self._rings[queue] = _Ring(self.buckets)
+        return ring
+
+    # The two hooks run once per job: the ring lookup and the slot check are inlined.
+
+    def job_dispatched(self, lease: LeaseRecord) -> None:
+        job = lease.job
+        t = job.dispatch_time
+        if job.attempt != 1 or t is None:
+            return  # a retry's backoff is not waiting in line (as in the metrics)
+        ring = self._rings.get(job.queue) or self._ring(job.queue)
+        if ring is None:
+            return
+        ready = job.submit_time if job.not_before is None else max(job.not_before, job.submit_time)
+        bucket = int(t // self.bucket_seconds)
+        i = bucket % self.buckets
+        if ring.stamps[i] != bucket:
+            ring.clear(i, bucket)
+        ring.wait_count[i] += 1
+        ring.wait_sum[i] += max(0.0, t - ready)
+
+    def job_finished(self, job: FinishedJob) -> None:
+        if job.state_code not in _RAN:
+            return
+        ring = self._rings.get(job.queue) or self._ring(job.queue)
+        if ring is None:
+            return
+        bucket = int(job.finish_time // self.bucket_seconds)
+        i = bucket % self.buckets
+        if ring.stamps[i] != bucket:
+            ring.clear(i, bucket)
+        ring.finished[i] += 1
+
+    def trend(self, queue: str, now: float) -> Trend | None:
+        """The complete buckets before the one ``now`` falls in (a bucket still filling
+        would always look like a drop); None for a queue past ``max_queues``."""
+        ring = self._rings.get(queue)
+        if ring is None:
+            return None if len(self._rings) >= self.max_queues else self._empty()
+        current = int(now // self.bucket_seconds)
+        throughput: list[float] = []
+        wait: list[float | None] = []
+        for bucket in range(current - self.buckets + 1, current):
+            i = bucket % self.buckets
+            if ring.stamps[i] != bucket:
+                throughput.append(0.0)
+                wait.append(None)
+                continue
+            throughput.append(ring.finished[i] / self.bucket_seconds)
+            n = ring.wait_count[i]
+            wait.append(ring.wait_sum[i] / n if n else None)
+        return Trend(self.bucket_seconds, throughput, wait)
+
+    def _empty(self) -> Trend:
+        n = self.buckets - 1
+        return Trend(self.bucket_seconds, [0.0] * n, [None] * n)
