@@ -3,47 +3,54 @@ against a raw grpc.aio floor in the same command.
 
 Method
 ------
-Processes: this script is the one client process (grpc.aio on uvloop). It starts dispatchd
+Processes: this script is the orchestrating client (grpc.aio on uvloop). It starts dispatchd
 (``dispatchd --listen 127.0.0.1:PORT --log-level warning``, with metrics on as by default,
-on a free port) and the baseline server (``bench/baseline.py``, a bare grpc.aio echo on
-uvloop) as children and stops them, by pid, when it ends. On a 2-core machine the client
-and the server under test share the cores. Producers and workers use separate channels
-(separate HTTP/2 connections), as separate programs would.
+on a free port), a second dispatchd on a fresh ``--data-dir`` (its default durability, the
+SQLite journal; ``--no-durable`` skips it) and the baseline server (``bench/baseline.py``, a
+bare grpc.aio echo on uvloop) as children and stops them, by pid, when it ends. The client
+path phases run their producers and workers in child processes of their own
+(``python -m bench.drive``, on uvloop): one producer process with ``--producers`` coroutines
+on one AsyncClient, one worker process with ``--workers`` Worker instances, so this process
+only starts, watches and meters them. On a 2-core machine every process shares the cores.
 
 Phases, each run ``--rounds`` times after a short warm-up; the report shows medians:
 
 * baseline: ``--workers`` bidi streams to the echo server, each keeping up to ``--credit``
-  32-byte messages unacked, one ack per message. Its messages/s is the floor the per-job
-  path is compared with (``per_job_vs_baseline``).
-* per-job: ``--producers`` coroutines each await one unary Submit at a time; ``--workers``
-  Work streams with ``max_in_flight=--credit`` answer every delivered job with its own
-  WorkResults message. The queue width (``--per-job-width``) is high enough not to bind;
-  a shorter run at width 8 (``--width8-jobs``, 0 skips it) shows what a narrow queue costs.
+  32-byte messages unacked, one ack per message. Every jobs/s figure is also given as a
+  ratio of its messages/s (``*_vs_baseline``).
+* client path (bench/client_path.py, the issue's figures): ``per_job`` -- ``--producers``
+  coroutines each await ``AsyncClient.submit()`` for one job at a time (coalescing on, as
+  shipped) while ``--workers`` Workers of concurrency ``--concurrency`` run a no-op async
+  handler and report each job as it finishes; end to end. ``burndown`` -- ``--burndown-jobs``
+  jobs queued beforehand in a paused queue, the same workers connected, then the queue
+  resumed. Each against the memory server on a wide queue, the journaled server
+  (``durable_*``), and the memory server on a queue of width 8 with a rate too high to bind
+  (``enforced_*``; ``enforced_*_cost`` = 1 - enforced / plain).
+* unary per-job: ``--producers`` coroutines on raw stubs each await one unary Submit at a
+  time; ``--workers`` raw Work streams with ``max_in_flight=--credit`` answer every job
+  with its own WorkResults message (width ``--per-job-width``): the uncoalesced floor.
 * batched: ``--batch-producers`` coroutines send SubmitBatch of ``--batch`` jobs;
   ``--batch-workers`` streams with ``--batch-credit`` credits answer each JobDeliveries
   message with one WorkResults covering all of its jobs.
 * http push: dispatchd delivers ``--http-push-jobs`` jobs to a local HTTP endpoint through a
   queue's http_target (width ``--http-push-width``); see bench/http_push.py. 0 skips it.
-* latency: the per-job setup fed open-loop at ``--latency-fraction`` of the median per-job
+* latency: the unary per-job setup fed open-loop at ``--latency-fraction`` of its median
   rate. Each payload carries perf_counter_ns() taken just before Submit is called; the
   worker subtracts it from its own reading when the delivery arrives (same process, same
   clock). p50/p99 are nearest-rank over every job of a run.
-* policy per-job (in each throughput round, right after per-job): the per-job phase on a
+* policy per-job (in each throughput round, right after unary per-job): that phase on a
   queue with a rate too high to bind (``--policy-rate``), key_limits whose per-key
   in-flight bound cannot bind, and fairness keys round-robin over ``--policy-keys`` keys;
-  ``policy_vs_core_ratio`` is its median jobs/s over the per-job median.
+  ``policy_vs_core_ratio`` is its median jobs/s over the unary per-job median.
 * keys (``--rounds`` times, see bench/keys.py): fairness -- ``--fairness-keys`` keys with
   Zipf-like backlogs (``--fairness-min-jobs`` for the smallest, 100x that for the
   largest), submitted largest first, burnt down by the batched workers; Jain's index of
   the dispatches per key while every key still had jobs. Then a burn-down of
   ``--keys-jobs`` jobs without fairness keys and one over ``--distinct-keys`` keys: server
   CPU per job of the burn-down alone (the submit is metered apart).
-* durable (in each throughput round; ``--no-durable`` skips it, see bench/durable.py): a
-  second dispatchd started with ``--data-dir`` on a fresh temporary directory, so with its
-  default durability, the SQLite journal (a Submit is answered once its record is fsynced,
-  in group commits). The per-job phase runs against it right after the memory per-job
-  phase, and the batched phase right after the memory batched one, with the same
-  settings; ``durable_*_vs_memory`` is the durable median over the memory median.
+* durable batched (in each throughput round, see bench/durable.py): the batched phase
+  against the journaled server right after the memory one; ``durable_*_vs_memory`` is the
+  durable median over the memory median.
 * startup (only with ``--startup-jobs N``, after everything else; ``--only-startup`` runs
   it alone, ``make bench-startup`` with N = 1,000,000; see bench/startup.py): a journal of
   N pending jobs written directly through the store, then the time until a server started
@@ -55,9 +62,11 @@ Phases, each run ``--rounds`` times after a short warm-up; the report shows medi
 Throughput is jobs over the span from the first submit to the last ack. Server CPU is
 utime+stime of the server process (/proc/PID/stat, all threads) from the first submit until
 GetQueue shows nothing pending or underway (every ack applied), divided by jobs; stime's
-share is shown as "% sys". Client CPU is this process's CPU over the same span. "other" is
-the CPU the rest of the machine used meanwhile (/proc/stat busy time minus both): when it
-is high, another program competed for the cores and the wall-clock figures are low.
+share is shown as "% sys". Client CPU is this process's CPU over the same span (in the
+client path phases, the children's own CPU, which they report). "other" is the CPU the rest
+of the machine used meanwhile (/proc/stat busy time minus server and clients): when it is
+high, another program competed for the cores and the wall-clock figures are low. Instructions
+per job are a separate, slower target (``make bench-callgrind``, bench/callgrind.py).
 
 Output: one line per run on stderr, then a table of medians against the targets on stdout
 and one JSON object (medians, targets, every run, settings, environment) in
@@ -87,7 +96,19 @@ if not __package__:  # run as `python bench/run.py`: make the `bench` package im
 
 import grpc
 
-from bench import baseline, http_push, keys, overhead, procs, rate, report, rpc, startup, workload
+from bench import (
+    baseline,
+    client_path,
+    http_push,
+    keys,
+    overhead,
+    procs,
+    rate,
+    report,
+    rpc,
+    startup,
+    workload,
+)
 from bench.keys import Fairness
 from bench.measure import Measured, Meter, median, split
 from bench.procs import ServerProcess
@@ -108,14 +129,16 @@ class Settings:
     """Every knob; each is also a flag (``per_job_jobs`` is ``--per-job-jobs``)."""
 
     rounds: int = 3
-    per_job_jobs: int = 15_000
-    producers: int = 32
+    per_job_jobs: int = 20_000
+    burndown_jobs: int = 100_000
+    producers: int = 50
     workers: int = 8
+    concurrency: int = 16
+    unary_per_job_jobs: int = 15_000
     credit: int = 16
     per_job_width: int = 1_000
-    width8_jobs: int = 5_000
-    batched_jobs: int = 150_000
-    batch: int = 100
+    batched_jobs: int = 200_000
+    batch: int = 1_000
     batch_producers: int = 4
     batch_workers: int = 4
     batch_credit: int = 1_000
@@ -204,7 +227,7 @@ def _show(round_no: int, phase: str, x: Measured | Latency | RateRun | Fairness)
             f"server {x.server_cpu_us_per_job:.1f} us/job ({x.server_sys_pct:.0f}% sys)  "
             f"client {x.client_cpu_us_per_job:.1f} us/job  other {x.other_cpu_pct:.0f}%"
         )
-    print(f"round {round_no} {phase:<14} {line}", file=sys.stderr, flush=True)
+    print(f"round {round_no} {phase:<18} {line}", file=sys.stderr, flush=True)
 
 
 class Bench:
@@ -248,11 +271,27 @@ class Bench:
         end = await baseline.run(self.echo, split(msgs, self.s.workers), self.s.credit)
         return meter.result(msgs, end)
 
-    async def per_job(
-        self, queue: str, jobs: int, width: int, rig: workload.Rig | None = None
-    ) -> Measured:
-        load = Load(queue, width, jobs, self.s.producers)
-        return await workload.per_job(rig or self.rig, load, self.per_job_workers)
+    async def unary_per_job(self, queue: str, jobs: int) -> Measured:
+        load = Load(queue, self.s.per_job_width, jobs, self.s.producers)
+        return await workload.per_job(self.rig, load, self.per_job_workers)
+
+    async def client(self, kind: str, queue: str, setup: str, shape: client_path.Shape) -> Measured:
+        """One client-path run (bench/client_path.py): ``kind`` per_job or burndown,
+        ``setup`` "" (memory), "durable_" or "enforced_"."""
+        journaled = setup == "durable_"
+        server = self.journaled if journaled else self.dispatchd
+        rig = self.durable_rig if journaled else self.rig
+        assert server is not None
+        assert rig is not None
+        run = client_path.per_job if kind == "per_job" else client_path.burndown
+        return await run(rig.producers, server, queue, shape, setup == "enforced_")
+
+    def client_shape(self, per_job_jobs: int, burndown_jobs: int) -> client_path.Shape:
+        s = self.s
+        return client_path.Shape(s.producers, s.workers, s.concurrency, per_job_jobs, burndown_jobs)
+
+    def setups(self) -> tuple[str, ...]:
+        return client_path.SETUPS if self.journaled is not None else ("", "enforced_")
 
     async def batched(self, queue: str, jobs: int, rig: workload.Rig | None = None) -> Measured:
         s = self.s
@@ -280,11 +319,13 @@ class Bench:
     async def warm_up(self) -> None:
         n = self.s.warmup_jobs
         await self.baseline(n)
-        await self.per_job("bench.warmup", n, self.s.per_job_width)
+        await self.unary_per_job("bench.warmup", n)
         await self.policy_per_job("bench.warmup-policy", n)
         await self.batched("bench.warmup-batched", n * 5)
+        warm = self.client_shape(n, n)
+        for setup in self.setups():
+            await self.client("per_job", f"bench.warmup-{setup}client", setup, warm)
         if self.durable_rig is not None:
-            await self.per_job("bench.warmup", n, self.s.per_job_width, self.durable_rig)
             await self.batched("bench.warmup-batched", n * 5, self.durable_rig)
 
     async def throughput_round(self, r: int, runs: report.Runs) -> None:
@@ -292,15 +333,16 @@ class Bench:
         m = await self.baseline(s.baseline_msgs)
         runs.baseline.append(m)
         _show(r, "baseline", m)
-        m = await self.per_job(f"bench.per-job.{r}", s.per_job_jobs, s.per_job_width)
-        runs.per_job.append(m)
-        _show(r, "per-job", m)
-        if self.durable_rig is not None:
-            q = f"bench.durable-per-job.{r}"
-            m = await self.per_job(q, s.per_job_jobs, s.per_job_width, self.durable_rig)
-            runs.durable.per_job.append(m)
-            _show(r, "durable per-job", m)
-        m = await self.policy_per_job(f"bench.policy-per-job.{r}", s.per_job_jobs)
+        shape = self.client_shape(s.per_job_jobs, s.burndown_jobs)
+        for kind in client_path.KINDS:
+            for setup in self.setups():
+                m = await self.client(kind, f"bench.{setup}{kind}.{r}", setup, shape)
+                runs.client.runs[f"{setup}{kind}"].append(m)
+                _show(r, f"{setup}{kind}".replace("_", " "), m)
+        m = await self.unary_per_job(f"bench.unary-per-job.{r}", s.unary_per_job_jobs)
+        runs.unary_per_job.append(m)
+        _show(r, "unary per-job", m)
+        m = await self.policy_per_job(f"bench.policy-per-job.{r}", s.unary_per_job_jobs)
         runs.policies.policy_per_job.append(m)
         _show(r, "policy per-job", m)
         m = await self.batched(f"bench.batched.{r}", s.batched_jobs)
@@ -310,10 +352,6 @@ class Bench:
             m = await self.batched(f"bench.durable-batched.{r}", s.batched_jobs, self.durable_rig)
             runs.durable.batched.append(m)
             _show(r, "durable batch", m)
-        if s.width8_jobs > 0:
-            m = await self.per_job(f"bench.per-job-w8.{r}", s.width8_jobs, 8)
-            runs.per_job_width8.append(m)
-            _show(r, "per-job w=8", m)
 
     async def keys_round(self, r: int, runs: report.Runs) -> None:
         """Fairness among skewed backlogs, then a burn-down with and without many keys."""
@@ -345,10 +383,10 @@ class Bench:
             _show(r, f"rate {per_second:g}/s", x)
 
     async def run(self) -> report.Runs:
-        runs = report.Runs([], [], [], [], [])
+        runs = report.Runs()
         for r in range(1, self.s.rounds + 1):
             await self.throughput_round(r, runs)
-        offered = self.s.latency_fraction * median([m.jobs_per_s for m in runs.per_job])
+        offered = self.s.latency_fraction * median([m.jobs_per_s for m in runs.unary_per_job])
         for r in range(1, self.s.rounds + 1):
             x = await self.latency(f"bench.latency.{r}", offered)
             runs.latency.append(x)
@@ -496,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "startup_jobs": ns.startup_jobs,
     }
     if ns.only_startup:
-        runs = report.Runs([], [], [], [], [])
+        runs = report.Runs()
         runs.startup.append(_startup(ns.startup_jobs))
         summary = startup.summarize(runs.startup)
         output = STARTUP_RESULTS if ns.output == RESULTS else ns.output
