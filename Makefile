@@ -13,7 +13,8 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing chaos image base-image clean
+.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
+.PHONY: bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools screenshot
 
 $(BIN)/python:
@@ -129,6 +130,15 @@ bench-startup: $(STAMP)
 bench-coalescing: $(STAMP) node-build
 	$(BIN)/python -m bench.sync_coalescing
 	cd $(NODE_DIR) && node dist/bench/coalescing.js
+
+## Instructions per job (submit + dispatch + ack) of the server's own code under callgrind:
+## deterministic, so small regressions show (about a minute). valgrind comes from apt when
+## missing. JSON in bench/results/callgrind.json; see bench/callgrind.py.
+bench-callgrind: $(STAMP)
+	@command -v valgrind >/dev/null || { echo "installing valgrind with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
+	$(BIN)/python -m bench.callgrind --annotate 15
 
 ## kill -9 checker: 20 SIGKILLs of a journaled server under 10,000 jobs; prints the table.
 chaos: $(STAMP)

@@ -34,6 +34,7 @@ class IdSource:
         self._rng = rng
         self._last_ms = -1
         self._last_random = 0
+        self._prefix = ""  # the encoded _last_ms: ids of one millisecond share it
         self._lease_prefix = _encode(rng.getrandbits(40), 8)
         self._lease_counter = 0
 
@@ -44,7 +45,9 @@ class IdSource:
         else:
             self._last_ms = ms
             self._last_random = self._rng.getrandbits(_RANDOM_BITS - 1)
-        return _encode((ms << _RANDOM_BITS) | self._last_random, 26)
+            self._prefix = _encode(ms, 10)
+        # 26 characters = 10 for the 48-bit time (2 padding bits) + 16 for the 80 random bits.
+        return self._prefix + _encode(self._last_random, 16)
 
     def lease_id(self) -> str:
         """Unique per engine instance; the random prefix keeps ids from colliding across
