@@ -98,42 +98,60 @@ def check_lease_seconds(seconds: float, limits: EngineLimits) -> None:
 
 
 def check_new_job(spec: NewJob, limits: EngineLimits, index: int | None = None) -> None:
-    """Raises for the first thing wrong with ``spec``; ``index`` names it inside a batch."""
-    where = "" if index is None else f"jobs[{index}]: "
+    """Raises for the first thing wrong with ``spec``; ``index`` names it inside a batch.
+
+    Runs for every submitted job, so the checks of fields most jobs leave empty (headers,
+    keys, times) are skipped when they are empty."""
     try:
         check_queue_name(spec.queue)
     except InvalidArgument as e:
-        raise InvalidArgument(f"{where}{e}") from None
+        raise InvalidArgument(f"{_where(index)}{e}") from None
     if len(spec.payload) > limits.max_payload_bytes:
         raise ResourceExhausted(
-            f"{where}payload is {len(spec.payload)} bytes; the limit is "
+            f"{_where(index)}payload is {len(spec.payload)} bytes; the limit is "
             f"{limits.max_payload_bytes} bytes (--max-payload-bytes)"
         )
-    if len(spec.headers) > limits.max_headers:
-        raise InvalidArgument(
-            f"{where}{len(spec.headers)} headers; the limit is {limits.max_headers}"
-        )
-    header_bytes = sum(len(k) + len(v) for k, v in spec.headers.items())
-    if header_bytes > limits.max_header_bytes:
-        raise InvalidArgument(
-            f"{where}headers take {header_bytes} bytes; the limit is {limits.max_header_bytes}"
-        )
-    if any(not k for k in spec.headers):
-        raise InvalidArgument(f"{where}a header has an empty name")
-    for name in ("ordering_key", "fairness_key", "idempotency_key"):
-        value: str = getattr(spec, name)
-        if len(value) > MAX_KEY_CHARS:
-            raise InvalidArgument(
-                f"{where}{name} is {len(value)} characters; the limit is {MAX_KEY_CHARS}"
-            )
+    if spec.headers:
+        _check_headers(spec.headers, limits, index)
+    if spec.ordering_key or spec.fairness_key or spec.idempotency_key:
+        for name in ("ordering_key", "fairness_key", "idempotency_key"):
+            value: str = getattr(spec, name)
+            if len(value) > MAX_KEY_CHARS:
+                raise InvalidArgument(
+                    f"{_where(index)}{name} is {len(value)} characters; "
+                    f"the limit is {MAX_KEY_CHARS}"
+                )
     if not 0 <= spec.fairness_weight <= 1000:
-        raise InvalidArgument(f"{where}fairness_weight must be 0-1000, got {spec.fairness_weight}")
-    for name in ("not_before", "expire_at"):
-        t: float | None = getattr(spec, name)
-        if t is not None and not (math.isfinite(t) and 0 <= t < 1e11):
-            raise InvalidArgument(f"{where}{name} is not a usable time")
+        raise InvalidArgument(
+            f"{_where(index)}fairness_weight must be 0-1000, got {spec.fairness_weight}"
+        )
+    if spec.not_before is not None or spec.expire_at is not None:
+        for name in ("not_before", "expire_at"):
+            t: float | None = getattr(spec, name)
+            if t is not None and not (math.isfinite(t) and 0 <= t < 1e11):
+                raise InvalidArgument(f"{_where(index)}{name} is not a usable time")
     if len(spec.content_type) > limits.max_content_type_bytes:
         raise InvalidArgument(
-            f"{where}content_type is {len(spec.content_type)} characters; "
+            f"{_where(index)}content_type is {len(spec.content_type)} characters; "
             f"the limit is {limits.max_content_type_bytes}"
         )
+
+
+def _check_headers(headers: dict[str, str], limits: EngineLimits, index: int | None) -> None:
+    if len(headers) > limits.max_headers:
+        raise InvalidArgument(
+            f"{_where(index)}{len(headers)} headers; the limit is {limits.max_headers}"
+        )
+    header_bytes = sum(len(k) + len(v) for k, v in headers.items())
+    if header_bytes > limits.max_header_bytes:
+        raise InvalidArgument(
+            f"{_where(index)}headers take {header_bytes} bytes; "
+            f"the limit is {limits.max_header_bytes}"
+        )
+    if any(not k for k in headers):
+        raise InvalidArgument(f"{_where(index)}a header has an empty name")
+
+
+def _where(index: int | None) -> str:
+    """Names the job inside a batch in an error message (made only when one is raised)."""
+    return "" if index is None else f"jobs[{index}]: "

@@ -120,6 +120,9 @@ class JobRecord:
     """attempt count when the retry budget started (RetryJob gives a fresh budget)."""
     lane_version: int = 0
     in_lane: bool = False
+    pending_entry: tuple[int, int, str] | None = None
+    """The key this job is filed under in its queue's pending index while PENDING: kept so
+    that taking it out needs no new tuple, and finds it even after a reprioritize."""
 
     @property
     def pending_key(self) -> tuple[int, int, str]:
@@ -171,7 +174,10 @@ class FinishedJob(NamedTuple):
         error = None if self.error is None else tuple(self.error)
         policy = None if self.retry_policy is None else _policy_tuple(self.retry_policy)
         attempts = tuple(
-            (*a[:4], None if a.error is None else tuple(a.error), *a[5:]) for a in self.attempts
+            [
+                tuple(a) if a.error is None else (*a[:4], tuple(a.error), *a[5:])
+                for a in self.attempts
+            ]
         )
         return (
             *self[:4],

@@ -144,10 +144,13 @@ class QueueState:
         return self.bucket is None or self.bucket.ready(now)
 
     def add_pending(self, job: JobRecord) -> None:
-        self.pending.add(job.pending_key)
+        key = job.pending_entry = (-job.priority, job.seq, job.id)
+        self.pending.add(key)
 
     def remove_pending(self, job: JobRecord) -> None:
-        self.pending.remove(job.pending_key)
+        key = job.pending_entry
+        self.pending.remove(job.pending_key if key is None else key)
+        job.pending_entry = None
 
     def has_free_worker(self) -> bool:
         return any(w.free_credits > 0 for w in self.subscribers)

@@ -31,6 +31,10 @@ class JournalWriter(EngineObserver):
         self._journal = journal
         self._new: set[str] = set()
         self._changed: set[str] = set()
+        # Jobs that finished since the last commit, as the engine handed them over: their
+        # record is final, so _take serializes it without looking it up and unpacking the
+        # engine's stored form again.
+        self._finished: dict[str, FinishedJob] = {}
         self._forgotten: set[str] = set()
         self._queues: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
@@ -49,6 +53,8 @@ class JournalWriter(EngineObserver):
         self._kick()
 
     def _mark(self, job_id: str) -> None:
+        """A live job changed (a finished one may come back through RetryJob)."""
+        self._finished.pop(job_id, None)
         if job_id not in self._new:
             self._changed.add(job_id)
         self._kick()
@@ -58,6 +64,7 @@ class JournalWriter(EngineObserver):
 
     def job_finished(self, job: FinishedJob) -> None:
         self._mark(job.id)
+        self._finished[job.id] = job
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:
         self._mark(job.id)
@@ -72,6 +79,7 @@ class JournalWriter(EngineObserver):
         for job_id in job_ids:
             self._new.discard(job_id)
             self._changed.discard(job_id)
+            self._finished.pop(job_id, None)
             self._forgotten.add(job_id)
         self._kick()
 
@@ -130,18 +138,22 @@ class JournalWriter(EngineObserver):
                     w.set_result(None)
 
     def _take(self) -> Batch:
-        engine = self._engine
+        """The rows of every dirty record. A job's payload goes into its row once, when it
+        is new; later changes rewrite only its status (the Job message without payload),
+        and several changes inside one commit cost one status."""
+        engine, finished = self._engine, self._finished
         batch = Batch()
         for job_id in self._new:
-            job = _current(engine, job_id)
+            job = finished.get(job_id) or _current(engine, job_id)
             if job is not None:
                 status = convert.job_to_pb(job, with_payload=False).SerializeToString()
                 batch.new_jobs.append((job_id, job.payload, status))
         for job_id in self._changed:
-            job = _current(engine, job_id)
+            job = finished.get(job_id) or _current(engine, job_id)
             if job is not None:
                 status = convert.job_to_pb(job, with_payload=False).SerializeToString()
                 batch.statuses.append((status, job_id))
+        self._finished = {}
         batch.forgotten = [(job_id,) for job_id in self._forgotten]
         for name in self._queues:
             view = engine.get_queue(name)
