@@ -32,7 +32,7 @@ from dispatchd.service.dispatcher import DispatcherServicer
 from dispatchd.service.health import HealthServicer
 from dispatchd.service.journaling import JournalWriter
 from dispatchd.service.pump import DispatchPump
-from dispatchd.service.sessions import WorkStream
+from dispatchd.service.sessions import MessageCounts, WorkStream
 from dispatchd.service.waiters import Waiters
 from dispatchd.store.journal import JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
@@ -98,8 +98,14 @@ class DispatchdServer:
         self.observers = ObserverChain([self.waiters, self._idle])
         self.engine = Engine(engine_limits(config), self.observers, rng)
         # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
+        self.messages = MessageCounts()
         self.observability = Observability(
-            config, lambda: self.engine, clock, tracer_provider, lambda: self.pusher.stats
+            config,
+            lambda: self.engine,
+            clock,
+            tracer_provider,
+            lambda: self.pusher.stats,
+            lambda: self.messages.counts,
         )
         for observer in self.observability.observers:
             self.observers.add(observer)
@@ -154,7 +160,7 @@ class DispatchdServer:
             self.pump,
             self.waiters,
             self.clock,
-            WorkStream(self.engine, self.pump, self.clock),
+            WorkStream(self.engine, self.pump, self.clock, self.messages),
             self.start_drain,
             self.sync,
         )

@@ -64,8 +64,10 @@ class Session:
         stop: asyncio.Event,
         force: asyncio.Event,
         on_welcome: Callable[[pb.WorkerWelcome], None],
+        result_window: float = 0.0,
     ) -> None:
         self._stub = stub
+        self._result_window = result_window
         self._hello = hello
         self._runner = runner
         self._slots = slots
@@ -238,12 +240,16 @@ class Session:
         else:
             result.error.CopyFrom(outcome.to_proto())
         self._pending.append(result)
-        # Results finishing in the same loop tick share one message: the flush task's first
-        # step runs only after every callback already scheduled for this tick.
+        # Results finishing in the same loop tick (or within the result window) share one
+        # message: the flush task's first step runs only after every callback already
+        # scheduled for this tick, and results finishing while a write is under way go
+        # together in the next one.
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.create_task(self._flush(), name="dispatchd-flush")
 
     async def _flush(self) -> None:
+        if self._result_window > 0:
+            await asyncio.sleep(self._result_window)
         while self._pending:
             batch, self._pending = self._pending, []
             request = pb.WorkRequest(results=pb.WorkResults(results=batch))

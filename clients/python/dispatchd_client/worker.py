@@ -75,6 +75,8 @@ REFUSALS = frozenset(
 #: First reconnect delay; doubles per failed attempt up to ``reconnect_max_backoff``.
 RECONNECT_BASE_DELAY = 0.1
 MAX_CONCURRENCY = 10_000
+#: Longest result_window: past it, held results would look like a stuck worker.
+MAX_RESULT_WINDOW = 1.0
 
 
 class Worker:
@@ -91,6 +93,13 @@ class Worker:
 
     ``token`` and ``tls`` mean what they mean for :class:`~dispatchd_client.Client` (a worker
     token needs the ``work`` role).
+
+    Results go back coalesced: those of jobs finishing in the same event-loop tick travel
+    in one WorkResults message, and so do those finishing while the previous message is
+    being written. ``result_window`` (seconds, default 0) holds each message that much
+    longer to gather more results: fewer messages for the server to read, at the cost of
+    that much latency per result (and of slots freed that much later). Heartbeats always
+    cover every held lease in one message.
     """
 
     def __init__(
@@ -104,9 +113,13 @@ class Worker:
         tracer_provider: TracerProvider | None = None,
         token: str | None = None,
         tls: TLS | bool | None = None,
+        result_window: float = 0.0,
     ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
+        if not 0 <= result_window <= MAX_RESULT_WINDOW:
+            raise ValueError(f"result_window must be 0-{MAX_RESULT_WINDOW:g} seconds")
+        self._result_window = result_window
         if reconnect_max_backoff <= 0:
             raise ValueError("reconnect_max_backoff must be > 0")
         self._target = target
@@ -291,6 +304,7 @@ class Worker:
                 stop=self._stop,
                 force=self._force,
                 on_welcome=self._welcomed,
+                result_window=self._result_window,
             )
             try:
                 if await session.run():

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 PREFIX = "dispatchd_"
 PushStats = Callable[[], "Mapping[str, TargetStats]"]
+#: Work stream messages by (direction, kind); see dispatchd.service.sessions.MessageCounts.
+StreamStats = Callable[[], Mapping[tuple[str, str], int]]
 
 
 @dataclass(slots=True)
@@ -83,11 +85,13 @@ class DispatchdCollector(Collector):
         observer: MetricsObserver,
         grpc_stats: GrpcStats,
         push_stats: PushStats | None = None,
+        stream_stats: StreamStats | None = None,
     ) -> None:
         self._engine = engine
         self._observer = observer
         self._grpc = grpc_stats
         self._push = push_stats
+        self._streams = stream_stats
 
     def collect(self) -> Iterator[Metric]:
         """For a CollectorRegistry (prometheus_client's renderers, OpenMetrics)."""
@@ -104,6 +108,8 @@ class DispatchdCollector(Collector):
         yield from self._counters(self._observer.stats)
         yield from self._workers(engine)
         yield from self._grpc_families()
+        if self._streams is not None:
+            yield self._stream_family(self._streams())
         if self._push is not None:
             yield from self._push_families(self._push())
         info = Family(
@@ -119,6 +125,19 @@ class DispatchdCollector(Collector):
         )
         draining.add((), int(engine.draining))
         yield draining
+
+    @staticmethod
+    def _stream_family(counts: Mapping[tuple[str, str], int]) -> Family:
+        family = Family(
+            PREFIX + "work_messages",
+            "counter",
+            "Work stream messages by direction (received from workers, sent to them) and "
+            "kind; jobs_dispatched over sent deliveries is the jobs per delivery message.",
+            ("direction", "kind"),
+        )
+        for (direction, kind), n in sorted(counts.items()):
+            family.add((direction, kind), n)
+        return family
 
     def _queue_gauges(self, engine: Engine) -> Iterator[Family]:
         rows: dict[str, _QueueGauges] = {}

@@ -19,7 +19,7 @@ from prometheus_client.registry import CollectorRegistry
 from dispatchd import __version__
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineObserver
-from dispatchd.observability.collector import DispatchdCollector, PushStats
+from dispatchd.observability.collector import DispatchdCollector, PushStats, StreamStats
 from dispatchd.observability.errors import ObservabilityError
 from dispatchd.observability.http import MetricsServer
 from dispatchd.observability.interceptor import ObservingInterceptor
@@ -40,6 +40,7 @@ class Observability:
         clock: Callable[[], float],
         tracer_provider: TracerProvider | None = None,
         push_stats: PushStats | None = None,
+        stream_stats: StreamStats | None = None,
     ) -> None:
         self._config = config
         self.observers: list[EngineObserver] = [LifecycleLog()]
@@ -54,7 +55,9 @@ class Observability:
             grpc_stats = GrpcStats()
             self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
             self.observers.append(self.metrics)
-            collector = DispatchdCollector(engine, self.metrics, grpc_stats, push_stats)
+            collector = DispatchdCollector(
+                engine, self.metrics, grpc_stats, push_stats, stream_stats
+            )
             # /metrics renders our families itself (fast) and the small process, GC and
             # platform ones with prometheus_client; ``registry`` holds all of them.
             runtime = CollectorRegistry(auto_describe=False)

@@ -27,6 +27,20 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 log = logging.getLogger("dispatchd.sessions")
 
 
+class MessageCounts:
+    """Work stream messages by (direction, kind), for /metrics: next to the job counters
+    they show how many jobs a message carries, so coalescing on either side is visible."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, direction: str, kind: str) -> None:
+        key = (direction, kind)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
     """Why the server ends a stream: OK, or a status the worker must see."""
@@ -41,11 +55,14 @@ class WorkerSession:
     """Holds the outbox of one stream. Engine calls happen in the reader; writes happen
     in the stream's own generator, so a slow worker never blocks the engine."""
 
-    def __init__(self, worker: WorkerRecord) -> None:
+    def __init__(self, worker: WorkerRecord, counts: MessageCounts) -> None:
         self.worker = worker
         self.outbox: asyncio.Queue[pb.WorkResponse | StreamEnd] = asyncio.Queue()
+        self._sent = counts.add
 
     def deliver(self, leases: list[LeaseRecord]) -> None:
+        """Every lease one pass gave this worker, in one message."""
+        self._sent("sent", "deliveries")
         msg = pb.WorkResponse()
         out = msg.deliveries.deliveries
         for lease in leases:
@@ -55,14 +72,17 @@ class WorkerSession:
         self.outbox.put_nowait(msg)
 
     def cancel(self, job_ids: list[str]) -> None:
+        self._sent("sent", "cancellations")
         self.outbox.put_nowait(pb.WorkResponse(cancellations=pb.JobCancellations(job_ids=job_ids)))
 
     def drain(self, deadline: float) -> None:
+        self._sent("sent", "drain")
         self.outbox.put_nowait(
             pb.WorkResponse(drain=pb.DrainNotice(deadline=convert.timestamp(deadline)))
         )
 
     def reject(self, rejections: list[Rejection]) -> None:
+        self._sent("sent", "rejections")
         msg = pb.WorkResponse()
         for r in rejections:
             msg.rejections.rejections.add(job_id=r.job_id, lease_id=r.lease_id, reason=r.reason)
@@ -92,10 +112,12 @@ class WorkStream:
         engine: Engine,
         pump: DispatchPump,
         clock: Callable[[], float],
+        counts: MessageCounts | None = None,
     ) -> None:
         self._engine = engine
         self._pump = pump
         self._clock = clock
+        self.counts = counts or MessageCounts()
 
     def _heartbeat_interval(self, worker: WorkerRecord) -> float:
         """A third of the shortest lease among the worker's queues: two heartbeats may be
@@ -112,6 +134,7 @@ class WorkStream:
         if session is None:
             return
         self._pump.register(session)
+        self.counts.add("sent", "welcome")
         yield pb.WorkResponse(
             welcome=pb.WorkerWelcome(
                 worker_id=session.worker.worker_id,
@@ -154,6 +177,7 @@ class WorkStream:
             first = await anext(requests)
         except StopAsyncIteration:
             return None
+        self.counts.add("received", first.WhichOneof("kind") or "empty")
         if first.WhichOneof("kind") != "hello":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -173,7 +197,7 @@ class WorkStream:
             worker.max_in_flight,
             extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
         )
-        return WorkerSession(worker)
+        return WorkerSession(worker, self.counts)
 
     async def _read(self, requests: AsyncIterator[pb.WorkRequest], session: WorkerSession) -> None:
         """Applies the worker's messages; ends the stream on a protocol error or when the
@@ -192,6 +216,7 @@ class WorkStream:
 
     def _apply(self, req: pb.WorkRequest, session: WorkerSession) -> StreamEnd | None:
         kind = req.WhichOneof("kind")
+        self.counts.add("received", kind or "empty")
         engine, worker = self._engine, session.worker
         if kind == "results":
             now = self._clock()
