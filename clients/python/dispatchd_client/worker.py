@@ -245,8 +245,17 @@ class Worker:
     # Running -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until stopped by SIGTERM/SIGINT or a server drain; blocks the calling thread."""
-        asyncio.run(self.run_async(install_signal_handlers=True))
+        """Run until stopped by SIGTERM/SIGINT or a server drain; blocks the calling thread.
+
+        The loop is uvloop's when uvloop is installed (``pip install dispatchd[fast]``), as
+        for the server: less CPU per message than asyncio's own loop."""
+        main = self.run_async(install_signal_handlers=True)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main)
+        else:
+            uvloop.run(main)
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
         """Serve jobs on the running loop until stopped or drained.
