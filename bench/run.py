@@ -80,6 +80,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import shutil
 import signal
 import sys
@@ -93,6 +94,9 @@ from typing import NoReturn
 
 if not __package__:  # run as `python bench/run.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The client-path phases start child processes while grpc's threads run; with fork support
+# on, grpc would only log, once per child, that it skips its fork handlers.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc
 
