@@ -156,3 +156,28 @@ def test_base_observer_is_noop() -> None:
     assert isinstance(engine.observer, EngineObserver)
     [job] = engine.submit([NewJob("q")], 0.0)
     engine.cancel(job.id, 1.0)
+
+
+class FinishOnly(EngineObserver):
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    def job_finished(self, job: FinishedJob) -> None:
+        self.finished.append(job.id)
+
+
+def test_chain_calls_only_the_hooks_an_observer_overrides() -> None:
+    partial, full = FinishOnly(), Recorder()
+    chain = ObserverChain([partial])
+    chain.add(full)  # added later: its hooks join every event's list
+    engine = Engine(observer=chain, rng=random.Random(0))
+    [job] = engine.submit([NewJob("q")], 0.0)
+    w = engine.connect("w", ["q"], 1, 0.0)
+    engine.dispatch(0.0)
+    [(lease_id, _)] = [(k, v) for k, v in w.leases.items()]
+    engine.complete(w, job.id, lease_id, b"ok", 1.0)
+    assert partial.finished == [job.id]
+    assert [e[0] for e in full.events] == ["submitted", "dispatched", "released", "finished"]
+    # The no-op base hooks of FinishOnly are never called: only Recorder's are listed.
+    assert chain._job_dispatched == (full.job_dispatched,)
+    assert chain._job_finished == (partial.job_finished, full.job_finished)
