@@ -317,18 +317,22 @@ class Engine(DispatchMixin, SlotMixin):
         return len(purged)
 
     def evict_finished(self, now: float) -> int:
-        """Forgets finished jobs past the retention period or the count bound."""
+        """Forgets finished jobs past the retention period or the count bound. Once the
+        bound is reached this runs for every job that finishes, so it reads the few fields
+        it needs from the stored form instead of unpacking whole jobs."""
         horizon = now - self.limits.finished_retention_seconds
+        bound = self.limits.max_finished_jobs
         evicted: list[str] = []
         done = self._done
         while done:
-            oldest = FinishedJob.unpack(done[next(iter(done))])
-            too_many = len(done) > self.limits.max_finished_jobs
-            if not too_many and oldest.finish_time > horizon:
+            job_id, queue, state, finish_time, finish_seq, key = FinishedJob.index_fields(
+                done[next(iter(done))]
+            )
+            if len(done) <= bound and finish_time > horizon:
                 break
             done.popitem(last=False)
-            self._queues[oldest.queue].forget_finished(oldest)
-            evicted.append(oldest.id)
+            self._queues[queue].forget(state, finish_seq, job_id, key)
+            evicted.append(job_id)
         if evicted:
             self.observer.jobs_forgotten(evicted)
         return len(evicted)

@@ -189,6 +189,13 @@ class FinishedJob(NamedTuple):
             attempts,
         )
 
+    @staticmethod
+    def index_fields(raw: tuple[Any, ...]) -> tuple[str, str, int, float, int, str]:
+        """(id, queue, state_code, finish_time, finish_seq, idempotency_key) of a packed
+        job, without unpacking the rest: what eviction needs, for every job that finishes
+        once the retention bound is reached."""
+        return raw[0], raw[1], raw[7], raw[11], raw[15], raw[20]
+
     @classmethod
     def unpack(cls, raw: tuple[Any, ...]) -> FinishedJob:
         headers = dict(raw[4])

@@ -172,6 +172,10 @@ class QueueState:
         self.finished[job.state].append(job.finish_seq, job.id)
 
     def forget_finished(self, job: FinishedJob) -> None:
-        self.finished[job.state].discard(job.finish_seq, job.id)
-        if job.idempotency_key and self.dedup.get(job.idempotency_key) == job.id:
-            del self.dedup[job.idempotency_key]
+        self.forget(job.state_code, job.finish_seq, job.id, job.idempotency_key)
+
+    def forget(self, state_code: int, finish_seq: int, job_id: str, idempotency_key: str) -> None:
+        """Takes a finished job out of the indexes (its stored form is the caller's)."""
+        self.finished[JobState(state_code)].discard(finish_seq, job_id)
+        if idempotency_key and self.dedup.get(idempotency_key) == job_id:
+            del self.dedup[idempotency_key]
