@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatchd.config import Config
+from dispatchd.engine.policies import Rate
 from dispatchd.runtime import DispatchdServer
 from dispatchd.service.dispatcher import DispatcherServicer
 from dispatchd.service.sessions import WorkStream
@@ -91,7 +92,15 @@ async def _serve(work: WorkStream, stream: _Stream) -> None:
         stream.answer(response.SerializeToString())
 
 
-async def run(jobs: int, batch: int, streams: int, credit: int, data_dir: Path | None) -> float:
+async def run(
+    jobs: int,
+    batch: int,
+    streams: int,
+    credit: int,
+    data_dir: Path | None,
+    width: int = 100_000,
+    rate: float | None = None,
+) -> float:
     """Runs the workload; returns the CPU seconds it took (after set-up)."""
     config = Config(
         listen="127.0.0.1:0",
@@ -111,7 +120,9 @@ async def run(jobs: int, batch: int, streams: int, credit: int, data_dir: Path |
         server.start_drain,
         server.sync,
     )
-    server.engine.update_queue(QUEUE, width=100_000, create=True)
+    server.engine.update_queue(
+        QUEUE, width=width, create=True, rate=None if rate is None else Rate.of(rate)
+    )
     acked = _Count(jobs // batch * batch)
     peers = [_Stream(f"hotpath-{i}", credit, acked) for i in range(streams)]
     tasks = [asyncio.create_task(_serve(servicer._work, p)) for p in peers]
@@ -146,10 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=8)
     p.add_argument("--credit", type=int, default=16)
     p.add_argument("--durable", action="store_true", help="journal in a temporary directory")
+    p.add_argument("--width", type=int, default=100_000, help="the queue's width")
+    p.add_argument("--rate", type=float, default=None, help="the queue's rate (jobs/s)")
     ns = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dispatchd-hotpath-") as tmp:
         data_dir = Path(tmp) if ns.durable else None
-        cpu = asyncio.run(run(ns.jobs, ns.batch, ns.streams, ns.credit, data_dir))
+        cpu = asyncio.run(
+            run(ns.jobs, ns.batch, ns.streams, ns.credit, data_dir, ns.width, ns.rate)
+        )
     jobs = ns.jobs // ns.batch * ns.batch
     print(f"{jobs} jobs  cpu {cpu:.3f} s  {cpu / jobs * 1e6:.1f} us/job")
     return 0

@@ -393,3 +393,18 @@ def test_handler_exceptions_become_job_errors() -> None:
         pass
 
     assert error_from_exception(Invalid("x")) == JobError("x", False, "Invalid")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(0, 0), (0, 999), (1, 1_000), (1_700_000_000, 123_456_789), (4_102_444_800, 999_999_999)],
+)
+def test_job_times_match_protobufs_own_conversion(seconds: int, nanos: int) -> None:
+    """The client converts timestamps itself (faster); the result must be exactly what
+    Timestamp.ToDatetime(tzinfo=UTC) gives, nanoseconds cut to microseconds."""
+    ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    job = Job.from_proto(pb.Job(id="j", queue="q", submit_time=ts))
+    expected = ts.ToDatetime(tzinfo=datetime.UTC)
+    assert job.submit_time == expected
+    assert job.submit_time is not None
+    assert job.submit_time.utcoffset() == expected.utcoffset()

@@ -61,12 +61,19 @@ _FINISHED = frozenset(
 )
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
 def _time(msg: pb.Job | pb.Delivery, name: str) -> datetime.datetime | None:
-    """An aware UTC datetime, or None when the field is unset (not the epoch)."""
+    """An aware UTC datetime, or None when the field is unset (not the epoch).
+
+    What ``Timestamp.ToDatetime(tzinfo=UTC)`` gives (nanos cut to microseconds), in one
+    addition: that method's checks and time zone round trip were most of a worker's CPU
+    per job, with five timestamps in each delivered job."""
     if not msg.HasField(name):
         return None
     ts: timestamp_pb2.Timestamp = getattr(msg, name)
-    return ts.ToDatetime(tzinfo=datetime.UTC)
+    return _EPOCH + datetime.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def _seconds(d: duration_pb2.Duration) -> float:
@@ -133,34 +140,38 @@ class Job:
 
     @classmethod
     def from_proto(cls, msg: pb.Job, duplicate: bool = False) -> Job:
-        return cls(
-            id=msg.id,
-            queue=msg.queue,
-            payload=msg.payload,
-            priority=msg.priority,
-            state=JobState(msg.state),
-            headers=dict(msg.headers),
-            attempt=msg.attempt,
-            content_type=msg.content_type,
-            submit_time=_time(msg, "submit_time"),
-            dispatch_time=_time(msg, "dispatch_time"),
-            first_dispatch_time=_time(msg, "first_dispatch_time"),
-            finish_time=_time(msg, "finish_time"),
-            lease_expire_time=_time(msg, "lease_expire_time"),
-            result=msg.result,
-            error=JobError.from_proto(msg.error) if msg.HasField("error") else None,
-            worker_id=msg.worker_id,
-            not_before=_time(msg, "not_before"),
-            expire_time=_time(msg, "expire_time"),
-            ordering_key=msg.ordering_key,
-            fairness_key=msg.fairness_key,
-            idempotency_key=msg.idempotency_key,
-            attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
-            retry_policy=(
-                RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
-            ),
-            duplicate=duplicate,
-        )
+        return cls(**_proto_fields(msg), duplicate=duplicate)
+
+
+def _proto_fields(msg: pb.Job) -> dict[str, Any]:
+    """The :class:`Job` fields of ``msg`` (but ``duplicate``) as keyword arguments."""
+    return dict(
+        id=msg.id,
+        queue=msg.queue,
+        payload=msg.payload,
+        priority=msg.priority,
+        state=JobState(msg.state),
+        headers=dict(msg.headers),
+        attempt=msg.attempt,
+        content_type=msg.content_type,
+        submit_time=_time(msg, "submit_time"),
+        dispatch_time=_time(msg, "dispatch_time"),
+        first_dispatch_time=_time(msg, "first_dispatch_time"),
+        finish_time=_time(msg, "finish_time"),
+        lease_expire_time=_time(msg, "lease_expire_time"),
+        result=msg.result,
+        error=JobError.from_proto(msg.error) if msg.HasField("error") else None,
+        worker_id=msg.worker_id,
+        not_before=_time(msg, "not_before"),
+        expire_time=_time(msg, "expire_time"),
+        ordering_key=msg.ordering_key,
+        fairness_key=msg.fairness_key,
+        idempotency_key=msg.idempotency_key,
+        attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
+        retry_policy=(
+            RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
+        ),
+    )
 
 
 def _job_fields(job: Job) -> dict[str, Any]:
@@ -189,7 +200,7 @@ class ReceivedJob(Job):
 
     @classmethod
     def from_delivery(cls, delivery: pb.Delivery) -> ReceivedJob:
-        fields = _job_fields(Job.from_proto(delivery.job))
+        fields = _proto_fields(delivery.job)
         # The delivery's own lease expiry is authoritative; the embedded job may predate it.
         lease_expire = _time(delivery, "lease_expire_time")
         if lease_expire is not None:
