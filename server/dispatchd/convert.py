@@ -65,7 +65,7 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
         queue=spec.queue,
         payload=spec.payload,
         priority=spec.priority,
-        headers=dict(spec.headers),
+        headers=dict(spec.headers) if spec.headers else {},
         content_type=spec.content_type,
         retry_policy=(
             retry_policy(spec.retry_policy, "job.retry_policy")
@@ -102,16 +102,21 @@ def set_time(ts: Timestamp, t: float) -> None:
 
 
 def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
-    """Fills ``msg`` in place (cheaper than building sub-messages and copying them)."""
+    """Fills a fresh ``msg`` in place (cheaper than building sub-messages and copying
+    them); fields at their zero value are left unset, so ``msg`` must start empty."""
     msg.id = job.id
     msg.queue = job.queue
     if with_payload:
         msg.payload = job.payload
-    msg.priority = job.priority
+    # Zeros are proto3's defaults: a fresh message already holds them, and each field set
+    # crosses into protobuf's C code (this runs for every submit answer and delivery).
+    if job.priority:
+        msg.priority = job.priority
     msg.state = int(job.state)  # type: ignore[assignment]
     if job.headers:
         msg.headers.update(job.headers)
-    msg.attempt = job.attempt
+    if job.attempt:
+        msg.attempt = job.attempt
     set_time(msg.submit_time, job.submit_time)
     if job.result:
         msg.result = job.result

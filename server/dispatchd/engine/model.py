@@ -41,14 +41,17 @@ FINISHED_STATES = (
 _FINISHED = frozenset(FINISHED_STATES)
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """What a producer asks for; validated by the engine before anything is admitted."""
+class NewJob(NamedTuple):
+    """What a producer asks for; validated by the engine before anything is admitted.
+
+    A NamedTuple rather than a frozen dataclass: one is made per submitted job, and a
+    tuple is built in a third of the time. The engine copies ``headers`` when it admits
+    the job, so the shared empty default is never changed."""
 
     queue: str
     payload: bytes = b""
     priority: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = {}  # never mutated, see above
     content_type: str = ""
     retry_policy: RetryPolicy | None = None
     not_before: float | None = None
