@@ -118,12 +118,19 @@ def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
     if job.attempt:
         msg.attempt = job.attempt
     set_time(msg.submit_time, job.submit_time)
+    if job.content_type:
+        msg.content_type = job.content_type
+    _fill_run_fields(msg, job)
+    _fill_policy_fields(msg, job)
+    return msg
+
+
+def _fill_run_fields(msg: pb.Job, job: JobView) -> None:
+    """What a job gets once it ran or finished: worker, times, result or error, lease."""
     if job.result:
         msg.result = job.result
     if job.worker_id:
         msg.worker_id = job.worker_id
-    if job.content_type:
-        msg.content_type = job.content_type
     if job.dispatch_time is not None:
         set_time(msg.dispatch_time, job.dispatch_time)
     if job.first_dispatch_time is not None:
@@ -134,8 +141,6 @@ def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
         _fill_error(msg.error, job.error)
     if job.lease is not None and job.state is JobState.UNDERWAY:
         set_time(msg.lease_expire_time, job.lease.deadline)
-    _fill_policy_fields(msg, job)
-    return msg
 
 
 def _fill_policy_fields(msg: pb.Job, job: JobView) -> None:
