@@ -1,8 +1,9 @@
 """Group commit of engine changes into the journal.
 
 An engine observer marks jobs and queues dirty as they change; a commit takes every
-dirty record at once, serializes it on the event loop (where the engine lives) and
-writes it in one SQLite transaction on a writer thread. While one commit runs, the
+dirty record at once, serializes the live ones on the event loop (where the engine lives;
+finished jobs are frozen records, serialized on the writer thread) and writes them in one
+SQLite transaction on that thread. While one commit runs, the
 next batch gathers, so a thousand concurrent Submits share a handful of fsyncs.
 ``sync()`` returns once everything marked before it is durable: Submit awaits it
 before answering, dispatches and results do not (a crash before their commit loses
@@ -15,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineObserver, FinishedJob, JobRecord, LeaseRecord
@@ -114,20 +116,20 @@ class JournalWriter(EngineObserver):
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty() or self._waiters:
-            batch = self._take()
+            batch, later = self._take()
             waiters, self._waiters = self._waiters, []
             try:
-                if batch:
+                if batch or later.rows:
                     self.busy = True
                     try:
-                        await loop.run_in_executor(self._executor, self._journal.write, batch)
+                        await loop.run_in_executor(self._executor, self._write, batch, later)
                     finally:
                         self.busy = False
                     self.commits += 1
             except Exception as e:  # noqa: BLE001 - any failure must reach every waiter
                 # (disk full, I/O error, a closed journal); a waiter left pending would hang
                 # its Submit until the caller's deadline.
-                log.error("journal commit of %d records failed: %s", len(batch), e)
+                log.error("journal commit of %d records failed: %s", len(batch) + later.rows, e)
                 self.failed = e
                 for w in waiters:
                     if not w.done():
@@ -137,22 +139,30 @@ class JournalWriter(EngineObserver):
                 if not w.done():
                     w.set_result(None)
 
-    def _take(self) -> Batch:
+    def _take(self) -> tuple[Batch, _Later]:
         """The rows of every dirty record. A job's payload goes into its row once, when it
         is new; later changes rewrite only its status (the Job message without payload),
-        and several changes inside one commit cost one status."""
+        and several changes inside one commit cost one status. Live jobs are encoded here,
+        on the loop that changes them; finished ones are frozen records, handed to the
+        writer thread to encode (``_write``), so the loop does not spend its time there."""
         engine, finished = self._engine, self._finished
-        batch = Batch()
+        batch, later = Batch(), _Later()
         for job_id in self._new:
-            job = finished.get(job_id) or _current(engine, job_id)
+            done = finished.get(job_id)
+            if done is not None:
+                later.new.append(done)
+                continue
+            job = _current(engine, job_id)
             if job is not None:
-                status = convert.job_to_pb(job, with_payload=False).SerializeToString()
-                batch.new_jobs.append((job_id, job.payload, status))
+                batch.new_jobs.append((job_id, job.payload, _status(job)))
         for job_id in self._changed:
-            job = finished.get(job_id) or _current(engine, job_id)
+            done = finished.get(job_id)
+            if done is not None:
+                later.changed.append(done)
+                continue
+            job = _current(engine, job_id)
             if job is not None:
-                status = convert.job_to_pb(job, with_payload=False).SerializeToString()
-                batch.statuses.append((status, job_id))
+                batch.statuses.append((_status(job), job_id))
         self._finished = {}
         batch.forgotten = [(job_id,) for job_id in self._forgotten]
         for name in self._queues:
@@ -161,7 +171,13 @@ class JournalWriter(EngineObserver):
                 (name, convert.settings_to_pb(name, view.settings).SerializeToString())
             )
         self._new, self._changed, self._forgotten, self._queues = set(), set(), set(), set()
-        return batch
+        return batch, later
+
+    def _write(self, batch: Batch, later: _Later) -> None:
+        """On the writer thread: the finished jobs' rows, then one transaction."""
+        batch.new_jobs.extend((job.id, job.payload, _status(job)) for job in later.new)
+        batch.statuses.extend((_status(job), job.id) for job in later.changed)
+        self._journal.write(batch)
 
     async def close(self) -> None:
         """Commits what is dirty and closes the journal."""
@@ -169,6 +185,23 @@ class JournalWriter(EngineObserver):
             await self.sync()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._journal.close)
         self._executor.shutdown(wait=True)
+
+
+@dataclass(slots=True)
+class _Later:
+    """Finished jobs of one commit, encoded on the writer thread."""
+
+    new: list[FinishedJob] = field(default_factory=list)
+    changed: list[FinishedJob] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.new) + len(self.changed)
+
+
+def _status(job: JobRecord | FinishedJob) -> bytes:
+    """A job's status row: the Job message without its payload."""
+    return convert.job_to_pb(job, with_payload=False).SerializeToString()
 
 
 def _current(engine: Engine, job_id: str) -> JobRecord | FinishedJob | None:
