@@ -322,10 +322,13 @@ class DispatchdServer:
             self.store.path,
         )
 
-    def start_drain(self, grace: float | None = None) -> None:
-        """Begins the drain once; later calls (a second SIGTERM) are no-ops."""
-        if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace))
+    def start_drain(self, grace: float | None = None) -> bool:
+        """Begins the drain once; later calls (a second SIGTERM) are no-ops and say so by
+        returning False: the first drain's grace stays in force."""
+        if self._drain_task is not None:
+            return False
+        self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace))
+        return True
 
     async def drain(self, grace: float | None = None) -> None:
         """Stop intake, let underway jobs finish within the grace, take the rest back,

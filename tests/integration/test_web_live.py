@@ -138,3 +138,28 @@ async def test_drain_with_a_chosen_grace_takes_jobs_back_after_it(
     # The server's --drain-grace is 25 s: stopping within 10 s means the form's grace held.
     await asyncio.wait_for(server.stopped.wait(), 10)
     never.set()
+
+
+async def test_a_second_drain_says_the_first_grace_stays(
+    port: int, server: DispatchdServer, client: AsyncClient, start_worker: StartWorker
+) -> None:
+    never = asyncio.Event()
+
+    async def handler(job: ReceivedJob) -> str:
+        await never.wait()
+        return "ok"
+
+    job = await client.submit("slow", b"x")
+    start_worker(configure=lambda w: w.handler("slow")(handler), concurrency=1)
+
+    async def underway() -> bool:
+        return (await client.get(job.id)).state is JobState.UNDERWAY
+
+    await eventually(underway, what="the job to be underway")
+    first = await act(port, "drain", {"grace": "3"})
+    assert "underway jobs get 3 s to end" in first.body
+    second = await act(port, "drain", {"grace": "600"})
+    assert "a drain is already under way" in second.body
+    assert "600" not in second.body
+    await asyncio.wait_for(server.stopped.wait(), 10)
+    never.set()

@@ -119,3 +119,24 @@ def test_result_window_is_bounded() -> None:
         Worker("127.0.0.1:1", result_window=-0.1)
     with pytest.raises(ValueError, match="result_window"):
         Worker("127.0.0.1:1", result_window=5.0)
+
+
+async def test_a_result_window_longer_than_the_lease_keeps_the_lease(
+    server: DispatchdServer, target: str, start_worker: StartWorker
+) -> None:
+    async def nearly_a_lease(job: ReceivedJob) -> bytes:
+        await asyncio.sleep(0.6)  # simulated work, not a wait for state
+        return b"ok"
+
+    async with AsyncClient(target) as client:
+        await client.update_queue("short", lease_duration=1.0, create=True)
+        job = await client.submit("short", b"x")
+        start_worker(
+            configure=lambda w: w.handler("short")(nearly_a_lease),
+            concurrency=1,
+            result_window=1.0,
+        )
+        await eventually(lambda: _all_succeeded(client, [job.id]), what="the job succeeded")
+        # Held 0.6 s then waiting out a 1 s window: only heartbeats over the waiting result
+        # keep its 1 s lease, so it succeeds on its first delivery.
+        assert (await client.get(job.id)).attempt == 1

@@ -7,6 +7,7 @@ The end-to-end behaviour against the real server is in tests/integration/test_sy
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,19 +130,50 @@ def test_an_interrupted_sender_fails_its_batch_mates_and_passes_the_turn(
     coalescer.close()
 
 
-def test_close_waits_for_queued_callers_and_then_refuses(pool: ThreadPoolExecutor) -> None:
+def test_close_fails_queued_callers_unsent_then_refuses(pool: ThreadPoolExecutor) -> None:
     sender = Sender()
     coalescer = ThreadCoalescer(sender.one, sender.batch, window=0)
     first, queued = _start_held(pool, sender, coalescer, ["b", "c"])
+    coalescer.begin_close()  # what Client.close() does before closing its channel
     closed = pool.submit(coalescer.close)
     sender.release.set()
     closed.result(WAIT)
-    # close returned only once the queued callers' batch had been sent
-    assert sender.calls == [[b"a"], [b"b", b"c"]]
+    # the call in flight is answered; the queued ones are never sent, and say so
+    assert sender.calls == [[b"a"]]
     assert first.result(WAIT).id == "a"
-    assert [f.result(WAIT).id for f in queued] == ["b", "c"]
+    for f in queued:
+        error = f.exception(WAIT)
+        assert isinstance(error, DispatchdError)
+        assert error.code == grpc.StatusCode.CANCELLED
+        assert "was not admitted" in error.details
     with pytest.raises(RuntimeError, match="closed"):
         _submit(coalescer, "late")()
+
+
+def test_a_caller_interrupted_in_the_queue_leaves_it_and_nobody_waits_for_it(
+    pool: ThreadPoolExecutor,
+) -> None:
+    sender = Sender()
+    coalescer = ThreadCoalescer(sender.one, sender.batch, window=0)
+    sender.hold_next.set()
+    first = pool.submit(_submit(coalescer, "a"))
+    assert sender.holding.wait(WAIT)
+    main = threading.get_ident()
+
+    def interrupt_main_when_queued() -> None:
+        _until(lambda: _queued(coalescer) == 1)
+        signal.pthread_kill(main, signal.SIGINT)  # a real Ctrl-C, delivered to this thread
+
+    interrupter = pool.submit(interrupt_main_when_queued)
+    with pytest.raises(KeyboardInterrupt):
+        _submit(coalescer, "b")()
+    interrupter.result(WAIT)
+    assert _queued(coalescer) == 0
+    sender.release.set()
+    assert first.result(WAIT).id == "a"
+    assert pool.submit(_submit(coalescer, "c")).result(WAIT).id == "c"
+    coalescer.close()  # returns: no turn is left held
+    assert sender.calls == [[b"a"], [b"c"]]
 
 
 def test_a_negative_window_is_refused() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "alone_call",
     "batch_call",
     "culprit",
+    "miscounted",
     "own_copy",
 ]
 
@@ -95,3 +96,13 @@ def own_copy(error: DispatchdError) -> DispatchdError:
     own = type(error)(error.code, error.details)
     own.__cause__ = error.__cause__
     return own
+
+
+def miscounted(sent: int, answered: int) -> DispatchdError:
+    """What every caller of a batch gets when the answer does not hold one job per job sent
+    (a broken server or proxy): which jobs were admitted is unknown."""
+    return DispatchdError(
+        grpc.StatusCode.INTERNAL,
+        f"SubmitBatch of {sent} jobs was answered with {answered}; "
+        "these jobs may or may not have been admitted",
+    )

@@ -24,6 +24,7 @@ from dispatchd_client._batching import (
     alone_call,
     batch_call,
     culprit,
+    miscounted,
     own_copy,
 )
 from dispatchd_client.errors import DispatchdError
@@ -113,6 +114,9 @@ class Coalescer:
             _fail(items, e)
             raise
         else:
+            if len(jobs) != len(items):  # a broken server or proxy: nobody's job is known
+                _fail(items, miscounted(len(items), len(jobs)))
+                return
             for pending, job in zip(items, jobs, strict=True):
                 _resolve(pending.future, job)
 

@@ -265,7 +265,9 @@ class Session:
                 return
             except TimeoutError:
                 pass
-            if self._held and not await self._try_write(
+            # A finished job whose result waits out the result window is still leased: keep
+            # it alive too, or a window longer than the lease would cost the job its lease.
+            if (self._held or self._pending) and not await self._try_write(
                 pb.WorkRequest(heartbeat=pb.WorkerHeartbeat())
             ):
                 return

@@ -32,6 +32,7 @@ from dispatchd_client._batching import (
     alone_call,
     batch_call,
     culprit,
+    miscounted,
     own_copy,
 )
 from dispatchd_client.errors import DispatchdError
@@ -60,6 +61,8 @@ class _Caller:
     leads: bool = False
     #: Taken into a batch (no longer queued).
     taken: bool = False
+    #: This caller held the turn and has handed it on.
+    turn_passed: bool = False
 
     def outcome(self) -> Job:
         if self.error is not None:
@@ -98,58 +101,72 @@ class ThreadCoalescer:
                 raise RuntimeError("Client is closed")
             self._queued.append(me)
             self._queued_bytes += me.size
-            leads = not self._turn_taken
+            me.leads = not self._turn_taken
             self._turn_taken = True
             if self._full_locked():
                 self._changed.notify_all()
-        if not leads:
-            self._wait(me)
+        # One handler around everything after enqueueing: an interrupt (KeyboardInterrupt) that
+        # lands anywhere here, even between two statements, must neither leave this job queued
+        # nor keep the turn, or every later submit() and close() would wait forever.
+        try:
             if not me.leads:
-                return me.outcome()
-        self._lead(me)
+                me.ready.wait()
+                if not me.leads:
+                    return me.outcome()
+            self._lead(me)
+        except BaseException:
+            with self._lock:
+                self._give_up_locked(me)
+            raise
         return me.outcome()
+
+    def begin_close(self) -> None:
+        """Refuse new submits; batches not yet sent fail (the Client is closing its channel)."""
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
 
     def close(self) -> None:
         """Refuse new submits and wait until every queued or in-flight one is settled."""
+        self.begin_close()
         with self._lock:
-            self._closed = True
             while self._turn_taken:
                 self._changed.wait()
 
-    def _wait(self, me: _Caller) -> None:
-        """Block until ``me`` is settled or handed the turn. If this thread is interrupted
-        (KeyboardInterrupt) first, its job leaves the queue and a turn it was handed goes on."""
-        try:
-            me.ready.wait()
-        except BaseException:
-            with self._lock:
-                if not me.taken:
-                    self._queued.remove(me)
-                    self._queued_bytes -= me.size
-                    if me.leads:
-                        self._pass_turn_locked()
-            raise
+    def _give_up_locked(self, me: _Caller) -> None:
+        """``me``'s thread is leaving early: its job leaves the queue if it is still there, and
+        a turn it holds goes on (once: ``_lead`` may have passed it already)."""
+        if not me.taken:
+            self._queued.remove(me)
+            self._queued_bytes -= me.size
+            me.taken = True
+        if me.leads and not me.turn_passed:
+            self._pass_turn_locked(me)
 
     def _lead(self, me: _Caller) -> None:
         """Send one batch (``me`` first, with whoever queued behind), then pass the turn on."""
+        with self._lock:
+            if self._window:
+                deadline = time.monotonic() + self._window
+                while (
+                    not self._closed
+                    and not self._full_locked()
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._changed.wait(left)
+            batch = self._take_locked()
+            closing = self._closed
         try:
-            with self._lock:
-                if self._window:
-                    deadline = time.monotonic() + self._window
-                    while not self._full_locked() and (left := deadline - time.monotonic()) > 0:
-                        self._changed.wait(left)
-                batch = self._take_locked()
-            try:
+            if closing:
+                _fail(batch, _closed_before_sending())
+            else:
                 self._send(batch)
-            except BaseException as e:  # KeyboardInterrupt, or a bug: never leave callers hanging
-                _fail([c for c in batch if c.job is None and c.error is None], _interrupted(e))
-                raise
+        except BaseException as e:  # KeyboardInterrupt, or a bug: never leave callers hanging
+            _fail([c for c in batch if c.job is None and c.error is None], _interrupted(e))
+            raise
         finally:
             with self._lock:
-                if not me.taken:  # interrupted before the batch was taken
-                    self._queued.remove(me)
-                    self._queued_bytes -= me.size
-                self._pass_turn_locked()
+                self._pass_turn_locked(me)
 
     def _full_locked(self) -> bool:
         return len(self._queued) >= MAX_BATCH_JOBS or self._queued_bytes >= MAX_BATCH_BYTES
@@ -169,7 +186,8 @@ class ThreadCoalescer:
         self._queued_bytes -= size
         return batch
 
-    def _pass_turn_locked(self) -> None:
+    def _pass_turn_locked(self, me: _Caller) -> None:
+        me.turn_passed = True
         if self._queued:
             head = self._queued[0]
             head.leads = True
@@ -190,6 +208,9 @@ class ThreadCoalescer:
         except DispatchdError as e:
             self._after_refusal(batch, e)
         else:
+            if len(jobs) != len(batch):  # a broken server or proxy: nobody's job is known
+                _fail(batch, miscounted(len(batch), len(jobs)))
+                return
             for caller, job in zip(batch, jobs, strict=True):
                 caller.job = job
                 caller.ready.set()
@@ -224,6 +245,13 @@ def _interrupted(cause: BaseException) -> DispatchdError:
     )
     error.__cause__ = cause
     return error
+
+
+def _closed_before_sending() -> DispatchdError:
+    return DispatchdError(
+        grpc.StatusCode.CANCELLED,
+        "the Client was closed before this coalesced submit was sent; the job was not admitted",
+    )
 
 
 def _fail(batch: list[_Caller], error: DispatchdError) -> None:

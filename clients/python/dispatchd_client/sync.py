@@ -93,12 +93,15 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Settle coalesced submits still queued or in flight, then close the channel if this
-        client opened it. Safe to call twice."""
+        """Close the channel if this client opened it, then wait until every coalesced submit
+        is settled: one in flight fails with CANCELLED (as any call in flight on a closed
+        channel does), queued ones fail unsent. Safe to call twice."""
         if self._coalescer is not None:
-            self._coalescer.close()
+            self._coalescer.begin_close()
         if self._owns_channel:
             self._channel.close()
+        if self._coalescer is not None:
+            self._coalescer.close()
 
     def _call(self, rpc: rq.Rpc[T]) -> T:
         """Send ``rpc``, retrying per its policy, and parse the answer."""

@@ -66,7 +66,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         waiters: Waiters,
         clock: Callable[[], float],
         work: WorkStream,
-        start_drain: Callable[[float | None], None],
+        start_drain: Callable[[float | None], bool],
         sync: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(engine, pump, waiters, clock)

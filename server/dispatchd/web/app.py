@@ -49,7 +49,7 @@ class Hooks:
 
     pump: DispatchPump
     clock: Callable[[], float]
-    start_drain: Callable[[float | None], None]
+    start_drain: Callable[[float | None], bool]
     tokens: TokenTable | None
     trends: Trends | None = None
     """The sparkline rings (an engine observer the server adds with the dashboard)."""
@@ -289,7 +289,8 @@ class Dashboard:
 
     def _drain(self, form: dict[str, str]) -> tuple[str, str]:
         grace = _grace(form)
-        self._hooks.start_drain(grace)
+        if not self._hooks.start_drain(grace):
+            return "a drain is already under way; its grace stays in force", "/"
         within = "the server's --drain-grace" if grace is None else f"{grace:g} s"
         return (
             f"drain started: intake stopped, underway jobs get {within} to end, "
