@@ -1,0 +1,232 @@
+-- Prepended to every dispatchd script. One queue's keys share the hash tag {dq:<queue>},
+-- so a queue lives on one Cluster slot; KEYS[1] is always a queue's ":cfg" key and the
+-- other key names are built from its base. Every time comes from the Redis server's
+-- clock (TIME), so all replicas agree on deadlines, delays and token refills.
+local JOB_FIELDS = {'id', 'q', 'pr', 'hd', 'ct', 'seq', 'st', 'sub', 'att', 'dt', 'fdt', 'ft', 'res', 'em', 'er', 'ec', 'wk', 'ls', 'dl', 'nb', 'ex', 'ok', 'ik', 'rp', 'bs', 'ats', 'cx'}
+local PENDING, UNDERWAY, SUCCEEDED, FAILED, CANCELLED, SCHEDULED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
+local FINISHED = {3, 4, 5, 7, 8}
+local EPSILON = 1e-9
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+local function fmt(x) return string.format('%.6f', x) end
+local function base_of(cfg) return string.sub(cfg, 1, -5) end
+local function base_for(queue) return '{dq:' .. queue .. '}' end
+local function jkey(b, id) return b .. ':j:' .. id end
+local function member(seq, id) return string.format('%016x', seq) .. id end
+local function num(v) if v == false or v == nil or v == '' then return nil end return tonumber(v) end
+
+-- Jobs finished by this call, published once at the end on the finish channel (WaitJob).
+local finished_ids = {}
+local woke = {}
+
+local function wake(b) woke[b] = true end
+
+local function publish_all()
+  local fin = nil
+  if #finished_ids > 0 then fin = 'f:' .. table.concat(finished_ids, ',') end
+  for b, _ in pairs(woke) do
+    redis.call('PUBLISH', b .. ':ev', 'w')
+    if fin then redis.call('PUBLISH', b .. ':fin', fin) end
+  end
+end
+
+local function ensure_queue(b, width, lease)
+  if redis.call('EXISTS', b .. ':cfg') == 0 then
+    redis.call('HSET', b .. ':cfg', 'width', width, 'paused', 0, 'lease', lease, 'maxp', 0,
+      'dedup', 86400, 'seq', 0, 'lseq', 0, 'chained', 0)
+    return true
+  end
+  return false
+end
+
+local function parse_policy(s)
+  if s == false or s == nil or s == '' then return nil end
+  local v = {}
+  for part in string.gmatch(s, '[^|]+') do v[#v + 1] = tonumber(part) end
+  return {max = v[1], min = v[2], maxb = v[3], mult = v[4], jit = v[5]}
+end
+
+local function backoff(p, used, rnd)
+  local exponent = math.min(used - 1, 1000)
+  local delay = math.min(p.maxb, p.min * p.mult ^ exponent)
+  if p.jit > 0 then delay = delay * (1 + p.jit * (2 * rnd - 1)) end
+  return math.max(0, delay)
+end
+
+-- Waiting: into the scheduled set until not_before, else the pending set at (priority, seq).
+local function wait(b, id, now)
+  local j = jkey(b, id)
+  local f = redis.call('HMGET', j, 'nb', 'pr', 'seq', 'ex')
+  local nb = num(f[1])
+  if nb ~= nil and nb > now then
+    redis.call('ZADD', b .. ':sched', nb, id)
+    redis.call('HSET', j, 'st', SCHEDULED)
+  else
+    redis.call('ZADD', b .. ':pending', -tonumber(f[2]), member(tonumber(f[3]), id))
+    redis.call('HSET', j, 'st', PENDING)
+  end
+  if num(f[4]) ~= nil then redis.call('ZADD', b .. ':exp', tonumber(f[4]), id) end
+  wake(b)
+end
+
+local release_key
+
+local function finish(b, id, state, now, keep_key)
+  local j = jkey(b, id)
+  local f = redis.call('HMGET', j, 'ik', 'ok')
+  redis.call('HSET', j, 'st', state, 'ft', fmt(now))
+  redis.call('ZREM', b .. ':exp', id)
+  redis.call('ZADD', b .. ':done:' .. state, now, id)
+  local retention = tonumber(ARGV[1])
+  redis.call('EXPIRE', j, math.max(1, math.ceil(retention)))
+  if f[1] and f[1] ~= '' then
+    local window = tonumber(redis.call('HGET', b .. ':cfg', 'dedup') or '86400')
+    local ik = b .. ':ik:' .. f[1]
+    if redis.call('GET', ik) == id then
+      if window <= 0 then redis.call('DEL', ik) else redis.call('EXPIRE', ik, math.ceil(window)) end
+    end
+  end
+  finished_ids[#finished_ids + 1] = id
+  if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
+  wake(b)
+end
+
+-- The job owning an ordering key is done: the key's next job (in submit order) waits.
+release_key = function(b, key, id, now)
+  local heads = b .. ':okhead'
+  if redis.call('HGET', heads, key) ~= id then return end
+  while true do
+    local nxt = redis.call('ZPOPMIN', b .. ':ok:' .. key)
+    if #nxt == 0 then
+      redis.call('HDEL', heads, key)
+      return
+    end
+    local nid = nxt[1]
+    redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+    redis.call('HSET', heads, key, nid)
+    local ex = num(redis.call('HGET', jkey(b, nid), 'ex'))
+    if ex == nil or ex > now then
+      wait(b, nid, now)
+      return
+    end
+    local j = jkey(b, nid)
+    redis.call('HSET', j, 'st', EXPIRED, 'ft', fmt(now))
+    redis.call('ZADD', b .. ':done:' .. EXPIRED, now, nid)
+    redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
+    finished_ids[#finished_ids + 1] = nid
+  end
+end
+
+-- Takes a waiting job out of wherever it waits (pending, scheduled, or behind its key).
+local function unwait(b, id)
+  local f = redis.call('HMGET', jkey(b, id), 'st', 'seq', 'ok')
+  local st = tonumber(f[1])
+  if st == SCHEDULED then
+    redis.call('ZREM', b .. ':sched', id)
+  elseif f[3] and f[3] ~= '' and redis.call('HGET', b .. ':okhead', f[3]) ~= id then
+    redis.call('ZREM', b .. ':ok:' .. f[3], id)
+    redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+  else
+    redis.call('ZREM', b .. ':pending', member(tonumber(f[2]), id))
+  end
+  redis.call('ZREM', b .. ':exp', id)
+end
+
+local function add_attempt(j, now, err)
+  local f = redis.call('HMGET', j, 'att', 'wk', 'dt', 'ats')
+  local item = {tonumber(f[1]), f[2] or '', tonumber(f[3]) or now, now, false, '', false, ''}
+  if err ~= nil then item[5], item[6], item[7], item[8] = true, err.msg, err.retryable, err.code end
+  local prior = f[4] or ''
+  redis.call('HSET', j, 'ats', prior .. ',' .. cjson.encode(item))
+end
+
+-- An attempt ended without a verdict: the job waits again at its old place (same seq),
+-- unless its expire_at passed meanwhile.
+local function give_back(b, id, now)
+  local ex = num(redis.call('HGET', jkey(b, id), 'ex'))
+  if ex ~= nil and ex <= now then
+    finish(b, id, EXPIRED, now, false)
+  else
+    wait(b, id, now)
+  end
+end
+
+-- After a failed attempt: retry with backoff while the policy allows, else DEAD (under a
+-- policy) or FAILED. Without a policy a lost attempt goes straight back.
+local function attempt_failed(b, id, now, err, lost, rnd)
+  local j = jkey(b, id)
+  add_attempt(j, now, err)
+  local f = redis.call('HMGET', j, 'rp', 'att', 'bs', 'ex')
+  local policy = parse_policy(f[1]) or parse_policy(redis.call('HGET', b .. ':cfg', 'rp'))
+  if policy == nil then
+    if lost then
+      give_back(b, id, now)
+    else
+      redis.call('HSET', j, 'em', err.msg, 'er', err.retryable and 1 or 0, 'ec', err.code)
+      finish(b, id, FAILED, now, false)
+    end
+    return
+  end
+  redis.call('HSET', j, 'em', err.msg, 'er', err.retryable and 1 or 0, 'ec', err.code)
+  local used = tonumber(f[2]) - tonumber(f[3] or '0')
+  if not err.retryable or used >= policy.max then
+    finish(b, id, DEAD, now, false)
+    return
+  end
+  local due = now + backoff(policy, used, rnd)
+  local ex = num(f[4])
+  if ex ~= nil and due >= ex then
+    finish(b, id, EXPIRED, now, false)
+    return
+  end
+  redis.call('HSET', j, 'nb', fmt(due))
+  wait(b, id, now)
+end
+
+-- A lease ends without a result (expired, worker lost, drain): the slot frees; a job
+-- cancelled while underway only releases its ordering key.
+local function end_lease(b, id, now, err, rnd)
+  local j = jkey(b, id)
+  redis.call('ZREM', b .. ':leases', id)
+  local f = redis.call('HMGET', j, 'cx', 'ok')
+  redis.call('HDEL', j, 'ls', 'dl')
+  wake(b)
+  if f[1] == '1' then
+    if f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
+    return
+  end
+  if err == nil then
+    give_back(b, id, now)
+  else
+    attempt_failed(b, id, now, err, true, rnd)
+  end
+end
+
+-- Scheduled jobs whose time came, and waiting jobs past their expire_at.
+local function tick(b, now)
+  local due = redis.call('ZRANGEBYSCORE', b .. ':sched', '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', b .. ':sched', id)
+    local f = redis.call('HMGET', jkey(b, id), 'pr', 'seq')
+    redis.call('ZADD', b .. ':pending', -tonumber(f[1]), member(tonumber(f[2]), id))
+    redis.call('HSET', jkey(b, id), 'st', PENDING)
+  end
+  local gone = redis.call('ZRANGEBYSCORE', b .. ':exp', '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(gone) do
+    local st = tonumber(redis.call('HGET', jkey(b, id), 'st') or '0')
+    if st == PENDING or st == SCHEDULED then
+      unwait(b, id)
+      finish(b, id, EXPIRED, now, false)
+    else
+      redis.call('ZREM', b .. ':exp', id)
+    end
+  end
+end
+
+local function job_fields(b, id)
+  return redis.call('HMGET', jkey(b, id), unpack(JOB_FIELDS))
+end

@@ -1,0 +1,35 @@
+-- Changes queue settings live (creating the queue when ARGV[2] is '1'). ARGV: retention,
+-- create, default width, default lease, then (setting, value) pairs: width, paused, lease,
+-- rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp, dedup.
+-- A new rate starts with a full bucket; a changed one keeps the tokens earned so far,
+-- capped to the new burst. Returns 'nf' or 'ok'.
+local b = base_of(KEYS[1])
+local cfgkey = KEYS[1]
+local now = clock()
+if redis.call('EXISTS', cfgkey) == 0 then
+  if ARGV[2] ~= '1' then return 'nf' end
+  ensure_queue(b, ARGV[3], ARGV[4])
+end
+for o = 5, #ARGV, 2 do
+  local name, value = ARGV[o], ARGV[o + 1]
+  if name == 'rate' then
+    if value == '' then
+      redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs')
+    else
+      local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
+      local burst = tonumber(burst_s)
+      local f = redis.call('HMGET', cfgkey, 'rps', 'burst', 'bt', 'bs')
+      local tokens = burst
+      if num(f[1]) ~= nil then
+        local earned = math.max(0, now - tonumber(f[4])) * tonumber(f[1])
+        tokens = math.min(burst, tonumber(f[2]), tonumber(f[3]) + earned)
+      end
+      redis.call('HSET', cfgkey, 'rps', rps_s, 'burst', burst_s, 'bt', fmt(tokens), 'bs', fmt(now))
+    end
+  else
+    redis.call('HSET', cfgkey, name, value)
+  end
+end
+wake(b)
+publish_all()
+return 'ok'

@@ -1,0 +1,71 @@
+"""The connection every Redis-backed operation goes through: scripts, and one place that
+turns Redis being unreachable into UNAVAILABLE."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from dispatchd.engine import EngineLimits
+from dispatchd.engine.errors import Unavailable
+from dispatchd.redis.scripts import Scripts
+
+QUEUES_KEY = "dq:queues"
+"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
+
+#: Errors that mean Redis could not be asked, or did not answer in time.
+UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+
+
+class RedisStore:
+    """One Redis client, the scripts registered on it, and the engine limits."""
+
+    def __init__(
+        self,
+        client: Redis,
+        limits: EngineLimits,
+        retention: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.limits = limits
+        self.retention = retention
+        self.rng = rng or random.SystemRandom()
+        self._scripts = Scripts.register(client)
+        self._known_queues: set[str] = set()
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Runs one script; Redis down or slow is UNAVAILABLE (the change may or may not
+        have happened: the message says so, like a journal write that failed)."""
+        try:
+            return await self._scripts.run(name, keys, [self.retention, *args])
+        except UNREACHABLE as e:
+            raise Unavailable(
+                f"redis is unreachable ({e}); retry (with an idempotency key for submits)"
+            ) from None
+
+    async def call(self, *command: Any) -> Any:
+        try:
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except UNREACHABLE as e:
+            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+
+    async def note_queues(self, names: set[str]) -> None:
+        """Adds queues to the registry once per replica (SADD is idempotent)."""
+        new = names - self._known_queues
+        if new:
+            await self.call("SADD", QUEUES_KEY, *sorted(new))
+            self._known_queues |= new
+
+    async def queue_names(self) -> list[str]:
+        raw = await self.call("SMEMBERS", QUEUES_KEY)
+        return sorted(n.decode() for n in raw)
+
+    async def ping(self) -> None:
+        await self.call("PING")
+
+    async def close(self) -> None:
+        await self.client.aclose()
