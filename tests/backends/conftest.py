@@ -69,18 +69,28 @@ StartWorker = Callable[..., Worker]
 
 
 @pytest.fixture
-async def start_worker(target: str) -> AsyncIterator[StartWorker]:
-    """Starts Workers as tasks; cancels them afterwards."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
+async def workers() -> AsyncIterator[Callable[..., Worker]]:
+    """Starts Workers on a given target as tasks; cancels them afterwards."""
+    running: list[asyncio.Task[None]] = []
 
-    def start(*, configure: Callable[[Worker], None], target_: str = target, **kw: object) -> Worker:
-        worker = Worker(target_, **kw)  # type: ignore[arg-type]
+    def start(target: str, *, configure: Callable[[Worker], None], **kw: object) -> Worker:
+        worker = Worker(target, **kw)  # type: ignore[arg-type]
         configure(worker)
-        running.append((worker, asyncio.create_task(worker.run_async())))
+        running.append(asyncio.create_task(worker.run_async()))
         return worker
 
     yield start
-    for _worker, task in running:
+    for task in running:
         if not task.done():
             task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+@pytest.fixture
+def start_worker(target: str, workers: Callable[..., Worker]) -> StartWorker:
+    """Workers on this test's server (the integration suite's fixture of that name)."""
+
+    def start(*, configure: Callable[[Worker], None], **kw: object) -> Worker:
+        return workers(target, configure=configure, **kw)
+
+    return start

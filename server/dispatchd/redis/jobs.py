@@ -222,14 +222,19 @@ class RedisJobs(RedisStore):
                 continue
             offset = cursor.k1 if cursor.phase == phase else 0
             ids = await self._phase_ids(queue, phase, offset, limit + 1 - len(page))
-            for i, job_id in enumerate(ids):
+            for i, job in enumerate(await self._jobs_by_id(queue, ids)):
                 if len(page) == limit:
                     return page, encode(queue, int(state), Cursor(int(phase), offset + i, 0))
-                try:
-                    page.append(await self.get_job(job_id))
-                except NotFound:
-                    continue  # finished and forgotten between the two reads
+                if job is not None:  # None: finished and forgotten between the two reads
+                    page.append(job)
         return page, ""
+
+    async def _jobs_by_id(self, queue: str, ids: list[str]) -> list[StoredJob | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(records.job_key(queue, job_id), [*JOB_FIELDS, "pl"])
+        replies = await self.send(pipe)
+        return [records.job_of(v[:-1], v[-1] or b"") if v[0] is not None else None for v in replies]
 
     async def _phase_ids(self, queue: str, phase: JobState, offset: int, n: int) -> list[str]:
         b = records.base(queue)

@@ -8,11 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatchd.engine import JobFailure, Outcome, Rejection
-from dispatchd.engine.errors import Unavailable
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob
-from dispatchd.redis.store import UNREACHABLE
 
 #: A replica's worker entries live this long unless refreshed (by its reaper loop).
 WORKER_TTL = 30.0
@@ -83,7 +81,7 @@ class RedisBackend(RedisJobs):
         for queue, member in entries:
             pipe.zadd(records.base(queue) + ":workers", {member: now + WORKER_TTL})
             pipe.zremrangebyscore(records.base(queue) + ":workers", "-inf", now)
-        await self._send(pipe)
+        await self.send(pipe)
 
     async def unregister_workers(self, entries: Sequence[tuple[str, str]]) -> None:
         if not entries:
@@ -91,10 +89,4 @@ class RedisBackend(RedisJobs):
         pipe = self.client.pipeline(transaction=False)
         for queue, member in entries:
             pipe.zrem(records.base(queue) + ":workers", member)
-        await self._send(pipe)
-
-    async def _send(self, pipe: Any) -> None:
-        try:
-            await pipe.execute()
-        except UNREACHABLE as e:
-            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+        await self.send(pipe)

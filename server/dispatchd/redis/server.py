@@ -152,6 +152,8 @@ class RedisDispatchdServer:
     async def _close(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        for worker in list(self.replica.workers.values()):  # before the client closes
+            await self.replica.disconnect(worker)
         await self.replica.stop()
         await self.observability.stop()
         await self.backend.close()

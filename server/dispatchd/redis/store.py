@@ -53,6 +53,14 @@ class RedisStore:
         except UNREACHABLE as e:
             raise Unavailable(f"redis is unreachable ({e}); retry") from None
 
+    async def send(self, pipe: Any) -> list[Any]:
+        """Executes a pipeline (no transaction); Redis down is UNAVAILABLE."""
+        try:
+            replies: list[Any] = await pipe.execute()
+        except UNREACHABLE as e:
+            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+        return replies
+
     async def note_queues(self, names: set[str]) -> None:
         """Adds queues to the registry once per replica (SADD is idempotent)."""
         new = names - self._known_queues

@@ -1,0 +1,152 @@
+"""What only the Redis backend has: replicas sharing one Redis, refusals of features it
+lacks, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dispatchd.config import Config, ConfigError
+from dispatchd.redis.server import RedisDispatchdServer
+from dispatchd.runtime import StartError
+from dispatchd_client import (
+    AsyncClient,
+    FailedPrecondition,
+    HttpTarget,
+    JobState,
+    KeyLimits,
+    NewJob,
+    ReceivedJob,
+    Unavailable,
+)
+from tests.redisproc import RedisProcess
+
+from .conftest import StartWorker, base_config, start_server
+
+
+def redis_config(tmp_path: Path, url: str) -> Config:
+    return replace(base_config(tmp_path), backend="redis", redis_url=url, data_dir=None)
+
+
+async def test_two_replicas_share_the_width_and_never_lease_a_job_twice(
+    tmp_path: Path, redis_url: str, workers: StartWorker
+) -> None:
+    a = await start_server(redis_config(tmp_path, redis_url))
+    b = await start_server(redis_config(tmp_path, redis_url))
+    running, peak = 0, 0
+    runs: Counter[str] = Counter()
+
+    async def handle(job: ReceivedJob) -> bytes:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        runs[job.id] += 1
+        try:
+            await asyncio.sleep(0.005)
+        finally:
+            running -= 1
+        return b"ok"
+
+    try:
+        async with AsyncClient(f"127.0.0.1:{a.port}") as client:
+            await client.update_queue("shared", width=3, create=True)
+            jobs = await client.submit_batch([NewJob("shared", b"x")] * 120)
+            for replica in (a, b, a, b):
+                workers(
+                    f"127.0.0.1:{replica.port}",
+                    configure=lambda w: w.handler("shared")(handle),
+                    concurrency=5,
+                )
+            for job in jobs:
+                assert (await client.wait(job.id, timeout=20)).state is JobState.SUCCEEDED
+            queue = await client.get_queue("shared")
+        assert peak == 3  # both replicas' workers were busy, never more than the width
+        assert set(runs) == {j.id for j in jobs}
+        assert max(runs.values()) == 1
+        assert (queue.pending_count, queue.underway_count) == (0, 0)
+    finally:
+        await a.stop_now()
+        await b.stop_now()
+
+
+async def test_a_cancel_reaches_the_worker_through_another_replica(
+    tmp_path: Path, redis_url: str, workers: StartWorker
+) -> None:
+    a = await start_server(redis_config(tmp_path, redis_url))
+    b = await start_server(redis_config(tmp_path, redis_url))
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(job: ReceivedJob) -> bytes:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return b""
+
+    try:
+        async with AsyncClient(f"127.0.0.1:{b.port}") as client:
+            job = await client.submit("c", b"x")
+            workers(f"127.0.0.1:{a.port}", configure=lambda w: w.handler("c")(slow))
+            await asyncio.wait_for(started.wait(), 10)
+            assert (await client.cancel(job.id)).state is JobState.CANCELLED
+            await asyncio.wait_for(cancelled.wait(), 10)
+    finally:
+        await a.stop_now()
+        await b.stop_now()
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_features_the_backend_lacks_are_refused_by_name(target: str, backend: str) -> None:
+    async with AsyncClient(target) as client:
+        with pytest.raises(FailedPrecondition, match="fairness keys .* redis backend"):
+            await client.submit("f", b"x", fairness_key="tenant-1")
+        with pytest.raises(FailedPrecondition, match="key_limits .* redis backend"):
+            await client.update_queue("f", key_limits=KeyLimits(max_in_flight_per_key=1))
+        with pytest.raises(FailedPrecondition, match="http_target .* redis backend"):
+            await client.update_queue("f", http_target=HttpTarget("http://127.0.0.1:9/"))
+        with pytest.raises(FailedPrecondition, match="semaphore slots"):
+            await client.acquire_slot("f", ttl=5)
+        assert await client.list_queues() == []  # nothing was created by the refusals
+
+
+async def test_redis_going_away_answers_unavailable(tmp_path: Path) -> None:
+    proc = RedisProcess(tmp_path)
+    server = RedisDispatchdServer(redis_config(tmp_path, proc.url))
+    try:
+        await server.start()
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            job = await client.submit("down", b"x")
+            proc.stop()
+            with pytest.raises(Unavailable, match="redis is unreachable"):
+                await client.get(job.id)
+            with pytest.raises(Unavailable, match="redis is unreachable"):
+                await client.submit("down", b"y")
+    finally:
+        proc.stop()
+        await server.stop_now()
+
+
+async def test_an_unreachable_redis_stops_the_start(tmp_path: Path) -> None:
+    dead = RedisProcess(tmp_path)
+    dead.stop()  # a port nothing listens on any more
+    server = RedisDispatchdServer(redis_config(tmp_path, dead.url))
+    with pytest.raises(StartError, match="--redis-url: redis is unreachable"):
+        await server.start()
+    await server.stop_now()
+
+
+def test_config_names_what_the_redis_backend_needs() -> None:
+    with pytest.raises(ConfigError, match="--backend redis needs --redis-url"):
+        Config(backend="redis")
+    with pytest.raises(ConfigError, match="--backend must be embedded or redis"):
+        Config(backend="sql")
+    with pytest.raises(ConfigError, match="only used with --backend redis"):
+        Config(redis_url="redis://x:6379/0")
+    with pytest.raises(StartError, match="scheme must be one of"):
+        RedisDispatchdServer(Config(backend="redis", redis_url="http://x:1/"))
