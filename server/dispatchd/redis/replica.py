@@ -92,12 +92,11 @@ class Replica:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(), name="reaper")
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-        for task in list(self._claiming.values()):
+        tasks = [t for t in (self._reaper, *self._claiming.values()) if t is not None]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         for _, handle in self._timers.values():
             handle.cancel()
         await self.signals.stop()

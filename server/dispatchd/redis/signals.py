@@ -24,6 +24,7 @@ log = logging.getLogger("dispatchd.redis")
 #: How long one read of the subscription blocks; new channels join between reads.
 READ_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
+STOP_SECONDS = 2.0
 
 
 def events(queue: str) -> str:
@@ -87,10 +88,10 @@ class Signals:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-signals")
 
     async def stop(self) -> None:
+        """Bounded: a pub/sub connection stuck mid-close must not hold up a shutdown."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=STOP_SECONDS)
 
     async def _run(self) -> None:
         while True:
@@ -104,8 +105,8 @@ class Signals:
                 await asyncio.sleep(RECONNECT_SECONDS)
             finally:
                 self._pubsub = None
-                with contextlib.suppress(*UNREACHABLE):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(*UNREACHABLE, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), STOP_SECONDS)  # type: ignore[no-untyped-call]
 
     async def _serve(self, pubsub: PubSub) -> None:
         first = True
