@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatchd.config import Config, ConfigError
 from dispatchd.redis.server import RedisDispatchdServer
@@ -23,6 +27,8 @@ from dispatchd_client import (
     ReceivedJob,
     Unavailable,
 )
+from tests.integration.helpers import eventually
+from tests.integration.scrape import scrape
 from tests.redisproc import RedisProcess
 
 from .conftest import StartWorker, base_config, start_server
@@ -150,3 +156,81 @@ def test_config_names_what_the_redis_backend_needs() -> None:
         Config(redis_url="redis://x:6379/0")
     with pytest.raises(StartError, match="scheme must be one of"):
         RedisDispatchdServer(Config(backend="redis", redis_url="http://x:1/"))
+
+
+async def test_a_drained_replica_hands_its_jobs_to_the_others(
+    tmp_path: Path, redis_url: str, workers: StartWorker
+) -> None:
+    a = await start_server(redis_config(tmp_path, redis_url))
+    b = await start_server(redis_config(tmp_path, redis_url))
+    held = asyncio.Event()
+
+    async def hold(job: ReceivedJob) -> bytes:
+        held.set()
+        await asyncio.Event().wait()  # never finishes on its own
+        return b""
+
+    async def finish(job: ReceivedJob) -> bytes:
+        return b"on b"
+
+    try:
+        async with AsyncClient(f"127.0.0.1:{a.port}") as on_a:
+            job = await on_a.submit("d", b"x")
+            workers(f"127.0.0.1:{a.port}", configure=lambda w: w.handler("d")(hold))
+            await asyncio.wait_for(held.wait(), 10)
+            await on_a.drain(grace=0.2)
+            with pytest.raises(Unavailable):
+                await on_a.submit("d", b"y")
+            await asyncio.wait_for(a.stopped.wait(), 10)
+        async with AsyncClient(f"127.0.0.1:{b.port}") as on_b:
+            back = await on_b.get(job.id)
+            assert (back.state, back.attempt) == (JobState.PENDING, 1)  # handed back, no snapshot
+            workers(f"127.0.0.1:{b.port}", configure=lambda w: w.handler("d")(finish))
+            done = await on_b.wait(job.id, timeout=10)
+            assert (done.state, done.result, done.attempt) == (JobState.SUCCEEDED, b"on b", 2)
+    finally:
+        await a.stop_now()
+        await b.stop_now()
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
+    server: RedisDispatchdServer, target: str, backend: str
+) -> None:
+    async with AsyncClient(target) as client:
+        await client.update_queue("m", width=7, create=True)
+        await client.submit_batch([NewJob("m", b"x")] * 3)
+    port = server.observability.metrics_port
+
+    async def gauges_seen() -> bool:
+        samples = await scrape(port)
+        return samples.get("dispatchd_jobs_pending", queue="m") == 3
+
+    await eventually(gauges_seen, what="the reaper pass to refresh the queue gauges")
+    samples = await scrape(port)
+    assert samples.value("dispatchd_queue_width", queue="m") == 7
+    calls = samples.labels_of("dispatchd_grpc_requests_total", "method")
+    assert {"SubmitBatch", "UpdateQueue"} <= calls
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_health_and_reflection_serve_in_redis_mode(
+    server: RedisDispatchdServer, target: str, backend: str
+) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "dispatchd.v1.DispatcherService"):
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        services = set()
+        async for r in refl.ServerReflectionInfo(ask()):
+            services |= {s.name for s in r.list_services_response.service}
+        assert "dispatchd.v1.DispatcherService" in services
+        await server.health.enter_graceful_shutdown()
+        resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
