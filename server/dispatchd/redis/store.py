@@ -18,6 +18,16 @@ QUEUES_KEY = "dq:queues"
 
 #: Errors that mean Redis could not be asked, or did not answer in time.
 UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+#: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
+#: during fail-over, no master): UNAVAILABLE too, with Redis' own words.
+_REFUSALS = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY")
+
+
+def _refused(e: rx.ResponseError) -> Unavailable | None:
+    text = str(e)
+    if text.startswith(_REFUSALS):
+        return Unavailable(f"redis refused the change ({text}); retry")
+    return None
 
 
 class RedisStore:
@@ -46,6 +56,11 @@ class RedisStore:
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)"
             ) from None
+        except rx.ResponseError as e:
+            refusal = _refused(e)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     async def call(self, *command: Any) -> Any:
         try:
@@ -69,8 +84,15 @@ class RedisStore:
             self._known_queues |= new
 
     async def queue_names(self) -> list[str]:
-        raw = await self.call("SMEMBERS", QUEUES_KEY)
-        return sorted(n.decode() for n in raw)
+        """Every registered queue; queues this replica knows but the registry lost (Redis
+        restarted empty and the queue was created again) are registered again."""
+        names = {n.decode() for n in await self.call("SMEMBERS", QUEUES_KEY)}
+        lost = self._known_queues - names
+        if lost:
+            self._known_queues -= lost
+            await self.note_queues(lost)
+            names |= lost
+        return sorted(names)
 
     async def ping(self) -> None:
         await self.call("PING")
