@@ -1,0 +1,36 @@
+"""Dispatch order and pause through a real Worker, on both backends."""
+
+from __future__ import annotations
+
+from dispatchd_client import AsyncClient, JobState, NewJob, ReceivedJob
+
+from .conftest import StartWorker
+
+
+async def test_a_paused_queue_dispatches_nothing_then_runs_by_priority_then_submit_order(
+    target: str, start_worker: StartWorker
+) -> None:
+    order: list[bytes] = []
+
+    async def record(job: ReceivedJob) -> bytes:
+        order.append(job.payload)
+        return b""
+
+    async with AsyncClient(target) as client:
+        await client.update_queue("p", width=1, create=True)
+        await client.pause("p")
+        specs = [
+            NewJob("p", f"{prio}-{i}".encode(), priority=prio)
+            for i, prio in enumerate([0, 5, 0, 9, 5, -1])
+        ]
+        jobs = await client.submit_batch(specs)
+        worker = start_worker(configure=lambda w: w.handler("p")(record), concurrency=1)
+        await worker.wait_connected(10)
+        bumped = await client.reprioritize(jobs[5].id, 7)  # -1 -> 7: second in line
+        assert bumped.priority == 7
+        queue = await client.get_queue("p")
+        assert (queue.pending_count, queue.underway_count, order) == (6, 0, [])
+        await client.resume("p")
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    assert order == [b"9-3", b"-1-5", b"5-1", b"5-4", b"0-0", b"0-2"]
