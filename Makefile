@@ -15,7 +15,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
 .PHONY: bench-callgrind chaos image base-image clean
-.PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools
+.PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -128,6 +128,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## The Redis path (--backend redis, 1 and 3 replicas) as ratios of the embedded one, with
+## dispatchd and redis-server CPU per job; JSON in bench/results/redis_path.json.
+bench-redis: $(STAMP) redis-tools
+	$(BIN)/python -m bench.redis_path
 
 ## Start-up time of a server on a journal of 1,000,000 pending jobs, and the journal's size
 ## (about a minute; `make bench` skips it). JSON in bench/results/startup.json.
