@@ -24,7 +24,9 @@ from dispatchd_client import (
     JobState,
     KeyLimits,
     NewJob,
+    PermissionDenied,
     ReceivedJob,
+    Unauthenticated,
     Unavailable,
 )
 from tests.integration.helpers import eventually
@@ -234,3 +236,34 @@ async def test_health_and_reflection_serve_in_redis_mode(
         await server.health.enter_graceful_shutdown()
         resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_tokens_and_the_probe_port_work_as_on_the_embedded_backend(
+    tmp_path: Path, redis_url: str
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("submit tok-mine-0123456789 mine\nsubmit tok-theirs-0123456789 theirs\n")
+    config = replace(
+        redis_config(tmp_path, redis_url), auth_tokens=tokens, health_listen="127.0.0.1:0"
+    )
+    server = await start_server(config)
+    assert isinstance(server, RedisDispatchdServer)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:
+            probe = health_pb2_grpc.HealthStub(channel)
+            resp = await probe.Check(health_pb2.HealthCheckRequest(service=""))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        async with (
+            AsyncClient(target, token="tok-mine-0123456789") as mine,
+            AsyncClient(target, token="tok-theirs-0123456789") as theirs,
+            AsyncClient(target) as anonymous,
+        ):
+            job = await mine.submit("q", b"x")
+            with pytest.raises(PermissionDenied, match="was submitted by mine"):
+                await theirs.cancel(job.id)
+            with pytest.raises(Unauthenticated):
+                await anonymous.get(job.id)
+            assert (await mine.cancel(job.id)).state is JobState.CANCELLED
+    finally:
+        await server.stop_now()

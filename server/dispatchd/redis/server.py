@@ -25,7 +25,13 @@ from dispatchd.redis.replica import Replica
 from dispatchd.redis.servicer import RedisDispatcherServicer
 from dispatchd.redis.stream import RedisWorkStream
 from dispatchd.runtime import MAX_MESSAGE_BYTES, SERVICE_NAME, StartError, _bind, engine_limits
-from dispatchd.security import SecurityError, server_credentials
+from dispatchd.security import (
+    SUBMITTER_HEADER,
+    AuthInterceptor,
+    SecurityError,
+    load_tokens,
+    server_credentials,
+)
 from dispatchd.service.health import HealthServicer
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -62,21 +68,25 @@ class RedisDispatchdServer:
             self.replica.after_reap = self.mirror.refresh
         self.health = HealthServicer()
         self.port = 0
+        self.health_port = 0
+        #: Set when --auth-tokens is on.
+        self.auth: AuthInterceptor | None = None
         self.stopped = asyncio.Event()
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         c = self.config
-        if c.auth_tokens is not None:
-            raise StartError("--auth-tokens is not supported with --backend redis yet")
-        if c.health_listen is not None:
-            raise StartError("--health-listen is not supported with --backend redis yet")
         if c.http_enabled:
             log.warning("the dashboard (--http-listen) is not served with --backend redis")
         if c.data_dir is not None:
             log.info("--data-dir is not used with --backend redis: Redis holds every job")
         try:
+            if c.auth_tokens is not None:
+                tokens = load_tokens(c.auth_tokens)
+                self.auth = AuthInterceptor(tokens, self._submitter_of)
+                log.info("auth on: %d tokens from %s", len(tokens), c.auth_tokens)
             credentials = (
                 server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
                 if c.tls_cert is not None and c.tls_key is not None
@@ -92,7 +102,12 @@ class RedisDispatchdServer:
         except ObservabilityError as e:
             raise StartError(str(e)) from None
         server = grpc.aio.server(
-            interceptors=self.observability.interceptors or None,
+            # The metrics interceptor is outermost, so calls the auth check refuses count too.
+            interceptors=[
+                *self.observability.interceptors,
+                *([self.auth] if self.auth is not None else []),
+            ]
+            or None,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -110,6 +125,7 @@ class RedisDispatchdServer:
         except StartError:
             await self.observability.stop()
             raise
+        await self._start_health_server()
         self.replica.start()
         await server.start()
         self._server = server
@@ -125,6 +141,29 @@ class RedisDispatchdServer:
             self.replica.replica_id,
         )
         return self.port
+
+    async def _start_health_server(self) -> None:
+        """--health-listen: a plaintext, health-only port for probes (as embedded)."""
+        address = self.config.health_listen
+        if address is None:
+            return
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        try:
+            self.health_port = _bind(self._health_server, address, None)
+        except StartError:
+            await self.observability.stop()
+            raise
+        await self._health_server.start()
+        log.info("health probes (plaintext) on %s:%d", address.rpartition(":")[0], self.health_port)
+
+    async def _submitter_of(self, job_id: str) -> str | None:
+        """Who submitted a job, for the auth check of submitters touching their own jobs."""
+        try:
+            job = await self.backend.get_job(job_id)
+        except EngineError:
+            return None  # no such job (or Redis down): the RPC itself answers
+        return job.record.headers.get(SUBMITTER_HEADER, "")
 
     def start_drain(self, grace: float | None = None) -> None:
         if self._drain_task is None:
@@ -152,6 +191,8 @@ class RedisDispatchdServer:
     async def _close(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
         for worker in list(self.replica.workers.values()):  # before the client closes
             await self.replica.disconnect(worker)
         await self.replica.stop()
