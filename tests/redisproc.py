@@ -14,13 +14,17 @@ import redis
 class RedisProcess:
     """``redis-server --save '' --appendonly no``: nothing touches the disk."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int = 0) -> None:
+        """``port`` 0 picks a free one; another port starts a Redis where one stopped."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it with apt")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [
                 binary,

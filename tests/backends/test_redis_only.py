@@ -267,3 +267,33 @@ async def test_tokens_and_the_probe_port_work_as_on_the_embedded_backend(
             assert (await mine.cancel(job.id)).state is JobState.CANCELLED
     finally:
         await server.stop_now()
+
+
+async def test_replicas_carry_on_after_redis_restarts_empty(
+    tmp_path: Path, workers: StartWorker
+) -> None:
+    proc = RedisProcess(tmp_path / "first")
+    server = await start_server(redis_config(tmp_path, proc.url))
+    target = f"127.0.0.1:{server.port}"
+    try:
+        workers(target, configure=lambda w: w.handler("r")(lambda job: b"done"))
+        async with AsyncClient(target) as client:
+            job = await client.submit("r", b"x")
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+            proc.stop()
+            proc = RedisProcess(tmp_path / "second", port=proc.port)  # empty: scripts reload
+            later: list[str] = []
+
+            async def resubmitted() -> bool:
+                try:
+                    later.append((await client.submit("r", b"y")).id)
+                except Unavailable:
+                    return False
+                return True
+
+            await eventually(resubmitted, what="a submit to succeed on the new Redis")
+            done = await client.wait(later[0], timeout=15)
+            assert (done.state, done.result) == (JobState.SUCCEEDED, b"done")
+    finally:
+        await server.stop_now()
+        proc.stop()
