@@ -34,3 +34,21 @@ async def test_a_paused_queue_dispatches_nothing_then_runs_by_priority_then_subm
         for job in jobs:
             assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
     assert order == [b"9-3", b"-1-5", b"5-1", b"5-4", b"0-0", b"0-2"]
+
+
+async def test_a_job_that_expires_behind_its_ordering_key_hands_the_key_on(
+    target: str, start_worker: StartWorker
+) -> None:
+    async with AsyncClient(target) as client:
+        await client.update_queue("k", width=0, create=True)
+        first = await client.submit("k", b"a", ordering_key="acct-1")
+        doomed = await client.submit("k", b"b", ordering_key="acct-1", ttl=0.2)
+        last = await client.submit("k", b"c", ordering_key="acct-1")
+        expired = await client.wait(doomed.id, timeout=10)
+        assert expired.state is JobState.EXPIRED
+        start_worker(configure=lambda w: w.handler("k")(lambda job: job.payload), concurrency=2)
+        await client.update_queue("k", width=2)
+        for job, payload in ((first, b"a"), (last, b"c")):
+            done = await client.wait(job.id, timeout=10)
+            assert (done.state, done.result) == (JobState.SUCCEEDED, payload)
+        assert (await client.get_queue("k")).pending_count == 0

@@ -132,11 +132,12 @@ class Replica:
             self._clock(),
             outbox,
         )
+        # Redis first: a failure here leaves nothing of the worker behind in this replica.
+        await self.backend.register_workers(self._members(worker), self._clock())
         self.workers[key] = worker
         for name in names:
             self._by_queue.setdefault(name, []).append(worker)
             await self.signals.watch(signals.events(name))
-        await self.backend.register_workers(self._members(worker), self._clock())
         return worker
 
     def _members(self, worker: RemoteWorker) -> list[tuple[str, str]]:

@@ -113,11 +113,7 @@ release_key = function(b, key, id, now)
       wait(b, nid, now)
       return
     end
-    local j = jkey(b, nid)
-    redis.call('HSET', j, 'st', EXPIRED, 'ft', fmt(now))
-    redis.call('ZADD', b .. ':done:' .. EXPIRED, now, nid)
-    redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
-    finished_ids[#finished_ids + 1] = nid
+    finish(b, nid, EXPIRED, now, true)  -- it expired in line; the loop hands the key on
   end
 end
 
