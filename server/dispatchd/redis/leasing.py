@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dispatchd.engine import JobFailure, Outcome, Rejection
+from dispatchd.engine import JobFailure, JobState, Outcome, Rejection
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob
@@ -36,7 +36,8 @@ class RedisBackend(RedisJobs):
 
     async def results(
         self, queue: str, items: Sequence[tuple[str, str, Outcome]]
-    ) -> list[Rejection]:
+    ) -> tuple[list[Rejection], list[tuple[str, JobState]]]:
+        """Returns the rejected results, and the state each accepted one left its job in."""
         args: list[Any] = []
         cap = self.limits.max_payload_bytes
         for job_id, lease_id, outcome in items:
@@ -51,8 +52,11 @@ class RedisBackend(RedisJobs):
                 args += [outcome.code, repr(self.rng.random())]
             else:
                 args += [job_id, lease_id, "ok", outcome, 0, "", 0]
-        reply = await self.run("result", [records.cfg_key(queue)], args)
-        return [Rejection(j.decode(), lid.decode(), why.decode()) for j, lid, why in reply]
+        rejected, states = await self.run("result", [records.cfg_key(queue)], args)
+        return (
+            [Rejection(j.decode(), lid.decode(), why.decode()) for j, lid, why in rejected],
+            [(j.decode(), JobState(int(st))) for j, st in states],
+        )
 
     async def heartbeat(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
         """Extends (job id, lease id) leases; returns the lease ids no longer held."""

@@ -9,18 +9,19 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from dispatchd.engine import EngineError, Outcome, Rejection
+from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
 from dispatchd.redis import records, signals
+from dispatchd.redis.accounting import Accounting, Held
 from dispatchd.redis.leasing import WORKER_TTL, RedisBackend
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
+from dispatchd.redis.workers import Outbox, RemoteWorker, check_credit
 
 log = logging.getLogger("dispatchd.redis")
 
@@ -29,38 +30,16 @@ MAX_CLAIM = 1000
 RETRY_AFTER_ERROR = 1.0
 
 
-class Outbox(Protocol):
-    """Where a worker's messages go (its stream's session)."""
-
-    def deliver(self, jobs: list[StoredJob]) -> None: ...
-    def cancel(self, job_ids: list[str]) -> None: ...
-    def drain(self, deadline: float) -> None: ...
-    def close(self, reason: str) -> None: ...
-
-
-@dataclass(eq=False, slots=True)
-class RemoteWorker:
-    """A worker streaming to this replica; ``held`` maps lease id -> (queue, job id)."""
-
-    key: int
-    worker_id: str
-    queues: tuple[str, ...]
-    max_in_flight: int
-    connect_time: float
-    outbox: Outbox
-    held: dict[str, tuple[str, str]] = field(default_factory=dict)
-    draining: bool = False
-
-    @property
-    def free_credits(self) -> int:
-        return 0 if self.draining else max(0, self.max_in_flight - len(self.held))
-
-
 class Replica:
     def __init__(
-        self, backend: RedisBackend, clock: Callable[[], float], reap_every: float
+        self,
+        backend: RedisBackend,
+        clock: Callable[[], float],
+        reap_every: float,
+        accounting: Accounting | None = None,
     ) -> None:
         self.backend = backend
+        self.accounting = accounting or Accounting(None)
         self._clock = clock
         self._reap_every = reap_every
         self.replica_id = uuid.uuid4().hex[:12]
@@ -160,7 +139,7 @@ class Replica:
 
     async def _end_leases(self, worker: RemoteWorker, mode: str) -> None:
         by_queue: dict[str, list[tuple[str, str]]] = {}
-        for lease_id, (queue, job_id) in worker.held.items():
+        for lease_id, (queue, job_id, _) in worker.held.items():
             by_queue.setdefault(queue, []).append((job_id, lease_id))
         worker.held.clear()
         self._note_idle()
@@ -183,15 +162,25 @@ class Replica:
     ) -> list[Rejection]:
         by_queue: dict[str, list[tuple[str, str, Outcome]]] = {}
         rejected = []
+        answered: dict[str, tuple[Held, Outcome]] = {}
         for job_id, lease_id, outcome in items:
             held = worker.held.pop(lease_id, None)
-            queue = held[0] if held is not None else records.queue_of(job_id)
+            queue = held.queue if held is not None else records.queue_of(job_id)
             if queue is None:
                 rejected.append(Rejection(job_id, lease_id, "unknown job"))
                 continue
+            if held is not None:
+                answered[job_id] = (held, outcome)
             by_queue.setdefault(queue, []).append((job_id, lease_id, outcome))
         for queue, group in by_queue.items():
-            rejected += await self.backend.results(queue, group)
+            refused, states = await self.backend.results(queue, group)
+            rejected += refused
+            self.accounting.rejected(queue, len(refused))
+            for job_id, state in states:
+                if job_id in answered:
+                    held, outcome = answered[job_id]
+                    failure = outcome if isinstance(outcome, JobFailure) else None
+                    self.accounting.answered(held, state, failure)
             self.kick(queue)
         self._note_idle()
         return rejected
@@ -205,7 +194,7 @@ class Replica:
             if held is None:
                 unknown.append(lease_id)
             else:
-                by_queue.setdefault(held[0], []).append((held[1], lease_id))
+                by_queue.setdefault(held.queue, []).append((held.job_id, lease_id))
         for queue, pairs in by_queue.items():
             lost = await self.backend.heartbeat(queue, pairs)
             for lease_id in lost:
@@ -288,9 +277,11 @@ class Replica:
             if worker.key not in self.workers or worker.draining:
                 orphans += [(j.record.id, j.lease_id) for j in batch]
                 continue
+            handed = time.monotonic()
             for job in batch:
-                worker.held[job.lease_id] = (queue, job.record.id)
+                worker.held[job.lease_id] = Held(queue, job.record.id, handed)
             worker.outbox.deliver(batch)
+            self.accounting.dispatched(queue, batch)
         if orphans:  # the worker left while the claim ran: hand them straight back
             await self.backend.release(queue, "drain", orphans)
 
@@ -312,7 +303,7 @@ class Replica:
 
     def _cancelled(self, job_id: str) -> None:
         for worker in self.workers.values():
-            if any(jid == job_id for _, jid in worker.held.values()):
+            if any(h.job_id == job_id for h in worker.held.values()):
                 worker.outbox.cancel([job_id])
 
     def _expired(self, leases: list[tuple[str, str]]) -> None:
@@ -320,9 +311,9 @@ class Replica:
         for job_id, lease_id in leases:
             for worker in self.workers.values():
                 held = worker.held.get(lease_id)
-                if held is not None and held[1] == job_id:
+                if held is not None and held.job_id == job_id:
                     del worker.held[lease_id]
-                    self.kick(held[0])
+                    self.kick(held.queue)
         self._note_idle()
 
     def _finished(self, job_ids: list[str]) -> None:
@@ -350,7 +341,8 @@ class Replica:
             delay = self._reap_every
             try:
                 for queue in await self.backend.queue_names():
-                    _, next_deadline = await self.backend.reap(queue)
+                    reaped, next_deadline = await self.backend.reap(queue)
+                    self.accounting.lease_expired(queue, reaped)
                     if next_deadline is not None:
                         delay = min(delay, next_deadline + 0.01)
                 entries = [m for w in self.workers.values() for m in self._members(w)]
@@ -386,8 +378,3 @@ class Replica:
             await self._end_leases(worker, "drain")
             worker.outbox.close("server drained")
         return left
-
-
-def check_credit(n: int, minimum: int, top: int) -> None:
-    if not minimum <= n <= top:
-        raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")

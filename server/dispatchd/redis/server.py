@@ -18,6 +18,7 @@ from dispatchd.config import Config
 from dispatchd.engine import EngineError
 from dispatchd.observability import Observability, ObservabilityError
 from dispatchd.redis import connect
+from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.errors import RedisBackendError
 from dispatchd.redis.leasing import RedisBackend
 from dispatchd.redis.mirror import RedisMirror
@@ -61,9 +62,11 @@ class RedisDispatchdServer:
         except RedisBackendError as e:
             raise StartError(str(e)) from None
         self.backend = RedisBackend(client, self.limits, config.finished_retention)
-        self.replica = Replica(self.backend, clock, reap_interval(config))
-        self.mirror = RedisMirror(self.limits, self.replica)
         self.observability = Observability(config, lambda: self.mirror, clock, tracer_provider)
+        metrics = self.observability.metrics
+        accounting = Accounting(metrics.of if metrics is not None else None)
+        self.replica = Replica(self.backend, clock, reap_interval(config), accounting)
+        self.mirror = RedisMirror(self.limits, self.replica)
         if config.metrics_enabled:
             self.replica.after_reap = self.mirror.refresh
         self.health = HealthServicer()

@@ -64,7 +64,9 @@ class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         self._intake()
         now = self._clock()
-        ((job, duplicate),) = await self._backend.submit([convert.new_job(request.job, now)], now)
+        results = await self._backend.submit([convert.new_job(request.job, now)], now)
+        self._replica.accounting.submitted(results)
+        ((job, duplicate),) = results
         response = pb.SubmitResponse(duplicate=duplicate)
         response.job.CopyFrom(job_pb(job, with_payload=False))
         return response
@@ -76,6 +78,7 @@ class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
         self._intake()
         now = self._clock()
         results = await self._backend.submit([convert.new_job(s, now) for s in request.jobs], now)
+        self._replica.accounting.submitted(results)
         return pb.SubmitBatchResponse(
             jobs=[job_pb(j, with_payload=False) for j, _ in results],
             duplicates=[dup for _, dup in results],
@@ -116,7 +119,9 @@ class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
-        return pb.CancelJobResponse(job=job_pb(await self._backend.cancel(request.job_id)))
+        job = await self._backend.cancel(request.job_id)
+        self._replica.accounting.finished(job.record.queue, JobState.CANCELLED)
+        return pb.CancelJobResponse(job=job_pb(job))
 
     @translating
     async def ReprioritizeJob(

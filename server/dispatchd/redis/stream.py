@@ -12,7 +12,8 @@ import grpc
 from dispatchd import convert
 from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.redis.records import StoredJob
-from dispatchd.redis.replica import RemoteWorker, Replica
+from dispatchd.redis.replica import Replica
+from dispatchd.redis.workers import RemoteWorker
 from dispatchd.service.errors import status_of
 from dispatchd.service.sessions import StreamEnd
 from dispatchd_client.v1 import dispatcher_pb2 as pb

@@ -1,10 +1,11 @@
 -- Workers' results for one queue, fenced by lease: a result whose lease id is not the
 -- job's current lease changes nothing. ARGV: retention, then 7 values per result: job id,
 -- lease id, 'ok' or 'err', output or error message, retryable (1/0), error code, a random
--- number in [0, 1) for backoff jitter. Returns the rejections as {job id, lease id, reason}.
+-- number in [0, 1) for backoff jitter. Returns {rejections as {job id, lease id, reason},
+-- the state each accepted result left its job in as {job id, state}}.
 local b = base_of(KEYS[1])
 local now = clock()
-local rejected = {}
+local rejected, states = {}, {}
 for o = 2, #ARGV, 7 do
   local id, lid = ARGV[o], ARGV[o + 1]
   local j = jkey(b, id)
@@ -29,7 +30,8 @@ for o = 2, #ARGV, 7 do
       local err = {msg = ARGV[o + 3], retryable = ARGV[o + 4] == '1', code = ARGV[o + 5]}
       attempt_failed(b, id, now, err, false, tonumber(ARGV[o + 6]))
     end
+    states[#states + 1] = {id, tonumber(redis.call('HGET', j, 'st') or '0')}
   end
 end
 publish_all()
-return rejected
+return {rejected, states}
