@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dispatchd.config import load
 from dispatchd.engine.policies import Rate, RetryPolicy
 from dispatchd.redis import connect, records
 from dispatchd.redis.errors import RedisUrlError
@@ -59,3 +60,12 @@ def test_replica_checks_count_overlap_and_bursts() -> None:
     assert most_at_once([(0, 1), (0.5, 2), (1, 3)]) == 2  # an end frees its slot first
     assert worst_burst([0.0, 0.0, 0.0], 10.0) == 3
     assert worst_burst([i / 10 for i in range(50)], 10.0) == pytest.approx(1.0)
+
+
+def test_backend_and_redis_url_come_from_flags_or_the_environment() -> None:
+    env = {"DISPATCHD_BACKEND": "redis", "DISPATCHD_REDIS_URL": "redis://r:6379/0"}
+    c = load([], env=env)
+    assert (c.backend, c.redis_url) == ("redis", "redis://r:6379/0")
+    c = load(["--backend", "embedded", "--redis-url", ""], env=env)
+    assert (c.backend, c.redis_url) == ("embedded", "")
+    assert load([], env={}).backend == "embedded"
