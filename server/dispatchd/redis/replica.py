@@ -11,7 +11,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.engine import limits as lim
@@ -31,6 +31,8 @@ RETRY_AFTER_ERROR = 1.0
 
 
 class Replica:
+    """This process's workers and its conversation with Redis about them."""
+
     def __init__(
         self,
         backend: RedisBackend,
@@ -64,7 +66,7 @@ class Replica:
         )
         self._reaper: asyncio.Task[None] | None = None
         #: Called after each reaper pass (the metrics mirror refreshes there).
-        self.after_reap: Callable[[], object] | None = None
+        self.after_reap: Callable[[], Awaitable[None]] | None = None
 
     def start(self) -> None:
         self.signals.start()
@@ -348,7 +350,7 @@ class Replica:
                 entries = [m for w in self.workers.values() for m in self._members(w)]
                 await self.backend.register_workers(entries, self._clock())
                 if self.after_reap is not None:
-                    await self.after_reap()  # type: ignore[misc]
+                    await self.after_reap()
             except EngineError as e:
                 log.warning("reaper pass failed (%s); next in %.1f s", e, delay)
             self._kick_all()  # a safety net for a wake-up lost with a pub/sub connection
