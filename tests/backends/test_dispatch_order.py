@@ -52,3 +52,32 @@ async def test_a_job_that_expires_behind_its_ordering_key_hands_the_key_on(
             done = await client.wait(job.id, timeout=10)
             assert (done.state, done.result) == (JobState.SUCCEEDED, payload)
         assert (await client.get_queue("k")).pending_count == 0
+
+
+async def test_fairness_keys_take_turns_by_weight(target: str, start_worker: StartWorker) -> None:
+    order: list[bytes] = []
+
+    async def record(job: ReceivedJob) -> bytes:
+        order.append(job.payload)
+        return b""
+
+    async with AsyncClient(target) as client:
+        await client.update_queue("fair", width=1, create=True)
+        await client.pause("fair")
+        big = [
+            NewJob("fair", f"a{i}".encode(), options={"fairness_key": "a", "fairness_weight": 2})
+            for i in range(6)
+        ]
+        small = [NewJob("fair", f"b{i}".encode(), options={"fairness_key": "b"}) for i in range(2)]
+        jobs = await client.submit_batch([*big, *small])
+        gone = await client.submit("fair", b"b9", fairness_key="b")
+        await client.cancel(gone.id)  # leaves its lane: b's turns are unchanged
+        await client.reprioritize(jobs[5].id, 10)  # first within its key
+        start_worker(configure=lambda w: w.handler("fair")(record), concurrency=1)
+        await client.resume("fair")
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+        assert (await client.get(jobs[0].id)).fairness_key == "a"
+    # Key "a" takes two turns (its weight), then "b" one, until "b" runs dry; within a
+    # key, priority then age.
+    assert order == [b"a5", b"a0", b"b0", b"a1", b"a2", b"b1", b"a3", b"a4"]

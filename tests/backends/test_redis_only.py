@@ -112,8 +112,6 @@ async def test_a_cancel_reaches_the_worker_through_another_replica(
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_features_the_backend_lacks_are_refused_by_name(target: str, backend: str) -> None:
     async with AsyncClient(target) as client:
-        with pytest.raises(FailedPrecondition, match=r"fairness keys .* redis backend"):
-            await client.submit("f", b"x", fairness_key="tenant-1")
         with pytest.raises(FailedPrecondition, match=r"key_limits .* redis backend"):
             await client.update_queue("f", key_limits=KeyLimits(max_in_flight_per_key=1))
         with pytest.raises(FailedPrecondition, match=r"http_target .* redis backend"):

@@ -35,11 +35,6 @@ def unsupported(feature: str) -> FailedPrecondition:
     )
 
 
-def check_supported(spec: NewJob, where: str = "") -> None:
-    if spec.fairness_key or spec.fairness_weight:
-        raise unsupported(f"{where}fairness keys (fairness_key, fairness_weight)")
-
-
 def _setting_args(
     width: int | None, paused: bool | None, lease: float | None, policies: dict[str, object]
 ) -> list[Any]:
@@ -83,7 +78,6 @@ class RedisJobs(RedisStore):
         many = len(specs) > 1
         for i, spec in enumerate(specs):
             lim.check_new_job(spec, self.limits, i if many else None)
-            check_supported(spec, f"jobs[{i}]: " if many else "")
         args: list[Any] = [self.limits.default_width, self.limits.default_lease_seconds]
         for spec in specs:
             args += records.submit_args(spec, records.job_id(self._new_ulid(now), spec.queue))

@@ -63,7 +63,7 @@ def _time(t: float | None) -> str:
 
 
 def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
-    """The 12 values submit.lua reads per job."""
+    """The 14 values submit.lua reads per job."""
     return [
         spec.queue,
         job_id,
@@ -77,6 +77,8 @@ def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
         spec.ordering_key,
         spec.idempotency_key,
         0,
+        spec.fairness_key,
+        spec.fairness_weight,
     ]
 
 
@@ -140,6 +142,7 @@ def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:
         not_before=_f(v("nb")),
         expire_at=_f(v("ex")),
         ordering_key=_s(v("ok")),
+        fairness_key=_s(v("fk")),
         idempotency_key=_s(v("ik")),
         retry_policy=policy_of(_s(v("rp"))),
         attempts=_attempts(_s(v("ats"))),

@@ -1,7 +1,7 @@
 -- Leases up to ARGV[2] jobs of one queue for this replica's workers. ARGV: retention,
 -- count, lease-id prefix, then (worker id, credits) pairs in the order jobs go out.
--- Respects paused, width (the leases set), the token bucket and priority order; ordering
--- keys need nothing here (only a key's head job ever waits in the pending set).
+-- Respects paused, width (the leases set), the token bucket, fairness lanes and priority
+-- order; ordering keys need nothing here (only a key's head job is ever pending).
 -- Returns {wake, {fields..., payload}...}: wake is how many seconds until a claim could
 -- succeed again (a rate token, the next scheduled job), or -1 when only a change
 -- (a result, a submit, an update; all published) can help.
@@ -32,9 +32,8 @@ local lease = tonumber(cfg[3])
 local pair, left = 4, tonumber(ARGV[5])
 local got = 0
 while got < want do
-  local top = redis.call('ZPOPMIN', b .. ':pending')
-  if #top == 0 then break end
-  local id = string.sub(top[1], 17)
+  local id = pend_pop(b)
+  if id == nil then break end
   local j = jkey(b, id)
   local ex = num(redis.call('HGET', j, 'ex'))
   if ex ~= nil and ex <= now then

@@ -2,7 +2,7 @@
 -- so a queue lives on one Cluster slot; KEYS[1] is always a queue's ":cfg" key and the
 -- other key names are built from its base. Every time comes from the Redis server's
 -- clock (TIME), so all replicas agree on deadlines, delays and token refills.
-local JOB_FIELDS = {'id', 'q', 'pr', 'hd', 'ct', 'seq', 'st', 'sub', 'att', 'dt', 'fdt', 'ft', 'res', 'em', 'er', 'ec', 'wk', 'ls', 'dl', 'nb', 'ex', 'ok', 'ik', 'rp', 'bs', 'ats', 'cx'}
+local JOB_FIELDS = {'id', 'q', 'pr', 'hd', 'ct', 'seq', 'st', 'sub', 'att', 'dt', 'fdt', 'ft', 'res', 'em', 'er', 'ec', 'wk', 'ls', 'dl', 'nb', 'ex', 'ok', 'ik', 'rp', 'bs', 'ats', 'cx', 'fk'}
 local PENDING, UNDERWAY, SUCCEEDED, FAILED, CANCELLED, SCHEDULED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 local FINISHED = {3, 4, 5, 7, 8}
 local EPSILON = 1e-9
@@ -57,19 +57,74 @@ local function backoff(p, used, rnd)
   return math.max(0, delay)
 end
 
--- Waiting: into the scheduled set until not_before, else the pending set at (priority, seq).
+-- Pending jobs sit in the queue's pending set (priority, then submit order: listing,
+-- counts) and in their fairness key's lane (same scores). Lanes with jobs are in the
+-- ring, served round-robin, each taking its weight in turns in a row; jobs without a
+-- fairness key share the lane "".
+local function lane_of(b, fk) return b .. ':fl:' .. fk end
+
+local function leave_ring(b, fk)
+  redis.call('LREM', b .. ':ring', 1, fk)
+  redis.call('HDEL', b .. ':turns', fk)
+end
+
+local function pend_add(b, id, f)  -- f: HMGET of 'pr', 'seq', 'fk', 'fwt'
+  local m, prio, fk = member(tonumber(f[2]), id), -tonumber(f[1]), f[3] or ''
+  redis.call('ZADD', b .. ':pending', prio, m)
+  local weight = tonumber(f[4] or '0') or 0
+  if weight > 0 then redis.call('HSET', b .. ':fw', fk, weight) end
+  local lane = lane_of(b, fk)
+  if redis.call('ZADD', lane, prio, m) == 1 and redis.call('ZCARD', lane) == 1 then
+    redis.call('RPUSH', b .. ':ring', fk)
+  end
+end
+
+local function pend_rem(b, id, seq, fk)
+  local m = member(seq, id)
+  redis.call('ZREM', b .. ':pending', m)
+  local lane = lane_of(b, fk or '')
+  if redis.call('ZREM', lane, m) == 1 and redis.call('ZCARD', lane) == 0 then
+    leave_ring(b, fk or '')
+  end
+end
+
+-- The next job to dispatch: the best job of the lane whose turn it is.
+local function pend_pop(b)
+  local ring = b .. ':ring'
+  while true do
+    local fk = redis.call('LINDEX', ring, 0)
+    if not fk then return nil end
+    local lane = lane_of(b, fk)
+    local top = redis.call('ZPOPMIN', lane)
+    if #top == 0 then
+      leave_ring(b, fk)
+    else
+      redis.call('ZREM', b .. ':pending', top[1])
+      if redis.call('ZCARD', lane) == 0 then
+        leave_ring(b, fk)
+      elseif redis.call('HINCRBY', b .. ':turns', fk, 1)
+          >= tonumber(redis.call('HGET', b .. ':fw', fk) or '1') then
+        redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+        redis.call('HDEL', b .. ':turns', fk)
+      end
+      return string.sub(top[1], 17)
+    end
+  end
+end
+
+-- Waiting: into the scheduled set until not_before, else pending at (priority, seq).
 local function wait(b, id, now)
   local j = jkey(b, id)
-  local f = redis.call('HMGET', j, 'nb', 'pr', 'seq', 'ex')
-  local nb = num(f[1])
+  local f = redis.call('HMGET', j, 'pr', 'seq', 'fk', 'fwt', 'nb', 'ex')
+  local nb = num(f[5])
   if nb ~= nil and nb > now then
     redis.call('ZADD', b .. ':sched', nb, id)
     redis.call('HSET', j, 'st', SCHEDULED)
   else
-    redis.call('ZADD', b .. ':pending', -tonumber(f[2]), member(tonumber(f[3]), id))
+    pend_add(b, id, f)
     redis.call('HSET', j, 'st', PENDING)
   end
-  if num(f[4]) ~= nil then redis.call('ZADD', b .. ':exp', tonumber(f[4]), id) end
+  if num(f[6]) ~= nil then redis.call('ZADD', b .. ':exp', tonumber(f[6]), id) end
   wake(b)
 end
 
@@ -119,7 +174,7 @@ end
 
 -- Takes a waiting job out of wherever it waits (pending, scheduled, or behind its key).
 local function unwait(b, id)
-  local f = redis.call('HMGET', jkey(b, id), 'st', 'seq', 'ok')
+  local f = redis.call('HMGET', jkey(b, id), 'st', 'seq', 'ok', 'fk')
   local st = tonumber(f[1])
   if st == SCHEDULED then
     redis.call('ZREM', b .. ':sched', id)
@@ -127,7 +182,7 @@ local function unwait(b, id)
     redis.call('ZREM', b .. ':ok:' .. f[3], id)
     redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
   else
-    redis.call('ZREM', b .. ':pending', member(tonumber(f[2]), id))
+    pend_rem(b, id, tonumber(f[2]), f[4])
   end
   redis.call('ZREM', b .. ':exp', id)
 end
@@ -207,8 +262,7 @@ local function tick(b, now)
   local due = redis.call('ZRANGEBYSCORE', b .. ':sched', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', b .. ':sched', id)
-    local f = redis.call('HMGET', jkey(b, id), 'pr', 'seq')
-    redis.call('ZADD', b .. ':pending', -tonumber(f[1]), member(tonumber(f[2]), id))
+    pend_add(b, id, redis.call('HMGET', jkey(b, id), 'pr', 'seq', 'fk', 'fwt'))
     redis.call('HSET', jkey(b, id), 'st', PENDING)
   end
   local gone = redis.call('ZRANGEBYSCORE', b .. ':exp', '-inf', now, 'LIMIT', 0, 1000)

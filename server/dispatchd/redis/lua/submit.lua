@@ -1,10 +1,11 @@
 -- Admits a batch: all jobs or none. ARGV: retention, default width, default lease, then
--- 12 values per job: queue, id, payload, priority, headers, content type, retry policy,
--- not_before, expire_at, ordering key, idempotency key, attempt budget start (0).
+-- 14 values per job: queue, id, payload, priority, headers, content type, retry policy,
+-- not_before, expire_at, ordering key, idempotency key, attempt budget start (0),
+-- fairness key, fairness weight.
 -- Returns {'ok', {dup, fields...}...} or {'full', queue, waiting, adding, bound}.
 local now = clock()
 local width, lease = ARGV[2], ARGV[3]
-local STRIDE = 12
+local STRIDE = 14
 local n = (#ARGV - 3) / STRIDE
 local plan, seen, adding = {}, {}, {}
 for i = 0, n - 1 do
@@ -48,7 +49,7 @@ for i = 0, n - 1 do
     local j = jkey(b, id)
     redis.call('HSET', j, 'id', id, 'q', q, 'pl', ARGV[o + 3], 'pr', ARGV[o + 4], 'hd', ARGV[o + 5],
       'ct', ARGV[o + 6], 'rp', ARGV[o + 7], 'nb', ARGV[o + 8], 'ex', ARGV[o + 9], 'ok', key,
-      'ik', ik, 'bs', ARGV[o + 12], 'seq', seq, 'sub', fmt(now), 'att', 0, 'ats', '', 'cx', 0,
+      'ik', ik, 'bs', ARGV[o + 12], 'fk', ARGV[o + 13], 'fwt', ARGV[o + 14], 'seq', seq, 'sub', fmt(now), 'att', 0, 'ats', '', 'cx', 0,
       'st', PENDING)
     if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
     if ex ~= nil and ex <= now then
