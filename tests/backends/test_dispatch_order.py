@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dispatchd_client import AsyncClient, JobState, NewJob, ReceivedJob
+import asyncio
+
+from dispatchd_client import AsyncClient, JobState, KeyLimits, NewJob, ReceivedJob
+from tests.integration.helpers import eventually
 
 from .conftest import StartWorker
 
@@ -81,3 +84,40 @@ async def test_fairness_keys_take_turns_by_weight(target: str, start_worker: Sta
     # Key "a" takes two turns (its weight), then "b" one, until "b" runs dry; within a
     # key, priority then age.
     assert order == [b"a5", b"a0", b"b0", b"a1", b"a2", b"b1", b"a3", b"a4"]
+
+
+async def test_a_key_at_its_in_flight_bound_waits_while_other_keys_run(
+    target: str, start_worker: StartWorker
+) -> None:
+    release = asyncio.Event()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def hold(job: ReceivedJob) -> bytes:
+        key = job.payload.decode()[0]
+        running[key] = running.get(key, 0) + 1
+        peak[key] = max(peak.get(key, 0), running[key])
+        try:
+            await release.wait()
+        finally:
+            running[key] -= 1
+        return b""
+
+    async with AsyncClient(target) as client:
+        await client.update_queue(
+            "cap", width=10, key_limits=KeyLimits(max_in_flight_per_key=2), create=True
+        )
+        specs = [NewJob("cap", f"a{i}", options={"fairness_key": "a"}) for i in range(5)]
+        specs += [NewJob("cap", f"b{i}", options={"fairness_key": "b"}) for i in range(3)]
+        jobs = await client.submit_batch(specs)
+        start_worker(configure=lambda w: w.handler("cap")(hold), concurrency=8)
+        await eventually(lambda: running == {"a": 2, "b": 2}, what="two of each key running")
+        queue = await client.get_queue("cap")
+        assert (queue.underway_count, queue.pending_count) == (4, 4)
+        assert queue.key_limits == KeyLimits(max_in_flight_per_key=2)
+        await client.update_queue("cap", key_limits=KeyLimits(max_in_flight_per_key=3))
+        await eventually(lambda: running == {"a": 3, "b": 3}, what="a third of each")
+        release.set()
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    assert peak == {"a": 3, "b": 3}

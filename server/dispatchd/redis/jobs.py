@@ -19,6 +19,7 @@ from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PHASES
 from dispatchd.engine.model import FINISHED_STATES, QueueView
 from dispatchd.engine.paging import Cursor, decode, encode
+from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.scripts import JOB_FIELDS
@@ -54,6 +55,9 @@ def _setting_args(
         changes += ["maxp", policies["max_pending"]]
     if "dedup_window" in policies:
         changes += ["dedup", repr(policies["dedup_window"])]
+    if "key_limits" in policies:
+        limits = policies["key_limits"]
+        changes += ["kcap", limits.max_in_flight_per_key if isinstance(limits, KeyLimits) else ""]
     return changes
 
 
@@ -175,8 +179,9 @@ class RedisJobs(RedisStore):
         if lease_seconds is not None:
             lim.check_lease_seconds(lease_seconds, self.limits)
         lim.check_queue_policies(policies)
-        if policies.get("key_limits") is not None:
-            raise unsupported("key_limits (per fairness key limits)")
+        limits = policies.get("key_limits")
+        if isinstance(limits, KeyLimits) and limits.per_key_rate is not None:
+            raise unsupported("key_limits.per_key_rate (a dispatch rate per fairness key)")
         if policies.get("http_target") is not None:
             raise unsupported("http_target (HTTP push delivery)")
         changes = _setting_args(width, paused, lease_seconds, policies)

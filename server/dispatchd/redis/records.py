@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from dispatchd.engine import AttemptRecord, JobFailure, JobRecord, JobState, NewJob, QueueSettings
 from dispatchd.engine.model import QueueView
-from dispatchd.engine.policies import Rate, RetryPolicy
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.redis.errors import ScriptReplyError
 from dispatchd.redis.scripts import JOB_FIELDS
 
@@ -161,12 +161,14 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         x if isinstance(x, bytes) else None for x in reply[:8]
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
+    kcap = reply[12] if len(reply) > 12 else b""
     settings = QueueSettings(
         width=int(width or 0),
         paused=paused == b"1",
         lease_seconds=float(lease or 30),
         rate=Rate(float(rps), int(burst or 1)) if rps else None,
         retry_policy=policy_of(_s(rp)),
+        key_limits=KeyLimits(int(kcap)) if isinstance(kcap, bytes) and kcap else None,
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
     )

@@ -31,8 +31,9 @@ end
 local lease = tonumber(cfg[3])
 local pair, left = 4, tonumber(ARGV[5])
 local got = 0
+local cap = key_cap(b)
 while got < want do
-  local id = pend_pop(b)
+  local id = pend_pop(b, cap)
   if id == nil then break end
   local j = jkey(b, id)
   local ex = num(redis.call('HGET', j, 'ex'))
@@ -53,6 +54,7 @@ while got < want do
       'dl', fmt(deadline))
     redis.call('ZREM', b .. ':exp', id)
     redis.call('ZADD', b .. ':leases', fmt(deadline), id)
+    redis.call('HINCRBY', b .. ':kfl', redis.call('HGET', j, 'fk') or '', 1)
     local f = job_fields(b, id)
     f[#f + 1] = redis.call('HGET', j, 'pl')
     out[#out + 1] = f

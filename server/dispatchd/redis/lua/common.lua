@@ -66,6 +66,35 @@ local function lane_of(b, fk) return b .. ':fl:' .. fk end
 local function leave_ring(b, fk)
   redis.call('LREM', b .. ':ring', 1, fk)
   redis.call('HDEL', b .. ':turns', fk)
+  redis.call('SREM', b .. ':parked', fk)
+end
+
+-- key_limits.max_in_flight_per_key: a lane at its bound is parked (out of the ring)
+-- until one of its leases ends. 0: no bound.
+local function key_cap(b) return tonumber(redis.call('HGET', b .. ':cfg', 'kcap') or '0') or 0 end
+
+local function at_cap(b, fk, cap)
+  return cap > 0 and tonumber(redis.call('HGET', b .. ':kfl', fk) or '0') >= cap
+end
+
+local function enter_ring(b, fk)
+  if at_cap(b, fk, key_cap(b)) then
+    redis.call('SADD', b .. ':parked', fk)
+  else
+    redis.call('RPUSH', b .. ':ring', fk)
+  end
+end
+
+-- A lease of the job ended: its slot of the width and of its key's bound free.
+local function lease_done(b, id)
+  redis.call('ZREM', b .. ':leases', id)
+  local fk = redis.call('HGET', jkey(b, id), 'fk') or ''
+  local left = redis.call('HINCRBY', b .. ':kfl', fk, -1)
+  if left <= 0 then redis.call('HDEL', b .. ':kfl', fk) end
+  if redis.call('SISMEMBER', b .. ':parked', fk) == 1 and not at_cap(b, fk, key_cap(b)) then
+    redis.call('SREM', b .. ':parked', fk)
+    redis.call('RPUSH', b .. ':ring', fk)
+  end
 end
 
 local function pend_add(b, id, f)  -- f: HMGET of 'pr', 'seq', 'fk', 'fwt'
@@ -75,7 +104,7 @@ local function pend_add(b, id, f)  -- f: HMGET of 'pr', 'seq', 'fk', 'fwt'
   if weight > 0 then redis.call('HSET', b .. ':fw', fk, weight) end
   local lane = lane_of(b, fk)
   if redis.call('ZADD', lane, prio, m) == 1 and redis.call('ZCARD', lane) == 1 then
-    redis.call('RPUSH', b .. ':ring', fk)
+    enter_ring(b, fk)
   end
 end
 
@@ -89,16 +118,22 @@ local function pend_rem(b, id, seq, fk)
 end
 
 -- The next job to dispatch: the best job of the lane whose turn it is.
-local function pend_pop(b)
+local function pend_pop(b, cap)
   local ring = b .. ':ring'
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
     local lane = lane_of(b, fk)
-    local top = redis.call('ZPOPMIN', lane)
-    if #top == 0 then
-      leave_ring(b, fk)
+    local top = {}
+    if at_cap(b, fk, cap) then
+      redis.call('LPOP', ring)
+      redis.call('HDEL', b .. ':turns', fk)
+      redis.call('SADD', b .. ':parked', fk)
     else
+      top = redis.call('ZPOPMIN', lane)
+      if #top == 0 then leave_ring(b, fk) end
+    end
+    if #top > 0 then
       redis.call('ZREM', b .. ':pending', top[1])
       if redis.call('ZCARD', lane) == 0 then
         leave_ring(b, fk)
@@ -242,7 +277,7 @@ end
 -- cancelled while underway only releases its ordering key.
 local function end_lease(b, id, now, err, rnd)
   local j = jkey(b, id)
-  redis.call('ZREM', b .. ':leases', id)
+  lease_done(b, id)
   local f = redis.call('HMGET', j, 'cx', 'ok')
   redis.call('HDEL', j, 'ls', 'dl')
   wake(b)

@@ -17,7 +17,7 @@ for o = 2, #ARGV, 7 do
     end
     rejected[#rejected + 1] = {id, lid, reason}
   else
-    redis.call('ZREM', b .. ':leases', id)
+    lease_done(b, id)
     redis.call('HDEL', j, 'ls', 'dl')
     wake(b)
     if f[2] == '1' then

@@ -1,6 +1,7 @@
 -- Changes queue settings live (creating the queue when ARGV[2] is '1'). ARGV: retention,
 -- create, default width, default lease, then (setting, value) pairs: width, paused, lease,
--- rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp, dedup.
+-- rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp, dedup,
+-- kcap (max in flight per fairness key, '' clears).
 -- A new rate starts with a full bucket; a changed one keeps the tokens earned so far,
 -- capped to the new burst. Returns 'nf' or 'ok'.
 local b = base_of(KEYS[1])
@@ -28,6 +29,14 @@ for o = 5, #ARGV, 2 do
     end
   else
     redis.call('HSET', cfgkey, name, value)
+  end
+end
+-- A raised or cleared key bound lets parked lanes back into the ring.
+local cap = key_cap(b)
+for _, fk in ipairs(redis.call('SMEMBERS', b .. ':parked')) do
+  if not at_cap(b, fk, cap) then
+    redis.call('SREM', b .. ':parked', fk)
+    redis.call('RPUSH', b .. ':ring', fk)
   end
 end
 wake(b)
