@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from dispatchd_client import AsyncClient, JobState, KeyLimits, NewJob, ReceivedJob
 from tests.integration.helpers import eventually
@@ -121,3 +122,27 @@ async def test_a_key_at_its_in_flight_bound_waits_while_other_keys_run(
         for job in jobs:
             assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
     assert peak == {"a": 3, "b": 3}
+
+
+async def test_each_key_keeps_its_own_rate(target: str, start_worker: StartWorker) -> None:
+    starts: dict[str, list[float]] = {"a": [], "b": []}
+
+    async def stamp(job: ReceivedJob) -> bytes:
+        starts[job.payload.decode()[0]].append(time.monotonic())
+        return b""
+
+    async with AsyncClient(target) as client:
+        limits = KeyLimits(per_key_rate=20.0, per_key_burst=1)
+        queue = await client.update_queue("kr", width=10, key_limits=limits, create=True)
+        assert queue.key_limits == limits
+        specs = [
+            NewJob("kr", f"{k}{i}", options={"fairness_key": k}) for k in "ab" for i in range(4)
+        ]
+        jobs = await client.submit_batch(specs)
+        start_worker(configure=lambda w: w.handler("kr")(stamp), concurrency=8)
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    for key in "ab":
+        # 4 dispatches of one key at 20/s with a burst of 1 take at least 3 token intervals.
+        assert starts[key][-1] - starts[key][0] >= 3 / 20 * 0.95
+    assert starts["b"][0] < starts["a"][-1]  # side by side: "b" did not wait for all of "a"

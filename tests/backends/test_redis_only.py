@@ -22,7 +22,6 @@ from dispatchd_client import (
     FailedPrecondition,
     HttpTarget,
     JobState,
-    KeyLimits,
     NewJob,
     PermissionDenied,
     ReceivedJob,
@@ -112,8 +111,6 @@ async def test_a_cancel_reaches_the_worker_through_another_replica(
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_features_the_backend_lacks_are_refused_by_name(target: str, backend: str) -> None:
     async with AsyncClient(target) as client:
-        with pytest.raises(FailedPrecondition, match=r"per_key_rate .* redis backend"):
-            await client.update_queue("f", key_limits=KeyLimits(per_key_rate=5.0))
         with pytest.raises(FailedPrecondition, match=r"http_target .* redis backend"):
             await client.update_queue("f", http_target=HttpTarget("http://127.0.0.1:9/"))
         with pytest.raises(FailedPrecondition, match="semaphore slots"):

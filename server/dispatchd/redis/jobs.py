@@ -57,7 +57,11 @@ def _setting_args(
         changes += ["dedup", repr(policies["dedup_window"])]
     if "key_limits" in policies:
         limits = policies["key_limits"]
-        changes += ["kcap", limits.max_in_flight_per_key if isinstance(limits, KeyLimits) else ""]
+        if isinstance(limits, KeyLimits):
+            changes += ["kcap", limits.max_in_flight_per_key]
+            changes += ["krate", records.rate_text(limits.per_key_rate)]
+        else:
+            changes += ["kcap", "", "krate", ""]
     return changes
 
 
@@ -179,9 +183,6 @@ class RedisJobs(RedisStore):
         if lease_seconds is not None:
             lim.check_lease_seconds(lease_seconds, self.limits)
         lim.check_queue_policies(policies)
-        limits = policies.get("key_limits")
-        if isinstance(limits, KeyLimits) and limits.per_key_rate is not None:
-            raise unsupported("key_limits.per_key_rate (a dispatch rate per fairness key)")
         if policies.get("http_target") is not None:
             raise unsupported("http_target (HTTP push delivery)")
         changes = _setting_args(width, paused, lease_seconds, policies)

@@ -161,14 +161,18 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         x if isinstance(x, bytes) else None for x in reply[:8]
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
-    kcap = reply[12] if len(reply) > 12 else b""
+    kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
+    key_limits = None
+    if kcap:
+        key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
+        key_limits = KeyLimits(int(kcap), key_rate)
     settings = QueueSettings(
         width=int(width or 0),
         paused=paused == b"1",
         lease_seconds=float(lease or 30),
         rate=Rate(float(rps), int(burst or 1)) if rps else None,
         retry_policy=policy_of(_s(rp)),
-        key_limits=KeyLimits(int(kcap)) if isinstance(kcap, bytes) and kcap else None,
+        key_limits=key_limits,
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
     )

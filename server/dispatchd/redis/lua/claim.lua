@@ -32,8 +32,9 @@ local lease = tonumber(cfg[3])
 local pair, left = 4, tonumber(ARGV[5])
 local got = 0
 local cap = key_cap(b)
+lanes_due(b, now)
 while got < want do
-  local id = pend_pop(b, cap)
+  local id = pend_pop(b, cap, now)
   if id == nil then break end
   local j = jkey(b, id)
   local ex = num(redis.call('HGET', j, 'ex'))
@@ -65,8 +66,14 @@ if tokens ~= nil then
   redis.call('HSET', cfgkey, 'bt', fmt(tokens - got), 'bs', fmt(now))
 end
 if got < want then
-  local nxt = redis.call('ZRANGE', b .. ':sched', 0, 0, 'WITHSCORES')
-  if #nxt > 0 then out[1] = fmt(math.max(0, tonumber(nxt[2]) - now)) end
+  local soonest = nil
+  for _, index in ipairs({':sched', ':lwake'}) do
+    local nxt = redis.call('ZRANGE', b .. index, 0, 0, 'WITHSCORES')
+    if #nxt > 0 and (soonest == nil or tonumber(nxt[2]) < soonest) then
+      soonest = tonumber(nxt[2])
+    end
+  end
+  if soonest ~= nil then out[1] = fmt(math.max(0, soonest - now)) end
 elseif tokens ~= nil and tokens - got < 1 then
   out[1] = fmt((1 - (tokens - got)) / rps)
 end

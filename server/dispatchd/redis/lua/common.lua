@@ -67,6 +67,27 @@ local function leave_ring(b, fk)
   redis.call('LREM', b .. ':ring', 1, fk)
   redis.call('HDEL', b .. ':turns', fk)
   redis.call('SREM', b .. ':parked', fk)
+  redis.call('ZREM', b .. ':lwake', fk)
+end
+
+-- key_limits.per_key_rate: a token bucket per fairness key (full when first used); a
+-- lane without a token waits in :lwake until its next token is due.
+local function key_rate(b)
+  local f = redis.call('HMGET', b .. ':cfg', 'krps', 'kburst')
+  return num(f[1]), tonumber(f[2] or '1')
+end
+
+-- Takes a token of ``fk`` if one is there; else returns when the next one is due.
+local function key_token(b, fk, rps, burst, now)
+  local f = redis.call('HMGET', b .. ':kb', fk .. ':t', fk .. ':s')
+  local tokens = burst
+  if f[1] then tokens = math.min(burst, tonumber(f[1]) + math.max(0, now - tonumber(f[2])) * rps) end
+  if tokens + EPSILON < 1 then
+    redis.call('HSET', b .. ':kb', fk .. ':t', fmt(tokens), fk .. ':s', fmt(now))
+    return now + (1 - tokens) / rps
+  end
+  redis.call('HSET', b .. ':kb', fk .. ':t', fmt(tokens - 1), fk .. ':s', fmt(now))
+  return nil
 end
 
 -- key_limits.max_in_flight_per_key: a lane at its bound is parked (out of the ring)
@@ -78,6 +99,7 @@ local function at_cap(b, fk, cap)
 end
 
 local function enter_ring(b, fk)
+  if redis.call('ZSCORE', b .. ':lwake', fk) then return end  -- back when its token is due
   if at_cap(b, fk, key_cap(b)) then
     redis.call('SADD', b .. ':parked', fk)
   else
@@ -117,19 +139,37 @@ local function pend_rem(b, id, seq, fk)
   end
 end
 
+-- Lanes whose next token came due go back into the ring.
+local function lanes_due(b, now)
+  local due = redis.call('ZRANGEBYSCORE', b .. ':lwake', '-inf', now)
+  for _, fk in ipairs(due) do
+    redis.call('ZREM', b .. ':lwake', fk)
+    if redis.call('ZCARD', lane_of(b, fk)) > 0 then enter_ring(b, fk) end
+  end
+end
+
 -- The next job to dispatch: the best job of the lane whose turn it is.
-local function pend_pop(b, cap)
+local function pend_pop(b, cap, now)
   local ring = b .. ':ring'
+  local rps, burst = key_rate(b)
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
     local lane = lane_of(b, fk)
     local top = {}
+    local due = nil
     if at_cap(b, fk, cap) then
       redis.call('LPOP', ring)
       redis.call('HDEL', b .. ':turns', fk)
       redis.call('SADD', b .. ':parked', fk)
-    else
+    elseif rps ~= nil and redis.call('ZCARD', lane) > 0 then
+      due = key_token(b, fk, rps, burst, now)
+    end
+    if due ~= nil then
+      redis.call('LPOP', ring)
+      redis.call('HDEL', b .. ':turns', fk)
+      redis.call('ZADD', b .. ':lwake', fmt(due), fk)
+    elseif not at_cap(b, fk, cap) then
       top = redis.call('ZPOPMIN', lane)
       if #top == 0 then leave_ring(b, fk) end
     end
