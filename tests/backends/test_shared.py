@@ -1,7 +1,7 @@
 """The integration suite's behavioural tests, collected again here so that the
 parametrised ``server`` fixture of this directory runs each on both backends. Only tests
 of what both backends promise are listed; tests of embedded-only features (snapshots,
-journal, slots, fairness keys, HTTP push, the dashboard) stay in tests/integration."""
+journal, HTTP push, the dashboard) stay in tests/integration."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tests.integration.test_policies import (
     test_purge_forgets_finished_jobs,
     test_rate_limits_dispatches,
     test_retry_succeeds_on_the_third_attempt,
+    test_slot_shares_width_and_times_out,
     test_ttl_expires_a_job_that_could_not_run,
 )
 from tests.integration.test_worker_flow import (
@@ -59,6 +60,7 @@ __all__ = [
     "test_reprioritize_moves_a_pending_job_to_the_front",
     "test_results_errors_and_hooks",
     "test_retry_succeeds_on_the_third_attempt",
+    "test_slot_shares_width_and_times_out",
     "test_submit_batch_is_all_or_nothing",
     "test_submit_get_and_list_in_dispatch_order",
     "test_ttl_expires_a_job_that_could_not_run",

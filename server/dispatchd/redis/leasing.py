@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatchd.engine import JobFailure, JobState, Outcome, Rejection
+from dispatchd.engine.errors import InvalidArgument, NotFound
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob
@@ -94,3 +95,42 @@ class RedisBackend(RedisJobs):
         for queue, member in entries:
             pipe.zrem(records.base(queue) + ":workers", member)
         await self.send(pipe)
+
+    # ---- slots (AcquireSlot) ----------------------------------------------------------
+
+    async def acquire(
+        self, slot_id: str, priority: int, holder: str, ttl: float, give_up: float
+    ) -> tuple[float | None, float | None]:
+        """One try: (deadline, None) when granted, else (None, seconds until a token or
+        None: wait for a change). The request waits in Redis for ``give_up`` seconds."""
+        queue = _slot_queue(slot_id)
+        reply = await self.run(
+            "acquire", [records.cfg_key(queue)], [slot_id, priority, holder, repr(ttl), give_up]
+        )
+        if reply[0] == b"ok":
+            return float(reply[1]), None
+        hint = float(reply[1])
+        return None, (hint if hint >= 0 else None)
+
+    async def slot_op(self, op: str, slot_id: str, ttl: float | None = None) -> tuple[str, float]:
+        """renew, release or abandon a slot; returns (holder, deadline)."""
+        if not slot_id:
+            raise InvalidArgument("slot_id is empty")
+        queue = records.queue_of(slot_id)
+        if queue is None:
+            raise _slot_not_held(slot_id)
+        args = [op, slot_id, "" if ttl is None else repr(ttl)]
+        reply = await self.run("slot", [records.cfg_key(queue)], args)
+        if reply[0] == b"nf":
+            raise _slot_not_held(slot_id)
+        return reply[1].decode(), float(reply[2])
+
+
+def _slot_queue(slot_id: str) -> str:
+    queue = records.queue_of(slot_id)
+    assert queue is not None, slot_id
+    return queue
+
+
+def _slot_not_held(slot_id: str) -> NotFound:
+    return NotFound(f"slot {slot_id!r} is not held: it was released or it expired")

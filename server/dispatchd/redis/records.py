@@ -176,4 +176,5 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
     )
-    return QueueView(name, settings, pending, underway, workers, scheduled)
+    slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
+    return QueueView(name, settings, pending, underway, workers, scheduled, slots)

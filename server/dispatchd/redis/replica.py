@@ -13,6 +13,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+from redis.exceptions import RedisError
+
 from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
@@ -21,6 +23,7 @@ from dispatchd.redis.accounting import Accounting, Held
 from dispatchd.redis.leasing import WORKER_TTL, RedisBackend
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
+from dispatchd.redis.waiting import Waiting
 from dispatchd.redis.workers import Outbox, RemoteWorker, check_credit
 
 log = logging.getLogger("dispatchd.redis")
@@ -51,17 +54,17 @@ class Replica:
         self._claiming: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.waiting = Waiting()
         self._worker_seq = 0
         self._rr = 0
         self.draining = False
         self.idle = asyncio.Event()
         self.signals = Signals(
             backend.client,
-            self.kick,
+            self._woken,
             self._cancelled,
             self._expired,
-            self._finished,
+            self.waiting.finished,
             self._kick_all,
         )
         self._reaper: asyncio.Task[None] | None = None
@@ -217,6 +220,11 @@ class Replica:
             return
         self._claiming[queue] = asyncio.get_running_loop().create_task(self._claim(queue))
 
+    def _woken(self, queue: str) -> None:
+        """A 'w' for ``queue``: slot acquirers waiting here try again, workers claim."""
+        self.waiting.queue_changed(queue)
+        self.kick(queue)
+
     def _kick_all(self) -> None:
         for queue in list(self._by_queue):
             self.kick(queue)
@@ -247,7 +255,7 @@ class Replica:
                     wake, jobs = await self.backend.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
-                except EngineError as e:
+                except (EngineError, RedisError) as e:
                     log.warning("claim for %s failed (%s); retrying in %.0f s", queue, e, 1.0)
                     self._arm(queue, RETRY_AFTER_ERROR)
                     return
@@ -318,24 +326,6 @@ class Replica:
                     self.kick(held.queue)
         self._note_idle()
 
-    def _finished(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            for fut in self._waiters.pop(job_id, []):
-                if not fut.done():
-                    fut.set_result(None)
-
-    def waiter(self, job_id: str) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(fut)
-        return fut
-
-    def discard_waiter(self, job_id: str, fut: asyncio.Future[None]) -> None:
-        futs = self._waiters.get(job_id)
-        if futs is not None and fut in futs:
-            futs.remove(fut)
-            if not futs:
-                del self._waiters[job_id]
-
     # ---- reaper and drain -----------------------------------------------------------
 
     async def _reap_loop(self) -> None:
@@ -351,7 +341,7 @@ class Replica:
                 await self.backend.register_workers(entries, self._clock())
                 if self.after_reap is not None:
                     await self.after_reap()
-            except EngineError as e:
+            except (EngineError, RedisError) as e:  # a script error too: logged, retried
                 log.warning("reaper pass failed (%s); next in %.1f s", e, delay)
             self._kick_all()  # a safety net for a wake-up lost with a pub/sub connection
             await asyncio.sleep(max(0.05, min(delay, WORKER_TTL / 3)))

@@ -25,6 +25,8 @@ OPERATIONS = (
     "purge",
     "update",
     "view",
+    "acquire",
+    "slot",
 )
 
 

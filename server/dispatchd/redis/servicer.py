@@ -1,6 +1,6 @@
 """DispatcherService on the Redis backend: validates with the embedded mode's helpers,
 calls Redis, converts back with dispatchd.convert. Features this backend does not have
-answer FAILED_PRECONDITION naming the feature; no request field is silently ignored."""
+(HTTP push) answer FAILED_PRECONDITION naming the feature; no request field is ignored."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import grpc
 from dispatchd import convert
 from dispatchd.engine import JobState
 from dispatchd.engine.errors import InvalidArgument, NotFound, Unavailable
-from dispatchd.redis.jobs import unsupported
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import finishes
+from dispatchd.redis.slot_rpcs import RedisSlotRpcs
 from dispatchd.redis.stream import RedisWorkStream
 from dispatchd.service.dispatcher import (
     DEFAULT_MASK_PATHS,
@@ -42,7 +42,7 @@ def job_pb(job: StoredJob, with_payload: bool = True) -> pb.Job:
     return msg
 
 
-class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
+class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     def __init__(
         self,
         replica: Replica,
@@ -103,12 +103,12 @@ class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                waiter = self._replica.waiter(job.record.id)
+                waiter = self._replica.waiting.job(job.record.id)
                 try:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(waiter, min(left, WAIT_RECHECK_SECONDS))
                 finally:
-                    self._replica.discard_waiter(job.record.id, waiter)
+                    self._replica.waiting.discard(job.record.id, waiter)
                 with contextlib.suppress(NotFound):  # purged meanwhile: the last read stands
                     job = await self._backend.get_job(request.job_id)
         finally:
@@ -220,24 +220,6 @@ class RedisDispatcherServicer(pb_grpc.DispatcherServiceServicer):
             raise InvalidArgument(f"unknown job state {request.state}")
         purged = await self._backend.purge(request.queue, JobState(request.state))
         return pb.PurgeJobsResponse(purged_count=purged)
-
-    @translating
-    async def AcquireSlot(
-        self, request: pb.AcquireSlotRequest, context: Context
-    ) -> pb.AcquireSlotResponse:
-        raise unsupported("AcquireSlot (semaphore slots)")
-
-    @translating
-    async def RenewSlot(
-        self, request: pb.RenewSlotRequest, context: Context
-    ) -> pb.RenewSlotResponse:
-        raise unsupported("RenewSlot (semaphore slots)")
-
-    @translating
-    async def ReleaseSlot(
-        self, request: pb.ReleaseSlotRequest, context: Context
-    ) -> pb.ReleaseSlotResponse:
-        raise unsupported("ReleaseSlot (semaphore slots)")
 
     async def Work(
         self,

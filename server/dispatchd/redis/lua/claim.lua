@@ -11,7 +11,10 @@ local now = clock()
 local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'bt', 'bs')
 if not cfg[1] then return {'-1'} end
 tick(b, now)
+acq_expire(b, now)
 local out = {'-1'}
+-- Waiting acquirers of slots go first: their replicas hear 'w' when they can be served.
+if redis.call('ZCARD', b .. ':acq') > 0 then publish_all() return out end
 local want = tonumber(ARGV[2])
 local free = tonumber(cfg[1]) - redis.call('ZCARD', b .. ':leases')
 if cfg[2] == '1' or free <= 0 then publish_all() return out end

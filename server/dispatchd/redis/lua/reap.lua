@@ -10,9 +10,12 @@ local err = {msg = 'lease expired without a result or heartbeat', retryable = tr
 local expired = redis.call('ZRANGEBYSCORE', b .. ':leases', '-inf', now, 'LIMIT', 0, 500)
 local taken = {}
 for _, id in ipairs(expired) do
-  taken[#taken + 1] = id .. '/' .. (redis.call('HGET', jkey(b, id), 'ls') or '')
+  if string.sub(id, 1, 2) ~= 's:' then
+    taken[#taken + 1] = id .. '/' .. (redis.call('HGET', jkey(b, id), 'ls') or '')
+  end
   end_lease(b, id, now, err, tonumber(ARGV[2]))
 end
+acq_expire(b, now)
 -- The replica streaming to the lease's worker frees that worker's credit.
 if #taken > 0 then redis.call('PUBLISH', b .. ':ev', 'x:' .. table.concat(taken, ',')) end
 local before = redis.call('ZCARD', b .. ':sched')

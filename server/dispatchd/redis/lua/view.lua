@@ -9,4 +9,4 @@ local pending = redis.call('ZCARD', b .. ':pending') + tonumber(cfg[9] or '0')
 local workers = redis.call('ZCOUNT', b .. ':workers', now, '+inf')
 return {cfg[1], cfg[2], cfg[3], cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7], cfg[8],
   pending, redis.call('ZCARD', b .. ':leases'), redis.call('ZCARD', b .. ':sched'), workers,
-  cfg[10] or '', cfg[11] or '', cfg[12] or ''}
+  cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots')}
