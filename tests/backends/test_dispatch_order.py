@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dispatchd_client import AsyncClient, JobState, KeyLimits, NewJob, ReceivedJob
+import pytest
+
+from dispatchd_client import (
+    AsyncClient,
+    DeadlineExceeded,
+    JobState,
+    KeyLimits,
+    NewJob,
+    ReceivedJob,
+)
 from tests.integration.helpers import eventually
 
 from .conftest import StartWorker
@@ -146,3 +155,19 @@ async def test_each_key_keeps_its_own_rate(target: str, start_worker: StartWorke
         # 4 dispatches of one key at 20/s with a burst of 1 take at least 3 token intervals.
         assert starts[key][-1] - starts[key][0] >= 3 / 20 * 0.95
     assert starts["b"][0] < starts["a"][-1]  # side by side: "b" did not wait for all of "a"
+
+
+async def test_an_acquirer_that_gives_up_leaves_nothing_behind(
+    target: str, start_worker: StartWorker
+) -> None:
+    async with AsyncClient(target) as client:
+        await client.update_queue("gu", width=1, create=True)
+        held = await client.acquire_slot("gu", ttl=30, timeout=5)
+        with pytest.raises(DeadlineExceeded):
+            await client.acquire_slot("gu", ttl=30, timeout=0.3)  # waits ahead of jobs
+        job = await client.submit("gu", b"x")
+        start_worker(configure=lambda w: w.handler("gu")(lambda j: b"ran"), concurrency=1)
+        await client.release_slot(held.slot_id)
+        # The abandoned request no longer holds the queue's jobs back.
+        assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+        assert (await client.get_queue("gu")).slot_count == 0
