@@ -15,7 +15,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
 .PHONY: bench-callgrind chaos image base-image clean
-.PHONY: node-tools node-deps node-build node-test browser-tools screenshot
+.PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -37,8 +37,8 @@ run: $(STAMP)
 
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
 ## The Node client is built first: pytest's interop test runs its worker; the dashboard's
-## browser tests need Chromium and its driver.
-test: $(STAMP) node-build browser-tools
+## browser tests need Chromium and its driver; the Redis backend's tests, redis-server.
+test: $(STAMP) node-build browser-tools redis-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory node-test
@@ -83,6 +83,15 @@ browser-tools:
 screenshot: $(STAMP) browser-tools
 	DISPATCHD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/browser/test_screenshot.py
 
+## redis-server for the Redis backend's tests (each test session starts its own on a free
+## port): Debian's package when missing (CI machines start without it).
+redis-tools:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+	@redis-server --version
+
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | node-tools
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	@touch $@
@@ -119,6 +128,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## The Redis path (--backend redis, 1 and 3 replicas) as ratios of the embedded one, with
+## dispatchd and redis-server CPU per job; JSON in bench/results/redis_path.json.
+bench-redis: $(STAMP) redis-tools
+	$(BIN)/python -m bench.redis_path
 
 ## Start-up time of a server on a journal of 1,000,000 pending jobs, and the journal's size
 ## (about a minute; `make bench` skips it). JSON in bench/results/startup.json.

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd.config import Config, ConfigError, load
 from dispatchd.observability import TracingConfigError, logs, provider_from_env
+from dispatchd.redis.server import RedisDispatchdServer
 from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd.store import transfer
 from dispatchd.store.snapshot import SnapshotError
@@ -21,8 +22,12 @@ log = logging.getLogger("dispatchd")
 
 
 async def serve(config: Config, tracer_provider: TracerProvider | None = None) -> int:
-    server = DispatchdServer(config, tracer_provider=tracer_provider)
+    server: DispatchdServer | RedisDispatchdServer
     try:
+        if config.backend == "redis":
+            server = RedisDispatchdServer(config, tracer_provider=tracer_provider)
+        else:
+            server = DispatchdServer(config, tracer_provider=tracer_provider)
         await server.start()
     except (StartError, SnapshotError) as e:
         log.error("%s", e)

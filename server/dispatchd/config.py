@@ -12,6 +12,7 @@ from pathlib import Path
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_OFF = "0"
+BACKENDS = ("embedded", "redis")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,12 @@ class Config:
     (a queue's width binds below it)."""
     http_ca_bundle: Path | None = None
     """PEM file of CAs to verify HTTP targets' TLS certificates with; None: certifi's."""
+    backend: str = "embedded"
+    """embedded: this process holds the queues (memory + journal); redis: the queues live
+    in Redis (--redis-url) and several replicas share them (docs/redis.md)."""
+    redis_url: str = ""
+    """redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port[,...]/service[/db];
+    needed by --backend redis."""
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -96,7 +103,16 @@ class Config:
             raise ConfigError(f"--dashboard-bucket must be 0.1..60 s, got {self.dashboard_bucket}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        self._check_backend()
         self._check_endpoints()
+
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend must be embedded or redis, got {self.backend!r}")
+        if self.backend == "redis" and not self.redis_url:
+            raise ConfigError("--backend redis needs --redis-url (e.g. redis://host:6379/0)")
+        if self.backend == "embedded" and self.redis_url:
+            raise ConfigError("--redis-url is only used with --backend redis")
 
     def _check_endpoints(self) -> None:
         """Addresses, metrics and TLS: the settings of how the server is reached."""
@@ -196,6 +212,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("http-listen", str, d.http_listen, 'host:port for the operator dashboard; "0" is off')
     add("dashboard-bucket", float, d.dashboard_bucket, "seconds per dashboard sparkline bucket")
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
+    add("backend", str, d.backend, "embedded (one process) or redis (replicas share Redis)")
+    add("redis-url", str, d.redis_url, "Redis to use with --backend redis (redis://, rediss://)")
 
     def add_optional(name: str, kind: type, help: str) -> None:
         p.add_argument(f"--{name}", type=kind, default=_env(env, name, "") or None, help=help)
@@ -239,6 +257,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         health_listen=ns.health_listen or None,
         http_max_connections=ns.http_max_connections,
         http_ca_bundle=_path(ns.http_ca_bundle),
+        backend=ns.backend,
+        redis_url=ns.redis_url,
     )
 
 

@@ -24,8 +24,9 @@ log = logging.getLogger("dispatchd.auth")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 #: Job id -> the identity name that submitted it; "" for a job submitted without auth;
-#: None when there is no such job (the RPC itself then answers NOT_FOUND).
-OwnerLookup = Callable[[str], str | None]
+#: None when there is no such job (the RPC itself then answers NOT_FOUND). The Redis
+#: backend's lookup is a coroutine (the job is in Redis).
+OwnerLookup = Callable[[str], str | Awaitable[str | None] | None]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 if TYPE_CHECKING:  # generic in the type stubs only
     _Interceptor: TypeAlias = grpc.aio.ServerInterceptor[Any, Any]
@@ -120,7 +121,8 @@ class AuthInterceptor(_Interceptor):
 
             async def own_job(request: Any, context: Context) -> None:
                 job_id: str = request.job_id
-                owner = self._owner_of(job_id)
+                found = self._owner_of(job_id)
+                owner = await found if inspect.isawaitable(found) else found
                 if owner is None or owner == identity.name:
                     return
                 self.stats.permission_denied[method] += 1

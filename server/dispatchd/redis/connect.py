@@ -1,0 +1,74 @@
+"""--redis-url -> a redis-py asyncio client. redis://, rediss:// (TLS) and unix:// go to
+redis-py's own URL parser; redis+sentinel://host:port[,host:port]/service[/db] asks the
+Sentinels for the current master (and follows fail-overs)."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+from dispatchd.redis.errors import RedisUrlError
+
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+CONNECT_TIMEOUT = 5.0
+#: A command (a script) that takes longer than this fails its RPC with UNAVAILABLE.
+COMMAND_TIMEOUT = 10.0
+
+
+def check_url(url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise RedisUrlError(
+            f"--redis-url {_redacted(url)!r}: scheme must be one of "
+            f"{', '.join(s + '://' for s in SCHEMES)}"
+        )
+    if scheme == "redis+sentinel":
+        _sentinel_parts(url)
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(":" + parts.password + "@", ":***@", 1)
+
+
+def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    path = [p for p in parts.path.split("/") if p]
+    if not hosts or not path:
+        raise RedisUrlError(
+            f"--redis-url {_redacted(url)!r}: a Sentinel URL is "
+            "redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]"
+        )
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise RedisUrlError(f"--redis-url: Sentinel address {item!r} is not host:port")
+        nodes.append((host, int(port)))
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    password = unquote(parts.password) if parts.password else None
+    return nodes, path[0], db, password
+
+
+def client(url: str) -> Redis:
+    """A client for ``url``; connects lazily (the first command)."""
+    check_url(url)
+    if url.startswith("redis+sentinel://"):
+        nodes, service, db, password = _sentinel_parts(url)
+        options = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": COMMAND_TIMEOUT,
+        }
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            nodes, sentinel_kwargs=options, password=password, **options
+        )
+        master: Redis = sentinel.master_for(service, db=db)
+        return master
+    return Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+    )

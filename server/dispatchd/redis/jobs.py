@@ -1,0 +1,250 @@
+"""Jobs and queues on Redis: submit, read, cancel, reprioritize, retry, purge, list, and
+queue settings. Validation is the engine's own (engine/limits.py), so bad input gets the
+same status and message as on the embedded backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dispatchd.engine import JobState, NewJob
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from dispatchd.engine.ids import IdSource
+from dispatchd.engine.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PHASES
+from dispatchd.engine.model import FINISHED_STATES, QueueView
+from dispatchd.engine.paging import Cursor, decode, encode
+from dispatchd.engine.policies import KeyLimits
+from dispatchd.redis import records
+from dispatchd.redis.records import StoredJob
+from dispatchd.redis.scripts import JOB_FIELDS
+from dispatchd.redis.store import RedisStore
+
+BACKEND = "the redis backend"
+
+
+def unsupported(feature: str) -> FailedPrecondition:
+    """A request field this backend does not implement: refused, never ignored."""
+    return FailedPrecondition(
+        f"{feature} is not supported by {BACKEND} (--backend redis); "
+        "use the embedded backend for it, or leave it unset"
+    )
+
+
+def _setting_args(
+    width: int | None, paused: bool | None, lease: float | None, policies: dict[str, object]
+) -> list[Any]:
+    """update.lua's (setting, value) pairs for what the request names."""
+    changes: list[Any] = []
+    if width is not None:
+        changes += ["width", width]
+    if paused is not None:
+        changes += ["paused", int(paused)]
+    if lease is not None:
+        changes += ["lease", repr(lease)]
+    if "rate" in policies:
+        changes += ["rate", records.rate_text(policies["rate"])]  # type: ignore[arg-type]
+    if "retry_policy" in policies:
+        changes += ["rp", records.policy_text(policies["retry_policy"])]  # type: ignore[arg-type]
+    if "max_pending" in policies:
+        changes += ["maxp", policies["max_pending"]]
+    if "dedup_window" in policies:
+        changes += ["dedup", repr(policies["dedup_window"])]
+    if "key_limits" in policies:
+        limits = policies["key_limits"]
+        if isinstance(limits, KeyLimits):
+            changes += ["kcap", limits.max_in_flight_per_key]
+            changes += ["krate", records.rate_text(limits.per_key_rate)]
+        else:
+            changes += ["kcap", "", "krate", ""]
+    return changes
+
+
+class RedisJobs(RedisStore):
+    """The request-side operations; leasing.py has the worker side."""
+
+    _ids: IdSource | None = None
+
+    def _new_ulid(self, now: float) -> str:
+        if self._ids is None:
+            self._ids = IdSource(self.rng)
+        return self._ids.job_id(now)
+
+    async def submit(self, specs: Sequence[NewJob], now: float) -> list[tuple[StoredJob, bool]]:
+        """All of ``specs`` or none (one script); the engine's checks and messages."""
+        if not specs:
+            raise InvalidArgument("no jobs given")
+        if len(specs) > self.limits.max_batch_jobs:
+            raise InvalidArgument(
+                f"{len(specs)} jobs in one batch; the limit is {self.limits.max_batch_jobs}"
+            )
+        many = len(specs) > 1
+        for i, spec in enumerate(specs):
+            lim.check_new_job(spec, self.limits, i if many else None)
+        args: list[Any] = [self.limits.default_width, self.limits.default_lease_seconds]
+        for spec in specs:
+            args += records.submit_args(spec, records.job_id(self._new_ulid(now), spec.queue))
+        queues = {s.queue for s in specs}
+        reply = await self.run("submit", [records.cfg_key(q) for q in sorted(queues)], args)
+        if reply[0] == b"full":
+            name, waiting, n, bound = reply[1].decode(), *(int(x) for x in reply[2:5])
+            raise ResourceExhausted(
+                f"queue {name!r} holds {waiting} waiting jobs; {n} more would pass its "
+                f"max_pending of {bound}; nothing was admitted"
+            )
+        await self.note_queues(queues)
+        return [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
+
+    @staticmethod
+    def _queue_of(job_id: str) -> str:
+        if not job_id:
+            raise InvalidArgument("job_id is empty")
+        queue = records.queue_of(job_id)
+        if queue is None:
+            raise lim.not_found_job(job_id)
+        return queue
+
+    async def get_job(self, job_id: str) -> StoredJob:
+        queue = self._queue_of(job_id)
+        values = await self.call("HMGET", records.job_key(queue, job_id), *JOB_FIELDS, "pl")
+        if values[0] is None:
+            raise lim.not_found_job(job_id)
+        return records.job_of(values[:-1], values[-1] or b"")
+
+    async def _job_op(self, op: str, job_id: str, refusal: str, *args: Any) -> StoredJob:
+        queue = self._queue_of(job_id)
+        reply = await self.run(op, [records.cfg_key(queue)], [job_id, *args])
+        if reply[0] == b"nf":
+            raise lim.not_found_job(job_id)
+        if reply[0] == b"fin":
+            state = JobState(int(reply[1])).name
+            raise FailedPrecondition(f"job {job_id} already finished ({state}){refusal}")
+        if reply[0] == b"state":
+            raise FailedPrecondition(
+                f"job {job_id} is {JobState(int(reply[1])).name}; "
+                "only DEAD or FAILED jobs can be retried"
+            )
+        return records.job_of(reply[1])
+
+    async def cancel(self, job_id: str) -> StoredJob:
+        return await self._job_op("cancel", job_id, "")
+
+    async def reprioritize(self, job_id: str, priority: int) -> StoredJob:
+        return await self._job_op("reprioritize", job_id, "; its priority is final", priority)
+
+    async def retry(self, job_id: str) -> StoredJob:
+        return await self._job_op("retry", job_id, "")
+
+    async def purge(self, queue: str, state: JobState) -> int:
+        lim.check_queue_name(queue)
+        if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
+            raise InvalidArgument(
+                f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
+                "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
+            )
+        await self.get_queue(queue)
+        return int(await self.run("purge", [records.cfg_key(queue)], [int(state)]))
+
+    # ---- queues ---------------------------------------------------------------------
+
+    async def get_queue(self, name: str) -> QueueView:
+        lim.check_queue_name(name)
+        reply = await self.run("view", [records.cfg_key(name)], [])
+        if not reply:
+            raise NotFound(f"queue {name!r} does not exist")
+        return records.queue_of_view(name, reply)
+
+    async def list_queues(self) -> list[QueueView]:
+        views = []
+        for name in await self.queue_names():
+            reply = await self.run("view", [records.cfg_key(name)], [])
+            if reply:
+                views.append(records.queue_of_view(name, reply))
+        return views
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_seconds: float | None = None,
+        create: bool = False,
+        **policies: object,
+    ) -> QueueView:
+        lim.check_queue_name(name)
+        if width is not None:
+            lim.check_width(width)
+        if lease_seconds is not None:
+            lim.check_lease_seconds(lease_seconds, self.limits)
+        lim.check_queue_policies(policies)
+        if policies.get("http_target") is not None:
+            raise unsupported("http_target (HTTP push delivery)")
+        changes = _setting_args(width, paused, lease_seconds, policies)
+        defaults = [self.limits.default_width, self.limits.default_lease_seconds]
+        reply = await self.run(
+            "update", [records.cfg_key(name)], [int(create), *defaults, *changes]
+        )
+        if reply == b"nf":
+            raise NotFound(f"queue {name!r} does not exist")
+        await self.note_queues({name})
+        return await self.get_queue(name)
+
+    async def ensure_queue(self, name: str) -> None:
+        """A queue a worker names exists from then on (as on the embedded backend)."""
+        await self.update_queue(name, create=True)
+
+    # ---- listing --------------------------------------------------------------------
+
+    async def list_jobs(
+        self, queue: str, state: JobState, page_size: int, page_token: str
+    ) -> tuple[list[StoredJob], str]:
+        """Pages by position within each state's index (dispatch order for pending,
+        deadline order for underway, finish order for finished jobs); a page may skip or
+        repeat a job that moved meanwhile, unlike the embedded backend's key cursor."""
+        lim.check_queue_name(queue)
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"
+            )
+        await self.get_queue(queue)
+        limit = page_size or DEFAULT_PAGE_SIZE
+        cursor = decode(page_token, queue, int(state)) if page_token else Cursor(0, 0, 0)
+        phases = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
+        page: list[StoredJob] = []
+        for phase in phases:
+            if cursor.phase and PHASES.index(phase) < PHASES.index(JobState(cursor.phase)):
+                continue
+            offset = cursor.k1 if cursor.phase == phase else 0
+            ids = await self._phase_ids(queue, phase, offset, limit + 1 - len(page))
+            for i, job in enumerate(await self._jobs_by_id(queue, ids)):
+                if len(page) == limit:
+                    return page, encode(queue, int(state), Cursor(int(phase), offset + i, 0))
+                if job is not None:  # None: finished and forgotten between the two reads
+                    page.append(job)
+        return page, ""
+
+    async def _jobs_by_id(self, queue: str, ids: list[str]) -> list[StoredJob | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(records.job_key(queue, job_id), [*JOB_FIELDS, "pl"])
+        replies = await self.send(pipe)
+        return [records.job_of(v[:-1], v[-1] or b"") if v[0] is not None else None for v in replies]
+
+    async def _phase_ids(self, queue: str, phase: JobState, offset: int, n: int) -> list[str]:
+        b = records.base(queue)
+        index = {
+            JobState.PENDING: ":pending",
+            JobState.SCHEDULED: ":sched",
+            JobState.UNDERWAY: ":leases",
+        }.get(phase, f":done:{int(phase)}")
+        raw = await self.call("ZRANGE", b + index, offset, offset + n - 1)
+        ids = [m.decode() for m in raw]
+        if phase is JobState.PENDING:
+            ids = [m[16:] for m in ids]  # members are <16 hex digits of seq><job id>
+        return ids

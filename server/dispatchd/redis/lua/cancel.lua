@@ -1,0 +1,21 @@
+-- Cancels a waiting job at once, or marks an underway one CANCELLED: its slot and its
+-- ordering key free when the worker answers or the lease ends, and every replica hears
+-- "c:<id>" so the one streaming to its worker tells it. ARGV: retention, job id.
+-- Returns {'ok', fields} or {'nf'} or {'fin', state}.
+local b = base_of(KEYS[1])
+local now = clock()
+local id = ARGV[2]
+local j = jkey(b, id)
+local st = tonumber(redis.call('HGET', j, 'st') or '0')
+if st == 0 then return {'nf'} end
+if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY then return {'fin', st} end
+if st == UNDERWAY then
+  redis.call('HSET', j, 'cx', 1)
+  finish(b, id, CANCELLED, now, true)
+  redis.call('PUBLISH', b .. ':ev', 'c:' .. id)
+else
+  unwait(b, id)
+  finish(b, id, CANCELLED, now, false)
+end
+publish_all()
+return {'ok', job_fields(b, id)}

@@ -1,0 +1,84 @@
+-- Leases up to ARGV[2] jobs of one queue for this replica's workers. ARGV: retention,
+-- count, lease-id prefix, then (worker id, credits) pairs in the order jobs go out.
+-- Respects paused, width (the leases set), the token bucket, fairness lanes and priority
+-- order; ordering keys need nothing here (only a key's head job is ever pending).
+-- Returns {wake, {fields..., payload}...}: wake is how many seconds until a claim could
+-- succeed again (a rate token, the next scheduled job), or -1 when only a change
+-- (a result, a submit, an update; all published) can help.
+local b = base_of(KEYS[1])
+local cfgkey = KEYS[1]
+local now = clock()
+local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'bt', 'bs')
+if not cfg[1] then return {'-1'} end
+tick(b, now)
+acq_expire(b, now)
+local out = {'-1'}
+-- Waiting acquirers of slots go first: their replicas hear 'w' when they can be served.
+if redis.call('ZCARD', b .. ':acq') > 0 then publish_all() return out end
+local want = tonumber(ARGV[2])
+local free = tonumber(cfg[1]) - redis.call('ZCARD', b .. ':leases')
+if cfg[2] == '1' or free <= 0 then publish_all() return out end
+want = math.min(want, free)
+local rps, tokens = num(cfg[4]), nil
+if rps ~= nil then
+  local burst = tonumber(cfg[5])
+  tokens = math.min(burst, tonumber(cfg[6]) + math.max(0, now - tonumber(cfg[7])) * rps)
+  want = math.min(want, math.floor(tokens + EPSILON))
+  if want <= 0 then
+    redis.call('HSET', cfgkey, 'bt', fmt(tokens), 'bs', fmt(now))
+    out[1] = fmt((1 - tokens) / rps)
+    publish_all()
+    return out
+  end
+end
+local lease = tonumber(cfg[3])
+local pair, left = 4, tonumber(ARGV[5])
+local got = 0
+local cap = key_cap(b)
+lanes_due(b, now)
+while got < want do
+  local id = pend_pop(b, cap, now)
+  if id == nil then break end
+  local j = jkey(b, id)
+  local ex = num(redis.call('HGET', j, 'ex'))
+  if ex ~= nil and ex <= now then
+    finish(b, id, EXPIRED, now, false)
+  else
+    while left <= 0 do
+      pair = pair + 2
+      left = tonumber(ARGV[pair + 1])
+    end
+    left = left - 1
+    local lid = ARGV[3] .. redis.call('HINCRBY', cfgkey, 'lseq', 1)
+    local deadline = now + lease
+    local fdt = redis.call('HGET', j, 'fdt')
+    if not fdt or fdt == '' then redis.call('HSET', j, 'fdt', fmt(now)) end
+    redis.call('HINCRBY', j, 'att', 1)
+    redis.call('HSET', j, 'st', UNDERWAY, 'dt', fmt(now), 'wk', ARGV[pair], 'ls', lid,
+      'dl', fmt(deadline))
+    redis.call('ZREM', b .. ':exp', id)
+    redis.call('ZADD', b .. ':leases', fmt(deadline), id)
+    redis.call('HINCRBY', b .. ':kfl', redis.call('HGET', j, 'fk') or '', 1)
+    local f = job_fields(b, id)
+    f[#f + 1] = redis.call('HGET', j, 'pl')
+    out[#out + 1] = f
+    got = got + 1
+  end
+end
+if tokens ~= nil then
+  redis.call('HSET', cfgkey, 'bt', fmt(tokens - got), 'bs', fmt(now))
+end
+if got < want then
+  local soonest = nil
+  for _, index in ipairs({':sched', ':lwake'}) do
+    local nxt = redis.call('ZRANGE', b .. index, 0, 0, 'WITHSCORES')
+    if #nxt > 0 and (soonest == nil or tonumber(nxt[2]) < soonest) then
+      soonest = tonumber(nxt[2])
+    end
+  end
+  if soonest ~= nil then out[1] = fmt(math.max(0, soonest - now)) end
+elseif tokens ~= nil and tokens - got < 1 then
+  out[1] = fmt((1 - (tokens - got)) / rps)
+end
+publish_all()
+return out

@@ -1,0 +1,23 @@
+-- Forgets finished jobs of one queue: of one finished state (ARGV[2]) or all ('0').
+-- ARGV: retention, state. Returns how many were forgotten.
+local b = base_of(KEYS[1])
+local states = FINISHED
+if ARGV[2] ~= '0' then states = {tonumber(ARGV[2])} end
+local purged = 0
+for _, s in ipairs(states) do
+  local idx = b .. ':done:' .. s
+  local ids = redis.call('ZRANGE', idx, 0, -1)
+  for _, id in ipairs(ids) do
+    local j = jkey(b, id)
+    if tonumber(redis.call('HGET', j, 'st') or '0') == s then
+      local ik = redis.call('HGET', j, 'ik')
+      if ik and ik ~= '' and redis.call('GET', b .. ':ik:' .. ik) == id then
+        redis.call('DEL', b .. ':ik:' .. ik)
+      end
+      redis.call('DEL', j)
+      purged = purged + 1
+    end
+  end
+  redis.call('DEL', idx)
+end
+return purged

@@ -1,0 +1,180 @@
+"""Engine records <-> the flat strings the Lua scripts keep in Redis hashes.
+
+The Redis backend hands the same JobRecord and QueueView types to the service layer as
+the embedded engine does, so dispatchd.convert builds every response message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dispatchd.engine import AttemptRecord, JobFailure, JobRecord, JobState, NewJob, QueueSettings
+from dispatchd.engine.model import QueueView
+from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.redis.errors import ScriptReplyError
+from dispatchd.redis.scripts import JOB_FIELDS
+
+Reply = bytes | None
+JOB_ID_SEPARATOR = "@"
+_F = {name: i for i, name in enumerate(JOB_FIELDS)}
+
+
+def base(queue: str) -> str:
+    """The hash tag every key of one queue shares: one Cluster slot per queue."""
+    return "{dq:" + queue + "}"
+
+
+def cfg_key(queue: str) -> str:
+    return base(queue) + ":cfg"
+
+
+def job_key(queue: str, job_id: str) -> str:
+    return base(queue) + ":j:" + job_id
+
+
+def job_id(ulid: str, queue: str) -> str:
+    """Job ids carry their queue (`<ulid>@<queue>`), so any replica finds a job's keys
+    without a global index that would live on another Cluster slot."""
+    return ulid + JOB_ID_SEPARATOR + queue
+
+
+def queue_of(job_id: str) -> str | None:
+    """The queue a job id names, or None when the id is not one of ours."""
+    ulid, sep, queue = job_id.partition(JOB_ID_SEPARATOR)
+    return queue if sep and ulid and queue else None
+
+
+def policy_text(p: RetryPolicy | None) -> str:
+    if p is None:
+        return ""
+    return f"{p.max_attempts}|{p.min_backoff!r}|{p.max_backoff!r}|{p.multiplier!r}|{p.jitter!r}"
+
+
+def policy_of(text: str) -> RetryPolicy | None:
+    if not text:
+        return None
+    n, lo, hi, mult, jitter = text.split("|")
+    return RetryPolicy(int(n), float(lo), float(hi), float(mult), float(jitter))
+
+
+def _time(t: float | None) -> str:
+    return "" if t is None else f"{t:.6f}"
+
+
+def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
+    """The 14 values submit.lua reads per job."""
+    return [
+        spec.queue,
+        job_id,
+        spec.payload,
+        spec.priority,
+        json.dumps(spec.headers, separators=(",", ":")) if spec.headers else "",
+        spec.content_type,
+        policy_text(spec.retry_policy),
+        _time(spec.not_before),
+        _time(spec.expire_at),
+        spec.ordering_key,
+        spec.idempotency_key,
+        0,
+        spec.fairness_key,
+        spec.fairness_weight,
+    ]
+
+
+def _s(v: Reply) -> str:
+    return v.decode() if v else ""
+
+
+def _f(v: Reply) -> float | None:
+    return float(v) if v else None
+
+
+def _attempts(raw: str) -> list[AttemptRecord]:
+    if not raw:
+        return []
+    out = []
+    for n, worker, start, end, failed, msg, retryable, code in json.loads("[" + raw[1:] + "]"):
+        error = JobFailure(msg, bool(retryable), code) if failed else None
+        out.append(AttemptRecord(int(n), worker, float(start), float(end), error))
+    return out
+
+
+@dataclass(slots=True)
+class StoredJob:
+    """A job as Redis holds it: the engine's record plus its current lease, if any."""
+
+    record: JobRecord
+    lease_id: str
+    lease_deadline: float | None
+    cancelled: bool
+
+
+def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:
+    """Decodes one job reply (JOB_FIELDS order)."""
+    if len(values) < len(JOB_FIELDS) or values[_F["id"]] is None:
+        raise ScriptReplyError(f"job reply of {len(values)} values; expected {len(JOB_FIELDS)}")
+
+    def v(name: str) -> Reply:
+        return values[_F[name]]
+
+    error = None
+    if v("er") is not None and v("er") != b"":
+        error = JobFailure(_s(v("em")), v("er") == b"1", _s(v("ec")))
+    hd = _s(v("hd"))
+    record = JobRecord(
+        id=_s(v("id")),
+        queue=_s(v("q")),
+        payload=payload,
+        priority=int(v("pr") or 0),
+        headers=json.loads(hd) if hd else {},
+        content_type=_s(v("ct")),
+        seq=int(v("seq") or 0),
+        submit_time=float(v("sub") or 0),
+        state=JobState(int(v("st") or 1)),
+        attempt=int(v("att") or 0),
+        dispatch_time=_f(v("dt")),
+        first_dispatch_time=_f(v("fdt")),
+        finish_time=_f(v("ft")),
+        result=v("res") or b"",
+        error=error,
+        worker_id=_s(v("wk")),
+        not_before=_f(v("nb")),
+        expire_at=_f(v("ex")),
+        ordering_key=_s(v("ok")),
+        fairness_key=_s(v("fk")),
+        idempotency_key=_s(v("ik")),
+        retry_policy=policy_of(_s(v("rp"))),
+        attempts=_attempts(_s(v("ats"))),
+        budget_start=int(v("bs") or 0),
+    )
+    return StoredJob(record, _s(v("ls")), _f(v("dl")), v("cx") == b"1")
+
+
+def rate_text(rate: Rate | None) -> str:
+    return "" if rate is None else f"{rate.per_second!r}|{rate.burst}"
+
+
+def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
+    """Decodes view.lua's reply."""
+    width, paused, lease, rps, burst, rp, maxp, dedup = (
+        x if isinstance(x, bytes) else None for x in reply[:8]
+    )
+    pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
+    kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
+    key_limits = None
+    if kcap:
+        key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
+        key_limits = KeyLimits(int(kcap), key_rate)
+    settings = QueueSettings(
+        width=int(width or 0),
+        paused=paused == b"1",
+        lease_seconds=float(lease or 30),
+        rate=Rate(float(rps), int(burst or 1)) if rps else None,
+        retry_policy=policy_of(_s(rp)),
+        key_limits=key_limits,
+        max_pending=int(maxp or 0),
+        dedup_window=float(dedup or 86_400),
+    )
+    slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
+    return QueueView(name, settings, pending, underway, workers, scheduled, slots)

@@ -1,0 +1,154 @@
+"""Redis pub/sub for one replica. The scripts publish on a queue's event channel
+("{dq:<queue>}:ev") when work may be claimable ("w") and when an underway job was
+cancelled ("c:<id>"), and on its finish channel ("{dq:<queue>}:fin") the ids of jobs that
+finished ("f:<ids>"). A replica subscribes to the event channels of the queues its workers
+serve and to the finish channels its WaitJob callers watch (Redis sends nothing for a
+channel nobody listens to); nothing polls Redis in a tight loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from dispatchd.redis import records
+from dispatchd.redis.store import UNREACHABLE
+
+log = logging.getLogger("dispatchd.redis")
+
+#: How long one read of the subscription blocks; new channels join between reads.
+READ_SECONDS = 0.25
+RECONNECT_SECONDS = 1.0
+STOP_SECONDS = 2.0
+
+
+def events(queue: str) -> str:
+    return records.base(queue) + ":ev"
+
+
+def finishes(queue: str) -> str:
+    return records.base(queue) + ":fin"
+
+
+def queue_of_channel(name: str) -> str:
+    return name[len("{dq:") : name.rindex("}:")]
+
+
+class Signals:
+    """Holds the subscription; calls ``on_wake(queue)``, ``on_cancel(job_id)``,
+    ``on_expired([(job_id, lease_id)])`` and
+    ``on_finished(job_ids)`` for what arrives, and ``on_resubscribed()`` after a
+    reconnect (messages may have been missed meanwhile)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        on_wake: Callable[[str], None],
+        on_cancel: Callable[[str], None],
+        on_expired: Callable[[list[tuple[str, str]]], None],
+        on_finished: Callable[[list[str]], None],
+        on_resubscribed: Callable[[], None],
+    ) -> None:
+        self._client = client
+        self._on_wake = on_wake
+        self._on_cancel = on_cancel
+        self._on_expired = on_expired
+        self._on_finished = on_finished
+        self._on_resubscribed = on_resubscribed
+        self._wanted: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+        self.subscribed: set[str] = set()
+        self.changed = asyncio.Event()
+
+    async def watch(self, name: str) -> None:
+        """Counted: every watch of a channel needs an unwatch. Returns once subscribed
+        (when the subscription is up), so nothing published afterwards is missed: a
+        cancel published right after a worker's first delivery must reach this replica."""
+        self._wanted[name] = self._wanted.get(name, 0) + 1
+        pubsub = self._pubsub
+        if pubsub is not None and name not in self.subscribed:
+            with contextlib.suppress(*UNREACHABLE):  # the loop resubscribes after reconnecting
+                await pubsub.subscribe(name)
+                self.subscribed.add(name)
+
+    def unwatch(self, name: str) -> None:
+        n = self._wanted.get(name, 0) - 1
+        if n <= 0:
+            self._wanted.pop(name, None)
+        else:
+            self._wanted[name] = n
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-signals")
+
+    async def stop(self) -> None:
+        """Bounded: a pub/sub connection stuck mid-close must not hold up a shutdown."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=STOP_SECONDS)
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            self.subscribed = set()
+            self._pubsub = pubsub
+            try:
+                await self._serve(pubsub)
+            except UNREACHABLE as e:
+                log.warning("redis pub/sub lost (%s); resubscribing in %.0f s", e, 1.0)
+                await asyncio.sleep(RECONNECT_SECONDS)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(*UNREACHABLE, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), STOP_SECONDS)  # type: ignore[no-untyped-call]
+
+    async def _serve(self, pubsub: PubSub) -> None:
+        first = True
+        while True:
+            await self._sync(pubsub)
+            if first:
+                first = False
+                self._on_resubscribed()
+            if not self.subscribed:
+                await asyncio.sleep(READ_SECONDS)  # nothing to read yet
+                continue
+            msg = await pubsub.get_message(timeout=READ_SECONDS)
+            while msg is not None:
+                self._dispatch(msg)
+                msg = await pubsub.get_message(timeout=0)
+
+    async def _sync(self, pubsub: PubSub) -> None:
+        wanted = set(self._wanted)
+        new = wanted - self.subscribed
+        gone = self.subscribed - wanted
+        if new:
+            await pubsub.subscribe(*sorted(new))
+        if gone:
+            await pubsub.unsubscribe(*sorted(gone))
+        self.subscribed = wanted
+        for name in new:
+            if name.endswith(":ev"):
+                self._on_wake(queue_of_channel(name))  # anything published before we listened
+        if new or gone:
+            self.changed.set()
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") != "message":
+            return
+        queue = queue_of_channel(msg["channel"].decode())
+        for part in msg["data"].decode().split(" "):
+            if part == "w":
+                self._on_wake(queue)
+            elif part.startswith("c:"):
+                self._on_cancel(part[2:])
+            elif part.startswith("x:"):
+                pairs = (item.partition("/") for item in part[2:].split(","))
+                self._on_expired([(job_id, lease_id) for job_id, _, lease_id in pairs])
+            elif part.startswith("f:"):
+                self._on_finished(part[2:].split(","))

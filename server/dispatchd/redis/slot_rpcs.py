@@ -1,0 +1,96 @@
+"""Semaphore mode on the Redis backend: AcquireSlot waits in Redis' queue of acquirers
+(priority, then age; ahead of the queue's jobs), RenewSlot and ReleaseSlot. The same
+checks and messages as the embedded backend (engine/slots.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import grpc
+
+from dispatchd import convert
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.redis import records
+from dispatchd.redis.replica import Replica
+from dispatchd.redis.signals import events
+from dispatchd.service.slot_rpcs import translating
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_HOLDER_CHARS = 256
+#: A waiting request lives this long in Redis unless its replica tries again (it does
+#: every RETRY_SECONDS): a replica that died stops holding up the queue within seconds.
+REQUEST_TTL = 5.0
+RETRY_SECONDS = 2.0
+
+
+def _slot_pb(slot_id: str, holder: str, deadline: float) -> pb.Slot:
+    queue = records.queue_of(slot_id) or ""
+    expire = convert.timestamp(deadline)
+    return pb.Slot(slot_id=slot_id, queue=queue, holder=holder, expire_time=expire)
+
+
+def _check_ttl(ttl: float) -> None:
+    if not 1.0 <= ttl <= 3600.0:
+        raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
+
+
+class RedisSlotRpcs:
+    """Mixed into the Redis backend's DispatcherService servicer."""
+
+    _replica: Replica
+
+    @translating
+    async def AcquireSlot(
+        self, request: pb.AcquireSlotRequest, context: Context
+    ) -> pb.AcquireSlotResponse:
+        if not request.HasField("ttl"):
+            raise InvalidArgument("ttl is required: how long the slot lives without a renewal")
+        queue, holder, ttl = request.queue, request.holder, convert.duration_seconds(request.ttl)
+        lim.check_queue_name(queue)
+        if len(holder) > MAX_HOLDER_CHARS:
+            raise InvalidArgument(f"holder is {len(holder)} characters; the limit is 256")
+        _check_ttl(ttl)
+        replica = self._replica
+        if replica.draining:
+            raise Unavailable("server is draining and grants no slots")
+        backend = replica.backend
+        await backend.ensure_queue(queue)
+        slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)
+        await replica.signals.watch(events(queue))
+        try:
+            while True:
+                deadline, hint = await backend.acquire(
+                    slot_id, request.priority, holder, ttl, REQUEST_TTL
+                )
+                if deadline is not None:
+                    return pb.AcquireSlotResponse(slot=_slot_pb(slot_id, holder, deadline))
+                wait = RETRY_SECONDS if hint is None else min(RETRY_SECONDS, hint)
+                await replica.waiting.change(queue, wait)
+        except asyncio.CancelledError:
+            # The caller's deadline passed or it went away: drop the request, and the
+            # slot if the grant raced in, so no slot leaks to a caller that cannot release.
+            await asyncio.shield(backend.slot_op("abandon", slot_id))
+            raise
+        finally:
+            replica.signals.unwatch(events(queue))
+
+    @translating
+    async def RenewSlot(
+        self, request: pb.RenewSlotRequest, context: Context
+    ) -> pb.RenewSlotResponse:
+        ttl = convert.duration_seconds(request.ttl) if request.HasField("ttl") else None
+        if ttl is not None:
+            _check_ttl(ttl)
+        holder, deadline = await self._replica.backend.slot_op("renew", request.slot_id, ttl)
+        return pb.RenewSlotResponse(slot=_slot_pb(request.slot_id, holder, deadline))
+
+    @translating
+    async def ReleaseSlot(
+        self, request: pb.ReleaseSlotRequest, context: Context
+    ) -> pb.ReleaseSlotResponse:
+        await self._replica.backend.slot_op("release", request.slot_id)
+        return pb.ReleaseSlotResponse()

@@ -1,0 +1,101 @@
+"""The connection every Redis-backed operation goes through: scripts, and one place that
+turns Redis being unreachable into UNAVAILABLE."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from dispatchd.engine import EngineLimits
+from dispatchd.engine.errors import Unavailable
+from dispatchd.redis.scripts import Scripts
+
+QUEUES_KEY = "dq:queues"
+"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
+
+#: Errors that mean Redis could not be asked, or did not answer in time.
+UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+#: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
+#: during fail-over, no master): UNAVAILABLE too, with Redis' own words.
+_REFUSALS = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY")
+
+
+def _refused(e: rx.ResponseError) -> Unavailable | None:
+    text = str(e)
+    if text.startswith(_REFUSALS):
+        return Unavailable(f"redis refused the change ({text}); retry")
+    return None
+
+
+class RedisStore:
+    """One Redis client, the scripts registered on it, and the engine limits."""
+
+    def __init__(
+        self,
+        client: Redis,
+        limits: EngineLimits,
+        retention: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.limits = limits
+        self.retention = retention
+        self.rng = rng or random.SystemRandom()
+        self._scripts = Scripts.register(client)
+        self._known_queues: set[str] = set()
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Runs one script; Redis down or slow is UNAVAILABLE (the change may or may not
+        have happened: the message says so, like a journal write that failed)."""
+        try:
+            return await self._scripts.run(name, keys, [self.retention, *args])
+        except UNREACHABLE as e:
+            raise Unavailable(
+                f"redis is unreachable ({e}); retry (with an idempotency key for submits)"
+            ) from None
+        except rx.ResponseError as e:
+            refusal = _refused(e)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    async def call(self, *command: Any) -> Any:
+        try:
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except UNREACHABLE as e:
+            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+
+    async def send(self, pipe: Any) -> list[Any]:
+        """Executes a pipeline (no transaction); Redis down is UNAVAILABLE."""
+        try:
+            replies: list[Any] = await pipe.execute()
+        except UNREACHABLE as e:
+            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+        return replies
+
+    async def note_queues(self, names: set[str]) -> None:
+        """Adds queues to the registry once per replica (SADD is idempotent)."""
+        new = names - self._known_queues
+        if new:
+            await self.call("SADD", QUEUES_KEY, *sorted(new))
+            self._known_queues |= new
+
+    async def queue_names(self) -> list[str]:
+        """Every registered queue; queues this replica knows but the registry lost (Redis
+        restarted empty and the queue was created again) are registered again."""
+        names = {n.decode() for n in await self.call("SMEMBERS", QUEUES_KEY)}
+        lost = self._known_queues - names
+        if lost:
+            self._known_queues -= lost
+            await self.note_queues(lost)
+            names |= lost
+        return sorted(names)
+
+    async def ping(self) -> None:
+        await self.call("PING")
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,203 @@
+"""The Work stream on the Redis backend: the same protocol and messages as the embedded
+one (service/sessions.py), with a replica instead of the engine behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from dispatchd import convert
+from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
+from dispatchd.redis.records import StoredJob
+from dispatchd.redis.replica import Replica
+from dispatchd.redis.workers import RemoteWorker
+from dispatchd.service.errors import status_of
+from dispatchd.service.sessions import StreamEnd
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+log = logging.getLogger("dispatchd.sessions")
+Context = grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse]
+
+
+def fill_delivery(d: pb.Delivery, job: StoredJob) -> None:
+    convert.fill_job(d.job, job.record)
+    d.lease_id = job.lease_id
+    if job.lease_deadline is not None:
+        convert.set_time(d.lease_expire_time, job.lease_deadline)
+        convert.set_time(d.job.lease_expire_time, job.lease_deadline)
+
+
+class RedisSession:
+    """The outbox of one stream; the stream's generator writes it out."""
+
+    def __init__(self) -> None:
+        self.outbox: asyncio.Queue[pb.WorkResponse | StreamEnd] = asyncio.Queue()
+
+    def deliver(self, jobs: list[StoredJob]) -> None:
+        msg = pb.WorkResponse()
+        add = msg.deliveries.deliveries.add
+        for job in jobs:
+            fill_delivery(add(), job)
+        self.outbox.put_nowait(msg)
+
+    def cancel(self, job_ids: list[str]) -> None:
+        self.outbox.put_nowait(pb.WorkResponse(cancellations=pb.JobCancellations(job_ids=job_ids)))
+
+    def drain(self, deadline: float) -> None:
+        self.outbox.put_nowait(
+            pb.WorkResponse(drain=pb.DrainNotice(deadline=convert.timestamp(deadline)))
+        )
+
+    def reject(self, rejections: list[Rejection]) -> None:
+        msg = pb.WorkResponse()
+        for r in rejections:
+            msg.rejections.rejections.add(job_id=r.job_id, lease_id=r.lease_id, reason=r.reason)
+        self.outbox.put_nowait(msg)
+
+    def end(self, end: StreamEnd) -> None:
+        self.outbox.put_nowait(end)
+
+    def close(self, reason: str) -> None:
+        self.end(StreamEnd(reason=reason))
+
+
+def _outcome(result: pb.JobResult) -> Outcome:
+    if result.WhichOneof("outcome") == "error":
+        e = result.error
+        return JobFailure(e.message, e.retryable, e.code)
+    return result.output
+
+
+class RedisWorkStream:
+    """Serves one Work call from hello to the end of the stream."""
+
+    def __init__(self, replica: Replica, clock: Callable[[], float], lease: float) -> None:
+        self._replica = replica
+        self._clock = clock
+        self._lease = lease
+
+    async def serve(
+        self, requests: AsyncIterator[pb.WorkRequest], context: Context
+    ) -> AsyncIterator[pb.WorkResponse]:
+        session = RedisSession()
+        worker = await self._hello(requests, context, session)
+        if worker is None:
+            return
+        yield pb.WorkResponse(
+            welcome=pb.WorkerWelcome(
+                worker_id=worker.worker_id,
+                heartbeat_interval=convert.duration(await self._heartbeat_interval(worker)),
+                max_result_bytes=self._replica.backend.limits.max_payload_bytes,
+            )
+        )
+        for name in worker.queues:
+            self._replica.kick(name)
+        reader = asyncio.create_task(self._read(requests, worker, session))
+        reason = "stream cancelled: the worker went away or the connection broke"
+        try:
+            while True:
+                msg = await session.outbox.get()
+                if isinstance(msg, StreamEnd):
+                    reason = msg.reason
+                    if msg.code is not grpc.StatusCode.OK:
+                        await context.abort(msg.code, msg.details)
+                    return
+                yield msg
+        finally:
+            reader.cancel()
+            held = await self._replica.disconnect(worker)
+            log.info(
+                "worker %s disconnected (%s); %d held jobs are pending again",
+                worker.worker_id,
+                reason,
+                held,
+                extra={"worker_id": worker.worker_id, "reason": reason, "held": held},
+            )
+
+    async def _heartbeat_interval(self, worker: RemoteWorker) -> float:
+        """A third of the shortest lease among the worker's queues, as on the embedded
+        backend: two heartbeats may be lost before a lease ends."""
+        try:
+            views = [await self._replica.backend.get_queue(q) for q in worker.queues]
+            shortest = min(v.settings.lease_seconds for v in views)
+        except EngineError:
+            shortest = self._lease
+        return max(0.1, min(10.0, shortest / 3))
+
+    async def _hello(
+        self, requests: AsyncIterator[pb.WorkRequest], context: Context, session: RedisSession
+    ) -> RemoteWorker | None:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return None
+        if first.WhichOneof("kind") != "hello":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
+            )
+        h = first.hello
+        try:
+            worker = await self._replica.connect(
+                h.worker_id, list(h.queues), h.max_in_flight, session
+            )
+        except EngineError as e:
+            await context.abort(status_of(e), str(e))
+        log.info(
+            "worker %s connected for %s with %d credits",
+            worker.worker_id,
+            ",".join(worker.queues),
+            worker.max_in_flight,
+            extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
+        )
+        return worker
+
+    async def _read(
+        self, requests: AsyncIterator[pb.WorkRequest], worker: RemoteWorker, session: RedisSession
+    ) -> None:
+        try:
+            async for req in requests:
+                end = await self._apply(req, worker, session)
+                if end is not None:
+                    session.end(StreamEnd(end.code, end.details, f"protocol error: {end.details}"))
+                    return
+            session.end(StreamEnd(reason="worker closed the stream"))
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError:
+            session.end(StreamEnd(reason="stream broke"))
+        except EngineError as e:  # Redis went away mid-stream: the worker reconnects
+            session.end(StreamEnd(status_of(e), str(e), f"backend error: {e}"))
+
+    async def _apply(
+        self, req: pb.WorkRequest, worker: RemoteWorker, session: RedisSession
+    ) -> StreamEnd | None:
+        kind = req.WhichOneof("kind")
+        replica = self._replica
+        if kind == "results":
+            items = [(r.job_id, r.lease_id, _outcome(r)) for r in req.results.results]
+            rejected = await replica.results(worker, items)
+            if rejected:
+                session.reject(rejected)
+        elif kind == "heartbeat":
+            unknown = await replica.heartbeat(worker, req.heartbeat.lease_ids)
+            if unknown:
+                session.reject(
+                    [
+                        Rejection("", lid, "heartbeat for a lease this worker does not hold")
+                        for lid in unknown
+                    ]
+                )
+        elif kind == "credit":
+            try:
+                replica.set_credit(worker, req.credit.max_in_flight)
+            except EngineError as e:
+                return StreamEnd(status_of(e), str(e))
+        elif kind == "hello":
+            return StreamEnd(grpc.StatusCode.FAILED_PRECONDITION, "hello was already sent")
+        else:
+            return StreamEnd(grpc.StatusCode.INVALID_ARGUMENT, "empty WorkRequest: set one kind")
+        return None
