@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,18 +129,30 @@ def test_one_replica_with_a_pvc_at_the_data_dir(values: str) -> None:
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
+def _image_env() -> dict[str, str]:
+    """The DISPATCHD_* defaults the Dockerfile's ENV lines bake into the image."""
+    text = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    return dict(re.findall(r"\b(DISPATCHD_[A-Z_]+)=(\S+)", text))
+
+
+IMAGE_ENV = _image_env()
+
+
 def test_the_server_accepts_the_configuration(docs: list[dict[str, Any]]) -> None:
     """The container's DISPATCHD_* variables and args, read by the server's own parser."""
     c = container(docs)
     env = env_of(c)
-    config = load(c.get("args", []), env=env)
+    # The image's own ENV (Dockerfile) is what the pod's env overrides.
+    config = load(c.get("args", []), env={**IMAGE_ENV, **env})
     assert isinstance(config, Config)
     if workload(docs)["kind"] == "StatefulSet":
         assert config.data_dir is not None
+        assert config.backend == "embedded"
         assert "DISPATCHD_BACKEND" not in env
     else:  # the queues live in Redis: no data dir to keep
         assert config.data_dir is None
-        assert env["DISPATCHD_BACKEND"] == "redis"
+        assert config.backend == "redis"
+        assert config.redis_url == env["DISPATCHD_REDIS_URL"]
         assert env["DISPATCHD_REDIS_URL"].startswith(("redis://", "rediss://"))
 
 

@@ -53,7 +53,10 @@ spec:
         - name: DISPATCHD_DATA_DIR
           value: {{ $dataDir | quote }}
         {{- else }}
-        # The queues live in Redis: no data dir, nothing to snapshot on drain.
+        # The queues live in Redis: no data dir, nothing to snapshot on drain. Empty
+        # overrides the image's DISPATCHD_DATA_DIR, so no replica keeps a journal of its own.
+        - name: DISPATCHD_DATA_DIR
+          value: ""
         - name: DISPATCHD_BACKEND
           value: redis
         - name: DISPATCHD_REDIS_URL
