@@ -126,8 +126,11 @@ breaking: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+## Throughput, latency, CPU per job against a raw grpc.aio baseline (bench/run.py), then the
+## Redis path as ratios of the embedded one in the same run (bench/redis_path.py).
+bench: $(STAMP) redis-tools
 	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.redis_path
 
 ## The Redis path (--backend redis, 1 and 3 replicas) as ratios of the embedded one, with
 ## dispatchd and redis-server CPU per job; JSON in bench/results/redis_path.json.
