@@ -14,18 +14,13 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import JobState
-from dispatchd.engine.errors import InvalidArgument, NotFound, Unavailable
+from dispatchd.engine.errors import NotFound, Unavailable
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import finishes
 from dispatchd.redis.slot_rpcs import RedisSlotRpcs
 from dispatchd.redis.stream import RedisWorkStream
-from dispatchd.service.dispatcher import (
-    DEFAULT_MASK_PATHS,
-    QUEUE_MASK_PATHS,
-    DispatcherServicer,
-    _policy_changes,
-)
+from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.slot_rpcs import translating
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -91,7 +86,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     @translating
     async def WaitJob(self, request: pb.WaitJobRequest, context: Context) -> pb.WaitJobResponse:
         job = await self._backend.get_job(request.job_id)
-        timeout = DispatcherServicer._wait_timeout(request, context)
+        timeout = wait_timeout(request, context)
         if job.record.state.finished or timeout <= 0:
             return pb.WaitJobResponse(job=job_pb(job))
         signals = self._replica.signals
@@ -132,10 +127,8 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
 
     @translating
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        if request.state not in JobState._value2member_map_:
-            raise InvalidArgument(f"unknown job state {request.state}")
         jobs, token = await self._backend.list_jobs(
-            request.queue, JobState(request.state), request.page_size, request.page_token
+            request.queue, job_state(request.state), request.page_size, request.page_token
         )
         return pb.ListJobsResponse(jobs=[job_pb(j) for j in jobs], next_page_token=token)
 
@@ -155,28 +148,8 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
-        paths = set(request.update_mask.paths) or set(DEFAULT_MASK_PATHS)
-        unknown = paths - QUEUE_MASK_PATHS
-        if unknown:
-            raise InvalidArgument(
-                f"update_mask names unknown fields {sorted(unknown)}; "
-                f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}"
-            )
-        q = request.queue
-        if "lease_duration" in paths and not q.HasField("lease_duration"):
-            raise InvalidArgument(
-                "update_mask names lease_duration but queue.lease_duration is unset"
-            )
-        view = await self._backend.update_queue(
-            q.name,
-            width=q.width if "width" in paths else None,
-            paused=q.paused if "paused" in paths else None,
-            lease_seconds=(
-                convert.duration_seconds(q.lease_duration) if "lease_duration" in paths else None
-            ),
-            create=request.allow_missing,
-            **_policy_changes(q, paths),
-        )
+        changes, policies = queue_update(request)
+        view = await self._backend.update_queue(request.queue.name, **changes, **policies)
         return pb.UpdateQueueResponse(queue=convert.queue_to_pb(view))
 
     @translating
@@ -197,11 +170,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     @translating
     async def Drain(self, request: pb.DrainRequest, context: Context) -> pb.DrainResponse:
         """Drains this replica only; the queues (in Redis) stay for the other replicas."""
-        grace = None
-        if request.HasField("grace"):
-            grace = convert.duration_seconds(request.grace)
-            if grace < 0:
-                raise InvalidArgument(f"grace must be >= 0, got {grace:g} s")
+        grace = drain_grace(request)
         underway = self._replica.underway()
         self._start_drain(grace)
         return pb.DrainResponse(pending_count=0, underway_count=underway)
@@ -216,9 +185,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     async def PurgeJobs(
         self, request: pb.PurgeJobsRequest, context: Context
     ) -> pb.PurgeJobsResponse:
-        if request.state not in JobState._value2member_map_:
-            raise InvalidArgument(f"unknown job state {request.state}")
-        purged = await self._backend.purge(request.queue, JobState(request.state))
+        purged = await self._backend.purge(request.queue, job_state(request.state))
         return pb.PurgeJobsResponse(purged_count=purged)
 
     async def Work(

@@ -5,55 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import Engine, EngineError, JobState, JobView
-from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine import Engine, EngineError, JobView
 from dispatchd.service.pump import DispatchPump
+from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.sessions import WorkStream
 from dispatchd.service.slot_rpcs import SlotRpcs, translating
 from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
-
-MAX_WAIT_SECONDS = 3600.0
-DEFAULT_MASK_PATHS = frozenset({"width", "paused", "lease_duration"})
-QUEUE_MASK_PATHS = DEFAULT_MASK_PATHS | {
-    "rate",
-    "retry_policy",
-    "key_limits",
-    "max_pending",
-    "dedup_window",
-    "http_target",
-}
-
-
-def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
-    """The policy settings named in the mask; a named but unset message clears it."""
-    changes: dict[str, object] = {}
-    if "rate" in paths:
-        changes["rate"] = convert.rate(q)
-    if "retry_policy" in paths:
-        changes["retry_policy"] = (
-            convert.retry_policy(q.retry_policy) if q.HasField("retry_policy") else None
-        )
-    if "key_limits" in paths:
-        changes["key_limits"] = convert.key_limits(q)
-    if "max_pending" in paths:
-        changes["max_pending"] = q.max_pending
-    if "dedup_window" in paths:
-        changes["dedup_window"] = convert.duration_seconds(q.dedup_window)
-    if "http_target" in paths:
-        changes["http_target"] = convert.http_target(q)
-    return changes
-
 
 _translating = translating
 
@@ -115,7 +81,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
     @_translating
     async def WaitJob(self, request: pb.WaitJobRequest, context: Context) -> pb.WaitJobResponse:
         job = self._engine.get_job(request.job_id)
-        timeout = self._wait_timeout(request, context)
+        timeout = wait_timeout(request, context)
         if not job.state.finished and timeout > 0:
             waiter = self._waiters.add(job.id)
             try:
@@ -132,20 +98,6 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
             return self._engine.get_job(job.id)
         except EngineError:
             return job
-
-    @staticmethod
-    def _wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
-        if request.HasField("timeout"):
-            timeout = convert.duration_seconds(request.timeout)
-            if not 0 <= timeout <= MAX_WAIT_SECONDS:
-                raise InvalidArgument(f"timeout must be between 0 s and 1 h, got {timeout:g} s")
-        else:
-            timeout = MAX_WAIT_SECONDS
-        remaining = context.time_remaining()
-        if remaining is not None:
-            # Answer just before the caller's deadline, with the job as it is.
-            timeout = min(timeout, max(0.0, remaining - 0.05))
-        return timeout
 
     @_translating
     async def CancelJob(
@@ -166,10 +118,8 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
 
     @_translating
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        if request.state not in JobState._value2member_map_:
-            raise InvalidArgument(f"unknown job state {request.state}")
         jobs, token = self._engine.list_jobs(
-            request.queue, JobState(request.state), request.page_size, request.page_token
+            request.queue, job_state(request.state), request.page_size, request.page_token
         )
         return pb.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs], next_page_token=token)
 
@@ -189,28 +139,9 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
-        paths = set(request.update_mask.paths) or set(DEFAULT_MASK_PATHS)
-        unknown = paths - QUEUE_MASK_PATHS
-        if unknown:
-            raise InvalidArgument(
-                f"update_mask names unknown fields {sorted(unknown)}; "
-                f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}"
-            )
-        q = request.queue
-        if "lease_duration" in paths and not q.HasField("lease_duration"):
-            raise InvalidArgument(
-                "update_mask names lease_duration but queue.lease_duration is unset"
-            )
+        changes, policies = queue_update(request)
         view = self._engine.update_queue(
-            q.name,
-            width=q.width if "width" in paths else None,
-            paused=q.paused if "paused" in paths else None,
-            lease_seconds=(
-                convert.duration_seconds(q.lease_duration) if "lease_duration" in paths else None
-            ),
-            create=request.allow_missing,
-            now=self._clock(),
-            **_policy_changes(q, paths),
+            request.queue.name, now=self._clock(), **changes, **policies
         )
         self._pump.kick()
         return pb.UpdateQueueResponse(queue=convert.queue_to_pb(view))
@@ -232,11 +163,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
 
     @_translating
     async def Drain(self, request: pb.DrainRequest, context: Context) -> pb.DrainResponse:
-        grace = None
-        if request.HasField("grace"):
-            grace = convert.duration_seconds(request.grace)
-            if grace < 0:
-                raise InvalidArgument(f"grace must be >= 0, got {grace:g} s")
+        grace = drain_grace(request)
         pending = sum(v.pending_count for v in self._engine.list_queues())
         underway = self._engine.underway_total()
         self._start_drain(grace)
@@ -252,9 +179,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
     async def PurgeJobs(
         self, request: pb.PurgeJobsRequest, context: Context
     ) -> pb.PurgeJobsResponse:
-        if request.state not in JobState._value2member_map_:
-            raise InvalidArgument(f"unknown job state {request.state}")
-        purged = self._engine.purge(request.queue, JobState(request.state))
+        purged = self._engine.purge(request.queue, job_state(request.state))
         return pb.PurgeJobsResponse(purged_count=purged)
 
     async def Work(

@@ -1,0 +1,111 @@
+"""Validation and translation of request fields that both backends (the embedded engine
+and Redis) read the same way, so that one request answers alike whichever is behind it."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import grpc
+
+from dispatchd import convert
+from dispatchd.engine import JobState
+from dispatchd.engine.errors import InvalidArgument
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_WAIT_SECONDS = 3600.0
+DEFAULT_MASK_PATHS = frozenset({"width", "paused", "lease_duration"})
+QUEUE_MASK_PATHS = DEFAULT_MASK_PATHS | {
+    "rate",
+    "retry_policy",
+    "key_limits",
+    "max_pending",
+    "dedup_window",
+    "http_target",
+}
+
+
+class QueueChanges(TypedDict):
+    """The plain settings of an UpdateQueue; None leaves a setting as it is."""
+
+    width: int | None
+    paused: bool | None
+    lease_seconds: float | None
+    create: bool
+
+
+def job_state(state: int) -> JobState:
+    """The state filter of ListJobs and PurgeJobs."""
+    if state not in JobState._value2member_map_:
+        raise InvalidArgument(f"unknown job state {state}")
+    return JobState(state)
+
+
+def wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
+    """How long WaitJob may wait: the request's timeout, capped by the caller's deadline."""
+    if request.HasField("timeout"):
+        timeout = convert.duration_seconds(request.timeout)
+        if not 0 <= timeout <= MAX_WAIT_SECONDS:
+            raise InvalidArgument(f"timeout must be between 0 s and 1 h, got {timeout:g} s")
+    else:
+        timeout = MAX_WAIT_SECONDS
+    remaining = context.time_remaining()
+    if remaining is not None:
+        # Answer just before the caller's deadline, with the job as it is.
+        timeout = min(timeout, max(0.0, remaining - 0.05))
+    return timeout
+
+
+def drain_grace(request: pb.DrainRequest) -> float | None:
+    """The grace of a Drain; None when unset (the server's configured grace applies)."""
+    if not request.HasField("grace"):
+        return None
+    grace = convert.duration_seconds(request.grace)
+    if grace < 0:
+        raise InvalidArgument(f"grace must be >= 0, got {grace:g} s")
+    return grace
+
+
+def queue_update(request: pb.UpdateQueueRequest) -> tuple[QueueChanges, dict[str, object]]:
+    """The changes an UpdateQueue asks for: the plain settings and the policies, each
+    only where the update mask names it. Checked whole before anything changes."""
+    paths = set(request.update_mask.paths) or set(DEFAULT_MASK_PATHS)
+    unknown = paths - QUEUE_MASK_PATHS
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask names unknown fields {sorted(unknown)}; "
+            f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}"
+        )
+    q = request.queue
+    if "lease_duration" in paths and not q.HasField("lease_duration"):
+        raise InvalidArgument("update_mask names lease_duration but queue.lease_duration is unset")
+    changes = QueueChanges(
+        width=q.width if "width" in paths else None,
+        paused=q.paused if "paused" in paths else None,
+        lease_seconds=(
+            convert.duration_seconds(q.lease_duration) if "lease_duration" in paths else None
+        ),
+        create=request.allow_missing,
+    )
+    return changes, _policy_changes(q, paths)
+
+
+def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
+    """The policy settings named in the mask; a named but unset message clears it."""
+    changes: dict[str, object] = {}
+    if "rate" in paths:
+        changes["rate"] = convert.rate(q)
+    if "retry_policy" in paths:
+        changes["retry_policy"] = (
+            convert.retry_policy(q.retry_policy) if q.HasField("retry_policy") else None
+        )
+    if "key_limits" in paths:
+        changes["key_limits"] = convert.key_limits(q)
+    if "max_pending" in paths:
+        changes["max_pending"] = q.max_pending
+    if "dedup_window" in paths:
+        changes["dedup_window"] = convert.duration_seconds(q.dedup_window)
+    if "http_target" in paths:
+        changes["http_target"] = convert.http_target(q)
+    return changes
