@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd import convert
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, ObserverChain
+from dispatchd.listening import StartError as StartError
+from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
 from dispatchd.push import HttpPusher, PushConfigError, PushSettings
 from dispatchd.security import (
@@ -37,18 +37,10 @@ from dispatchd.service.waiters import Waiters
 from dispatchd.store.journal import JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
 from dispatchd.web import Dashboard, Hooks, Trends, WebServer
-from dispatchd_client.v1 import dispatcher_pb2 as pb
-from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
 log = logging.getLogger("dispatchd")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DispatcherService"].full_name
-MAX_MESSAGE_BYTES = 256 << 20
 GC_YOUNG_THRESHOLD = 10_000
-
-
-class StartError(Exception):
-    """The server cannot start (port taken, unreadable snapshot); the message says why."""
 
 
 class _IdleWatch(EngineObserver):
@@ -143,18 +135,6 @@ class DispatchdServer:
             await self.observability.start()
         except ObservabilityError as e:
             raise StartError(str(e)) from None
-        server = grpc.aio.server(
-            # The metrics interceptor is outermost, so calls the auth check refuses count too.
-            interceptors=[
-                *self.observability.interceptors,
-                *([self.auth] if self.auth is not None else []),
-            ]
-            or None,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
         servicer = DispatcherServicer(
             self.engine,
             self.pump,
@@ -164,29 +144,26 @@ class DispatchdServer:
             self.start_drain,
             self.sync,
         )
-        pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        server = grpc_server(
+            # The metrics interceptor is outermost, so calls the auth check refuses count too.
+            [*self.observability.interceptors, *([self.auth] if self.auth is not None else [])],
+            servicer,
+            self.health,
         )
         try:
-            self.port = _bind(server, self.config.listen, credentials)
+            self.port = bind(server, self.config.listen, credentials)
         except StartError:
             await self.observability.stop()
             raise
         if self.config.health_listen is not None:
             self._health_server = grpc.aio.server()
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
-            self.health_port = _bind(self._health_server, self.config.health_listen, None)
-            await self._health_server.start()
-            health_host = self.config.health_listen.rpartition(":")[0]
-            log.info("health probes (plaintext) on %s:%d", health_host, self.health_port)
+            self.health_port = await serve_health(
+                self._health_server, self.health, self.config.health_listen
+            )
         await server.start()
         self._server = server
         await self._start_web()
-        serving = health_pb2.HealthCheckResponse.SERVING
-        await self.health.set("", serving)
-        await self.health.set(SERVICE_NAME, serving)
+        await mark_serving(self.health)
         # Everything made so far (modules, grpc, restored jobs) lives as long as the
         # process: keep it out of every later full collection, whose pause grows with
         # the number of tracked objects (about 1 us each here).
@@ -402,15 +379,6 @@ class DispatchdServer:
         self.pump.close()
         await self.observability.stop()
         self.stopped.set()
-
-
-def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    try:
-        if credentials is None:
-            return server.add_insecure_port(address)
-        return server.add_secure_port(address, credentials)
-    except RuntimeError as e:
-        raise StartError(f"cannot listen on {address}: {e}") from None
 
 
 def _loopback(host: str) -> bool:

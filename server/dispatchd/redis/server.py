@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd.config import Config
 from dispatchd.engine import EngineError
+from dispatchd.listening import StartError, bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
 from dispatchd.redis import connect
 from dispatchd.redis.accounting import Accounting
@@ -25,7 +24,7 @@ from dispatchd.redis.mirror import RedisMirror
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.servicer import RedisDispatcherServicer
 from dispatchd.redis.stream import RedisWorkStream
-from dispatchd.runtime import MAX_MESSAGE_BYTES, SERVICE_NAME, StartError, _bind, engine_limits
+from dispatchd.runtime import engine_limits
 from dispatchd.security import (
     SUBMITTER_HEADER,
     AuthInterceptor,
@@ -34,7 +33,6 @@ from dispatchd.security import (
     server_credentials,
 )
 from dispatchd.service.health import HealthServicer
-from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
 log = logging.getLogger("dispatchd")
 
@@ -104,27 +102,16 @@ class RedisDispatchdServer:
             await self.observability.start()
         except ObservabilityError as e:
             raise StartError(str(e)) from None
-        server = grpc.aio.server(
-            # The metrics interceptor is outermost, so calls the auth check refuses count too.
-            interceptors=[
-                *self.observability.interceptors,
-                *([self.auth] if self.auth is not None else []),
-            ]
-            or None,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
         work = RedisWorkStream(self.replica, self.clock, c.default_lease)
         servicer = RedisDispatcherServicer(self.replica, self.clock, work, self.start_drain)
-        pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        server = grpc_server(
+            # The metrics interceptor is outermost, so calls the auth check refuses count too.
+            [*self.observability.interceptors, *([self.auth] if self.auth is not None else [])],
+            servicer,
+            self.health,
         )
         try:
-            self.port = _bind(server, c.listen, credentials)
+            self.port = bind(server, c.listen, credentials)
         except StartError:
             await self.observability.stop()
             raise
@@ -132,9 +119,7 @@ class RedisDispatchdServer:
         self.replica.start()
         await server.start()
         self._server = server
-        serving = health_pb2.HealthCheckResponse.SERVING
-        await self.health.set("", serving)
-        await self.health.set(SERVICE_NAME, serving)
+        await mark_serving(self.health)
         host = c.listen.rpartition(":")[0]
         log.info(
             "dispatchd serving on %s:%d%s (redis backend, replica %s)",
@@ -151,14 +136,11 @@ class RedisDispatchdServer:
         if address is None:
             return
         self._health_server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         try:
-            self.health_port = _bind(self._health_server, address, None)
+            self.health_port = await serve_health(self._health_server, self.health, address)
         except StartError:
             await self.observability.stop()
             raise
-        await self._health_server.start()
-        log.info("health probes (plaintext) on %s:%d", address.rpartition(":")[0], self.health_port)
 
     async def _submitter_of(self, job_id: str) -> str | None:
         """Who submitted a job, for the auth check of submitters touching their own jobs."""
