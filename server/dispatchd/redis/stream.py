@@ -4,21 +4,27 @@ one (service/sessions.py), with a replica instead of the engine behind it."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
+from dispatchd.engine import EngineError, Rejection
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.workers import RemoteWorker
 from dispatchd.service.errors import status_of
 from dispatchd.service.sessions import StreamEnd
+from dispatchd.service.work_protocol import (
+    log_connected,
+    log_disconnected,
+    outcome,
+    read_hello,
+    unknown_leases,
+    welcome,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-log = logging.getLogger("dispatchd.sessions")
 Context = grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse]
 
 
@@ -64,13 +70,6 @@ class RedisSession:
         self.end(StreamEnd(reason=reason))
 
 
-def _outcome(result: pb.JobResult) -> Outcome:
-    if result.WhichOneof("outcome") == "error":
-        e = result.error
-        return JobFailure(e.message, e.retryable, e.code)
-    return result.output
-
-
 class RedisWorkStream:
     """Serves one Work call from hello to the end of the stream."""
 
@@ -86,12 +85,10 @@ class RedisWorkStream:
         worker = await self._hello(requests, context, session)
         if worker is None:
             return
-        yield pb.WorkResponse(
-            welcome=pb.WorkerWelcome(
-                worker_id=worker.worker_id,
-                heartbeat_interval=convert.duration(await self._heartbeat_interval(worker)),
-                max_result_bytes=self._replica.backend.limits.max_payload_bytes,
-            )
+        yield welcome(
+            worker.worker_id,
+            await self._heartbeat_interval(worker),
+            self._replica.backend.limits.max_payload_bytes,
         )
         for name in worker.queues:
             self._replica.kick(name)
@@ -109,13 +106,7 @@ class RedisWorkStream:
         finally:
             reader.cancel()
             held = await self._replica.disconnect(worker)
-            log.info(
-                "worker %s disconnected (%s); %d held jobs are pending again",
-                worker.worker_id,
-                reason,
-                held,
-                extra={"worker_id": worker.worker_id, "reason": reason, "held": held},
-            )
+            log_disconnected(worker, reason, held)
 
     async def _heartbeat_interval(self, worker: RemoteWorker) -> float:
         """A third of the shortest lease among the worker's queues, as on the embedded
@@ -130,29 +121,16 @@ class RedisWorkStream:
     async def _hello(
         self, requests: AsyncIterator[pb.WorkRequest], context: Context, session: RedisSession
     ) -> RemoteWorker | None:
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        h = await read_hello(requests, context)
+        if h is None:
             return None
-        if first.WhichOneof("kind") != "hello":
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
-            )
-        h = first.hello
         try:
             worker = await self._replica.connect(
                 h.worker_id, list(h.queues), h.max_in_flight, session
             )
         except EngineError as e:
             await context.abort(status_of(e), str(e))
-        log.info(
-            "worker %s connected for %s with %d credits",
-            worker.worker_id,
-            ",".join(worker.queues),
-            worker.max_in_flight,
-            extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
-        )
+        log_connected(worker)
         return worker
 
     async def _read(
@@ -178,19 +156,14 @@ class RedisWorkStream:
         kind = req.WhichOneof("kind")
         replica = self._replica
         if kind == "results":
-            items = [(r.job_id, r.lease_id, _outcome(r)) for r in req.results.results]
+            items = [(r.job_id, r.lease_id, outcome(r)) for r in req.results.results]
             rejected = await replica.results(worker, items)
             if rejected:
                 session.reject(rejected)
         elif kind == "heartbeat":
             unknown = await replica.heartbeat(worker, req.heartbeat.lease_ids)
             if unknown:
-                session.reject(
-                    [
-                        Rejection("", lid, "heartbeat for a lease this worker does not hold")
-                        for lid in unknown
-                    ]
-                )
+                session.reject(unknown_leases(unknown))
         elif kind == "credit":
             try:
                 replica.set_credit(worker, req.credit.max_in_flight)

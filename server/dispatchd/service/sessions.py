@@ -4,7 +4,6 @@ writes deliveries, cancellations and notices back in as few messages as it can."
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -14,17 +13,21 @@ from dispatchd import convert
 from dispatchd.engine import (
     Engine,
     EngineError,
-    JobFailure,
     LeaseRecord,
-    Outcome,
     Rejection,
     WorkerRecord,
 )
 from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
+from dispatchd.service.work_protocol import (
+    log_connected,
+    log_disconnected,
+    outcome,
+    read_hello,
+    unknown_leases,
+    welcome,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
-
-log = logging.getLogger("dispatchd.sessions")
 
 
 class MessageCounts:
@@ -97,13 +100,6 @@ class WorkerSession:
         self.outbox.put_nowait(StreamEnd(code, details, reason))
 
 
-def _outcome(result: pb.JobResult) -> Outcome:
-    if result.WhichOneof("outcome") == "error":
-        e = result.error
-        return JobFailure(e.message, e.retryable, e.code)
-    return result.output
-
-
 class WorkStream:
     """Serves one Work call from hello to the end of the stream."""
 
@@ -135,12 +131,11 @@ class WorkStream:
             return
         self._pump.register(session)
         self.counts.add("sent", "welcome")
-        yield pb.WorkResponse(
-            welcome=pb.WorkerWelcome(
-                worker_id=session.worker.worker_id,
-                heartbeat_interval=convert.duration(self._heartbeat_interval(session.worker)),
-                max_result_bytes=self._engine.limits.max_payload_bytes,
-            )
+        worker = session.worker
+        yield welcome(
+            worker.worker_id,
+            self._heartbeat_interval(worker),
+            self._engine.limits.max_payload_bytes,
         )
         self._pump.kick()
         reader = asyncio.create_task(self._read(requests, session))
@@ -157,15 +152,8 @@ class WorkStream:
         finally:
             reader.cancel()
             self._pump.unregister(session)
-            worker = session.worker
             held = self._engine.disconnect(worker, self._clock())
-            log.info(
-                "worker %s disconnected (%s); %d held jobs are pending again",
-                worker.worker_id,
-                reason,
-                held,
-                extra={"worker_id": worker.worker_id, "reason": reason, "held": held},
-            )
+            log_disconnected(worker, reason, held)
             self._pump.kick()
 
     async def _hello(
@@ -173,31 +161,20 @@ class WorkStream:
         requests: AsyncIterator[pb.WorkRequest],
         context: grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse],
     ) -> WorkerSession | None:
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        h = await read_hello(requests, context, self._received)
+        if h is None:
             return None
-        self.counts.add("received", first.WhichOneof("kind") or "empty")
-        if first.WhichOneof("kind") != "hello":
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
-            )
-        h = first.hello
         try:
             worker = self._engine.connect(
                 h.worker_id, list(h.queues), h.max_in_flight, self._clock(), dict(h.labels)
             )
         except EngineError as e:
             await context.abort(status_of(e), str(e))
-        log.info(
-            "worker %s connected for %s with %d credits",
-            worker.worker_id,
-            ",".join(worker.queues),
-            worker.max_in_flight,
-            extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
-        )
+        log_connected(worker)
         return WorkerSession(worker, self.counts)
+
+    def _received(self, req: pb.WorkRequest) -> None:
+        self.counts.add("received", req.WhichOneof("kind") or "empty")
 
     async def _read(self, requests: AsyncIterator[pb.WorkRequest], session: WorkerSession) -> None:
         """Applies the worker's messages; ends the stream on a protocol error or when the
@@ -222,7 +199,7 @@ class WorkStream:
             now = self._clock()
             rejected = []
             for r in req.results.results:
-                rej = engine.complete(worker, r.job_id, r.lease_id, _outcome(r), now)
+                rej = engine.complete(worker, r.job_id, r.lease_id, outcome(r), now)
                 if rej is not None:
                     rejected.append(rej)
             if rejected:
@@ -230,12 +207,7 @@ class WorkStream:
         elif kind == "heartbeat":
             unknown = engine.heartbeat(worker, req.heartbeat.lease_ids, self._clock())
             if unknown:
-                session.reject(
-                    [
-                        Rejection("", lid, "heartbeat for a lease this worker does not hold")
-                        for lid in unknown
-                    ]
-                )
+                session.reject(unknown_leases(unknown))
             return None
         elif kind == "credit":
             try:

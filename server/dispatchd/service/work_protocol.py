@@ -1,0 +1,95 @@
+"""The parts of the Work stream protocol that do not depend on the backend behind it:
+reading the hello, reading results, the welcome and the connect/disconnect log lines.
+Both the embedded stream (sessions.py) and the Redis one (redis/stream.py) use them, so
+workers see the same protocol whichever backend serves them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import grpc
+
+from dispatchd import convert
+from dispatchd.engine import JobFailure, Outcome, Rejection
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+log = logging.getLogger("dispatchd.sessions")
+Context = grpc.aio.ServicerContext[pb.WorkRequest, pb.WorkResponse]
+
+
+class StreamWorker(Protocol):
+    """What the log lines need of a connected worker, on either backend."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def queues(self) -> tuple[str, ...]: ...
+    @property
+    def max_in_flight(self) -> int: ...
+
+
+async def read_hello(
+    requests: AsyncIterator[pb.WorkRequest],
+    context: Context,
+    seen: Callable[[pb.WorkRequest], None] | None = None,
+) -> pb.WorkerHello | None:
+    """The stream's first message, which must be hello; None if the worker closed
+    before sending any. ``seen`` is told of the first message before it is checked."""
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        return None
+    if seen is not None:
+        seen(first)
+    if first.WhichOneof("kind") != "hello":
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
+        )
+    return first.hello
+
+
+def welcome(worker_id: str, heartbeat_interval: float, max_result_bytes: int) -> pb.WorkResponse:
+    return pb.WorkResponse(
+        welcome=pb.WorkerWelcome(
+            worker_id=worker_id,
+            heartbeat_interval=convert.duration(heartbeat_interval),
+            max_result_bytes=max_result_bytes,
+        )
+    )
+
+
+def outcome(result: pb.JobResult) -> Outcome:
+    """A worker's result as the engine takes it: the output, or the failure."""
+    if result.WhichOneof("outcome") == "error":
+        e = result.error
+        return JobFailure(e.message, e.retryable, e.code)
+    return result.output
+
+
+def unknown_leases(lease_ids: list[str]) -> list[Rejection]:
+    """Rejections for heartbeats naming leases the worker does not hold."""
+    reason = "heartbeat for a lease this worker does not hold"
+    return [Rejection("", lid, reason) for lid in lease_ids]
+
+
+def log_connected(worker: StreamWorker) -> None:
+    log.info(
+        "worker %s connected for %s with %d credits",
+        worker.worker_id,
+        ",".join(worker.queues),
+        worker.max_in_flight,
+        extra={"worker_id": worker.worker_id, "queues": list(worker.queues)},
+    )
+
+
+def log_disconnected(worker: StreamWorker, reason: str, held: int) -> None:
+    log.info(
+        "worker %s disconnected (%s); %d held jobs are pending again",
+        worker.worker_id,
+        reason,
+        held,
+        extra={"worker_id": worker.worker_id, "reason": reason, "held": held},
+    )
