@@ -114,15 +114,7 @@ class Engine(DispatchMixin, SlotMixin):
         now = self._clock(now)
         if self.draining:
             raise Unavailable("server is draining and accepts no new jobs; retry on another")
-        if not specs:
-            raise InvalidArgument("no jobs given")
-        if len(specs) > self.limits.max_batch_jobs:
-            raise InvalidArgument(
-                f"{len(specs)} jobs in one batch; the limit is {self.limits.max_batch_jobs}"
-            )
-        many = len(specs) > 1
-        for i, spec in enumerate(specs):
-            lim.check_new_job(spec, self.limits, i if many else None)
+        lim.check_batch(specs, self.limits)
         plan = self._plan_admission(specs, now)
         out: list[tuple[JobView, bool]] = []
         fresh: list[JobRecord] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -135,6 +136,20 @@ def check_new_job(spec: NewJob, limits: EngineLimits, index: int | None = None) 
             f"{_where(index)}content_type is {len(spec.content_type)} characters; "
             f"the limit is {limits.max_content_type_bytes}"
         )
+
+
+def check_batch(specs: Sequence[NewJob], limits: EngineLimits) -> None:
+    """A submit's jobs, all checked before any is admitted; messages name the index of
+    the offending job when there is more than one."""
+    if not specs:
+        raise InvalidArgument("no jobs given")
+    if len(specs) > limits.max_batch_jobs:
+        raise InvalidArgument(
+            f"{len(specs)} jobs in one batch; the limit is {limits.max_batch_jobs}"
+        )
+    many = len(specs) > 1
+    for i, spec in enumerate(specs):
+        check_new_job(spec, limits, i if many else None)
 
 
 def _check_headers(headers: dict[str, str], limits: EngineLimits, index: int | None) -> None:

@@ -77,15 +77,7 @@ class RedisJobs(RedisStore):
 
     async def submit(self, specs: Sequence[NewJob], now: float) -> list[tuple[StoredJob, bool]]:
         """All of ``specs`` or none (one script); the engine's checks and messages."""
-        if not specs:
-            raise InvalidArgument("no jobs given")
-        if len(specs) > self.limits.max_batch_jobs:
-            raise InvalidArgument(
-                f"{len(specs)} jobs in one batch; the limit is {self.limits.max_batch_jobs}"
-            )
-        many = len(specs) > 1
-        for i, spec in enumerate(specs):
-            lim.check_new_job(spec, self.limits, i if many else None)
+        lim.check_batch(specs, self.limits)
         args: list[Any] = [self.limits.default_width, self.limits.default_lease_seconds]
         for spec in specs:
             args += records.submit_args(spec, records.job_id(self._new_ulid(now), spec.queue))
