@@ -14,18 +14,9 @@ from dispatchd.config import Config
 from dispatchd.redis.server import RedisDispatchdServer
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import Worker
+from tests.inproc import base_config, serving
 
 AnyServer = DispatchdServer | RedisDispatchdServer
-
-
-def base_config(tmp_path: Path) -> Config:
-    return Config(
-        listen="127.0.0.1:0",
-        data_dir=tmp_path / "data",
-        default_lease=5.0,
-        metrics_listen="127.0.0.1:0",
-        http_listen="0",
-    )
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -43,21 +34,21 @@ def server_config(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 
 async def start_server(config: Config) -> AnyServer:
-    srv: AnyServer = (
-        RedisDispatchdServer(config) if config.backend == "redis" else DispatchdServer(config)
-    )
+    srv = _new_server(config)
     await srv.start()
     return srv
 
 
+def _new_server(config: Config) -> AnyServer:
+    if config.backend == "redis":
+        return RedisDispatchdServer(config)
+    return DispatchdServer(config)
+
+
 @pytest.fixture
 async def server(server_config: Config) -> AsyncIterator[AnyServer]:
-    srv = await start_server(server_config)
-    try:
+    async with serving(_new_server(server_config)) as srv:
         yield srv
-    finally:
-        if not srv.stopped.is_set():
-            await srv.stop_now()
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatchd.config import Config, ConfigError
 from dispatchd.redis.server import RedisDispatchdServer
@@ -28,11 +26,13 @@ from dispatchd_client import (
     Unauthenticated,
     Unavailable,
 )
+from tests.grpc_probes import check_health_and_reflection
+from tests.inproc import base_config
 from tests.integration.helpers import eventually
 from tests.integration.scrape import scrape
 from tests.redisproc import RedisProcess
 
-from .conftest import StartWorker, base_config, start_server
+from .conftest import StartWorker, start_server
 
 
 def redis_config(tmp_path: Path, url: str) -> Config:
@@ -212,23 +212,7 @@ async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
 async def test_health_and_reflection_serve_in_redis_mode(
     server: RedisDispatchdServer, target: str, backend: str
 ) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "dispatchd.v1.DispatcherService"):
-            resp = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert resp.status == health_pb2.HealthCheckResponse.SERVING
-        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-
-        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
-            yield reflection_pb2.ServerReflectionRequest(list_services="")
-
-        services = set()
-        async for r in refl.ServerReflectionInfo(ask()):
-            services |= {s.name for s in r.list_services_response.service}
-        assert "dispatchd.v1.DispatcherService" in services
-        await server.health.enter_graceful_shutdown()
-        resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
-        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await check_health_and_reflection(target, server.health.enter_graceful_shutdown)
 
 
 async def test_tokens_and_the_probe_port_work_as_on_the_embedded_backend(

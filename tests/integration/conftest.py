@@ -10,35 +10,37 @@ import pytest
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
-from dispatchd_client import Worker
+from dispatchd_client import AsyncClient, Worker
+from tests.inproc import base_config, serving
 
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> Config:
-    # Metrics on a free port: every integration test also runs the metrics observers.
-    return Config(
-        listen="127.0.0.1:0",
-        data_dir=tmp_path / "data",
-        default_lease=5.0,
-        metrics_listen="127.0.0.1:0",
-        http_listen="0",  # dashboard tests turn it on; 8080 may be taken
-    )
+    return base_config(tmp_path)
 
 
 @pytest.fixture
 async def server(server_config: Config) -> AsyncIterator[DispatchdServer]:
-    srv = DispatchdServer(server_config)
-    await srv.start()
-    try:
+    async with serving(DispatchdServer(server_config)) as srv:
         yield srv
-    finally:
-        if not srv.stopped.is_set():
-            await srv.stop_now()
 
 
 @pytest.fixture
 def target(server: DispatchdServer) -> str:
     return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+async def client(target: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(target) as c:
+        yield c
+
+
+@pytest.fixture
+def port(server: DispatchdServer) -> int:
+    """The dashboard's port, for tests whose server_config turns --http-listen on."""
+    assert server.web is not None
+    return server.web.port
 
 
 StartWorker = Callable[..., Worker]

@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, JobState
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+from tests.grpc_probes import check_health_and_reflection
 
 from .helpers import eventually
 
@@ -129,21 +128,8 @@ async def _deadline_after(client: AsyncClient, job_id: str, t: object) -> bool:
 
 
 async def test_health_and_reflection(target: str, server: DispatchdServer) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "dispatchd.v1.DispatcherService"):
-            resp = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert resp.status == health_pb2.HealthCheckResponse.SERVING
-        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-
-        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
-            yield reflection_pb2.ServerReflectionRequest(list_services="")
-
-        services = set()
-        async for resp in refl.ServerReflectionInfo(ask()):
-            services |= {s.name for s in resp.list_services_response.service}
-        assert "dispatchd.v1.DispatcherService" in services
+    async def shut_down() -> None:
         server.engine.begin_drain()
         await server.health.enter_graceful_shutdown()
-        resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
-        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    await check_health_and_reflection(target, shut_down)
