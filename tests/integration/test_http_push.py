@@ -39,12 +39,6 @@ async def endpoint() -> AsyncIterator[Endpoint]:
         await ep.stop()
 
 
-@pytest.fixture
-async def client(target: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(target) as c:
-        yield c
-
-
 async def test_delivers_payload_and_headers_and_keeps_the_response(
     client: AsyncClient, endpoint: Endpoint
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,25 +13,13 @@ from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, JobState, ReceivedJob, RetryPolicy
 
 from .conftest import StartWorker
-from .helpers import eventually
+from .helpers import hold_one_job
 from .web import act, get, post
 
 
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
     return dataclasses.replace(server_config, http_listen="127.0.0.1:0")
-
-
-@pytest.fixture
-async def client(target: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(target) as c:
-        yield c
-
-
-@pytest.fixture
-def port(server: DispatchdServer) -> int:
-    assert server.web is not None
-    return server.web.port
 
 
 async def test_pause_resume_width_rate(port: int, client: AsyncClient) -> None:
@@ -134,26 +121,12 @@ async def test_dead_job_shows_its_error_and_retry_revives_it(
 async def test_underway_jobs_show_worker_and_lease(
     port: int, client: AsyncClient, start_worker: StartWorker
 ) -> None:
-    release = asyncio.Event()
-
-    async def handler(job: ReceivedJob) -> str:
-        await release.wait()
-        return "ok"
-
-    job = await client.submit("u", b"x")
-    start_worker(configure=lambda w: w.handler("u")(handler), worker_id="holder", concurrency=1)
-    await eventually(
-        lambda: _state(client, job.id, JobState.UNDERWAY), what="the job to be underway"
-    )
+    job, release = await hold_one_job(client, start_worker, "u", worker_id="holder", concurrency=1)
     page = await get(port, "/queues/u")
     underway = page.body[page.body.index("id=underway") :]
     assert job.id in underway
     assert "<td>holder</td>" in underway
     release.set()
-
-
-async def _state(client: AsyncClient, job_id: str, state: JobState) -> bool:
-    return (await client.get(job_id)).state is state
 
 
 async def test_drain_from_the_dashboard_stops_the_server(

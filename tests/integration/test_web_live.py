@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
-from dispatchd_client import AsyncClient, JobState, ReceivedJob
+from dispatchd_client import AsyncClient, JobState
 
 from .conftest import StartWorker
-from .helpers import eventually
+from .helpers import eventually, hold_one_job
 from .web import act, get, post
 
 
@@ -23,18 +22,6 @@ from .web import act, get, post
 def server_config(server_config: Config) -> Config:
     # Short buckets: a finished job shows in a complete bucket within a fraction of a second.
     return dataclasses.replace(server_config, http_listen="127.0.0.1:0", dashboard_bucket=0.1)
-
-
-@pytest.fixture
-async def client(target: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(target) as c:
-        yield c
-
-
-@pytest.fixture
-def port(server: DispatchdServer) -> int:
-    assert server.web is not None
-    return server.web.port
 
 
 async def _queues(port: int) -> dict[str, dict[str, object]]:
@@ -77,24 +64,14 @@ async def test_no_observer_without_the_dashboard(server_config: Config) -> None:
 async def test_workers_page_shows_labels_credits_and_held_jobs(
     port: int, client: AsyncClient, start_worker: StartWorker
 ) -> None:
-    release = asyncio.Event()
-
-    async def handler(job: ReceivedJob) -> str:
-        await release.wait()
-        return "ok"
-
-    job = await client.submit("held", b"x")
-    start_worker(
-        configure=lambda w: w.handler("held")(handler),
+    job, release = await hold_one_job(
+        client,
+        start_worker,
+        "held",
         worker_id="w<1>",
         labels={"zone": "<eu>", "host": "a"},
         concurrency=3,
     )
-
-    async def underway() -> bool:
-        return (await client.get(job.id)).state is JobState.UNDERWAY
-
-    await eventually(underway, what="the job to be underway")
     body = (await get(port, "/workers")).body
     row = body[body.index("w&lt;1&gt;") :]
     assert "<td>host=a, zone=&lt;eu&gt;</td>" in row
@@ -120,19 +97,7 @@ async def test_a_bad_drain_grace_is_refused_and_changes_nothing(
 async def test_drain_with_a_chosen_grace_takes_jobs_back_after_it(
     port: int, server: DispatchdServer, client: AsyncClient, start_worker: StartWorker
 ) -> None:
-    never = asyncio.Event()
-
-    async def handler(job: ReceivedJob) -> str:
-        await never.wait()
-        return "ok"
-
-    job = await client.submit("slow", b"x")
-    start_worker(configure=lambda w: w.handler("slow")(handler), concurrency=1)
-
-    async def underway() -> bool:
-        return (await client.get(job.id)).state is JobState.UNDERWAY
-
-    await eventually(underway, what="the job to be underway")
+    _, never = await hold_one_job(client, start_worker, "slow", concurrency=1)
     page = await act(port, "drain", {"grace": "0.2"})
     assert "underway jobs get 0.2 s to end" in page.body
     # The server's --drain-grace is 25 s: stopping within 10 s means the form's grace held.
@@ -143,19 +108,7 @@ async def test_drain_with_a_chosen_grace_takes_jobs_back_after_it(
 async def test_a_second_drain_says_the_first_grace_stays(
     port: int, server: DispatchdServer, client: AsyncClient, start_worker: StartWorker
 ) -> None:
-    never = asyncio.Event()
-
-    async def handler(job: ReceivedJob) -> str:
-        await never.wait()
-        return "ok"
-
-    job = await client.submit("slow", b"x")
-    start_worker(configure=lambda w: w.handler("slow")(handler), concurrency=1)
-
-    async def underway() -> bool:
-        return (await client.get(job.id)).state is JobState.UNDERWAY
-
-    await eventually(underway, what="the job to be underway")
+    _, never = await hold_one_job(client, start_worker, "slow", concurrency=1)
     first = await act(port, "drain", {"grace": "3"})
     assert "underway jobs get 3 s to end" in first.body
     second = await act(port, "drain", {"grace": "600"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from .web import get, post
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
     return dataclasses.replace(server_config, http_listen="127.0.0.1:0")
-
-
-@pytest.fixture
-async def client(target: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(target) as c:
-        yield c
 
 
 def port(server: DispatchdServer) -> int:
