@@ -4,12 +4,10 @@ its own thread, and headless Chromium through Selenium and Debian's chromium-dri
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -30,8 +28,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from dispatchd_client import ReceivedJob, Worker
+from tests.dispatchd_process import DispatchdProcess
 
-SERVING = re.compile(r"dispatchd serving on [^:]+:(\d+)")
 DASHBOARD = re.compile(r"dashboard on http://[^:]+:(\d+)/")
 #: The flags the brief asks for: no sandbox (root in CI), nothing fetched in the background.
 CHROMIUM_FLAGS = (
@@ -48,15 +46,13 @@ CHROMIUM_FLAGS = (
 WAIT_SECONDS = 10.0
 
 
-class DashboardServer:
-    """``python -m dispatchd`` with the dashboard on a free port; stderr read on a thread."""
+class DashboardServer(DispatchdProcess):
+    """``python -m dispatchd`` with the dashboard on a free port."""
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
+        self.web_port = 0  # before the reader starts
+        super().__init__(
             [
-                sys.executable,
-                "-m",
-                "dispatchd",
                 "--listen",
                 "127.0.0.1:0",
                 "--http-listen",
@@ -72,32 +68,22 @@ class DashboardServer:
                 "--log-level",
                 "info",
                 *extra,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            ]
         )
-        self.lines: list[str] = []
-        self.grpc_port = 0
-        self.web_port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if m := DASHBOARD.search(line):
-                self.web_port = int(m.group(1))
-            if m := SERVING.search(line):
-                self.grpc_port = int(m.group(1))
-                self._ready.set()
-        self._ready.set()  # the process ended: wait_ready says so
+    def _saw(self, line: str) -> None:
+        if m := DASHBOARD.search(line):
+            self.web_port = int(m.group(1))
+
+    def _started(self) -> bool:
+        return super()._started() and self.web_port != 0
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        if not self._ready.wait(timeout) or not (self.grpc_port and self.web_port):
-            raise AssertionError("dispatchd did not start:\n" + "".join(self.lines))
+        self._wait_started(timeout)
+
+    @property
+    def grpc_port(self) -> int:
+        return self.port
 
     @property
     def target(self) -> str:

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-SERVING = re.compile(r"dispatchd serving on [^:]+:(\d+)")
+from tests.dispatchd_process import DispatchdProcess
 
 
-class ServerProcess:
-    """A dispatchd process; stderr is collected on a thread so the pipe never fills."""
+class ServerProcess(DispatchdProcess):
+    """A dispatchd process with the dashboard off."""
 
     def __init__(self, data_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                "-m",
-                "dispatchd",
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",
@@ -37,29 +29,11 @@ class ServerProcess:
                 "0",
                 *extra,
             ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env,
         )
-        self.lines: list[str] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            m = SERVING.search(line)
-            if m:
-                self.port = int(m.group(1))
-                self._ready.set()
-        self._ready.set()  # the process ended; wait_ready reports it
 
     def wait_ready(self, timeout: float = 20.0) -> str:
-        if not self._ready.wait(timeout) or not self.port:
-            raise AssertionError("dispatchd did not start:\n" + "".join(self.lines))
+        self._wait_started(timeout)
         return f"127.0.0.1:{self.port}"
 
     def terminate(self) -> None:
