@@ -348,10 +348,14 @@ def test_low_traffic_queue_not_starved(
 
 def test_two_workers_share_one_queue(engine: Engine, submit: Submit, connect: Connect) -> None:
     submit(n=6)
+    engine.update_queue("q", width=100)
     a = connect(credits=10)
     b = connect(credits=10)
-    out = dict((w.key, len(batch)) for w, batch in engine.dispatch(0.0))
-    assert out == {a.key: 3, b.key: 3}
+    out = [(w.key, len(batch)) for w, batch in engine.dispatch(0.0)]
+    assert out == [(a.key, 6)]  # a credit-filling turn: one delivery, not 3 + 3
+    submit(n=6, now=1.0)
+    out = [(w.key, len(batch)) for w, batch in engine.dispatch(1.0)]
+    assert out == [(b.key, 6)]  # the next pass starts with the other worker
 
 
 def test_busy_worker_does_not_starve_other(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine.dispatching import Dispatches, DispatchMixin, Outcome
+from dispatchd.engine.dispatching import DispatchMixin, Outcome
 from dispatchd.engine.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -32,6 +32,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.slots import SlotMixin
+from dispatchd.engine.turns import Dispatches
 from dispatchd.engine.workers import WorkerRecord
 
 __all__ = ["Dispatches", "Engine", "Outcome"]

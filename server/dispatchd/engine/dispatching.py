@@ -1,4 +1,4 @@
-"""Workers, leases and the dispatch pass; results, retries and everything time drives."""
+"""Workers and leases; results, retries and everything time drives (the pass: turns.py)."""
 
 from __future__ import annotations
 
@@ -16,19 +16,17 @@ from dispatchd.engine.model import (
     LeaseRecord,
     Rejection,
 )
-from dispatchd.engine.queue import QueueState
-from dispatchd.engine.state import EngineState
+from dispatchd.engine.turns import TurnsMixin
 from dispatchd.engine.workers import WorkerRecord
 
 Outcome = bytes | JobFailure
-Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
 
 LEASE_EXPIRED = JobFailure("lease expired without a result or heartbeat", True, "LeaseExpired")
 WORKER_LOST = JobFailure("the worker's stream ended while it held the job", True, "WorkerLost")
 _REASONS = {"LeaseExpired": "lease expired", "WorkerLost": "worker disconnected"}
 
 
-class DispatchMixin(EngineState):
+class DispatchMixin(TurnsMixin):
     # ---- workers ------------------------------------------------------------------
 
     def connect(
@@ -303,95 +301,3 @@ class DispatchMixin(EngineState):
 
     def underway_total(self) -> int:
         return len(self._leases) + len(self._slots)
-
-    # ---- dispatch -----------------------------------------------------------------
-
-    def dispatch(self, now: float) -> Dispatches:
-        """Leases every job that may run now. One job per queue per round, rounds
-        starting at a rotating queue, so queues sharing workers are served fairly."""
-        now = self._clock(now)
-        self._rate_wake = None
-        self._grant_slots(now)
-        if self.draining or not self._with_pending:
-            return []
-        out: dict[int, tuple[WorkerRecord, list[LeaseRecord]]] = {}
-        names = list(self._with_pending)
-        start = self._rr_offset % len(names)
-        self._rr_offset += 1
-        active = [self._queues[n] for n in names[start:] + names[:start]]
-        while active:
-            still = []
-            for q in active:
-                lease = self._dispatch_one(q, now)
-                if lease is None:
-                    continue
-                entry = out.get(lease.worker.key)
-                if entry is None:
-                    out[lease.worker.key] = (lease.worker, [lease])
-                else:
-                    entry[1].append(lease)
-                still.append(q)
-            active = still
-        for name in names:
-            q = self._queues[name]
-            if not q.pending:
-                del self._with_pending[name]
-            else:
-                self._note_wake(q, now)
-        return list(out.values())
-
-    def _dispatch_one(self, q: QueueState, now: float) -> LeaseRecord | None:
-        if not q.may_dispatch(now):
-            return None
-        worker = q.next_worker()
-        if worker is None:
-            return None
-        job = q.ready.pop(now)
-        if job is None:
-            return None
-        if q.bucket is not None:
-            q.bucket.take(now)
-        q.remove_pending(job)
-        return self._lease(q, job, worker, now)
-
-    def _note_wake(self, q: QueueState, now: float) -> None:
-        """Remembers when a queue held back only by a rate (its own or a key's) can go
-        again. A paused or full queue, or one with no free worker, needs no timer: resume,
-        a freed slot or a credit kicks the pump anyway; arming one would spin."""
-        s = q.settings
-        if s.paused or q.underway >= s.width or not q.has_free_worker():
-            return
-        wakes = []
-        if q.bucket is not None and q.blocked_only_by_rate(now):
-            wakes.append(q.bucket.next_time(now))
-        q.ready.has_ready(now)  # lets lanes whose token came back into the ring
-        lane_wake = q.ready.next_wake()
-        if lane_wake is not None and lane_wake > now:
-            wakes.append(lane_wake)
-        for t in wakes:
-            if self._rate_wake is None or t < self._rate_wake:
-                self._rate_wake = t
-
-    def _lease(
-        self, q: QueueState, job: JobRecord, worker: WorkerRecord, now: float
-    ) -> LeaseRecord:
-        lease = LeaseRecord(
-            lease_id=self._ids.lease_id(),
-            job=job,
-            worker=worker,
-            deadline=now + q.settings.lease_seconds,
-            dispatch_seq=self._next_seq(),
-        )
-        job.state = JobState.UNDERWAY
-        job.attempt += 1
-        job.dispatch_time = now
-        if job.first_dispatch_time is None:
-            job.first_dispatch_time = now
-        job.worker_id = worker.worker_id
-        job.lease = lease
-        self._leases[lease.lease_id] = lease
-        worker.leases[lease.lease_id] = lease
-        q.leases[lease.lease_id] = lease
-        self._deadlines.push(lease)
-        self.observer.job_dispatched(lease)
-        return lease

@@ -73,7 +73,6 @@ class QueueState:
     """
 
     __slots__ = (
-        "_rr",
         "bucket",
         "chains",
         "dedup",
@@ -105,7 +104,6 @@ class QueueState:
         self.subscribers: list[WorkerRecord] = []
         self.dedup: dict[str, str] = {}  # idempotency key -> job id
         self.bucket: TokenBucket | None = None
-        self._rr = 0
         self.apply_settings(settings, now)
 
     def apply_settings(self, settings: QueueSettings, now: float) -> None:
@@ -154,19 +152,6 @@ class QueueState:
 
     def has_free_worker(self) -> bool:
         return any(w.free_credits > 0 for w in self.subscribers)
-
-    def next_worker(self) -> WorkerRecord | None:
-        """Round-robin over subscribers with a free credit, so one busy worker cannot
-        starve the others of this queue's jobs."""
-        subs = self.subscribers
-        n = len(subs)
-        for i in range(n):
-            idx = (self._rr + i) % n
-            worker = subs[idx]
-            if worker.free_credits > 0:
-                self._rr = (idx + 1) % n
-                return worker
-        return None
 
     def record_finished(self, job: FinishedJob) -> None:
         self.finished[job.state].append(job.finish_seq, job.id)

@@ -63,6 +63,7 @@ class EngineState:
         self._seq = 0
         self._worker_seq = 0
         self._rr_offset = 0
+        self._turn_after = 0  # key of the worker served last: the next pass starts after it
         self._now = 0.0  # the latest time any call passed in
         self.draining = False
 
