@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import redis
+
+from .polling import until
 
 
 class RedisProcess:
@@ -46,17 +47,18 @@ class RedisProcess:
         self._wait_ready()
 
     def _wait_ready(self, within: float = 10.0) -> None:
-        deadline = time.monotonic() + within
         client = redis.Redis.from_url(self.url)
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
         try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.02)
+            until(answers, within, "redis-server to answer PING", interval=0.02)
         finally:
             client.close()
 

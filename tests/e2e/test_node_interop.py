@@ -21,6 +21,7 @@ import pytest
 
 from dispatchd_client import Client, JobState, NewJob, ReceivedJob, Worker
 
+from ..polling import until
 from .conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,11 +139,11 @@ def test_max_concurrency_counts_overlaps_only() -> None:
 
 
 def _wait_workers(client: Client, count: int, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while client.get_queue(QUEUE).worker_count < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{count} workers did not connect to {QUEUE} in {within} s")
-        time.sleep(0.01)
+    until(
+        lambda: client.get_queue(QUEUE).worker_count >= count,
+        within,
+        f"{count} workers to connect to {QUEUE}",
+    )
 
 
 def test_node_and_python_workers_share_one_width(

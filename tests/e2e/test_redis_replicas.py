@@ -14,6 +14,7 @@ import pytest
 
 from dispatchd_client import AsyncClient, JobState, NewJob, Rate, ReceivedJob, Worker
 
+from ..polling import eventually
 from .conftest import ServerProcess
 from .replica_checks import most_at_once, worst_burst
 
@@ -101,10 +102,8 @@ def _twice(runs: list[tuple[str, float, float]]) -> list[str]:
 
 
 async def _until_idle(client: AsyncClient) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    async def idle() -> bool:
         queue = await client.get_queue("fleet")
-        if (queue.pending_count, queue.underway_count, queue.scheduled_count) == (0, 0, 0):
-            return
-        assert time.monotonic() < deadline, f"queue never went idle: {queue}"
-        await asyncio.sleep(0.1)
+        return (queue.pending_count, queue.underway_count, queue.scheduled_count) == (0, 0, 0)
+
+    await eventually(idle, 30, "the queue to go idle", interval=0.1)

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from dispatchd_client import AsyncClient, Job, JobState, ReceivedJob, Worker
 
-POLL_INTERVAL = 0.01
+from ..polling import eventually
 
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    within: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Polls ``check`` (sync or async) until it is true or ``within`` seconds pass."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL)
+__all__ = ["eventually", "hold_one_job"]
 
 
 async def hold_one_job(

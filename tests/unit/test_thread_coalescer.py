@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -20,6 +19,8 @@ from dispatchd_client import DispatchdError, Job
 from dispatchd_client import _requests as rq
 from dispatchd_client._thread_coalescer import ThreadCoalescer
 from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+from ..polling import until
 
 WAIT = 10.0
 
@@ -65,10 +66,7 @@ def _submit(coalescer: ThreadCoalescer, name: str) -> Callable[[], Job]:
 
 
 def _until(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
+    until(check, WAIT, interval=0.001)
 
 
 def _queued(coalescer: ThreadCoalescer) -> int:
