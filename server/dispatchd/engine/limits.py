@@ -66,6 +66,24 @@ def check_queue_name(name: str) -> None:
         raise InvalidArgument(f"queue name {name!r} has characters outside [A-Za-z0-9._:-]")
 
 
+MAX_HOLDER_CHARS = 256
+
+
+def check_slot_ttl(ttl: float) -> None:
+    if not 1.0 <= ttl <= 3600.0:
+        raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
+
+
+def check_slot_request(queue: str, holder: str, ttl: float) -> None:
+    """An AcquireSlot's arguments, the same on every backend."""
+    check_queue_name(queue)
+    if len(holder) > MAX_HOLDER_CHARS:
+        raise InvalidArgument(
+            f"holder is {len(holder)} characters; the limit is {MAX_HOLDER_CHARS}"
+        )
+    check_slot_ttl(ttl)
+
+
 def check_width(width: int) -> None:
     if width < 0:
         raise InvalidArgument(f"width must be 0 or more, got {width}")

@@ -15,8 +15,6 @@ from dispatchd.engine.errors import InvalidArgument, NotFound, Unavailable
 from dispatchd.engine.model import SlotRecord, SlotRequest
 from dispatchd.engine.state import EngineState
 
-MAX_HOLDER_CHARS = 256
-
 
 class SlotMixin(EngineState):
     def request_slot(
@@ -24,11 +22,7 @@ class SlotMixin(EngineState):
     ) -> SlotRequest:
         """Queues an acquirer; the grant arrives through observer.slot_granted."""
         now = self._clock(now)
-        lim.check_queue_name(queue)
-        if len(holder) > MAX_HOLDER_CHARS:
-            raise InvalidArgument(f"holder is {len(holder)} characters; the limit is 256")
-        if not 1.0 <= ttl <= 3600.0:
-            raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
+        lim.check_slot_request(queue, holder, ttl)
         if self.draining:
             raise Unavailable("server is draining and grants no slots")
         q = self._ensure_queue(queue)
@@ -96,8 +90,7 @@ class SlotMixin(EngineState):
         now = self._clock(now)
         slot = self._slot(slot_id)
         if ttl is not None:
-            if not 1.0 <= ttl <= 3600.0:
-                raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
+            lim.check_slot_ttl(ttl)
             slot.ttl = ttl
         deadline = now + slot.ttl
         if deadline < slot.deadline:

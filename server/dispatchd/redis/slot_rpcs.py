@@ -12,15 +12,15 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.errors import Unavailable
 from dispatchd.redis import records
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import events
+from dispatchd.service.requests import slot_ttl
 from dispatchd.service.slot_rpcs import translating
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
-MAX_HOLDER_CHARS = 256
 #: A waiting request lives this long in Redis unless its replica tries again (it does
 #: every RETRY_SECONDS): a replica that died stops holding up the queue within seconds.
 REQUEST_TTL = 5.0
@@ -33,11 +33,6 @@ def _slot_pb(slot_id: str, holder: str, deadline: float) -> pb.Slot:
     return pb.Slot(slot_id=slot_id, queue=queue, holder=holder, expire_time=expire)
 
 
-def _check_ttl(ttl: float) -> None:
-    if not 1.0 <= ttl <= 3600.0:
-        raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
-
-
 class RedisSlotRpcs:
     """Mixed into the Redis backend's DispatcherService servicer."""
 
@@ -47,13 +42,8 @@ class RedisSlotRpcs:
     async def AcquireSlot(
         self, request: pb.AcquireSlotRequest, context: Context
     ) -> pb.AcquireSlotResponse:
-        if not request.HasField("ttl"):
-            raise InvalidArgument("ttl is required: how long the slot lives without a renewal")
-        queue, holder, ttl = request.queue, request.holder, convert.duration_seconds(request.ttl)
-        lim.check_queue_name(queue)
-        if len(holder) > MAX_HOLDER_CHARS:
-            raise InvalidArgument(f"holder is {len(holder)} characters; the limit is 256")
-        _check_ttl(ttl)
+        queue, holder, ttl = request.queue, request.holder, slot_ttl(request)
+        lim.check_slot_request(queue, holder, ttl)
         replica = self._replica
         if replica.draining:
             raise Unavailable("server is draining and grants no slots")
@@ -84,7 +74,7 @@ class RedisSlotRpcs:
     ) -> pb.RenewSlotResponse:
         ttl = convert.duration_seconds(request.ttl) if request.HasField("ttl") else None
         if ttl is not None:
-            _check_ttl(ttl)
+            lim.check_slot_ttl(ttl)
         holder, deadline = await self._replica.backend.slot_op("renew", request.slot_id, ttl)
         return pb.RenewSlotResponse(slot=_slot_pb(request.slot_id, holder, deadline))
 

@@ -57,6 +57,13 @@ def wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
     return timeout
 
 
+def slot_ttl(request: pb.AcquireSlotRequest) -> float:
+    """An AcquireSlot's ttl, which it must name (the range is the engine's check)."""
+    if not request.HasField("ttl"):
+        raise InvalidArgument("ttl is required: how long the slot lives without a renewal")
+    return convert.duration_seconds(request.ttl)
+
+
 def drain_grace(request: pb.DrainRequest) -> float | None:
     """The grace of a Drain; None when unset (the server's configured grace applies)."""
     if not request.HasField("grace"):

@@ -10,9 +10,9 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineError, SlotRecord
-from dispatchd.engine.errors import InvalidArgument
 from dispatchd.service.errors import status_of
 from dispatchd.service.pump import DispatchPump
+from dispatchd.service.requests import slot_ttl
 from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -61,12 +61,10 @@ class SlotRpcs:
     async def AcquireSlot(
         self, request: pb.AcquireSlotRequest, context: Context
     ) -> pb.AcquireSlotResponse:
-        if not request.HasField("ttl"):
-            raise InvalidArgument("ttl is required: how long the slot lives without a renewal")
         ask = self._engine.request_slot(
             request.queue,
             request.holder,
-            convert.duration_seconds(request.ttl),
+            slot_ttl(request),
             request.priority,
             self._clock(),
         )
