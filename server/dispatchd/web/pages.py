@@ -64,6 +64,23 @@ def rate_text(v: QueueView) -> str:
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
 
+#: The columns of a queue's counts and settings, on the queues page and on its own page.
+COUNT_COLUMNS = ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
+
+
+def count_cells(v: QueueView) -> list[str]:
+    """The cells under COUNT_COLUMNS, escaped."""
+    return [
+        str(v.pending_count),
+        str(v.scheduled_count),
+        str(v.underway_count),
+        str(v.settings.width),
+        esc(rate_text(v)),
+        "yes" if v.settings.paused else "no",
+        str(v.worker_count),
+    ]
+
+
 def queue_row(v: QueueView, trend: Trend | None) -> dict[str, object]:
     """One queue as the JSON the live refresh reads (and the table shows)."""
     return {
@@ -89,30 +106,13 @@ def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> byt
     rows = [
         [
             f"<a href='{esc(url('queues', v.name))}'>{esc(v.name)}</a>",
-            str(v.pending_count),
-            str(v.scheduled_count),
-            str(v.underway_count),
-            str(v.settings.width),
-            esc(rate_text(v)),
-            "yes" if v.settings.paused else "no",
-            str(v.worker_count),
+            *count_cells(v),
             throughput_cell(trend),
             wait_cell(trend),
         ]
         for v, trend in ((v, trend_of(v.name)) for v in views)
     ]
-    cols = [
-        "Queue",
-        "Pending",
-        "Scheduled",
-        "Underway",
-        "Width",
-        "Rate",
-        "Paused",
-        "Workers",
-        "Throughput",
-        "Wait",
-    ]
+    cols = ["Queue", *COUNT_COLUMNS, "Throughput", "Wait"]
     body = table(cols, rows, "queues") if rows else "<p>No queues yet.</p>"
     grace = _field("grace", "Grace seconds (empty: the server's --drain-grace)")
     drain = action_form("drain", {}, "Drain the server", csrf, grace)
@@ -182,20 +182,7 @@ def queue_page(
     csrf: str,
 ) -> bytes:
     base = ["Job", "Priority", "Attempt", "Submitted"]
-    info = table(
-        ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"],
-        [
-            [
-                str(v.pending_count),
-                str(v.scheduled_count),
-                str(v.underway_count),
-                str(v.settings.width),
-                esc(rate_text(v)),
-                "yes" if v.settings.paused else "no",
-                str(v.worker_count),
-            ]
-        ],
-    )
+    info = table(COUNT_COLUMNS, [count_cells(v)])
     more = (
         f"<p><a href='{esc(url('queues', v.name))}?page={esc(quote(next_token))}'>Next page</a></p>"
         if next_token
