@@ -13,13 +13,13 @@ contract is generated: the snapshot format is the server's own business.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import grpc_tools
+from drift import drifted  # tools/ is on sys.path: these run as scripts
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,15 +74,9 @@ def check() -> int:
         generate(fresh)
         committed = _files(OUT) if OUT.exists() else set()
         names = _files(fresh) | committed
-        drifted = sorted(
-            n
-            for n in names
-            if not (fresh / n).exists()
-            or not (OUT / n).exists()
-            or not filecmp.cmp(fresh / n, OUT / n, shallow=False)
-        )
-    if drifted:
-        print(f"generated TypeScript drifts from proto/: {', '.join(drifted)}; run `make gen`")
+        stale = drifted(fresh, OUT, names)
+    if stale:
+        print(f"generated TypeScript drifts from proto/: {', '.join(stale)}; run `make gen`")
         return 1
     print("generated TypeScript matches proto/")
     return 0

@@ -12,7 +12,6 @@ and the server and every client share them.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import re
 import shutil
 import sys
@@ -20,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import grpc_tools
+from drift import drifted  # tools/ is on sys.path: these run as scripts
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,15 +60,9 @@ def check() -> int:
         names = {p.name for p in fresh.iterdir()} | {
             p.name for p in OUT.iterdir() if p.suffix in {".py", ".pyi"}
         }
-        drifted = sorted(
-            n
-            for n in names
-            if not (fresh / n).exists()
-            or not (OUT / n).exists()
-            or not filecmp.cmp(fresh / n, OUT / n, shallow=False)
-        )
-    if drifted:
-        print(f"generated stubs drift from proto/: {', '.join(drifted)}; run `make gen`")
+        stale = drifted(fresh, OUT, names)
+    if stale:
+        print(f"generated stubs drift from proto/: {', '.join(stale)}; run `make gen`")
         return 1
     print("generated stubs match proto/")
     return 0
