@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
 from dispatchd.engine import (
     Engine,
     InvalidArgument,
-    JobRecord,
     JobState,
     LeaseRecord,
     NotFound,
     Unavailable,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Dispatch = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Dispatch, Submit
 
 
 def finish(engine: Engine, lease: LeaseRecord, now: float = 0.0) -> None:

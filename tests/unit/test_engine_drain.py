@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import gc
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -14,19 +13,14 @@ from dispatchd.engine import (
     EngineLimits,
     FailedPrecondition,
     JobFailure,
-    JobRecord,
     JobState,
-    LeaseRecord,
     NewJob,
     NotFound,
     QueueSettings,
     Unavailable,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Dispatch = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Dispatch, Submit
 
 
 def pending_ids(engine: Engine, queue: str = "q") -> list[str]:

@@ -4,7 +4,6 @@ on attempts, and http_target as a validated, observed queue setting."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 
@@ -15,17 +14,13 @@ from dispatchd.engine import (
     HttpTarget,
     InvalidArgument,
     JobFailure,
-    JobRecord,
     JobState,
     LeaseRecord,
     QueueSettings,
     RetryPolicy,
-    WorkerRecord,
 )
 
-Add = Callable[..., JobRecord]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Add, Connect, Pump
 
 POLICY = RetryPolicy.of(5, 1.0, 10.0, 2.0, 0.0)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from dispatchd.engine import (
@@ -12,17 +10,12 @@ from dispatchd.engine import (
     FailedPrecondition,
     InvalidArgument,
     JobFailure,
-    JobRecord,
     JobState,
-    LeaseRecord,
     NotFound,
     Rejection,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Dispatch = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Dispatch, Submit
 
 
 def pending_ids(engine: Engine, queue: str = "q") -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 
 import pytest
 
@@ -11,16 +10,11 @@ from dispatchd.engine import (
     Engine,
     InvalidArgument,
     JobFailure,
-    JobRecord,
     JobState,
-    LeaseRecord,
     NotFound,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Dispatch = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Dispatch, Submit
 
 
 def walk(engine: Engine, queue: str, state: JobState, page_size: int) -> list[list[str]]:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from dispatchd.engine import (
     Engine,
     EngineLimits,
     InvalidArgument,
-    JobRecord,
     JobState,
-    LeaseRecord,
     NewJob,
     NotFound,
     ResourceExhausted,
     Unavailable,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Dispatch = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Dispatch, Submit
 
 
 def pending_ids(engine: Engine, queue: str = "q") -> list[str]:

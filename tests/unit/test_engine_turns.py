@@ -5,12 +5,10 @@ slots hold across turns."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
-from dispatchd.engine import Engine, JobRecord, Rate, WorkerRecord
+from dispatchd.engine import Engine, Rate, WorkerRecord
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
+from .engine_helpers import Connect, Submit
 
 
 def deliveries(engine: Engine, now: float) -> list[tuple[int, list[str]]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -15,14 +15,11 @@ from dispatchd.engine import (
     JobFailure,
     JobRecord,
     JobState,
-    LeaseRecord,
     NewJob,
     ResourceExhausted,
-    WorkerRecord,
 )
 
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Pump, ok
 
 
 class SubmitLog(EngineObserver):
@@ -42,10 +39,6 @@ def log(engine: Engine) -> SubmitLog:
 
 def keyed(key: str, queue: str = "q", payload: bytes = b"") -> NewJob:
     return NewJob(queue, payload=payload, idempotency_key=key)
-
-
-def ok(engine: Engine, lease: LeaseRecord, now: float) -> None:
-    assert engine.complete(lease.worker, lease.job.id, lease.lease_id, b"ok", now) is None
 
 
 def all_ids(engine: Engine, queue: str = "q") -> list[str]:

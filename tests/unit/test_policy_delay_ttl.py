@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -12,26 +11,13 @@ from dispatchd.engine import (
     Engine,
     InvalidArgument,
     JobFailure,
-    JobRecord,
     JobState,
-    LeaseRecord,
     NewJob,
     ResourceExhausted,
     RetryPolicy,
-    WorkerRecord,
 )
 
-Add = Callable[..., JobRecord]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
-
-
-def ok(engine: Engine, lease: LeaseRecord, now: float) -> None:
-    assert engine.complete(lease.worker, lease.job.id, lease.lease_id, b"ok", now) is None
-
-
-def state(engine: Engine, job: JobRecord) -> JobState:
-    return engine.get_job(job.id).state
+from .engine_helpers import Add, Connect, Pump, ok, state
 
 
 def listed(engine: Engine, which: JobState, page_size: int = 1000) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -13,31 +13,19 @@ from dispatchd.engine import (
     Engine,
     InvalidArgument,
     JobFailure,
-    JobRecord,
     JobState,
     KeyLimits,
     LeaseRecord,
     NewJob,
     RetryPolicy,
-    WorkerRecord,
 )
 
-Add = Callable[..., JobRecord]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
-
-
-def ok(engine: Engine, lease: LeaseRecord, now: float) -> None:
-    assert engine.complete(lease.worker, lease.job.id, lease.lease_id, b"ok", now) is None
+from .engine_helpers import Add, Connect, Pump, ok, state
 
 
 def fail(engine: Engine, lease: LeaseRecord, now: float, retryable: bool = True) -> None:
     failure = JobFailure("boom", retryable)
     assert engine.complete(lease.worker, lease.job.id, lease.lease_id, failure, now) is None
-
-
-def state(engine: Engine, job: JobRecord) -> JobState:
-    return engine.get_job(job.id).state
 
 
 def jain(counts: Sequence[int]) -> float:

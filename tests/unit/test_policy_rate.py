@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,17 +13,13 @@ from dispatchd.engine import (
     Engine,
     EngineObserver,
     InvalidArgument,
-    JobRecord,
     LeaseRecord,
     NewJob,
     Rate,
     SlotRecord,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Pump, Submit
 
 
 def finish(engine: Engine, lease: LeaseRecord, now: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -23,18 +22,11 @@ from dispatchd.engine import (
     NotFound,
     RetryPolicy,
     Unavailable,
-    WorkerRecord,
 )
 
-Add = Callable[..., JobRecord]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Add, Connect, Pump, ok
 
 POLICY = RetryPolicy.of(5, 1.0, 10.0, 3.0, 0.0)
-
-
-def ok(engine: Engine, lease: LeaseRecord, now: float, result: bytes = b"ok") -> None:
-    assert engine.complete(lease.worker, lease.job.id, lease.lease_id, result, now) is None
 
 
 def fail(

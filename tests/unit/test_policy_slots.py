@@ -3,26 +3,19 @@ expired; they share the queue's width (and rate) with streamed jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from dispatchd.engine import (
     Engine,
     EngineObserver,
     InvalidArgument,
-    JobRecord,
-    LeaseRecord,
     NotFound,
     Rate,
     SlotRecord,
     Unavailable,
-    WorkerRecord,
 )
 
-Submit = Callable[..., list[JobRecord]]
-Connect = Callable[..., WorkerRecord]
-Pump = Callable[[float], list[LeaseRecord]]
+from .engine_helpers import Connect, Pump, Submit, ok
 
 
 class SlotLog(EngineObserver):
@@ -49,10 +42,6 @@ def log(engine: Engine) -> SlotLog:
     engine.observer = SlotLog()
     assert isinstance(engine.observer, SlotLog)
     return engine.observer
-
-
-def ok(engine: Engine, lease: LeaseRecord, now: float) -> None:
-    assert engine.complete(lease.worker, lease.job.id, lease.lease_id, b"ok", now) is None
 
 
 def ask(engine: Engine, now: float = 0.0, ttl: float = 10.0, priority: int = 0) -> str:
