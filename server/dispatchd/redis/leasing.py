@@ -17,7 +17,7 @@ from dispatchd.redis.records import StoredJob
 WORKER_TTL = 30.0
 
 
-class RedisBackend(RedisJobs):
+class RedisLeasing(RedisJobs):
     """Everything a replica asks of Redis."""
 
     async def claim(

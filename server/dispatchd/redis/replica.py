@@ -20,7 +20,7 @@ from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting, Held
-from dispatchd.redis.leasing import WORKER_TTL, RedisBackend
+from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
@@ -38,7 +38,7 @@ class Replica:
 
     def __init__(
         self,
-        backend: RedisBackend,
+        backend: RedisLeasing,
         clock: Callable[[], float],
         reap_every: float,
         accounting: Accounting | None = None,

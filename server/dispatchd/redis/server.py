@@ -19,7 +19,7 @@ from dispatchd.observability import Observability, ObservabilityError
 from dispatchd.redis import connect
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.errors import RedisBackendError
-from dispatchd.redis.leasing import RedisBackend
+from dispatchd.redis.leasing import RedisLeasing
 from dispatchd.redis.mirror import RedisMirror
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.servicer import RedisDispatcherServicer
@@ -59,7 +59,7 @@ class RedisDispatchdServer:
             client = connect.client(config.redis_url)
         except RedisBackendError as e:
             raise StartError(str(e)) from None
-        self.backend = RedisBackend(client, self.limits, config.finished_retention)
+        self.backend = RedisLeasing(client, self.limits, config.finished_retention)
         self.observability = Observability(config, lambda: self.mirror, clock, tracer_provider)
         metrics = self.observability.metrics
         accounting = Accounting(metrics.of if metrics is not None else None)

@@ -20,8 +20,8 @@ from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import finishes
 from dispatchd.redis.slot_rpcs import RedisSlotRpcs
 from dispatchd.redis.stream import RedisWorkStream
+from dispatchd.service.errors import translating
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
-from dispatchd.service.slot_rpcs import translating
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 

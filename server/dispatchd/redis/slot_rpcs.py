@@ -16,8 +16,8 @@ from dispatchd.engine.errors import Unavailable
 from dispatchd.redis import records
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import events
+from dispatchd.service.errors import translating
 from dispatchd.service.requests import slot_ttl
-from dispatchd.service.slot_rpcs import translating
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -11,10 +11,11 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineError, JobView
+from dispatchd.service.errors import translating
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.sessions import WorkStream
-from dispatchd.service.slot_rpcs import SlotRpcs, translating
+from dispatchd.service.slot_rpcs import SlotRpcs
 from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc

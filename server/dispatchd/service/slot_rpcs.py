@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import Engine, EngineError, SlotRecord
-from dispatchd.service.errors import status_of
+from dispatchd.engine import Engine, SlotRecord
+from dispatchd.service.errors import translating
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.requests import slot_ttl
 from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def translating(
-    method: Callable[[Any, Req, Context], Awaitable[Resp]],
-) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
-    """Turns an EngineError into the mapped status with the engine's message."""
-
-    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
-        try:
-            return await method(self, request, context)
-        except EngineError as e:
-            await context.abort(status_of(e), str(e))
-
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
 
 
 def _slot_pb(slot: SlotRecord) -> pb.Slot:

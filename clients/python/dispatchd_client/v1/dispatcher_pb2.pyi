@@ -487,18 +487,20 @@ class WorkerHeartbeat(_message.Message):
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkResponse(_message.Message):
-    __slots__ = ("welcome", "deliveries", "cancellations", "drain", "rejections")
+    __slots__ = ("welcome", "deliveries", "cancellations", "drain", "rejections", "settings")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     CANCELLATIONS_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
     welcome: WorkerWelcome
     deliveries: JobDeliveries
     cancellations: JobCancellations
     drain: DrainNotice
     rejections: ResultRejections
-    def __init__(self, welcome: _Optional[_Union[WorkerWelcome, _Mapping]] = ..., deliveries: _Optional[_Union[JobDeliveries, _Mapping]] = ..., cancellations: _Optional[_Union[JobCancellations, _Mapping]] = ..., drain: _Optional[_Union[DrainNotice, _Mapping]] = ..., rejections: _Optional[_Union[ResultRejections, _Mapping]] = ...) -> None: ...
+    settings: WorkerSettings
+    def __init__(self, welcome: _Optional[_Union[WorkerWelcome, _Mapping]] = ..., deliveries: _Optional[_Union[JobDeliveries, _Mapping]] = ..., cancellations: _Optional[_Union[JobCancellations, _Mapping]] = ..., drain: _Optional[_Union[DrainNotice, _Mapping]] = ..., rejections: _Optional[_Union[ResultRejections, _Mapping]] = ..., settings: _Optional[_Union[WorkerSettings, _Mapping]] = ...) -> None: ...
 
 class WorkerWelcome(_message.Message):
     __slots__ = ("worker_id", "heartbeat_interval", "max_result_bytes")
@@ -509,6 +511,12 @@ class WorkerWelcome(_message.Message):
     heartbeat_interval: _duration_pb2.Duration
     max_result_bytes: int
     def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ...) -> None: ...
+
+class WorkerSettings(_message.Message):
+    __slots__ = ("heartbeat_interval",)
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class JobDeliveries(_message.Message):
     __slots__ = ("deliveries",)

@@ -501,6 +501,7 @@ export interface WorkResponse {
     | { $case: "cancellations"; value: JobCancellations }
     | { $case: "drain"; value: DrainNotice }
     | { $case: "rejections"; value: ResultRejections }
+    | { $case: "settings"; value: WorkerSettings }
     | undefined;
 }
 
@@ -508,12 +509,26 @@ export interface WorkResponse {
 export interface WorkerWelcome {
   /** The id the server knows this worker by. */
   workerId: string;
-  /** How often the worker should send a heartbeat. */
+  /**
+   * How often the worker should send a heartbeat while it holds jobs: a third of the
+   * shortest lease_duration among its queues. A later WorkerSettings replaces it.
+   */
   heartbeatInterval:
     | Duration
     | undefined;
   /** Payload cap for results. */
   maxResultBytes: number;
+}
+
+/**
+ * WorkerSettings tells a connected worker that what the welcome said has changed: a
+ * queue it serves got another lease_duration. From the moment it arrives the worker
+ * heartbeats at the new interval; a worker that does so never loses a lease because a
+ * setting changed (the server also keeps every lease it holds alive until then).
+ */
+export interface WorkerSettings {
+  /** Replaces WorkerWelcome.heartbeat_interval. */
+  heartbeatInterval: Duration | undefined;
 }
 
 export interface JobDeliveries {
@@ -526,6 +541,11 @@ export interface Delivery {
     | undefined;
   /** Send it back with the result; a result with another lease id is ignored. */
   leaseId: string;
+  /**
+   * When the lease ends unless a heartbeat extends it (each heartbeat extends it to the
+   * heartbeat's arrival plus the queue's lease_duration). Heartbeating at the interval of
+   * the welcome, or of the latest WorkerSettings, keeps it alive.
+   */
   leaseExpireTime: Date | undefined;
 }
 
@@ -4436,6 +4456,9 @@ export const WorkResponse: MessageFns<WorkResponse> = {
       case "rejections":
         ResultRejections.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
+      case "settings":
+        WorkerSettings.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4493,6 +4516,14 @@ export const WorkResponse: MessageFns<WorkResponse> = {
             message.kind = { $case: "rejections", value: ResultRejections.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "settings", value: WorkerSettings.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4538,6 +4569,12 @@ export const WorkResponse: MessageFns<WorkResponse> = {
       case "rejections": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "rejections", value: ResultRejections.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "settings": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "settings", value: WorkerSettings.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -4623,6 +4660,63 @@ export const WorkerWelcome: MessageFns<WorkerWelcome> = {
       ? Duration.fromPartial(object.heartbeatInterval)
       : undefined;
     message.maxResultBytes = object.maxResultBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkerSettings(): WorkerSettings {
+  return { heartbeatInterval: undefined };
+}
+
+export const WorkerSettings: MessageFns<WorkerSettings> = {
+  encode(message: WorkerSettings, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.heartbeatInterval !== undefined) {
+      Duration.encode(message.heartbeatInterval, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerSettings {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerSettings();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.heartbeatInterval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkerSettings>, I>>(base?: I): WorkerSettings {
+    return WorkerSettings.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkerSettings>, I>>(object: I): WorkerSettings {
+    const message = createBaseWorkerSettings();
+    message.heartbeatInterval = (object.heartbeatInterval !== undefined && object.heartbeatInterval !== null)
+      ? Duration.fromPartial(object.heartbeatInterval)
+      : undefined;
     return message;
   },
 };
