@@ -5,7 +5,7 @@ observer on, every other observer as configured by default; with ``--durable`` a
 in a temporary directory) but not bound to a port. This process then plays both gRPC
 peers through the servicer itself: producers' SubmitBatch requests of ``--batch`` jobs
 (parsed from bytes and answered as bytes, the way grpc.aio hands them over), and
-``--streams`` worker streams served by the real ``WorkStream.serve`` generator whose every
+``--streams`` worker streams served by the real ``WorkStream.serve`` whose every
 WorkResponse is serialized, parsed back, and answered with one WorkResults message per
 delivery message (the Python Worker's same-tick coalescing). What is left out is gRPC's own
 core (HTTP/2, the completion queue): the part this repository's code cannot change. What is
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from dispatchd.config import Config
+from dispatchd.embedded import EmbeddedBackend
 from dispatchd.engine.policies import Rate
 from dispatchd.runtime import DispatchdServer
 from dispatchd.service.dispatcher import DispatcherServicer
-from dispatchd.service.sessions import WorkStream
+from dispatchd.service.work import WorkStream
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 QUEUE = "bench.hotpath"
@@ -40,7 +41,15 @@ PAYLOAD = b"x" * 32
 
 
 class _Context:
-    """The few ServicerContext calls the happy path makes (none, unless something fails)."""
+    """The few ServicerContext calls the happy path makes: a stream's writes (none else,
+    unless something fails)."""
+
+    def __init__(self, stream: _Stream | None = None) -> None:
+        self._stream = stream
+
+    async def write(self, msg: pb.WorkResponse) -> None:
+        assert self._stream is not None
+        self._stream.answer(msg.SerializeToString())
 
     async def abort(self, code: Any, details: str) -> None:
         raise RuntimeError(f"aborted: {code} {details}")
@@ -90,8 +99,7 @@ class _Stream:
 
 
 async def _serve(work: WorkStream, stream: _Stream) -> None:
-    async for response in work.serve(stream.requests(), _Context()):  # type: ignore[arg-type]
-        stream.answer(response.SerializeToString())
+    await work.serve(stream.requests(), _Context(stream))  # type: ignore[arg-type]
 
 
 async def run(
@@ -112,22 +120,17 @@ async def run(
         log_level="warning",
     )
     server = DispatchdServer(config)
-    server._restore()  # the journal, as start() opens it, without binding
-    servicer = DispatcherServicer(
-        server.engine,
-        server.pump,
-        server.waiters,
-        server.clock,
-        WorkStream(server.engine, server.pump, server.clock),
-        server.start_drain,
-        server.sync,
-    )
-    server.engine.update_queue(
+    backend = server.backend
+    assert isinstance(backend, EmbeddedBackend)
+    await backend.start()  # the journal, as start() opens it, without binding
+    work = WorkStream(backend)
+    servicer = DispatcherServicer(backend, server.clock, work, server.start_drain)
+    await backend.update_queue(
         QUEUE, width=width, create=True, rate=None if rate is None else Rate.of(rate)
     )
     acked = _Count(jobs // batch * batch)
     peers = [_Stream(f"hotpath-{i}", credit, acked) for i in range(streams)]
-    tasks = [asyncio.create_task(_serve(servicer._work, p)) for p in peers]
+    tasks = [asyncio.create_task(_serve(work, p)) for p in peers]
     request = pb.SubmitBatchRequest(
         jobs=[pb.JobSpec(queue=QUEUE, payload=PAYLOAD)] * batch
     ).SerializeToString()
@@ -138,17 +141,15 @@ async def run(
         reply.SerializeToString()
         await asyncio.sleep(0)  # let the pump and the streams run, as between RPCs
     await acked.done.wait()
-    idle = server._idle.idle  # set when the last lease is released
+    idle = backend._watch.idle  # set when the last lease is released
     idle.clear()
-    if server.engine.underway_total():
+    if backend.engine.underway_total():
         await idle.wait()  # the last acks are still in the streams' inboxes
     cpu = time.process_time() - cpu0
     for p in peers:
         p.inbox.put_nowait(None)
     await asyncio.gather(*tasks)
-    server.pump.close()
-    if server.journal is not None:
-        await server.journal.close()
+    await backend.close()
     return cpu
 
 

@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from dispatchd.config import Config
+from dispatchd.embedded import EmbeddedBackend
+from dispatchd.engine import JobView
+from dispatchd.redis import connect, records
+from dispatchd.redis.leasing import RedisLeasing
+from dispatchd.runtime import DispatchdServer
 
 
 class _Server(Protocol):
-    """What both backends' servers have: DispatchdServer and RedisDispatchdServer."""
+    """What a server a test starts has (DispatchdServer, or one in a subprocess)."""
 
     stopped: asyncio.Event
 
@@ -44,3 +49,18 @@ async def serving(srv: AnyServer) -> AsyncIterator[AnyServer]:
     finally:
         if not srv.stopped.is_set():
             await srv.stop_now()
+
+
+async def stored_job(server: DispatchdServer, job_id: str) -> JobView:
+    """A job as the stopped ``server`` left it: the embedded engine still holds it in
+    memory; on Redis it is read back with a bare client (no replica, so nothing is
+    dispatched meanwhile)."""
+    backend = server.backend
+    if isinstance(backend, EmbeddedBackend):
+        return backend.engine.get_job(job_id)
+    config = server.config
+    ops = RedisLeasing(connect.client(config.redis_url), backend.limits, config.finished_retention)
+    try:
+        return records.view_of(await ops.get_job(job_id))
+    finally:
+        await ops.close()

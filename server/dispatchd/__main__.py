@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from dispatchd.config import Config, ConfigError, load
 from dispatchd.observability import TracingConfigError, logs, provider_from_env
-from dispatchd.redis.server import RedisDispatchdServer
 from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd.store import transfer
 from dispatchd.store.snapshot import SnapshotError
@@ -22,19 +21,15 @@ log = logging.getLogger("dispatchd")
 
 
 async def serve(config: Config, tracer_provider: TracerProvider | None = None) -> int:
-    server: DispatchdServer | RedisDispatchdServer
     try:
-        if config.backend == "redis":
-            server = RedisDispatchdServer(config, tracer_provider=tracer_provider)
-        else:
-            server = DispatchdServer(config, tracer_provider=tracer_provider)
+        server = DispatchdServer(config, tracer_provider=tracer_provider)
         await server.start()
     except (StartError, SnapshotError) as e:
         log.error("%s", e)
         return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.start_drain, None)
+        loop.add_signal_handler(sig, server.request_drain)
     await server.stopped.wait()
     return 0
 

@@ -1,24 +1,32 @@
-"""Start-up, restore, and the drain: the orchestration around engine and servicers."""
+"""One dispatchd process, in phases: config -> backend -> listeners -> serve -> drain.
+
+The backend (embedded or Redis, chosen by --backend; see dispatchd.backend) makes every
+dispatch decision; around it this module starts what every backend shares: the gRPC
+server with its interceptors (auth, metrics, traces), health and reflection, the HTTP
+pusher, /metrics and the dashboard, and it runs the drain.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from dispatchd import convert
+from dispatchd.backend import Backend, DrainReport
 from dispatchd.config import Config
-from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, ObserverChain
+from dispatchd.embedded import EmbeddedBackend, StorageConfig
+from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver
 from dispatchd.listening import StartError as StartError
 from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
+from dispatchd.observability.collector import Gauges
 from dispatchd.push import HttpPusher, PushConfigError, PushSettings
 from dispatchd.security import (
     SUBMITTER_HEADER,
@@ -30,29 +38,12 @@ from dispatchd.security import (
 )
 from dispatchd.service.dispatcher import DispatcherServicer
 from dispatchd.service.health import HealthServicer
-from dispatchd.service.journaling import JournalWriter
-from dispatchd.service.pump import DispatchPump
-from dispatchd.service.sessions import MessageCounts, WorkStream
-from dispatchd.service.waiters import Waiters
-from dispatchd.store.journal import JournalError, SqliteJournal
-from dispatchd.store.snapshot import SnapshotData, SnapshotStore
+from dispatchd.service.work import MessageCounts, WorkStream
 from dispatchd.web import Dashboard, Hooks, Trends, WebServer
 
 log = logging.getLogger("dispatchd")
 
 GC_YOUNG_THRESHOLD = 10_000
-
-
-class _IdleWatch(EngineObserver):
-    """Wakes the drain when the last underway job releases its slot."""
-
-    def __init__(self, engine_ref: Callable[[], Engine]) -> None:
-        self._engine_ref = engine_ref
-        self.idle = asyncio.Event()
-
-    def lease_released(self, queue: str) -> None:
-        if self._engine_ref().underway_total() == 0:
-            self.idle.set()
 
 
 def engine_limits(config: Config) -> EngineLimits:
@@ -73,8 +64,25 @@ def push_settings(config: Config) -> PushSettings:
     )
 
 
+def open_backend(
+    config: Config,
+    clock: Callable[[], float],
+    observers: list[EngineObserver],
+    metrics_of: Observability,
+    rng: random.Random | None = None,
+) -> Backend:
+    """The one place that knows there are two backends."""
+    limits = engine_limits(config)
+    if config.backend == "redis":
+        from dispatchd.redis import open_redis_backend  # redis-py only when asked for
+
+        return open_redis_backend(config, limits, clock, observers, metrics_of.metrics)
+    storage = StorageConfig(config.data_dir, config.journaled, config.recover_truncated)
+    return EmbeddedBackend(limits, clock, storage, observers, rng)
+
+
 class DispatchdServer:
-    """One dispatchd process: engine, gRPC server, health, reflection, snapshot."""
+    """One dispatchd process, whichever backend holds its queues."""
 
     def __init__(
         self,
@@ -85,31 +93,22 @@ class DispatchdServer:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.waiters = Waiters()
-        self._idle = _IdleWatch(lambda: self.engine)
-        self.observers = ObserverChain([self.waiters, self._idle])
-        self.engine = Engine(engine_limits(config), self.observers, rng)
-        # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
         self.messages = MessageCounts()
+        # Metrics, spans and lifecycle logs watch the engine from outside, as observers.
         self.observability = Observability(
             config,
-            lambda: self.engine,
             clock,
             tracer_provider,
             lambda: self.pusher.stats,
             lambda: self.messages.counts,
         )
-        for observer in self.observability.observers:
-            self.observers.add(observer)
-        self.pump = DispatchPump(self.engine, clock)
-        self.pusher = HttpPusher(self.engine, self.pump, clock, push_settings(config))
-        self.observers.add(self.pusher)
+        observers = list(self.observability.observers)
         #: The dashboard's sparkline rings; with the dashboard off, no observer and no cost.
         self.trends = Trends(config.dashboard_bucket) if config.http_enabled else None
         if self.trends is not None:
-            self.observers.add(self.trends)
-        self.store = SnapshotStore(config.data_dir) if config.data_dir else None
-        self.journal: JournalWriter | None = None
+            observers.append(self.trends)
+        self.backend = open_backend(config, clock, observers, self.observability, rng)
+        self.pusher = HttpPusher(self.backend, clock, push_settings(config))
         self.health = HealthServicer()
         self.port = 0
         self.health_port = 0
@@ -122,27 +121,57 @@ class DispatchdServer:
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._drain_report: asyncio.Future[DrainReport] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The embedded backend's engine (tests of embedded-only behaviour)."""
+        if not isinstance(self.backend, EmbeddedBackend):
+            raise AttributeError("only the embedded backend has an engine in this process")
+        return self.backend.engine
+
+    # ---- start-up -----------------------------------------------------------------
 
     async def start(self) -> int:
-        """Restores the snapshot, binds, starts serving; returns the bound port."""
-        credentials = self._load_security()  # before the journal opens: fail fast
-        self._restore()
+        """Backend, then listeners, then serving; returns the bound gRPC port."""
+        credentials = self._load_security()  # before anything opens: fail fast
+        c = self.config
+        if c.backend == "redis" and c.data_dir is not None:
+            log.info("--data-dir is not used with --backend redis: Redis holds every job")
+        await self.backend.start()
         try:
-            self.pusher.start()  # first: an unreadable CA bundle leaves nothing running
+            await self._start_listeners(credentials)
+        except BaseException:
+            await self.stop_now()  # nothing was served yet: no drain, no snapshot
+            raise
+        await mark_serving(self.health)
+        self._tune_gc()
+        host = c.listen.rpartition(":")[0]
+        if self.auth is not None and credentials is None and not _loopback(host):
+            log.warning("auth tokens without TLS on %s: tokens cross the network in clear", host)
+        log.info(
+            "dispatchd serving on %s:%d%s (%s backend)",
+            host,
+            self.port,
+            " (TLS)" if credentials else "",
+            self.backend.capabilities.name,
+        )
+        return self.port
+
+    async def _start_listeners(self, credentials: grpc.ServerCredentials | None) -> None:
+        try:
+            await self.pusher.start()
         except PushConfigError as e:
             raise StartError(str(e)) from None
         try:
-            await self.observability.start()
+            await self.observability.start(self._gauges)
         except ObservabilityError as e:
             raise StartError(str(e)) from None
         servicer = DispatcherServicer(
-            self.engine,
-            self.pump,
-            self.waiters,
+            self.backend,
             self.clock,
-            WorkStream(self.engine, self.pump, self.clock, self.messages),
+            WorkStream(self.backend, self.messages),
             self.start_drain,
-            self.sync,
         )
         server = grpc_server(
             # The metrics interceptor is outermost, so calls the auth check refuses count too.
@@ -150,11 +179,7 @@ class DispatchdServer:
             servicer,
             self.health,
         )
-        try:
-            self.port = bind(server, self.config.listen, credentials)
-        except StartError:
-            await self.observability.stop()
-            raise
+        self.port = bind(server, self.config.listen, credentials)
         if self.config.health_listen is not None:
             self._health_server = grpc.aio.server()
             self.health_port = await serve_health(
@@ -163,7 +188,18 @@ class DispatchdServer:
         await server.start()
         self._server = server
         await self._start_web()
-        await mark_serving(self.health)
+
+    async def _gauges(self) -> Gauges:
+        """What one scrape of /metrics shows of the queues and this server's workers."""
+        try:
+            queues = await self.backend.list_queues()
+        except EngineError as e:  # Redis away: the other families still render
+            log.warning("metrics: cannot read the queues (%s)", e)
+            queues = []
+        return Gauges(queues, self.backend.local_workers(), self.backend.draining)
+
+    @staticmethod
+    def _tune_gc() -> None:
         # Everything made so far (modules, grpc, restored jobs) lives as long as the
         # process: keep it out of every later full collection, whose pause grows with
         # the number of tracked objects (about 1 us each here).
@@ -174,29 +210,19 @@ class DispatchdServer:
         # little longer for it.
         gen0, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(max(gen0, GC_YOUNG_THRESHOLD), gen1, gen2)
-        host = self.config.listen.rpartition(":")[0]
-        if self.auth is not None and credentials is None and not _loopback(host):
-            log.warning("auth tokens without TLS on %s: tokens cross the network in clear", host)
-        log.info("dispatchd serving on %s:%d%s", host, self.port, " (TLS)" if credentials else "")
-        return self.port
 
     async def _start_web(self) -> None:
         if not self.config.http_enabled:
             return
-        hooks = Hooks(self.pump, self.clock, self.start_drain, self._tokens, self.trends)
+        hooks = Hooks(self.clock, self.start_drain, self._tokens, self.trends)
         host, _, port = self.config.http_listen.rpartition(":")
-        web = WebServer(Dashboard(self.engine, hooks).handle, host, int(port))
+        web = WebServer(Dashboard(self.backend, hooks).handle, host, int(port))
         try:
             await web.start()
         except OSError as e:
-            await self.stop_now()  # nothing was served yet: no drain, no snapshot
             raise StartError(f"--http-listen {self.config.http_listen}: {e}") from None
         self.web = web
         log.info("dashboard on http://%s:%d/", host, web.port)
-
-    async def _stop_web(self) -> None:
-        if self.web is not None:
-            await self.web.close()
 
     def _load_security(self) -> grpc.ServerCredentials | None:
         """Reads the token and TLS files the config names; returns TLS credentials or None."""
@@ -213,172 +239,79 @@ class DispatchdServer:
         except SecurityError as e:
             raise StartError(str(e)) from None
 
-    def _submitter_of(self, job_id: str) -> str | None:
+    async def _submitter_of(self, job_id: str) -> str | None:
+        """Who submitted a job, for the auth check of submitters touching their own jobs."""
         try:
-            job = self.engine.get_job(job_id)
+            job = await self.backend.get_job(job_id)
         except EngineError:
-            return None
+            return None  # no such job (or the backend is away): the RPC itself answers
         return job.headers.get(SUBMITTER_HEADER, "")
 
-    def _restore(self) -> None:
-        """The journal, when there is one, is the truth; a snapshot next to it is the
-        last drain's copy and is moved aside. Without a journal the snapshot is restored
-        (and, with journaling on, written into a new journal)."""
-        if self.store is None:
-            return
-        if self.config.journaled:
-            assert self.config.data_dir is not None
-            journal = SqliteJournal(self.config.data_dir)
-            try:
-                had_journal = journal.exists()
-                journal.open()
-                if had_journal and self._restore_journal(journal):
-                    if self.store.path.exists():
-                        self.store.mark_restored()
-                    self._attach_journal(journal)
-                    return
-                self._restore_snapshot()
-                self._seed_journal(journal)
-            except JournalError as e:
-                raise StartError(str(e)) from None
-            self._attach_journal(journal)
-            return
-        self._restore_snapshot()
+    # ---- drain --------------------------------------------------------------------
 
-    def _restore_journal(self, journal: SqliteJournal) -> bool:
-        started = time.monotonic()
-        recovered = journal.load(self.config.recover_truncated)
-        if not recovered.jobs and not recovered.queues:
-            return False
-        queues = [(q.name, convert.settings_from_pb(q)) for q in recovered.queues]
-        self.engine.restore(queues, [convert.job_from_pb(j) for j in recovered.jobs], self.clock())
-        for job_id in recovered.skipped:
-            log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
-        log.info(
-            "recovered %d jobs and %d queues from %s in %.2f s",
-            len(recovered.jobs),
-            len(queues),
-            journal.path,
-            time.monotonic() - started,
-        )
-        return True
-
-    def _seed_journal(self, journal: SqliteJournal) -> None:
-        """Writes the engine's whole state into a fresh journal (after a snapshot restore)."""
-        engine = self.engine
-        queues = [
-            (v.name, convert.settings_to_pb(v.name, v.settings).SerializeToString())
-            for v in engine.list_queues()
-        ]
-        jobs = [
-            (j.id, j.payload, convert.job_to_pb(j, with_payload=False).SerializeToString())
-            for j in engine.unfinished_jobs()
-        ]
-        journal.replace_all(queues, jobs)
-
-    def _attach_journal(self, journal: SqliteJournal) -> None:
-        self.journal = JournalWriter(self.engine, journal)
-        self.observers.add(self.journal)
-
-    async def sync(self) -> None:
-        """Returns once every change so far is durable (a no-op without a journal)."""
-        if self.journal is not None:
-            await self.journal.sync()
-
-    def _restore_snapshot(self) -> None:
-        assert self.store is not None
-        data = self.store.load(recover=self.config.recover_truncated)
-        if data is None:
-            return
-        self.engine.restore(data.queues, data.jobs)
-        self.store.mark_restored()
-        log.info(
-            "restored %d jobs and %d queues from %s",
-            len(data.jobs),
-            len(data.queues),
-            self.store.path,
-        )
-
-    def start_drain(self, grace: float | None = None) -> bool:
-        """Begins the drain once; later calls (a second SIGTERM) are no-ops and say so by
-        returning False: the first drain's grace stays in force."""
+    async def start_drain(self, grace: float | None = None) -> DrainReport | None:
+        """Begins the drain once and returns the counts as it began; later calls (a second
+        SIGTERM, a second Drain RPC) return None: the first drain's grace stays in force."""
         if self._drain_task is not None:
-            return False
-        self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace))
-        return True
+            return None
+        loop = asyncio.get_running_loop()
+        began: asyncio.Future[DrainReport] = loop.create_future()
+        self._drain_task = loop.create_task(self._drain(grace, began))
+        return await asyncio.shield(began)
+
+    def request_drain(self) -> None:
+        """For signal handlers: starts the drain with the configured grace."""
+        if self._drain_task is None:
+            asyncio.get_running_loop().create_task(self.start_drain(None))
 
     async def drain(self, grace: float | None = None) -> None:
+        """Drains and returns once the server stopped."""
+        await self.start_drain(grace)
+        await self.stopped.wait()
+
+    async def _drain(self, grace: float | None, began: asyncio.Future[DrainReport]) -> None:
         """Stop intake, let underway jobs finish within the grace, take the rest back,
-        snapshot what is unfinished, stop serving."""
+        keep what is unfinished, stop serving."""
         grace = self.config.drain_grace if grace is None else grace
-        engine = self.engine
-        log.info("draining: %d jobs underway, grace %.1f s", engine.underway_total(), grace)
-        engine.begin_drain()
-        await self.health.enter_graceful_shutdown()
-        deadline = self.clock() + grace
-        sessions = self.pump.sessions
-        for session in sessions:
-            session.drain(deadline)
-        log.info(
-            "drain: intake stopped, health NOT_SERVING, %d workers told to finish", len(sessions)
-        )
-        if engine.underway_total() > 0:
-            self._idle.idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.idle.wait(), grace)
-        reclaimed = engine.reclaim_underway()
-        if reclaimed:
-            log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
-        else:
-            log.info("drain: no job underway")
-        await self.pusher.close()  # HTTP calls still running lost their leases just now
-        self._snapshot()
-        if self.journal is not None:
-            await self.journal.close()
-        for session in self.pump.sessions:
-            session.end(reason="server drained")
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
-        await self._stop_health_server()
-        await self._stop_web()
-        self.pump.close()
-        await self.observability.stop()
-        self.stopped.set()
-        log.info("drained")
-
-    async def _stop_health_server(self) -> None:
-        if self._health_server is not None:
-            await self._health_server.stop(grace=None)
-
-    def _snapshot(self) -> None:
-        if self.store is None:
-            log.warning(
-                "no --data-dir: %d unfinished jobs are not kept", len(self.engine.unfinished_jobs())
+        try:
+            await self.health.enter_graceful_shutdown()
+            report = await self.backend.begin_drain(grace)
+            log.info("draining: %d jobs underway, grace %.1f s", report.underway, grace)
+            log.info(
+                "drain: intake stopped, health NOT_SERVING, %d workers told to finish",
+                len(self.backend.local_workers()),
             )
-            return
-        queues = [(v.name, v.settings) for v in self.engine.list_queues()]
-        jobs = self.engine.unfinished_jobs()
-        size = self.store.save(SnapshotData(queues, jobs), self.clock())
-        log.info(
-            "snapshot of %d jobs, %d queues (%d bytes) in %s",
-            len(jobs),
-            len(queues),
-            size,
-            self.store.path,
-        )
+            began.set_result(report)
+            await self.backend.finish_drain()
+            await self.pusher.close()  # HTTP calls still running lost their leases just now
+        finally:
+            if not began.done():
+                began.set_result(DrainReport(0, 0))
+            await self._stop_serving(grace=1.0)
+            log.info("drained")
 
     async def stop_now(self) -> None:
-        """Stops without a drain (tests): streams are cut, no snapshot is written."""
-        if self._server is not None:
-            await self._server.stop(grace=None)
-        await self._stop_health_server()
-        await self._stop_web()
+        """Stops without a drain (tests, a failed start): streams are cut, leases handed
+        back where the backend can, no snapshot is written."""
+        await self._stop_serving(grace=None)
         await self.pusher.close()
-        if self.journal is not None:
-            await self.journal.close()
-        self.pump.close()
+        await self.backend.close()
+
+    async def _stop_serving(self, grace: float | None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=grace)
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
+        if self.web is not None:
+            await self.web.close()
         await self.observability.stop()
         self.stopped.set()
+
+
+def with_backend(config: Config, backend: str, redis_url: str = "") -> Config:
+    """``config`` served by another backend (tests, benches)."""
+    data_dir = config.data_dir if backend == "embedded" else None
+    return replace(config, backend=backend, redis_url=redis_url, data_dir=data_dir)
 
 
 def _loopback(host: str) -> bool:

@@ -3,7 +3,6 @@ replica counts what it did itself; Prometheus sums the replicas)."""
 
 from __future__ import annotations
 
-from dispatchd.redis.server import RedisDispatchdServer
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, JobState, ReceivedJob, RetryPolicy
 from tests.integration.helpers import eventually
@@ -13,7 +12,7 @@ from .conftest import StartWorker
 
 
 async def test_counters_follow_submits_dispatches_retries_and_outcomes(
-    server: DispatchdServer | RedisDispatchdServer, target: str, start_worker: StartWorker
+    server: DispatchdServer, target: str, start_worker: StartWorker
 ) -> None:
     tries: dict[bytes, int] = {}
 

@@ -13,8 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dispatchd.config import Config, ConfigError
-from dispatchd.redis.server import RedisDispatchdServer
-from dispatchd.runtime import StartError
+from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd_client import (
     AsyncClient,
     FailedPrecondition,
@@ -118,7 +117,7 @@ async def test_features_the_backend_lacks_are_refused_by_name(target: str, backe
 
 async def test_redis_going_away_answers_unavailable(tmp_path: Path) -> None:
     proc = RedisProcess(tmp_path)
-    server = RedisDispatchdServer(redis_config(tmp_path, proc.url))
+    server = DispatchdServer(redis_config(tmp_path, proc.url))
     try:
         await server.start()
         async with AsyncClient(f"127.0.0.1:{server.port}") as client:
@@ -136,7 +135,7 @@ async def test_redis_going_away_answers_unavailable(tmp_path: Path) -> None:
 async def test_an_unreachable_redis_stops_the_start(tmp_path: Path) -> None:
     dead = RedisProcess(tmp_path)
     dead.stop()  # a port nothing listens on any more
-    server = RedisDispatchdServer(redis_config(tmp_path, dead.url))
+    server = DispatchdServer(redis_config(tmp_path, dead.url))
     with pytest.raises(StartError, match="--redis-url: redis is unreachable"):
         await server.start()
     await server.stop_now()
@@ -150,7 +149,7 @@ def test_config_names_what_the_redis_backend_needs() -> None:
     with pytest.raises(ConfigError, match="only used with --backend redis"):
         Config(redis_url="redis://x:6379/0")
     with pytest.raises(StartError, match="scheme must be one of"):
-        RedisDispatchdServer(Config(backend="redis", redis_url="http://x:1/"))
+        DispatchdServer(Config(backend="redis", redis_url="http://x:1/"))
 
 
 async def test_a_drained_replica_hands_its_jobs_to_the_others(
@@ -190,7 +189,7 @@ async def test_a_drained_replica_hands_its_jobs_to_the_others(
 
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
-    server: RedisDispatchdServer, target: str, backend: str
+    server: DispatchdServer, target: str, backend: str
 ) -> None:
     async with AsyncClient(target) as client:
         await client.update_queue("m", width=7, create=True)
@@ -210,7 +209,7 @@ async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
 
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_health_and_reflection_serve_in_redis_mode(
-    server: RedisDispatchdServer, target: str, backend: str
+    server: DispatchdServer, target: str, backend: str
 ) -> None:
     await check_health_and_reflection(target, server.health.enter_graceful_shutdown)
 
@@ -224,7 +223,7 @@ async def test_tokens_and_the_probe_port_work_as_on_the_embedded_backend(
         redis_config(tmp_path, redis_url), auth_tokens=tokens, health_listen="127.0.0.1:0"
     )
     server = await start_server(config)
-    assert isinstance(server, RedisDispatchdServer)
+    assert isinstance(server, DispatchdServer)
     target = f"127.0.0.1:{server.port}"
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:

@@ -21,6 +21,7 @@ from dispatchd_client import (
     Rate,
     RetryPolicy,
 )
+from tests.inproc import stored_job
 
 from .conftest import StartWorker
 from .endpoint import Call, Endpoint, verify_signature
@@ -239,13 +240,13 @@ async def test_drain_waits_for_calls_in_flight(
     await client.update_queue("held", http_target=HttpTarget(url=endpoint.url), create=True)
     job = await client.submit("held", b"x")
     await eventually(lambda: endpoint.in_flight == 1, what="the call to arrive")
-    server.start_drain(30.0)
-    await eventually(lambda: server.engine.draining, what="the drain to begin")
+    await server.start_drain(30.0)
+    assert server.backend.draining
     assert not server.stopped.is_set()
     assert endpoint.in_flight == 1
     endpoint.release.set()
     await asyncio.wait_for(server.stopped.wait(), 10)
-    finished = server.engine.get_job(job.id)
+    finished = await stored_job(server, job.id)
     assert (finished.state, finished.result) == (
         EngineState.SUCCEEDED,
         b"finished during the drain",
@@ -263,9 +264,9 @@ async def test_drain_grace_running_out_takes_the_call_back(
     await client.update_queue("late", http_target=HttpTarget(url=endpoint.url), create=True)
     job = await client.submit("late", b"x")
     await eventually(lambda: endpoint.in_flight == 1, what="the call to arrive")
-    server.start_drain(0.2)
+    await server.start_drain(0.2)
     await asyncio.wait_for(server.stopped.wait(), 10)
-    back = server.engine.get_job(job.id)
+    back = await stored_job(server, job.id)
     assert (back.state, back.attempt) == (EngineState.PENDING, 1)
     assert server.pusher.bindings["late"].tasks == set()
 

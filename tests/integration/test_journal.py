@@ -7,11 +7,22 @@ import threading
 
 import pytest
 
+from dispatchd.embedded import EmbeddedBackend
+from dispatchd.embedded.journaling import JournalWriter
 from dispatchd.runtime import DispatchdServer
 from dispatchd.store.journal import Batch
 from dispatchd_client import AsyncClient, Unavailable
 
 from .helpers import eventually
+
+pytestmark = pytest.mark.embedded_only  # the journal is the embedded backend's
+
+
+def journal_of(server: DispatchdServer) -> JournalWriter:
+    assert isinstance(server.backend, EmbeddedBackend)
+    journal = server.backend.storage.journal
+    assert journal is not None
+    return journal
 
 
 def _pending(server: DispatchdServer) -> int:
@@ -24,8 +35,8 @@ async def test_submits_made_during_a_commit_share_the_next_one(
     """Group commit: while one commit is on disk, every submit that arrives waits for the
     next one, which carries them all. The first commit is held at a gate so the test
     does not depend on how fast this disk fsyncs."""
-    assert server.journal is not None
-    store = server.journal._journal
+    assert journal_of(server) is not None
+    store = journal_of(server)._journal
     gate = threading.Event()
     real_write = store.write
 
@@ -37,24 +48,24 @@ async def test_submits_made_during_a_commit_share_the_next_one(
     async with AsyncClient(target) as client:
         first = asyncio.ensure_future(client.submit("gc", b"first"))
         await eventually(
-            lambda: server.journal is not None and server.journal.busy,
+            lambda: journal_of(server).busy,
             what="the first commit to start",
         )
-        before = server.journal.commits
+        before = journal_of(server).commits
         rest = asyncio.gather(*(client.submit("gc", f"{i}".encode()) for i in range(200)))
         await eventually(lambda: _pending(server) == 201, what="all submits to reach the server")
         gate.set()
         jobs = [await first, *await rest]
     assert len({j.id for j in jobs}) == 201
-    assert server.journal.commits - before <= 2
+    assert journal_of(server).commits - before <= 2
 
 
 async def test_submit_fails_when_the_journal_cannot_be_written(
     target: str, server: DispatchdServer
 ) -> None:
-    assert server.journal is not None
+    assert journal_of(server) is not None
     async with AsyncClient(target) as client:
         await client.submit("j", b"before")
-        server.journal._journal.close()  # the disk is gone, as far as SQLite can tell
+        journal_of(server)._journal.close()  # the disk is gone, as far as SQLite can tell
         with pytest.raises(Unavailable, match="journal cannot be written"):
             await client.submit("j", b"after")

@@ -129,7 +129,7 @@ async def _deadline_after(client: AsyncClient, job_id: str, t: object) -> bool:
 
 async def test_health_and_reflection(target: str, server: DispatchdServer) -> None:
     async def shut_down() -> None:
-        server.engine.begin_drain()
+        await server.backend.begin_drain(30.0)
         await server.health.enter_graceful_shutdown()
 
     await check_health_and_reflection(target, shut_down)

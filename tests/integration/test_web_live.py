@@ -91,7 +91,7 @@ async def test_a_bad_drain_grace_is_refused_and_changes_nothing(
     assert "grace must be" in refused.body
     confirmed = {"grace": grace, "csrf": page.csrf(), "confirm": "yes"}
     assert (await post(port, "/actions/drain", confirmed)).status == 400
-    assert not server.engine.draining
+    assert not server.backend.draining
 
 
 async def test_drain_with_a_chosen_grace_takes_jobs_back_after_it(

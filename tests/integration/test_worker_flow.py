@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
 from dispatchd.store.snapshot import SnapshotStore
 from dispatchd_client import (
@@ -18,6 +19,7 @@ from dispatchd_client import (
     Unavailable,
     Worker,
 )
+from tests.inproc import serving
 
 from .conftest import StartWorker
 from .helpers import eventually
@@ -163,8 +165,8 @@ async def _underway_is(client: AsyncClient, queue: str, n: int) -> bool:
     return (await client.get_queue(queue)).underway_count == n
 
 
-async def test_drain_lets_underway_jobs_finish_and_snapshots_the_rest(
-    target: str, server: DispatchdServer, start_worker: StartWorker, tmp_path: Path
+async def test_drain_lets_underway_jobs_finish_and_keeps_the_rest(
+    target: str, server: DispatchdServer, server_config: Config, start_worker: StartWorker
 ) -> None:
     gate = Gate()
     async with AsyncClient(target) as client:
@@ -179,25 +181,49 @@ async def test_drain_lets_underway_jobs_finish_and_snapshots_the_rest(
             await client.submit("d", b"late")
         gate.open.set()
         await asyncio.wait_for(server.stopped.wait(), 20)
-    assert (await _final(server, held.id)) is JobState.SUCCEEDED
     await eventually(lambda: not worker.connected, what="the worker to leave after the drain")
+    # The next server (a restart, or another replica) finds what the drain left.
+    async with (
+        serving(DispatchdServer(server_config)) as after,
+        AsyncClient(f"127.0.0.1:{after.port}") as client,
+    ):
+        assert (await client.get(held.id)).state is JobState.SUCCEEDED
+        left = [j async for j in client.list_jobs("d", state=JobState.PENDING)]
+        assert [j.id for j in left] == [waiting.id]
+
+
+@pytest.mark.embedded_only
+async def test_drain_snapshot_lists_what_was_not_finished(
+    target: str, server: DispatchdServer, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    gate = Gate()
+    async with AsyncClient(target) as client:
+        await client.update_queue("d", width=1, create=True)
+        await client.submit("d", b"held")
+        waiting = await client.submit("d", b"waiting", priority=-1)
+        start_worker(configure=lambda w: w.handler("d")(gate.hold), concurrency=2)
+        await eventually(lambda: gate.running == 1, what="the first job to start")
+        await client.drain(grace=20)
+        gate.open.set()
+        await asyncio.wait_for(server.stopped.wait(), 20)
     snap = SnapshotStore(tmp_path / "data").read_message()
     assert [j.id for j in snap.jobs] == [waiting.id]
 
 
-async def _final(server: DispatchdServer, job_id: str) -> JobState:
-    return JobState(int(server.engine.get_job(job_id).state))
-
-
 async def test_drain_grace_running_out_puts_underway_jobs_back(
-    target: str, server: DispatchdServer, start_worker: StartWorker, tmp_path: Path
+    target: str, server: DispatchdServer, server_config: Config, start_worker: StartWorker
 ) -> None:
     gate = Gate()  # never opened: the job outlives the grace
     async with AsyncClient(target) as client:
         job = await client.submit("g", b"stuck")
         start_worker(configure=lambda w: w.handler("g")(gate.hold), concurrency=1)
         await eventually(lambda: gate.running == 1, what="the job to start")
-    server.start_drain(0.2)
+    await server.start_drain(0.2)
     await asyncio.wait_for(server.stopped.wait(), 10)
-    snap = SnapshotStore(tmp_path / "data").read_message()
-    assert [(j.id, j.attempt) for j in snap.jobs] == [(job.id, 1)]
+    async with (
+        serving(DispatchdServer(server_config)) as after,
+        AsyncClient(f"127.0.0.1:{after.port}") as client,
+    ):
+        back = await client.get(job.id)
+        # Pending again with its attempt kept (a drain counts no failed attempt).
+        assert (back.state, back.attempt) == (JobState.PENDING, 1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from dispatchd.embedded.journaling import JournalWriter
 from dispatchd.engine import Engine, JobFailure, JobState, NewJob, ObserverChain
-from dispatchd.service.journaling import JournalWriter
 from dispatchd.store.journal import SqliteJournal
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 

@@ -269,17 +269,15 @@ def test_lease_expiry_is_logged_and_healthy_jobs_are_not() -> None:
 def test_state_log_is_installed_only_at_debug_and_names_the_job() -> None:
     logger = logging.getLogger("dispatchd")
     config = Config(metrics_listen="0")
-    engine = Engine(rng=random.Random(3))
-    assert not any(
-        isinstance(o, StateLog) for o in Observability(config, lambda: engine, time.time).observers
-    )
+    Engine(rng=random.Random(3))
+    assert not any(isinstance(o, StateLog) for o in Observability(config, time.time).observers)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(TextFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     try:
-        observers = Observability(config, lambda: engine, time.time).observers
+        observers = Observability(config, time.time).observers
         assert any(isinstance(o, StateLog) for o in observers)
         debug_engine = Engine(observer=ObserverChain(observers), rng=random.Random(3))
         (job,) = debug_engine.submit([NewJob("q")], now=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatchd.service.pump import wake_delay
+from dispatchd.embedded.pump import wake_delay
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,16 @@ class Engine(DispatchMixin, SlotMixin):
         lim.check_queue_name(name)
         return self._view(self._queue(name))
 
+    def lease_of(self, name: str) -> float | None:
+        """The queue's lease_duration in seconds; None when there is no such queue."""
+        q = self._queues.get(name)
+        return None if q is None else q.settings.lease_seconds
+
+    def subscribers(self, name: str) -> list[WorkerRecord]:
+        """The connected workers that serve queue ``name``."""
+        q = self._queues.get(name)
+        return [] if q is None else list(q.subscribers)
+
     def list_queues(self) -> list[QueueView]:
         return [self._view(self._queues[n]) for n in sorted(self._queues)]
 
@@ -77,6 +87,7 @@ class Engine(DispatchMixin, SlotMixin):
         ``policies`` may set rate, retry_policy, key_limits (None clears each),
         max_pending and dedup_window."""
         now = self._clock(now)
+        self._refuse_while_draining()
         lim.check_queue_name(name)
         if width is not None:
             lim.check_width(width)
@@ -227,6 +238,7 @@ class Engine(DispatchMixin, SlotMixin):
         """Cancels a waiting job at once, or an underway one whose worker must be told:
         its slot (and its ordering key) free when the worker answers or the lease ends."""
         now = self._clock(now)
+        self._refuse_while_draining()
         job = self._live_job(job_id, "")
         q = self._queues[job.queue]
         if job.state is JobState.UNDERWAY and job.lease is not None:
@@ -236,6 +248,7 @@ class Engine(DispatchMixin, SlotMixin):
         return self._finish(job, JobState.CANCELLED, now), None
 
     def reprioritize(self, job_id: str, priority: int) -> JobRecord:
+        self._refuse_while_draining()
         job = self._live_job(job_id, "; its priority is final")
         q = self._queues[job.queue]
         if job.state is JobState.PENDING:
@@ -253,8 +266,7 @@ class Engine(DispatchMixin, SlotMixin):
     def retry(self, job_id: str, now: float) -> JobRecord:
         """Puts a DEAD or FAILED job back to waiting, with a fresh retry budget."""
         now = self._clock(now)
-        if self.draining:
-            raise Unavailable("server is draining and accepts no new work")
+        self._refuse_while_draining()
         job = self.get_job(job_id)
         if not isinstance(job, FinishedJob) or job.state not in (JobState.DEAD, JobState.FAILED):
             raise FailedPrecondition(
@@ -291,6 +303,7 @@ class Engine(DispatchMixin, SlotMixin):
 
     def purge(self, queue: str, state: JobState) -> int:
         """Forgets finished jobs of a queue, of one finished state or all of them."""
+        self._refuse_while_draining()
         lim.check_queue_name(queue)
         q = self._queue(queue)
         if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:

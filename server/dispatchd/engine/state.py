@@ -13,7 +13,7 @@ import random
 from collections import OrderedDict, deque
 
 from dispatchd.engine.deadlines import DeadlineHeap
-from dispatchd.engine.errors import NotFound
+from dispatchd.engine.errors import NotFound, Unavailable
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.model import (
@@ -29,6 +29,10 @@ from dispatchd.engine.model import (
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.workers import WorkerRecord
+
+DRAINING_MESSAGE = (
+    "server is draining and accepts no changes until it restarts; retry then, or on another server"
+)
 
 
 class EngineState:
@@ -71,6 +75,12 @@ class EngineState:
         if now is not None and now > self._now:
             self._now = now
         return self._now if now is None else now
+
+    def _refuse_while_draining(self) -> None:
+        """A draining server is frozen: what it snapshots is what it had when the drain
+        began, so every change but the results of underway jobs is refused."""
+        if self.draining:
+            raise Unavailable(DRAINING_MESSAGE)
 
     def _next_seq(self) -> int:
         self._seq += 1

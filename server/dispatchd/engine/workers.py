@@ -20,6 +20,8 @@ class WorkerRecord:
     connect_time: float
     leases: dict[str, LeaseRecord] = field(default_factory=dict)
     draining: bool = False
+    kind: str = "stream"
+    """"stream" (a Work stream) or "http" (the server's own HTTP-push worker)."""
 
     @property
     def free_credits(self) -> int:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from dispatchd import __version__
-from dispatchd.engine import Engine, QueueView
+from dispatchd.engine import QueueView, WorkerRecord
 from dispatchd.observability.exposition import Family, render, to_metric
 from dispatchd.observability.metrics import (
     OTHER_LABEL,
@@ -37,6 +37,33 @@ PREFIX = "dispatchd_"
 PushStats = Callable[[], "Mapping[str, TargetStats]"]
 #: Work stream messages by (direction, kind); see dispatchd.service.sessions.MessageCounts.
 StreamStats = Callable[[], Mapping[tuple[str, str], int]]
+
+
+class GaugeSource(Protocol):
+    """Where the gauges come from at scrape time: the engine itself, or a Gauges read
+    from any backend just before the scrape renders."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    def list_queues(self) -> Sequence[QueueView]: ...
+
+    def workers(self) -> Sequence[WorkerRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What a backend said about its queues and this server's workers, for one scrape."""
+
+    queues: Sequence[QueueView]
+    local_workers: Sequence[WorkerRecord]
+    draining: bool
+
+    def list_queues(self) -> Sequence[QueueView]:
+        return self.queues
+
+    def workers(self) -> Sequence[WorkerRecord]:
+        return self.local_workers
 
 
 @dataclass(slots=True)
@@ -81,7 +108,7 @@ class DispatchdCollector(Collector):
 
     def __init__(
         self,
-        engine: Callable[[], Engine],
+        engine: Callable[[], GaugeSource],
         observer: MetricsObserver,
         grpc_stats: GrpcStats,
         push_stats: PushStats | None = None,
@@ -139,7 +166,7 @@ class DispatchdCollector(Collector):
             family.add((direction, kind), n)
         return family
 
-    def _queue_gauges(self, engine: Engine) -> Iterator[Family]:
+    def _queue_gauges(self, engine: GaugeSource) -> Iterator[Family]:
         rows: dict[str, _QueueGauges] = {}
         labels = self._observer.labels
         for view in engine.list_queues():
@@ -222,7 +249,7 @@ class DispatchdCollector(Collector):
             (([label], stats[label].run) for label in names),
         )
 
-    def _workers(self, engine: Engine) -> Iterator[Family]:
+    def _workers(self, engine: GaugeSource) -> Iterator[Family]:
         workers = engine.workers()
         connected = Family(PREFIX + "workers_connected", "gauge", "Open worker streams.")
         connected.add((), len(workers))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer
 from dispatchd.observability.exposition import CONTENT_TYPE
@@ -46,16 +46,16 @@ class MetricsServer(LoopHttpServer):
     """Serves what ``page()`` renders at ``http://host:port/metrics``; one request per
     connection."""
 
-    def __init__(self, page: Callable[[], bytes], host: str, port: int) -> None:
+    def __init__(self, page: Callable[[], Awaitable[bytes]], host: str, port: int) -> None:
         self._page = page
         super().__init__(host, port)
 
-    def answer(self, path: str, method: str) -> bytes:
+    async def answer(self, path: str, method: str) -> bytes:
         head_only = method == "HEAD"
         if method not in ("GET", "HEAD"):
             return _response(405, b"only GET\n", "text/plain", head_only)
         if path == "/metrics":
-            return _response(200, self._page(), CONTENT_TYPE, head_only)
+            return _response(200, await self._page(), CONTENT_TYPE, head_only)
         if path == "/":
             return _response(200, _INDEX, "text/plain", head_only)
         return _response(404, b"not found; try /metrics\n", "text/plain", head_only)
@@ -70,7 +70,7 @@ class MetricsServer(LoopHttpServer):
             if request is None:
                 writer.write(_response(400, b"bad request\n", "text/plain", False))
             else:
-                writer.write(self.answer(request[1], request[0]))
+                writer.write(await self.answer(request[1], request[0]))
             await writer.drain()
         except ConnectionError as e:
             log.debug("metrics client went away: %s", e)

@@ -8,7 +8,7 @@ observer and no call timing; without a tracer provider, no spans and no span boo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,8 +18,14 @@ from prometheus_client.registry import CollectorRegistry
 
 from dispatchd import __version__
 from dispatchd.config import Config
-from dispatchd.engine import Engine, EngineObserver
-from dispatchd.observability.collector import DispatchdCollector, PushStats, StreamStats
+from dispatchd.engine import EngineObserver
+from dispatchd.observability.collector import (
+    DispatchdCollector,
+    Gauges,
+    GaugeSource,
+    PushStats,
+    StreamStats,
+)
 from dispatchd.observability.errors import ObservabilityError
 from dispatchd.observability.http import MetricsServer
 from dispatchd.observability.interceptor import ObservingInterceptor
@@ -36,7 +42,6 @@ class Observability:
     def __init__(
         self,
         config: Config,
-        engine: Callable[[], Engine],
         clock: Callable[[], float],
         tracer_provider: TracerProvider | None = None,
         push_stats: PushStats | None = None,
@@ -50,13 +55,15 @@ class Observability:
         self.metrics: MetricsObserver | None = None
         self._server: MetricsServer | None = None
         grpc_stats = None
-        self._page: Callable[[], bytes] | None = None
+        self._render: Callable[[], bytes] | None = None
+        self._gauges: Callable[[], Awaitable[GaugeSource]] | None = None
+        self._latest: GaugeSource = Gauges((), (), False)
         if config.metrics_enabled:
             grpc_stats = GrpcStats()
             self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
             self.observers.append(self.metrics)
             collector = DispatchdCollector(
-                engine, self.metrics, grpc_stats, push_stats, stream_stats
+                lambda: self._latest, self.metrics, grpc_stats, push_stats, stream_stats
             )
             # /metrics renders our families itself (fast) and the small process, GC and
             # platform ones with prometheus_client; ``registry`` holds all of them.
@@ -69,7 +76,7 @@ class Observability:
                 GCCollector(registry=runtime),
             ):
                 self.registry.register(extra)
-            self._page = lambda: collector.render().encode() + generate_latest(runtime)
+            self._render = lambda: collector.render().encode() + generate_latest(runtime)
         tracer = None
         if tracer_provider is not None:
             tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
@@ -83,10 +90,18 @@ class Observability:
         """The bound /metrics port, 0 while not serving."""
         return self._server.port if self._server is not None else 0
 
-    async def start(self) -> None:
-        """Starts the /metrics endpoint (when metrics are on)."""
-        if self._page is None:
+    async def _page(self) -> bytes:
+        assert self._render is not None
+        assert self._gauges is not None
+        self._latest = await self._gauges()
+        return self._render()
+
+    async def start(self, gauges: Callable[[], Awaitable[GaugeSource]]) -> None:
+        """Starts the /metrics endpoint (when metrics are on); each scrape first reads
+        the queue and worker gauges with ``gauges()``."""
+        if self._render is None:
             return
+        self._gauges = gauges
         host, _, port = self._config.metrics_listen.rpartition(":")
         server = MetricsServer(self._page, host, int(port))
         try:

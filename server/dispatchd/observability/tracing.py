@@ -9,6 +9,7 @@ rewrites it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
@@ -112,12 +113,17 @@ class DispatchSpans(EngineObserver):
     """Records a ``dispatch`` span per delivery: from when the job could run (submit or the
     end of its delay, requeue, retry due time) to its dispatch. Its parent is the server's
     ``Submit`` span when this process saw the submit, else the trace context in the job's
-    headers (a job restored from a snapshot or journal, or a later attempt)."""
+    headers (a job restored from a snapshot or journal, a later attempt, or a job another
+    replica took in). At most MAX_SUBMIT_PARENTS submits are remembered: with several
+    replicas a job submitted here may be dispatched elsewhere, and its entry would
+    otherwise stay forever."""
+
+    MAX_SUBMIT_PARENTS = 100_000
 
     def __init__(self, tracer: trace.Tracer, clock: Callable[[], float]) -> None:
         self._tracer = tracer
         self._clock = clock
-        self._submit_parent: dict[str, otel_context.Context] = {}
+        self._submit_parent: OrderedDict[str, otel_context.Context] = OrderedDict()
         self._pending_since: dict[str, float] = {}
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
@@ -125,8 +131,11 @@ class DispatchSpans(EngineObserver):
         if not span.get_span_context().is_valid:
             return
         parent = trace.set_span_in_context(span)
+        remembered = self._submit_parent
         for job in jobs:
-            self._submit_parent[job.id] = parent
+            remembered[job.id] = parent
+        while len(remembered) > self.MAX_SUBMIT_PARENTS:
+            remembered.popitem(last=False)
 
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job

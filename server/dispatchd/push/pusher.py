@@ -1,10 +1,12 @@
-"""Delivers the jobs of queues that have an HTTP target, through the engine's own rules.
+"""Delivers the jobs of queues that have an HTTP target, through the backend's own rules.
 
-Each such queue gets a worker the server connects itself (``http:<queue>``, a plain
-WorkerRecord subscribed to that queue only), so width, rate, ordering and fairness keys,
-retries and leases apply exactly as to a worker stream: the pump hands its leases to a
-TargetBinding, which makes one HTTP call per lease and reports the outcome with
-Engine.complete. While calls run, their leases are extended like a worker's heartbeats.
+Each such queue gets a worker the server connects itself (``http:<queue>``), through the
+same backend interface a Work stream uses, so width, rate, ordering and fairness keys,
+retries and leases apply exactly as to a worker stream, on every backend: the backend
+hands its leases to a TargetBinding (the worker's outbox), which makes one HTTP call per
+lease and reports the outcome as a result. While calls run, their leases are extended
+like a worker's heartbeats. On a shared backend every replica binds each target, and
+each job is still called once: the replica whose worker claimed it calls it.
 """
 
 from __future__ import annotations
@@ -12,30 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispatchd.engine import (
-    Engine,
-    EngineError,
-    EngineObserver,
-    HttpTarget,
-    JobFailure,
-    LeaseRecord,
-    QueueSettings,
-    WorkerRecord,
-)
+from dispatchd.backend import Backend, WorkerSpec, WorkResult
+from dispatchd.engine import EngineError, HttpTarget, JobFailure, LeaseRecord, WorkerRecord
 from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
 from dispatchd.push.requests import build_request
 from dispatchd.push.stats import TargetStats
 from dispatchd.push.transport import ClientPool, ssl_context
-from dispatchd.service.pump import DispatchPump
 
 log = logging.getLogger("dispatchd.push")
 
 WORKER_PREFIX = "http:"
+#: Longest pause between heartbeats of a target's calls.
+MAX_HEARTBEAT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,126 +45,145 @@ class PushSettings:
 
 @dataclass(eq=False)
 class TargetBinding:
-    """One queue's target: its worker record, its current target and its connections."""
+    """One queue's target: its worker, its current target and its connections. It is the
+    worker's outbox: the backend delivers its leases here."""
 
     queue: str
-    worker: WorkerRecord
     target: HttpTarget
     pool: ClientPool
     pusher: HttpPusher
+    worker: WorkerRecord | None = None
     retiring: bool = False
     """The target was cleared: no new calls; detached once the last call ends."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def deliver(self, leases: list[LeaseRecord]) -> None:
+    def deliver(self, leases: Sequence[LeaseRecord]) -> None:
+        loop = asyncio.get_running_loop()
         for lease in leases:
-            task = asyncio.get_running_loop().create_task(self.pusher.call(self, lease))
+            task = loop.create_task(self.pusher.call(self, lease))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def cancel(self, job_ids: list[str]) -> None:
+        """A call already sent cannot be taken back; it ends and answers as usual."""
 
-class HttpPusher(EngineObserver):
-    """Keeps one TargetBinding per queue with an http_target. An engine observer only to
-    notice target changes: it reacts on the next loop iteration, never inside the
-    engine's call."""
+    def drain(self, deadline: float) -> None:
+        """Calls under way finish; the backend sends no more."""
+
+    def settings(self, heartbeat_interval: float) -> None:
+        """The pusher heartbeats on its own, more often than any lease needs."""
+
+    def close(self, reason: str) -> None:
+        """The calls still running are stopped by HttpPusher.close()."""
+
+
+class HttpPusher:
+    """Keeps one TargetBinding per queue with an http_target, following the queues'
+    settings as the backend reports their changes."""
 
     def __init__(
-        self,
-        engine: Engine,
-        pump: DispatchPump,
-        clock: Callable[[], float],
-        settings: PushSettings,
+        self, backend: Backend, clock: Callable[[], float], settings: PushSettings
     ) -> None:
-        self._engine = engine
-        self._pump = pump
+        self._backend = backend
         self._clock = clock
         self.settings = settings
         self.bindings: dict[str, TargetBinding] = {}
         self.stats: dict[str, TargetStats] = {}
         """Queue name -> counts since start: the metrics seam (see stats.py)."""
         self._dirty: set[str] = set()
-        self._reconcile_due = False
-        self._closing: set[asyncio.Task[None]] = set()
+        self._reconciling: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._closed = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Loads the CA bundle (PushConfigError when unreadable) and binds every queue
-        that already has a target (restored from the journal or snapshot)."""
+        that already has a target (restored from the journal, or in Redis)."""
         self._ssl = ssl_context(self.settings.ca_bundle)
-        self._loop = asyncio.get_running_loop()
-        self._dirty.update(v.name for v in self._engine.list_queues() if v.settings.http_target)
-        self._reconcile()
-        self._heartbeats = self._loop.create_task(self._heartbeat_loop())
+        self._backend.on_queue_changed(self.queue_changed)
+        for view in await self._backend.list_queues():
+            if view.settings.http_target is not None:
+                self._dirty.add(view.name)
+        await self._reconcile()
+        self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
     # ---- following queue settings -------------------------------------------------
 
-    def queue_changed(self, name: str, settings: QueueSettings) -> None:
-        if settings.http_target is None and name not in self.bindings:
+    def queue_changed(self, name: str) -> None:
+        if self._closed:
             return
         self._dirty.add(name)
-        if self._loop is not None and not self._closed and not self._reconcile_due:
-            self._reconcile_due = True
-            self._loop.call_soon(self._reconcile)
+        if self._reconciling is None:
+            self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_soon())
 
-    def _reconcile(self) -> None:
-        self._reconcile_due = False
-        dirty, self._dirty = self._dirty, set()
-        for name in sorted(dirty):
-            target = self._engine.get_queue(name).settings.http_target
-            binding = self.bindings.get(name)
-            if target is not None and binding is None:
-                self._bind(name, target)
-            elif target is not None and binding is not None:
-                binding.target = target  # calls under way finish with the old one
-                if binding.retiring:
-                    binding.retiring = False
-                    self._engine.set_credit(binding.worker, self.settings.max_connections)
-            elif binding is not None and not binding.retiring:
-                binding.retiring = True
-                self._engine.set_credit(binding.worker, 0)
-                if not binding.worker.leases:
-                    self._unbind(binding)
-        self._pump.kick()
+    async def _reconcile_soon(self) -> None:
+        try:
+            await self._reconcile()
+        finally:
+            self._reconciling = None
 
-    def _bind(self, name: str, target: HttpTarget) -> None:
-        if self._closed or self._engine.draining:
+    async def _reconcile(self) -> None:
+        while self._dirty and not self._closed:
+            dirty, self._dirty = self._dirty, set()
+            for name in sorted(dirty):
+                try:
+                    target = (await self._backend.get_queue(name)).settings.http_target
+                    await self._follow(name, target)
+                except EngineError as e:
+                    log.warning("queue %s: cannot follow its HTTP target (%s)", name, e)
+
+    async def _follow(self, name: str, target: HttpTarget | None) -> None:
+        binding = self.bindings.get(name)
+        if target is not None and binding is None:
+            await self._bind(name, target)
+        elif target is not None and binding is not None:
+            binding.target = target  # calls under way finish with the old one
+            if binding.retiring and binding.worker is not None:
+                binding.retiring = False
+                await self._backend.set_credit(binding.worker, self.settings.max_connections)
+        elif binding is not None and not binding.retiring and binding.worker is not None:
+            binding.retiring = True
+            await self._backend.set_credit(binding.worker, 0)
+            if not binding.worker.leases:
+                await self._unbind(binding)
+
+    async def _bind(self, name: str, target: HttpTarget) -> None:
+        if self._closed or self._backend.draining:
             return
         assert self._ssl is not None
-        try:
-            worker = self._engine.connect(
-                WORKER_PREFIX + name,
-                [name],
-                self.settings.max_connections,
-                self._clock(),
-                {"kind": "http"},
-            )
-        except EngineError as e:
-            log.error("cannot serve the HTTP target of queue %s: %s", name, e)
-            return
-        pool = ClientPool(self.settings.max_connections, self._ssl)
-        binding = TargetBinding(name, worker, target, pool, self)
+        binding = TargetBinding(
+            name, target, ClientPool(self.settings.max_connections, self._ssl), self
+        )
         self.bindings[name] = binding
         self.stats.setdefault(name, TargetStats())
-        self._pump.register_sink(worker.key, binding)
+        spec = WorkerSpec(
+            WORKER_PREFIX + name,
+            [name],
+            self.settings.max_connections,
+            {"kind": "http"},
+            kind="http",
+        )
+        try:
+            binding.worker = await self._backend.connect(spec, binding)
+        except EngineError as e:
+            del self.bindings[name]
+            await binding.pool.aclose()
+            log.error("cannot serve the HTTP target of queue %s: %s", name, e)
+            return
         log.info("queue %s: delivering to %s %s", name, target.method, target.url)
 
-    def _unbind(self, binding: TargetBinding) -> None:
-        del self.bindings[binding.queue]
-        self._pump.unregister_sink(binding.worker.key)
-        self._engine.disconnect(binding.worker, self._clock())
-        if self._loop is not None:
-            task = self._loop.create_task(binding.pool.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+    async def _unbind(self, binding: TargetBinding) -> None:
+        if self.bindings.get(binding.queue) is binding:
+            del self.bindings[binding.queue]
+        if binding.worker is not None:
+            await self._backend.disconnect(binding.worker)
+        await binding.pool.aclose()
         log.info("queue %s: HTTP target cleared", binding.queue)
 
     # ---- calls ----------------------------------------------------------------------
 
     async def call(self, binding: TargetBinding, lease: LeaseRecord) -> None:
-        """One attempt: build, send, classify, complete. Cancelled only by close()."""
+        """One attempt: build, send, classify, answer. Cancelled only by close()."""
         job = lease.job
         target = binding.target
         stats = self.stats[binding.queue]
@@ -178,28 +192,22 @@ class HttpPusher(EngineObserver):
             result = await self._attempt(binding, lease, target)
         finally:
             stats.in_flight -= 1
-        rejection = self._engine.complete(
-            binding.worker,
-            job.id,
-            lease.lease_id,
-            result.outcome,
-            self._clock(),
-            http_status=result.status,
-            latency=result.latency if result.kind != INVALID else None,
-        )
-        stats.record(
-            result.kind,
-            result.latency if result.kind != INVALID else None,
-            result.truncated,
-            rejection is not None,
-        )
-        if rejection is not None:
+        latency = result.latency if result.kind != INVALID else None
+        answer = WorkResult(job.id, lease.lease_id, result.outcome, result.status, latency)
+        worker = binding.worker
+        assert worker is not None  # a lease came through the worker's outbox
+        try:
+            rejected = await self._backend.results(worker, [answer])
+        except EngineError as e:
+            log.warning("queue %s: result of job %s not recorded: %s", binding.queue, job.id, e)
+            rejected = []
+        stats.record(result.kind, latency, result.truncated, bool(rejected))
+        for rejection in rejected:
             log.warning(
                 "queue %s: result of job %s dropped: %s", binding.queue, job.id, rejection.reason
             )
-        if binding.retiring and not binding.worker.leases and binding.queue in self.bindings:
-            self._unbind(binding)
-        self._pump.kick()
+        if binding.retiring and not worker.leases and binding.queue in self.bindings:
+            await self._unbind(binding)
 
     async def _attempt(
         self, binding: TargetBinding, lease: LeaseRecord, target: HttpTarget
@@ -224,18 +232,25 @@ class HttpPusher(EngineObserver):
     # ---- leases of calls that take long ----------------------------------------------
 
     def _heartbeat_interval(self) -> float:
-        """A third of the shortest lease among bound queues, at most 1 s: a lease never
-        ends under a call that is still running, even right after lease_duration shrinks."""
-        leases = [self._engine.get_queue(name).settings.lease_seconds for name in self.bindings]
-        return max(0.1, min([1.0, *(s / 3 for s in leases)]))
+        """At most 1 s, and well inside every bound queue's lease: a lease never ends
+        under a call that is still running, even right after lease_duration shrinks."""
+        intervals = [
+            self._backend.heartbeat_interval(b.worker)
+            for b in self.bindings.values()
+            if b.worker is not None
+        ]
+        return min([MAX_HEARTBEAT_SECONDS, *intervals])
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_interval())
-            now = self._clock()
             for binding in list(self.bindings.values()):
-                if binding.worker.leases:
-                    self._engine.heartbeat(binding.worker, (), now)
+                worker = binding.worker
+                if worker is not None and worker.leases:
+                    try:
+                        await self._backend.heartbeat(worker, ())
+                    except EngineError as e:
+                        log.warning("queue %s: heartbeat failed (%s)", binding.queue, e)
 
     # ---- shutting down -------------------------------------------------------------------
 
@@ -244,11 +259,11 @@ class HttpPusher(EngineObserver):
         and closes the HTTP clients."""
         self._closed = True
         tasks = [t for b in self.bindings.values() for t in b.tasks]
-        if self._heartbeats is not None:
-            tasks.append(self._heartbeats)
+        for extra in (self._heartbeats, self._reconciling):
+            if extra is not None:
+                tasks.append(extra)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for binding in self.bindings.values():
             await binding.pool.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)

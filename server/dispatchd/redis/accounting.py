@@ -5,10 +5,8 @@ is the fleet's figure."""
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 from dispatchd.engine import JobFailure, JobState
 from dispatchd.observability.metrics import QueueStats
@@ -17,15 +15,6 @@ from dispatchd.redis.records import StoredJob
 #: States whose run time is observed: the worker answered (lost attempts are not runs).
 _RAN = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD})
 _WAITING = frozenset({JobState.PENDING, JobState.SCHEDULED})
-
-
-class Held(NamedTuple):
-    """A lease one of this replica's workers holds."""
-
-    queue: str
-    job_id: str
-    handed: float
-    """time.monotonic() when the job went out (run time is measured on one clock)."""
 
 
 class Accounting:
@@ -53,17 +42,18 @@ class Accounting:
                 stats.wait.counts[bisect_left(stats.wait.bounds, seconds)] += 1
                 stats.wait.sum += seconds
 
-    def answered(self, held: Held, state: JobState, failure: JobFailure | None) -> None:
-        """A result of this replica's worker was taken; ``state`` is the job's state now."""
+    def answered(self, queue: str, ran: float, state: JobState, failure: JobFailure | None) -> None:
+        """A result of this replica's worker was taken after ``ran`` seconds; ``state``
+        is the job's state now."""
         if self._of is None:
             return
-        stats = self._of(held.queue)
+        stats = self._of(queue)
         if state in _WAITING:
             stats.retried += 1
         elif state.finished:
             stats.completed[int(state)] += 1
         if state in _RAN or (state in _WAITING and failure is not None):
-            stats.run.observe(max(0.0, time.monotonic() - held.handed))
+            stats.run.observe(max(0.0, ran))
 
     def finished(self, queue: str, state: JobState) -> None:
         if self._of is not None:

@@ -187,9 +187,9 @@ class RedisJobs(RedisStore):
         await self.note_queues({name})
         return await self.get_queue(name)
 
-    async def ensure_queue(self, name: str) -> None:
+    async def ensure_queue(self, name: str) -> QueueView:
         """A queue a worker names exists from then on (as on the embedded backend)."""
-        await self.update_queue(name, create=True)
+        return await self.update_queue(name, create=True)
 
     # ---- listing --------------------------------------------------------------------
 

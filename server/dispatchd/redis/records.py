@@ -9,7 +9,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dispatchd.engine import AttemptRecord, JobFailure, JobRecord, JobState, NewJob, QueueSettings
+from dispatchd.engine import (
+    AttemptRecord,
+    JobFailure,
+    JobRecord,
+    JobState,
+    LeaseRecord,
+    NewJob,
+    QueueSettings,
+    WorkerRecord,
+)
 from dispatchd.engine.model import QueueView
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.redis.errors import ScriptReplyError
@@ -108,6 +117,29 @@ class StoredJob:
     lease_id: str
     lease_deadline: float | None
     cancelled: bool
+
+
+#: The holder of a lease read from Redis: some worker, on this replica or another.
+ELSEWHERE = WorkerRecord(
+    key=0, worker_id="", queues=(), max_in_flight=0, labels={}, connect_time=0.0
+)
+
+
+def lease_of(job: StoredJob, worker: WorkerRecord) -> LeaseRecord:
+    """The job's current lease as the engine's record (also set as the job's ``lease``,
+    which is where responses read lease_expire_time from)."""
+    lease = LeaseRecord(
+        job.lease_id, job.record, worker, job.lease_deadline or 0.0, 0, job.cancelled
+    )
+    job.record.lease = lease
+    return lease
+
+
+def view_of(job: StoredJob) -> JobRecord:
+    """The job as every backend hands it to the service layer."""
+    if job.record.state is JobState.UNDERWAY and job.lease_deadline is not None:
+        lease_of(job, ELSEWHERE)
+    return job.record
 
 
 def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:

@@ -1,7 +1,10 @@
 """One replica's share of the work: the workers streaming to this process, claims from
 Redis sized by their free credits, results and heartbeats, a reaper for leases of
 replicas that died, and the drain. Every decision (width, rate, order, fencing) is made
-by a Lua script in Redis; this module only decides when to ask."""
+by a Lua script in Redis; this module only decides when to ask.
+
+Workers and their leases are the engine's own records (WorkerRecord, LeaseRecord), so
+the service layer above sees the same types whichever backend serves it."""
 
 from __future__ import annotations
 
@@ -9,22 +12,29 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
+from dispatchd.backend import Outbox, QueueListener, WorkerSpec, WorkResult, heartbeat_interval
+from dispatchd.engine import (
+    EngineError,
+    EngineObserver,
+    FinishedJob,
+    JobFailure,
+    LeaseRecord,
+    Rejection,
+    WorkerRecord,
+)
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
 from dispatchd.redis import records, signals
-from dispatchd.redis.accounting import Accounting, Held
+from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
-from dispatchd.redis.workers import Outbox, RemoteWorker, check_credit
 
 log = logging.getLogger("dispatchd.redis")
 
@@ -33,50 +43,72 @@ MAX_CLAIM = 1000
 RETRY_AFTER_ERROR = 1.0
 
 
+def check_credit(n: int, minimum: int, top: int) -> None:
+    if not minimum <= n <= top:
+        raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
+
+
 class Replica:
     """This process's workers and its conversation with Redis about them."""
 
     def __init__(
         self,
-        backend: RedisLeasing,
+        ops: RedisLeasing,
         clock: Callable[[], float],
         reap_every: float,
         accounting: Accounting | None = None,
+        timers: bool = True,
+        observer: EngineObserver | None = None,
     ) -> None:
-        self.backend = backend
+        self.ops = ops
         self.accounting = accounting or Accounting(None)
+        #: Told of the dispatches and finishes of this replica's workers (the dashboard's
+        #: trends, spans); the counters are the accounting's.
+        self.observer = observer or EngineObserver()
         self._clock = clock
         self._reap_every = reap_every
+        self._timers_on = timers
         self.replica_id = uuid.uuid4().hex[:12]
-        self.workers: dict[int, RemoteWorker] = {}
-        self._by_queue: dict[str, list[RemoteWorker]] = {}
+        self.workers: dict[int, WorkerRecord] = {}
+        self._outboxes: dict[int, Outbox] = {}
+        self._by_queue: dict[str, list[WorkerRecord]] = {}
+        self._leases: dict[str, float] = {}  # lease_duration of the queues served here
+        self._told: dict[int, float] = {}  # worker key -> heartbeat interval it was told
         self._prefixes: dict[str, str] = {}
         self._claiming: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.listeners: list[QueueListener] = []
         self.waiting = Waiting()
         self._worker_seq = 0
         self._rr = 0
         self.draining = False
         self.idle = asyncio.Event()
         self.signals = Signals(
-            backend.client,
+            ops.client,
             self._woken,
-            self._cancelled,
+            self.cancelled,
             self._expired,
             self.waiting.finished,
             self._kick_all,
+            self._settings_changed,
         )
         self._reaper: asyncio.Task[None] | None = None
-        #: Called after each reaper pass (the metrics mirror refreshes there).
+        self._grace = 0.0
+        #: Called after each reaper pass (the fleet's view of this replica's workers).
         self.after_reap: Callable[[], Awaitable[None]] | None = None
 
     def start(self) -> None:
         self.signals.start()
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(), name="reaper")
+        if self._timers_on:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.create_task(self._reap_loop(), name="reaper")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._reaper, *self._claiming.values()) if t is not None]
+        tasks = [
+            t for t in (self._reaper, *self._claiming.values(), *self._background) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -87,13 +119,12 @@ class Replica:
 
     # ---- workers --------------------------------------------------------------------
 
-    async def connect(
-        self, worker_id: str, queues: Sequence[str], max_in_flight: int, outbox: Outbox
-    ) -> RemoteWorker:
+    async def connect(self, spec: WorkerSpec, outbox: Outbox) -> WorkerRecord:
         """The engine's checks and messages for a hello; the queues exist from then on."""
-        limits = self.backend.limits
+        limits = self.ops.limits
         if self.draining:
             raise Unavailable("server is draining and takes no new workers")
+        queues = list(spec.queues)
         if not queues:
             raise InvalidArgument("hello names no queues; list the queues this worker serves")
         if len(queues) > limits.max_queues_per_worker:
@@ -102,111 +133,139 @@ class Replica:
             )
         for name in queues:
             lim.check_queue_name(name)
-        check_credit(max_in_flight, 1, limits.max_in_flight_per_worker)
+        check_credit(spec.max_in_flight, 1, limits.max_in_flight_per_worker)
         names = tuple(dict.fromkeys(queues))
         for name in names:
-            await self.backend.ensure_queue(name)
+            view = await self.ops.ensure_queue(name)
+            self._leases[name] = view.settings.lease_seconds
         self._worker_seq += 1
         key = self._worker_seq
-        worker = RemoteWorker(
-            key,
-            worker_id or f"worker-{self.replica_id}-{key}",
-            names,
-            max_in_flight,
-            self._clock(),
-            outbox,
+        worker = WorkerRecord(
+            key=key,
+            worker_id=spec.worker_id or f"worker-{self.replica_id}-{key}",
+            queues=names,
+            max_in_flight=spec.max_in_flight,
+            labels=dict(spec.labels),
+            connect_time=self._clock(),
+            kind=spec.kind,
         )
         # Redis first: a failure here leaves nothing of the worker behind in this replica.
-        await self.backend.register_workers(self._members(worker), self._clock())
+        await self.ops.register_workers(self._members(worker), self._clock())
         self.workers[key] = worker
+        self._outboxes[key] = outbox
+        self._told[key] = self.heartbeat_interval(worker)
         for name in names:
             self._by_queue.setdefault(name, []).append(worker)
-            await self.signals.watch(signals.events(name))
+        try:
+            for name in names:
+                await self.signals.watch(signals.events(name))
+        except BaseException:
+            await asyncio.shield(self.disconnect(worker))  # cancelled half-way: undo it all
+            raise
+        for name in names:
+            self.kick(name)
         return worker
 
-    def _members(self, worker: RemoteWorker) -> list[tuple[str, str]]:
+    def _members(self, worker: WorkerRecord) -> list[tuple[str, str]]:
         return [(q, f"{self.replica_id}:{worker.key}") for q in worker.queues]
 
-    async def disconnect(self, worker: RemoteWorker) -> int:
+    async def disconnect(self, worker: WorkerRecord) -> int:
         """The stream is gone: what it held waits again, an attempt counted."""
         if self.workers.pop(worker.key, None) is None:
             return 0
+        self._outboxes.pop(worker.key, None)
+        self._told.pop(worker.key, None)
         for name in worker.queues:
             self._by_queue[name].remove(worker)
+            if not self._by_queue[name]:
+                del self._by_queue[name]
             self.signals.unwatch(signals.events(name))
-        held = len(worker.held)
+        held = len(worker.leases)
         await self._end_leases(worker, "lost")
         with contextlib.suppress(Unavailable):
-            await self.backend.unregister_workers(self._members(worker))
+            await self.ops.unregister_workers(self._members(worker))
         for name in worker.queues:
             self.kick(name)
         return held
 
-    async def _end_leases(self, worker: RemoteWorker, mode: str) -> None:
+    async def _end_leases(self, worker: WorkerRecord, mode: str) -> None:
         by_queue: dict[str, list[tuple[str, str]]] = {}
-        for lease_id, (queue, job_id, _) in worker.held.items():
-            by_queue.setdefault(queue, []).append((job_id, lease_id))
-        worker.held.clear()
+        for lease_id, lease in worker.leases.items():
+            by_queue.setdefault(lease.job.queue, []).append((lease.job.id, lease_id))
+        worker.leases.clear()
         self._note_idle()
         for queue, pairs in by_queue.items():
             try:
-                await self.backend.release(queue, mode, pairs)
+                await self.ops.release(queue, mode, pairs)
             except Unavailable as e:
                 log.warning(
                     "could not hand back %d leases of %s (%s): they expire", len(pairs), queue, e
                 )
 
-    def set_credit(self, worker: RemoteWorker, max_in_flight: int) -> None:
-        check_credit(max_in_flight, 0, self.backend.limits.max_in_flight_per_worker)
+    def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
+        check_credit(max_in_flight, 0, self.ops.limits.max_in_flight_per_worker)
         worker.max_in_flight = max_in_flight
         for name in worker.queues:
             self.kick(name)
 
-    async def results(
-        self, worker: RemoteWorker, items: Sequence[tuple[str, str, Outcome]]
-    ) -> list[Rejection]:
-        by_queue: dict[str, list[tuple[str, str, Outcome]]] = {}
+    async def results(self, worker: WorkerRecord, items: Sequence[WorkResult]) -> list[Rejection]:
+        by_queue: dict[str, list[WorkResult]] = {}
         rejected = []
-        answered: dict[str, tuple[Held, Outcome]] = {}
-        for job_id, lease_id, outcome in items:
-            held = worker.held.pop(lease_id, None)
-            queue = held.queue if held is not None else records.queue_of(job_id)
+        answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
+        for item in items:
+            lease = worker.leases.pop(item.lease_id, None)
+            queue = lease.job.queue if lease is not None else records.queue_of(item.job_id)
             if queue is None:
-                rejected.append(Rejection(job_id, lease_id, "unknown job"))
+                rejected.append(Rejection(item.job_id, item.lease_id, "unknown job"))
+                self.accounting.rejected("", 1)
                 continue
-            if held is not None:
-                answered[job_id] = (held, outcome)
-            by_queue.setdefault(queue, []).append((job_id, lease_id, outcome))
+            if lease is not None:
+                answered[item.job_id] = (lease, item)
+            by_queue.setdefault(queue, []).append(item)
+        now = self._clock()
         for queue, group in by_queue.items():
-            refused, states = await self.backend.results(queue, group)
+            refused, states = await self.ops.results(
+                queue, [(r.job_id, r.lease_id, r.outcome) for r in group]
+            )
             rejected += refused
             self.accounting.rejected(queue, len(refused))
             for job_id, state in states:
                 if job_id in answered:
-                    held, outcome = answered[job_id]
-                    failure = outcome if isinstance(outcome, JobFailure) else None
-                    self.accounting.answered(held, state, failure)
+                    lease, item = answered[job_id]
+                    failure = item.outcome if isinstance(item.outcome, JobFailure) else None
+                    ran = now - (lease.job.dispatch_time or now)
+                    self.accounting.answered(queue, ran, state, failure)
+                    if state.finished:
+                        job = lease.job
+                        job.state, job.finish_time = state, now
+                        self.observer.job_finished(FinishedJob.of(job, now, 0))
             self.kick(queue)
         self._note_idle()
         return rejected
 
-    async def heartbeat(self, worker: RemoteWorker, lease_ids: Sequence[str]) -> list[str]:
-        targets = list(lease_ids) or list(worker.held)
+    async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
+        targets = list(lease_ids) or list(worker.leases)
         by_queue: dict[str, list[tuple[str, str]]] = {}
         unknown = []
         for lease_id in targets:
-            held = worker.held.get(lease_id)
-            if held is None:
+            lease = worker.leases.get(lease_id)
+            if lease is None:
                 unknown.append(lease_id)
             else:
-                by_queue.setdefault(held.queue, []).append((held.job_id, lease_id))
+                by_queue.setdefault(lease.job.queue, []).append((lease.job.id, lease_id))
         for queue, pairs in by_queue.items():
-            lost = await self.backend.heartbeat(queue, pairs)
+            lost = await self.ops.heartbeat(queue, pairs)
             for lease_id in lost:
-                worker.held.pop(lease_id, None)
+                worker.leases.pop(lease_id, None)
             unknown += lost
         self._note_idle()
         return unknown
+
+    def heartbeat_interval(self, worker: WorkerRecord) -> float:
+        return heartbeat_interval([self._leases.get(q, 30.0) for q in worker.queues])
+
+    def outbox(self, worker: WorkerRecord) -> Outbox | None:
+        return self._outboxes.get(worker.key)
 
     # ---- claiming -------------------------------------------------------------------
 
@@ -229,7 +288,12 @@ class Replica:
         for queue in list(self._by_queue):
             self.kick(queue)
 
-    def _credits(self, queue: str) -> list[tuple[RemoteWorker, int]]:
+    async def claims_done(self) -> None:
+        """Returns once no claim is running (each may have run again meanwhile)."""
+        while self._claiming:
+            await asyncio.gather(*self._claiming.values(), return_exceptions=True)
+
+    def _credits(self, queue: str) -> list[tuple[WorkerRecord, int]]:
         workers = self._by_queue.get(queue, [])
         if not workers:
             return []
@@ -252,7 +316,7 @@ class Replica:
                     return
                 wanted = sum(n for _, n in credits)
                 try:
-                    wake, jobs = await self.backend.claim(
+                    wake, jobs = await self.ops.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
                 except (EngineError, RedisError) as e:
@@ -276,7 +340,7 @@ class Replica:
         return prefix
 
     async def _hand_out(
-        self, queue: str, credits: list[tuple[RemoteWorker, int]], jobs: list[StoredJob]
+        self, queue: str, credits: list[tuple[WorkerRecord, int]], jobs: list[StoredJob]
     ) -> None:
         i, orphans = 0, []
         for worker, n in credits:
@@ -284,18 +348,23 @@ class Replica:
             i += n
             if not batch:
                 break
-            if worker.key not in self.workers or worker.draining:
+            outbox = self._outboxes.get(worker.key)
+            if outbox is None or worker.draining:
                 orphans += [(j.record.id, j.lease_id) for j in batch]
                 continue
-            handed = time.monotonic()
-            for job in batch:
-                worker.held[job.lease_id] = Held(queue, job.record.id, handed)
-            worker.outbox.deliver(batch)
+            leases = [records.lease_of(job, worker) for job in batch]
+            observe = self.observer.job_dispatched
+            for lease in leases:
+                worker.leases[lease.lease_id] = lease
+                observe(lease)
+            outbox.deliver(leases)
             self.accounting.dispatched(queue, batch)
         if orphans:  # the worker left while the claim ran: hand them straight back
-            await self.backend.release(queue, "drain", orphans)
+            await self.ops.release(queue, "drain", orphans)
 
     def _arm(self, queue: str, delay: float) -> None:
+        if not self._timers_on:
+            return
         loop = asyncio.get_running_loop()
         due = loop.time() + max(0.001, math.ceil(delay * 1000) / 1000)
         armed = self._timers.get(queue)
@@ -311,62 +380,112 @@ class Replica:
 
     # ---- signals --------------------------------------------------------------------
 
-    def _cancelled(self, job_id: str) -> None:
+    def cancelled(self, job_id: str) -> None:
+        """A job was cancelled (here or on another replica): a worker here holding it is
+        told, once."""
         for worker in self.workers.values():
-            if any(h.job_id == job_id for h in worker.held.values()):
-                worker.outbox.cancel([job_id])
+            for lease in worker.leases.values():
+                if lease.job.id == job_id and not lease.cancelled:
+                    lease.cancelled = True
+                    outbox = self._outboxes.get(worker.key)
+                    if outbox is not None:
+                        outbox.cancel([job_id])
 
     def _expired(self, leases: list[tuple[str, str]]) -> None:
         """A reaper (of any replica) took these leases back: their workers' credits free."""
         for job_id, lease_id in leases:
             for worker in self.workers.values():
-                held = worker.held.get(lease_id)
-                if held is not None and held.job_id == job_id:
-                    del worker.held[lease_id]
-                    self.kick(held.queue)
+                lease = worker.leases.get(lease_id)
+                if lease is not None and lease.job.id == job_id:
+                    del worker.leases[lease_id]
+                    self.kick(lease.job.queue)
         self._note_idle()
 
+    def _settings_changed(self, queue: str) -> None:
+        """A queue's settings changed (on any replica): the listeners hear of it, and the
+        workers here that serve it get their new heartbeat interval if its lease moved."""
+        for listener in self.listeners:
+            listener(queue)
+        if queue in self._by_queue:
+            task = asyncio.get_running_loop().create_task(self._reread_lease(queue))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reread_lease(self, queue: str) -> None:
+        try:
+            view = await self.ops.get_queue(queue)
+        except EngineError as e:
+            log.warning("could not read the settings of %s (%s)", queue, e)
+            return
+        self.lease_changed(queue, view.settings.lease_seconds)
+
+    def lease_changed(self, queue: str, lease_seconds: float) -> None:
+        """Tells the workers of ``queue`` here their heartbeat interval, if it changed."""
+        if self._leases.get(queue) == lease_seconds:
+            return
+        self._leases[queue] = lease_seconds
+        for worker in self._by_queue.get(queue, []):
+            interval = self.heartbeat_interval(worker)
+            if self._told.get(worker.key) != interval:
+                self._told[worker.key] = interval
+                outbox = self._outboxes.get(worker.key)
+                if outbox is not None:
+                    outbox.settings(interval)
+
     # ---- reaper and drain -----------------------------------------------------------
+
+    async def reap_all(self) -> float:
+        """Takes back expired leases of every queue; refreshes this replica's worker
+        entries. Returns the seconds until the next lease deadline seen (or the default
+        reap interval)."""
+        delay = self._reap_every
+        for queue in await self.ops.queue_names():
+            reaped, next_deadline = await self.ops.reap(queue)
+            self.accounting.lease_expired(queue, reaped)
+            if next_deadline is not None:
+                delay = min(delay, next_deadline + 0.01)
+        entries = [m for w in self.workers.values() for m in self._members(w)]
+        await self.ops.register_workers(entries, self._clock())
+        if self.after_reap is not None:
+            await self.after_reap()
+        return delay
 
     async def _reap_loop(self) -> None:
         while True:
             delay = self._reap_every
             try:
-                for queue in await self.backend.queue_names():
-                    reaped, next_deadline = await self.backend.reap(queue)
-                    self.accounting.lease_expired(queue, reaped)
-                    if next_deadline is not None:
-                        delay = min(delay, next_deadline + 0.01)
-                entries = [m for w in self.workers.values() for m in self._members(w)]
-                await self.backend.register_workers(entries, self._clock())
-                if self.after_reap is not None:
-                    await self.after_reap()
+                delay = await self.reap_all()
             except (EngineError, RedisError) as e:  # a script error too: logged, retried
                 log.warning("reaper pass failed (%s); next in %.1f s", e, delay)
             self._kick_all()  # a safety net for a wake-up lost with a pub/sub connection
             await asyncio.sleep(max(0.05, min(delay, WORKER_TTL / 3)))
 
     def underway(self) -> int:
-        return sum(len(w.held) for w in self.workers.values())
+        return sum(len(w.leases) for w in self.workers.values())
 
     def _note_idle(self) -> None:
         if self.underway() == 0:
             self.idle.set()
 
-    def begin_drain(self, deadline: float) -> None:
+    def begin_drain(self, deadline: float, grace: float) -> None:
         self.draining = True
+        self._grace = grace
         for worker in self.workers.values():
             worker.draining = True
-            worker.outbox.drain(deadline)
+            outbox = self._outboxes.get(worker.key)
+            if outbox is not None:
+                outbox.drain(deadline)
 
-    async def finish_drain(self, grace: float) -> int:
-        """Waits up to ``grace`` for underway jobs; hands the rest back. Returns how many."""
+    async def finish_drain(self) -> int:
+        """Waits up to the grace for underway jobs; hands the rest back. Returns how many."""
         if self.underway() > 0:
             self.idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), grace)
+                await asyncio.wait_for(self.idle.wait(), self._grace)
         left = self.underway()
         for worker in list(self.workers.values()):
             await self._end_leases(worker, "drain")
-            worker.outbox.close("server drained")
+            outbox = self._outboxes.get(worker.key)
+            if outbox is not None:
+                outbox.close("server drained")
         return left

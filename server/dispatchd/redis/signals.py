@@ -27,6 +27,11 @@ RECONNECT_SECONDS = 1.0
 STOP_SECONDS = 2.0
 
 
+#: Every queue's settings changes: update.lua publishes the queue's name here, so each
+#: replica hears of a lease or target change made through another one.
+QUEUE_SETTINGS = "dq:qs"
+
+
 def events(queue: str) -> str:
     return records.base(queue) + ":ev"
 
@@ -41,9 +46,9 @@ def queue_of_channel(name: str) -> str:
 
 class Signals:
     """Holds the subscription; calls ``on_wake(queue)``, ``on_cancel(job_id)``,
-    ``on_expired([(job_id, lease_id)])`` and
-    ``on_finished(job_ids)`` for what arrives, and ``on_resubscribed()`` after a
-    reconnect (messages may have been missed meanwhile)."""
+    ``on_expired([(job_id, lease_id)])``, ``on_finished(job_ids)`` and
+    ``on_settings(queue)`` for what arrives, and ``on_resubscribed()`` after a reconnect
+    (messages may have been missed meanwhile)."""
 
     def __init__(
         self,
@@ -53,6 +58,7 @@ class Signals:
         on_expired: Callable[[list[tuple[str, str]]], None],
         on_finished: Callable[[list[str]], None],
         on_resubscribed: Callable[[], None],
+        on_settings: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._on_wake = on_wake
@@ -60,7 +66,9 @@ class Signals:
         self._on_expired = on_expired
         self._on_finished = on_finished
         self._on_resubscribed = on_resubscribed
-        self._wanted: dict[str, int] = {}
+        self._on_settings = on_settings
+        # The settings channel is always listened to (when someone wants its news).
+        self._wanted: dict[str, int] = {QUEUE_SETTINGS: 1} if on_settings else {}
         self._task: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self.subscribed: set[str] = set()
@@ -141,7 +149,12 @@ class Signals:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("type") != "message":
             return
-        queue = queue_of_channel(msg["channel"].decode())
+        channel = msg["channel"].decode()
+        if channel == QUEUE_SETTINGS:
+            if self._on_settings is not None:
+                self._on_settings(msg["data"].decode())
+            return
+        queue = queue_of_channel(channel)
         for part in msg["data"].decode().split(" "):
             if part == "w":
                 self._on_wake(queue)

@@ -1,19 +1,18 @@
-"""Semaphore mode over gRPC: AcquireSlot waits for a grant, RenewSlot, ReleaseSlot."""
+"""Semaphore mode over gRPC: AcquireSlot waits for a grant, RenewSlot, ReleaseSlot. The
+waiting, and giving a request back when the caller goes away, is the backend's."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import Engine, SlotRecord
+from dispatchd.backend import Backend
+from dispatchd.engine import SlotRecord
+from dispatchd.engine import limits as lim
 from dispatchd.service.errors import translating
-from dispatchd.service.pump import DispatchPump
 from dispatchd.service.requests import slot_ttl
-from dispatchd.service.waiters import Waiters
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -31,39 +30,18 @@ def _slot_pb(slot: SlotRecord) -> pb.Slot:
 class SlotRpcs:
     """Mixed into the DispatcherService servicer."""
 
-    def __init__(
-        self, engine: Engine, pump: DispatchPump, waiters: Waiters, clock: Callable[[], float]
-    ) -> None:
-        self._engine = engine
-        self._pump = pump
-        self._waiters = waiters
-        self._clock = clock
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     @translating
     async def AcquireSlot(
         self, request: pb.AcquireSlotRequest, context: Context
     ) -> pb.AcquireSlotResponse:
-        ask = self._engine.request_slot(
-            request.queue,
-            request.holder,
-            slot_ttl(request),
-            request.priority,
-            self._clock(),
+        ttl = slot_ttl(request)
+        lim.check_slot_request(request.queue, request.holder, ttl)
+        slot = await self._backend.acquire_slot(
+            request.queue, request.holder, ttl, request.priority
         )
-        grant = self._waiters.add_slot(ask.request_id)
-        self._pump.kick()
-        try:
-            slot = await asyncio.shield(grant)
-        except asyncio.CancelledError:
-            # The caller's deadline passed or it went away. A grant that raced in is
-            # handed back at once, so no slot leaks to a caller that cannot release it.
-            self._engine.cancel_slot_request(ask.request_id)
-            if grant.done() and not grant.cancelled():
-                self._engine.release_slot(grant.result().slot_id)
-                self._pump.kick()
-            raise
-        finally:
-            self._waiters.discard_slot(ask.request_id)
         return pb.AcquireSlotResponse(slot=_slot_pb(slot))
 
     @translating
@@ -71,14 +49,14 @@ class SlotRpcs:
         self, request: pb.RenewSlotRequest, context: Context
     ) -> pb.RenewSlotResponse:
         ttl = convert.duration_seconds(request.ttl) if request.HasField("ttl") else None
-        slot = self._engine.renew_slot(request.slot_id, ttl, self._clock())
-        self._pump.kick()  # the slot timer may need to move
+        if ttl is not None:
+            lim.check_slot_ttl(ttl)
+        slot = await self._backend.renew_slot(request.slot_id, ttl)
         return pb.RenewSlotResponse(slot=_slot_pb(slot))
 
     @translating
     async def ReleaseSlot(
         self, request: pb.ReleaseSlotRequest, context: Context
     ) -> pb.ReleaseSlotResponse:
-        self._engine.release_slot(request.slot_id)
-        self._pump.kick()
+        await self._backend.release_slot(request.slot_id)
         return pb.ReleaseSlotResponse()

@@ -1,8 +1,7 @@
 """Routes, CSRF, auth and actions of the operator dashboard.
 
-Every action calls the same engine method the matching gRPC RPC calls, then does what
-that RPC does after it (kick the dispatch pump, tell a worker its job was cancelled); the
-journal sees the change through its engine observer, as it does for gRPC.
+Every action calls the same backend method the matching gRPC RPC calls, so it works on
+every backend and is journaled, frozen by a drain and validated as the RPC is.
 """
 
 from __future__ import annotations
@@ -11,15 +10,15 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from dispatchd.engine import Engine, EngineError, JobState, Rate
+from dispatchd.backend import Backend, DrainReport
+from dispatchd.engine import EngineError, JobState, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.security import Role, TokenTable
-from dispatchd.service.pump import DispatchPump
 from dispatchd.web import pages
 from dispatchd.web.errors import WebError
 from dispatchd.web.server import Request, Response
@@ -45,11 +44,10 @@ _STATUS = {
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
-    """What the dashboard needs from the running server besides the engine."""
+    """What the dashboard needs from the running server besides the backend."""
 
-    pump: DispatchPump
     clock: Callable[[], float]
-    start_drain: Callable[[float | None], bool]
+    start_drain: Callable[[float | None], Awaitable[DrainReport | None]]
     tokens: TokenTable | None
     trends: Trends | None = None
     """The sparkline rings (an engine observer the server adds with the dashboard)."""
@@ -90,8 +88,8 @@ def _required(form: dict[str, str], name: str) -> str:
 class Dashboard:
     """``handle(request)`` answers one dashboard request."""
 
-    def __init__(self, engine: Engine, hooks: Hooks) -> None:
-        self._engine = engine
+    def __init__(self, backend: Backend, hooks: Hooks) -> None:
+        self._backend = backend
         self._hooks = hooks
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
 
@@ -148,13 +146,13 @@ class Dashboard:
 
     # ---- routing -----------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         try:
-            return self._route(request)
+            return await self._route(request)
         except EngineError as e:
             raise WebError(_STATUS.get(type(e), 400), str(e)) from None
 
-    def _route(self, request: Request) -> Response:
+    async def _route(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if parts == ["favicon.ico"]:  # browsers ask for it even on the login page
             parts = ["static", "favicon.svg"]
@@ -167,22 +165,22 @@ class Dashboard:
             if request.method != "POST":
                 raise WebError(405, "actions are POST forms")
             self._check_csrf(request.form, credential)
-            return self._action(parts[1], request.form, self.csrf_token(credential))
+            return await self._action(parts[1], request.form, self.csrf_token(credential))
         if request.method not in ("GET", "HEAD"):
             raise WebError(405, "only GET here; actions are POST to /actions/<name>")
         csrf = self.csrf_token(credential)
-        e = self._engine
+        b = self._backend
         if not parts:
-            return Response(200, pages.queues_page(e.list_queues(), csrf, self._trend))
+            return Response(200, pages.queues_page(await b.list_queues(), csrf, self._trend))
         if parts == ["api", "queues"]:
-            body = pages.queues_json(e.list_queues(), self._trend)
+            body = pages.queues_json(await b.list_queues(), self._trend)
             return Response(200, body, "application/json")
         if parts == ["workers"]:
-            return Response(200, pages.workers_page(e.workers()))
+            return Response(200, pages.workers_page(await b.list_workers()))
         if len(parts) == 2 and parts[0] == "queues":
-            return self._queue(parts[1], request.query.get("page", ""), csrf)
+            return await self._queue(parts[1], request.query.get("page", ""), csrf)
         if len(parts) == 2 and parts[0] == "jobs":
-            return Response(200, pages.job_page(e.get_job(parts[1]), csrf))
+            return Response(200, pages.job_page(await b.get_job(parts[1]), csrf))
         raise WebError(404, "no such page; try /")
 
     @staticmethod
@@ -199,35 +197,35 @@ class Dashboard:
         trends = self._hooks.trends
         return None if trends is None else trends.trend(queue, self._hooks.clock())
 
-    def _queue(self, name: str, token: str, csrf: str) -> Response:
-        e = self._engine
-        view = e.get_queue(name)
-        pending, next_token = e.list_jobs(name, JobState.PENDING, PAGE_SIZE, token)
-        underway, _ = e.list_jobs(name, JobState.UNDERWAY, PAGE_SIZE, "")
-        dead, _ = e.list_jobs(name, JobState.DEAD, PAGE_SIZE, "")
+    async def _queue(self, name: str, token: str, csrf: str) -> Response:
+        b = self._backend
+        view = await b.get_queue(name)
+        pending, next_token = await b.list_jobs(name, JobState.PENDING, PAGE_SIZE, token)
+        underway, _ = await b.list_jobs(name, JobState.UNDERWAY, PAGE_SIZE, "")
+        dead, _ = await b.list_jobs(name, JobState.DEAD, PAGE_SIZE, "")
         body = pages.queue_page(view, pending, next_token, underway, dead, csrf)
         return Response(200, body)
 
     # ---- actions -----------------------------------------------------------------
 
-    def _action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+    async def _action(self, action: str, form: dict[str, str], csrf: str) -> Response:
         describe = _ACTIONS.get(action)
         if describe is None:
             raise WebError(404, f"unknown action {action!r}; one of {', '.join(_ACTIONS)}")
         what, run = describe
         args = {k: v for k, v in form.items() if k not in ("csrf", "confirm")}
-        self._validate(action, form)  # bad input is refused before the confirmation too
+        await self._validate(action, form)  # bad input is refused before the confirmation too
         if form.get("confirm") != "yes":
             summary = what + ": " + ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
             return Response(200, pages.confirm_page(action, form, csrf, summary))
-        message, back = run(self, form)
+        message, back = await run(self, form)
         return Response(200, pages.done_page(message, back))
 
-    def _validate(self, action: str, form: dict[str, str]) -> None:
+    async def _validate(self, action: str, form: dict[str, str]) -> None:
         if action in ("pause", "resume", "width", "rate"):
-            self._engine.get_queue(_required(form, "queue"))
+            await self._backend.get_queue(_required(form, "queue"))
         if action in ("cancel", "reprioritize", "retry"):
-            self._engine.get_job(_required(form, "job"))
+            await self._backend.get_job(_required(form, "job"))
         if action == "width":
             _int(form, "width", 0, 1_000_000)
         if action == "rate":
@@ -251,45 +249,40 @@ class Dashboard:
         except EngineError as e:
             raise WebError(400, str(e)) from None
 
-    def _pause(self, form: dict[str, str]) -> tuple[str, str]:
-        view = self._engine.pause(form["queue"])
+    async def _pause(self, form: dict[str, str]) -> tuple[str, str]:
+        view = await self._backend.update_queue(form["queue"], paused=True)
         return f"queue {view.name} paused", pages.url("queues", view.name)
 
-    def _resume(self, form: dict[str, str]) -> tuple[str, str]:
-        view = self._engine.resume(form["queue"])
-        self._hooks.pump.kick()
+    async def _resume(self, form: dict[str, str]) -> tuple[str, str]:
+        view = await self._backend.update_queue(form["queue"], paused=False)
         return f"queue {view.name} resumed", pages.url("queues", view.name)
 
-    def _update(self, form: dict[str, str], **changes: Any) -> tuple[str, str]:
-        view = self._engine.update_queue(form["queue"], now=self._hooks.clock(), **changes)
-        self._hooks.pump.kick()
+    async def _update(self, form: dict[str, str], **changes: Any) -> tuple[str, str]:
+        view = await self._backend.update_queue(form["queue"], **changes)
         return f"queue {view.name} updated", pages.url("queues", view.name)
 
-    def _width(self, form: dict[str, str]) -> tuple[str, str]:
-        return self._update(form, width=_int(form, "width", 0, 1_000_000))
+    async def _width(self, form: dict[str, str]) -> tuple[str, str]:
+        return await self._update(form, width=_int(form, "width", 0, 1_000_000))
 
-    def _set_rate(self, form: dict[str, str]) -> tuple[str, str]:
-        return self._update(form, rate=self._rate(form))
+    async def _set_rate(self, form: dict[str, str]) -> tuple[str, str]:
+        return await self._update(form, rate=self._rate(form))
 
-    def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
-        job, worker = self._engine.cancel(form["job"], self._hooks.clock())
-        if worker is not None:
-            self._hooks.pump.tell_cancelled(worker, job.id)
-        self._hooks.pump.kick()
+    async def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
+        job = await self._backend.cancel_job(form["job"])
         return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
 
-    def _reprioritize(self, form: dict[str, str]) -> tuple[str, str]:
-        job = self._engine.reprioritize(form["job"], _int(form, "priority", -(2**31), 2**31 - 1))
+    async def _reprioritize(self, form: dict[str, str]) -> tuple[str, str]:
+        priority = _int(form, "priority", -(2**31), 2**31 - 1)
+        job = await self._backend.reprioritize_job(form["job"], priority)
         return f"job {job.id} has priority {job.priority}", pages.url("jobs", job.id)
 
-    def _retry(self, form: dict[str, str]) -> tuple[str, str]:
-        job = self._engine.retry(form["job"], self._hooks.clock())
-        self._hooks.pump.kick()
+    async def _retry(self, form: dict[str, str]) -> tuple[str, str]:
+        job = await self._backend.retry_job(form["job"])
         return f"job {job.id} is {job.state.name} again", pages.url("jobs", job.id)
 
-    def _drain(self, form: dict[str, str]) -> tuple[str, str]:
+    async def _drain(self, form: dict[str, str]) -> tuple[str, str]:
         grace = _grace(form)
-        if not self._hooks.start_drain(grace):
+        if await self._hooks.start_drain(grace) is None:
             return "a drain is already under way; its grace stays in force", "/"
         within = "the server's --drain-grace" if grace is None else f"{grace:g} s"
         return (
@@ -299,7 +292,7 @@ class Dashboard:
         )
 
 
-_Run = Callable[[Dashboard, dict[str, str]], tuple[str, str]]
+_Run = Callable[[Dashboard, dict[str, str]], Awaitable[tuple[str, str]]]
 _ACTIONS: dict[str, tuple[str, _Run]] = {
     "pause": ("Pause queue", Dashboard._pause),
     "resume": ("Resume queue", Dashboard._resume),

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from html import escape
 from urllib.parse import quote
 
-from dispatchd.engine import JobView, QueueView, WorkerRecord
+from dispatchd.backend import WorkerInfo
+from dispatchd.engine import JobView, QueueView
 from dispatchd.web.sparks import throughput_cell, wait_cell
 from dispatchd.web.trends import Trend
 
@@ -30,7 +31,8 @@ def esc(value: object) -> str:
 
 
 def url(*parts: str) -> str:
-    return "/" + "/".join(quote(p, safe="") for p in parts)
+    # "@" and ":" are allowed in a path segment (RFC 3986 pchar) and appear in ids and names.
+    return "/" + "/".join(quote(p, safe="@:") for p in parts)
 
 
 def when(t: float | None) -> str:
@@ -272,35 +274,35 @@ def job_page(j: JobView, csrf: str) -> bytes:
     return layout(f"Job {j.id}", body)
 
 
-#: Held jobs listed by id on the workers page; the rest are counted.
-HELD_SHOWN = 10
-
-
-def held_jobs(w: WorkerRecord) -> str:
-    ids = sorted(lease.job.id for lease in w.leases.values())
-    links = [f"<a href='{esc(url('jobs', i))}'>{esc(i)}</a>" for i in ids[:HELD_SHOWN]]
-    more = f" and {len(ids) - HELD_SHOWN} more" if len(ids) > HELD_SHOWN else ""
-    return f"{len(ids)}: " + ", ".join(links) + more if ids else "0"
+def held_jobs(w: WorkerInfo) -> str:
+    links = [f"<a href='{esc(url('jobs', i))}'>{esc(i)}</a>" for i in w.held_jobs]
+    more = f" and {w.held - len(w.held_jobs)} more" if w.held > len(w.held_jobs) else ""
+    return f"{w.held}: " + ", ".join(links) + more if w.held else "0"
 
 
 def labels_text(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
-def workers_page(workers: Sequence[WorkerRecord]) -> bytes:
-    rows = [
-        [
+def workers_page(workers: Sequence[WorkerInfo]) -> bytes:
+    """Every connected worker; with several replicas, which one holds its stream."""
+    fleet = any(w.replica for w in workers)
+    rows = []
+    for w in sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id)):
+        free = max(0, w.max_in_flight - w.held) if not w.draining else 0
+        row = [
             esc(w.worker_id),
             esc(labels_text(w.labels)),
             esc(", ".join(w.queues)),
-            f"{w.free_credits} free of {w.max_in_flight}",
+            f"{free} free of {w.max_in_flight}",
             held_jobs(w),
             "yes" if w.draining else "no",
             esc(when(w.connect_time)),
         ]
-        for w in workers
-    ]
+        rows.append([*row, esc(w.replica)] if fleet else row)
     cols = ["Worker", "Labels", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
+    if fleet:
+        cols.append("Replica")
     return layout("Workers", table(cols, rows, "workers") if rows else "<p>No workers.</p>")
 
 

@@ -1,7 +1,7 @@
 """HTTP/1.1 plumbing for the dashboard, on the event loop like /metrics.
 
-Pages read the engine; serving them from the loop (not a thread) means every page is a
-consistent picture and needs no lock. One request per connection, bounded head and body,
+Pages read the backend; serving them from the loop (not a thread) means no lock is
+needed anywhere. One request per connection, bounded head and body,
 so a slow or hostile client costs a socket and a timeout, never memory or loop time.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -114,7 +114,9 @@ def parse_form(body: bytes) -> dict[str, str]:
 class WebServer(LoopHttpServer):
     """Serves ``handler(request)`` on host:port; the handler raises WebError to refuse."""
 
-    def __init__(self, handler: Callable[[Request], Response], host: str, port: int) -> None:
+    def __init__(
+        self, handler: Callable[[Request], Awaitable[Response]], host: str, port: int
+    ) -> None:
         self._handler = handler
         super().__init__(host, port)
 
@@ -139,7 +141,7 @@ class WebServer(LoopHttpServer):
             try:
                 request = await self._read(reader)
                 head_only = request.method == "HEAD"
-                response = self._handler(request)
+                response = await self._handler(request)
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 return  # idle, truncated or oversized head: nothing worth answering
             except WebError as e:

@@ -12,6 +12,7 @@ import pytest
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import TLS
+from tests.conftest import config_for
 from tests.pki import Pki, make_pki
 
 #: name -> (role, token). "other" is a second submitter, to test job ownership.
@@ -51,18 +52,25 @@ def client_tls(pki: Pki) -> TLS:
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path, pki: Pki, tokens_file: Path) -> AsyncIterator[StartServer]:
-    """``await start_server(tls=True, mtls=False, auth=True, **config_fields)``."""
+async def start_server(
+    tmp_path: Path, pki: Pki, tokens_file: Path, backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[StartServer]:
+    """``await start_server(tls=True, mtls=False, auth=True, **config_fields)``, on each
+    backend in turn."""
     started: list[DispatchdServer] = []
 
     async def start(
         *, tls: bool = True, mtls: bool = False, auth: bool = True, **fields: Any
     ) -> DispatchdServer:
-        config = Config(
-            listen="127.0.0.1:0",
-            data_dir=tmp_path / f"data{len(started)}",
-            metrics_listen="0",
-            http_listen="0",
+        config = config_for(
+            backend,
+            Config(
+                listen="127.0.0.1:0",
+                data_dir=tmp_path / f"data{len(started)}",
+                metrics_listen="0",
+                http_listen="0",
+            ),
+            request,
         )
         if tls:
             fields |= {"tls_cert": pki.server.cert_path, "tls_key": pki.server.key_path}

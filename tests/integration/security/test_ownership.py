@@ -48,7 +48,7 @@ async def test_submitters_touch_only_their_own_jobs(start_server: StartServer) -
 async def test_jobs_without_a_submitter_are_for_admins(start_server: StartServer) -> None:
     """Jobs from before auth was turned on (restored from a snapshot) have no stamp."""
     srv = await start_server(tls=False)
-    (job,) = srv.engine.submit([NewJob(queue="q", payload=b"old")], srv.clock())
+    ((job, _),) = await srv.backend.submit([NewJob(queue="q", payload=b"old")])
     target = f"127.0.0.1:{srv.port}"
     async with (
         AsyncClient(target, token=token("submit")) as submitter,

@@ -21,7 +21,7 @@ def bearer(name: str) -> dict[str, str]:
 
 async def test_pages_and_actions_need_the_admin_token(start_server: StartServer) -> None:
     srv, port = await _started(start_server)
-    srv.engine.update_queue("q", width=3, create=True)
+    await srv.backend.update_queue("q", width=3, create=True)
     assert (await get(port, "/")).status == 401
     assert (await get(port, "/", {"Authorization": f"Bearer {WRONG_TOKEN}"})).status == 401
     assert (await get(port, "/", bearer("submit"))).status == 403
@@ -30,19 +30,19 @@ async def test_pages_and_actions_need_the_admin_token(start_server: StartServer)
     assert (await get(port, "/", bearer("admin"))).status == 200
     done = await act(port, "width", {"queue": "q", "width": "5"}, bearer("admin"))
     assert done.status == 200
-    assert srv.engine.get_queue("q").settings.width == 5
+    assert (await srv.backend.get_queue("q")).settings.width == 5
 
 
 async def test_a_csrf_token_without_the_credential_is_refused(start_server: StartServer) -> None:
     srv, port = await _started(start_server)
-    srv.engine.update_queue("q", width=3, create=True)
+    await srv.backend.update_queue("q", width=3, create=True)
     page = await get(port, "/", bearer("admin"))
     form = {"queue": "q", "csrf": page.csrf(), "confirm": "yes"}
     stolen = await post(port, "/actions/pause", form, {"Cookie": "dispatchd_token=x"})
     assert stolen.status == 401
-    assert not srv.engine.get_queue("q").settings.paused
+    assert not (await srv.backend.get_queue("q")).settings.paused
     assert (await post(port, "/actions/pause", form, bearer("admin"))).status == 200
-    assert srv.engine.get_queue("q").settings.paused
+    assert (await srv.backend.get_queue("q")).settings.paused
 
 
 async def test_login_sets_an_http_only_cookie(start_server: StartServer) -> None:

@@ -8,12 +8,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
-from dispatchd.engine import Engine, LeaseRecord, WorkerRecord
-
-if TYPE_CHECKING:
-    from dispatchd.service.sessions import WorkerSession
+from dispatchd.backend import Outbox
+from dispatchd.engine import Engine, WorkerRecord
 
 log = logging.getLogger("dispatchd.pump")
 
@@ -29,22 +26,16 @@ def wake_delay(due: float, now: float) -> float:
     return max(MIN_TIMER_SECONDS, math.ceil((due - now) * 1000.0) / 1000.0)
 
 
-class LeaseSink(Protocol):
-    """Takes the leases dispatched to a worker the server serves itself (an HTTP target)."""
-
-    def deliver(self, leases: list[LeaseRecord]) -> None: ...
-
-
 class DispatchPump:
     """Coalesces dispatch requests: submits, results, credit and width changes all call
     ``kick()``; the pass runs once at the end of the current loop iteration, so a
     batch of 1,000 results costs one pass, not 1,000."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float], timers: bool = True) -> None:
         self._engine = engine
         self._clock = clock
-        self._sessions: dict[int, WorkerSession] = {}
-        self._sinks: dict[int, LeaseSink] = {}
+        self._timers = timers
+        self._outboxes: dict[int, Outbox] = {}
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
@@ -52,27 +43,17 @@ class DispatchPump:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def sessions(self) -> list[WorkerSession]:
-        return list(self._sessions.values())
+    def outboxes(self) -> list[Outbox]:
+        return list(self._outboxes.values())
 
-    def tell_cancelled(self, worker: WorkerRecord, job_id: str) -> None:
-        """A job this worker holds was cancelled: its stream hears of it (an internal worker
-        such as the HTTP pusher has no stream; its call ends and answers as usual)."""
-        session = self._sessions.get(worker.key)
-        if session is not None:
-            session.cancel([job_id])
+    def outbox(self, worker: WorkerRecord) -> Outbox | None:
+        return self._outboxes.get(worker.key)
 
-    def register(self, session: WorkerSession) -> None:
-        self._sessions[session.worker.key] = session
+    def register(self, worker: WorkerRecord, outbox: Outbox) -> None:
+        self._outboxes[worker.key] = outbox
 
-    def unregister(self, session: WorkerSession) -> None:
-        self._sessions.pop(session.worker.key, None)
-
-    def register_sink(self, worker_key: int, sink: LeaseSink) -> None:
-        self._sinks[worker_key] = sink
-
-    def unregister_sink(self, worker_key: int) -> None:
-        self._sinks.pop(worker_key, None)
+    def unregister(self, worker: WorkerRecord) -> None:
+        self._outboxes.pop(worker.key, None)
 
     def kick(self) -> None:
         if not self._scheduled:
@@ -83,14 +64,20 @@ class DispatchPump:
 
     def _run(self) -> None:
         self._scheduled = False
+        self.run_now()
+
+    def run_now(self) -> None:
+        """One pass at once: what is due by the clock, then every dispatch it allows."""
         now = self._clock()
         engine = self._engine
         engine.tick(now)
+        outboxes = self._outboxes
         for worker, leases in engine.dispatch(now):
-            session = self._sessions.get(worker.key) or self._sinks.get(worker.key)
-            if session is not None:
-                session.deliver(leases)
-        self._arm_timer(now)
+            outbox = outboxes.get(worker.key)
+            if outbox is not None:
+                outbox.deliver(leases)
+        if self._timers:
+            self._arm_timer(now)
 
     def _arm_timer(self, now: float) -> None:
         due = self._engine.next_wakeup()

@@ -1,0 +1,342 @@
+"""The embedded backend: the pure engine in this process, its dispatch pump, the waiters
+of WaitJob and AcquireSlot, the journal and the drain snapshot, behind the backend
+interface (dispatchd.backend). Every call completes without suspending except the ones
+that wait by nature (a Submit's journal commit, WaitJob, AcquireSlot, the drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from dispatchd.backend import (
+    Capabilities,
+    DrainReport,
+    Outbox,
+    QueueListener,
+    WorkerInfo,
+    WorkerSpec,
+    WorkResult,
+    heartbeat_interval,
+)
+from dispatchd.embedded.pump import DispatchPump
+from dispatchd.embedded.storage import Storage, StorageConfig
+from dispatchd.embedded.waiters import Waiters
+from dispatchd.engine import (
+    Engine,
+    EngineError,
+    EngineLimits,
+    EngineObserver,
+    JobState,
+    JobView,
+    NewJob,
+    ObserverChain,
+    QueueSettings,
+    QueueView,
+    Rejection,
+    SlotRecord,
+    WorkerRecord,
+)
+from dispatchd.engine.errors import Unavailable
+
+log = logging.getLogger("dispatchd")
+
+HELD_JOBS_SHOWN = 10
+
+
+class _Watch(EngineObserver):
+    """Wakes the drain when the last underway job releases its slot, and tells the queue
+    listeners of settings changes."""
+
+    def __init__(self, engine_ref: Callable[[], Engine]) -> None:
+        self._engine_ref = engine_ref
+        self.idle = asyncio.Event()
+        self.listeners: list[QueueListener] = []
+
+    def lease_released(self, queue: str) -> None:
+        if self._engine_ref().underway_total() == 0:
+            self.idle.set()
+
+    def queue_changed(self, name: str, settings: QueueSettings) -> None:
+        for listener in self.listeners:
+            listener(name)
+
+
+class EmbeddedBackend:
+    """One process holds the queues: memory, plus the journal and snapshot on disk."""
+
+    def __init__(
+        self,
+        limits: EngineLimits,
+        clock: Callable[[], float],
+        storage: StorageConfig | None = None,
+        observers: Sequence[EngineObserver] = (),
+        rng: random.Random | None = None,
+        timers: bool = True,
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.waiters = Waiters()
+        self._watch = _Watch(lambda: self.engine)
+        self.observers = ObserverChain([self.waiters, self._watch, *observers])
+        self.engine = Engine(limits, self.observers, rng)
+        self.pump = DispatchPump(self.engine, clock, timers)
+        storage = storage or StorageConfig()
+        self.storage = Storage(self.engine, storage, clock)
+        self._told: dict[int, float] = {}  # worker key -> heartbeat interval it was told
+        self._grace = 0.0
+        on_disk = storage.data_dir is not None
+        self.capabilities = Capabilities(
+            name="embedded", snapshot=on_disk, journal=on_disk and storage.journaled, shared=False
+        )
+
+    @property
+    def draining(self) -> bool:
+        return self.engine.draining
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        journal = self.storage.restore()
+        if journal is not None:
+            self.observers.add(journal)
+
+    async def begin_drain(self, grace: float) -> DrainReport:
+        engine = self.engine
+        report = DrainReport(
+            pending=sum(v.pending_count for v in engine.list_queues()),
+            underway=engine.underway_total(),
+        )
+        engine.begin_drain()
+        self._grace = grace
+        deadline = self.clock() + grace
+        for outbox in self.pump.outboxes:
+            outbox.drain(deadline)
+        return report
+
+    async def finish_drain(self) -> None:
+        engine = self.engine
+        if engine.underway_total() > 0:
+            self._watch.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch.idle.wait(), self._grace)
+        reclaimed = engine.reclaim_underway()
+        if reclaimed:
+            log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
+        else:
+            log.info("drain: no job underway")
+        self.storage.snapshot()
+        await self.storage.close()
+        for outbox in self.pump.outboxes:
+            outbox.close("server drained")
+        self.pump.close()
+
+    async def close(self) -> None:
+        await self.storage.close()
+        self.pump.close()
+
+    async def settle(self) -> None:
+        self.pump.run_now()
+
+    def on_queue_changed(self, listener: QueueListener) -> None:
+        self._watch.listeners.append(listener)
+
+    # ---- jobs -----------------------------------------------------------------------
+
+    async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
+        results = self.engine.submit_many(specs, self.clock())
+        self.pump.kick()
+        try:
+            await self.storage.sync()  # a submit is answered only once it is durable
+        except OSError as e:
+            raise Unavailable(
+                f"{e}; the job may still run, resubmit with an idempotency key to be sure"
+            ) from None
+        return results
+
+    async def get_job(self, job_id: str) -> JobView:
+        return self.engine.get_job(job_id)
+
+    async def wait_job(self, job_id: str, within: float) -> JobView:
+        job = self.engine.get_job(job_id)
+        if job.state.finished or within <= 0:
+            return job
+        waiter = self.waiters.add(job.id)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), within)
+        finally:
+            self.waiters.discard(job.id, waiter)
+        try:
+            return self.engine.get_job(job.id)
+        except EngineError:
+            return job  # evicted while we waited: the record we hold is final
+
+    async def cancel_job(self, job_id: str) -> JobView:
+        job, worker = self.engine.cancel(job_id, self.clock())
+        if worker is not None:
+            outbox = self.pump.outbox(worker)
+            if outbox is not None:
+                outbox.cancel([job.id])
+        self.pump.kick()
+        return job
+
+    async def reprioritize_job(self, job_id: str, priority: int) -> JobView:
+        return self.engine.reprioritize(job_id, priority)
+
+    async def retry_job(self, job_id: str) -> JobView:
+        job = self.engine.retry(job_id, self.clock())
+        self.pump.kick()
+        return job
+
+    async def purge_jobs(self, queue: str, state: JobState) -> int:
+        return self.engine.purge(queue, state)
+
+    async def list_jobs(
+        self, queue: str, state: JobState, page_size: int, page_token: str
+    ) -> tuple[list[JobView], str]:
+        return self.engine.list_jobs(queue, state, page_size, page_token)
+
+    # ---- queues ---------------------------------------------------------------------
+
+    async def get_queue(self, name: str) -> QueueView:
+        return self.engine.get_queue(name)
+
+    async def list_queues(self) -> list[QueueView]:
+        return self.engine.list_queues()
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_seconds: float | None = None,
+        create: bool = False,
+        **policies: object,
+    ) -> QueueView:
+        engine = self.engine
+        before = engine.lease_of(name)
+        view = engine.update_queue(
+            name,
+            width=width,
+            paused=paused,
+            lease_seconds=lease_seconds,
+            create=create,
+            now=self.clock(),
+            **policies,
+        )
+        self.pump.kick()
+        if before is not None and view.settings.lease_seconds != before:
+            self._tell_intervals(name)
+        return view
+
+    def _tell_intervals(self, queue: str) -> None:
+        """A queue's lease changed: its workers hear their new heartbeat interval."""
+        for worker in self.engine.subscribers(queue):
+            interval = self.heartbeat_interval(worker)
+            if self._told.get(worker.key) != interval:
+                self._told[worker.key] = interval
+                outbox = self.pump.outbox(worker)
+                if outbox is not None:
+                    outbox.settings(interval)
+
+    # ---- workers --------------------------------------------------------------------
+
+    async def connect(self, spec: WorkerSpec, outbox: Outbox) -> WorkerRecord:
+        worker = self.engine.connect(
+            spec.worker_id, list(spec.queues), spec.max_in_flight, self.clock(), dict(spec.labels)
+        )
+        worker.kind = spec.kind
+        self.pump.register(worker, outbox)
+        self._told[worker.key] = self.heartbeat_interval(worker)
+        self.pump.kick()
+        return worker
+
+    async def results(self, worker: WorkerRecord, results: Sequence[WorkResult]) -> list[Rejection]:
+        engine, now = self.engine, self.clock()
+        rejected = []
+        for r in results:
+            rejection = engine.complete(
+                worker,
+                r.job_id,
+                r.lease_id,
+                r.outcome,
+                now,
+                http_status=r.http_status,
+                latency=r.latency,
+            )
+            if rejection is not None:
+                rejected.append(rejection)
+        self.pump.kick()
+        return rejected
+
+    async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
+        return self.engine.heartbeat(worker, lease_ids, self.clock())
+
+    async def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
+        self.engine.set_credit(worker, max_in_flight)
+        self.pump.kick()
+
+    async def disconnect(self, worker: WorkerRecord) -> int:
+        self.pump.unregister(worker)
+        self._told.pop(worker.key, None)
+        held = self.engine.disconnect(worker, self.clock())
+        self.pump.kick()
+        return held
+
+    def heartbeat_interval(self, worker: WorkerRecord) -> float:
+        return heartbeat_interval([self.engine.lease_of(q) or 30.0 for q in worker.queues])
+
+    def local_workers(self) -> list[WorkerRecord]:
+        return self.engine.workers()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return [worker_info(w, "") for w in self.engine.workers()]
+
+    # ---- slots ----------------------------------------------------------------------
+
+    async def acquire_slot(self, queue: str, holder: str, ttl: float, priority: int) -> SlotRecord:
+        engine = self.engine
+        ask = engine.request_slot(queue, holder, ttl, priority, self.clock())
+        grant = self.waiters.add_slot(ask.request_id)
+        self.pump.kick()
+        try:
+            return await asyncio.shield(grant)
+        except asyncio.CancelledError:
+            # The caller's deadline passed or it went away. A grant that raced in is
+            # handed back at once, so no slot leaks to a caller that cannot release it.
+            engine.cancel_slot_request(ask.request_id)
+            if grant.done() and not grant.cancelled():
+                engine.release_slot(grant.result().slot_id)
+                self.pump.kick()
+            raise
+        finally:
+            self.waiters.discard_slot(ask.request_id)
+
+    async def renew_slot(self, slot_id: str, ttl: float | None) -> SlotRecord:
+        slot = self.engine.renew_slot(slot_id, ttl, self.clock())
+        self.pump.kick()  # the slot timer may need to move
+        return slot
+
+    async def release_slot(self, slot_id: str) -> None:
+        self.engine.release_slot(slot_id)
+        self.pump.kick()
+
+
+def worker_info(w: WorkerRecord, replica: str) -> WorkerInfo:
+    held = sorted(lease.job.id for lease in w.leases.values())
+    return WorkerInfo(
+        worker_id=w.worker_id,
+        queues=w.queues,
+        max_in_flight=w.max_in_flight,
+        held=len(held),
+        held_jobs=tuple(held[:HELD_JOBS_SHOWN]),
+        labels=dict(w.labels),
+        connect_time=w.connect_time,
+        kind=w.kind,
+        replica=replica,
+        draining=w.draining,
+    )

@@ -1,0 +1,304 @@
+"""The Redis backend behind the backend interface (dispatchd.backend): the queues live in
+Redis and several stateless replicas share them. Every decision is one Lua script
+(redis/lua); this replica's workers, claims and reaper are in replica.py, the calls to
+Redis in jobs.py and leasing.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from dispatchd.backend import (
+    Capabilities,
+    DrainReport,
+    Outbox,
+    QueueListener,
+    WorkerInfo,
+    WorkerSpec,
+    WorkResult,
+)
+from dispatchd.embedded.backend import worker_info
+from dispatchd.engine import (
+    EngineError,
+    EngineLimits,
+    EngineObserver,
+    JobState,
+    JobView,
+    NewJob,
+    QueueView,
+    Rejection,
+    SlotRecord,
+    WorkerRecord,
+)
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import NotFound, Unavailable
+from dispatchd.engine.state import DRAINING_MESSAGE
+from dispatchd.listening import StartError
+from dispatchd.redis import records
+from dispatchd.redis.accounting import Accounting
+from dispatchd.redis.fleet import Fleet
+from dispatchd.redis.leasing import RedisLeasing
+from dispatchd.redis.replica import Replica
+from dispatchd.redis.signals import events, finishes
+
+log = logging.getLogger("dispatchd")
+
+#: WaitJob re-reads the job this often too, in case a finish message was missed.
+WAIT_RECHECK_SECONDS = 1.0
+#: A waiting slot request lives this long in Redis unless its replica tries again (it
+#: does every SLOT_RETRY_SECONDS): a replica that died stops holding up the queue.
+SLOT_REQUEST_TTL = 5.0
+SLOT_RETRY_SECONDS = 2.0
+
+
+class RedisBackend:
+    """One replica of a fleet that shares its queues through Redis."""
+
+    capabilities = Capabilities(name="redis", snapshot=False, journal=False, shared=True)
+
+    def __init__(
+        self,
+        ops: RedisLeasing,
+        clock: Callable[[], float],
+        reap_every: float,
+        accounting: Accounting | None = None,
+        timers: bool = True,
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self.ops = ops
+        self.limits: EngineLimits = ops.limits
+        self.clock = clock
+        self.accounting = accounting or Accounting(None)
+        self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
+        self.fleet = Fleet(ops, self.replica.replica_id)
+        self.replica.after_reap = self.publish_workers
+
+    @property
+    def draining(self) -> bool:
+        return self.replica.draining
+
+    def _refuse_while_draining(self) -> None:
+        if self.replica.draining:
+            raise Unavailable(DRAINING_MESSAGE)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.ops.ping()
+        except EngineError as e:
+            raise StartError(f"--redis-url: {e}") from None
+        self.replica.start()
+
+    async def begin_drain(self, grace: float) -> DrainReport:
+        pending = 0
+        with contextlib.suppress(EngineError):  # the counts are for people; Redis may be away
+            pending = sum(v.pending_count for v in await self.ops.list_queues())
+        report = DrainReport(pending=pending, underway=self.replica.underway())
+        self.replica.begin_drain(self.clock() + grace, grace)
+        return report
+
+    async def finish_drain(self) -> None:
+        left = await self.replica.finish_drain()
+        if left:
+            log.warning("drain grace ran out: %d underway jobs are pending again", left)
+        else:
+            log.info("drain: no job underway")
+        await self.close()
+
+    async def close(self) -> None:
+        for worker in list(self.replica.workers.values()):  # before the client closes
+            await self.replica.disconnect(worker)
+        with contextlib.suppress(EngineError):
+            await self.fleet.withdraw()
+        await self.replica.stop()
+        await self.ops.close()
+
+    async def settle(self) -> None:
+        await self.replica.reap_all()
+        for queue in await self.ops.queue_names():
+            self.replica.kick(queue)
+        await self.replica.claims_done()
+
+    def on_queue_changed(self, listener: QueueListener) -> None:
+        self.replica.listeners.append(listener)
+
+    # ---- jobs -----------------------------------------------------------------------
+
+    async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
+        if self.replica.draining:
+            raise Unavailable("server is draining and accepts no new jobs; retry on another")
+        results = await self.ops.submit(specs, self.clock())
+        self.accounting.submitted(results)
+        views: list[tuple[JobView, bool]] = []
+        fresh = []
+        for stored, duplicate in results:
+            job = records.view_of(stored)
+            views.append((job, duplicate))
+            if not duplicate:
+                fresh.append(job)
+        if fresh:
+            self.replica.observer.jobs_submitted(fresh)
+        return views
+
+    async def get_job(self, job_id: str) -> JobView:
+        return records.view_of(await self.ops.get_job(job_id))
+
+    async def wait_job(self, job_id: str, within: float) -> JobView:
+        job = await self.ops.get_job(job_id)
+        if job.record.state.finished or within <= 0:
+            return records.view_of(job)
+        signals, waiting = self.replica.signals, self.replica.waiting
+        channel = finishes(job.record.queue)
+        await signals.watch(channel)
+        deadline = time.monotonic() + within
+        try:
+            while not job.record.state.finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waiter = waiting.job(job.record.id)
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, min(left, WAIT_RECHECK_SECONDS))
+                finally:
+                    waiting.discard(job.record.id, waiter)
+                with contextlib.suppress(NotFound):  # purged meanwhile: the last read stands
+                    job = await self.ops.get_job(job_id)
+        finally:
+            signals.unwatch(channel)
+        return records.view_of(job)
+
+    async def cancel_job(self, job_id: str) -> JobView:
+        self._refuse_while_draining()
+        job = await self.ops.cancel(job_id)
+        self.accounting.finished(job.record.queue, JobState.CANCELLED)
+        self.replica.cancelled(job.record.id)  # a worker here hears of it at once
+        return records.view_of(job)
+
+    async def reprioritize_job(self, job_id: str, priority: int) -> JobView:
+        self._refuse_while_draining()
+        return records.view_of(await self.ops.reprioritize(job_id, priority))
+
+    async def retry_job(self, job_id: str) -> JobView:
+        self._refuse_while_draining()
+        return records.view_of(await self.ops.retry(job_id))
+
+    async def purge_jobs(self, queue: str, state: JobState) -> int:
+        self._refuse_while_draining()
+        return await self.ops.purge(queue, state)
+
+    async def list_jobs(
+        self, queue: str, state: JobState, page_size: int, page_token: str
+    ) -> tuple[list[JobView], str]:
+        jobs, token = await self.ops.list_jobs(queue, state, page_size, page_token)
+        return [records.view_of(j) for j in jobs], token
+
+    # ---- queues ---------------------------------------------------------------------
+
+    async def get_queue(self, name: str) -> QueueView:
+        return await self.ops.get_queue(name)
+
+    async def list_queues(self) -> list[QueueView]:
+        return await self.ops.list_queues()
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        paused: bool | None = None,
+        lease_seconds: float | None = None,
+        create: bool = False,
+        **policies: object,
+    ) -> QueueView:
+        self._refuse_while_draining()
+        view = await self.ops.update_queue(
+            name,
+            width=width,
+            paused=paused,
+            lease_seconds=lease_seconds,
+            create=create,
+            **policies,
+        )
+        self.replica.lease_changed(name, view.settings.lease_seconds)
+        self.replica.kick(name)
+        return view
+
+    # ---- workers --------------------------------------------------------------------
+
+    async def connect(self, spec: WorkerSpec, outbox: Outbox) -> WorkerRecord:
+        worker = await self.replica.connect(spec, outbox)
+        with contextlib.suppress(EngineError):  # the fleet view is for people only
+            await self.fleet.put(worker.key, worker_info(worker, self.replica.replica_id))
+        return worker
+
+    async def results(self, worker: WorkerRecord, results: Sequence[WorkResult]) -> list[Rejection]:
+        return await self.replica.results(worker, results)
+
+    async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
+        return await self.replica.heartbeat(worker, lease_ids)
+
+    async def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
+        self.replica.set_credit(worker, max_in_flight)
+
+    async def disconnect(self, worker: WorkerRecord) -> int:
+        held = await self.replica.disconnect(worker)
+        with contextlib.suppress(EngineError):
+            await self.fleet.remove(worker.key)
+        return held
+
+    def heartbeat_interval(self, worker: WorkerRecord) -> float:
+        return self.replica.heartbeat_interval(worker)
+
+    def local_workers(self) -> list[WorkerRecord]:
+        return list(self.replica.workers.values())
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        mine = [worker_info(w, self.replica.replica_id) for w in self.replica.workers.values()]
+        return mine + await self.fleet.others(self.clock())
+
+    async def publish_workers(self) -> None:
+        """Refreshes this replica's entries in the fleet view (the reaper's pace)."""
+        replica = self.replica
+        entries = [(w.key, worker_info(w, replica.replica_id)) for w in replica.workers.values()]
+        await self.fleet.publish(entries, self.clock())
+
+    # ---- slots ----------------------------------------------------------------------
+
+    async def acquire_slot(self, queue: str, holder: str, ttl: float, priority: int) -> SlotRecord:
+        lim.check_slot_request(queue, holder, ttl)
+        if self.replica.draining:
+            raise Unavailable("server is draining and grants no slots")
+        ops, replica = self.ops, self.replica
+        await ops.ensure_queue(queue)
+        slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)
+        await replica.signals.watch(events(queue))
+        try:
+            while True:
+                deadline, hint = await ops.acquire(slot_id, priority, holder, ttl, SLOT_REQUEST_TTL)
+                if deadline is not None:
+                    return SlotRecord(slot_id, queue, holder, ttl, deadline, 0)
+                wait = SLOT_RETRY_SECONDS if hint is None else min(SLOT_RETRY_SECONDS, hint)
+                await replica.waiting.change(queue, wait)
+        except asyncio.CancelledError:
+            # The caller's deadline passed or it went away: drop the request, and the
+            # slot if the grant raced in, so no slot leaks to a caller that cannot release.
+            await asyncio.shield(ops.slot_op("abandon", slot_id))
+            raise
+        finally:
+            replica.signals.unwatch(events(queue))
+
+    async def renew_slot(self, slot_id: str, ttl: float | None) -> SlotRecord:
+        if ttl is not None:
+            lim.check_slot_ttl(ttl)
+        holder, deadline = await self.ops.slot_op("renew", slot_id, ttl)
+        queue = records.queue_of(slot_id) or ""
+        return SlotRecord(slot_id, queue, holder, ttl or 0.0, deadline, 0)
+
+    async def release_slot(self, slot_id: str) -> None:
+        await self.ops.slot_op("release", slot_id)

@@ -1,0 +1,105 @@
+"""Which worker streams every replica holds, for the dashboard's fleet-wide workers page.
+
+Each replica keeps a hash ``dq:rw:<replica id>`` (worker key -> a JSON summary) and its
+id in the sorted set ``dq:replicas`` scored by when its entry expires; it rewrites both
+on every reaper pass, so a replica that died drops out within WORKER_TTL. Each command
+touches one key, so this works on a Redis Cluster too."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from dispatchd.backend import WorkerInfo
+from dispatchd.redis.store import RedisStore
+
+REPLICAS_KEY = "dq:replicas"
+#: A replica's entries live this long unless its reaper refreshes them.
+ENTRY_TTL = 30.0
+
+
+def workers_key(replica_id: str) -> str:
+    return "dq:rw:" + replica_id
+
+
+def encode(info: WorkerInfo) -> str:
+    return json.dumps(
+        {
+            "id": info.worker_id,
+            "q": list(info.queues),
+            "n": info.max_in_flight,
+            "h": info.held,
+            "hj": list(info.held_jobs),
+            "l": info.labels,
+            "t": info.connect_time,
+            "k": info.kind,
+            "d": info.draining,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode(raw: bytes, replica: str) -> WorkerInfo | None:
+    try:
+        d = json.loads(raw)
+        return WorkerInfo(
+            worker_id=str(d["id"]),
+            queues=tuple(str(q) for q in d["q"]),
+            max_in_flight=int(d["n"]),
+            held=int(d["h"]),
+            held_jobs=tuple(str(j) for j in d["hj"]),
+            labels={str(k): str(v) for k, v in d["l"].items()},
+            connect_time=float(d["t"]),
+            kind=str(d["k"]),
+            replica=replica,
+            draining=bool(d.get("d", False)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # written by another version: not shown rather than failing the page
+
+
+class Fleet:
+    """Reads and writes the replicas' worker entries."""
+
+    def __init__(self, store: RedisStore, replica_id: str) -> None:
+        self._store = store
+        self._replica = replica_id
+
+    async def publish(self, workers: Sequence[tuple[int, WorkerInfo]], now: float) -> None:
+        """Replaces this replica's entries with ``workers`` (worker key, summary)."""
+        key = workers_key(self._replica)
+        pipe = self._store.client.pipeline(transaction=False)
+        pipe.delete(key)
+        if workers:
+            pipe.hset(key, mapping={str(k): encode(info) for k, info in workers})
+            pipe.expire(key, int(ENTRY_TTL * 2))
+        pipe.zadd(REPLICAS_KEY, {self._replica: now + ENTRY_TTL})
+        pipe.zremrangebyscore(REPLICAS_KEY, "-inf", now)
+        await self._store.send(pipe)
+
+    async def put(self, key: int, info: WorkerInfo) -> None:
+        await self._store.call("HSET", workers_key(self._replica), str(key), encode(info))
+
+    async def remove(self, key: int) -> None:
+        await self._store.call("HDEL", workers_key(self._replica), str(key))
+
+    async def withdraw(self) -> None:
+        """This replica stops: its entries go at once."""
+        await self._store.call("DEL", workers_key(self._replica))
+        await self._store.call("ZREM", REPLICAS_KEY, self._replica)
+
+    async def others(self, now: float) -> list[WorkerInfo]:
+        """The workers of every other live replica."""
+        raw = await self._store.call("ZRANGEBYSCORE", REPLICAS_KEY, now, "+inf")
+        out: list[WorkerInfo] = []
+        for member in raw:
+            replica = member.decode()
+            if replica == self._replica:
+                continue
+            entries = await self._store.call("HGETALL", workers_key(replica))
+            values = list(entries.values()) if isinstance(entries, dict) else entries[1::2]
+            for value in values:
+                info = decode(value, replica)
+                if info is not None:
+                    out.append(info)
+        return out
