@@ -24,7 +24,8 @@ class Config:
     listen: str = "127.0.0.1:50051"
     """host:port the gRPC server binds (port 0 picks a free one)."""
     data_dir: Path | None = None
-    """Where the drain snapshot lives; None keeps nothing across restarts."""
+    """Where the journal (every acknowledged change) and the drain snapshot live; None
+    keeps nothing across restarts."""
     drain_grace: float = 25.0
     """Seconds a drain waits for underway jobs before taking them back."""
     max_payload_bytes: int = 1 << 20
@@ -79,6 +80,10 @@ class Config:
     redis_url: str = ""
     """redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port[,...]/service[/db];
     needed by --backend redis."""
+    port_file: Path | None = None
+    """Once serving, write the bound ports here as JSON ({"grpc": .., "metrics": ..,
+    "dashboard": .., "health": ..}; 0 where off), replacing the file atomically: how a
+    script finds the port --listen 127.0.0.1:0 picked."""
 
     def __post_init__(self) -> None:
         if self.drain_grace < 0:
@@ -179,7 +184,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=_env(env, "data-dir", "") or None,
-        help="directory for the drain snapshot (default: none, nothing kept)",
+        help="directory for the journal and the drain snapshot (default: none: memory only, "
+        "nothing kept across restarts)",
     )
     add("drain-grace", float, d.drain_grace, "seconds to wait for underway jobs on drain")
     add("max-payload-bytes", int, d.max_payload_bytes, "cap on job payloads and results")
@@ -223,6 +229,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_optional("tls-client-ca", Path, "PEM CA bundle; clients need a certificate it signed")
     add_optional("auth-tokens", Path, "file of `ROLE TOKEN [NAME]` lines (default: no auth)")
     add_optional("health-listen", str, "host:port of a plaintext health-only port for probes")
+    add_optional("port-file", Path, "once serving, write the bound ports there as JSON")
     return p
 
 
@@ -259,6 +266,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         http_ca_bundle=_path(ns.http_ca_bundle),
         backend=ns.backend,
         redis_url=ns.redis_url,
+        port_file=_path(ns.port_file),
     )
 
 

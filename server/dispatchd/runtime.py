@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -141,6 +143,7 @@ class DispatchdServer:
         await self.backend.start()
         try:
             await self._start_listeners(credentials)
+            self._write_port_file()
         except BaseException:
             await self.stop_now()  # nothing was served yet: no drain, no snapshot
             raise
@@ -188,6 +191,26 @@ class DispatchdServer:
         await server.start()
         self._server = server
         await self._start_web()
+
+    def ports(self) -> dict[str, int]:
+        """The bound ports (0 where a listener is off)."""
+        return {
+            "grpc": self.port,
+            "metrics": self.observability.metrics_port,
+            "dashboard": self.web.port if self.web is not None else 0,
+            "health": self.health_port,
+        }
+
+    def _write_port_file(self) -> None:
+        path = self.config.port_file
+        if path is None:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.ports()) + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            raise StartError(f"--port-file {path}: {e}") from None
 
     async def _gauges(self) -> Gauges:
         """What one scrape of /metrics shows of the queues and this server's workers."""

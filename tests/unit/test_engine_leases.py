@@ -562,19 +562,15 @@ def test_reprioritize_pending_moves_it(engine: Engine, submit: Submit) -> None:
     assert engine.get_queue("q").pending_count == 3
 
 
-def test_reprioritize_underway_applies_on_requeue(
+def test_reprioritize_underway_is_failed_precondition(
     engine: Engine, submit: Submit, connect: Connect, dispatch: Dispatch
 ) -> None:
     a = submit()[0]
     connect(credits=1)
-    [lease] = dispatch(0.0)
-    b = submit(priority=3)[0]
-    engine.reprioritize(a.id, 9)
-    assert a.priority == 9
-    assert a.state is JobState.UNDERWAY
-    engine.expire_leases(30.0)
-    assert pending_ids(engine) == [a.id, b.id]
-    assert lease.job is a
+    dispatch(0.0)
+    with pytest.raises(FailedPrecondition, match="UNDERWAY"):
+        engine.reprioritize(a.id, 9)
+    assert a.priority == 0
 
 
 def test_reprioritize_finished_is_failed_precondition(engine: Engine, submit: Submit) -> None:

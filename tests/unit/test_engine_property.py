@@ -161,7 +161,7 @@ class EngineMachine(RuleBasedStateMachine):
         if not live:
             return
         job = live[i % len(live)]
-        if job.state.finished:
+        if job.state.finished or job.state is JobState.UNDERWAY:
             with pytest.raises(FailedPrecondition):
                 self.engine.reprioritize(job.id, priority)
         else:

@@ -399,9 +399,9 @@ class PolicyMachine(RuleBasedStateMachine):
         elif kind == "purge":
             self.purge(q, state)
         else:
-            live = [j for j in self.live() if not j.state.finished]
-            if live:
-                self.engine.reprioritize(live[i % len(live)].id, i % 5 - 2)
+            waiting = [j for j in self.live() if j.state in (JobState.PENDING, JobState.SCHEDULED)]
+            if waiting:
+                self.engine.reprioritize(waiting[i % len(waiting)].id, i % 5 - 2)
         self.pump()
 
     def cancel(self, i: int) -> None:

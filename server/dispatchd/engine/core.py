@@ -218,13 +218,12 @@ class Engine(DispatchMixin, SlotMixin):
         return job
 
     def get_job(self, job_id: str) -> JobView:
-        if not job_id:
-            raise InvalidArgument("job_id is empty")
         job = self._jobs.get(job_id)
         if job is not None:
             return job
         raw = self._done.get(job_id)
         if raw is None:
+            lim.check_job_id(job_id)
             raise lim.not_found_job(job_id)
         return FinishedJob.unpack(raw)
 
@@ -248,8 +247,16 @@ class Engine(DispatchMixin, SlotMixin):
         return self._finish(job, JobState.CANCELLED, now), None
 
     def reprioritize(self, job_id: str, priority: int) -> JobRecord:
+        """A waiting job (pending or scheduled) takes its new place at once. An underway
+        job is refused: its priority would only matter if it came back, and a caller
+        who meant to hurry it would be told nothing happened."""
         self._refuse_while_draining()
         job = self._live_job(job_id, "; its priority is final")
+        if job.state is JobState.UNDERWAY:
+            raise FailedPrecondition(
+                f"job {job_id} is UNDERWAY; only a pending or scheduled job can be "
+                "reprioritized"
+            )
         q = self._queues[job.queue]
         if job.state is JobState.PENDING:
             q.remove_pending(job)
@@ -259,7 +266,7 @@ class Engine(DispatchMixin, SlotMixin):
                 q.ready.discard(job)
                 q.ready.push(job, self._now)
         else:
-            job.priority = priority  # used when it waits again
+            job.priority = priority  # used when it is due
         self.observer.job_changed(job)
         return job
 

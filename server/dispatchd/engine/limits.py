@@ -23,6 +23,8 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: A ULID: 26 characters of Crockford base32 (engine/ids.py makes them).
+ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,19 @@ def check_slot_request(queue: str, holder: str, ttl: float) -> None:
 def check_width(width: int) -> None:
     if width < 0:
         raise InvalidArgument(f"width must be 0 or more, got {width}")
+
+
+def check_job_id(job_id: str, shape: re.Pattern[str] = ULID, form: str = "a ULID") -> None:
+    """A job id this server could have made; anything else is bad input, not an unknown
+    job (NOT_FOUND is for ids that were right once)."""
+    if not job_id:
+        raise InvalidArgument("job_id is empty")
+    if not shape.fullmatch(job_id):
+        shown = job_id if len(job_id) <= 80 else job_id[:80] + "..."
+        raise InvalidArgument(
+            f"job_id {shown!r} is not a job id this server makes ({form}, as Submit "
+            "returns it)"
+        )
 
 
 def not_found_job(job_id: str) -> NotFound:

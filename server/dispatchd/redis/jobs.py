@@ -94,11 +94,9 @@ class RedisJobs(RedisStore):
 
     @staticmethod
     def _queue_of(job_id: str) -> str:
-        if not job_id:
-            raise InvalidArgument("job_id is empty")
+        lim.check_job_id(job_id, records.JOB_ID, "a ULID, '@' and its queue's name")
         queue = records.queue_of(job_id)
-        if queue is None:
-            raise lim.not_found_job(job_id)
+        assert queue is not None  # the shape says it has one
         return queue
 
     async def get_job(self, job_id: str) -> StoredJob:

@@ -6,6 +6,7 @@ the embedded engine does, so dispatchd.convert builds every response message."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from dispatchd.redis.scripts import JOB_FIELDS
 
 Reply = bytes | None
 JOB_ID_SEPARATOR = "@"
+#: Job ids of this backend: `<ULID>@<queue name>` (see job_id()).
+JOB_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}@[A-Za-z0-9._:-]{1,128}")
 _F = {name: i for i, name in enumerate(JOB_FIELDS)}
 
 

@@ -15,15 +15,36 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_WAIT_SECONDS = 3600.0
-DEFAULT_MASK_PATHS = frozenset({"width", "paused", "lease_duration"})
-QUEUE_MASK_PATHS = DEFAULT_MASK_PATHS | {
-    "rate",
-    "retry_policy",
-    "key_limits",
-    "max_pending",
-    "dedup_window",
-    "http_target",
-}
+QUEUE_MASK_PATHS = frozenset(
+    {
+        "width",
+        "paused",
+        "lease_duration",
+        "rate",
+        "retry_policy",
+        "key_limits",
+        "max_pending",
+        "dedup_window",
+        "http_target",
+    }
+)
+_MESSAGE_PATHS = ("lease_duration", "rate", "retry_policy", "key_limits", "dedup_window")
+
+
+def populated_paths(q: pb.Queue) -> set[str]:
+    """What an empty update_mask means (AIP-134): the settable fields the request
+    populates. A scalar at its zero value (width 0, paused false, max_pending 0) is not
+    populated, so setting one to zero needs the mask to name it."""
+    paths = {name for name in _MESSAGE_PATHS if q.HasField(name)}
+    if q.HasField("http_target"):
+        paths.add("http_target")
+    if q.width:
+        paths.add("width")
+    if q.paused:
+        paths.add("paused")
+    if q.max_pending:
+        paths.add("max_pending")
+    return paths
 
 
 class QueueChanges(TypedDict):
@@ -77,14 +98,14 @@ def drain_grace(request: pb.DrainRequest) -> float | None:
 def queue_update(request: pb.UpdateQueueRequest) -> tuple[QueueChanges, dict[str, object]]:
     """The changes an UpdateQueue asks for: the plain settings and the policies, each
     only where the update mask names it. Checked whole before anything changes."""
-    paths = set(request.update_mask.paths) or set(DEFAULT_MASK_PATHS)
+    q = request.queue
+    paths = set(request.update_mask.paths) or populated_paths(q)
     unknown = paths - QUEUE_MASK_PATHS
     if unknown:
         raise InvalidArgument(
             f"update_mask names unknown fields {sorted(unknown)}; "
             f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}"
         )
-    q = request.queue
     if "lease_duration" in paths and not q.HasField("lease_duration"):
         raise InvalidArgument("update_mask names lease_duration but queue.lease_duration is unset")
     changes = QueueChanges(

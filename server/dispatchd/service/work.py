@@ -170,6 +170,8 @@ class WorkStream:
         end = StreamEnd(reason="stream cancelled: the worker went away or the connection broke")
         reader: asyncio.Task[None] | None = None
         try:
+            # However the call ends, the writer below wakes up and the worker goes.
+            context.add_done_callback(lambda _: session.end(reason=end.reason))
             log_connected(worker)
             self.counts.add("sent", "welcome")
             await context.write(
@@ -223,6 +225,9 @@ class WorkStream:
             session.end(reason="stream broke")
         except EngineError as e:  # the backend went away mid-stream: the worker reconnects
             session.end(status_of(e), str(e), f"backend error: {e}")
+        except Exception:  # noqa: BLE001 - a bug here must still end the stream, free its jobs
+            log.exception("the reader of worker %s's stream failed", worker.worker_id)
+            session.end(grpc.StatusCode.INTERNAL, "internal error", "reader failed")
 
     async def _apply(
         self, req: pb.WorkRequest, worker: WorkerRecord, session: WorkerSession

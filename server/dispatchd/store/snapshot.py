@@ -17,7 +17,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from dispatchd import convert
-from dispatchd.engine import EngineError, JobRecord, QueueSettings
+from dispatchd.engine import EngineError, JobRecord, JobState, QueueSettings
 from dispatchd_client.v1 import snapshot_pb2
 
 log = logging.getLogger("dispatchd.snapshot")
@@ -37,6 +37,8 @@ class SnapshotError(Exception):
 class SnapshotData:
     queues: list[tuple[str, QueueSettings]]
     jobs: list[JobRecord]
+    """In submit order (the engine's unfinished_jobs()); the file holds them in dispatch
+    order with each one's place in this list."""
 
 
 class SnapshotStore:
@@ -67,9 +69,15 @@ class SnapshotStore:
                 f"1..{FORMAT_VERSION}"
             )
         try:
+            jobs = [convert.job_from_pb(j) for j in msg.jobs]
+            if msg.submit_order:
+                if sorted(msg.submit_order) != list(range(len(jobs))):
+                    raise SnapshotError(f"{self.path}: invalid content (submit_order)")
+                by_rank = dict(zip(msg.submit_order, jobs, strict=True))
+                jobs = [by_rank[i] for i in range(len(jobs))]
             return SnapshotData(
                 queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
-                jobs=[convert.job_from_pb(j) for j in msg.jobs],
+                jobs=jobs,
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -112,7 +120,9 @@ class SnapshotStore:
             format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
         )
         msg.queues.extend(convert.settings_to_pb(name, s) for name, s in data.queues)
-        msg.jobs.extend(convert.job_to_pb(job) for job in data.jobs)
+        order = sorted(range(len(data.jobs)), key=lambda i: _dispatch_key(data.jobs[i], i))
+        msg.jobs.extend(convert.job_to_pb(data.jobs[i]) for i in order)
+        msg.submit_order.extend(order)
         raw = msg.SerializeToString()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".pb.tmp")
@@ -125,6 +135,14 @@ class SnapshotStore:
         _fsync_dir(self.path.parent)
         self.restored_path.unlink(missing_ok=True)
         return len(raw) + len(trailer)
+
+
+def _dispatch_key(job: JobRecord, rank: int) -> tuple[str, int, float, int]:
+    """Where a job of the submit-ordered list goes in the file: its queue, then pending
+    jobs by priority and submit order, then scheduled ones by due time."""
+    if job.state is JobState.SCHEDULED and job.not_before is not None:
+        return (job.queue, 1, job.not_before, rank)
+    return (job.queue, 0, -job.priority, rank)
 
 
 def _trailer(crc: int) -> bytes:

@@ -12,17 +12,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Snapshot(_message.Message):
-    __slots__ = ("format_version", "create_time", "queues", "jobs", "content_crc32", "complete")
+    __slots__ = ("format_version", "create_time", "queues", "jobs", "submit_order", "content_crc32", "complete")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_ORDER_FIELD_NUMBER: _ClassVar[int]
     CONTENT_CRC32_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     create_time: _timestamp_pb2.Timestamp
     queues: _containers.RepeatedCompositeFieldContainer[_dispatcher_pb2.Queue]
     jobs: _containers.RepeatedCompositeFieldContainer[_dispatcher_pb2.Job]
+    submit_order: _containers.RepeatedScalarFieldContainer[int]
     content_crc32: int
     complete: bool
-    def __init__(self, format_version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[_Union[_dispatcher_pb2.Queue, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_dispatcher_pb2.Job, _Mapping]]] = ..., content_crc32: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+    def __init__(self, format_version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[_Union[_dispatcher_pb2.Queue, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_dispatcher_pb2.Job, _Mapping]]] = ..., submit_order: _Optional[_Iterable[int]] = ..., content_crc32: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...

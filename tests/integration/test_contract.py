@@ -1,0 +1,194 @@
+"""Promises of the contract that were broken when tried from outside (a worker written from
+the raw proto, txrdq's own tests against the wire), each on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from dispatchd.config import Config
+from dispatchd.runtime import DispatchdServer
+from dispatchd_client import AsyncClient, Client, JobState, Unavailable
+from dispatchd_client import errors as client_errors
+from dispatchd_client.v1 import dispatcher_pb2 as pb
+from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+from tests.inproc import serving
+from tests.polling import until
+
+from .raw_worker import RawWorker
+
+
+def _seconds(d: object) -> float:
+    return d.seconds + d.nanos / 1e9  # type: ignore[attr-defined]
+
+
+async def test_a_lease_change_tells_connected_workers_their_new_interval(
+    target: str, client: AsyncClient
+) -> None:
+    """A worker holding a long job whose queue's lease is cut from 30 s to 1.2 s hears
+    the new heartbeat interval on its stream and, following it, keeps its lease."""
+    await client.update_queue("long", lease_duration=30.0, create=True)
+    async with RawWorker(target, ["long"]) as worker:
+        welcome = await worker.next("welcome")
+        assert _seconds(welcome.welcome.heartbeat_interval) == pytest.approx(10.0)
+        job = await client.submit("long", b"x")
+        (delivery,) = (await worker.next("deliveries")).deliveries.deliveries
+        await client.update_queue("long", lease_duration=1.2)
+        told = await worker.next("settings")
+        interval = _seconds(told.settings.heartbeat_interval)
+        assert interval == pytest.approx(0.4)
+        for _ in range(8):  # 3.2 s of work: longer than the new lease, heartbeating on time
+            worker.heartbeat(delivery.lease_id)
+            await asyncio.sleep(interval)  # the worker's own cadence, not a wait for state
+        worker.result(delivery)
+        done = await client.wait(job.id, timeout=10)
+    assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
+
+
+async def test_a_drain_refuses_every_change_and_reads_keep_working(
+    target: str, server: DispatchdServer, server_config: Config, client: AsyncClient
+) -> None:
+    await client.update_queue("frozen", width=2, create=True)
+    await client.pause("frozen")
+    pending = await client.submit("frozen", b"p")
+    dead_queue = await client.update_queue("other", create=True, width=1)
+    async with RawWorker(target, ["other"]) as worker:  # holds a job: the drain lasts
+        await client.submit("other", b"held")
+        await worker.next("deliveries")
+        await server.start_drain(30.0)
+        refusals = [
+            client.update_queue("frozen", width=5),
+            client.resume("frozen"),
+            client.pause("other"),
+            client.cancel(pending.id),
+            client.reprioritize(pending.id, 9),
+            client.purge_jobs("frozen"),
+            client.submit("frozen", b"late"),
+        ]
+        for call in refusals:
+            with pytest.raises(Unavailable, match="draining"):
+                await call
+        assert (await client.get_queue("frozen")).paused
+        assert (await client.get(pending.id)).state is JobState.PENDING
+        assert [q.name for q in await client.list_queues()] == ["frozen", dead_queue.name]
+    await asyncio.wait_for(server.stopped.wait(), 30)
+    async with (
+        serving(DispatchdServer(server_config)) as after,
+        AsyncClient(f"127.0.0.1:{after.port}") as again,
+    ):
+        queue = await again.get_queue("frozen")
+        assert (queue.paused, queue.width) == (True, 2)
+
+
+async def test_a_stream_cancelled_right_after_its_hello_leaves_no_ghost(target: str) -> None:
+    """Whatever point a stream ends at, its worker goes away: a job submitted afterwards
+    stays pending instead of going to a ghost until its lease ends. A blocking client in a
+    thread cancels the way a third-party worker does, racing the server's first writes."""
+    assert await asyncio.to_thread(_ghosts_after_cancels, target, 30) == []
+
+
+def _ghosts_after_cancels(target: str, tries: int) -> list[str]:
+    ghosts = []
+    with Client(target) as client, grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.DispatcherServiceStub(channel)
+        for i in range(tries):
+            queue = f"ghost-{i}"
+            stop = threading.Event()
+            call = stub.Work(_hello_then_silence(queue, stop))
+            if i % 2:
+                time.sleep(0.001 * (i % 7))  # the cancel lands at another point each time
+            call.cancel()
+            stop.set()
+            try:
+                until(lambda q=queue: _workers(client, q) == 0, 3.0, f"{queue} to lose its worker")
+            except AssertionError:
+                ghosts.append(queue)
+                continue
+            job = client.submit(queue, b"x")
+            if client.get(job.id).state is not JobState.PENDING:
+                ghosts.append(queue)
+    return ghosts
+
+
+def _hello_then_silence(queue: str, stop: threading.Event) -> Iterator[pb.WorkRequest]:
+    """A worker that says hello and then nothing: its stream stays open until cancelled."""
+    yield pb.WorkRequest(hello=pb.WorkerHello(worker_id="g", queues=[queue], max_in_flight=1))
+    stop.wait()
+
+
+def _workers(client: Client, queue: str) -> int:
+    try:
+        return client.get_queue(queue).worker_count
+    except client_errors.NotFound:
+        return 0  # cancelled before the hello was read
+
+
+async def test_an_empty_update_mask_sets_only_the_populated_fields(
+    target: str, client: AsyncClient
+) -> None:
+    await client.update_queue("aip", width=3, lease_duration=20.0, create=True)
+    await client.pause("aip")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.DispatcherServiceStub(channel)
+        reply = await stub.UpdateQueue(pb.UpdateQueueRequest(queue=pb.Queue(name="aip", width=7)))
+        assert (reply.queue.width, reply.queue.paused) == (7, True)
+        assert _seconds(reply.queue.lease_duration) == 20.0
+        lease = pb.Queue(name="aip")
+        lease.lease_duration.seconds = 9
+        reply = await stub.UpdateQueue(pb.UpdateQueueRequest(queue=lease))
+        assert (reply.queue.width, reply.queue.paused) == (7, True)
+        assert _seconds(reply.queue.lease_duration) == 9.0
+        # A zero is not "populated": setting width 0 needs the mask to name it.
+        named = pb.UpdateQueueRequest(
+            queue=pb.Queue(name="aip"), update_mask=FieldMask(paths=["width"])
+        )
+        assert (await stub.UpdateQueue(named)).queue.width == 0
+
+
+async def test_a_malformed_job_id_is_invalid_argument(client: AsyncClient, backend: str) -> None:
+    for bad in ("not-a-ulid", "x" * 300, "01JNOSUCHJOB0000000000000"):
+        with pytest.raises(client_errors.InvalidArgument, match="not a job id"):
+            await client.get(bad)
+        with pytest.raises(client_errors.InvalidArgument, match="not a job id"):
+            await client.cancel(bad)
+    job = await client.submit("ids", b"x")
+    unknown = job.id[:-1] + ("0" if job.id[-1] != "0" else "1")
+    if backend == "redis":
+        unknown = job.id.replace(job.id[20:26], "000000")
+    with pytest.raises(client_errors.NotFound):
+        await client.get(unknown)
+
+
+async def test_reprioritizing_an_underway_job_is_failed_precondition(
+    target: str, client: AsyncClient
+) -> None:
+    async with RawWorker(target, ["busy"]) as worker:
+        job = await client.submit("busy", b"x")
+        await worker.next("deliveries")
+        with pytest.raises(client_errors.FailedPrecondition, match="UNDERWAY"):
+            await client.reprioritize(job.id, 5)
+        assert (await client.get(job.id)).priority == 0
+
+
+@pytest.mark.embedded_only
+async def test_the_port_file_names_every_bound_port(server_config: Config, tmp_path: Path) -> None:
+    path = tmp_path / "ports.json"
+    config = replace(server_config, port_file=path, health_listen="127.0.0.1:0")
+    async with serving(DispatchdServer(config)) as srv:
+        ports = json.loads(path.read_text())
+        assert ports == {
+            "grpc": srv.port,
+            "metrics": srv.observability.metrics_port,
+            "dashboard": 0,
+            "health": srv.health_port,
+        }
+    assert all(p > 0 for name, p in ports.items() if name != "dashboard")
