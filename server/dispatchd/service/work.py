@@ -225,7 +225,7 @@ class WorkStream:
             session.end(reason="stream broke")
         except EngineError as e:  # the backend went away mid-stream: the worker reconnects
             session.end(status_of(e), str(e), f"backend error: {e}")
-        except Exception:  # noqa: BLE001 - a bug here must still end the stream, free its jobs
+        except Exception:  # a bug here must still end the stream and free its jobs
             log.exception("the reader of worker %s's stream failed", worker.worker_id)
             session.end(grpc.StatusCode.INTERNAL, "internal error", "reader failed")
 
