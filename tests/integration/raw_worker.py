@@ -11,7 +11,7 @@ import grpc
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
-Call = grpc.aio.StreamStreamCall  # type: ignore[type-arg]
+Call = grpc.aio.StreamStreamCall[pb.WorkRequest, pb.WorkResponse]
 
 
 class RawWorker:
@@ -35,7 +35,7 @@ class RawWorker:
         if self.call is not None:
             self.call.cancel()
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
 
     async def _requests(self) -> AsyncIterator[pb.WorkRequest]:
         while True:
@@ -56,7 +56,7 @@ class RawWorker:
         async with asyncio.timeout(within):
             while True:
                 msg = await self.call.read()
-                if msg is grpc.aio.EOF:
+                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
                     raise AssertionError(f"the stream ended before a {kind} message")
                 assert isinstance(msg, pb.WorkResponse)
                 if msg.WhichOneof("kind") == kind:

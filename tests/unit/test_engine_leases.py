@@ -539,8 +539,13 @@ def test_cancel_finished_is_failed_precondition(
     assert job.state is state
 
 
+UNKNOWN_ID = "01JN0000000000000000000000"  # a well-formed ULID no job has
+
+
 def test_cancel_unknown(engine: Engine) -> None:
     with pytest.raises(NotFound):
+        engine.cancel(UNKNOWN_ID, 0.0)
+    with pytest.raises(InvalidArgument, match="not a job id"):
         engine.cancel("nope", 0.0)
     with pytest.raises(InvalidArgument):
         engine.cancel("", 0.0)
@@ -583,4 +588,4 @@ def test_reprioritize_finished_is_failed_precondition(engine: Engine, submit: Su
 
 def test_reprioritize_unknown(engine: Engine) -> None:
     with pytest.raises(NotFound):
-        engine.reprioritize("nope", 1)
+        engine.reprioritize(UNKNOWN_ID, 1)

@@ -24,11 +24,11 @@ from dispatchd.engine.model import (
     Rejection,
     SlotRecord,
     SlotRequest,
+    WorkerRecord,
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
-from dispatchd.engine.workers import WorkerRecord
 
 __all__ = [
     "AttemptRecord",

@@ -29,11 +29,11 @@ from dispatchd.engine.model import (
     NewJob,
     QueueSettings,
     QueueView,
+    WorkerRecord,
 )
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.slots import SlotMixin
 from dispatchd.engine.turns import Dispatches
-from dispatchd.engine.workers import WorkerRecord
 
 __all__ = ["Dispatches", "Engine", "Outcome"]
 
@@ -254,8 +254,7 @@ class Engine(DispatchMixin, SlotMixin):
         job = self._live_job(job_id, "; its priority is final")
         if job.state is JobState.UNDERWAY:
             raise FailedPrecondition(
-                f"job {job_id} is UNDERWAY; only a pending or scheduled job can be "
-                "reprioritized"
+                f"job {job_id} is UNDERWAY; only a pending or scheduled job can be reprioritized"
             )
         q = self._queues[job.queue]
         if job.state is JobState.PENDING:

@@ -15,9 +15,9 @@ from dispatchd.engine.model import (
     JobState,
     LeaseRecord,
     Rejection,
+    WorkerRecord,
 )
 from dispatchd.engine.turns import TurnsMixin
-from dispatchd.engine.workers import WorkerRecord
 
 Outcome = bytes | JobFailure
 

@@ -99,8 +99,7 @@ def check_job_id(job_id: str, shape: re.Pattern[str] = ULID, form: str = "a ULID
     if not shape.fullmatch(job_id):
         shown = job_id if len(job_id) <= 80 else job_id[:80] + "..."
         raise InvalidArgument(
-            f"job_id {shown!r} is not a job id this server makes ({form}, as Submit "
-            "returns it)"
+            f"job_id {shown!r} is not a job id this server makes ({form}, as Submit returns it)"
         )
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
-
-if TYPE_CHECKING:
-    from dispatchd.engine.workers import WorkerRecord
 
 
 class JobState(enum.IntEnum):
@@ -257,6 +254,29 @@ class LeaseRecord:
     deadline: float
     dispatch_seq: int
     cancelled: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class WorkerRecord:
+    """One worker stream. ``key`` is unique per stream; ``worker_id`` is only a label,
+    so a worker that reconnects before its old stream is noticed dead gets a new record."""
+
+    key: int
+    worker_id: str
+    queues: tuple[str, ...]
+    max_in_flight: int
+    labels: dict[str, str]
+    connect_time: float
+    leases: dict[str, LeaseRecord] = field(default_factory=dict)
+    draining: bool = False
+    kind: str = "stream"
+    """"stream" (a Work stream) or "http" (the server's own HTTP-push worker)."""
+
+    @property
+    def free_credits(self) -> int:
+        if self.draining:
+            return 0
+        return self.max_in_flight - len(self.leases)
 
 
 @dataclass(slots=True, eq=False)

@@ -14,8 +14,8 @@ from dispatchd.engine.model import (
     LeaseRecord,
     QueueSettings,
     SlotRecord,
+    WorkerRecord,
 )
-from dispatchd.engine.workers import WorkerRecord
 
 
 class EngineObserver:

@@ -17,9 +17,9 @@ from dispatchd.engine.model import (
     LeaseRecord,
     QueueSettings,
     SlotRecord,
+    WorkerRecord,
 )
 from dispatchd.engine.policies import KeyLimits, TokenBucket
-from dispatchd.engine.workers import WorkerRecord
 
 
 class FinishedIndex:

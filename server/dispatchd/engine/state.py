@@ -25,10 +25,10 @@ from dispatchd.engine.model import (
     QueueSettings,
     SlotRecord,
     SlotRequest,
+    WorkerRecord,
 )
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
-from dispatchd.engine.workers import WorkerRecord
 
 DRAINING_MESSAGE = (
     "server is draining and accepts no changes until it restarts; retry then, or on another server"

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from dispatchd.engine.model import JobRecord, JobState, LeaseRecord
+from dispatchd.engine.model import JobRecord, JobState, LeaseRecord, WorkerRecord
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.state import EngineState
-from dispatchd.engine.workers import WorkerRecord
 
 Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
 

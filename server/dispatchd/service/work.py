@@ -137,6 +137,10 @@ class WorkerSession:
     def close(self, reason: str) -> None:
         self.end(reason=reason)
 
+    def call_done(self, _: Context) -> None:
+        """grpc's word that the call is over, however it ended (a cancel among them)."""
+        self.end(reason="stream cancelled: the worker went away or the connection broke")
+
     def end(
         self,
         code: grpc.StatusCode = grpc.StatusCode.OK,
@@ -154,6 +158,7 @@ class WorkStream:
     def __init__(self, backend: Backend, counts: MessageCounts | None = None) -> None:
         self._backend = backend
         self.counts = counts or MessageCounts()
+        self._undoing: set[asyncio.Task[int]] = set()
 
     async def serve(self, requests: AsyncIterator[pb.WorkRequest], context: Context) -> None:
         hello = await read_hello(requests, context, self._received)
@@ -163,15 +168,13 @@ class WorkStream:
         spec = WorkerSpec(
             hello.worker_id, list(hello.queues), hello.max_in_flight, dict(hello.labels)
         )
-        try:
-            worker = await self._backend.connect(spec, session)
-        except EngineError as e:
-            await context.abort(status_of(e), str(e))
+        worker = await self._connect(spec, session, context)
         end = StreamEnd(reason="stream cancelled: the worker went away or the connection broke")
         reader: asyncio.Task[None] | None = None
         try:
             # However the call ends, the writer below wakes up and the worker goes.
-            context.add_done_callback(lambda _: session.end(reason=end.reason))
+            # (grpc-stubs declares the callback type as a class rather than a Protocol.)
+            context.add_done_callback(session.call_done)  # type: ignore[arg-type]
             log_connected(worker)
             self.counts.add("sent", "welcome")
             await context.write(
@@ -192,6 +195,32 @@ class WorkStream:
             log_disconnected(worker, end.reason, held)
         if end.code is not grpc.StatusCode.OK:
             await context.abort(end.code, end.details)
+
+    async def _connect(
+        self, spec: WorkerSpec, session: WorkerSession, context: Context
+    ) -> WorkerRecord:
+        """Registers the worker. A cancel that lands while a backend is still registering it
+        (Redis: several round trips) does not leave it registered: once registered, it is
+        disconnected again."""
+        backend = self._backend
+        connecting = asyncio.ensure_future(backend.connect(spec, session))
+        try:
+            return await asyncio.shield(connecting)
+        except EngineError as e:
+            await context.abort(status_of(e), str(e))
+            raise  # abort raises; this keeps the type checker sure of it
+        except asyncio.CancelledError:
+            connecting.add_done_callback(self._undo_connect)
+            raise
+
+    def _undo_connect(self, connecting: asyncio.Future[WorkerRecord]) -> None:
+        if connecting.cancelled() or connecting.exception() is not None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._backend.disconnect(connecting.result())
+        )
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     @staticmethod
     async def _write(session: WorkerSession, context: Context) -> StreamEnd:
