@@ -131,7 +131,13 @@ class Backend(Protocol):
 
     @property
     def draining(self) -> bool:
-        """True once drain() began: state-changing calls are refused from then on."""
+        """True once begin_drain() ran: state-changing calls are refused from then on."""
+
+    @property
+    def reports_queues(self) -> bool:
+        """Whether this process's /metrics exports the per-queue gauges. On a shared
+        backend one replica at a time does, so a sum over replicas (as for every counter)
+        is the fleet's figure; embedded: always."""
 
     # ---- lifecycle ------------------------------------------------------------------
 

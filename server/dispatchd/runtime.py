@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from dispatchd.backend import Backend, DrainReport
 from dispatchd.config import Config
 from dispatchd.embedded import EmbeddedBackend, StorageConfig
-from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver
+from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, QueueView
 from dispatchd.listening import StartError as StartError
 from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
@@ -214,11 +214,12 @@ class DispatchdServer:
 
     async def _gauges(self) -> Gauges:
         """What one scrape of /metrics shows of the queues and this server's workers."""
+        queues: list[QueueView] = []
         try:
-            queues = await self.backend.list_queues()
+            if self.backend.reports_queues:
+                queues = await self.backend.list_queues()
         except EngineError as e:  # Redis away: the other families still render
             log.warning("metrics: cannot read the queues (%s)", e)
-            queues = []
         return Gauges(queues, self.backend.local_workers(), self.backend.draining)
 
     @staticmethod

@@ -96,6 +96,10 @@ class EmbeddedBackend:
     def draining(self) -> bool:
         return self.engine.draining
 
+    @property
+    def reports_queues(self) -> bool:
+        return True
+
     # ---- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:

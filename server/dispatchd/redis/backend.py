@@ -76,6 +76,8 @@ class RedisBackend:
         self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
         self.fleet = Fleet(ops, self.replica.replica_id)
         self.replica.after_reap = self.publish_workers
+        # Renewed every reaper pass; another replica takes over within three passes.
+        self._gauge_ttl = max(1.0, 3 * reap_every)
 
     @property
     def draining(self) -> bool:
@@ -92,6 +94,7 @@ class RedisBackend:
             await self.ops.ping()
         except EngineError as e:
             raise StartError(f"--redis-url: {e}") from None
+        await self.fleet.claim_gauges(self._gauge_ttl)
         self.replica.start()
 
     async def begin_drain(self, grace: float) -> DrainReport:
@@ -263,10 +266,16 @@ class RedisBackend:
         return mine + await self.fleet.others(self.clock())
 
     async def publish_workers(self) -> None:
-        """Refreshes this replica's entries in the fleet view (the reaper's pace)."""
+        """After each reaper pass: refreshes this replica's entries in the fleet view, and
+        keeps (or takes over) the export of the per-queue gauges."""
         replica = self.replica
         entries = [(w.key, worker_info(w, replica.replica_id)) for w in replica.workers.values()]
         await self.fleet.publish(entries, self.clock())
+        await self.fleet.claim_gauges(self._gauge_ttl)
+
+    @property
+    def reports_queues(self) -> bool:
+        return self.fleet.exports_gauges
 
     # ---- slots ----------------------------------------------------------------------
 

@@ -7,13 +7,29 @@ touches one key, so this works on a Redis Cluster too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 
 from dispatchd.backend import WorkerInfo
-from dispatchd.redis.store import RedisStore
+from dispatchd.redis.store import UNREACHABLE, RedisStore
 
 REPLICAS_KEY = "dq:replicas"
+#: Which replica's /metrics exports the per-queue gauges (pending, width, ...): one does,
+#: so that Prometheus' sum over the replicas is the fleet's figure, as for counters.
+GAUGES_KEY = "dq:gauges"
+_CLAIM_GAUGES = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_RELEASE_GAUGES = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 #: A replica's entries live this long unless its reaper refreshes them.
 ENTRY_TTL = 30.0
 
@@ -64,6 +80,20 @@ class Fleet:
     def __init__(self, store: RedisStore, replica_id: str) -> None:
         self._store = store
         self._replica = replica_id
+        self._claim = store.client.register_script(_CLAIM_GAUGES)
+        self._release = store.client.register_script(_RELEASE_GAUGES)
+        self.exports_gauges = False
+        """Whether this replica exports the per-queue gauges (until its claim lapses)."""
+
+    async def claim_gauges(self, ttl: float) -> bool:
+        """Takes or keeps the gauge export for ``ttl`` seconds; the first replica to ask
+        after the holder stopped renewing gets it."""
+        try:
+            held = await self._claim(keys=[GAUGES_KEY], args=[self._replica, int(ttl * 1000)])
+        except UNREACHABLE:
+            held = 0
+        self.exports_gauges = bool(held)
+        return self.exports_gauges
 
     async def publish(self, workers: Sequence[tuple[int, WorkerInfo]], now: float) -> None:
         """Replaces this replica's entries with ``workers`` (worker key, summary)."""
@@ -84,9 +114,13 @@ class Fleet:
         await self._store.call("HDEL", workers_key(self._replica), str(key))
 
     async def withdraw(self) -> None:
-        """This replica stops: its entries go at once."""
+        """This replica stops: its entries go at once, and the gauge export if it had it."""
         await self._store.call("DEL", workers_key(self._replica))
         await self._store.call("ZREM", REPLICAS_KEY, self._replica)
+        if self.exports_gauges:
+            self.exports_gauges = False
+            with contextlib.suppress(*UNREACHABLE):
+                await self._release(keys=[GAUGES_KEY], args=[self._replica])
 
     async def others(self, now: float) -> list[WorkerInfo]:
         """The workers of every other live replica."""

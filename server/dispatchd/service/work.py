@@ -216,9 +216,7 @@ class WorkStream:
     def _undo_connect(self, connecting: asyncio.Future[WorkerRecord]) -> None:
         if connecting.cancelled() or connecting.exception() is not None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._backend.disconnect(connecting.result())
-        )
+        task = asyncio.get_running_loop().create_task(self._backend.disconnect(connecting.result()))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
