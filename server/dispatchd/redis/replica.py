@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting, Held
-from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing
+from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
@@ -150,7 +151,8 @@ class Replica:
         self._note_idle()
         for queue, pairs in by_queue.items():
             try:
-                await self.backend.release(queue, mode, pairs)
+                released = await self.backend.release(queue, mode, pairs)
+                self.accounting.unseen(released.tally)
             except Unavailable as e:
                 log.warning(
                     "could not hand back %d leases of %s (%s): they expire", len(pairs), queue, e
@@ -165,22 +167,23 @@ class Replica:
     async def results(
         self, worker: RemoteWorker, items: Sequence[tuple[str, str, Outcome]]
     ) -> list[Rejection]:
-        by_queue: dict[str, list[tuple[str, str, Outcome]]] = {}
+        by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[Held, Outcome]] = {}
         for job_id, lease_id, outcome in items:
             held = worker.held.pop(lease_id, None)
             queue = held.queue if held is not None else records.queue_of(job_id)
             if queue is None:
-                rejected.append(Rejection(job_id, lease_id, "unknown job"))
+                rejected.append(Rejection(job_id, lease_id, UNKNOWN_JOB))
                 continue
             if held is not None:
                 answered[job_id] = (held, outcome)
-            by_queue.setdefault(queue, []).append((job_id, lease_id, outcome))
+            by_queue.setdefault(queue, []).append((job_id, lease_id, outcome, 0, None))
         for queue, group in by_queue.items():
-            refused, states = await self.backend.results(queue, group)
+            refused, states, tally = await self.backend.results(queue, group)
             rejected += refused
             self.accounting.rejected(queue, len(refused))
+            self.accounting.unseen(tally)
             for job_id, state in states:
                 if job_id in answered:
                     held, outcome = answered[job_id]
@@ -252,13 +255,14 @@ class Replica:
                     return
                 wanted = sum(n for _, n in credits)
                 try:
-                    wake, jobs = await self.backend.claim(
+                    jobs, wake, tally = await self.backend.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
                 except (EngineError, RedisError) as e:
                     log.warning("claim for %s failed (%s); retrying in %.0f s", queue, e, 1.0)
                     self._arm(queue, RETRY_AFTER_ERROR)
                     return
+                self.accounting.unseen(tally)
                 await self._hand_out(queue, credits, jobs)
                 if wake is not None:
                     self._arm(queue, wake)
@@ -293,7 +297,8 @@ class Replica:
             worker.outbox.deliver(batch)
             self.accounting.dispatched(queue, batch)
         if orphans:  # the worker left while the claim ran: hand them straight back
-            await self.backend.release(queue, "drain", orphans)
+            released = await self.backend.release(queue, "drain", orphans)
+            self.accounting.unseen(released.tally)
 
     def _arm(self, queue: str, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -333,10 +338,11 @@ class Replica:
             delay = self._reap_every
             try:
                 for queue in await self.backend.queue_names():
-                    reaped, next_deadline = await self.backend.reap(queue)
-                    self.accounting.lease_expired(queue, reaped)
-                    if next_deadline is not None:
-                        delay = min(delay, next_deadline + 0.01)
+                    reaped = await self.backend.reap(queue)
+                    self.accounting.lease_expired(queue, reaped.taken)
+                    self.accounting.unseen(reaped.tally)
+                    if reaped.next_deadline is not None:
+                        delay = min(delay, reaped.next_deadline + 0.01)
                 entries = [m for w in self.workers.values() for m in self._members(w)]
                 await self.backend.register_workers(entries, self._clock())
                 if self.after_reap is not None:

@@ -15,6 +15,7 @@ import grpc
 from dispatchd import convert
 from dispatchd.engine import JobState
 from dispatchd.engine.errors import NotFound, Unavailable
+from dispatchd.redis.jobs import unsupported
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import finishes
@@ -149,6 +150,8 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
         changes, policies = queue_update(request)
+        if policies.get("http_target") is not None:  # stored by the backend, not pushed yet
+            raise unsupported("http_target (HTTP push delivery)")
         view = await self._backend.update_queue(request.queue.name, **changes, **policies)
         return pb.UpdateQueueResponse(queue=convert.queue_to_pb(view))
 
