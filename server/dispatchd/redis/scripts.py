@@ -13,6 +13,7 @@ needed; a missing include or a cycle is an error when this module is imported.""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -59,7 +60,7 @@ def includes_of(text: str) -> list[str]:
     return _INCLUDE.findall(text)
 
 
-def include_order(name: str, text: str) -> list[str]:
+def include_order(name: str, text: str, read: Callable[[str], str] = read_include) -> list[str]:
     """Every include ``text`` needs, directly or not, each once, each after its own."""
     order: list[str] = []
 
@@ -69,7 +70,7 @@ def include_order(name: str, text: str) -> list[str]:
         if include in order:
             return
         try:
-            body = read_include(include)
+            body = read(include)
         except ScriptAssemblyError as e:
             raise ScriptAssemblyError(f"{' -> '.join(path)}: {e}") from None
         for needed in includes_of(body):
