@@ -207,3 +207,24 @@ async def test_a_created_queue_and_a_changed_setting_are_announced_on_dq_qs(
         assert heard == ["a", "b", "a", "a"]
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_pages_skip_forgotten_jobs_and_resume_where_the_scan_budget_ran_out(
+    redis: RedisLeasing, clock: FakeClock
+) -> None:
+    jobs = await submit(redis, clock, *[NewJob("g", b"")] * 300)
+    for job in jobs:
+        await redis.cancel(job.record.id)
+    # Retention expired the first 250 job hashes; the reaper has not trimmed the index yet.
+    await redis.client.delete(*[records.job_key("g", j.record.id) for j in jobs[:250]])
+    listed: list[str] = []
+    sizes: list[int] = []
+    token = ""
+    while True:
+        page, token = await redis.list_jobs("g", JobState.CANCELLED, 10, token)
+        listed += [j.record.id for j in page]
+        sizes.append(len(page))
+        if not token:
+            break
+    assert listed == [j.record.id for j in jobs[250:]]
+    assert sizes[0] == 0  # one script looks at a bounded part of the index, then hands a token

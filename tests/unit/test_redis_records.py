@@ -78,19 +78,19 @@ def test_tallies_count_finishes_by_queue_and_state_and_retries_by_queue() -> Non
 @pytest.mark.parametrize(
     ("state", "score", "member", "start"),
     [
-        (JobState.PENDING, b"-5", b"00000000000000ffJ1@q", ("-5", "0000000000000100")),
-        (JobState.PENDING, b"0", b"0000000000000001J1@q", ("0", "0000000000000002")),
+        (JobState.PENDING, b"-5", b"00000000000000ffJ1@q", ("-5", "255")),
+        (JobState.PENDING, b"0", b"0000000000000001J1@q", ("0", "1")),
         (
             JobState.SCHEDULED,
             b"1712345678.123456",
             b"000000000000000aJ@q",
-            ("1712345678.123456", "000000000000000b"),
+            ("1712345678.123456", "10"),
         ),
         (
             JobState.DEAD,
             b"1712345678.1",
             b"0000000000000003J@q",
-            ("1712345678.1", "0000000000000004"),
+            ("1712345678.1", "3"),
         ),
         (JobState.UNDERWAY, b"42", b"J@q", ("42", "")),
     ],

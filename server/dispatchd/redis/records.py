@@ -263,8 +263,8 @@ _LARGEST = 2**53  # beyond this a double score no longer holds every integer
 
 
 def page_start(state: JobState, cursor: Cursor | None) -> tuple[str, str]:
-    """Where list.lua resumes in ``state``'s index: the score and the probe member just
-    after the cursor's job, or ('', '') from the first job."""
+    """Where list.lua resumes in ``state``'s index: after the job with this score and
+    seq ('': the score alone), or ('', '') from the first job."""
     if cursor is None or cursor.phase != state:
         return "", ""
     if not (abs(cursor.k1) < _LARGEST and 0 <= cursor.k2 < _LARGEST):
@@ -272,7 +272,7 @@ def page_start(state: JobState, cursor: Cursor | None) -> tuple[str, str]:
     if state is JobState.UNDERWAY:
         return str(cursor.k1), ""
     score = repr(cursor.k1 / 1e6) if state in _TIMED else str(cursor.k1)
-    return score, f"{cursor.k2 + 1:016x}"
+    return score, str(cursor.k2)
 
 
 def cursor_of(state: JobState, score: bytes, member: bytes) -> Cursor:

@@ -4,8 +4,8 @@
 -- lease seq, member the id. A page resumes strictly after a key, so a job that stays in
 -- its state is listed once however the indexes change between pages.
 -- ARGV: retention, clock, how many jobs at most, then per state to walk (in order): the
--- state, the score and probe member to resume after ('', '': from the first job; a probe
--- '' means the score alone: lease seqs are unique). records.page_start makes them.
+-- state, and the score and seq to resume after ('', '': from the first job; seq '': the
+-- score alone, as lease seqs are unique). records.page_start makes them.
 -- Returns 'nf' for an unknown queue, else {jobs, resume}: jobs as {state, score, member,
 -- fields..., payload}; resume {state, score, member} of the last entry looked at when the
 -- scan budget ran out first (entries of jobs that moved on or were forgotten are skipped).
@@ -23,15 +23,21 @@ local function index_of(state)
   return b .. ':done:' .. state
 end
 
--- The rank of the first member after (score, probe): the probe, shorter than any real
--- member, is added, ranked and removed, all inside this script (O(log n)).
-local function start_rank(key, score, probe)
+-- The rank of the first member after the key (score, seq): members of one score sort by
+-- their fixed-width seq prefix, so a binary search over that score's ranks finds it
+-- (O(log^2 n), and no write: a listing works on a Redis that is out of memory too).
+local function start_rank(key, score, after)
   if score == '' then return 0 end
-  if probe == '' then return redis.call('ZCOUNT', key, '-inf', score) end
-  redis.call('ZADD', key, score, probe)
-  local rank = redis.call('ZRANK', key, probe)
-  redis.call('ZREM', key, probe)
-  return rank
+  local lo = redis.call('ZCOUNT', key, '-inf', '(' .. score)
+  local hi = redis.call('ZCOUNT', key, '-inf', score)
+  if after == '' then return hi end
+  local bound = tonumber(after)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local m = redis.call('ZRANGE', key, mid, mid)[1]
+    if tonumber(string.sub(m, 1, 16), 16) <= bound then lo = mid + 1 else hi = mid end
+  end
+  return lo
 end
 
 local want = tonumber(ARGV[3])
