@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterable, Sequence
 
 from dispatchd.engine import limits as lim
@@ -17,13 +16,17 @@ from dispatchd.engine.model import (
     Rejection,
     WorkerRecord,
 )
+from dispatchd.engine.reasons import (
+    LEASE_EXPIRED,
+    REQUEUED,
+    STALE_LEASE,
+    UNKNOWN_JOB,
+    WORKER_LOST,
+    retry_after_floor,
+)
 from dispatchd.engine.turns import TurnsMixin
 
 Outcome = bytes | JobFailure
-
-LEASE_EXPIRED = JobFailure("lease expired without a result or heartbeat", True, "LeaseExpired")
-WORKER_LOST = JobFailure("the worker's stream ended while it held the job", True, "WorkerLost")
-_REASONS = {"LeaseExpired": "lease expired", "WorkerLost": "worker disconnected"}
 
 
 class DispatchMixin(TurnsMixin):
@@ -115,11 +118,7 @@ class DispatchMixin(TurnsMixin):
         lease = worker.leases.get(lease_id)
         if lease is None or lease.job.id != job_id:
             known = job_id in self._jobs or job_id in self._done
-            reason = (
-                "stale lease: it expired or was taken back, and the job may run elsewhere"
-                if known
-                else "unknown job"
-            )
+            reason = STALE_LEASE if known else UNKNOWN_JOB
             self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
             return Rejection(job_id, lease_id, reason)
         self._release(lease, now)
@@ -172,7 +171,7 @@ class DispatchMixin(TurnsMixin):
         policy = job.retry_policy or q.settings.retry_policy
         if policy is None:
             if lost:
-                self._give_back(job, now, _REASONS.get(failure.code, failure.message))
+                self._give_back(job, now, REQUEUED.get(failure.code, failure.message))
             else:
                 job.error = failure
                 self._finish(job, JobState.FAILED, now)
@@ -184,19 +183,14 @@ class DispatchMixin(TurnsMixin):
             return
         due = now + policy.backoff(used, self._rng)
         if failure.retry_after is not None:
-            due = max(due, now + self._retry_after(failure.retry_after))
+            cap = self.limits.max_retry_after_seconds
+            due = max(due, now + retry_after_floor(failure.retry_after, cap))
         if job.expire_at is not None and due >= job.expire_at:
             self._finish(job, JobState.EXPIRED, now)
             return
         job.not_before = due
         self._wait(q, job, now)
         self.observer.job_retrying(job, due)
-
-    def _retry_after(self, seconds: float) -> float:
-        """A reported Retry-After, made safe: not negative, not NaN, at most the cap."""
-        if math.isnan(seconds) or seconds <= 0:
-            return 0.0
-        return min(seconds, self.limits.max_retry_after_seconds)
 
     def _give_back(self, job: JobRecord, now: float, reason: str) -> None:
         """An attempt ended without a verdict: the job waits again at its old place, unless

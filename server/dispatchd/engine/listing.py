@@ -31,6 +31,24 @@ def _rank(state: JobState) -> int:
     return PHASES.index(state) if state in PHASES else -1
 
 
+def page_plan(
+    queue: str, state: JobState, page_size: int, page_token: str
+) -> tuple[int, paging.Cursor | None, list[JobState]]:
+    """A ListJobs request checked the same way on every backend. Returns how many jobs a
+    page holds, where to resume (None: from the start) and the phases to walk, the
+    cursor's own phase first."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    limit = page_size or DEFAULT_PAGE_SIZE
+    cursor = paging.decode(page_token, queue, int(state)) if page_token else None
+    if cursor is not None and cursor.phase not in _VALUES:
+        raise InvalidArgument(paging.BAD_TOKEN)
+    phases: list[JobState] = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
+    if cursor is not None:
+        phases = [p for p in phases if _rank(p) >= _rank(JobState(cursor.phase))]
+    return limit, cursor, phases
+
+
 def page_of_jobs(
     q: QueueState,
     jobs: Mapping[str, JobRecord],
@@ -41,17 +59,9 @@ def page_of_jobs(
 ) -> tuple[list[JobView], str]:
     """Pending in dispatch order, underway in dispatch order, finished in finish order;
     UNSPECIFIED walks all of them in that order. Costs O(log n + page) per page."""
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
-    limit = page_size or DEFAULT_PAGE_SIZE
-    cursor = paging.decode(page_token, q.name, int(state)) if page_token else None
-    if cursor is not None and cursor.phase not in _VALUES:
-        raise InvalidArgument("page_token is not one this server made; start again without it")
-    phases = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
+    limit, cursor, phases = page_plan(q.name, state, page_size, page_token)
     page: list[tuple[JobView, paging.Cursor]] = []
     for phase in phases:
-        if cursor is not None and _rank(phase) < _rank(JobState(cursor.phase)):
-            continue
         after = cursor if cursor is not None and cursor.phase == phase else None
         for item in _iter_phase(q, jobs, done, phase, after):
             page.append(item)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from dispatchd.engine.errors import InvalidArgument
 
 _VERSION = "1"
+BAD_TOKEN = "page_token is not one this server made; start again without it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ def encode(queue: str, state: int, cursor: Cursor) -> str:
 
 
 def decode(token: str, queue: str, state: int) -> Cursor:
-    bad = InvalidArgument("page_token is not one this server made; start again without it")
+    bad = InvalidArgument(BAD_TOKEN)
     try:
         padded = token + "=" * (-len(token) % 4)
         raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()

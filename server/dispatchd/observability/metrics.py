@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
-from dispatchd.engine.dispatching import LEASE_EXPIRED, WORKER_LOST
+from dispatchd.engine.reasons import LEASE_EXPIRED, WORKER_LOST
 
 OTHER_LABEL = "_other"
 """The ``queue`` label shared by every queue past the cap."""

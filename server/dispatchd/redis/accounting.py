@@ -1,7 +1,8 @@
 """Per-queue counters and histograms of one replica, in the embedded mode's metric
 families: each replica counts what it did itself (submits it took, jobs it handed to its
-workers, their results, leases its reaper took back), so Prometheus' sum over replicas
-is the fleet's figure."""
+workers, their results, leases its reaper took back, and what the scripts it ran did to
+jobs no reply shows: jobs that expired while they waited, lost attempts), so Prometheus'
+sum over replicas is the fleet's figure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from dispatchd.engine import JobFailure, JobState
 from dispatchd.observability.metrics import QueueStats
-from dispatchd.redis.records import StoredJob
+from dispatchd.redis.records import StoredJob, Tally
 
 #: States whose run time is observed: the worker answered (lost attempts are not runs).
 _RAN = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD})
@@ -28,6 +29,8 @@ class Accounting:
             for job, duplicate in results:
                 if not duplicate:
                     self._of(job.record.queue).submitted += 1
+                    if job.record.state is JobState.EXPIRED:  # expire_at already passed
+                        self.expired(job.record.queue, 1)
 
     def dispatched(self, queue: str, jobs: Iterable[StoredJob]) -> None:
         if self._of is None:
@@ -58,6 +61,23 @@ class Accounting:
     def finished(self, queue: str, state: JobState) -> None:
         if self._of is not None:
             self._of(queue).completed[int(state)] += 1
+
+    def expired(self, queue: str, n: int) -> None:
+        """Jobs of ``queue`` that expired while they waited (a script expired them)."""
+        if self._of is not None and n:
+            self._of(queue).completed[int(JobState.EXPIRED)] += n
+
+    def unseen(self, tally: Tally) -> None:
+        """What a script did to jobs that its reply does not show (records.Tally)."""
+        if self._of is None:
+            return
+        for (queue, state), n in tally.finished.items():
+            if state is JobState.EXPIRED:
+                self.expired(queue, n)
+            else:
+                self._of(queue).completed[int(state)] += n
+        for queue, n in tally.retried.items():
+            self._of(queue).retried += n
 
     def lease_expired(self, queue: str, n: int) -> None:
         if self._of is not None and n:

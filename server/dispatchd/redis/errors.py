@@ -14,3 +14,8 @@ class RedisUrlError(RedisBackendError):
 class ScriptReplyError(RedisBackendError):
     """A Lua script answered something this version of dispatchd does not understand
     (e.g. replicas of different versions share one Redis)."""
+
+
+class ScriptAssemblyError(RedisBackendError):
+    """A Lua script names an include that does not exist, or includes form a cycle: a
+    packaging mistake, found when dispatchd.redis.scripts is imported."""

@@ -16,9 +16,9 @@ from dispatchd.engine.errors import (
     ResourceExhausted,
 )
 from dispatchd.engine.ids import IdSource
-from dispatchd.engine.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PHASES
+from dispatchd.engine.listing import page_plan
 from dispatchd.engine.model import FINISHED_STATES, QueueView
-from dispatchd.engine.paging import Cursor, decode, encode
+from dispatchd.engine.paging import encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
 from dispatchd.redis.records import StoredJob
@@ -62,6 +62,8 @@ def _setting_args(
             changes += ["krate", records.rate_text(limits.per_key_rate)]
         else:
             changes += ["kcap", "", "krate", ""]
+    if "http_target" in policies:
+        changes += ["ht", records.target_text(policies["http_target"])]  # type: ignore[arg-type]
     return changes
 
 
@@ -173,8 +175,6 @@ class RedisJobs(RedisStore):
         if lease_seconds is not None:
             lim.check_lease_seconds(lease_seconds, self.limits)
         lim.check_queue_policies(policies)
-        if policies.get("http_target") is not None:
-            raise unsupported("http_target (HTTP push delivery)")
         changes = _setting_args(width, paused, lease_seconds, policies)
         defaults = [self.limits.default_width, self.limits.default_lease_seconds]
         reply = await self.run(
@@ -194,47 +194,22 @@ class RedisJobs(RedisStore):
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str
     ) -> tuple[list[StoredJob], str]:
-        """Pages by position within each state's index (dispatch order for pending,
-        deadline order for underway, finish order for finished jobs); a page may skip or
-        repeat a job that moved meanwhile, unlike the embedded backend's key cursor."""
+        """One page in the embedded engine's orders and token format (engine/listing.py),
+        read by one script: a page resumes strictly after the last job of the page before,
+        so a job that stays in its state the whole listing is listed exactly once, whatever
+        is submitted, finished or moved meanwhile."""
         lim.check_queue_name(queue)
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"
-            )
-        await self.get_queue(queue)
-        limit = page_size or DEFAULT_PAGE_SIZE
-        cursor = decode(page_token, queue, int(state)) if page_token else Cursor(0, 0, 0)
-        phases = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
-        page: list[StoredJob] = []
+        limit, cursor, phases = page_plan(queue, state, page_size, page_token)
+        args: list[Any] = [limit + 1]
         for phase in phases:
-            if cursor.phase and PHASES.index(phase) < PHASES.index(JobState(cursor.phase)):
-                continue
-            offset = cursor.k1 if cursor.phase == phase else 0
-            ids = await self._phase_ids(queue, phase, offset, limit + 1 - len(page))
-            for i, job in enumerate(await self._jobs_by_id(queue, ids)):
-                if len(page) == limit:
-                    return page, encode(queue, int(state), Cursor(int(phase), offset + i, 0))
-                if job is not None:  # None: finished and forgotten between the two reads
-                    page.append(job)
-        return page, ""
-
-    async def _jobs_by_id(self, queue: str, ids: list[str]) -> list[StoredJob | None]:
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(records.job_key(queue, job_id), [*JOB_FIELDS, "pl"])
-        replies = await self.send(pipe)
-        return [records.job_of(v[:-1], v[-1] or b"") if v[0] is not None else None for v in replies]
-
-    async def _phase_ids(self, queue: str, phase: JobState, offset: int, n: int) -> list[str]:
-        b = records.base(queue)
-        index = {
-            JobState.PENDING: ":pending",
-            JobState.SCHEDULED: ":sched",
-            JobState.UNDERWAY: ":leases",
-        }.get(phase, f":done:{int(phase)}")
-        raw = await self.call("ZRANGE", b + index, offset, offset + n - 1)
-        ids = [m.decode() for m in raw]
-        if phase is JobState.PENDING:
-            ids = [m[16:] for m in ids]  # members are <16 hex digits of seq><job id>
-        return ids
+            args += [int(phase), *records.page_start(phase, cursor)]
+        reply = await self.run("list", [records.cfg_key(queue)], args)
+        if reply == b"nf":
+            raise NotFound(f"queue {queue!r} does not exist")
+        items, resume = reply
+        jobs = [records.job_of(item[3:-1], item[-1] or b"") for item in items[:limit]]
+        last = items[limit - 1] if len(items) > limit else resume
+        if not last:
+            return jobs, ""
+        after = records.cursor_of(JobState(int(last[0])), last[1], last[2])
+        return jobs, encode(queue, int(state), after)

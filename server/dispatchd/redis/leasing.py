@@ -5,16 +5,51 @@ connected workers per queue."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from dispatchd.engine import JobFailure, JobState, Outcome, Rejection
+from dispatchd.engine import JobFailure, JobState, Outcome, Rejection, reasons
 from dispatchd.engine.errors import InvalidArgument, NotFound
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
-from dispatchd.redis.records import StoredJob
+from dispatchd.redis.records import StoredJob, Tally
 
 #: A replica's worker entries live this long unless refreshed (by its reaper loop).
 WORKER_TTL = 30.0
+
+#: A worker's answer for one lease: job id, lease id, outcome, and for an HTTP push
+#: attempt its status code (0: none or not HTTP) and latency in seconds (None: not HTTP).
+ResultItem = tuple[str, str, Outcome, int, float | None]
+
+
+class Claimed(NamedTuple):
+    jobs: list[StoredJob]
+    wake: float | None
+    """When a claim cut short by the rate or a delay could succeed again (None: only a
+    change can help; the scripts publish every change)."""
+    tally: Tally
+    """Jobs that expired on the way (claim finishes no job otherwise)."""
+
+
+class Answered(NamedTuple):
+    rejected: list[Rejection]
+    states: list[tuple[str, JobState]]
+    """The state each accepted result left its job in (not for a job cancelled while
+    underway: the cancel was its outcome)."""
+    tally: Tally
+    """Other jobs the results finished (the next job of an ordering key, expired)."""
+
+
+class Reaped(NamedTuple):
+    taken: int
+    """Leases taken back (slots included)."""
+    next_deadline: float | None
+    """Seconds to the next lease deadline (None: no lease)."""
+    tally: Tally
+
+
+class Released(NamedTuple):
+    ended: int
+    tally: Tally
 
 
 class RedisLeasing(RedisJobs):
@@ -22,26 +57,22 @@ class RedisLeasing(RedisJobs):
 
     async def claim(
         self, queue: str, lease_prefix: str, credits: Sequence[tuple[str, int]]
-    ) -> tuple[float | None, list[StoredJob]]:
-        """Leases up to sum(credits) jobs, handed out to the workers in ``credits`` order.
-        Returns the jobs and, when the claim was cut short by the rate or a delay, how
-        many seconds until another claim could succeed."""
+    ) -> Claimed:
+        """Leases up to sum(credits) jobs, handed out to the workers in ``credits`` order."""
         total = sum(n for _, n in credits)
         args: list[Any] = [total, lease_prefix]
         for worker_id, n in credits:
             args += [worker_id, n]
         reply = await self.run("claim", [records.cfg_key(queue)], args)
         wake = float(reply[0])
-        jobs = [records.job_of(f[:-1], f[-1] or b"") for f in reply[1:]]
-        return (wake if wake >= 0 else None), jobs
+        jobs = [records.job_of(f[:-1], f[-1] or b"") for f in reply[2:]]
+        return Claimed(jobs, wake if wake >= 0 else None, records.tally_of(reply[1]))
 
-    async def results(
-        self, queue: str, items: Sequence[tuple[str, str, Outcome]]
-    ) -> tuple[list[Rejection], list[tuple[str, JobState]]]:
-        """Returns the rejected results, and the state each accepted one left its job in."""
+    async def results(self, queue: str, items: Sequence[ResultItem]) -> Answered:
+        """Takes the workers' answers for leases of ``queue``, fenced by lease id."""
         args: list[Any] = []
         cap = self.limits.max_payload_bytes
-        for job_id, lease_id, outcome in items:
+        for job_id, lease_id, outcome, http_status, latency in items:
             if isinstance(outcome, bytes) and len(outcome) > cap:
                 outcome = JobFailure(
                     f"result of {len(outcome)} bytes exceeds the {cap}-byte cap",
@@ -53,11 +84,20 @@ class RedisLeasing(RedisJobs):
                 args += [outcome.code, repr(self.rng.random())]
             else:
                 args += [job_id, lease_id, "ok", outcome, 0, "", 0]
-        rejected, states = await self.run("result", [records.cfg_key(queue)], args)
-        return (
-            [Rejection(j.decode(), lid.decode(), why.decode()) for j, lid, why in rejected],
+            args += [http_status, "" if latency is None else repr(latency), self._floor(outcome)]
+        rejected, states, tally = await self.run("result", [records.cfg_key(queue)], args)
+        return Answered(
+            [_rejection(*item) for item in rejected],
             [(j.decode(), JobState(int(st))) for j, st in states],
+            records.tally_of(tally),
         )
+
+    def _floor(self, outcome: Outcome) -> str:
+        """A failure's retry_after as result.lua takes it: made safe, or '' for none."""
+        if not isinstance(outcome, JobFailure) or outcome.retry_after is None:
+            return ""
+        cap = self.limits.max_retry_after_seconds
+        return repr(reasons.retry_after_floor(outcome.retry_after, cap))
 
     async def heartbeat(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
         """Extends (job id, lease id) leases; returns the lease ids no longer held."""
@@ -65,18 +105,24 @@ class RedisLeasing(RedisJobs):
         reply = await self.run("heartbeat", [records.cfg_key(queue)], args)
         return [lid.decode() for lid in reply]
 
-    async def release(self, queue: str, mode: str, held: Sequence[tuple[str, str]]) -> int:
-        """Ends leases without a result: 'lost' counts an attempt, 'drain' does not."""
-        args: list[Any] = [mode, repr(self.rng.random())]
+    async def release(self, queue: str, mode: str, held: Sequence[tuple[str, str]]) -> Released:
+        """Ends leases without a result: 'lost' (the worker's stream ended) counts an
+        attempt, 'drain' (the grace ran out) does not."""
+        if mode not in ("lost", "drain"):
+            raise ValueError(f"release mode {mode!r}: 'lost' or 'drain'")
+        failure = reasons.WORKER_LOST if mode == "lost" else None
+        args: list[Any] = [repr(self.rng.random()), *_lost_attempt(failure)]
         args += [x for pair in held for x in pair]
-        return int(await self.run("release", [records.cfg_key(queue)], args))
+        ended, tally = await self.run("release", [records.cfg_key(queue)], args)
+        return Released(int(ended), records.tally_of(tally))
 
-    async def reap(self, queue: str) -> tuple[int, float | None]:
-        """Takes back expired leases of ``queue``; returns how many, and the seconds to
-        the next lease deadline (None: no lease)."""
-        reaped, wait = await self.run("reap", [records.cfg_key(queue)], [repr(self.rng.random())])
+    async def reap(self, queue: str) -> Reaped:
+        """Takes back expired leases of ``queue`` (the attempt counted as LeaseExpired),
+        moves due scheduled jobs to pending and expires waiting jobs past expire_at."""
+        args = [repr(self.rng.random()), *_lost_attempt(reasons.LEASE_EXPIRED)]
+        reaped, wait, tally = await self.run("reap", [records.cfg_key(queue)], args)
         seconds = float(wait)
-        return int(reaped), (seconds if seconds >= 0 else None)
+        return Reaped(int(reaped), seconds if seconds >= 0 else None, records.tally_of(tally))
 
     async def register_workers(self, entries: Sequence[tuple[str, str]], now: float) -> None:
         """(queue, member) entries counted in worker_count until now + WORKER_TTL."""
@@ -124,6 +170,15 @@ class RedisLeasing(RedisJobs):
         if reply[0] == b"nf":
             raise _slot_not_held(slot_id)
         return reply[1].decode(), float(reply[2])
+
+
+def _rejection(job_id: bytes, lease_id: bytes, code: bytes) -> Rejection:
+    return Rejection(job_id.decode(), lease_id.decode(), reasons.rejection(code.decode()))
+
+
+def _lost_attempt(failure: JobFailure | None) -> list[str]:
+    """The code and message release.lua and reap.lua record a lost attempt with."""
+    return ["", ""] if failure is None else [failure.code, failure.message]
 
 
 def _slot_queue(slot_id: str) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from dispatchd.engine import (
     AttemptRecord,
@@ -20,8 +20,11 @@ from dispatchd.engine import (
     QueueSettings,
     WorkerRecord,
 )
+from dispatchd.engine.errors import InvalidArgument
 from dispatchd.engine.model import QueueView
+from dispatchd.engine.paging import BAD_TOKEN, Cursor
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.targets import HttpTarget
 from dispatchd.redis.errors import ScriptReplyError
 from dispatchd.redis.scripts import JOB_FIELDS
 
@@ -103,12 +106,19 @@ def _f(v: Reply) -> float | None:
 
 
 def _attempts(raw: str) -> list[AttemptRecord]:
+    """attempts.lua's add_attempt items: 10 values (8 in jobs older than HTTP status and
+    latency)."""
     if not raw:
         return []
     out = []
-    for n, worker, start, end, failed, msg, retryable, code in json.loads("[" + raw[1:] + "]"):
+    for item in json.loads("[" + raw[1:] + "]"):
+        n, worker, start, end, failed, msg, retryable, code = item[:8]
+        status, latency = (item[8], item[9]) if len(item) >= 10 else (0, "")
         error = JobFailure(msg, bool(retryable), code) if failed else None
-        out.append(AttemptRecord(int(n), worker, float(start), float(end), error))
+        seconds = float(latency) if latency != "" else None
+        out.append(
+            AttemptRecord(int(n), worker, float(start), float(end), error, int(status), seconds)
+        )
     return out
 
 
@@ -190,6 +200,39 @@ def rate_text(rate: Rate | None) -> str:
     return "" if rate is None else f"{rate.per_second!r}|{rate.burst}"
 
 
+def target_text(target: HttpTarget | None) -> str:
+    """A queue's http_target as its cfg hash keeps it (field ht; '' is none): JSON, the
+    signing secret included, as the embedded journal keeps it."""
+    if target is None:
+        return ""
+    fields = {
+        "url": target.url,
+        "method": target.method,
+        "headers": [list(pair) for pair in target.headers],
+        "timeout": target.timeout,
+        "success_codes": list(target.success_codes),
+        "signing_secret": target.signing_secret,
+    }
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def target_of(text: str) -> HttpTarget | None:
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        return HttpTarget(
+            url=str(d["url"]),
+            method=str(d["method"]),
+            headers=tuple((str(k), str(v)) for k, v in d["headers"]),
+            timeout=float(d["timeout"]),
+            success_codes=tuple(int(c) for c in d["success_codes"]),
+            signing_secret=str(d["signing_secret"]),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ScriptReplyError(f"a stored http_target does not decode ({e})") from None
+
+
 def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     """Decodes view.lua's reply."""
     width, paused, lease, rps, burst, rp, maxp, dedup = (
@@ -210,6 +253,66 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         key_limits=key_limits,
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
+        http_target=target_of(_s(reply[16])) if len(reply) > 16 else None,  # type: ignore[arg-type]
     )
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
     return QueueView(name, settings, pending, underway, workers, scheduled, slots)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a script did to jobs that its reply does not show (includes/tally.lua): jobs
+    finished by (queue, state), such as jobs that expired while they waited or lost
+    attempts that ended their job, and jobs a lost attempt sent to retry, by queue."""
+
+    finished: Mapping[tuple[str, JobState], int] = field(default_factory=dict)
+    retried: Mapping[str, int] = field(default_factory=dict)
+
+    def expired(self, queue: str) -> int:
+        return self.finished.get((queue, JobState.EXPIRED), 0)
+
+
+def tally_of(reply: Sequence[bytes | int]) -> Tally:
+    """Decodes a tally: {queue, outcome (a state's number or 'retried'), count, ...}."""
+    finished: dict[tuple[str, JobState], int] = {}
+    retried: dict[str, int] = {}
+    for i in range(0, len(reply), 3):
+        queue, outcome, n = _s(reply[i]), _s(reply[i + 1]), int(reply[i + 2])  # type: ignore[arg-type]
+        if outcome == "retried":
+            retried[queue] = retried.get(queue, 0) + n
+        else:
+            key = (queue, JobState(int(outcome)))
+            finished[key] = finished.get(key, 0) + n
+    return Tally(finished, retried)
+
+
+# ---- ListJobs cursors <-> list.lua's index positions ------------------------------
+#
+# A Cursor holds the key of the last job of a page in the engine's token format: pending
+# (-priority, seq), scheduled (due in microseconds, seq), underway (lease seq, 0), finished
+# (finish time in microseconds, finish seq). Times are kept to the microsecond (fmt() in
+# core.lua), so the score a cursor names is exactly the score the index holds.
+
+_TIMED = frozenset({JobState.SCHEDULED, *(s for s in JobState if s.finished)})
+_LARGEST = 2**53  # beyond this a double score no longer holds every integer
+
+
+def page_start(state: JobState, cursor: Cursor | None) -> tuple[str, str]:
+    """Where list.lua resumes in ``state``'s index: after the job with this score and
+    seq ('': the score alone), or ('', '') from the first job."""
+    if cursor is None or cursor.phase != state:
+        return "", ""
+    if not (abs(cursor.k1) < _LARGEST and 0 <= cursor.k2 < _LARGEST):
+        raise InvalidArgument(BAD_TOKEN)
+    if state is JobState.UNDERWAY:
+        return str(cursor.k1), ""
+    score = repr(cursor.k1 / 1e6) if state in _TIMED else str(cursor.k1)
+    return score, str(cursor.k2)
+
+
+def cursor_of(state: JobState, score: bytes, member: bytes) -> Cursor:
+    """The cursor of a job list.lua returned (its state, index score and member)."""
+    if state is JobState.UNDERWAY:
+        return Cursor(int(state), int(float(score)), 0)
+    k1 = round(float(score) * 1e6) if state in _TIMED else int(float(score))
+    return Cursor(int(state), k1, int(member[:16], 16))

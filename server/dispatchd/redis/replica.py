@@ -29,9 +29,10 @@ from dispatchd.engine import (
 )
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
-from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing
+from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
@@ -196,7 +197,8 @@ class Replica:
         self._note_idle()
         for queue, pairs in by_queue.items():
             try:
-                await self.ops.release(queue, mode, pairs)
+                released = await self.ops.release(queue, mode, pairs)
+                self.accounting.unseen(released.tally)
             except Unavailable as e:
                 log.warning(
                     "could not hand back %d leases of %s (%s): they expire", len(pairs), queue, e
@@ -209,26 +211,27 @@ class Replica:
             self.kick(name)
 
     async def results(self, worker: WorkerRecord, items: Sequence[WorkResult]) -> list[Rejection]:
-        by_queue: dict[str, list[WorkResult]] = {}
+        by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
         for item in items:
             lease = worker.leases.pop(item.lease_id, None)
             queue = lease.job.queue if lease is not None else records.queue_of(item.job_id)
             if queue is None:
-                rejected.append(Rejection(item.job_id, item.lease_id, "unknown job"))
+                rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
                 self.accounting.rejected("", 1)
                 continue
             if lease is not None:
                 answered[item.job_id] = (lease, item)
-            by_queue.setdefault(queue, []).append(item)
+            by_queue.setdefault(queue, []).append(
+                (item.job_id, item.lease_id, item.outcome, item.http_status, item.latency)
+            )
         now = self._clock()
         for queue, group in by_queue.items():
-            refused, states = await self.ops.results(
-                queue, [(r.job_id, r.lease_id, r.outcome) for r in group]
-            )
+            refused, states, tally = await self.ops.results(queue, group)
             rejected += refused
             self.accounting.rejected(queue, len(refused))
+            self.accounting.unseen(tally)
             for job_id, state in states:
                 if job_id in answered:
                     lease, item = answered[job_id]
@@ -316,13 +319,14 @@ class Replica:
                     return
                 wanted = sum(n for _, n in credits)
                 try:
-                    wake, jobs = await self.ops.claim(
+                    jobs, wake, tally = await self.ops.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
                 except (EngineError, RedisError) as e:
                     log.warning("claim for %s failed (%s); retrying in %.0f s", queue, e, 1.0)
                     self._arm(queue, RETRY_AFTER_ERROR)
                     return
+                self.accounting.unseen(tally)
                 await self._hand_out(queue, credits, jobs)
                 if wake is not None:
                     self._arm(queue, wake)
@@ -360,7 +364,8 @@ class Replica:
             outbox.deliver(leases)
             self.accounting.dispatched(queue, batch)
         if orphans:  # the worker left while the claim ran: hand them straight back
-            await self.ops.release(queue, "drain", orphans)
+            released = await self.ops.release(queue, "drain", orphans)
+            self.accounting.unseen(released.tally)
 
     def _arm(self, queue: str, delay: float) -> None:
         if not self._timers_on:
@@ -440,10 +445,11 @@ class Replica:
         reap interval)."""
         delay = self._reap_every
         for queue in await self.ops.queue_names():
-            reaped, next_deadline = await self.ops.reap(queue)
-            self.accounting.lease_expired(queue, reaped)
-            if next_deadline is not None:
-                delay = min(delay, next_deadline + 0.01)
+            reaped = await self.ops.reap(queue)
+            self.accounting.lease_expired(queue, reaped.taken)
+            self.accounting.unseen(reaped.tally)
+            if reaped.next_deadline is not None:
+                delay = min(delay, reaped.next_deadline + 0.01)
         entries = [m for w in self.workers.values() for m in self._members(w)]
         await self.ops.register_workers(entries, self._clock())
         if self.after_reap is not None:

@@ -1,16 +1,27 @@
-"""The Lua scripts: one atomic script per operation, each prefixed with common.lua and
-loaded once per connection pool (redis-py's Script sends EVALSHA, and SCRIPT LOAD again
-after a NOSCRIPT, e.g. when Redis restarted)."""
+"""The Lua scripts: one atomic script per operation (lua/<name>.lua), assembled from the
+small includes it names (lua/includes/<topic>.lua) and loaded once per connection pool
+(redis-py's Script sends EVALSHA, and SCRIPT LOAD again after a NOSCRIPT, e.g. when Redis
+restarted).
+
+A script or an include names what it needs with one line per include, as BullMQ does:
+
+    -- @include bucket
+
+An include's own includes come first, and each include is inlined once, where it is first
+needed; a missing include or a cycle is an error when this module is imported."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from dispatchd.redis.errors import ScriptAssemblyError
 
 OPERATIONS = (
     "submit",
@@ -27,23 +38,67 @@ OPERATIONS = (
     "view",
     "acquire",
     "slot",
+    "list",
 )
+
+_INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
 
 
 def _read(name: str) -> str:
     return (resources.files("dispatchd.redis") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
-def _job_fields(common: str) -> tuple[str, ...]:
-    """The field order of job replies, read from common.lua so it is written down once."""
-    m = re.search(r"local JOB_FIELDS = \{([^}]*)\}", common)
+def read_include(name: str) -> str:
+    path = resources.files("dispatchd.redis") / "lua" / "includes" / f"{name}.lua"
+    if not re.fullmatch(r"[a-z_]+", name) or not path.is_file():
+        raise ScriptAssemblyError(f"no include {name!r} (lua/includes/{name}.lua)")
+    return path.read_text("utf-8")
+
+
+def includes_of(text: str) -> list[str]:
+    """The includes a script or include names, in the order it names them."""
+    return _INCLUDE.findall(text)
+
+
+def include_order(name: str, text: str, read: Callable[[str], str] = read_include) -> list[str]:
+    """Every include ``text`` needs, directly or not, each once, each after its own."""
+    order: list[str] = []
+
+    def visit(include: str, path: tuple[str, ...]) -> None:
+        if include in path:
+            raise ScriptAssemblyError(f"include cycle: {' -> '.join((*path, include))}")
+        if include in order:
+            return
+        try:
+            body = read(include)
+        except ScriptAssemblyError as e:
+            raise ScriptAssemblyError(f"{' -> '.join(path)}: {e}") from None
+        for needed in includes_of(body):
+            visit(needed, (*path, include))
+        order.append(include)
+
+    for needed in includes_of(text):
+        visit(needed, (name,))
+    return order
+
+
+def assemble(name: str) -> str:
+    """The text Redis runs for operation ``name``: its includes, then the script."""
+    script = _read(name)
+    parts = [f"-- [{inc}.lua]\n{read_include(inc)}" for inc in include_order(name, script)]
+    return "\n".join([*parts, f"-- [{name}.lua]\n{script}"])
+
+
+def _job_fields(job_lua: str) -> tuple[str, ...]:
+    """The field order of job replies, read from includes/job.lua so it is written once."""
+    m = re.search(r"local JOB_FIELDS = \{([^}]*)\}", job_lua)
     if m is None:
-        raise RuntimeError("common.lua lost its JOB_FIELDS table")
+        raise ScriptAssemblyError("includes/job.lua lost its JOB_FIELDS table")
     return tuple(re.findall(r"'([a-z]+)'", m.group(1)))
 
 
-COMMON = _read("common")
-JOB_FIELDS = _job_fields(COMMON)
+SOURCES = {op: assemble(op) for op in OPERATIONS}
+JOB_FIELDS = _job_fields(read_include("job"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +109,7 @@ class Scripts:
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
-        return cls({op: client.register_script(COMMON + "\n" + _read(op)) for op in OPERATIONS})
+        return cls({op: client.register_script(text) for op, text in SOURCES.items()})
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self.by_name[name](keys=keys, args=args)

@@ -21,6 +21,11 @@ from dispatchd.redis.store import UNREACHABLE
 
 log = logging.getLogger("dispatchd.redis")
 
+#: update.lua publishes a queue's name here when the queue is created or one of its
+#: settings changes, so every replica notices a lease_duration or http_target change made
+#: through another one. Not a queue's key: no hash tag.
+QUEUE_SETTINGS = "dq:qs"
+
 #: How long one read of the subscription blocks; new channels join between reads.
 READ_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0

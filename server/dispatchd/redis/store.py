@@ -4,6 +4,7 @@ turns Redis being unreachable into UNAVAILABLE."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as rx
@@ -31,7 +32,10 @@ def _refused(e: rx.ResponseError) -> Unavailable | None:
 
 
 class RedisStore:
-    """One Redis client, the scripts registered on it, and the engine limits."""
+    """One Redis client, the scripts registered on it, and the engine limits.
+
+    ``clock`` is for tests: when set, every script takes its time from it instead of from
+    Redis' TIME, as the embedded engine takes ``now`` from its caller."""
 
     def __init__(
         self,
@@ -39,19 +43,23 @@ class RedisStore:
         limits: EngineLimits,
         retention: float,
         rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.client = client
         self.limits = limits
         self.retention = retention
         self.rng = rng or random.SystemRandom()
+        self.clock = clock
         self._scripts = Scripts.register(client)
         self._known_queues: set[str] = set()
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one script; Redis down or slow is UNAVAILABLE (the change may or may not
-        have happened: the message says so, like a journal write that failed)."""
+        have happened: the message says so, like a journal write that failed). Every
+        script's first two arguments are the retention and the test clock ('': TIME)."""
+        now = "" if self.clock is None else repr(self.clock())
         try:
-            return await self._scripts.run(name, keys, [self.retention, *args])
+            return await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)"

@@ -1,10 +1,16 @@
 -- Cancels a waiting job at once, or marks an underway one CANCELLED: its slot and its
 -- ordering key free when the worker answers or the lease ends, and every replica hears
--- "c:<id>" so the one streaming to its worker tells it. ARGV: retention, job id.
+-- "c:<id>" so the one streaming to its worker tells it. ARGV: retention, clock, job id.
 -- Returns {'ok', fields} or {'nf'} or {'fin', state}.
+-- @include core
+-- @include job
+-- @include clock
+-- @include waiting
+-- @include finish
+-- @include publish
 local b = base_of(KEYS[1])
 local now = clock()
-local id = ARGV[2]
+local id = ARGV[3]
 local j = jkey(b, id)
 local st = tonumber(redis.call('HGET', j, 'st') or '0')
 if st == 0 then return {'nf'} end

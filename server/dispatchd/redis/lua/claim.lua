@@ -1,38 +1,56 @@
--- Leases up to ARGV[2] jobs of one queue for this replica's workers. ARGV: retention,
--- count, lease-id prefix, then (worker id, credits) pairs in the order jobs go out.
+-- Leases up to ARGV[3] jobs of one queue for this replica's workers. ARGV: retention,
+-- clock, count, lease-id prefix, then (worker id, credits) pairs in the order jobs go out.
 -- Respects paused, width (the leases set), the token bucket, fairness lanes and priority
 -- order; ordering keys need nothing here (only a key's head job is ever pending).
--- Returns {wake, {fields..., payload}...}: wake is how many seconds until a claim could
--- succeed again (a rate token, the next scheduled job), or -1 when only a change
--- (a result, a submit, an update; all published) can help.
+-- Returns {wake, tally, {fields..., payload}...}: wake is how many seconds until a claim
+-- could succeed again (a rate token, the next scheduled job), or -1 when only a change
+-- (a result, a submit, an update; all published) can help; tally counts the jobs that
+-- expired on the way.
+-- @include core
+-- @include job
+-- @include clock
+-- @include bucket
+-- @include keylimits
+-- @include lanes
+-- @include leases
+-- @include slots
+-- @include tick
+-- @include finish
+-- @include tally
+-- @include publish
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
-local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'bt', 'bs')
-if not cfg[1] then return {'-1'} end
+local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst')
+if not cfg[1] then return {'-1', {}} end
 tick(b, now)
 acq_expire(b, now)
-local out = {'-1'}
+local out = {'-1', false}
+
+local function reply()
+  out[2] = tally_reply()
+  publish_all()
+  return out
+end
+
 -- Waiting acquirers of slots go first: their replicas hear 'w' when they can be served.
-if redis.call('ZCARD', b .. ':acq') > 0 then publish_all() return out end
-local want = tonumber(ARGV[2])
+if redis.call('ZCARD', b .. ':acq') > 0 then return reply() end
+local want = tonumber(ARGV[3])
 local free = tonumber(cfg[1]) - redis.call('ZCARD', b .. ':leases')
-if cfg[2] == '1' or free <= 0 then publish_all() return out end
+if cfg[2] == '1' or free <= 0 then return reply() end
 want = math.min(want, free)
 local rps, tokens = num(cfg[4]), nil
 if rps ~= nil then
-  local burst = tonumber(cfg[5])
-  tokens = math.min(burst, tonumber(cfg[6]) + math.max(0, now - tonumber(cfg[7])) * rps)
+  tokens = bucket_level(cfgkey, 'bt', 'bs', rps, tonumber(cfg[5]), now)
   want = math.min(want, math.floor(tokens + EPSILON))
   if want <= 0 then
-    redis.call('HSET', cfgkey, 'bt', fmt(tokens), 'bs', fmt(now))
-    out[1] = fmt((1 - tokens) / rps)
-    publish_all()
-    return out
+    bucket_store(cfgkey, 'bt', 'bs', tokens, now)
+    out[1] = fmt(bucket_wait(tokens, rps))
+    return reply()
   end
 end
 local lease = tonumber(cfg[3])
-local pair, left = 4, tonumber(ARGV[5])
+local pair, left = 5, tonumber(ARGV[6])
 local got = 0
 local cap = key_cap(b)
 lanes_due(b, now)
@@ -49,7 +67,8 @@ while got < want do
       left = tonumber(ARGV[pair + 1])
     end
     left = left - 1
-    local lid = ARGV[3] .. redis.call('HINCRBY', cfgkey, 'lseq', 1)
+    local lseq = redis.call('HINCRBY', cfgkey, 'lseq', 1)
+    local lid = ARGV[4] .. lseq
     local deadline = now + lease
     local fdt = redis.call('HGET', j, 'fdt')
     if not fdt or fdt == '' then redis.call('HSET', j, 'fdt', fmt(now)) end
@@ -57,8 +76,7 @@ while got < want do
     redis.call('HSET', j, 'st', UNDERWAY, 'dt', fmt(now), 'wk', ARGV[pair], 'ls', lid,
       'dl', fmt(deadline))
     redis.call('ZREM', b .. ':exp', id)
-    redis.call('ZADD', b .. ':leases', fmt(deadline), id)
-    redis.call('HINCRBY', b .. ':kfl', redis.call('HGET', j, 'fk') or '', 1)
+    lease_begin(b, id, lseq, deadline, redis.call('HGET', j, 'fk') or '')
     local f = job_fields(b, id)
     f[#f + 1] = redis.call('HGET', j, 'pl')
     out[#out + 1] = f
@@ -66,7 +84,7 @@ while got < want do
   end
 end
 if tokens ~= nil then
-  redis.call('HSET', cfgkey, 'bt', fmt(tokens - got), 'bs', fmt(now))
+  bucket_store(cfgkey, 'bt', 'bs', tokens - got, now)
 end
 if got < want then
   local soonest = nil
@@ -78,7 +96,6 @@ if got < want then
   end
   if soonest ~= nil then out[1] = fmt(math.max(0, soonest - now)) end
 elseif tokens ~= nil and tokens - got < 1 then
-  out[1] = fmt((1 - (tokens - got)) / rps)
+  out[1] = fmt(bucket_wait(tokens - got, rps))
 end
-publish_all()
-return out
+return reply()

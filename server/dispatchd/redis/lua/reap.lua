@@ -1,19 +1,26 @@
 -- Takes back leases past their deadline (their replica died or its worker went silent),
 -- promotes scheduled jobs whose time came, expires waiting jobs past expire_at and
--- forgets finished-job index entries past retention. ARGV: retention, random number.
--- Returns {leases taken back, seconds until the next lease deadline or -1}.
+-- forgets finished-job index entries past retention. ARGV: retention, clock, a random
+-- number for jitter, then the failure code and message a lost attempt is recorded with.
+-- Returns {leases taken back, seconds until the next lease deadline or -1, tally}.
+-- @include core
+-- @include clock
+-- @include lost
+-- @include slots
+-- @include tick
+-- @include tally
+-- @include publish
 local b = base_of(KEYS[1])
 local now = clock()
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '-1'} end
-local err = {msg = 'lease expired without a result or heartbeat', retryable = true,
-  code = 'LeaseExpired'}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '-1', {}} end
+local err = {msg = ARGV[5], retryable = true, code = ARGV[4]}
 local expired = redis.call('ZRANGEBYSCORE', b .. ':leases', '-inf', now, 'LIMIT', 0, 500)
 local taken = {}
 for _, id in ipairs(expired) do
   if string.sub(id, 1, 2) ~= 's:' then
     taken[#taken + 1] = id .. '/' .. (redis.call('HGET', jkey(b, id), 'ls') or '')
   end
-  end_lease(b, id, now, err, tonumber(ARGV[2]))
+  end_lease(b, id, now, err, tonumber(ARGV[3]))
 end
 acq_expire(b, now)
 -- The replica streaming to the lease's worker frees that worker's credit.
@@ -29,4 +36,4 @@ publish_all()
 local nxt = redis.call('ZRANGE', b .. ':leases', 0, 0, 'WITHSCORES')
 local wait_s = '-1'
 if #nxt > 0 then wait_s = fmt(math.max(0, tonumber(nxt[2]) - now)) end
-return {#expired, wait_s}
+return {#expired, wait_s, tally_reply()}

@@ -1,7 +1,12 @@
 -- Changes a live job's priority; a pending job moves to its new place at once.
--- ARGV: retention, job id, priority. Returns {'ok', fields} or {'nf'} or {'fin', state}.
+-- ARGV: retention, clock, job id, priority. Returns {'ok', fields} or {'nf'} or
+-- {'fin', state}.
+-- @include core
+-- @include job
+-- @include lanes
+-- @include publish
 local b = base_of(KEYS[1])
-local id = ARGV[2]
+local id = ARGV[3]
 local j = jkey(b, id)
 local f = redis.call('HMGET', j, 'st', 'seq', 'ok', 'fk')
 local st = tonumber(f[1] or '0')
@@ -9,10 +14,10 @@ if st == 0 then return {'nf'} end
 if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY then return {'fin', st} end
 local m = member(tonumber(f[2]), id)
 if st == PENDING and redis.call('ZSCORE', b .. ':pending', m) then
-  redis.call('ZADD', b .. ':pending', -tonumber(ARGV[3]), m)
-  redis.call('ZADD', lane_of(b, f[4] or ''), -tonumber(ARGV[3]), m)
+  redis.call('ZADD', b .. ':pending', -tonumber(ARGV[4]), m)
+  redis.call('ZADD', lane_of(b, f[4] or ''), -tonumber(ARGV[4]), m)
   wake(b)
 end
-redis.call('HSET', j, 'pr', ARGV[3])
+redis.call('HSET', j, 'pr', ARGV[4])
 publish_all()
 return {'ok', job_fields(b, id)}

@@ -1,20 +1,28 @@
 -- Workers' results for one queue, fenced by lease: a result whose lease id is not the
--- job's current lease changes nothing. ARGV: retention, then 7 values per result: job id,
--- lease id, 'ok' or 'err', output or error message, retryable (1/0), error code, a random
--- number in [0, 1) for backoff jitter. Returns {rejections as {job id, lease id, reason},
--- the state each accepted result left its job in as {job id, state}}.
+-- job's current lease changes nothing. ARGV: retention, clock, then 10 values per result:
+-- job id, lease id, 'ok' or 'err', output or error message, retryable (1/0), error code,
+-- a random number in [0, 1) for backoff jitter, HTTP status (0: not HTTP), latency
+-- seconds ('': not HTTP), retry_after seconds ('': none).
+-- Returns {rejections as {job id, lease id, 'stale' or 'unknown'}, the state each accepted
+-- result left its job in as {job id, state} (not for a job cancelled while underway: its
+-- cancel was its outcome), tally}.
+-- @include core
+-- @include clock
+-- @include leases
+-- @include attempts
+-- @include finish
+-- @include tally
+-- @include publish
 local b = base_of(KEYS[1])
 local now = clock()
 local rejected, states = {}, {}
-for o = 2, #ARGV, 7 do
+for o = 3, #ARGV, 10 do
   local id, lid = ARGV[o], ARGV[o + 1]
   local j = jkey(b, id)
   local f = redis.call('HMGET', j, 'ls', 'cx', 'ok')
   if not f[1] or f[1] ~= lid or redis.call('ZSCORE', b .. ':leases', id) == false then
-    local reason = 'unknown job'
-    if redis.call('EXISTS', j) == 1 then
-      reason = 'stale lease: it expired or was taken back, and the job may run elsewhere'
-    end
+    local reason = 'unknown'
+    if redis.call('EXISTS', j) == 1 then reason = 'stale' end
     rejected[#rejected + 1] = {id, lid, reason}
   else
     lease_done(b, id)
@@ -22,16 +30,21 @@ for o = 2, #ARGV, 7 do
     wake(b)
     if f[2] == '1' then
       if f[3] and f[3] ~= '' then release_key(b, f[3], id, now) end
-    elseif ARGV[o + 2] == 'ok' then
-      add_attempt(j, now, nil)
-      redis.call('HSET', j, 'res', ARGV[o + 3])
-      finish(b, id, SUCCEEDED, now, false)
     else
-      local err = {msg = ARGV[o + 3], retryable = ARGV[o + 4] == '1', code = ARGV[o + 5]}
-      attempt_failed(b, id, now, err, false, tonumber(ARGV[o + 6]))
+      shown[id] = true
+      local status, latency = tonumber(ARGV[o + 7]), ARGV[o + 8]
+      if ARGV[o + 2] == 'ok' then
+        add_attempt(j, now, nil, status, latency)
+        redis.call('HSET', j, 'res', ARGV[o + 3])
+        finish(b, id, SUCCEEDED, now, false)
+      else
+        local err = {msg = ARGV[o + 3], retryable = ARGV[o + 4] == '1', code = ARGV[o + 5],
+          retry_after = num(ARGV[o + 9])}
+        attempt_failed(b, id, now, err, false, tonumber(ARGV[o + 6]), status, latency)
+      end
+      states[#states + 1] = {id, tonumber(redis.call('HGET', j, 'st') or '0')}
     end
-    states[#states + 1] = {id, tonumber(redis.call('HGET', j, 'st') or '0')}
   end
 end
 publish_all()
-return {rejected, states}
+return {rejected, states, tally_reply()}

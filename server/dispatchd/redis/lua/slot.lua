@@ -1,10 +1,14 @@
--- A held slot or a waiting request. ARGV: retention, op, slot (request) id, ttl.
+-- A held slot or a waiting request. ARGV: retention, clock, op, slot (request) id, ttl.
 -- op 'renew': new deadline now + ttl ('' : the ttl it was acquired with);
 -- 'release': frees it; 'abandon': drops a waiting request (the acquirer gave up) and
 -- frees the slot if the grant raced in. Returns {'ok', holder, deadline} or {'nf'}.
+-- @include core
+-- @include clock
+-- @include slots
+-- @include publish
 local b = base_of(KEYS[1])
 local now = clock()
-local op, sid = ARGV[2], ARGV[3]
+local op, sid = ARGV[3], ARGV[4]
 if op == 'abandon' then
   acq_drop(b, sid)
   if redis.call('SISMEMBER', b .. ':slots', sid) == 1 then slot_gone(b, sid) end
@@ -20,7 +24,7 @@ if op == 'release' then
   publish_all()
   return {'ok', f[1], fmt(now)}
 end
-local ttl = tonumber(ARGV[4]) or tonumber(f[2])
+local ttl = tonumber(ARGV[5]) or tonumber(f[2])
 local deadline = fmt(now + ttl)
 redis.call('ZADD', b .. ':leases', deadline, 's:' .. sid)
 redis.call('HSET', key, 'dl', deadline)

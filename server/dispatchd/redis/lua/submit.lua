@@ -1,15 +1,22 @@
--- Admits a batch: all jobs or none. ARGV: retention, default width, default lease, then
--- 14 values per job: queue, id, payload, priority, headers, content type, retry policy,
--- not_before, expire_at, ordering key, idempotency key, attempt budget start (0),
+-- Admits a batch: all jobs or none. ARGV: retention, clock, default width, default lease,
+-- then 14 values per job: queue, id, payload, priority, headers, content type, retry
+-- policy, not_before, expire_at, ordering key, idempotency key, attempt budget start (0),
 -- fairness key, fairness weight.
 -- Returns {'ok', {dup, fields...}...} or {'full', queue, waiting, adding, bound}.
+-- @include core
+-- @include job
+-- @include clock
+-- @include queue
+-- @include waiting
+-- @include finish
+-- @include publish
 local now = clock()
-local width, lease = ARGV[2], ARGV[3]
-local STRIDE = 14
-local n = (#ARGV - 3) / STRIDE
+local width, lease = ARGV[3], ARGV[4]
+local STRIDE, FIRST = 14, 4
+local n = (#ARGV - FIRST) / STRIDE
 local plan, seen, adding = {}, {}, {}
 for i = 0, n - 1 do
-  local o = 3 + i * STRIDE
+  local o = FIRST + i * STRIDE
   local q, ik = ARGV[o + 1], ARGV[o + 11]
   local b = base_for(q)
   local existing = nil
@@ -35,7 +42,7 @@ for q, count in pairs(adding) do
 end
 local out = {}
 for i = 0, n - 1 do
-  local o = 3 + i * STRIDE
+  local o = FIRST + i * STRIDE
   local q, id = ARGV[o + 1], ARGV[o + 2]
   local b = base_for(q)
   if plan[i] ~= nil then

@@ -1,31 +1,43 @@
--- Changes queue settings live (creating the queue when ARGV[2] is '1'). ARGV: retention,
--- create, default width, default lease, then (setting, value) pairs: width, paused, lease,
--- rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp, dedup,
--- kcap (max in flight per fairness key, '' clears), krate (per fairness key rate
--- "per_second|burst", '' clears).
--- A new rate starts with a full bucket; a changed one keeps the tokens earned so far,
--- capped to the new burst. Returns 'nf' or 'ok'.
+-- Changes queue settings live (creating the queue when ARGV[3] is '1'). ARGV: retention,
+-- clock, create, default width, default lease, then (setting, value) pairs: width,
+-- paused, lease, rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp,
+-- dedup, kcap (max in flight per fairness key, '' clears), krate (per fairness key rate
+-- "per_second|burst", '' clears), ht (http_target as records.target_text writes it, ''
+-- clears). A new rate starts with a full bucket; a changed one keeps the tokens earned so
+-- far, capped to the new burst. A created queue or a changed setting is announced on
+-- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf' or 'ok'.
+-- @include core
+-- @include clock
+-- @include queue
+-- @include bucket
+-- @include keylimits
+-- @include lanes
+-- @include publish
+local SETTINGS = {'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp', 'dedup', 'kcap',
+  'krps', 'kburst', 'ht'}
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
+local created = false
 if redis.call('EXISTS', cfgkey) == 0 then
-  if ARGV[2] ~= '1' then return 'nf' end
-  ensure_queue(b, ARGV[3], ARGV[4])
+  if ARGV[3] ~= '1' then return 'nf' end
+  created = ensure_queue(b, ARGV[4], ARGV[5])
 end
-for o = 5, #ARGV, 2 do
+local before = redis.call('HMGET', cfgkey, unpack(SETTINGS))
+for o = 6, #ARGV, 2 do
   local name, value = ARGV[o], ARGV[o + 1]
   if name == 'rate' and value == '' then
     redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs')
   elseif name == 'rate' then
     local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
     local burst = tonumber(burst_s)
-    local f = redis.call('HMGET', cfgkey, 'rps', 'burst', 'bt', 'bs')
+    local f = redis.call('HMGET', cfgkey, 'rps', 'burst')
     local tokens = burst
     if num(f[1]) ~= nil then
-      local earned = math.max(0, now - tonumber(f[4])) * tonumber(f[1])
-      tokens = math.min(burst, tonumber(f[2]), tonumber(f[3]) + earned)
+      tokens = math.min(burst, bucket_level(cfgkey, 'bt', 'bs', tonumber(f[1]), tonumber(f[2]), now))
     end
-    redis.call('HSET', cfgkey, 'rps', rps_s, 'burst', burst_s, 'bt', fmt(tokens), 'bs', fmt(now))
+    redis.call('HSET', cfgkey, 'rps', rps_s, 'burst', burst_s)
+    bucket_store(cfgkey, 'bt', 'bs', tokens, now)
   elseif name == 'krate' and value == '' then
     redis.call('HDEL', cfgkey, 'krps', 'kburst')
   elseif name == 'krate' then
@@ -42,12 +54,13 @@ for _, fk in ipairs(redis.call('ZRANGE', b .. ':lwake', 0, -1)) do
   if redis.call('ZCARD', lane_of(b, fk)) > 0 then enter_ring(b, fk) end
 end
 local cap = key_cap(b)
-for _, fk in ipairs(redis.call('SMEMBERS', b .. ':parked')) do
-  if not at_cap(b, fk, cap) then
-    redis.call('SREM', b .. ':parked', fk)
-    redis.call('RPUSH', b .. ':ring', fk)
-  end
-end
+for _, fk in ipairs(redis.call('SMEMBERS', b .. ':parked')) do unpark(b, fk, cap) end
 wake(b)
 publish_all()
+local after = redis.call('HMGET', cfgkey, unpack(SETTINGS))
+local changed = created
+for i = 1, #SETTINGS do
+  if before[i] ~= after[i] then changed = true end
+end
+if changed then redis.call('PUBLISH', 'dq:qs', queue_of_base(b)) end
 return 'ok'

@@ -1,12 +1,16 @@
--- One queue's settings and counts, read at one instant. ARGV: retention.
--- Returns {} for an unknown queue, else {settings pairs..., counts}.
+-- One queue's settings and counts, read at one instant. ARGV: retention, clock.
+-- Returns {} for an unknown queue, else {width, paused, lease, rps, burst, rp, maxp, dedup,
+-- pending, underway, scheduled, workers, kcap, krps, kburst, slots, ht}
+-- (records.queue_of_view).
+-- @include core
+-- @include clock
 local b = base_of(KEYS[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 local now = clock()
 local cfg = redis.call('HMGET', KEYS[1], 'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp',
-  'dedup', 'chained', 'kcap', 'krps', 'kburst')
+  'dedup', 'chained', 'kcap', 'krps', 'kburst', 'ht')
 local pending = redis.call('ZCARD', b .. ':pending') + tonumber(cfg[9] or '0')
 local workers = redis.call('ZCOUNT', b .. ':workers', now, '+inf')
 return {cfg[1], cfg[2], cfg[3], cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7], cfg[8],
   pending, redis.call('ZCARD', b .. ':leases'), redis.call('ZCARD', b .. ':sched'), workers,
-  cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots')}
+  cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots'), cfg[13] or ''}

@@ -1,0 +1,52 @@
+-- @include core
+-- @include waiting
+-- @include publish
+-- @include tally
+-- A job reaching a finished state: the finished index :done:<state> (score the finish
+-- time, member <finish seq><id>: ListJobs' finish order; the reaper trims it by time),
+-- the job's expiry after the retention (ARGV[1]), its idempotency key's dedup window, and
+-- its ordering key handed to the next job (keep_key: the caller hands it on later).
+local release_key
+
+local function finish(b, id, state, now, keep_key)
+  local j = jkey(b, id)
+  local f = redis.call('HMGET', j, 'ik', 'ok')
+  local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
+  redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
+  redis.call('ZREM', b .. ':exp', id)
+  redis.call('ZADD', b .. ':done:' .. state, fmt(now), member(fseq, id))
+  redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
+  if f[1] and f[1] ~= '' then
+    local window = tonumber(redis.call('HGET', b .. ':cfg', 'dedup') or '86400')
+    local ik = b .. ':ik:' .. f[1]
+    if redis.call('GET', ik) == id then
+      if window <= 0 then redis.call('DEL', ik) else redis.call('EXPIRE', ik, math.ceil(window)) end
+    end
+  end
+  finished_ids[#finished_ids + 1] = id
+  tally(b, id, state)
+  if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
+  wake(b)
+end
+
+-- The job owning an ordering key is done: the key's next job (in submit order) waits.
+release_key = function(b, key, id, now)
+  local heads = b .. ':okhead'
+  if redis.call('HGET', heads, key) ~= id then return end
+  while true do
+    local nxt = redis.call('ZPOPMIN', b .. ':ok:' .. key)
+    if #nxt == 0 then
+      redis.call('HDEL', heads, key)
+      return
+    end
+    local nid = nxt[1]
+    redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+    redis.call('HSET', heads, key, nid)
+    local ex = num(redis.call('HGET', jkey(b, nid), 'ex'))
+    if ex == nil or ex > now then
+      wait(b, nid, now)
+      return
+    end
+    finish(b, nid, EXPIRED, now, true)  -- it expired in line; the loop hands the key on
+  end
+end
