@@ -16,8 +16,6 @@ from dispatchd.config import Config, ConfigError
 from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd_client import (
     AsyncClient,
-    FailedPrecondition,
-    HttpTarget,
     JobState,
     NewJob,
     PermissionDenied,
@@ -107,14 +105,6 @@ async def test_a_cancel_reaches_the_worker_through_another_replica(
         await b.stop_now()
 
 
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_features_the_backend_lacks_are_refused_by_name(target: str, backend: str) -> None:
-    async with AsyncClient(target) as client:
-        with pytest.raises(FailedPrecondition, match=r"http_target .* redis backend"):
-            await client.update_queue("f", http_target=HttpTarget("http://127.0.0.1:9/"))
-        assert await client.list_queues() == []  # nothing was created by the refusals
-
-
 async def test_redis_going_away_answers_unavailable(tmp_path: Path) -> None:
     proc = RedisProcess(tmp_path)
     server = DispatchdServer(redis_config(tmp_path, proc.url))
@@ -187,7 +177,7 @@ async def test_a_drained_replica_hands_its_jobs_to_the_others(
         await b.stop_now()
 
 
-@pytest.mark.parametrize("backend", ["redis"])
+@pytest.mark.redis_only
 async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
     server: DispatchdServer, target: str, backend: str
 ) -> None:
@@ -207,7 +197,7 @@ async def test_metrics_show_grpc_calls_and_queue_gauges_read_from_redis(
     assert {"SubmitBatch", "UpdateQueue"} <= calls
 
 
-@pytest.mark.parametrize("backend", ["redis"])
+@pytest.mark.redis_only
 async def test_health_and_reflection_serve_in_redis_mode(
     server: DispatchdServer, target: str, backend: str
 ) -> None:

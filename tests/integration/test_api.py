@@ -114,10 +114,15 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(
         assert (await client.get_queue("q")).width == 10
         with pytest.raises(InvalidArgument, match="lease_duration"):
             await client.update_queue("q", lease_duration=0.001)
-        with pytest.raises(NotFound, match="nope"):
+        with pytest.raises(InvalidArgument, match="'nope' is not a job id"):
             await client.get("nope")
-        with pytest.raises(NotFound):
+        with pytest.raises(InvalidArgument, match="'nope' is not a job id"):
             await client.cancel("nope")
+        unknown = job.id[:20] + "000000" + job.id[26:]  # well-formed on either backend
+        with pytest.raises(NotFound, match="does not exist"):
+            await client.get(unknown)
+        with pytest.raises(NotFound):
+            await client.cancel(unknown)
         with pytest.raises(NotFound, match="queue 'ghost' does not exist"):
             await client.get_queue("ghost")
         cap = server.config.max_payload_bytes

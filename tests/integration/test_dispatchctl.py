@@ -94,7 +94,7 @@ async def test_submit_list_show_reprioritize_cancel(ctl: Dispatchctl, tmp_path: 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["job", "01JNOSUCHJOB0000000000000"], 1, "NOT_FOUND: job '01JNOSUCHJOB"),
+        (["job", "nope"], 1, "INVALID_ARGUMENT: job_id 'nope' is not a job id"),
         (["jobs", "mail", "--state", "bogus"], 2, "unknown state 'bogus'; use one of pending"),
         (["queue", "set", "mail", "--burst", "4"], 2, "--burst needs --rate"),
         (["queue", "set", "mail"], 2, "nothing to set"),

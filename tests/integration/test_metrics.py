@@ -72,7 +72,7 @@ async def test_counters_gauges_and_histograms_after_real_traffic(
         held = [await client.submit("pq", b"x") for _ in range(2)]
         await client.cancel(held[0].id)
         with pytest.raises(NotFound):
-            await client.get("no-such-job")
+            await client.get(jobs[0].id[:20] + "000000" + jobs[0].id[26:])
         states = [(await client.wait(j.id, timeout=10)).state for j in jobs]
         m = await scrape(server.observability.metrics_port)
 

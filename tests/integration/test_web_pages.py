@@ -102,7 +102,11 @@ async def test_job_page_shows_fields_and_previews_json_and_binary(
 
 async def test_workers_page_and_not_found_and_methods(server: DispatchdServer) -> None:
     assert "No workers" in (await get(port(server), "/workers")).body
-    assert (await get(port(server), "/jobs/nope")).status == 404
+    assert (await get(port(server), "/jobs/nope")).status == 400  # not a job id at all
+    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+        job = await client.submit("q", b"x")
+    unknown = job.id[:20] + "000000" + job.id[26:]
+    assert (await get(port(server), f"/jobs/{unknown}")).status == 404
     assert (await get(port(server), "/queues/nope")).status == 404
     assert (await get(port(server), "/elsewhere")).status == 404
     assert (await post(port(server), "/", {})).status == 405

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
+from dispatchd.engine import reasons
 from dispatchd.engine.dispatching import DispatchMixin, Outcome
 from dispatchd.engine.errors import (
     FailedPrecondition,
@@ -230,7 +231,7 @@ class Engine(DispatchMixin, SlotMixin):
     def _live_job(self, job_id: str, refusal: str) -> JobRecord:
         job = self.get_job(job_id)
         if isinstance(job, FinishedJob):
-            raise FailedPrecondition(f"job {job_id} already finished ({job.state.name}){refusal}")
+            raise reasons.already_finished(job_id, job.state.name, refusal)
         return job
 
     def cancel(self, job_id: str, now: float) -> tuple[JobView, WorkerRecord | None]:
@@ -275,9 +276,7 @@ class Engine(DispatchMixin, SlotMixin):
         self._refuse_while_draining()
         job = self.get_job(job_id)
         if not isinstance(job, FinishedJob) or job.state not in (JobState.DEAD, JobState.FAILED):
-            raise FailedPrecondition(
-                f"job {job_id} is {job.state.name}; only DEAD or FAILED jobs can be retried"
-            )
+            raise reasons.not_retryable(job_id, job.state.name)
         q = self._queues[job.queue]
         del self._done[job.id]
         q.finished[job.state].discard(job.finish_seq, job.id)

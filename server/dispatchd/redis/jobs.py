@@ -4,10 +4,10 @@ same status and message as on the embedded backend."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.engine import JobState, NewJob
+from dispatchd.engine import JobState, NewJob, reasons
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import (
     FailedPrecondition,
@@ -24,16 +24,6 @@ from dispatchd.redis import records
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.scripts import JOB_FIELDS
 from dispatchd.redis.store import RedisStore
-
-BACKEND = "the redis backend"
-
-
-def unsupported(feature: str) -> FailedPrecondition:
-    """A request field this backend does not implement: refused, never ignored."""
-    return FailedPrecondition(
-        f"{feature} is not supported by {BACKEND} (--backend redis); "
-        "use the embedded backend for it, or leave it unset"
-    )
 
 
 def _setting_args(
@@ -108,29 +98,41 @@ class RedisJobs(RedisStore):
             raise lim.not_found_job(job_id)
         return records.job_of(values[:-1], values[-1] or b"")
 
-    async def _job_op(self, op: str, job_id: str, refusal: str, *args: Any) -> StoredJob:
+    async def _job_op(
+        self,
+        op: str,
+        job_id: str,
+        *args: Any,
+        finished: str = "",
+        wrong_state: Callable[[str, str], FailedPrecondition] = reasons.not_retryable,
+    ) -> StoredJob:
+        """Runs a job script; its codes become the engine's refusals: 'nf' not found, 'fin'
+        already finished (``finished`` says why that matters), 'state' not in a state the
+        operation takes (``wrong_state`` words it)."""
         queue = self._queue_of(job_id)
         reply = await self.run(op, [records.cfg_key(queue)], [job_id, *args])
         if reply[0] == b"nf":
             raise lim.not_found_job(job_id)
         if reply[0] == b"fin":
-            state = JobState(int(reply[1])).name
-            raise FailedPrecondition(f"job {job_id} already finished ({state}){refusal}")
+            raise reasons.already_finished(job_id, JobState(int(reply[1])).name, finished)
         if reply[0] == b"state":
-            raise FailedPrecondition(
-                f"job {job_id} is {JobState(int(reply[1])).name}; "
-                "only DEAD or FAILED jobs can be retried"
-            )
+            raise wrong_state(job_id, JobState(int(reply[1])).name)
         return records.job_of(reply[1])
 
     async def cancel(self, job_id: str) -> StoredJob:
-        return await self._job_op("cancel", job_id, "")
+        return await self._job_op("cancel", job_id)
 
     async def reprioritize(self, job_id: str, priority: int) -> StoredJob:
-        return await self._job_op("reprioritize", job_id, "; its priority is final", priority)
+        return await self._job_op(
+            "reprioritize",
+            job_id,
+            priority,
+            finished=reasons.PRIORITY_IS_FINAL,
+            wrong_state=reasons.not_reprioritizable,
+        )
 
     async def retry(self, job_id: str) -> StoredJob:
-        return await self._job_op("retry", job_id, "")
+        return await self._job_op("retry", job_id)
 
     async def purge(self, queue: str, state: JobState) -> int:
         lim.check_queue_name(queue)

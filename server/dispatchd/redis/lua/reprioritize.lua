@@ -1,6 +1,6 @@
--- Changes a live job's priority; a pending job moves to its new place at once.
+-- Changes a waiting job's priority; a pending job moves to its new place at once.
 -- ARGV: retention, clock, job id, priority. Returns {'ok', fields} or {'nf'} or
--- {'fin', state}.
+-- {'fin', state} or {'state', state} (underway: only waiting jobs are reprioritized).
 -- @include core
 -- @include job
 -- @include lanes
@@ -12,6 +12,7 @@ local f = redis.call('HMGET', j, 'st', 'seq', 'ok', 'fk')
 local st = tonumber(f[1] or '0')
 if st == 0 then return {'nf'} end
 if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY then return {'fin', st} end
+if st == UNDERWAY then return {'state', st} end
 local m = member(tonumber(f[2]), id)
 if st == PENDING and redis.call('ZSCORE', b .. ':pending', m) then
   redis.call('ZADD', b .. ':pending', -tonumber(ARGV[4]), m)
