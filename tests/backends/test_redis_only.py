@@ -263,3 +263,40 @@ async def test_replicas_carry_on_after_redis_restarts_empty(
     finally:
         await server.stop_now()
         proc.stop()
+
+
+async def test_three_replicas_export_the_true_fleet_figures(tmp_path: Path, redis_url: str) -> None:
+    """With 3 replicas sharing a paused queue of 40 jobs and width 5, the sum over the
+    replicas' /metrics (what the shipped Grafana dashboard draws) is 40 pending and width
+    5: one replica exports the per-queue gauges. When it stops, another takes over."""
+    servers = [await start_server(redis_config(tmp_path, redis_url)) for _ in range(3)]
+    try:
+        async with AsyncClient(f"127.0.0.1:{servers[0].port}") as client:
+            await client.update_queue("fleet", width=5, paused=True, create=True)
+            await client.submit_batch([NewJob("fleet", b"x") for _ in range(40)])
+
+        async def totals(live: list[DispatchdServer]) -> tuple[float, float, int]:
+            pending = width = 0.0
+            exporters = 0
+            for srv in live:
+                m = await scrape(srv.observability.metrics_port)
+                p = m.get("dispatchd_jobs_pending", queue="fleet")
+                if p is not None:
+                    exporters += 1
+                    pending += p
+                    width += m.value("dispatchd_queue_width", queue="fleet")
+            return pending, width, exporters
+
+        assert await totals(servers) == (40, 5, 1)
+        exporter = next(s for s in servers if s.backend.reports_queues)
+        await exporter.stop_now()
+        rest = [s for s in servers if s is not exporter]
+
+        async def taken_over() -> bool:
+            return await totals(rest) == (40, 5, 1)
+
+        await eventually(taken_over, within=15, what="another replica to export the gauges")
+    finally:
+        for srv in servers:
+            if not srv.stopped.is_set():
+                await srv.stop_now()
