@@ -13,9 +13,15 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
+.PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
 .PHONY: bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
+
+## List the targets and what each does.
+help:
+	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
+	     /^[a-z][a-z-]*:/{if (doc) printf "  %-18s %s\n", substr($$1, 1, length($$1) - 1), doc; doc = ""; next} \
+	     {doc = ""}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -43,6 +49,15 @@ test: $(STAMP) node-build browser-tools redis-tools
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory node-test
 
+## The fast loop while you work (half a minute): lint, types, stub drift, unit tests.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python tools/gen_protos.py --check
+	$(BIN)/pytest -q tests/unit
+
+## The engine's unit tests only.
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
