@@ -40,6 +40,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import Unavailable
+from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
 
@@ -82,7 +83,7 @@ class EmbeddedBackend:
         self._watch = _Watch(lambda: self.engine)
         self.observers = ObserverChain([self.waiters, self._watch, *observers])
         self.engine = Engine(limits, self.observers, rng)
-        self.pump = DispatchPump(self.engine, clock, timers)
+        self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
         storage = storage or StorageConfig()
         self.storage = Storage(self.engine, storage, clock)
         self._told: dict[int, float] = {}  # worker key -> heartbeat interval it was told
@@ -106,6 +107,7 @@ class EmbeddedBackend:
         journal = self.storage.restore()
         if journal is not None:
             self.observers.add(journal)
+        self.pump.start()
 
     async def begin_drain(self, grace: float) -> DrainReport:
         engine = self.engine

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from dispatchd.backend import Outbox
 from dispatchd.engine import Engine, WorkerRecord
+from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd.pump")
 
@@ -31,10 +32,17 @@ class DispatchPump:
     ``kick()``; the pass runs once at the end of the current loop iteration, so a
     batch of 1,000 results costs one pass, not 1,000."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float], timers: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float],
+        timers: bool = True,
+        stall: StallWatch | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self._timers = timers
+        self._stall = stall
         self._outboxes: dict[int, Outbox] = {}
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -68,6 +76,8 @@ class DispatchPump:
 
     def run_now(self) -> None:
         """One pass at once: what is due by the clock, then every dispatch it allows."""
+        if self._stall is not None:
+            self._stall.check()  # a stall is given back before any lease is found late
         now = self._clock()
         engine = self._engine
         engine.tick(now)
@@ -98,7 +108,13 @@ class DispatchPump:
         self._timer, self._timer_due = None, None
         self.kick()
 
+    def start(self) -> None:
+        if self._stall is not None and self._timers:
+            self._stall.start()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall is not None:
+            self._stall.stop()

@@ -218,6 +218,15 @@ class DispatchMixin(TurnsMixin):
             lease.deadline = deadline
         return unknown
 
+    def extend_leases(self, seconds: float) -> None:
+        """Every lease and slot ends ``seconds`` later: the server was not running that
+        long, so it cannot have seen the heartbeats and renewals sent meanwhile. The
+        deadline heaps find their entries early and push them back."""
+        for lease in self._leases.values():
+            lease.deadline += seconds
+        for slot in self._slots.values():
+            slot.deadline += seconds
+
     def _release(self, lease: LeaseRecord, now: float) -> None:
         """Frees the lease's width slot and worker credit; the caller decides the job's fate."""
         job = lease.job

@@ -36,6 +36,7 @@ from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
+from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd.redis")
 
@@ -99,12 +100,15 @@ class Replica:
         self._grace = 0.0
         #: Called after each reaper pass (the fleet's view of this replica's workers).
         self.after_reap: Callable[[], Awaitable[None]] | None = None
+        self._stalled = False
+        self._stall = StallWatch(self._note_stall)
 
     def start(self) -> None:
         self.signals.start()
         if self._timers_on:
             loop = asyncio.get_running_loop()
             self._reaper = loop.create_task(self._reap_loop(), name="reaper")
+            self._stall.start()
 
     async def stop(self) -> None:
         tasks = [
@@ -116,6 +120,7 @@ class Replica:
             await asyncio.wait(tasks, timeout=2.0)
         for _, handle in self._timers.values():
             handle.cancel()
+        self._stall.stop()
         await self.signals.stop()
 
     # ---- workers --------------------------------------------------------------------
@@ -456,10 +461,27 @@ class Replica:
             await self.after_reap()
         return delay
 
+    def _note_stall(self, seconds: float) -> None:
+        self._stalled = True
+
+    async def extend_local_leases(self) -> None:
+        """After this process stalled: every lease its workers hold is extended (on their
+        behalf: their heartbeats wait unread in the sockets) before its reaper looks."""
+        by_queue: dict[str, list[tuple[str, str]]] = {}
+        for worker in self.workers.values():
+            for lease_id, lease in worker.leases.items():
+                by_queue.setdefault(lease.job.queue, []).append((lease.job.id, lease_id))
+        for queue, pairs in by_queue.items():
+            await self.ops.heartbeat(queue, pairs)
+
     async def _reap_loop(self) -> None:
         while True:
             delay = self._reap_every
             try:
+                self._stall.check()
+                if self._stalled:
+                    self._stalled = False
+                    await self.extend_local_leases()
                 delay = await self.reap_all()
             except (EngineError, RedisError) as e:  # a script error too: logged, retried
                 log.warning("reaper pass failed (%s); next in %.1f s", e, delay)
