@@ -18,7 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd_client import (
     AsyncClient,
@@ -118,7 +120,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
                 headers=spec.headers,
                 content_type=spec.content_type,
                 state=pb.JOB_STATE_PENDING,
-                submit_time=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+                submit_time=Timestamp(seconds=1_893_456_000),  # 2030-01-01
             )
         )
 
@@ -350,7 +352,7 @@ def welcome(worker_id: str = "w-1", heartbeat: float = 60.0) -> pb.WorkResponse:
     return pb.WorkResponse(
         welcome=pb.WorkerWelcome(
             worker_id=worker_id,
-            heartbeat_interval=datetime.timedelta(seconds=heartbeat),
+            heartbeat_interval=Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9)),
             max_result_bytes=1 << 20,
         )
     )
