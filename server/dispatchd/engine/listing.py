@@ -31,6 +31,13 @@ def _rank(state: JobState) -> int:
     return PHASES.index(state) if state in PHASES else -1
 
 
+def check_page_size(page_size: int) -> None:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}", field="page_size"
+        )
+
+
 def page_of_jobs(
     q: QueueState,
     jobs: Mapping[str, JobRecord],
@@ -41,12 +48,13 @@ def page_of_jobs(
 ) -> tuple[list[JobView], str]:
     """Pending in dispatch order, underway in dispatch order, finished in finish order;
     UNSPECIFIED walks all of them in that order. Costs O(log n + page) per page."""
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    check_page_size(page_size)
     limit = page_size or DEFAULT_PAGE_SIZE
     cursor = paging.decode(page_token, q.name, int(state)) if page_token else None
     if cursor is not None and cursor.phase not in _VALUES:
-        raise InvalidArgument("page_token is not one this server made; start again without it")
+        raise InvalidArgument(
+            "page_token is not one this server made; start again without it", field="page_token"
+        )
     phases = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
     page: list[tuple[JobView, paging.Cursor]] = []
     for phase in phases:

@@ -12,8 +12,8 @@ import heapq
 import random
 from collections import OrderedDict, deque
 
+from dispatchd.engine import limits as lim
 from dispatchd.engine.deadlines import DeadlineHeap
-from dispatchd.engine.errors import NotFound
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.model import (
@@ -81,7 +81,7 @@ class EngineState:
     def _queue(self, name: str) -> QueueState:
         q = self._queues.get(name)
         if q is None:
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         return q
 
     def _ensure_queue(self, name: str) -> QueueState:

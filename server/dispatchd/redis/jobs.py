@@ -9,15 +9,10 @@ from typing import Any
 
 from dispatchd.engine import JobState, NewJob
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
+from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
 from dispatchd.engine.ids import IdSource
-from dispatchd.engine.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PHASES
-from dispatchd.engine.model import FINISHED_STATES, QueueView
+from dispatchd.engine.listing import DEFAULT_PAGE_SIZE, PHASES, check_page_size
+from dispatchd.engine.model import QueueView
 from dispatchd.engine.paging import Cursor, decode, encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
@@ -28,11 +23,14 @@ from dispatchd.redis.store import RedisStore
 BACKEND = "the redis backend"
 
 
-def unsupported(feature: str) -> FailedPrecondition:
+def unsupported(feature: str, field: str) -> FailedPrecondition:
     """A request field this backend does not implement: refused, never ignored."""
     return FailedPrecondition(
         f"{feature} is not supported by {BACKEND} (--backend redis); "
-        "use the embedded backend for it, or leave it unset"
+        "use the embedded backend for it, or leave it unset",
+        field=field,
+        reason=Reason.UNSUPPORTED_BY_BACKEND,
+        metadata={"backend": "redis"},
     )
 
 
@@ -85,17 +83,14 @@ class RedisJobs(RedisStore):
         reply = await self.run("submit", [records.cfg_key(q) for q in sorted(queues)], args)
         if reply[0] == b"full":
             name, waiting, n, bound = reply[1].decode(), *(int(x) for x in reply[2:5])
-            raise ResourceExhausted(
-                f"queue {name!r} holds {waiting} waiting jobs; {n} more would pass its "
-                f"max_pending of {bound}; nothing was admitted"
-            )
+            raise lim.queue_full(name, waiting, n, bound)
         await self.note_queues(queues)
         return [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
 
     @staticmethod
     def _queue_of(job_id: str) -> str:
         if not job_id:
-            raise InvalidArgument("job_id is empty")
+            raise InvalidArgument("job_id is empty", field="job_id")
         queue = records.queue_of(job_id)
         if queue is None:
             raise lim.not_found_job(job_id)
@@ -114,13 +109,9 @@ class RedisJobs(RedisStore):
         if reply[0] == b"nf":
             raise lim.not_found_job(job_id)
         if reply[0] == b"fin":
-            state = JobState(int(reply[1])).name
-            raise FailedPrecondition(f"job {job_id} already finished ({state}){refusal}")
+            raise lim.job_finished(job_id, JobState(int(reply[1])).name, refusal)
         if reply[0] == b"state":
-            raise FailedPrecondition(
-                f"job {job_id} is {JobState(int(reply[1])).name}; "
-                "only DEAD or FAILED jobs can be retried"
-            )
+            raise lim.not_retryable(job_id, JobState(int(reply[1])).name)
         return records.job_of(reply[1])
 
     async def cancel(self, job_id: str) -> StoredJob:
@@ -133,12 +124,8 @@ class RedisJobs(RedisStore):
         return await self._job_op("retry", job_id, "")
 
     async def purge(self, queue: str, state: JobState) -> int:
-        lim.check_queue_name(queue)
-        if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
-            raise InvalidArgument(
-                f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
-                "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
-            )
+        lim.check_queue_name(queue, "queue")
+        lim.check_purge_state(state)
         await self.get_queue(queue)
         return int(await self.run("purge", [records.cfg_key(queue)], [int(state)]))
 
@@ -148,7 +135,7 @@ class RedisJobs(RedisStore):
         lim.check_queue_name(name)
         reply = await self.run("view", [records.cfg_key(name)], [])
         if not reply:
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         return records.queue_of_view(name, reply)
 
     async def list_queues(self) -> list[QueueView]:
@@ -176,14 +163,14 @@ class RedisJobs(RedisStore):
             lim.check_lease_seconds(lease_seconds, self.limits)
         lim.check_queue_policies(policies)
         if policies.get("http_target") is not None:
-            raise unsupported("http_target (HTTP push delivery)")
+            raise unsupported("http_target (HTTP push delivery)", "http_target")
         changes = _setting_args(width, paused, lease_seconds, policies)
         defaults = [self.limits.default_width, self.limits.default_lease_seconds]
         reply = await self.run(
             "update", [records.cfg_key(name)], [int(create), *defaults, *changes]
         )
         if reply == b"nf":
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         await self.note_queues({name})
         return await self.get_queue(name)
 
@@ -199,11 +186,8 @@ class RedisJobs(RedisStore):
         """Pages by position within each state's index (dispatch order for pending,
         deadline order for underway, finish order for finished jobs); a page may skip or
         repeat a job that moved meanwhile, unlike the embedded backend's key cursor."""
-        lim.check_queue_name(queue)
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"
-            )
+        lim.check_queue_name(queue, "queue")
+        check_page_size(page_size)
         await self.get_queue(queue)
         limit = page_size or DEFAULT_PAGE_SIZE
         cursor = decode(page_token, queue, int(state)) if page_token else Cursor(0, 0, 0)

@@ -17,14 +17,14 @@ from redis.exceptions import RedisError
 
 from dispatchd.engine import EngineError, JobFailure, Outcome, Rejection
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.errors import Unavailable, draining
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting, Held
 from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
-from dispatchd.redis.workers import Outbox, RemoteWorker, check_credit
+from dispatchd.redis.workers import Outbox, RemoteWorker
 
 log = logging.getLogger("dispatchd.redis")
 
@@ -93,16 +93,8 @@ class Replica:
         """The engine's checks and messages for a hello; the queues exist from then on."""
         limits = self.backend.limits
         if self.draining:
-            raise Unavailable("server is draining and takes no new workers")
-        if not queues:
-            raise InvalidArgument("hello names no queues; list the queues this worker serves")
-        if len(queues) > limits.max_queues_per_worker:
-            raise InvalidArgument(
-                f"hello names {len(queues)} queues; the limit is {limits.max_queues_per_worker}"
-            )
-        for name in queues:
-            lim.check_queue_name(name)
-        check_credit(max_in_flight, 1, limits.max_in_flight_per_worker)
+            raise draining("takes no new workers")
+        lim.check_hello(queues, max_in_flight, limits)
         names = tuple(dict.fromkeys(queues))
         for name in names:
             await self.backend.ensure_queue(name)
@@ -157,7 +149,7 @@ class Replica:
                 )
 
     def set_credit(self, worker: RemoteWorker, max_in_flight: int) -> None:
-        check_credit(max_in_flight, 0, self.backend.limits.max_in_flight_per_worker)
+        lim.check_credit(max_in_flight, 0, self.backend.limits)
         worker.max_in_flight = max_in_flight
         for name in worker.queues:
             self.kick(name)

@@ -14,13 +14,18 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import JobState
-from dispatchd.engine.errors import NotFound, Unavailable
+from dispatchd.engine.errors import NotFound, draining
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import finishes
 from dispatchd.redis.slot_rpcs import RedisSlotRpcs
 from dispatchd.redis.stream import RedisWorkStream
-from dispatchd.service.errors import translating
+from dispatchd.service.errors import (
+    queue_field,
+    single_job_field,
+    translating,
+    translating_fields,
+)
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -53,13 +58,13 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
 
     def _intake(self) -> None:
         if self._replica.draining:
-            raise Unavailable("server is draining and accepts no new jobs; retry on another")
+            raise draining("accepts no new jobs; retry on another")
 
-    @translating
+    @translating_fields(single_job_field)
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         self._intake()
         now = self._clock()
-        results = await self._backend.submit([convert.new_job(request.job, now)], now)
+        results = await self._backend.submit(convert.new_jobs([request.job], now), now)
         self._replica.accounting.submitted(results)
         ((job, duplicate),) = results
         response = pb.SubmitResponse(duplicate=duplicate)
@@ -72,7 +77,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     ) -> pb.SubmitBatchResponse:
         self._intake()
         now = self._clock()
-        results = await self._backend.submit([convert.new_job(s, now) for s in request.jobs], now)
+        results = await self._backend.submit(convert.new_jobs(request.jobs, now), now)
         self._replica.accounting.submitted(results)
         return pb.SubmitBatchResponse(
             jobs=[job_pb(j, with_payload=False) for j, _ in results],
@@ -144,7 +149,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
         views = await self._backend.list_queues()
         return pb.ListQueuesResponse(queues=[convert.queue_to_pb(v) for v in views])
 
-    @translating
+    @translating_fields(queue_field)
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
@@ -178,7 +183,7 @@ class RedisDispatcherServicer(RedisSlotRpcs, pb_grpc.DispatcherServiceServicer):
     @translating
     async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
         if self._replica.draining:
-            raise Unavailable("server is draining and accepts no new work")
+            raise draining("accepts no new work")
         return pb.RetryJobResponse(job=job_pb(await self._backend.retry(request.job_id)))
 
     @translating

@@ -12,7 +12,7 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import Unavailable
+from dispatchd.engine.errors import draining
 from dispatchd.redis import records
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.signals import events
@@ -46,7 +46,7 @@ class RedisSlotRpcs:
         lim.check_slot_request(queue, holder, ttl)
         replica = self._replica
         if replica.draining:
-            raise Unavailable("server is draining and grants no slots")
+            raise draining("grants no slots")
         backend = replica.backend
         await backend.ensure_queue(queue)
         slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)

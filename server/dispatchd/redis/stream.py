@@ -13,9 +13,11 @@ from dispatchd.engine import EngineError, Rejection
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.workers import RemoteWorker
-from dispatchd.service.errors import status_of
-from dispatchd.service.sessions import StreamEnd
+from dispatchd.service.errors import abort, status_of
+from dispatchd.service.sessions import StreamEnd, stream_error
 from dispatchd.service.work_protocol import (
+    empty_request,
+    hello_repeated,
     log_connected,
     log_disconnected,
     outcome,
@@ -99,6 +101,8 @@ class RedisWorkStream:
                 msg = await session.outbox.get()
                 if isinstance(msg, StreamEnd):
                     reason = msg.reason
+                    if msg.error is not None:
+                        await abort(context, msg.error)
                     if msg.code is not grpc.StatusCode.OK:
                         await context.abort(msg.code, msg.details)
                     return
@@ -129,7 +133,7 @@ class RedisWorkStream:
                 h.worker_id, list(h.queues), h.max_in_flight, session
             )
         except EngineError as e:
-            await context.abort(status_of(e), str(e))
+            await abort(context, e.under("hello"))
         log_connected(worker)
         return worker
 
@@ -140,7 +144,8 @@ class RedisWorkStream:
             async for req in requests:
                 end = await self._apply(req, worker, session)
                 if end is not None:
-                    session.end(StreamEnd(end.code, end.details, f"protocol error: {end.details}"))
+                    reason = f"protocol error: {end.details}"
+                    session.end(StreamEnd(end.code, end.details, reason, end.error))
                     return
             session.end(StreamEnd(reason="worker closed the stream"))
         except asyncio.CancelledError:
@@ -148,7 +153,7 @@ class RedisWorkStream:
         except grpc.RpcError:
             session.end(StreamEnd(reason="stream broke"))
         except EngineError as e:  # Redis went away mid-stream: the worker reconnects
-            session.end(StreamEnd(status_of(e), str(e), f"backend error: {e}"))
+            session.end(StreamEnd(status_of(e), str(e), f"backend error: {e}", e))
 
     async def _apply(
         self, req: pb.WorkRequest, worker: RemoteWorker, session: RedisSession
@@ -168,9 +173,9 @@ class RedisWorkStream:
             try:
                 replica.set_credit(worker, req.credit.max_in_flight)
             except EngineError as e:
-                return StreamEnd(status_of(e), str(e))
+                return stream_error(e.under("credit"))
         elif kind == "hello":
-            return StreamEnd(grpc.StatusCode.FAILED_PRECONDITION, "hello was already sent")
+            return stream_error(hello_repeated())
         else:
-            return StreamEnd(grpc.StatusCode.INVALID_ARGUMENT, "empty WorkRequest: set one kind")
+            return stream_error(empty_request())
         return None

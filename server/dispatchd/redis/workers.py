@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dispatchd.engine.errors import InvalidArgument
 from dispatchd.redis.accounting import Held
 from dispatchd.redis.records import StoredJob
 
@@ -35,8 +34,3 @@ class RemoteWorker:
     @property
     def free_credits(self) -> int:
         return 0 if self.draining else max(0, self.max_in_flight - len(self.held))
-
-
-def check_credit(n: int, minimum: int, top: int) -> None:
-    if not minimum <= n <= top:
-        raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")

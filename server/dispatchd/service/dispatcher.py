@@ -11,7 +11,15 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import Engine, EngineError, JobView
-from dispatchd.service.errors import translating
+from dispatchd.engine.errors import Reason
+from dispatchd.service.errors import (
+    abort_with,
+    queue_field,
+    refusal_status,
+    single_job_field,
+    translating,
+    translating_fields,
+)
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.sessions import WorkStream
@@ -41,10 +49,10 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         self._start_drain = start_drain
         self._sync = sync
 
-    @_translating
+    @translating_fields(single_job_field)
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         now = self._clock()
-        ((job, duplicate),) = self._engine.submit_many([convert.new_job(request.job, now)], now)
+        ((job, duplicate),) = self._engine.submit_many(convert.new_jobs([request.job], now), now)
         self._pump.kick()
         await self._durable(context)
         response = pb.SubmitResponse(duplicate=duplicate)
@@ -56,7 +64,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
         now = self._clock()
-        results = self._engine.submit_many([convert.new_job(s, now) for s in request.jobs], now)
+        results = self._engine.submit_many(convert.new_jobs(request.jobs, now), now)
         self._pump.kick()
         await self._durable(context)
         response = pb.SubmitBatchResponse(duplicates=[dup for _, dup in results])
@@ -70,9 +78,13 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         try:
             await self._sync()
         except OSError as e:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"{e}; the job may still run, resubmit with an idempotency key to be sure",
+            await abort_with(
+                context,
+                refusal_status(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{e}; the job may still run, resubmit with an idempotency key to be sure",
+                    Reason.JOURNAL_UNAVAILABLE,
+                ),
             )
 
     @_translating
@@ -136,7 +148,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
             queues=[convert.queue_to_pb(v) for v in self._engine.list_queues()]
         )
 
-    @_translating
+    @translating_fields(queue_field)
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:

@@ -17,9 +17,11 @@ from dispatchd.engine import (
     Rejection,
     WorkerRecord,
 )
-from dispatchd.service.errors import status_of
+from dispatchd.service.errors import abort, status_of
 from dispatchd.service.pump import DispatchPump
 from dispatchd.service.work_protocol import (
+    empty_request,
+    hello_repeated,
     log_connected,
     log_disconnected,
     outcome,
@@ -52,6 +54,12 @@ class StreamEnd:
     details: str = ""
     reason: str = "server ended the stream"
     """Why, for the disconnect log line."""
+    error: EngineError | None = None
+    """The refusal behind a non-OK end: its rich status is what the worker sees."""
+
+
+def stream_error(error: EngineError) -> StreamEnd:
+    return StreamEnd(status_of(error), str(error), error=error)
 
 
 class WorkerSession:
@@ -96,8 +104,9 @@ class WorkerSession:
         code: grpc.StatusCode = grpc.StatusCode.OK,
         details: str = "",
         reason: str = "server ended the stream",
+        error: EngineError | None = None,
     ) -> None:
-        self.outbox.put_nowait(StreamEnd(code, details, reason))
+        self.outbox.put_nowait(StreamEnd(code, details, reason, error))
 
 
 class WorkStream:
@@ -145,6 +154,8 @@ class WorkStream:
                 msg = await session.outbox.get()
                 if isinstance(msg, StreamEnd):
                     reason = msg.reason
+                    if msg.error is not None:
+                        await abort(context, msg.error)
                     if msg.code is not grpc.StatusCode.OK:
                         await context.abort(msg.code, msg.details)
                     return
@@ -169,7 +180,7 @@ class WorkStream:
                 h.worker_id, list(h.queues), h.max_in_flight, self._clock(), dict(h.labels)
             )
         except EngineError as e:
-            await context.abort(status_of(e), str(e))
+            await abort(context, e.under("hello"))
         log_connected(worker)
         return WorkerSession(worker, self.counts)
 
@@ -183,7 +194,7 @@ class WorkStream:
             async for req in requests:
                 end = self._apply(req, session)
                 if end is not None:
-                    session.end(end.code, end.details, f"protocol error: {end.details}")
+                    session.end(end.code, end.details, f"protocol error: {end.details}", end.error)
                     return
             session.end(reason="worker closed the stream")
         except asyncio.CancelledError:
@@ -213,10 +224,10 @@ class WorkStream:
             try:
                 engine.set_credit(worker, req.credit.max_in_flight)
             except EngineError as e:
-                return StreamEnd(status_of(e), str(e))
+                return stream_error(e.under("credit"))
         elif kind == "hello":
-            return StreamEnd(grpc.StatusCode.FAILED_PRECONDITION, "hello was already sent")
+            return stream_error(hello_repeated())
         else:
-            return StreamEnd(grpc.StatusCode.INVALID_ARGUMENT, "empty WorkRequest: set one kind")
+            return stream_error(empty_request())
         self._pump.kick()
         return None
