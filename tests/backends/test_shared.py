@@ -15,6 +15,16 @@ from tests.integration.test_api import (
     test_submit_get_and_list_in_dispatch_order,
     test_wait_returns_the_job_as_it_is_when_the_timeout_passes,
 )
+from tests.integration.test_error_details import (
+    test_a_bad_job_in_a_batch_names_its_field,
+    test_a_lone_submit_names_the_field_of_its_job,
+    test_a_submit_during_a_drain_is_draining_with_a_retry_delay,
+    test_a_work_stream_refusal_carries_details,
+    test_an_oversized_payload_is_payload_too_large_without_a_retry,
+    test_an_unknown_job_is_job_not_found,
+    test_max_pending_is_queue_full_with_a_retry_delay,
+    test_update_queue_fields_are_rooted_in_the_queue,
+)
 from tests.integration.test_leases import (
     stub,
     test_expired_lease_requeues_and_fences_the_late_result,
@@ -42,6 +52,12 @@ from tests.integration.test_worker_flow import (
 
 __all__ = [
     "stub",
+    "test_a_bad_job_in_a_batch_names_its_field",
+    "test_a_lone_submit_names_the_field_of_its_job",
+    "test_a_submit_during_a_drain_is_draining_with_a_retry_delay",
+    "test_a_work_stream_refusal_carries_details",
+    "test_an_oversized_payload_is_payload_too_large_without_a_retry",
+    "test_an_unknown_job_is_job_not_found",
     "test_bad_input_gets_a_clear_error_and_changes_nothing",
     "test_bad_queue_names_are_invalid_argument",
     "test_cancel_pending_job_removes_it",
@@ -51,6 +67,7 @@ __all__ = [
     "test_expired_lease_requeues_and_fences_the_late_result",
     "test_heartbeat_extends_the_lease",
     "test_idempotency_key_returns_the_first_job",
+    "test_max_pending_is_queue_full_with_a_retry_delay",
     "test_max_pending_refuses_the_whole_batch",
     "test_ordering_key_runs_one_at_a_time_in_submit_order",
     "test_permanent_error_under_a_policy_is_dead_at_once",
@@ -64,6 +81,7 @@ __all__ = [
     "test_submit_batch_is_all_or_nothing",
     "test_submit_get_and_list_in_dispatch_order",
     "test_ttl_expires_a_job_that_could_not_run",
+    "test_update_queue_fields_are_rooted_in_the_queue",
     "test_wait_returns_the_job_as_it_is_when_the_timeout_passes",
     "test_width_caps_underway_jobs_across_workers",
     "test_width_zero_dispatches_nothing",
