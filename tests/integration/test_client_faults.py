@@ -93,6 +93,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
             self.calls: Counter[str] = Counter()
             self.requests: dict[str, list[Message]] = {}
             self.time_remaining: list[float] = []
+            self.deadlines: dict[str, list[float | None]] = {}
             self.scripts: list[Script] = []
             self.streams: list[WorkStream] = []
 
@@ -104,6 +105,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
         with self._lock:
             self.calls[method] += 1
             self.requests.setdefault(method, []).append(request)
+            self.deadlines.setdefault(method, []).append(context.time_remaining())
             fault = self.faults[method].pop(0) if self.faults.get(method) else None
         if fault is not None:
             context.abort(*fault)
@@ -294,6 +296,41 @@ def test_submit_batch(client: Client, fake: FaultyDispatcher) -> None:
         ("job-0", "a", b"1"),
         ("job-1", "b", b"2"),
     ]
+
+
+def test_every_call_takes_its_own_timeout(grpc_addr: str, fake: FaultyDispatcher) -> None:
+    with Client(grpc_addr, timeout=60.0) as c:
+        c.get("job-1")
+        c.get("job-1", timeout=2.0)
+        c.update_queue("q", width=1, timeout=3.0)
+        c.submit_batch([NewJob("a", b"1")], timeout=4.0)
+        c.submit("q", b"x", timeout=5.0)  # alone: a Submit, not a coalesced SubmitBatch
+        assert [j.id for j in c.list_jobs("q", page_size=5, timeout=6.0)]
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            c.get("job-1", timeout=0)
+    assert 55.0 < (fake.deadlines["GetJob"][0] or 0) <= 60.5  # the client's default
+    _within(fake, ("GetJob", 2.0), ("UpdateQueue", 3.0), ("SubmitBatch", 4.0), ("Submit", 5.0))
+    assert all(0 < (r or 99) <= 6.5 for r in fake.deadlines["ListJobs"])
+
+
+def _within(fake: FaultyDispatcher, *limits: tuple[str, float]) -> None:
+    """Each method's last call had a deadline of (nearly) its limit; gRPC rounds a deadline
+    up on the wire, so the server may see a little more."""
+    for method, limit in limits:
+        remaining = fake.deadlines[method][-1]
+        assert limit - 2.0 < (remaining or 99) <= limit + 0.5, (method, remaining)
+
+
+async def test_every_async_call_takes_its_own_timeout(
+    grpc_addr: str, fake: FaultyDispatcher
+) -> None:
+    async with AsyncClient(grpc_addr, timeout=60.0) as client:
+        await client.get("job-1", timeout=2.0)
+        await client.submit("q", b"x", timeout=3.0)
+        await client.update_queue("q", width=1, timeout=4.0)
+        assert [j.id async for j in client.list_jobs("q", page_size=5, timeout=5.0)]
+    _within(fake, ("GetJob", 2.0), ("Submit", 3.0), ("UpdateQueue", 4.0))
+    assert all(0 < (r or 99) <= 5.5 for r in fake.deadlines["ListJobs"])
 
 
 # Async client -----------------------------------------------------------------------------
