@@ -646,3 +646,39 @@ async def test_job_value_passes_through(grpc_addr: str, fake: FaultyDispatcher) 
     assert fake.streams[0].results()["j"].output == b"daolyap\x00"
     assert seen[0].attempt == 1
     assert seen[0].payload == b"\x00payload"
+
+
+def settings(heartbeat: float) -> pb.WorkResponse:
+    return pb.WorkResponse(
+        settings=pb.WorkerSettings(
+            heartbeat_interval=Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9))
+        )
+    )
+
+
+async def test_worker_follows_new_settings_at_once(grpc_addr: str, fake: FaultyDispatcher) -> None:
+    """The welcome asks for a beat a minute; WorkerSettings then asks for one every 50 ms
+    (a queue's lease was cut): the pending beat is rescheduled, not left a minute out."""
+    release = threading.Event()
+
+    def script(stream: WorkStream) -> Iterator[pb.WorkResponse]:
+        stream.next()
+        yield welcome(heartbeat=60.0)
+        yield deliver(("held", "q", b""))
+        yield settings(0.05)
+        stream.read_until(lambda: stream.kinds().count("heartbeat") >= 3)
+        release.set()
+        stream.read_until(lambda: "held" in stream.results())
+        yield DRAIN
+        stream.read_to_end()
+
+    fake.scripts = [script]
+    worker = Worker(grpc_addr, concurrency=1)
+
+    @worker.handler("q")
+    def hold(job: ReceivedJob) -> str:
+        assert release.wait(WAIT)
+        return "done"
+
+    await run_to_end(worker)
+    assert fake.streams[0].results()["held"].output == b"done"
