@@ -213,6 +213,8 @@ class DispatcherServiceServicer(object):
     def Work(self, request_iterator, context):
         """Work is the worker stream: the worker says hello and grants credits, the
         server streams job deliveries, the worker streams results back.
+        docs/worker-protocol.md describes it whole. Held jobs go back to pending (the
+        attempt counted) when the stream ends, however it ends: a half-close included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

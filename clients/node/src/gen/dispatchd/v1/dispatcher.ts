@@ -186,7 +186,10 @@ export interface Job {
   submitTime:
     | Date
     | undefined;
-  /** Time of the latest dispatch. */
+  /**
+   * Time of the latest dispatch: the server's clock at its dispatch pass, shared by
+   * every job that pass handed out (not when the worker started it).
+   */
   dispatchTime: Date | undefined;
   finishTime:
     | Date
@@ -445,7 +448,10 @@ export interface DrainResponse {
   underwayCount: number;
 }
 
-/** WorkRequest is a message from a worker. The first one must be hello. */
+/**
+ * WorkRequest is a message from a worker. The first one must be hello (else
+ * FAILED_PRECONDITION); a second hello or an empty kind ends the stream.
+ */
 export interface WorkRequest {
   kind:
     | { $case: "hello"; value: WorkerHello }
@@ -460,7 +466,11 @@ export interface WorkerHello {
   workerId: string;
   /** Queues this worker serves (1-100 names). */
   queues: string[];
-  /** Jobs the worker can hold at once (1-10,000). */
+  /**
+   * Jobs the worker can hold at once (1-10,000): an absolute number, not an
+   * increment. Every held job counts until its result arrives or its lease ends
+   * (a cancelled job too, until it is answered). A WorkerCredit replaces it.
+   */
   maxInFlight: number;
   /** Free-form labels (host, version) shown to operators. */
   labels: { [key: string]: string };
@@ -471,23 +481,37 @@ export interface WorkerHello_LabelsEntry {
   value: string;
 }
 
-/** WorkerCredit changes how many jobs the worker can hold at once, live. */
+/**
+ * WorkerCredit changes how many jobs the worker can hold at once, live. It
+ * replaces the hello's max_in_flight (it is not added to it); jobs already held
+ * are never taken back.
+ */
 export interface WorkerCredit {
   /** 0-10,000; 0 pauses deliveries to this worker. */
   maxInFlight: number;
 }
 
+/** WorkResults reports finished jobs, many in one message. */
 export interface WorkResults {
   results: JobResult[];
 }
 
+/**
+ * JobResult: output on success, error otherwise. A result whose lease this stream
+ * does not hold changes nothing and comes back as a ResultRejection; a result for
+ * a cancelled job only frees its slot.
+ */
 export interface JobResult {
   jobId: string;
   leaseId: string;
   outcome: { $case: "output"; value: Buffer } | { $case: "error"; value: JobError } | undefined;
 }
 
-/** WorkerHeartbeat extends leases by the queue's lease duration. */
+/**
+ * WorkerHeartbeat extends leases to its arrival plus the queue's lease_duration.
+ * Send it every heartbeat_interval (the welcome's, or the latest WorkerSettings')
+ * while holding jobs.
+ */
 export interface WorkerHeartbeat {
   /** Leases to extend; empty extends every lease the worker holds. */
   leaseIds: string[];
@@ -505,7 +529,7 @@ export interface WorkResponse {
     | undefined;
 }
 
-/** WorkerWelcome answers hello. */
+/** WorkerWelcome answers hello, before any other message. */
 export interface WorkerWelcome {
   /** The id the server knows this worker by. */
   workerId: string;
@@ -549,18 +573,29 @@ export interface Delivery {
   leaseExpireTime: Date | undefined;
 }
 
-/** JobCancellations tells a worker to stop jobs it holds; it should still answer them. */
+/**
+ * JobCancellations tells a worker to stop jobs it holds; they are CANCELLED
+ * already. It should still answer each one: until then (or until its lease
+ * ends) the job keeps its width slot and the worker's credit.
+ */
 export interface JobCancellations {
   jobIds: string[];
 }
 
-/** DrainNotice: finish the jobs you hold, expect no more. */
+/**
+ * DrainNotice: finish the jobs you hold, expect no more, send the results, then
+ * half-close. The server ends the stream with OK once the drain is over.
+ */
 export interface DrainNotice {
-  /** When the server stops waiting and takes held jobs back. */
+  /** When the server stops waiting and takes held jobs back (they run again later). */
   deadline: Date | undefined;
 }
 
-/** ResultRejections lists results that changed nothing, so a worker can log them. */
+/**
+ * ResultRejections lists results (and heartbeats) that changed nothing, so a
+ * worker can log them; the stream stays open. Leases belong to the stream that got
+ * them: an old lease re-sent on a new stream is stale too.
+ */
 export interface ResultRejections {
   rejections: ResultRejection[];
 }
@@ -568,7 +603,10 @@ export interface ResultRejections {
 export interface ResultRejection {
   jobId: string;
   leaseId: string;
-  /** Why, for a person: stale lease (expired and re-dispatched), unknown lease, too large. */
+  /**
+   * Why, for a person: stale lease (expired, taken back, or of another stream),
+   * unknown job, or a heartbeat for a lease not held.
+   */
   reason: string;
 }
 
@@ -5929,6 +5967,8 @@ export const DispatcherServiceService = {
   /**
    * Work is the worker stream: the worker says hello and grants credits, the
    * server streams job deliveries, the worker streams results back.
+   * docs/worker-protocol.md describes it whole. Held jobs go back to pending (the
+   * attempt counted) when the stream ends, however it ends: a half-close included.
    */
   work: {
     path: "/dispatchd.v1.DispatcherService/Work" as const,
@@ -6024,6 +6064,8 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
   /**
    * Work is the worker stream: the worker says hello and grants credits, the
    * server streams job deliveries, the worker streams results back.
+   * docs/worker-protocol.md describes it whole. Held jobs go back to pending (the
+   * attempt counted) when the stream ends, however it ends: a half-close included.
    */
   work: handleBidiStreamingCall<WorkRequest, WorkResponse>;
   /** RetryJob puts a dead or failed job back to pending, with a fresh attempt budget. */
@@ -6253,6 +6295,8 @@ export interface DispatcherServiceClient extends Client {
   /**
    * Work is the worker stream: the worker says hello and grants credits, the
    * server streams job deliveries, the worker streams results back.
+   * docs/worker-protocol.md describes it whole. Held jobs go back to pending (the
+   * attempt counted) when the stream ends, however it ends: a half-close included.
    */
   work(): ClientDuplexStream<WorkRequest, WorkResponse>;
   work(options: Partial<CallOptions>): ClientDuplexStream<WorkRequest, WorkResponse>;
