@@ -186,9 +186,19 @@ def from_rpc_error(e: grpc.RpcError) -> DispatchdError:
     details = details_fn() if callable(details_fn) else None
     if not isinstance(details, str):
         details = "" if details is None else str(details)
+    return _BY_CODE.get(code, DispatchdError)(code, details, facts_of(_trailer(e), code))
+
+
+def _trailer(e: grpc.RpcError) -> Iterable[tuple[str, str | bytes]] | None:
+    """The call's trailing metadata, when the error has any (a bare ``grpc.RpcError`` or an
+    abstract ``grpc.Call`` has none)."""
     trailer = getattr(e, "trailing_metadata", None)
-    facts = facts_of(trailer() if callable(trailer) else None, code)
-    return _BY_CODE.get(code, DispatchdError)(code, details, facts)
+    if not callable(trailer):
+        return None
+    try:
+        return trailer()  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return None
 
 
 def facts_of(
