@@ -29,6 +29,7 @@ __all__ = [
     "AlreadyExists",
     "DeadlineExceeded",
     "DispatchdError",
+    "ErrorFacts",
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",
