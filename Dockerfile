@@ -16,10 +16,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server/ server/
 COPY clients/python/ clients/python/
-# Pinned through pyproject.toml; the wheel of dispatchd itself is built from the sources above.
-# Bytecode is compiled here, so the read-only root filesystem costs no start-up time.
+# Pinned through pyproject.toml; the wheels of dispatchd and of dispatchd-client (its stubs and
+# dispatchctl) are built from the sources above, in one pip call so the server's pin resolves
+# to this client. Bytecode is compiled here, so the read-only root filesystem costs no start-up.
 RUN python3 -m venv /opt/dispatchd \
- && /opt/dispatchd/bin/pip install . \
+ && /opt/dispatchd/bin/pip install ./clients/python . \
  && /opt/dispatchd/bin/pip uninstall --yes pip setuptools wheel
 
 FROM ${BASE_IMAGE}

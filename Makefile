@@ -4,6 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# protoc for `make gen`/`make check-gen`: grpcio-tools pinned in tools/gen-requirements.txt,
+# in a venv of its own so its grpcio and protobuf never meet the server's pins.
+GEN_VENV := $(VENV)/gen
+GEN_STAMP := $(GEN_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./var
@@ -29,9 +33,16 @@ $(BIN)/python:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
 	  $(PYTHON) -m venv $(VENV); }
 
-$(STAMP): pyproject.toml | $(BIN)/python
+## Two distributions, both editable: dispatchd-client (clients/python) and dispatchd (the
+## server, which depends on it). One pip call, so the server's pin resolves to the local client.
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e ./clients/python -e '.[dev]'
+	@touch $@
+
+$(GEN_STAMP): tools/gen-requirements.txt | $(BIN)/python
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_VENV)/bin/python -m pip install -q -r tools/gen-requirements.txt
 	@touch $@
 
 install: $(STAMP)
@@ -50,24 +61,24 @@ test: $(STAMP) node-build browser-tools redis-tools
 	$(MAKE) --no-print-directory node-test
 
 ## The fast loop while you work (half a minute): lint, types, stub drift, unit tests.
-check: $(STAMP)
+check: $(STAMP) $(GEN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python tools/gen_protos.py --check
+	$(GEN_VENV)/bin/python tools/gen_protos.py --check
 	$(BIN)/pytest -q tests/unit
 
 ## The engine's unit tests only.
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-gen: $(STAMP) node-deps
-	$(BIN)/python tools/gen_protos.py
-	$(BIN)/python tools/gen_node.py
+gen: $(GEN_STAMP) node-deps
+	$(GEN_VENV)/bin/python tools/gen_protos.py
+	$(GEN_VENV)/bin/python tools/gen_node.py
 
-check-gen: $(STAMP) node-deps
-	$(BIN)/python tools/gen_protos.py --check
-	$(BIN)/python tools/gen_node.py --check
+check-gen: $(GEN_STAMP) node-deps
+	$(GEN_VENV)/bin/python tools/gen_protos.py --check
+	$(GEN_VENV)/bin/python tools/gen_node.py --check
 
 ## Node.js 18+ and npm: Debian's packages when missing (CI machines start without them).
 node-tools:

@@ -4,7 +4,9 @@ ts-proto runs as a protoc plugin under the ``protoc`` that grpcio-tools ships, s
 and the TypeScript stubs come from one protoc and the npm ``grpc-tools`` binary (which cannot
 be downloaded everywhere) is not needed. The plugin itself comes from the Node client's
 ``node_modules`` (``npm ci`` in clients/node, which ``make node-deps`` runs). Only the public
-contract is generated: the snapshot format is the server's own business.
+contract is generated: the snapshot format is the server's own business. Beside it, the
+standard error details (google.rpc.Status and error_details.proto, copied verbatim from
+googleapis into clients/node/proto) that the client decodes from grpc-status-details-bin.
 
     python tools/gen_node.py          # regenerate clients/node/src/gen
     python tools/gen_node.py --check  # exit 1 when committed stubs drift
@@ -21,13 +23,20 @@ from pathlib import Path
 import grpc_tools
 from drift import drifted  # tools/ is on sys.path: these run as scripts
 from grpc_tools import protoc
+from pinned_protoc import require_pinned_protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 NODE_ROOT = ROOT / "clients" / "node"
 OUT = NODE_ROOT / "src" / "gen"
 PLUGIN = NODE_ROOT / "node_modules" / ".bin" / "protoc-gen-ts_proto"
-PROTOS = ["dispatchd/v1/dispatcher.proto"]
+#: googleapis' google/rpc protos, vendored: Python has them from googleapis-common-protos.
+VENDORED_ROOT = NODE_ROOT / "proto"
+PROTOS = [
+    "dispatchd/v1/dispatcher.proto",
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+]
 #: grpc-js service definitions, Buffer for bytes, Date for timestamps, oneofs as tagged unions
 #: (``{$case, value}``) so TypeScript narrows them; no JSON codecs (the wire is binary).
 OPTIONS = ",".join(
@@ -54,6 +63,7 @@ def generate(into: Path) -> None:
             "protoc",
             f"--plugin=protoc-gen-ts_proto={PLUGIN}",
             f"-I{PROTO_ROOT}",
+            f"-I{VENDORED_ROOT}",
             f"-I{well_known}",
             f"--ts_proto_out={into}",
             f"--ts_proto_opt={OPTIONS}",
@@ -83,6 +93,7 @@ def check() -> int:
 
 
 def main() -> int:
+    require_pinned_protoc()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail when stubs drift")
     args = parser.parse_args()

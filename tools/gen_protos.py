@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc_tools
 from drift import drifted  # tools/ is on sys.path: these run as scripts
 from grpc_tools import protoc
+from pinned_protoc import require_pinned_protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
@@ -69,6 +70,7 @@ def check() -> int:
 
 
 def main() -> int:
+    require_pinned_protoc()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail when stubs drift")
     args = parser.parse_args()

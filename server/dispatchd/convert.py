@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -59,7 +61,9 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
     if spec.HasField("ttl"):
         ttl = duration_seconds(spec.ttl)
         if not 0 < ttl <= MAX_TTL_SECONDS:
-            raise InvalidArgument(f"ttl must be more than 0 s and at most 366 days, got {ttl:g} s")
+            raise InvalidArgument(
+                f"ttl must be more than 0 s and at most 366 days, got {ttl:g} s", field="ttl"
+            )
         expire_at = now + ttl if expire_at is None else min(expire_at, now + ttl)
     return NewJob(
         queue=spec.queue,
@@ -67,11 +71,7 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
         priority=spec.priority,
         headers=dict(spec.headers) if spec.headers else {},
         content_type=spec.content_type,
-        retry_policy=(
-            retry_policy(spec.retry_policy, "job.retry_policy")
-            if spec.HasField("retry_policy")
-            else None
-        ),
+        retry_policy=(retry_policy(spec.retry_policy) if spec.HasField("retry_policy") else None),
         not_before=seconds(spec.not_before) if spec.HasField("not_before") else None,
         expire_at=expire_at,
         ordering_key=spec.ordering_key,
@@ -79,6 +79,21 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
         idempotency_key=spec.idempotency_key,
         fairness_weight=spec.fairness_weight,
     )
+
+
+def new_jobs(specs: Sequence[pb.JobSpec], now: float) -> list[NewJob]:
+    """A SubmitBatch's jobs; an error names the job as ``jobs[i]`` (its field path, and
+    its message when there are several jobs), like the engine's own checks."""
+    try:
+        return [new_job(s, now) for s in specs]
+    except InvalidArgument:
+        pass
+    for i, spec in enumerate(specs):  # only on the failure path: find which job it was
+        try:
+            new_job(spec, now)
+        except InvalidArgument as e:
+            raise e.under(f"jobs[{i}]", label=len(specs) > 1) from None
+    raise AssertionError("unreachable: a job failed once and then passed")
 
 
 def _fill_policy(msg: pb.RetryPolicy, p: RetryPolicy) -> None:

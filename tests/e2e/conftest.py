@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.dispatchd_process import DispatchdProcess
+from tests.e2e.wheels import Built, build_both
 
 
 class ServerProcess(DispatchdProcess):
@@ -74,3 +75,9 @@ def start_server() -> Iterator[type[ServerProcess]]:
     yield Tracked
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Both distributions of this tree, built once per test session."""
+    return build_both(tmp_path_factory.mktemp("dist"))

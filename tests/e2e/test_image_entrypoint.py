@@ -10,7 +10,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.e2e.wheels import Built, new_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -78,19 +79,11 @@ def test_runtime_stage_shape(final: Stage) -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel built from this tree (and its declared dependencies)."""
-    tmp = tmp_path_factory.mktemp("image")
-    wheels, venv = tmp / "wheels", tmp / "venv"
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True)
-    (wheel,) = wheels.glob("dispatchd-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin/python"), "-m", "pip", "-q", "install", str(wheel)],
-        check=True,
-        timeout=300,
-    )
+def installed(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Path:
+    """A fresh venv with the wheels built from this tree (the server and the client it
+    depends on, as the image's one pip call installs them) and their declared dependencies."""
+    venv = tmp_path_factory.mktemp("image") / "venv"
+    new_venv(venv, str(built.client_wheel), str(built.server_wheel))
     return venv
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd_client import (
     AsyncClient,
@@ -91,6 +93,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
             self.calls: Counter[str] = Counter()
             self.requests: dict[str, list[Message]] = {}
             self.time_remaining: list[float] = []
+            self.deadlines: dict[str, list[float | None]] = {}
             self.scripts: list[Script] = []
             self.streams: list[WorkStream] = []
 
@@ -102,6 +105,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
         with self._lock:
             self.calls[method] += 1
             self.requests.setdefault(method, []).append(request)
+            self.deadlines.setdefault(method, []).append(context.time_remaining())
             fault = self.faults[method].pop(0) if self.faults.get(method) else None
         if fault is not None:
             context.abort(*fault)
@@ -118,7 +122,7 @@ class FaultyDispatcher(pb_grpc.DispatcherServiceServicer):
                 headers=spec.headers,
                 content_type=spec.content_type,
                 state=pb.JOB_STATE_PENDING,
-                submit_time=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+                submit_time=Timestamp(seconds=1_893_456_000),  # 2030-01-01
             )
         )
 
@@ -294,6 +298,41 @@ def test_submit_batch(client: Client, fake: FaultyDispatcher) -> None:
     ]
 
 
+def test_every_call_takes_its_own_timeout(grpc_addr: str, fake: FaultyDispatcher) -> None:
+    with Client(grpc_addr, timeout=60.0) as c:
+        c.get("job-1")
+        c.get("job-1", timeout=2.0)
+        c.update_queue("q", width=1, timeout=3.0)
+        c.submit_batch([NewJob("a", b"1")], timeout=4.0)
+        c.submit("q", b"x", timeout=5.0)  # alone: a Submit, not a coalesced SubmitBatch
+        assert [j.id for j in c.list_jobs("q", page_size=5, timeout=6.0)]
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            c.get("job-1", timeout=0)
+    assert 55.0 < (fake.deadlines["GetJob"][0] or 0) <= 60.5  # the client's default
+    _within(fake, ("GetJob", 2.0), ("UpdateQueue", 3.0), ("SubmitBatch", 4.0), ("Submit", 5.0))
+    assert all(0 < (r or 99) <= 6.5 for r in fake.deadlines["ListJobs"])
+
+
+def _within(fake: FaultyDispatcher, *limits: tuple[str, float]) -> None:
+    """Each method's last call had a deadline of (nearly) its limit; gRPC rounds a deadline
+    up on the wire, so the server may see a little more."""
+    for method, limit in limits:
+        remaining = fake.deadlines[method][-1]
+        assert limit - 2.0 < (remaining or 99) <= limit + 0.5, (method, remaining)
+
+
+async def test_every_async_call_takes_its_own_timeout(
+    grpc_addr: str, fake: FaultyDispatcher
+) -> None:
+    async with AsyncClient(grpc_addr, timeout=60.0) as client:
+        await client.get("job-1", timeout=2.0)
+        await client.submit("q", b"x", timeout=3.0)
+        await client.update_queue("q", width=1, timeout=4.0)
+        assert [j.id async for j in client.list_jobs("q", page_size=5, timeout=5.0)]
+    _within(fake, ("GetJob", 2.0), ("Submit", 3.0), ("UpdateQueue", 4.0))
+    assert all(0 < (r or 99) <= 5.5 for r in fake.deadlines["ListJobs"])
+
+
 # Async client -----------------------------------------------------------------------------
 
 
@@ -350,7 +389,7 @@ def welcome(worker_id: str = "w-1", heartbeat: float = 60.0) -> pb.WorkResponse:
     return pb.WorkResponse(
         welcome=pb.WorkerWelcome(
             worker_id=worker_id,
-            heartbeat_interval=datetime.timedelta(seconds=heartbeat),
+            heartbeat_interval=Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9)),
             max_result_bytes=1 << 20,
         )
     )
@@ -607,3 +646,39 @@ async def test_job_value_passes_through(grpc_addr: str, fake: FaultyDispatcher) 
     assert fake.streams[0].results()["j"].output == b"daolyap\x00"
     assert seen[0].attempt == 1
     assert seen[0].payload == b"\x00payload"
+
+
+def settings(heartbeat: float) -> pb.WorkResponse:
+    return pb.WorkResponse(
+        settings=pb.WorkerSettings(
+            heartbeat_interval=Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9))
+        )
+    )
+
+
+async def test_worker_follows_new_settings_at_once(grpc_addr: str, fake: FaultyDispatcher) -> None:
+    """The welcome asks for a beat a minute; WorkerSettings then asks for one every 50 ms
+    (a queue's lease was cut): the pending beat is rescheduled, not left a minute out."""
+    release = threading.Event()
+
+    def script(stream: WorkStream) -> Iterator[pb.WorkResponse]:
+        stream.next()
+        yield welcome(heartbeat=60.0)
+        yield deliver(("held", "q", b""))
+        yield settings(0.05)
+        stream.read_until(lambda: stream.kinds().count("heartbeat") >= 3)
+        release.set()
+        stream.read_until(lambda: "held" in stream.results())
+        yield DRAIN
+        stream.read_to_end()
+
+    fake.scripts = [script]
+    worker = Worker(grpc_addr, concurrency=1)
+
+    @worker.handler("q")
+    def hold(job: ReceivedJob) -> str:
+        assert release.wait(WAIT)
+        return "done"
+
+    await run_to_end(worker)
+    assert fake.streams[0].results()["held"].output == b"done"

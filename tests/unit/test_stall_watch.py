@@ -18,7 +18,7 @@ class Monotonic:
 
 
 def test_a_gap_longer_than_the_threshold_is_a_stall() -> None:
-    mono, stalls = Monotonic(), []
+    mono, stalls = Monotonic(), list[float]()
     watch = StallWatch(stalls.append, mono, every=0.25, threshold=0.5)
     mono.t += 0.3
     watch.check()

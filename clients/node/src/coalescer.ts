@@ -7,9 +7,10 @@
  * its own error. A batch of one goes out as a plain Submit, so a lone caller sees no difference.
  *
  * SubmitBatch is all-or-nothing on the server, so a refused batch admitted nothing and may be
- * resent safely; the coalescer isolates the culprit instead of failing its neighbours:
+ * resent safely; the coalescer isolates the culprit instead of failing its neighbours, reading
+ * the refusal's error details (never its message):
  *
- * - a refusal naming `jobs[i]` (validation, payload cap) sends `jobs[:i]` again as a batch,
+ * - a refusal whose field violation names `jobs[i]` (validation, payload cap) sends `jobs[:i]` again as a batch,
  *   `jobs[i]` alone as a plain Submit (its caller gets the exact error a lone submit would),
  *   then the rest by the same rule -- in that order, so equal priorities keep call order;
  * - a refusal that depends on the jobs but names none (a queue's maxPending, a message over
@@ -38,9 +39,9 @@ const PER_JOB_CODES: ReadonlySet<Status> = new Set([
   Status.NOT_FOUND,
   Status.OUT_OF_RANGE,
 ]);
-const JOB_INDEX = /^jobs\[(\d+)\]: /;
+const JOB_FIELD = /^jobs\[(\d+)\]/;
 /** {@link culprit}'s answer for a refusal that depends on the jobs but names none. */
-const ONE_BY_ONE = -1;
+export const ONE_BY_ONE = -1;
 
 export type SendOne = (spec: pb.JobSpec) => Promise<SubmittedJob>;
 export type SendBatch = (specs: pb.JobSpec[]) => Promise<SubmittedJob[]>;
@@ -169,13 +170,18 @@ export class Coalescer {
  * How to settle a batch of `size` jobs refused with `error`: the index of the job it names,
  * ONE_BY_ONE to resend every job alone, or undefined to reject every caller.
  */
-function culprit(error: unknown, size: number): number | undefined {
+export function culprit(error: unknown, size: number): number | undefined {
   if (!(error instanceof DispatchdError) || !PER_JOB_CODES.has(error.code)) {
     return undefined;
   }
-  const match = JOB_INDEX.exec(error.details);
-  const index = match ? Number(match[1]) : ONE_BY_ONE;
-  return index >= 0 && index < size ? index : ONE_BY_ONE;
+  for (const { field } of error.fieldViolations) {
+    const match = JOB_FIELD.exec(field);
+    if (match) {
+      const index = Number(match[1]);
+      return index >= 0 && index < size ? index : ONE_BY_ONE;
+    }
+  }
+  return ONE_BY_ONE;
 }
 
 /** Each caller gets its own error object, so stack traces do not pile up on one. */

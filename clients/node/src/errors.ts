@@ -6,11 +6,42 @@
  * codes. The status code, its details and the trailing metadata stay on the error, and the
  * original grpc-js error is its `cause`.
  *
+ * What the server says beyond its message travels as standard error details (a
+ * `google.rpc.Status` in the `grpc-status-details-bin` trailer) and is decoded into `reason`
+ * (ErrorInfo: a stable name such as `QUEUE_FULL`, listed in the server's docs/errors.md),
+ * `info` (ErrorInfo's metadata), `fieldViolations` (BadRequest: which request fields are
+ * wrong) and `retryDelayMs` (RetryInfo). Programs branch on those, never on `details`.
+ *
  * {@link PermanentError} is the odd one out: job handlers throw it to tell the worker that a
  * failure will not go away on retry. It is not a DispatchdError because no RPC failed.
  */
 
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
+import { BadRequest, ErrorInfo, RetryInfo } from "./gen/google/rpc/error_details";
+import { Status as RpcStatus } from "./gen/google/rpc/status";
+
+/** The trailer that carries a google.rpc.Status. */
+export const DETAILS_KEY = "grpc-status-details-bin";
+
+/** One request field the server blames, e.g. `{ field: "jobs[3].queue", description }`. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/** The standard error details of a refusal, as plain values. */
+export interface ErrorFacts {
+  /** ErrorInfo.reason ("" when the server sent none). */
+  reason: string;
+  /** ErrorInfo.metadata: the facts (job_id, queue, max_pending, ...). */
+  info: Readonly<Record<string, string>>;
+  fieldViolations: readonly FieldViolation[];
+  /** RetryInfo.retry_delay in milliseconds; undefined: a retry will not help (or unsaid). */
+  retryDelayMs: number | undefined;
+}
+
+const NO_FACTS: ErrorFacts = { reason: "", info: {}, fieldViolations: [], retryDelayMs: undefined };
+const TYPE_PREFIX = "type.googleapis.com/";
 
 /** An RPC to dispatchd failed. Codes without a dedicated subclass use this class itself. */
 export class DispatchdError extends Error {
@@ -20,6 +51,8 @@ export class DispatchdError extends Error {
   readonly details: string;
   /** Trailing metadata of the failed call (empty when the failure was local). */
   readonly metadata: Metadata;
+  /** What the server's error details say (see the module comment). */
+  readonly facts: ErrorFacts;
 
   constructor(code: Status, details = "", metadata?: Metadata, options?: ErrorOptions) {
     super(details ? `${Status[code] ?? code}: ${details}` : `${Status[code] ?? code}`, options);
@@ -27,6 +60,27 @@ export class DispatchdError extends Error {
     this.code = code;
     this.details = details;
     this.metadata = metadata ?? new Metadata();
+    this.facts = factsOf(this.metadata, code);
+  }
+
+  /** A stable name for why the server refused (`QUEUE_FULL`, `DRAINING`, ...), or "". */
+  get reason(): string {
+    return this.facts.reason;
+  }
+
+  /** ErrorInfo's metadata: the facts behind the reason. */
+  get info(): Readonly<Record<string, string>> {
+    return this.facts.info;
+  }
+
+  /** The request fields the server blames (`jobs[3].queue`, `queue.width`, ...). */
+  get fieldViolations(): readonly FieldViolation[] {
+    return this.facts.fieldViolations;
+  }
+
+  /** How long to wait before a retry may succeed, or undefined when a retry will not help. */
+  get retryDelayMs(): number | undefined {
+    return this.facts.retryDelayMs;
   }
 
   /** The status code's name, e.g. `"NOT_FOUND"`. */
@@ -85,6 +139,53 @@ const BY_CODE: ReadonlyMap<Status, typeof DispatchdError> = new Map<Status, type
 export function errorFor(code: Status, details = "", metadata?: Metadata, cause?: unknown): DispatchdError {
   const Cls = BY_CODE.get(code) ?? DispatchdError;
   return new Cls(code, details, metadata, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * The error details in a call's trailing metadata. Details that do not decode, or that
+ * belong to another status than the call's (a proxy's), are ignored: the code alone still
+ * says what happened.
+ */
+export function factsOf(metadata: Metadata, code: Status): ErrorFacts {
+  const raw = metadata.get(DETAILS_KEY)[0];
+  if (!Buffer.isBuffer(raw)) {
+    return NO_FACTS;
+  }
+  let status: RpcStatus;
+  try {
+    status = RpcStatus.decode(raw);
+  } catch {
+    return NO_FACTS;
+  }
+  if (status.code !== code) {
+    return NO_FACTS;
+  }
+  let reason = "";
+  let info: Record<string, string> = {};
+  const fieldViolations: FieldViolation[] = [];
+  let retryDelayMs: number | undefined;
+  for (const detail of status.details) {
+    const type = detail.typeUrl.startsWith(TYPE_PREFIX) ? detail.typeUrl.slice(TYPE_PREFIX.length) : detail.typeUrl;
+    try {
+      if (type === "google.rpc.ErrorInfo") {
+        const decoded = ErrorInfo.decode(detail.value);
+        reason = decoded.reason;
+        info = { ...decoded.metadata };
+      } else if (type === "google.rpc.BadRequest") {
+        for (const v of BadRequest.decode(detail.value).fieldViolations) {
+          fieldViolations.push({ field: v.field, description: v.description });
+        }
+      } else if (type === "google.rpc.RetryInfo") {
+        const delay = RetryInfo.decode(detail.value).retryDelay;
+        if (delay !== undefined) {
+          retryDelayMs = delay.seconds * 1000 + delay.nanos / 1e6;
+        }
+      }
+    } catch {
+      // A detail that does not decode says nothing; the others still count.
+    }
+  }
+  return { reason, info, fieldViolations, retryDelayMs };
 }
 
 /** True for the errors grpc-js reports for a failed call (they carry a numeric `code`). */

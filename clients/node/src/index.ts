@@ -9,7 +9,9 @@ export {
   AlreadyExistsError,
   DeadlineExceededError,
   DispatchdError,
+  type ErrorFacts,
   FailedPreconditionError,
+  type FieldViolation,
   InternalError,
   InvalidArgumentError,
   NotFoundError,
@@ -21,7 +23,8 @@ export {
 } from "./errors";
 export { type Logger, defaultLogger } from "./log";
 export { DEFAULT_TARGET, type NewJob, type Payload, type QueueSettings, type SubmitOptions } from "./requests";
-export { CANCELLED_ERROR, type Handler, type Output } from "./runner";
+export { type AfterJobHook, type BeforeJobHook, type StartStopHook } from "./hooks";
+export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
 export type { WorkerStats } from "./session";
 export {
   type Attempt,

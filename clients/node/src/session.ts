@@ -19,10 +19,13 @@ import {
   type WorkRequest,
   type WorkResponse,
   type WorkerHello,
+  type WorkerSettings,
   type WorkerWelcome,
 } from "./gen/dispatchd/v1/dispatcher";
 import type { Connection } from "./channel";
 import { type DispatchdError, errorFor } from "./errors";
+import { HeartbeatSchedule } from "./heartbeats";
+import { type Hooks, callHooks } from "./hooks";
 import type { Logger } from "./log";
 import { type Handler, type Outcome, runJob } from "./runner";
 import { type ReceivedJob, receivedJobFromDelivery, toMs } from "./types";
@@ -59,6 +62,7 @@ export interface SessionDeps {
   force: Latch;
   onWelcome(welcome: WorkerWelcome): void;
   onDrain(): void;
+  hooks: Hooks;
   stats: WorkerStats;
   log: Logger;
 }
@@ -82,6 +86,7 @@ export class Session {
   private flushHandle: NodeJS.Immediate | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  private schedule: HeartbeatSchedule | undefined;
   private maxResultBytes = 0;
   private drainNotice: DrainNotice | undefined;
   private readonly drainRequested = new Latch();
@@ -118,7 +123,8 @@ export class Session {
         // Stopped before the server answered: nothing is held, so there is nothing to drain.
         return stop.isSet ? "drained" : this.endOfStream();
       }
-      this.heartbeatTimer = setInterval(() => this.heartbeat(), this.heartbeatMs);
+      this.schedule = new HeartbeatSchedule(this.heartbeatMs, performance.now());
+      this.armHeartbeat();
       await Promise.race([this.ended.promise, stop.promise, this.drainRequested.promise]);
       if (stop.isSet || this.drainRequested.isSet) {
         await this.drain(call);
@@ -199,10 +205,47 @@ export class Session {
           this.deps.log.warn(`server rejected the result of job ${r.jobId} (lease ${r.leaseId}): ${r.reason}`);
         }
         return;
+      case "settings":
+        this.onSettings(kind.value);
+        return;
       case "welcome":
         this.protocolError("a second welcome");
         return;
     }
+  }
+
+  /** The server changed what it asks of this worker: heartbeat at the new interval. */
+  private onSettings(settings: WorkerSettings): void {
+    if (settings.heartbeatInterval === undefined) {
+      return;
+    }
+    const interval = toMs(settings.heartbeatInterval);
+    this.heartbeatMs = interval > 0 ? interval : DEFAULT_HEARTBEAT_MS;
+    this.deps.log.info(`server asks for a heartbeat every ${this.heartbeatMs} ms from now on`);
+    if (this.schedule?.change(this.heartbeatMs)) {
+      this.armHeartbeat();
+    }
+  }
+
+  /** Milliseconds between heartbeats, as the server last asked. */
+  get heartbeatIntervalMs(): number {
+    return this.heartbeatMs;
+  }
+
+  private armHeartbeat(): void {
+    clearTimeout(this.heartbeatTimer);
+    const schedule = this.schedule;
+    if (schedule === undefined || this.closed) {
+      return;
+    }
+    this.heartbeatTimer = setTimeout(
+      () => {
+        schedule.beat(performance.now());
+        this.heartbeat();
+        this.armHeartbeat();
+      },
+      Math.max(0, schedule.dueMs - performance.now()),
+    );
   }
 
   private onWelcome(welcome: WorkerWelcome): void {
@@ -247,9 +290,14 @@ export class Session {
     // The server honours our credit; the shared slots also count handlers that a broken
     // stream gave up on but that have not returned yet.
     await slots.acquire();
+    const { hooks, log } = this.deps;
     let outcome: Outcome;
     try {
-      outcome = await runJob(this.deps.handlers.get(held.job.queue), held.job, this.maxResultBytes, this.deps.log);
+      await callHooks(hooks.beforeJob, [held.job], "beforeJob", log);
+      outcome = await runJob(this.deps.handlers.get(held.job.queue), held.job, this.maxResultBytes, log);
+      if (!held.abandoned) {
+        await callHooks(hooks.afterJob, [held.job, outcome], "afterJob", log);
+      }
     } finally {
       slots.release();
     }
@@ -354,7 +402,7 @@ export class Session {
       clearImmediate(this.flushHandle);
       this.flush();
     }
-    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.heartbeatTimer);
     if (!this.ended.isSet) {
       call.end(); // writes stop here: the call is no longer writable
       // Let the server end the stream, so the results just sent are not cut off.
@@ -386,7 +434,7 @@ export class Session {
   /** Give up held jobs, stop timers, cut the call. Runs however the stream ended. */
   private close(call: Call): void {
     this.closed = true;
-    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.heartbeatTimer);
     if (this.flushHandle !== undefined) {
       clearImmediate(this.flushHandle);
       this.flushHandle = undefined;

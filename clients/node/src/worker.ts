@@ -13,6 +13,9 @@
  * first: take no more jobs, finish the held ones, send their results, close the stream. A
  * second SIGINT/SIGTERM (or `stop({ force: true })`) abandons whatever is still running.
  *
+ * Hooks (`onStart`, `onStop`, `beforeJob`, `afterJob`) are the Python Worker's; hooks.ts
+ * says when each runs.
+ *
  * The stream protocol lives in session.ts and the handler rules in runner.ts; this module
  * owns the lifecycle.
  */
@@ -22,6 +25,7 @@ import { status as Status } from "@grpc/grpc-js";
 import { type Connection, type ConnectionOptions, connect } from "./channel";
 import { DispatchdError } from "./errors";
 import type { WorkerWelcome } from "./gen/dispatchd/v1/dispatcher";
+import { type AfterJobHook, type BeforeJobHook, Hooks, type StartStopHook, callHooks } from "./hooks";
 import { type Logger, defaultLogger } from "./log";
 import { DEFAULT_TARGET } from "./requests";
 import type { Handler } from "./runner";
@@ -77,6 +81,7 @@ export class Worker {
   private readonly reconnectOptions: grpc.ChannelOptions;
   private readonly log: Logger;
   private readonly handlers = new Map<string, Handler>();
+  private readonly hooks = new Hooks();
   private currentId: string;
   private running = false;
   private isConnected = false;
@@ -132,6 +137,33 @@ export class Worker {
       throw new Error("cannot add handlers while the worker runs");
     }
     this.handlers.set(queue, handler);
+    return this;
+  }
+
+  /** Call `hook()` once when a run starts, before connecting. Returns the worker. */
+  onStart(hook: StartStopHook): this {
+    this.hooks.onStart.push(hook);
+    return this;
+  }
+
+  /** Call `hook()` once when a run ends, however it ends. Returns the worker. */
+  onStop(hook: StartStopHook): this {
+    this.hooks.onStop.push(hook);
+    return this;
+  }
+
+  /** Call `hook(job)` before each handler runs. Returns the worker. */
+  beforeJob(hook: BeforeJobHook): this {
+    this.hooks.beforeJob.push(hook);
+    return this;
+  }
+
+  /**
+   * Call `hook(job, outcome)` after each job; `outcome` is `{ output }` or `{ error }`, what
+   * is about to be reported. Returns the worker.
+   */
+  afterJob(hook: AfterJobHook): this {
+    this.hooks.afterJob.push(hook);
     return this;
   }
 
@@ -209,14 +241,17 @@ export class Worker {
     if (this.running) {
       throw new Error("worker is already running");
     }
-    const connection = connect(this.target, this.connection, this.reconnectOptions);
     this.running = true;
     const removeSignals = (options.handleSignals ?? true) ? this.installSignalHandlers() : () => {};
+    let connection: Connection | undefined;
     try {
+      await callHooks(this.hooks.onStart, [], "onStart", this.log);
+      connection = connect(this.target, this.connection, this.reconnectOptions);
       await this.serve(connection);
     } finally {
       removeSignals();
-      connection.client.close();
+      connection?.client.close();
+      await callHooks(this.hooks.onStop, [], "onStop", this.log);
       this.endRun();
     }
   }
@@ -241,6 +276,7 @@ export class Worker {
         force: this.forceLatch,
         onWelcome: (welcome) => this.welcomed(welcome),
         onDrain: () => (this.isDraining = true),
+        hooks: this.hooks,
         stats: this.stats,
         log: this.log,
       });

@@ -6,12 +6,12 @@ which request carries it, and how a refused batch is split so that only the culp
 fails live here, once, so the two cannot drift apart.
 
 SubmitBatch is all-or-nothing on the server, so a refused batch admitted nothing and may be
-resent safely. :func:`culprit` reads the refusal:
+resent safely. :func:`culprit` reads the refusal's error details (never its message):
 
-- a refusal naming ``jobs[i]`` (validation, payload cap): send ``jobs[:i]`` again as a batch
-  (they passed validation), ``jobs[i]`` alone as a plain Submit (so its caller gets the exact
-  error a lone submit would), and the rest again by the same rule -- in that order, so jobs of
-  equal priority keep their call order;
+- a refusal whose field violation names ``jobs[i]`` (validation, payload cap): send
+  ``jobs[:i]`` again as a batch (they passed validation), ``jobs[i]`` alone as a plain Submit
+  (so its caller gets the exact error a lone submit would), and the rest again by the same
+  rule -- in that order, so jobs of equal priority keep their call order;
 - a refusal that depends on the jobs but names none (a queue's max_pending, a message over
   gRPC's size cap): resend every job alone, in call order;
 - an error that says nothing about the jobs (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, auth,
@@ -59,7 +59,7 @@ _PER_JOB_CODES = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )
-_JOB_INDEX = re.compile(r"^jobs\[(\d+)\]: ")
+_JOB_FIELD = re.compile(r"jobs\[(\d+)\]")
 
 Metadata = tuple[tuple[str, str], ...] | None
 
@@ -85,15 +85,18 @@ def culprit(error: DispatchdError, size: int) -> int | None:
     names, :data:`ONE_BY_ONE` to resend every job alone, or None to fail every caller."""
     if error.code not in _PER_JOB_CODES:
         return None
-    match = _JOB_INDEX.match(error.details)
-    index = int(match.group(1)) if match else ONE_BY_ONE
-    return index if 0 <= index < size else ONE_BY_ONE
+    for field, _ in error.field_violations:
+        match = _JOB_FIELD.match(field)
+        if match:
+            index = int(match.group(1))
+            return index if 0 <= index < size else ONE_BY_ONE
+    return ONE_BY_ONE
 
 
 def own_copy(error: DispatchdError) -> DispatchdError:
     """A copy of a batch-wide error for one of its callers, so tracebacks do not pile up on
     one shared exception object."""
-    own = type(error)(error.code, error.details)
+    own = error.copy()
     own.__cause__ = error.__cause__
     return own
 

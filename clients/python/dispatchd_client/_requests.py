@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, cast
 
 import grpc
@@ -54,6 +54,15 @@ def new_stub(channel: grpc.Channel | grpc.aio.Channel) -> object:
     """The generated stub, typed as ``object``: calls go through :meth:`Rpc.method` by name
     (the generated module is untyped), and the result is read by the Rpc's typed parser."""
     return pb_grpc.DispatcherServiceStub(channel)
+
+
+def with_timeout(rpc: Rpc[T], timeout: float | None) -> Rpc[T]:
+    """``rpc`` with a per-call deadline of ``timeout`` seconds (None: as it is)."""
+    if timeout is None:
+        return rpc
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    return replace(rpc, timeout=timeout)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float | None = None) -> float:

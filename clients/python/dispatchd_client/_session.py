@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf import duration_pb2
 
 from dispatchd_client._runner import CANCELLED_ERROR, JobRunner, Outcome
 from dispatchd_client.errors import Internal
@@ -37,6 +38,36 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 CLOSE_TIMEOUT = 5.0
 #: On a broken stream, how long to let cancelled job tasks unwind before moving on.
 ABANDON_TIMEOUT = 1.0
+
+
+class HeartbeatSchedule:
+    """When the next heartbeat is due, on the loop's clock. The interval comes from the
+    welcome and from WorkerSettings when the server changes it (a served queue got another
+    lease): a shorter interval applies at once, counted from the last beat, since the leases
+    it protects may already be shorter; a longer one after the next beat."""
+
+    __slots__ = ("_gap", "interval", "last")
+
+    def __init__(self, interval: float, now: float) -> None:
+        self.interval = interval
+        self.last = now
+        self._gap = interval
+
+    @property
+    def due(self) -> float:
+        return self.last + self._gap
+
+    def beat(self, now: float) -> None:
+        self.last = now
+        self._gap = self.interval
+
+    def change(self, interval: float) -> bool:
+        """Takes a new interval; True when the pending beat moved earlier."""
+        self.interval = interval
+        if interval < self._gap:
+            self._gap = interval
+            return True
+        return False
 
 
 class _Held:
@@ -83,7 +114,9 @@ class Session:
         self._drain_notice: pb.DrainNotice | None = None
         self._drain_requested = asyncio.Event()
         self._heartbeat_stop = asyncio.Event()
+        self._heartbeat_moved = asyncio.Event()
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+        self._schedule: HeartbeatSchedule | None = None
         self._max_result_bytes = 0
         self._closed = False
         self._call: WorkCall | None = None
@@ -123,8 +156,7 @@ class Session:
         if kind != "welcome":
             raise Internal(grpc.StatusCode.INTERNAL, f"expected a welcome first, got {kind}")
         welcome = msg.welcome
-        interval = welcome.heartbeat_interval.ToTimedelta().total_seconds()
-        self._heartbeat_interval = interval if interval > 0 else DEFAULT_HEARTBEAT_INTERVAL
+        self._heartbeat_interval = _interval(welcome.heartbeat_interval)
         self._max_result_bytes = welcome.max_result_bytes
         self.welcomed = True
         self._on_welcome(welcome)
@@ -158,6 +190,8 @@ class Session:
             elif kind == "drain":
                 self._drain_notice = msg.drain
                 self._drain_requested.set()
+            elif kind == "settings":
+                self._apply_settings(msg.settings)
             elif kind == "rejections":
                 for r in msg.rejections.rejections:
                     logger.warning(
@@ -168,6 +202,16 @@ class Session:
                     )
             else:
                 logger.debug("ignoring unexpected %s message", kind)
+
+    def _apply_settings(self, settings: pb.WorkerSettings) -> None:
+        """The server changed what it asks of this worker: heartbeat at the new interval."""
+        if not settings.HasField("heartbeat_interval"):
+            return
+        interval = _interval(settings.heartbeat_interval)
+        logger.info("server asks for a heartbeat every %.3g s from now on", interval)
+        self._heartbeat_interval = interval
+        if self._schedule is not None and self._schedule.change(interval):
+            self._heartbeat_moved.set()
 
     def _start(self, job: ReceivedJob) -> None:
         old = self._held.get(job.id)
@@ -259,12 +303,26 @@ class Session:
 
     async def _heartbeat_loop(self) -> None:
         """Extend every held lease once per interval while holding any."""
+        loop = asyncio.get_running_loop()
+        schedule = self._schedule = HeartbeatSchedule(self._heartbeat_interval, loop.time())
         while True:
+            self._heartbeat_moved.clear()
+            stop = asyncio.create_task(self._heartbeat_stop.wait())
+            moved = asyncio.create_task(self._heartbeat_moved.wait())
             try:
-                await asyncio.wait_for(self._heartbeat_stop.wait(), self._heartbeat_interval)
+                await asyncio.wait(
+                    [stop, moved],
+                    timeout=max(0.0, schedule.due - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                stop.cancel()
+                moved.cancel()
+            if self._heartbeat_stop.is_set():
                 return
-            except TimeoutError:
-                pass
+            if loop.time() < schedule.due:
+                continue  # the schedule moved: wait for its new due time
+            schedule.beat(loop.time())
             # A finished job whose result waits out the result window is still leased: keep
             # it alive too, or a window longer than the lease would cost the job its lease.
             if (self._held or self._pending) and not await self._try_write(
@@ -340,6 +398,11 @@ class Session:
             return False
         return True
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between heartbeats, as the server last asked."""
+        return self._heartbeat_interval
+
     async def _close(
         self,
         call: WorkCall,
@@ -364,3 +427,8 @@ class Session:
         if jobs:
             await asyncio.wait(jobs, timeout=ABANDON_TIMEOUT)
         call.cancel()
+
+
+def _interval(d: duration_pb2.Duration) -> float:
+    seconds = d.seconds + d.nanos / 1e9
+    return seconds if seconds > 0 else DEFAULT_HEARTBEAT_INTERVAL

@@ -34,8 +34,11 @@ T = TypeVar("T")
 class AsyncClient:
     """Asyncio client for the DispatcherService unary calls.
 
-    ``timeout`` is the default per-call deadline in seconds (None: no deadline);
-    ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline); every method
+    takes its own ``timeout=`` too (None: this default), as the Node client's ``timeoutMs``.
+    For ``wait`` and ``acquire_slot`` it is how long they wait, and their deadline follows it.
+    A ``submit`` with its own timeout goes alone, not coalesced. ``retry_unavailable`` is how
+    many times an idempotent read is retried on UNAVAILABLE (each try gets the full timeout).
 
     ``token`` is a bearer token for a server with auth on; ``tls`` turns on TLS (``True``: the
     system's CA roots; a :class:`~dispatchd_client.TLS` for a private CA or mTLS). Pass
@@ -109,8 +112,10 @@ class AsyncClient:
             self._stub = rq.new_stub(self._channel)
         return self._stub
 
-    async def _call(self, rpc: rq.Rpc[T]) -> T:
-        """Send ``rpc``, retrying per its policy, and parse the answer."""
+    async def _call(self, rpc: rq.Rpc[T], timeout: float | None = None) -> T:
+        """Send ``rpc``, retrying per its policy, and parse the answer. ``timeout``: this
+        call's deadline in seconds (None: the client's default; each retry gets it anew)."""
+        rpc = rq.with_timeout(rpc, timeout)
         method = getattr(self._get_stub(), rpc.method)
         attempt = 0
         while True:
@@ -134,6 +139,7 @@ class AsyncClient:
         priority: int = 0,
         headers: Mapping[str, str] | None = None,
         content_type: str = "",
+        timeout: float | None = None,
         **options: Unpack[JobOptions],
     ) -> Job:
         """Add one job. A ``str`` payload is sent as UTF-8 with content type
@@ -150,54 +156,65 @@ class AsyncClient:
             content_type=content_type,
             options=options,
         )
-        if self._coalescer is None:
-            return await self._call(rpc)
+        if self._coalescer is None or timeout is not None:  # a deadline of its own: alone
+            return await self._call(rpc, timeout)
         if self._closed:
             raise RuntimeError("AsyncClient is closed")
         return await self._coalescer.submit(rpc)
 
-    async def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
+    async def submit_batch(
+        self, specs: Iterable[JobSpecLike], *, timeout: float | None = None
+    ) -> list[Job]:
         """Add many jobs atomically (all or none), returned in request order. Not retried."""
-        return await self._call(rq.submit_batch(specs))
+        return await self._call(rq.submit_batch(specs), timeout)
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job in any state (finished jobs are kept for the server's retention period)."""
-        return await self._call(rq.get_job(job_id))
+        return await self._call(rq.get_job(job_id), timeout)
 
     # The timeout is sent to the server (WaitJobRequest.timeout), so asyncio.timeout() cannot
     # replace it: the server must know to answer in time.
-    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job finishes or ``timeout`` seconds pass, and return it as it is then
         (check ``job.state.finished``). None waits as long as the server allows (one hour)."""
         return await self._call(rq.wait_job(job_id, timeout))
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Remove a pending job, or mark an underway job cancelled and tell its worker."""
-        return await self._call(rq.cancel_job(job_id))
+        return await self._call(rq.cancel_job(job_id), timeout)
 
-    async def reprioritize(self, job_id: str, priority: int) -> Job:
+    async def reprioritize(
+        self, job_id: str, priority: int, *, timeout: float | None = None
+    ) -> Job:
         """Change the priority of a job that has not finished."""
-        return await self._call(rq.reprioritize_job(job_id, priority))
+        return await self._call(rq.reprioritize_job(job_id, priority), timeout)
 
     async def list_jobs(
-        self, queue: str, state: JobState | None = None, page_size: int = 100
+        self,
+        queue: str,
+        state: JobState | None = None,
+        page_size: int = 100,
+        *,
+        timeout: float | None = None,
     ) -> AsyncIterator[Job]:
         """Every job of ``queue`` (in ``state``, if given), fetching pages lazily."""
         token = ""
         while True:
-            jobs, token = await self._call(rq.list_jobs_page(queue, state, page_size, token))
+            jobs, token = await self._call(
+                rq.list_jobs_page(queue, state, page_size, token), timeout
+            )
             for job in jobs:
                 yield job
             if not token:
                 return
 
-    async def get_queue(self, name: str) -> Queue:
+    async def get_queue(self, name: str, *, timeout: float | None = None) -> Queue:
         """One queue's settings and counts."""
-        return await self._call(rq.get_queue(name))
+        return await self._call(rq.get_queue(name), timeout)
 
-    async def list_queues(self) -> list[Queue]:
+    async def list_queues(self, *, timeout: float | None = None) -> list[Queue]:
         """Every known queue, sorted by name."""
-        return await self._call(rq.list_queues())
+        return await self._call(rq.list_queues(), timeout)
 
     async def update_queue(
         self,
@@ -207,6 +224,7 @@ class AsyncClient:
         paused: bool | None = None,
         lease_duration: float | None = None,
         create: bool = False,
+        timeout: float | None = None,
         **changes: Unpack[QueueChanges],
     ) -> Queue:
         """Change the given settings live (others are left alone); ``create`` makes the queue
@@ -220,29 +238,36 @@ class AsyncClient:
                 lease_duration=lease_duration,
                 create=create,
                 changes=changes,
-            )
+            ),
+            timeout,
         )
 
-    async def pause(self, name: str) -> Queue:
+    async def pause(self, name: str, *, timeout: float | None = None) -> Queue:
         """Stop new dispatches from ``name``; underway jobs run on."""
-        return await self._call(rq.pause_queue(name))
+        return await self._call(rq.pause_queue(name), timeout)
 
-    async def resume(self, name: str, width: int | None = None) -> Queue:
+    async def resume(
+        self, name: str, width: int | None = None, *, timeout: float | None = None
+    ) -> Queue:
         """Lift a pause, optionally setting a new width at the same time."""
-        return await self._call(rq.resume_queue(name, width))
+        return await self._call(rq.resume_queue(name, width), timeout)
 
-    async def drain(self, grace: float | None = None) -> tuple[int, int]:
+    async def drain(
+        self, grace: float | None = None, *, timeout: float | None = None
+    ) -> tuple[int, int]:
         """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
         its configured default), snapshot and exit. Returns (pending, underway) counts."""
-        return await self._call(rq.drain(grace))
+        return await self._call(rq.drain(grace), timeout)
 
-    async def retry_job(self, job_id: str) -> Job:
+    async def retry_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Put a DEAD or FAILED job back to pending with a fresh retry budget."""
-        return await self._call(rq.retry_job(job_id))
+        return await self._call(rq.retry_job(job_id), timeout)
 
-    async def purge_jobs(self, queue: str, state: JobState | None = None) -> int:
+    async def purge_jobs(
+        self, queue: str, state: JobState | None = None, *, timeout: float | None = None
+    ) -> int:
         """Forget finished jobs of ``queue`` (of one finished state, or all); returns how many."""
-        return await self._call(rq.purge_jobs(queue, state))
+        return await self._call(rq.purge_jobs(queue, state), timeout)
 
     async def acquire_slot(
         self,
@@ -251,17 +276,19 @@ class AsyncClient:
         holder: str = "",
         ttl: float = 30.0,
         priority: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109 (the call deadline, sent to the server)
+        timeout: float | None = None,  # the call deadline, sent to the server
     ) -> Slot:
         """Wait until ``queue``'s width and rate allow, then hold one slot of its width for
         work done outside dispatchd workers; renew it within ``ttl`` seconds and release it.
         ``timeout`` bounds the wait (default: the client's timeout); DeadlineExceeded then."""
         return await self._call(rq.acquire_slot(queue, holder, ttl, priority, timeout))
 
-    async def renew_slot(self, slot_id: str, ttl: float | None = None) -> Slot:
+    async def renew_slot(
+        self, slot_id: str, ttl: float | None = None, *, timeout: float | None = None
+    ) -> Slot:
         """Extend a held slot (keepalive) by ``ttl`` seconds (default: its acquire ttl)."""
-        return await self._call(rq.renew_slot(slot_id, ttl))
+        return await self._call(rq.renew_slot(slot_id, ttl), timeout)
 
-    async def release_slot(self, slot_id: str) -> None:
+    async def release_slot(self, slot_id: str, *, timeout: float | None = None) -> None:
         """Free a held slot."""
-        await self._call(rq.release_slot(slot_id))
+        await self._call(rq.release_slot(slot_id), timeout)

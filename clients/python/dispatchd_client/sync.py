@@ -34,8 +34,11 @@ T = TypeVar("T")
 class Client:
     """Blocking client for the DispatcherService unary calls.
 
-    ``timeout`` is the default per-call deadline in seconds (None: no deadline);
-    ``retry_unavailable`` is how many times an idempotent read is retried on UNAVAILABLE.
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline); every method
+    takes its own ``timeout=`` too (None: this default), as the Node client's ``timeoutMs``.
+    For ``wait`` and ``acquire_slot`` it is how long they wait, and their deadline follows it.
+    A ``submit`` with its own timeout goes alone, not coalesced. ``retry_unavailable`` is how
+    many times an idempotent read is retried on UNAVAILABLE (each try gets the full timeout).
     ``token`` is a bearer token for a server with auth on; ``tls`` turns on TLS (``True``: the
     system's CA roots; a :class:`~dispatchd_client.TLS` for a private CA or mTLS). Pass
     ``channel`` instead to use a configured ``grpc.Channel``; the client then leaves closing it
@@ -103,8 +106,10 @@ class Client:
         if self._coalescer is not None:
             self._coalescer.close()
 
-    def _call(self, rpc: rq.Rpc[T]) -> T:
-        """Send ``rpc``, retrying per its policy, and parse the answer."""
+    def _call(self, rpc: rq.Rpc[T], timeout: float | None = None) -> T:
+        """Send ``rpc``, retrying per its policy, and parse the answer. ``timeout``: this
+        call's deadline in seconds (None: the client's default; each retry gets it anew)."""
+        rpc = rq.with_timeout(rpc, timeout)
         method = getattr(self._stub, rpc.method)
         attempt = 0
         while True:
@@ -128,6 +133,7 @@ class Client:
         priority: int = 0,
         headers: Mapping[str, str] | None = None,
         content_type: str = "",
+        timeout: float | None = None,
         **options: Unpack[JobOptions],
     ) -> Job:
         """Add one job. A ``str`` payload is sent as UTF-8 with content type
@@ -144,49 +150,56 @@ class Client:
             content_type=content_type,
             options=options,
         )
-        if self._coalescer is None:
-            return self._call(rpc)
+        if self._coalescer is None or timeout is not None:  # a deadline of its own: alone
+            return self._call(rpc, timeout)
         return self._coalescer.submit(rpc)
 
-    def submit_batch(self, specs: Iterable[JobSpecLike]) -> list[Job]:
+    def submit_batch(
+        self, specs: Iterable[JobSpecLike], *, timeout: float | None = None
+    ) -> list[Job]:
         """Add many jobs atomically (all or none), returned in request order. Not retried."""
-        return self._call(rq.submit_batch(specs))
+        return self._call(rq.submit_batch(specs), timeout)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job in any state (finished jobs are kept for the server's retention period)."""
-        return self._call(rq.get_job(job_id))
+        return self._call(rq.get_job(job_id), timeout)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job finishes or ``timeout`` seconds pass, and return it as it is then
         (check ``job.state.finished``). None waits as long as the server allows (one hour)."""
         return self._call(rq.wait_job(job_id, timeout))
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Remove a pending job, or mark an underway job cancelled and tell its worker."""
-        return self._call(rq.cancel_job(job_id))
+        return self._call(rq.cancel_job(job_id), timeout)
 
-    def reprioritize(self, job_id: str, priority: int) -> Job:
+    def reprioritize(self, job_id: str, priority: int, *, timeout: float | None = None) -> Job:
         """Change the priority of a job that has not finished."""
-        return self._call(rq.reprioritize_job(job_id, priority))
+        return self._call(rq.reprioritize_job(job_id, priority), timeout)
 
     def list_jobs(
-        self, queue: str, state: JobState | None = None, page_size: int = 100
+        self,
+        queue: str,
+        state: JobState | None = None,
+        page_size: int = 100,
+        *,
+        timeout: float | None = None,
     ) -> Iterator[Job]:
         """Every job of ``queue`` (in ``state``, if given), fetching pages lazily."""
         token = ""
         while True:
-            jobs, token = self._call(rq.list_jobs_page(queue, state, page_size, token))
+            jobs, token = self._call(rq.list_jobs_page(queue, state, page_size, token), timeout)
             yield from jobs
             if not token:
                 return
 
-    def get_queue(self, name: str) -> Queue:
+    def get_queue(self, name: str, *, timeout: float | None = None) -> Queue:
         """One queue's settings and counts."""
-        return self._call(rq.get_queue(name))
+        return self._call(rq.get_queue(name), timeout)
 
-    def list_queues(self) -> list[Queue]:
+    def list_queues(self, *, timeout: float | None = None) -> list[Queue]:
         """Every known queue, sorted by name."""
-        return self._call(rq.list_queues())
+        return self._call(rq.list_queues(), timeout)
 
     def update_queue(
         self,
@@ -196,6 +209,7 @@ class Client:
         paused: bool | None = None,
         lease_duration: float | None = None,
         create: bool = False,
+        timeout: float | None = None,
         **changes: Unpack[QueueChanges],
     ) -> Queue:
         """Change the given settings live (others are left alone); ``create`` makes the queue
@@ -209,29 +223,32 @@ class Client:
                 lease_duration=lease_duration,
                 create=create,
                 changes=changes,
-            )
+            ),
+            timeout,
         )
 
-    def pause(self, name: str) -> Queue:
+    def pause(self, name: str, *, timeout: float | None = None) -> Queue:
         """Stop new dispatches from ``name``; underway jobs run on."""
-        return self._call(rq.pause_queue(name))
+        return self._call(rq.pause_queue(name), timeout)
 
-    def resume(self, name: str, width: int | None = None) -> Queue:
+    def resume(self, name: str, width: int | None = None, *, timeout: float | None = None) -> Queue:
         """Lift a pause, optionally setting a new width at the same time."""
-        return self._call(rq.resume_queue(name, width))
+        return self._call(rq.resume_queue(name, width), timeout)
 
-    def drain(self, grace: float | None = None) -> tuple[int, int]:
+    def drain(self, grace: float | None = None, *, timeout: float | None = None) -> tuple[int, int]:
         """Ask the server to stop intake, let underway jobs finish (for ``grace`` seconds, or
         its configured default), snapshot and exit. Returns (pending, underway) counts."""
-        return self._call(rq.drain(grace))
+        return self._call(rq.drain(grace), timeout)
 
-    def retry_job(self, job_id: str) -> Job:
+    def retry_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Put a DEAD or FAILED job back to pending with a fresh retry budget."""
-        return self._call(rq.retry_job(job_id))
+        return self._call(rq.retry_job(job_id), timeout)
 
-    def purge_jobs(self, queue: str, state: JobState | None = None) -> int:
+    def purge_jobs(
+        self, queue: str, state: JobState | None = None, *, timeout: float | None = None
+    ) -> int:
         """Forget finished jobs of ``queue`` (of one finished state, or all); returns how many."""
-        return self._call(rq.purge_jobs(queue, state))
+        return self._call(rq.purge_jobs(queue, state), timeout)
 
     def acquire_slot(
         self,
@@ -247,10 +264,12 @@ class Client:
         ``timeout`` bounds the wait (default: the client's timeout); DeadlineExceeded then."""
         return self._call(rq.acquire_slot(queue, holder, ttl, priority, timeout))
 
-    def renew_slot(self, slot_id: str, ttl: float | None = None) -> Slot:
+    def renew_slot(
+        self, slot_id: str, ttl: float | None = None, *, timeout: float | None = None
+    ) -> Slot:
         """Extend a held slot (keepalive) by ``ttl`` seconds (default: its acquire ttl)."""
-        return self._call(rq.renew_slot(slot_id, ttl))
+        return self._call(rq.renew_slot(slot_id, ttl), timeout)
 
-    def release_slot(self, slot_id: str) -> None:
+    def release_slot(self, slot_id: str, *, timeout: float | None = None) -> None:
         """Free a held slot."""
-        self._call(rq.release_slot(slot_id))
+        self._call(rq.release_slot(slot_id), timeout)

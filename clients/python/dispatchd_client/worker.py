@@ -28,10 +28,9 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
-from opentelemetry.trace import TracerProvider
 
 from dispatchd_client import _requests as rq
 from dispatchd_client._channel import TLS, ChannelSpec
@@ -48,6 +47,9 @@ from dispatchd_client._session import Session
 from dispatchd_client._tracing import RunSpans
 from dispatchd_client.errors import from_rpc_error, status_code_of
 from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+if TYPE_CHECKING:  # OpenTelemetry is the optional `otel` extra
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Worker"]
 

@@ -39,7 +39,7 @@ from dispatchd.engine import (
     SlotRecord,
     WorkerRecord,
 )
-from dispatchd.engine.errors import Unavailable
+from dispatchd.engine.errors import Reason, Unavailable
 from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
@@ -158,7 +158,8 @@ class EmbeddedBackend:
             await self.storage.sync()  # a submit is answered only once it is durable
         except OSError as e:
             raise Unavailable(
-                f"{e}; the job may still run, resubmit with an idempotency key to be sure"
+                f"{e}; the job may still run, resubmit with an idempotency key to be sure",
+                reason=Reason.JOURNAL_UNAVAILABLE,
             ) from None
         return results
 

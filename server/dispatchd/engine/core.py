@@ -12,14 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine import reasons
 from dispatchd.engine.dispatching import DispatchMixin, Outcome
-from dispatchd.engine.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-)
+from dispatchd.engine.errors import FailedPrecondition, draining
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
@@ -126,7 +120,7 @@ class Engine(DispatchMixin, SlotMixin):
         for a repeated idempotency key (within the batch too)."""
         now = self._clock(now)
         if self.draining:
-            raise Unavailable("server is draining and accepts no new jobs; retry on another")
+            raise draining("accepts no new jobs; retry on another")
         lim.check_batch(specs, self.limits)
         plan = self._plan_admission(specs, now)
         out: list[tuple[JobView, bool]] = []
@@ -166,10 +160,7 @@ class Engine(DispatchMixin, SlotMixin):
             q = self._queues.get(name)
             bound = q.settings.max_pending if q is not None else 0
             if bound and q is not None and q.waiting_count() + n > bound:
-                raise ResourceExhausted(
-                    f"queue {name!r} holds {q.waiting_count()} waiting jobs; {n} more would "
-                    f"pass its max_pending of {bound}; nothing was admitted"
-                )
+                raise lim.queue_full(name, q.waiting_count(), n, bound)
         return plan
 
     def _known_by_key(self, queue: str, key: str, now: float) -> JobView | None:
@@ -231,7 +222,7 @@ class Engine(DispatchMixin, SlotMixin):
     def _live_job(self, job_id: str, refusal: str) -> JobRecord:
         job = self.get_job(job_id)
         if isinstance(job, FinishedJob):
-            raise reasons.already_finished(job_id, job.state.name, refusal)
+            raise lim.job_finished(job_id, job.state.name, refusal)
         return job
 
     def cancel(self, job_id: str, now: float) -> tuple[JobView, WorkerRecord | None]:
@@ -276,7 +267,7 @@ class Engine(DispatchMixin, SlotMixin):
         self._refuse_while_draining()
         job = self.get_job(job_id)
         if not isinstance(job, FinishedJob) or job.state not in (JobState.DEAD, JobState.FAILED):
-            raise reasons.not_retryable(job_id, job.state.name)
+            raise lim.not_retryable(job_id, job.state.name)
         q = self._queues[job.queue]
         del self._done[job.id]
         q.finished[job.state].discard(job.finish_seq, job.id)
@@ -309,13 +300,9 @@ class Engine(DispatchMixin, SlotMixin):
     def purge(self, queue: str, state: JobState) -> int:
         """Forgets finished jobs of a queue, of one finished state or all of them."""
         self._refuse_while_draining()
-        lim.check_queue_name(queue)
+        lim.check_queue_name(queue, "queue")
         q = self._queue(queue)
-        if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
-            raise InvalidArgument(
-                f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
-                "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
-            )
+        lim.check_purge_state(state)
         states = FINISHED_STATES if state is JobState.UNSPECIFIED else (state,)
         purged: list[str] = []
         for s in states:
@@ -352,7 +339,7 @@ class Engine(DispatchMixin, SlotMixin):
         self, queue: str, state: JobState, page_size: int, page_token: str
     ) -> tuple[list[JobView], str]:
         """One page of a queue's jobs; see listing.page_of_jobs for the order."""
-        lim.check_queue_name(queue)
+        lim.check_queue_name(queue, "queue")
         return page_of_jobs(
             self._queue(queue), self._jobs, self._done, state, page_size, page_token
         )

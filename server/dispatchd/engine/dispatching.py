@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.errors import draining
 from dispatchd.engine.model import (
     AttemptRecord,
     JobFailure,
@@ -42,17 +42,8 @@ class DispatchMixin(TurnsMixin):
     ) -> WorkerRecord:
         now = self._clock(now)
         if self.draining:
-            raise Unavailable("server is draining and takes no new workers")
-        if not queues:
-            raise InvalidArgument("hello names no queues; list the queues this worker serves")
-        if len(queues) > self.limits.max_queues_per_worker:
-            raise InvalidArgument(
-                f"hello names {len(queues)} queues; the limit is "
-                f"{self.limits.max_queues_per_worker}"
-            )
-        for name in queues:
-            lim.check_queue_name(name)
-        self._check_credit(max_in_flight, minimum=1)
+            raise draining("takes no new workers")
+        lim.check_hello(queues, max_in_flight, self.limits)
         self._worker_seq += 1
         worker = WorkerRecord(
             key=self._worker_seq,
@@ -70,13 +61,8 @@ class DispatchMixin(TurnsMixin):
         self.observer.worker_connected(worker)
         return worker
 
-    def _check_credit(self, n: int, minimum: int) -> None:
-        top = self.limits.max_in_flight_per_worker
-        if not minimum <= n <= top:
-            raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
-
     def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
-        self._check_credit(max_in_flight, minimum=0)
+        lim.check_credit(max_in_flight, 0, self.limits)
         worker.max_in_flight = max_in_flight
 
     def disconnect(self, worker: WorkerRecord, now: float) -> int:

@@ -7,8 +7,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
-from dispatchd.engine.model import NewJob
+from dispatchd.engine.errors import (
+    RETRY_SECONDS,
+    EngineError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Reason,
+    ResourceExhausted,
+)
+from dispatchd.engine.model import FINISHED_STATES, JobState, NewJob
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
@@ -59,13 +67,20 @@ class EngineLimits:
     """Cap on a failure's retry_after (an endpoint's Retry-After)."""
 
 
-def check_queue_name(name: str) -> None:
+def check_queue_name(name: str, field: str = "name") -> None:
+    """``field`` is where the caller's request holds the name (``name``, ``queue``)."""
     if not name:
-        raise InvalidArgument("queue name is empty; use 1-128 characters of [A-Za-z0-9._:-]")
+        raise InvalidArgument(
+            "queue name is empty; use 1-128 characters of [A-Za-z0-9._:-]", field=field
+        )
     if len(name) > 128:
-        raise InvalidArgument(f"queue name is {len(name)} characters long; the limit is 128")
+        raise InvalidArgument(
+            f"queue name is {len(name)} characters long; the limit is 128", field=field
+        )
     if not _QUEUE_NAME.fullmatch(name):
-        raise InvalidArgument(f"queue name {name!r} has characters outside [A-Za-z0-9._:-]")
+        raise InvalidArgument(
+            f"queue name {name!r} has characters outside [A-Za-z0-9._:-]", field=field
+        )
 
 
 MAX_HOLDER_CHARS = 256
@@ -73,22 +88,55 @@ MAX_HOLDER_CHARS = 256
 
 def check_slot_ttl(ttl: float) -> None:
     if not 1.0 <= ttl <= 3600.0:
-        raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s")
+        raise InvalidArgument(f"ttl must be between 1 s and 1 h, got {ttl:g} s", field="ttl")
 
 
 def check_slot_request(queue: str, holder: str, ttl: float) -> None:
     """An AcquireSlot's arguments, the same on every backend."""
-    check_queue_name(queue)
+    check_queue_name(queue, "queue")
     if len(holder) > MAX_HOLDER_CHARS:
         raise InvalidArgument(
-            f"holder is {len(holder)} characters; the limit is {MAX_HOLDER_CHARS}"
+            f"holder is {len(holder)} characters; the limit is {MAX_HOLDER_CHARS}", field="holder"
         )
     check_slot_ttl(ttl)
 
 
+def check_credit(n: int, minimum: int, limits: EngineLimits) -> None:
+    """A worker's max_in_flight (hello: at least 1; a later credit may be 0)."""
+    top = limits.max_in_flight_per_worker
+    if not minimum <= n <= top:
+        raise InvalidArgument(
+            f"max_in_flight must be between {minimum} and {top}, got {n}", field="max_in_flight"
+        )
+
+
+def check_hello(queues: Sequence[str], max_in_flight: int, limits: EngineLimits) -> None:
+    """A worker's hello, the same on every backend (fields relative to the hello)."""
+    if not queues:
+        raise InvalidArgument(
+            "hello names no queues; list the queues this worker serves", field="queues"
+        )
+    if len(queues) > limits.max_queues_per_worker:
+        raise InvalidArgument(
+            f"hello names {len(queues)} queues; the limit is {limits.max_queues_per_worker}",
+            field="queues",
+        )
+    for i, name in enumerate(queues):
+        check_queue_name(name, f"queues[{i}]")
+    check_credit(max_in_flight, 1, limits)
+
+
+def slot_not_held(slot_id: str) -> NotFound:
+    return NotFound(
+        f"slot {slot_id!r} is not held: it was released or it expired",
+        reason=Reason.SLOT_NOT_HELD,
+        metadata={"slot_id": slot_id},
+    )
+
+
 def check_width(width: int) -> None:
     if width < 0:
-        raise InvalidArgument(f"width must be 0 or more, got {width}")
+        raise InvalidArgument(f"width must be 0 or more, got {width}", field="width")
 
 
 def check_job_id(job_id: str, shape: re.Pattern[str] = ULID, form: str = "a ULID") -> None:
@@ -104,101 +152,169 @@ def check_job_id(job_id: str, shape: re.Pattern[str] = ULID, form: str = "a ULID
 
 
 def not_found_job(job_id: str) -> NotFound:
-    return NotFound(f"job {job_id!r} does not exist or is no longer retained")
+    return NotFound(
+        f"job {job_id!r} does not exist or is no longer retained",
+        reason=Reason.JOB_NOT_FOUND,
+        metadata={"job_id": job_id},
+    )
+
+
+def not_found_queue(name: str) -> NotFound:
+    return NotFound(
+        f"queue {name!r} does not exist",
+        reason=Reason.QUEUE_NOT_FOUND,
+        metadata={"queue": name},
+    )
+
+
+def job_finished(job_id: str, state: str, refusal: str) -> FailedPrecondition:
+    """A change asked of a job that already finished (``state``); ``refusal`` adds why."""
+    return FailedPrecondition(
+        f"job {job_id} already finished ({state}){refusal}",
+        reason=Reason.JOB_FINISHED,
+        metadata={"job_id": job_id, "state": state},
+    )
+
+
+#: Why a finished job's priority cannot change (added to job_finished's message).
+PRIORITY_IS_FINAL = "; its priority is final"
+
+
+def not_reprioritizable(job_id: str, state: str) -> FailedPrecondition:
+    """Only a waiting job takes a new priority: an underway one would only use it if it
+    came back, and a caller who meant to hurry it would be told nothing happened."""
+    return FailedPrecondition(
+        f"job {job_id} is {state}; only a pending or scheduled job can be reprioritized",
+        reason=Reason.JOB_UNDERWAY,
+        metadata={"job_id": job_id, "state": state},
+    )
+
+
+def not_retryable(job_id: str, state: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"job {job_id} is {state}; only DEAD or FAILED jobs can be retried",
+        reason=Reason.JOB_NOT_RETRYABLE,
+        metadata={"job_id": job_id, "state": state},
+    )
+
+
+def queue_full(name: str, waiting: int, adding: int, bound: int) -> ResourceExhausted:
+    """A submit that would pass a queue's max_pending: nothing of it was admitted."""
+    return ResourceExhausted(
+        f"queue {name!r} holds {waiting} waiting jobs; {adding} more would pass its "
+        f"max_pending of {bound}; nothing was admitted",
+        reason=Reason.QUEUE_FULL,
+        retry_after=RETRY_SECONDS,
+        metadata={"queue": name, "max_pending": str(bound), "waiting": str(waiting)},
+    )
 
 
 def check_queue_policies(policies: dict[str, object]) -> None:
     for name, value in policies.items():
         kind = QUEUE_POLICY_TYPES.get(name)
         if kind is None:
-            raise InvalidArgument(f"unknown queue setting {name!r}")
+            raise InvalidArgument(f"unknown queue setting {name!r}", field=name)
         if not isinstance(value, kind):
-            raise InvalidArgument(f"queue setting {name} has the wrong type")
+            raise InvalidArgument(f"queue setting {name} has the wrong type", field=name)
     max_pending = policies.get("max_pending")
     if isinstance(max_pending, int) and not 0 <= max_pending <= 1_000_000_000:
-        raise InvalidArgument(f"max_pending must be 0 (no bound) or more, got {max_pending}")
+        raise InvalidArgument(
+            f"max_pending must be 0 (no bound) or more, got {max_pending}", field="max_pending"
+        )
     window = policies.get("dedup_window")
     if isinstance(window, float) and not 0 <= window <= 7 * 86_400:
-        raise InvalidArgument(f"dedup_window must be 0 s to 7 days, got {window:g} s")
+        raise InvalidArgument(
+            f"dedup_window must be 0 s to 7 days, got {window:g} s", field="dedup_window"
+        )
+
+
+def check_purge_state(state: JobState) -> None:
+    if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
+        raise InvalidArgument(
+            f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
+            "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)",
+            field="state",
+        )
 
 
 def check_lease_seconds(seconds: float, limits: EngineLimits) -> None:
     if not limits.min_lease_seconds <= seconds <= limits.max_lease_seconds:
         raise InvalidArgument(
             f"lease_duration must be between {limits.min_lease_seconds:g} s and "
-            f"{limits.max_lease_seconds:g} s, got {seconds:g} s"
+            f"{limits.max_lease_seconds:g} s, got {seconds:g} s",
+            field="lease_duration",
         )
 
 
-def check_new_job(spec: NewJob, limits: EngineLimits, index: int | None = None) -> None:
-    """Raises for the first thing wrong with ``spec``; ``index`` names it inside a batch.
+def check_new_job(spec: NewJob, limits: EngineLimits) -> None:
+    """Raises for the first thing wrong with ``spec``, naming its field (``queue``).
 
     Runs for every submitted job, so the checks of fields most jobs leave empty (headers,
     keys, times) are skipped when they are empty."""
-    try:
-        check_queue_name(spec.queue)
-    except InvalidArgument as e:
-        raise InvalidArgument(f"{_where(index)}{e}") from None
+    check_queue_name(spec.queue, "queue")
     if len(spec.payload) > limits.max_payload_bytes:
         raise ResourceExhausted(
-            f"{_where(index)}payload is {len(spec.payload)} bytes; the limit is "
-            f"{limits.max_payload_bytes} bytes (--max-payload-bytes)"
+            f"payload is {len(spec.payload)} bytes; the limit is "
+            f"{limits.max_payload_bytes} bytes (--max-payload-bytes)",
+            field="payload",
+            reason=Reason.PAYLOAD_TOO_LARGE,
+            metadata={"max_payload_bytes": str(limits.max_payload_bytes)},
         )
     if spec.headers:
-        _check_headers(spec.headers, limits, index)
+        _check_headers(spec.headers, limits)
     if spec.ordering_key or spec.fairness_key or spec.idempotency_key:
         for name in ("ordering_key", "fairness_key", "idempotency_key"):
             value: str = getattr(spec, name)
             if len(value) > MAX_KEY_CHARS:
                 raise InvalidArgument(
-                    f"{_where(index)}{name} is {len(value)} characters; "
-                    f"the limit is {MAX_KEY_CHARS}"
+                    f"{name} is {len(value)} characters; the limit is {MAX_KEY_CHARS}",
+                    field=name,
                 )
     if not 0 <= spec.fairness_weight <= 1000:
         raise InvalidArgument(
-            f"{_where(index)}fairness_weight must be 0-1000, got {spec.fairness_weight}"
+            f"fairness_weight must be 0-1000, got {spec.fairness_weight}",
+            field="fairness_weight",
         )
     if spec.not_before is not None or spec.expire_at is not None:
         for name in ("not_before", "expire_at"):
             t: float | None = getattr(spec, name)
             if t is not None and not (math.isfinite(t) and 0 <= t < 1e11):
-                raise InvalidArgument(f"{_where(index)}{name} is not a usable time")
+                raise InvalidArgument(f"{name} is not a usable time", field=name)
     if len(spec.content_type) > limits.max_content_type_bytes:
         raise InvalidArgument(
-            f"{_where(index)}content_type is {len(spec.content_type)} characters; "
-            f"the limit is {limits.max_content_type_bytes}"
+            f"content_type is {len(spec.content_type)} characters; "
+            f"the limit is {limits.max_content_type_bytes}",
+            field="content_type",
         )
 
 
 def check_batch(specs: Sequence[NewJob], limits: EngineLimits) -> None:
-    """A submit's jobs, all checked before any is admitted; messages name the index of
-    the offending job when there is more than one."""
+    """A submit's jobs, all checked before any is admitted. Errors name the job's field as
+    ``jobs[i].<field>``; messages name the index only when there is more than one job."""
     if not specs:
-        raise InvalidArgument("no jobs given")
+        raise InvalidArgument("no jobs given", field="jobs")
     if len(specs) > limits.max_batch_jobs:
         raise InvalidArgument(
-            f"{len(specs)} jobs in one batch; the limit is {limits.max_batch_jobs}"
+            f"{len(specs)} jobs in one batch; the limit is {limits.max_batch_jobs}",
+            field="jobs",
         )
-    many = len(specs) > 1
     for i, spec in enumerate(specs):
-        check_new_job(spec, limits, i if many else None)
+        try:
+            check_new_job(spec, limits)
+        except EngineError as e:
+            raise e.under(f"jobs[{i}]", label=len(specs) > 1) from None
 
 
-def _check_headers(headers: dict[str, str], limits: EngineLimits, index: int | None) -> None:
+def _check_headers(headers: dict[str, str], limits: EngineLimits) -> None:
     if len(headers) > limits.max_headers:
         raise InvalidArgument(
-            f"{_where(index)}{len(headers)} headers; the limit is {limits.max_headers}"
+            f"{len(headers)} headers; the limit is {limits.max_headers}", field="headers"
         )
     header_bytes = sum(len(k) + len(v) for k, v in headers.items())
     if header_bytes > limits.max_header_bytes:
         raise InvalidArgument(
-            f"{_where(index)}headers take {header_bytes} bytes; "
-            f"the limit is {limits.max_header_bytes}"
+            f"headers take {header_bytes} bytes; the limit is {limits.max_header_bytes}",
+            field="headers",
         )
     if any(not k for k in headers):
-        raise InvalidArgument(f"{_where(index)}a header has an empty name")
-
-
-def _where(index: int | None) -> str:
-    """Names the job inside a batch in an error message (made only when one is raised)."""
-    return "" if index is None else f"jobs[{index}]: "
+        raise InvalidArgument("a header has an empty name", field="headers")

@@ -37,16 +37,22 @@ def page_plan(
     """A ListJobs request checked the same way on every backend. Returns how many jobs a
     page holds, where to resume (None: from the start) and the phases to walk, the
     cursor's own phase first."""
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    check_page_size(page_size)
     limit = page_size or DEFAULT_PAGE_SIZE
     cursor = paging.decode(page_token, queue, int(state)) if page_token else None
     if cursor is not None and cursor.phase not in _VALUES:
-        raise InvalidArgument(paging.BAD_TOKEN)
+        raise InvalidArgument(paging.BAD_TOKEN, field="page_token")
     phases: list[JobState] = [state] if state is not JobState.UNSPECIFIED else list(PHASES)
     if cursor is not None:
         phases = [p for p in phases if _rank(p) >= _rank(JobState(cursor.phase))]
     return limit, cursor, phases
+
+
+def check_page_size(page_size: int) -> None:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {page_size}", field="page_size"
+        )
 
 
 def page_of_jobs(

@@ -28,7 +28,7 @@ def encode(queue: str, state: int, cursor: Cursor) -> str:
 
 
 def decode(token: str, queue: str, state: int) -> Cursor:
-    bad = InvalidArgument(BAD_TOKEN)
+    bad = InvalidArgument(BAD_TOKEN, field="page_token")
     try:
         padded = token + "=" * (-len(token) % 4)
         raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
@@ -41,6 +41,7 @@ def decode(token: str, queue: str, state: int) -> Cursor:
         raise bad
     if tqueue != queue or token_state != state:
         raise InvalidArgument(
-            "page_token was made for another queue or state; pass the same queue and state"
+            "page_token was made for another queue or state; pass the same queue and state",
+            field="page_token",
         )
     return cursor

@@ -25,10 +25,14 @@ class Rate:
     def of(per_second: float, burst: int = 0, what: str = "rate") -> Rate:
         if not (math.isfinite(per_second) and 0 < per_second <= MAX_RATE):
             raise InvalidArgument(
-                f"{what}.per_second must be > 0 and <= {MAX_RATE:g}, got {per_second}"
+                f"{what}.per_second must be > 0 and <= {MAX_RATE:g}, got {per_second}",
+                field=f"{what}.per_second",
             )
         if not 0 <= burst <= MAX_RATE:
-            raise InvalidArgument(f"{what}.burst must be between 0 and {MAX_RATE:g}, got {burst}")
+            raise InvalidArgument(
+                f"{what}.burst must be between 0 and {MAX_RATE:g}, got {burst}",
+                field=f"{what}.burst",
+            )
         return Rate(per_second, burst or max(1, math.ceil(per_second)))
 
 
@@ -93,19 +97,30 @@ class RetryPolicy:
         what: str = "retry_policy",
     ) -> RetryPolicy:
         if not 1 <= max_attempts <= 1000:
-            raise InvalidArgument(f"{what}.max_attempts must be 1-1000, got {max_attempts}")
+            raise InvalidArgument(
+                f"{what}.max_attempts must be 1-1000, got {max_attempts}",
+                field=f"{what}.max_attempts",
+            )
         if not 0 <= min_backoff <= 86_400:
-            raise InvalidArgument(f"{what}.min_backoff must be 0 s to 1 day, got {min_backoff:g} s")
+            raise InvalidArgument(
+                f"{what}.min_backoff must be 0 s to 1 day, got {min_backoff:g} s",
+                field=f"{what}.min_backoff",
+            )
         max_backoff = max_backoff or max(min_backoff, 300.0)
         if not min_backoff <= max_backoff <= 86_400:
             raise InvalidArgument(
-                f"{what}.max_backoff must be between min_backoff and 1 day, got {max_backoff:g} s"
+                f"{what}.max_backoff must be between min_backoff and 1 day, got {max_backoff:g} s",
+                field=f"{what}.max_backoff",
             )
         multiplier = multiplier or 2.0
         if not (math.isfinite(multiplier) and 1.0 <= multiplier <= 100.0):
-            raise InvalidArgument(f"{what}.multiplier must be 1-100, got {multiplier}")
+            raise InvalidArgument(
+                f"{what}.multiplier must be 1-100, got {multiplier}", field=f"{what}.multiplier"
+            )
         if not (math.isfinite(jitter) and 0.0 <= jitter <= 1.0):
-            raise InvalidArgument(f"{what}.jitter must be 0-1, got {jitter}")
+            raise InvalidArgument(
+                f"{what}.jitter must be 0-1, got {jitter}", field=f"{what}.jitter"
+            )
         return RetryPolicy(max_attempts, min_backoff, max_backoff, multiplier, jitter)
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -133,10 +148,14 @@ class KeyLimits:
     def of(max_in_flight: int, per_key_rate: float, per_key_burst: int) -> KeyLimits:
         if not 0 <= max_in_flight <= 1_000_000:
             raise InvalidArgument(
-                f"key_limits.max_in_flight_per_key must be 0-1000000, got {max_in_flight}"
+                f"key_limits.max_in_flight_per_key must be 0-1000000, got {max_in_flight}",
+                field="key_limits.max_in_flight_per_key",
             )
         if per_key_rate < 0 or per_key_burst < 0:
-            raise InvalidArgument("key_limits.per_key_rate and per_key_burst must be >= 0")
+            raise InvalidArgument(
+                "key_limits.per_key_rate and per_key_burst must be >= 0",
+                field="key_limits.per_key_rate",
+            )
         rate = (
             Rate.of(per_key_rate, per_key_burst, "key_limits.per_key_rate")
             if per_key_rate

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-from dispatchd.engine.errors import FailedPrecondition
 from dispatchd.engine.model import JobFailure
 
 STALE_LEASE = "stale lease: it expired or was taken back, and the job may run elsewhere"
@@ -32,23 +31,3 @@ def retry_after_floor(seconds: float, cap: float) -> float:
     if math.isnan(seconds) or seconds <= 0:
         return 0.0
     return min(seconds, cap)
-
-
-# ---- refusals of job operations (FAILED_PRECONDITION), the same on every backend ----
-
-
-def already_finished(job_id: str, state: str, why: str = "") -> FailedPrecondition:
-    return FailedPrecondition(f"job {job_id} already finished ({state}){why}")
-
-
-def not_reprioritizable(job_id: str, state: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"job {job_id} is {state}; only a pending or scheduled job can be reprioritized"
-    )
-
-
-def not_retryable(job_id: str, state: str) -> FailedPrecondition:
-    return FailedPrecondition(f"job {job_id} is {state}; only DEAD or FAILED jobs can be retried")
-
-
-PRIORITY_IS_FINAL = "; its priority is final"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument, NotFound, Unavailable
+from dispatchd.engine.errors import InvalidArgument, draining
 from dispatchd.engine.model import SlotRecord, SlotRequest
 from dispatchd.engine.state import EngineState
 
@@ -24,7 +24,7 @@ class SlotMixin(EngineState):
         now = self._clock(now)
         lim.check_slot_request(queue, holder, ttl)
         if self.draining:
-            raise Unavailable("server is draining and grants no slots")
+            raise draining("grants no slots")
         q = self._ensure_queue(queue)
         request = SlotRequest(
             request_id=f"slot-{self._ids.lease_id()}",
@@ -80,10 +80,10 @@ class SlotMixin(EngineState):
 
     def _slot(self, slot_id: str) -> SlotRecord:
         if not slot_id:
-            raise InvalidArgument("slot_id is empty")
+            raise InvalidArgument("slot_id is empty", field="slot_id")
         slot = self._slots.get(slot_id)
         if slot is None:
-            raise NotFound(f"slot {slot_id!r} is not held: it was released or it expired")
+            raise lim.slot_not_held(slot_id)
         return slot
 
     def renew_slot(self, slot_id: str, ttl: float | None, now: float) -> SlotRecord:

@@ -12,8 +12,9 @@ import heapq
 import random
 from collections import OrderedDict, deque
 
+from dispatchd.engine import limits as lim
 from dispatchd.engine.deadlines import DeadlineHeap
-from dispatchd.engine.errors import NotFound, Unavailable
+from dispatchd.engine.errors import draining
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
 from dispatchd.engine.model import (
@@ -30,9 +31,8 @@ from dispatchd.engine.model import (
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
 
-DRAINING_MESSAGE = (
-    "server is draining and accepts no changes until it restarts; retry then, or on another server"
-)
+#: What a draining server says to any change (after "server is draining and ").
+FROZEN = "accepts no changes until it restarts; retry then, or on another server"
 
 
 class EngineState:
@@ -80,7 +80,7 @@ class EngineState:
         """A draining server is frozen: what it snapshots is what it had when the drain
         began, so every change but the results of underway jobs is refused."""
         if self.draining:
-            raise Unavailable(DRAINING_MESSAGE)
+            raise draining(FROZEN)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -91,7 +91,7 @@ class EngineState:
     def _queue(self, name: str) -> QueueState:
         q = self._queues.get(name)
         if q is None:
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         return q
 
     def _ensure_queue(self, name: str) -> QueueState:

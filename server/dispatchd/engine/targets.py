@@ -63,68 +63,93 @@ class HttpTarget:
         method = (method or "POST").upper()
         if method not in HTTP_METHODS:
             raise InvalidArgument(
-                f"http_target.method must be one of {', '.join(HTTP_METHODS)}, got {method!r}"
+                f"http_target.method must be one of {', '.join(HTTP_METHODS)}, got {method!r}",
+                field="http_target.method",
             )
         pairs = _check_headers(headers or {})
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if not (math.isfinite(timeout) and MIN_TIMEOUT <= timeout <= MAX_TIMEOUT):
             raise InvalidArgument(
                 f"http_target.timeout must be {MIN_TIMEOUT:g} s to {MAX_TIMEOUT:g} s "
-                f"(10 min), got {timeout:g} s"
+                f"(10 min), got {timeout:g} s",
+                field="http_target.timeout",
             )
         codes = tuple(sorted(set(success_codes)))
         if len(codes) > MAX_SUCCESS_CODES:
-            raise InvalidArgument(f"http_target.success_codes lists more than {MAX_SUCCESS_CODES}")
+            raise InvalidArgument(
+                f"http_target.success_codes lists more than {MAX_SUCCESS_CODES}",
+                field="http_target.success_codes",
+            )
         bad = [c for c in codes if not 100 <= c <= 599]
         if bad:
-            raise InvalidArgument(f"http_target.success_codes must be 100-599, got {bad[0]}")
+            raise InvalidArgument(
+                f"http_target.success_codes must be 100-599, got {bad[0]}",
+                field="http_target.success_codes",
+            )
         if len(signing_secret.encode()) > MAX_SECRET_BYTES:
             raise InvalidArgument(
-                f"http_target.signing_secret is longer than {MAX_SECRET_BYTES} bytes"
+                f"http_target.signing_secret is longer than {MAX_SECRET_BYTES} bytes",
+                field="http_target.signing_secret",
             )
         return HttpTarget(url, method, pairs, timeout, codes, signing_secret)
 
 
 def _check_url(url: str) -> None:
     if not url:
-        raise InvalidArgument("http_target.url is empty; give an http:// or https:// URL")
+        raise InvalidArgument(
+            "http_target.url is empty; give an http:// or https:// URL", field="http_target.url"
+        )
     if len(url) > MAX_URL_CHARS:
-        raise InvalidArgument(f"http_target.url is longer than {MAX_URL_CHARS} characters")
+        raise InvalidArgument(
+            f"http_target.url is longer than {MAX_URL_CHARS} characters", field="http_target.url"
+        )
     if any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise InvalidArgument("http_target.url contains whitespace or control characters")
+        raise InvalidArgument(
+            "http_target.url contains whitespace or control characters", field="http_target.url"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as e:
-        raise InvalidArgument(f"http_target.url {url!r} is not a valid URL: {e}") from None
+        raise InvalidArgument(
+            f"http_target.url {url!r} is not a valid URL: {e}", field="http_target.url"
+        ) from None
     if parts.scheme not in ("http", "https"):
         raise InvalidArgument(
-            f"http_target.url must start with http:// or https://, got {url[:40]!r}"
+            f"http_target.url must start with http:// or https://, got {url[:40]!r}",
+            field="http_target.url",
         )
     if not parts.hostname:
-        raise InvalidArgument(f"http_target.url {url!r} names no host")
+        raise InvalidArgument(f"http_target.url {url!r} names no host", field="http_target.url")
 
 
 def _check_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     if len(headers) > MAX_TARGET_HEADERS:
         raise InvalidArgument(
-            f"http_target.headers has {len(headers)} entries; the limit is {MAX_TARGET_HEADERS}"
+            f"http_target.headers has {len(headers)} entries; the limit is {MAX_TARGET_HEADERS}",
+            field="http_target.headers",
         )
     size = sum(len(k) + len(v) for k, v in headers.items())
     if size > MAX_TARGET_HEADER_BYTES:
         raise InvalidArgument(
-            f"http_target.headers take {size} bytes; the limit is {MAX_TARGET_HEADER_BYTES}"
+            f"http_target.headers take {size} bytes; the limit is {MAX_TARGET_HEADER_BYTES}",
+            field="http_target.headers",
         )
     for name, value in headers.items():
         if not HEADER_NAME.fullmatch(name):
-            raise InvalidArgument(f"http_target.headers: {name!r} is not a valid header name")
+            raise InvalidArgument(
+                f"http_target.headers: {name!r} is not a valid header name",
+                field="http_target.headers",
+            )
         low = name.lower()
         if low in RESERVED_HEADERS or low.startswith(RESERVED_PREFIX):
             raise InvalidArgument(
-                f"http_target.headers: {name} is set by the server and cannot be configured"
+                f"http_target.headers: {name} is set by the server and cannot be configured",
+                field="http_target.headers",
             )
         if _BAD_VALUE.search(value):
             raise InvalidArgument(
-                f"http_target.headers: the value of {name} contains CR, LF or NUL"
+                f"http_target.headers: the value of {name} contains CR, LF or NUL",
+                field="http_target.headers",
             )
     return tuple(sorted(headers.items()))

@@ -35,8 +35,8 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import NotFound, Unavailable
-from dispatchd.engine.state import DRAINING_MESSAGE
+from dispatchd.engine.errors import NotFound, draining
+from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
@@ -85,7 +85,7 @@ class RedisBackend:
 
     def _refuse_while_draining(self) -> None:
         if self.replica.draining:
-            raise Unavailable(DRAINING_MESSAGE)
+            raise draining(FROZEN)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class RedisBackend:
 
     async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
         if self.replica.draining:
-            raise Unavailable("server is draining and accepts no new jobs; retry on another")
+            raise draining("accepts no new jobs; retry on another")
         results = await self.ops.submit(specs, self.clock())
         self.accounting.submitted(results)
         views: list[tuple[JobView, bool]] = []
@@ -282,7 +282,7 @@ class RedisBackend:
     async def acquire_slot(self, queue: str, holder: str, ttl: float, priority: int) -> SlotRecord:
         lim.check_slot_request(queue, holder, ttl)
         if self.replica.draining:
-            raise Unavailable("server is draining and grants no slots")
+            raise draining("grants no slots")
         ops, replica = self.ops, self.replica
         await ops.ensure_queue(queue)
         slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)

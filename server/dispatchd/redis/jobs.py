@@ -7,17 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.engine import JobState, NewJob, reasons
+from dispatchd.engine import JobState, NewJob
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
+from dispatchd.engine.errors import FailedPrecondition
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import page_plan
-from dispatchd.engine.model import FINISHED_STATES, QueueView
+from dispatchd.engine.model import QueueView
 from dispatchd.engine.paging import encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
@@ -77,10 +72,7 @@ class RedisJobs(RedisStore):
         reply = await self.run("submit", [records.cfg_key(q) for q in sorted(queues)], args)
         if reply[0] == b"full":
             name, waiting, n, bound = reply[1].decode(), *(int(x) for x in reply[2:5])
-            raise ResourceExhausted(
-                f"queue {name!r} holds {waiting} waiting jobs; {n} more would pass its "
-                f"max_pending of {bound}; nothing was admitted"
-            )
+            raise lim.queue_full(name, waiting, n, bound)
         await self.note_queues(queues)
         return [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
 
@@ -104,7 +96,7 @@ class RedisJobs(RedisStore):
         job_id: str,
         *args: Any,
         finished: str = "",
-        wrong_state: Callable[[str, str], FailedPrecondition] = reasons.not_retryable,
+        wrong_state: Callable[[str, str], FailedPrecondition] = lim.not_retryable,
     ) -> StoredJob:
         """Runs a job script; its codes become the engine's refusals: 'nf' not found, 'fin'
         already finished (``finished`` says why that matters), 'state' not in a state the
@@ -114,7 +106,7 @@ class RedisJobs(RedisStore):
         if reply[0] == b"nf":
             raise lim.not_found_job(job_id)
         if reply[0] == b"fin":
-            raise reasons.already_finished(job_id, JobState(int(reply[1])).name, finished)
+            raise lim.job_finished(job_id, JobState(int(reply[1])).name, finished)
         if reply[0] == b"state":
             raise wrong_state(job_id, JobState(int(reply[1])).name)
         return records.job_of(reply[1])
@@ -127,20 +119,16 @@ class RedisJobs(RedisStore):
             "reprioritize",
             job_id,
             priority,
-            finished=reasons.PRIORITY_IS_FINAL,
-            wrong_state=reasons.not_reprioritizable,
+            finished=lim.PRIORITY_IS_FINAL,
+            wrong_state=lim.not_reprioritizable,
         )
 
     async def retry(self, job_id: str) -> StoredJob:
         return await self._job_op("retry", job_id)
 
     async def purge(self, queue: str, state: JobState) -> int:
-        lim.check_queue_name(queue)
-        if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
-            raise InvalidArgument(
-                f"state {state.name} is not a finished state; purge takes SUCCEEDED, FAILED, "
-                "CANCELLED, EXPIRED, DEAD or UNSPECIFIED (all of them)"
-            )
+        lim.check_queue_name(queue, "queue")
+        lim.check_purge_state(state)
         await self.get_queue(queue)
         return int(await self.run("purge", [records.cfg_key(queue)], [int(state)]))
 
@@ -150,7 +138,7 @@ class RedisJobs(RedisStore):
         lim.check_queue_name(name)
         reply = await self.run("view", [records.cfg_key(name)], [])
         if not reply:
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         return records.queue_of_view(name, reply)
 
     async def list_queues(self) -> list[QueueView]:
@@ -183,7 +171,7 @@ class RedisJobs(RedisStore):
             "update", [records.cfg_key(name)], [int(create), *defaults, *changes]
         )
         if reply == b"nf":
-            raise NotFound(f"queue {name!r} does not exist")
+            raise lim.not_found_queue(name)
         await self.note_queues({name})
         return await self.get_queue(name)
 
@@ -200,14 +188,14 @@ class RedisJobs(RedisStore):
         read by one script: a page resumes strictly after the last job of the page before,
         so a job that stays in its state the whole listing is listed exactly once, whatever
         is submitted, finished or moved meanwhile."""
-        lim.check_queue_name(queue)
+        lim.check_queue_name(queue, "queue")
         limit, cursor, phases = page_plan(queue, state, page_size, page_token)
         args: list[Any] = [limit + 1]
         for phase in phases:
             args += [int(phase), *records.page_start(phase, cursor)]
         reply = await self.run("list", [records.cfg_key(queue)], args)
         if reply == b"nf":
-            raise NotFound(f"queue {queue!r} does not exist")
+            raise lim.not_found_queue(queue)
         items, resume = reply
         jobs = [records.job_of(item[3:-1], item[-1] or b"") for item in items[:limit]]
         last = items[limit - 1] if len(items) > limit else resume

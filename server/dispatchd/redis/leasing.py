@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from dispatchd.engine import JobFailure, JobState, Outcome, Rejection, reasons
-from dispatchd.engine.errors import InvalidArgument, NotFound
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import InvalidArgument
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob, Tally
@@ -161,14 +162,14 @@ class RedisLeasing(RedisJobs):
     async def slot_op(self, op: str, slot_id: str, ttl: float | None = None) -> tuple[str, float]:
         """renew, release or abandon a slot; returns (holder, deadline)."""
         if not slot_id:
-            raise InvalidArgument("slot_id is empty")
+            raise InvalidArgument("slot_id is empty", field="slot_id")
         queue = records.queue_of(slot_id)
         if queue is None:
-            raise _slot_not_held(slot_id)
+            raise lim.slot_not_held(slot_id)
         args = [op, slot_id, "" if ttl is None else repr(ttl)]
         reply = await self.run("slot", [records.cfg_key(queue)], args)
         if reply[0] == b"nf":
-            raise _slot_not_held(slot_id)
+            raise lim.slot_not_held(slot_id)
         return reply[1].decode(), float(reply[2])
 
 
@@ -185,7 +186,3 @@ def _slot_queue(slot_id: str) -> str:
     queue = records.queue_of(slot_id)
     assert queue is not None, slot_id
     return queue
-
-
-def _slot_not_held(slot_id: str) -> NotFound:
-    return NotFound(f"slot {slot_id!r} is not held: it was released or it expired")

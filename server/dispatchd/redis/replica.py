@@ -28,7 +28,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument, Unavailable
+from dispatchd.engine.errors import Unavailable, draining
 from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
@@ -43,11 +43,6 @@ log = logging.getLogger("dispatchd.redis")
 #: Most jobs one claim asks for (a bigger credit is served by several claims).
 MAX_CLAIM = 1000
 RETRY_AFTER_ERROR = 1.0
-
-
-def check_credit(n: int, minimum: int, top: int) -> None:
-    if not minimum <= n <= top:
-        raise InvalidArgument(f"max_in_flight must be between {minimum} and {top}, got {n}")
 
 
 class Replica:
@@ -129,17 +124,9 @@ class Replica:
         """The engine's checks and messages for a hello; the queues exist from then on."""
         limits = self.ops.limits
         if self.draining:
-            raise Unavailable("server is draining and takes no new workers")
+            raise draining("takes no new workers")
         queues = list(spec.queues)
-        if not queues:
-            raise InvalidArgument("hello names no queues; list the queues this worker serves")
-        if len(queues) > limits.max_queues_per_worker:
-            raise InvalidArgument(
-                f"hello names {len(queues)} queues; the limit is {limits.max_queues_per_worker}"
-            )
-        for name in queues:
-            lim.check_queue_name(name)
-        check_credit(spec.max_in_flight, 1, limits.max_in_flight_per_worker)
+        lim.check_hello(queues, spec.max_in_flight, limits)
         names = tuple(dict.fromkeys(queues))
         for name in names:
             view = await self.ops.ensure_queue(name)
@@ -210,7 +197,7 @@ class Replica:
                 )
 
     def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
-        check_credit(max_in_flight, 0, self.ops.limits.max_in_flight_per_worker)
+        lim.check_credit(max_in_flight, 0, self.ops.limits)
         worker.max_in_flight = max_in_flight
         for name in worker.queues:
             self.kick(name)

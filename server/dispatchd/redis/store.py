@@ -11,7 +11,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from dispatchd.engine import EngineLimits
-from dispatchd.engine.errors import Unavailable
+from dispatchd.engine.errors import Reason, Unavailable
 from dispatchd.redis.scripts import Scripts
 
 QUEUES_KEY = "dq:queues"
@@ -27,8 +27,14 @@ _REFUSALS = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY")
 def _refused(e: rx.ResponseError) -> Unavailable | None:
     text = str(e)
     if text.startswith(_REFUSALS):
-        return Unavailable(f"redis refused the change ({text}); retry")
+        return Unavailable(
+            f"redis refused the change ({text}); retry", reason=Reason.BACKEND_UNAVAILABLE
+        )
     return None
+
+
+def _unreachable(e: Exception) -> Unavailable:
+    return Unavailable(f"redis is unreachable ({e}); retry", reason=Reason.BACKEND_UNAVAILABLE)
 
 
 class RedisStore:
@@ -62,7 +68,8 @@ class RedisStore:
             return await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
             raise Unavailable(
-                f"redis is unreachable ({e}); retry (with an idempotency key for submits)"
+                f"redis is unreachable ({e}); retry (with an idempotency key for submits)",
+                reason=Reason.BACKEND_UNAVAILABLE,
             ) from None
         except rx.ResponseError as e:
             refusal = _refused(e)
@@ -74,14 +81,14 @@ class RedisStore:
         try:
             return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except UNREACHABLE as e:
-            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+            raise _unreachable(e) from None
 
     async def send(self, pipe: Any) -> list[Any]:
         """Executes a pipeline (no transaction); Redis down is UNAVAILABLE."""
         try:
             replies: list[Any] = await pipe.execute()
         except UNREACHABLE as e:
-            raise Unavailable(f"redis is unreachable ({e}); retry") from None
+            raise _unreachable(e) from None
         return replies
 
     async def note_queues(self, names: set[str]) -> None:

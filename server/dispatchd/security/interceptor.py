@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
+from dispatchd.engine.errors import Reason
 from dispatchd.security.policy import SUBMITTER_HEADER, Rule, rule_for
 from dispatchd.security.tokens import Identity, Role, TokenTable
+from dispatchd.service.errors import abort_with, refusal_status
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.auth")
@@ -94,7 +96,9 @@ class AuthInterceptor(_Interceptor):
                 if token
                 else "missing bearer token: send metadata `authorization: Bearer <token>`"
             )
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, details)
+            return _refusal(
+                handler, grpc.StatusCode.UNAUTHENTICATED, details, Reason.UNAUTHENTICATED
+            )
         if rule.role is not None and not identity.has(rule.role):
             self.stats.permission_denied[method] += 1
             log.debug("%s: %s lacks role %s", method, identity.name, rule.role.value)
@@ -104,6 +108,7 @@ class AuthInterceptor(_Interceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method.rsplit('/', 1)[-1]} needs the {needed} role; "
                 f"{identity.name} has {_roles(identity)}",
+                Reason.PERMISSION_DENIED,
             )
         check = self._check_for(rule, identity, method)
         return handler if check is None else _checked(handler, check)
@@ -127,21 +132,30 @@ class AuthInterceptor(_Interceptor):
                     return
                 self.stats.permission_denied[method] += 1
                 whose = f"was submitted by {owner}" if owner else "has no submitter"
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
+                details = (
                     f"job {job_id} {whose}; {identity.name} may only touch its own jobs "
-                    "(the admin role may touch any)",
+                    "(the admin role may touch any)"
+                )
+                await abort_with(
+                    context,
+                    refusal_status(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        details,
+                        Reason.NOT_JOB_OWNER,
+                        metadata={"job_id": job_id},
+                    ),
                 )
 
             return own_job
         return None
 
 
-def _refusal(handler: Handler, code: grpc.StatusCode, details: str) -> Handler:
+def _refusal(handler: Handler, code: grpc.StatusCode, details: str, reason: Reason) -> Handler:
     """A handler of the same shape as ``handler`` that only aborts."""
+    status = refusal_status(code, details, reason)
 
     async def refuse(request: Any, context: Context) -> None:
-        await context.abort(code, details)
+        await abort_with(context, status)
 
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(refuse)

@@ -10,7 +10,12 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.backend import Backend, DrainReport
-from dispatchd.service.errors import translating
+from dispatchd.service.errors import (
+    queue_field,
+    single_job_field,
+    translating,
+    translating_fields,
+)
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.slot_rpcs import SlotRpcs
 from dispatchd.service.work import WorkStream
@@ -36,10 +41,10 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         self._work = work
         self._start_drain = start_drain
 
-    @translating
+    @translating_fields(single_job_field)
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        spec = convert.new_job(request.job, self._clock())
-        ((job, duplicate),) = await self._backend.submit([spec])
+        specs = convert.new_jobs([request.job], self._clock())
+        ((job, duplicate),) = await self._backend.submit(specs)
         response = pb.SubmitResponse(duplicate=duplicate)
         convert.fill_job(response.job, job, with_payload=False)  # the caller has it
         return response
@@ -49,7 +54,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
         now = self._clock()
-        results = await self._backend.submit([convert.new_job(s, now) for s in request.jobs])
+        results = await self._backend.submit(convert.new_jobs(request.jobs, now))
         response = pb.SubmitBatchResponse(duplicates=[dup for _, dup in results])
         add = response.jobs.add
         for job, _ in results:
@@ -99,7 +104,7 @@ class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
         views = await self._backend.list_queues()
         return pb.ListQueuesResponse(queues=[convert.queue_to_pb(v) for v in views])
 
-    @translating
+    @translating_fields(queue_field)
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:

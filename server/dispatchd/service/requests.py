@@ -59,7 +59,7 @@ class QueueChanges(TypedDict):
 def job_state(state: int) -> JobState:
     """The state filter of ListJobs and PurgeJobs."""
     if state not in JobState._value2member_map_:
-        raise InvalidArgument(f"unknown job state {state}")
+        raise InvalidArgument(f"unknown job state {state}", field="state")
     return JobState(state)
 
 
@@ -68,7 +68,9 @@ def wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
     if request.HasField("timeout"):
         timeout = convert.duration_seconds(request.timeout)
         if not 0 <= timeout <= MAX_WAIT_SECONDS:
-            raise InvalidArgument(f"timeout must be between 0 s and 1 h, got {timeout:g} s")
+            raise InvalidArgument(
+                f"timeout must be between 0 s and 1 h, got {timeout:g} s", field="timeout"
+            )
     else:
         timeout = MAX_WAIT_SECONDS
     remaining = context.time_remaining()
@@ -81,7 +83,9 @@ def wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
 def slot_ttl(request: pb.AcquireSlotRequest) -> float:
     """An AcquireSlot's ttl, which it must name (the range is the engine's check)."""
     if not request.HasField("ttl"):
-        raise InvalidArgument("ttl is required: how long the slot lives without a renewal")
+        raise InvalidArgument(
+            "ttl is required: how long the slot lives without a renewal", field="ttl"
+        )
     return convert.duration_seconds(request.ttl)
 
 
@@ -91,23 +95,29 @@ def drain_grace(request: pb.DrainRequest) -> float | None:
         return None
     grace = convert.duration_seconds(request.grace)
     if grace < 0:
-        raise InvalidArgument(f"grace must be >= 0, got {grace:g} s")
+        raise InvalidArgument(f"grace must be >= 0, got {grace:g} s", field="grace")
     return grace
 
 
 def queue_update(request: pb.UpdateQueueRequest) -> tuple[QueueChanges, dict[str, object]]:
     """The changes an UpdateQueue asks for: the plain settings and the policies, each
-    only where the update mask names it. Checked whole before anything changes."""
+    only where the update mask names it. Checked whole before anything changes. Errors
+    name fields relative to ``queue`` (``width``), except ``update_mask``: the handler
+    roots them with :func:`dispatchd.service.errors.queue_field`."""
     q = request.queue
     paths = set(request.update_mask.paths) or populated_paths(q)
     unknown = paths - QUEUE_MASK_PATHS
     if unknown:
         raise InvalidArgument(
             f"update_mask names unknown fields {sorted(unknown)}; "
-            f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}"
+            f"settable: {', '.join(sorted(QUEUE_MASK_PATHS))}",
+            field="update_mask",
         )
     if "lease_duration" in paths and not q.HasField("lease_duration"):
-        raise InvalidArgument("update_mask names lease_duration but queue.lease_duration is unset")
+        raise InvalidArgument(
+            "update_mask names lease_duration but queue.lease_duration is unset",
+            field="lease_duration",
+        )
     changes = QueueChanges(
         width=q.width if "width" in paths else None,
         paused=q.paused if "paused" in paths else None,

@@ -22,8 +22,11 @@ import grpc
 from dispatchd import convert
 from dispatchd.backend import Backend, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, LeaseRecord, Rejection, WorkerRecord
-from dispatchd.service.errors import status_of
+from dispatchd.engine.errors import Reason, ResourceExhausted
+from dispatchd.service.errors import abort, status_of
 from dispatchd.service.work_protocol import (
+    empty_request,
+    hello_repeated,
     log_connected,
     log_disconnected,
     outcome,
@@ -66,6 +69,12 @@ class StreamEnd:
     details: str = ""
     reason: str = "server ended the stream"
     """Why, for the disconnect log line."""
+    error: EngineError | None = None
+    """The refusal behind a non-OK end: its rich status is what the worker sees."""
+
+
+def stream_error(error: EngineError) -> StreamEnd:
+    return StreamEnd(status_of(error), str(error), f"protocol error: {error}", error)
 
 
 class WorkerSession:
@@ -89,11 +98,16 @@ class WorkerSession:
         self.outbox.put_nowait(msg)
 
     def _overflow(self, what: str) -> None:
-        self.end(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        error = ResourceExhausted(
             f"the worker is not reading its stream ({what} wait to be written); "
             "its jobs go back to pending",
+            reason=Reason.STREAM_BACKLOG,
+        )
+        self.end(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            str(error),
             "outbox overflow: the worker stopped reading",
+            error,
         )
 
     def deliver(self, leases: Sequence[LeaseRecord]) -> None:
@@ -146,10 +160,14 @@ class WorkerSession:
         code: grpc.StatusCode = grpc.StatusCode.OK,
         details: str = "",
         reason: str = "server ended the stream",
+        error: EngineError | None = None,
     ) -> None:
         if not self._ended:
             self._ended = True
-            self.outbox.put_nowait(StreamEnd(code, details, reason))
+            self.outbox.put_nowait(StreamEnd(code, details, reason, error))
+
+    def end_with(self, end: StreamEnd) -> None:
+        self.end(end.code, end.details, end.reason, end.error)
 
 
 class WorkStream:
@@ -193,6 +211,8 @@ class WorkStream:
             # left connected keeps its jobs until their leases expire).
             held = await asyncio.shield(self._backend.disconnect(worker))
             log_disconnected(worker, end.reason, held)
+        if end.error is not None:
+            await abort(context, end.error)
         if end.code is not grpc.StatusCode.OK:
             await context.abort(end.code, end.details)
 
@@ -207,8 +227,7 @@ class WorkStream:
         try:
             return await asyncio.shield(connecting)
         except EngineError as e:
-            await context.abort(status_of(e), str(e))
-            raise  # abort raises; this keeps the type checker sure of it
+            await abort(context, e.under("hello"))
         except asyncio.CancelledError:
             connecting.add_done_callback(self._undo_connect)
             raise
@@ -243,7 +262,7 @@ class WorkStream:
             async for req in requests:
                 end = await self._apply(req, worker, session)
                 if end is not None:
-                    session.end(end.code, end.details, f"protocol error: {end.details}")
+                    session.end_with(end)
                     return
             session.end(reason="worker closed the stream")
         except asyncio.CancelledError:
@@ -251,7 +270,7 @@ class WorkStream:
         except grpc.RpcError:  # the stream broke; the writer's finally cleans up
             session.end(reason="stream broke")
         except EngineError as e:  # the backend went away mid-stream: the worker reconnects
-            session.end(status_of(e), str(e), f"backend error: {e}")
+            session.end(status_of(e), str(e), f"backend error: {e}", e)
         except Exception:  # a bug here must still end the stream and free its jobs
             log.exception("the reader of worker %s's stream failed", worker.worker_id)
             session.end(grpc.StatusCode.INTERNAL, "internal error", "reader failed")
@@ -275,9 +294,9 @@ class WorkStream:
             try:
                 await backend.set_credit(worker, req.credit.max_in_flight)
             except EngineError as e:
-                return StreamEnd(status_of(e), str(e))
+                return stream_error(e.under("credit"))
         elif kind == "hello":
-            return StreamEnd(grpc.StatusCode.FAILED_PRECONDITION, "hello was already sent")
+            return stream_error(hello_repeated())
         else:
-            return StreamEnd(grpc.StatusCode.INVALID_ARGUMENT, "empty WorkRequest: set one kind")
+            return stream_error(empty_request())
         return None

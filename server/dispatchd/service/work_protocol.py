@@ -13,6 +13,8 @@ import grpc
 
 from dispatchd import convert
 from dispatchd.engine import JobFailure, Outcome, Rejection
+from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
+from dispatchd.service.errors import abort_with, refusal_status
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.sessions")
@@ -44,11 +46,23 @@ async def read_hello(
     if seen is not None:
         seen(first)
     if first.WhichOneof("kind") != "hello":
-        await context.abort(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
+        await abort_with(
+            context,
+            refusal_status(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the first WorkRequest must be hello (worker id, queues, max_in_flight)",
+                Reason.HELLO_REQUIRED,
+            ),
         )
     return first.hello
+
+
+def hello_repeated() -> FailedPrecondition:
+    return FailedPrecondition("hello was already sent", reason=Reason.HELLO_REPEATED)
+
+
+def empty_request() -> InvalidArgument:
+    return InvalidArgument("empty WorkRequest: set one kind", field="kind")
 
 
 def welcome(worker_id: str, heartbeat_interval: float, max_result_bytes: int) -> pb.WorkResponse:
