@@ -18,13 +18,14 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
-from dispatchd_client import AsyncClient, Client, JobState, Unavailable
+from dispatchd_client import AsyncClient, Client, JobState, ReceivedJob, Unavailable
 from dispatchd_client import errors as client_errors
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 from tests.inproc import serving
 from tests.polling import until
 
+from .conftest import StartWorker
 from .raw_worker import RawWorker
 
 
@@ -195,3 +196,28 @@ async def test_the_port_file_names_every_bound_port(server_config: Config, tmp_p
             "health": srv.health_port,
         }
     assert all(p > 0 for name, p in ports.items() if name != "dashboard")
+
+
+async def test_the_shipped_worker_keeps_its_lease_when_the_lease_is_cut(
+    client: AsyncClient, start_worker: StartWorker
+) -> None:
+    """Issue 17's report: a lease cut from 30 s to 1.2 s while the Worker holds a long job
+    made the job run again and again (attempt 4, every result "stale lease"). The Worker
+    follows the WorkerSettings the server pushes, so the job runs once."""
+    await client.update_queue("cut", lease_duration=30.0, create=True)
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def long_job(job: ReceivedJob) -> bytes:
+        started.set()
+        await finish.wait()
+        return b"done"
+
+    start_worker(configure=lambda w: w.handler("cut")(long_job), concurrency=1)
+    job = await client.submit("cut", b"x")
+    await asyncio.wait_for(started.wait(), 10)
+    await client.update_queue("cut", lease_duration=1.2)
+    # Three of the new leases long: the old heartbeat interval (10 s) would have lost it.
+    await asyncio.sleep(3.6)  # the job's own run time, not a wait for state
+    finish.set()
+    done = await client.wait(job.id, timeout=10)
+    assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
