@@ -51,6 +51,9 @@ class _Context:
         assert self._stream is not None
         self._stream.answer(msg.SerializeToString())
 
+    def add_done_callback(self, callback: Any) -> None:
+        """The call never ends early here: the stream ends when its requests do."""
+
     async def abort(self, code: Any, details: str) -> None:
         raise RuntimeError(f"aborted: {code} {details}")
 
