@@ -8,11 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
-from dispatchd.engine.model import NewJob
+from dispatchd.engine.model import JobFailure, NewJob
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 MAX_KEY_CHARS = 256
+#: Job header names the server keeps for itself, in any case: a client may not set them.
+RESERVED_HEADER_PREFIX = "dispatchd-"
+#: The one reserved header a job carries: stamped by the server on every job submitted
+#: while auth is on (a client's own value of exactly this name is overwritten there).
+SUBMITTER_HEADER = "dispatchd-submitter"
 QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "rate": (Rate, type(None)),
     "retry_policy": (RetryPolicy, type(None)),
@@ -67,6 +72,30 @@ def check_queue_name(name: str) -> None:
 
 
 MAX_HOLDER_CHARS = 256
+
+#: Caps on a failure's message and code as a worker or an HTTP target reports them: the
+#: error stays on the job (and each attempt), goes into GetJob answers and log lines, so
+#: it is cut rather than kept whole. Results have --max-payload-bytes.
+MAX_ERROR_MESSAGE_BYTES = 4096
+MAX_ERROR_CODE_CHARS = 128
+_MARKER = " [cut: {} bytes in all]"
+_MARKER_ROOM = 40  # more than the marker takes, for any size a message can have
+
+
+def capped_failure(
+    message: str, retryable: bool = True, code: str = "", retry_after: float | None = None
+) -> JobFailure:
+    """A failure with ``message`` and ``code`` cut to their caps. A cut message ends with
+    a marker saying how long it was; a result is never refused for its error text."""
+    # A str of at most cap/4 characters cannot take more than cap bytes in UTF-8.
+    if len(message) > MAX_ERROR_MESSAGE_BYTES // 4:
+        data = message.encode()
+        if len(data) > MAX_ERROR_MESSAGE_BYTES:
+            kept = data[: MAX_ERROR_MESSAGE_BYTES - _MARKER_ROOM].decode(errors="ignore")
+            message = kept + _MARKER.format(len(data))
+    if len(code) > MAX_ERROR_CODE_CHARS:
+        code = code[:MAX_ERROR_CODE_CHARS]
+    return JobFailure(message, retryable, code, retry_after)
 
 
 def check_slot_ttl(ttl: float) -> None:
@@ -181,8 +210,16 @@ def _check_headers(headers: dict[str, str], limits: EngineLimits, index: int | N
             f"{_where(index)}headers take {header_bytes} bytes; "
             f"the limit is {limits.max_header_bytes}"
         )
-    if any(not k for k in headers):
-        raise InvalidArgument(f"{_where(index)}a header has an empty name")
+    for k in headers:
+        if not k:
+            raise InvalidArgument(f"{_where(index)}a header has an empty name")
+        if k[: len(RESERVED_HEADER_PREFIX)].lower() == RESERVED_HEADER_PREFIX and (
+            k != SUBMITTER_HEADER
+        ):
+            raise InvalidArgument(
+                f"{_where(index)}header {k!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
+                "(in any case) are reserved for the server"
+            )
 
 
 def _where(index: int | None) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from dispatchd.engine import HttpTarget, JobFailure, Outcome
+from dispatchd.engine.limits import capped_failure
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 EXCERPT_CHARS = 200
@@ -79,8 +80,8 @@ def classify_response(
         message += f": {excerpt}"
     code = f"HTTP_{status}"
     if status in RETRY_AFTER_STATUSES:
-        return JobFailure(message, True, code, retry_after_seconds(retry_after, now))
-    return JobFailure(message, status >= 500, code)
+        return capped_failure(message, True, code, retry_after_seconds(retry_after, now))
+    return capped_failure(message, status >= 500, code)
 
 
 def status_kind(status: int) -> str:
@@ -92,5 +93,7 @@ def timeout_failure(timeout: float) -> JobFailure:
 
 
 def connection_failure(error: BaseException) -> JobFailure:
+    """Exception texts can carry what the far end sent (a TLS alert, a protocol error):
+    capped like a worker's error."""
     detail = str(error) or type(error).__name__
-    return JobFailure(f"HTTP call failed: {detail}", True, type(error).__name__)
+    return capped_failure(f"HTTP call failed: {detail}", True, type(error).__name__)

@@ -21,11 +21,11 @@ from dispatchd.engine import (
     EngineError,
     EngineObserver,
     HttpTarget,
-    JobFailure,
     LeaseRecord,
     QueueSettings,
     WorkerRecord,
 )
+from dispatchd.engine.limits import capped_failure
 from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
 from dispatchd.push.requests import build_request
@@ -207,7 +207,7 @@ class HttpPusher(EngineObserver):
         try:
             request = build_request(target, lease.job, self._clock())
         except InvalidJobHeader as e:
-            return CallResult(JobFailure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
+            return CallResult(capped_failure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
         try:
             return await binding.pool.send(
                 target, request, self.settings.max_body_bytes, self._clock
@@ -218,7 +218,7 @@ class HttpPusher(EngineObserver):
             # A bug here must not hold the lease until it expires: the attempt fails
             # (retryable) and the traceback is logged.
             log.exception("queue %s: push of job %s failed", binding.queue, lease.job.id)
-            failure = JobFailure(f"internal error: {e!r}", True, "InternalError")
+            failure = capped_failure(f"internal error: {e!r}", True, "InternalError")
             return CallResult(failure, 0, 0.0, INVALID)
 
     # ---- leases of calls that take long ----------------------------------------------
