@@ -13,6 +13,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_OFF = "0"
 BACKENDS = ("embedded", "redis")
+#: What a message may carry beyond its payloads: ids, headers, keys, times and the
+#: protobuf framing of up to 10,000 jobs (a SubmitBatch's most) or results.
+MESSAGE_HEADROOM_BYTES = 4 << 20
+MAX_BATCH_BYTES_LIMIT = 1 << 30
 
 
 class ConfigError(ValueError):
@@ -29,6 +33,10 @@ class Config:
     """Seconds a drain waits for underway jobs before taking them back."""
     max_payload_bytes: int = 1 << 20
     """Cap on job payloads and results."""
+    max_batch_bytes: int = 16 << 20
+    """Cap on the payloads of one SubmitBatch, all together (at least max_payload_bytes
+    counts, so that a batch of one job at the cap fits). With max_payload_bytes it bounds
+    every gRPC message the server reads: see ``max_message_bytes``."""
     default_width: int = 10
     """Width of a queue created on first use."""
     default_lease: float = 30.0
@@ -87,6 +95,10 @@ class Config:
             raise ConfigError(
                 f"--max-payload-bytes must be 1..{64 << 20}, got {self.max_payload_bytes}"
             )
+        if not 1 <= self.max_batch_bytes <= MAX_BATCH_BYTES_LIMIT:
+            raise ConfigError(
+                f"--max-batch-bytes must be 1..{MAX_BATCH_BYTES_LIMIT}, got {self.max_batch_bytes}"
+            )
         if self.default_width < 0:
             raise ConfigError(f"--default-width must be >= 0, got {self.default_width}")
         if not 1.0 <= self.default_lease <= 3600.0:
@@ -133,6 +145,14 @@ class Config:
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message the server reads (a Submit, a SubmitBatch, one message
+        of a Work stream): the larger of max_payload_bytes and max_batch_bytes plus
+        MESSAGE_HEADROOM_BYTES. grpc refuses a bigger one with RESOURCE_EXHAUSTED from its
+        length prefix, before the auth check runs and without reading it."""
+        return max(self.max_payload_bytes, self.max_batch_bytes) + MESSAGE_HEADROOM_BYTES
 
     @property
     def journaled(self) -> bool:
@@ -183,6 +203,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("drain-grace", float, d.drain_grace, "seconds to wait for underway jobs on drain")
     add("max-payload-bytes", int, d.max_payload_bytes, "cap on job payloads and results")
+    add(
+        "max-batch-bytes",
+        int,
+        d.max_batch_bytes,
+        "cap on one SubmitBatch's payloads, all together (with --max-payload-bytes it bounds "
+        "every message the server reads)",
+    )
     add("default-width", int, d.default_width, "width of queues created on first use")
     add("default-lease", float, d.default_lease, "lease seconds of queues created on first use")
     add("finished-retention", float, d.finished_retention, "seconds finished jobs stay readable")
@@ -238,6 +265,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
         drain_grace=ns.drain_grace,
         max_payload_bytes=ns.max_payload_bytes,
+        max_batch_bytes=ns.max_batch_bytes,
         default_width=ns.default_width,
         default_lease=ns.default_lease,
         finished_retention=ns.finished_retention,

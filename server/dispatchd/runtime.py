@@ -58,6 +58,7 @@ class _IdleWatch(EngineObserver):
 def engine_limits(config: Config) -> EngineLimits:
     return EngineLimits(
         max_payload_bytes=config.max_payload_bytes,
+        max_batch_bytes=config.max_batch_bytes,
         default_width=config.default_width,
         default_lease_seconds=config.default_lease,
         finished_retention_seconds=config.finished_retention,
@@ -149,6 +150,7 @@ class DispatchdServer:
             [*self.observability.interceptors, *([self.auth] if self.auth is not None else [])],
             servicer,
             self.health,
+            self.config.max_message_bytes,
         )
         try:
             self.port = bind(server, self.config.listen, credentials)

@@ -42,6 +42,8 @@ class EngineLimits:
     """Lease duration of a queue created on first use."""
     max_batch_jobs: int = 10_000
     """Most jobs in one SubmitBatch."""
+    max_batch_bytes: int = 16 << 20
+    """Cap on the payloads of one SubmitBatch together (max_payload_bytes if larger)."""
     max_headers: int = 64
     """Most headers on one job."""
     max_header_bytes: int = 16 * 1024
@@ -197,6 +199,14 @@ def check_batch(specs: Sequence[NewJob], limits: EngineLimits) -> None:
     many = len(specs) > 1
     for i, spec in enumerate(specs):
         check_new_job(spec, limits, i if many else None)
+    if many:
+        total = sum(len(spec.payload) for spec in specs)
+        bound = max(limits.max_batch_bytes, limits.max_payload_bytes)
+        if total > bound:
+            raise ResourceExhausted(
+                f"the batch's payloads take {total} bytes; the limit is {bound} bytes "
+                "(--max-batch-bytes): submit it in smaller batches"
+            )
 
 
 def _check_headers(headers: dict[str, str], limits: EngineLimits, index: int | None) -> None:

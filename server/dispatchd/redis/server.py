@@ -109,6 +109,7 @@ class RedisDispatchdServer:
             [*self.observability.interceptors, *([self.auth] if self.auth is not None else [])],
             servicer,
             self.health,
+            c.max_message_bytes,
         )
         try:
             self.port = bind(server, c.listen, credentials)
