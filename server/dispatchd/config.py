@@ -4,6 +4,7 @@ into a frozen, validated dataclass."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ class Config:
     (a queue's width binds below it)."""
     http_ca_bundle: Path | None = None
     """PEM file of CAs to verify HTTP targets' TLS certificates with; None: certifi's."""
+    http_allow_cidr: tuple[str, ...] = ()
+    """Networks HTTP targets may reach beyond public unicast addresses (e.g. 10.0.0.0/8,
+    fd00::/8 for internal services): loopback, private, link-local (cloud metadata),
+    shared, multicast and reserved addresses are refused unless listed. Checked on the
+    URL when a target is set and on every address a target's name resolves to, at every
+    connection (docs/security.md). ``0.0.0.0/0,::/0`` allows every address."""
     backend: str = "embedded"
     """embedded: this process holds the queues (memory + journal); redis: the queues live
     in Redis (--redis-url) and several replicas share them (docs/redis.md)."""
@@ -107,16 +114,24 @@ class Config:
             raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
         if self.durability not in ("none", "journal"):
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
-        if not 1 <= self.http_max_connections <= 10_000:
-            raise ConfigError(
-                f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
-            )
+        self._check_http_push()
         if not 0.1 <= self.dashboard_bucket <= 60.0:
             raise ConfigError(f"--dashboard-bucket must be 0.1..60 s, got {self.dashboard_bucket}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self._check_backend()
         self._check_endpoints()
+
+    def _check_http_push(self) -> None:
+        if not 1 <= self.http_max_connections <= 10_000:
+            raise ConfigError(
+                f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
+            )
+        for cidr in self.http_allow_cidr:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"--http-allow-cidr: {cidr!r} is not a CIDR ({e})") from None
 
     def _check_backend(self) -> None:
         if self.backend not in BACKENDS:
@@ -228,6 +243,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "http-ca-bundle", "") or None,
         help="PEM CA bundle to verify HTTP targets' TLS certificates (default: certifi's)",
     )
+    add(
+        "http-allow-cidr",
+        str,
+        "",
+        "comma-separated networks HTTP targets may reach besides public addresses "
+        "(e.g. 10.0.0.0/8,fd00::/8); loopback, private and metadata addresses are refused",
+    )
     p.add_argument(
         "--recover-truncated",
         action="store_true",
@@ -285,6 +307,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         health_listen=ns.health_listen or None,
         http_max_connections=ns.http_max_connections,
         http_ca_bundle=_path(ns.http_ca_bundle),
+        http_allow_cidr=tuple(c.strip() for c in ns.http_allow_cidr.split(",") if c.strip()),
         backend=ns.backend,
         redis_url=ns.redis_url,
     )

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from dispatchd import convert
 from dispatchd.config import Config
 from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, ObserverChain
+from dispatchd.engine.addresses import AddressPolicy
 from dispatchd.listening import StartError as StartError
 from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
@@ -63,6 +64,7 @@ def engine_limits(config: Config) -> EngineLimits:
         default_lease_seconds=config.default_lease,
         finished_retention_seconds=config.finished_retention,
         max_finished_jobs=config.max_finished_jobs,
+        http_addresses=AddressPolicy.of(config.http_allow_cidr),
     )
 
 

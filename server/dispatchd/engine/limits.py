@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dispatchd.engine.addresses import AddressPolicy
 from dispatchd.engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from dispatchd.engine.model import JobFailure, NewJob
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
@@ -62,6 +63,8 @@ class EngineLimits:
     max_lease_seconds: float = 3600.0
     max_retry_after_seconds: float = 86_400.0
     """Cap on a failure's retry_after (an endpoint's Retry-After)."""
+    http_addresses: AddressPolicy = field(default_factory=AddressPolicy)
+    """Which addresses an HTTP target may reach (public ones, and --http-allow-cidr)."""
 
 
 def check_queue_name(name: str) -> None:

@@ -149,7 +149,9 @@ class HttpPusher(EngineObserver):
         except EngineError as e:
             log.error("cannot serve the HTTP target of queue %s: %s", name, e)
             return
-        pool = ClientPool(self.settings.max_connections, self._ssl)
+        pool = ClientPool(
+            self.settings.max_connections, self._ssl, self._engine.limits.http_addresses
+        )
         binding = TargetBinding(name, worker, target, pool, self)
         self.bindings[name] = binding
         self.stats.setdefault(name, TargetStats())
