@@ -103,6 +103,7 @@ def start_dispatchd(
     metrics = metrics_listen or f"127.0.0.1:{free_port()}"
     args = ["--listen", f"127.0.0.1:{port}", "--log-level", log_level, "--drain-grace", "2"]
     args += ["--metrics-listen", metrics, "--http-listen", "0"]  # no dashboard port clash
+    args += ["--http-allow-cidr", "127.0.0.0/8"]  # the HTTP push phase's endpoint is local
     if data_dir is not None:
         args += ["--data-dir", str(data_dir)]
     name = "dispatchd" if data_dir is None else "dispatchd-journal"

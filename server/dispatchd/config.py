@@ -4,6 +4,7 @@ into a frozen, validated dataclass."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 METRICS_OFF = "0"
 BACKENDS = ("embedded", "redis")
+#: What a message may carry beyond its payloads: ids, headers, keys, times and the
+#: protobuf framing of up to 10,000 jobs (a SubmitBatch's most) or results.
+MESSAGE_HEADROOM_BYTES = 4 << 20
+MAX_BATCH_BYTES_LIMIT = 1 << 30
 
 
 class ConfigError(ValueError):
@@ -30,6 +35,10 @@ class Config:
     """Seconds a drain waits for underway jobs before taking them back."""
     max_payload_bytes: int = 1 << 20
     """Cap on job payloads and results."""
+    max_batch_bytes: int = 16 << 20
+    """Cap on the payloads of one SubmitBatch, all together (at least max_payload_bytes
+    counts, so that a batch of one job at the cap fits). With max_payload_bytes it bounds
+    every gRPC message the server reads: see ``max_message_bytes``."""
     default_width: int = 10
     """Width of a queue created on first use."""
     default_lease: float = 30.0
@@ -74,6 +83,12 @@ class Config:
     (a queue's width binds below it)."""
     http_ca_bundle: Path | None = None
     """PEM file of CAs to verify HTTP targets' TLS certificates with; None: certifi's."""
+    http_allow_cidr: tuple[str, ...] = ()
+    """Networks HTTP targets may reach beyond public unicast addresses (e.g. 10.0.0.0/8,
+    fd00::/8 for internal services): loopback, private, link-local (cloud metadata),
+    shared, multicast and reserved addresses are refused unless listed. Checked on the
+    URL when a target is set and on every address a target's name resolves to, at every
+    connection (docs/security.md). ``0.0.0.0/0,::/0`` allows every address."""
     backend: str = "embedded"
     """embedded: this process holds the queues (memory + journal); redis: the queues live
     in Redis (--redis-url) and several replicas share them (docs/redis.md)."""
@@ -92,6 +107,10 @@ class Config:
             raise ConfigError(
                 f"--max-payload-bytes must be 1..{64 << 20}, got {self.max_payload_bytes}"
             )
+        if not 1 <= self.max_batch_bytes <= MAX_BATCH_BYTES_LIMIT:
+            raise ConfigError(
+                f"--max-batch-bytes must be 1..{MAX_BATCH_BYTES_LIMIT}, got {self.max_batch_bytes}"
+            )
         if self.default_width < 0:
             raise ConfigError(f"--default-width must be >= 0, got {self.default_width}")
         if not 1.0 <= self.default_lease <= 3600.0:
@@ -100,16 +119,24 @@ class Config:
             raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
         if self.durability not in ("none", "journal"):
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
-        if not 1 <= self.http_max_connections <= 10_000:
-            raise ConfigError(
-                f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
-            )
+        self._check_http_push()
         if not 0.1 <= self.dashboard_bucket <= 60.0:
             raise ConfigError(f"--dashboard-bucket must be 0.1..60 s, got {self.dashboard_bucket}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self._check_backend()
         self._check_endpoints()
+
+    def _check_http_push(self) -> None:
+        if not 1 <= self.http_max_connections <= 10_000:
+            raise ConfigError(
+                f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
+            )
+        for cidr in self.http_allow_cidr:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"--http-allow-cidr: {cidr!r} is not a CIDR ({e})") from None
 
     def _check_backend(self) -> None:
         if self.backend not in BACKENDS:
@@ -138,6 +165,14 @@ class Config:
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message the server reads (a Submit, a SubmitBatch, one message
+        of a Work stream): the larger of max_payload_bytes and max_batch_bytes plus
+        MESSAGE_HEADROOM_BYTES. grpc refuses a bigger one with RESOURCE_EXHAUSTED from its
+        length prefix, before the auth check runs and without reading it."""
+        return max(self.max_payload_bytes, self.max_batch_bytes) + MESSAGE_HEADROOM_BYTES
 
     @property
     def journaled(self) -> bool:
@@ -189,6 +224,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("drain-grace", float, d.drain_grace, "seconds to wait for underway jobs on drain")
     add("max-payload-bytes", int, d.max_payload_bytes, "cap on job payloads and results")
+    add(
+        "max-batch-bytes",
+        int,
+        d.max_batch_bytes,
+        "cap on one SubmitBatch's payloads, all together (with --max-payload-bytes it bounds "
+        "every message the server reads)",
+    )
     add("default-width", int, d.default_width, "width of queues created on first use")
     add("default-lease", float, d.default_lease, "lease seconds of queues created on first use")
     add("finished-retention", float, d.finished_retention, "seconds finished jobs stay readable")
@@ -206,6 +248,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         default=_env(env, "http-ca-bundle", "") or None,
         help="PEM CA bundle to verify HTTP targets' TLS certificates (default: certifi's)",
+    )
+    add(
+        "http-allow-cidr",
+        str,
+        "",
+        "comma-separated networks HTTP targets may reach besides public addresses "
+        "(e.g. 10.0.0.0/8,fd00::/8); loopback, private and metadata addresses are refused",
     )
     p.add_argument(
         "--recover-truncated",
@@ -245,6 +294,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
         drain_grace=ns.drain_grace,
         max_payload_bytes=ns.max_payload_bytes,
+        max_batch_bytes=ns.max_batch_bytes,
         default_width=ns.default_width,
         default_lease=ns.default_lease,
         finished_retention=ns.finished_retention,
@@ -264,6 +314,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         health_listen=ns.health_listen or None,
         http_max_connections=ns.http_max_connections,
         http_ca_bundle=_path(ns.http_ca_bundle),
+        http_allow_cidr=tuple(c.strip() for c in ns.http_allow_cidr.split(",") if c.strip()),
         backend=ns.backend,
         redis_url=ns.redis_url,
         port_file=_path(ns.port_file),

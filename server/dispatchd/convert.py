@@ -239,15 +239,20 @@ def _failure(e: pb.JobError) -> JobFailure:
     return JobFailure(e.message, e.retryable, e.code)
 
 
-def _fill_target(msg: pb.HttpTarget, t: HttpTarget, with_secret: bool) -> None:
+def _fill_target(msg: pb.HttpTarget, t: HttpTarget, with_secrets: bool) -> None:
+    """Header values are write-only like the signing secret (they often hold credentials):
+    answers list the header names, the stored form keeps the values."""
     msg.url = t.url
     msg.method = t.method
-    msg.headers.update(t.headers)
     msg.timeout.CopyFrom(duration(t.timeout))
     msg.success_codes.extend(t.success_codes)
     msg.signing_enabled = bool(t.signing_secret)
-    if with_secret:
+    msg.keep_response_body = t.keep_response_body
+    if with_secrets:
+        msg.headers.update(t.headers)
         msg.signing_secret = t.signing_secret
+    else:
+        msg.header_names.extend(name for name, _ in t.headers)
 
 
 def http_target(msg: pb.Queue) -> HttpTarget | None:
@@ -262,6 +267,7 @@ def http_target(msg: pb.Queue) -> HttpTarget | None:
         duration_seconds(t.timeout) if t.HasField("timeout") else None,
         t.success_codes,
         t.signing_secret,
+        t.keep_response_body,
     )
 
 

@@ -18,7 +18,8 @@ from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 log = logging.getLogger("dispatchd")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DispatcherService"].full_name
-MAX_MESSAGE_BYTES = 256 << 20
+#: What the server sends is its own making (job deliveries, answers): a generous cap.
+MAX_SEND_BYTES = 256 << 20
 
 
 class StartError(Exception):
@@ -29,13 +30,19 @@ def grpc_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]],
     servicer: pb_grpc.DispatcherServiceServicer,
     health_servicer: HealthServicer,
+    max_receive_bytes: int,
 ) -> grpc.aio.Server:
-    """The main server, not yet bound. The interceptors run in the order given."""
+    """The main server, not yet bound. The interceptors run in the order given.
+
+    ``max_receive_bytes`` (Config.max_message_bytes) bounds every message a caller sends,
+    for every method alike (a grpc server has no per-method receive limit): grpc reads a
+    message's length prefix and refuses a longer one with RESOURCE_EXHAUSTED before any
+    interceptor, the auth check included, sees the call, and without buffering it."""
     server = grpc.aio.server(
         interceptors=list(interceptors) or None,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ],
     )
     pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)

@@ -25,6 +25,7 @@ from dispatchd.backend import Backend, DrainReport
 from dispatchd.config import Config
 from dispatchd.embedded import EmbeddedBackend, StorageConfig
 from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, QueueView
+from dispatchd.engine.addresses import AddressPolicy
 from dispatchd.listening import StartError as StartError
 from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
 from dispatchd.observability import Observability, ObservabilityError
@@ -51,10 +52,12 @@ GC_YOUNG_THRESHOLD = 10_000
 def engine_limits(config: Config) -> EngineLimits:
     return EngineLimits(
         max_payload_bytes=config.max_payload_bytes,
+        max_batch_bytes=config.max_batch_bytes,
         default_width=config.default_width,
         default_lease_seconds=config.default_lease,
         finished_retention_seconds=config.finished_retention,
         max_finished_jobs=config.max_finished_jobs,
+        http_addresses=AddressPolicy.of(config.http_allow_cidr),
     )
 
 
@@ -181,6 +184,7 @@ class DispatchdServer:
             [*self.observability.interceptors, *([self.auth] if self.auth is not None else [])],
             servicer,
             self.health,
+            self.config.max_message_bytes,
         )
         self.port = bind(server, self.config.listen, credentials)
         if self.config.health_listen is not None:

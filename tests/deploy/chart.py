@@ -26,7 +26,12 @@ EVERYTHING_ON: dict[str, Any] = {
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "podDisruptionBudget": {"enabled": True},
     "persistence": {"storageClassName": "fast", "size": "5Gi"},
-    "server": {"drainGrace": 40, "extraArgs": ["--log-level", "debug"]},
+    "server": {
+        "drainGrace": 40,
+        "extraArgs": ["--log-level", "debug"],
+        "httpAllowCidr": "10.0.0.0/8,fd00::/8",
+        "maxBatchBytes": 8388608,
+    },
     "terminationGracePeriodSeconds": 60,
     "podAnnotations": {"team": "jobs"},
     "imagePullSecrets": [{"name": "registry"}],

@@ -156,6 +156,14 @@ def test_the_server_accepts_the_configuration(docs: list[dict[str, Any]]) -> Non
         assert env["DISPATCHD_REDIS_URL"].startswith(("redis://", "rediss://"))
 
 
+def test_bounds_and_the_http_allow_list_reach_the_server() -> None:
+    defaults = load([], env={**IMAGE_ENV, **env_of(container(manifests({})))})
+    assert (defaults.http_allow_cidr, defaults.max_batch_bytes) == ((), 16 << 20)
+    c = container(manifests(EVERYTHING_ON))
+    config = load(c.get("args", []), env={**IMAGE_ENV, **env_of(c)})
+    assert (config.http_allow_cidr, config.max_batch_bytes) == (("10.0.0.0/8", "fd00::/8"), 8 << 20)
+
+
 def test_ports_probes_and_services_agree_with_the_server(docs: list[dict[str, Any]]) -> None:
     c = container(docs)
     config = load(c.get("args", []), env=env_of(c))

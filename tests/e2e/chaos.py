@@ -359,7 +359,7 @@ class ServerProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.tail.append(line)
-            if " ERROR " in line or line.startswith("Traceback"):
+            if " ERROR " in line or line.lstrip().startswith("Traceback"):
                 self.errors.append(line.strip())
             if (m := RECOVERED.search(line)) is not None:
                 self.recovered = int(m.group(1))

@@ -29,6 +29,13 @@ from .helpers import eventually
 from .scrape import scrape
 
 FAST_RETRY = RetryPolicy(max_attempts=5, min_backoff=0.01, max_backoff=0.05)
+#: The endpoint listens on 127.0.0.1, which the server calls only when told it may.
+LOOPBACK = ("127.0.0.0/8",)
+
+
+@pytest.fixture
+def server_config(server_config: Config) -> Config:
+    return dataclasses.replace(server_config, http_allow_cidr=LOOPBACK)
 
 
 @pytest.fixture
@@ -43,7 +50,11 @@ async def endpoint() -> AsyncIterator[Endpoint]:
 async def test_delivers_payload_and_headers_and_keeps_the_response(
     client: AsyncClient, endpoint: Endpoint
 ) -> None:
-    target = HttpTarget(url=endpoint.url + "/hook?x=1", headers={"Authorization": "Bearer t"})
+    target = HttpTarget(
+        url=endpoint.url + "/hook?x=1",
+        headers={"Authorization": "Bearer t"},
+        keep_response_body=True,
+    )
     queue = await client.update_queue("push", http_target=target, create=True)
     assert queue.http_target is not None
     assert (queue.http_target.url, queue.http_target.method) == (target.url, "POST")
@@ -141,7 +152,10 @@ async def test_retry_after_is_honoured(
     endpoint.respond = busy_once
     q = f"busy{status}"
     await client.update_queue(
-        q, http_target=HttpTarget(url=endpoint.url), retry_policy=FAST_RETRY, create=True
+        q,
+        http_target=HttpTarget(url=endpoint.url, keep_response_body=True),
+        retry_policy=FAST_RETRY,
+        create=True,
     )
     job = await client.submit(q, b"x")
     done = await client.wait(job.id, timeout=10)
@@ -195,7 +209,7 @@ async def test_timeout_fails_the_attempt_and_retries(
         return web.Response(text="in time")
 
     endpoint.respond = stall_first
-    target = HttpTarget(url=endpoint.url, timeout=0.2)
+    target = HttpTarget(url=endpoint.url, timeout=0.2, keep_response_body=True)
     await client.update_queue("slow", http_target=target, retry_policy=FAST_RETRY, create=True)
     job = await client.submit("slow", b"x")
     done = await client.wait(job.id, timeout=10)
@@ -217,7 +231,7 @@ async def test_calls_are_signed(client: AsyncClient, endpoint: Endpoint) -> None
         return web.Response(text="verified")
 
     endpoint.respond = check
-    target = HttpTarget(url=endpoint.url, signing_secret=secret)
+    target = HttpTarget(url=endpoint.url, signing_secret=secret, keep_response_body=True)
     queue = await client.update_queue("signed", http_target=target, create=True)
     assert queue.http_target is not None
     assert (queue.http_target.signing_enabled, queue.http_target.signing_secret) == (True, "")
@@ -237,7 +251,8 @@ async def test_drain_waits_for_calls_in_flight(
         return web.Response(text="finished during the drain")
 
     endpoint.respond = held
-    await client.update_queue("held", http_target=HttpTarget(url=endpoint.url), create=True)
+    kept = HttpTarget(url=endpoint.url, keep_response_body=True)
+    await client.update_queue("held", http_target=kept, create=True)
     job = await client.submit("held", b"x")
     await eventually(lambda: endpoint.in_flight == 1, what="the call to arrive")
     await server.start_drain(30.0)
@@ -358,7 +373,8 @@ async def test_a_long_response_body_is_cut_to_the_payload_cap(
     await srv.start()
     try:
         async with AsyncClient(f"127.0.0.1:{srv.port}") as c:
-            await c.update_queue("capped", http_target=HttpTarget(url=endpoint.url), create=True)
+            kept = HttpTarget(url=endpoint.url, keep_response_body=True)
+            await c.update_queue("capped", http_target=kept, create=True)
             job = await c.submit("capped", b"x")
             done = await c.wait(job.id, timeout=10)
     finally:

@@ -65,9 +65,16 @@ async def _started(config: Config) -> DispatchdServer:
     return srv
 
 
+@pytest.fixture
+def server_config(server_config: Config) -> Config:
+    """The endpoints listen on 127.0.0.1, which the server calls only when told it may."""
+    return dataclasses.replace(server_config, http_allow_cidr=("127.0.0.0/8",))
+
+
 async def _push_one(srv: DispatchdServer, url: str, **target: Any) -> Any:
     async with AsyncClient(f"127.0.0.1:{srv.port}") as client:
-        await client.update_queue("tls", http_target=HttpTarget(url=url, **target), create=True)
+        t = HttpTarget(url=url, keep_response_body=True, **target)
+        await client.update_queue("tls", http_target=t, create=True)
         job = await client.submit("tls", b"secret payload")
         return await client.wait(job.id, timeout=10)
 
@@ -164,7 +171,9 @@ async def test_target_and_secret_survive_a_restart(server_config: Config) -> Non
     try:
         first = await _started(server_config)
         async with AsyncClient(f"127.0.0.1:{first.port}") as client:
-            target = HttpTarget(url=ep.url, signing_secret=secret, timeout=7.5)
+            target = HttpTarget(
+                url=ep.url, signing_secret=secret, timeout=7.5, keep_response_body=True
+            )
             await client.update_queue("kept", width=2, http_target=target, create=True)
         await first.drain(grace=1.0)
         second = await _started(server_config)

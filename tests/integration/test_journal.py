@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+from pathlib import Path
 
 import pytest
 
+from dispatchd.config import Config
 from dispatchd.embedded import EmbeddedBackend
 from dispatchd.embedded.journaling import JournalWriter
-from dispatchd.runtime import DispatchdServer
+from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd.store.journal import Batch
 from dispatchd_client import AsyncClient, Unavailable
 
+from ..inproc import serving
 from .helpers import eventually
 
 pytestmark = pytest.mark.embedded_only  # the journal is the embedded backend's
@@ -69,3 +73,36 @@ async def test_submit_fails_when_the_journal_cannot_be_written(
         journal_of(server)._journal.close()  # the disk is gone, as far as SQLite can tell
         with pytest.raises(Unavailable, match="journal cannot be written"):
             await client.submit("j", b"after")
+
+
+def _flip_a_bit_of(path: Path, marker: bytes) -> None:
+    """Flips the lowest bit of the first byte of ``marker`` where it sits in the file, as
+    a bad sector or a cosmic ray would: the database stays well-formed."""
+    data = bytearray(path.read_bytes())
+    at = data.find(marker)
+    assert at >= 0, "the marker is not in the file"
+    assert data.find(marker, at + 1) < 0, "the marker is in the file twice"
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+async def test_a_flipped_bit_in_a_stored_payload_refuses_the_start_naming_the_job(
+    server_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = b"payload-7d1c0e93a5b24f68"
+    first = DispatchdServer(server_config)
+    await first.start()
+    async with AsyncClient(f"127.0.0.1:{first.port}") as client:
+        job = await client.submit("bits", marker)
+        kept = await client.submit("bits", b"another job")
+    await first.stop_now()
+    assert server_config.data_dir is not None
+    _flip_a_bit_of(server_config.data_dir / "journal.sqlite3", marker)
+
+    with pytest.raises(StartError, match=f"job '{job.id}'.*checksum.*--recover-truncated"):
+        await DispatchdServer(server_config).start()
+
+    recovering = DispatchdServer(dataclasses.replace(server_config, recover_truncated=True))
+    async with serving(recovering):
+        assert [j.id for j in recovering.engine.unfinished_jobs()] == [kept.id]
+    assert f"dropped damaged journal record of job {job.id}" in caplog.text

@@ -10,8 +10,9 @@ import pytest
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer, StartError
-from dispatchd_client import AsyncClient
+from dispatchd_client import AsyncClient, JobState
 
+from .conftest import StartWorker
 from .web import get, post
 
 
@@ -128,3 +129,16 @@ async def test_a_taken_http_port_stops_the_start(server: DispatchdServer, tmp_pa
     srv = DispatchdServer(dataclasses.replace(config, data_dir=tmp_path / "other"))
     with pytest.raises(StartError, match="--http-listen"):
         await srv.start()
+
+
+async def test_a_job_page_with_a_1_mib_result_stays_small(
+    server: DispatchdServer, client: AsyncClient, start_worker: StartWorker
+) -> None:
+    result = b"r" * (1 << 20)
+    job = await client.submit("big", b"x")
+    start_worker(configure=lambda w: w.handler("big")(lambda j: result))
+    assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    page = await get(port(server), f"/jobs/{job.id}")
+    assert page.status == 200
+    assert len(page.body) < 32 * 1024
+    assert f"first 4096 of {1 << 20} bytes" in page.body

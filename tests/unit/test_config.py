@@ -49,6 +49,8 @@ def test_environment_sets_and_flags_win() -> None:
         (["--metrics-max-queues", "0"], "--metrics-max-queues"),
         (["--http-max-connections", "0"], "--http-max-connections"),
         (["--http-max-connections", "10001"], "--http-max-connections"),
+        (["--max-batch-bytes", "0"], "--max-batch-bytes"),
+        (["--max-batch-bytes", str(2 << 30)], "--max-batch-bytes"),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], message: str) -> None:
@@ -106,6 +108,16 @@ def test_security_flags_and_environment() -> None:
 def test_security_flags_are_checked(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(argv, env={})
+
+
+def test_the_message_bound_follows_the_payload_and_batch_caps() -> None:
+    mib = 1 << 20
+    assert Config().max_message_bytes == 20 * mib  # 16 MiB of batch + 4 MiB headroom
+    c = load(["--max-batch-bytes", str(2 * mib)], env={"DISPATCHD_MAX_PAYLOAD_BYTES": "1024"})
+    assert (c.max_batch_bytes, c.max_message_bytes) == (2 * mib, 6 * mib)
+    # A payload cap above the batch cap: one job at the cap still fits a message.
+    c = load(["--max-payload-bytes", str(32 * mib)], env={})
+    assert c.max_message_bytes == 36 * mib
 
 
 def test_http_push_settings_from_flags_and_environment() -> None:

@@ -67,3 +67,64 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(JournalError, match="schema version 99"):
         SqliteJournal(tmp_path).open()
+
+
+def _poke(path: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+def test_a_changed_status_or_queue_fails_its_checksum(tmp_path: Path) -> None:
+    j = SqliteJournal(tmp_path)
+    j.open()
+    queue = pb.Queue(name="q", width=3).SerializeToString()
+    j.write(Batch(new_jobs=[("A", b"p", _status("A"))], queues=[("q", queue)]))
+    j.close()
+    path = tmp_path / "journal.sqlite3"
+    # Still a valid Job message, with another priority: only the checksum can tell.
+    other = pb.Job(id="A", queue="q", priority=7).SerializeToString()
+    _poke(path, "UPDATE jobs SET status = ? WHERE id = 'A'", other)
+    j.open()
+    with pytest.raises(JournalError, match=r"job 'A' has a damaged record .*its status"):
+        j.load(recover=False)
+    assert j.load(recover=True).skipped == ["A"]
+    j.close()
+    _poke(path, "UPDATE queues SET settings = ?", pb.Queue(name="q", width=4).SerializeToString())
+    j.open()
+    with pytest.raises(JournalError, match=r"queue 'q' has a damaged record .*its settings"):
+        j.load(recover=True)  # a queue is never dropped
+    j.close()
+
+
+def test_a_schema_1_journal_gets_checksums_on_open(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE queues (name TEXT PRIMARY KEY, settings BLOB NOT NULL);
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, payload BLOB NOT NULL, status BLOB NOT NULL)
+            WITHOUT ROWID;
+        INSERT INTO meta VALUES ('schema', '1');
+        """
+    )
+    db.execute("INSERT INTO jobs VALUES ('A', ?, ?)", (b"old payload", _status("A")))
+    db.execute("INSERT INTO queues VALUES ('q', ?)", (pb.Queue(name="q").SerializeToString(),))
+    db.commit()
+    db.close()
+    j = SqliteJournal(tmp_path)
+    j.open()
+    rec = j.load(recover=False)
+    assert [(job.id, job.payload) for job in rec.jobs] == [("A", b"old payload")]
+    assert [q.name for q in rec.queues] == ["q"]
+    j.write(Batch(new_jobs=[("B", b"new", _status("B"))]))
+    j.close()
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    db.close()
+    _poke(tmp_path / "journal.sqlite3", "UPDATE jobs SET payload = ? WHERE id = 'A'", b"0ld")
+    j.open()
+    with pytest.raises(JournalError, match=r"job 'A' has a damaged record .*its payload"):
+        j.load(recover=False)
+    j.close()

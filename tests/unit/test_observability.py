@@ -239,6 +239,36 @@ def test_text_formatter_appends_key_value_fields() -> None:
     assert line.endswith("INFO dispatchd.jobs: worker gone worker_id=w held=2")
 
 
+FORGED_LINE = "2026-01-01 00:00:00,000 INFO dispatchd: forged"
+
+
+def test_text_formatter_escapes_control_characters_so_no_line_can_be_forged() -> None:
+    record = _record(
+        f"worker w\r\n{FORGED_LINE} connected",
+        worker_id=f"w\n{FORGED_LINE}",
+        reason="a b=c",
+        code='q"\x1b[31m',
+    )
+    record.exc_info = (ValueError, ValueError(f"bad\n{FORGED_LINE}"), None)
+    text = TextFormatter().format(record)
+    head, *rest = text.split("\n")
+    assert "worker w\\r\\n2026-01-01" in head
+    assert f' worker_id="w\\n{FORGED_LINE}"' in head
+    assert ' reason="a b=c"' in head  # a value cannot pose as another field
+    assert ' code="q\\"\\x1b[31m"' in head
+    assert rest  # the traceback follows, every line of it indented
+    assert all(line.startswith("    ") for line in rest)
+    assert not any(line.startswith(FORGED_LINE) for line in text.splitlines())
+    assert "\x1b" not in text
+
+
+def test_json_formatter_keeps_one_record_on_one_line() -> None:
+    line = JsonFormatter().format(_record(f"m\r\n{FORGED_LINE}", worker_id=f"w\n{FORGED_LINE}"))
+    assert "\n" not in line
+    assert "\r" not in line
+    assert json.loads(line)["worker_id"] == f"w\n{FORGED_LINE}"
+
+
 def test_lease_expiry_is_logged_and_healthy_jobs_are_not() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -121,9 +121,11 @@ def test_failures_by_status(status: int, retryable: bool, code: str) -> None:
 
 def test_success_codes_decide_success() -> None:
     assert classify_response(HttpTarget.of("http://h/"), 204, b"", None, NOW) == b""
-    accepted = HttpTarget.of("http://h/", success_codes=[202])
+    accepted = HttpTarget.of("http://h/", success_codes=[202], keep_response_body=True)
     assert classify_response(accepted, 202, b"queued", None, NOW) == b"queued"
     assert isinstance(classify_response(accepted, 200, b"", None, NOW), JobFailure)
+    dropped = HttpTarget.of("http://h/", success_codes=[202])
+    assert classify_response(dropped, 202, b"queued", None, NOW) == b""  # unless asked
 
 
 def test_retry_after_only_counts_on_429_and_503() -> None:

@@ -44,13 +44,32 @@ export function toOutput(value: unknown): Buffer {
 }
 
 /** The JobError for something a handler threw. */
+/**
+ * The server keeps at most this much of an error message (and cuts the rest): cutting here too
+ * keeps a huge exception text from making a result message the server refuses.
+ */
+export const MAX_ERROR_MESSAGE_BYTES = 4096;
+
+function capped(message: string): string {
+  const data = Buffer.from(message);
+  if (data.length <= MAX_ERROR_MESSAGE_BYTES) {
+    return message;
+  }
+  // Decoding a cut UTF-8 sequence yields U+FFFD at the end at worst: drop it.
+  const kept = data
+    .subarray(0, MAX_ERROR_MESSAGE_BYTES - 40)
+    .toString()
+    .replace(/\uFFFD+$/, "");
+  return `${kept} [cut: ${data.length} bytes in all]`;
+}
+
 export function errorFromThrown(e: unknown): JobError {
   if (e instanceof Error) {
     // The class name, like the Python worker's type(e).__name__; `name` is often just "Error".
     const code = e.constructor?.name && e.constructor.name !== "Error" ? e.constructor.name : e.name;
-    return { message: e.message, retryable: !(e instanceof PermanentError), code };
+    return { message: capped(e.message), retryable: !(e instanceof PermanentError), code };
   }
-  return { message: String(e), retryable: true, code: typeof e };
+  return { message: capped(String(e)), retryable: true, code: typeof e };
 }
 
 export interface RunLogger {

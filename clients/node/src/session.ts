@@ -76,6 +76,43 @@ interface Held {
 
 type Call = grpc.ClientDuplexStream<WorkRequest, WorkResponse>;
 
+/**
+ * `results` in consecutive parts of about `maxBytes` each at most (a larger result goes
+ * alone), in order. The server reads messages of at most its payload cap plus headroom:
+ * results finishing together may add up to more, and one message over it ends the stream.
+ * 0 (an old server said nothing) sends one part.
+ */
+export function splitResults(results: JobResult[], maxBytes: number): JobResult[][] {
+  if (maxBytes <= 0 || results.length <= 1) {
+    return [results];
+  }
+  const parts: JobResult[][] = [[]];
+  let size = 0;
+  for (const result of results) {
+    const n = resultBytes(result);
+    if (parts[parts.length - 1]!.length > 0 && size + n > maxBytes) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1]!.push(result);
+    size += n;
+  }
+  return parts;
+}
+
+/** About the bytes `result` takes on the wire (ids, output or error, framing). */
+function resultBytes(result: JobResult): number {
+  const ids = result.jobId.length + result.leaseId.length + 16;
+  const outcome = result.outcome;
+  if (outcome === undefined) {
+    return ids;
+  }
+  if (outcome.$case === "output") {
+    return ids + outcome.value.length;
+  }
+  return ids + Buffer.byteLength(outcome.value.message) + Buffer.byteLength(outcome.value.code) + 8;
+}
+
 export class Session {
   /** True once the server welcomed this session (the Worker resets its backoff then). */
   welcomed = false;
@@ -354,11 +391,13 @@ export class Session {
     }
     const results = this.pending;
     this.pending = [];
-    if (this.write({ kind: { $case: "results", value: { results } } })) {
-      this.deps.stats.resultsSent += results.length;
+    for (const part of splitResults(results, this.maxResultBytes)) {
+      if (!this.write({ kind: { $case: "results", value: { results: part } } })) {
+        this.deps.log.info(`could not send ${results.length} results: the stream is closed`);
+        return;
+      }
+      this.deps.stats.resultsSent += part.length;
       this.deps.stats.resultMessages += 1;
-    } else {
-      this.deps.log.info(`could not send ${results.length} results: the stream is closed`);
     }
   }
 

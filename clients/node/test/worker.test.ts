@@ -114,6 +114,39 @@ describe("Worker", () => {
     assert.ok(worker.stats.resultMessages - before.resultMessages <= 3, JSON.stringify(worker.stats));
   });
 
+  it("splits results that together exceed what one message may carry", TIMEOUT, async () => {
+    const n = 30;
+    const release = gate();
+    let started = 0;
+    const big = Buffer.alloc(1024 * 1024 - 1024, "r");
+    const worker = new Worker(server.target, { concurrency: n }).handle("w.big", async () => {
+      started += 1;
+      await release.promise;
+      return big;
+    });
+    await client.updateQueue("w.big", { width: n }, { create: true });
+    await start(worker);
+    const jobs = await client.submitBatch(Array.from({ length: n }, () => ({ queue: "w.big" })));
+    await eventually(() => started === n, "every job running");
+    release.open();
+    for (const job of jobs) {
+      const done = await client.wait(job.id, 20_000);
+      assert.deepEqual([done.state, done.attempt, done.result.length], [JobState.SUCCEEDED, 1, big.length]);
+    }
+  });
+
+  it("cuts a huge error text to what the server keeps", TIMEOUT, async () => {
+    const worker = new Worker(server.target, { concurrency: 1 }).handle("w.huge", () => {
+      throw new PermanentError("E".repeat(20 * 1024 * 1024));
+    });
+    await start(worker);
+    const job = await client.submit("w.huge");
+    const dead = await client.wait(job.id, 20_000);
+    assert.equal(dead.attempt, 1);
+    assert.ok(Buffer.byteLength(dead.error!.message) <= 4096);
+    assert.match(dead.error!.message, /\[cut: 20971520 bytes in all\]$/);
+  });
+
   it("heartbeats keep a lease alive past its duration", TIMEOUT, async () => {
     await client.updateQueue("w.lease", { leaseDurationMs: 1000 }, { create: true });
     const worker = new Worker(server.target, { concurrency: 1 }).handle("w.lease", async (job) => {

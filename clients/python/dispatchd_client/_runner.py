@@ -87,10 +87,24 @@ def to_output(value: object) -> bytes:
     raise TypeError(f"handler returned {type(value).__name__}; expected bytes, str or None")
 
 
+#: The server keeps at most this much of an error message (and cuts the rest): cutting
+#: here too keeps a huge exception text from making a result message the server refuses.
+MAX_ERROR_MESSAGE_BYTES = 4096
+
+
+def _capped(message: str) -> str:
+    data = message.encode()
+    if len(data) <= MAX_ERROR_MESSAGE_BYTES:
+        return message
+    kept = data[: MAX_ERROR_MESSAGE_BYTES - 40].decode(errors="ignore")
+    return f"{kept} [cut: {len(data)} bytes in all]"
+
+
 def error_from_exception(e: Exception) -> JobError:
-    """The JobError for an exception a handler raised."""
+    """The JobError for an exception a handler raised (its text cut to what the server
+    keeps)."""
     return JobError(
-        message=str(e), retryable=not isinstance(e, PermanentError), code=type(e).__name__
+        message=_capped(str(e)), retryable=not isinstance(e, PermanentError), code=type(e).__name__
     )
 
 

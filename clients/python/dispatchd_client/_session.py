@@ -70,6 +70,25 @@ class HeartbeatSchedule:
         return False
 
 
+def split_results(results: list[pb.JobResult], max_result_bytes: int) -> list[list[pb.JobResult]]:
+    """``results`` in consecutive parts of at most ``max_result_bytes`` serialized bytes each
+    (a larger result goes alone), in order. The server reads messages of at most its payload
+    cap plus headroom: results finishing together may add up to more, and one message over
+    it ends the stream. 0 (an old server said nothing) sends one part."""
+    if max_result_bytes <= 0 or len(results) == 1:
+        return [results]
+    parts: list[list[pb.JobResult]] = [[]]
+    size = 0
+    for result in results:
+        n = result.ByteSize()
+        if parts[-1] and size + n > max_result_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(result)
+        size += n
+    return parts
+
+
 class _Held:
     """A job this session holds the lease of."""
 
@@ -296,10 +315,11 @@ class Session:
             await asyncio.sleep(self._result_window)
         while self._pending:
             batch, self._pending = self._pending, []
-            request = pb.WorkRequest(results=pb.WorkResults(results=batch))
-            if not await self._try_write(request):
-                logger.info("could not send %d results: the stream is closed", len(batch))
-                return
+            for part in split_results(batch, self._max_result_bytes):
+                request = pb.WorkRequest(results=pb.WorkResults(results=part))
+                if not await self._try_write(request):
+                    logger.info("could not send %d results: the stream is closed", len(batch))
+                    return
 
     async def _heartbeat_loop(self) -> None:
         """Extend every held lease once per interval while holding any."""

@@ -140,9 +140,13 @@ class HttpTarget:
     """The server calls ``method url`` once per attempt of each job of the queue, with the
     payload as the body (see docs/http-push.md).
 
-    ``success_codes`` empty means 200-299. ``signing_secret`` is write-only: the server
-    never returns it, and a queue read back has ``signing_enabled`` instead. Setting a
-    target replaces the previous one whole, so give the secret again with every change.
+    ``success_codes`` empty means 200-299. ``signing_secret`` and ``headers`` are
+    write-only (header values often hold credentials): the server never returns them, and
+    a queue read back has ``signing_enabled`` and ``header_names`` instead. Setting a
+    target replaces the previous one whole, so give the secret and headers again with
+    every change. ``keep_response_body``: a success keeps the response body as the job's
+    result (else the result is empty). The server refuses targets on loopback, private
+    and metadata addresses unless its ``--http-allow-cidr`` lists them.
     """
 
     url: str
@@ -151,8 +155,11 @@ class HttpTarget:
     timeout: float = 30.0
     success_codes: tuple[int, ...] = ()
     signing_secret: str = ""
+    keep_response_body: bool = False
     #: Output only: whether the server holds a signing secret for this target.
     signing_enabled: bool = False
+    #: Output only: the names of the headers the server sends (their values stay there).
+    header_names: tuple[str, ...] = ()
 
     def to_proto(self) -> pb.HttpTarget:
         return pb.HttpTarget(
@@ -162,6 +169,7 @@ class HttpTarget:
             timeout=_duration(self.timeout),
             success_codes=self.success_codes,
             signing_secret=self.signing_secret,
+            keep_response_body=self.keep_response_body,
         )
 
     @classmethod
@@ -172,7 +180,9 @@ class HttpTarget:
             headers=dict(msg.headers),
             timeout=_seconds(msg.timeout),
             success_codes=tuple(msg.success_codes),
+            keep_response_body=msg.keep_response_body,
             signing_enabled=msg.signing_enabled,
+            header_names=tuple(msg.header_names),
         )
 
 

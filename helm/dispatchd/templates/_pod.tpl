@@ -66,6 +66,8 @@ spec:
           value: {{ .Values.server.drainGrace | quote }}
         - name: DISPATCHD_MAX_PAYLOAD_BYTES
           value: {{ .Values.server.maxPayloadBytes | int64 | quote }}
+        - name: DISPATCHD_MAX_BATCH_BYTES
+          value: {{ .Values.server.maxBatchBytes | int64 | quote }}
         - name: DISPATCHD_DEFAULT_WIDTH
           value: {{ .Values.server.defaultWidth | int64 | quote }}
         - name: DISPATCHD_DEFAULT_LEASE
@@ -76,6 +78,10 @@ spec:
           value: {{ .Values.server.maxFinishedJobs | int64 | quote }}
         - name: DISPATCHD_LOG_LEVEL
           value: {{ .Values.server.logLevel | quote }}
+        {{- with .Values.server.httpAllowCidr }}
+        - name: DISPATCHD_HTTP_ALLOW_CIDR
+          value: {{ . | quote }}
+        {{- end }}
         {{- if .Values.metrics.enabled }}
         - name: DISPATCHD_METRICS_LISTEN
           value: "0.0.0.0:{{ .Values.metrics.port }}"

@@ -28,6 +28,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.slots import SlotMixin
+from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.turns import Dispatches
 
 __all__ = ["Dispatches", "Engine", "Outcome"]
@@ -89,6 +90,9 @@ class Engine(DispatchMixin, SlotMixin):
         if lease_seconds is not None:
             lim.check_lease_seconds(lease_seconds, self.limits)
         lim.check_queue_policies(policies)
+        target = policies.get("http_target")
+        if isinstance(target, HttpTarget):
+            self.limits.http_addresses.check_url(target.url)
         q = self._ensure_queue(name) if create else self._queue(name)
         s = q.settings
         changes: dict[str, object] = dict(policies)

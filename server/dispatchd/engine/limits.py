@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dispatchd.engine.addresses import AddressPolicy
 from dispatchd.engine.errors import (
     RETRY_SECONDS,
     EngineError,
@@ -16,11 +17,16 @@ from dispatchd.engine.errors import (
     Reason,
     ResourceExhausted,
 )
-from dispatchd.engine.model import FINISHED_STATES, JobState, NewJob
+from dispatchd.engine.model import FINISHED_STATES, JobFailure, JobState, NewJob
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 MAX_KEY_CHARS = 256
+#: Job header names the server keeps for itself, in any case: a client may not set them.
+RESERVED_HEADER_PREFIX = "dispatchd-"
+#: The one reserved header a job carries: stamped by the server on every job submitted
+#: while auth is on (a client's own value of exactly this name is overwritten there).
+SUBMITTER_HEADER = "dispatchd-submitter"
 QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "rate": (Rate, type(None)),
     "retry_policy": (RetryPolicy, type(None)),
@@ -47,6 +53,8 @@ class EngineLimits:
     """Lease duration of a queue created on first use."""
     max_batch_jobs: int = 10_000
     """Most jobs in one SubmitBatch."""
+    max_batch_bytes: int = 16 << 20
+    """Cap on the payloads of one SubmitBatch together (max_payload_bytes if larger)."""
     max_headers: int = 64
     """Most headers on one job."""
     max_header_bytes: int = 16 * 1024
@@ -65,6 +73,8 @@ class EngineLimits:
     max_lease_seconds: float = 3600.0
     max_retry_after_seconds: float = 86_400.0
     """Cap on a failure's retry_after (an endpoint's Retry-After)."""
+    http_addresses: AddressPolicy = field(default_factory=AddressPolicy)
+    """Which addresses an HTTP target may reach (public ones, and --http-allow-cidr)."""
 
 
 def check_queue_name(name: str, field: str = "name") -> None:
@@ -84,6 +94,30 @@ def check_queue_name(name: str, field: str = "name") -> None:
 
 
 MAX_HOLDER_CHARS = 256
+
+#: Caps on a failure's message and code as a worker or an HTTP target reports them: the
+#: error stays on the job (and each attempt), goes into GetJob answers and log lines, so
+#: it is cut rather than kept whole. Results have --max-payload-bytes.
+MAX_ERROR_MESSAGE_BYTES = 4096
+MAX_ERROR_CODE_CHARS = 128
+_MARKER = " [cut: {} bytes in all]"
+_MARKER_ROOM = 40  # more than the marker takes, for any size a message can have
+
+
+def capped_failure(
+    message: str, retryable: bool = True, code: str = "", retry_after: float | None = None
+) -> JobFailure:
+    """A failure with ``message`` and ``code`` cut to their caps. A cut message ends with
+    a marker saying how long it was; a result is never refused for its error text."""
+    # A str of at most cap/4 characters cannot take more than cap bytes in UTF-8.
+    if len(message) > MAX_ERROR_MESSAGE_BYTES // 4:
+        data = message.encode()
+        if len(data) > MAX_ERROR_MESSAGE_BYTES:
+            kept = data[: MAX_ERROR_MESSAGE_BYTES - _MARKER_ROOM].decode(errors="ignore")
+            message = kept + _MARKER.format(len(data))
+    if len(code) > MAX_ERROR_CODE_CHARS:
+        code = code[:MAX_ERROR_CODE_CHARS]
+    return JobFailure(message, retryable, code, retry_after)
 
 
 def check_slot_ttl(ttl: float) -> None:
@@ -303,6 +337,17 @@ def check_batch(specs: Sequence[NewJob], limits: EngineLimits) -> None:
             check_new_job(spec, limits)
         except EngineError as e:
             raise e.under(f"jobs[{i}]", label=len(specs) > 1) from None
+    if len(specs) > 1:
+        total = sum(len(spec.payload) for spec in specs)
+        bound = max(limits.max_batch_bytes, limits.max_payload_bytes)
+        if total > bound:
+            raise ResourceExhausted(
+                f"the batch's payloads take {total} bytes; the limit is {bound} bytes "
+                "(--max-batch-bytes): submit it in smaller batches",
+                field="jobs",
+                reason=Reason.PAYLOAD_TOO_LARGE,
+                metadata={"max_batch_bytes": str(bound)},
+            )
 
 
 def _check_headers(headers: dict[str, str], limits: EngineLimits) -> None:
@@ -316,5 +361,14 @@ def _check_headers(headers: dict[str, str], limits: EngineLimits) -> None:
             f"headers take {header_bytes} bytes; the limit is {limits.max_header_bytes}",
             field="headers",
         )
-    if any(not k for k in headers):
-        raise InvalidArgument("a header has an empty name", field="headers")
+    for k in headers:
+        if not k:
+            raise InvalidArgument("a header has an empty name", field="headers")
+        if k[: len(RESERVED_HEADER_PREFIX)].lower() == RESERVED_HEADER_PREFIX and (
+            k != SUBMITTER_HEADER
+        ):
+            raise InvalidArgument(
+                f"header {k!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
+                "(in any case) are reserved for the server",
+                field="headers",
+            )

@@ -35,7 +35,9 @@ _BAD_VALUE = re.compile(r"[\r\n\x00]")
 @dataclass(frozen=True, slots=True)
 class HttpTarget:
     """A queue's jobs go to ``method url`` (body: the payload) instead of to workers.
-    ``success_codes`` empty means 200-299; ``signing_secret`` empty means unsigned."""
+    ``success_codes`` empty means 200-299; ``signing_secret`` empty means unsigned;
+    ``keep_response_body`` false means a success leaves the job's result empty (the body
+    is read and dropped), so a target cannot hand whatever it answers to the submitter."""
 
     url: str
     method: str = "POST"
@@ -43,6 +45,7 @@ class HttpTarget:
     timeout: float = DEFAULT_TIMEOUT
     success_codes: tuple[int, ...] = ()
     signing_secret: str = ""
+    keep_response_body: bool = False
 
     def is_success(self, status: int) -> bool:
         if self.success_codes:
@@ -57,6 +60,7 @@ class HttpTarget:
         timeout: float | None = None,
         success_codes: Iterable[int] = (),
         signing_secret: str = "",
+        keep_response_body: bool = False,
     ) -> HttpTarget:
         """Validates everything; raises InvalidArgument naming the field."""
         _check_url(url)
@@ -91,7 +95,7 @@ class HttpTarget:
                 f"http_target.signing_secret is longer than {MAX_SECRET_BYTES} bytes",
                 field="http_target.signing_secret",
             )
-        return HttpTarget(url, method, pairs, timeout, codes, signing_secret)
+        return HttpTarget(url, method, pairs, timeout, codes, signing_secret, keep_response_body)
 
 
 def _check_url(url: str) -> None:

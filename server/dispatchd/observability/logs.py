@@ -2,9 +2,17 @@
 events as log lines.
 
 Fields go in ``extra`` (``queue``, ``job_id``, ``worker_id``, ``reason``, ...); the text
-format appends them as ``key=value``, the JSON format as keys. At info level nothing is
-logged per job: only lifecycle events (start, restore, drain steps, workers coming and
-going, lease expiries, dead jobs). At debug level every job state change gets a line.
+format appends them as ``key=value``, the JSON format as keys.
+
+Much of what is logged comes from clients (worker ids, queue names, error messages), so
+the text format escapes control characters: a CR or LF in a worker id cannot start a line
+of its own that looks like the server's. A field value with a blank, ``=`` or ``"`` is
+quoted (logfmt style), so it cannot pose as another field either. Continuation lines (a
+traceback) are indented. The JSON format needs none of this: ``json.dumps`` escapes.
+
+At info level nothing is logged per job: only lifecycle events (start, restore, drain
+steps, workers coming and going, lease expiries, dead jobs). At debug level every job
+state change gets a line.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
@@ -36,20 +45,53 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a
+# terminal or a log reader may take as the end of a line (or as a command).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s="]')
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def field_value(value: object) -> str:
+    """A field's value for the text format: bare when it is one plain word, else quoted
+    with its quotes, backslashes and control characters escaped."""
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text) and not _CONTROL.search(text):
+        return text
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escape_text(quoted)}"'
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...``"""
+    """``time LEVEL logger: message key=value ...``: one line per record (control
+    characters escaped), then a traceback's lines, if any, indented."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_text(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = _fields(record)
-        if not fields:
-            return line
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
         head, sep, trace_back = line.partition("\n")
-        return f"{head} {extra}{sep}{trace_back}"
+        fields = _fields(record)
+        if fields:
+            head += " " + " ".join(f"{k}={field_value(v)}" for k, v in fields.items())
+        if not sep:
+            return head
+        lines = (escape_text(t) for t in trace_back.split("\n"))
+        return head + "".join(f"\n    {t}" for t in lines)
 
 
 class JsonFormatter(logging.Formatter):

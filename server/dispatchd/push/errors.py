@@ -13,3 +13,8 @@ class PushConfigError(PushError):
 
 class InvalidJobHeader(PushError):
     """A job header cannot be sent over HTTP; the attempt fails without a retry."""
+
+
+class TargetForbidden(PushError):
+    """A target's host has no address the server may call (loopback, private, metadata,
+    ... and not in --http-allow-cidr); the attempt fails without a retry."""

@@ -1,12 +1,14 @@
 """How an HTTP response or a failed call becomes a job outcome.
 
-- a status in the target's success codes (default 200-299): the job succeeds with the
-  response body (cut to the payload cap) as its result;
+- a status in the target's success codes (default 200-299): the job succeeds, with the
+  response body (cut to the payload cap) as its result when the target has
+  keep_response_body, else with an empty result;
 - 429 and 503: retryable, and a Retry-After (seconds or an HTTP date) is a floor under
   the next attempt's backoff;
 - any other 4xx, and 1xx/3xx not listed as success (redirects are not followed): not
   retryable, the request itself is wrong;
-- 5xx, timeouts, connection and protocol errors: retryable.
+- 5xx, timeouts, connection and protocol errors: retryable;
+- a host with no address the server may call (TargetForbidden): not retryable.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from dispatchd.engine import HttpTarget, JobFailure, Outcome
+from dispatchd.engine.limits import capped_failure
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 EXCERPT_CHARS = 200
@@ -25,6 +28,7 @@ EXCERPT_CHARS = 200
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 INVALID = "invalid"
+FORBIDDEN = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,7 @@ class CallResult:
     """HTTP status; 0 when no response came."""
     latency: float
     kind: str
-    """'2xx'..'5xx' (by status), 'timeout', 'connection' or 'invalid'."""
+    """'2xx'..'5xx' (by status), 'timeout', 'connection', 'invalid' or 'forbidden'."""
     truncated: bool = False
 
 
@@ -72,15 +76,15 @@ def classify_response(
     now: float,
 ) -> Outcome:
     if target.is_success(status):
-        return body
+        return body if target.keep_response_body else b""
     excerpt = body[:EXCERPT_CHARS].decode(errors="replace")
     message = f"HTTP {status} {_reason(status)}".rstrip()
     if excerpt:
         message += f": {excerpt}"
     code = f"HTTP_{status}"
     if status in RETRY_AFTER_STATUSES:
-        return JobFailure(message, True, code, retry_after_seconds(retry_after, now))
-    return JobFailure(message, status >= 500, code)
+        return capped_failure(message, True, code, retry_after_seconds(retry_after, now))
+    return capped_failure(message, status >= 500, code)
 
 
 def status_kind(status: int) -> str:
@@ -92,5 +96,13 @@ def timeout_failure(timeout: float) -> JobFailure:
 
 
 def connection_failure(error: BaseException) -> JobFailure:
+    """Exception texts can carry what the far end sent (a TLS alert, a protocol error):
+    capped like a worker's error."""
     detail = str(error) or type(error).__name__
-    return JobFailure(f"HTTP call failed: {detail}", True, type(error).__name__)
+    return capped_failure(f"HTTP call failed: {detail}", True, type(error).__name__)
+
+
+def forbidden_failure(error: BaseException) -> JobFailure:
+    """The target's host leads only to addresses the server may not call: every attempt
+    would fail alike, so none is retried."""
+    return JobFailure(str(error), False, "TargetForbidden")

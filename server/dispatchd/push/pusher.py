@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatchd.backend import Backend, WorkerSpec, WorkResult
-from dispatchd.engine import EngineError, HttpTarget, JobFailure, LeaseRecord, WorkerRecord
+from dispatchd.engine import EngineError, HttpTarget, LeaseRecord, WorkerRecord
+from dispatchd.engine.limits import capped_failure
 from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
 from dispatchd.push.requests import build_request
@@ -151,9 +152,10 @@ class HttpPusher:
         if self._closed or self._backend.draining:
             return
         assert self._ssl is not None
-        binding = TargetBinding(
-            name, target, ClientPool(self.settings.max_connections, self._ssl), self
+        pool = ClientPool(
+            self.settings.max_connections, self._ssl, self._backend.limits.http_addresses
         )
+        binding = TargetBinding(name, target, pool, self)
         self.bindings[name] = binding
         self.stats.setdefault(name, TargetStats())
         spec = WorkerSpec(
@@ -215,7 +217,7 @@ class HttpPusher:
         try:
             request = build_request(target, lease.job, self._clock())
         except InvalidJobHeader as e:
-            return CallResult(JobFailure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
+            return CallResult(capped_failure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
         try:
             return await binding.pool.send(
                 target, request, self.settings.max_body_bytes, self._clock
@@ -226,7 +228,7 @@ class HttpPusher:
             # A bug here must not hold the lease until it expires: the attempt fails
             # (retryable) and the traceback is logged.
             log.exception("queue %s: push of job %s failed", binding.queue, lease.job.id)
-            failure = JobFailure(f"internal error: {e!r}", True, "InternalError")
+            failure = capped_failure(f"internal error: {e!r}", True, "InternalError")
             return CallResult(failure, 0, 0.0, INVALID)
 
     # ---- leases of calls that take long ----------------------------------------------

@@ -37,8 +37,9 @@ class TargetStats:
     """Everything since the server started, for one queue's target.
 
     ``outcomes``: attempts by kind: '1xx'..'5xx' by response status, 'timeout',
-    'connection' (refused, reset, TLS, protocol errors) and 'invalid' (a job header HTTP
-    cannot carry). ``stale``: results the engine refused because the lease had already
+    'connection' (refused, reset, TLS, protocol errors), 'invalid' (a job header HTTP
+    cannot carry) and 'forbidden' (the host leads only to addresses the server may not
+    call). ``stale``: results the engine refused because the lease had already
     ended (drain grace ran out, a stalled loop let it expire). ``truncated``: success
     bodies cut to the payload cap. Latency counts only attempts that were sent.
     """

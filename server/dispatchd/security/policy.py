@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dispatchd.engine.limits import SUBMITTER_HEADER
 from dispatchd.security.tokens import Role
 
 SERVICE = "dispatchd.v1.DispatcherService"
@@ -16,9 +17,11 @@ REFLECTION_SERVICES = (
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
-#: Stamped by the server on every job submitted while auth is on; the caller's value, if
-#: any, is overwritten. Tells whose job it is (for ``own_jobs``) and who sent it (for people).
-SUBMITTER_HEADER = "dispatchd-submitter"
+# SUBMITTER_HEADER is stamped by the server on every job submitted while auth is on; the
+# caller's value, if any, is overwritten, and any other spelling of it (any header starting
+# with "dispatchd-" in any case) is refused by the engine's header check. It tells whose job
+# it is (for ``own_jobs``) and who sent it (for people).
+__all__ = ["OPEN_METHODS", "RULES", "SUBMITTER_HEADER", "Rule", "rule_for"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from typing import Protocol
 import grpc
 
 from dispatchd import convert
-from dispatchd.engine import JobFailure, Outcome, Rejection
+from dispatchd.engine import Outcome, Rejection
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
+from dispatchd.engine.limits import capped_failure
 from dispatchd.service.errors import abort_with, refusal_status
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -76,10 +77,11 @@ def welcome(worker_id: str, heartbeat_interval: float, max_result_bytes: int) ->
 
 
 def outcome(result: pb.JobResult) -> Outcome:
-    """A worker's result as the engine takes it: the output, or the failure."""
+    """A worker's result as the engine takes it: the output, or the failure (its message
+    and code cut to their caps: see engine.limits.capped_failure)."""
     if result.WhichOneof("outcome") == "error":
         e = result.error
-        return JobFailure(e.message, e.retryable, e.code)
+        return capped_failure(e.message, e.retryable, e.code)
     return result.output
 
 

@@ -7,13 +7,20 @@ and retained jobs without a separate compaction pass, and recovery is one scan.
 SQLite's WAL gives atomic commits and discards a torn tail by its own checksums;
 ``synchronous=FULL`` makes a commit durable before it returns.
 
+SQLite does not checksum the pages of the database itself, so every stored blob (a job's
+payload and status, a queue's settings) has a CRC32 beside it, computed on write and
+checked on load: a flipped bit refuses the start, naming the job (``--recover-truncated``
+drops that job instead), rather than serving a different payload. Journals of schema 1
+(before the checksums) get them on open, computed over what they hold then.
+
 Only the writer thread touches the connection after ``open``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -24,17 +31,33 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 M = TypeVar("M", pb.Job, pb.Queue)
 JOURNAL_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, settings BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    settings BLOB NOT NULL,
+    crc INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     payload BLOB NOT NULL,
-    status BLOB NOT NULL
+    status BLOB NOT NULL,
+    payload_crc INTEGER NOT NULL DEFAULT 0,
+    status_crc INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+# Schema 1 had no checksums: add the columns and fill them from the rows as they are.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE queues ADD COLUMN crc INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN payload_crc INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN status_crc INTEGER NOT NULL DEFAULT 0",
+    "UPDATE queues SET crc = crc32(settings)",
+    "UPDATE jobs SET payload_crc = crc32(payload), status_crc = crc32(status)",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
+crc32 = zlib.crc32
 
 
 class JournalError(Exception):
@@ -76,6 +99,7 @@ class SqliteJournal:
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.create_function("crc32", 1, crc32, deterministic=True)
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -84,6 +108,8 @@ class SqliteJournal:
                 raise JournalError(
                     f"{self.path}: schema version {row[0]}; this server reads 1..{SCHEMA_VERSION}"
                 )
+            elif int(row[0]) == 1:
+                self._transaction(db, _MIGRATE_1_TO_2)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise JournalError(f"{self.path}: not a usable dispatchd journal ({e})") from None
@@ -92,6 +118,17 @@ class SqliteJournal:
             raise JournalError(f"{self.path}: the journal is corrupt: {check}")
         self._db = db
 
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, statements: Sequence[str]) -> None:
+        db.execute("BEGIN")
+        try:
+            for statement in statements:
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -99,16 +136,22 @@ class SqliteJournal:
         return self._db
 
     def load(self, recover: bool) -> Recovered:
-        """Every queue and job. A row that does not decode refuses the start, naming it,
-        unless ``recover`` drops it (and says so)."""
+        """Every queue and job. A row whose checksum does not match, or that does not
+        decode, refuses the start, naming it, unless ``recover`` drops it (and says so).
+        A damaged queue always refuses the start: its jobs would run under defaults."""
         queues = []
-        for name, blob in self.db.execute("SELECT name, settings FROM queues ORDER BY name"):
+        rows = self.db.execute("SELECT name, settings, crc FROM queues ORDER BY name")
+        for name, blob, crc in rows:
+            self._check(blob, crc, f"queue {name!r}", "settings", recover=False)
             queues.append(self._decode(pb.Queue, blob, f"queue {name!r}", recover=False))
         jobs: list[pb.Job] = []
         skipped: list[str] = []
-        for job_id, payload, status in self._rows():
+        for job_id, payload, status, payload_crc, status_crc in self._rows():
+            what = f"job {job_id!r}"
             try:
-                job = self._decode(pb.Job, status, f"job {job_id!r}", recover)
+                self._check(payload, payload_crc, what, "payload", recover)
+                self._check(status, status_crc, what, "status", recover)
+                job = self._decode(pb.Job, status, what, recover)
             except _Skip:
                 skipped.append(job_id)
                 continue
@@ -116,9 +159,22 @@ class SqliteJournal:
             jobs.append(job)
         return Recovered(queues, jobs, skipped)
 
-    def _rows(self) -> Iterator[tuple[str, bytes, bytes]]:
+    def _rows(self) -> Iterator[tuple[str, bytes, bytes, int, int]]:
         # ULIDs sort by submit time: rows come back in submit order.
-        yield from self.db.execute("SELECT id, payload, status FROM jobs ORDER BY id")
+        yield from self.db.execute(
+            "SELECT id, payload, status, payload_crc, status_crc FROM jobs ORDER BY id"
+        )
+
+    def _check(self, blob: bytes, crc: int, what: str, part: str, recover: bool) -> None:
+        if crc32(blob) == crc:
+            return
+        if recover:
+            raise _Skip
+        raise JournalError(
+            f"{self.path}: {what} has a damaged record (its {part} does not match its "
+            "checksum: the file was changed on disk); start with --recover-truncated to "
+            "drop it"
+        )
 
     def _decode(self, kind: type[M], blob: bytes, what: str, recover: bool) -> M:
         msg = kind()
@@ -139,12 +195,12 @@ class SqliteJournal:
         db.execute("BEGIN")
         try:
             if batch.new_jobs:
-                db.executemany(
-                    "INSERT OR REPLACE INTO jobs (id, payload, status) VALUES (?, ?, ?)",
-                    batch.new_jobs,
-                )
+                db.executemany(_INSERT_JOB, _job_rows(batch.new_jobs))
             if batch.statuses:
-                db.executemany("UPDATE jobs SET status = ? WHERE id = ?", batch.statuses)
+                db.executemany(
+                    "UPDATE jobs SET status = ?, status_crc = ? WHERE id = ?",
+                    ((status, crc32(status), job_id) for status, job_id in batch.statuses),
+                )
             if batch.forgotten:
                 db.executemany("DELETE FROM jobs WHERE id = ?", batch.forgotten)
                 # Give freed pages back a few at a time, so the file follows live data down
@@ -152,7 +208,8 @@ class SqliteJournal:
                 db.execute("PRAGMA incremental_vacuum(64)")
             if batch.queues:
                 db.executemany(
-                    "INSERT OR REPLACE INTO queues (name, settings) VALUES (?, ?)", batch.queues
+                    "INSERT OR REPLACE INTO queues (name, settings, crc) VALUES (?, ?, ?)",
+                    _queue_rows(batch.queues),
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -168,8 +225,10 @@ class SqliteJournal:
         try:
             db.execute("DELETE FROM jobs")
             db.execute("DELETE FROM queues")
-            db.executemany("INSERT INTO queues (name, settings) VALUES (?, ?)", queues)
-            db.executemany("INSERT INTO jobs (id, payload, status) VALUES (?, ?, ?)", jobs)
+            db.executemany(
+                "INSERT INTO queues (name, settings, crc) VALUES (?, ?, ?)", _queue_rows(queues)
+            )
+            db.executemany(_INSERT_JOB, _job_rows(jobs))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -184,6 +243,24 @@ class SqliteJournal:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._db = None
+
+
+_INSERT_JOB = (
+    "INSERT OR REPLACE INTO jobs (id, payload, status, payload_crc, status_crc) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _job_rows(
+    rows: Iterable[tuple[str, bytes, bytes]],
+) -> Iterator[tuple[str, bytes, bytes, int, int]]:
+    for job_id, payload, status in rows:
+        yield job_id, payload, status, crc32(payload), crc32(status)
+
+
+def _queue_rows(rows: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes, int]]:
+    for name, settings in rows:
+        yield name, settings, crc32(settings)
 
 
 class _Skip(Exception):

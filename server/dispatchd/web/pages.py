@@ -3,6 +3,11 @@
 Every value that came from a client (queue names, ids, headers, payloads, errors, worker
 labels) passes through ``esc`` or ``attr``; the page has no inline script or style, and
 the Content-Security-Policy header forbids them, so a slip cannot run code either.
+
+A page is rendered on the event loop, so what it shows is bounded whatever a job holds:
+payloads and results show their first PREVIEW_BYTES, errors and header values their first
+TEXT_SHOWN characters (ERROR_CELL in a table), a job its last ATTEMPTS_SHOWN attempts; each
+cut says how much there was.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ TrendOf = Callable[[str], Trend | None]
 
 #: Bytes of a payload or result shown on the job page.
 PREVIEW_BYTES = 4096
+#: Characters of an error message or header value shown in a field.
+TEXT_SHOWN = 1024
+#: Characters of an error message shown in a table cell (dead jobs, attempts).
+ERROR_CELL = 200
+#: Attempts listed on a job page: the most recent ones.
+ATTEMPTS_SHOWN = 50
 
 
 def esc(value: object) -> str:
@@ -51,6 +62,13 @@ def layout(title: str, body: str, *, live: bool = False) -> bytes:
         f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
         f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
     ).encode()
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` escaped, cut to ``limit`` characters with a note of its full length."""
+    if len(text) <= limit:
+        return esc(text)
+    return esc(text[:limit]) + f" <em>(first {limit} of {len(text)} characters)</em>"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], table_id: str = "") -> str:
@@ -166,7 +184,7 @@ def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[
         link = f"<a href='{esc(url('jobs', j.id))}'>{esc(j.id)}</a>"
         row = [link, str(j.priority), str(j.attempt), esc(when(j.submit_time))]
         if dead:
-            row.append(esc(j.error.message if j.error else ""))
+            row.append(cut(j.error.message if j.error else "", ERROR_CELL))
             row.append(action_form("retry", {"job": j.id}, "Retry", csrf))
         elif j.lease is not None:
             row.append(esc(j.worker_id))
@@ -238,8 +256,29 @@ def job_page(j: JobView, csrf: str) -> bytes:
         ("Error", j.error.message if j.error else "-"),
     ]
     fields += [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
-    info = table(["Field", "Value"], [[esc(k), esc(v)] for k, v in fields], "fields")
-    attempts = table(
+    info = table(
+        ["Field", "Value"], [[esc(k), cut(str(v), TEXT_SHOWN)] for k, v in fields], "fields"
+    )
+    body = (
+        info
+        + job_actions(j, csrf)
+        + "<h2>Payload</h2>"
+        + preview(j.payload, j.content_type)
+        + ("<h2>Result</h2>" + preview(j.result, "") if j.result else "")
+        + "<h2>Attempts</h2>"
+        + attempts_table(j)
+    )
+    return layout(f"Job {j.id}", body)
+
+
+def attempts_table(j: JobView) -> str:
+    shown = j.attempts[-ATTEMPTS_SHOWN:]
+    note = (
+        f"<p>{len(j.attempts)} attempts; the last {len(shown)} are shown.</p>"
+        if len(shown) < len(j.attempts)
+        else ""
+    )
+    return note + table(
         ["#", "Worker", "Dispatched", "Finished", "HTTP", "Error"],
         [
             [
@@ -248,12 +287,15 @@ def job_page(j: JobView, csrf: str) -> bytes:
                 esc(when(a.dispatch_time)),
                 esc(when(a.finish_time)),
                 str(a.http_status or "-"),
-                esc(a.error.message if a.error else "-"),
+                cut(a.error.message, ERROR_CELL) if a.error else "-",
             ]
-            for a in j.attempts
+            for a in shown
         ],
         "attempts",
     )
+
+
+def job_actions(j: JobView, csrf: str) -> str:
     actions = ""
     if not j.state.finished:
         actions += action_form("cancel", {"job": j.id}, "Cancel", csrf)
@@ -262,16 +304,7 @@ def job_page(j: JobView, csrf: str) -> bytes:
         )
     elif j.state.name in ("DEAD", "FAILED"):
         actions += action_form("retry", {"job": j.id}, "Retry", csrf)
-    body = (
-        info
-        + actions
-        + "<h2>Payload</h2>"
-        + preview(j.payload, j.content_type)
-        + ("<h2>Result</h2>" + preview(j.result, "") if j.result else "")
-        + "<h2>Attempts</h2>"
-        + attempts
-    )
-    return layout(f"Job {j.id}", body)
+    return actions
 
 
 def held_jobs(w: WorkerInfo) -> str:

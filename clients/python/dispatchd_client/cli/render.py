@@ -144,10 +144,25 @@ def job_details(job: pb.Job) -> str:
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
 
 
+def http_target(t: pb.HttpTarget) -> str:
+    """Method, URL and what is set: header names (never values: the server keeps those),
+    signing, whether the response body is kept."""
+    parts = [f"{t.method or 'POST'} {t.url}"]
+    if t.header_names:
+        parts.append("headers " + ", ".join(t.header_names))
+    if t.signing_enabled:
+        parts.append("signed")
+    if t.keep_response_body:
+        parts.append("keeps the response body")
+    return "; ".join(parts)
+
+
 def queue_details(q: pb.Queue) -> str:
     lease = q.lease_duration.seconds + q.lease_duration.nanos / 1e9
     lines = [*zip(QUEUE_COLUMNS, queue_row(q), strict=True), ("LEASE", f"{lease:g}s")]
     if q.max_pending:
         lines.append(("MAX PENDING", str(q.max_pending)))
+    if q.HasField("http_target"):
+        lines.append(("HTTP TARGET", http_target(q.http_target)))
     width = max(len(k) for k, _ in lines) + 1
     return "\n".join(f"{(k.lower() + ':'):<{width}} {v}" for k, v in lines)

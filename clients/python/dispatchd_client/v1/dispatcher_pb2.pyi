@@ -320,7 +320,7 @@ class Queue(_message.Message):
     def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ...) -> None: ...
 
 class HttpTarget(_message.Message):
-    __slots__ = ("url", "method", "headers", "timeout", "success_codes", "signing_secret", "signing_enabled")
+    __slots__ = ("url", "method", "headers", "timeout", "success_codes", "signing_secret", "signing_enabled", "header_names", "keep_response_body")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +335,8 @@ class HttpTarget(_message.Message):
     SUCCESS_CODES_FIELD_NUMBER: _ClassVar[int]
     SIGNING_SECRET_FIELD_NUMBER: _ClassVar[int]
     SIGNING_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HEADER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_RESPONSE_BODY_FIELD_NUMBER: _ClassVar[int]
     url: str
     method: str
     headers: _containers.ScalarMap[str, str]
@@ -342,7 +344,9 @@ class HttpTarget(_message.Message):
     success_codes: _containers.RepeatedScalarFieldContainer[int]
     signing_secret: str
     signing_enabled: bool
-    def __init__(self, url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., success_codes: _Optional[_Iterable[int]] = ..., signing_secret: _Optional[str] = ..., signing_enabled: bool = ...) -> None: ...
+    header_names: _containers.RepeatedScalarFieldContainer[str]
+    keep_response_body: bool
+    def __init__(self, url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., success_codes: _Optional[_Iterable[int]] = ..., signing_secret: _Optional[str] = ..., signing_enabled: bool = ..., header_names: _Optional[_Iterable[str]] = ..., keep_response_body: bool = ...) -> None: ...
 
 class GetQueueRequest(_message.Message):
     __slots__ = ("name",)

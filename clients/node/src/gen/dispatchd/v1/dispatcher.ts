@@ -354,11 +354,22 @@ export interface Queue {
  * X-Dispatchd-Signature. See docs/http-push.md.
  */
 export interface HttpTarget {
-  /** http:// or https:// URL (at most 2048 characters). Redirects are not followed. */
+  /**
+   * http:// or https:// URL (at most 2048 characters). Redirects are not followed.
+   * Loopback, private, link-local (cloud metadata), shared, multicast and other
+   * non-public addresses are refused unless the server's --http-allow-cidr lists them:
+   * an IP literal at once (FAILED_PRECONDITION), a host name on every connection (the
+   * attempt fails with code TargetForbidden, not retried).
+   */
   url: string;
   /** GET, POST, PUT, PATCH or DELETE; empty means POST. */
   method: string;
-  /** Sent with every call (they win over a job's header of the same name). */
+  /**
+   * Input only: sent with every call (they win over a job's header of the same name).
+   * Write-only like signing_secret, since they often carry credentials (an
+   * `Authorization: Bearer ...`): answers leave this empty and list the names in
+   * header_names. The server keeps the values (journal, snapshot).
+   */
   headers: { [key: string]: string };
   /** Whole-call deadline, 0.1 s to 10 min; unset means 30 s. */
   timeout:
@@ -373,6 +384,14 @@ export interface HttpTarget {
   signingSecret: string;
   /** Output only: whether a signing secret is set. */
   signingEnabled: boolean;
+  /** Output only: the names of the headers set (sorted); their values are never returned. */
+  headerNames: string[];
+  /**
+   * Keep a successful response's body (cut to the payload cap) as the job's result. False
+   * (the default): the result stays empty and the body is read and dropped, so what a
+   * target answers does not reach the submitter unless the queue asks for it.
+   */
+  keepResponseBody: boolean;
 }
 
 export interface HttpTarget_HeadersEntry {
@@ -3000,6 +3019,8 @@ function createBaseHttpTarget(): HttpTarget {
     successCodes: [],
     signingSecret: "",
     signingEnabled: false,
+    headerNames: [],
+    keepResponseBody: false,
   };
 }
 
@@ -3029,6 +3050,12 @@ export const HttpTarget: MessageFns<HttpTarget> = {
     }
     if (message.signingEnabled !== false) {
       writer.uint32(56).bool(message.signingEnabled);
+    }
+    for (const v of message.headerNames) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.keepResponseBody !== false) {
+      writer.uint32(72).bool(message.keepResponseBody);
     }
     return writer;
   },
@@ -3115,6 +3142,22 @@ export const HttpTarget: MessageFns<HttpTarget> = {
             message.signingEnabled = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.headerNames.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.keepResponseBody = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3149,6 +3192,8 @@ export const HttpTarget: MessageFns<HttpTarget> = {
     message.successCodes = object.successCodes?.map((e) => e) || [];
     message.signingSecret = object.signingSecret ?? "";
     message.signingEnabled = object.signingEnabled ?? false;
+    message.headerNames = object.headerNames?.map((e) => e) || [];
+    message.keepResponseBody = object.keepResponseBody ?? false;
     return message;
   },
 };
