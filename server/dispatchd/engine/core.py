@@ -28,7 +28,6 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.slots import SlotMixin
-from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.turns import Dispatches
 
 __all__ = ["Dispatches", "Engine", "Outcome"]
@@ -84,15 +83,7 @@ class Engine(DispatchMixin, SlotMixin):
         max_pending and dedup_window."""
         now = self._clock(now)
         self._refuse_while_draining()
-        lim.check_queue_name(name)
-        if width is not None:
-            lim.check_width(width)
-        if lease_seconds is not None:
-            lim.check_lease_seconds(lease_seconds, self.limits)
-        lim.check_queue_policies(policies)
-        target = policies.get("http_target")
-        if isinstance(target, HttpTarget):
-            self.limits.http_addresses.check_url(target.url)
+        lim.check_queue_update(name, width, lease_seconds, policies, self.limits)
         q = self._ensure_queue(name) if create else self._queue(name)
         s = q.settings
         changes: dict[str, object] = dict(policies)

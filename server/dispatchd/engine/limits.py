@@ -262,6 +262,26 @@ def check_queue_policies(policies: dict[str, object]) -> None:
         )
 
 
+def check_queue_update(
+    name: str,
+    width: int | None,
+    lease_seconds: float | None,
+    policies: dict[str, object],
+    limits: EngineLimits,
+) -> None:
+    """An UpdateQueue's changes, checked whole before anything changes, the same on every
+    backend: the name, each setting's range, and an http_target's address."""
+    check_queue_name(name)
+    if width is not None:
+        check_width(width)
+    if lease_seconds is not None:
+        check_lease_seconds(lease_seconds, limits)
+    check_queue_policies(policies)
+    target = policies.get("http_target")
+    if isinstance(target, HttpTarget):
+        limits.http_addresses.check_url(target.url)
+
+
 def check_purge_state(state: JobState) -> None:
     if state is not JobState.UNSPECIFIED and state not in FINISHED_STATES:
         raise InvalidArgument(

@@ -159,12 +159,7 @@ class RedisJobs(RedisStore):
         create: bool = False,
         **policies: object,
     ) -> QueueView:
-        lim.check_queue_name(name)
-        if width is not None:
-            lim.check_width(width)
-        if lease_seconds is not None:
-            lim.check_lease_seconds(lease_seconds, self.limits)
-        lim.check_queue_policies(policies)
+        lim.check_queue_update(name, width, lease_seconds, policies, self.limits)
         changes = _setting_args(width, paused, lease_seconds, policies)
         defaults = [self.limits.default_width, self.limits.default_lease_seconds]
         reply = await self.run(

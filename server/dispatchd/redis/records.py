@@ -212,6 +212,7 @@ def target_text(target: HttpTarget | None) -> str:
         "timeout": target.timeout,
         "success_codes": list(target.success_codes),
         "signing_secret": target.signing_secret,
+        "keep_response_body": target.keep_response_body,
     }
     return json.dumps(fields, separators=(",", ":"))
 
@@ -228,6 +229,7 @@ def target_of(text: str) -> HttpTarget | None:
             timeout=float(d["timeout"]),
             success_codes=tuple(int(c) for c in d["success_codes"]),
             signing_secret=str(d["signing_secret"]),
+            keep_response_body=bool(d.get("keep_response_body", False)),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ScriptReplyError(f"a stored http_target does not decode ({e})") from None
