@@ -11,17 +11,20 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
 
 from dispatchd.config import Config, ConfigError
 from dispatchd.runtime import DispatchdServer, StartError
 from dispatchd_client import (
     AsyncClient,
+    Internal,
     JobState,
     NewJob,
     PermissionDenied,
     ReceivedJob,
     Unauthenticated,
     Unavailable,
+    Worker,
 )
 from tests.grpc_probes import check_health_and_reflection
 from tests.inproc import base_config
@@ -300,3 +303,39 @@ async def test_three_replicas_export_the_true_fleet_figures(tmp_path: Path, redi
         for srv in servers:
             if not srv.stopped.is_set():
                 await srv.stop_now()
+
+
+@pytest.mark.redis_only
+async def test_one_queues_broken_data_fails_that_queue_only(
+    server: DispatchdServer, target: str, redis_url: str, workers: StartWorker
+) -> None:
+    """A queue whose Redis data makes its scripts fail: its calls answer INTERNAL naming
+    the script (not UNKNOWN with redis-py's text), the reaper carries on with the other
+    queues, and a worker serving it and a healthy queue keeps its stream."""
+    ran: list[str] = []
+
+    def handle(job: ReceivedJob) -> bytes:
+        ran.append(job.queue)
+        return b"ok"
+
+    def configure(w: Worker) -> None:
+        w.handler("broken")(handle)
+        w.handler("healthy")(handle)
+
+    worker = workers(target, configure=configure, concurrency=2)
+    await worker.wait_connected(10)
+    async with AsyncClient(target) as client:
+        await client.update_queue("broken", width=1, create=True)
+        r = Redis.from_url(redis_url)
+        try:
+            # Its submits, claims and reaps all fail on these.
+            await r.hset("{dq:broken}:cfg", mapping={"lease": "not a number", "seq": "x"})
+        finally:
+            await r.aclose()
+        with pytest.raises(Internal, match="script failed on"):
+            await client.submit("broken", b"x")
+        for _ in range(3):
+            done = await client.wait((await client.submit("healthy", b"y")).id, timeout=10)
+            assert done.state is JobState.SUCCEEDED
+    assert worker.connected
+    assert ran == ["healthy"] * 3

@@ -222,3 +222,25 @@ async def test_the_shipped_worker_keeps_its_lease_when_the_lease_is_cut(
     finish.set()
     done = await client.wait(job.id, timeout=10)
     assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
+
+
+async def test_a_result_counts_only_on_the_stream_that_holds_its_lease(
+    target: str, client: AsyncClient
+) -> None:
+    """One rule on both backends (the worker protocol's): a result sent on another stream
+    than the one its delivery came on — a re-send after a reconnect — is refused as stale,
+    even where the lease is still valid (Redis kept it when the old stream's end could not
+    reach it)."""
+    async with RawWorker(target, ["fenced"], worker_id="w") as first:
+        job = await client.submit("fenced", b"x")
+        (delivery,) = (await first.next("deliveries")).deliveries.deliveries
+        async with RawWorker(target, ["fenced"], worker_id="w") as second:
+            await second.next("welcome")
+            second.result(delivery)
+            rejections = (await second.next("rejections")).rejections.rejections
+            assert [(r.job_id, r.lease_id) for r in rejections] == [(job.id, delivery.lease_id)]
+            assert rejections[0].reason.startswith("stale lease")
+        assert (await client.get(job.id)).state is JobState.UNDERWAY
+        first.result(delivery)
+        done = await client.wait(job.id, timeout=10)
+        assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)

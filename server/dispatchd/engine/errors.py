@@ -26,6 +26,7 @@ class Reason(StrEnum):
     JOB_NOT_RETRYABLE = "JOB_NOT_RETRYABLE"
     JOB_UNDERWAY = "JOB_UNDERWAY"
     STREAM_BACKLOG = "STREAM_BACKLOG"
+    BACKEND_FAULT = "BACKEND_FAULT"
     UNSUPPORTED_BY_BACKEND = "UNSUPPORTED_BY_BACKEND"
     HELLO_REQUIRED = "HELLO_REQUIRED"
     HELLO_REPEATED = "HELLO_REPEATED"
@@ -142,6 +143,14 @@ class Unavailable(EngineError):
         super().__init__(
             message, field=field, reason=reason, retry_after=retry_after, metadata=metadata
         )
+
+
+class Internal(EngineError):
+    """The server failed at something it should have done — a Redis script failed on one
+    queue's data —: a bug or damaged data, not the caller's doing. The message names what
+    failed; other queues are not affected."""
+
+    default_reason = Reason.BACKEND_FAULT
 
 
 def draining(what: str) -> Unavailable:

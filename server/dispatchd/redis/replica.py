@@ -28,12 +28,12 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import Unavailable, draining
+from dispatchd.engine.errors import Internal, Unavailable, draining
 from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
-from dispatchd.redis.records import StoredJob
+from dispatchd.redis.records import StoredJob, Tally
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
 from dispatchd.stall import StallWatch
@@ -203,6 +203,10 @@ class Replica:
             self.kick(name)
 
     async def results(self, worker: WorkerRecord, items: Sequence[WorkResult]) -> list[Rejection]:
+        """A result counts only on the stream that holds its lease, as on the embedded
+        backend: a result re-sent on a new stream after a break carries a lease that
+        stream never got (the break handed it back), so it is refused as stale — Redis is
+        asked with no lease id, which never matches, and answers stale or unknown."""
         by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
@@ -213,15 +217,25 @@ class Replica:
                 rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
                 self.accounting.rejected("", 1)
                 continue
-            if lease is not None:
+            lease_id = item.lease_id
+            if lease is not None and lease.job.id == item.job_id:
                 answered[item.job_id] = (lease, item)
+            else:
+                lease_id = ""  # not held here: refused, whatever Redis still holds
             by_queue.setdefault(queue, []).append(
-                (item.job_id, item.lease_id, item.outcome, item.http_status, item.latency)
+                (item.job_id, lease_id, item.outcome, item.http_status, item.latency)
             )
+        sent = {r.job_id: r.lease_id for r in items}  # what the worker sent, for its rejections
         now = self._clock()
         for queue, group in by_queue.items():
-            refused, states, tally = await self.ops.results(queue, group)
-            rejected += refused
+            try:
+                refused, states, tally = await self.ops.results(queue, group)
+            except Internal as e:  # this queue's data is broken: its results only
+                refused = [Rejection(job_id, lid, str(e)) for job_id, lid, *_ in group]
+                states, tally = [], Tally()
+            rejected += [
+                Rejection(r.job_id, sent.get(r.job_id, r.lease_id), r.reason) for r in refused
+            ]
             self.accounting.rejected(queue, len(refused))
             self.accounting.unseen(tally)
             for job_id, state in states:
@@ -249,7 +263,10 @@ class Replica:
             else:
                 by_queue.setdefault(lease.job.queue, []).append((lease.job.id, lease_id))
         for queue, pairs in by_queue.items():
-            lost = await self.ops.heartbeat(queue, pairs)
+            try:
+                lost = await self.ops.heartbeat(queue, pairs)
+            except Internal:  # this queue's data is broken (logged): its leases age out
+                continue
             for lease_id in lost:
                 worker.leases.pop(lease_id, None)
             unknown += lost
@@ -437,7 +454,10 @@ class Replica:
         reap interval)."""
         delay = self._reap_every
         for queue in await self.ops.queue_names():
-            reaped = await self.ops.reap(queue)
+            try:
+                reaped = await self.ops.reap(queue)
+            except Internal:  # one queue's broken data stops its reaping only (logged)
+                continue
             self.accounting.lease_expired(queue, reaped.taken)
             self.accounting.unseen(reaped.tally)
             if reaped.next_deadline is not None:

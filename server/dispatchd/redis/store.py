@@ -3,6 +3,7 @@ turns Redis being unreachable into UNAVAILABLE."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,10 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from dispatchd.engine import EngineLimits
-from dispatchd.engine.errors import Reason, Unavailable
+from dispatchd.engine.errors import Internal, Reason, Unavailable
 from dispatchd.redis.scripts import Scripts
+
+log = logging.getLogger("dispatchd.redis")
 
 QUEUES_KEY = "dq:queues"
 """Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
@@ -73,9 +76,15 @@ class RedisStore:
             ) from None
         except rx.ResponseError as e:
             refusal = _refused(e)
-            if refusal is None:
-                raise
-            raise refusal from None
+            if refusal is not None:
+                raise refusal from None
+            where = keys[0] if keys else "no key"
+            log.error("redis script %s failed on %s: %s", name, where, e)
+            raise Internal(
+                f"the server's {name} script failed on {where} ({e}); other queues are not "
+                "affected",
+                metadata={"script": name},
+            ) from None
 
     async def call(self, *command: Any) -> Any:
         try:
