@@ -21,7 +21,11 @@ class RawWorker:
         self._target = target
         self._hello = pb.WorkerHello(worker_id=worker_id, queues=queues, max_in_flight=credits)
         self._out: asyncio.Queue[pb.WorkRequest | None] = asyncio.Queue()
+        # Everything the server sent, read by one task: a read of the call itself must
+        # never be cancelled (that cancels the call), but waiting on this queue may be.
+        self._in: asyncio.Queue[pb.WorkResponse | None] = asyncio.Queue()
         self._channel: grpc.aio.Channel | None = None
+        self._reader: asyncio.Task[None] | None = None
         self.call: Call | None = None
 
     async def __aenter__(self) -> RawWorker:
@@ -29,13 +33,27 @@ class RawWorker:
         stub = pb_grpc.DispatcherServiceStub(self._channel)
         self.send(pb.WorkRequest(hello=self._hello))
         self.call = stub.Work(self._requests())
+        self._reader = asyncio.create_task(self._read(self.call))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.call is not None:
             self.call.cancel()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close(None)
+
+    async def _read(self, call: Call) -> None:
+        try:
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                assert isinstance(msg, pb.WorkResponse)
+                self._in.put_nowait(msg)
+        finally:
+            self._in.put_nowait(None)
 
     async def _requests(self) -> AsyncIterator[pb.WorkRequest]:
         while True:
@@ -52,13 +70,12 @@ class RawWorker:
 
     async def next(self, kind: str, within: float = 10.0) -> pb.WorkResponse:
         """The next message of ``kind``, skipping others (welcome, rejections...)."""
-        assert self.call is not None
         async with asyncio.timeout(within):
             while True:
-                msg = await self.call.read()
-                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                msg = await self._in.get()
+                if msg is None:
+                    self._in.put_nowait(None)  # the end stays visible to later calls
                     raise AssertionError(f"the stream ended before a {kind} message")
-                assert isinstance(msg, pb.WorkResponse)
                 if msg.WhichOneof("kind") == kind:
                     return msg
 

@@ -244,3 +244,50 @@ async def test_a_result_counts_only_on_the_stream_that_holds_its_lease(
         first.result(delivery)
         done = await client.wait(job.id, timeout=10)
         assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
+
+
+async def test_a_frozen_worker_is_sent_nothing_and_never_past_its_credit(
+    target: str, client: AsyncClient
+) -> None:
+    """A worker whose lease expired while it stayed silent gets no new job until it shows
+    life, and the job goes to a peer with credit. The expired job keeps one of its credits
+    until it lets go (its late result): it is never sent more than it declared."""
+    await client.update_queue("frozen", lease_duration=1.0, create=True)
+    async with (
+        RawWorker(target, ["frozen"], worker_id="a") as a,
+        RawWorker(target, ["frozen"], worker_id="b") as b,
+    ):
+        await a.next("welcome")
+        await b.next("welcome")
+        job1 = await client.submit("frozen", b"1")
+        frozen, lost = await _first_delivery(a, b)  # whichever got it stays silent
+        healthy = b if frozen is a else a
+        other = await client.submit("frozen", b"0")
+        (quick,) = (await healthy.next("deliveries")).deliveries.deliveries
+        assert quick.job.id == other.id
+        healthy.result(quick)  # the healthy one served last: the next turn is the other's
+        await client.wait(other.id, timeout=10)
+        # The frozen one's lease ends unheard; the job goes to the healthy one (attempt 2).
+        (taken,) = (await healthy.next("deliveries")).deliveries.deliveries
+        assert (taken.job.id, taken.job.attempt) == (job1.id, 2)
+        job2 = await client.submit("frozen", b"2")
+        frozen.heartbeat()  # alive again, but still running job 1: no credit free
+        healthy.result(taken)
+        (second,) = (await healthy.next("deliveries")).deliveries.deliveries
+        assert second.job.id == job2.id
+        frozen.result(lost)  # too late: refused, and its credit is free again
+        assert (await frozen.next("rejections")).rejections.rejections[0].job_id == job1.id
+        job3 = await client.submit("frozen", b"3")
+        (third,) = (await frozen.next("deliveries")).deliveries.deliveries
+        assert third.job.id == job3.id
+
+
+async def _first_delivery(*workers: RawWorker) -> tuple[RawWorker, pb.Delivery]:
+    """The worker that got the next delivery, and the delivery."""
+    reads = {asyncio.ensure_future(w.next("deliveries")): w for w in workers}
+    done, pending = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    task = done.pop()
+    (delivery,) = task.result().deliveries.deliveries
+    return reads[task], delivery

@@ -24,3 +24,10 @@ def ok(engine: Engine, lease: LeaseRecord, now: float, result: bytes = b"ok") ->
 
 def state(engine: Engine, job: JobRecord) -> JobState:
     return engine.get_job(job.id).state
+
+
+def let_go(engine: Engine, worker: WorkerRecord, now: float) -> None:
+    """The worker whose lease expired shows life and lets go of the job it lost: a
+    heartbeat naming just the leases it still holds. Until then the server keeps the lost
+    lease's credit taken and sends that worker nothing (it may still be running the job)."""
+    engine.heartbeat(worker, [*worker.leases] or ["none-held"], now)

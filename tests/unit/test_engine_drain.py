@@ -19,6 +19,7 @@ from dispatchd.engine import (
     QueueSettings,
     Unavailable,
 )
+from tests.unit.engine_helpers import let_go
 
 from .engine_helpers import Connect, Dispatch, Submit
 
@@ -123,6 +124,7 @@ def test_snapshot_round_trip(
     leases = dispatch(1.0)
     assert len(leases) == 2
     engine.expire_leases(100.0)  # attempts counted, back to pending
+    let_go(engine, w, 100.5)
     done = dispatch(101.0)
     engine.complete(w, done[0].job.id, done[0].lease_id, b"", 102.0)
     engine.begin_drain()

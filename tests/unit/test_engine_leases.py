@@ -14,6 +14,7 @@ from dispatchd.engine import (
     NotFound,
     Rejection,
 )
+from tests.unit.engine_helpers import let_go
 
 from .engine_helpers import Connect, Dispatch, Submit
 
@@ -280,6 +281,7 @@ def test_expire_requeues_in_original_place(
     later_high = submit(priority=1, now=1.0)[0]
     top = submit(priority=2, now=1.0)[0]
     expired = engine.expire_leases(30.0)
+    let_go(engine, w, 30.0)
     assert expired == [first]
     assert first.state is JobState.PENDING
     assert first.attempt == 1
@@ -303,10 +305,11 @@ def test_expire_frees_width_slot(
 ) -> None:
     submit(n=2)
     engine.update_queue("q", width=1)
-    connect(credits=5)
+    w = connect(credits=5)
     [lease] = dispatch(0.0)
     assert dispatch(1.0) == []
     engine.expire_leases(30.0)
+    let_go(engine, w, 30.0)
     assert engine.get_queue("q").underway_count == 0
     [again] = dispatch(30.0)
     assert again.job is lease.job  # it kept its place at the head
@@ -483,10 +486,11 @@ def test_cancel_underway_then_expire_not_requeued(
 ) -> None:
     submit()
     engine.update_queue("q", width=1)
-    connect()
+    w = connect()
     [lease] = dispatch(0.0)
     engine.cancel(lease.job.id, 1.0)
     engine.expire_leases(30.0)
+    let_go(engine, w, 30.0)
     assert lease.job.state is JobState.CANCELLED
     assert engine.get_queue("q").pending_count == 0
     assert engine.get_queue("q").underway_count == 0

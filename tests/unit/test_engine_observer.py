@@ -18,6 +18,7 @@ from dispatchd.engine import (
     NewJob,
     ObserverChain,
 )
+from tests.unit.engine_helpers import let_go
 
 
 class Recorder(EngineObserver):
@@ -87,6 +88,7 @@ def test_requeue_events(observed: Engine, rec: Recorder) -> None:
     rec.take()
     observed.expire_leases(30.0)
     assert rec.take() == [("released", "q"), ("requeued", a.id, "lease expired")]
+    let_go(observed, w, 30.5)
     observed.dispatch(31.0)
     rec.take()
     observed.disconnect(w, 32.0)
@@ -135,6 +137,7 @@ def test_observer_chain_fans_out() -> None:
     [(_, [lease])] = engine.dispatch(0.0)
     engine.complete(w, job.id, "bad", b"", 1.0)
     engine.expire_leases(30.0)
+    let_go(engine, w, 30.5)
     engine.dispatch(31.0)
     engine.cancel(job.id, 32.0)
     assert first.events == second.events

@@ -31,6 +31,7 @@ from dispatchd.observability.metrics import (
     QueueLabels,
 )
 from dispatchd.observability.tracing import exporter_names
+from tests.unit.engine_helpers import let_go
 
 
 def test_histogram_buckets_are_le_and_cumulative() -> None:
@@ -77,10 +78,11 @@ def test_lease_expiry_counts_and_redispatch_does_not_add_a_wait() -> None:
     obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
     engine = _engine(obs)
     engine.update_queue("q", lease_seconds=5.0)
-    engine.connect("w", ["q"], 10, now=0.0)
+    w = engine.connect("w", ["q"], 10, now=0.0)
     engine.submit([NewJob("q")], now=0.0)
     engine.dispatch(now=1.0)
     engine.expire_leases(now=7.0)
+    let_go(engine, w, 7.0)
     engine.dispatch(now=7.0)
     stats = obs.stats["q"]
     assert (stats.lease_expired, stats.dispatched, stats.wait.count) == (1, 2, 1)
@@ -95,6 +97,7 @@ def test_lost_attempts_have_no_run_time_and_delays_are_not_waiting() -> None:
     engine.tick(now=50.0)
     ((_, (_first,)),) = engine.dispatch(now=52.0)
     engine.expire_leases(now=60.0)  # lost: retried, but no result to time
+    let_go(engine, worker, 60.0)
     stats = obs.stats["q"]
     assert (stats.retried, stats.run.count) == (1, 0)
     assert stats.wait.sum == pytest.approx(2.0)  # from the end of the delay, not submit

@@ -16,6 +16,7 @@ from dispatchd.engine import (
     ResourceExhausted,
     RetryPolicy,
 )
+from tests.unit.engine_helpers import let_go
 
 from .engine_helpers import Add, Connect, Pump, ok, state
 
@@ -235,6 +236,8 @@ def test_job_given_back_before_its_expire_at_waits_again(
     w = connect()
     job = add(expire_at=30.0)
     pump(0.0)
+    engine.tick(2.0)  # the lease ends unheard
+    let_go(engine, w, 2.0)
     [again] = pump(2.0)
     assert again.job is job
     assert job.attempt == 2

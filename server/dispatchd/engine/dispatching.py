@@ -64,6 +64,7 @@ class DispatchMixin(TurnsMixin):
     def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
         lim.check_credit(max_in_flight, 0, self.limits)
         worker.max_in_flight = max_in_flight
+        worker.heard()
 
     def disconnect(self, worker: WorkerRecord, now: float) -> int:
         """The stream is gone: every job it held counts as a lost attempt. Returns how many."""
@@ -101,8 +102,10 @@ class DispatchMixin(TurnsMixin):
         ``http_status`` and ``latency`` describe an HTTP push attempt; they are kept on
         the attempt."""
         now = self._clock(now)
+        worker.heard()
         lease = worker.leases.get(lease_id)
         if lease is None or lease.job.id != job_id:
+            worker.let_go(lease_id)
             known = job_id in self._jobs or job_id in self._done
             reason = STALE_LEASE if known else UNKNOWN_JOB
             self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
@@ -190,7 +193,10 @@ class DispatchMixin(TurnsMixin):
     def heartbeat(self, worker: WorkerRecord, lease_ids: Iterable[str], now: float) -> list[str]:
         """Extends the named leases (all held, when none are named). Returns unknown ids."""
         now = self._clock(now)
+        worker.heard()
         ids = list(lease_ids)
+        if ids:
+            worker.still_holds(ids)
         targets = ids or list(worker.leases)
         unknown = []
         for lease_id in targets:
@@ -242,6 +248,9 @@ class DispatchMixin(TurnsMixin):
         def expire(lease: LeaseRecord) -> None:
             expired.append(lease.job)
             self.observer.lease_expired(lease)
+            worker = lease.worker
+            worker.lost.add(lease.lease_id)
+            worker.silent = True
             self._release(lease, now)
             if not lease.cancelled:
                 self._attempt_failed(lease, LEASE_EXPIRED, now, lost=True)

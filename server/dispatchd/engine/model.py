@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
@@ -271,12 +272,32 @@ class WorkerRecord:
     draining: bool = False
     kind: str = "stream"
     """"stream" (a Work stream) or "http" (the server's own HTTP-push worker)."""
+    lost: set[str] = field(default_factory=set)
+    """Leases the server took back (expired) that the worker may still be running: each
+    keeps one of its credits until the worker lets go of it (its late result, refused as
+    stale, or a heartbeat that names its leases and leaves this one out). So a worker is
+    never sent more jobs than the credit it declared."""
+    silent: bool = False
+    """A lease of this worker expired and it has not sent anything since: it gets no new
+    job until it shows life (a heartbeat, a result, a credit)."""
 
     @property
     def free_credits(self) -> int:
-        if self.draining:
+        if self.draining or self.silent:
             return 0
-        return self.max_in_flight - len(self.leases)
+        return self.max_in_flight - len(self.leases) - len(self.lost)
+
+    def heard(self) -> None:
+        """The worker sent something: it is alive."""
+        self.silent = False
+
+    def let_go(self, lease_id: str) -> None:
+        self.lost.discard(lease_id)
+
+    def still_holds(self, lease_ids: Iterable[str]) -> None:
+        """A heartbeat named exactly the leases it holds: lost ones it left out are gone."""
+        if self.lost:
+            self.lost &= set(lease_ids)
 
 
 @dataclass(slots=True, eq=False)

@@ -199,6 +199,7 @@ class Replica:
     def set_credit(self, worker: WorkerRecord, max_in_flight: int) -> None:
         lim.check_credit(max_in_flight, 0, self.ops.limits)
         worker.max_in_flight = max_in_flight
+        worker.heard()
         for name in worker.queues:
             self.kick(name)
 
@@ -210,8 +211,11 @@ class Replica:
         by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
+        worker.heard()
         for item in items:
             lease = worker.leases.pop(item.lease_id, None)
+            if lease is None:
+                worker.let_go(item.lease_id)
             queue = lease.job.queue if lease is not None else records.queue_of(item.job_id)
             if queue is None:
                 rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
@@ -253,6 +257,9 @@ class Replica:
         return rejected
 
     async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
+        worker.heard()
+        if lease_ids:
+            worker.still_holds(lease_ids)
         targets = list(lease_ids) or list(worker.leases)
         by_queue: dict[str, list[tuple[str, str]]] = {}
         unknown = []
@@ -268,7 +275,8 @@ class Replica:
             except Internal:  # this queue's data is broken (logged): its leases age out
                 continue
             for lease_id in lost:
-                worker.leases.pop(lease_id, None)
+                if worker.leases.pop(lease_id, None) is not None:
+                    worker.lost.add(lease_id)  # taken back, but it still runs the job
             unknown += lost
         self._note_idle()
         return unknown
@@ -412,6 +420,10 @@ class Replica:
                 lease = worker.leases.get(lease_id)
                 if lease is not None and lease.job.id == job_id:
                     del worker.leases[lease_id]
+                    # It may still run the job: the credit stays taken until it lets go,
+                    # and a worker that went silent gets nothing until it shows life.
+                    worker.lost.add(lease_id)
+                    worker.silent = True
                     self.kick(lease.job.queue)
         self._note_idle()
 
