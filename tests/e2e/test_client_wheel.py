@@ -67,8 +67,15 @@ def test_the_client_wheel_alone_runs_the_quickstart(
     server = start_server(tmp_path / "data")
     target = server.wait_ready()
     code = quickstart_code().replace('TARGET = "127.0.0.1:50051"', f'TARGET = "{target}"')
+    # From a directory of its own, as a user's program runs: in the repository's root
+    # the oldest googleapis-common-protos' pkg_resources would see the repository's
+    # editable install beside the wheel, and warn.
     run = subprocess.run(
-        [str(python), "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+        [str(python), "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "SUCCEEDED sent hello (attempt 1)"
