@@ -95,6 +95,10 @@ class Config:
     redis_url: str = ""
     """redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port[,...]/service[/db];
     needed by --backend redis."""
+    keepalive_time: float = 20.0
+    """Seconds of quiet after which the server pings a connection (and drops it when no
+    answer comes within half that): how soon a worker behind a dead connection loses its
+    stream and its jobs go back."""
     port_file: Path | None = None
     """Once serving, write the bound ports here as JSON ({"grpc": .., "metrics": ..,
     "dashboard": .., "health": ..}; 0 where off), replacing the file atomically: how a
@@ -128,6 +132,8 @@ class Config:
         self._check_endpoints()
 
     def _check_http_push(self) -> None:
+        if not 1.0 <= self.keepalive_time <= 3600.0:
+            raise ConfigError(f"--keepalive-time must be 1..3600 s, got {self.keepalive_time}")
         if not 1 <= self.http_max_connections <= 10_000:
             raise ConfigError(
                 f"--http-max-connections must be 1..10000, got {self.http_max_connections}"
@@ -268,6 +274,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("dashboard-bucket", float, d.dashboard_bucket, "seconds per dashboard sparkline bucket")
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
     add("backend", str, d.backend, "embedded (one process) or redis (replicas share Redis)")
+    add("keepalive-time", float, d.keepalive_time, "seconds of quiet before a connection is pinged")
     add("redis-url", str, d.redis_url, "Redis to use with --backend redis (redis://, rediss://)")
 
     def add_optional(name: str, kind: type, help: str) -> None:
@@ -318,6 +325,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         backend=ns.backend,
         redis_url=ns.redis_url,
         port_file=_path(ns.port_file),
+        keepalive_time=ns.keepalive_time,
     )
 
 

@@ -22,6 +22,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DispatcherService"].full_name
 MAX_SEND_BYTES = 256 << 20
 
 
+#: The most often a client may ping (keepalive) before the server calls it misbehaving.
+MIN_CLIENT_PING_MS = 1000
+
+
 class StartError(Exception):
     """The server cannot start (port taken, unreadable snapshot); the message says why."""
 
@@ -31,18 +35,35 @@ def grpc_server(
     servicer: pb_grpc.DispatcherServiceServicer,
     health_servicer: HealthServicer,
     max_receive_bytes: int,
+    keepalive_time: float = 20.0,
 ) -> grpc.aio.Server:
     """The main server, not yet bound. The interceptors run in the order given.
 
     ``max_receive_bytes`` (Config.max_message_bytes) bounds every message a caller sends,
     for every method alike (a grpc server has no per-method receive limit): grpc reads a
     message's length prefix and refuses a longer one with RESOURCE_EXHAUSTED before any
-    interceptor, the auth check included, sees the call, and without buffering it."""
+    interceptor, the auth check included, sees the call, and without buffering it.
+
+    Keepalive: the server pings every connection that has been quiet for
+    ``keepalive_time`` seconds and drops it when no answer comes within half that (at
+    least 1 s), so a worker behind a connection that died without a FIN (a partition, a
+    lost NAT entry) loses its stream and its jobs go back. Workers may ping as often as
+    once a second (the shipped ones ping every 20 s): more often earns a GOAWAY."""
+    ms = int(keepalive_time * 1000)
     server = grpc.aio.server(
         interceptors=list(interceptors) or None,
         options=[
             ("grpc.max_receive_message_length", max_receive_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.keepalive_time_ms", ms),
+            ("grpc.keepalive_timeout_ms", max(1000, ms // 2)),
+            # Without these a ping sent into a dead connection waits a minute for its
+            # answer, and a quiet stream's pings stop after two.
+            ("grpc.http2.ping_timeout_ms", max(1000, ms // 2)),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
+            ("grpc.http2.max_ping_strikes", 2),
         ],
     )
     pb_grpc.add_DispatcherServiceServicer_to_server(servicer, server)

@@ -185,6 +185,7 @@ class DispatchdServer:
             servicer,
             self.health,
             self.config.max_message_bytes,
+            self.config.keepalive_time,
         )
         self.port = bind(server, self.config.listen, credentials)
         if self.config.health_listen is not None:

@@ -13,9 +13,19 @@ export const DEFAULT_TARGET = "127.0.0.1:50051";
 export const TEXT_CONTENT_TYPE = "text/plain; charset=utf-8";
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Big enough for the server's largest payloads and for 10,000-job batches. */
+/**
+ * Keepalive: while a call is open (a Work stream, a WaitJob), ping the server after 20 s of
+ * quiet and give the connection up when no answer comes within 10 s, so a connection that
+ * died without a word (a partition, a lost NAT entry) is noticed and the Worker reconnects.
+ * The server accepts pings as often as once a second.
+ */
+export const KEEPALIVE_MS = 20_000;
+export const KEEPALIVE_TIMEOUT_MS = 10_000;
 export const CHANNEL_OPTIONS = {
   "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+  "grpc.keepalive_time_ms": KEEPALIVE_MS,
+  "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
 } as const;
 
 /** A payload: bytes as they are, or text sent as UTF-8. */

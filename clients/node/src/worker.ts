@@ -27,7 +27,7 @@ import { DispatchdError } from "./errors";
 import type { WorkerWelcome } from "./gen/dispatchd/v1/dispatcher";
 import { type AfterJobHook, type BeforeJobHook, Hooks, type StartStopHook, callHooks } from "./hooks";
 import { type Logger, defaultLogger } from "./log";
-import { DEFAULT_TARGET } from "./requests";
+import { DEFAULT_TARGET, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS } from "./requests";
 import type { Handler } from "./runner";
 import { Session, type WorkerStats } from "./session";
 import { Latch, Semaphore, backoffDelay, sleepUnless } from "./util";
@@ -60,6 +60,12 @@ export interface WorkerOptions extends ConnectionOptions {
   labels?: Record<string, string>;
   /** Cap of the reconnect backoff. Default 5 s. */
   reconnectMaxBackoffMs?: number;
+  /**
+   * How long the stream may stay quiet before the Worker pings the server (at least 1 s);
+   * without an answer within `keepaliveTimeoutMs` it reconnects. Defaults 20 s and 10 s.
+   */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -118,9 +124,15 @@ export class Worker {
     this.connection = options;
     // gRPC's own reconnect backoff starts at 1 s and grows to 120 s: a worker would sit idle
     // long after a restarted server is back. Keep it within the worker's own backoff.
+    const keepaliveMs = options.keepaliveMs ?? KEEPALIVE_MS;
+    if (!(keepaliveMs >= 1_000)) {
+      throw new RangeError("keepaliveMs must be >= 1000 (the server refuses more frequent pings)");
+    }
     this.reconnectOptions = {
       "grpc.initial_reconnect_backoff_ms": RECONNECT_BASE_MS,
       "grpc.max_reconnect_backoff_ms": Math.max(RECONNECT_BASE_MS, Math.round(maxBackoffMs)),
+      "grpc.keepalive_time_ms": keepaliveMs,
+      "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
     };
     this.log = options.logger ?? defaultLogger;
   }

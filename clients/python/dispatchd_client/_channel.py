@@ -113,7 +113,9 @@ class ChannelSpec:
 
     @property
     def _options(self) -> list[tuple[str, Any]]:
-        options: list[tuple[str, Any]] = [*CHANNEL_OPTIONS, *self.extra_options]
+        # One value per option: gRPC does not promise which of two it takes.
+        merged: dict[str, Any] = {**dict(CHANNEL_OPTIONS), **dict(self.extra_options)}
+        options: list[tuple[str, Any]] = list(merged.items())
         if self.tls is not None and self.tls.server_name:
             options.append(("grpc.ssl_target_name_override", self.tls.server_name))
         return options

@@ -37,9 +37,28 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Big enough for the server's largest payloads and for 10,000-job batches.
+#: Seconds of quiet after which a client pings the server while a call is open (a Work
+#: stream, a WaitJob), and gives the connection up when no answer comes within
+#: KEEPALIVE_TIMEOUT: a worker behind a dead connection notices and reconnects.
+KEEPALIVE_TIME = 20.0
+KEEPALIVE_TIMEOUT = 10.0
+
+
+def keepalive_options(every: float, timeout: float) -> tuple[tuple[str, int], ...]:
+    return (
+        ("grpc.keepalive_time_ms", int(every * 1000)),
+        ("grpc.keepalive_timeout_ms", int(timeout * 1000)),
+        # A ping sent into a dead connection waits a minute for its answer without this.
+        ("grpc.http2.ping_timeout_ms", int(timeout * 1000)),
+        # A quiet stream sends no data: ping it anyway (by default pings stop after two).
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
+
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    *keepalive_options(KEEPALIVE_TIME, KEEPALIVE_TIMEOUT),
 )
 #: First delay before retrying an idempotent read that failed with UNAVAILABLE.
 RETRY_BASE_DELAY = 0.05

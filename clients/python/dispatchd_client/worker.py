@@ -96,6 +96,11 @@ class Worker:
     ``token`` and ``tls`` mean what they mean for :class:`~dispatchd_client.Client` (a worker
     token needs the ``work`` role).
 
+    ``keepalive`` (seconds, at least 1) is how long the stream may stay quiet before the
+    Worker pings the server; without an answer within ``keepalive_timeout`` it gives the
+    connection up and reconnects, so a connection that died without a word (a partition,
+    a lost NAT entry) is noticed in about their sum.
+
     Results go back coalesced: those of jobs finishing in the same event-loop tick travel
     in one WorkResults message, and so do those finishing while the previous message is
     being written. ``result_window`` (seconds, default 0) holds each message that much
@@ -116,6 +121,8 @@ class Worker:
         token: str | None = None,
         tls: TLS | bool | None = None,
         result_window: float = 0.0,
+        keepalive: float = rq.KEEPALIVE_TIME,
+        keepalive_timeout: float = rq.KEEPALIVE_TIMEOUT,
     ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
@@ -124,11 +131,13 @@ class Worker:
         self._result_window = result_window
         if reconnect_max_backoff <= 0:
             raise ValueError("reconnect_max_backoff must be > 0")
+        if keepalive < 1 or keepalive_timeout <= 0:
+            raise ValueError("keepalive must be >= 1 s (the server refuses more frequent pings)")
         self._target = target
         self._max_backoff = reconnect_max_backoff
-        self._spec = ChannelSpec.of(
-            target, tls=tls, token=token, extra_options=self._reconnect_options()
-        )
+        keep = rq.keepalive_options(keepalive, keepalive_timeout)
+        options = (*self._reconnect_options(), *keep)
+        self._spec = ChannelSpec.of(target, tls=tls, token=token, extra_options=options)
         self._requested_id = worker_id
         self._worker_id = worker_id
         self._concurrency = concurrency
