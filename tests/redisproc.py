@@ -15,8 +15,10 @@ from .polling import until
 class RedisProcess:
     """``redis-server --save '' --appendonly no``: nothing touches the disk."""
 
-    def __init__(self, workdir: Path, port: int = 0) -> None:
-        """``port`` 0 picks a free one; another port starts a Redis where one stopped."""
+    def __init__(self, workdir: Path, port: int = 0, persist: bool = False) -> None:
+        """``port`` 0 picks a free one; another port starts a Redis where one stopped.
+        ``persist`` keeps an append-only file (fsync'd every write) in ``workdir``, so a
+        Redis started again on it has everything acknowledged before it stopped."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it with apt")
@@ -36,7 +38,9 @@ class RedisProcess:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if persist else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(workdir),
             ],

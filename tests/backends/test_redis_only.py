@@ -339,3 +339,39 @@ async def test_one_queues_broken_data_fails_that_queue_only(
             assert done.state is JobState.SUCCEEDED
     assert worker.connected
     assert ran == ["healthy"] * 3
+
+
+async def test_a_redis_restart_ends_no_worker_stream(tmp_path: Path, workers: StartWorker) -> None:
+    """A worker holds a job while redis-server restarts (with its append-only file, so the
+    job survives). Its heartbeats during the outage fail without ending its stream; its
+    result, sent once Redis is back, is recorded although the replica's pooled connections
+    died with the old Redis (checked before use; repeatable scripts run once more on a
+    fresh one). The job runs once."""
+    proc = RedisProcess(tmp_path / "redis", persist=True)
+    server = await start_server(redis_config(tmp_path, proc.url))
+    target = f"127.0.0.1:{server.port}"
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(job: ReceivedJob) -> bytes:
+        started.set()
+        await release.wait()
+        return b"done"
+
+    try:
+        workers(target, configure=lambda w: w.handler("r")(hold))
+        async with AsyncClient(target) as client:
+            job = await client.submit("r", b"x")
+            await asyncio.wait_for(started.wait(), 10)
+            (stream,) = server.backend.local_workers()
+            proc.stop()
+            # Down for more than a heartbeat interval (5 s lease / 3): a beat fails.
+            await asyncio.sleep(2.0)  # the outage itself, not a wait for state
+            proc = RedisProcess(tmp_path / "redis", port=proc.port, persist=True)
+            release.set()
+            done = await client.wait(job.id, timeout=15)
+            assert (done.state, done.attempt) == (JobState.SUCCEEDED, 1)
+            assert server.backend.local_workers() == [stream]  # the same stream throughout
+    finally:
+        release.set()
+        await server.stop_now()
+        proc.stop()

@@ -15,6 +15,9 @@ SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 CONNECT_TIMEOUT = 5.0
 #: A command (a script) that takes longer than this fails its RPC with UNAVAILABLE.
 COMMAND_TIMEOUT = 10.0
+#: A pooled connection idle this long is PINGed before it is used again, and replaced if
+#: that fails: after Redis restarted, no call goes out on a connection that died with it.
+HEALTH_CHECK_SECONDS = 1
 
 
 def check_url(url: str) -> None:
@@ -67,8 +70,13 @@ def client(url: str) -> Redis:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             nodes, sentinel_kwargs=options, password=password, **options
         )
-        master: Redis = sentinel.master_for(service, db=db)
+        master: Redis = sentinel.master_for(
+            service, db=db, health_check_interval=HEALTH_CHECK_SECONDS
+        )
         return master
     return Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        health_check_interval=HEALTH_CHECK_SECONDS,
     )

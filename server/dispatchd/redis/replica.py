@@ -234,8 +234,12 @@ class Replica:
         for queue, group in by_queue.items():
             try:
                 refused, states, tally = await self.ops.results(queue, group)
-            except Internal as e:  # this queue's data is broken: its results only
-                refused = [Rejection(job_id, lid, str(e)) for job_id, lid, *_ in group]
+            except (Internal, Unavailable) as e:
+                # This queue's data is broken, or Redis is away even on a fresh connection:
+                # these results are not recorded (the worker is told, and the jobs run
+                # again after their leases), and the stream carries on.
+                why = f"the server could not record this result ({e}); the job may run again"
+                refused = [Rejection(job_id, lid, why) for job_id, lid, *_ in group]
                 states, tally = [], Tally()
             rejected += [
                 Rejection(r.job_id, sent.get(r.job_id, r.lease_id), r.reason) for r in refused
@@ -272,7 +276,7 @@ class Replica:
         for queue, pairs in by_queue.items():
             try:
                 lost = await self.ops.heartbeat(queue, pairs)
-            except Internal:  # this queue's data is broken (logged): its leases age out
+            except (Internal, Unavailable):  # broken data (logged) or Redis away: next beat
                 continue
             for lease_id in lost:
                 if worker.leases.pop(lease_id, None) is not None:

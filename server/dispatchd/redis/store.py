@@ -17,6 +17,13 @@ from dispatchd.redis.scripts import Scripts
 
 log = logging.getLogger("dispatchd.redis")
 
+#: Scripts whose second run after a first that may have happened changes nothing more: a
+#: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
+#: and settings are the same twice. Not submit, claim, cancel, retry or purge.
+REPEATABLE = frozenset(
+    {"result", "heartbeat", "release", "reap", "view", "list", "update", "slot", "reprioritize"}
+)
+
 QUEUES_KEY = "dq:queues"
 """Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
 
@@ -63,6 +70,16 @@ class RedisStore:
         self._known_queues: set[str] = set()
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._run_once(name, keys, args)
+        except Unavailable:
+            if name not in REPEATABLE:
+                raise
+            # Once more, on a fresh connection (the failed one was dropped): a connection
+            # that died with a restarted Redis must not cost a worker its result.
+            return await self._run_once(name, keys, args)
+
+    async def _run_once(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one script; Redis down or slow is UNAVAILABLE (the change may or may not
         have happened: the message says so, like a journal write that failed). Every
         script's first two arguments are the retention and the test clock ('': TIME)."""
