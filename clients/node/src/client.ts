@@ -17,7 +17,7 @@ import type * as pb from "./gen/dispatchd/v1/dispatcher";
 import { DispatcherServiceService as S } from "./gen/dispatchd/v1/dispatcher";
 import { type ConnectionOptions, connect } from "./channel";
 import { Coalescer } from "./coalescer";
-import { errorFor, fromServiceError, isServiceError } from "./errors";
+import { UnavailableError, errorFor, fromServiceError, isServiceError } from "./errors";
 import * as rq from "./requests";
 import {
   type Job,
@@ -41,6 +41,8 @@ const RETRY_BASE_MS = 50;
 const WAIT_DEADLINE_MARGIN_MS = 5000;
 /** The server caps WaitJob at one hour; an unbounded wait gets that long. */
 const MAX_WAIT_MS = 3_600_000;
+/** Longest pause between two tries of a WaitJob the server could not take (UNAVAILABLE). */
+const WAIT_RETRY_CAP_MS = 1_000;
 /** How long an acquired slot lives without a renewal, unless the caller says. */
 const DEFAULT_SLOT_TTL_MS = 30_000;
 
@@ -169,9 +171,27 @@ export class Client {
    * `isFinished(job.state)`). Without a timeout, waits as long as the server allows (1 hour).
    */
   async wait(jobId: string, timeoutMs?: number, call?: CallOptions): Promise<Job> {
-    const request = rq.waitJobRequest(jobId, timeoutMs);
-    const policy = { idempotent: true, timeoutMs: (timeoutMs ?? MAX_WAIT_MS) + WAIT_DEADLINE_MARGIN_MS };
-    return jobFromProto((await this.call(S.waitJob, request, policy, call)).job);
+    // A server that cannot answer meanwhile (restarting, draining) is asked again, with
+    // backoff, each time for what is left, until the caller's own timeout has passed.
+    const until = Date.now() + (timeoutMs ?? MAX_WAIT_MS);
+    for (let attempt = 0; ; attempt++) {
+      const left = Math.max(0, until - Date.now());
+      const request = rq.waitJobRequest(jobId, timeoutMs === undefined && attempt === 0 ? undefined : left);
+      const policy = { idempotent: true, timeoutMs: left + WAIT_DEADLINE_MARGIN_MS };
+      try {
+        return jobFromProto((await this.call(S.waitJob, request, policy, call)).job);
+      } catch (e) {
+        const remaining = until - Date.now();
+        if (!(e instanceof UnavailableError) || remaining <= 0 || call?.signal?.aborted) {
+          throw e;
+        }
+        try {
+          await sleep(Math.min(backoffDelay(attempt, RETRY_BASE_MS, WAIT_RETRY_CAP_MS), remaining), call?.signal);
+        } catch {
+          throw cancelledByCaller();
+        }
+      }
+    }
   }
 
   /** Remove a pending job, or mark an underway job cancelled and tell its worker. */

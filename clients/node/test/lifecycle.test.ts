@@ -12,8 +12,8 @@ describe("Worker lifecycle", () => {
   const servers: DispatchdProcess[] = [];
   const clients: Client[] = [];
 
-  async function startServer(listen?: string): Promise<DispatchdProcess> {
-    const server = await DispatchdProcess.start({ listen });
+  async function startServer(listen?: string, args?: string[]): Promise<DispatchdProcess> {
+    const server = await DispatchdProcess.start({ listen, args });
     servers.push(server);
     return server;
   }
@@ -90,6 +90,25 @@ describe("Worker lifecycle", () => {
     }
     for (const code of [status.INVALID_ARGUMENT, status.FAILED_PRECONDITION, status.PERMISSION_DENIED]) {
       assert.equal(REFUSALS.has(code), true, status[code]);
+    }
+  });
+
+  it("keeps waiting for a job across a server restart", TIMEOUT, async () => {
+    const first = await startServer();
+    const client = newClient(first.target);
+    const job = await client.submit("later", "x");
+    const waited = client.wait(job.id, 20_000);
+    await first.crash(); // the wait is under way: the server goes
+    const second = await startServer(`127.0.0.1:${first.port}`, ["--data-dir", first.dataDir]);
+    const worker = new Worker(second.target, { reconnectMaxBackoffMs: 200 });
+    worker.handle("later", (j) => j.payload);
+    const run = worker.run({ handleSignals: false });
+    try {
+      const done = await waited;
+      assert.equal(done.state, JobState.SUCCEEDED);
+    } finally {
+      worker.stop({ force: true });
+      await run.catch(() => undefined);
     }
   });
 });

@@ -142,6 +142,14 @@ export class DispatchdProcess {
     return this.exited;
   }
 
+  /** Kill the server by pid (SIGKILL, a crash), keeping its data dir for a restart. */
+  async crash(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null && this.proc.pid !== undefined) {
+      process.kill(this.proc.pid, "SIGKILL");
+    }
+    await this.exited;
+  }
+
   /** Kill the server by pid (if still running) and remove its data dir. */
   async kill(): Promise<void> {
     if (this.proc.exitCode === null && this.proc.signalCode === null && this.proc.pid !== undefined) {

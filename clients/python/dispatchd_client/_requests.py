@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, cast
@@ -281,6 +282,38 @@ def wait_job(job_id: str, timeout: float | None) -> Rpc[Job]:
         wait = timeout
         request.timeout.CopyFrom(_duration(timeout))
     return Rpc("WaitJob", request, _job, idempotent=True, timeout=wait + WAIT_DEADLINE_MARGIN)
+
+
+#: Longest pause between two tries of a WaitJob the server could not take (UNAVAILABLE).
+WAIT_RETRY_CAP = 1.0
+
+
+@dataclass(slots=True)
+class WaitAttempts:
+    """A wait that outlives a server restart: a WaitJob answered UNAVAILABLE (the server
+    restarting, a drain handing over, a replica going away) is sent again, with backoff,
+    each time for the time that is left, until the caller's own timeout has passed."""
+
+    job_id: str
+    until: float
+    """time.monotonic() when the caller's timeout has passed."""
+
+    @classmethod
+    def of(cls, job_id: str, timeout: float | None) -> WaitAttempts:
+        wait = MAX_WAIT if timeout is None else timeout
+        if wait < 0:
+            raise ValueError("timeout must be >= 0")
+        return cls(job_id, time.monotonic() + wait)
+
+    def rpc(self) -> Rpc[Job]:
+        return wait_job(self.job_id, max(0.0, self.until - time.monotonic()))
+
+    def retry_delay(self, attempt: int) -> float | None:
+        """How long to pause before the next try, or None: the time is up."""
+        left = self.until - time.monotonic()
+        if left <= 0:
+            return None
+        return min(backoff_delay(attempt, base=RETRY_BASE_DELAY, cap=WAIT_RETRY_CAP), left)
 
 
 def cancel_job(job_id: str) -> Rpc[Job]:

@@ -22,7 +22,7 @@ import grpc
 from dispatchd_client import _requests as rq
 from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._thread_coalescer import ThreadCoalescer
-from dispatchd_client.errors import from_rpc_error
+from dispatchd_client.errors import Unavailable, from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
 
@@ -166,8 +166,20 @@ class Client:
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job finishes or ``timeout`` seconds pass, and return it as it is then
-        (check ``job.state.finished``). None waits as long as the server allows (one hour)."""
-        return self._call(rq.wait_job(job_id, timeout))
+        (check ``job.state.finished``). None waits as long as the server allows (one hour).
+        A server that cannot answer meanwhile (restarting, draining) is asked again, with
+        backoff, until ``timeout`` has passed."""
+        attempts = rq.WaitAttempts.of(job_id, timeout)
+        tries = 0
+        while True:
+            try:
+                return self._call(attempts.rpc())
+            except Unavailable:
+                delay = attempts.retry_delay(tries)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                tries += 1
 
     def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Remove a pending job, or mark an underway job cancelled and tell its worker."""
