@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from dispatchd_client import errors as client_errors
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 from tests.inproc import serving
-from tests.polling import until
+from tests.polling import eventually, until
 
 from .conftest import StartWorker
 from .raw_worker import RawWorker
@@ -291,3 +291,37 @@ async def _first_delivery(*workers: RawWorker) -> tuple[RawWorker, pb.Delivery]:
     task = done.pop()
     (delivery,) = task.result().deliveries.deliveries
     return reads[task], delivery
+
+
+async def test_a_worker_that_stops_reading_is_ended_not_buffered(
+    target: str, client: AsyncClient
+) -> None:
+    """Issue 24 item 3: heartbeats naming unknown leases each earn a rejection message, ~20x
+    their size; a worker that sends them and never reads grew the server by gigabytes.
+    What waits to be written to a stream is bounded: past the bound the server drops the
+    stream (its jobs go back) without waiting for the worker to read; when it reads at
+    last, what had been sent arrives, then RESOURCE_EXHAUSTED (reason STREAM_BACKLOG)."""
+    bogus = [f"no-such-lease-{i:06d}" for i in range(2000)]
+    beat = pb.WorkRequest(heartbeat=pb.WorkerHeartbeat(lease_ids=bogus))
+    await client.update_queue("deaf", width=1, create=True)
+
+    async def flood() -> AsyncIterator[pb.WorkRequest]:
+        yield pb.WorkRequest(
+            hello=pb.WorkerHello(worker_id="deaf", queues=["deaf"], max_in_flight=1)
+        )
+        for _ in range(400):  # 400 x 2,000 unknown leases: 800,000 rejections asked for
+            yield beat
+        await asyncio.Event().wait()  # and then silence: the stream stays open
+
+    async def workers(n: int) -> bool:
+        return (await client.get_queue("deaf")).worker_count == n
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.DispatcherServiceStub(channel).Work(flood())
+        await eventually(lambda: workers(1), what="the worker to connect")
+        await eventually(lambda: workers(0), within=30, what="the server to drop it")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in call:  # reading at last: the backlog that fit, then the status
+                pass
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "not reading its stream" in (info.value.details() or "")

@@ -87,6 +87,9 @@ class WorkerSession:
         self._sent = counts.add
         self._rejections = 0  # rejection entries queued and not yet written
         self._ended = False
+        #: The stream's own task, cancelled when the outbox overflows (see _overflow).
+        self.writer: asyncio.Task[None] | None = None
+        self.overflowed: StreamEnd | None = None
 
     def _put(self, msg: pb.WorkResponse, kind: str) -> None:
         if self._ended:
@@ -109,6 +112,17 @@ class WorkerSession:
             "outbox overflow: the worker stopped reading",
             error,
         )
+        # The writer is most likely stuck in a write the worker does not read (flow
+        # control): the end it would find after it must not wait behind it.
+        self.overflowed = StreamEnd(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            str(error),
+            "outbox overflow: the worker stopped reading",
+            error,
+        )
+        if self.writer is not None:
+            self.writer.cancel()
+            self.writer = None
 
     def deliver(self, leases: Sequence[LeaseRecord]) -> None:
         """Every lease one pass gave this worker, in one message."""
@@ -203,7 +217,14 @@ class WorkStream:
                 )
             )
             reader = asyncio.create_task(self._read(requests, worker, session))
-            end = await self._write(session, context)
+            me = session.writer = asyncio.current_task()
+            try:
+                end = await self._write(session, context)
+            except asyncio.CancelledError:
+                if session.overflowed is None or me is None:
+                    raise  # grpc's cancel: the call is over
+                me.uncancel()  # our own, to get past a write nobody reads
+                end = session.overflowed
         finally:
             if reader is not None:
                 reader.cancel()
