@@ -76,15 +76,17 @@ async def test_expired_lease_requeues_and_fences_the_late_result(
         worker = RawWorker(stub, "l", 1)
         first = (await worker.next("deliveries")).deliveries.deliveries[0]
         assert (first.job.id, first.job.attempt) == (job.id, 1)
-        # No heartbeat: the lease ends, the job goes back, and the free credit takes it
-        # again as a new attempt under a new lease.
-        again = (await worker.next("deliveries")).deliveries.deliveries[0]
-        assert (again.job.id, again.job.attempt) == (job.id, 2)
-        assert again.lease_id != first.lease_id
+        # No heartbeat: the lease ends and the job goes back. The silent worker gets
+        # nothing until it shows life and lets go of the job it lost (its late result).
+        await eventually(lambda: _state_is(client, job.id, JobState.PENDING))
         worker.send(_result(first, b"late"))
         rejected = (await worker.next("rejections")).rejections.rejections[0]
         assert (rejected.job_id, rejected.lease_id) == (job.id, first.lease_id)
         assert "stale lease" in rejected.reason
+        # Its credit is free again: the job comes back as a new attempt, a new lease.
+        again = (await worker.next("deliveries")).deliveries.deliveries[0]
+        assert (again.job.id, again.job.attempt) == (job.id, 2)
+        assert again.lease_id != first.lease_id
         assert (await client.get(job.id)).state is JobState.UNDERWAY
         worker.send(_result(again, b"on time"))
         done = await client.wait(job.id, timeout=10)
