@@ -62,6 +62,15 @@ class ServerProcess(DispatchdProcess):
 
 
 @pytest.fixture
+def backend_flags(backend: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The dispatchd flags of this test's backend (the Redis one on the session's
+    redis-server, emptied for the test)."""
+    if backend == "redis":
+        return ("--backend", "redis", "--redis-url", request.getfixturevalue("redis_url"))
+    return ()
+
+
+@pytest.fixture
 def start_server() -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 

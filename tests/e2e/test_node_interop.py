@@ -147,9 +147,10 @@ def _wait_workers(client: Client, count: int, within: float = 20.0) -> None:
 
 
 def test_node_and_python_workers_share_one_width(
-    tmp_path: Path, start_server: type[ServerProcess]
+    tmp_path: Path, start_server: type[ServerProcess], backend_flags: tuple[str, ...]
 ) -> None:
-    server = start_server(tmp_path)
+    """On both backends: a worker written against the proto cannot tell them apart."""
+    server = start_server(tmp_path, *backend_flags)
     target = server.wait_ready()
     node = NodeWorker(target, concurrency=WIDTH)
     try:

@@ -23,9 +23,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_worker_reconnects_after_kill_9(tmp_path: Path, start_server: type[ServerProcess]) -> None:
+def test_worker_reconnects_after_kill_9(
+    tmp_path: Path, start_server: type[ServerProcess], backend_flags: tuple[str, ...]
+) -> None:
     port = _free_port()
-    listen = ("--listen", f"127.0.0.1:{port}", "--metrics-listen", "0")
+    listen = ("--listen", f"127.0.0.1:{port}", "--metrics-listen", "0", *backend_flags)
     first = start_server(tmp_path, *listen)
     target = first.wait_ready()
     loop = asyncio.new_event_loop()
