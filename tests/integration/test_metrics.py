@@ -28,6 +28,7 @@ from dispatchd_client import (
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
+from tests.polling import eventually
 
 from .scrape import Samples, fetch, scrape
 from .test_leases import RawWorker
@@ -142,9 +143,10 @@ async def test_lease_expiry_and_stale_results_are_counted(
         m = await scrape(port)
         assert m.value("dispatchd_worker_credits", state="held") == 1
         assert m.value("dispatchd_jobs_underway", queue="le") == 1
-        again = (await worker.next("deliveries")).deliveries.deliveries[0]  # after expiry
-        worker.send(_ok(first))  # stale: that lease expired
+        await eventually(lambda: _pending(client, job.id), what="the lease to expire")
+        worker.send(_ok(first))  # stale: that lease expired (and the worker lets go of it)
         await worker.next("rejections")
+        again = (await worker.next("deliveries")).deliveries.deliveries[0]
         bogus = pb.Delivery(lease_id="nope", job=pb.Job(id="unknown-job"))
         worker.send(_ok(bogus))
         await worker.next("rejections")
@@ -158,6 +160,10 @@ async def test_lease_expiry_and_stale_results_are_counted(
     assert m.value("dispatchd_stale_results_total", queue="le") == 1
     assert m.value("dispatchd_stale_results_total", queue="_unknown") == 1
     assert m.value("dispatchd_jobs_completed_total", queue="le", outcome="succeeded") == 1
+
+
+async def _pending(client: AsyncClient, job_id: str) -> bool:
+    return (await client.get(job_id)).state is JobState.PENDING
 
 
 async def test_queues_past_the_cap_share_the_other_label(server_config: Config) -> None:

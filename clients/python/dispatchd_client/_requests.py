@@ -295,17 +295,24 @@ class WaitAttempts:
     each time for the time that is left, until the caller's own timeout has passed."""
 
     job_id: str
+    timeout: float | None
     until: float
     """time.monotonic() when the caller's timeout has passed."""
+    sent: int = 0
 
     @classmethod
     def of(cls, job_id: str, timeout: float | None) -> WaitAttempts:
         wait = MAX_WAIT if timeout is None else timeout
         if wait < 0:
             raise ValueError("timeout must be >= 0")
-        return cls(job_id, time.monotonic() + wait)
+        return cls(job_id, timeout, time.monotonic() + wait)
 
     def rpc(self) -> Rpc[Job]:
+        """The first try asks for the caller's timeout as given; a later one for what is
+        left of it."""
+        self.sent += 1
+        if self.sent == 1:
+            return wait_job(self.job_id, self.timeout)
         return wait_job(self.job_id, max(0.0, self.until - time.monotonic()))
 
     def retry_delay(self, attempt: int) -> float | None:
