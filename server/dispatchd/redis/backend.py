@@ -53,6 +53,8 @@ WAIT_RECHECK_SECONDS = 1.0
 #: does every SLOT_RETRY_SECONDS): a replica that died stops holding up the queue.
 SLOT_REQUEST_TTL = 5.0
 SLOT_RETRY_SECONDS = 2.0
+#: settle(): claims and the wake-ups they publish, heard this many times at most.
+SETTLE_ROUNDS = 5
 
 
 class RedisBackend:
@@ -122,10 +124,20 @@ class RedisBackend:
         await self.ops.close()
 
     async def settle(self) -> None:
-        await self.replica.reap_all()
+        replica = self.replica
+        await replica.reap_all()
+        # The reaper's expiries reach the workers here by pub/sub ('x:'): heard first, so
+        # the claims below see the credits they freed, as the engine's tick() precedes
+        # its dispatch. The same goes for every wake-up and cancel published before.
+        await replica.signals.barrier()
         for queue in await self.ops.queue_names():
-            self.replica.kick(queue)
-        await self.replica.claims_done()
+            replica.waiting.queue_changed(queue)  # slot acquirers try again (a token may be due)
+            replica.kick(queue)
+        for _ in range(SETTLE_ROUNDS):
+            await replica.claims_done()
+            await replica.signals.barrier()  # what the claims published was heard too
+            if not replica.claiming:
+                return
 
     def on_queue_changed(self, listener: QueueListener) -> None:
         self.replica.listeners.append(listener)

@@ -84,6 +84,9 @@ class Replica:
         self.waiting = Waiting()
         self._worker_seq = 0
         self._rr = 0
+        self._promised: dict[int, int] = {}  # worker key -> credits of claims running now
+        self._short: set[str] = set()  # queues whose claim got fewer credits for that
+        self._turns: dict[int, int] = {}  # worker key -> its queue that claims first next
         self.draining = False
         self.idle = asyncio.Event()
         self.signals = Signals(
@@ -176,6 +179,7 @@ class Replica:
             return 0
         self._outboxes.pop(worker.key, None)
         self._told.pop(worker.key, None)
+        self._turns.pop(worker.key, None)
         for name in worker.queues:
             self._by_queue[name].remove(worker)
             if not self._by_queue[name]:
@@ -226,6 +230,8 @@ class Replica:
             by_queue.setdefault(queue, []).append(
                 (item.job_id, item.lease_id, item.outcome, item.http_status, item.latency)
             )
+        if answered:
+            self._take_turns(worker)
         now = self._clock()
         for queue, group in by_queue.items():
             refused, states, tally = await self.ops.results(queue, group)
@@ -245,6 +251,16 @@ class Replica:
             self.kick(queue)
         self._note_idle()
         return rejected
+
+    def _take_turns(self, worker: WorkerRecord) -> None:
+        """The worker's credits came free: one of its queues, in turn, claims before the
+        queues it answered for, so a queue it serves is not starved by another's backlog
+        (the first claim takes every free credit; one left with none asks again)."""
+        if len(worker.queues) < 2:
+            return
+        turn = self._turns.get(worker.key, 0)
+        self._turns[worker.key] = turn + 1
+        self.kick(worker.queues[turn % len(worker.queues)])
 
     async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
         targets = list(lease_ids) or list(worker.leases)
@@ -291,12 +307,20 @@ class Replica:
         for queue in list(self._by_queue):
             self.kick(queue)
 
+    @property
+    def claiming(self) -> bool:
+        """Whether a claim is running (or about to)."""
+        return bool(self._claiming)
+
     async def claims_done(self) -> None:
         """Returns once no claim is running (each may have run again meanwhile)."""
         while self._claiming:
             await asyncio.gather(*self._claiming.values(), return_exceptions=True)
 
     def _credits(self, queue: str) -> list[tuple[WorkerRecord, int]]:
+        """What a claim for ``queue`` may ask for each worker: its free credits, less those
+        promised to a claim of another of its queues running now (the claims run side by
+        side, and a worker gets no more jobs than its max_in_flight)."""
         workers = self._by_queue.get(queue, [])
         if not workers:
             return []
@@ -304,11 +328,29 @@ class Replica:
         start = self._rr % len(workers)
         out, budget = [], MAX_CLAIM
         for w in workers[start:] + workers[:start]:
-            n = min(w.free_credits, budget)
+            promised = self._promised.get(w.key, 0)
+            if promised and w.free_credits > 0:
+                self._short.add(queue)  # asks again if the other claim leaves them unused
+            n = min(w.free_credits - promised, budget)
             if n > 0:
                 out.append((w, n))
                 budget -= n
+                self._promised[w.key] = promised + n
         return out
+
+    def _settle_promises(self, credits: list[tuple[WorkerRecord, int]], used: int) -> None:
+        """A claim is back: its credits are leases now, or free again; the claims they
+        were kept from ask again."""
+        for w, n in credits:
+            left = self._promised.get(w.key, 0) - n
+            if left > 0:
+                self._promised[w.key] = left
+            else:
+                self._promised.pop(w.key, None)
+        if used < sum(n for _, n in credits) and self._short:
+            short, self._short = self._short, set()
+            for name in sorted(short):
+                self.kick(name)
 
     async def _claim(self, queue: str) -> None:
         try:
@@ -318,16 +360,19 @@ class Replica:
                 if not credits:
                     return
                 wanted = sum(n for _, n in credits)
+                jobs: list[StoredJob] = []
                 try:
                     jobs, wake, tally = await self.ops.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
+                    self.accounting.unseen(tally)
+                    await self._hand_out(queue, credits, jobs)
                 except (EngineError, RedisError) as e:
                     log.warning("claim for %s failed (%s); retrying in %.0f s", queue, e, 1.0)
                     self._arm(queue, RETRY_AFTER_ERROR)
                     return
-                self.accounting.unseen(tally)
-                await self._hand_out(queue, credits, jobs)
+                finally:
+                    self._settle_promises(credits, len(jobs))
                 if wake is not None:
                     self._arm(queue, wake)
                 if len(jobs) < wanted and queue not in self._again:

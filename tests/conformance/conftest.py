@@ -1,0 +1,40 @@
+"""The conformance suite's fixtures: each test runs once per backend (tests/conftest.py
+parametrizes ``backend``), on a backend built directly, with a fake clock and no gRPC.
+
+``limits`` may be overridden per test with
+``@pytest.mark.parametrize("limits", [EngineLimits(...)])``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dispatchd.backend import Backend
+from dispatchd.engine import EngineLimits
+from tests.conformance.harness import Driver, FakeClock, open_embedded, open_redis
+
+
+@pytest.fixture
+def limits() -> EngineLimits:
+    return EngineLimits()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def driver(
+    backend: str, limits: EngineLimits, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Driver]:
+    built: Backend
+    if backend == "redis":
+        built = await open_redis(request.getfixturevalue("redis_url"), limits, clock)
+    else:
+        built = await open_embedded(limits, clock)
+    try:
+        yield Driver(backend, built, clock)
+    finally:
+        await built.close()
