@@ -42,6 +42,9 @@ log = logging.getLogger("dispatchd.redis")
 #: Most jobs one claim asks for (a bigger credit is served by several claims).
 MAX_CLAIM = 1000
 RETRY_AFTER_ERROR = 1.0
+#: The lease id a result for a lease the worker does not hold goes to result.lua with:
+#: no lease has it, so the script refuses the result whatever the worker named.
+NOT_HELD = "-"
 
 
 def check_credit(n: int, minimum: int, top: int) -> None:
@@ -218,24 +221,38 @@ class Replica:
         by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
+        not_held: dict[str, str] = {}  # job id -> the lease id the worker named
         for item in items:
-            lease = worker.leases.pop(item.lease_id, None)
-            queue = lease.job.queue if lease is not None else records.queue_of(item.job_id)
-            if queue is None:
-                rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
-                self.accounting.rejected("", 1)
-                continue
-            if lease is not None:
+            lease = worker.leases.get(item.lease_id)
+            lease_id = item.lease_id
+            if lease is None or lease.job.id != item.job_id:
+                # Not a lease this worker holds for that job (it expired, was taken back,
+                # is another worker's or was never issued): the script words the refusal
+                # ('stale' or 'unknown') as the engine does, and a lease id it never
+                # issued makes sure it changes nothing.
+                queue = records.queue_of(item.job_id)
+                if queue is None:
+                    rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
+                    self.accounting.rejected("", 1)
+                    continue
+                not_held[item.job_id] = item.lease_id
+                lease_id = NOT_HELD
+            else:
+                del worker.leases[item.lease_id]
+                queue = lease.job.queue
                 answered[item.job_id] = (lease, item)
             by_queue.setdefault(queue, []).append(
-                (item.job_id, item.lease_id, item.outcome, item.http_status, item.latency)
+                (item.job_id, lease_id, item.outcome, item.http_status, item.latency)
             )
         if answered:
             self._take_turns(worker)
         now = self._clock()
         for queue, group in by_queue.items():
             refused, states, tally = await self.ops.results(queue, group)
-            rejected += refused
+            rejected += [
+                Rejection(r.job_id, not_held[r.job_id], r.reason) if r.lease_id == NOT_HELD else r
+                for r in refused
+            ]
             self.accounting.rejected(queue, len(refused))
             self.accounting.unseen(tally)
             for job_id, state in states:
