@@ -6,7 +6,7 @@ parametrizes ``backend``), on a backend built directly, with a fake clock and no
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -30,11 +30,19 @@ async def driver(
     backend: str, limits: EngineLimits, clock: FakeClock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Driver]:
     built: Backend
+    open_peer: Callable[[], Awaitable[Backend]] | None = None
     if backend == "redis":
-        built = await open_redis(request.getfixturevalue("redis_url"), limits, clock)
+        url = request.getfixturevalue("redis_url")
+        built = await open_redis(url, limits, clock)
+
+        async def open_peer() -> Backend:
+            return await open_redis(url, limits, clock)
     else:
         built = await open_embedded(limits, clock)
+    driver = Driver(backend, built, clock, open_peer)
     try:
-        yield Driver(backend, built, clock)
+        yield driver
     finally:
+        for peer in driver.peers:
+            await peer.close()
         await built.close()

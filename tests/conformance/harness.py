@@ -11,7 +11,7 @@ the outboxes when it returns, on either backend."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,11 +158,26 @@ class Worker:
 class Driver:
     """One backend under test, its fake clock, and the steps the tests take."""
 
-    def __init__(self, name: str, backend: Backend, clock: FakeClock) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        clock: FakeClock,
+        open_peer: Callable[[], Awaitable[Backend]] | None = None,
+    ) -> None:
         self.name = name
         self.backend = backend
         self.clock = clock
         self.workers: list[Worker] = []
+        self._open_peer = open_peer
+        self.peers: list[Backend] = []
+
+    async def peer(self) -> Backend:
+        """Another server process on the same queues (a shared backend's replica)."""
+        assert self.backend.capabilities.shared and self._open_peer is not None
+        backend = await self._open_peer()
+        self.peers.append(backend)
+        return backend
 
     # ---- time -----------------------------------------------------------------------
 
