@@ -43,6 +43,7 @@ async def driver(
     try:
         yield driver
     finally:
+        await driver.stop_acquirers()
         for peer in driver.peers:
             await peer.close()
         await built.close()

@@ -10,6 +10,7 @@ the outboxes when it returns, on either backend."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from dispatchd.engine import (
     Outcome,
     QueueView,
     Rejection,
+    SlotRecord,
     WorkerRecord,
 )
 from dispatchd.redis import connect
@@ -171,6 +173,7 @@ class Driver:
         self.workers: list[Worker] = []
         self._open_peer = open_peer
         self.peers: list[Backend] = []
+        self.acquirers: list[asyncio.Task[SlotRecord]] = []
 
     async def peer(self) -> Backend:
         """Another server process on the same queues (a shared backend's replica)."""
@@ -269,6 +272,40 @@ class Driver:
         view = await self.backend.update_queue(name, **settings)
         await self.settle()
         return view
+
+    # ---- slots ----------------------------------------------------------------------
+
+    async def acquire(
+        self, queue: str = "q", holder: str = "cron-7", ttl: float = 10.0, priority: int = 0
+    ) -> asyncio.Task[SlotRecord]:
+        """An AcquireSlot call, running: it returns when the slot is granted."""
+        task = asyncio.get_running_loop().create_task(
+            self.backend.acquire_slot(queue, holder, ttl, priority)
+        )
+        self.acquirers.append(task)
+        await asyncio.sleep(0)  # it has asked
+        await self.settle()
+        return task
+
+    async def granted(self, task: asyncio.Task[SlotRecord], within: float = 5.0) -> SlotRecord:
+        """The slot, once ``task`` got it (AssertionError after ``within`` real seconds)."""
+        await self.settle()
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), within)
+        except TimeoutError:
+            raise AssertionError(f"no slot granted within {within:g} s") from None
+
+    async def waiting(self, task: asyncio.Task[SlotRecord]) -> bool:
+        """Whether ``task`` still waits for its slot once what is due was done."""
+        await self.settle()
+        for _ in range(10):  # a grant made by the settle reaches the task in a few turns
+            await asyncio.sleep(0)
+        return not task.done()
+
+    async def stop_acquirers(self) -> None:
+        for task in self.acquirers:
+            task.cancel()
+        await asyncio.gather(*self.acquirers, return_exceptions=True)
 
     # ---- workers --------------------------------------------------------------------
 

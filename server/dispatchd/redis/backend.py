@@ -135,8 +135,9 @@ class RedisBackend:
             replica.kick(queue)
         for _ in range(SETTLE_ROUNDS):
             await replica.claims_done()
-            await replica.signals.barrier()  # what the claims published was heard too
-            if not replica.claiming:
+            await replica.waiting.tries_done()  # the slot acquirers woken have tried again
+            await replica.signals.barrier()  # and what the claims and tries published was heard
+            if not replica.claiming and not replica.waiting.owed:
                 return
 
     def on_queue_changed(self, listener: QueueListener) -> None:
@@ -299,13 +300,21 @@ class RedisBackend:
         await ops.ensure_queue(queue)
         slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)
         await replica.signals.watch(events(queue))
+        woken = False
         try:
             while True:
-                deadline, hint = await ops.acquire(slot_id, priority, holder, ttl, SLOT_REQUEST_TTL)
+                try:
+                    deadline, hint = await ops.acquire(
+                        slot_id, priority, holder, ttl, SLOT_REQUEST_TTL
+                    )
+                finally:
+                    if woken:
+                        replica.waiting.tried()
+                        woken = False
                 if deadline is not None:
                     return SlotRecord(slot_id, queue, holder, ttl, deadline, 0)
                 wait = SLOT_RETRY_SECONDS if hint is None else min(SLOT_RETRY_SECONDS, hint)
-                await replica.waiting.change(queue, wait)
+                woken = await replica.waiting.change(queue, wait)
         except asyncio.CancelledError:
             # The caller's deadline passed or it went away: drop the request, and the
             # slot if the grant raced in, so no slot leaks to a caller that cannot release.
