@@ -278,6 +278,21 @@ async def test_keys_take_turns_whatever_their_backlogs(driver: Driver) -> None:
     assert order == ["big", "small", "mid"] * 3 + ["big", "mid", "big"]
 
 
+async def test_leases_that_end_together_rejoin_their_lanes_in_dispatch_order(
+    driver: Driver,
+) -> None:
+    await driver.update(lease_seconds=3.0)
+    plain = await driver.add()
+    tenant = await driver.add(fairness_key="x")
+    w = await driver.connect(credits=1)
+    assert w.taken_ids() == [plain.id]
+    await w.disconnect()  # plain waits again, after x's job in the lanes' ring
+    w = await driver.connect(credits=2)
+    assert w.taken_ids() == [tenant.id, plain.id]
+    await driver.advance(3.0)  # both leases end at once: x's lane first, as dispatched
+    assert w.taken_ids() == [tenant.id, plain.id]
+
+
 async def test_jobs_without_a_fairness_key_share_one_lane(driver: Driver) -> None:
     await driver.submit(*[NewJob("q")] * 20)
     await driver.submit(*[NewJob("q", fairness_key="t")] * 20)
