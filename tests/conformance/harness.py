@@ -177,7 +177,8 @@ class Driver:
 
     async def peer(self) -> Backend:
         """Another server process on the same queues (a shared backend's replica)."""
-        assert self.backend.capabilities.shared and self._open_peer is not None
+        assert self.backend.capabilities.shared
+        assert self._open_peer is not None
         backend = await self._open_peer()
         self.peers.append(backend)
         return backend

@@ -47,7 +47,7 @@ STEPS = (0.25, 0.5, 1.0, 2.0, 3.5)
 #: More examples (and fresh ones each run) with DISPATCHD_CONFORMANCE_EXAMPLES=500.
 EXAMPLES = int(os.environ.get("DISPATCHD_CONFORMANCE_EXAMPLES", "0"))
 
-# ---- operations --------------------------------------------------------------------------
+# ---- operations: each runs on one side and returns what it answered ------------------------
 
 
 @dataclass(frozen=True)
@@ -59,78 +59,119 @@ class Submit:
     ttl: float | None
     policy: int
 
+    async def run(self, side: Side) -> object:
+        d = side.driver
+        now = d.clock.now
+        spec = NewJob(
+            "q",
+            priority=self.priority,
+            ordering_key=self.ordering_key,
+            fairness_key=self.fairness_key,
+            not_before=None if self.delay is None else now + self.delay,
+            expire_at=None if self.ttl is None else now + self.ttl,
+            retry_policy=POLICIES[self.policy],
+        )
+        [(job, repeated)] = await d.backend.submit([spec])
+        answered = ("submitted", job.state.name, repeated)  # as Submit answers it
+        side.index[job.id] = len(side.ids)
+        side.ids.append(job.id)
+        await d.settle()
+        return answered
+
 
 @dataclass(frozen=True)
 class Answer:
     pick: int
     outcome: str  # "ok", "retryable", "fatal"
 
+    async def run(self, side: Side) -> object:
+        held = list(side.worker.held.values())
+        if not held:
+            return None
+        lease = held[self.pick % len(held)]
+        outcome: bytes | JobFailure = b"done"
+        if self.outcome != "ok":
+            outcome = JobFailure("boom", self.outcome == "retryable", "E")
+        rejected = await side.worker.answer(lease, outcome)
+        return [(side.index[r.job_id], r.reason) for r in rejected]
+
 
 @dataclass(frozen=True)
 class Advance:
     seconds: float
 
+    async def run(self, side: Side) -> object:
+        await side.driver.advance(self.seconds)
+        return None
+
 
 @dataclass(frozen=True)
 class Heartbeat:
-    pass
+    async def run(self, side: Side) -> object:
+        return len(await side.worker.heartbeat())
 
 
 @dataclass(frozen=True)
-class Cancel:
+class JobOp:
+    """CancelJob, RetryJob or ReprioritizeJob of the job submitted ``pick``-th (mod n)."""
+
+    kind: str  # "cancel", "retry", "reprioritize"
     pick: int
+    priority: int = 0
+
+    async def run(self, side: Side) -> object:
+        if not side.ids:
+            return None
+        job_id = side.ids[self.pick % len(side.ids)]
+        backend = side.driver.backend
+        if self.kind == "cancel":
+            view = await backend.cancel_job(job_id)
+        elif self.kind == "retry":
+            view = await backend.retry_job(job_id)
+        else:
+            view = await backend.reprioritize_job(job_id, self.priority)
+        answered = (view.state.name, view.priority, view.attempt)  # as the RPC answers
+        await side.driver.settle()
+        return answered
 
 
 @dataclass(frozen=True)
-class RetryJob:
-    pick: int
+class QueueChange:
+    """UpdateQueue: width, rate (an index into RATES) or paused."""
 
+    width: int | None = None
+    rate: int | None = None
+    paused: bool | None = None
 
-@dataclass(frozen=True)
-class Reprioritize:
-    pick: int
-    priority: int
-
-
-@dataclass(frozen=True)
-class Width:
-    width: int
-
-
-@dataclass(frozen=True)
-class SetRate:
-    rate: int
-
-
-@dataclass(frozen=True)
-class Pause:
-    paused: bool
+    async def run(self, side: Side) -> object:
+        if self.rate is not None:
+            await side.driver.update(rate=RATES[self.rate])
+        else:
+            await side.driver.update(width=self.width, paused=self.paused)
+        return None
 
 
 @dataclass(frozen=True)
 class Credit:
     credits: int
 
+    async def run(self, side: Side) -> object:
+        await side.worker.set_credit(self.credits)
+        return None
+
 
 @dataclass(frozen=True)
 class Reconnect:
     credits: int
 
+    async def run(self, side: Side) -> object:
+        await side.worker.disconnect()
+        side.collect()
+        side.worker = await side.driver.connect(credits=self.credits)
+        return None
 
-Op = (
-    Submit
-    | Answer
-    | Advance
-    | Heartbeat
-    | Cancel
-    | RetryJob
-    | Reprioritize
-    | Width
-    | SetRate
-    | Pause
-    | Credit
-    | Reconnect
-)
+
+Op = Submit | Answer | Advance | Heartbeat | JobOp | QueueChange | Credit | Reconnect
 
 submits = st.builds(
     Submit,
@@ -150,15 +191,15 @@ operations = st.one_of(
     st.builds(Advance, st.sampled_from(STEPS)),
     st.builds(Advance, st.sampled_from(STEPS)),
     st.just(Heartbeat()),
-    st.builds(Cancel, st.integers(0, 30)),
-    st.builds(RetryJob, st.integers(0, 30)),
-    st.builds(Reprioritize, st.integers(0, 30), st.integers(-1, 3)),
-    st.builds(Width, st.integers(0, 4)),
-    st.builds(SetRate, st.integers(0, len(RATES) - 1)),
-    st.builds(Pause, st.booleans()),
+    st.builds(JobOp, st.sampled_from(["cancel", "retry"]), st.integers(0, 30)),
+    st.builds(JobOp, st.just("reprioritize"), st.integers(0, 30), st.integers(-1, 3)),
+    st.builds(QueueChange, width=st.integers(0, 4)),
+    st.builds(QueueChange, rate=st.integers(0, len(RATES) - 1)),
+    st.builds(QueueChange, paused=st.booleans()),
     st.builds(Credit, st.integers(0, 4)),
     st.builds(Reconnect, st.integers(1, 4)),
 )
+
 
 # ---- one backend, driven -------------------------------------------------------------------
 
@@ -181,70 +222,12 @@ class Side:
             self.dispatched.append(self.index[lease.job.id])
 
 
-async def apply(side: Side, op: Op, queue_policy: RetryPolicy | None) -> object:
-    """Runs ``op``; returns what it answered, in terms both backends can share."""
-    d, w = side.driver, side.worker
+async def apply(side: Side, op: Op) -> object:
+    """Runs ``op``; returns what it answered, in terms both backends can share: a refusal
+    as its type and words, with this backend's job ids turned back into indexes."""
     try:
-        if isinstance(op, Submit):
-            now = d.clock.now
-            spec = NewJob(
-                "q",
-                priority=op.priority,
-                ordering_key=op.ordering_key,
-                fairness_key=op.fairness_key,
-                not_before=None if op.delay is None else now + op.delay,
-                expire_at=None if op.ttl is None else now + op.ttl,
-                retry_policy=POLICIES[op.policy],
-            )
-            [(job, repeated)] = await d.backend.submit([spec])
-            answered = ("submitted", job.state.name, repeated)  # as Submit answers it
-            side.index[job.id] = len(side.ids)
-            side.ids.append(job.id)
-            await d.settle()
-            return answered
-        if isinstance(op, Answer):
-            held = list(w.held.values())
-            if not held:
-                return None
-            lease = held[op.pick % len(held)]
-            outcome: bytes | JobFailure = b"done"
-            if op.outcome != "ok":
-                outcome = JobFailure("boom", op.outcome == "retryable", "E")
-            rejected = await w.answer(lease, outcome)
-            return [(side.index[r.job_id], r.reason) for r in rejected]
-        if isinstance(op, Advance):
-            await d.advance(op.seconds)
-        elif isinstance(op, Heartbeat):
-            lost = await w.heartbeat()
-            return len(lost)
-        elif isinstance(op, Cancel | RetryJob | Reprioritize):
-            job_id = side.pick(op.pick)
-            if job_id is None:
-                return None
-            if isinstance(op, Cancel):
-                view = await d.backend.cancel_job(job_id)
-            elif isinstance(op, RetryJob):
-                view = await d.backend.retry_job(job_id)
-            else:
-                view = await d.backend.reprioritize_job(job_id, op.priority)
-            answered = (view.state.name, view.priority, view.attempt)  # as the RPC answers
-            await d.settle()
-            return answered
-        elif isinstance(op, Width):
-            await d.update(width=op.width)
-        elif isinstance(op, SetRate):
-            await d.update(rate=RATES[op.rate])
-        elif isinstance(op, Pause):
-            await d.update(paused=op.paused)
-        elif isinstance(op, Credit):
-            await w.set_credit(op.credits)
-        elif isinstance(op, Reconnect):
-            await w.disconnect()
-            side.collect()
-            side.worker = await d.connect(credits=op.credits)
-        return None
+        return await op.run(side)
     except EngineError as e:
-        # The words too, with this backend's job ids turned back into indexes.
         text = str(e)
         for job_id, i in side.index.items():
             text = text.replace(job_id, f"#{i}")
@@ -304,7 +287,7 @@ async def run_both(redis_url: str, ops: list[Op], policy: int, credits: int) -> 
             await side.driver.update(retry_policy=queue_policy)
         trail: list[str] = []
         for step, op in enumerate(ops):
-            answers = [await apply(side, op, queue_policy) for side in sides]
+            answers = [await apply(side, op) for side in sides]
             trail.append(f"{step}: {op} -> {answers[0]!r}")
             where = "\n".join(trail)
             assert answers[0] == answers[1], f"answers differ:\n{where}\nredis: {answers[1]!r}"

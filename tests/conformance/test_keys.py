@@ -61,7 +61,9 @@ async def test_random_completions_keep_each_key_in_order(driver: Driver, seed: i
         for w in workers:
             for lease in w.take():
                 key = lease.job.ordering_key
-                holding = [ls for v in workers for ls in v.held.values() if ls.job.ordering_key == key]
+                holding = [
+                    ls for v in workers for ls in v.held.values() if ls.job.ordering_key == key
+                ]
                 assert len(holding) == 1, f"key {key} has two jobs underway"
                 ran[key].append(lease.job.id)
         w = rng.choice(workers)

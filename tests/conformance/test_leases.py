@@ -38,7 +38,7 @@ async def test_an_expired_job_goes_back_to_its_place_in_line(driver: Driver) -> 
     await driver.update(lease_seconds=5.0, width=1)
     first = await driver.add()
     w = await driver.connect(credits=1)
-    [lease] = w.take()
+    [_lease] = w.take()
     later = await driver.add_n(2)
     await driver.advance(5.0)
     assert w.taken_ids() == [first.id]  # older than the jobs that came meanwhile

@@ -154,7 +154,7 @@ async def test_a_job_that_stays_waiting_is_listed_exactly_once(driver: Driver) -
         page, token = await driver.backend.list_jobs("q", JobState.PENDING, 7, token)
         rest += [j.id for j in page]
     stayed = [i for i in later[1:-1] if i != moved]
-    assert rest == stayed + [after[0].id]
+    assert rest == [*stayed, after[0].id]
 
 
 async def test_scheduled_jobs_paging_survives_jobs_becoming_due(driver: Driver) -> None:

@@ -30,7 +30,9 @@ async def test_a_free_queue_grants_a_slot_at_once(driver: Driver) -> None:
     ("queue", "holder", "ttl"),
     [("", "h", 10.0), ("bad name", "h", 10.0), ("q", "h" * 257, 10.0), ("q", "h", 0.5)],
 )
-async def test_a_bad_request_is_refused(driver: Driver, queue: str, holder: str, ttl: float) -> None:
+async def test_a_bad_request_is_refused(
+    driver: Driver, queue: str, holder: str, ttl: float
+) -> None:
     with pytest.raises(InvalidArgument):
         await driver.backend.acquire_slot(queue, holder, ttl, 0)
     assert await driver.backend.list_queues() == []
