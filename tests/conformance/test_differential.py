@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -303,8 +304,9 @@ async def run_both(redis_url: str, ops: list[Op], policy: int, credits: int) -> 
             await side.driver.backend.close()
 
 
+@pytest.mark.timeout(max(60, EXAMPLES // 5))  # about 0.05 s an example; more when asked
 @settings(
-    max_examples=EXAMPLES or 50,
+    max_examples=EXAMPLES or 60,
     derandomize=not EXAMPLES,  # CI runs the same examples every time
     database=None,
     deadline=None,
