@@ -200,3 +200,18 @@ async def test_a_quiet_queue_is_not_starved_by_a_busy_one(driver: Driver) -> Non
     delivered = [lease.job.id for lease in w.outbox.delivered]
     assert len(delivered) == 5
     assert small.id in delivered
+
+
+async def test_a_one_credit_worker_of_two_busy_queues_serves_both(driver: Driver) -> None:
+    """Passes that dispatch nothing (a kick after the pass that did) take no queue's turn."""
+    await driver.add_n(10, queue="a")
+    await driver.add_n(10, queue="b")
+    w = await driver.connect(["a", "b"], credits=1)
+    served = []
+    for _ in range(8):
+        lease = w.oldest()
+        served.append(lease.job.queue)
+        await w.ok(lease)
+    assert served.count("a") >= 3
+    assert served.count("b") >= 3
+
