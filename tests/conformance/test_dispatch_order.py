@@ -214,4 +214,3 @@ async def test_a_one_credit_worker_of_two_busy_queues_serves_both(driver: Driver
         await w.ok(lease)
     assert served.count("a") >= 3
     assert served.count("b") >= 3
-
