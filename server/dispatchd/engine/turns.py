@@ -35,9 +35,10 @@ class TurnsMixin(EngineState):
             return []
         names = list(self._with_pending)
         start = self._rr_offset % len(names)
-        self._rr_offset += 1
         order = [self._queues[n] for n in names[start:] + names[:start]]
         out = self._turns(order, now)
+        if out:  # a pass that dispatched nothing (an extra kick) must not skip a queue's turn
+            self._rr_offset += 1
         for name in names:
             q = self._queues[name]
             if not q.pending:

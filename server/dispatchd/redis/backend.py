@@ -53,6 +53,8 @@ WAIT_RECHECK_SECONDS = 1.0
 #: does every SLOT_RETRY_SECONDS): a replica that died stops holding up the queue.
 SLOT_REQUEST_TTL = 5.0
 SLOT_RETRY_SECONDS = 2.0
+#: settle(): claims and the wake-ups they publish, heard this many times at most.
+SETTLE_ROUNDS = 5
 
 
 class RedisBackend:
@@ -122,10 +124,21 @@ class RedisBackend:
         await self.ops.close()
 
     async def settle(self) -> None:
-        await self.replica.reap_all()
+        replica = self.replica
+        await replica.reap_all()
+        # The reaper's expiries reach the workers here by pub/sub ('x:'): heard first, so
+        # the claims below see the credits they freed, as the engine's tick() precedes
+        # its dispatch. The same goes for every wake-up and cancel published before.
+        await replica.signals.barrier()
         for queue in await self.ops.queue_names():
-            self.replica.kick(queue)
-        await self.replica.claims_done()
+            replica.waiting.queue_changed(queue)  # slot acquirers try again (a token may be due)
+            replica.kick(queue)
+        for _ in range(SETTLE_ROUNDS):
+            await replica.claims_done()
+            await replica.waiting.tries_done()  # the slot acquirers woken have tried again
+            await replica.signals.barrier()  # and what the claims and tries published was heard
+            if not replica.claiming and not replica.waiting.owed:
+                return
 
     def on_queue_changed(self, listener: QueueListener) -> None:
         self.replica.listeners.append(listener)
@@ -287,13 +300,21 @@ class RedisBackend:
         await ops.ensure_queue(queue)
         slot_id = records.job_id(f"slot-{uuid.uuid4().hex[:20]}", queue)
         await replica.signals.watch(events(queue))
+        woken = False
         try:
             while True:
-                deadline, hint = await ops.acquire(slot_id, priority, holder, ttl, SLOT_REQUEST_TTL)
+                try:
+                    deadline, hint = await ops.acquire(
+                        slot_id, priority, holder, ttl, SLOT_REQUEST_TTL
+                    )
+                finally:
+                    if woken:
+                        replica.waiting.tried()
+                        woken = False
                 if deadline is not None:
                     return SlotRecord(slot_id, queue, holder, ttl, deadline, 0)
                 wait = SLOT_RETRY_SECONDS if hint is None else min(SLOT_RETRY_SECONDS, hint)
-                await replica.waiting.change(queue, wait)
+                woken = await replica.waiting.change(queue, wait)
         except asyncio.CancelledError:
             # The caller's deadline passed or it went away: drop the request, and the
             # slot if the grant raced in, so no slot leaks to a caller that cannot release.

@@ -109,7 +109,8 @@ class RedisJobs(RedisStore):
             raise lim.job_finished(job_id, JobState(int(reply[1])).name, finished)
         if reply[0] == b"state":
             raise wrong_state(job_id, JobState(int(reply[1])).name)
-        return records.job_of(reply[1])
+        fields = reply[1]  # the job's fields, then its payload (as the engine's record has it)
+        return records.job_of(fields[:-1], fields[-1] or b"")
 
     async def cancel(self, job_id: str) -> StoredJob:
         return await self._job_op("cancel", job_id)

@@ -43,6 +43,9 @@ log = logging.getLogger("dispatchd.redis")
 #: Most jobs one claim asks for (a bigger credit is served by several claims).
 MAX_CLAIM = 1000
 RETRY_AFTER_ERROR = 1.0
+#: The lease id a result for a lease the worker does not hold goes to result.lua with:
+#: no lease has it, so the script refuses the result whatever the worker named.
+NOT_HELD = "-"
 
 
 class Replica:
@@ -80,6 +83,9 @@ class Replica:
         self.waiting = Waiting()
         self._worker_seq = 0
         self._rr = 0
+        self._promised: dict[int, int] = {}  # worker key -> credits of claims running now
+        self._short: set[str] = set()  # queues whose claim got fewer credits for that
+        self._turns: dict[int, int] = {}  # worker key -> its queue that claims first next
         self.draining = False
         self.idle = asyncio.Event()
         self.signals = Signals(
@@ -168,6 +174,7 @@ class Replica:
             return 0
         self._outboxes.pop(worker.key, None)
         self._told.pop(worker.key, None)
+        self._turns.pop(worker.key, None)
         for name in worker.queues:
             self._by_queue[name].remove(worker)
             if not self._by_queue[name]:
@@ -211,25 +218,33 @@ class Replica:
         by_queue: dict[str, list[ResultItem]] = {}
         rejected = []
         answered: dict[str, tuple[LeaseRecord, WorkResult]] = {}
+        not_held: dict[str, str] = {}  # job id -> the lease id the worker named
         worker.heard()
         for item in items:
-            lease = worker.leases.pop(item.lease_id, None)
-            if lease is None:
-                worker.let_go(item.lease_id)
-            queue = lease.job.queue if lease is not None else records.queue_of(item.job_id)
-            if queue is None:
-                rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
-                self.accounting.rejected("", 1)
-                continue
+            lease = worker.leases.get(item.lease_id)
             lease_id = item.lease_id
-            if lease is not None and lease.job.id == item.job_id:
-                answered[item.job_id] = (lease, item)
+            if lease is None or lease.job.id != item.job_id:
+                # Not a lease this worker holds for that job (it expired, was taken back,
+                # is another worker's or was never issued): the script words the refusal
+                # ('stale' or 'unknown') as the engine does, and a lease id it never
+                # issued makes sure it changes nothing.
+                worker.let_go(item.lease_id)
+                queue = records.queue_of(item.job_id)
+                if queue is None:
+                    rejected.append(Rejection(item.job_id, item.lease_id, UNKNOWN_JOB))
+                    self.accounting.rejected("", 1)
+                    continue
+                not_held[item.job_id] = item.lease_id
+                lease_id = NOT_HELD
             else:
-                lease_id = ""  # not held here: refused, whatever Redis still holds
+                del worker.leases[item.lease_id]
+                queue = lease.job.queue
+                answered[item.job_id] = (lease, item)
             by_queue.setdefault(queue, []).append(
                 (item.job_id, lease_id, item.outcome, item.http_status, item.latency)
             )
-        sent = {r.job_id: r.lease_id for r in items}  # what the worker sent, for its rejections
+        if answered:
+            self._take_turns(worker)
         now = self._clock()
         for queue, group in by_queue.items():
             try:
@@ -242,7 +257,8 @@ class Replica:
                 refused = [Rejection(job_id, lid, why) for job_id, lid, *_ in group]
                 states, tally = [], Tally()
             rejected += [
-                Rejection(r.job_id, sent.get(r.job_id, r.lease_id), r.reason) for r in refused
+                Rejection(r.job_id, not_held[r.job_id], r.reason) if r.lease_id == NOT_HELD else r
+                for r in refused
             ]
             self.accounting.rejected(queue, len(refused))
             self.accounting.unseen(tally)
@@ -259,6 +275,16 @@ class Replica:
             self.kick(queue)
         self._note_idle()
         return rejected
+
+    def _take_turns(self, worker: WorkerRecord) -> None:
+        """The worker's credits came free: one of its queues, in turn, claims before the
+        queues it answered for, so a queue it serves is not starved by another's backlog
+        (the first claim takes every free credit; one left with none asks again)."""
+        if len(worker.queues) < 2:
+            return
+        turn = self._turns.get(worker.key, 0)
+        self._turns[worker.key] = turn + 1
+        self.kick(worker.queues[turn % len(worker.queues)])
 
     async def heartbeat(self, worker: WorkerRecord, lease_ids: Sequence[str]) -> list[str]:
         worker.heard()
@@ -312,12 +338,20 @@ class Replica:
         for queue in list(self._by_queue):
             self.kick(queue)
 
+    @property
+    def claiming(self) -> bool:
+        """Whether a claim is running (or about to)."""
+        return bool(self._claiming)
+
     async def claims_done(self) -> None:
         """Returns once no claim is running (each may have run again meanwhile)."""
         while self._claiming:
             await asyncio.gather(*self._claiming.values(), return_exceptions=True)
 
     def _credits(self, queue: str) -> list[tuple[WorkerRecord, int]]:
+        """What a claim for ``queue`` may ask for each worker: its free credits, less those
+        promised to a claim of another of its queues running now (the claims run side by
+        side, and a worker gets no more jobs than its max_in_flight)."""
         workers = self._by_queue.get(queue, [])
         if not workers:
             return []
@@ -325,11 +359,29 @@ class Replica:
         start = self._rr % len(workers)
         out, budget = [], MAX_CLAIM
         for w in workers[start:] + workers[:start]:
-            n = min(w.free_credits, budget)
+            promised = self._promised.get(w.key, 0)
+            if promised and w.free_credits > 0:
+                self._short.add(queue)  # asks again if the other claim leaves them unused
+            n = min(w.free_credits - promised, budget)
             if n > 0:
                 out.append((w, n))
                 budget -= n
+                self._promised[w.key] = promised + n
         return out
+
+    def _settle_promises(self, credits: list[tuple[WorkerRecord, int]], used: int) -> None:
+        """A claim is back: its credits are leases now, or free again; the claims they
+        were kept from ask again."""
+        for w, n in credits:
+            left = self._promised.get(w.key, 0) - n
+            if left > 0:
+                self._promised[w.key] = left
+            else:
+                self._promised.pop(w.key, None)
+        if used < sum(n for _, n in credits) and self._short:
+            short, self._short = self._short, set()
+            for name in sorted(short):
+                self.kick(name)
 
     async def _claim(self, queue: str) -> None:
         try:
@@ -339,16 +391,19 @@ class Replica:
                 if not credits:
                     return
                 wanted = sum(n for _, n in credits)
+                jobs: list[StoredJob] = []
                 try:
                     jobs, wake, tally = await self.ops.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
+                    self.accounting.unseen(tally)
+                    await self._hand_out(queue, credits, jobs)
                 except (EngineError, RedisError) as e:
                     log.warning("claim for %s failed (%s); retrying in %.0f s", queue, e, 1.0)
                     self._arm(queue, RETRY_AFTER_ERROR)
                     return
-                self.accounting.unseen(tally)
-                await self._hand_out(queue, credits, jobs)
+                finally:
+                    self._settle_promises(credits, len(jobs))
                 if wake is not None:
                     self._arm(queue, wake)
                 if len(jobs) < wanted and queue not in self._again:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,9 @@ class Signals:
         self._pubsub: PubSub | None = None
         self.subscribed: set[str] = set()
         self.changed = asyncio.Event()
+        # This replica's own channel for barrier() markers (no queue's: no hash tag).
+        self._marker_channel = f"dq:sync:{uuid.uuid4().hex[:16]}"
+        self._markers: dict[str, asyncio.Future[None]] = {}
 
     async def watch(self, name: str) -> None:
         """Counted: every watch of a channel needs an unwatch. Returns once subscribed
@@ -96,6 +100,29 @@ class Signals:
             self._wanted.pop(name, None)
         else:
             self._wanted[name] = n
+
+    async def barrier(self, within: float = 5.0) -> None:
+        """Returns once every message published before this call, on the channels this
+        replica listens to, has been handled. Redis hands one subscriber its messages in
+        the order they were published, so when a marker published now comes back, every
+        earlier message came first (Backend.settle: a reaper's expiries have freed their
+        workers' credits, a submit's wake-up has been heard)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        token = uuid.uuid4().hex
+        marker: asyncio.Future[None] = loop.create_future()
+        self._markers[token] = marker
+        try:
+            if self._marker_channel not in self._wanted:
+                await self.watch(self._marker_channel)  # kept: settle() runs again
+            # No receiver yet: the subscription is not up (or is coming back); try again.
+            while not await self._client.publish(self._marker_channel, token):
+                if loop.time() > deadline:
+                    raise TimeoutError(f"no pub/sub subscription within {within:g} s")
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(marker, max(0.0, deadline - loop.time()))
+        finally:
+            self._markers.pop(token, None)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-signals")
@@ -155,6 +182,11 @@ class Signals:
         if msg.get("type") != "message":
             return
         channel = msg["channel"].decode()
+        if channel == self._marker_channel:
+            marker = self._markers.get(msg["data"].decode())
+            if marker is not None and not marker.done():
+                marker.set_result(None)
+            return
         if channel == QUEUE_SETTINGS:
             if self._on_settings is not None:
                 self._on_settings(msg["data"].decode())

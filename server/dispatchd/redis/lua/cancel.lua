@@ -1,7 +1,7 @@
 -- Cancels a waiting job at once, or marks an underway one CANCELLED: its slot and its
 -- ordering key free when the worker answers or the lease ends, and every replica hears
 -- "c:<id>" so the one streaming to its worker tells it. ARGV: retention, clock, job id.
--- Returns {'ok', fields} or {'nf'} or {'fin', state}.
+-- Returns {'ok', fields and payload} or {'nf'} or {'fin', state}.
 -- @include core
 -- @include job
 -- @include clock
@@ -24,4 +24,4 @@ else
   finish(b, id, CANCELLED, now, false)
 end
 publish_all()
-return {'ok', job_fields(b, id)}
+return {'ok', job_with_payload(b, id)}

@@ -77,9 +77,7 @@ while got < want do
       'dl', fmt(deadline))
     redis.call('ZREM', b .. ':exp', id)
     lease_begin(b, id, lseq, deadline, redis.call('HGET', j, 'fk') or '')
-    local f = job_fields(b, id)
-    f[#f + 1] = redis.call('HGET', j, 'pl')
-    out[#out + 1] = f
+    out[#out + 1] = job_with_payload(b, id)
     got = got + 1
   end
 end

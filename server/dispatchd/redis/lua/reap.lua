@@ -14,7 +14,22 @@ local b = base_of(KEYS[1])
 local now = clock()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '-1', {}} end
 local err = {msg = ARGV[5], retryable = true, code = ARGV[4]}
-local expired = redis.call('ZRANGEBYSCORE', b .. ':leases', '-inf', now, 'LIMIT', 0, 500)
+local expired = redis.call('ZRANGEBYSCORE', b .. ':leases', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 500)
+-- Leases that ended at the same time end in dispatch order (lease seq, as :ul keeps it),
+-- as the embedded engine ends them: the order their jobs rejoin their fairness lanes.
+local order = {}
+for i = 1, #expired, 2 do
+  local id = expired[i]
+  local seq = 0
+  if string.sub(id, 1, 2) ~= 's:' then seq = tonumber(redis.call('ZSCORE', b .. ':ul', id) or '0') end
+  order[#order + 1] = {id = id, at = tonumber(expired[i + 1]), seq = seq}
+end
+table.sort(order, function(x, y)
+  if x.at ~= y.at then return x.at < y.at end
+  return x.seq < y.seq
+end)
+expired = {}
+for i, e in ipairs(order) do expired[i] = e.id end
 local taken = {}
 for _, id in ipairs(expired) do
   if string.sub(id, 1, 2) ~= 's:' then

@@ -1,5 +1,5 @@
 -- Changes a waiting job's priority; a pending job moves to its new place at once.
--- ARGV: retention, clock, job id, priority. Returns {'ok', fields} or {'nf'} or
+-- ARGV: retention, clock, job id, priority. Returns {'ok', fields and payload} or {'nf'} or
 -- {'fin', state} or {'state', state} (underway: only waiting jobs are reprioritized).
 -- @include core
 -- @include job
@@ -21,4 +21,4 @@ if st == PENDING and redis.call('ZSCORE', b .. ':pending', m) then
 end
 redis.call('HSET', j, 'pr', ARGV[4])
 publish_all()
-return {'ok', job_fields(b, id)}
+return {'ok', job_with_payload(b, id)}

@@ -1,6 +1,6 @@
 -- Puts a DEAD or FAILED job back to waiting with a fresh retry budget (behind its
 -- ordering key's current job, if any). ARGV: retention, clock, job id.
--- Returns {'ok', fields} or {'nf'} or {'state', state}.
+-- Returns {'ok', fields and payload} or {'nf'} or {'state', state}.
 -- @include core
 -- @include job
 -- @include clock
@@ -29,4 +29,4 @@ else
   wait(b, id, now)
 end
 publish_all()
-return {'ok', job_fields(b, id)}
+return {'ok', job_with_payload(b, id)}

@@ -12,6 +12,17 @@
 -- @include publish
 local now = clock()
 local width, lease = ARGV[3], ARGV[4]
+
+-- The job an idempotency key names answers for it while it waits or runs, and after it
+-- finished for the queue's dedup_window as it is now (a changed window applies to keys
+-- already known, as on the embedded backend), as long as the job is retained.
+local function answers_for_key(b, id, now)
+  local f = redis.call('HMGET', jkey(b, id), 'st', 'ft')
+  if not f[1] then return false end
+  if not f[2] or f[2] == '' then return true end
+  local window = tonumber(redis.call('HGET', b .. ':cfg', 'dedup') or '86400')
+  return tonumber(f[2]) + window >= now
+end
 local STRIDE, FIRST = 14, 4
 local n = (#ARGV - FIRST) / STRIDE
 local plan, seen, adding = {}, {}, {}
@@ -22,7 +33,7 @@ for i = 0, n - 1 do
   local existing = nil
   if ik ~= '' then
     local known = redis.call('GET', b .. ':ik:' .. ik)
-    if known and redis.call('EXISTS', jkey(b, known)) == 1 then existing = known end
+    if known and answers_for_key(b, known, now) then existing = known end
     if existing == nil and seen[q .. '\0' .. ik] then existing = seen[q .. '\0' .. ik] end
   end
   plan[i] = existing

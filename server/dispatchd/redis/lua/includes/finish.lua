@@ -4,8 +4,9 @@
 -- @include tally
 -- A job reaching a finished state: the finished index :done:<state> (score the finish
 -- time, member <finish seq><id>: ListJobs' finish order; the reaper trims it by time),
--- the job's expiry after the retention (ARGV[1]), its idempotency key's dedup window, and
--- its ordering key handed to the next job (keep_key: the caller hands it on later).
+-- the job's expiry after the retention (ARGV[1]) and its idempotency key's (submit.lua
+-- applies the dedup window), and its ordering key handed to the next job (keep_key: the
+-- caller hands it on later).
 local release_key
 
 local function finish(b, id, state, now, keep_key)
@@ -17,10 +18,10 @@ local function finish(b, id, state, now, keep_key)
   redis.call('ZADD', b .. ':done:' .. state, fmt(now), member(fseq, id))
   redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
   if f[1] and f[1] ~= '' then
-    local window = tonumber(redis.call('HGET', b .. ':cfg', 'dedup') or '86400')
+    -- Kept as long as the job; submit.lua decides by the finish time and the window.
     local ik = b .. ':ik:' .. f[1]
     if redis.call('GET', ik) == id then
-      if window <= 0 then redis.call('DEL', ik) else redis.call('EXPIRE', ik, math.ceil(window)) end
+      redis.call('EXPIRE', ik, math.max(1, math.ceil(tonumber(ARGV[1]))))
     end
   end
   finished_ids[#finished_ids + 1] = id

@@ -6,3 +6,10 @@ local JOB_FIELDS = {'id', 'q', 'pr', 'hd', 'ct', 'seq', 'st', 'sub', 'att', 'dt'
 local function job_fields(b, id)
   return redis.call('HMGET', jkey(b, id), unpack(JOB_FIELDS))
 end
+
+-- The fields, then the payload: for replies that hand the whole job back.
+local function job_with_payload(b, id)
+  local f = job_fields(b, id)
+  f[#f + 1] = redis.call('HGET', jkey(b, id), 'pl') or ''
+  return f
+end

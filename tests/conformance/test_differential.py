@@ -1,0 +1,336 @@
+"""The differential property test: Hypothesis draws one sequence of operations (submits with
+priorities, ordering and fairness keys, delays and time to live; width, rate and pause
+changes; credit changes and reconnects; results: success, retryable and permanent
+failure; heartbeats; cancels, retries, reprioritizes; time steps that end leases) and runs
+it on BOTH backends side by side, each with its own fake clock at the same times. After
+every step it compares what a client can observe: the sequence of dispatched jobs (by
+submit index, not id), each job's state and attempt count, every ListJobs listing, the
+queue's counts, and what each operation answered (its refusal, a result's rejections).
+
+One worker at a time serves one queue, so which worker gets a job (which the backends may
+decide differently) makes no false difference."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from dispatchd.backend import Backend
+from dispatchd.embedded.backend import EmbeddedBackend
+from dispatchd.engine import (
+    EngineError,
+    EngineLimits,
+    JobFailure,
+    JobState,
+    NewJob,
+    Rate,
+    RetryPolicy,
+)
+from tests.conformance.harness import Driver, FakeClock, Worker, open_embedded, open_redis
+from tests.redisproc import RedisProcess
+
+LEASE_SECONDS = 3.0
+LIMITS = EngineLimits(default_lease_seconds=LEASE_SECONDS)
+#: Jittered backoff draws from each backend's own random source: no jitter here. Times
+#: are multiples of 1/4 s and rates whole tokens per 1/4 s, so both backends' arithmetic
+#: is exact (the Lua scripts keep times and tokens to the microsecond).
+POLICIES = (None, RetryPolicy.of(3, 0.5, 2.0, 2.0, 0.0), RetryPolicy.of(2, 0.0, 0.0, 1.0, 0.0))
+RATES = (None, Rate.of(1.0, 1), Rate.of(2.0, 2), Rate.of(4.0, 1))
+STEPS = (0.25, 0.5, 1.0, 2.0, 3.5)
+
+#: More examples (and fresh ones each run) with DISPATCHD_CONFORMANCE_EXAMPLES=500.
+EXAMPLES = int(os.environ.get("DISPATCHD_CONFORMANCE_EXAMPLES", "0"))
+
+# ---- operations: each runs on one side and returns what it answered ------------------------
+
+
+@dataclass(frozen=True)
+class Submit:
+    priority: int
+    ordering_key: str
+    fairness_key: str
+    delay: float | None
+    ttl: float | None
+    policy: int
+
+    async def run(self, side: Side) -> object:
+        d = side.driver
+        now = d.clock.now
+        spec = NewJob(
+            "q",
+            priority=self.priority,
+            ordering_key=self.ordering_key,
+            fairness_key=self.fairness_key,
+            not_before=None if self.delay is None else now + self.delay,
+            expire_at=None if self.ttl is None else now + self.ttl,
+            retry_policy=POLICIES[self.policy],
+        )
+        [(job, repeated)] = await d.backend.submit([spec])
+        answered = ("submitted", job.state.name, repeated)  # as Submit answers it
+        side.index[job.id] = len(side.ids)
+        side.ids.append(job.id)
+        await d.settle()
+        return answered
+
+
+@dataclass(frozen=True)
+class Answer:
+    pick: int
+    outcome: str  # "ok", "retryable", "fatal"
+
+    async def run(self, side: Side) -> object:
+        held = list(side.worker.held.values())
+        if not held:
+            return None
+        lease = held[self.pick % len(held)]
+        outcome: bytes | JobFailure = b"done"
+        if self.outcome != "ok":
+            outcome = JobFailure("boom", self.outcome == "retryable", "E")
+        rejected = await side.worker.answer(lease, outcome)
+        return [(side.index[r.job_id], r.reason) for r in rejected]
+
+
+@dataclass(frozen=True)
+class Advance:
+    seconds: float
+
+    async def run(self, side: Side) -> object:
+        await side.driver.advance(self.seconds)
+        return None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    async def run(self, side: Side) -> object:
+        return len(await side.worker.heartbeat())
+
+
+@dataclass(frozen=True)
+class JobOp:
+    """CancelJob, RetryJob or ReprioritizeJob of the job submitted ``pick``-th (mod n)."""
+
+    kind: str  # "cancel", "retry", "reprioritize"
+    pick: int
+    priority: int = 0
+
+    async def run(self, side: Side) -> object:
+        if not side.ids:
+            return None
+        job_id = side.ids[self.pick % len(side.ids)]
+        backend = side.driver.backend
+        if self.kind == "cancel":
+            view = await backend.cancel_job(job_id)
+        elif self.kind == "retry":
+            view = await backend.retry_job(job_id)
+        else:
+            view = await backend.reprioritize_job(job_id, self.priority)
+        answered = (view.state.name, view.priority, view.attempt)  # as the RPC answers
+        await side.driver.settle()
+        return answered
+
+
+@dataclass(frozen=True)
+class QueueChange:
+    """UpdateQueue: width, rate (an index into RATES) or paused."""
+
+    width: int | None = None
+    rate: int | None = None
+    paused: bool | None = None
+
+    async def run(self, side: Side) -> object:
+        if self.rate is not None:
+            await side.driver.update(rate=RATES[self.rate])
+        else:
+            await side.driver.update(width=self.width, paused=self.paused)
+        return None
+
+
+@dataclass(frozen=True)
+class Credit:
+    credits: int
+
+    async def run(self, side: Side) -> object:
+        await side.worker.set_credit(self.credits)
+        return None
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    credits: int
+
+    async def run(self, side: Side) -> object:
+        await side.worker.disconnect()
+        side.collect()
+        side.worker = await side.driver.connect(credits=self.credits)
+        return None
+
+
+Op = Submit | Answer | Advance | Heartbeat | JobOp | QueueChange | Credit | Reconnect
+
+submits = st.builds(
+    Submit,
+    priority=st.integers(-1, 2),
+    ordering_key=st.sampled_from(["", "", "a", "b"]),
+    fairness_key=st.sampled_from(["", "x", "y"]),
+    delay=st.sampled_from([None, None, 0.5, 2.0]),
+    ttl=st.sampled_from([None, None, None, 1.0, 4.0]),
+    policy=st.sampled_from([0, 0, 1, 2]),
+)
+operations = st.one_of(
+    submits,
+    submits,
+    submits,
+    st.builds(Answer, st.integers(0, 5), st.sampled_from(["ok", "ok", "retryable", "fatal"])),
+    st.builds(Answer, st.integers(0, 5), st.just("ok")),
+    st.builds(Advance, st.sampled_from(STEPS)),
+    st.builds(Advance, st.sampled_from(STEPS)),
+    st.just(Heartbeat()),
+    st.builds(JobOp, st.sampled_from(["cancel", "retry"]), st.integers(0, 30)),
+    st.builds(JobOp, st.just("reprioritize"), st.integers(0, 30), st.integers(-1, 3)),
+    st.builds(QueueChange, width=st.integers(0, 4)),
+    st.builds(QueueChange, rate=st.integers(0, len(RATES) - 1)),
+    st.builds(QueueChange, paused=st.booleans()),
+    st.builds(Credit, st.integers(0, 4)),
+    st.builds(Reconnect, st.integers(1, 4)),
+)
+
+
+# ---- one backend, driven -------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One backend running the sequence: its driver, its worker, its job ids by index."""
+
+    driver: Driver
+    worker: Worker
+    ids: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    dispatched: list[int] = field(default_factory=list)
+
+    def pick(self, pick: int) -> str | None:
+        return self.ids[pick % len(self.ids)] if self.ids else None
+
+    def collect(self) -> None:
+        for lease in self.worker.take():
+            self.dispatched.append(self.index[lease.job.id])
+
+
+async def apply(side: Side, op: Op) -> object:
+    """Runs ``op``; returns what it answered, in terms both backends can share: a refusal
+    as its type and words, with this backend's job ids turned back into indexes."""
+    try:
+        return await op.run(side)
+    except EngineError as e:
+        text = str(e)
+        for job_id, i in side.index.items():
+            text = text.replace(job_id, f"#{i}")
+        return (type(e).__name__, text)
+    finally:
+        side.collect()
+
+
+def behind_their_key(side: Side) -> set[int]:
+    """The jobs waiting behind an earlier job of their ordering key (the embedded engine's
+    chains say which). Redis leaves them out of ListJobs, a known disagreement that
+    test_listing.py's test_a_job_waiting_behind_its_ordering_key_is_listed_as_pending
+    keeps (xfail); the listings are compared without them."""
+    backend = side.driver.backend
+    assert isinstance(backend, EmbeddedBackend)
+    queue = backend.engine._queues["q"]
+    return {side.index[j.id] for chain in queue.chains.values() for j in list(chain)[1:]}
+
+
+async def observe(side: Side, hidden: set[int]) -> dict[str, Any]:
+    """What a client can see of the queue and its jobs."""
+    d = side.driver
+    view = await d.queue()
+    jobs = {}
+    for i, job_id in enumerate(side.ids):
+        job = await d.job(job_id)
+        jobs[i] = (job.state.name, job.attempt, len(job.attempts))
+    listings = {}
+    for state in (JobState.UNSPECIFIED, JobState.SCHEDULED, JobState.UNDERWAY):
+        listed = [side.index[i] for i in await d.listed(state)]
+        listings[state.name] = [i for i in listed if i not in hidden]
+    return {
+        "dispatched": list(side.dispatched),
+        "counts": (view.pending_count, view.underway_count, view.scheduled_count),
+        "jobs": jobs,
+        "listings": listings,
+    }
+
+
+async def open_side(
+    opener: Callable[[FakeClock], Awaitable[Backend]], name: str, credits: int
+) -> Side:
+    clock = FakeClock()
+    driver = Driver(name, await opener(clock), clock)
+    await driver.update(width=3, lease_seconds=LEASE_SECONDS)
+    return Side(driver, await driver.connect(credits=credits))
+
+
+async def run_both(redis_url: str, ops: list[Op], policy: int, credits: int) -> None:
+    queue_policy = POLICIES[policy]
+    sides = [
+        await open_side(lambda c: open_embedded(LIMITS, c), "embedded", credits),
+        await open_side(lambda c: open_redis(redis_url, LIMITS, c), "redis", credits),
+    ]
+    try:
+        for side in sides:
+            await side.driver.update(retry_policy=queue_policy)
+        trail: list[str] = []
+        for step, op in enumerate(ops):
+            answers = [await apply(side, op) for side in sides]
+            trail.append(f"{step}: {op} -> {answers[0]!r}")
+            where = "\n".join(trail)
+            assert answers[0] == answers[1], f"answers differ:\n{where}\nredis: {answers[1]!r}"
+            hidden = behind_their_key(sides[0])
+            seen = [await observe(side, hidden) for side in sides]
+            for key in seen[0]:
+                assert seen[0][key] == seen[1][key], (
+                    f"{key} differs after\n{where}\n"
+                    f"embedded: {seen[0][key]!r}\nredis:    {seen[1][key]!r}"
+                )
+    finally:
+        for side in sides:
+            await side.driver.backend.close()
+
+
+@pytest.mark.timeout(max(60, EXAMPLES // 5))  # about 0.05 s an example; more when asked
+@settings(
+    max_examples=EXAMPLES or 60,
+    derandomize=not EXAMPLES,  # CI runs the same examples every time
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@example(  # leases that end together end in dispatch order: their lanes rejoin the ring so
+    ops=[
+        Submit(0, "", "", None, None, 0),
+        Answer(0, "ok"),
+        Submit(0, "", "", None, None, 0),
+        Submit(0, "", "x", None, None, 0),
+        Reconnect(2),
+        Advance(3.5),
+    ],
+    policy=0,
+    credits=1,
+)
+@given(
+    ops=st.lists(operations, min_size=3, max_size=30),
+    policy=st.integers(0, len(POLICIES) - 1),
+    credits=st.integers(1, 4),
+)
+def test_both_backends_show_a_client_the_same_thing(
+    redis_process: RedisProcess, ops: list[Op], policy: int, credits: int
+) -> None:
+    redis_process.flush()
+    asyncio.run(run_both(redis_process.url, ops, policy, credits))
