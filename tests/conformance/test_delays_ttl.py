@@ -163,6 +163,8 @@ async def test_a_job_given_back_before_its_expire_at_runs_again(driver: Driver) 
     job = await driver.add(expire_at=driver.at(30.0))
     w.take()
     await driver.advance_to(2.0)
+    assert w.take() == []  # silent past its lease: sent nothing until it shows life
+    await w.let_go()
     [again] = w.take()
     assert again.job.id == job.id
     for t in range(3, 41):  # underway again, kept alive past its expire_at

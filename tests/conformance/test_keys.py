@@ -134,6 +134,8 @@ async def test_a_head_whose_lease_expired_still_holds_its_key(driver: Driver) ->
     w = await driver.connect()
     w.take()
     await driver.advance(5.0)
+    assert w.take() == []
+    await w.let_go()
     [again] = w.take()
     assert again.job.id == head.id
     assert await driver.state(second) is JobState.PENDING
@@ -190,6 +192,8 @@ async def test_a_cancelled_underway_head_holds_its_key_until_its_worker_lets_go(
         w = await driver.connect()
     else:
         await driver.advance_to(10.0)
+        assert w.take() == []  # b waits for the silent worker to show life
+        await w.let_go()
     assert w.taken_ids() == [b.id]
     assert await driver.state(a) is JobState.CANCELLED
 
@@ -292,6 +296,7 @@ async def test_leases_that_end_together_rejoin_their_lanes_in_dispatch_order(
     w = await driver.connect(credits=2)
     assert w.taken_ids() == [tenant.id, plain.id]
     await driver.advance(3.0)  # both leases end at once: x's lane first, as dispatched
+    await w.let_go()
     assert w.taken_ids() == [tenant.id, plain.id]
 
 

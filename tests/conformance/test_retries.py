@@ -186,6 +186,7 @@ async def test_a_lease_expiry_under_a_policy_is_a_failed_attempt_with_backoff(
     assert (attempt.error, attempt.worker_id) == (LEASE_EXPIRED, "w")
     assert (attempt.dispatch_time, attempt.finish_time) == (driver.at(0.0), driver.at(5.0))
     assert w.take() == []
+    await w.let_go()
     await driver.advance(1.0)
     assert w.taken_ids() == [job.id]
 
@@ -196,6 +197,7 @@ async def test_lease_expiries_use_up_the_policy(driver: Driver) -> None:
     w = await driver.connect()
     w.take()
     await driver.advance(1.0)
+    await w.let_go()
     assert w.taken_ids() == [job.id]  # expired, and due again at once
     await driver.advance(1.0)
     done = await driver.job(job.id)
@@ -209,6 +211,8 @@ async def test_a_lease_expiry_without_a_policy_puts_the_job_back_at_once(driver:
     w = await driver.connect()
     w.take()
     await driver.advance(5.0)
+    assert w.take() == []  # a silent worker is sent nothing until it shows life
+    await w.let_go()
     assert w.taken_ids() == [job.id]
     seen = await driver.job(job.id)
     assert (seen.state, seen.attempt) == (JobState.UNDERWAY, 2)
