@@ -381,3 +381,23 @@ async def test_a_long_response_body_is_cut_to_the_payload_cap(
         await srv.stop_now()
     assert (done.state, done.result) == (JobState.SUCCEEDED, (b"0123456789" * 7)[:64])
     assert srv.pusher.stats["capped"].truncated == 1
+
+
+async def test_a_target_set_the_moment_a_server_starts_is_called(server_config: Config) -> None:
+    """On Redis the change reached the pusher only by pub/sub, and a server's first
+    moments had no subscription yet: about one fresh server in ten never bound the target
+    and its job waited. Each round is a fresh server and endpoint, the target set at once."""
+    for round_ in range(10):
+        endpoint = await Endpoint().start()
+        srv = DispatchdServer(server_config)
+        await srv.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{srv.port}") as client:
+                target = HttpTarget(url=endpoint.url)
+                await client.update_queue("fresh", http_target=target, create=True)
+                job = await client.submit("fresh", b"x")
+                done = await client.wait(job.id, timeout=10)
+        finally:
+            await srv.stop_now()
+            await endpoint.stop()
+        assert done.state is JobState.SUCCEEDED, (round_, done.state)

@@ -92,6 +92,8 @@ class HttpPusher:
         self.stats: dict[str, TargetStats] = {}
         """Queue name -> counts since start: the metrics seam (see stats.py)."""
         self._dirty: set[str] = set()
+        self._unsettled: set[str] = set()
+        """Queues heard to have changed whose binding is not brought up to date yet."""
         self._reconciling: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._heartbeats: asyncio.Task[None] | None = None
@@ -114,6 +116,7 @@ class HttpPusher:
         if self._closed:
             return
         self._dirty.add(name)
+        self._unsettled.add(name)
         if self._reconciling is None:
             self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_soon())
 
@@ -132,6 +135,18 @@ class HttpPusher:
                     await self._follow(name, target)
                 except EngineError as e:
                     log.warning("queue %s: cannot follow its HTTP target (%s)", name, e)
+                finally:
+                    if name not in self._dirty:  # changed again meanwhile: not settled yet
+                        self._unsettled.discard(name)
+
+    async def _settled(self, queue: str) -> None:
+        """Returns once a change heard for ``queue`` is followed: a job claimed just after
+        UpdateQueue returned goes to the target it set, not the one before."""
+        while queue in self._unsettled and self._reconciling is not None:
+            try:
+                await asyncio.shield(self._reconciling)
+            except Exception:  # noqa: BLE001 - its failure is the reconciler's to log
+                return
 
     async def _follow(self, name: str, target: HttpTarget | None) -> None:
         binding = self.bindings.get(name)
@@ -187,6 +202,7 @@ class HttpPusher:
     async def call(self, binding: TargetBinding, lease: LeaseRecord) -> None:
         """One attempt: build, send, classify, answer. Cancelled only by close()."""
         job = lease.job
+        await self._settled(binding.queue)
         target = binding.target
         stats = self.stats[binding.queue]
         stats.in_flight += 1

@@ -55,6 +55,8 @@ SLOT_REQUEST_TTL = 5.0
 SLOT_RETRY_SECONDS = 2.0
 #: settle(): claims and the wake-ups they publish, heard this many times at most.
 SETTLE_ROUNDS = 5
+#: How long start() waits for the pub/sub subscription before serving anyway.
+SUBSCRIBE_WITHIN = 5.0
 
 
 class RedisBackend:
@@ -98,6 +100,14 @@ class RedisBackend:
             raise StartError(f"--redis-url: {e}") from None
         await self.fleet.claim_gauges(self._gauge_ttl)
         self.replica.start()
+        # Serving before the subscription is up would miss the queue changes published
+        # meanwhile (an HTTP target set at once was never bound). A barrier's marker comes
+        # back only through a subscription Redis has confirmed; if Redis is slow, the loop
+        # subscribes on its own and then announces every queue (Replica._resubscribed).
+        try:
+            await self.replica.signals.barrier(SUBSCRIBE_WITHIN)
+        except TimeoutError:
+            log.warning("redis pub/sub not up after %.0f s; serving anyway", SUBSCRIBE_WITHIN)
 
     async def begin_drain(self, grace: float) -> DrainReport:
         pending = 0
@@ -242,6 +252,7 @@ class RedisBackend:
             **policies,
         )
         self.replica.lease_changed(name, view.settings.lease_seconds)
+        self.replica.announce(name)  # not left to pub/sub: this replica made the change
         self.replica.kick(name)
         return view
 

@@ -94,7 +94,7 @@ class Replica:
             self.cancelled,
             self._expired,
             self.waiting.finished,
-            self._kick_all,
+            self._resubscribed,
             self._settings_changed,
         )
         self._reaper: asyncio.Task[None] | None = None
@@ -486,11 +486,33 @@ class Replica:
                     self.kick(lease.job.queue)
         self._note_idle()
 
+    def _resubscribed(self) -> None:
+        """The subscription is (back) up: what was published while it was down was missed,
+        so every local worker claims again and every listener rereads every queue."""
+        self._kick_all()
+        if self.listeners:
+            task = asyncio.get_running_loop().create_task(self._announce_all())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _announce_all(self) -> None:
+        try:
+            names = await self.ops.queue_names()
+        except (EngineError, RedisError) as e:
+            log.warning("could not list the queues after resubscribing (%s)", e)
+            return
+        for name in names:
+            self.announce(name)
+
+    def announce(self, queue: str) -> None:
+        """Tells the listeners (the HTTP pusher) that ``queue``'s settings may have changed."""
+        for listener in self.listeners:
+            listener(queue)
+
     def _settings_changed(self, queue: str) -> None:
         """A queue's settings changed (on any replica): the listeners hear of it, and the
         workers here that serve it get their new heartbeat interval if its lease moved."""
-        for listener in self.listeners:
-            listener(queue)
+        self.announce(queue)
         if queue in self._by_queue:
             task = asyncio.get_running_loop().create_task(self._reread_lease(queue))
             self._background.add(task)
