@@ -227,3 +227,29 @@ async def test_drain_grace_running_out_puts_underway_jobs_back(
         back = await client.get(job.id)
         # Pending again with its attempt kept (a drain counts no failed attempt).
         assert (back.state, back.attempt) == (JobState.PENDING, 1)
+
+
+@pytest.mark.embedded_only
+async def test_the_drain_snapshot_lists_jobs_in_dispatch_order(
+    target: str, server: DispatchdServer, server_config: Config, tmp_path: Path
+) -> None:
+    """docs/semantics.md: snapshot.pb lists what waits in the order it would be dispatched
+    (priority first, then submit order), and keeps the submit order beside it, so a restart
+    restores the same line."""
+    async with AsyncClient(target) as client:
+        await client.update_queue("o", paused=True, create=True)
+        low = await client.submit("o", b"low", priority=-5)
+        first = await client.submit("o", b"first")
+        high = await client.submit("o", b"high", priority=9)
+        second = await client.submit("o", b"second")
+        await client.drain(grace=5)
+        await asyncio.wait_for(server.stopped.wait(), 20)
+    snap = SnapshotStore(tmp_path / "data").read_message()
+    assert [j.id for j in snap.jobs] == [high.id, first.id, second.id, low.id]
+    assert list(snap.submit_order) == [2, 1, 3, 0]  # each one's place among the submits
+    async with (
+        serving(DispatchdServer(server_config)) as after,
+        AsyncClient(f"127.0.0.1:{after.port}") as client,
+    ):
+        listed = [j.id async for j in client.list_jobs("o", state=JobState.PENDING)]
+    assert listed == [high.id, first.id, second.id, low.id]

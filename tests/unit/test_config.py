@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatchd.config import Config, ConfigError, load
+from dispatchd.config import Config, ConfigError, build_parser, load
 
 
 def test_defaults() -> None:
@@ -138,3 +138,8 @@ def test_http_listen_default_env_flag_and_off() -> None:
     assert (c.http_listen, c.http_enabled) == ("0", False)
     with pytest.raises(ConfigError, match="--http-listen"):
         load(["--http-listen", "8080"], env={})
+
+
+def test_help_says_the_data_dir_holds_the_journal_too() -> None:
+    help_text = " ".join(build_parser({}).format_help().split())
+    assert "--data-dir DATA_DIR directory for the journal and the drain snapshot" in help_text
