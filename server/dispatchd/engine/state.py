@@ -17,6 +17,7 @@ from dispatchd.engine.deadlines import DeadlineHeap
 from dispatchd.engine.errors import draining
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
+from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd.engine.model import (
     FinishedJob,
     JobRecord,
@@ -64,6 +65,12 @@ class EngineState:
         self._slot_requests: dict[str, SlotRequest] = {}
         self._slot_waiting: dict[str, None] = {}  # ordered set of queues with acquirers
         self._rate_wake: float | None = None
+        # Recurring schedules (engine/schedule_book.py): by id, and a heap of their next
+        # fire times (fire time, generation, id); an entry whose generation is not the
+        # schedule's latest is stale and skipped.
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._schedule_heap: list[tuple[float, int, str]] = []
+        self._schedule_gen: dict[str, int] = {}
         self._seq = 0
         self._worker_seq = 0
         self._rr_offset = 0
