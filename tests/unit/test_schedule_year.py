@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -73,7 +73,7 @@ def _field(text: str, lo: int, hi: int) -> set[int]:
     return values
 
 
-def _matcher(expr: str) -> tuple[int, object]:
+def _matcher(expr: str) -> tuple[int, Callable[[datetime], bool]]:
     parts = expr.split()
     second = 0
     if len(parts) == 6:
@@ -212,13 +212,14 @@ class Durable(EngineObserver):
         engine.restore([], jobs, 0.0)
         stored = []
         for raw in self.schedules:
-            msg = pb.Schedule()
-            msg.ParseFromString(raw)
-            stored.append(schedule_convert.schedule_from_stored(msg))
+            stored_msg = pb.Schedule()
+            stored_msg.ParseFromString(raw)
+            stored.append(schedule_convert.schedule_from_stored(stored_msg))
         engine.restore_schedules(stored)
         return engine
 
 
+@pytest.mark.timeout(300)
 def test_a_year_of_ticks_fires_each_instant_once_through_crashes() -> None:
     rng = random.Random(20)
     durable = Durable()
@@ -303,4 +304,4 @@ def test_the_rule_on_both_change_days_in_berlin() -> None:
         "2028-03-26T03:00:00+02:00",
         "2028-03-27T02:30:00+02:00",
     ]
-    assert rec.recent == [] and FiringOutcome.SUBMITTED  # nothing fired before its time
+    assert rec.recent == []  # nothing fired before its time

@@ -20,10 +20,11 @@ from dispatchd.engine.schedules import (
     ScheduleRecord,
     backfill,
     backfill_ticks,
+    changed,
     check_note,
-    check_record,
     check_schedule_id,
     fire_due,
+    started,
     trigger,
 )
 from dispatchd.engine.state import EngineState
@@ -104,7 +105,7 @@ class ScheduleMixin(EngineState):
         """Adds ``rec`` (its definition; its state starts now)."""
         now = self._clock(now)
         self._refuse_while_draining()
-        check_record(rec, self.limits)
+        check_schedule_id(rec.id)
         if rec.id in self._schedules:
             raise AlreadyExists(
                 f"schedule {rec.id!r} exists already; update or delete it",
@@ -112,8 +113,7 @@ class ScheduleMixin(EngineState):
                 reason=Reason.SCHEDULE_EXISTS,
                 metadata={"schedule_id": rec.id},
             )
-        rec.create_time = rec.update_time = now
-        rec.cursor = max(rec.cursor, now)
+        started(rec, now, self.limits)
         self._schedules[rec.id] = rec
         self._changed(rec)
         return rec
@@ -131,21 +131,10 @@ class ScheduleMixin(EngineState):
     def update_schedule(
         self, schedule_id: str, changes: dict[str, object], now: float
     ) -> ScheduleRecord:
-        """Sets the definition fields named in ``changes`` (spec, template, policy, paused,
-        note, owner), all checked first. A new spec applies from now on: its ticks before
-        now do not catch up."""
+        """See schedules.changed."""
         now = self._clock(now)
         self._refuse_while_draining()
-        rec = self._schedule(schedule_id)
-        candidate = rec.copy()
-        for name, value in changes.items():
-            setattr(candidate, name, value)
-        if "spec" in changes:
-            candidate.recompile()
-        check_record(candidate, self.limits)
-        if "spec" in changes or (rec.paused and not candidate.paused):
-            candidate.cursor = max(candidate.cursor, now)
-        candidate.update_time = now
+        candidate = changed(self._schedule(schedule_id), changes, now, self.limits)
         self._schedules[schedule_id] = candidate
         self._changed(candidate)
         return candidate

@@ -81,7 +81,14 @@ def check_spec(spec: SpecRecord) -> None:
         raise InvalidArgument(
             f"{len(spec.intervals)} intervals; the limit is {MAX_INTERVALS}", field="intervals"
         )
-    for i, expr in enumerate(spec.cron_expressions):
+    _check_cron(spec.cron_expressions)
+    _check_intervals(spec.intervals)
+    _zone(spec.time_zone)
+    _check_times(spec)
+
+
+def _check_cron(expressions: tuple[str, ...]) -> None:
+    for i, expr in enumerate(expressions):
         where = f"cron_expressions[{i}]"
         if len(expr.split()) not in (5, 6):
             raise InvalidArgument(
@@ -93,7 +100,10 @@ def check_spec(spec: SpecRecord) -> None:
             CronSim(expr, datetime(2000, 1, 1))
         except CronSimError as e:
             raise InvalidArgument(f"{where}: {expr!r}: {e}", field=where) from None
-    for i, (every, offset) in enumerate(spec.intervals):
+
+
+def _check_intervals(intervals: tuple[tuple[int, int], ...]) -> None:
+    for i, (every, offset) in enumerate(intervals):
         where = f"intervals[{i}]"
         if not 1 <= every <= MAX_INTERVAL_SECONDS:
             raise InvalidArgument(
@@ -106,7 +116,9 @@ def check_spec(spec: SpecRecord) -> None:
                 f"{offset} s",
                 field=f"{where}.offset",
             )
-    _zone(spec.time_zone)
+
+
+def _check_times(spec: SpecRecord) -> None:
     if not 0 <= spec.jitter <= MAX_JITTER_SECONDS:
         raise InvalidArgument(f"jitter must be 0 to 1 day, got {spec.jitter:g} s", field="jitter")
     for name in ("start", "end"):

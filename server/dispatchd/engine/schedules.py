@@ -89,6 +89,8 @@ class Firing:
     outcome: FiringOutcome
     cause: FiringCause
     message: str = ""
+    count: int = 1
+    """Ticks it stands for (a MISSED record may stand for many)."""
 
 
 @dataclass(slots=True)
@@ -209,6 +211,36 @@ def check_record(rec: ScheduleRecord, limits: lim.EngineLimits) -> None:
     check_note(rec.note)
 
 
+def started(rec: ScheduleRecord, now: float, limits: lim.EngineLimits) -> ScheduleRecord:
+    """A new schedule, checked; its state starts now (no tick before now fires)."""
+    check_record(rec, limits)
+    rec.create_time = rec.update_time = now
+    rec.cursor = max(rec.cursor, now)
+    return rec
+
+
+def changed(
+    rec: ScheduleRecord, changes: dict[str, object], now: float, limits: lim.EngineLimits
+) -> ScheduleRecord:
+    """A copy of ``rec`` with the definition fields named in ``changes`` (spec, template,
+    policy or one of policy.overlap, policy.catchup_window, policy.catchup_mode, paused,
+    note, owner), all checked first. A new spec, and a resume, go on from
+    now: ticks before now do not catch up."""
+    candidate = rec.copy()
+    for name, value in changes.items():
+        if name.startswith("policy."):  # one policy of several
+            candidate.policy = replace(candidate.policy, **{name[len("policy.") :]: value})
+        else:
+            setattr(candidate, name, value)
+    if "spec" in changes:
+        candidate.recompile()
+    check_record(candidate, limits)
+    if "spec" in changes or (rec.paused and not candidate.paused):
+        candidate.cursor = max(candidate.cursor, now)
+    candidate.update_time = now
+    return candidate
+
+
 # ---- firing -------------------------------------------------------------------------
 
 
@@ -270,7 +302,7 @@ def fire_tick(
 
 def _miss(rec: ScheduleRecord, ticks: int, latest: float, now: float, why: str) -> Firing:
     rec.missed += ticks
-    firing = Firing(latest, now, "", FiringOutcome.MISSED, FiringCause.SCHEDULED, why)
+    firing = Firing(latest, now, "", FiringOutcome.MISSED, FiringCause.SCHEDULED, why, ticks)
     return _remember(rec, firing)
 
 

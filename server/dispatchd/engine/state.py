@@ -17,7 +17,6 @@ from dispatchd.engine.deadlines import DeadlineHeap
 from dispatchd.engine.errors import draining
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.limits import EngineLimits
-from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd.engine.model import (
     FinishedJob,
     JobRecord,
@@ -31,6 +30,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
+from dispatchd.engine.schedules import ScheduleRecord
 
 #: What a draining server says to any change (after "server is draining and ").
 FROZEN = "accepts no changes until it restarts; retry then, or on another server"

@@ -338,7 +338,7 @@ class DispatcherServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def PauseSchedule(self, request, context):
-        """PauseSchedule stops a schedule's ticks from firing (they count as missed) with a note.
+        """PauseSchedule stops a schedule's ticks from firing, with a note saying why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -98,7 +98,10 @@ export enum FiringOutcome {
   FIRING_OUTCOME_DUPLICATE = 3,
   /** FIRING_OUTCOME_REFUSED - The submit was refused (the queue full, the template no longer valid): see message. */
   FIRING_OUTCOME_REFUSED = 4,
-  /** FIRING_OUTCOME_MISSED - The tick was older than the catch-up window, or came while the schedule was paused. */
+  /**
+   * FIRING_OUTCOME_MISSED - The tick was older than the catch-up window, or catch-up mode LATEST passed over it; one
+   * record stands for every tick missed at once (message says how many).
+   */
   FIRING_OUTCOME_MISSED = 5,
   UNRECOGNIZED = -1,
 }
@@ -841,7 +844,10 @@ export interface Schedule {
   policies:
     | SchedulePolicies
     | undefined;
-  /** A paused schedule fires nothing (its ticks are MISSED); trigger and backfill still work. */
+  /**
+   * A paused schedule fires nothing; on resume it goes on from the next tick (the ticks of
+   * the pause do not catch up). Trigger and backfill still work while paused.
+   */
   paused: boolean;
   /** Why it is paused (or any remark), for people; at most 1,000 characters. */
   note: string;
@@ -869,11 +875,14 @@ export interface Schedule {
   submittedCount: number;
   /** Output only: ticks held back by the overlap policy. */
   skippedCount: number;
-  /** Output only: ticks older than the catch-up window, or due while paused. */
+  /**
+   * Output only: ticks older than the catch-up window (or passed over by catch-up mode
+   * LATEST).
+   */
   missedCount: number;
   /**
-   * Output only: the latest spec tick handled (fired, skipped or missed); later ticks are
-   * still to come.
+   * Output only: every spec tick at or before this time is handled (fired, skipped or
+   * missed); a new schedule starts at its create time, a new spec or a resume at that time.
    */
   lastTickTime:
     | Date
@@ -924,8 +933,9 @@ export interface UpdateScheduleRequest {
     | Schedule
     | undefined;
   /**
-   * Paths: spec, template, policies, paused, note (each replaced whole). Empty: every one of
-   * them the request populates.
+   * Paths: spec, template, policies (each replaced whole), policies.overlap,
+   * policies.catchup_window, policies.catchup_mode, paused, note. Empty: every one of spec,
+   * template, policies, paused and note the request populates.
    */
   updateMask: string[] | undefined;
 }
@@ -8201,7 +8211,7 @@ export const DispatcherServiceService = {
       Buffer.from(DeleteScheduleResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteScheduleResponse => DeleteScheduleResponse.decode(value),
   },
-  /** PauseSchedule stops a schedule's ticks from firing (they count as missed) with a note. */
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
   pauseSchedule: {
     path: "/dispatchd.v1.DispatcherService/PauseSchedule" as const,
     requestStream: false as const,
@@ -8313,7 +8323,7 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
   updateSchedule: handleUnaryCall<UpdateScheduleRequest, UpdateScheduleResponse>;
   /** DeleteSchedule removes a schedule; the jobs it submitted are left alone. */
   deleteSchedule: handleUnaryCall<DeleteScheduleRequest, DeleteScheduleResponse>;
-  /** PauseSchedule stops a schedule's ticks from firing (they count as missed) with a note. */
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
   pauseSchedule: handleUnaryCall<PauseScheduleRequest, PauseScheduleResponse>;
   /** ResumeSchedule lets a paused schedule fire again, from its next tick on. */
   resumeSchedule: handleUnaryCall<ResumeScheduleRequest, ResumeScheduleResponse>;
@@ -8710,7 +8720,7 @@ export interface DispatcherServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
   ): ClientUnaryCall;
-  /** PauseSchedule stops a schedule's ticks from firing (they count as missed) with a note. */
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
   pauseSchedule(
     request: PauseScheduleRequest,
     callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
