@@ -174,14 +174,17 @@ def definition_from_pb(msg: pb.Schedule) -> ScheduleRecord:
         policy = policy_from_pb(msg.policies)
     except InvalidArgument as e:
         raise e.under("policies") from None
-    return ScheduleRecord(
-        id=msg.id,
-        spec=spec,
-        template=template,
-        policy=policy,
-        paused=msg.paused,
-        note=msg.note,
-    )
+    try:
+        return ScheduleRecord(
+            id=msg.id,
+            spec=spec,
+            template=template,
+            policy=policy,
+            paused=msg.paused,
+            note=msg.note,
+        )
+    except InvalidArgument as e:  # the spec's time zone, read as it compiles
+        raise e.under("spec") from None
 
 
 def schedule_to_pb(

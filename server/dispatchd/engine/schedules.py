@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import EngineError, InvalidArgument
@@ -229,11 +229,15 @@ def changed(
     candidate = rec.copy()
     for name, value in changes.items():
         if name.startswith("policy."):  # one policy of several
-            candidate.policy = replace(candidate.policy, **{name[len("policy.") :]: value})
+            one: dict[str, Any] = {name[len("policy.") :]: value}
+            candidate.policy = replace(candidate.policy, **one)
         else:
             setattr(candidate, name, value)
     if "spec" in changes:
-        candidate.recompile()
+        try:
+            candidate.recompile()
+        except InvalidArgument as e:
+            raise e.under("spec") from None
     check_record(candidate, limits)
     if "spec" in changes or (rec.paused and not candidate.paused):
         candidate.cursor = max(candidate.cursor, now)

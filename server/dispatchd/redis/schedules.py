@@ -127,7 +127,7 @@ class RedisSchedules:
         )
         if not fields:
             raise not_found_schedule(schedule_id)
-        f = {k.decode(): v for k, v in zip(fields[::2], fields[1::2], strict=True)}
+        f = {k.decode(): v for k, v in fields.items()}  # redis-py answers HGETALL with a dict
         msg = pb.Schedule()
         msg.ParseFromString(f["def"])
         rec = schedule_convert.schedule_from_stored(msg)
@@ -301,7 +301,7 @@ class RedisSchedules:
 
     async def next_due(self) -> float | None:
         top = await self.ops.call("ZRANGE", DUE_KEY, 0, 0, "WITHSCORES")
-        return float(top[1]) if top else None
+        return float(top[0][1]) if top else None  # redis-py pairs (member, score)
 
     # ---- the loop ---------------------------------------------------------------------
 
