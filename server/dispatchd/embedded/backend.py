@@ -109,6 +109,7 @@ class EmbeddedBackend:
         if journal is not None:
             self.observers.add(journal)
         self.pump.start()
+        self.pump.kick()  # a first pass arms the timer for what the restore brought back
 
     async def begin_drain(self, grace: float) -> DrainReport:
         engine = self.engine
