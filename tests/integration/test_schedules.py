@@ -22,6 +22,7 @@ from dispatchd_client import (
     Overlap,
     ScheduleSpec,
 )
+from tests.integration.scrape import scrape
 from tests.polling import eventually
 
 EVERY_SECOND = ScheduleSpec.of(every=1)
@@ -51,7 +52,8 @@ async def test_a_schedule_round_trips_and_pages(client: AsyncClient) -> None:
         120.0,
         CatchupMode.LATEST,
     )
-    assert made.template.queue == "reports" and made.template.priority == 3
+    assert made.template.queue == "reports"
+    assert made.template.priority == 3
     assert made.template.ttl.seconds == 600
     assert len(made.next_fire_times) == 10
     berlin = [t.astimezone(datetime.UTC) for t in made.next_fire_times]
@@ -67,7 +69,8 @@ async def test_a_schedule_round_trips_and_pages(client: AsyncClient) -> None:
     changed = await client.update_schedule("nightly", overlap=Overlap.ALLOW, note="")
     assert changed.overlap is Overlap.ALLOW
     assert changed.catchup_mode is CatchupMode.LATEST  # the other policies stay
-    assert changed.note == "" and changed.spec == spec
+    assert changed.note == ""
+    assert changed.spec == spec
     paused = await client.pause_schedule("nightly", "holiday")
     assert (paused.paused, paused.note, paused.next_fire_times) == (True, "holiday", ())
     resumed = await client.resume_schedule("nightly")
@@ -162,7 +165,8 @@ async def test_trigger_and_backfill_never_make_two_jobs_for_one_tick(client: Asy
     assert [f.outcome for f in again] == [FiringOutcome.DUPLICATE] * 5 + [FiringOutcome.SUBMITTED]
     assert [f.job_id for f in again[:5]] == [f.job_id for f in first]
     keys = Counter(await _jobs(client, "bfq"))
-    assert len(keys) == 7 and max(keys.values()) == 1
+    assert len(keys) == 7
+    assert max(keys.values()) == 1
 
     with pytest.raises(InvalidArgument) as future:
         await client.backfill_schedule("bf", now, now + datetime.timedelta(hours=1))
@@ -194,3 +198,20 @@ async def test_a_draining_server_refuses_schedule_changes(server: DispatchdServe
         with pytest.raises(Unavailable):
             await client.trigger_schedule("d")
         assert (await client.get_schedule("d")).paused
+
+
+async def test_firings_are_counted_in_metrics(server: DispatchdServer, client: AsyncClient) -> None:
+    await client.create_schedule("m", EVERY_SECOND, NewJob("mq"), overlap=Overlap.SKIP)
+    port = server.observability.metrics_port
+
+    async def fired_and_skipped() -> bool:
+        samples = await scrape(port)
+        firings = "dispatchd_schedule_firings_total"
+        return (
+            samples.value(firings, outcome="submitted", cause="scheduled") == 1
+            and samples.value(firings, outcome="skipped", cause="scheduled") >= 1
+        )
+
+    await eventually(fired_and_skipped, within=15, what="a firing and a skip in /metrics")
+    samples = await scrape(port)
+    assert samples.value("dispatchd_schedule_fire_lag_seconds_count") == 1

@@ -70,6 +70,7 @@ class RedisBackend:
         accounting: Accounting | None = None,
         timers: bool = True,
         observer: EngineObserver | None = None,
+        counters: EngineObserver | None = None,
     ) -> None:
         self.ops = ops
         self.limits: EngineLimits = ops.limits
@@ -78,7 +79,14 @@ class RedisBackend:
         self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
         self.fleet = Fleet(ops, self.replica.replica_id)
         self.schedules = RedisSchedules(ops, clock)
-        self.schedules.on_fired = self.replica.observer.schedule_fired
+        watchers = self.replica.observer
+        tally = counters or EngineObserver()
+
+        def fired(schedule_id: str, queue: str, firing: Firing) -> None:
+            tally.schedule_fired(schedule_id, queue, firing)  # this replica's share
+            watchers.schedule_fired(schedule_id, queue, firing)
+
+        self.schedules.on_fired = fired
         self._timers = timers
         self.replica.after_reap = self.publish_workers
         # Renewed every reaper pass; another replica takes over within three passes.

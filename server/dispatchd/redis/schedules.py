@@ -224,10 +224,7 @@ class RedisSchedules:
         for _ in range(RETRIES):
             rec, version = await self._read(schedule_id)
             now = self.clock()
-            planner = _Plan(
-                await self._states(rec),
-                lambda job: records.job_id(self._ids.job_id(now), job.queue),
-            )
+            planner = _Plan(await self._states(rec), self._job_ids(now))
             firings = plan(rec, now, planner)
             if not firings:
                 return None
@@ -261,6 +258,9 @@ class RedisSchedules:
                 self.on_fired(schedule_id, queue, firing)
             return done
         raise _busy(schedule_id)
+
+    def _job_ids(self, now: float) -> Callable[[NewJob], str]:
+        return lambda job: records.job_id(self._ids.job_id(now), job.queue)
 
     async def trigger(self, schedule_id: str, overlap: Overlap | None) -> Firing:
         def plan(rec: ScheduleRecord, now: float, planner: _Plan) -> list[Firing]:
