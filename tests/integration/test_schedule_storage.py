@@ -38,19 +38,21 @@ async def test_a_schedule_outlives_a_drain_with_its_state(
     if durability == "none":
         stored = SnapshotStore(config.data_dir or tmp_path).read_message()
         assert [s.id for s in stored.schedules] == ["kept"]
-    async with serving(DispatchdServer(config)) as second:
-        async with AsyncClient(f"127.0.0.1:{second.port}") as client:
-            back = await client.get_schedule("kept")
-            assert back.note == "n"
-            assert back.submitted_count >= before.submitted
-            assert back.last_tick_time is not None
+    async with (
+        serving(DispatchdServer(config)) as second,
+        AsyncClient(f"127.0.0.1:{second.port}") as client,
+    ):
+        back = await client.get_schedule("kept")
+        assert back.note == "n"
+        assert back.submitted_count >= before.submitted
+        assert back.last_tick_time is not None
 
-            async def caught_up() -> bool:
-                s = await client.get_schedule("kept")
-                return s.submitted_count > before.submitted + 1
+        async def caught_up() -> bool:
+            s = await client.get_schedule("kept")
+            return s.submitted_count > before.submitted + 1
 
-            await eventually(caught_up, within=10, what="firings after the restart")
-            now = await client.get_schedule("kept")
-            assert {f.outcome for f in now.recent_firings} == {FiringOutcome.SUBMITTED}
-            keys = [j.idempotency_key async for j in client.list_jobs("keptq")]
-            assert len(keys) == len(set(keys))
+        await eventually(caught_up, within=10, what="firings after the restart")
+        now = await client.get_schedule("kept")
+        assert {f.outcome for f in now.recent_firings} == {FiringOutcome.SUBMITTED}
+        keys = [j.idempotency_key async for j in client.list_jobs("keptq")]
+        assert len(keys) == len(set(keys))

@@ -195,7 +195,7 @@ def test_pause_resume_and_a_new_spec_go_on_from_now() -> None:
 
 
 def test_trigger_fires_now_and_backfill_refuses_bad_ranges() -> None:
-    engine, fired = _engine()
+    engine, _ = _engine()
     engine.create_schedule(_every(60), T0)
     engine.pause_schedule("s", "", T0)
     firing = engine.trigger_schedule("s", None, T0 + 5.25)

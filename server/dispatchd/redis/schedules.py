@@ -23,6 +23,7 @@ from typing import Any
 
 from dispatchd import schedule_convert
 from dispatchd.engine import EngineError, EngineLimits, NewJob
+from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import AlreadyExists, Reason, Unavailable
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.schedule_book import not_found_schedule, page_bounds, page_token_after
@@ -75,15 +76,23 @@ def _stored(rec: ScheduleRecord) -> bytes:
     return msg.SerializeToString()
 
 
-def _firing_of(raw: bytes) -> Firing:
+def _message(outcome: int, message: str, queue: str, waiting: int, bound: int) -> str:
+    """A firing's message; the script names a full queue by numbers, the words are here."""
+    if outcome == FiringOutcome.REFUSED and not message:
+        return str(lim.queue_full(queue, waiting, 1, bound))
+    return message
+
+
+def _firing_of(raw: bytes, queue: str) -> Firing:
     item = json.loads(raw)
+    outcome = int(item["o"])
     return Firing(
         tick=float(item["t"]),
         fire_time=float(item["f"]),
         job_id=item["j"],
-        outcome=FiringOutcome(int(item["o"])),
+        outcome=FiringOutcome(outcome),
         cause=FiringCause(int(item["c"])),
-        message=item["m"],
+        message=_message(outcome, item["m"], queue, int(item.get("w", 0)), int(item.get("b", 0))),
     )
 
 
@@ -114,6 +123,7 @@ class RedisSchedules:
         self._ids = IdSource(ops.rng)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         #: Told of every firing this replica made (metrics, logs).
         self.on_fired: Callable[[str, str, Firing], None] = lambda sid, queue, firing: None
 
@@ -134,8 +144,8 @@ class RedisSchedules:
         rec.cursor = float(f["cur"])
         rec.submitted, rec.skipped = int(f["sub"]), int(f["skp"])
         rec.missed, rec.refused = int(f["mis"]), int(f["ref"])
-        rec.latest_jobs = f["lj"].decode().split()
-        rec.recent = [_firing_of(raw) for raw in firings]
+        rec.latest_jobs = [j for j in f["lj"].decode().split(",") if j]
+        rec.recent = [_firing_of(raw, rec.template.job.queue) for raw in firings]
         return rec, f["ver"]
 
     async def get(self, schedule_id: str) -> ScheduleRecord:
@@ -240,6 +250,7 @@ class RedisSchedules:
             reply = await self.ops.run("fire", _keys(schedule_id)[:3], args)
             if reply[0] == b"lost":
                 continue
+            queue = rec.template.job.queue
             done = [
                 Firing(
                     f.tick,
@@ -247,12 +258,13 @@ class RedisSchedules:
                     job_id.decode(),
                     FiringOutcome(int(outcome)),
                     f.cause,
-                    message.decode(),
+                    _message(int(outcome), message.decode(), queue, int(waiting), int(bound)),
                     f.count,
                 )
-                for f, (outcome, job_id, message) in zip(firings, reply[1], strict=True)
+                for f, (outcome, job_id, message, waiting, bound) in zip(
+                    firings, reply[1], strict=True
+                )
             ]
-            queue = rec.template.job.queue
             await self.ops.note_queues({queue})
             for firing in done:
                 self.on_fired(schedule_id, queue, firing)
@@ -306,19 +318,24 @@ class RedisSchedules:
     # ---- the loop ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="schedules")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Ends the loop. It also leaves on its own at the flag: a cancellation that lands
+        while its wait times out can be swallowed (asyncio.wait_for in 3.11)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5.0)
 
     async def _loop(self) -> None:
         """Sleeps until the earliest fire time (at most POLL_SECONDS: another replica may
         have set an earlier one), fires what is due, again."""
-        while True:
+        while not self._stopping:
             wait = POLL_SECONDS
             try:
                 handled = await self.fire_pass()

@@ -6,7 +6,9 @@
 -- ('' none), default width, default lease, then per firing: tick, fire time, planned outcome,
 -- cause, message, then for outcome 5 (MISSED) the count of ticks it stands for, for outcome
 -- 1 (SUBMITTED) the job's 14 values (admit.lua).
--- Returns {'lost'} or {'ok', {outcome, job id, message}...}.
+-- Returns {'lost'} or {'ok', {outcome, job id, message, waiting, bound}...}; a submit the
+-- queue's max_pending refused is REFUSED with waiting and bound (the reply's words are the
+-- server's, engine/limits.py).
 -- @include core
 -- @include job
 -- @include clock
@@ -20,7 +22,7 @@ local id = ARGV[3]
 if redis.call('HGET', s, 'ver') ~= ARGV[4] then return {'lost'} end
 local width, lease = ARGV[7], ARGV[8]
 local latest = {}
-for j in string.gmatch(redis.call('HGET', s, 'lj') or '', '%S+') do latest[#latest + 1] = j end
+for j in string.gmatch(redis.call('HGET', s, 'lj') or '', '[^,]+') do latest[#latest + 1] = j end
 local out = {}
 local o = 8
 while o < #ARGV do
@@ -28,6 +30,7 @@ while o < #ARGV do
   local cause, msg = tonumber(ARGV[o + 4]), ARGV[o + 5]
   o = o + 5
   local job_id = ''
+  local waiting, bound = 0, 0
   if outcome == MISSED then
     redis.call('HINCRBY', s, 'mis', ARGV[o + 1])
     o = o + 1
@@ -38,11 +41,9 @@ while o < #ARGV do
     if known then
       outcome, job_id = DUPLICATE, known
     else
-      local waiting, bound = waiting_and_bound(b)
+      waiting, bound = waiting_and_bound(b)
       if bound > 0 and waiting + 1 > bound then
         outcome = REFUSED
-        msg = 'queue ' .. q .. ' is full: ' .. waiting .. ' jobs wait and max_pending is '
-          .. bound
       else
         create_job(ARGV, o, width, lease, now)
         job_id = ARGV[o + 2]
@@ -59,11 +60,11 @@ while o < #ARGV do
     while #latest > 2 do table.remove(latest, 1) end
   end
   redis.call('LPUSH', fl, cjson.encode({t = tick, f = fire, j = job_id, o = outcome, c = cause,
-    m = msg}))
-  out[#out + 1] = {outcome, job_id, msg}
+    m = msg, w = waiting, b = bound}))
+  out[#out + 1] = {outcome, job_id, msg, waiting, bound}
 end
 redis.call('LTRIM', fl, 0, 9)
-redis.call('HSET', s, 'lj', table.concat(latest, ' '), 'cur', ARGV[5])
+redis.call('HSET', s, 'lj', table.concat(latest, ','), 'cur', ARGV[5])
 redis.call('HINCRBY', s, 'ver', 1)
 if ARGV[6] == '' then
   redis.call('ZREM', due, id)
