@@ -226,3 +226,12 @@ def test_a_refused_submit_is_recorded_not_lost_silently() -> None:
     assert engine.get_schedule("s").refused == 1
     with pytest.raises(AlreadyExists):
         engine.create_schedule(_every(60), T0)
+
+
+def test_latest_finds_the_newest_tick_after_a_long_gap_of_fast_ticks() -> None:
+    engine, fired = _engine()
+    engine.create_schedule(_every(1, window=86_400, mode=CatchupMode.LATEST), T0)
+    engine.tick(T0 + 50_000.5)
+    assert _outcomes(fired) == [FiringOutcome.MISSED, FiringOutcome.SUBMITTED]
+    assert fired.firings[1].tick == T0 + 50_000
+    assert engine.get_schedule("s").missed == 10_000  # counted up to the cap

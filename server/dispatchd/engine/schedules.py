@@ -324,19 +324,40 @@ def fire_due(rec: ScheduleRecord, now: float, firer: Firer) -> list[Firing]:
         rec.cursor = old[-1] if len(old) < MAX_MISSED_COUNTED else math.ceil(horizon) - 1.0
         why = f"{len(old)} ticks older than the catch-up window ({policy.catchup_window:g} s)"
         out.append(_miss(rec, len(old), old[-1], now, why))
-    due: list[float] = []
-    for tick in spec.ticks(rec.cursor, now, MAX_FIRINGS_PER_PASS):
-        if spec.fire_time(tick) > now:
-            break
-        due.append(tick)
-    if policy.catchup_mode is CatchupMode.LATEST and len(due) > 1:
-        why = f"{len(due) - 1} ticks passed over: catch-up mode LATEST fires the latest only"
-        out.append(_miss(rec, len(due) - 1, due[-2], now, why))
-        due = due[-1:]
+    if policy.catchup_mode is CatchupMode.LATEST:
+        due = _latest_due(spec, rec.cursor, now)
+        if due:
+            passed = spec.ticks(rec.cursor, due[0] - 0.5, MAX_MISSED_COUNTED)
+            if passed:
+                why = f"{len(passed)} ticks passed over: catch-up mode LATEST fires the latest"
+                out.append(_miss(rec, len(passed), passed[-1], now, why))
+    else:
+        due = []
+        for tick in spec.ticks(rec.cursor, now, MAX_FIRINGS_PER_PASS):
+            if spec.fire_time(tick) > now:
+                break
+            due.append(tick)
     for tick in due:
         out.append(fire_tick(rec, tick, now, FiringCause.SCHEDULED, policy.overlap, firer))
         rec.cursor = tick
     return out
+
+
+def _latest_due(spec: CompiledSpec, after: float, now: float) -> list[float]:
+    """The latest tick in (after, now] whose fire time has come, as a list of one (or
+    none): found by looking back from now over doubling spans, so a schedule of one tick a
+    second and a window of a year costs a few dozen steps, not a year of ticks."""
+    span = 1.0
+    while True:
+        start = max(after, now - span)
+        found = [
+            t for t in spec.ticks(start, now, MAX_FIRINGS_PER_PASS) if spec.fire_time(t) <= now
+        ]
+        if found:
+            return found[-1:]
+        if start <= after:
+            return []
+        span *= 2
 
 
 def due(rec: ScheduleRecord, now: float) -> bool:
