@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from dispatchd.config import Config
 from dispatchd.redis.backend import RedisBackend
@@ -82,3 +83,48 @@ async def test_a_draining_replica_leaves_the_ticks_to_the_others(
         await b.stop_now()
         if not a.stopped.is_set():
             await a.stop_now()
+
+
+async def test_a_firing_whose_record_was_lost_finds_its_job_instead_of_a_second(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """As if the script's answer and its cursor move were lost (a fail-over that kept the
+    job but not the schedule's hash write): the tick fires again and finds its job."""
+    server = await start_server(_config(tmp_path, redis_url))
+    try:
+        backend = server.backend
+        assert isinstance(backend, RedisBackend)
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_schedule(
+                "lost", ScheduleSpec.of(every=1), NewJob("lostq"), overlap=Overlap.ALLOW
+            )
+
+            async def fired() -> bool:
+                return (await client.get_schedule("lost")).submitted_count >= 1
+
+            from tests.polling import eventually
+
+            await eventually(fired, within=10, what="a first firing")
+            await client.pause_schedule("lost")
+            first = (await client.get_schedule("lost")).recent_firings[0]
+            redis = Redis.from_url(redis_url)
+            try:  # the cursor back before the tick, the schedule running again
+                await redis.hset(
+                    "ds:s:lost", mapping={"cur": repr(first.tick_time.timestamp() - 0.5)}
+                )
+                rec, version = await backend.schedules._read("lost")
+                rec.paused = False
+                await backend.schedules._script("put", rec, version)
+            finally:
+                await redis.aclose()
+            await backend.schedules.fire_pass()
+            await client.pause_schedule("lost")
+            again = await client.get_schedule("lost")
+            jobs = [j async for j in client.list_jobs("lostq")]
+        refired = [f for f in again.recent_firings if f.tick_time == first.tick_time]
+        assert [f.outcome for f in refired][:1] == [FiringOutcome.DUPLICATE]
+        assert refired[0].job_id == first.job_id
+        keys = Counter(j.idempotency_key for j in jobs)
+        assert max(keys.values()) == 1
+    finally:
+        await server.stop_now()

@@ -96,6 +96,24 @@ def _firing_of(raw: bytes, queue: str) -> Firing:
     )
 
 
+def _record_of(
+    fields: dict[bytes, bytes], firings: list[bytes]
+) -> tuple[ScheduleRecord, bytes] | None:
+    """A schedule as its hash and firings list hold it (None: no such schedule)."""
+    if not fields:
+        return None
+    f = {k.decode(): v for k, v in fields.items()}
+    msg = pb.Schedule()
+    msg.ParseFromString(f["def"])
+    rec = schedule_convert.schedule_from_stored(msg)
+    rec.cursor = float(f["cur"])
+    rec.submitted, rec.skipped = int(f["sub"]), int(f["skp"])
+    rec.missed, rec.refused = int(f["mis"]), int(f["ref"])
+    rec.latest_jobs = [j for j in f["lj"].decode().split(",") if j]
+    rec.recent = [_firing_of(raw, rec.template.job.queue) for raw in firings]
+    return rec, f["ver"]
+
+
 class _Plan:
     """A Firer that submits nothing: it notes each job for fire.lua, with its id."""
 
@@ -129,24 +147,21 @@ class RedisSchedules:
 
     # ---- reading ------------------------------------------------------------------------
 
+    async def _read_many(self, ids: list[str]) -> list[tuple[ScheduleRecord, bytes] | None]:
+        """The schedules named (None for one that is gone), read in one round trip."""
+        pipe = self.ops.client.pipeline(transaction=False)
+        for schedule_id in ids:
+            pipe.hgetall(_key(schedule_id))
+            pipe.lrange(_key(schedule_id) + ":f", 0, 9)
+        replies = await self.ops.send(pipe)
+        return [_record_of(f, raw) for f, raw in zip(replies[::2], replies[1::2], strict=True)]
+
     async def _read(self, schedule_id: str) -> tuple[ScheduleRecord, bytes]:
         check_schedule_id(schedule_id)
-        key = _key(schedule_id)
-        fields, firings = await asyncio.gather(
-            self.ops.call("HGETALL", key), self.ops.call("LRANGE", key + ":f", 0, 9)
-        )
-        if not fields:
+        (found,) = await self._read_many([schedule_id])
+        if found is None:
             raise not_found_schedule(schedule_id)
-        f = {k.decode(): v for k, v in fields.items()}  # redis-py answers HGETALL with a dict
-        msg = pb.Schedule()
-        msg.ParseFromString(f["def"])
-        rec = schedule_convert.schedule_from_stored(msg)
-        rec.cursor = float(f["cur"])
-        rec.submitted, rec.skipped = int(f["sub"]), int(f["skp"])
-        rec.missed, rec.refused = int(f["mis"]), int(f["ref"])
-        rec.latest_jobs = [j for j in f["lj"].decode().split(",") if j]
-        rec.recent = [_firing_of(raw, rec.template.job.queue) for raw in firings]
-        return rec, f["ver"]
+        return found
 
     async def get(self, schedule_id: str) -> ScheduleRecord:
         return (await self._read(schedule_id))[0]
@@ -160,10 +175,8 @@ class RedisSchedules:
                 "ZRANGE", IDS_KEY, start, "+", "BYLEX", "LIMIT", 0, size + 1
             )
         ]
-        page = []
-        for schedule_id in ids[:size]:
-            with contextlib.suppress(EngineError):  # deleted meanwhile
-                page.append(await self.get(schedule_id))
+        found = await self._read_many(ids[:size]) if ids else []
+        page = [rec for rec, _ in filter(None, found)]  # one deleted meanwhile is left out
         token = page_token_after(ids[size - 1]) if len(ids) > size else ""
         return page, token
 
