@@ -246,16 +246,19 @@ class SqliteJournal:
         self,
         queues: Sequence[tuple[str, bytes]],
         jobs: Sequence[tuple[str, bytes, bytes]],
-        schedules: Sequence[tuple[str, bytes]] = (),
+        schedules: Sequence[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Makes the journal hold exactly this (import, first start from a snapshot)."""
+        """Makes the journal hold exactly these jobs and queues (import, first start from a
+        snapshot), and these schedules when given (None: the schedules stay: an import
+        carries none)."""
         db = self.db
         db.execute("BEGIN")
         try:
             db.execute("DELETE FROM jobs")
             db.execute("DELETE FROM queues")
-            db.execute("DELETE FROM schedules")
-            db.executemany(_INSERT_SCHEDULE, _queue_rows(schedules))
+            if schedules is not None:
+                db.execute("DELETE FROM schedules")
+                db.executemany(_INSERT_SCHEDULE, _queue_rows(schedules))
             db.executemany(
                 "INSERT INTO queues (name, settings, crc) VALUES (?, ?, ?)", _queue_rows(queues)
             )
