@@ -18,7 +18,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
-.PHONY: bench-callgrind chaos image base-image clean
+.PHONY: bench-schedules bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
 
 ## List the targets and what each does.
@@ -152,11 +152,18 @@ breaking: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Throughput, latency, CPU per job against a raw grpc.aio baseline (bench/run.py), then the
-## Redis path as ratios of the embedded one in the same run (bench/redis_path.py).
+## Throughput, latency, CPU per job against a raw grpc.aio baseline (bench/run.py), the
+## Redis path as ratios of the embedded one in the same run (bench/redis_path.py), and the
+## idle cost of 10,000 schedules (bench/schedules_idle.py).
 bench: $(STAMP) redis-tools
 	$(BIN)/python bench/run.py
 	$(BIN)/python -m bench.redis_path
+	$(BIN)/python -m bench.schedules_idle
+
+## What 10,000 schedules cost a server (idle, and hourly ticks firing), embedded and Redis,
+## against the < 5 % of one core target; JSON in bench/results/schedules.json.
+bench-schedules: $(STAMP) redis-tools
+	$(BIN)/python -m bench.schedules_idle
 
 ## The Redis path (--backend redis, 1 and 3 replicas) as ratios of the embedded one, with
 ## dispatchd and redis-server CPU per job; JSON in bench/results/redis_path.json.

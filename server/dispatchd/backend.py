@@ -33,6 +33,7 @@ from dispatchd.engine import (
     SlotRecord,
     WorkerRecord,
 )
+from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +251,33 @@ class Backend(Protocol):
     async def renew_slot(self, slot_id: str, ttl: float | None) -> SlotRecord: ...
 
     async def release_slot(self, slot_id: str) -> None: ...
+
+    # ---- schedules (docs/schedules.md) ----------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Adds a schedule (its definition; its state starts now). AlreadyExists when the
+        id is taken. Returns once it is durable."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord: ...
+
+    async def list_schedules(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[ScheduleRecord], str]:
+        """One page, sorted by id."""
+
+    async def update_schedule(self, schedule_id: str, changes: dict[str, object]) -> ScheduleRecord:
+        """Sets the definition fields named (spec, template, policy, paused, note,
+        owner); a new spec, or a resume, goes on from now."""
+
+    async def delete_schedule(self, schedule_id: str) -> None: ...
+
+    async def trigger_schedule(self, schedule_id: str, overlap: Overlap | None) -> Firing:
+        """Fires once now, outside the spec."""
+
+    async def backfill_schedule(
+        self, schedule_id: str, start: float, end: float, overlap: Overlap | None
+    ) -> list[Firing]:
+        """Fires the spec's ticks of start..end now, oldest first."""
 
 
 def heartbeat_interval(lease_seconds: Sequence[float]) -> float:

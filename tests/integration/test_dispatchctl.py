@@ -206,3 +206,48 @@ async def test_rate_retry_and_purge(ctl: Dispatchctl, target: str) -> None:
     gone = await ctl("job", job.id)
     assert gone.code == 1
     assert "NOT_FOUND" in gone.err
+
+
+async def test_schedules_create_list_show_pause_resume_trigger_delete(ctl: Dispatchctl) -> None:
+    made = ok(
+        await ctl(
+            "schedules",
+            "create",
+            "nightly",
+            "--queue",
+            "reports",
+            "--cron",
+            "30 2 * * *",
+            "--time-zone",
+            "Europe/Berlin",
+            "--payload",
+            "build",
+            "--overlap",
+            "buffer-one",
+            "-o",
+            "json",
+        )
+    ).json()["schedule"]
+    assert made["spec"]["cron_expressions"] == ["30 2 * * *"]
+    assert made["policies"]["overlap"] == "SCHEDULE_OVERLAP_POLICY_BUFFER_ONE"
+    assert len(made["next_fire_times"]) == 10
+    ok(await ctl("schedules", "create", "beat", "--queue", "pings", "--every", "3600"))
+    listed = rows(await ctl("schedules", "list"))
+    assert [r[0] for r in listed] == ["beat", "nightly"]
+    shown = ok(await ctl("schedules", "show", "nightly")).out
+    assert "overlap:     BUFFER_ONE" in shown
+    assert "(Europe/Berlin)" in shown
+    paused = ok(await ctl("schedules", "pause", "nightly", "--note", "moving", "-o", "json"))
+    assert (paused.json()["schedule"]["paused"], paused.json()["schedule"]["note"]) == (
+        True,
+        "moving",
+    )
+    ok(await ctl("schedules", "resume", "nightly"))
+    fired = ok(await ctl("schedules", "trigger", "nightly")).out
+    assert fired.startswith("SUBMITTED ")
+    ok(await ctl("schedules", "delete", "beat"))
+    missing = await ctl("schedules", "show", "beat")
+    assert missing.code == 1
+    assert "NOT_FOUND" in missing.err
+    wrong = await ctl("schedules", "create", "x", "--queue", "q")
+    assert wrong.code == 2

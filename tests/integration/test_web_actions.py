@@ -135,3 +135,24 @@ async def test_drain_from_the_dashboard_stops_the_server(
     page = await act(port, "drain", {})
     assert "drain started" in page.body
     await asyncio.wait_for(server.stopped.wait(), 10)
+
+
+async def test_the_schedules_page_lists_next_fires_and_last_outcomes(
+    port: int, client: AsyncClient
+) -> None:
+    from dispatchd_client import NewJob, ScheduleSpec
+
+    empty = await get(port, "/schedules")
+    assert empty.status == 200
+    assert "No schedules" in empty.body
+    await client.create_schedule("nightly", ScheduleSpec.of("30 2 * * *"), NewJob("q"))
+    await client.create_schedule(
+        "beat", ScheduleSpec.of(every=60), NewJob("q"), paused=True, note="<b>moving</b>"
+    )
+    await client.trigger_schedule("beat")
+    page = await get(port, "/schedules")
+    assert page.status == 200
+    assert "yes: &lt;b&gt;moving&lt;/b&gt;" in page.body  # escaped, like every name
+    assert "cron 30 2 * * *" in page.body
+    assert "SUBMITTED" in page.body
+    assert "every 60s" in page.body

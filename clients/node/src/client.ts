@@ -19,6 +19,7 @@ import { type ConnectionOptions, connect } from "./channel";
 import { Coalescer } from "./coalescer";
 import { UnavailableError, errorFor, fromServiceError, isServiceError } from "./errors";
 import * as rq from "./requests";
+import * as sq from "./schedules";
 import {
   type Job,
   JobState,
@@ -305,6 +306,86 @@ export class Client {
     await this.call(S.releaseSlot, { slotId }, {}, call);
   }
 
+  // ---- schedules (docs/schedules.md) ------------------------------------------------------
+
+  /**
+   * Add a schedule: each tick of `spec` submits one job made from `template` (its `ttlMs`
+   * counts from each firing; no delay or idempotency key). Rejects with AlreadyExistsError
+   * when the id is taken.
+   */
+  async createSchedule(
+    id: string,
+    spec: sq.ScheduleSpecInput,
+    template: rq.NewJob,
+    options: sq.ScheduleOptions = {},
+    call?: CallOptions,
+  ): Promise<pb.Schedule> {
+    const request = sq.createScheduleRequest(id, spec, template, options);
+    return required((await this.call(S.createSchedule, request, {}, call)).schedule);
+  }
+
+  /** One schedule, with its next ten fire times and ten latest firings. */
+  async getSchedule(id: string, call?: CallOptions): Promise<pb.Schedule> {
+    return required((await this.call(S.getSchedule, { id }, { idempotent: true }, call)).schedule);
+  }
+
+  /** Every schedule by id (three next fire times and firings each), page by page. */
+  async *listSchedules(
+    options: { pageSize?: number } = {},
+    call?: CallOptions,
+  ): AsyncGenerator<pb.Schedule, void, undefined> {
+    let pageToken = "";
+    do {
+      const request = { pageSize: options.pageSize ?? 100, pageToken };
+      const page = await this.call(S.listSchedules, request, { idempotent: true }, call);
+      yield* page.schedules;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** Change what is given, nothing else; a new spec goes on from now. */
+  async updateSchedule(id: string, changes: sq.ScheduleChanges, call?: CallOptions): Promise<pb.Schedule> {
+    const request = sq.updateScheduleRequest(id, changes);
+    return required((await this.call(S.updateSchedule, request, {}, call)).schedule);
+  }
+
+  /** Remove a schedule; the jobs it submitted stay. */
+  async deleteSchedule(id: string, call?: CallOptions): Promise<void> {
+    await this.call(S.deleteSchedule, { id }, {}, call);
+  }
+
+  /** Stop a schedule's ticks from firing, saying why in `note`. */
+  async pauseSchedule(id: string, note = "", call?: CallOptions): Promise<pb.Schedule> {
+    return required((await this.call(S.pauseSchedule, { id, note }, {}, call)).schedule);
+  }
+
+  /** Fire again from the next tick on (the pause's ticks do not catch up). */
+  async resumeSchedule(id: string, note?: string, call?: CallOptions): Promise<pb.Schedule> {
+    return required((await this.call(S.resumeSchedule, { id, note }, {}, call)).schedule);
+  }
+
+  /** Fire once now, outside the spec (`overlap` overrides the schedule's). */
+  async triggerSchedule(
+    id: string,
+    overlap?: pb.ScheduleOverlapPolicy,
+    call?: CallOptions,
+  ): Promise<pb.ScheduleFiring> {
+    const request = { id, overlap: overlap ?? 0 };
+    return required((await this.call(S.triggerSchedule, request, {}, call)).firing);
+  }
+
+  /** Fire the spec's ticks of start..end (the past) now; a fired tick gets no second job. */
+  async backfillSchedule(
+    id: string,
+    startTime: Date,
+    endTime: Date,
+    overlap?: pb.ScheduleOverlapPolicy,
+    call?: CallOptions,
+  ): Promise<pb.ScheduleFiring[]> {
+    const request = { id, startTime, endTime, overlap: overlap ?? 0 };
+    return (await this.call(S.backfillSchedule, request, {}, call)).firings;
+  }
+
   /** Send `request`, retrying per `policy`; failures reject with a DispatchdError. */
   private async call<Req, Res>(
     def: UnaryDef<Req, Res>,
@@ -369,4 +450,12 @@ export class Client {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
+}
+
+/** A message field the server always sets. */
+function required<T>(value: T | undefined): T {
+  if (value === undefined) {
+    throw errorFor(Status.INTERNAL, "the server left out a field it always sends");
+  }
+  return value;
 }

@@ -24,6 +24,17 @@ export {
 export { type Logger, defaultLogger } from "./log";
 export { DEFAULT_TARGET, type NewJob, type Payload, type QueueSettings, type SubmitOptions } from "./requests";
 export { type AfterJobHook, type BeforeJobHook, type StartStopHook } from "./hooks";
+export {
+  FiringCause,
+  FiringOutcome,
+  type Schedule,
+  type ScheduleChanges,
+  ScheduleCatchupMode,
+  type ScheduleFiring,
+  type ScheduleOptions,
+  ScheduleOverlapPolicy,
+  type ScheduleSpecInput,
+} from "./schedules";
 export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
 export type { WorkerStats } from "./session";
 export {

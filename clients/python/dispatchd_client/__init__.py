@@ -35,6 +35,16 @@ from dispatchd_client.policies import (
     RetryPolicy,
     Slot,
 )
+from dispatchd_client.schedules import (
+    CatchupMode,
+    FiringCause,
+    FiringOutcome,
+    Interval,
+    Overlap,
+    Schedule,
+    ScheduleFiring,
+    ScheduleSpec,
+)
 from dispatchd_client.sync import Client
 from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
 from dispatchd_client.worker import Worker
@@ -44,12 +54,16 @@ __all__ = [
     "AlreadyExists",
     "AsyncClient",
     "Attempt",
+    "CatchupMode",
     "Client",
     "DeadlineExceeded",
     "DispatchdError",
     "FailedPrecondition",
+    "FiringCause",
+    "FiringOutcome",
     "HttpTarget",
     "Internal",
+    "Interval",
     "InvalidArgument",
     "Job",
     "JobError",
@@ -59,6 +73,7 @@ __all__ = [
     "KeyLimits",
     "NewJob",
     "NotFound",
+    "Overlap",
     "PermanentError",
     "PermissionDenied",
     "Queue",
@@ -67,6 +82,9 @@ __all__ = [
     "ReceivedJob",
     "ResourceExhausted",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleFiring",
+    "ScheduleSpec",
     "Slot",
     "Unauthenticated",
     "Unavailable",

@@ -28,6 +28,7 @@ from dispatchd_client.policies import (
     apply_job_options,
     apply_queue_changes,
 )
+from dispatchd_client.schedules import Overlap, Schedule, ScheduleFiring
 from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -434,3 +435,75 @@ def renew_slot(slot_id: str, ttl: float | None) -> Rpc[Slot]:
 
 def release_slot(slot_id: str) -> Rpc[None]:
     return Rpc("ReleaseSlot", pb.ReleaseSlotRequest(slot_id=slot_id), _nothing)
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+
+def _schedule(
+    resp: pb.CreateScheduleResponse
+    | pb.GetScheduleResponse
+    | pb.UpdateScheduleResponse
+    | pb.PauseScheduleResponse
+    | pb.ResumeScheduleResponse,
+) -> Schedule:
+    return Schedule.from_proto(resp.schedule)
+
+
+def _schedule_page(resp: pb.ListSchedulesResponse) -> tuple[list[Schedule], str]:
+    return [Schedule.from_proto(s) for s in resp.schedules], resp.next_page_token
+
+
+def _deleted(resp: pb.DeleteScheduleResponse) -> None:
+    return None
+
+
+def _fired(resp: pb.TriggerScheduleResponse) -> ScheduleFiring:
+    return ScheduleFiring.from_proto(resp.firing)
+
+
+def _backfilled(resp: pb.BackfillScheduleResponse) -> list[ScheduleFiring]:
+    return [ScheduleFiring.from_proto(f) for f in resp.firings]
+
+
+def create_schedule(schedule: pb.Schedule) -> Rpc[Schedule]:
+    return Rpc("CreateSchedule", pb.CreateScheduleRequest(schedule=schedule), _schedule)
+
+
+def get_schedule(schedule_id: str) -> Rpc[Schedule]:
+    return Rpc("GetSchedule", pb.GetScheduleRequest(id=schedule_id), _schedule, idempotent=True)
+
+
+def list_schedules_page(page_size: int, page_token: str) -> Rpc[tuple[list[Schedule], str]]:
+    request = pb.ListSchedulesRequest(page_size=page_size, page_token=page_token)
+    return Rpc("ListSchedules", request, _schedule_page, idempotent=True)
+
+
+def update_schedule(request: pb.UpdateScheduleRequest) -> Rpc[Schedule]:
+    return Rpc("UpdateSchedule", request, _schedule)
+
+
+def delete_schedule(schedule_id: str) -> Rpc[None]:
+    return Rpc("DeleteSchedule", pb.DeleteScheduleRequest(id=schedule_id), _deleted)
+
+
+def pause_schedule(schedule_id: str, note: str) -> Rpc[Schedule]:
+    return Rpc("PauseSchedule", pb.PauseScheduleRequest(id=schedule_id, note=note), _schedule)
+
+
+def resume_schedule(schedule_id: str, note: str | None) -> Rpc[Schedule]:
+    request = pb.ResumeScheduleRequest(id=schedule_id)
+    if note is not None:
+        request.note = note
+    return Rpc("ResumeSchedule", request, _schedule)
+
+
+def trigger_schedule(schedule_id: str, overlap: Overlap | None) -> Rpc[ScheduleFiring]:
+    request = pb.TriggerScheduleRequest(
+        id=schedule_id, overlap=cast(pb.ScheduleOverlapPolicy, int(overlap or 0))
+    )
+    return Rpc("TriggerSchedule", request, _fired)
+
+
+def backfill_schedule(request: pb.BackfillScheduleRequest) -> Rpc[list[ScheduleFiring]]:
+    return Rpc("BackfillSchedule", request, _backfilled)

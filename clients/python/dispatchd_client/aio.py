@@ -13,6 +13,7 @@ SubmitBatch round trip, and each still gets its own job or error (see ``_coalesc
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import TypeVar, Unpack
@@ -24,7 +25,18 @@ from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._coalescer import Coalescer
 from dispatchd_client.errors import Unavailable, from_rpc_error
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
-from dispatchd_client.types import Job, JobSpecLike, JobState, Queue
+from dispatchd_client.schedules import (
+    CatchupMode,
+    Overlap,
+    Schedule,
+    ScheduleFiring,
+    ScheduleSpec,
+    backfill_request,
+    schedule_proto,
+    update_request,
+)
+from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
+from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 __all__ = ["AsyncClient"]
 
@@ -304,3 +316,111 @@ class AsyncClient:
     async def release_slot(self, slot_id: str, *, timeout: float | None = None) -> None:
         """Free a held slot."""
         await self._call(rq.release_slot(slot_id), timeout)
+
+    # ---- schedules (docs/schedules.md) -------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        spec: ScheduleSpec,
+        template: NewJob | pb.JobSpec,
+        *,
+        overlap: Overlap = Overlap.SKIP,
+        catchup_window: float = 3600.0,
+        catchup_mode: CatchupMode = CatchupMode.ALL,
+        paused: bool = False,
+        note: str = "",
+        timeout: float | None = None,
+    ) -> Schedule:
+        """Add a schedule: each tick of ``spec`` submits one job made from ``template`` (its
+        options may hold ttl, counted from each firing, but no delay or idempotency key).
+        AlreadyExists when the id is taken."""
+        msg = schedule_proto(
+            schedule_id,
+            spec,
+            template,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            catchup_mode=catchup_mode,
+            paused=paused,
+            note=note,
+        )
+        return await self._call(rq.create_schedule(msg), timeout)
+
+    async def get_schedule(self, schedule_id: str, *, timeout: float | None = None) -> Schedule:
+        """One schedule, with its next ten fire times and ten latest firings."""
+        return await self._call(rq.get_schedule(schedule_id), timeout)
+
+    async def list_schedules(
+        self, page_size: int = 100, *, timeout: float | None = None
+    ) -> AsyncIterator[Schedule]:
+        """Every schedule by id (three next fire times and firings each), page by page."""
+        token = ""
+        while True:
+            page, token = await self._call(rq.list_schedules_page(page_size, token), timeout)
+            for schedule in page:
+                yield schedule
+            if not token:
+                return
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        spec: ScheduleSpec | None = None,
+        template: NewJob | pb.JobSpec | None = None,
+        overlap: Overlap | None = None,
+        catchup_window: float | None = None,
+        catchup_mode: CatchupMode | None = None,
+        paused: bool | None = None,
+        note: str | None = None,
+        timeout: float | None = None,
+    ) -> Schedule:
+        """Change what is given, nothing else. A new spec goes on from now."""
+        request = update_request(
+            schedule_id,
+            spec=spec,
+            template=template,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            catchup_mode=catchup_mode,
+            paused=paused,
+            note=note,
+        )
+        return await self._call(rq.update_schedule(request), timeout)
+
+    async def delete_schedule(self, schedule_id: str, *, timeout: float | None = None) -> None:
+        """Remove a schedule; the jobs it submitted stay."""
+        await self._call(rq.delete_schedule(schedule_id), timeout)
+
+    async def pause_schedule(
+        self, schedule_id: str, note: str = "", *, timeout: float | None = None
+    ) -> Schedule:
+        """Stop its ticks from firing, saying why in ``note``."""
+        return await self._call(rq.pause_schedule(schedule_id, note), timeout)
+
+    async def resume_schedule(
+        self, schedule_id: str, note: str | None = None, *, timeout: float | None = None
+    ) -> Schedule:
+        """Fire again from the next tick on (the pause's ticks do not catch up)."""
+        return await self._call(rq.resume_schedule(schedule_id, note), timeout)
+
+    async def trigger_schedule(
+        self, schedule_id: str, overlap: Overlap | None = None, *, timeout: float | None = None
+    ) -> ScheduleFiring:
+        """Fire once now, outside the spec (``overlap`` overrides the schedule's)."""
+        return await self._call(rq.trigger_schedule(schedule_id, overlap), timeout)
+
+    async def backfill_schedule(
+        self,
+        schedule_id: str,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        overlap: Overlap | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[ScheduleFiring]:
+        """Fire the spec's ticks of start..end (the past, both inclusive) now, oldest first;
+        a tick that has its job already gets no second one."""
+        request = backfill_request(schedule_id, start, end, overlap)
+        return await self._call(rq.backfill_schedule(request), timeout)

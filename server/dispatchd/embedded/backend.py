@@ -40,6 +40,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import Reason, Unavailable
+from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
@@ -108,6 +109,7 @@ class EmbeddedBackend:
         if journal is not None:
             self.observers.add(journal)
         self.pump.start()
+        self.pump.kick()  # a first pass arms the timer for what the restore brought back
 
     async def begin_drain(self, grace: float) -> DrainReport:
         engine = self.engine
@@ -154,14 +156,15 @@ class EmbeddedBackend:
     async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
         results = self.engine.submit_many(specs, self.clock())
         self.pump.kick()
-        try:
-            await self.storage.sync()  # a submit is answered only once it is durable
-        except OSError as e:
-            raise Unavailable(
-                f"{e}; the job may still run, resubmit with an idempotency key to be sure",
-                reason=Reason.JOURNAL_UNAVAILABLE,
-            ) from None
+        await self._durable("the job may still run, resubmit with an idempotency key to be sure")
         return results
+
+    async def _durable(self, otherwise: str) -> None:
+        """Returns once every change so far is on disk (a no-op without a journal)."""
+        try:
+            await self.storage.sync()
+        except OSError as e:
+            raise Unavailable(f"{e}; {otherwise}", reason=Reason.JOURNAL_UNAVAILABLE) from None
 
     async def get_job(self, job_id: str) -> JobView:
         return self.engine.get_job(job_id)
@@ -331,6 +334,46 @@ class EmbeddedBackend:
     async def release_slot(self, slot_id: str) -> None:
         self.engine.release_slot(slot_id)
         self.pump.kick()
+
+    # ---- schedules ------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        rec = self.engine.create_schedule(schedule, self.clock())
+        self.pump.kick()  # the timer may need to move up
+        await self._durable("the schedule may exist: read it back before creating it again")
+        return rec
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        return self.engine.get_schedule(schedule_id)
+
+    async def list_schedules(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[ScheduleRecord], str]:
+        return self.engine.list_schedules(page_size, page_token)
+
+    async def update_schedule(self, schedule_id: str, changes: dict[str, object]) -> ScheduleRecord:
+        rec = self.engine.update_schedule(schedule_id, changes, self.clock())
+        self.pump.kick()
+        await self._durable("the change may have happened: read the schedule back")
+        return rec
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        self.engine.delete_schedule(schedule_id)
+        await self._durable("the schedule may be gone: read it back")
+
+    async def trigger_schedule(self, schedule_id: str, overlap: Overlap | None) -> Firing:
+        firing = self.engine.trigger_schedule(schedule_id, overlap, self.clock())
+        self.pump.kick()
+        await self._durable("the job may still run")
+        return firing
+
+    async def backfill_schedule(
+        self, schedule_id: str, start: float, end: float, overlap: Overlap | None
+    ) -> list[Firing]:
+        firings = self.engine.backfill_schedule(schedule_id, start, end, overlap, self.clock())
+        self.pump.kick()
+        await self._durable("the jobs may still run; a repeated backfill makes no duplicates")
+        return firings
 
 
 def worker_info(w: WorkerRecord, replica: str) -> WorkerInfo:

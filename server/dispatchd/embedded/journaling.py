@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dispatchd import convert
+from dispatchd import convert, schedule_convert
 from dispatchd.engine import Engine, EngineObserver, FinishedJob, JobRecord, LeaseRecord
 from dispatchd.engine.errors import NotFound
 from dispatchd.engine.model import QueueSettings
+from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd.store.journal import Batch, SqliteJournal
 
 log = logging.getLogger("dispatchd.journal")
@@ -39,6 +40,8 @@ class JournalWriter(EngineObserver):
         self._finished: dict[str, FinishedJob] = {}
         self._forgotten: set[str] = set()
         self._queues: set[str] = set()
+        self._schedules: set[str] = set()
+        self._deleted_schedules: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatchd-journal")
         self._task: asyncio.Task[None] | None = None
@@ -89,10 +92,29 @@ class JournalWriter(EngineObserver):
         self._queues.add(name)
         self._kick()
 
+    def schedule_changed(self, schedule: ScheduleRecord) -> None:
+        # Marked in the same engine call as the jobs its firing submitted: one commit
+        # takes both, so a crash never keeps the job without the cursor move or back.
+        self._schedules.add(schedule.id)
+        self._deleted_schedules.discard(schedule.id)
+        self._kick()
+
+    def schedule_deleted(self, schedule_id: str) -> None:
+        self._schedules.discard(schedule_id)
+        self._deleted_schedules.add(schedule_id)
+        self._kick()
+
     # ---- committing -----------------------------------------------------------------
 
     def _dirty(self) -> bool:
-        return bool(self._new or self._changed or self._forgotten or self._queues)
+        return bool(
+            self._new
+            or self._changed
+            or self._forgotten
+            or self._queues
+            or self._schedules
+            or self._deleted_schedules
+        )
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():
@@ -170,7 +192,13 @@ class JournalWriter(EngineObserver):
             batch.queues.append(
                 (name, convert.settings_to_pb(name, view.settings).SerializeToString())
             )
+        for schedule_id in self._schedules:
+            rec = engine.get_schedule(schedule_id)
+            stored = schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString()
+            batch.schedules.append((schedule_id, stored))
+        batch.deleted_schedules = [(i,) for i in self._deleted_schedules]
         self._new, self._changed, self._forgotten, self._queues = set(), set(), set(), set()
+        self._schedules, self._deleted_schedules = set(), set()
         return batch, later
 
     def _write(self, batch: Batch, later: _Later) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd import convert
+from dispatchd import convert, schedule_convert
 from dispatchd.embedded.journaling import JournalWriter
 from dispatchd.engine import Engine
 from dispatchd.listening import StartError
@@ -69,11 +69,14 @@ class Storage:
     def _restore_journal(self, journal: SqliteJournal) -> bool:
         started = time.monotonic()
         recovered = journal.load(self._config.recover_truncated)
-        if not recovered.jobs and not recovered.queues:
+        if not recovered.jobs and not recovered.queues and not recovered.schedules:
             return False
         queues = [(q.name, convert.settings_from_pb(q)) for q in recovered.queues]
         jobs = [convert.job_from_pb(j) for j in recovered.jobs]
         self._engine.restore(queues, jobs, self._clock())
+        self._engine.restore_schedules(
+            [schedule_convert.schedule_from_stored(s) for s in recovered.schedules]
+        )
         for job_id in recovered.skipped:
             log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
         log.info(
@@ -96,7 +99,11 @@ class Storage:
             (j.id, j.payload, convert.job_to_pb(j, with_payload=False).SerializeToString())
             for j in engine.unfinished_jobs()
         ]
-        journal.replace_all(queues, jobs)
+        schedules = [
+            (rec.id, schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString())
+            for rec in engine.all_schedules()
+        ]
+        journal.replace_all(queues, jobs, schedules)
 
     def _restore_snapshot(self) -> None:
         assert self.store is not None
@@ -104,6 +111,7 @@ class Storage:
         if data is None:
             return
         self._engine.restore(data.queues, data.jobs)
+        self._engine.restore_schedules(data.schedules)
         self.store.mark_restored()
         log.info(
             "restored %d jobs and %d queues from %s",
@@ -127,7 +135,8 @@ class Storage:
             return
         queues = [(v.name, v.settings) for v in engine.list_queues()]
         jobs = engine.unfinished_jobs()
-        size = self.store.save(SnapshotData(queues, jobs), self._clock())
+        schedules = engine.all_schedules()
+        size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
         log.info(
             "snapshot of %d jobs, %d queues (%d bytes) in %s",
             len(jobs),

@@ -27,14 +27,27 @@ from dispatchd.engine.model import (
     WorkerRecord,
 )
 from dispatchd.engine.queue import QueueState
+from dispatchd.engine.schedule_book import ScheduleMixin
 from dispatchd.engine.slots import SlotMixin
 from dispatchd.engine.turns import Dispatches
 
 __all__ = ["Dispatches", "Engine", "Outcome"]
 
 
-class Engine(DispatchMixin, SlotMixin):
-    """Queues, jobs, leases, workers and slots of one dispatchd server."""
+class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
+    """Queues, jobs, leases, workers, slots and schedules of one dispatchd server."""
+
+    def tick(self, now: float) -> None:
+        """What is due by ``now`` (see DispatchMixin.tick), then the schedules due."""
+        super().tick(now)
+        self.fire_schedules(now)
+
+    def next_wakeup(self) -> float | None:
+        due = super().next_wakeup()
+        fire = self.next_schedule_due()
+        if fire is None or (due is not None and due <= fire):
+            return due
+        return fire
 
     # ---- queues -------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class Reason(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     NOT_JOB_OWNER = "NOT_JOB_OWNER"
+    SCHEDULE_NOT_FOUND = "SCHEDULE_NOT_FOUND"
+    SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
 #: Seconds a client should wait before it retries a refusal that a retry can cure: a draining
@@ -111,6 +114,12 @@ class NotFound(EngineError):
     """The named job or queue does not exist (or is no longer retained)."""
 
     default_reason = Reason.NOT_FOUND
+
+
+class AlreadyExists(EngineError):
+    """What the request would create exists already (a schedule id); nothing changed."""
+
+    default_reason = Reason.ALREADY_EXISTS
 
 
 class FailedPrecondition(EngineError):

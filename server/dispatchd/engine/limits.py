@@ -37,6 +37,8 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Queue names and schedule ids.
+QUEUE_NAME_RE = _QUEUE_NAME
 #: A ULID: 26 characters of Crockford base32 (engine/ids.py makes them).
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 

@@ -7,6 +7,7 @@ cheap and must not call back into the engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from dispatchd.engine.model import (
     FinishedJob,
@@ -16,6 +17,9 @@ from dispatchd.engine.model import (
     SlotRecord,
     WorkerRecord,
 )
+
+if TYPE_CHECKING:
+    from dispatchd.engine.schedules import Firing, ScheduleRecord
 
 
 class EngineObserver:
@@ -66,6 +70,15 @@ class EngineObserver:
     def lease_released(self, queue: str) -> None:
         """A width slot came free; the queue may dispatch again."""
 
+    def schedule_changed(self, schedule: ScheduleRecord) -> None:
+        """Created, changed, or fired (its state moved)."""
+
+    def schedule_deleted(self, schedule_id: str) -> None:
+        pass
+
+    def schedule_fired(self, schedule_id: str, queue: str, firing: Firing) -> None:
+        """One tick handled (submitted, skipped, refused, missed...)."""
+
 
 class ObserverChain(EngineObserver):
     """Fans every event out to several observers in order.
@@ -105,6 +118,9 @@ class ObserverChain(EngineObserver):
         self._worker_connected = h["worker_connected"]
         self._worker_disconnected = h["worker_disconnected"]
         self._lease_released = h["lease_released"]
+        self._schedule_changed = h["schedule_changed"]
+        self._schedule_deleted = h["schedule_deleted"]
+        self._schedule_fired = h["schedule_fired"]
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
         for hook in self._jobs_submitted:
@@ -166,6 +182,18 @@ class ObserverChain(EngineObserver):
         for hook in self._lease_released:
             hook(queue)
 
+    def schedule_changed(self, schedule: ScheduleRecord) -> None:
+        for hook in self._schedule_changed:
+            hook(schedule)
+
+    def schedule_deleted(self, schedule_id: str) -> None:
+        for hook in self._schedule_deleted:
+            hook(schedule_id)
+
+    def schedule_fired(self, schedule_id: str, queue: str, firing: Firing) -> None:
+        for hook in self._schedule_fired:
+            hook(schedule_id, queue, firing)
+
 
 _EVENTS = (
     "jobs_submitted",
@@ -183,4 +211,7 @@ _EVENTS = (
     "worker_connected",
     "worker_disconnected",
     "lease_released",
+    "schedule_changed",
+    "schedule_deleted",
+    "schedule_fired",
 )

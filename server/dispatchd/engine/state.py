@@ -30,6 +30,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
+from dispatchd.engine.schedules import ScheduleRecord
 
 #: What a draining server says to any change (after "server is draining and ").
 FROZEN = "accepts no changes until it restarts; retry then, or on another server"
@@ -64,6 +65,12 @@ class EngineState:
         self._slot_requests: dict[str, SlotRequest] = {}
         self._slot_waiting: dict[str, None] = {}  # ordered set of queues with acquirers
         self._rate_wake: float | None = None
+        # Recurring schedules (engine/schedule_book.py): by id, and a heap of their next
+        # fire times (fire time, generation, id); an entry whose generation is not the
+        # schedule's latest is stale and skipped.
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._schedule_heap: list[tuple[float, int, str]] = []
+        self._schedule_gen: dict[str, int] = {}
         self._seq = 0
         self._worker_seq = 0
         self._rr_offset = 0

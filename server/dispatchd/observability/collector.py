@@ -22,12 +22,15 @@ from dispatchd import __version__
 from dispatchd.engine import QueueView, WorkerRecord
 from dispatchd.observability.exposition import Family, render, to_metric
 from dispatchd.observability.metrics import (
+    FIRING_CAUSES,
+    FIRING_OUTCOMES,
     OTHER_LABEL,
     OUTCOMES,
     GrpcStats,
     Histogram,
     MetricsObserver,
     QueueStats,
+    ScheduleStats,
 )
 
 if TYPE_CHECKING:
@@ -133,6 +136,7 @@ class DispatchdCollector(Collector):
         engine = self._engine()
         yield from self._queue_gauges(engine)
         yield from self._counters(self._observer.stats)
+        yield from self._schedule_families(self._observer.schedules)
         yield from self._workers(engine)
         yield from self._grpc_families()
         if self._streams is not None:
@@ -247,6 +251,27 @@ class DispatchdCollector(Collector):
             "Seconds from dispatch to the worker's result, per attempt (lost attempts excluded).",
             ("queue",),
             (([label], stats[label].run) for label in names),
+        )
+
+    @staticmethod
+    def _schedule_families(stats: ScheduleStats) -> Iterator[Family]:
+        firings = Family(
+            PREFIX + "schedule_firings",
+            "counter",
+            "Schedule ticks handled, by outcome (submitted; skipped by the overlap policy; "
+            "duplicate: the tick had its job; refused; missed: older than the catch-up "
+            "window) and cause (scheduled, triggered, backfill).",
+            ("outcome", "cause"),
+        )
+        for outcome in FIRING_OUTCOMES.values():
+            for cause in FIRING_CAUSES.values():
+                firings.add((outcome, cause), stats.firings.get((outcome, cause), 0))
+        yield firings
+        yield _histogram(
+            PREFIX + "schedule_fire_lag_seconds",
+            "Seconds from a scheduled tick (its jitter included) to the submit of its job.",
+            (),
+            [([], stats.lag)],
         )
 
     def _workers(self, engine: GaugeSource) -> Iterator[Family]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
 from dispatchd.engine.reasons import LEASE_EXPIRED, WORKER_LOST
+from dispatchd.engine.schedules import Firing, FiringCause, FiringOutcome
 
 OTHER_LABEL = "_other"
 """The ``queue`` label shared by every queue past the cap."""
@@ -136,6 +137,22 @@ class QueueLabels:
         return label
 
 
+#: dispatchd_schedule_firings_total's outcome and cause labels, by their numbers.
+FIRING_OUTCOMES = {1: "submitted", 2: "skipped", 3: "duplicate", 4: "refused", 5: "missed"}
+FIRING_CAUSES = {1: "scheduled", 2: "triggered", 3: "backfill"}
+
+
+class ScheduleStats:
+    """Firings of every schedule (no per-schedule label: there may be 10,000 of them)."""
+
+    __slots__ = ("firings", "lag")
+
+    def __init__(self) -> None:
+        self.firings: dict[tuple[str, str], int] = {}
+        self.lag = Histogram()
+        """Seconds from a scheduled tick (its jitter included) to its job's submit."""
+
+
 class MetricsObserver(EngineObserver):
     """Counts engine events per queue label. ``clock`` is the engine's clock (the server
     passes the same one), read only when a failed attempt is retried."""
@@ -144,6 +161,7 @@ class MetricsObserver(EngineObserver):
         self.labels = labels
         self._clock = clock
         self.stats: dict[str, QueueStats] = {}  # by label
+        self.schedules = ScheduleStats()
         self._by_queue: dict[str, QueueStats] = {}  # by queue name: the hot-path lookup
 
     def of(self, queue: str) -> QueueStats:
@@ -197,6 +215,13 @@ class MetricsObserver(EngineObserver):
 
     def result_rejected(self, queue: str, reason: str) -> None:
         self.of(queue).stale_results += 1
+
+    def schedule_fired(self, schedule_id: str, queue: str, firing: Firing) -> None:
+        stats = self.schedules
+        key = (FIRING_OUTCOMES[int(firing.outcome)], FIRING_CAUSES[int(firing.cause)])
+        stats.firings[key] = stats.firings.get(key, 0) + firing.count
+        if firing.outcome is FiringOutcome.SUBMITTED and firing.cause is FiringCause.SCHEDULED:
+            stats.lag.observe(max(0.0, firing.fire_time - firing.tick))
 
 
 class GrpcStats:

@@ -36,6 +36,7 @@ from dispatchd.engine import (
 )
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import NotFound, draining
+from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
 from dispatchd.redis import records
@@ -43,6 +44,7 @@ from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.fleet import Fleet
 from dispatchd.redis.leasing import RedisLeasing
 from dispatchd.redis.replica import Replica
+from dispatchd.redis.schedules import RedisSchedules
 from dispatchd.redis.signals import events, finishes
 
 log = logging.getLogger("dispatchd")
@@ -72,6 +74,7 @@ class RedisBackend:
         accounting: Accounting | None = None,
         timers: bool = True,
         observer: EngineObserver | None = None,
+        counters: EngineObserver | None = None,
     ) -> None:
         self.ops = ops
         self.limits: EngineLimits = ops.limits
@@ -79,6 +82,16 @@ class RedisBackend:
         self.accounting = accounting or Accounting(None)
         self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
         self.fleet = Fleet(ops, self.replica.replica_id)
+        self.schedules = RedisSchedules(ops, clock)
+        watchers = self.replica.observer
+        tally = counters or EngineObserver()
+
+        def fired(schedule_id: str, queue: str, firing: Firing) -> None:
+            tally.schedule_fired(schedule_id, queue, firing)  # this replica's share
+            watchers.schedule_fired(schedule_id, queue, firing)
+
+        self.schedules.on_fired = fired
+        self._timers = timers
         self.replica.after_reap = self.publish_workers
         # Renewed every reaper pass; another replica takes over within three passes.
         self._gauge_ttl = max(1.0, 3 * reap_every)
@@ -108,6 +121,8 @@ class RedisBackend:
             await self.replica.signals.barrier(SUBSCRIBE_WITHIN)
         except TimeoutError:
             log.warning("redis pub/sub not up after %.0f s; serving anyway", SUBSCRIBE_WITHIN)
+        if self._timers:
+            self.schedules.start()
 
     async def begin_drain(self, grace: float) -> DrainReport:
         pending = 0
@@ -115,6 +130,7 @@ class RedisBackend:
             pending = sum(v.pending_count for v in await self.ops.list_queues())
         report = DrainReport(pending=pending, underway=self.replica.underway())
         self.replica.begin_drain(self.clock() + grace, grace)
+        await self.schedules.stop()  # the other replicas fire on; this one is leaving
         return report
 
     async def finish_drain(self) -> None:
@@ -130,11 +146,14 @@ class RedisBackend:
             await self.replica.disconnect(worker)
         with contextlib.suppress(EngineError):
             await self.fleet.withdraw()
+        await self.schedules.stop()
         await self.replica.stop()
         await self.ops.close()
 
     async def settle(self) -> None:
         replica = self.replica
+        if not replica.draining:
+            await self.schedules.fire_pass()
         await replica.reap_all()
         # The reaper's expiries reach the workers here by pub/sub ('x:'): heard first, so
         # the claims below see the credits they freed, as the engine's tick() precedes
@@ -343,3 +362,35 @@ class RedisBackend:
 
     async def release_slot(self, slot_id: str) -> None:
         await self.ops.slot_op("release", slot_id)
+
+    # ---- schedules ------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        self._refuse_while_draining()
+        return await self.schedules.create(schedule)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        return await self.schedules.get(schedule_id)
+
+    async def list_schedules(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[ScheduleRecord], str]:
+        return await self.schedules.list_page(page_size, page_token)
+
+    async def update_schedule(self, schedule_id: str, changes: dict[str, object]) -> ScheduleRecord:
+        self._refuse_while_draining()
+        return await self.schedules.update(schedule_id, changes)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        self._refuse_while_draining()
+        await self.schedules.delete(schedule_id)
+
+    async def trigger_schedule(self, schedule_id: str, overlap: Overlap | None) -> Firing:
+        self._refuse_while_draining()
+        return await self.schedules.trigger(schedule_id, overlap)
+
+    async def backfill_schedule(
+        self, schedule_id: str, start: float, end: float, overlap: Overlap | None
+    ) -> list[Firing]:
+        self._refuse_while_draining()
+        return await self.schedules.backfill(schedule_id, start, end, overlap)

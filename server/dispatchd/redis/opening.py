@@ -40,4 +40,6 @@ def open_redis_backend(
     # and finishes of this replica's workers.
     accounting = Accounting(metrics.of if metrics is not None else None)
     watchers = ObserverChain([o for o in observers if o is not metrics])
-    return RedisBackend(ops, clock, reap_interval(config), accounting, timers, watchers)
+    return RedisBackend(
+        ops, clock, reap_interval(config), accounting, timers, watchers, counters=metrics
+    )

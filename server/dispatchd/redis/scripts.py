@@ -39,6 +39,8 @@ OPERATIONS = (
     "acquire",
     "slot",
     "list",
+    "schedule",
+    "fire",
 )
 
 _INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

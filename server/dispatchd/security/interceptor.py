@@ -117,8 +117,7 @@ class AuthInterceptor(_Interceptor):
         if rule.stamps_submitter:
 
             async def stamp(request: Any, context: Context) -> None:
-                specs = [request.job] if isinstance(request, pb.SubmitRequest) else request.jobs
-                for spec in specs:
+                for spec in _submitted_specs(request):
                     spec.headers[SUBMITTER_HEADER] = identity.name
 
             return stamp
@@ -148,6 +147,17 @@ class AuthInterceptor(_Interceptor):
 
             return own_job
         return None
+
+
+def _submitted_specs(request: Any) -> list[pb.JobSpec]:
+    """The job specs a request submits, now (Submit, SubmitBatch) or at every tick of a
+    schedule (CreateSchedule, UpdateSchedule: its template becomes the schedule's owner)."""
+    if isinstance(request, pb.SubmitRequest):
+        return [request.job]
+    if isinstance(request, pb.CreateScheduleRequest | pb.UpdateScheduleRequest):
+        has = request.schedule.HasField("template")
+        return [request.schedule.template] if has else []
+    return list(request.jobs)
 
 
 def _refusal(handler: Handler, code: grpc.StatusCode, details: str, reason: Reason) -> Handler:

@@ -45,6 +45,7 @@ _OWN_JOB = Rule(Role.SUBMIT, own_jobs=True)
 _WORK = Rule(Role.WORK)
 _ADMIN = Rule(Role.ADMIN)
 _ANY = Rule(None)
+_SCHEDULE_OWNER = Rule(Role.ADMIN, stamps_submitter=True)
 
 RULES: dict[str, Rule] = {
     _m("Submit"): _SUBMIT,
@@ -68,6 +69,18 @@ RULES: dict[str, Rule] = {
     _m("Drain"): _ADMIN,
     _m("RetryJob"): _ADMIN,
     _m("PurgeJobs"): _ADMIN,
+    # Schedules submit jobs on their own for as long as they live: making and changing them is
+    # an operator's, and so is reading them (their templates hold payloads and headers, as
+    # queues and jobs of others do). A schedule's jobs carry its owner as their submitter.
+    _m("CreateSchedule"): _SCHEDULE_OWNER,
+    _m("UpdateSchedule"): _SCHEDULE_OWNER,
+    _m("GetSchedule"): _ADMIN,
+    _m("ListSchedules"): _ADMIN,
+    _m("DeleteSchedule"): _ADMIN,
+    _m("PauseSchedule"): _ADMIN,
+    _m("ResumeSchedule"): _ADMIN,
+    _m("TriggerSchedule"): _ADMIN,
+    _m("BackfillSchedule"): _ADMIN,
     # The schema is public anyway, but a stranger has no use for it.
     **{f"/{s}/ServerReflectionInfo": _ANY for s in REFLECTION_SERVICES},
 }

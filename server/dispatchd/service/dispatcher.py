@@ -17,6 +17,7 @@ from dispatchd.service.errors import (
     translating_fields,
 )
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
+from dispatchd.service.schedule_rpcs import ScheduleRpcs
 from dispatchd.service.slot_rpcs import SlotRpcs
 from dispatchd.service.work import WorkStream
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -28,7 +29,7 @@ StartDrain = Callable[[float | None], Awaitable[DrainReport | None]]
 began, or None when a drain was already under way (its grace stays in force)."""
 
 
-class DispatcherServicer(SlotRpcs, pb_grpc.DispatcherServiceServicer):
+class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServicer):
     def __init__(
         self,
         backend: Backend,

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-M = TypeVar("M", pb.Job, pb.Queue)
+M = TypeVar("M", pb.Job, pb.Queue, pb.Schedule)
 JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 
@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
     settings BLOB NOT NULL,
     crc INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    crc INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -72,9 +77,19 @@ class Batch:
     statuses: list[tuple[bytes, str]] = field(default_factory=list)
     forgotten: list[tuple[str]] = field(default_factory=list)
     queues: list[tuple[str, bytes]] = field(default_factory=list)
+    schedules: list[tuple[str, bytes]] = field(default_factory=list)
+    """(id, stored Schedule message): a schedule with its state, rewritten whole."""
+    deleted_schedules: list[tuple[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.new_jobs) + len(self.statuses) + len(self.forgotten) + len(self.queues)
+        return (
+            len(self.new_jobs)
+            + len(self.statuses)
+            + len(self.forgotten)
+            + len(self.queues)
+            + len(self.schedules)
+            + len(self.deleted_schedules)
+        )
 
 
 @dataclass(slots=True)
@@ -82,6 +97,7 @@ class Recovered:
     queues: list[pb.Queue]
     jobs: list[pb.Job]
     skipped: list[str]
+    schedules: list[pb.Schedule] = field(default_factory=list)
 
 
 class SqliteJournal:
@@ -144,6 +160,12 @@ class SqliteJournal:
         for name, blob, crc in rows:
             self._check(blob, crc, f"queue {name!r}", "settings", recover=False)
             queues.append(self._decode(pb.Queue, blob, f"queue {name!r}", recover=False))
+        schedules = []
+        rows = self.db.execute("SELECT id, body, crc FROM schedules ORDER BY id")
+        for schedule_id, blob, crc in rows:
+            what = f"schedule {schedule_id!r}"
+            self._check(blob, crc, what, "body", recover=False)
+            schedules.append(self._decode(pb.Schedule, blob, what, recover=False))
         jobs: list[pb.Job] = []
         skipped: list[str] = []
         for job_id, payload, status, payload_crc, status_crc in self._rows():
@@ -157,7 +179,7 @@ class SqliteJournal:
                 continue
             job.payload = payload
             jobs.append(job)
-        return Recovered(queues, jobs, skipped)
+        return Recovered(queues, jobs, skipped, schedules)
 
     def _rows(self) -> Iterator[tuple[str, bytes, bytes, int, int]]:
         # ULIDs sort by submit time: rows come back in submit order.
@@ -211,20 +233,32 @@ class SqliteJournal:
                     "INSERT OR REPLACE INTO queues (name, settings, crc) VALUES (?, ?, ?)",
                     _queue_rows(batch.queues),
                 )
+            if batch.schedules:
+                db.executemany(_INSERT_SCHEDULE, _queue_rows(batch.schedules))
+            if batch.deleted_schedules:
+                db.executemany("DELETE FROM schedules WHERE id = ?", batch.deleted_schedules)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     def replace_all(
-        self, queues: Sequence[tuple[str, bytes]], jobs: Sequence[tuple[str, bytes, bytes]]
+        self,
+        queues: Sequence[tuple[str, bytes]],
+        jobs: Sequence[tuple[str, bytes, bytes]],
+        schedules: Sequence[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Makes the journal hold exactly this (import, first start from a snapshot)."""
+        """Makes the journal hold exactly these jobs and queues (import, first start from a
+        snapshot), and these schedules when given (None: the schedules stay: an import
+        carries none)."""
         db = self.db
         db.execute("BEGIN")
         try:
             db.execute("DELETE FROM jobs")
             db.execute("DELETE FROM queues")
+            if schedules is not None:
+                db.execute("DELETE FROM schedules")
+                db.executemany(_INSERT_SCHEDULE, _queue_rows(schedules))
             db.executemany(
                 "INSERT INTO queues (name, settings, crc) VALUES (?, ?, ?)", _queue_rows(queues)
             )
@@ -245,6 +279,7 @@ class SqliteJournal:
             self._db = None
 
 
+_INSERT_SCHEDULE = "INSERT OR REPLACE INTO schedules (id, body, crc) VALUES (?, ?, ?)"
 _INSERT_JOB = (
     "INSERT OR REPLACE INTO jobs (id, payload, status, payload_crc, status_crc) "
     "VALUES (?, ?, ?, ?, ?)"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from dispatchd import convert
+from dispatchd import convert, schedule_convert
 from dispatchd.engine import EngineError, JobRecord, JobState, QueueSettings
+from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd_client.v1 import snapshot_pb2
 
 log = logging.getLogger("dispatchd.snapshot")
@@ -39,6 +40,7 @@ class SnapshotData:
     jobs: list[JobRecord]
     """In submit order (the engine's unfinished_jobs()); the file holds them in dispatch
     order with each one's place in this list."""
+    schedules: list[ScheduleRecord] = field(default_factory=list)
 
 
 class SnapshotStore:
@@ -78,6 +80,7 @@ class SnapshotStore:
             return SnapshotData(
                 queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
                 jobs=jobs,
+                schedules=[schedule_convert.schedule_from_stored(s) for s in msg.schedules],
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -123,6 +126,9 @@ class SnapshotStore:
         order = sorted(range(len(data.jobs)), key=lambda i: _dispatch_key(data.jobs[i], i))
         msg.jobs.extend(convert.job_to_pb(data.jobs[i]) for i in order)
         msg.submit_order.extend(order)
+        msg.schedules.extend(
+            schedule_convert.schedule_to_pb(rec, next_fires=0) for rec in data.schedules
+        )
         raw = msg.SerializeToString()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".pb.tmp")

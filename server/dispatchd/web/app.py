@@ -19,7 +19,7 @@ from dispatchd.backend import Backend, DrainReport
 from dispatchd.engine import EngineError, JobState, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.security import Role, TokenTable
-from dispatchd.web import pages
+from dispatchd.web import pages, schedule_page
 from dispatchd.web.errors import WebError
 from dispatchd.web.server import Request, Response
 from dispatchd.web.trends import Trend, Trends
@@ -175,13 +175,21 @@ class Dashboard:
         if parts == ["api", "queues"]:
             body = pages.queues_json(await b.list_queues(), self._trend)
             return Response(200, body, "application/json")
-        if parts == ["workers"]:
-            return Response(200, pages.workers_page(await b.list_workers()))
+        if parts in (["workers"], ["schedules"]):
+            return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
             return await self._queue(parts[1], request.query.get("page", ""), csrf)
         if len(parts) == 2 and parts[0] == "jobs":
             return Response(200, pages.job_page(await b.get_job(parts[1]), csrf))
         raise WebError(404, "no such page; try /")
+
+    async def _listing(self, page: str) -> Response:
+        """The workers page, or the schedules page."""
+        b = self._backend
+        if page == "workers":
+            return Response(200, pages.workers_page(await b.list_workers()))
+        found, more = await b.list_schedules(schedule_page.SHOWN, "")
+        return Response(200, schedule_page.schedules_page(found, bool(more)))
 
     @staticmethod
     def _static(request: Request, name: list[str]) -> Response:

@@ -60,6 +60,7 @@ def layout(title: str, body: str, *, live: bool = False) -> bytes:
         '<link rel=stylesheet href="/static/dashboard.css">'
         '<link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
         f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
+        " <a href='/schedules'>Schedules</a>"
         f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
     ).encode()
 

@@ -69,3 +69,29 @@ async def test_worker_with_a_bad_token_stops_with_the_reason(start_server: Start
 
     with pytest.raises(Unauthenticated, match="unknown bearer token"):
         await worker.run_async()
+
+
+async def test_a_schedule_is_owned_by_its_creator_and_its_jobs_say_so(
+    start_server: StartServer,
+) -> None:
+    from dispatchd_client import ScheduleSpec
+
+    srv = await start_server(tls=False)
+    target = f"127.0.0.1:{srv.port}"
+    async with (
+        AsyncClient(target, token=token("admin")) as admin,
+        AsyncClient(target, token=token("submit")) as submitter,
+    ):
+        made = await admin.create_schedule(
+            "owned",
+            ScheduleSpec.of(every=3600),
+            ClientJob("q", b"x", headers={SUBMITTER_HEADER: "someone-else"}),  # forged
+            paused=True,
+        )
+        assert made.owner == "admin"
+        fired = await admin.trigger_schedule("owned")
+        assert (await admin.get(fired.job_id)).headers[SUBMITTER_HEADER] == "admin"
+        with pytest.raises(PermissionDenied):
+            await submitter.create_schedule("mine", ScheduleSpec.of(every=60), ClientJob("q"))
+        with pytest.raises(PermissionDenied):
+            await submitter.get_schedule("owned")

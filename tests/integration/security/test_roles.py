@@ -28,6 +28,15 @@ ADMIN_GROUP = {
     "RetryJob",
     "PurgeJobs",
     "Drain",
+    "CreateSchedule",
+    "GetSchedule",
+    "ListSchedules",
+    "UpdateSchedule",
+    "DeleteSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "TriggerSchedule",
+    "BackfillSchedule",
 }
 ALL = SUBMIT_GROUP | WORK_GROUP | ADMIN_GROUP
 ALLOWED = {"admin": ALL, "submit": SUBMIT_GROUP, "work": WORK_GROUP}

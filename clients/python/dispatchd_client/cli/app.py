@@ -17,6 +17,7 @@ import grpc
 from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client.cli import commands as cmd
 from dispatchd_client.cli.requests import UsageError
+from dispatchd_client.cli.schedule_commands import add_schedule_commands
 from dispatchd_client.errors import status_code_of
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
         prog="dispatchctl",
-        description="Operate a dispatchd server: queues, jobs, drain.",
+        description="Operate a dispatchd server: queues, jobs, schedules, drain.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     frames = p.add_mutually_exclusive_group()
     frames.add_argument("--count", type=int, help="stop after this many refreshes")
     frames.add_argument("--once", action="store_true", help="draw once and exit")
+    add_schedule_commands(sub, common)
     return parser
 
 

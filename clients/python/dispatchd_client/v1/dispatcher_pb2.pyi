@@ -21,6 +21,35 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SCHEDULED: _ClassVar[JobState]
     JOB_STATE_EXPIRED: _ClassVar[JobState]
     JOB_STATE_DEAD: _ClassVar[JobState]
+
+class ScheduleOverlapPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCHEDULE_OVERLAP_POLICY_UNSPECIFIED: _ClassVar[ScheduleOverlapPolicy]
+    SCHEDULE_OVERLAP_POLICY_SKIP: _ClassVar[ScheduleOverlapPolicy]
+    SCHEDULE_OVERLAP_POLICY_ALLOW: _ClassVar[ScheduleOverlapPolicy]
+    SCHEDULE_OVERLAP_POLICY_BUFFER_ONE: _ClassVar[ScheduleOverlapPolicy]
+
+class ScheduleCatchupMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCHEDULE_CATCHUP_MODE_UNSPECIFIED: _ClassVar[ScheduleCatchupMode]
+    SCHEDULE_CATCHUP_MODE_ALL: _ClassVar[ScheduleCatchupMode]
+    SCHEDULE_CATCHUP_MODE_LATEST: _ClassVar[ScheduleCatchupMode]
+
+class FiringOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIRING_OUTCOME_UNSPECIFIED: _ClassVar[FiringOutcome]
+    FIRING_OUTCOME_SUBMITTED: _ClassVar[FiringOutcome]
+    FIRING_OUTCOME_SKIPPED: _ClassVar[FiringOutcome]
+    FIRING_OUTCOME_DUPLICATE: _ClassVar[FiringOutcome]
+    FIRING_OUTCOME_REFUSED: _ClassVar[FiringOutcome]
+    FIRING_OUTCOME_MISSED: _ClassVar[FiringOutcome]
+
+class FiringCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIRING_CAUSE_UNSPECIFIED: _ClassVar[FiringCause]
+    FIRING_CAUSE_SCHEDULED: _ClassVar[FiringCause]
+    FIRING_CAUSE_TRIGGERED: _ClassVar[FiringCause]
+    FIRING_CAUSE_BACKFILL: _ClassVar[FiringCause]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_UNDERWAY: JobState
@@ -30,6 +59,23 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_SCHEDULED: JobState
 JOB_STATE_EXPIRED: JobState
 JOB_STATE_DEAD: JobState
+SCHEDULE_OVERLAP_POLICY_UNSPECIFIED: ScheduleOverlapPolicy
+SCHEDULE_OVERLAP_POLICY_SKIP: ScheduleOverlapPolicy
+SCHEDULE_OVERLAP_POLICY_ALLOW: ScheduleOverlapPolicy
+SCHEDULE_OVERLAP_POLICY_BUFFER_ONE: ScheduleOverlapPolicy
+SCHEDULE_CATCHUP_MODE_UNSPECIFIED: ScheduleCatchupMode
+SCHEDULE_CATCHUP_MODE_ALL: ScheduleCatchupMode
+SCHEDULE_CATCHUP_MODE_LATEST: ScheduleCatchupMode
+FIRING_OUTCOME_UNSPECIFIED: FiringOutcome
+FIRING_OUTCOME_SUBMITTED: FiringOutcome
+FIRING_OUTCOME_SKIPPED: FiringOutcome
+FIRING_OUTCOME_DUPLICATE: FiringOutcome
+FIRING_OUTCOME_REFUSED: FiringOutcome
+FIRING_OUTCOME_MISSED: FiringOutcome
+FIRING_CAUSE_UNSPECIFIED: FiringCause
+FIRING_CAUSE_SCHEDULED: FiringCause
+FIRING_CAUSE_TRIGGERED: FiringCause
+FIRING_CAUSE_BACKFILL: FiringCause
 
 class Rate(_message.Message):
     __slots__ = ("per_second", "burst")
@@ -642,3 +688,215 @@ class ReleaseSlotRequest(_message.Message):
 class ReleaseSlotResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class IntervalSpec(_message.Message):
+    __slots__ = ("every", "offset")
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    every: _duration_pb2.Duration
+    offset: _duration_pb2.Duration
+    def __init__(self, every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., offset: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ScheduleSpec(_message.Message):
+    __slots__ = ("cron_expressions", "intervals", "time_zone", "start_time", "end_time", "jitter")
+    CRON_EXPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    cron_expressions: _containers.RepeatedScalarFieldContainer[str]
+    intervals: _containers.RepeatedCompositeFieldContainer[IntervalSpec]
+    time_zone: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    jitter: _duration_pb2.Duration
+    def __init__(self, cron_expressions: _Optional[_Iterable[str]] = ..., intervals: _Optional[_Iterable[_Union[IntervalSpec, _Mapping]]] = ..., time_zone: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., jitter: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SchedulePolicies(_message.Message):
+    __slots__ = ("overlap", "catchup_window", "catchup_mode")
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_MODE_FIELD_NUMBER: _ClassVar[int]
+    overlap: ScheduleOverlapPolicy
+    catchup_window: _duration_pb2.Duration
+    catchup_mode: ScheduleCatchupMode
+    def __init__(self, overlap: _Optional[_Union[ScheduleOverlapPolicy, str]] = ..., catchup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., catchup_mode: _Optional[_Union[ScheduleCatchupMode, str]] = ...) -> None: ...
+
+class ScheduleFiring(_message.Message):
+    __slots__ = ("tick_time", "fire_time", "job_id", "outcome", "message", "cause")
+    TICK_TIME_FIELD_NUMBER: _ClassVar[int]
+    FIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    tick_time: _timestamp_pb2.Timestamp
+    fire_time: _timestamp_pb2.Timestamp
+    job_id: str
+    outcome: FiringOutcome
+    message: str
+    cause: FiringCause
+    def __init__(self, tick_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., fire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., outcome: _Optional[_Union[FiringOutcome, str]] = ..., message: _Optional[str] = ..., cause: _Optional[_Union[FiringCause, str]] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "spec", "template", "policies", "paused", "note", "next_fire_times", "recent_firings", "create_time", "update_time", "owner", "submitted_count", "skipped_count", "missed_count", "last_tick_time", "latest_job_ids", "refused_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIRINGS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MISSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_TICK_TIME_FIELD_NUMBER: _ClassVar[int]
+    LATEST_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: ScheduleSpec
+    template: JobSpec
+    policies: SchedulePolicies
+    paused: bool
+    note: str
+    next_fire_times: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    recent_firings: _containers.RepeatedCompositeFieldContainer[ScheduleFiring]
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    owner: str
+    submitted_count: int
+    skipped_count: int
+    missed_count: int
+    last_tick_time: _timestamp_pb2.Timestamp
+    latest_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    refused_count: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., template: _Optional[_Union[JobSpec, _Mapping]] = ..., policies: _Optional[_Union[SchedulePolicies, _Mapping]] = ..., paused: bool = ..., note: _Optional[str] = ..., next_fire_times: _Optional[_Iterable[_Union[_timestamp_pb2.Timestamp, _Mapping]]] = ..., recent_firings: _Optional[_Iterable[_Union[ScheduleFiring, _Mapping]]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., submitted_count: _Optional[int] = ..., skipped_count: _Optional[int] = ..., missed_count: _Optional[int] = ..., last_tick_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., latest_job_ids: _Optional[_Iterable[str]] = ..., refused_count: _Optional[int] = ...) -> None: ...
+
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class CreateScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class GetScheduleRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "next_page_token")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    next_page_token: str
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateScheduleRequest(_message.Message):
+    __slots__ = ("schedule", "update_mask")
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class DeleteScheduleRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PauseScheduleRequest(_message.Message):
+    __slots__ = ("id", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    note: str
+    def __init__(self, id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class PauseScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class ResumeScheduleRequest(_message.Message):
+    __slots__ = ("id", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    note: str
+    def __init__(self, id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ResumeScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class TriggerScheduleRequest(_message.Message):
+    __slots__ = ("id", "overlap")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    overlap: ScheduleOverlapPolicy
+    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[_Union[ScheduleOverlapPolicy, str]] = ...) -> None: ...
+
+class TriggerScheduleResponse(_message.Message):
+    __slots__ = ("firing",)
+    FIRING_FIELD_NUMBER: _ClassVar[int]
+    firing: ScheduleFiring
+    def __init__(self, firing: _Optional[_Union[ScheduleFiring, _Mapping]] = ...) -> None: ...
+
+class BackfillScheduleRequest(_message.Message):
+    __slots__ = ("id", "start_time", "end_time", "overlap")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    overlap: ScheduleOverlapPolicy
+    def __init__(self, id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., overlap: _Optional[_Union[ScheduleOverlapPolicy, str]] = ...) -> None: ...
+
+class BackfillScheduleResponse(_message.Message):
+    __slots__ = ("firings",)
+    FIRINGS_FIELD_NUMBER: _ClassVar[int]
+    firings: _containers.RepeatedCompositeFieldContainer[ScheduleFiring]
+    def __init__(self, firings: _Optional[_Iterable[_Union[ScheduleFiring, _Mapping]]] = ...) -> None: ...

@@ -112,6 +112,51 @@ class DispatcherServiceStub(object):
                 request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.FromString,
                 )
+        self.CreateSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/CreateSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleResponse.FromString,
+                )
+        self.GetSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/GetSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleResponse.FromString,
+                )
+        self.ListSchedules = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/ListSchedules',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesResponse.FromString,
+                )
+        self.UpdateSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/UpdateSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleResponse.FromString,
+                )
+        self.DeleteSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/DeleteSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleResponse.FromString,
+                )
+        self.PauseSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/PauseSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleResponse.FromString,
+                )
+        self.ResumeSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/ResumeSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleResponse.FromString,
+                )
+        self.TriggerSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/TriggerSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleResponse.FromString,
+                )
+        self.BackfillSchedule = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/BackfillSchedule',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.FromString,
+                )
 
 
 class DispatcherServiceServicer(object):
@@ -256,6 +301,71 @@ class DispatcherServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """CreateSchedule adds a recurring schedule: its spec's ticks each submit one job made
+        from its template (docs/schedules.md). ALREADY_EXISTS when the id is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """GetSchedule returns one schedule with its next fire times and recent firings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """ListSchedules pages through every schedule, sorted by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """UpdateSchedule changes the fields named in update_mask; the ticks already fired stay fired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """DeleteSchedule removes a schedule; the jobs it submitted are left alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """PauseSchedule stops a schedule's ticks from firing, with a note saying why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """ResumeSchedule lets a paused schedule fire again, from its next tick on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """TriggerSchedule fires a schedule once now, outside its spec (paused or not).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillSchedule(self, request, context):
+        """BackfillSchedule fires the spec's ticks of a past time range now, oldest first; a tick
+        that already has its job gets no second one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -353,6 +463,51 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.ReleaseSlot,
                     request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'BackfillSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -686,5 +841,158 @@ class DispatcherService(object):
         return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/ReleaseSlot',
             dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotRequest.SerializeToString,
             dispatchd_dot_v1_dot_dispatcher__pb2.ReleaseSlotResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/CreateSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.CreateScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/GetSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.GetScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/ListSchedules',
+            dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.ListSchedulesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/UpdateSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.UpdateScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/DeleteSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.DeleteScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/PauseSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.PauseScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/ResumeSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.ResumeScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/TriggerSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.TriggerScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def BackfillSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/BackfillSchedule',
+            dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

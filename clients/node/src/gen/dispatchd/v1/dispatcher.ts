@@ -53,6 +53,71 @@ export enum JobState {
   UNRECOGNIZED = -1,
 }
 
+/**
+ * ScheduleOverlapPolicy says what a tick does while earlier jobs of its schedule have not
+ * finished (are pending, scheduled or underway).
+ */
+export enum ScheduleOverlapPolicy {
+  /** SCHEDULE_OVERLAP_POLICY_UNSPECIFIED - SKIP. */
+  SCHEDULE_OVERLAP_POLICY_UNSPECIFIED = 0,
+  /** SCHEDULE_OVERLAP_POLICY_SKIP - The tick submits nothing while a job of the schedule is unfinished (outcome SKIPPED). */
+  SCHEDULE_OVERLAP_POLICY_SKIP = 1,
+  /** SCHEDULE_OVERLAP_POLICY_ALLOW - Every tick submits its job, however many are unfinished. */
+  SCHEDULE_OVERLAP_POLICY_ALLOW = 2,
+  /**
+   * SCHEDULE_OVERLAP_POLICY_BUFFER_ONE - One job may wait behind the unfinished one: the tick's job is submitted and runs once
+   * the earlier one finished (the schedule's jobs share an ordering key); a tick that finds
+   * one waiting already is SKIPPED.
+   */
+  SCHEDULE_OVERLAP_POLICY_BUFFER_ONE = 3,
+  UNRECOGNIZED = -1,
+}
+
+/**
+ * ScheduleCatchupMode says which missed ticks fire when a schedule gets to run again after
+ * the server was down, draining or stalled.
+ */
+export enum ScheduleCatchupMode {
+  /** SCHEDULE_CATCHUP_MODE_UNSPECIFIED - ALL. */
+  SCHEDULE_CATCHUP_MODE_UNSPECIFIED = 0,
+  /** SCHEDULE_CATCHUP_MODE_ALL - Every missed tick younger than the catch-up window fires, oldest first. */
+  SCHEDULE_CATCHUP_MODE_ALL = 1,
+  /** SCHEDULE_CATCHUP_MODE_LATEST - Only the latest missed tick younger than the catch-up window fires. */
+  SCHEDULE_CATCHUP_MODE_LATEST = 2,
+  UNRECOGNIZED = -1,
+}
+
+/** FiringOutcome is what one tick of a schedule did. */
+export enum FiringOutcome {
+  FIRING_OUTCOME_UNSPECIFIED = 0,
+  /** FIRING_OUTCOME_SUBMITTED - Its job was submitted (job_id). */
+  FIRING_OUTCOME_SUBMITTED = 1,
+  /** FIRING_OUTCOME_SKIPPED - The overlap policy held it back: an earlier job of the schedule was unfinished. */
+  FIRING_OUTCOME_SKIPPED = 2,
+  /** FIRING_OUTCOME_DUPLICATE - The tick had its job already (a backfill or trigger over a fired tick): job_id is it. */
+  FIRING_OUTCOME_DUPLICATE = 3,
+  /** FIRING_OUTCOME_REFUSED - The submit was refused (the queue full, the template no longer valid): see message. */
+  FIRING_OUTCOME_REFUSED = 4,
+  /**
+   * FIRING_OUTCOME_MISSED - The tick was older than the catch-up window, or catch-up mode LATEST passed over it; one
+   * record stands for every tick missed at once (message says how many).
+   */
+  FIRING_OUTCOME_MISSED = 5,
+  UNRECOGNIZED = -1,
+}
+
+/** FiringCause says why a tick fired. */
+export enum FiringCause {
+  FIRING_CAUSE_UNSPECIFIED = 0,
+  /** FIRING_CAUSE_SCHEDULED - A tick of the spec. */
+  FIRING_CAUSE_SCHEDULED = 1,
+  /** FIRING_CAUSE_TRIGGERED - TriggerSchedule. */
+  FIRING_CAUSE_TRIGGERED = 2,
+  /** FIRING_CAUSE_BACKFILL - BackfillSchedule. */
+  FIRING_CAUSE_BACKFILL = 3,
+  UNRECOGNIZED = -1,
+}
+
 /** Rate is a token bucket: per_second tokens a second, at most burst saved up. */
 export interface Rate {
   /** Greater than 0, at most 1,000,000. */
@@ -688,6 +753,251 @@ export interface ReleaseSlotRequest {
 }
 
 export interface ReleaseSlotResponse {
+}
+
+/**
+ * IntervalSpec matches the instants epoch + offset + n * every (n an integer), in whole
+ * seconds: every 1 hour with offset 15 minutes fires at xx:15:00 UTC.
+ */
+export interface IntervalSpec {
+  /** 1 s to 366 days. */
+  every:
+    | Duration
+    | undefined;
+  /** 0 to every (exclusive). */
+  offset: Duration | undefined;
+}
+
+/**
+ * ScheduleSpec is the set of instants a schedule fires at: the union of its cron
+ * expressions' and intervals' ticks (an instant matched twice is one tick), within
+ * start_time..end_time (both inclusive), each moved later by its jitter.
+ */
+export interface ScheduleSpec {
+  /**
+   * Cron expressions of 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds
+   * first), Debian cron's syntax plus L, LW, <day>L and <day>#<n> (at most 10). Read in
+   * time_zone; docs/schedules.md has the rule for daylight saving changes.
+   */
+  cronExpressions: string[];
+  /** Fixed intervals (at most 10), independent of the time zone. */
+  intervals: IntervalSpec[];
+  /** IANA time zone name (e.g. Europe/Berlin) the cron expressions are read in; empty: UTC. */
+  timeZone: string;
+  /** No tick before this time. */
+  startTime:
+    | Date
+    | undefined;
+  /** No tick after this time. */
+  endTime:
+    | Date
+    | undefined;
+  /**
+   * Each tick fires up to this much later (0 to 1 day): a fixed share of it per tick,
+   * derived from the schedule id and the tick, never past the next tick.
+   */
+  jitter: Duration | undefined;
+}
+
+/** SchedulePolicies say what a schedule does when its jobs overlap and after downtime. */
+export interface SchedulePolicies {
+  overlap: ScheduleOverlapPolicy;
+  /** How old a missed tick may be and still fire (1 s to 366 days); unset means 1 hour. */
+  catchupWindow: Duration | undefined;
+  catchupMode: ScheduleCatchupMode;
+}
+
+/** ScheduleFiring is one tick of a schedule and what it did. */
+export interface ScheduleFiring {
+  /**
+   * The tick the spec named (before jitter); the job's idempotency key is derived from it
+   * and the schedule id, so one tick never makes two jobs.
+   */
+  tickTime:
+    | Date
+    | undefined;
+  /** When the server fired it. */
+  fireTime:
+    | Date
+    | undefined;
+  /** The job it submitted (SUBMITTED) or found (DUPLICATE); empty otherwise. */
+  jobId: string;
+  outcome: FiringOutcome;
+  /** Why a submit was refused (REFUSED), for a person. */
+  message: string;
+  cause: FiringCause;
+}
+
+/** Schedule submits one job made from its template at every tick of its spec. */
+export interface Schedule {
+  /** 1-128 characters of [A-Za-z0-9._:-]. */
+  id: string;
+  spec:
+    | ScheduleSpec
+    | undefined;
+  /**
+   * The job each tick submits: queue required; every JobSpec policy applies to each job.
+   * ttl counts from the firing; not_before, expire_at and idempotency_key are refused (the
+   * server derives the idempotency key from the schedule id and the tick).
+   */
+  template: JobSpec | undefined;
+  policies:
+    | SchedulePolicies
+    | undefined;
+  /**
+   * A paused schedule fires nothing; on resume it goes on from the next tick (the ticks of
+   * the pause do not catch up). Trigger and backfill still work while paused.
+   */
+  paused: boolean;
+  /** Why it is paused (or any remark), for people; at most 1,000 characters. */
+  note: string;
+  /**
+   * Output only: the next (at most 10; 3 in ListSchedules) instants it will fire at, jitter
+   * included; empty when paused or when the spec has no tick left.
+   */
+  nextFireTimes: Date[];
+  /** Output only: the latest firings, newest first (at most 10; 3 in ListSchedules). */
+  recentFirings: ScheduleFiring[];
+  /** Output only. */
+  createTime:
+    | Date
+    | undefined;
+  /** Output only. */
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * Output only: with auth on, the identity that created (or last changed) it; its jobs
+   * carry this identity as their submitter.
+   */
+  owner: string;
+  /** Output only: jobs submitted. */
+  submittedCount: number;
+  /** Output only: ticks held back by the overlap policy. */
+  skippedCount: number;
+  /**
+   * Output only: ticks older than the catch-up window (or passed over by catch-up mode
+   * LATEST).
+   */
+  missedCount: number;
+  /**
+   * Output only: every spec tick at or before this time is handled (fired, skipped or
+   * missed); a new schedule starts at its create time, a new spec or a resume at that time.
+   */
+  lastTickTime:
+    | Date
+    | undefined;
+  /**
+   * Output only: the schedule's latest submitted jobs (at most two, newest last), which the
+   * overlap policy looks at.
+   */
+  latestJobIds: string[];
+  /** Output only: ticks whose submit was refused. */
+  refusedCount: number;
+}
+
+export interface CreateScheduleRequest {
+  /** id, spec (at least one cron expression or interval) and template are required. */
+  schedule: Schedule | undefined;
+}
+
+export interface CreateScheduleResponse {
+  schedule: Schedule | undefined;
+}
+
+export interface GetScheduleRequest {
+  id: string;
+}
+
+export interface GetScheduleResponse {
+  schedule: Schedule | undefined;
+}
+
+export interface ListSchedulesRequest {
+  /** 1-1000; 0 means 100. */
+  pageSize: number;
+  /** From a previous response's next_page_token. */
+  pageToken: string;
+}
+
+export interface ListSchedulesResponse {
+  /** Sorted by id. */
+  schedules: Schedule[];
+  /** Empty when there are no more schedules. */
+  nextPageToken: string;
+}
+
+export interface UpdateScheduleRequest {
+  /** schedule.id picks the schedule; the fields named in update_mask are set. */
+  schedule:
+    | Schedule
+    | undefined;
+  /**
+   * Paths: spec, template, policies (each replaced whole), policies.overlap,
+   * policies.catchup_window, policies.catchup_mode, paused, note. Empty: every one of spec,
+   * template, policies, paused and note the request populates.
+   */
+  updateMask: string[] | undefined;
+}
+
+export interface UpdateScheduleResponse {
+  schedule: Schedule | undefined;
+}
+
+export interface DeleteScheduleRequest {
+  id: string;
+}
+
+export interface DeleteScheduleResponse {
+}
+
+export interface PauseScheduleRequest {
+  id: string;
+  /** Why, for people (replaces the schedule's note). */
+  note: string;
+}
+
+export interface PauseScheduleResponse {
+  schedule: Schedule | undefined;
+}
+
+export interface ResumeScheduleRequest {
+  id: string;
+  /** Replaces the schedule's note when set. */
+  note?: string | undefined;
+}
+
+export interface ResumeScheduleResponse {
+  schedule: Schedule | undefined;
+}
+
+export interface TriggerScheduleRequest {
+  id: string;
+  /** Overrides the schedule's overlap policy for this firing; UNSPECIFIED: the schedule's. */
+  overlap: ScheduleOverlapPolicy;
+}
+
+export interface TriggerScheduleResponse {
+  firing: ScheduleFiring | undefined;
+}
+
+export interface BackfillScheduleRequest {
+  id: string;
+  /** The range whose spec ticks fire (both inclusive; at most 1,000 ticks). */
+  startTime: Date | undefined;
+  endTime:
+    | Date
+    | undefined;
+  /**
+   * Overrides the schedule's overlap policy for these firings (ALLOW to fire every tick of
+   * the range); UNSPECIFIED: the schedule's.
+   */
+  overlap: ScheduleOverlapPolicy;
+}
+
+export interface BackfillScheduleResponse {
+  /** One per tick, oldest first. */
+  firings: ScheduleFiring[];
 }
 
 function createBaseRate(): Rate {
@@ -5871,6 +6181,1770 @@ export const ReleaseSlotResponse: MessageFns<ReleaseSlotResponse> = {
   },
 };
 
+function createBaseIntervalSpec(): IntervalSpec {
+  return { every: undefined, offset: undefined };
+}
+
+export const IntervalSpec: MessageFns<IntervalSpec> = {
+  encode(message: IntervalSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.every !== undefined) {
+      Duration.encode(message.every, writer.uint32(10).fork()).join();
+    }
+    if (message.offset !== undefined) {
+      Duration.encode(message.offset, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IntervalSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIntervalSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.every = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.offset = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<IntervalSpec>, I>>(base?: I): IntervalSpec {
+    return IntervalSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<IntervalSpec>, I>>(object: I): IntervalSpec {
+    const message = createBaseIntervalSpec();
+    message.every = (object.every !== undefined && object.every !== null)
+      ? Duration.fromPartial(object.every)
+      : undefined;
+    message.offset = (object.offset !== undefined && object.offset !== null)
+      ? Duration.fromPartial(object.offset)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseScheduleSpec(): ScheduleSpec {
+  return {
+    cronExpressions: [],
+    intervals: [],
+    timeZone: "",
+    startTime: undefined,
+    endTime: undefined,
+    jitter: undefined,
+  };
+}
+
+export const ScheduleSpec: MessageFns<ScheduleSpec> = {
+  encode(message: ScheduleSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.cronExpressions) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.intervals) {
+      IntervalSpec.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(26).string(message.timeZone);
+    }
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(34).fork()).join();
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(42).fork()).join();
+    }
+    if (message.jitter !== undefined) {
+      Duration.encode(message.jitter, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScheduleSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScheduleSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cronExpressions.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.intervals.push(IntervalSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.jitter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ScheduleSpec>, I>>(base?: I): ScheduleSpec {
+    return ScheduleSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScheduleSpec>, I>>(object: I): ScheduleSpec {
+    const message = createBaseScheduleSpec();
+    message.cronExpressions = object.cronExpressions?.map((e) => e) || [];
+    message.intervals = object.intervals?.map((e) => IntervalSpec.fromPartial(e)) || [];
+    message.timeZone = object.timeZone ?? "";
+    message.startTime = object.startTime ?? undefined;
+    message.endTime = object.endTime ?? undefined;
+    message.jitter = (object.jitter !== undefined && object.jitter !== null)
+      ? Duration.fromPartial(object.jitter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSchedulePolicies(): SchedulePolicies {
+  return { overlap: 0, catchupWindow: undefined, catchupMode: 0 };
+}
+
+export const SchedulePolicies: MessageFns<SchedulePolicies> = {
+  encode(message: SchedulePolicies, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.overlap !== 0) {
+      writer.uint32(8).int32(message.overlap);
+    }
+    if (message.catchupWindow !== undefined) {
+      Duration.encode(message.catchupWindow, writer.uint32(18).fork()).join();
+    }
+    if (message.catchupMode !== 0) {
+      writer.uint32(24).int32(message.catchupMode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SchedulePolicies {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedulePolicies();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.overlap = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.catchupWindow = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.catchupMode = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SchedulePolicies>, I>>(base?: I): SchedulePolicies {
+    return SchedulePolicies.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SchedulePolicies>, I>>(object: I): SchedulePolicies {
+    const message = createBaseSchedulePolicies();
+    message.overlap = object.overlap ?? 0;
+    message.catchupWindow = (object.catchupWindow !== undefined && object.catchupWindow !== null)
+      ? Duration.fromPartial(object.catchupWindow)
+      : undefined;
+    message.catchupMode = object.catchupMode ?? 0;
+    return message;
+  },
+};
+
+function createBaseScheduleFiring(): ScheduleFiring {
+  return { tickTime: undefined, fireTime: undefined, jobId: "", outcome: 0, message: "", cause: 0 };
+}
+
+export const ScheduleFiring: MessageFns<ScheduleFiring> = {
+  encode(message: ScheduleFiring, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tickTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.tickTime), writer.uint32(10).fork()).join();
+    }
+    if (message.fireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.fireTime), writer.uint32(18).fork()).join();
+    }
+    if (message.jobId !== "") {
+      writer.uint32(26).string(message.jobId);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(32).int32(message.outcome);
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    if (message.cause !== 0) {
+      writer.uint32(48).int32(message.cause);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScheduleFiring {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScheduleFiring();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tickTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cause = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ScheduleFiring>, I>>(base?: I): ScheduleFiring {
+    return ScheduleFiring.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScheduleFiring>, I>>(object: I): ScheduleFiring {
+    const message = createBaseScheduleFiring();
+    message.tickTime = object.tickTime ?? undefined;
+    message.fireTime = object.fireTime ?? undefined;
+    message.jobId = object.jobId ?? "";
+    message.outcome = object.outcome ?? 0;
+    message.message = object.message ?? "";
+    message.cause = object.cause ?? 0;
+    return message;
+  },
+};
+
+function createBaseSchedule(): Schedule {
+  return {
+    id: "",
+    spec: undefined,
+    template: undefined,
+    policies: undefined,
+    paused: false,
+    note: "",
+    nextFireTimes: [],
+    recentFirings: [],
+    createTime: undefined,
+    updateTime: undefined,
+    owner: "",
+    submittedCount: 0,
+    skippedCount: 0,
+    missedCount: 0,
+    lastTickTime: undefined,
+    latestJobIds: [],
+    refusedCount: 0,
+  };
+}
+
+export const Schedule: MessageFns<Schedule> = {
+  encode(message: Schedule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.spec !== undefined) {
+      ScheduleSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    if (message.template !== undefined) {
+      JobSpec.encode(message.template, writer.uint32(26).fork()).join();
+    }
+    if (message.policies !== undefined) {
+      SchedulePolicies.encode(message.policies, writer.uint32(34).fork()).join();
+    }
+    if (message.paused !== false) {
+      writer.uint32(40).bool(message.paused);
+    }
+    if (message.note !== "") {
+      writer.uint32(50).string(message.note);
+    }
+    for (const v of message.nextFireTimes) {
+      Timestamp.encode(toTimestamp(v!), writer.uint32(58).fork()).join();
+    }
+    for (const v of message.recentFirings) {
+      ScheduleFiring.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(74).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(82).fork()).join();
+    }
+    if (message.owner !== "") {
+      writer.uint32(90).string(message.owner);
+    }
+    if (message.submittedCount !== 0) {
+      writer.uint32(96).int64(message.submittedCount);
+    }
+    if (message.skippedCount !== 0) {
+      writer.uint32(104).int64(message.skippedCount);
+    }
+    if (message.missedCount !== 0) {
+      writer.uint32(112).int64(message.missedCount);
+    }
+    if (message.lastTickTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastTickTime), writer.uint32(122).fork()).join();
+    }
+    for (const v of message.latestJobIds) {
+      writer.uint32(130).string(v!);
+    }
+    if (message.refusedCount !== 0) {
+      writer.uint32(136).int64(message.refusedCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Schedule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = ScheduleSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.template = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.policies = SchedulePolicies.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.paused = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.nextFireTimes.push(fromTimestamp(Timestamp.decode(reader, reader.uint32())));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.recentFirings.push(ScheduleFiring.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.submittedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.skippedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.missedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.lastTickTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.latestJobIds.push(reader.string());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.refusedCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Schedule>, I>>(base?: I): Schedule {
+    return Schedule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Schedule>, I>>(object: I): Schedule {
+    const message = createBaseSchedule();
+    message.id = object.id ?? "";
+    message.spec = (object.spec !== undefined && object.spec !== null)
+      ? ScheduleSpec.fromPartial(object.spec)
+      : undefined;
+    message.template = (object.template !== undefined && object.template !== null)
+      ? JobSpec.fromPartial(object.template)
+      : undefined;
+    message.policies = (object.policies !== undefined && object.policies !== null)
+      ? SchedulePolicies.fromPartial(object.policies)
+      : undefined;
+    message.paused = object.paused ?? false;
+    message.note = object.note ?? "";
+    message.nextFireTimes = object.nextFireTimes?.map((e) => e) || [];
+    message.recentFirings = object.recentFirings?.map((e) => ScheduleFiring.fromPartial(e)) || [];
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    message.owner = object.owner ?? "";
+    message.submittedCount = object.submittedCount ?? 0;
+    message.skippedCount = object.skippedCount ?? 0;
+    message.missedCount = object.missedCount ?? 0;
+    message.lastTickTime = object.lastTickTime ?? undefined;
+    message.latestJobIds = object.latestJobIds?.map((e) => e) || [];
+    message.refusedCount = object.refusedCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateScheduleRequest(): CreateScheduleRequest {
+  return { schedule: undefined };
+}
+
+export const CreateScheduleRequest: MessageFns<CreateScheduleRequest> = {
+  encode(message: CreateScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CreateScheduleRequest>, I>>(base?: I): CreateScheduleRequest {
+    return CreateScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateScheduleRequest>, I>>(object: I): CreateScheduleRequest {
+    const message = createBaseCreateScheduleRequest();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateScheduleResponse(): CreateScheduleResponse {
+  return { schedule: undefined };
+}
+
+export const CreateScheduleResponse: MessageFns<CreateScheduleResponse> = {
+  encode(message: CreateScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CreateScheduleResponse>, I>>(base?: I): CreateScheduleResponse {
+    return CreateScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateScheduleResponse>, I>>(object: I): CreateScheduleResponse {
+    const message = createBaseCreateScheduleResponse();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetScheduleRequest(): GetScheduleRequest {
+  return { id: "" };
+}
+
+export const GetScheduleRequest: MessageFns<GetScheduleRequest> = {
+  encode(message: GetScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetScheduleRequest>, I>>(base?: I): GetScheduleRequest {
+    return GetScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetScheduleRequest>, I>>(object: I): GetScheduleRequest {
+    const message = createBaseGetScheduleRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseGetScheduleResponse(): GetScheduleResponse {
+  return { schedule: undefined };
+}
+
+export const GetScheduleResponse: MessageFns<GetScheduleResponse> = {
+  encode(message: GetScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetScheduleResponse>, I>>(base?: I): GetScheduleResponse {
+    return GetScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetScheduleResponse>, I>>(object: I): GetScheduleResponse {
+    const message = createBaseGetScheduleResponse();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListSchedulesRequest(): ListSchedulesRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListSchedulesRequest: MessageFns<ListSchedulesRequest> = {
+  encode(message: ListSchedulesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSchedulesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSchedulesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListSchedulesRequest>, I>>(base?: I): ListSchedulesRequest {
+    return ListSchedulesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSchedulesRequest>, I>>(object: I): ListSchedulesRequest {
+    const message = createBaseListSchedulesRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListSchedulesResponse(): ListSchedulesResponse {
+  return { schedules: [], nextPageToken: "" };
+}
+
+export const ListSchedulesResponse: MessageFns<ListSchedulesResponse> = {
+  encode(message: ListSchedulesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.schedules) {
+      Schedule.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSchedulesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSchedulesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedules.push(Schedule.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListSchedulesResponse>, I>>(base?: I): ListSchedulesResponse {
+    return ListSchedulesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSchedulesResponse>, I>>(object: I): ListSchedulesResponse {
+    const message = createBaseListSchedulesResponse();
+    message.schedules = object.schedules?.map((e) => Schedule.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseUpdateScheduleRequest(): UpdateScheduleRequest {
+  return { schedule: undefined, updateMask: undefined };
+}
+
+export const UpdateScheduleRequest: MessageFns<UpdateScheduleRequest> = {
+  encode(message: UpdateScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    if (message.updateMask !== undefined) {
+      FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.updateMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<UpdateScheduleRequest>, I>>(base?: I): UpdateScheduleRequest {
+    return UpdateScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateScheduleRequest>, I>>(object: I): UpdateScheduleRequest {
+    const message = createBaseUpdateScheduleRequest();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    message.updateMask = object.updateMask ?? undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateScheduleResponse(): UpdateScheduleResponse {
+  return { schedule: undefined };
+}
+
+export const UpdateScheduleResponse: MessageFns<UpdateScheduleResponse> = {
+  encode(message: UpdateScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<UpdateScheduleResponse>, I>>(base?: I): UpdateScheduleResponse {
+    return UpdateScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateScheduleResponse>, I>>(object: I): UpdateScheduleResponse {
+    const message = createBaseUpdateScheduleResponse();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteScheduleRequest(): DeleteScheduleRequest {
+  return { id: "" };
+}
+
+export const DeleteScheduleRequest: MessageFns<DeleteScheduleRequest> = {
+  encode(message: DeleteScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteScheduleRequest>, I>>(base?: I): DeleteScheduleRequest {
+    return DeleteScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteScheduleRequest>, I>>(object: I): DeleteScheduleRequest {
+    const message = createBaseDeleteScheduleRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteScheduleResponse(): DeleteScheduleResponse {
+  return {};
+}
+
+export const DeleteScheduleResponse: MessageFns<DeleteScheduleResponse> = {
+  encode(_: DeleteScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteScheduleResponse>, I>>(base?: I): DeleteScheduleResponse {
+    return DeleteScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteScheduleResponse>, I>>(_: I): DeleteScheduleResponse {
+    const message = createBaseDeleteScheduleResponse();
+    return message;
+  },
+};
+
+function createBasePauseScheduleRequest(): PauseScheduleRequest {
+  return { id: "", note: "" };
+}
+
+export const PauseScheduleRequest: MessageFns<PauseScheduleRequest> = {
+  encode(message: PauseScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.note !== "") {
+      writer.uint32(18).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseScheduleRequest>, I>>(base?: I): PauseScheduleRequest {
+    return PauseScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseScheduleRequest>, I>>(object: I): PauseScheduleRequest {
+    const message = createBasePauseScheduleRequest();
+    message.id = object.id ?? "";
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBasePauseScheduleResponse(): PauseScheduleResponse {
+  return { schedule: undefined };
+}
+
+export const PauseScheduleResponse: MessageFns<PauseScheduleResponse> = {
+  encode(message: PauseScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseScheduleResponse>, I>>(base?: I): PauseScheduleResponse {
+    return PauseScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseScheduleResponse>, I>>(object: I): PauseScheduleResponse {
+    const message = createBasePauseScheduleResponse();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResumeScheduleRequest(): ResumeScheduleRequest {
+  return { id: "", note: undefined };
+}
+
+export const ResumeScheduleRequest: MessageFns<ResumeScheduleRequest> = {
+  encode(message: ResumeScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.note !== undefined) {
+      writer.uint32(18).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeScheduleRequest>, I>>(base?: I): ResumeScheduleRequest {
+    return ResumeScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeScheduleRequest>, I>>(object: I): ResumeScheduleRequest {
+    const message = createBaseResumeScheduleRequest();
+    message.id = object.id ?? "";
+    message.note = object.note ?? undefined;
+    return message;
+  },
+};
+
+function createBaseResumeScheduleResponse(): ResumeScheduleResponse {
+  return { schedule: undefined };
+}
+
+export const ResumeScheduleResponse: MessageFns<ResumeScheduleResponse> = {
+  encode(message: ResumeScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeScheduleResponse>, I>>(base?: I): ResumeScheduleResponse {
+    return ResumeScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeScheduleResponse>, I>>(object: I): ResumeScheduleResponse {
+    const message = createBaseResumeScheduleResponse();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTriggerScheduleRequest(): TriggerScheduleRequest {
+  return { id: "", overlap: 0 };
+}
+
+export const TriggerScheduleRequest: MessageFns<TriggerScheduleRequest> = {
+  encode(message: TriggerScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.overlap !== 0) {
+      writer.uint32(16).int32(message.overlap);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TriggerScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTriggerScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.overlap = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TriggerScheduleRequest>, I>>(base?: I): TriggerScheduleRequest {
+    return TriggerScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TriggerScheduleRequest>, I>>(object: I): TriggerScheduleRequest {
+    const message = createBaseTriggerScheduleRequest();
+    message.id = object.id ?? "";
+    message.overlap = object.overlap ?? 0;
+    return message;
+  },
+};
+
+function createBaseTriggerScheduleResponse(): TriggerScheduleResponse {
+  return { firing: undefined };
+}
+
+export const TriggerScheduleResponse: MessageFns<TriggerScheduleResponse> = {
+  encode(message: TriggerScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.firing !== undefined) {
+      ScheduleFiring.encode(message.firing, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TriggerScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTriggerScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.firing = ScheduleFiring.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TriggerScheduleResponse>, I>>(base?: I): TriggerScheduleResponse {
+    return TriggerScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TriggerScheduleResponse>, I>>(object: I): TriggerScheduleResponse {
+    const message = createBaseTriggerScheduleResponse();
+    message.firing = (object.firing !== undefined && object.firing !== null)
+      ? ScheduleFiring.fromPartial(object.firing)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBackfillScheduleRequest(): BackfillScheduleRequest {
+  return { id: "", startTime: undefined, endTime: undefined, overlap: 0 };
+}
+
+export const BackfillScheduleRequest: MessageFns<BackfillScheduleRequest> = {
+  encode(message: BackfillScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(18).fork()).join();
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(26).fork()).join();
+    }
+    if (message.overlap !== 0) {
+      writer.uint32(32).int32(message.overlap);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BackfillScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBackfillScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.overlap = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BackfillScheduleRequest>, I>>(base?: I): BackfillScheduleRequest {
+    return BackfillScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BackfillScheduleRequest>, I>>(object: I): BackfillScheduleRequest {
+    const message = createBaseBackfillScheduleRequest();
+    message.id = object.id ?? "";
+    message.startTime = object.startTime ?? undefined;
+    message.endTime = object.endTime ?? undefined;
+    message.overlap = object.overlap ?? 0;
+    return message;
+  },
+};
+
+function createBaseBackfillScheduleResponse(): BackfillScheduleResponse {
+  return { firings: [] };
+}
+
+export const BackfillScheduleResponse: MessageFns<BackfillScheduleResponse> = {
+  encode(message: BackfillScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.firings) {
+      ScheduleFiring.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BackfillScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBackfillScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.firings.push(ScheduleFiring.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BackfillScheduleResponse>, I>>(base?: I): BackfillScheduleResponse {
+    return BackfillScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BackfillScheduleResponse>, I>>(object: I): BackfillScheduleResponse {
+    const message = createBaseBackfillScheduleResponse();
+    message.firings = object.firings?.map((e) => ScheduleFiring.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * DispatcherService keeps a priority queue per named queue and streams jobs to
  * workers, never more underway per queue than the queue's width.
@@ -6077,6 +8151,116 @@ export const DispatcherServiceService = {
     responseSerialize: (value: ReleaseSlotResponse): Buffer => Buffer.from(ReleaseSlotResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseSlotResponse => ReleaseSlotResponse.decode(value),
   },
+  /**
+   * CreateSchedule adds a recurring schedule: its spec's ticks each submit one job made
+   * from its template (docs/schedules.md). ALREADY_EXISTS when the id is taken.
+   */
+  createSchedule: {
+    path: "/dispatchd.v1.DispatcherService/CreateSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateScheduleRequest): Buffer =>
+      Buffer.from(CreateScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateScheduleRequest => CreateScheduleRequest.decode(value),
+    responseSerialize: (value: CreateScheduleResponse): Buffer =>
+      Buffer.from(CreateScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateScheduleResponse => CreateScheduleResponse.decode(value),
+  },
+  /** GetSchedule returns one schedule with its next fire times and recent firings. */
+  getSchedule: {
+    path: "/dispatchd.v1.DispatcherService/GetSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetScheduleRequest): Buffer => Buffer.from(GetScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetScheduleRequest => GetScheduleRequest.decode(value),
+    responseSerialize: (value: GetScheduleResponse): Buffer => Buffer.from(GetScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetScheduleResponse => GetScheduleResponse.decode(value),
+  },
+  /** ListSchedules pages through every schedule, sorted by id. */
+  listSchedules: {
+    path: "/dispatchd.v1.DispatcherService/ListSchedules" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSchedulesRequest): Buffer => Buffer.from(ListSchedulesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSchedulesRequest => ListSchedulesRequest.decode(value),
+    responseSerialize: (value: ListSchedulesResponse): Buffer =>
+      Buffer.from(ListSchedulesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSchedulesResponse => ListSchedulesResponse.decode(value),
+  },
+  /** UpdateSchedule changes the fields named in update_mask; the ticks already fired stay fired. */
+  updateSchedule: {
+    path: "/dispatchd.v1.DispatcherService/UpdateSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateScheduleRequest): Buffer =>
+      Buffer.from(UpdateScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateScheduleRequest => UpdateScheduleRequest.decode(value),
+    responseSerialize: (value: UpdateScheduleResponse): Buffer =>
+      Buffer.from(UpdateScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateScheduleResponse => UpdateScheduleResponse.decode(value),
+  },
+  /** DeleteSchedule removes a schedule; the jobs it submitted are left alone. */
+  deleteSchedule: {
+    path: "/dispatchd.v1.DispatcherService/DeleteSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteScheduleRequest): Buffer =>
+      Buffer.from(DeleteScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteScheduleRequest => DeleteScheduleRequest.decode(value),
+    responseSerialize: (value: DeleteScheduleResponse): Buffer =>
+      Buffer.from(DeleteScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteScheduleResponse => DeleteScheduleResponse.decode(value),
+  },
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
+  pauseSchedule: {
+    path: "/dispatchd.v1.DispatcherService/PauseSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseScheduleRequest): Buffer => Buffer.from(PauseScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseScheduleRequest => PauseScheduleRequest.decode(value),
+    responseSerialize: (value: PauseScheduleResponse): Buffer =>
+      Buffer.from(PauseScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseScheduleResponse => PauseScheduleResponse.decode(value),
+  },
+  /** ResumeSchedule lets a paused schedule fire again, from its next tick on. */
+  resumeSchedule: {
+    path: "/dispatchd.v1.DispatcherService/ResumeSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeScheduleRequest): Buffer =>
+      Buffer.from(ResumeScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeScheduleRequest => ResumeScheduleRequest.decode(value),
+    responseSerialize: (value: ResumeScheduleResponse): Buffer =>
+      Buffer.from(ResumeScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeScheduleResponse => ResumeScheduleResponse.decode(value),
+  },
+  /** TriggerSchedule fires a schedule once now, outside its spec (paused or not). */
+  triggerSchedule: {
+    path: "/dispatchd.v1.DispatcherService/TriggerSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: TriggerScheduleRequest): Buffer =>
+      Buffer.from(TriggerScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TriggerScheduleRequest => TriggerScheduleRequest.decode(value),
+    responseSerialize: (value: TriggerScheduleResponse): Buffer =>
+      Buffer.from(TriggerScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TriggerScheduleResponse => TriggerScheduleResponse.decode(value),
+  },
+  /**
+   * BackfillSchedule fires the spec's ticks of a past time range now, oldest first; a tick
+   * that already has its job gets no second one.
+   */
+  backfillSchedule: {
+    path: "/dispatchd.v1.DispatcherService/BackfillSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BackfillScheduleRequest): Buffer =>
+      Buffer.from(BackfillScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BackfillScheduleRequest => BackfillScheduleRequest.decode(value),
+    responseSerialize: (value: BackfillScheduleResponse): Buffer =>
+      Buffer.from(BackfillScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BackfillScheduleResponse => BackfillScheduleResponse.decode(value),
+  },
 } as const;
 
 export interface DispatcherServiceServer extends UntypedServiceImplementation {
@@ -6126,6 +8310,30 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
   renewSlot: handleUnaryCall<RenewSlotRequest, RenewSlotResponse>;
   /** ReleaseSlot frees a held slot. */
   releaseSlot: handleUnaryCall<ReleaseSlotRequest, ReleaseSlotResponse>;
+  /**
+   * CreateSchedule adds a recurring schedule: its spec's ticks each submit one job made
+   * from its template (docs/schedules.md). ALREADY_EXISTS when the id is taken.
+   */
+  createSchedule: handleUnaryCall<CreateScheduleRequest, CreateScheduleResponse>;
+  /** GetSchedule returns one schedule with its next fire times and recent firings. */
+  getSchedule: handleUnaryCall<GetScheduleRequest, GetScheduleResponse>;
+  /** ListSchedules pages through every schedule, sorted by id. */
+  listSchedules: handleUnaryCall<ListSchedulesRequest, ListSchedulesResponse>;
+  /** UpdateSchedule changes the fields named in update_mask; the ticks already fired stay fired. */
+  updateSchedule: handleUnaryCall<UpdateScheduleRequest, UpdateScheduleResponse>;
+  /** DeleteSchedule removes a schedule; the jobs it submitted are left alone. */
+  deleteSchedule: handleUnaryCall<DeleteScheduleRequest, DeleteScheduleResponse>;
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
+  pauseSchedule: handleUnaryCall<PauseScheduleRequest, PauseScheduleResponse>;
+  /** ResumeSchedule lets a paused schedule fire again, from its next tick on. */
+  resumeSchedule: handleUnaryCall<ResumeScheduleRequest, ResumeScheduleResponse>;
+  /** TriggerSchedule fires a schedule once now, outside its spec (paused or not). */
+  triggerSchedule: handleUnaryCall<TriggerScheduleRequest, TriggerScheduleResponse>;
+  /**
+   * BackfillSchedule fires the spec's ticks of a past time range now, oldest first; a tick
+   * that already has its job gets no second one.
+   */
+  backfillSchedule: handleUnaryCall<BackfillScheduleRequest, BackfillScheduleResponse>;
 }
 
 export interface DispatcherServiceClient extends Client {
@@ -6428,6 +8636,156 @@ export interface DispatcherServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseSlotResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CreateSchedule adds a recurring schedule: its spec's ticks each submit one job made
+   * from its template (docs/schedules.md). ALREADY_EXISTS when the id is taken.
+   */
+  createSchedule(
+    request: CreateScheduleRequest,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  createSchedule(
+    request: CreateScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  createSchedule(
+    request: CreateScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** GetSchedule returns one schedule with its next fire times and recent firings. */
+  getSchedule(
+    request: GetScheduleRequest,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  getSchedule(
+    request: GetScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  getSchedule(
+    request: GetScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** ListSchedules pages through every schedule, sorted by id. */
+  listSchedules(
+    request: ListSchedulesRequest,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  listSchedules(
+    request: ListSchedulesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  listSchedules(
+    request: ListSchedulesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  /** UpdateSchedule changes the fields named in update_mask; the ticks already fired stay fired. */
+  updateSchedule(
+    request: UpdateScheduleRequest,
+    callback: (error: ServiceError | null, response: UpdateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  updateSchedule(
+    request: UpdateScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  updateSchedule(
+    request: UpdateScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** DeleteSchedule removes a schedule; the jobs it submitted are left alone. */
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** PauseSchedule stops a schedule's ticks from firing, with a note saying why. */
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** ResumeSchedule lets a paused schedule fire again, from its next tick on. */
+  resumeSchedule(
+    request: ResumeScheduleRequest,
+    callback: (error: ServiceError | null, response: ResumeScheduleResponse) => void,
+  ): ClientUnaryCall;
+  resumeSchedule(
+    request: ResumeScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeScheduleResponse) => void,
+  ): ClientUnaryCall;
+  resumeSchedule(
+    request: ResumeScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** TriggerSchedule fires a schedule once now, outside its spec (paused or not). */
+  triggerSchedule(
+    request: TriggerScheduleRequest,
+    callback: (error: ServiceError | null, response: TriggerScheduleResponse) => void,
+  ): ClientUnaryCall;
+  triggerSchedule(
+    request: TriggerScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: TriggerScheduleResponse) => void,
+  ): ClientUnaryCall;
+  triggerSchedule(
+    request: TriggerScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: TriggerScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * BackfillSchedule fires the spec's ticks of a past time range now, oldest first; a tick
+   * that already has its job gets no second one.
+   */
+  backfillSchedule(
+    request: BackfillScheduleRequest,
+    callback: (error: ServiceError | null, response: BackfillScheduleResponse) => void,
+  ): ClientUnaryCall;
+  backfillSchedule(
+    request: BackfillScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BackfillScheduleResponse) => void,
+  ): ClientUnaryCall;
+  backfillSchedule(
+    request: BackfillScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BackfillScheduleResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,57 @@
+-- @include core
+-- @include job
+-- @include queue
+-- @include waiting
+-- @include finish
+-- Admission of one job, shared by submit.lua and fire.lua. A job's 14 values start at
+-- a[o + 1]: queue, id, payload, priority, headers, content type, retry policy, not_before,
+-- expire_at, ordering key, idempotency key, attempt budget start, fairness key, weight.
+
+-- The id of the job this queue's idempotency key names, while that job answers for it:
+-- while it waits or runs, and after it finished for the queue's dedup_window as it is now
+-- (a changed window applies to keys already known, as on the embedded backend), as long
+-- as the job is retained. Else nil.
+local function known_by_key(b, ik, now)
+  if ik == '' then return nil end
+  local known = redis.call('GET', b .. ':ik:' .. ik)
+  if not known then return nil end
+  local f = redis.call('HMGET', jkey(b, known), 'st', 'ft')
+  if not f[1] then return nil end
+  if not f[2] or f[2] == '' then return known end
+  local window = tonumber(redis.call('HGET', b .. ':cfg', 'dedup') or '86400')
+  if tonumber(f[2]) + window >= now then return known end
+  return nil
+end
+
+-- How many jobs wait in the queue, and its max_pending (0: no bound).
+local function waiting_and_bound(b)
+  local bound = tonumber(redis.call('HGET', b .. ':cfg', 'maxp') or '0')
+  local waiting = redis.call('ZCARD', b .. ':pending') + redis.call('ZCARD', b .. ':sched')
+    + tonumber(redis.call('HGET', b .. ':cfg', 'chained') or '0')
+  return waiting, bound
+end
+
+-- Creates the job (its checks done by the caller): pending, scheduled, chained behind its
+-- ordering key, or expired at once.
+local function create_job(a, o, width, lease, now)
+  local q, id = a[o + 1], a[o + 2]
+  local b = base_for(q)
+  local key, ik, ex = a[o + 10], a[o + 11], num(a[o + 9])
+  ensure_queue(b, width, lease)
+  local seq = redis.call('HINCRBY', b .. ':cfg', 'seq', 1)
+  local j = jkey(b, id)
+  redis.call('HSET', j, 'id', id, 'q', q, 'pl', a[o + 3], 'pr', a[o + 4], 'hd', a[o + 5],
+    'ct', a[o + 6], 'rp', a[o + 7], 'nb', a[o + 8], 'ex', a[o + 9], 'ok', key,
+    'ik', ik, 'bs', a[o + 12], 'fk', a[o + 13], 'fwt', a[o + 14], 'seq', seq, 'sub', fmt(now),
+    'att', 0, 'ats', '', 'cx', 0, 'st', PENDING)
+  if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
+  if ex ~= nil and ex <= now then
+    finish(b, id, EXPIRED, now, true)
+  elseif key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
+    redis.call('ZADD', b .. ':ok:' .. key, seq, id)
+    redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
+    if ex ~= nil then redis.call('ZADD', b .. ':exp', ex, id) end
+  else
+    wait(b, id, now)
+  end
+end

@@ -1,0 +1,130 @@
+"""Replicas sharing one Redis race for every tick of a schedule: each tick fires once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from dispatchd.config import Config
+from dispatchd.redis.backend import RedisBackend
+from dispatchd_client import AsyncClient, FiringOutcome, NewJob, Overlap, ScheduleSpec
+from tests.inproc import base_config
+
+from .conftest import start_server
+
+pytestmark = pytest.mark.redis_only
+
+
+def _config(tmp_path: Path, url: str) -> Config:
+    return replace(base_config(tmp_path), backend="redis", redis_url=url, data_dir=None)
+
+
+async def test_three_replicas_racing_fire_each_tick_once(tmp_path: Path, redis_url: str) -> None:
+    replicas = [await start_server(_config(tmp_path, redis_url)) for _ in range(3)]
+    try:
+        async with AsyncClient(f"127.0.0.1:{replicas[0].port}") as client:
+            await client.create_schedule(
+                "race", ScheduleSpec.of(every=1), NewJob("raced"), overlap=Overlap.ALLOW
+            )
+            backends = [r.backend for r in replicas if isinstance(r.backend, RedisBackend)]
+            assert len(backends) == 3
+            # Besides each replica's own loop, hammer the firing from all three at once.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                await asyncio.gather(*(b.schedules.fire_pass() for b in backends))
+                await asyncio.sleep(0.05)
+            await client.pause_schedule("race")
+            schedule = await client.get_schedule("race")
+            jobs = [j async for j in client.list_jobs("raced")]
+        ticks = Counter(j.idempotency_key for j in jobs)
+        assert len(ticks) >= 4
+        assert max(ticks.values()) == 1, [k for k, n in ticks.items() if n > 1]
+        assert schedule.submitted_count == len(jobs)
+        assert schedule.skipped_count == schedule.refused_count == 0
+        fired = [f.tick_time for f in schedule.recent_firings]
+        assert len(set(fired)) == len(fired)
+        assert all(f.outcome is FiringOutcome.SUBMITTED for f in schedule.recent_firings)
+        seconds = sorted(int(k.split("@")[1][17:19]) for k in ticks)
+        assert len(seconds) == len(set(seconds))
+    finally:
+        for r in replicas:
+            await r.stop_now()
+
+
+async def test_a_draining_replica_leaves_the_ticks_to_the_others(
+    tmp_path: Path, redis_url: str
+) -> None:
+    a = await start_server(_config(tmp_path, redis_url))
+    b = await start_server(_config(tmp_path, redis_url))
+    try:
+        async with AsyncClient(f"127.0.0.1:{b.port}") as client:
+            await client.create_schedule(
+                "left", ScheduleSpec.of(every=1), NewJob("leftq"), overlap=Overlap.ALLOW
+            )
+            await a.drain(0.1)
+            before = (await client.get_schedule("left")).submitted_count
+
+            async def more() -> bool:
+                return (await client.get_schedule("left")).submitted_count >= before + 2
+
+            from tests.polling import eventually
+
+            await eventually(more, within=10, what="ticks fired by the replica that stayed")
+            jobs = [j async for j in client.list_jobs("leftq")]
+        keys = Counter(j.idempotency_key for j in jobs)
+        assert max(keys.values()) == 1
+    finally:
+        await b.stop_now()
+        if not a.stopped.is_set():
+            await a.stop_now()
+
+
+async def test_a_firing_whose_record_was_lost_finds_its_job_instead_of_a_second(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """As if the script's answer and its cursor move were lost (a fail-over that kept the
+    job but not the schedule's hash write): the tick fires again and finds its job."""
+    server = await start_server(_config(tmp_path, redis_url))
+    try:
+        backend = server.backend
+        assert isinstance(backend, RedisBackend)
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_schedule(
+                "lost", ScheduleSpec.of(every=1), NewJob("lostq"), overlap=Overlap.ALLOW
+            )
+
+            async def fired() -> bool:
+                return (await client.get_schedule("lost")).submitted_count >= 1
+
+            from tests.polling import eventually
+
+            await eventually(fired, within=10, what="a first firing")
+            await client.pause_schedule("lost")
+            first = (await client.get_schedule("lost")).recent_firings[0]
+            redis = Redis.from_url(redis_url)
+            try:  # the cursor back before the tick, the schedule running again
+                await redis.hset(
+                    "ds:s:lost", mapping={"cur": repr(first.tick_time.timestamp() - 0.5)}
+                )
+                rec, version = await backend.schedules._read("lost")
+                rec.paused = False
+                await backend.schedules._script("put", rec, version)
+            finally:
+                await redis.aclose()
+            await backend.schedules.fire_pass()
+            await client.pause_schedule("lost")
+            again = await client.get_schedule("lost")
+            jobs = [j async for j in client.list_jobs("lostq")]
+        refired = [f for f in again.recent_firings if f.tick_time == first.tick_time]
+        assert [f.outcome for f in refired][:1] == [FiringOutcome.DUPLICATE]
+        assert refired[0].job_id == first.job_id
+        keys = Counter(j.idempotency_key for j in jobs)
+        assert max(keys.values()) == 1
+    finally:
+        await server.stop_now()
