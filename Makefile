@@ -18,7 +18,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
-.PHONY: bench-schedules bench-callgrind chaos image base-image clean
+.PHONY: bench-queues bench-schedules bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
 
 ## List the targets and what each does.
@@ -36,7 +36,7 @@ $(BIN)/python:
 ## Two distributions, both editable: dispatchd-client (clients/python) and dispatchd (the
 ## server, which depends on it). One pip call, so the server's pin resolves to the local client.
 $(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install -q -e ./clients/python -e '.[dev]'
 	@touch $@
 
@@ -174,6 +174,11 @@ bench-redis: $(STAMP) redis-tools
 ## (about a minute; `make bench` skips it). JSON in bench/results/startup.json.
 bench-startup: $(STAMP)
 	$(BIN)/python bench/run.py --only-startup --startup-jobs 1000000
+
+## A healthy queue's round trip with no other queue and with 20,000 idle one-job queues
+## (embedded backend), and the ratio (target: within 2x); see bench/idle_queues.py.
+bench-queues: $(STAMP)
+	$(BIN)/python -m bench.idle_queues
 
 ## Submit coalescing of the blocking Python Client (threads) and the Node Client (promises):
 ## coalesced vs one Submit per call, medians of 3 alternating runs each (a few minutes).

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -94,6 +95,7 @@ def start_dispatchd(
     metrics_listen: str | None = None,
     data_dir: Path | None = None,
     log_level: str = "warning",
+    extra: Sequence[str] = (),
 ) -> ServerProcess:
     """The real server, as `make run` would start it, minus the snapshot directory unless
     ``data_dir`` is given (then with its default durability there: the SQLite journal).
@@ -106,6 +108,7 @@ def start_dispatchd(
     args += ["--http-allow-cidr", "127.0.0.0/8"]  # the HTTP push phase's endpoint is local
     if data_dir is not None:
         args += ["--data-dir", str(data_dir)]
+    args += list(extra)
     name = "dispatchd" if data_dir is None else "dispatchd-journal"
     return start(name, cmd + args, port)
 

@@ -31,3 +31,15 @@ async def check_health_and_reflection(
         await shut_down()
         resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health_is(target: str, status: int, service: str = "") -> bool:
+    """Whether the server's health check answers ``status`` now (plaintext channel)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return bool(resp.status == status)

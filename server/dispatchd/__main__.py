@@ -19,6 +19,10 @@ from dispatchd.store.snapshot import SnapshotError
 
 log = logging.getLogger("dispatchd")
 
+#: Exit statuses beyond 0 (clean) and 1/2 (could not start, bad configuration).
+EXIT_DRAIN_FAILED = 3
+EXIT_FORCED = 4
+
 
 async def serve(config: Config, tracer_provider: TracerProvider | None = None) -> int:
     try:
@@ -28,9 +32,28 @@ async def serve(config: Config, tracer_provider: TracerProvider | None = None) -
         log.error("%s", e)
         return 1
     loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            server.request_drain()
+            return
+        # A second signal while draining: the operator will not wait. The journal (when
+        # on) holds every acknowledged change, as after a crash.
+        log.error("second stop signal: exiting without finishing the drain")
+        logging.shutdown()
+        os._exit(EXIT_FORCED)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_drain)
+        loop.add_signal_handler(sig, on_signal)
     await server.stopped.wait()
+    if server.drain_failure is not None:
+        log.error(
+            "exiting with status %d: the drain failed (%s)", EXIT_DRAIN_FAILED, server.drain_failure
+        )
+        return EXIT_DRAIN_FAILED
     return 0
 
 

@@ -122,6 +122,33 @@ class Outbox(Protocol):
 QueueListener = Callable[[str], None]
 """Told the name of a queue whose settings changed, on this server or another replica."""
 
+HealthListener = Callable[[str | None], None]
+"""Told the backend's trouble when it changes: why it cannot serve, or None once it can."""
+
+
+class HealthReport:
+    """Whether a backend can take changes now, for readiness: the embedded backend's
+    journal cannot commit (a full disk), or Redis cannot be reached. The runtime listens
+    and turns health NOT_SERVING while there is trouble, SERVING again once it is gone;
+    the calls themselves answer UNAVAILABLE with the same cause meanwhile."""
+
+    def __init__(self) -> None:
+        self.trouble: str | None = None
+        """Why the backend cannot serve now, in words a person can act on; None: it can."""
+        self._listeners: list[HealthListener] = []
+
+    def listen(self, listener: HealthListener) -> None:
+        self._listeners.append(listener)
+
+    def set(self, trouble: str | None) -> None:
+        """Reports the current trouble (None: none); listeners hear of changes only."""
+        if (trouble is None) == (self.trouble is None):
+            self.trouble = trouble  # still in trouble: keep the latest words
+            return
+        self.trouble = trouble
+        for listener in self._listeners:
+            listener(trouble)
+
 
 class Backend(Protocol):
     """Jobs, queues, workers, slots, drain. Async because the Redis backend's every call
@@ -129,6 +156,8 @@ class Backend(Protocol):
 
     capabilities: Capabilities
     limits: EngineLimits
+    health: HealthReport
+    """Whether the backend can take changes now (readiness); see HealthReport."""
 
     @property
     def draining(self) -> bool:
@@ -214,6 +243,11 @@ class Backend(Protocol):
     ) -> QueueView:
         """Sets what is not None (``policies``: rate, retry_policy, key_limits — None
         clears each —, max_pending, dedup_window, http_target), live."""
+
+    async def delete_queue(self, name: str) -> int:
+        """Forgets an empty queue with its settings and finished jobs; returns how many
+        finished jobs went. Refuses (QUEUE_NOT_EMPTY) a queue with waiting or underway
+        jobs, held or requested slots, or connected workers."""
 
     # ---- workers --------------------------------------------------------------------
 

@@ -47,6 +47,15 @@ class Config:
     """Seconds finished jobs stay readable by GetJob/WaitJob."""
     max_finished_jobs: int = 100_000
     """Most finished jobs kept in memory."""
+    max_queues: int = 10_000
+    """Most queues the server holds: creating one more (a submit or a worker naming a new
+    queue, UpdateQueue with create, AcquireSlot) is refused with RESOURCE_EXHAUSTED
+    (TOO_MANY_QUEUES). 0: no bound."""
+    max_pending_total: int = 0
+    """Most jobs waiting (pending and scheduled) across every queue: a submit that would
+    pass it is refused with RESOURCE_EXHAUSTED (TOO_MANY_PENDING) and a retry delay. It
+    bounds the memory the jobs take (the Helm chart derives it from the memory limit,
+    docs/durability.md). 0: no bound."""
     log_level: str = "info"
     """debug, info, warning or error."""
     durability: str = "journal"
@@ -121,6 +130,12 @@ class Config:
             raise ConfigError(f"--default-lease must be 1..3600 s, got {self.default_lease}")
         if self.finished_retention < 0 or self.max_finished_jobs < 0:
             raise ConfigError("--finished-retention and --max-finished-jobs must be >= 0")
+        if not 0 <= self.max_queues <= 100_000_000:
+            raise ConfigError(f"--max-queues must be 0..100000000, got {self.max_queues}")
+        if not 0 <= self.max_pending_total <= 10_000_000_000:
+            raise ConfigError(
+                f"--max-pending-total must be 0..10000000000, got {self.max_pending_total}"
+            )
         if self.durability not in ("none", "journal"):
             raise ConfigError(f"--durability must be none or journal, got {self.durability!r}")
         self._check_http_push()
@@ -241,6 +256,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("default-lease", float, d.default_lease, "lease seconds of queues created on first use")
     add("finished-retention", float, d.finished_retention, "seconds finished jobs stay readable")
     add("max-finished-jobs", int, d.max_finished_jobs, "most finished jobs kept")
+    add("max-queues", int, d.max_queues, "most queues; creating one more is refused (0: none)")
+    add(
+        "max-pending-total",
+        int,
+        d.max_pending_total,
+        "most jobs waiting across all queues; submits past it are refused (0: no bound)",
+    )
     add("log-level", str, d.log_level, "debug, info, warning or error")
     add("durability", str, d.durability, "journal (crash-safe, needs --data-dir) or none")
     add(
@@ -306,6 +328,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         default_lease=ns.default_lease,
         finished_retention=ns.finished_retention,
         max_finished_jobs=ns.max_finished_jobs,
+        max_queues=ns.max_queues,
+        max_pending_total=ns.max_pending_total,
         log_level=ns.log_level,
         durability=ns.durability,
         recover_truncated=ns.recover_truncated,

@@ -86,11 +86,13 @@ async def serve_health(
     return port
 
 
-async def mark_serving(health_servicer: HealthServicer) -> None:
-    """Readiness on, for the server as a whole and for the dispatcher service."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-    await health_servicer.set("", serving)
-    await health_servicer.set(SERVICE_NAME, serving)
+async def mark_serving(health_servicer: HealthServicer, serving: bool = True) -> None:
+    """Readiness on (or off), for the server as a whole and for the dispatcher service.
+    Once a drain began (enter_graceful_shutdown) this changes nothing."""
+    r = health_pb2.HealthCheckResponse
+    status = r.SERVING if serving else r.NOT_SERVING
+    await health_servicer.set("", status)
+    await health_servicer.set(SERVICE_NAME, status)
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
@@ -42,11 +43,15 @@ from dispatchd.security import (
 from dispatchd.service.dispatcher import DispatcherServicer
 from dispatchd.service.health import HealthServicer
 from dispatchd.service.work import MessageCounts, WorkStream
+from dispatchd.store.journal import SqliteJournal
 from dispatchd.web import Dashboard, Hooks, Trends, WebServer
 
 log = logging.getLogger("dispatchd")
 
 GC_YOUNG_THRESHOLD = 10_000
+#: How long a drain may take beyond its grace (the snapshot, closing the journal) before
+#: it is given up, logged as failed: a drain always ends.
+DRAIN_OVERRUN_SECONDS = 60.0
 
 
 def engine_limits(config: Config) -> EngineLimits:
@@ -58,6 +63,8 @@ def engine_limits(config: Config) -> EngineLimits:
         finished_retention_seconds=config.finished_retention,
         max_finished_jobs=config.max_finished_jobs,
         http_addresses=AddressPolicy.of(config.http_allow_cidr),
+        max_queues=config.max_queues,
+        max_pending_total=config.max_pending_total,
     )
 
 
@@ -75,6 +82,7 @@ def open_backend(
     observers: list[EngineObserver],
     metrics_of: Observability,
     rng: random.Random | None = None,
+    open_journal: Callable[[Path], SqliteJournal] = SqliteJournal,
 ) -> Backend:
     """The one place that knows there are two backends."""
     limits = engine_limits(config)
@@ -82,7 +90,9 @@ def open_backend(
         from dispatchd.redis import open_redis_backend  # redis-py only when asked for
 
         return open_redis_backend(config, limits, clock, observers, metrics_of.metrics)
-    storage = StorageConfig(config.data_dir, config.journaled, config.recover_truncated)
+    storage = StorageConfig(
+        config.data_dir, config.journaled, config.recover_truncated, open_journal
+    )
     return EmbeddedBackend(limits, clock, storage, observers, rng)
 
 
@@ -95,7 +105,10 @@ class DispatchdServer:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         tracer_provider: TracerProvider | None = None,
+        open_journal: Callable[[Path], SqliteJournal] = SqliteJournal,
     ) -> None:
+        """``open_journal`` makes the embedded backend's journal (tests pass one that
+        fails on purpose)."""
         self.config = config
         self.clock = clock
         self.messages = MessageCounts()
@@ -112,7 +125,7 @@ class DispatchdServer:
         self.trends = Trends(config.dashboard_bucket) if config.http_enabled else None
         if self.trends is not None:
             observers.append(self.trends)
-        self.backend = open_backend(config, clock, observers, self.observability, rng)
+        self.backend = open_backend(config, clock, observers, self.observability, rng, open_journal)
         self.pusher = HttpPusher(self.backend, clock, push_settings(config))
         self.health = HealthServicer()
         self.port = 0
@@ -127,6 +140,10 @@ class DispatchdServer:
         self._health_server: grpc.aio.Server | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._drain_report: asyncio.Future[DrainReport] | None = None
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        #: Why the drain failed (its snapshot could not be written, ...); the process
+        #: then exits non-zero. None: it did not, or there was no drain.
+        self.drain_failure: str | None = None
 
     @property
     def engine(self) -> Engine:
@@ -150,7 +167,8 @@ class DispatchdServer:
         except BaseException:
             await self.stop_now()  # nothing was served yet: no drain, no snapshot
             raise
-        await mark_serving(self.health)
+        self.backend.health.listen(self._backend_health)
+        await mark_serving(self.health, self.backend.health.trouble is None)
         self._tune_gc()
         host = c.listen.rpartition(":")[0]
         if self.auth is not None and credentials is None and not _loopback(host):
@@ -196,6 +214,20 @@ class DispatchdServer:
         await server.start()
         self._server = server
         await self._start_web()
+
+    def _backend_health(self, trouble: str | None) -> None:
+        """Readiness follows the backend: NOT_SERVING while it cannot take changes (the
+        journal cannot commit, Redis is away), SERVING again once it can. A drain's
+        NOT_SERVING stays (the health servicer ignores changes once it began)."""
+        if self._drain_task is not None:
+            return
+        if trouble is None:
+            log.info("health SERVING again: the backend takes changes")
+        else:
+            log.warning("health NOT_SERVING: %s", trouble)
+        task = asyncio.get_running_loop().create_task(mark_serving(self.health, trouble is None))
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
 
     def ports(self) -> dict[str, int]:
         """The bound ports (0 where a listener is off)."""
@@ -311,13 +343,18 @@ class DispatchdServer:
                 len(self.backend.local_workers()),
             )
             began.set_result(report)
-            await self.backend.finish_drain()
-            await self.pusher.close()  # HTTP calls still running lost their leases just now
+            await asyncio.wait_for(self.backend.finish_drain(), grace + DRAIN_OVERRUN_SECONDS)
+        except Exception as e:  # noqa: BLE001 - a drain always ends: logged, and the exit says so
+            self.drain_failure = str(e) or type(e).__name__
+            log.error("drain failed: %s", self.drain_failure)
         finally:
             if not began.done():
                 began.set_result(DrainReport(0, 0))
-            await self._stop_serving(grace=1.0)
-            log.info("drained")
+            try:
+                await self.pusher.close()  # HTTP calls still running lost their leases now
+            finally:
+                await self._stop_serving(grace=1.0)
+                log.info("drained" if self.drain_failure is None else "drain ended, failed")
 
     async def stop_now(self) -> None:
         """Stops without a drain (tests, a failed start): streams are cut, leases handed

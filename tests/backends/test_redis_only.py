@@ -26,7 +26,7 @@ from dispatchd_client import (
     Unavailable,
     Worker,
 )
-from tests.grpc_probes import check_health_and_reflection
+from tests.grpc_probes import NOT_SERVING, SERVING, check_health_and_reflection, health_is
 from tests.inproc import base_config
 from tests.integration.helpers import eventually
 from tests.integration.scrape import scrape
@@ -120,6 +120,25 @@ async def test_redis_going_away_answers_unavailable(tmp_path: Path) -> None:
                 await client.get(job.id)
             with pytest.raises(Unavailable, match="redis is unreachable"):
                 await client.submit("down", b"y")
+    finally:
+        proc.stop()
+        await server.stop_now()
+
+
+async def test_health_is_not_serving_while_redis_is_away(tmp_path: Path) -> None:
+    """Readiness follows Redis: NOT_SERVING while it cannot be reached (noticed by the
+    reaper's next pass, no client call needed), SERVING again once it answers."""
+    proc = RedisProcess(tmp_path / "first")
+    server = DispatchdServer(redis_config(tmp_path, proc.url))
+    try:
+        await server.start()
+        target = f"127.0.0.1:{server.port}"
+        assert await health_is(target, SERVING)
+        proc.stop()
+        await eventually(lambda: health_is(target, NOT_SERVING), what="NOT_SERVING")
+        assert await health_is(target, SERVING, "liveness")  # alive all the same
+        proc = RedisProcess(tmp_path / "second", port=proc.port)
+        await eventually(lambda: health_is(target, SERVING), what="SERVING again")
     finally:
         proc.stop()
         await server.stop_now()

@@ -300,3 +300,28 @@ def test_a_values_file_with_a_wrong_type_fails(tmp_path: Path) -> None:
 def test_inconsistent_values_do_not_render(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=message):
         render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "pending_total"),
+    [
+        ({}, 209_715),  # 512Mi x 0.4 / 1024 bytes a job
+        ({"resources": {"limits": {"memory": "2Gi"}}}, 838_860),
+        ({"resources": {"limits": {"memory": "1G"}}}, 390_625),
+        ({"resources": {"limits": {"memory": "1000000000"}}}, 390_625),
+        (
+            {"resources": {"limits": {"memory": "1Gi"}}, "server": {"pendingJobBytes": 2048}},
+            209_715,
+        ),
+        ({"server": {"maxPendingTotal": 5000}}, 5000),
+        ({"server": {"maxPendingTotal": 0}}, 0),
+        ({"resources": {"limits": {"memory": None}}}, 0),  # no memory limit: nothing to derive
+        (REDIS_FROM_SECRET, 0),  # Redis holds the jobs
+    ],
+)
+def test_max_pending_total_follows_the_memory_limit(
+    values: dict[str, Any], pending_total: int
+) -> None:
+    c = container(manifests(values))
+    config = load(c.get("args", []), env={**IMAGE_ENV, **env_of(c)})
+    assert (config.max_pending_total, config.max_queues) == (pending_total, 10_000)

@@ -251,3 +251,16 @@ async def test_schedules_create_list_show_pause_resume_trigger_delete(ctl: Dispa
     assert "NOT_FOUND" in missing.err
     wrong = await ctl("schedules", "create", "x", "--queue", "q")
     assert wrong.code == 2
+
+
+async def test_queue_delete(ctl: Dispatchctl) -> None:
+    ok(await ctl("queue", "set", "old", "--width", "0", "--create"))
+    ok(await ctl("submit", "old", "--payload", "x"))
+    refused = await ctl("queue", "delete", "old")
+    assert refused.code == 1
+    assert "FAILED_PRECONDITION: queue 'old' is not empty: it has 1 pending job" in refused.err
+    ok(await ctl("queue", "set", "empty", "--width", "1", "--create"))
+    assert ok(await ctl("queue", "delete", "empty")).out.strip() == (
+        "deleted queue empty and 0 finished jobs"
+    )
+    assert "empty" not in ok(await ctl("queues")).out

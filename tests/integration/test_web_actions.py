@@ -156,3 +156,21 @@ async def test_the_schedules_page_lists_next_fires_and_last_outcomes(
     assert "cron 30 2 * * *" in page.body
     assert "SUBMITTED" in page.body
     assert "every 60s" in page.body
+
+
+async def test_delete_queue_after_confirmation(port: int, client: AsyncClient) -> None:
+    await client.update_queue("old", width=0, create=True)
+    job = await client.submit("old", b"x")
+    page = await get(port, "/queues/old")
+    assert "/actions/delete_queue" in page.body
+    first = await post(port, "/actions/delete_queue", {"queue": "old", "csrf": page.csrf()})
+    assert "Confirm" in first.body
+    assert (await client.get_queue("old")).pending_count == 1  # not before the confirmation
+    refused = await act(port, "delete_queue", {"queue": "old"})
+    assert refused.status == 409
+    assert "is not empty: it has 1 pending job" in refused.body
+    await client.cancel(job.id)
+    done = await act(port, "delete_queue", {"queue": "old"})
+    assert done.status == 200
+    assert "queue old deleted with 1 finished jobs" in done.body
+    assert [q.name for q in await client.list_queues()] == []

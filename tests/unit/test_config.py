@@ -143,3 +143,15 @@ def test_http_listen_default_env_flag_and_off() -> None:
 def test_help_says_the_data_dir_holds_the_journal_too() -> None:
     help_text = " ".join(build_parser({}).format_help().split())
     assert "--data-dir DATA_DIR directory for the journal and the drain snapshot" in help_text
+
+
+def test_server_bounds_from_flags_and_environment() -> None:
+    assert (Config().max_queues, Config().max_pending_total) == (10_000, 0)
+    env = {"DISPATCHD_MAX_QUEUES": "50", "DISPATCHD_MAX_PENDING_TOTAL": "1000"}
+    c = load([], env=env)
+    assert (c.max_queues, c.max_pending_total) == (50, 1000)
+    assert load(["--max-queues", "0"], env=env).max_queues == 0
+    with pytest.raises(ConfigError, match="--max-queues"):
+        load(["--max-queues", "-1"], env={})
+    with pytest.raises(ConfigError, match="--max-pending-total"):
+        load(["--max-pending-total", "-5"], env={})

@@ -18,6 +18,7 @@ from dispatchd.engine import (
     NewJob,
     ResourceExhausted,
 )
+from dispatchd.engine.limits import SUBMITTER_HEADER
 
 from .engine_helpers import Connect, Pump, ok
 
@@ -81,6 +82,52 @@ def test_batch_mixes_known_and_new_keys(engine: Engine) -> None:
 def test_keys_are_per_queue(engine: Engine) -> None:
     a, b = engine.submit([keyed("k", "a"), keyed("k", "b")], 0.0)
     assert a.id != b.id
+
+
+def stamped(key: str, submitter: str, payload: bytes = b"") -> NewJob:
+    """A job as the auth interceptor hands it over: stamped with its submitter."""
+    return NewJob("q", payload=payload, headers={SUBMITTER_HEADER: submitter}, idempotency_key=key)
+
+
+def test_keys_are_per_submitter_when_jobs_are_stamped(engine: Engine) -> None:
+    [(a, _)] = engine.submit_many([stamped("k", "tenant-a", b"a")], 0.0)
+    [(b, dup)] = engine.submit_many([stamped("k", "tenant-b", b"b")], 1.0)
+    assert not dup
+    assert b.id != a.id
+    assert b.payload == b"b"
+    [(again, dup)] = engine.submit_many([stamped("k", "tenant-a")], 2.0)
+    assert dup
+    assert again.id == a.id
+    # An unstamped submit (auth off) has its own name for the key too.
+    [(plain, dup)] = engine.submit_many([keyed("k")], 3.0)
+    assert not dup
+    assert plain.id not in (a.id, b.id)
+
+
+@pytest.mark.parametrize("limits", [EngineLimits(finished_retention_seconds=10.0)])
+def test_a_stamped_key_is_forgotten_with_its_job(
+    engine: Engine, connect: Connect, pump: Pump
+) -> None:
+    [job] = engine.submit([stamped("k", "tenant-a")], 0.0)
+    connect()
+    [lease] = pump(0.0)
+    ok(engine, lease, 1.0)
+    engine.tick(12.0)  # evicted: its key goes with it
+    [(fresh, dup)] = engine.submit_many([stamped("k", "tenant-a")], 12.0)
+    assert not dup
+    assert fresh.id != job.id
+
+
+def test_restored_jobs_keep_their_submitters_keys(engine: Engine) -> None:
+    [a] = engine.submit([stamped("k", "tenant-a")], 0.0)
+    restored = Engine(rng=random.Random(1))
+    restored.restore([], engine.unfinished_jobs(), 1.0)
+    [(again, dup)] = restored.submit_many([stamped("k", "tenant-a")], 2.0)
+    assert dup
+    assert again.id == a.id
+    [(other, dup)] = restored.submit_many([stamped("k", "tenant-b")], 2.0)
+    assert not dup
+    assert other.id != a.id
 
 
 def test_empty_key_never_deduplicates(engine: Engine) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatchd import convert
 from dispatchd.engine import JobFailure, JobRecord, QueueSettings
 from dispatchd.store.snapshot import SnapshotData, SnapshotError, SnapshotStore
 from dispatchd_client.v1 import snapshot_pb2
@@ -115,3 +116,23 @@ def test_a_file_without_the_end_marker_is_truncated(tmp_path: Path) -> None:
     store.path.write_bytes(snapshot_pb2.Snapshot(format_version=1).SerializeToString())
     with pytest.raises(SnapshotError, match="no end marker"):
         store.load()
+
+
+def test_a_snapshot_written_a_job_at_a_time_is_the_one_message_it_stands_for(
+    tmp_path: Path,
+) -> None:
+    """The drain writes the file field by field (no million-job message in memory); the
+    bytes are those of the whole Snapshot serialized at once, trailer aside."""
+    store = SnapshotStore(tmp_path)
+    jobs = [_job("a", 5), _job("b", 1), _job("c", 5)]
+    queues = [("q", QueueSettings(width=3)), ("r", QueueSettings(width=1))]
+    store.save(SnapshotData(queues=queues, jobs=jobs), now=1_700_000_002.0)
+    raw = store.path.read_bytes()
+    whole = snapshot_pb2.Snapshot(format_version=1, create_time=convert.timestamp(1_700_000_002.0))
+    whole.queues.extend(convert.settings_to_pb(n, s) for n, s in queues)
+    order = [0, 2, 1]  # dispatch order: priority, then submit order
+    whole.jobs.extend(convert.job_to_pb(jobs[i]) for i in order)
+    whole.submit_order.extend(order)
+    body = whole.SerializeToString()
+    assert raw.startswith(body)
+    assert zlib.crc32(body) == store.read_message().content_crc32

@@ -268,6 +268,15 @@ export class Client {
   }
 
   /**
+   * Delete an empty queue with its settings and finished jobs; resolves with how many finished
+   * jobs went with it. Rejects with FailedPreconditionError (reason QUEUE_NOT_EMPTY) while it
+   * has waiting or underway jobs, held or requested slots, or connected workers.
+   */
+  async deleteQueue(name: string, call?: CallOptions): Promise<number> {
+    return (await this.call(S.deleteQueue, { name }, {}, call)).forgottenCount;
+  }
+
+  /**
    * Ask the server to stop intake, let underway jobs finish (for `graceMs`, or its configured
    * default), snapshot and exit. Resolves with the counts when the drain began.
    */

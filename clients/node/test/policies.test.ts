@@ -152,6 +152,20 @@ describe("Policies", () => {
     await assert.rejects(client.get(jobs[0]!.id), NotFoundError);
   });
 
+  it("deletes an empty queue and refuses one with work, saying what it has", TIMEOUT, async () => {
+    await client.updateQueue("p.delete", { width: 0 }, { create: true });
+    const job = await client.submit("p.delete");
+    await assert.rejects(client.deleteQueue("p.delete"), (e: unknown) => {
+      assert.ok(e instanceof FailedPreconditionError);
+      assert.equal(e.reason, "QUEUE_NOT_EMPTY");
+      assert.match(e.details, /1 pending job/);
+      return true;
+    });
+    await client.cancel(job.id);
+    assert.equal(await client.deleteQueue("p.delete"), 1, "the cancelled job goes with it");
+    await assert.rejects(client.getQueue("p.delete"), NotFoundError);
+  });
+
   it("holds a slot of the width outside workers until released", TIMEOUT, async () => {
     await client.updateQueue("p.slot", { width: 1 }, { create: true });
     const slot = await client.acquireSlot("p.slot", { holder: "cron:nightly", ttlMs: 30_000 });

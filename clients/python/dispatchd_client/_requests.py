@@ -206,6 +206,10 @@ def _purged(resp: pb.PurgeJobsResponse) -> int:
     return resp.purged_count
 
 
+def _forgotten(resp: pb.DeleteQueueResponse) -> int:
+    return resp.forgotten_count
+
+
 def _nothing(resp: pb.ReleaseSlotResponse) -> None:
     return None
 
@@ -414,6 +418,10 @@ def purge_jobs(queue: str, state: JobState | None) -> Rpc[int]:
         queue=queue, state=cast(pb.JobState, int(state or JobState.UNSPECIFIED))
     )
     return Rpc("PurgeJobs", request, _purged)
+
+
+def delete_queue(name: str) -> Rpc[int]:
+    return Rpc("DeleteQueue", pb.DeleteQueueRequest(name=name), _forgotten)
 
 
 def acquire_slot(

@@ -274,6 +274,12 @@ class Client:
         """Forget finished jobs of ``queue`` (of one finished state, or all); returns how many."""
         return self._call(rq.purge_jobs(queue, state), timeout)
 
+    def delete_queue(self, name: str, *, timeout: float | None = None) -> int:
+        """Delete an empty queue with its settings and finished jobs; returns how many finished
+        jobs went with it. FailedPrecondition (reason QUEUE_NOT_EMPTY) while it has waiting or
+        underway jobs, held or requested slots, or connected workers."""
+        return self._call(rq.delete_queue(name), timeout)
+
     def acquire_slot(
         self,
         queue: str,

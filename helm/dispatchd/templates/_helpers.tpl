@@ -121,3 +121,46 @@ value: {{ printf "redis://%s:%d/0" (include "dispatchd.redisName" .) (int .Value
 {{- define "dispatchd.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/*
+A Kubernetes memory quantity ("512Mi", "1Gi", "1.5G", "800000000") in bytes; 0 when empty.
+*/}}
+{{- define "dispatchd.memoryBytes" -}}
+{{- $q := toString . -}}
+{{- $bytes := 0.0 -}}
+{{- $units := list (list "Ki" 1024.0) (list "Mi" 1048576.0) (list "Gi" 1073741824.0) (list "Ti" 1099511627776.0) (list "k" 1000.0) (list "K" 1000.0) (list "M" 1000000.0) (list "G" 1000000000.0) (list "T" 1000000000000.0) -}}
+{{- $matched := false -}}
+{{- range $units -}}
+{{- if and (not $matched) (hasSuffix (index . 0) $q) -}}
+{{- $bytes = mulf (float64 (trimSuffix (index . 0) $q)) (index . 1) -}}
+{{- $matched = true -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $matched) $q -}}
+{{- $bytes = float64 $q -}}
+{{- end -}}
+{{- int64 $bytes -}}
+{{- end -}}
+
+{{/*
+DISPATCHD_MAX_PENDING_TOTAL: server.maxPendingTotal when set; else, with backend embedded and a
+memory limit, the jobs that fit in server.pendingMemoryFraction of the limit at
+server.pendingJobBytes each (docs/durability.md, "Memory"); else 0 (no bound: with backend
+redis the jobs live in Redis, whose maxmemory bounds them).
+*/}}
+{{- define "dispatchd.maxPendingTotal" -}}
+{{- $set := .Values.server.maxPendingTotal -}}
+{{- if not (kindIs "invalid" $set) -}}
+{{- int64 $set -}}
+{{- else -}}
+{{- $limit := 0 -}}
+{{- with .Values.resources.limits -}}
+{{- $limit = include "dispatchd.memoryBytes" .memory | int64 -}}
+{{- end -}}
+{{- if and (eq .Values.backend "embedded") (gt $limit 0) -}}
+{{- int64 (divf (mulf (float64 $limit) .Values.server.pendingMemoryFraction) .Values.server.pendingJobBytes) -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end -}}
+{{- end -}}

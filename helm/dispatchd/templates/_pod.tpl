@@ -76,6 +76,10 @@ spec:
           value: {{ .Values.server.finishedRetention | quote }}
         - name: DISPATCHD_MAX_FINISHED_JOBS
           value: {{ .Values.server.maxFinishedJobs | int64 | quote }}
+        - name: DISPATCHD_MAX_QUEUES
+          value: {{ .Values.server.maxQueues | int64 | quote }}
+        - name: DISPATCHD_MAX_PENDING_TOTAL
+          value: {{ include "dispatchd.maxPendingTotal" . | quote }}
         - name: DISPATCHD_LOG_LEVEL
           value: {{ .Values.server.logLevel | quote }}
         {{- with .Values.server.httpAllowCidr }}

@@ -10,10 +10,12 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from dispatchd.backend import (
     Capabilities,
     DrainReport,
+    HealthReport,
     Outbox,
     QueueListener,
     WorkerInfo,
@@ -21,14 +23,16 @@ from dispatchd.backend import (
     WorkResult,
     heartbeat_interval,
 )
+from dispatchd.embedded.journaling import JournalUnavailable
 from dispatchd.embedded.pump import DispatchPump
-from dispatchd.embedded.storage import Storage, StorageConfig
+from dispatchd.embedded.storage import SnapshotFailed, Storage, StorageConfig
 from dispatchd.embedded.waiters import Waiters
 from dispatchd.engine import (
     Engine,
     EngineError,
     EngineLimits,
     EngineObserver,
+    JobRecord,
     JobState,
     JobView,
     NewJob,
@@ -46,6 +50,17 @@ from dispatchd.stall import StallWatch
 log = logging.getLogger("dispatchd")
 
 HELD_JOBS_SHOWN = 10
+#: What a failed commit means for the caller of a submit, and of any other change.
+SUBMIT_UNSURE = "the job may still run, resubmit with an idempotency key to be sure"
+CHANGE_UNSURE = (
+    "the change is made but not yet on disk: it is written once the journal recovers, and "
+    "a crash before that undoes it"
+)
+
+
+class DrainFailed(Exception):
+    """The drain ended but did not keep everything (its snapshot or the journal's last
+    commit could not be written); the message says which, and the process exits non-zero."""
 
 
 class _Watch(EngineObserver):
@@ -62,6 +77,10 @@ class _Watch(EngineObserver):
             self.idle.set()
 
     def queue_changed(self, name: str, settings: QueueSettings) -> None:
+        for listener in self.listeners:
+            listener(name)
+
+    def queue_deleted(self, name: str) -> None:
         for listener in self.listeners:
             listener(name)
 
@@ -86,7 +105,8 @@ class EmbeddedBackend:
         self.engine = Engine(limits, self.observers, rng)
         self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
         storage = storage or StorageConfig()
-        self.storage = Storage(self.engine, storage, clock)
+        self.health = HealthReport()
+        self.storage = Storage(self.engine, storage, clock, self.health.set)
         self._told: dict[int, float] = {}  # worker key -> heartbeat interval it was told
         self._grace = 0.0
         on_disk = storage.data_dir is not None
@@ -135,14 +155,26 @@ class EmbeddedBackend:
             log.warning("drain grace ran out: %d underway jobs are pending again", reclaimed)
         else:
             log.info("drain: no job underway")
-        self.storage.snapshot()
-        await self.storage.close()
+        failures = []
+        try:  # a failed snapshot still ends the drain: the journal and workers close
+            self.storage.snapshot()
+        except SnapshotFailed as e:
+            failures.append(str(e))
+        try:
+            await self.storage.close()
+        except JournalUnavailable as e:
+            failures.append(str(e))
         for outbox in self.pump.outboxes:
             outbox.close("server drained")
         self.pump.close()
+        if failures:
+            raise DrainFailed("; ".join(failures))
 
     async def close(self) -> None:
-        await self.storage.close()
+        try:
+            await self.storage.close()
+        except JournalUnavailable as e:
+            log.error("%s", e)
         self.pump.close()
 
     async def settle(self) -> None:
@@ -153,18 +185,32 @@ class EmbeddedBackend:
 
     # ---- jobs -----------------------------------------------------------------------
 
-    async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
-        results = self.engine.submit_many(specs, self.clock())
-        self.pump.kick()
-        await self._durable("the job may still run, resubmit with an idempotency key to be sure")
-        return results
+    def _writable(self) -> None:
+        """Refuses a change before it is made while the journal cannot commit: it would
+        not be durable, and the caller would be told so only after it took effect."""
+        try:
+            self.storage.check()
+        except JournalUnavailable as e:
+            raise Unavailable(
+                f"{e}; nothing was admitted or changed: retry once the server is ready again",
+                reason=Reason.JOURNAL_UNAVAILABLE,
+            ) from None
 
-    async def _durable(self, otherwise: str) -> None:
-        """Returns once every change so far is on disk (a no-op without a journal)."""
+    async def _durable(self, unsure: str) -> None:
+        """Returns once every change made so far is in the journal: a change is answered
+        only once a crash cannot undo it. ``unsure`` tells the caller what a failed commit
+        means for it."""
         try:
             await self.storage.sync()
-        except OSError as e:
-            raise Unavailable(f"{e}; {otherwise}", reason=Reason.JOURNAL_UNAVAILABLE) from None
+        except JournalUnavailable as e:
+            raise Unavailable(f"{e}; {unsure}", reason=Reason.JOURNAL_UNAVAILABLE) from None
+
+    async def submit(self, specs: Sequence[NewJob]) -> list[tuple[JobView, bool]]:
+        self._writable()
+        results = self.engine.submit_many(specs, self.clock())
+        self.pump.kick()
+        await self._durable(SUBMIT_UNSURE)
+        return results
 
     async def get_job(self, job_id: str) -> JobView:
         return self.engine.get_job(job_id)
@@ -185,24 +231,34 @@ class EmbeddedBackend:
             return job  # evicted while we waited: the record we hold is final
 
     async def cancel_job(self, job_id: str) -> JobView:
+        self._writable()
         job, worker = self.engine.cancel(job_id, self.clock())
         if worker is not None:
             outbox = self.pump.outbox(worker)
             if outbox is not None:
                 outbox.cancel([job.id])
         self.pump.kick()
+        await self._durable(CHANGE_UNSURE)
         return job
 
     async def reprioritize_job(self, job_id: str, priority: int) -> JobView:
-        return self.engine.reprioritize(job_id, priority)
+        self._writable()
+        job = _as_changed(self.engine.reprioritize(job_id, priority))
+        await self._durable(CHANGE_UNSURE)
+        return job
 
     async def retry_job(self, job_id: str) -> JobView:
-        job = self.engine.retry(job_id, self.clock())
+        self._writable()
+        job = _as_changed(self.engine.retry(job_id, self.clock()))
         self.pump.kick()
+        await self._durable(CHANGE_UNSURE)
         return job
 
     async def purge_jobs(self, queue: str, state: JobState) -> int:
-        return self.engine.purge(queue, state)
+        self._writable()
+        purged = self.engine.purge(queue, state)
+        await self._durable(CHANGE_UNSURE)
+        return purged
 
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str
@@ -227,6 +283,7 @@ class EmbeddedBackend:
         create: bool = False,
         **policies: object,
     ) -> QueueView:
+        self._writable()
         engine = self.engine
         before = engine.lease_of(name)
         view = engine.update_queue(
@@ -241,7 +298,14 @@ class EmbeddedBackend:
         self.pump.kick()
         if before is not None and view.settings.lease_seconds != before:
             self._tell_intervals(name)
+        await self._durable(CHANGE_UNSURE)
         return view
+
+    async def delete_queue(self, name: str) -> int:
+        self._writable()
+        forgotten = self.engine.delete_queue(name)
+        await self._durable(CHANGE_UNSURE)
+        return forgotten
 
     def _tell_intervals(self, queue: str) -> None:
         """A queue's lease changed: its workers hear their new heartbeat interval."""
@@ -338,6 +402,7 @@ class EmbeddedBackend:
     # ---- schedules ------------------------------------------------------------------
 
     async def create_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        self._writable()
         rec = self.engine.create_schedule(schedule, self.clock())
         self.pump.kick()  # the timer may need to move up
         await self._durable("the schedule may exist: read it back before creating it again")
@@ -352,16 +417,19 @@ class EmbeddedBackend:
         return self.engine.list_schedules(page_size, page_token)
 
     async def update_schedule(self, schedule_id: str, changes: dict[str, object]) -> ScheduleRecord:
+        self._writable()
         rec = self.engine.update_schedule(schedule_id, changes, self.clock())
         self.pump.kick()
         await self._durable("the change may have happened: read the schedule back")
         return rec
 
     async def delete_schedule(self, schedule_id: str) -> None:
+        self._writable()
         self.engine.delete_schedule(schedule_id)
         await self._durable("the schedule may be gone: read it back")
 
     async def trigger_schedule(self, schedule_id: str, overlap: Overlap | None) -> Firing:
+        self._writable()
         firing = self.engine.trigger_schedule(schedule_id, overlap, self.clock())
         self.pump.kick()
         await self._durable("the job may still run")
@@ -370,10 +438,18 @@ class EmbeddedBackend:
     async def backfill_schedule(
         self, schedule_id: str, start: float, end: float, overlap: Overlap | None
     ) -> list[Firing]:
+        self._writable()
         firings = self.engine.backfill_schedule(schedule_id, start, end, overlap, self.clock())
         self.pump.kick()
         await self._durable("the jobs may still run; a repeated backfill makes no duplicates")
         return firings
+
+
+def _as_changed(job: JobRecord) -> JobRecord:
+    """The job as the change left it. The answer waits for the journal, and a live record
+    moves on meanwhile (a worker may take a retried job and finish it): the caller is told
+    what it did, not what happened next."""
+    return replace(job, headers=dict(job.headers), attempts=list(job.attempts))
 
 
 def worker_info(w: WorkerRecord, replica: str) -> WorkerInfo:

@@ -5,16 +5,23 @@ dirty record at once, serializes the live ones on the event loop (where the engi
 finished jobs are frozen records, serialized on the writer thread) and writes them in one
 SQLite transaction on that thread. While one commit runs, the
 next batch gathers, so a thousand concurrent Submits share a handful of fsyncs.
-``sync()`` returns once everything marked before it is durable: Submit awaits it
-before answering, dispatches and results do not (a crash before their commit loses
+``sync()`` returns once everything marked before it is durable: Submit and every change
+an operator or a producer is answered for (queue settings, cancel, retry, reprioritize,
+purge, delete) await it; dispatches and results do not (a crash before their commit loses
 nothing that was promised: the job runs again).
+
+A commit that fails (a full disk, an I/O error) is not the end: its records stay dirty,
+the callers waiting for it hear the cause, ``trouble`` says it (the backend reports
+NOT_SERVING meanwhile), and the commit is tried again with a growing pause until one
+succeeds, which clears the trouble: freeing the disk is enough, no restart needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,11 +34,31 @@ from dispatchd.store.journal import Batch, SqliteJournal
 
 log = logging.getLogger("dispatchd.journal")
 
+#: Pauses between tries of a commit that failed: from the first to the longest, doubling.
+RETRY_FIRST_SECONDS = 0.05
+RETRY_LONGEST_SECONDS = 2.0
+
+
+class JournalUnavailable(OSError):
+    """The journal cannot be written now; the message says why (the error SQLite or the
+    operating system gave: "database or disk is full", "No space left on device")."""
+
+
+def cause_of(error: BaseException) -> str:
+    """What went wrong, in the words of whoever noticed (SQLite, the kernel)."""
+    return str(error) or type(error).__name__
+
 
 class JournalWriter(EngineObserver):
-    def __init__(self, engine: Engine, journal: SqliteJournal) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: SqliteJournal,
+        on_trouble: Callable[[str | None], None] = lambda trouble: None,
+    ) -> None:
         self._engine = engine
         self._journal = journal
+        self._on_trouble = on_trouble
         self._new: set[str] = set()
         self._changed: set[str] = set()
         # Jobs that finished since the last commit, as the engine handed them over: their
@@ -47,7 +74,9 @@ class JournalWriter(EngineObserver):
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.busy = False  # a commit is on its way to disk
-        self.failed: BaseException | None = None
+        self.trouble: str | None = None
+        """Why the last commit failed, while no later one succeeded; None: all is well."""
+        self._closing = False
 
     # ---- marking (engine observer) ------------------------------------------------
 
@@ -102,6 +131,9 @@ class JournalWriter(EngineObserver):
     def schedule_deleted(self, schedule_id: str) -> None:
         self._schedules.discard(schedule_id)
         self._deleted_schedules.add(schedule_id)
+
+    def queue_deleted(self, name: str) -> None:
+        self._queues.add(name)  # _take finds it gone and deletes its row
         self._kick()
 
     # ---- committing -----------------------------------------------------------------
@@ -124,10 +156,17 @@ class JournalWriter(EngineObserver):
                 return  # restore at start-up: nothing to write, the rows are there
             self._task = loop.create_task(self._commit_loop())
 
+    def check(self) -> None:
+        """Raises JournalUnavailable while commits fail: a change made now would not be
+        durable, so the caller refuses it before making it."""
+        if self.trouble is not None:
+            raise JournalUnavailable(f"the journal cannot be written: {self.trouble}")
+
     async def sync(self) -> None:
-        """Waits until everything marked so far is durable; raises if the commit failed."""
-        if self.failed is not None:
-            raise OSError(f"the journal cannot be written: {self.failed}")
+        """Waits until everything marked so far is durable; raises JournalUnavailable if
+        the commit carrying it failed (the change stays in memory and is written by a later
+        commit, once one succeeds)."""
+        self.check()
         if not self._dirty() and (self._task is None or self._task.done()):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +176,7 @@ class JournalWriter(EngineObserver):
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        pause = RETRY_FIRST_SECONDS
         while self._dirty() or self._waiters:
             batch, later = self._take()
             waiters, self._waiters = self._waiters, []
@@ -151,15 +191,46 @@ class JournalWriter(EngineObserver):
             except Exception as e:  # noqa: BLE001 - any failure must reach every waiter
                 # (disk full, I/O error, a closed journal); a waiter left pending would hang
                 # its Submit until the caller's deadline.
-                log.error("journal commit of %d records failed: %s", len(batch) + later.rows, e)
-                self.failed = e
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(OSError(f"the journal cannot be written: {e}"))
-                return
+                self._failed(e, batch, later, waiters)
+                if self._closing:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_LONGEST_SECONDS)
+                continue
+            pause = RETRY_FIRST_SECONDS
+            if self.trouble is not None:
+                log.warning("the journal is written again: %s is over", self.trouble)
+                self.trouble = None
+                self._on_trouble(None)
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
+
+    def _failed(
+        self, error: Exception, batch: Batch, later: _Later, waiters: list[asyncio.Future[None]]
+    ) -> None:
+        """A commit failed: its records are dirty again (the next try writes them as they
+        are then), its waiters hear why, and the trouble is reported once per outage."""
+        cause = cause_of(error)
+        if self.trouble is None:
+            log.error(
+                "journal commit of %d records failed: %s; retrying until it succeeds",
+                len(batch) + later.rows,
+                cause,
+            )
+            self._on_trouble(f"the journal cannot be written: {cause}")
+        self.trouble = cause
+        self._new.update(job_id for job_id, _, _ in batch.new_jobs)
+        self._new.update(job.id for job in later.new)
+        self._changed.update(job_id for _, job_id in batch.statuses)
+        self._changed.update(job.id for job in later.changed)
+        self._forgotten.update(job_id for (job_id,) in batch.forgotten)
+        self._queues.update(name for name, _ in batch.queues)
+        self._queues.update(batch.deleted_queues)
+        failure = JournalUnavailable(f"the journal cannot be written: {cause}")
+        for w in waiters:
+            if not w.done():
+                w.set_exception(failure)
 
     def _take(self) -> tuple[Batch, _Later]:
         """The rows of every dirty record. A job's payload goes into its row once, when it
@@ -188,7 +259,11 @@ class JournalWriter(EngineObserver):
         self._finished = {}
         batch.forgotten = [(job_id,) for job_id in self._forgotten]
         for name in self._queues:
-            view = engine.get_queue(name)
+            try:
+                view = engine.get_queue(name)
+            except NotFound:  # deleted (DeleteQueue): its row goes
+                batch.deleted_queues.append(name)
+                continue
             batch.queues.append(
                 (name, convert.settings_to_pb(name, view.settings).SerializeToString())
             )
@@ -207,12 +282,31 @@ class JournalWriter(EngineObserver):
         batch.statuses.extend((_status(job), job.id) for job in later.changed)
         self._journal.write(batch)
 
-    async def close(self) -> None:
-        """Commits what is dirty and closes the journal."""
-        if self.failed is None:
-            await self.sync()
+    async def close(self) -> bool:
+        """Commits what is dirty (one last try when commits were failing) and closes the
+        journal; returns whether everything was written. Never hangs on a disk that stays
+        full: what could not be written is logged, and the journal keeps the state of its
+        last commit."""
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            if self.trouble is not None and not self.busy:
+                task.cancel()  # pausing between tries: the last try is below
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._dirty():
+            self._task = asyncio.get_running_loop().create_task(self._commit_loop())
+            await self._task
+        written = not self._dirty()
+        if not written:
+            log.error(
+                "closing the journal with changes it could not write (%s): it holds the "
+                "state of its last commit",
+                self.trouble,
+            )
         await asyncio.get_running_loop().run_in_executor(self._executor, self._journal.close)
         self._executor.shutdown(wait=True)
+        return written
 
 
 @dataclass(slots=True)

@@ -3,20 +3,27 @@ snapshot, read at start-up into an empty engine and written at the end of a drai
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dispatchd import convert, schedule_convert
-from dispatchd.embedded.journaling import JournalWriter
-from dispatchd.engine import Engine
+from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter
+from dispatchd.engine import Engine, JobRecord
 from dispatchd.listening import StartError
-from dispatchd.store.journal import JournalError, SqliteJournal
+from dispatchd.store.journal import READ_CHUNK, JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
 
 log = logging.getLogger("dispatchd")
+
+
+class SnapshotFailed(Exception):
+    """The drain could not write its snapshot; the message says why (already logged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +34,25 @@ class StorageConfig:
     """Every change goes to the journal (with a data_dir)."""
     recover_truncated: bool = False
     """Start even when a journal record or the snapshot is damaged, dropping what is lost."""
+    open_journal: Callable[[Path], SqliteJournal] = SqliteJournal
+    """Makes the journal of a data dir: SqliteJournal; tests hand in one that can fail on
+    purpose (a full disk), as a real one would."""
 
 
 class Storage:
     """Opens, restores and closes the journal and the snapshot of one engine."""
 
-    def __init__(self, engine: Engine, config: StorageConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: StorageConfig,
+        clock: Callable[[], float],
+        on_trouble: Callable[[str | None], None] = lambda trouble: None,
+    ) -> None:
         self._engine = engine
         self._config = config
         self._clock = clock
+        self._on_trouble = on_trouble
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
 
@@ -51,7 +68,7 @@ class Storage:
             self._restore_snapshot()
             return None
         assert c.data_dir is not None
-        journal = SqliteJournal(c.data_dir)
+        journal = c.open_journal(c.data_dir)
         try:
             had_journal = journal.exists()
             journal.open()
@@ -63,25 +80,39 @@ class Storage:
                 self._seed_journal(journal)
         except JournalError as e:
             raise StartError(str(e)) from None
-        self.journal = JournalWriter(self._engine, journal)
+        self.journal = JournalWriter(self._engine, journal, self._on_trouble)
         return self.journal
 
     def _restore_journal(self, journal: SqliteJournal) -> bool:
+        """Streams the journal into the engine, READ_CHUNK rows at a time: read, checked,
+        decoded, converted and handed over before the next chunk is read, so start-up holds
+        the engine's records and one chunk, not every row's protobuf beside them (which
+        more than doubled the peak)."""
         started = time.monotonic()
-        recovered = journal.load(self._config.recover_truncated)
-        if not recovered.jobs and not recovered.queues and not recovered.schedules:
-            return False
-        queues = [(q.name, convert.settings_from_pb(q)) for q in recovered.queues]
-        jobs = [convert.job_from_pb(j) for j in recovered.jobs]
-        self._engine.restore(queues, jobs, self._clock())
+        queues = [(q.name, convert.settings_from_pb(q)) for q in journal.queues()]
+        skipped: list[str] = []
+        count = 0
+
+        def records() -> Iterator[JobRecord]:
+            nonlocal count
+            rows = journal.jobs(self._config.recover_truncated, skipped)
+            while chunk := [convert.job_from_pb(m) for m in itertools.islice(rows, READ_CHUNK)]:
+                count += len(chunk)
+                yield from chunk
+
+        with _collector_paused():
+            self._engine.restore(queues, records(), self._clock())
+        schedules = journal.schedules()
         self._engine.restore_schedules(
-            [schedule_convert.schedule_from_stored(s) for s in recovered.schedules]
+            [schedule_convert.schedule_from_stored(s) for s in schedules]
         )
-        for job_id in recovered.skipped:
+        for job_id in skipped:
             log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
+        if not count and not queues and not schedules:
+            return False
         log.info(
             "recovered %d jobs and %d queues from %s in %.2f s",
-            len(recovered.jobs),
+            count,
             len(queues),
             journal.path,
             time.monotonic() - started,
@@ -110,7 +141,8 @@ class Storage:
         data = self.store.load(recover=self._config.recover_truncated)
         if data is None:
             return
-        self._engine.restore(data.queues, data.jobs)
+        with _collector_paused():
+            self._engine.restore(data.queues, data.jobs)
         self._engine.restore_schedules(data.schedules)
         self.store.mark_restored()
         log.info(
@@ -120,13 +152,21 @@ class Storage:
             self.store.path,
         )
 
+    def check(self) -> None:
+        """Raises JournalUnavailable while the journal cannot commit (a no-op without one)."""
+        if self.journal is not None:
+            self.journal.check()
+
     async def sync(self) -> None:
-        """Returns once every change so far is durable (a no-op without a journal)."""
+        """Returns once every change so far is durable (a no-op without a journal); raises
+        JournalUnavailable when the commit failed."""
         if self.journal is not None:
             await self.journal.sync()
 
     def snapshot(self) -> None:
-        """The unfinished jobs and every queue's settings, for the next start."""
+        """The unfinished jobs and every queue's settings, for the next start. Raises
+        SnapshotFailed (after logging what it means for the jobs) when it cannot be
+        written: with a journal nothing is lost, without one the jobs are."""
         engine = self._engine
         if self.store is None:
             log.warning(
@@ -136,7 +176,27 @@ class Storage:
         queues = [(v.name, v.settings) for v in engine.list_queues()]
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
-        size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
+        try:
+            size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
+        except OSError as e:
+            if self.journal is not None:
+                log.error(
+                    "drain: the snapshot %s could not be written (%s); the journal keeps "
+                    "every job and the next start recovers them from it",
+                    self.store.path,
+                    e,
+                )
+            else:
+                log.error(
+                    "drain: the snapshot %s could not be written (%s): %d unfinished jobs "
+                    "are lost (--durability none keeps them in the snapshot only)",
+                    self.store.path,
+                    e,
+                    len(jobs),
+                )
+            raise SnapshotFailed(
+                f"the snapshot {self.store.path} could not be written: {e}"
+            ) from None
         log.info(
             "snapshot of %d jobs, %d queues (%d bytes) in %s",
             len(jobs),
@@ -146,5 +206,24 @@ class Storage:
         )
 
     async def close(self) -> None:
-        if self.journal is not None:
-            await self.journal.close()
+        """Closes the journal; raises JournalUnavailable when its last changes could not be
+        written (already logged): a drain that ends so has failed."""
+        if self.journal is not None and not await self.journal.close():
+            raise JournalUnavailable(
+                f"the journal cannot be written ({self.journal.trouble}): its last changes are lost"
+            )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a restore builds a million long-lived records: its
+    full passes over the growing heap took a third of the time, for no garbage (reference
+    counting still frees each row as it is used). The runtime freezes what the restore
+    made once the server serves (runtime._tune_gc)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()

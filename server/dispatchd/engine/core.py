@@ -8,7 +8,7 @@ EngineError before changing anything.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from dispatchd.engine import limits as lim
@@ -25,6 +25,7 @@ from dispatchd.engine.model import (
     QueueSettings,
     QueueView,
     WorkerRecord,
+    dedup_name,
 )
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.schedule_book import ScheduleMixin
@@ -107,9 +108,38 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         if lease_seconds is not None:
             changes["lease_seconds"] = lease_seconds
         q.apply_settings(replace(s, **changes), now)  # type: ignore[arg-type]
+        self._consider(q, now)  # resumed, widened, a new rate or key limits
         if q.settings != s:
             self.observer.queue_changed(name, q.settings)
         return self._view(q)
+
+    def delete_queue(self, name: str) -> int:
+        """Forgets an empty queue, its settings and its finished jobs; returns how many
+        finished jobs went with it. A queue with waiting or underway jobs, held or
+        requested slots, or connected workers is refused (QUEUE_NOT_EMPTY) and stays."""
+        self._refuse_while_draining()
+        lim.check_queue_name(name)
+        q = self._queue(name)
+        requests = sum(1 for _, _, rid in q.slot_waiters if rid in self._slot_requests)
+        holds = {
+            "pending": len(q.pending),
+            "scheduled": len(q.scheduled),
+            "underway": len(q.leases),
+            "slots": len(q.slots) + requests,
+            "workers": len(q.subscribers),
+        }
+        if any(holds.values()):
+            raise lim.queue_not_empty(name, holds, q.settings.http_target is not None)
+        forgotten = [job_id for s in FINISHED_STATES for _, job_id in q.finished[s].after(None)]
+        for job_id in forgotten:
+            del self._done[job_id]
+        del self._queues[name]
+        self._ready.discard(q)
+        self._slot_waiting.pop(name, None)
+        if forgotten:
+            self.observer.jobs_forgotten(forgotten)
+        self.observer.queue_deleted(name)
+        return len(forgotten)
 
     def pause(self, name: str) -> QueueView:
         return self.update_queue(name, paused=True)
@@ -138,7 +168,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             if existing is not None:
                 out.append((existing, True))
                 continue
-            dedup = (spec.queue, spec.idempotency_key)
+            dedup = (spec.queue, dedup_name(spec.headers, spec.idempotency_key))
             if spec.idempotency_key and dedup in made:
                 out.append((made[dedup], True))
                 continue
@@ -157,9 +187,10 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         adding: dict[str, int] = {}
         seen: set[tuple[str, str]] = set()
         for spec in specs:
-            existing = self._known_by_key(spec.queue, spec.idempotency_key, now)
+            name = dedup_name(spec.headers, spec.idempotency_key)
+            existing = self._known_by_key(spec.queue, name, now)
             plan.append(existing)
-            key = (spec.queue, spec.idempotency_key)
+            key = (spec.queue, name)
             if existing is None and not (spec.idempotency_key and key in seen):
                 adding[spec.queue] = adding.get(spec.queue, 0) + 1
             if spec.idempotency_key:
@@ -169,9 +200,14 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             bound = q.settings.max_pending if q is not None else 0
             if bound and q is not None and q.waiting_count() + n > bound:
                 raise lim.queue_full(name, q.waiting_count(), n, bound)
+        new_queues = sum(1 for name in adding if name not in self._queues)
+        lim.check_server_bounds(
+            self.limits, len(self._queues), new_queues, self.waiting_total(), sum(adding.values())
+        )
         return plan
 
     def _known_by_key(self, queue: str, key: str, now: float) -> JobView | None:
+        """The job a queue knows by dedup name ``key`` (model.dedup_name), if any."""
         q = self._queues.get(queue)
         if not key or q is None or key not in q.dedup:
             return None
@@ -208,7 +244,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         )
         self._jobs[job.id] = job
         if spec.idempotency_key:
-            q.dedup[spec.idempotency_key] = job.id
+            q.dedup[dedup_name(job.headers, spec.idempotency_key)] = job.id
         if job.expire_at is not None:
             heapq.heappush(self._expiries, (job.expire_at, job.seq, job.id))
         if job.expire_at is not None and job.expire_at <= now:
@@ -242,6 +278,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         q = self._queues[job.queue]
         if job.state is JobState.UNDERWAY and job.lease is not None:
             job.lease.cancelled = True
+            self._cancelled_leases += 1
             return self._finish(job, JobState.CANCELLED, now, release_key=False), job.lease.worker
         self._stop_waiting(q, job)
         return self._finish(job, JobState.CANCELLED, now), None
@@ -376,29 +413,30 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
 
     def _restore_finished(self, job: JobRecord) -> None:
         """A finished job from a journal: readable again until its retention ends."""
-        q = self._ensure_queue(job.queue)
+        q = self._ensure_queue(job.queue, bounded=False)
         done = FinishedJob.of(job, job.finish_time or self._now, self._next_seq())
         self._done[job.id] = done.pack()
         q.record_finished(done)
         if job.idempotency_key:
-            q.dedup[job.idempotency_key] = job.id
+            q.dedup[dedup_name(job.headers, job.idempotency_key)] = job.id
 
     def restore(
         self,
         queues: Sequence[tuple[str, QueueSettings]],
-        jobs: Sequence[JobRecord],
+        jobs: Iterable[JobRecord],
         now: float = 0.0,
     ) -> None:
         """Loads a snapshot or journal into an empty engine; jobs keep ids, priorities,
         attempts, keys and their relative order (given in submit order; finished jobs in
         finish order). A job that was underway waits again: its lease is gone. The engine
-        takes ownership of the records (copying 1,000,000 of them would double start-up)."""
+        takes ownership of the records (copying 1,000,000 of them would double start-up);
+        ``jobs`` may be a generator, so a journal is restored as it is read."""
         now = self._clock(now)
         if self._jobs or self._queues:
             raise FailedPrecondition("restore needs an empty engine")
         for name, settings in queues:
             lim.check_queue_name(name)
-            self._ensure_queue(name).apply_settings(settings, now)
+            self._ensure_queue(name, bounded=False).apply_settings(settings, now)
         for job in jobs:
             if job.state.finished:
                 self._restore_finished(job)
@@ -407,10 +445,10 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             restored.seq = self._next_seq()
             restored.lease = None
             restored.in_lane = False
-            q = self._ensure_queue(restored.queue)
+            q = self._ensure_queue(restored.queue, bounded=False)
             self._jobs[restored.id] = restored
             if restored.idempotency_key:
-                q.dedup[restored.idempotency_key] = restored.id
+                q.dedup[dedup_name(restored.headers, restored.idempotency_key)] = restored.id
             if restored.expire_at is not None:
                 heapq.heappush(self._expiries, (restored.expire_at, restored.seq, restored.id))
             self._wait(q, restored, now)

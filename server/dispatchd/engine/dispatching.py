@@ -44,6 +44,7 @@ class DispatchMixin(TurnsMixin):
         if self.draining:
             raise draining("takes no new workers")
         lim.check_hello(queues, max_in_flight, self.limits)
+        self._check_new_queues(queues)
         self._worker_seq += 1
         worker = WorkerRecord(
             key=self._worker_seq,
@@ -58,6 +59,7 @@ class DispatchMixin(TurnsMixin):
         # Registered after subscribing: _ensure_queue subscribes every registered
         # worker to a queue it creates, which would list this one twice.
         self._workers[worker.key] = worker
+        self._consider_worker(worker, now)
         self.observer.worker_connected(worker)
         return worker
 
@@ -65,6 +67,14 @@ class DispatchMixin(TurnsMixin):
         lim.check_credit(max_in_flight, 0, self.limits)
         worker.max_in_flight = max_in_flight
         worker.heard()
+        self._consider_worker(worker, self._now)
+
+    def _hear(self, worker: WorkerRecord, now: float) -> None:
+        """The worker sent something: a silent one may be sent jobs again, so its rated
+        queues get their timers (engine/ready.py)."""
+        if worker.silent:
+            worker.heard()
+            self._consider_worker(worker, now)
 
     def disconnect(self, worker: WorkerRecord, now: float) -> int:
         """The stream is gone: every job it held counts as a lost attempt. Returns how many."""
@@ -102,10 +112,12 @@ class DispatchMixin(TurnsMixin):
         ``http_status`` and ``latency`` describe an HTTP push attempt; they are kept on
         the attempt."""
         now = self._clock(now)
-        worker.heard()
+        self._hear(worker, now)
         lease = worker.leases.get(lease_id)
         if lease is None or lease.job.id != job_id:
-            worker.let_go(lease_id)
+            if lease_id in worker.lost:
+                worker.let_go(lease_id)
+                self._consider_worker(worker, now)  # the credit it kept is free again
             known = job_id in self._jobs or job_id in self._done
             reason = STALE_LEASE if known else UNKNOWN_JOB
             self.observer.result_rejected(self.get_job(job_id).queue if known else "", reason)
@@ -193,10 +205,13 @@ class DispatchMixin(TurnsMixin):
     def heartbeat(self, worker: WorkerRecord, lease_ids: Iterable[str], now: float) -> list[str]:
         """Extends the named leases (all held, when none are named). Returns unknown ids."""
         now = self._clock(now)
-        worker.heard()
+        self._hear(worker, now)
         ids = list(lease_ids)
-        if ids:
+        if ids and worker.lost:
+            before = len(worker.lost)
             worker.still_holds(ids)
+            if len(worker.lost) < before:
+                self._consider_worker(worker, now)  # the credits they kept are free again
         targets = ids or list(worker.leases)
         unknown = []
         for lease_id in targets:
@@ -229,7 +244,10 @@ class DispatchMixin(TurnsMixin):
         q.ready.released(job, now)
         job.lease = None
         if lease.cancelled:
+            self._cancelled_leases -= 1
             self._release_key(q, job, now)
+        self._consider(q, now)  # a width slot (and its key's) is free
+        self._consider_worker(lease.worker, now)  # and a credit: its rated queues get a timer
         self.observer.lease_released(job.queue)
         self._deadlines.compact(self._leases)
 
@@ -292,6 +310,7 @@ class DispatchMixin(TurnsMixin):
                 self._expiries[0][0] if self._expiries else None,
                 self._slot_deadlines[0][0] if self._slot_deadlines else None,
                 self._rate_wake,
+                self._rate_wakeup(),
             )
             if t is not None
         ]

@@ -17,16 +17,21 @@ from dispatchd.engine.errors import (
     Reason,
     ResourceExhausted,
 )
-from dispatchd.engine.model import FINISHED_STATES, JobFailure, JobState, NewJob
+from dispatchd.engine.model import (
+    FINISHED_STATES,
+    JobFailure,
+    JobState,
+    NewJob,
+)
+from dispatchd.engine.model import (
+    SUBMITTER_HEADER as SUBMITTER_HEADER,
+)
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 MAX_KEY_CHARS = 256
 #: Job header names the server keeps for itself, in any case: a client may not set them.
 RESERVED_HEADER_PREFIX = "dispatchd-"
-#: The one reserved header a job carries: stamped by the server on every job submitted
-#: while auth is on (a client's own value of exactly this name is overwritten there).
-SUBMITTER_HEADER = "dispatchd-submitter"
 QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "rate": (Rate, type(None)),
     "retry_policy": (RetryPolicy, type(None)),
@@ -77,6 +82,12 @@ class EngineLimits:
     """Cap on a failure's retry_after (an endpoint's Retry-After)."""
     http_addresses: AddressPolicy = field(default_factory=AddressPolicy)
     """Which addresses an HTTP target may reach (public ones, and --http-allow-cidr)."""
+    max_queues: int = 10_000
+    """Most queues the server holds (--max-queues); creating one more is refused. 0: no
+    bound."""
+    max_pending_total: int = 0
+    """Most jobs waiting (pending and scheduled) across every queue (--max-pending-total);
+    a submit that would pass it is refused. 0: no bound."""
 
 
 def check_queue_name(name: str, field: str = "name") -> None:
@@ -243,6 +254,71 @@ def queue_full(name: str, waiting: int, adding: int, bound: int) -> ResourceExha
         retry_after=RETRY_SECONDS,
         metadata={"queue": name, "max_pending": str(bound), "waiting": str(waiting)},
     )
+
+
+def too_many_queues(count: int, adding: int, bound: int) -> ResourceExhausted:
+    """Creating ``adding`` queues would pass --max-queues: nothing was created or admitted."""
+    return ResourceExhausted(
+        f"the server holds {count} queues; {adding} more would pass --max-queues {bound}; "
+        "nothing was created or admitted: use an existing queue, or delete an empty one "
+        "(DeleteQueue)",
+        reason=Reason.TOO_MANY_QUEUES,
+        metadata={"max_queues": str(bound), "queues": str(count)},
+    )
+
+
+def server_full(waiting: int, adding: int, bound: int) -> ResourceExhausted:
+    """A submit that would pass --max-pending-total: nothing of it was admitted."""
+    return ResourceExhausted(
+        f"the server holds {waiting} waiting jobs; {adding} more would pass "
+        f"--max-pending-total {bound}; nothing was admitted: retry once workers have taken "
+        "some",
+        reason=Reason.TOO_MANY_PENDING,
+        retry_after=RETRY_SECONDS,
+        metadata={"max_pending_total": str(bound), "waiting": str(waiting)},
+    )
+
+
+#: What DeleteQueue finds in a queue that is not empty, in the words of its message.
+_HOLDS = {
+    "pending": ("pending job", "pending jobs"),
+    "scheduled": ("scheduled job", "scheduled jobs"),
+    "underway": ("underway job", "underway jobs"),
+    "slots": ("slot held or requested", "slots held or requested"),
+    "workers": ("connected worker", "connected workers"),
+}
+
+
+def queue_not_empty(name: str, holds: dict[str, int], http_target: bool) -> FailedPrecondition:
+    """DeleteQueue of a queue that still has work or workers: nothing was deleted. ``holds``
+    counts by the keys of _HOLDS; ``http_target``: the queue has one (its HTTP pusher is a
+    connected worker of it)."""
+    parts = [f"{n} {_HOLDS[k][n != 1]}" for k, n in holds.items() if n]
+    hint = (
+        "pause it, cancel its waiting jobs or let workers finish them, let underway jobs and "
+        "slots end, stop its workers"
+    )
+    if http_target:
+        hint += " (its http_target is served by the server's HTTP pusher: clear it first)"
+    return FailedPrecondition(
+        f"queue {name!r} is not empty: it has {', '.join(parts)}; nothing was deleted. To "
+        f"delete it, {hint}",
+        reason=Reason.QUEUE_NOT_EMPTY,
+        metadata={"queue": name, **{k: str(n) for k, n in holds.items()}},
+    )
+
+
+def check_server_bounds(
+    limits: EngineLimits, queues: int, new_queues: int, waiting: int, adding: int
+) -> None:
+    """--max-queues and --max-pending-total, for a change that creates ``new_queues``
+    queues and admits ``adding`` waiting jobs, before it changes anything."""
+    bound = limits.max_queues
+    if new_queues and bound and queues + new_queues > bound:
+        raise too_many_queues(queues, new_queues, bound)
+    bound = limits.max_pending_total
+    if adding and bound and waiting + adding > bound:
+        raise server_full(waiting, adding, bound)
 
 
 def check_queue_policies(policies: dict[str, object]) -> None:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
+
+#: The one reserved header a job carries: stamped by the server on every job submitted
+#: while auth is on (a client's own value of exactly this name is overwritten there).
+SUBMITTER_HEADER = "dispatchd-submitter"
+
+
+def dedup_name(headers: Mapping[str, str], idempotency_key: str) -> str:
+    """The name a queue remembers an idempotency key by: the key itself, or, on a job the
+    server stamped with its submitter (auth on), the submitter and the key. So one
+    tenant's key never answers with another tenant's job, and a key squatted by one
+    tenant does not swallow another's submit."""
+    owner = headers.get(SUBMITTER_HEADER, "") if idempotency_key else ""
+    return f"{owner}\x00{idempotency_key}" if owner else idempotency_key
 
 
 class JobState(enum.IntEnum):
@@ -192,10 +205,13 @@ class FinishedJob(NamedTuple):
 
     @staticmethod
     def index_fields(raw: tuple[Any, ...]) -> tuple[str, str, int, float, int, str]:
-        """(id, queue, state_code, finish_time, finish_seq, idempotency_key) of a packed
-        job, without unpacking the rest: what eviction needs, for every job that finishes
-        once the retention bound is reached."""
-        return raw[0], raw[1], raw[7], raw[11], raw[15], raw[20]
+        """(id, queue, state_code, finish_time, finish_seq, dedup name) of a packed job,
+        without unpacking the rest: what eviction needs, for every job that finishes once
+        the retention bound is reached."""
+        key = raw[20]
+        if key:
+            key = dedup_name(dict(raw[4]), key)
+        return raw[0], raw[1], raw[7], raw[11], raw[15], key
 
     @classmethod
     def unpack(cls, raw: tuple[Any, ...]) -> FinishedJob:

@@ -52,6 +52,10 @@ class EngineObserver:
     def queue_changed(self, name: str, settings: QueueSettings) -> None:
         """A queue was created or its settings changed."""
 
+    def queue_deleted(self, name: str) -> None:
+        """An empty queue was deleted (DeleteQueue); its finished jobs were forgotten just
+        before (jobs_forgotten)."""
+
     def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
         """An AcquireSlot request got its slot."""
 
@@ -113,6 +117,7 @@ class ObserverChain(EngineObserver):
         self._job_changed = h["job_changed"]
         self._jobs_forgotten = h["jobs_forgotten"]
         self._queue_changed = h["queue_changed"]
+        self._queue_deleted = h["queue_deleted"]
         self._slot_granted = h["slot_granted"]
         self._slot_expired = h["slot_expired"]
         self._worker_connected = h["worker_connected"]
@@ -162,6 +167,10 @@ class ObserverChain(EngineObserver):
         for hook in self._queue_changed:
             hook(name, settings)
 
+    def queue_deleted(self, name: str) -> None:
+        for hook in self._queue_deleted:
+            hook(name)
+
     def slot_granted(self, request_id: str, slot: SlotRecord) -> None:
         for hook in self._slot_granted:
             hook(request_id, slot)
@@ -206,6 +215,7 @@ _EVENTS = (
     "job_changed",
     "jobs_forgotten",
     "queue_changed",
+    "queue_deleted",
     "slot_granted",
     "slot_expired",
     "worker_connected",

@@ -18,6 +18,7 @@ from dispatchd.engine.model import (
     QueueSettings,
     SlotRecord,
     WorkerRecord,
+    dedup_name,
 )
 from dispatchd.engine.policies import KeyLimits, TokenBucket
 
@@ -81,11 +82,13 @@ class QueueState:
         "name",
         "pending",
         "ready",
+        "ring_key",
         "scheduled",
         "settings",
         "slot_waiters",
         "slots",
         "subscribers",
+        "wake_due",
     )
 
     def __init__(
@@ -102,8 +105,10 @@ class QueueState:
         self.slot_waiters: list[tuple[int, int, str]] = []  # (-priority, seq, request id)
         self.finished: dict[JobState, FinishedIndex] = {s: FinishedIndex() for s in FINISHED_STATES}
         self.subscribers: list[WorkerRecord] = []
-        self.dedup: dict[str, str] = {}  # idempotency key -> job id
+        self.dedup: dict[str, str] = {}  # model.dedup_name -> job id
         self.bucket: TokenBucket | None = None
+        self.ring_key: int | None = None  # its key in the engine's ready set, while in it
+        self.wake_due: float | None = None  # when its rate lets it go again, if held by it
         self.apply_settings(settings, now)
 
     def apply_settings(self, settings: QueueSettings, now: float) -> None:
@@ -123,16 +128,6 @@ class QueueState:
 
     def waiting_count(self) -> int:
         return len(self.pending) + len(self.scheduled)
-
-    def blocked_only_by_rate(self, now: float) -> bool:
-        s = self.settings
-        return (
-            self.bucket is not None
-            and not s.paused
-            and self.underway < s.width
-            and self.ready.has_ready(now)
-            and not self.bucket.ready(now)
-        )
 
     def may_dispatch(self, now: float) -> bool:
         """Width, pause and rate allow one more, and a job is ready (worker aside)."""
@@ -157,10 +152,12 @@ class QueueState:
         self.finished[job.state].append(job.finish_seq, job.id)
 
     def forget_finished(self, job: FinishedJob) -> None:
-        self.forget(job.state_code, job.finish_seq, job.id, job.idempotency_key)
+        name = dedup_name(job.headers, job.idempotency_key)
+        self.forget(job.state_code, job.finish_seq, job.id, name)
 
-    def forget(self, state_code: int, finish_seq: int, job_id: str, idempotency_key: str) -> None:
-        """Takes a finished job out of the indexes (its stored form is the caller's)."""
+    def forget(self, state_code: int, finish_seq: int, job_id: str, dedup: str) -> None:
+        """Takes a finished job out of the indexes (its stored form is the caller's);
+        ``dedup`` is its key's model.dedup_name ('' without a key)."""
         self.finished[JobState(state_code)].discard(finish_seq, job_id)
-        if idempotency_key and self.dedup.get(idempotency_key) == job_id:
-            del self.dedup[idempotency_key]
+        if dedup and self.dedup.get(dedup) == job_id:
+            del self.dedup[dedup]

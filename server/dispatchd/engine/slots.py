@@ -105,7 +105,9 @@ class SlotMixin(EngineState):
 
     def _free_slot(self, slot: SlotRecord) -> None:
         del self._slots[slot.slot_id]
-        del self._queues[slot.queue].slots[slot.slot_id]
+        q = self._queues[slot.queue]
+        del q.slots[slot.slot_id]
+        self._consider(q, self._now)
         self.observer.lease_released(slot.queue)
 
     def _expire_slots(self, now: float) -> None:

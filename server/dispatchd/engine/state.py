@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 
 from dispatchd.engine import limits as lim
 from dispatchd.engine.deadlines import DeadlineHeap
@@ -30,6 +31,7 @@ from dispatchd.engine.model import (
 )
 from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
+from dispatchd.engine.ready import ReadySet
 from dispatchd.engine.schedules import ScheduleRecord
 
 #: What a draining server says to any change (after "server is draining and ").
@@ -57,7 +59,7 @@ class EngineState:
         # Finished jobs in finish order, packed into plain tuples the collector untracks
         # (FinishedJob.pack); FinishedJob views are unpacked on access.
         self._done: OrderedDict[str, tuple[object, ...]] = OrderedDict()
-        self._with_pending: dict[str, None] = {}  # ordered set of queues with ready work
+        self._ready = ReadySet()  # the queues that can dispatch now (engine/ready.py)
         self._timers: list[tuple[float, int, str]] = []  # (not_before, seq, job id)
         self._expiries: list[tuple[float, int, str]] = []  # (expire_at, seq, job id)
         self._slots: dict[str, SlotRecord] = {}
@@ -71,6 +73,7 @@ class EngineState:
         self._schedules: dict[str, ScheduleRecord] = {}
         self._schedule_heap: list[tuple[float, int, str]] = []
         self._schedule_gen: dict[str, int] = {}
+        self._cancelled_leases = 0  # leases of jobs cancelled while running
         self._seq = 0
         self._worker_seq = 0
         self._rr_offset = 0
@@ -101,9 +104,25 @@ class EngineState:
             raise lim.not_found_queue(name)
         return q
 
-    def _ensure_queue(self, name: str) -> QueueState:
+    def waiting_total(self) -> int:
+        """Jobs waiting (pending and scheduled) across every queue: the live jobs, less the
+        ones underway (a cancelled job still running is finished, not live)."""
+        return len(self._jobs) - (len(self._leases) - self._cancelled_leases)
+
+    def _check_new_queues(self, names: Iterable[str]) -> None:
+        """Refuses (TOO_MANY_QUEUES) before anything changes when creating the ones of
+        ``names`` that do not exist would pass --max-queues."""
+        if self.limits.max_queues:
+            new = {n for n in names if n not in self._queues}
+            lim.check_server_bounds(self.limits, len(self._queues), len(new), 0, 0)
+
+    def _ensure_queue(self, name: str, bounded: bool = True) -> QueueState:
+        """The queue, created with the defaults when there is none (refused past
+        --max-queues unless ``bounded`` is False: a restore keeps what it finds)."""
         q = self._queues.get(name)
         if q is None:
+            if bounded:
+                self._check_new_queues((name,))
             settings = QueueSettings(
                 width=self.limits.default_width, lease_seconds=self.limits.default_lease_seconds
             )
@@ -134,7 +153,57 @@ class EngineState:
         job.state = JobState.PENDING
         q.add_pending(job)
         q.ready.push(job, now)
-        self._with_pending[q.name] = None
+        self._consider(q, now)
+
+    def _consider(self, q: QueueState, now: float) -> None:
+        """Something that may let ``q`` dispatch happened (a job became ready, width or a
+        key's slot freed, its settings changed, a worker of it got credit, its next token
+        is due): it joins the ready set if it can dispatch now, or waits for its next token.
+        A paused or full queue, or one with nothing ready, needs nothing: resume, a freed
+        slot or a new job calls this again; nor does one that no worker with a free credit
+        serves need a timer (a credit calls this again; a timer would spin)."""
+        if q.ring_key is not None:  # in the ready set already: a pass files it if need be
+            return
+        s = q.settings
+        if s.paused or q.underway >= s.width:
+            return
+        if q.ready.has_ready(now):  # (lets lanes whose token came back into the ring)
+            if q.bucket is None or q.bucket.ready(now):
+                self._ready.add(q)
+                return
+            wake = q.bucket.next_time(now)
+        else:
+            lane_wake = q.ready.next_wake()  # every ready key is out of its own tokens
+            if lane_wake is None:
+                return
+            wake = lane_wake
+        if q.has_free_worker():
+            self._ready.wake(q, wake)
+
+    def _rate_wakeup(self) -> float | None:
+        """When the next queue held back only by a rate may go. Wake-ups of queues paused,
+        full or without a free worker since they were armed are dropped here (the event
+        that frees them arms a new one), so no timer is kept for them."""
+        ready = self._ready
+        while (top := ready.peek_wake()) is not None:
+            when, name = top
+            q = self._queues.get(name)
+            if q is not None and q.wake_due == when:
+                s = q.settings
+                if not s.paused and q.underway < s.width and q.has_free_worker():
+                    return when
+                q.wake_due = None
+            ready.drop_wake()
+        return None
+
+    def _consider_worker(self, worker: WorkerRecord, now: float) -> None:
+        """A worker got free credits (connected, raised them): its queues held back by a
+        rate get their timer (they are in the ready set already if nothing else holds
+        them)."""
+        for name in worker.queues:
+            q = self._queues.get(name)
+            if q is not None:
+                self._consider(q, now)
 
     def _stop_waiting(self, q: QueueState, job: JobRecord) -> None:
         """Takes a PENDING or SCHEDULED job out of every index (cancel, expiry)."""
@@ -153,7 +222,7 @@ class EngineState:
         job.state = JobState.PENDING
         q.add_pending(job)
         q.ready.push(job, now)
-        self._with_pending[q.name] = None
+        self._consider(q, now)
 
     def _release_key(self, q: QueueState, job: JobRecord, now: float) -> None:
         """A job left for good: the next job of its ordering key may go."""

@@ -15,7 +15,7 @@ fairly whatever the workers' credits.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 
 from dispatchd.engine.model import JobRecord, JobState, LeaseRecord, WorkerRecord
 from dispatchd.engine.queue import QueueState
@@ -27,24 +27,24 @@ Dispatches = list[tuple[WorkerRecord, list[LeaseRecord]]]
 class TurnsMixin(EngineState):
     def dispatch(self, now: float) -> Dispatches:
         """Leases every job that may run now, in credit-filling worker turns. The queue
-        rounds start at a queue that rotates between passes."""
+        rounds start at a queue that rotates between passes. A pass looks only at the
+        ready set (engine/ready.py) through the workers with free credits: its cost
+        follows what can move now, not how many queues hold jobs."""
         now = self._clock(now)
         self._rate_wake = None
         self._grant_slots(now)
-        if self.draining or not self._with_pending:
+        ready = self._ready
+        for name in ready.due(now):
+            q = self._queues.get(name)
+            if q is not None:
+                q.wake_due = None
+                self._consider(q, now)
+        if self.draining or not ready:
             return []
-        names = list(self._with_pending)
-        start = self._rr_offset % len(names)
-        order = [self._queues[n] for n in names[start:] + names[:start]]
-        out = self._turns(order, now)
+        start = ready.key_at(self._rr_offset % len(ready))
+        out = self._turns(start, now)
         if out:  # a pass that dispatched nothing (an extra kick) must not skip a queue's turn
             self._rr_offset += 1
-        for name in names:
-            q = self._queues[name]
-            if not q.pending:
-                del self._with_pending[name]
-            else:
-                self._note_wake(q, now)
         return out
 
     def _turn_order(self) -> list[WorkerRecord]:
@@ -55,41 +55,55 @@ class TurnsMixin(EngineState):
         k = next((i for i, w in enumerate(free) if w.key > after), 0)
         return free[k:] + free[:k]
 
-    def _turns(self, order: list[QueueState], now: float) -> Dispatches:
+    def _turns(self, start: int, now: float) -> Dispatches:
+        """The worker turns of one pass; the queue rounds begin at ring key ``start``. A
+        queue that cannot give a job leaves the ready set for the rest of the pass (none
+        of width, pause, rate or the lanes loosen while it runs) and is filed after it."""
         out: Dispatches = []
-        pos = {q.name: i for i, q in enumerate(order)}
-        live = [True] * len(order)  # False once a queue can give nothing more this pass
-        left = len(order)
-        cursor = 0  # position in ``order`` of the queue whose round-robin turn is next
+        ready, queues = self._ready, self._queues
+        held: list[QueueState] = []  # queues that gave out this pass: re-filed at the end
+
+        def position(q: QueueState) -> tuple[int, int]:
+            key = q.ring_key
+            assert key is not None
+            return (0, key) if key >= start else (1, key)
+
+        cursor = (0, start - 1)  # the queue whose round-robin turn came last
         for worker in self._turn_order():
-            mine = sorted(pos[n] for n in worker.queues if n in pos and live[pos[n]])
+            mine = sorted(
+                (position(q), q)
+                for name in worker.queues
+                if (q := queues.get(name)) is not None and q.ring_key is not None
+            )
             if not mine:
                 continue
-            k = bisect_left(mine, cursor)
+            k = bisect_right(mine, cursor, key=lambda entry: entry[0])
             mine = mine[k:] + mine[:k]
             room = worker.free_credits
             leases: list[LeaseRecord] = []
             i = 0
             while mine and room > 0:
-                at = mine[i]
-                lease = self._take(order[at], worker, now) if live[at] else None
+                at, q = mine[i]
+                lease = self._take(q, worker, now) if q.ring_key is not None else None
                 if lease is None:
-                    if live[at]:
-                        live[at] = False
-                        left -= 1
+                    if q.ring_key is not None:
+                        ready.discard(q)
+                        held.append(q)
                     del mine[i]
                     if i >= len(mine):
                         i = 0
                     continue
                 leases.append(lease)
                 room -= 1
-                cursor = at + 1
+                cursor = at
                 i = (i + 1) % len(mine)
             if leases:
                 out.append((worker, leases))
                 self._turn_after = worker.key
-            if left == 0:
+            if not ready:
                 break
+        for q in held:  # back in the set if it can after all, or waiting for its token
+            self._consider(q, now)
         return out
 
     def _take(self, q: QueueState, worker: WorkerRecord, now: float) -> LeaseRecord | None:
@@ -104,24 +118,6 @@ class TurnsMixin(EngineState):
             q.bucket.take(now)
         q.remove_pending(job)
         return self._lease(q, job, worker, now)
-
-    def _note_wake(self, q: QueueState, now: float) -> None:
-        """Remembers when a queue held back only by a rate (its own or a key's) can go
-        again. A paused or full queue, or one with no free worker, needs no timer: resume,
-        a freed slot or a credit kicks the pump anyway; arming one would spin."""
-        s = q.settings
-        if s.paused or q.underway >= s.width or not q.has_free_worker():
-            return
-        wakes = []
-        if q.bucket is not None and q.blocked_only_by_rate(now):
-            wakes.append(q.bucket.next_time(now))
-        q.ready.has_ready(now)  # lets lanes whose token came back into the ring
-        lane_wake = q.ready.next_wake()
-        if lane_wake is not None and lane_wake > now:
-            wakes.append(lane_wake)
-        for t in wakes:
-            if self._rate_wake is None or t < self._rate_wake:
-                self._rate_wake = t
 
     def _lease(
         self, q: QueueState, job: JobRecord, worker: WorkerRecord, now: float

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dispatchd.backend import Backend, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, HttpTarget, LeaseRecord, WorkerRecord
+from dispatchd.engine.errors import NotFound
 from dispatchd.engine.limits import capped_failure
 from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
@@ -131,7 +132,10 @@ class HttpPusher:
             dirty, self._dirty = self._dirty, set()
             for name in sorted(dirty):
                 try:
-                    target = (await self._backend.get_queue(name)).settings.http_target
+                    try:
+                        target = (await self._backend.get_queue(name)).settings.http_target
+                    except NotFound:  # deleted (DeleteQueue): nothing to call any more
+                        target = None
                     await self._follow(name, target)
                 except EngineError as e:
                     log.warning("queue %s: cannot follow its HTTP target (%s)", name, e)

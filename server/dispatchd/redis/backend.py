@@ -59,6 +59,8 @@ SLOT_RETRY_SECONDS = 2.0
 SETTLE_ROUNDS = 5
 #: How long start() waits for the pub/sub subscription before serving anyway.
 SUBSCRIBE_WITHIN = 5.0
+#: How often a replica re-counts the fleet's waiting jobs when --max-pending-total is set.
+COUNT_SECONDS = 1.0
 
 
 class RedisBackend:
@@ -78,6 +80,7 @@ class RedisBackend:
     ) -> None:
         self.ops = ops
         self.limits: EngineLimits = ops.limits
+        self.health = ops.health
         self.clock = clock
         self.accounting = accounting or Accounting(None)
         self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
@@ -95,6 +98,8 @@ class RedisBackend:
         self.replica.after_reap = self.publish_workers
         # Renewed every reaper pass; another replica takes over within three passes.
         self._gauge_ttl = max(1.0, 3 * reap_every)
+        self._timers = timers
+        self._counting: asyncio.Task[None] | None = None
 
     @property
     def draining(self) -> bool:
@@ -123,6 +128,19 @@ class RedisBackend:
             log.warning("redis pub/sub not up after %.0f s; serving anyway", SUBSCRIBE_WITHIN)
         if self._timers:
             self.schedules.start()
+        if self.limits.max_pending_total and self._timers:
+            await self.ops.count_waiting()
+            self._counting = asyncio.get_running_loop().create_task(self._count_loop())
+
+    async def _count_loop(self) -> None:
+        """Re-counts the fleet's waiting jobs every COUNT_SECONDS, for --max-pending-total
+        (RedisJobs.waiting_estimate); only when that bound is set."""
+        while True:
+            await asyncio.sleep(COUNT_SECONDS)
+            try:
+                await self.ops.count_waiting()
+            except EngineError as e:
+                log.debug("could not count the waiting jobs (%s); the last count stands", e)
 
     async def begin_drain(self, grace: float) -> DrainReport:
         pending = 0
@@ -142,6 +160,10 @@ class RedisBackend:
         await self.close()
 
     async def close(self) -> None:
+        if self._counting is not None:
+            self._counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counting
         for worker in list(self.replica.workers.values()):  # before the client closes
             await self.replica.disconnect(worker)
         with contextlib.suppress(EngineError):
@@ -275,6 +297,10 @@ class RedisBackend:
         self.replica.kick(name)
         return view
 
+    async def delete_queue(self, name: str) -> int:
+        self._refuse_while_draining()
+        return await self.ops.delete_queue(name)
+
     # ---- workers --------------------------------------------------------------------
 
     async def connect(self, spec: WorkerSpec, outbox: Outbox) -> WorkerRecord:
@@ -334,6 +360,10 @@ class RedisBackend:
         try:
             while True:
                 try:
+                    # The request lapses, and a granted slot expires, unless renewed: filed
+                    # first, so a reaper looks at them even if this replica dies.
+                    now = self.clock()
+                    await ops.reap_index.mark(queue, now + min(ttl, SLOT_REQUEST_TTL), now)
                     deadline, hint = await ops.acquire(
                         slot_id, priority, holder, ttl, SLOT_REQUEST_TTL
                     )

@@ -4,6 +4,7 @@ same status and message as on the embedded backend."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.scripts import JOB_FIELDS
-from dispatchd.redis.store import RedisStore
+from dispatchd.redis.store import QUEUES_KEY, RedisStore
 
 
 def _setting_args(
@@ -62,19 +63,68 @@ class RedisJobs(RedisStore):
             self._ids = IdSource(self.rng)
         return self._ids.job_id(now)
 
+    #: The fleet's waiting jobs (pending and scheduled, every queue) at the last count,
+    #: and how many this replica had admitted then (see waiting_estimate).
+    _waiting_counted = 0
+    _admitted_at_count = 0
+    _admitted = 0
+
+    def waiting_estimate(self) -> int:
+        """The fleet's waiting jobs for --max-pending-total: the last count (count_waiting,
+        every second) plus what this replica admitted since. Other replicas' admissions
+        since the count are not in it: N replicas can pass the bound by what the others
+        admit within a second."""
+        return self._waiting_counted + self._admitted - self._admitted_at_count
+
+    async def count_waiting(self) -> int:
+        """Counts the waiting jobs of every queue (one pipeline of three reads a queue)."""
+        mark = self._admitted
+        names = await self.queue_names()
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(records.base(name) + ":pending")
+            pipe.zcard(records.base(name) + ":sched")
+            pipe.hget(records.cfg_key(name), "chained")
+        total = sum(int(v or 0) for v in await self.send(pipe)) if names else 0
+        self._waiting_counted, self._admitted_at_count = total, mark
+        return total
+
     async def submit(self, specs: Sequence[NewJob], now: float) -> list[tuple[StoredJob, bool]]:
         """All of ``specs`` or none (one script); the engine's checks and messages."""
         lim.check_batch(specs, self.limits)
-        args: list[Any] = [self.limits.default_width, self.limits.default_lease_seconds]
+        queues = {s.queue for s in specs}
+        await self.check_new_queues(queues)
+        args: list[Any] = [
+            self.limits.default_width,
+            self.limits.default_lease_seconds,
+            self.limits.max_pending_total,
+            self.waiting_estimate(),
+        ]
         for spec in specs:
             args += records.submit_args(spec, records.job_id(self._new_ulid(now), spec.queue))
-        queues = {s.queue for s in specs}
+        await self._mark_timed(specs, now)
         reply = await self.run("submit", [records.cfg_key(q) for q in sorted(queues)], args)
         if reply[0] == b"full":
             name, waiting, n, bound = reply[1].decode(), *(int(x) for x in reply[2:5])
             raise lim.queue_full(name, waiting, n, bound)
-        await self.note_queues(queues)
-        return [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
+        if reply[0] == b"total":
+            waiting, n, bound = (int(x) for x in reply[1:4])
+            raise lim.server_full(waiting, n, bound)
+        await self.note_queues(queues, {q.decode() for q in reply[2]})
+        out = [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
+        self._admitted += sum(1 for _, duplicate in out if not duplicate)
+        return out
+
+    async def _mark_timed(self, specs: Sequence[NewJob], now: float) -> None:
+        """Delayed and expiring jobs need a reaper at their time, whoever serves their
+        queue (or nobody): filed in the due index before they exist (redis/reaping.py)."""
+        soonest: dict[str, float] = {}
+        for spec in specs:
+            times = [t for t in (spec.not_before, spec.expire_at) if t is not None and t > now]
+            if times:
+                soonest[spec.queue] = min(soonest.get(spec.queue, math.inf), *times)
+        for queue, when in soonest.items():
+            await self.reap_index.mark(queue, when, now)
 
     @staticmethod
     def _queue_of(job_id: str) -> str:
@@ -161,6 +211,8 @@ class RedisJobs(RedisStore):
         **policies: object,
     ) -> QueueView:
         lim.check_queue_update(name, width, lease_seconds, policies, self.limits)
+        if create:
+            await self.check_new_queues({name})
         changes = _setting_args(width, paused, lease_seconds, policies)
         defaults = [self.limits.default_width, self.limits.default_lease_seconds]
         reply = await self.run(
@@ -168,8 +220,22 @@ class RedisJobs(RedisStore):
         )
         if reply == b"nf":
             raise lim.not_found_queue(name)
-        await self.note_queues({name})
+        await self.note_queues({name}, {name} if reply == b"new" else None)
         return await self.get_queue(name)
+
+    async def delete_queue(self, name: str) -> int:
+        """One script checks the queue is empty and deletes it with its finished jobs and
+        its registry entry; the engine's refusals and messages."""
+        lim.check_queue_name(name)
+        reply = await self.run("delete", [records.cfg_key(name), QUEUES_KEY], [])
+        if reply[0] == b"nf":
+            raise lim.not_found_queue(name)
+        if reply[0] == b"busy":
+            names = ("pending", "scheduled", "underway", "slots", "workers")
+            holds = {k: int(x) for k, x in zip(names, reply[1:6], strict=True)}
+            raise lim.queue_not_empty(name, holds, reply[6] == 1)
+        self.forget_queue(name)
+        return int(reply[1])
 
     async def ensure_queue(self, name: str) -> QueueView:
         """A queue a worker names exists from then on (as on the embedded backend)."""

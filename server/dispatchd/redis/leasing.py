@@ -46,6 +46,9 @@ class Reaped(NamedTuple):
     next_deadline: float | None
     """Seconds to the next lease deadline (None: no lease)."""
     tally: Tally
+    next_due: float | None = None
+    """Seconds until the queue next needs a reaper pass (any deadline it holds; None:
+    none)."""
 
 
 class Released(NamedTuple):
@@ -121,9 +124,14 @@ class RedisLeasing(RedisJobs):
         """Takes back expired leases of ``queue`` (the attempt counted as LeaseExpired),
         moves due scheduled jobs to pending and expires waiting jobs past expire_at."""
         args = [repr(self.rng.random()), *_lost_attempt(reasons.LEASE_EXPIRED)]
-        reaped, wait, tally = await self.run("reap", [records.cfg_key(queue)], args)
-        seconds = float(wait)
-        return Reaped(int(reaped), seconds if seconds >= 0 else None, records.tally_of(tally))
+        reaped, wait, tally, due = await self.run("reap", [records.cfg_key(queue)], args)
+        seconds, due_in = float(wait), float(due)
+        return Reaped(
+            int(reaped),
+            seconds if seconds >= 0 else None,
+            records.tally_of(tally),
+            due_in if due_in >= 0 else None,
+        )
 
     async def register_workers(self, entries: Sequence[tuple[str, str]], now: float) -> None:
         """(queue, member) entries counted in worker_count until now + WORKER_TTL."""

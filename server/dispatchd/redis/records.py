@@ -21,7 +21,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import InvalidArgument
-from dispatchd.engine.model import QueueView
+from dispatchd.engine.model import QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
@@ -78,7 +78,7 @@ def _time(t: float | None) -> str:
 
 
 def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
-    """The 14 values submit.lua reads per job."""
+    """The 15 values submit.lua reads per job."""
     return [
         spec.queue,
         job_id,
@@ -94,6 +94,7 @@ def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
         0,
         spec.fairness_key,
         spec.fairness_weight,
+        dedup_name(spec.headers, spec.idempotency_key),
     ]
 
 

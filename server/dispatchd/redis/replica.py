@@ -33,6 +33,7 @@ from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
+from dispatchd.redis.reaping import SWEEP_PER_PASS
 from dispatchd.redis.records import StoredJob, Tally
 from dispatchd.redis.signals import Signals
 from dispatchd.redis.waiting import Waiting
@@ -103,6 +104,9 @@ class Replica:
         self.after_reap: Callable[[], Awaitable[None]] | None = None
         self._stalled = False
         self._stall = StallWatch(self._note_stall)
+        #: Reaper passes so far, and the queues they reaped (a pass's cost).
+        self.passes = 0
+        self.reaped = 0
 
     def start(self) -> None:
         self.signals.start()
@@ -134,6 +138,7 @@ class Replica:
         queues = list(spec.queues)
         lim.check_hello(queues, spec.max_in_flight, limits)
         names = tuple(dict.fromkeys(queues))
+        await self.ops.check_new_queues(names)  # all or none of them is created
         for name in names:
             view = await self.ops.ensure_queue(name)
             self._leases[name] = view.settings.lease_seconds
@@ -393,6 +398,8 @@ class Replica:
                 wanted = sum(n for _, n in credits)
                 jobs: list[StoredJob] = []
                 try:
+                    now = self._clock()  # filed first: if this replica dies, a reaper looks
+                    await self.ops.reap_index.mark(queue, now + self._leases.get(queue, 30.0), now)
                     jobs, wake, tally = await self.ops.claim(
                         queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
                     )
@@ -542,11 +549,38 @@ class Replica:
     # ---- reaper and drain -----------------------------------------------------------
 
     async def reap_all(self) -> float:
-        """Takes back expired leases of every queue; refreshes this replica's worker
-        entries. Returns the seconds until the next lease deadline seen (or the default
-        reap interval)."""
+        """Reaps every registered queue (tests with a controlled clock: ``settle``); the
+        reaper's own passes look at the queues that can be due (reap_pass)."""
+        now = self._clock()
+        delay, _ = await self._reap(await self.ops.queue_names(), now)
+        await self._after_reap()
+        return delay
+
+    async def reap_pass(self, sweep: int = SWEEP_PER_PASS) -> float:
+        """One reaper pass over the queues that can be due now (redis/reaping.py): those
+        this replica's workers serve, those the due index names, and ``sweep`` more of the
+        registry in turn. Refreshes this replica's worker entries. Returns the seconds
+        until the next lease deadline seen (or the default reap interval)."""
+        now = self._clock()
+        index = self.ops.reap_index
+        due = await index.due(now)
+        names = set(self._by_queue) | {queue for _, queue in due}
+        names.update(await index.sweep(sweep))
+        if sweep and index.swept_all:  # once a round: what the registry lost comes back
+            await self.ops.queue_names()
+        delay, next_due = await self._reap(sorted(names), now)
+        await index.settle([member for member, _ in due], next_due, now)
+        await self._after_reap()
+        self.passes += 1
+        self.reaped += len(names)
+        return delay
+
+    async def _reap(self, names: list[str], now: float) -> tuple[float, dict[str, float]]:
+        """Reaps ``names``; returns the seconds to the next lease deadline seen (at most the
+        reap interval) and, per queue, when it next needs a reaper (absolute)."""
         delay = self._reap_every
-        for queue in await self.ops.queue_names():
+        next_due: dict[str, float] = {}
+        for queue in names:
             try:
                 reaped = await self.ops.reap(queue)
             except Internal:  # one queue's broken data stops its reaping only (logged)
@@ -555,11 +589,15 @@ class Replica:
             self.accounting.unseen(reaped.tally)
             if reaped.next_deadline is not None:
                 delay = min(delay, reaped.next_deadline + 0.01)
+            if reaped.next_due is not None:
+                next_due[queue] = now + reaped.next_due
+        return delay, next_due
+
+    async def _after_reap(self) -> None:
         entries = [m for w in self.workers.values() for m in self._members(w)]
         await self.ops.register_workers(entries, self._clock())
         if self.after_reap is not None:
             await self.after_reap()
-        return delay
 
     def _note_stall(self, seconds: float) -> None:
         self._stalled = True
@@ -582,7 +620,7 @@ class Replica:
                 if self._stalled:
                     self._stalled = False
                     await self.extend_local_leases()
-                delay = await self.reap_all()
+                delay = await self.reap_pass()
             except (EngineError, RedisError) as e:  # a script error too: logged, retried
                 log.warning("reaper pass failed (%s); next in %.1f s", e, delay)
             self._kick_all()  # a safety net for a wake-up lost with a pub/sub connection

@@ -41,6 +41,7 @@ OPERATIONS = (
     "list",
     "schedule",
     "fire",
+    "delete",
 )
 
 _INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

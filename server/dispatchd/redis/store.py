@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
+from dispatchd.backend import HealthReport
 from dispatchd.engine import EngineLimits
+from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import Internal, Reason, Unavailable
+from dispatchd.redis import records
+from dispatchd.redis.reaping import ReapIndex
 from dispatchd.redis.scripts import Scripts
 
 log = logging.getLogger("dispatchd.redis")
@@ -68,6 +72,15 @@ class RedisStore:
         self.clock = clock
         self._scripts = Scripts.register(client)
         self._known_queues: set[str] = set()
+        #: Redis unreachable is trouble until a call gets through again (readiness).
+        self.health = HealthReport()
+        #: Which queues a reaper pass looks at (redis/reaping.py).
+        self.reap_index = ReapIndex(
+            self.call, self.send, lambda: client.pipeline(transaction=False), QUEUES_KEY
+        )
+
+    def _away(self, e: Exception) -> None:
+        self.health.set(f"redis is unreachable ({e})")
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -85,8 +98,9 @@ class RedisStore:
         script's first two arguments are the retention and the test clock ('': TIME)."""
         now = "" if self.clock is None else repr(self.clock())
         try:
-            return await self._scripts.run(name, keys, [self.retention, now, *args])
+            reply = await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
+            self._away(e)
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)",
                 reason=Reason.BACKEND_UNAVAILABLE,
@@ -102,38 +116,73 @@ class RedisStore:
                 "affected",
                 metadata={"script": name},
             ) from None
+        self.health.set(None)
+        return reply
 
     async def call(self, *command: Any) -> Any:
         try:
-            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+            reply = await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except UNREACHABLE as e:
+            self._away(e)
             raise _unreachable(e) from None
+        self.health.set(None)
+        return reply
 
     async def send(self, pipe: Any) -> list[Any]:
         """Executes a pipeline (no transaction); Redis down is UNAVAILABLE."""
         try:
             replies: list[Any] = await pipe.execute()
         except UNREACHABLE as e:
+            self._away(e)
             raise _unreachable(e) from None
+        self.health.set(None)
         return replies
 
-    async def note_queues(self, names: set[str]) -> None:
-        """Adds queues to the registry once per replica (SADD is idempotent)."""
-        new = names - self._known_queues
+    async def note_queues(self, names: set[str], created: set[str] | None = None) -> None:
+        """Adds queues to the registry once per replica (SADD is idempotent); ``created``
+        (the ones a script just made) are added whatever this replica remembers, since
+        another replica may have deleted the queue meanwhile."""
+        new = (names - self._known_queues) | (created or set())
         if new:
             await self.call("SADD", QUEUES_KEY, *sorted(new))
             self._known_queues |= new
 
+    def forget_queue(self, name: str) -> None:
+        """The queue was deleted (here or on another replica)."""
+        self._known_queues.discard(name)
+
     async def queue_names(self) -> list[str]:
         """Every registered queue; queues this replica knows but the registry lost (Redis
-        restarted empty and the queue was created again) are registered again."""
+        restarted empty and the queue was created again) are registered again, if they
+        still exist (a deleted queue is not brought back)."""
         names = {n.decode() for n in await self.call("SMEMBERS", QUEUES_KEY)}
-        lost = self._known_queues - names
+        lost = sorted(self._known_queues - names)
         if lost:
-            self._known_queues -= lost
-            await self.note_queues(lost)
-            names |= lost
+            self._known_queues -= set(lost)
+            pipe = self.client.pipeline(transaction=False)
+            for name in lost:
+                pipe.exists(records.cfg_key(name))
+            alive = {name for name, n in zip(lost, await self.send(pipe), strict=True) if n}
+            await self.note_queues(alive)
+            names |= alive
         return sorted(names)
+
+    async def check_new_queues(self, names: Iterable[str]) -> None:
+        """Refuses (TOO_MANY_QUEUES) before the script that would create them when making
+        the queues of ``names`` that do not exist would pass --max-queues. The count is the
+        registry's at that moment: replicas creating queues at the same instant may pass
+        the bound by the queues they create together."""
+        bound = self.limits.max_queues
+        unknown = sorted(set(names) - self._known_queues)
+        if not bound or not unknown:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in unknown:
+            pipe.exists(records.cfg_key(name))
+        pipe.scard(QUEUES_KEY)
+        *exist, count = await self.send(pipe)
+        new = sum(1 for n in exist if not n)
+        lim.check_server_bounds(self.limits, int(count), new, 0, 0)
 
     async def ping(self) -> None:
         await self.call("PING")

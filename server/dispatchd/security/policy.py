@@ -81,6 +81,7 @@ RULES: dict[str, Rule] = {
     _m("ResumeSchedule"): _ADMIN,
     _m("TriggerSchedule"): _ADMIN,
     _m("BackfillSchedule"): _ADMIN,
+    _m("DeleteQueue"): _ADMIN,
     # The schema is public anyway, but a stranger has no use for it.
     **{f"/{s}/ServerReflectionInfo": _ANY for s in REFLECTION_SERVICES},
 }

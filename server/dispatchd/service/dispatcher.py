@@ -147,6 +147,13 @@ class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServic
         purged = await self._backend.purge_jobs(request.queue, job_state(request.state))
         return pb.PurgeJobsResponse(purged_count=purged)
 
+    @translating
+    async def DeleteQueue(
+        self, request: pb.DeleteQueueRequest, context: Context
+    ) -> pb.DeleteQueueResponse:
+        forgotten = await self._backend.delete_queue(request.name)
+        return pb.DeleteQueueResponse(forgotten_count=forgotten)
+
     async def Work(
         self,
         request_iterator: AsyncIterator[pb.WorkRequest],

@@ -18,6 +18,7 @@ Only the writer thread touches the connection after ``open``.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,8 +30,11 @@ from google.protobuf.message import DecodeError
 
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
+log = logging.getLogger("dispatchd.journal")
 M = TypeVar("M", pb.Job, pb.Queue, pb.Schedule)
 JOURNAL_NAME = "journal.sqlite3"
+#: Rows recovery reads from SQLite at a time (and the storage converts at a time).
+READ_CHUNK = 10_000
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -80,6 +84,7 @@ class Batch:
     schedules: list[tuple[str, bytes]] = field(default_factory=list)
     """(id, stored Schedule message): a schedule with its state, rewritten whole."""
     deleted_schedules: list[tuple[str]] = field(default_factory=list)
+    deleted_queues: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -89,6 +94,7 @@ class Batch:
             + len(self.queues)
             + len(self.schedules)
             + len(self.deleted_schedules)
+            + len(self.deleted_queues)
         )
 
 
@@ -142,7 +148,7 @@ class SqliteJournal:
                 db.execute(statement)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
 
     @property
@@ -152,22 +158,39 @@ class SqliteJournal:
         return self._db
 
     def load(self, recover: bool) -> Recovered:
-        """Every queue and job. A row whose checksum does not match, or that does not
-        decode, refuses the start, naming it, unless ``recover`` drops it (and says so).
-        A damaged queue always refuses the start: its jobs would run under defaults."""
+        """Every queue and job, all in memory (export, tools, tests; a server's start-up
+        streams them instead: ``queues`` then ``jobs``)."""
+        skipped: list[str] = []
+        queues = self.queues()
+        jobs = list(self.jobs(recover, skipped))
+        return Recovered(queues, jobs, skipped, self.schedules())
+
+    def queues(self) -> list[pb.Queue]:
+        """Every queue. A damaged queue always refuses the start: its jobs would run under
+        defaults."""
         queues = []
         rows = self.db.execute("SELECT name, settings, crc FROM queues ORDER BY name")
         for name, blob, crc in rows:
             self._check(blob, crc, f"queue {name!r}", "settings", recover=False)
             queues.append(self._decode(pb.Queue, blob, f"queue {name!r}", recover=False))
+        return queues
+
+    def schedules(self) -> list[pb.Schedule]:
+        """Every schedule with its state. A damaged one always refuses the start: its
+        cursor would be lost, and ticks fired twice or never."""
         schedules = []
         rows = self.db.execute("SELECT id, body, crc FROM schedules ORDER BY id")
         for schedule_id, blob, crc in rows:
             what = f"schedule {schedule_id!r}"
             self._check(blob, crc, what, "body", recover=False)
             schedules.append(self._decode(pb.Schedule, blob, what, recover=False))
-        jobs: list[pb.Job] = []
-        skipped: list[str] = []
+        return schedules
+
+    def jobs(self, recover: bool, skipped: list[str]) -> Iterator[pb.Job]:
+        """Every job in submit order, read and decoded one row at a time as the caller
+        iterates, so a restore holds one job's protobuf at a time, never a million. A row
+        whose checksum does not match, or that does not decode, raises JournalError naming
+        it, unless ``recover`` drops it: its id is appended to ``skipped``."""
         for job_id, payload, status, payload_crc, status_crc in self._rows():
             what = f"job {job_id!r}"
             try:
@@ -178,14 +201,15 @@ class SqliteJournal:
                 skipped.append(job_id)
                 continue
             job.payload = payload
-            jobs.append(job)
-        return Recovered(queues, jobs, skipped, schedules)
+            yield job
 
     def _rows(self) -> Iterator[tuple[str, bytes, bytes, int, int]]:
-        # ULIDs sort by submit time: rows come back in submit order.
-        yield from self.db.execute(
+        # ULIDs sort by submit time: rows come back in submit order, READ_CHUNK at a time.
+        cursor = self.db.execute(
             "SELECT id, payload, status, payload_crc, status_crc FROM jobs ORDER BY id"
         )
+        while rows := cursor.fetchmany(READ_CHUNK):
+            yield from rows
 
     def _check(self, blob: bytes, crc: int, what: str, part: str, recover: bool) -> None:
         if crc32(blob) == crc:
@@ -237,9 +261,13 @@ class SqliteJournal:
                 db.executemany(_INSERT_SCHEDULE, _queue_rows(batch.schedules))
             if batch.deleted_schedules:
                 db.executemany("DELETE FROM schedules WHERE id = ?", batch.deleted_schedules)
+            if batch.deleted_queues:
+                db.executemany(
+                    "DELETE FROM queues WHERE name = ?", ((n,) for n in batch.deleted_queues)
+                )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
 
     def replace_all(
@@ -265,7 +293,7 @@ class SqliteJournal:
             db.executemany(_INSERT_JOB, _job_rows(jobs))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
 
     def size_bytes(self) -> int:
@@ -273,10 +301,17 @@ class SqliteJournal:
         return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
-            self._db = None
+        """Checkpoints the WAL into the file and closes. A checkpoint that fails (a full
+        disk) loses nothing: the WAL stays and is read on the next open."""
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.warning("%s: no checkpoint at close (%s); the WAL keeps the commits", self.path, e)
+        finally:
+            db.close()
 
 
 _INSERT_SCHEDULE = "INSERT OR REPLACE INTO schedules (id, body, crc) VALUES (?, ?, ?)"
@@ -296,6 +331,14 @@ def _job_rows(
 def _queue_rows(rows: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes, int]]:
     for name, settings in rows:
         yield name, settings, crc32(settings)
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Ends a failed transaction, if SQLite has not already: on a full disk (SQLITE_FULL)
+    and on I/O errors it rolls back by itself, and a ROLLBACK then would raise "cannot
+    rollback - no transaction is active" in place of the error that says what happened."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 class _Skip(Exception):

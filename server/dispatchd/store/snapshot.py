@@ -118,29 +118,49 @@ class SnapshotStore:
         _fsync_dir(self.path.parent)
 
     def save(self, data: SnapshotData, now: float) -> int:
-        """Writes the snapshot atomically; returns its size in bytes."""
-        msg = snapshot_pb2.Snapshot(
+        """Writes the snapshot atomically; returns its size in bytes.
+
+        Written a job at a time: the fields of a Snapshot serialized one after another are
+        the bytes of the whole message (protobuf writes fields in number order and a
+        repeated field as its entries one after another), so the file is what one
+        SerializeToString would make, without a million Job messages in memory at once at
+        the end of a drain."""
+        head = snapshot_pb2.Snapshot(
             format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
         )
-        msg.queues.extend(convert.settings_to_pb(name, s) for name, s in data.queues)
+        head.queues.extend(convert.settings_to_pb(name, s) for name, s in data.queues)
         order = sorted(range(len(data.jobs)), key=lambda i: _dispatch_key(data.jobs[i], i))
-        msg.jobs.extend(convert.job_to_pb(data.jobs[i]) for i in order)
-        msg.submit_order.extend(order)
-        msg.schedules.extend(
-            schedule_convert.schedule_to_pb(rec, next_fires=0) for rec in data.schedules
-        )
-        raw = msg.SerializeToString()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".pb.tmp")
+        size, crc = 0, 0
         with open(tmp, "wb") as f:
-            trailer = _trailer(zlib.crc32(raw))
-            f.write(raw + trailer)
+
+            def put(raw: bytes) -> None:
+                nonlocal size, crc
+                f.write(raw)
+                size += len(raw)
+                crc = zlib.crc32(raw, crc)
+
+            put(head.SerializeToString())
+            one = snapshot_pb2.Snapshot()
+            for i in order:
+                one.jobs.append(convert.job_to_pb(data.jobs[i]))
+                put(one.SerializeToString())
+                del one.jobs[:]
+            put(snapshot_pb2.Snapshot(submit_order=order).SerializeToString())
+            tail = snapshot_pb2.Snapshot()
+            tail.schedules.extend(
+                schedule_convert.schedule_to_pb(rec, next_fires=0) for rec in data.schedules
+            )
+            put(tail.SerializeToString())
+            trailer = _trailer(crc)
+            f.write(trailer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
         self.restored_path.unlink(missing_ok=True)
-        return len(raw) + len(trailer)
+        return size + len(trailer)
 
 
 def _dispatch_key(job: JobRecord, rank: int) -> tuple[str, int, float, int]:

@@ -230,7 +230,7 @@ class Dashboard:
         return Response(200, pages.done_page(message, back))
 
     async def _validate(self, action: str, form: dict[str, str]) -> None:
-        if action in ("pause", "resume", "width", "rate"):
+        if action in ("pause", "resume", "width", "rate", "delete_queue"):
             await self._backend.get_queue(_required(form, "queue"))
         if action in ("cancel", "reprioritize", "retry"):
             await self._backend.get_job(_required(form, "job"))
@@ -275,6 +275,10 @@ class Dashboard:
     async def _set_rate(self, form: dict[str, str]) -> tuple[str, str]:
         return await self._update(form, rate=self._rate(form))
 
+    async def _delete_queue(self, form: dict[str, str]) -> tuple[str, str]:
+        forgotten = await self._backend.delete_queue(form["queue"])
+        return f"queue {form['queue']} deleted with {forgotten} finished jobs", "/"
+
     async def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
         job = await self._backend.cancel_job(form["job"])
         return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
@@ -306,6 +310,7 @@ _ACTIONS: dict[str, tuple[str, _Run]] = {
     "resume": ("Resume queue", Dashboard._resume),
     "width": ("Set width", Dashboard._width),
     "rate": ("Set rate", Dashboard._set_rate),
+    "delete_queue": ("Delete queue (it must be empty)", Dashboard._delete_queue),
     "cancel": ("Cancel job", Dashboard._cancel),
     "reprioritize": ("Reprioritize job", Dashboard._reprioritize),
     "retry": ("Retry job", Dashboard._retry),

@@ -176,6 +176,7 @@ def queue_actions(v: QueueView, csrf: str) -> str:
             _field("per_second", "Per second (empty: no limit)", f"{r.per_second:g}" if r else "")
             + _field("burst", "Burst", str(r.burst) if r else "0"),
         )
+        + action_form("delete_queue", q, "Delete queue", csrf)
     )
 
 

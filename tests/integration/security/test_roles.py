@@ -27,6 +27,7 @@ ADMIN_GROUP = {
     "ResumeQueue",
     "RetryJob",
     "PurgeJobs",
+    "DeleteQueue",
     "Drain",
     "CreateSchedule",
     "GetSchedule",

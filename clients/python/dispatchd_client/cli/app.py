@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     qset.add_argument("--lease", type=float, help="lease seconds of new deliveries")
     qset.add_argument("--create", action="store_true", help="create the queue if missing")
     qset.set_defaults(run=cmd.queue_set)
+    qdel = queue.add_parser(
+        "delete",
+        parents=[common],
+        help="delete an empty queue with its settings and finished jobs",
+        description="delete an empty queue with its settings and finished jobs (refused while "
+        "it has waiting or underway jobs, slots or connected workers)",
+    )
+    qdel.add_argument("name")
+    qdel.set_defaults(run=cmd.queue_delete)
     add("pause", cmd.pause, "stop new dispatches (underway jobs run on)").add_argument("name")
     p = add("resume", cmd.resume, "lift a pause, optionally with a new width")
     p.add_argument("name")

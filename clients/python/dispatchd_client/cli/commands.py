@@ -163,6 +163,15 @@ def purge(ns: argparse.Namespace, api: Api) -> None:
     _emit(ns, resp, lambda: f"purged {resp.purged_count} jobs from {ns.name}")
 
 
+def queue_delete(ns: argparse.Namespace, api: Api) -> None:
+    resp: pb.DeleteQueueResponse = api("DeleteQueue", pb.DeleteQueueRequest(name=ns.name))
+    _emit(
+        ns,
+        resp,
+        lambda: f"deleted queue {ns.name} and {resp.forgotten_count} finished jobs",
+    )
+
+
 def watch(ns: argparse.Namespace, api: Api) -> None:
     """Redraws the queue table every --interval seconds until --count frames or Ctrl-C.
 

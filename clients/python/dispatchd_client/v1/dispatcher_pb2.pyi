@@ -900,3 +900,15 @@ class BackfillScheduleResponse(_message.Message):
     FIRINGS_FIELD_NUMBER: _ClassVar[int]
     firings: _containers.RepeatedCompositeFieldContainer[ScheduleFiring]
     def __init__(self, firings: _Optional[_Iterable[_Union[ScheduleFiring, _Mapping]]] = ...) -> None: ...
+
+class DeleteQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteQueueResponse(_message.Message):
+    __slots__ = ("forgotten_count",)
+    FORGOTTEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    forgotten_count: int
+    def __init__(self, forgotten_count: _Optional[int] = ...) -> None: ...

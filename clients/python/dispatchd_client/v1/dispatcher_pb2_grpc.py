@@ -157,6 +157,11 @@ class DispatcherServiceStub(object):
                 request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.FromString,
                 )
+        self.DeleteQueue = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/DeleteQueue',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.FromString,
+                )
 
 
 class DispatcherServiceServicer(object):
@@ -366,6 +371,15 @@ class DispatcherServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteQueue(self, request, context):
+        """DeleteQueue forgets an empty queue: its settings and its finished jobs. A queue with
+        pending, scheduled or underway jobs, held or requested slots, or connected workers is
+        refused with FAILED_PRECONDITION (reason QUEUE_NOT_EMPTY) naming what it still has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -508,6 +522,11 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.BackfillSchedule,
                     request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.SerializeToString,
+            ),
+            'DeleteQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQueue,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -994,5 +1013,22 @@ class DispatcherService(object):
         return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/BackfillSchedule',
             dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleRequest.SerializeToString,
             dispatchd_dot_v1_dot_dispatcher__pb2.BackfillScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/DeleteQueue',
+            dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

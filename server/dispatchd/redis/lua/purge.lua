@@ -11,10 +11,8 @@ for _, s in ipairs(states) do
     local id = id_of(m)
     local j = jkey(b, id)
     if tonumber(redis.call('HGET', j, 'st') or '0') == s then
-      local ik = redis.call('HGET', j, 'ik')
-      if ik and ik ~= '' and redis.call('GET', b .. ':ik:' .. ik) == id then
-        redis.call('DEL', b .. ':ik:' .. ik)
-      end
+      local ik = ik_key(b, j)
+      if ik and redis.call('GET', ik) == id then redis.call('DEL', ik) end
       redis.call('DEL', j)
       purged = purged + 1
     end

@@ -2,7 +2,9 @@
 -- promotes scheduled jobs whose time came, expires waiting jobs past expire_at and
 -- forgets finished-job index entries past retention. ARGV: retention, clock, a random
 -- number for jitter, then the failure code and message a lost attempt is recorded with.
--- Returns {leases taken back, seconds until the next lease deadline or -1, tally}.
+-- Returns {leases taken back, seconds until the next lease deadline or -1, tally, seconds
+-- until this queue next needs a reaper (a lease or slot deadline, a scheduled job due, a
+-- waiting job's expiry, a slot request's lapse, a finished job leaving retention) or -1}.
 -- @include core
 -- @include clock
 -- @include lost
@@ -12,7 +14,7 @@
 -- @include publish
 local b = base_of(KEYS[1])
 local now = clock()
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '-1', {}} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '-1', {}, '-1'} end
 local err = {msg = ARGV[5], retryable = true, code = ARGV[4]}
 local expired = redis.call('ZRANGEBYSCORE', b .. ':leases', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 500)
 -- Leases that ended at the same time end in dispatch order (lease seq, as :ul keeps it),
@@ -48,7 +50,26 @@ for _, s in ipairs(FINISHED) do
   redis.call('ZREMRANGEBYSCORE', b .. ':done:' .. s, '-inf', horizon)
 end
 publish_all()
-local nxt = redis.call('ZRANGE', b .. ':leases', 0, 0, 'WITHSCORES')
-local wait_s = '-1'
-if #nxt > 0 then wait_s = fmt(math.max(0, tonumber(nxt[2]) - now)) end
-return {#expired, wait_s, tally_reply()}
+local function earliest(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first > 0 then return tonumber(first[2]) end
+  return nil
+end
+local function after(t)
+  if t == nil then return '-1' end
+  return fmt(math.max(0, t - now))
+end
+local lease_due = earliest(b .. ':leases')
+local soonest = lease_due
+for _, key in ipairs({':sched', ':exp', ':acqdl'}) do
+  local t = earliest(b .. key)
+  if t ~= nil and (soonest == nil or t < soonest) then soonest = t end
+end
+for _, s in ipairs(FINISHED) do
+  local t = earliest(b .. ':done:' .. s)
+  if t ~= nil then
+    t = t + tonumber(ARGV[1])
+    if soonest == nil or t < soonest then soonest = t end
+  end
+end
+return {#expired, after(lease_due), tally_reply(), after(soonest)}

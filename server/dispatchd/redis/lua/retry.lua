@@ -16,7 +16,8 @@ if st == 0 then return {'nf'} end
 if st ~= DEAD and st ~= FAILED then return {'state', st} end
 redis.call('PERSIST', j)
 redis.call('ZREM', b .. ':done:' .. st, member(tonumber(f[5] or '0'), id))
-if f[4] and f[4] ~= '' then redis.call('SET', b .. ':ik:' .. f[4], id) end
+local ik = ik_key(b, j)
+if ik then redis.call('SET', ik, id) end
 local seq = redis.call('HINCRBY', b .. ':cfg', 'seq', 1)
 redis.call('HSET', j, 'bs', f[2], 'seq', seq, 'nb', '', 'st', PENDING)
 redis.call('HDEL', j, 'ft', 'fq')

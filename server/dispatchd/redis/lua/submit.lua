@@ -1,8 +1,8 @@
 -- Admits a batch: all jobs or none. ARGV: retention, clock, default width, default lease,
--- then 14 values per job: queue, id, payload, priority, headers, content type, retry
--- policy, not_before, expire_at, ordering key, idempotency key, attempt budget start (0),
--- fairness key, fairness weight.
--- Returns {'ok', {dup, fields...}...} or {'full', queue, waiting, adding, bound}.
+-- --max-pending-total (0: none) and the replica's estimate of the fleet's waiting jobs
+-- (RedisJobs.waiting_estimate), then 15 values per job (admit.lua).
+-- Returns {'ok', {dup, fields...}..., {queues created}}, {'full', queue, waiting, adding,
+-- bound} (max_pending) or {'total', waiting, adding, bound} (--max-pending-total).
 -- @include core
 -- @include job
 -- @include clock
@@ -10,12 +10,13 @@
 -- @include publish
 local now = clock()
 local width, lease = ARGV[3], ARGV[4]
-local STRIDE, FIRST = 14, 4
+local bound_total, waiting_total = tonumber(ARGV[5]), tonumber(ARGV[6])
+local STRIDE, FIRST = 15, 6
 local n = (#ARGV - FIRST) / STRIDE
 local plan, seen, adding = {}, {}, {}
 for i = 0, n - 1 do
   local o = FIRST + i * STRIDE
-  local q, ik = ARGV[o + 1], ARGV[o + 11]
+  local q, ik = ARGV[o + 1], ARGV[o + 15]
   local b = base_for(q)
   local existing = known_by_key(b, ik, now)
   if existing == nil and ik ~= '' and seen[q .. '\0' .. ik] then existing = seen[q .. '\0' .. ik] end
@@ -25,11 +26,16 @@ for i = 0, n - 1 do
     if ik ~= '' then seen[q .. '\0' .. ik] = ARGV[o + 2] end
   end
 end
+local adding_total = 0
+for _, count in pairs(adding) do adding_total = adding_total + count end
+if bound_total > 0 and adding_total > 0 and waiting_total + adding_total > bound_total then
+  return {'total', waiting_total, adding_total, bound_total}
+end
 for q, count in pairs(adding) do
   local waiting, bound = waiting_and_bound(base_for(q))
   if bound > 0 and waiting + count > bound then return {'full', q, waiting, count, bound} end
 end
-local out = {}
+local out, created = {}, {}
 for i = 0, n - 1 do
   local o = FIRST + i * STRIDE
   local q, id = ARGV[o + 1], ARGV[o + 2]
@@ -39,11 +45,11 @@ for i = 0, n - 1 do
     table.insert(f, 1, 1)
     out[#out + 1] = f
   else
-    create_job(ARGV, o, width, lease, now)
+    if create_job(ARGV, o, width, lease, now) then created[#created + 1] = q end
     local f = job_fields(b, id)
     table.insert(f, 1, 0)
     out[#out + 1] = f
   end
 end
 publish_all()
-return {'ok', out}
+return {'ok', out, created}

@@ -5,7 +5,8 @@
 -- "per_second|burst", '' clears), ht (http_target as records.target_text writes it, ''
 -- clears). A new rate starts with a full bucket; a changed one keeps the tokens earned so
 -- far, capped to the new burst. A created queue or a changed setting is announced on
--- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf' or 'ok'.
+-- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf', 'new' (it was
+-- created) or 'ok'.
 -- @include core
 -- @include clock
 -- @include queue
@@ -63,4 +64,5 @@ for i = 1, #SETTINGS do
   if before[i] ~= after[i] then changed = true end
 end
 if changed then redis.call('PUBLISH', 'dq:qs', queue_of_base(b)) end
+if created then return 'new' end
 return 'ok'

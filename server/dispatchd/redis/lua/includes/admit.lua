@@ -3,11 +3,13 @@
 -- @include queue
 -- @include waiting
 -- @include finish
--- Admission of one job, shared by submit.lua and fire.lua. A job's 14 values start at
+-- Admission of one job, shared by submit.lua and fire.lua. A job's 15 values start at
 -- a[o + 1]: queue, id, payload, priority, headers, content type, retry policy, not_before,
--- expire_at, ordering key, idempotency key, attempt budget start, fairness key, weight.
+-- expire_at, ordering key, idempotency key, attempt budget start, fairness key, weight,
+-- and the key's dedup name (engine/model.py dedup_name: per submitter when the server
+-- stamped one; '' without a key), which the queue remembers the key by.
 
--- The id of the job this queue's idempotency key names, while that job answers for it:
+-- The id of the job this queue's dedup name (ik) names, while that job answers for it:
 -- while it waits or runs, and after it finished for the queue's dedup_window as it is now
 -- (a changed window applies to keys already known, as on the embedded backend), as long
 -- as the job is retained. Else nil.
@@ -32,17 +34,18 @@ local function waiting_and_bound(b)
 end
 
 -- Creates the job (its checks done by the caller): pending, scheduled, chained behind its
--- ordering key, or expired at once.
+-- ordering key, or expired at once. Returns whether it created the queue too.
 local function create_job(a, o, width, lease, now)
   local q, id = a[o + 1], a[o + 2]
   local b = base_for(q)
-  local key, ik, ex = a[o + 10], a[o + 11], num(a[o + 9])
-  ensure_queue(b, width, lease)
+  local key, ik, ex = a[o + 10], a[o + 15], num(a[o + 9])
+  local created = ensure_queue(b, width, lease)
   local seq = redis.call('HINCRBY', b .. ':cfg', 'seq', 1)
   local j = jkey(b, id)
   redis.call('HSET', j, 'id', id, 'q', q, 'pl', a[o + 3], 'pr', a[o + 4], 'hd', a[o + 5],
     'ct', a[o + 6], 'rp', a[o + 7], 'nb', a[o + 8], 'ex', a[o + 9], 'ok', key,
-    'ik', ik, 'bs', a[o + 12], 'fk', a[o + 13], 'fwt', a[o + 14], 'seq', seq, 'sub', fmt(now),
+    'ik', a[o + 11], 'bs', a[o + 12], 'fk', a[o + 13], 'fwt', a[o + 14], 'ikn', ik, 'seq', seq,
+    'sub', fmt(now),
     'att', 0, 'ats', '', 'cx', 0, 'st', PENDING)
   if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
   if ex ~= nil and ex <= now then
@@ -54,4 +57,5 @@ local function create_job(a, o, width, lease, now)
   else
     wait(b, id, now)
   end
+  return created
 end

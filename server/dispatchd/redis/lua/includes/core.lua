@@ -13,6 +13,16 @@ local function base_for(queue) return '{dq:' .. queue .. '}' end
 local function queue_of_base(b) return string.sub(b, 5, -2) end
 local function jkey(b, id) return b .. ':j:' .. id end
 
+-- The key remembering a job's idempotency key: by its dedup name (engine/model.py
+-- dedup_name: the submitter and the key, on a job the server stamped with its submitter),
+-- or by the key alone on jobs stored before names existed. nil when it has no key.
+local function ik_key(b, j)
+  local f = redis.call('HMGET', j, 'ikn', 'ik')
+  local name = f[1] or f[2]
+  if not name or name == '' then return nil end
+  return b .. ':ik:' .. name
+end
+
 -- Members of the indexes that order jobs by a sequence number (pending, scheduled,
 -- finished): <16 hex digits of the number><job id>, so equal scores sort by the number.
 local function member(seq, id) return string.format('%016x', seq) .. id end

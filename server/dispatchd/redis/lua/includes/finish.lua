@@ -12,14 +12,14 @@ local release_key
 local function finish(b, id, state, now, keep_key)
   local j = jkey(b, id)
   local f = redis.call('HMGET', j, 'ik', 'ok')
+  local ik = ik_key(b, j)
   local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
   redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
   redis.call('ZREM', b .. ':exp', id)
   redis.call('ZADD', b .. ':done:' .. state, fmt(now), member(fseq, id))
   redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
-  if f[1] and f[1] ~= '' then
+  if ik then
     -- Kept as long as the job; submit.lua decides by the finish time and the window.
-    local ik = b .. ':ik:' .. f[1]
     if redis.call('GET', ik) == id then
       redis.call('EXPIRE', ik, math.max(1, math.ceil(tonumber(ARGV[1]))))
     end

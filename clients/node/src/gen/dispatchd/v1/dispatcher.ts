@@ -1000,6 +1000,15 @@ export interface BackfillScheduleResponse {
   firings: ScheduleFiring[];
 }
 
+export interface DeleteQueueRequest {
+  name: string;
+}
+
+export interface DeleteQueueResponse {
+  /** How many finished jobs of the queue were forgotten with it. */
+  forgottenCount: number;
+}
+
 function createBaseRate(): Rate {
   return { perSecond: 0, burst: 0 };
 }
@@ -7945,6 +7954,116 @@ export const BackfillScheduleResponse: MessageFns<BackfillScheduleResponse> = {
   },
 };
 
+function createBaseDeleteQueueRequest(): DeleteQueueRequest {
+  return { name: "" };
+}
+
+export const DeleteQueueRequest: MessageFns<DeleteQueueRequest> = {
+  encode(message: DeleteQueueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteQueueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteQueueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteQueueRequest>, I>>(base?: I): DeleteQueueRequest {
+    return DeleteQueueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteQueueRequest>, I>>(object: I): DeleteQueueRequest {
+    const message = createBaseDeleteQueueRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteQueueResponse(): DeleteQueueResponse {
+  return { forgottenCount: 0 };
+}
+
+export const DeleteQueueResponse: MessageFns<DeleteQueueResponse> = {
+  encode(message: DeleteQueueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.forgottenCount !== 0) {
+      writer.uint32(8).int64(message.forgottenCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteQueueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteQueueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.forgottenCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteQueueResponse>, I>>(base?: I): DeleteQueueResponse {
+    return DeleteQueueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteQueueResponse>, I>>(object: I): DeleteQueueResponse {
+    const message = createBaseDeleteQueueResponse();
+    message.forgottenCount = object.forgottenCount ?? 0;
+    return message;
+  },
+};
+
 /**
  * DispatcherService keeps a priority queue per named queue and streams jobs to
  * workers, never more underway per queue than the queue's width.
@@ -8261,6 +8380,20 @@ export const DispatcherServiceService = {
       Buffer.from(BackfillScheduleResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): BackfillScheduleResponse => BackfillScheduleResponse.decode(value),
   },
+  /**
+   * DeleteQueue forgets an empty queue: its settings and its finished jobs. A queue with
+   * pending, scheduled or underway jobs, held or requested slots, or connected workers is
+   * refused with FAILED_PRECONDITION (reason QUEUE_NOT_EMPTY) naming what it still has.
+   */
+  deleteQueue: {
+    path: "/dispatchd.v1.DispatcherService/DeleteQueue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteQueueRequest): Buffer => Buffer.from(DeleteQueueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteQueueRequest => DeleteQueueRequest.decode(value),
+    responseSerialize: (value: DeleteQueueResponse): Buffer => Buffer.from(DeleteQueueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteQueueResponse => DeleteQueueResponse.decode(value),
+  },
 } as const;
 
 export interface DispatcherServiceServer extends UntypedServiceImplementation {
@@ -8334,6 +8467,12 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
    * that already has its job gets no second one.
    */
   backfillSchedule: handleUnaryCall<BackfillScheduleRequest, BackfillScheduleResponse>;
+  /**
+   * DeleteQueue forgets an empty queue: its settings and its finished jobs. A queue with
+   * pending, scheduled or underway jobs, held or requested slots, or connected workers is
+   * refused with FAILED_PRECONDITION (reason QUEUE_NOT_EMPTY) naming what it still has.
+   */
+  deleteQueue: handleUnaryCall<DeleteQueueRequest, DeleteQueueResponse>;
 }
 
 export interface DispatcherServiceClient extends Client {
@@ -8786,6 +8925,26 @@ export interface DispatcherServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: BackfillScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * DeleteQueue forgets an empty queue: its settings and its finished jobs. A queue with
+   * pending, scheduled or underway jobs, held or requested slots, or connected workers is
+   * refused with FAILED_PRECONDITION (reason QUEUE_NOT_EMPTY) naming what it still has.
+   */
+  deleteQueue(
+    request: DeleteQueueRequest,
+    callback: (error: ServiceError | null, response: DeleteQueueResponse) => void,
+  ): ClientUnaryCall;
+  deleteQueue(
+    request: DeleteQueueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteQueueResponse) => void,
+  ): ClientUnaryCall;
+  deleteQueue(
+    request: DeleteQueueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteQueueResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,49 @@
+-- Deletes an empty queue: its settings, its finished jobs and every key left under its
+-- base, and its name in the registry, in one step. KEYS[1] is the queue's ":cfg",
+-- KEYS[2] the registry (store.QUEUES_KEY; the one key off the queue's Cluster slot).
+-- ARGV: retention, clock. A queue with waiting or underway jobs, held or requested slots,
+-- or connected workers is left as it is.
+-- Returns {'nf'}, {'busy', pending, scheduled, underway, slots, workers, has http_target}
+-- or {'ok', finished jobs forgotten}.
+-- @include core
+-- @include clock
+local b = base_of(KEYS[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
+local now = clock()
+local cfg = redis.call('HMGET', KEYS[1], 'chained', 'ht')
+local slots = redis.call('SCARD', b .. ':slots')
+local held = {
+  redis.call('ZCARD', b .. ':pending') + tonumber(cfg[1] or '0'),
+  redis.call('ZCARD', b .. ':sched'),
+  redis.call('ZCARD', b .. ':leases') - slots,
+  slots + redis.call('ZCARD', b .. ':acq'),
+  redis.call('ZCOUNT', b .. ':workers', now, '+inf'),
+}
+for _, n in ipairs(held) do
+  if n > 0 then
+    local ht = 0
+    if cfg[2] and cfg[2] ~= '' then ht = 1 end
+    return {'busy', held[1], held[2], held[3], held[4], held[5], ht}
+  end
+end
+local forgotten = 0
+for _, s in ipairs(FINISHED) do
+  local idx = b .. ':done:' .. s
+  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    local id = id_of(m)
+    local j = jkey(b, id)
+    local ik = ik_key(b, j)
+    if ik and redis.call('GET', ik) == id then redis.call('DEL', ik) end
+    redis.call('DEL', j)
+    forgotten = forgotten + 1
+  end
+  redis.call('DEL', idx)
+end
+for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
+    ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':exp',
+    ':workers'}) do
+  redis.call('DEL', b .. suffix)
+end
+redis.call('SREM', KEYS[2], queue_of_base(b))
+redis.call('PUBLISH', 'dq:qs', queue_of_base(b))
+return {'ok', forgotten}
