@@ -70,6 +70,10 @@ class Config:
     turns metrics off, and with them their cost on the hot path."""
     http_listen: str = "127.0.0.1:8080"
     """host:port of the operator dashboard (port 0 picks a free one); "0" turns it off."""
+    dashboard_allowed_hosts: str = ""
+    """Comma-separated host names the dashboard answers for besides IP literals and
+    localhost (the names of an ingress in front of it); any other Host is refused, so a
+    DNS-rebinding page cannot reach it through a visitor's browser."""
     dashboard_bucket: float = 5.0
     """Seconds per bucket of the dashboard's sparklines, which show the last 60 buckets
     (5 minutes by default)."""
@@ -293,6 +297,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("log-format", str, d.log_format, "text or json")
     add("metrics-listen", str, d.metrics_listen, 'host:port for Prometheus /metrics; "0" is off')
     add("http-listen", str, d.http_listen, 'host:port for the operator dashboard; "0" is off')
+    add(
+        "dashboard-allowed-hosts",
+        str,
+        d.dashboard_allowed_hosts,
+        "comma-separated host names the dashboard answers for besides IPs and localhost",
+    )
     add("dashboard-bucket", float, d.dashboard_bucket, "seconds per dashboard sparkline bucket")
     add("metrics-max-queues", int, d.metrics_max_queues, "queues with their own metric label")
     add("backend", str, d.backend, "embedded (one process) or redis (replicas share Redis)")
@@ -337,6 +347,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_listen=ns.metrics_listen,
         metrics_max_queues=ns.metrics_max_queues,
         http_listen=ns.http_listen,
+        dashboard_allowed_hosts=ns.dashboard_allowed_hosts,
         dashboard_bucket=ns.dashboard_bucket,
         tls_cert=_path(ns.tls_cert),
         tls_key=_path(ns.tls_key),

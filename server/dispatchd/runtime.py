@@ -45,6 +45,7 @@ from dispatchd.service.health import HealthServicer
 from dispatchd.service.work import MessageCounts, WorkStream
 from dispatchd.store.journal import SqliteJournal
 from dispatchd.web import Dashboard, Hooks, Trends, WebServer
+from dispatchd.web.origin import allowed_hosts
 
 log = logging.getLogger("dispatchd")
 
@@ -275,7 +276,8 @@ class DispatchdServer:
     async def _start_web(self) -> None:
         if not self.config.http_enabled:
             return
-        hooks = Hooks(self.clock, self.start_drain, self._tokens, self.trends)
+        hosts = allowed_hosts(self.config.dashboard_allowed_hosts.split(","))
+        hooks = Hooks(self.clock, self.start_drain, self._tokens, self.trends, hosts)
         host, _, port = self.config.http_listen.rpartition(":")
         web = WebServer(Dashboard(self.backend, hooks).handle, host, int(port))
         try:

@@ -21,6 +21,7 @@ from dispatchd.engine import errors as engine_errors
 from dispatchd.security import Role, TokenTable
 from dispatchd.web import pages, schedule_page
 from dispatchd.web.errors import WebError
+from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
 from dispatchd.web.trends import Trend, Trends
 
@@ -51,6 +52,8 @@ class Hooks:
     tokens: TokenTable | None
     trends: Trends | None = None
     """The sparkline rings (an engine observer the server adds with the dashboard)."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """Host names besides IP literals and localhost it answers for (DNS rebinding)."""
 
 
 def _int(form: dict[str, str], name: str, low: int, high: int) -> int:
@@ -147,6 +150,9 @@ class Dashboard:
     # ---- routing -----------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
+        check_host(request.headers, self._hooks.allowed_hosts)
+        if request.method == "POST":
+            check_origin(request.headers)
         try:
             return await self._route(request)
         except EngineError as e:

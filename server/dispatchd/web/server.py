@@ -31,6 +31,7 @@ REASONS = {
     405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
+    421: "Misdirected Request",
     500: "Internal Server Error",
 }
 #: Inline scripts and styles are refused: an escaping slip cannot run code.
