@@ -88,6 +88,10 @@ class Config:
     """PEM CA bundle: require client certificates it signed (mTLS; needs tls_cert)."""
     auth_tokens: Path | None = None
     """Bearer tokens by role (``ROLE TOKEN [NAME]`` lines); None: no token checks."""
+    metrics_token_file: Path | None = None
+    """A file holding one bearer token /metrics then requires (Prometheus: a scrape
+    config's ``authorization: credentials_file``); None: /metrics is open to whoever
+    reaches its port, which is why it binds to loopback by default."""
     health_listen: str | None = None
     """host:port of a plaintext, health-only gRPC port for probes (kubelet gRPC probes
     cannot speak TLS); None: health is served on the main port only."""
@@ -316,6 +320,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_optional("tls-key", Path, "PEM private key of --tls-cert")
     add_optional("tls-client-ca", Path, "PEM CA bundle; clients need a certificate it signed")
     add_optional("auth-tokens", Path, "file of `ROLE TOKEN [NAME]` lines (default: no auth)")
+    add_optional("metrics-token-file", Path, "file with the bearer token /metrics requires")
     add_optional("health-listen", str, "host:port of a plaintext health-only port for probes")
     add_optional("port-file", Path, "once serving, write the bound ports there as JSON")
     return p
@@ -353,6 +358,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         tls_key=_path(ns.tls_key),
         tls_client_ca=_path(ns.tls_client_ca),
         auth_tokens=_path(ns.auth_tokens),
+        metrics_token_file=_path(ns.metrics_token_file),
         health_listen=ns.health_listen or None,
         http_max_connections=ns.http_max_connections,
         http_ca_bundle=_path(ns.http_ca_bundle),

@@ -17,8 +17,8 @@ class Response:
     body: str
 
 
-def _get(url: str, method: str) -> Response:
-    request = urllib.request.Request(url, method=method)
+def _get(url: str, method: str, headers: dict[str, str] | None = None) -> Response:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return Response(resp.status, resp.headers["Content-Type"], resp.read().decode())
@@ -27,9 +27,11 @@ def _get(url: str, method: str) -> Response:
             return Response(e.code, e.headers["Content-Type"], e.read().decode())
 
 
-async def fetch(port: int, path: str = "/metrics", method: str = "GET") -> Response:
+async def fetch(
+    port: int, path: str = "/metrics", method: str = "GET", headers: dict[str, str] | None = None
+) -> Response:
     """In a thread: the server under test answers on this test's event loop."""
-    return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}", method)
+    return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}", method, headers)
 
 
 class Samples:

@@ -10,6 +10,7 @@ milliseconds of loop time even for hundreds of queues; Prometheus asks every 15 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,13 +20,21 @@ from dispatchd.observability.exposition import CONTENT_TYPE
 log = logging.getLogger("dispatchd.metrics")
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+}
 _INDEX = b"dispatchd: Prometheus metrics are at /metrics\n"
 
 
 def _response(status: int, body: bytes, content_type: str, head_only: bool) -> bytes:
+    challenge = 'WWW-Authenticate: Bearer realm="dispatchd metrics"\r\n' if status == 401 else ""
     head = (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        f"{challenge}"
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -33,27 +42,45 @@ def _response(status: int, body: bytes, content_type: str, head_only: bool) -> b
     return head if head_only else head + body
 
 
-def _parse_head(raw: bytes) -> tuple[str, str] | None:
-    """(method, path) of a request head, or None for a malformed one. Headers are not
-    needed: the answer never depends on them."""
-    parts = raw.decode("latin-1").split("\r\n", 1)[0].split(" ")
+def _parse_head(raw: bytes) -> tuple[str, str, bytes] | None:
+    """(method, path, bearer token or b"") of a request head, or None for a malformed
+    one. The Authorization header is the only one the answer depends on."""
+    lines = raw.split(b"\r\n")
+    parts = lines[0].decode("latin-1").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         return None
-    return parts[0], parts[1].split("?", 1)[0]
+    token = b""
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            scheme, _, credential = value.strip().partition(b" ")
+            token = credential.strip() if scheme.lower() == b"bearer" else b""
+    return parts[0], parts[1].split("?", 1)[0], token
 
 
 class MetricsServer(LoopHttpServer):
     """Serves what ``page()`` renders at ``http://host:port/metrics``; one request per
     connection."""
 
-    def __init__(self, page: Callable[[], Awaitable[bytes]], host: str, port: int) -> None:
+    def __init__(
+        self,
+        page: Callable[[], Awaitable[bytes]],
+        host: str,
+        port: int,
+        token: bytes | None = None,
+    ) -> None:
         self._page = page
+        self._token = token
+        """The bearer token every request must carry (--metrics-token-file); None: open."""
         super().__init__(host, port)
 
-    async def answer(self, path: str, method: str) -> bytes:
+    async def answer(self, path: str, method: str, token: bytes = b"") -> bytes:
         head_only = method == "HEAD"
         if method not in ("GET", "HEAD"):
             return _response(405, b"only GET\n", "text/plain", head_only)
+        if self._token is not None and not hmac.compare_digest(token, self._token):
+            body = b"send the token of --metrics-token-file as 'Authorization: Bearer'\n"
+            return _response(401, body, "text/plain", head_only)
         if path == "/metrics":
             return _response(200, await self._page(), CONTENT_TYPE, head_only)
         if path == "/":
@@ -70,7 +97,8 @@ class MetricsServer(LoopHttpServer):
             if request is None:
                 writer.write(_response(400, b"bad request\n", "text/plain", False))
             else:
-                writer.write(await self.answer(request[1], request[0]))
+                method, path, token = request
+                writer.write(await self.answer(path, method, token))
             await writer.drain()
         except ConnectionError as e:
             log.debug("metrics client went away: %s", e)

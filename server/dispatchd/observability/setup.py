@@ -96,6 +96,20 @@ class Observability:
         self._latest = await self._gauges()
         return self._render()
 
+    def _scrape_token(self) -> bytes | None:
+        path = self._config.metrics_token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_bytes().strip()
+        except OSError as e:
+            raise ObservabilityError(f"--metrics-token-file {path}: {e.strerror}") from None
+        if not token or any(b <= 0x20 or b >= 0x7F for b in token):
+            raise ObservabilityError(
+                f"--metrics-token-file {path}: the token must be one line of printable ASCII"
+            )
+        return token
+
     async def start(self, gauges: Callable[[], Awaitable[GaugeSource]]) -> None:
         """Starts the /metrics endpoint (when metrics are on); each scrape first reads
         the queue and worker gauges with ``gauges()``."""
@@ -103,7 +117,7 @@ class Observability:
             return
         self._gauges = gauges
         host, _, port = self._config.metrics_listen.rpartition(":")
-        server = MetricsServer(self._page, host, int(port))
+        server = MetricsServer(self._page, host, int(port), self._scrape_token())
         try:
             await server.start()
         except OSError as e:
