@@ -23,12 +23,13 @@ from dispatchd.web import pages, schedule_page
 from dispatchd.web.errors import WebError
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
+from dispatchd.web.sessions import SESSION_SECONDS, Sessions
 from dispatchd.web.trends import Trend, Trends
 
 PAGE_SIZE = 50
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
 MAX_DRAIN_GRACE = 3600.0
-COOKIE = "dispatchd_token"
+COOKIE = "dispatchd_session"
 STATIC = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
@@ -54,6 +55,12 @@ class Hooks:
     """The sparkline rings (an engine observer the server adds with the dashboard)."""
     allowed_hosts: frozenset[str] = frozenset()
     """Host names besides IP literals and localhost it answers for (DNS rebinding)."""
+
+
+def _secure(request: Request) -> str:
+    """ "; Secure" when the browser reached us over TLS (a TLS-terminating proxy says so in
+    X-Forwarded-Proto): the cookie then never travels in clear text."""
+    return "; Secure" if request.headers.get("x-forwarded-proto", "").lower() == "https" else ""
 
 
 def _int(form: dict[str, str], name: str, low: int, high: int) -> int:
@@ -95,17 +102,22 @@ class Dashboard:
         self._backend = backend
         self._hooks = hooks
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
+        self._sessions = Sessions()
 
     # ---- auth and CSRF ------------------------------------------------------------
 
     def _credential(self, request: Request) -> str:
         """The admin token of the request ('' with auth off): an ``Authorization: Bearer``
-        header, or the HttpOnly cookie /login sets. Raises WebError."""
+        header, or the session the HttpOnly cookie /login sets names. Raises WebError."""
         if self._hooks.tokens is None:
             return ""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
-        token = token or request.cookie(COOKIE) or ""
+        session = request.cookie(COOKIE)
+        if not token and session:
+            token = self._sessions.token(session, self._hooks.clock()) or ""
+            if not token:
+                raise WebError(401, "the session has ended; log in again at /login")
         if not token:
             raise WebError(401, "auth is on: log in at /login or send 'Authorization: Bearer'")
         self._check_admin(token)
@@ -128,10 +140,30 @@ class Dashboard:
             raise WebError(400, "auth is off: no login needed")
         token = request.form.get("token", "").strip()
         self._check_admin(token)
-        if not token.isascii() or not token.isprintable() or ";" in token:
-            raise WebError(400, "this token cannot be kept in a cookie; use the Bearer header")
-        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        session = self._sessions.open(token, self._hooks.clock())
+        cookie = (
+            f"{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; "
+            f"Max-Age={int(SESSION_SECONDS)}{_secure(request)}"
+        )
         return Response(200, pages.done_page("logged in", "/"), headers={"Set-Cookie": cookie})
+
+    def _account(self, page: str, request: Request) -> Response:
+        if page == "login":
+            return self._login(request)
+        return self._logout(request, self._credential(request))
+
+    def _logout(self, request: Request, credential: str) -> Response:
+        """Ends the session the cookie names (a POST with the page's CSRF token)."""
+        if request.method != "POST":
+            return Response(200, pages.logout_page(self.csrf_token(credential)))
+        self._check_csrf(request.form, credential)
+        session = request.cookie(COOKIE)
+        if session:
+            self._sessions.close(session)
+        cookie = f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{_secure(request)}"
+        return Response(
+            200, pages.done_page("logged out", "/login"), headers={"Set-Cookie": cookie}
+        )
 
     def _sign(self, nonce: str, credential: str) -> str:
         bound = hashlib.sha256(credential.encode()).hexdigest()
@@ -164,8 +196,8 @@ class Dashboard:
             parts = ["static", "favicon.svg"]
         if parts[:1] == ["static"]:
             return self._static(request, parts[1:])
-        if parts == ["login"]:
-            return self._login(request)
+        if parts in (["login"], ["logout"]):
+            return self._account(parts[0], request)
         credential = self._credential(request)
         if parts[:1] == ["actions"] and len(parts) == 2:
             if request.method != "POST":

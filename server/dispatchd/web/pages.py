@@ -60,7 +60,7 @@ def layout(title: str, body: str, *, live: bool = False) -> bytes:
         '<link rel=stylesheet href="/static/dashboard.css">'
         '<link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
         f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
-        " <a href='/schedules'>Schedules</a>"
+        " <a href='/schedules'>Schedules</a> <a href='/logout'>Log out</a>"
         f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
     ).encode()
 
@@ -361,3 +361,11 @@ def login_page(auth_on: bool) -> bytes:
         "<button type=submit>Log in</button></form>"
     )
     return layout("Login", form)
+
+
+def logout_page(csrf: str) -> bytes:
+    form = (
+        f"<form method=post action='/logout'><input type=hidden name=csrf value='{esc(csrf)}'>"
+        "<button type=submit>Log out</button></form>"
+    )
+    return layout("Log out", form)

@@ -40,7 +40,10 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer Chromium posts forms with
+    # "Origin: null", which the Origin check (web/origin.py) cannot tell from a sandboxed
+    # cross-site frame. Other sites still get no Referer.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

@@ -38,7 +38,7 @@ async def test_a_csrf_token_without_the_credential_is_refused(start_server: Star
     await srv.backend.update_queue("q", width=3, create=True)
     page = await get(port, "/", bearer("admin"))
     form = {"queue": "q", "csrf": page.csrf(), "confirm": "yes"}
-    stolen = await post(port, "/actions/pause", form, {"Cookie": "dispatchd_token=x"})
+    stolen = await post(port, "/actions/pause", form, {"Cookie": "dispatchd_session=x"})
     assert stolen.status == 401
     assert not (await srv.backend.get_queue("q")).settings.paused
     assert (await post(port, "/actions/pause", form, bearer("admin"))).status == 200
@@ -57,3 +57,30 @@ async def test_login_sets_an_http_only_cookie(start_server: StartServer) -> None
     assert "SameSite=Strict" in cookie
     value = cookie.split(";", 1)[0]
     assert (await get(port, "/", {"Cookie": value})).status == 200
+
+
+async def test_the_cookie_names_a_session_not_the_token(start_server: StartServer) -> None:
+    _, port = await _started(start_server)
+    ok = await post(port, "/login", {"token": token("admin")})
+    cookie = ok.headers["set-cookie"]
+    assert token("admin") not in cookie
+    assert "Max-Age=" in cookie
+    assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
+    behind_tls = await post(
+        port, "/login", {"token": token("admin")}, {"X-Forwarded-Proto": "https"}
+    )
+    assert "; Secure" in behind_tls.headers["set-cookie"]
+
+
+async def test_logout_ends_the_session(start_server: StartServer) -> None:
+    _, port = await _started(start_server)
+    ok = await post(port, "/login", {"token": token("admin")})
+    session = {"Cookie": ok.headers["set-cookie"].split(";", 1)[0]}
+    page = await get(port, "/logout", session)
+    assert page.status == 200
+    done = await post(port, "/logout", {"csrf": page.csrf()}, session)
+    assert done.status == 200
+    assert "Max-Age=0" in done.headers["set-cookie"]
+    after = await get(port, "/", session)
+    assert after.status == 401
+    assert "log in again" in after.body
