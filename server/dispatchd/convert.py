@@ -20,6 +20,7 @@ from dispatchd.engine import (
     QueueView,
 )
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 
@@ -171,6 +172,8 @@ def _fill_policy_fields(msg: pb.Job, job: JobView) -> None:
         msg.idempotency_key = job.idempotency_key
     if job.retry_policy is not None:
         _fill_policy(msg.retry_policy, job.retry_policy)
+    if job.throttle_count:
+        msg.throttle_count = job.throttle_count
     for a in job.attempts:
         am = msg.attempts.add(number=a.number, worker_id=a.worker_id)
         set_time(am.dispatch_time, a.dispatch_time)
@@ -218,6 +221,7 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
     job.ordering_key = msg.ordering_key
     job.fairness_key = msg.fairness_key
     job.idempotency_key = msg.idempotency_key
+    job.throttle_count = msg.throttle_count
     if msg.HasField("retry_policy"):
         job.retry_policy = retry_policy(msg.retry_policy)
     job.attempts = [
@@ -280,6 +284,7 @@ def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb
         lease_duration=duration(s.lease_seconds),
         max_pending=s.max_pending,
         dedup_window=duration(s.dedup_window),
+        max_throttle_bounces=s.max_throttle_bounces,
     )
     if s.rate is not None:
         msg.rate.per_second = s.rate.per_second
@@ -304,7 +309,16 @@ def queue_to_pb(view: QueueView) -> pb.Queue:
     msg.worker_count = view.worker_count
     msg.scheduled_count = view.scheduled_count
     msg.slot_count = view.slot_count
+    if view.throttled_until is not None:
+        set_time(msg.throttled_until, view.throttled_until)
+        msg.throttle_reason = view.throttle_reason
+    msg.throttled_key_count = view.throttled_key_count
     return msg
+
+
+def max_throttle_bounces(msg: pb.Queue) -> int:
+    """0 on the wire is the default (proto3 cannot tell unset from 0)."""
+    return msg.max_throttle_bounces or DEFAULT_MAX_BOUNCES
 
 
 def rate(msg: pb.Queue) -> Rate | None:
@@ -332,4 +346,5 @@ def settings_from_pb(msg: pb.Queue) -> QueueSettings:
             duration_seconds(msg.dedup_window) if msg.HasField("dedup_window") else 86_400.0
         ),
         http_target=http_target(msg),
+        max_throttle_bounces=max_throttle_bounces(msg),
     )

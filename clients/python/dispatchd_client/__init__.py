@@ -21,6 +21,7 @@ from dispatchd_client.errors import (
     PermanentError,
     PermissionDenied,
     ResourceExhausted,
+    Throttled,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
@@ -46,7 +47,16 @@ from dispatchd_client.schedules import (
     ScheduleSpec,
 )
 from dispatchd_client.sync import Client
-from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
+from dispatchd_client.types import (
+    Job,
+    JobError,
+    JobSpecLike,
+    JobState,
+    NewJob,
+    Queue,
+    ReceivedJob,
+    Throttle,
+)
 from dispatchd_client.worker import Worker
 
 __all__ = [
@@ -86,6 +96,8 @@ __all__ = [
     "ScheduleFiring",
     "ScheduleSpec",
     "Slot",
+    "Throttle",
+    "Throttled",
     "Unauthenticated",
     "Unavailable",
     "Worker",

@@ -235,6 +235,9 @@ class QueueChanges(TypedDict, total=False):
     """Seconds an idempotency key is remembered after its job finished."""
     http_target: HttpTarget | None
     """Deliver the queue's jobs to this HTTP endpoint (None: back to workers)."""
+    max_throttle_bounces: int
+    """Throttle signals one job may answer with before one counts as a failed attempt
+    (1-10,000; 0: the default, 20)."""
 
 
 def _timestamp(t: datetime.datetime) -> timestamp_pb2.Timestamp:
@@ -291,4 +294,6 @@ def apply_queue_changes(queue: pb.Queue, changes: QueueChanges) -> list[str]:
     target = changes.get("http_target")
     if target is not None:
         queue.http_target.CopyFrom(target.to_proto())
+    if "max_throttle_bounces" in changes:
+        queue.max_throttle_bounces = changes["max_throttle_bounces"]
     return sorted(changes)

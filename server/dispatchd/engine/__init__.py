@@ -29,6 +29,7 @@ from dispatchd.engine.model import (
 from dispatchd.engine.observer import EngineObserver, ObserverChain
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
+from dispatchd.engine.throttling import JobThrottle, ThrottleScope
 
 __all__ = [
     "AttemptRecord",
@@ -44,6 +45,7 @@ __all__ = [
     "JobFailure",
     "JobRecord",
     "JobState",
+    "JobThrottle",
     "JobView",
     "KeyLimits",
     "LeaseRecord",
@@ -59,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "SlotRecord",
     "SlotRequest",
+    "ThrottleScope",
     "Unavailable",
     "WorkerRecord",
 ]

@@ -61,6 +61,9 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             worker_count=len(q.subscribers),
             scheduled_count=len(q.scheduled),
             slot_count=len(q.slots),
+            throttled_until=q.throttled_until(self._now),
+            throttle_reason=q.hold_reason if q.throttled_until(self._now) is not None else "",
+            throttled_key_count=q.ready.held_keys(self._now),
         )
 
     def get_queue(self, name: str) -> QueueView:

@@ -6,6 +6,10 @@ lane's go, so a key with 100,000 pending jobs cannot starve a key with 10. A lan
 its in-flight bound or out of per-key tokens leaves the ring and comes back when a
 slot frees or its next token is due, so one dispatch costs O(log n) however many keys
 are blocked. Jobs without a fairness key share the lane "".
+
+A key held by a throttle signal (engine/throttling.py) leaves the ring the same way and
+comes back through the same wake heap when its hold ends; the hold is kept apart from the
+lane (``_held``), so a lane forgotten while idle is held again when its next job comes.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ class FairReady:
     """Ready jobs of one queue. Heaps are lazy: cancel and reprioritize leave the old
     entry behind, which pop skips by comparing the job's version."""
 
-    __slots__ = ("_jobs", "_ring", "_wake_seq", "_waking", "lanes", "limits")
+    __slots__ = ("_held", "_jobs", "_ring", "_wake_seq", "_waking", "lanes", "limits")
 
     def __init__(self, jobs: Mapping[str, JobRecord]) -> None:
         self._jobs = jobs
         self.lanes: dict[str, Lane] = {}
         self._ring: deque[Lane] = deque()
-        self._waking: list[tuple[float, int, str]] = []  # lanes waiting for a token
+        self._waking: list[tuple[float, int, str]] = []  # lanes waiting for a token or hold
+        self._held: dict[str, float] = {}  # fairness key -> end of its throttle hold
         self._wake_seq = 0
         self.limits = KeyLimits()
 
@@ -65,7 +70,7 @@ class FairReady:
         job.in_lane = True
         heapq.heappush(lane.heap, (-job.priority, job.seq, job.lane_version, job.id))
         lane.live += 1
-        self._enter_ring(lane)
+        self._enter_ring(lane, now)
 
     def discard(self, job: JobRecord) -> None:
         """The job left the ready set without being popped (cancel, expiry, reprioritize)."""
@@ -73,9 +78,11 @@ class FairReady:
             job.in_lane = False
             self._lane(job.fairness_key).live -= 1
 
-    def _enter_ring(self, lane: Lane) -> None:
+    def _enter_ring(self, lane: Lane, now: float) -> None:
         if lane.in_ring or lane.live <= 0:
             return
+        if self._held and self._held.get(lane.key, now) > now:
+            return  # back through _waking when the hold ends
         cap = self.limits.max_in_flight_per_key
         if cap and lane.in_flight >= cap:
             return
@@ -93,9 +100,29 @@ class FairReady:
     def _wake(self, now: float) -> None:
         while self._waking and self._waking[0][0] <= now:
             _, _, key = heapq.heappop(self._waking)
+            if self._held.get(key, now) <= now:
+                self._held.pop(key, None)
             lane = self.lanes.get(key)
             if lane is not None:
-                self._enter_ring(lane)
+                self._enter_ring(lane, now)
+
+    def hold(self, key: str, until: float, now: float) -> None:
+        """A throttle signal holds fairness key ``key`` until ``until`` (a later hold wins):
+        its lane leaves the ring now and comes back through the wake heap."""
+        if until <= self._held.get(key, now):
+            return
+        self._held[key] = until
+        self._wake_seq += 1
+        heapq.heappush(self._waking, (until, self._wake_seq, key))
+        lane = self.lanes.get(key)
+        if lane is not None and lane.in_ring:
+            self._ring.remove(lane)  # O(keys in the ring), once per signal
+            lane.in_ring = False
+            lane.turns = 0
+
+    def held_keys(self, now: float) -> int:
+        """How many fairness keys a throttle signal holds at ``now``."""
+        return sum(1 for until in self._held.values() if until > now)
 
     def pop(self, now: float) -> JobRecord | None:
         """The next job by weighted round-robin over lanes, or None when every lane with
@@ -168,7 +195,7 @@ class FairReady:
         if lane is None:
             return
         lane.in_flight = max(0, lane.in_flight - 1)
-        self._enter_ring(lane)
+        self._enter_ring(lane, now)
         self._maybe_forget(lane, now)
 
     def _maybe_forget(self, lane: Lane, now: float) -> None:
@@ -192,4 +219,4 @@ class FairReady:
                 lane.bucket = TokenBucket(limits.per_key_rate, now)
             else:
                 lane.bucket.reconfigure(limits.per_key_rate, now)
-            self._enter_ring(lane)
+            self._enter_ring(lane, now)

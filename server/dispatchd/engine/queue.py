@@ -78,6 +78,8 @@ class QueueState:
         "chains",
         "dedup",
         "finished",
+        "held_until",
+        "hold_reason",
         "leases",
         "name",
         "pending",
@@ -109,6 +111,10 @@ class QueueState:
         self.bucket: TokenBucket | None = None
         self.ring_key: int | None = None  # its key in the engine's ready set, while in it
         self.wake_due: float | None = None  # when its rate lets it go again, if held by it
+        # A throttle signal's hold of the whole queue (engine/throttling.py): while it
+        # lasts the queue is out of the ready set, with a wake-up at its end.
+        self.held_until: float | None = None
+        self.hold_reason = ""
         self.apply_settings(settings, now)
 
     def apply_settings(self, settings: QueueSettings, now: float) -> None:
@@ -134,7 +140,14 @@ class QueueState:
         s = self.settings
         if s.paused or self.underway >= s.width or not self.ready.has_ready(now):
             return False
+        if self.held_until is not None and self.held_until > now:
+            return False
         return self.bucket is None or self.bucket.ready(now)
+
+    def throttled_until(self, now: float) -> float | None:
+        """When the queue's throttle hold ends, while one lasts."""
+        until = self.held_until
+        return until if until is not None and until > now else None
 
     def add_pending(self, job: JobRecord) -> None:
         key = job.pending_entry = (-job.priority, job.seq, job.id)

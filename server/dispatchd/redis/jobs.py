@@ -50,6 +50,8 @@ def _setting_args(
             changes += ["kcap", "", "krate", ""]
     if "http_target" in policies:
         changes += ["ht", records.target_text(policies["http_target"])]  # type: ignore[arg-type]
+    if "max_throttle_bounces" in policies:
+        changes += ["mtb", policies["max_throttle_bounces"]]
     return changes
 
 

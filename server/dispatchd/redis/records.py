@@ -25,6 +25,7 @@ from dispatchd.engine.model import QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
+from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd.redis.errors import ScriptReplyError
 from dispatchd.redis.scripts import JOB_FIELDS
 
@@ -193,6 +194,7 @@ def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:
         retry_policy=policy_of(_s(v("rp"))),
         attempts=_attempts(_s(v("ats"))),
         budget_start=int(v("bs") or 0),
+        throttle_count=int(v("thc") or 0),
     )
     return StoredJob(record, _s(v("ls")), _f(v("dl")), v("cx") == b"1")
 
@@ -243,6 +245,7 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
     kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
+    extra = [*reply[17:21], *[b""] * (21 - max(17, len(reply)))]  # mtb and the throttle hold
     key_limits = None
     if kcap:
         key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
@@ -257,9 +260,24 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
         http_target=target_of(_s(reply[16])) if len(reply) > 16 else None,  # type: ignore[arg-type]
+        max_throttle_bounces=int(extra[0] or DEFAULT_MAX_BOUNCES),
     )
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
-    return QueueView(name, settings, pending, underway, workers, scheduled, slots)
+    # A throttle signal's hold (includes/throttle.lua): its end ('' when none) and reason,
+    # and how many fairness keys are held.
+    held, reason, keys = extra[1:]
+    return QueueView(
+        name,
+        settings,
+        pending,
+        underway,
+        workers,
+        scheduled,
+        slots,
+        throttled_until=float(held) if held else None,
+        throttle_reason=_s(reason),  # type: ignore[arg-type]
+        throttled_key_count=int(keys or 0),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
-local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst')
+local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'thu')
 if not cfg[1] then return {'-1', {}} end
 tick(b, now)
 acq_expire(b, now)
@@ -38,6 +38,12 @@ if redis.call('ZCARD', b .. ':acq') > 0 then return reply() end
 local want = tonumber(ARGV[3])
 local free = tonumber(cfg[1]) - redis.call('ZCARD', b .. ':leases')
 if cfg[2] == '1' or free <= 0 then return reply() end
+-- A throttle signal holds the queue (includes/throttle.lua): nothing to do until it ends.
+local held = num(cfg[6])
+if held ~= nil and held > now then
+  out[1] = fmt(held - now)
+  return reply()
+end
 want = math.min(want, free)
 local rps, tokens = num(cfg[4]), nil
 if rps ~= nil then
@@ -86,7 +92,7 @@ if tokens ~= nil then
 end
 if got < want then
   local soonest = nil
-  for _, index in ipairs({':sched', ':lwake'}) do
+  for _, index in ipairs({':sched', ':lwake', ':khold'}) do
     local nxt = redis.call('ZRANGE', b .. index, 0, 0, 'WITHSCORES')
     if #nxt > 0 and (soonest == nil or tonumber(nxt[2]) < soonest) then
       soonest = tonumber(nxt[2])

@@ -3,7 +3,7 @@
 -- paused, lease, rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp,
 -- dedup, kcap (max in flight per fairness key, '' clears), krate (per fairness key rate
 -- "per_second|burst", '' clears), ht (http_target as records.target_text writes it, ''
--- clears). A new rate starts with a full bucket; a changed one keeps the tokens earned so
+-- clears), mtb (max_throttle_bounces). A new rate starts with a full bucket; a changed one keeps the tokens earned so
 -- far, capped to the new burst. A created queue or a changed setting is announced on
 -- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf', 'new' (it was
 -- created) or 'ok'.
@@ -15,7 +15,7 @@
 -- @include lanes
 -- @include publish
 local SETTINGS = {'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp', 'dedup', 'kcap',
-  'krps', 'kburst', 'ht'}
+  'krps', 'kburst', 'ht', 'mtb'}
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()

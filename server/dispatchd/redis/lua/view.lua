@@ -1,6 +1,7 @@
 -- One queue's settings and counts, read at one instant. ARGV: retention, clock.
 -- Returns {} for an unknown queue, else {width, paused, lease, rps, burst, rp, maxp, dedup,
--- pending, underway, scheduled, workers, kcap, krps, kburst, slots, ht}
+-- pending, underway, scheduled, workers, kcap, krps, kburst, slots, ht, mtb, throttled until
+-- ('' when not held), throttle reason, keys held}
 -- (records.queue_of_view).
 -- @include core
 -- @include clock
@@ -8,9 +9,12 @@ local b = base_of(KEYS[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 local now = clock()
 local cfg = redis.call('HMGET', KEYS[1], 'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp',
-  'dedup', 'chained', 'kcap', 'krps', 'kburst', 'ht')
+  'dedup', 'chained', 'kcap', 'krps', 'kburst', 'ht', 'mtb', 'thu', 'thr')
+local thu, thr = cfg[15] or '', cfg[16] or ''
+if thu == '' or tonumber(thu) <= now then thu, thr = '', '' end
 local pending = redis.call('ZCARD', b .. ':pending') + tonumber(cfg[9] or '0')
 local workers = redis.call('ZCOUNT', b .. ':workers', now, '+inf')
 return {cfg[1], cfg[2], cfg[3], cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7], cfg[8],
   pending, redis.call('ZCARD', b .. ':leases'), redis.call('ZCARD', b .. ':sched'), workers,
-  cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots'), cfg[13] or ''}
+  cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots'), cfg[13] or '',
+  cfg[14] or '', thu, thr, redis.call('ZCOUNT', b .. ':khold', '(' .. fmt(now), '+inf')}

@@ -53,6 +53,17 @@ export enum JobState {
   UNRECOGNIZED = -1,
 }
 
+/** ThrottleScope is what a throttle signal holds. */
+export enum ThrottleScope {
+  /** THROTTLE_SCOPE_UNSPECIFIED - Means THROTTLE_SCOPE_QUEUE. */
+  THROTTLE_SCOPE_UNSPECIFIED = 0,
+  /** THROTTLE_SCOPE_QUEUE - The whole queue: no job of it is dispatched until the delay has passed. */
+  THROTTLE_SCOPE_QUEUE = 1,
+  /** THROTTLE_SCOPE_FAIRNESS_KEY - Only the job's fairness key (jobs without one share the key ""); other keys go on. */
+  THROTTLE_SCOPE_FAIRNESS_KEY = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * ScheduleOverlapPolicy says what a tick does while earlier jobs of its schedule have not
  * finished (are pending, scheduled or underway).
@@ -282,7 +293,15 @@ export interface Job {
   /** Every delivery so far, oldest first. */
   attempts: Attempt[];
   /** The policy that applies (the job's own, else the queue's at submit time); unset: none. */
-  retryPolicy: RetryPolicy | undefined;
+  retryPolicy:
+    | RetryPolicy
+    | undefined;
+  /**
+   * Output only: how many times a worker or target answered this job with a throttle
+   * signal (JobResult.throttled). Those deliveries are not counted in `attempt`; past the
+   * queue's max_throttle_bounces a throttle counts as a failed attempt.
+   */
+  throttleCount: number;
 }
 
 export interface Job_HeadersEntry {
@@ -410,7 +429,39 @@ export interface Queue {
    * When set, the server itself delivers this queue's jobs to an HTTP endpoint, under the
    * same width, rate, key and retry rules as jobs streamed to workers.
    */
-  httpTarget: HttpTarget | undefined;
+  httpTarget:
+    | HttpTarget
+    | undefined;
+  /**
+   * Output only: while a throttle signal holds the whole queue (see Throttled), when the
+   * hold ends; unset when it dispatches freely. Nothing of the queue is dispatched before.
+   */
+  throttledUntil:
+    | Date
+    | undefined;
+  /** Output only: why the queue is held (the latest signal's reason), while it is. */
+  throttleReason: string;
+  /**
+   * How many throttle signals one job may answer with before a throttle counts as a failed
+   * attempt (so a job cannot bounce forever): 1-10,000; 0 on input means the default, 20.
+   */
+  maxThrottleBounces: number;
+  /** Output only: fairness keys held by a key-scoped throttle signal now. */
+  throttledKeyCount: number;
+}
+
+/**
+ * Throttled is a worker's (or an HTTP target's 429/503) answer "the provider is throttling
+ * me": the job goes back to pending at its old place (same priority and submit order), the
+ * delivery not counted as an attempt, and the scope is held for retry_after. See
+ * docs/rate-limits.md.
+ */
+export interface Throttled {
+  /** How long to hold; capped at 1 hour. Unset or 0: the job only goes back (no hold). */
+  retryAfter: Duration | undefined;
+  scope: ThrottleScope;
+  /** For people (GetQueue's throttle_reason); cut to 1,024 characters. */
+  reason: string;
 }
 
 /**
@@ -487,9 +538,9 @@ export interface UpdateQueueRequest {
     | undefined;
   /**
    * Paths: width, paused, lease_duration, rate, retry_policy, key_limits, max_pending,
-   * dedup_window, http_target. Empty: width, paused and lease_duration. A message path
-   * with the message unset clears it (e.g. `rate` unset: unlimited; `http_target` unset:
-   * workers serve the queue again). `http_target` replaces the whole target, signing
+   * dedup_window, http_target, max_throttle_bounces (0: the default). Empty: width, paused
+   * and lease_duration. A message path with the message unset clears it (e.g. `rate`
+   * unset: unlimited; `http_target` unset: workers serve the queue again). `http_target` replaces the whole target, signing
    * secret included.
    */
   updateMask:
@@ -588,7 +639,9 @@ export interface WorkResults {
 export interface JobResult {
   jobId: string;
   leaseId: string;
-  outcome: { $case: "output"; value: Buffer } | { $case: "error"; value: JobError } | undefined;
+  outcome: { $case: "output"; value: Buffer } | { $case: "error"; value: JobError } | //
+  /** The provider throttles: put the job back and hold the queue or its key. */
+  { $case: "throttled"; value: Throttled } | undefined;
 }
 
 /**
@@ -1798,6 +1851,7 @@ function createBaseJob(): Job {
     idempotencyKey: "",
     attempts: [],
     retryPolicy: undefined,
+    throttleCount: 0,
   };
 }
 
@@ -1871,6 +1925,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.retryPolicy !== undefined) {
       RetryPolicy.encode(message.retryPolicy, writer.uint32(186).fork()).join();
+    }
+    if (message.throttleCount !== 0) {
+      writer.uint32(320).int32(message.throttleCount);
     }
     return writer;
   },
@@ -2075,6 +2132,14 @@ export const Job: MessageFns<Job> = {
             message.retryPolicy = RetryPolicy.decode(reader, reader.uint32());
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.throttleCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2127,6 +2192,7 @@ export const Job: MessageFns<Job> = {
     message.retryPolicy = (object.retryPolicy !== undefined && object.retryPolicy !== null)
       ? RetryPolicy.fromPartial(object.retryPolicy)
       : undefined;
+    message.throttleCount = object.throttleCount ?? 0;
     return message;
   },
 };
@@ -3097,6 +3163,10 @@ function createBaseQueue(): Queue {
     dedupWindow: undefined,
     slotCount: 0,
     httpTarget: undefined,
+    throttledUntil: undefined,
+    throttleReason: "",
+    maxThrottleBounces: 0,
+    throttledKeyCount: 0,
   };
 }
 
@@ -3146,6 +3216,18 @@ export const Queue: MessageFns<Queue> = {
     }
     if (message.httpTarget !== undefined) {
       HttpTarget.encode(message.httpTarget, writer.uint32(122).fork()).join();
+    }
+    if (message.throttledUntil !== undefined) {
+      Timestamp.encode(toTimestamp(message.throttledUntil), writer.uint32(322).fork()).join();
+    }
+    if (message.throttleReason !== "") {
+      writer.uint32(330).string(message.throttleReason);
+    }
+    if (message.maxThrottleBounces !== 0) {
+      writer.uint32(336).int32(message.maxThrottleBounces);
+    }
+    if (message.throttledKeyCount !== 0) {
+      writer.uint32(344).int32(message.throttledKeyCount);
     }
     return writer;
   },
@@ -3283,6 +3365,38 @@ export const Queue: MessageFns<Queue> = {
             message.httpTarget = HttpTarget.decode(reader, reader.uint32());
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.throttledUntil = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.throttleReason = reader.string();
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.maxThrottleBounces = reader.int32();
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.throttledKeyCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3325,6 +3439,91 @@ export const Queue: MessageFns<Queue> = {
     message.httpTarget = (object.httpTarget !== undefined && object.httpTarget !== null)
       ? HttpTarget.fromPartial(object.httpTarget)
       : undefined;
+    message.throttledUntil = object.throttledUntil ?? undefined;
+    message.throttleReason = object.throttleReason ?? "";
+    message.maxThrottleBounces = object.maxThrottleBounces ?? 0;
+    message.throttledKeyCount = object.throttledKeyCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseThrottled(): Throttled {
+  return { retryAfter: undefined, scope: 0, reason: "" };
+}
+
+export const Throttled: MessageFns<Throttled> = {
+  encode(message: Throttled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(10).fork()).join();
+    }
+    if (message.scope !== 0) {
+      writer.uint32(16).int32(message.scope);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Throttled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseThrottled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.scope = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Throttled>, I>>(base?: I): Throttled {
+    return Throttled.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Throttled>, I>>(object: I): Throttled {
+    const message = createBaseThrottled();
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
+    message.scope = object.scope ?? 0;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -4695,6 +4894,9 @@ export const JobResult: MessageFns<JobResult> = {
       case "error":
         JobError.encode(message.outcome.value, writer.uint32(34).fork()).join();
         break;
+      case "throttled":
+        Throttled.encode(message.outcome.value, writer.uint32(322).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4744,6 +4946,14 @@ export const JobResult: MessageFns<JobResult> = {
             message.outcome = { $case: "error", value: JobError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.outcome = { $case: "throttled", value: Throttled.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4773,6 +4983,12 @@ export const JobResult: MessageFns<JobResult> = {
       case "error": {
         if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
           message.outcome = { $case: "error", value: JobError.fromPartial(object.outcome.value) };
+        }
+        break;
+      }
+      case "throttled": {
+        if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
+          message.outcome = { $case: "throttled", value: Throttled.fromPartial(object.outcome.value) };
         }
         break;
       }

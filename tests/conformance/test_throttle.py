@@ -1,0 +1,135 @@
+"""Throttle signals (engine/throttling.py, includes/throttle.lua): a result saying "the
+provider throttles me" puts the job back at its old place without counting the delivery,
+and holds the whole queue, or only the job's fairness key, for the delay."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatchd.engine import InvalidArgument, JobState, JobThrottle, RetryPolicy, ThrottleScope
+from tests.conformance.harness import Driver
+
+KEY = ThrottleScope.FAIRNESS_KEY
+
+
+async def test_a_throttle_holds_the_queue_and_the_job_keeps_its_place(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0)
+    first = await driver.add(priority=5)
+    second = await driver.add(priority=1)
+    w = await driver.connect(credits=1)
+    lease = w.lease(first.id)
+    await w.answer(lease, JobThrottle(30.0, reason="429 from the gateway"))
+    job = await driver.job(first.id)
+    assert job.state is JobState.PENDING
+    assert (job.attempt, job.throttle_count) == (0, 1)  # the delivery was not an attempt
+    view = await driver.queue()
+    assert view.throttled_until == pytest.approx(driver.at(30.0))
+    assert view.throttle_reason == "429 from the gateway"
+    await driver.advance_to(29.9)
+    assert w.take() == []  # nothing of the queue goes while it is held
+    await driver.advance_to(30.0)
+    got = w.take()
+    assert [ls.job.id for ls in got] == [first.id]  # its old place: before `second`
+    assert got[0].job.attempt == 1
+    assert (await driver.queue()).throttled_until is None
+    await w.ok(got[0])
+    assert w.taken_ids() == [second.id]
+
+
+async def test_a_key_throttle_holds_that_key_only(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0)
+    a = [await driver.add(fairness_key="a") for _ in range(3)]
+    b = [await driver.add(fairness_key="b") for _ in range(3)]
+    w = await driver.connect(credits=1)
+    lease = w.oldest()
+    assert lease.job.id == a[0].id
+    await w.answer(lease, JobThrottle(10.0, KEY))
+    view = await driver.queue()
+    assert view.throttled_until is None
+    assert view.throttled_key_count == 1
+    ran = []
+    for _ in range(3):  # key b goes on at once; nothing of key a
+        got = w.take()
+        assert len(got) == 1
+        ran.append(got[0].job.id)
+        await w.ok(got[0])
+    assert ran == [j.id for j in b]
+    assert w.take() == []
+    await driver.advance_to(10.0)
+    assert w.taken_ids() == [a[0].id]
+    assert (await driver.queue()).throttled_key_count == 0
+
+
+async def test_a_held_key_stays_held_when_its_lane_empties_and_fills(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0)
+    job = await driver.add(fairness_key="a")
+    w = await driver.connect(credits=1)
+    await w.answer(w.oldest(), JobThrottle(10.0, KEY))
+    await driver.cancel(job)
+    fresh = await driver.add(fairness_key="a")
+    other = await driver.add(fairness_key="b")
+    assert w.taken_ids() == [other.id]
+    await w.finish_all()
+    await driver.advance_to(10.0)
+    assert w.taken_ids() == [fresh.id]
+
+
+async def test_a_job_bouncing_too_often_counts_a_failed_attempt(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0, max_throttle_bounces=2)
+    job = await driver.add()
+    w = await driver.connect(credits=1)
+    for n in (1, 2):
+        await w.answer(w.oldest(), JobThrottle(0.0, reason="busy"))
+        assert (await driver.job(job.id)).throttle_count == n
+    await w.answer(w.oldest(), JobThrottle(0.0, reason="busy"))
+    done = await driver.job(job.id)
+    assert done.state is JobState.FAILED  # no retry policy: the attempt failed for good
+    assert done.error is not None
+    assert done.error.code == "Throttled"
+    assert done.error.message == "throttled more often than the queue's max_throttle_bounces: busy"
+    assert done.attempt == 1
+    assert done.throttle_count == 3
+
+
+async def test_a_throttle_spends_none_of_the_retry_budget(driver: Driver) -> None:
+    policy = RetryPolicy.of(1, 1.0, 1.0, 2.0, 0.0)
+    await driver.update(lease_seconds=3600.0, retry_policy=policy)
+    job = await driver.add()
+    w = await driver.connect(credits=1)
+    await w.answer(w.oldest(), JobThrottle(1.0))
+    await driver.advance(1.0)
+    await w.ok(w.oldest())
+    done = await driver.job(job.id)
+    assert done.state is JobState.SUCCEEDED
+    assert done.attempt == 1
+
+
+async def test_a_shorter_signal_does_not_shorten_a_hold(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0)
+    await driver.add_n(3)
+    w = await driver.connect(credits=2)
+    first, second = w.take()
+    await w.answer(first, JobThrottle(20.0))
+    await w.answer(second, JobThrottle(5.0))
+    assert (await driver.queue()).throttled_until == pytest.approx(driver.at(20.0))
+    await driver.advance_to(19.0)
+    assert w.take() == []
+    await driver.advance_to(20.0)
+    assert len(w.take()) == 2
+
+
+async def test_a_zero_delay_puts_the_job_back_without_a_hold(driver: Driver) -> None:
+    await driver.update(lease_seconds=3600.0)
+    job = await driver.add()
+    w = await driver.connect(credits=1)
+    await w.answer(w.oldest(), JobThrottle(0.0))
+    assert (await driver.queue()).throttled_until is None
+    assert w.taken_ids() == [job.id]
+
+
+async def test_the_bound_is_a_setting_checked_on_every_backend(driver: Driver) -> None:
+    view = await driver.update(max_throttle_bounces=7)
+    assert view.settings.max_throttle_bounces == 7
+    assert (await driver.queue()).settings.max_throttle_bounces == 7
+    with pytest.raises(InvalidArgument):
+        await driver.update(max_throttle_bounces=0)
