@@ -11,22 +11,26 @@ import pytest
 from aiohttp import web
 
 from dispatchd.config import Config
+from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, HttpTarget, JobState, ReceivedJob, Throttled
+from tests.integration.dispatchctl import Dispatchctl
 
 from .conftest import StartWorker
 from .endpoint import Call, Endpoint
 from .helpers import eventually
+from .scrape import scrape
+from .web import get
 
 LOOPBACK = ("127.0.0.0/8",)
 
 
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
-    return dataclasses.replace(server_config, http_allow_cidr=LOOPBACK)
+    return dataclasses.replace(server_config, http_allow_cidr=LOOPBACK, http_listen="127.0.0.1:0")
 
 
 async def test_a_handler_raising_throttled_holds_the_queue(
-    target: str, start_worker: StartWorker
+    server: DispatchdServer, target: str, start_worker: StartWorker
 ) -> None:
     started: list[tuple[str, float]] = []
 
@@ -47,6 +51,17 @@ async def test_a_handler_raising_throttled_holds_the_queue(
         await eventually(held, what="the queue to be held")
         queue = await client.get_queue("thr")
         assert queue.throttle_reason == "provider says 429"
+        m = await scrape(server.observability.metrics_port)
+        assert m.value("dispatchd_queue_throttled", queue="thr") == 1
+        assert m.value("dispatchd_throttle_signals_total", queue="thr", scope="queue") == 1
+        shown = await Dispatchctl(target)("queue", "show", "thr")
+        assert shown.code == 0, shown.err
+        assert "throttled until:" in shown.out
+        assert "(provider says 429)" in shown.out
+        assert server.web is not None
+        page = await get(server.web.port, "/queues/thr")
+        assert "Throttled until " in page.body
+        assert ": provider says 429." in page.body
         second = await client.submit("thr", b"2")
         done = await client.wait(first.id, timeout=10)
         assert (done.state, done.attempt, done.throttle_count) == (JobState.SUCCEEDED, 1, 1)

@@ -18,6 +18,8 @@ export {
   PermanentError,
   PermissionDeniedError,
   ResourceExhaustedError,
+  type ThrottleScopeName,
+  ThrottledError,
   UnauthenticatedError,
   UnavailableError,
 } from "./errors";
@@ -35,7 +37,7 @@ export {
   ScheduleOverlapPolicy,
   type ScheduleSpecInput,
 } from "./schedules";
-export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
+export { CANCELLED_ERROR, type Handler, type Outcome, type Output, type ThrottleSignal } from "./runner";
 export type { WorkerStats } from "./session";
 export {
   type Attempt,

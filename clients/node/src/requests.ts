@@ -6,7 +6,7 @@
  * the call machinery around them.
  */
 
-import type * as pb from "./gen/dispatchd/v1/dispatcher";
+import * as pb from "./gen/dispatchd/v1/dispatcher";
 import { type JobState, type KeyLimits, type Rate, type RetryPolicy, retryPolicyToProto, toDuration } from "./types";
 
 export const DEFAULT_TARGET = "127.0.0.1:50051";
@@ -76,6 +76,8 @@ export interface QueueSettings {
   retryPolicy?: RetryPolicy | null;
   keyLimits?: KeyLimits | null;
   maxPending?: number;
+  /** Throttle signals one job may answer with before one counts as a failed attempt (0: 20). */
+  maxThrottleBounces?: number;
   dedupWindowMs?: number;
 }
 
@@ -135,23 +137,9 @@ export function listJobsRequest(
  * would silently zero the settings the caller left out; so at least one setting is required.
  */
 export function updateQueueRequest(name: string, settings: QueueSettings, create: boolean): pb.UpdateQueueRequest {
-  const queue: pb.Queue = {
-    name,
-    width: 0,
-    paused: false,
-    pendingCount: 0,
-    underwayCount: 0,
-    leaseDuration: undefined,
-    workerCount: 0,
-    rate: undefined,
-    retryPolicy: undefined,
-    keyLimits: undefined,
-    maxPending: 0,
-    scheduledCount: 0,
-    dedupWindow: undefined,
-    slotCount: 0,
-    httpTarget: undefined,
-  };
+  // fromPartial: every field the caller does not set keeps its default, however many the
+  // proto grows.
+  const queue: pb.Queue = pb.Queue.fromPartial({ name });
   const paths: string[] = [];
   const set = <K extends keyof QueueSettings>(
     key: K,
@@ -181,6 +169,7 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
   });
   set("maxPending", "max_pending", (v) => (queue.maxPending = v));
   set("dedupWindowMs", "dedup_window", (v) => (queue.dedupWindow = toDuration(v)));
+  set("maxThrottleBounces", "max_throttle_bounces", (v) => (queue.maxThrottleBounces = v));
   if (paths.length === 0) {
     throw new TypeError("updateQueue needs at least one setting to change");
   }

@@ -119,6 +119,8 @@ export interface Job {
   attempts: Attempt[];
   /** The retry policy that applies; undefined: none. */
   retryPolicy?: RetryPolicy;
+  /** Deliveries answered with a throttle signal (not counted in `attempt`). */
+  throttleCount: number;
 }
 
 /** A job returned by submit: `duplicate` when an earlier job had the same idempotency key. */
@@ -159,6 +161,14 @@ export interface Queue {
   scheduledCount: number;
   dedupWindowMs: number;
   slotCount: number;
+  /** While a throttle signal holds the whole queue: when the hold ends. */
+  throttledUntil?: Date;
+  /** Why the queue is held, while it is. */
+  throttleReason: string;
+  /** Throttle signals one job may answer with before one counts as a failed attempt. */
+  maxThrottleBounces: number;
+  /** Fairness keys a key-scoped throttle signal holds now. */
+  throttledKeyCount: number;
 }
 
 /** One unit of a queue's width held outside the worker stream (AcquireSlot). */
@@ -244,6 +254,7 @@ export function jobFromProto(j: pb.Job | undefined): Job {
     idempotencyKey: j.idempotencyKey,
     attempts: j.attempts.map(attemptFromProto),
     retryPolicy: j.retryPolicy && retryPolicyFromProto(j.retryPolicy),
+    throttleCount: j.throttleCount,
   };
 }
 
@@ -281,6 +292,10 @@ export function queueFromProto(q: pb.Queue | undefined): Queue {
     scheduledCount: q.scheduledCount,
     dedupWindowMs: toMs(q.dedupWindow),
     slotCount: q.slotCount,
+    throttledUntil: q.throttledUntil,
+    throttleReason: q.throttleReason,
+    maxThrottleBounces: q.maxThrottleBounces,
+    throttledKeyCount: q.throttledKeyCount,
   };
 }
 

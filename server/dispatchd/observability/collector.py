@@ -78,6 +78,8 @@ class _QueueGauges:
     underway: int = 0
     width: int = 0
     paused: int = 0
+    throttled: int = 0
+    throttled_keys: int = 0
     rates: list[float | None] = field(default_factory=list)
 
     def add(self, view: QueueView) -> None:
@@ -87,6 +89,8 @@ class _QueueGauges:
         self.underway += view.underway_count
         self.width += s.width
         self.paused += int(s.paused)
+        self.throttled += int(view.throttled_until is not None)
+        self.throttled_keys += view.throttled_key_count
         self.rates.append(None if s.rate is None else s.rate.per_second)
 
     @property
@@ -192,6 +196,17 @@ class DispatchdCollector(Collector):
                 f"1 if the queue is paused ({OTHER_LABEL}: how many are).",
                 lambda r: r.paused,
             ),
+            (
+                "queue_throttled",
+                "1 while a throttle signal holds the whole queue "
+                f"({OTHER_LABEL}: how many are held).",
+                lambda r: r.throttled,
+            ),
+            (
+                "queue_throttled_keys",
+                "Fairness keys of the queue a key-scoped throttle signal holds now.",
+                lambda r: r.throttled_keys,
+            ),
         )
         for name, doc, value in gauges:
             family = Family(PREFIX + name, "gauge", doc, ("queue",))
@@ -228,6 +243,18 @@ class DispatchdCollector(Collector):
             for label in names:
                 family.add((label,), getattr(stats[label], attr))
             yield family
+        throttles = Family(
+            PREFIX + "throttle_signals",
+            "counter",
+            "Results that were throttle signals (a worker's Throttled, an HTTP 429 or 503 with "
+            "Retry-After), by what they held.",
+            ("queue", "scope"),
+        )
+        for label in names:
+            queue_scope, key_scope = stats[label].throttles
+            throttles.add((label, "queue"), queue_scope)
+            throttles.add((label, "fairness_key"), key_scope)
+        yield throttles
         completed = Family(
             PREFIX + "jobs_completed",
             "counter",

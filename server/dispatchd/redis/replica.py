@@ -290,6 +290,7 @@ class Replica:
 
     def _throttled(self, job: JobRecord, throttle: JobThrottle, now: float) -> None:
         """Observers hear of a throttle signal result.lua took, as the engine tells them."""
+        self.accounting.throttled(job.queue, int(throttle.scope))
         self.observer.job_throttled(
             job, int(throttle.scope), now + throttle.delay, reason_text(throttle, job.fairness_key)
         )

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     qset.add_argument("--rate", type=float, help="dispatches per second (0: unlimited)")
     qset.add_argument("--burst", type=int, help="rate tokens saved up (needs --rate)")
     qset.add_argument("--lease", type=float, help="lease seconds of new deliveries")
+    qset.add_argument(
+        "--max-throttle-bounces",
+        type=int,
+        help="throttle signals one job may answer with before one counts as a failed attempt",
+    )
     qset.add_argument("--create", action="store_true", help="create the queue if missing")
     qset.set_defaults(run=cmd.queue_set)
     qdel = queue.add_parser(

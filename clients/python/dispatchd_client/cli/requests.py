@@ -49,6 +49,7 @@ def update_queue(
     burst: int | None = None,
     lease: float | None = None,
     create: bool = False,
+    max_throttle_bounces: int | None = None,
 ) -> pb.UpdateQueueRequest:
     """UpdateQueue naming exactly the settings given. ``rate`` 0 removes the limit."""
     queue = pb.Queue(name=name)
@@ -58,28 +59,40 @@ def update_queue(
             raise UsageError(f"--width must be >= 0, got {width}")
         queue.width = width
         paths.append("width")
-    if burst is not None and rate is None:
-        raise UsageError("--burst needs --rate (the rate and its burst are set together)")
-    if rate is not None:
-        if not 0 <= rate <= MAX_RATE:
-            raise UsageError(f"--rate must be 0 (unlimited) to {MAX_RATE:g} per second")
-        if rate > 0:
-            if burst is not None and burst < 0:
-                raise UsageError(f"--burst must be >= 0, got {burst}")
-            queue.rate.CopyFrom(pb.Rate(per_second=rate, burst=burst or 0))
-        elif burst:
-            raise UsageError("--burst has no meaning with --rate 0 (unlimited)")
-        paths.append("rate")  # the rate left unset clears the limit
+    _set_rate(queue, rate, burst, paths)
     if lease is not None:
         if lease <= 0:
             raise UsageError(f"--lease must be > 0 seconds, got {lease:g}")
         queue.lease_duration.CopyFrom(_duration(lease))
         paths.append("lease_duration")
+    if max_throttle_bounces is not None:
+        if not 1 <= max_throttle_bounces <= 10_000:
+            raise UsageError(f"--max-throttle-bounces must be 1-10000, got {max_throttle_bounces}")
+        queue.max_throttle_bounces = max_throttle_bounces
+        paths.append("max_throttle_bounces")
     if not paths:
-        raise UsageError("nothing to set: give --width, --rate (with --burst) or --lease")
+        raise UsageError(
+            "nothing to set: give --width, --rate (with --burst), --lease or --max-throttle-bounces"
+        )
     return pb.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=create
     )
+
+
+def _set_rate(queue: pb.Queue, rate: float | None, burst: int | None, paths: list[str]) -> None:
+    if burst is not None and rate is None:
+        raise UsageError("--burst needs --rate (the rate and its burst are set together)")
+    if rate is None:
+        return
+    if not 0 <= rate <= MAX_RATE:
+        raise UsageError(f"--rate must be 0 (unlimited) to {MAX_RATE:g} per second")
+    if rate > 0:
+        if burst is not None and burst < 0:
+            raise UsageError(f"--burst must be >= 0, got {burst}")
+        queue.rate.CopyFrom(pb.Rate(per_second=rate, burst=burst or 0))
+    elif burst:
+        raise UsageError("--burst has no meaning with --rate 0 (unlimited)")
+    paths.append("rate")  # the rate left unset clears the limit
 
 
 def resume_queue(name: str, width: int | None) -> pb.ResumeQueueRequest:
