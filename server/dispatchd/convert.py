@@ -19,7 +19,7 @@ from dispatchd.engine import (
     QueueSettings,
     QueueView,
 )
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -299,6 +299,12 @@ def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb
             msg.key_limits.per_key_burst = kl.per_key_rate.burst
     if s.http_target is not None:
         _fill_target(msg.http_target, s.http_target, with_secrets)
+    if s.adaptive is not None:
+        a = s.adaptive
+        msg.adaptive.floor = a.floor
+        msg.adaptive.decrease = a.decrease
+        msg.adaptive.increase = a.increase
+        msg.adaptive.quiet_interval.CopyFrom(duration(a.quiet))
     return msg
 
 
@@ -313,7 +319,17 @@ def queue_to_pb(view: QueueView) -> pb.Queue:
         set_time(msg.throttled_until, view.throttled_until)
         msg.throttle_reason = view.throttle_reason
     msg.throttled_key_count = view.throttled_key_count
+    msg.effective_rate = view.effective_rate
     return msg
+
+
+def adaptive(msg: pb.Queue) -> AdaptiveRate | None:
+    """Validated like UpdateQueue input; an unset message is no adaptation."""
+    if not msg.HasField("adaptive"):
+        return None
+    a = msg.adaptive
+    quiet = duration_seconds(a.quiet_interval) if a.HasField("quiet_interval") else 1.0
+    return AdaptiveRate.of(a.floor, a.decrease, a.increase, quiet)
 
 
 def max_throttle_bounces(msg: pb.Queue) -> int:
@@ -347,4 +363,5 @@ def settings_from_pb(msg: pb.Queue) -> QueueSettings:
         ),
         http_target=http_target(msg),
         max_throttle_bounces=max_throttle_bounces(msg),
+        adaptive=adaptive(msg),
     )

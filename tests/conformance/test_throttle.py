@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from dispatchd.engine import InvalidArgument, JobState, JobThrottle, RetryPolicy, ThrottleScope
+from dispatchd.engine import (
+    AdaptiveRate,
+    InvalidArgument,
+    JobState,
+    JobThrottle,
+    Rate,
+    RetryPolicy,
+    ThrottleScope,
+)
 from tests.conformance.harness import Driver
 
 KEY = ThrottleScope.FAIRNESS_KEY
@@ -133,3 +141,69 @@ async def test_the_bound_is_a_setting_checked_on_every_backend(driver: Driver) -
     assert (await driver.queue()).settings.max_throttle_bounces == 7
     with pytest.raises(InvalidArgument):
         await driver.update(max_throttle_bounces=0)
+
+
+# ---- adaptive rate (AIMD) --------------------------------------------------------------------
+
+
+async def test_each_signal_halves_the_rate_down_to_the_floor_and_quiet_raises_it(
+    driver: Driver,
+) -> None:
+    aimd = AdaptiveRate.of(2.0, 0.5, 1.0, 1.0)
+    await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0)
+    assert (await driver.queue()).effective_rate == 10.0
+    await driver.add_n(3)
+    w = await driver.connect(credits=3)
+    rates = []
+    for lease in w.take():
+        await w.answer(lease, JobThrottle(0.0))
+        rates.append((await driver.queue()).effective_rate)
+    assert rates == pytest.approx([5.0, 2.5, 2.0])  # not below the floor
+    await driver.advance_to(0.5)
+    assert (await driver.queue()).effective_rate == pytest.approx(2.0)
+    await driver.advance_to(1.0)  # one quiet interval: one step
+    assert (await driver.queue()).effective_rate == pytest.approx(3.0)
+    await driver.advance_to(4.0)
+    assert (await driver.queue()).effective_rate == pytest.approx(6.0)
+    await driver.advance_to(100.0)  # never above the configured rate
+    assert (await driver.queue()).effective_rate == pytest.approx(10.0)
+
+
+async def test_dispatches_follow_the_effective_rate(driver: Driver) -> None:
+    aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 3600.0)  # no increase within the test
+    await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0, width=100)
+    await driver.add_n(40)
+    w = await driver.connect(credits=100)
+    first = w.take()
+    assert len(first) == 10  # the configured burst
+    await w.answer(first[0], JobThrottle(0.0))  # 5/s from now, burst 5
+    assert w.take() == []
+    counts = []
+    for t in (1.0, 2.0, 3.0):
+        await driver.advance_to(t)
+        counts.append(len(w.take()))
+    assert counts == [5, 5, 5]
+    await driver.update(adaptive=None)  # the configured rate again
+    assert (await driver.queue()).effective_rate == 10.0
+    await driver.advance_to(4.0)
+    assert len(w.take()) == 10
+
+
+async def test_a_key_signal_leaves_the_queue_rate_alone(driver: Driver) -> None:
+    aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 3600.0)
+    await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0)
+    await driver.add(fairness_key="a")
+    w = await driver.connect(credits=1)
+    await w.answer(w.oldest(), JobThrottle(0.0, KEY))
+    assert (await driver.queue()).effective_rate == 10.0
+
+
+@pytest.mark.parametrize(
+    ("floor", "decrease", "increase", "quiet"),
+    [(0.0, 0.5, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 0.5, -1.0, 1.0), (1.0, 0.5, 1.0, 0.01)],
+)
+def test_adaptive_settings_are_checked(
+    floor: float, decrease: float, increase: float, quiet: float
+) -> None:
+    with pytest.raises(InvalidArgument):
+        AdaptiveRate.of(floor, decrease, increase, quiet)

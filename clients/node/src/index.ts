@@ -40,6 +40,7 @@ export {
 export { CANCELLED_ERROR, type Handler, type Outcome, type Output, type ThrottleSignal } from "./runner";
 export type { WorkerStats } from "./session";
 export {
+  type AdaptiveRate,
   type Attempt,
   type Job,
   type JobError,

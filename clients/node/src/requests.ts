@@ -7,7 +7,16 @@
  */
 
 import * as pb from "./gen/dispatchd/v1/dispatcher";
-import { type JobState, type KeyLimits, type Rate, type RetryPolicy, retryPolicyToProto, toDuration } from "./types";
+import {
+  type AdaptiveRate,
+  type JobState,
+  type KeyLimits,
+  type Rate,
+  type RetryPolicy,
+  adaptiveToProto,
+  retryPolicyToProto,
+  toDuration,
+} from "./types";
 
 export const DEFAULT_TARGET = "127.0.0.1:50051";
 export const TEXT_CONTENT_TYPE = "text/plain; charset=utf-8";
@@ -78,6 +87,8 @@ export interface QueueSettings {
   maxPending?: number;
   /** Throttle signals one job may answer with before one counts as a failed attempt (0: 20). */
   maxThrottleBounces?: number;
+  /** Adapt the rate to throttle signals (AIMD); `null`: the configured rate again. */
+  adaptive?: AdaptiveRate | null;
   dedupWindowMs?: number;
 }
 
@@ -170,6 +181,7 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
   set("maxPending", "max_pending", (v) => (queue.maxPending = v));
   set("dedupWindowMs", "dedup_window", (v) => (queue.dedupWindow = toDuration(v)));
   set("maxThrottleBounces", "max_throttle_bounces", (v) => (queue.maxThrottleBounces = v));
+  set("adaptive", "adaptive", (v) => (queue.adaptive = adaptiveToProto(v)));
   if (paths.length === 0) {
     throw new TypeError("updateQueue needs at least one setting to change");
   }

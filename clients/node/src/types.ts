@@ -169,6 +169,30 @@ export interface Queue {
   maxThrottleBounces: number;
   /** Fairness keys a key-scoped throttle signal holds now. */
   throttledKeyCount: number;
+  adaptive?: AdaptiveRate;
+  /** The rate in force now (below `rate` after throttle signals when adaptive); 0: none. */
+  effectiveRate: number;
+}
+
+/**
+ * AIMD of a queue's rate on throttle signals: each signal multiplies the effective rate by
+ * `decrease` (0.5), not below `floor`; each `quietIntervalMs` (1 s) without one adds
+ * `increase` per second (5 % of the configured rate), never above the configured rate.
+ */
+export interface AdaptiveRate {
+  floor: number;
+  decrease?: number;
+  increase?: number;
+  quietIntervalMs?: number;
+}
+
+export function adaptiveToProto(a: AdaptiveRate): pb.AdaptiveRate {
+  return {
+    floor: a.floor,
+    decrease: a.decrease ?? 0,
+    increase: a.increase ?? 0,
+    quietInterval: a.quietIntervalMs === undefined ? undefined : toDuration(a.quietIntervalMs),
+  };
 }
 
 /** One unit of a queue's width held outside the worker stream (AcquireSlot). */
@@ -296,6 +320,13 @@ export function queueFromProto(q: pb.Queue | undefined): Queue {
     throttleReason: q.throttleReason,
     maxThrottleBounces: q.maxThrottleBounces,
     throttledKeyCount: q.throttledKeyCount,
+    adaptive: q.adaptive && {
+      floor: q.adaptive.floor,
+      decrease: q.adaptive.decrease,
+      increase: q.adaptive.increase,
+      quietIntervalMs: toMs(q.adaptive.quietInterval),
+    },
+    effectiveRate: q.effectiveRate,
   };
 }
 

@@ -112,6 +112,18 @@ describe("Worker", () => {
     assert.ok(started[1]! - started[0]! >= 900, "nothing of the queue ran during the hold");
   });
 
+  it("sets an adaptive rate and reads the effective one", TIMEOUT, async () => {
+    const q = await client.updateQueue(
+      "w.adaptive",
+      { rate: { perSecond: 40 }, adaptive: { floor: 5, decrease: 0.5, quietIntervalMs: 2_000 } },
+      { create: true },
+    );
+    assert.deepEqual(q.adaptive, { floor: 5, decrease: 0.5, increase: 0, quietIntervalMs: 2_000 });
+    assert.equal(q.effectiveRate, 40);
+    const cleared = await client.updateQueue("w.adaptive", { adaptive: null });
+    assert.equal(cleared.adaptive, undefined);
+  });
+
   it("holds at most `concurrency` jobs and sends results of one turn in one message", TIMEOUT, async () => {
     const release = gate();
     let active = 0;

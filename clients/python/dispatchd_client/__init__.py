@@ -27,6 +27,7 @@ from dispatchd_client.errors import (
     from_rpc_error,
 )
 from dispatchd_client.policies import (
+    AdaptiveRate,
     Attempt,
     HttpTarget,
     JobOptions,
@@ -61,6 +62,7 @@ from dispatchd_client.worker import Worker
 
 __all__ = [
     "TLS",
+    "AdaptiveRate",
     "AlreadyExists",
     "AsyncClient",
     "Attempt",

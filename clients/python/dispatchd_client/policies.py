@@ -105,6 +105,29 @@ class KeyLimits:
 
 
 @dataclass(frozen=True)
+class AdaptiveRate:
+    """AIMD of a queue's rate on throttle signals: each signal multiplies the effective rate
+    by ``decrease`` (not below ``floor``), each ``quiet_interval`` seconds without one adds
+    ``increase`` per second (0: 5 % of the configured rate), never above the configured rate.
+    """
+
+    floor: float
+    decrease: float = 0.5
+    increase: float = 0.0
+    quiet_interval: float = 1.0
+
+    def to_proto(self) -> pb.AdaptiveRate:
+        msg = pb.AdaptiveRate(floor=self.floor, decrease=self.decrease, increase=self.increase)
+        msg.quiet_interval.CopyFrom(_duration(self.quiet_interval))
+        return msg
+
+    @classmethod
+    def from_proto(cls, msg: pb.AdaptiveRate) -> AdaptiveRate:
+        quiet = msg.quiet_interval.seconds + msg.quiet_interval.nanos / 1e9
+        return cls(msg.floor, msg.decrease, msg.increase, quiet)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One delivery of a job and how it ended (error None: it did not fail)."""
 
@@ -238,6 +261,8 @@ class QueueChanges(TypedDict, total=False):
     max_throttle_bounces: int
     """Throttle signals one job may answer with before one counts as a failed attempt
     (1-10,000; 0: the default, 20)."""
+    adaptive: AdaptiveRate | None
+    """Adapt the rate to throttle signals (AIMD); None: the configured rate again."""
 
 
 def _timestamp(t: datetime.datetime) -> timestamp_pb2.Timestamp:
@@ -296,4 +321,7 @@ def apply_queue_changes(queue: pb.Queue, changes: QueueChanges) -> list[str]:
         queue.http_target.CopyFrom(target.to_proto())
     if "max_throttle_bounces" in changes:
         queue.max_throttle_bounces = changes["max_throttle_bounces"]
+    adaptive = changes.get("adaptive")
+    if adaptive is not None:
+        queue.adaptive.CopyFrom(adaptive.to_proto())
     return sorted(changes)

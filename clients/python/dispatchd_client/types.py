@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatchd_client.policies import (
+    AdaptiveRate,
     Attempt,
     HttpTarget,
     JobOptions,
@@ -274,6 +275,10 @@ class Queue:
     max_throttle_bounces: int = 0
     #: Fairness keys held by a key-scoped throttle signal now.
     throttled_key_count: int = 0
+    #: AIMD of the rate on throttle signals; None: the rate is fixed.
+    adaptive: AdaptiveRate | None = None
+    #: The rate in force now (below ``rate`` after throttle signals when adaptive); 0: none.
+    effective_rate: float = 0.0
 
     @classmethod
     def from_proto(cls, msg: pb.Queue) -> Queue:
@@ -301,6 +306,8 @@ class Queue:
             throttle_reason=msg.throttle_reason,
             max_throttle_bounces=msg.max_throttle_bounces,
             throttled_key_count=msg.throttled_key_count,
+            adaptive=AdaptiveRate.from_proto(msg.adaptive) if msg.HasField("adaptive") else None,
+            effective_rate=msg.effective_rate,
         )
 
 

@@ -27,11 +27,12 @@ from dispatchd.engine.model import (
     WorkerRecord,
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import JobThrottle, ThrottleScope
 
 __all__ = [
+    "AdaptiveRate",
     "AttemptRecord",
     "Dispatches",
     "Engine",

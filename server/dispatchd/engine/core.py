@@ -64,6 +64,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             throttled_until=q.throttled_until(self._now),
             throttle_reason=q.hold_reason if q.throttled_until(self._now) is not None else "",
             throttled_key_count=q.ready.held_keys(self._now),
+            effective_rate=q.effective_rate(self._now),
         )
 
     def get_queue(self, name: str) -> QueueView:

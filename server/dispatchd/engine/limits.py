@@ -26,7 +26,7 @@ from dispatchd.engine.model import (
 from dispatchd.engine.model import (
     SUBMITTER_HEADER as SUBMITTER_HEADER,
 )
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import check_max_bounces
 
@@ -41,6 +41,7 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "dedup_window": float,
     "http_target": (HttpTarget, type(None)),
     "max_throttle_bounces": int,
+    "adaptive": (AdaptiveRate, type(None)),
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")

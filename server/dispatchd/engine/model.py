@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 #: The one reserved header a job carries: stamped by the server on every job submitted
@@ -366,6 +366,8 @@ class QueueSettings:
     """When set, the server delivers the queue's jobs to this endpoint itself."""
     max_throttle_bounces: int = 20
     """Throttle signals one job may answer with before one counts as a failed attempt."""
+    adaptive: AdaptiveRate | None = None
+    """AIMD of the rate (and the per-key rate) on throttle signals; None: fixed rates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +386,9 @@ class QueueView:
     throttle_reason: str = ""
     throttled_key_count: int = 0
     """Fairness keys held by a key-scoped throttle signal now."""
+    effective_rate: float = 0.0
+    """The queue's rate in force now (below the configured one after throttle signals on
+    an adaptive queue); 0 without a rate."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,3 +162,90 @@ class KeyLimits:
             else None
         )
         return KeyLimits(max_in_flight, rate)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveRate:
+    """AIMD over a configured rate (the ceiling): each throttle signal multiplies the
+    effective rate by ``decrease`` (not below ``floor``), each ``quiet`` seconds without one
+    adds ``increase`` (0: 5 % of the ceiling), never above the ceiling."""
+
+    floor: float
+    decrease: float = 0.5
+    increase: float = 0.0
+    quiet: float = 1.0
+
+    @staticmethod
+    def of(floor: float, decrease: float, increase: float, quiet: float) -> AdaptiveRate:
+        what = "adaptive"
+        if not (math.isfinite(floor) and 0 < floor <= MAX_RATE):
+            raise InvalidArgument(
+                f"{what}.floor must be > 0 and <= {MAX_RATE:g} per second, got {floor}",
+                field=f"{what}.floor",
+            )
+        decrease = decrease or 0.5
+        if not (math.isfinite(decrease) and 0 < decrease < 1):
+            raise InvalidArgument(
+                f"{what}.decrease must be more than 0 and less than 1, got {decrease}",
+                field=f"{what}.decrease",
+            )
+        if not (math.isfinite(increase) and 0 <= increase <= MAX_RATE):
+            raise InvalidArgument(
+                f"{what}.increase must be 0 (5 % of the rate) to {MAX_RATE:g}, got {increase}",
+                field=f"{what}.increase",
+            )
+        if not (math.isfinite(quiet) and 0.1 <= quiet <= 3600):
+            raise InvalidArgument(
+                f"{what}.quiet_interval must be 0.1 s to 1 h, got {quiet:g} s",
+                field=f"{what}.quiet_interval",
+            )
+        return AdaptiveRate(floor, decrease, increase, quiet)
+
+
+class Aimd:
+    """The effective rate of one adaptive bucket (a queue's, or a fairness key's), moved
+    only by the calls below: time is an argument. The Redis scripts compute the same
+    (includes/adaptive.lua), so both backends agree to the float."""
+
+    __slots__ = ("ceiling", "effective", "policy", "stamp")
+
+    def __init__(self, policy: AdaptiveRate, ceiling: float, now: float) -> None:
+        self.policy = policy
+        self.ceiling = ceiling
+        self.effective = ceiling
+        self.stamp = now  # the last signal, or the last increase
+
+    def rate_at(self, now: float) -> float:
+        """The effective rate at ``now``: one increase per whole quiet interval since the
+        last signal or increase."""
+        p = self.policy
+        if self.effective < self.ceiling and now > self.stamp:
+            n = math.floor((now - self.stamp) / p.quiet + _EPSILON)
+            if n > 0:
+                step = p.increase or 0.05 * self.ceiling
+                self.effective = min(self.ceiling, self.effective + n * step)
+                self.stamp += n * p.quiet
+        return self.effective
+
+    def throttled(self, now: float) -> float:
+        """A throttle signal came: multiplicative decrease, the quiet interval starts over."""
+        p = self.policy
+        self.effective = max(min(p.floor, self.ceiling), self.rate_at(now) * p.decrease)
+        self.stamp = now
+        return self.effective
+
+    def reconfigure(self, policy: AdaptiveRate, ceiling: float) -> None:
+        """New settings: the effective rate stays where signals brought it, under the new
+        ceiling."""
+        self.policy = policy
+        self.ceiling = ceiling
+        self.effective = min(self.effective, ceiling)
+
+    def rate(self, configured: Rate, now: float) -> Rate:
+        """The bucket's rate now: the effective rate, with the burst scaled alike (a full
+        bucket of the configured burst would flush out at once after a signal)."""
+        e = self.rate_at(now)
+        if e >= configured.per_second:
+            return configured
+        burst = max(1, math.floor(configured.burst * e / configured.per_second))
+        return Rate(e, burst)

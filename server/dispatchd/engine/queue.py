@@ -20,7 +20,7 @@ from dispatchd.engine.model import (
     WorkerRecord,
     dedup_name,
 )
-from dispatchd.engine.policies import KeyLimits, TokenBucket
+from dispatchd.engine.policies import Aimd, KeyLimits, TokenBucket
 
 
 class FinishedIndex:
@@ -74,6 +74,7 @@ class QueueState:
     """
 
     __slots__ = (
+        "aimd",
         "bucket",
         "chains",
         "dedup",
@@ -109,6 +110,7 @@ class QueueState:
         self.subscribers: list[WorkerRecord] = []
         self.dedup: dict[str, str] = {}  # model.dedup_name -> job id
         self.bucket: TokenBucket | None = None
+        self.aimd: Aimd | None = None  # the adaptive rate (settings.adaptive) over the bucket
         self.ring_key: int | None = None  # its key in the engine's ready set, while in it
         self.wake_due: float | None = None  # when its rate lets it go again, if held by it
         # A throttle signal's hold of the whole queue (engine/throttling.py): while it
@@ -125,7 +127,34 @@ class QueueState:
             self.bucket = TokenBucket(settings.rate, now)
         else:
             self.bucket.reconfigure(settings.rate, now)
+        self._configure_aimd(settings, now)
         self.ready.configure(settings.key_limits or KeyLimits(), now)
+
+    def _configure_aimd(self, settings: QueueSettings, now: float) -> None:
+        """An adaptive queue's effective rate survives a settings change, under the new
+        ceiling; a queue without a rate has nothing to adapt."""
+        if settings.adaptive is None or settings.rate is None:
+            self.aimd = None
+        elif self.aimd is None:
+            self.aimd = Aimd(settings.adaptive, settings.rate.per_second, now)
+        else:
+            self.aimd.reconfigure(settings.adaptive, settings.rate.per_second)
+            self.adapt(now)
+
+    def adapt(self, now: float) -> None:
+        """Sets the bucket to the adaptive rate in force at ``now`` (engine/policies.py Aimd):
+        a cheap no-op for a queue that is not adaptive."""
+        aimd, bucket, rate = self.aimd, self.bucket, self.settings.rate
+        if aimd is None or bucket is None or rate is None:
+            return
+        current = aimd.rate(rate, now)
+        if current.per_second != bucket.per_second or current.burst != bucket.burst:
+            bucket.reconfigure(current, now)
+
+    def effective_rate(self, now: float) -> float:
+        """The rate in force at ``now``; 0 without a rate."""
+        self.adapt(now)
+        return 0.0 if self.bucket is None else self.bucket.per_second
 
     @property
     def underway(self) -> int:
@@ -142,6 +171,8 @@ class QueueState:
             return False
         if self.held_until is not None and self.held_until > now:
             return False
+        if self.aimd is not None:
+            self.adapt(now)
         return self.bucket is None or self.bucket.ready(now)
 
     def throttled_until(self, now: float) -> float | None:

@@ -173,6 +173,7 @@ class EngineState:
                     self._ready.wake(q, q.held_until)
                 return
             q.held_until, q.hold_reason = None, ""
+        q.adapt(now)
         if q.ready.has_ready(now):  # (lets lanes whose token came back into the ring)
             if q.bucket is None or q.bucket.ready(now):
                 self._ready.add(q)

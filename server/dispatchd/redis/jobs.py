@@ -50,8 +50,16 @@ def _setting_args(
             changes += ["kcap", "", "krate", ""]
     if "http_target" in policies:
         changes += ["ht", records.target_text(policies["http_target"])]  # type: ignore[arg-type]
+    return changes + _throttle_args(policies)
+
+
+def _throttle_args(policies: dict[str, object]) -> list[Any]:
+    """update.lua's pairs for the throttle settings (docs/rate-limits.md)."""
+    changes: list[Any] = []
     if "max_throttle_bounces" in policies:
         changes += ["mtb", policies["max_throttle_bounces"]]
+    if "adaptive" in policies:
+        changes += ["ad", records.adaptive_text(policies["adaptive"])]  # type: ignore[arg-type]
     return changes
 
 

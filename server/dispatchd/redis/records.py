@@ -23,7 +23,7 @@ from dispatchd.engine import (
 from dispatchd.engine.errors import InvalidArgument
 from dispatchd.engine.model import QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd.redis.errors import ScriptReplyError
@@ -203,6 +203,18 @@ def rate_text(rate: Rate | None) -> str:
     return "" if rate is None else f"{rate.per_second!r}|{rate.burst}"
 
 
+def adaptive_text(a: AdaptiveRate | None) -> str:
+    """cfg field ad (includes/adaptive.lua); '' is none."""
+    return "" if a is None else f"{a.floor!r}|{a.decrease!r}|{a.increase!r}|{a.quiet!r}"
+
+
+def adaptive_of(text: str) -> AdaptiveRate | None:
+    if not text:
+        return None
+    floor, decrease, increase, quiet = (float(x) for x in text.split("|"))
+    return AdaptiveRate(floor, decrease, increase, quiet)
+
+
 def target_text(target: HttpTarget | None) -> str:
     """A queue's http_target as its cfg hash keeps it (field ht; '' is none): JSON, the
     signing secret included, as the embedded journal keeps it."""
@@ -245,7 +257,8 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
     kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
-    extra = [*reply[17:21], *[b""] * (21 - max(17, len(reply)))]  # mtb and the throttle hold
+    # mtb, the throttle hold, adaptive and the effective rate
+    extra = [*reply[17:23], *[b""] * (23 - max(17, len(reply)))]
     key_limits = None
     if kcap:
         key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
@@ -261,11 +274,12 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         dedup_window=float(dedup or 86_400),
         http_target=target_of(_s(reply[16])) if len(reply) > 16 else None,  # type: ignore[arg-type]
         max_throttle_bounces=int(extra[0] or DEFAULT_MAX_BOUNCES),
+        adaptive=adaptive_of(_s(extra[4])),  # type: ignore[arg-type]
     )
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
     # A throttle signal's hold (includes/throttle.lua): its end ('' when none) and reason,
     # and how many fairness keys are held.
-    held, reason, keys = extra[1:]
+    held, reason, keys, _, effective = extra[1:]
     return QueueView(
         name,
         settings,
@@ -277,6 +291,7 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         throttled_until=float(held) if held else None,
         throttle_reason=_s(reason),  # type: ignore[arg-type]
         throttled_key_count=int(keys or 0),
+        effective_rate=float(effective or 0),
     )
 
 

@@ -27,6 +27,7 @@ QUEUE_MASK_PATHS = frozenset(
         "dedup_window",
         "http_target",
         "max_throttle_bounces",
+        "adaptive",
     }
 )
 _MESSAGE_PATHS = ("lease_duration", "rate", "retry_policy", "key_limits", "dedup_window")
@@ -47,6 +48,8 @@ def populated_paths(q: pb.Queue) -> set[str]:
         paths.add("max_pending")
     if q.max_throttle_bounces:
         paths.add("max_throttle_bounces")
+    if q.HasField("adaptive"):
+        paths.add("adaptive")
     return paths
 
 
@@ -151,4 +154,6 @@ def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
         changes["http_target"] = convert.http_target(q)
     if "max_throttle_bounces" in paths:
         changes["max_throttle_bounces"] = convert.max_throttle_bounces(q)
+    if "adaptive" in paths:
+        changes["adaptive"] = convert.adaptive(q)
     return changes

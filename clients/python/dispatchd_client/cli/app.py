@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="throttle signals one job may answer with before one counts as a failed attempt",
     )
+    qset.add_argument(
+        "--adaptive",
+        metavar="floor=F[,decrease=D][,increase=I][,quiet=S]|off",
+        help="adapt the rate to throttle signals (AIMD): x D per signal (0.5), not below F "
+        "per second, +I per second (5%% of the rate) after each S seconds (1) without one",
+    )
     qset.add_argument("--create", action="store_true", help="create the queue if missing")
     qset.set_defaults(run=cmd.queue_set)
     qdel = queue.add_parser(

@@ -74,6 +74,7 @@ def queue_set(ns: argparse.Namespace, api: Api) -> None:
         lease=ns.lease,
         create=ns.create,
         max_throttle_bounces=ns.max_throttle_bounces,
+        adaptive=ns.adaptive,
     )
     resp: pb.UpdateQueueResponse = api("UpdateQueue", request)
     _emit(ns, resp, lambda: render.queue_details(resp.queue))

@@ -172,6 +172,17 @@ def throttle_lines(q: pb.Queue) -> list[tuple[str, str]]:
         lines.append(("THROTTLED KEYS", str(q.throttled_key_count)))
     if q.max_throttle_bounces and q.max_throttle_bounces != DEFAULT_MAX_BOUNCES:
         lines.append(("MAX THROTTLE BOUNCES", str(q.max_throttle_bounces)))
+    if q.HasField("adaptive"):
+        a = q.adaptive
+        quiet = a.quiet_interval.seconds + a.quiet_interval.nanos / 1e9
+        step = f"+{a.increase:g}/s" if a.increase else "+5%"
+        lines.append(
+            (
+                "ADAPTIVE",
+                f"floor {a.floor:g}/s, x{a.decrease:g} per signal, {step} per {quiet:g}s quiet",
+            )
+        )
+        lines.append(("EFFECTIVE RATE", f"{q.effective_rate:.4g}/s"))
     return lines
 
 

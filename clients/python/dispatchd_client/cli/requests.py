@@ -50,6 +50,7 @@ def update_queue(
     lease: float | None = None,
     create: bool = False,
     max_throttle_bounces: int | None = None,
+    adaptive: str | None = None,
 ) -> pb.UpdateQueueRequest:
     """UpdateQueue naming exactly the settings given. ``rate`` 0 removes the limit."""
     queue = pb.Queue(name=name)
@@ -70,9 +71,13 @@ def update_queue(
             raise UsageError(f"--max-throttle-bounces must be 1-10000, got {max_throttle_bounces}")
         queue.max_throttle_bounces = max_throttle_bounces
         paths.append("max_throttle_bounces")
+    if adaptive is not None:
+        _set_adaptive(queue, adaptive)
+        paths.append("adaptive")  # left unset ("off") clears it
     if not paths:
         raise UsageError(
-            "nothing to set: give --width, --rate (with --burst), --lease or --max-throttle-bounces"
+            "nothing to set: give --width, --rate (with --burst), --lease, "
+            "--max-throttle-bounces or --adaptive"
         )
     return pb.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=create
@@ -93,6 +98,33 @@ def _set_rate(queue: pb.Queue, rate: float | None, burst: int | None, paths: lis
     elif burst:
         raise UsageError("--burst has no meaning with --rate 0 (unlimited)")
     paths.append("rate")  # the rate left unset clears the limit
+
+
+ADAPTIVE_KEYS = {"floor": "floor", "decrease": "decrease", "increase": "increase"}
+
+
+def _set_adaptive(queue: pb.Queue, text: str) -> None:
+    """``--adaptive floor=2,decrease=0.5,increase=1,quiet=1`` (floor required; the server
+    checks the ranges), or ``off``."""
+    if text == "off":
+        return
+    a = queue.adaptive
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or number != number:
+            raise UsageError(f"--adaptive takes key=number pairs or off, got {part!r}")
+        if key == "quiet":
+            a.quiet_interval.CopyFrom(_duration(number))
+        elif key in ADAPTIVE_KEYS:
+            setattr(a, key, number)
+        else:
+            raise UsageError(f"--adaptive knows floor, decrease, increase and quiet, not {key!r}")
+    if not a.floor:
+        raise UsageError("--adaptive needs floor=<per second>")
 
 
 def resume_queue(name: str, width: int | None) -> pb.ResumeQueueRequest:

@@ -343,7 +343,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Queue(_message.Message):
-    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target", "throttled_until", "throttle_reason", "max_throttle_bounces", "throttled_key_count")
+    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target", "throttled_until", "throttle_reason", "max_throttle_bounces", "throttled_key_count", "adaptive", "effective_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +363,8 @@ class Queue(_message.Message):
     THROTTLE_REASON_FIELD_NUMBER: _ClassVar[int]
     MAX_THROTTLE_BOUNCES_FIELD_NUMBER: _ClassVar[int]
     THROTTLED_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     width: int
     paused: bool
@@ -382,7 +384,21 @@ class Queue(_message.Message):
     throttle_reason: str
     max_throttle_bounces: int
     throttled_key_count: int
-    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ..., throttled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., throttle_reason: _Optional[str] = ..., max_throttle_bounces: _Optional[int] = ..., throttled_key_count: _Optional[int] = ...) -> None: ...
+    adaptive: AdaptiveRate
+    effective_rate: float
+    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ..., throttled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., throttle_reason: _Optional[str] = ..., max_throttle_bounces: _Optional[int] = ..., throttled_key_count: _Optional[int] = ..., adaptive: _Optional[_Union[AdaptiveRate, _Mapping]] = ..., effective_rate: _Optional[float] = ...) -> None: ...
+
+class AdaptiveRate(_message.Message):
+    __slots__ = ("floor", "decrease", "increase", "quiet_interval")
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    DECREASE_FIELD_NUMBER: _ClassVar[int]
+    INCREASE_FIELD_NUMBER: _ClassVar[int]
+    QUIET_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    floor: float
+    decrease: float
+    increase: float
+    quiet_interval: _duration_pb2.Duration
+    def __init__(self, floor: _Optional[float] = ..., decrease: _Optional[float] = ..., increase: _Optional[float] = ..., quiet_interval: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Throttled(_message.Message):
     __slots__ = ("retry_after", "scope", "reason")

@@ -10,6 +10,7 @@
 -- @include job
 -- @include clock
 -- @include bucket
+-- @include adaptive
 -- @include keylimits
 -- @include lanes
 -- @include leases
@@ -47,7 +48,9 @@ end
 want = math.min(want, free)
 local rps, tokens = num(cfg[4]), nil
 if rps ~= nil then
-  tokens = bucket_level(cfgkey, 'bt', 'bs', rps, tonumber(cfg[5]), now)
+  local burst
+  rps, burst = queue_rate(cfgkey, rps, tonumber(cfg[5]), now)  -- adaptive: includes/adaptive.lua
+  tokens = bucket_level(cfgkey, 'bt', 'bs', rps, burst, now)
   want = math.min(want, math.floor(tokens + EPSILON))
   if want <= 0 then
     bucket_store(cfgkey, 'bt', 'bs', tokens, now)

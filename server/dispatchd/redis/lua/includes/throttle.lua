@@ -1,6 +1,7 @@
 -- @include core
 -- @include lanes
 -- @include attempts
+-- @include adaptive
 -- Throttle signals (engine/throttling.py): a worker's or target's "the provider throttles
 -- me". The job goes back to its old place with the delivery not counted (att - 1) unless it
 -- bounced more than the queue's max_throttle_bounces (cfg mtb, 20 unset); the queue (cfg
@@ -30,6 +31,7 @@ end
 local function throttled(b, id, now, t, rnd, http_status, latency)
   local j = jkey(b, id)
   local fk = redis.call('HGET', j, 'fk') or ''
+  if t.scope ~= THROTTLE_KEY_SCOPE then queue_throttled(b .. ':cfg', now) end  -- AIMD
   if t.delay > 0 then
     if t.scope == THROTTLE_KEY_SCOPE then
       hold_key(b, fk, now + t.delay)

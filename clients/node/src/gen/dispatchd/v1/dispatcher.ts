@@ -448,6 +448,36 @@ export interface Queue {
   maxThrottleBounces: number;
   /** Output only: fairness keys held by a key-scoped throttle signal now. */
   throttledKeyCount: number;
+  /** Adapt the rate to throttle signals (AIMD): unset means the rate stays as configured. */
+  adaptive:
+    | AdaptiveRate
+    | undefined;
+  /**
+   * Output only: the rate in force now, per second: the configured rate, or less after
+   * throttle signals when the queue is adaptive; 0 when the queue has no rate.
+   */
+  effectiveRate: number;
+}
+
+/**
+ * AdaptiveRate makes a queue's rate (and its per-key rate) follow throttle signals, as TCP
+ * follows congestion: each throttle signal multiplies the effective rate by `decrease` (not
+ * below `floor`); each `quiet_interval` without one adds `increase`, never above the
+ * configured rate. A queue-scoped signal adapts the queue's rate, a key-scoped one its
+ * key's. See docs/rate-limits.md.
+ */
+export interface AdaptiveRate {
+  /** Lowest effective rate, per second (> 0; a rate below it is its own floor). */
+  floor: number;
+  /**
+   * Factor each throttle signal multiplies the effective rate by: more than 0, less than
+   * 1; 0 means 0.5.
+   */
+  decrease: number;
+  /** Per second added after each quiet interval; 0 means 5 % of the configured rate. */
+  increase: number;
+  /** How long without a throttle signal before each increase: 0.1 s to 1 h; unset means 1 s. */
+  quietInterval: Duration | undefined;
 }
 
 /**
@@ -538,10 +568,11 @@ export interface UpdateQueueRequest {
     | undefined;
   /**
    * Paths: width, paused, lease_duration, rate, retry_policy, key_limits, max_pending,
-   * dedup_window, http_target, max_throttle_bounces (0: the default). Empty: width, paused
-   * and lease_duration. A message path with the message unset clears it (e.g. `rate`
-   * unset: unlimited; `http_target` unset: workers serve the queue again). `http_target` replaces the whole target, signing
-   * secret included.
+   * dedup_window, http_target, max_throttle_bounces (0: the default), adaptive. Empty:
+   * width, paused and lease_duration. A message path with the message unset clears it
+   * (e.g. `rate` unset: unlimited; `http_target` unset: workers serve the queue again;
+   * `adaptive` unset: the configured rate again). `http_target` replaces the whole
+   * target, signing secret included.
    */
   updateMask:
     | string[]
@@ -3167,6 +3198,8 @@ function createBaseQueue(): Queue {
     throttleReason: "",
     maxThrottleBounces: 0,
     throttledKeyCount: 0,
+    adaptive: undefined,
+    effectiveRate: 0,
   };
 }
 
@@ -3228,6 +3261,12 @@ export const Queue: MessageFns<Queue> = {
     }
     if (message.throttledKeyCount !== 0) {
       writer.uint32(344).int32(message.throttledKeyCount);
+    }
+    if (message.adaptive !== undefined) {
+      AdaptiveRate.encode(message.adaptive, writer.uint32(354).fork()).join();
+    }
+    if (message.effectiveRate !== 0) {
+      writer.uint32(361).double(message.effectiveRate);
     }
     return writer;
   },
@@ -3397,6 +3436,22 @@ export const Queue: MessageFns<Queue> = {
             message.throttledKeyCount = reader.int32();
             continue;
           }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.adaptive = AdaptiveRate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 45: {
+            if (tag !== 361) {
+              break;
+            }
+
+            message.effectiveRate = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3443,6 +3498,103 @@ export const Queue: MessageFns<Queue> = {
     message.throttleReason = object.throttleReason ?? "";
     message.maxThrottleBounces = object.maxThrottleBounces ?? 0;
     message.throttledKeyCount = object.throttledKeyCount ?? 0;
+    message.adaptive = (object.adaptive !== undefined && object.adaptive !== null)
+      ? AdaptiveRate.fromPartial(object.adaptive)
+      : undefined;
+    message.effectiveRate = object.effectiveRate ?? 0;
+    return message;
+  },
+};
+
+function createBaseAdaptiveRate(): AdaptiveRate {
+  return { floor: 0, decrease: 0, increase: 0, quietInterval: undefined };
+}
+
+export const AdaptiveRate: MessageFns<AdaptiveRate> = {
+  encode(message: AdaptiveRate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.floor !== 0) {
+      writer.uint32(9).double(message.floor);
+    }
+    if (message.decrease !== 0) {
+      writer.uint32(17).double(message.decrease);
+    }
+    if (message.increase !== 0) {
+      writer.uint32(25).double(message.increase);
+    }
+    if (message.quietInterval !== undefined) {
+      Duration.encode(message.quietInterval, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdaptiveRate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdaptiveRate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.floor = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.decrease = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.increase = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.quietInterval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AdaptiveRate>, I>>(base?: I): AdaptiveRate {
+    return AdaptiveRate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdaptiveRate>, I>>(object: I): AdaptiveRate {
+    const message = createBaseAdaptiveRate();
+    message.floor = object.floor ?? 0;
+    message.decrease = object.decrease ?? 0;
+    message.increase = object.increase ?? 0;
+    message.quietInterval = (object.quietInterval !== undefined && object.quietInterval !== null)
+      ? Duration.fromPartial(object.quietInterval)
+      : undefined;
     return message;
   },
 };
