@@ -11,6 +11,8 @@ from dispatchd.engine import (
     InvalidArgument,
     JobState,
     JobThrottle,
+    KeyLimits,
+    LeaseRecord,
     Rate,
     RetryPolicy,
     ThrottleScope,
@@ -196,6 +198,26 @@ async def test_a_key_signal_leaves_the_queue_rate_alone(driver: Driver) -> None:
     w = await driver.connect(credits=1)
     await w.answer(w.oldest(), JobThrottle(0.0, KEY))
     assert (await driver.queue()).effective_rate == 10.0
+
+
+async def test_a_key_signal_adapts_that_keys_rate_only(driver: Driver) -> None:
+    aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 3600.0)
+    limits = KeyLimits.of(0, 10.0, 10)
+    await driver.update(adaptive=aimd, key_limits=limits, lease_seconds=3600.0, width=1000)
+    for key in ("a", "b"):
+        await driver.add_n(40, fairness_key=key)
+    w = await driver.connect(credits=1000)
+
+    def by_key(leases: list[LeaseRecord]) -> dict[str, int]:
+        return {k: sum(1 for ls in leases if ls.job.fairness_key == k) for k in ("a", "b")}
+
+    first = w.take()
+    assert by_key(first) == {"a": 10, "b": 10}
+    throttled = next(ls for ls in first if ls.job.fairness_key == "a")
+    await w.answer(throttled, JobThrottle(0.0, KEY))  # key a: 5/s from now, burst 5
+    for t in (1.0, 2.0):
+        await driver.advance_to(t)
+        assert by_key(w.take()) == {"a": 5, "b": 10}
 
 
 @pytest.mark.parametrize(

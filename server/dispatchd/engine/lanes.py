@@ -19,11 +19,11 @@ from collections import deque
 from collections.abc import Mapping
 
 from dispatchd.engine.model import JobRecord, JobState
-from dispatchd.engine.policies import KeyLimits, TokenBucket
+from dispatchd.engine.policies import AdaptiveRate, Aimd, KeyLimits, TokenBucket
 
 
 class Lane:
-    __slots__ = ("bucket", "heap", "in_flight", "in_ring", "key", "live", "turns", "weight")
+    __slots__ = ("aimd", "bucket", "heap", "in_flight", "in_ring", "key", "live", "turns", "weight")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -31,6 +31,7 @@ class Lane:
         self.live = 0  # entries in heap that are still valid
         self.in_flight = 0
         self.bucket: TokenBucket | None = None
+        self.aimd: Aimd | None = None  # the adaptive per-key rate, on an adaptive queue
         self.weight = 1
         self.turns = 0
         self.in_ring = False
@@ -40,7 +41,7 @@ class FairReady:
     """Ready jobs of one queue. Heaps are lazy: cancel and reprioritize leave the old
     entry behind, which pop skips by comparing the job's version."""
 
-    __slots__ = ("_held", "_jobs", "_ring", "_wake_seq", "_waking", "lanes", "limits")
+    __slots__ = ("_held", "_jobs", "_ring", "_wake_seq", "_waking", "adaptive", "lanes", "limits")
 
     def __init__(self, jobs: Mapping[str, JobRecord]) -> None:
         self._jobs = jobs
@@ -50,6 +51,7 @@ class FairReady:
         self._held: dict[str, float] = {}  # fairness key -> end of its throttle hold
         self._wake_seq = 0
         self.limits = KeyLimits()
+        self.adaptive: AdaptiveRate | None = None  # the queue's, for its per-key rates
 
     def __len__(self) -> int:
         return sum(lane.live for lane in self.lanes.values())
@@ -62,8 +64,11 @@ class FairReady:
 
     def push(self, job: JobRecord, now: float) -> None:
         lane = self._lane(job.fairness_key)
-        if self.limits.per_key_rate is not None and lane.bucket is None:
-            lane.bucket = TokenBucket(self.limits.per_key_rate, now)
+        rate = self.limits.per_key_rate
+        if rate is not None and lane.bucket is None:
+            lane.bucket = TokenBucket(rate, now)
+            if self.adaptive is not None:
+                lane.aimd = Aimd(self.adaptive, rate.per_second, now)
         if job.fairness_weight:
             lane.weight = job.fairness_weight
         job.lane_version += 1
@@ -120,6 +125,22 @@ class FairReady:
             lane.in_ring = False
             lane.turns = 0
 
+    def throttled(self, key: str, now: float) -> None:
+        """A key-scoped throttle signal on an adaptive queue: the key's rate decreases."""
+        lane = self.lanes.get(key)
+        if lane is not None and lane.aimd is not None:
+            lane.aimd.throttled(now)
+            self._adapt(lane, now)
+
+    def _adapt(self, lane: Lane, now: float) -> None:
+        """The lane's bucket at its adaptive rate now (see QueueState.adapt)."""
+        rate = self.limits.per_key_rate
+        if lane.aimd is None or lane.bucket is None or rate is None:
+            return
+        current = lane.aimd.rate(rate, now)
+        if current.per_second != lane.bucket.per_second or current.burst != lane.bucket.burst:
+            lane.bucket.reconfigure(current, now)
+
     def held_keys(self, now: float) -> int:
         """How many fairness keys a throttle signal holds at ``now``."""
         return sum(1 for until in self._held.values() if until > now)
@@ -135,6 +156,8 @@ class FairReady:
             if lane.live <= 0 or (cap and lane.in_flight >= cap):
                 self._leave_ring(lane, now)
                 continue
+            if lane.aimd is not None:
+                self._adapt(lane, now)
             if lane.bucket is not None and not lane.bucket.ready(now):
                 self._sleep_lane(lane, now)
                 continue
@@ -203,20 +226,34 @@ class FairReady:
         bucket is not full is kept: a fresh lane would start with a full bucket."""
         if lane.live > 0 or lane.in_flight > 0 or lane.in_ring:
             return
+        if lane.aimd is not None and lane.aimd.rate_at(now) < lane.aimd.ceiling:
+            return  # a fresh lane would start at the full rate
         if lane.bucket is not None:
             lane.bucket.ready(now)  # refill
             if lane.bucket.tokens < lane.bucket.burst:
                 return
         del self.lanes[lane.key]
 
-    def configure(self, limits: KeyLimits, now: float) -> None:
-        """New key limits take effect at once, for lanes that exist and lanes to come."""
+    def configure(
+        self, limits: KeyLimits, now: float, adaptive: AdaptiveRate | None = None
+    ) -> None:
+        """New key limits (and the queue's adaptive setting) take effect at once, for lanes
+        that exist and lanes to come; an adaptive key keeps its effective rate."""
         self.limits = limits
+        self.adaptive = adaptive
+        rate = limits.per_key_rate
         for lane in self.lanes.values():
-            if limits.per_key_rate is None:
+            if rate is None:
                 lane.bucket = None
             elif lane.bucket is None:
-                lane.bucket = TokenBucket(limits.per_key_rate, now)
+                lane.bucket = TokenBucket(rate, now)
             else:
-                lane.bucket.reconfigure(limits.per_key_rate, now)
+                lane.bucket.reconfigure(rate, now)
+            if rate is None or adaptive is None:
+                lane.aimd = None
+            elif lane.aimd is None:
+                lane.aimd = Aimd(adaptive, rate.per_second, now)
+            else:
+                lane.aimd.reconfigure(adaptive, rate.per_second)
+                self._adapt(lane, now)
             self._enter_ring(lane, now)

@@ -128,7 +128,7 @@ class QueueState:
         else:
             self.bucket.reconfigure(settings.rate, now)
         self._configure_aimd(settings, now)
-        self.ready.configure(settings.key_limits or KeyLimits(), now)
+        self.ready.configure(settings.key_limits or KeyLimits(), now, settings.adaptive)
 
     def _configure_aimd(self, settings: QueueSettings, now: float) -> None:
         """An adaptive queue's effective rate survives a settings change, under the new

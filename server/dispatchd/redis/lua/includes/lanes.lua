@@ -69,7 +69,7 @@ end
 -- The next job to dispatch: the best job of the lane whose turn it is.
 local function pend_pop(b, cap, now)
   local ring = b .. ':ring'
-  local rps, burst = key_rate(b)
+  local rps, burst, adaptive = key_rate(b)
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
@@ -81,7 +81,7 @@ local function pend_pop(b, cap, now)
       redis.call('HDEL', b .. ':turns', fk)
       redis.call('SADD', b .. ':parked', fk)
     elseif rps ~= nil and redis.call('ZCARD', lane) > 0 then
-      due = key_token(b, fk, rps, burst, now)
+      due = key_token(b, fk, rps, burst, now, adaptive)
     end
     if due ~= nil then
       redis.call('LPOP', ring)

@@ -31,7 +31,11 @@ end
 local function throttled(b, id, now, t, rnd, http_status, latency)
   local j = jkey(b, id)
   local fk = redis.call('HGET', j, 'fk') or ''
-  if t.scope ~= THROTTLE_KEY_SCOPE then queue_throttled(b .. ':cfg', now) end  -- AIMD
+  if t.scope == THROTTLE_KEY_SCOPE then  -- AIMD (includes/adaptive.lua, keylimits.lua)
+    key_throttled(b, fk, now)
+  else
+    queue_throttled(b .. ':cfg', now)
+  end
   if t.delay > 0 then
     if t.scope == THROTTLE_KEY_SCOPE then
       hold_key(b, fk, now + t.delay)
