@@ -19,9 +19,12 @@ from dispatchd.engine import (
     QueueSettings,
     QueueView,
 )
-from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+#: (period, window start, dispatches counted) of each quota window (QueueView.window_usage).
+WindowUsage = tuple[tuple[float, float, int], ...]
 
 
 def timestamp(t: float) -> Timestamp:
@@ -275,8 +278,11 @@ def http_target(msg: pb.Queue) -> HttpTarget | None:
     )
 
 
-def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb.Queue:
-    """The stored form (snapshot, journal) keeps secrets; responses leave them out."""
+def settings_to_pb(
+    name: str, s: QueueSettings, with_secrets: bool = True, usage: WindowUsage = ()
+) -> pb.Queue:
+    """The stored form (snapshot, journal) keeps secrets; responses leave them out. ``usage``
+    (the quota windows' counts) is both shown and stored."""
     msg = pb.Queue(
         name=name,
         width=s.width,
@@ -305,11 +311,17 @@ def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb
         msg.adaptive.decrease = a.decrease
         msg.adaptive.increase = a.increase
         msg.adaptive.quiet_interval.CopyFrom(duration(a.quiet))
+    counted = {period: (start, n) for period, start, n in usage}
+    for w in s.windows:
+        wm = msg.windows.add(limit=w.limit, period=duration(w.period))
+        if w.period in counted:
+            start, wm.used = counted[w.period]
+            set_time(wm.window_start, start)
     return msg
 
 
 def queue_to_pb(view: QueueView) -> pb.Queue:
-    msg = settings_to_pb(view.name, view.settings, with_secrets=False)
+    msg = settings_to_pb(view.name, view.settings, with_secrets=False, usage=view.window_usage)
     msg.pending_count = view.pending_count
     msg.underway_count = view.underway_count
     msg.worker_count = view.worker_count
@@ -321,6 +333,25 @@ def queue_to_pb(view: QueueView) -> pb.Queue:
     msg.throttled_key_count = view.throttled_key_count
     msg.effective_rate = view.effective_rate
     return msg
+
+
+def windows(msg: pb.Queue) -> tuple[RateWindow, ...]:
+    """Validated like UpdateQueue input (their counts are output only: window_usage)."""
+    return RateWindow.several(
+        [
+            RateWindow.of(w.limit, duration_seconds(w.period), f"windows[{i}]")
+            for i, w in enumerate(msg.windows)
+        ]
+    )
+
+
+def window_usage(msg: pb.Queue) -> WindowUsage:
+    """The quota counts a stored queue kept (journal, snapshot)."""
+    return tuple(
+        (duration_seconds(w.period), seconds(w.window_start), w.used)
+        for w in msg.windows
+        if w.HasField("window_start")
+    )
 
 
 def adaptive(msg: pb.Queue) -> AdaptiveRate | None:
@@ -364,4 +395,5 @@ def settings_from_pb(msg: pb.Queue) -> QueueSettings:
         http_target=http_target(msg),
         max_throttle_bounces=max_throttle_bounces(msg),
         adaptive=adaptive(msg),
+        windows=windows(msg),
     )

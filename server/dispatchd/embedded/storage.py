@@ -89,7 +89,8 @@ class Storage:
         the engine's records and one chunk, not every row's protobuf beside them (which
         more than doubled the peak)."""
         started = time.monotonic()
-        queues = [(q.name, convert.settings_from_pb(q)) for q in journal.queues()]
+        stored = list(journal.queues())
+        queues = [(q.name, convert.settings_from_pb(q)) for q in stored]
         skipped: list[str] = []
         count = 0
 
@@ -102,6 +103,8 @@ class Storage:
 
         with _collector_paused():
             self._engine.restore(queues, records(), self._clock())
+        for q in stored:  # the quota counts: a restart grants nothing twice
+            self._engine.restore_window_usage(q.name, convert.window_usage(q))
         schedules = journal.schedules()
         self._engine.restore_schedules(
             [schedule_convert.schedule_from_stored(s) for s in schedules]
@@ -123,7 +126,12 @@ class Storage:
         """Writes the engine's whole state into a fresh journal (after a snapshot restore)."""
         engine = self._engine
         queues = [
-            (v.name, convert.settings_to_pb(v.name, v.settings).SerializeToString())
+            (
+                v.name,
+                convert.settings_to_pb(
+                    v.name, v.settings, usage=v.window_usage
+                ).SerializeToString(),
+            )
             for v in engine.list_queues()
         ]
         jobs = [
@@ -143,6 +151,8 @@ class Storage:
             return
         with _collector_paused():
             self._engine.restore(data.queues, data.jobs)
+        for name, usage in data.window_usage.items():
+            self._engine.restore_window_usage(name, usage)
         self._engine.restore_schedules(data.schedules)
         self.store.mark_restored()
         log.info(
@@ -173,11 +183,14 @@ class Storage:
                 "no --data-dir: %d unfinished jobs are not kept", len(engine.unfinished_jobs())
             )
             return
-        queues = [(v.name, v.settings) for v in engine.list_queues()]
+        views = engine.list_queues()
+        queues = [(v.name, v.settings) for v in views]
+        usage = {v.name: v.window_usage for v in views if v.window_usage}
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
         try:
-            size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
+            data = SnapshotData(queues, jobs, schedules, usage)
+            size = self.store.save(data, self._clock())
         except OSError as e:
             if self.journal is not None:
                 log.error(

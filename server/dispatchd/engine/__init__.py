@@ -27,7 +27,7 @@ from dispatchd.engine.model import (
     WorkerRecord,
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
-from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import JobThrottle, ThrottleScope
 
@@ -57,6 +57,7 @@ __all__ = [
     "QueueSettings",
     "QueueView",
     "Rate",
+    "RateWindow",
     "Rejection",
     "ResourceExhausted",
     "RetryPolicy",

@@ -65,7 +65,14 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             throttle_reason=q.hold_reason if q.throttled_until(self._now) is not None else "",
             throttled_key_count=q.ready.held_keys(self._now),
             effective_rate=q.effective_rate(self._now),
+            window_usage=() if q.windows is None else q.windows.usage(self._now),
         )
+
+    def restore_window_usage(self, name: str, usage: tuple[tuple[float, float, int], ...]) -> None:
+        """After restore: the quota counts a journal or snapshot kept for queue ``name``."""
+        q = self._queues.get(name)
+        if q is not None and q.windows is not None and usage:
+            q.windows.restore(usage)
 
     def get_queue(self, name: str) -> QueueView:
         lim.check_queue_name(name)

@@ -26,7 +26,7 @@ from dispatchd.engine.model import (
 from dispatchd.engine.model import (
     SUBMITTER_HEADER as SUBMITTER_HEADER,
 )
-from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import check_max_bounces
 
@@ -42,6 +42,7 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "http_target": (HttpTarget, type(None)),
     "max_throttle_bounces": int,
     "adaptive": (AdaptiveRate, type(None)),
+    "windows": tuple,
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -336,6 +337,11 @@ def check_queue_policies(policies: dict[str, object]) -> None:
         raise InvalidArgument(
             f"max_pending must be 0 (no bound) or more, got {max_pending}", field="max_pending"
         )
+    windows = policies.get("windows")
+    if isinstance(windows, tuple):
+        if not all(isinstance(w, RateWindow) for w in windows):
+            raise InvalidArgument("queue setting windows has the wrong type", field="windows")
+        RateWindow.several(list(windows))
     bounces = policies.get("max_throttle_bounces")
     if isinstance(bounces, int):
         check_max_bounces(bounces)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 #: The one reserved header a job carries: stamped by the server on every job submitted
@@ -368,6 +368,8 @@ class QueueSettings:
     """Throttle signals one job may answer with before one counts as a failed attempt."""
     adaptive: AdaptiveRate | None = None
     """AIMD of the rate (and the per-key rate) on throttle signals; None: fixed rates."""
+    windows: tuple[RateWindow, ...] = ()
+    """Quotas over fixed windows (policies.RateWindow), all enforced; in period order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +391,9 @@ class QueueView:
     effective_rate: float = 0.0
     """The queue's rate in force now (below the configured one after throttle signals on
     an adaptive queue); 0 without a rate."""
+    window_usage: tuple[tuple[float, float, int], ...] = ()
+    """(period, window start, dispatches counted) of each of its windows now: shown, and
+    stored (journal, snapshot) so a restart grants nothing twice."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,3 +249,95 @@ class Aimd:
             return configured
         burst = max(1, math.floor(configured.burst * e / configured.per_second))
         return Rate(e, burst)
+
+
+MAX_WINDOWS = 16
+MAX_WINDOW_LIMIT = 1_000_000_000_000
+MAX_WINDOW_SECONDS = 366 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """A quota: at most ``limit`` dispatches in each window of ``period`` seconds, windows
+    fixed and aligned to the Unix epoch (a day's starts at 00:00 UTC)."""
+
+    limit: int
+    period: float
+
+    @staticmethod
+    def of(limit: int, period: float, what: str = "windows") -> RateWindow:
+        if not 1 <= limit <= MAX_WINDOW_LIMIT:
+            raise InvalidArgument(
+                f"{what}.limit must be 1 to {MAX_WINDOW_LIMIT:,}, got {limit}",
+                field=f"{what}.limit",
+            )
+        if not (math.isfinite(period) and 1.0 <= period <= MAX_WINDOW_SECONDS):
+            raise InvalidArgument(
+                f"{what}.period must be 1 s to 366 days, got {period:g} s", field=f"{what}.period"
+            )
+        return RateWindow(limit, period)
+
+    @staticmethod
+    def several(windows: list[RateWindow], what: str = "windows") -> tuple[RateWindow, ...]:
+        """A queue's windows: at most MAX_WINDOWS, one per period, in period order."""
+        if len(windows) > MAX_WINDOWS:
+            raise InvalidArgument(
+                f"{what} has {len(windows)} windows; the limit is {MAX_WINDOWS}", field=what
+            )
+        periods = [w.period for w in windows]
+        if len(set(periods)) != len(periods):
+            raise InvalidArgument(f"{what} names a period twice", field=what)
+        return tuple(sorted(windows, key=lambda w: w.period))
+
+
+class WindowCounts:
+    """Dispatches counted per window of one queue; time is an argument. ``used`` is by
+    period: (window start, count). Windows are fixed, so a count is exact and a restart
+    that restores ``used`` grants nothing twice (includes/windows.lua does the same)."""
+
+    __slots__ = ("used", "windows")
+
+    def __init__(self, windows: tuple[RateWindow, ...]) -> None:
+        self.windows = windows
+        self.used: dict[float, tuple[float, int]] = {}
+
+    @staticmethod
+    def start_of(period: float, now: float) -> float:
+        return math.floor(now / period) * period
+
+    def count(self, w: RateWindow, now: float) -> int:
+        start, n = self.used.get(w.period, (-1.0, 0))
+        # Not ==: a start restored from a stored timestamp may differ in the last bits.
+        return n if abs(start - self.start_of(w.period, now)) < 1e-6 else 0
+
+    def ready(self, now: float) -> bool:
+        return all(self.count(w, now) < w.limit for w in self.windows)
+
+    def next_time(self, now: float) -> float:
+        """When every exhausted window has ended (``now`` if none is)."""
+        t = now
+        for w in self.windows:
+            if self.count(w, now) >= w.limit:
+                t = max(t, self.start_of(w.period, now) + w.period)
+        return t
+
+    def take(self, now: float) -> None:
+        for w in self.windows:
+            self.used[w.period] = (self.start_of(w.period, now), self.count(w, now) + 1)
+
+    def reconfigure(self, windows: tuple[RateWindow, ...]) -> None:
+        """Counts of the periods that stay are kept (a new limit applies to them)."""
+        self.windows = windows
+        keep = {w.period for w in windows}
+        self.used = {p: u for p, u in self.used.items() if p in keep}
+
+    def usage(self, now: float) -> tuple[tuple[float, float, int], ...]:
+        """(period, window start, count) of each window at ``now``: what is stored."""
+        return tuple(
+            (w.period, self.start_of(w.period, now), self.count(w, now)) for w in self.windows
+        )
+
+    def restore(self, usage: tuple[tuple[float, float, int], ...]) -> None:
+        for period, start, n in usage:
+            if any(w.period == period for w in self.windows):
+                self.used[period] = (start, n)

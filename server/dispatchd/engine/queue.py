@@ -20,7 +20,7 @@ from dispatchd.engine.model import (
     WorkerRecord,
     dedup_name,
 )
-from dispatchd.engine.policies import Aimd, KeyLimits, TokenBucket
+from dispatchd.engine.policies import Aimd, KeyLimits, TokenBucket, WindowCounts
 
 
 class FinishedIndex:
@@ -92,6 +92,7 @@ class QueueState:
         "slots",
         "subscribers",
         "wake_due",
+        "windows",
     )
 
     def __init__(
@@ -111,6 +112,7 @@ class QueueState:
         self.dedup: dict[str, str] = {}  # model.dedup_name -> job id
         self.bucket: TokenBucket | None = None
         self.aimd: Aimd | None = None  # the adaptive rate (settings.adaptive) over the bucket
+        self.windows: WindowCounts | None = None  # its quotas' counts (settings.windows)
         self.ring_key: int | None = None  # its key in the engine's ready set, while in it
         self.wake_due: float | None = None  # when its rate lets it go again, if held by it
         # A throttle signal's hold of the whole queue (engine/throttling.py): while it
@@ -128,6 +130,12 @@ class QueueState:
         else:
             self.bucket.reconfigure(settings.rate, now)
         self._configure_aimd(settings, now)
+        if not settings.windows:
+            self.windows = None
+        elif self.windows is None:
+            self.windows = WindowCounts(settings.windows)
+        else:
+            self.windows.reconfigure(settings.windows)
         self.ready.configure(settings.key_limits or KeyLimits(), now, settings.adaptive)
 
     def _configure_aimd(self, settings: QueueSettings, now: float) -> None:
@@ -173,7 +181,18 @@ class QueueState:
             return False
         if self.aimd is not None:
             self.adapt(now)
+        if self.windows is not None and not self.windows.ready(now):
+            return False
         return self.bucket is None or self.bucket.ready(now)
+
+    def rate_wake(self, now: float) -> float:
+        """When its rate and its quotas let it dispatch again (``now``: they do now)."""
+        t = now
+        if self.bucket is not None:
+            t = self.bucket.next_time(now)
+        if self.windows is not None:
+            t = max(t, self.windows.next_time(now))
+        return t
 
     def throttled_until(self, now: float) -> float | None:
         """When the queue's throttle hold ends, while one lasts."""

@@ -116,6 +116,9 @@ class TurnsMixin(EngineState):
             return None
         if q.bucket is not None:
             q.bucket.take(now)
+        if q.windows is not None:  # quotas (engine/policies.py WindowCounts): counted, stored
+            q.windows.take(now)
+            self.observer.quota_used(q.name)
         q.remove_pending(job)
         return self._lease(q, job, worker, now)
 

@@ -60,6 +60,8 @@ def _throttle_args(policies: dict[str, object]) -> list[Any]:
         changes += ["mtb", policies["max_throttle_bounces"]]
     if "adaptive" in policies:
         changes += ["ad", records.adaptive_text(policies["adaptive"])]  # type: ignore[arg-type]
+    if "windows" in policies:
+        changes += ["win", records.windows_text(policies["windows"])]  # type: ignore[arg-type]
     return changes
 
 

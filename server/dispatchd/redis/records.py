@@ -23,7 +23,7 @@ from dispatchd.engine import (
 from dispatchd.engine.errors import InvalidArgument
 from dispatchd.engine.model import QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
-from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd.redis.errors import ScriptReplyError
@@ -208,6 +208,27 @@ def adaptive_text(a: AdaptiveRate | None) -> str:
     return "" if a is None else f"{a.floor!r}|{a.decrease!r}|{a.increase!r}|{a.quiet!r}"
 
 
+def windows_text(windows: tuple[RateWindow, ...]) -> str:
+    """cfg field win (includes/windows.lua): "limit|period,..." in period order; '' none."""
+    return ",".join(f"{w.limit}|{w.period!r}" for w in windows)
+
+
+def windows_of(text: str) -> tuple[RateWindow, ...]:
+    if not text:
+        return ()
+    pairs = (part.split("|") for part in text.split(","))
+    return tuple(RateWindow(int(limit), float(period)) for limit, period in pairs)
+
+
+def usage_of(items: Sequence[Reply]) -> tuple[tuple[float, float, int], ...]:
+    """view.lua's "period|window start|count" items."""
+    out = []
+    for item in items:
+        period, start, n = _s(item).split("|")
+        out.append((float(period), float(start), int(n)))
+    return tuple(out)
+
+
 def adaptive_of(text: str) -> AdaptiveRate | None:
     if not text:
         return None
@@ -257,8 +278,8 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
     kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
-    # mtb, the throttle hold, adaptive and the effective rate
-    extra = [*reply[17:23], *[b""] * (23 - max(17, len(reply)))]
+    # mtb, the throttle hold, adaptive, the effective rate, the quota windows and counts
+    extra = [*reply[17:25], *[b""] * (25 - max(17, len(reply)))]
     key_limits = None
     if kcap:
         key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
@@ -275,11 +296,12 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         http_target=target_of(_s(reply[16])) if len(reply) > 16 else None,  # type: ignore[arg-type]
         max_throttle_bounces=int(extra[0] or DEFAULT_MAX_BOUNCES),
         adaptive=adaptive_of(_s(extra[4])),  # type: ignore[arg-type]
+        windows=windows_of(_s(extra[6])),  # type: ignore[arg-type]
     )
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
     # A throttle signal's hold (includes/throttle.lua): its end ('' when none) and reason,
     # and how many fairness keys are held.
-    held, reason, keys, _, effective = extra[1:]
+    held, reason, keys, _, effective, _, counts = extra[1:]
     return QueueView(
         name,
         settings,
@@ -292,6 +314,7 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         throttle_reason=_s(reason),  # type: ignore[arg-type]
         throttled_key_count=int(keys or 0),
         effective_rate=float(effective or 0),
+        window_usage=usage_of(counts) if isinstance(counts, list) else (),
     )
 
 

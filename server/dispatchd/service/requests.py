@@ -28,6 +28,7 @@ QUEUE_MASK_PATHS = frozenset(
         "http_target",
         "max_throttle_bounces",
         "adaptive",
+        "windows",
     }
 )
 _MESSAGE_PATHS = ("lease_duration", "rate", "retry_policy", "key_limits", "dedup_window")
@@ -50,6 +51,8 @@ def populated_paths(q: pb.Queue) -> set[str]:
         paths.add("max_throttle_bounces")
     if q.HasField("adaptive"):
         paths.add("adaptive")
+    if q.windows:
+        paths.add("windows")
     return paths
 
 
@@ -156,4 +159,6 @@ def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
         changes["max_throttle_bounces"] = convert.max_throttle_bounces(q)
     if "adaptive" in paths:
         changes["adaptive"] = convert.adaptive(q)
+    if "windows" in paths:
+        changes["windows"] = convert.windows(q)
     return changes

@@ -11,6 +11,7 @@
 -- @include clock
 -- @include bucket
 -- @include adaptive
+-- @include windows
 -- @include keylimits
 -- @include lanes
 -- @include leases
@@ -22,7 +23,7 @@
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
-local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'thu')
+local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'thu', 'win')
 if not cfg[1] then return {'-1', {}} end
 tick(b, now)
 acq_expire(b, now)
@@ -45,6 +46,14 @@ if held ~= nil and held > now then
   out[1] = fmt(held - now)
   return reply()
 end
+-- Quota windows (includes/windows.lua): no more than the tightest one has left.
+local wins = windows_of(cfg[7])
+local room, room_until = windows_room(b, wins, now)
+if room <= 0 then
+  out[1] = fmt(room_until - now)
+  return reply()
+end
+want = math.min(want, room)
 want = math.min(want, free)
 local rps, tokens = num(cfg[4]), nil
 if rps ~= nil then
@@ -93,6 +102,7 @@ end
 if tokens ~= nil then
   bucket_store(cfgkey, 'bt', 'bs', tokens - got, now)
 end
+if #wins > 0 and got > 0 then windows_take(b, wins, got, now) end
 if got < want then
   local soonest = nil
   for _, index in ipairs({':sched', ':lwake', ':khold'}) do
@@ -104,5 +114,9 @@ if got < want then
   if soonest ~= nil then out[1] = fmt(math.max(0, soonest - now)) end
 elseif tokens ~= nil and tokens - got < 1 then
   out[1] = fmt(bucket_wait(tokens - got, rps))
+end
+if #wins > 0 and got >= room then  -- a window ran out: the next claim waits for its end
+  local _, ends = windows_room(b, wins, now)
+  if ends ~= nil then out[1] = fmt(math.max(tonumber(out[1]), ends - now)) end
 end
 return reply()

@@ -162,6 +162,8 @@ export interface KeyLimits {
   perKeyRate: number;
   /** Bucket size of the per-key rate; 0 means max(1, ceil(per_key_rate)). */
   perKeyBurst: number;
+  /** Quotas per fairness key over several windows (see RateWindow); `used` is not shown. */
+  perKeyWindows: RateWindow[];
 }
 
 /** Attempt is one delivery of a job and how it ended. */
@@ -457,6 +459,29 @@ export interface Queue {
    * throttle signals when the queue is adaptive; 0 when the queue has no rate.
    */
   effectiveRate: number;
+  /**
+   * Quotas over several windows, all enforced together (and with `rate`): e.g. 500 a minute
+   * AND 20,000 a day. At most 16, one per period. Their counts survive a restart.
+   */
+  windows: RateWindow[];
+}
+
+/**
+ * RateWindow is a quota: at most `limit` dispatches in each window of `period`. Windows are
+ * fixed and aligned to the Unix epoch (a day's window starts at 00:00 UTC), so a count
+ * resets when its window ends. See docs/rate-limits.md.
+ */
+export interface RateWindow {
+  /** 1 to 1,000,000,000,000. */
+  limit: number;
+  /** 1 s to 366 days. */
+  period:
+    | Duration
+    | undefined;
+  /** Output only: dispatches counted in the current window. */
+  used: number;
+  /** Output only: when the current window began. */
+  windowStart: Date | undefined;
 }
 
 /**
@@ -568,7 +593,8 @@ export interface UpdateQueueRequest {
     | undefined;
   /**
    * Paths: width, paused, lease_duration, rate, retry_policy, key_limits, max_pending,
-   * dedup_window, http_target, max_throttle_bounces (0: the default), adaptive. Empty:
+   * dedup_window, http_target, max_throttle_bounces (0: the default), adaptive, windows
+   * (the whole list; empty clears). Empty:
    * width, paused and lease_duration. A message path with the message unset clears it
    * (e.g. `rate` unset: unlimited; `http_target` unset: workers serve the queue again;
    * `adaptive` unset: the configured rate again). `http_target` replaces the whole
@@ -1268,7 +1294,7 @@ export const RetryPolicy: MessageFns<RetryPolicy> = {
 };
 
 function createBaseKeyLimits(): KeyLimits {
-  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0 };
+  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0, perKeyWindows: [] };
 }
 
 export const KeyLimits: MessageFns<KeyLimits> = {
@@ -1281,6 +1307,9 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     }
     if (message.perKeyBurst !== 0) {
       writer.uint32(24).int32(message.perKeyBurst);
+    }
+    for (const v of message.perKeyWindows) {
+      RateWindow.encode(v!, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -1322,6 +1351,14 @@ export const KeyLimits: MessageFns<KeyLimits> = {
             message.perKeyBurst = reader.int32();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.perKeyWindows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1342,6 +1379,7 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     message.maxInFlightPerKey = object.maxInFlightPerKey ?? 0;
     message.perKeyRate = object.perKeyRate ?? 0;
     message.perKeyBurst = object.perKeyBurst ?? 0;
+    message.perKeyWindows = object.perKeyWindows?.map((e) => RateWindow.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3200,6 +3238,7 @@ function createBaseQueue(): Queue {
     throttledKeyCount: 0,
     adaptive: undefined,
     effectiveRate: 0,
+    windows: [],
   };
 }
 
@@ -3267,6 +3306,9 @@ export const Queue: MessageFns<Queue> = {
     }
     if (message.effectiveRate !== 0) {
       writer.uint32(361).double(message.effectiveRate);
+    }
+    for (const v of message.windows) {
+      RateWindow.encode(v!, writer.uint32(370).fork()).join();
     }
     return writer;
   },
@@ -3452,6 +3494,14 @@ export const Queue: MessageFns<Queue> = {
             message.effectiveRate = reader.double();
             continue;
           }
+          case 46: {
+            if (tag !== 370) {
+              break;
+            }
+
+            message.windows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3502,6 +3552,100 @@ export const Queue: MessageFns<Queue> = {
       ? AdaptiveRate.fromPartial(object.adaptive)
       : undefined;
     message.effectiveRate = object.effectiveRate ?? 0;
+    message.windows = object.windows?.map((e) => RateWindow.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRateWindow(): RateWindow {
+  return { limit: 0, period: undefined, used: 0, windowStart: undefined };
+}
+
+export const RateWindow: MessageFns<RateWindow> = {
+  encode(message: RateWindow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).int64(message.limit);
+    }
+    if (message.period !== undefined) {
+      Duration.encode(message.period, writer.uint32(18).fork()).join();
+    }
+    if (message.used !== 0) {
+      writer.uint32(24).int64(message.used);
+    }
+    if (message.windowStart !== undefined) {
+      Timestamp.encode(toTimestamp(message.windowStart), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateWindow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateWindow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.used = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.windowStart = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateWindow>, I>>(base?: I): RateWindow {
+    return RateWindow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateWindow>, I>>(object: I): RateWindow {
+    const message = createBaseRateWindow();
+    message.limit = object.limit ?? 0;
+    message.period = (object.period !== undefined && object.period !== null)
+      ? Duration.fromPartial(object.period)
+      : undefined;
+    message.used = object.used ?? 0;
+    message.windowStart = object.windowStart ?? undefined;
     return message;
   },
 };
