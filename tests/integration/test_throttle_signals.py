@@ -106,3 +106,35 @@ async def test_retry_after_from_a_target_holds_the_whole_queue(
         assert min(two.arrived, three.arrived) - one.finished >= 0.95
     finally:
         await endpoint.stop()
+
+
+async def test_a_day_quota_set_with_dispatchctl_stops_dispatch_and_shows_its_count(
+    target: str, start_worker: StartWorker
+) -> None:
+    ctl = Dispatchctl(target)
+    done = await ctl("queue", "set", "quota", "--windows", "2/1d,100/1h", "--create")
+    assert done.code == 0, done.err
+    ran: list[str] = []
+
+    async def handler(job: ReceivedJob) -> bytes:
+        ran.append(job.id)
+        return b"ok"
+
+    async with AsyncClient(target) as client:
+        jobs = [await client.submit("quota", b"x") for _ in range(4)]
+        start_worker(configure=lambda w: w.handler("quota")(handler), concurrency=4)
+
+        async def two_done() -> bool:
+            states = [(await client.get(j.id)).state for j in jobs]
+            return states.count(JobState.SUCCEEDED) == 2
+
+        await eventually(two_done, what="the day's quota of two to run")
+        queue = await client.get_queue("quota")
+        assert [(w.limit, w.period, w.used) for w in queue.windows] == [
+            (100, 3600.0, 2),
+            (2, 86400.0, 2),
+        ]
+        assert queue.pending_count == 2  # the rest waits for tomorrow
+    shown = await ctl("queue", "show", "quota")
+    assert "2/100 per 1h; 2/2 per 1d" in shown.out
+    assert len(ran) == 2

@@ -48,6 +48,7 @@ export {
   type KeyLimits,
   type Queue,
   type Rate,
+  type RateWindow,
   type ReceivedJob,
   type RetryPolicy,
   type Slot,

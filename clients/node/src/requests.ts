@@ -10,11 +10,13 @@ import * as pb from "./gen/dispatchd/v1/dispatcher";
 import {
   type AdaptiveRate,
   type JobState,
+  type RateWindow,
   type KeyLimits,
   type Rate,
   type RetryPolicy,
   adaptiveToProto,
   retryPolicyToProto,
+  windowToProto,
   toDuration,
 } from "./types";
 
@@ -89,6 +91,8 @@ export interface QueueSettings {
   maxThrottleBounces?: number;
   /** Adapt the rate to throttle signals (AIMD); `null`: the configured rate again. */
   adaptive?: AdaptiveRate | null;
+  /** Quotas over several windows, all enforced (the whole list; `[]` or `null` clears). */
+  windows?: RateWindow[] | null;
   dedupWindowMs?: number;
 }
 
@@ -172,16 +176,17 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
   set("rate", "rate", (v) => (queue.rate = { perSecond: v.perSecond, burst: v.burst ?? 0 }));
   set("retryPolicy", "retry_policy", (v) => (queue.retryPolicy = retryPolicyToProto(v)));
   set("keyLimits", "key_limits", (v) => {
-    queue.keyLimits = {
+    queue.keyLimits = pb.KeyLimits.fromPartial({
       maxInFlightPerKey: v.maxInFlightPerKey ?? 0,
       perKeyRate: v.perKeyRate ?? 0,
       perKeyBurst: v.perKeyBurst ?? 0,
-    };
+    });
   });
   set("maxPending", "max_pending", (v) => (queue.maxPending = v));
   set("dedupWindowMs", "dedup_window", (v) => (queue.dedupWindow = toDuration(v)));
   set("maxThrottleBounces", "max_throttle_bounces", (v) => (queue.maxThrottleBounces = v));
   set("adaptive", "adaptive", (v) => (queue.adaptive = adaptiveToProto(v)));
+  set("windows", "windows", (v) => (queue.windows = v.map(windowToProto)));
   if (paths.length === 0) {
     throw new TypeError("updateQueue needs at least one setting to change");
   }

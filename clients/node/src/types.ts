@@ -172,6 +172,8 @@ export interface Queue {
   adaptive?: AdaptiveRate;
   /** The rate in force now (below `rate` after throttle signals when adaptive); 0: none. */
   effectiveRate: number;
+  /** Quotas over several windows, each with what its current window used. */
+  windows: RateWindow[];
 }
 
 /**
@@ -184,6 +186,21 @@ export interface AdaptiveRate {
   decrease?: number;
   increase?: number;
   quietIntervalMs?: number;
+}
+
+/**
+ * A quota: at most `limit` dispatches in each window of `periodMs` (windows fixed and aligned
+ * to the epoch: a day's starts at 00:00 UTC). `used` and `windowStart` come on answers.
+ */
+export interface RateWindow {
+  limit: number;
+  periodMs: number;
+  used?: number;
+  windowStart?: Date;
+}
+
+export function windowToProto(w: RateWindow): pb.RateWindow {
+  return { limit: w.limit, period: toDuration(w.periodMs), used: 0, windowStart: undefined };
 }
 
 export function adaptiveToProto(a: AdaptiveRate): pb.AdaptiveRate {
@@ -327,6 +344,12 @@ export function queueFromProto(q: pb.Queue | undefined): Queue {
       quietIntervalMs: toMs(q.adaptive.quietInterval),
     },
     effectiveRate: q.effectiveRate,
+    windows: q.windows.map((w) => ({
+      limit: w.limit,
+      periodMs: toMs(w.period),
+      used: w.used,
+      windowStart: w.windowStart,
+    })),
   };
 }
 

@@ -122,6 +122,19 @@ describe("Worker", () => {
     assert.equal(q.effectiveRate, 40);
     const cleared = await client.updateQueue("w.adaptive", { adaptive: null });
     assert.equal(cleared.adaptive, undefined);
+    const quotas = await client.updateQueue("w.adaptive", {
+      windows: [
+        { limit: 500, periodMs: 60_000 },
+        { limit: 20_000, periodMs: 86_400_000 },
+      ],
+    });
+    assert.deepEqual(
+      quotas.windows.map((w) => [w.limit, w.periodMs, w.used]),
+      [
+        [500, 60_000, 0],
+        [20_000, 86_400_000, 0],
+      ],
+    );
   });
 
   it("holds at most `concurrency` jobs and sends results of one turn in one message", TIMEOUT, async () => {

@@ -34,6 +34,7 @@ from dispatchd_client.policies import (
     KeyLimits,
     QueueChanges,
     Rate,
+    RateWindow,
     RetryPolicy,
     Slot,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "Queue",
     "QueueChanges",
     "Rate",
+    "RateWindow",
     "ReceivedJob",
     "ResourceExhausted",
     "RetryPolicy",

@@ -4,6 +4,7 @@ slots, and the optional arguments of submit and update_queue."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -102,6 +103,29 @@ class KeyLimits:
     @classmethod
     def from_proto(cls, msg: pb.KeyLimits) -> KeyLimits:
         return cls(msg.max_in_flight_per_key, msg.per_key_rate, msg.per_key_burst)
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """A quota: at most ``limit`` dispatches in each window of ``period`` seconds (windows
+    fixed and aligned to the epoch: a day's starts at 00:00 UTC). ``used`` and
+    ``window_start`` are what the server counted, on answers."""
+
+    limit: int
+    period: float
+    used: int = 0
+    window_start: datetime.datetime | None = None
+
+    def to_proto(self) -> pb.RateWindow:
+        return pb.RateWindow(limit=self.limit, period=_duration(self.period))
+
+    @classmethod
+    def from_proto(cls, msg: pb.RateWindow) -> RateWindow:
+        start = None
+        if msg.HasField("window_start"):
+            start = msg.window_start.ToDatetime(tzinfo=datetime.UTC)
+        period = msg.period.seconds + msg.period.nanos / 1e9
+        return cls(msg.limit, period, msg.used, start)
 
 
 @dataclass(frozen=True)
@@ -263,6 +287,8 @@ class QueueChanges(TypedDict, total=False):
     (1-10,000; 0: the default, 20)."""
     adaptive: AdaptiveRate | None
     """Adapt the rate to throttle signals (AIMD); None: the configured rate again."""
+    windows: Sequence[RateWindow]
+    """Quotas over several windows, all enforced (the whole list; empty clears)."""
 
 
 def _timestamp(t: datetime.datetime) -> timestamp_pb2.Timestamp:
@@ -324,4 +350,5 @@ def apply_queue_changes(queue: pb.Queue, changes: QueueChanges) -> list[str]:
     adaptive = changes.get("adaptive")
     if adaptive is not None:
         queue.adaptive.CopyFrom(adaptive.to_proto())
+    queue.windows.extend(w.to_proto() for w in changes.get("windows", ()))
     return sorted(changes)

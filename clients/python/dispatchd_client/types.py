@@ -25,6 +25,7 @@ from dispatchd_client.policies import (
     JobOptions,
     KeyLimits,
     Rate,
+    RateWindow,
     RetryPolicy,
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -279,6 +280,8 @@ class Queue:
     adaptive: AdaptiveRate | None = None
     #: The rate in force now (below ``rate`` after throttle signals when adaptive); 0: none.
     effective_rate: float = 0.0
+    #: Quotas over several windows, each with what the current window used.
+    windows: tuple[RateWindow, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: pb.Queue) -> Queue:
@@ -308,6 +311,7 @@ class Queue:
             throttled_key_count=msg.throttled_key_count,
             adaptive=AdaptiveRate.from_proto(msg.adaptive) if msg.HasField("adaptive") else None,
             effective_rate=msg.effective_rate,
+            windows=tuple(RateWindow.from_proto(w) for w in msg.windows),
         )
 
 

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapt the rate to throttle signals (AIMD): x D per signal (0.5), not below F "
         "per second, +I per second (5%% of the rate) after each S seconds (1) without one",
     )
+    qset.add_argument(
+        "--windows",
+        metavar="LIMIT/PERIOD[,...]|off",
+        help="quotas, all enforced: e.g. 10/1s,500/1m,20000/1d (periods in s, m, h or d)",
+    )
     qset.add_argument("--create", action="store_true", help="create the queue if missing")
     qset.set_defaults(run=cmd.queue_set)
     qdel = queue.add_parser(

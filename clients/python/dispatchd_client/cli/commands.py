@@ -75,6 +75,7 @@ def queue_set(ns: argparse.Namespace, api: Api) -> None:
         create=ns.create,
         max_throttle_bounces=ns.max_throttle_bounces,
         adaptive=ns.adaptive,
+        windows=ns.windows,
     )
     resp: pb.UpdateQueueResponse = api("UpdateQueue", request)
     _emit(ns, resp, lambda: render.queue_details(resp.queue))

@@ -161,6 +161,14 @@ def http_target(t: pb.HttpTarget) -> str:
     return "; ".join(parts)
 
 
+def window_text(w: pb.RateWindow) -> str:
+    period = w.period.seconds + w.period.nanos / 1e9
+    for unit, seconds in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if period >= seconds and period % seconds == 0:
+            return f"{w.used}/{w.limit} per {period / seconds:g}{unit}"
+    return f"{w.used}/{w.limit} per {period:g}s"
+
+
 def throttle_lines(q: pb.Queue) -> list[tuple[str, str]]:
     """The throttle hold (docs/rate-limits.md), shown only while there is one, and the bound
     on bounces when it is not the default."""
@@ -172,6 +180,8 @@ def throttle_lines(q: pb.Queue) -> list[tuple[str, str]]:
         lines.append(("THROTTLED KEYS", str(q.throttled_key_count)))
     if q.max_throttle_bounces and q.max_throttle_bounces != DEFAULT_MAX_BOUNCES:
         lines.append(("MAX THROTTLE BOUNCES", str(q.max_throttle_bounces)))
+    if q.windows:
+        lines.append(("WINDOWS", "; ".join(window_text(w) for w in q.windows)))
     if q.HasField("adaptive"):
         a = q.adaptive
         quiet = a.quiet_interval.seconds + a.quiet_interval.nanos / 1e9

@@ -51,6 +51,7 @@ def update_queue(
     create: bool = False,
     max_throttle_bounces: int | None = None,
     adaptive: str | None = None,
+    windows: str | None = None,
 ) -> pb.UpdateQueueRequest:
     """UpdateQueue naming exactly the settings given. ``rate`` 0 removes the limit."""
     queue = pb.Queue(name=name)
@@ -74,10 +75,13 @@ def update_queue(
     if adaptive is not None:
         _set_adaptive(queue, adaptive)
         paths.append("adaptive")  # left unset ("off") clears it
+    if windows is not None:
+        queue.windows.extend(parse_windows(windows))
+        paths.append("windows")  # none ("off") clears them
     if not paths:
         raise UsageError(
             "nothing to set: give --width, --rate (with --burst), --lease, "
-            "--max-throttle-bounces or --adaptive"
+            "--max-throttle-bounces, --adaptive or --windows"
         )
     return pb.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=create
@@ -98,6 +102,29 @@ def _set_rate(queue: pb.Queue, rate: float | None, burst: int | None, paths: lis
     elif burst:
         raise UsageError("--burst has no meaning with --rate 0 (unlimited)")
     paths.append("rate")  # the rate left unset clears the limit
+
+
+#: Units of a window's period in --windows.
+PERIOD_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def parse_windows(text: str) -> list[pb.RateWindow]:
+    """``--windows 10/1s,500/1m,20000/1d`` (limit/period, the period a number and s, m, h or
+    d), or ``off``."""
+    if text == "off":
+        return []
+    out = []
+    for part in text.split(","):
+        limit, sep, period = part.strip().partition("/")
+        unit = PERIOD_UNITS.get(period[-1:]) if period else None
+        try:
+            count, seconds = int(limit), float(period[:-1]) * (unit or 0.0)
+        except ValueError:
+            count, seconds = 0, 0.0
+        if not sep or unit is None or count <= 0 or seconds <= 0:
+            raise UsageError(f"--windows takes limit/period items like 500/1m, got {part!r}")
+        out.append(pb.RateWindow(limit=count, period=_duration(seconds)))
+    return out
 
 
 ADAPTIVE_KEYS = {"floor": "floor", "decrease": "decrease", "increase": "increase"}
