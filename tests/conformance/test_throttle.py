@@ -171,6 +171,25 @@ async def test_each_signal_halves_the_rate_down_to_the_floor_and_quiet_raises_it
     assert (await driver.queue()).effective_rate == pytest.approx(10.0)
 
 
+async def test_calls_sent_before_a_cut_do_not_cut_again(driver: Driver) -> None:
+    """The calls in flight when the provider starts refusing come back throttled one after
+    another: they cut the rate once, not once each."""
+    aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 3600.0)
+    await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0)
+    await driver.add_n(4)
+    w = await driver.connect(credits=4)
+    flight = w.take()
+    await driver.advance_to(0.1)
+    for lease in flight[:3]:
+        await w.answer(lease, JobThrottle(0.0))
+    assert (await driver.queue()).effective_rate == pytest.approx(5.0)
+    await driver.advance_to(0.5)
+    later = w.take()  # dispatched after the cut: its signal cuts again
+    await driver.advance_to(0.6)
+    await w.answer(later[0], JobThrottle(0.0))
+    assert (await driver.queue()).effective_rate == pytest.approx(2.5)
+
+
 async def test_dispatches_follow_the_effective_rate(driver: Driver) -> None:
     aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 3600.0)  # no increase within the test
     await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0, width=100)

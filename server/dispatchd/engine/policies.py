@@ -207,13 +207,14 @@ class Aimd:
     only by the calls below: time is an argument. The Redis scripts compute the same
     (includes/adaptive.lua), so both backends agree to the float."""
 
-    __slots__ = ("ceiling", "effective", "policy", "stamp")
+    __slots__ = ("ceiling", "cut", "effective", "policy", "stamp")
 
     def __init__(self, policy: AdaptiveRate, ceiling: float, now: float) -> None:
         self.policy = policy
         self.ceiling = ceiling
         self.effective = ceiling
         self.stamp = now  # the last signal, or the last increase
+        self.cut = -math.inf  # the last decrease
 
     def rate_at(self, now: float) -> float:
         """The effective rate at ``now``: one increase per whole quiet interval since the
@@ -227,11 +228,16 @@ class Aimd:
                 self.stamp += n * p.quiet
         return self.effective
 
-    def throttled(self, now: float) -> float:
-        """A throttle signal came: multiplicative decrease, the quiet interval starts over."""
+    def throttled(self, now: float, sent_at: float | None = None) -> float:
+        """A throttle signal came: multiplicative decrease, the quiet interval starts over.
+        A signal about a call sent (``sent_at``, its dispatch) before the last decrease says
+        nothing about the rate since, so it changes nothing: the calls in flight when the
+        provider started refusing do not cut the rate once each (TCP's one cut per window)."""
+        if sent_at is not None and sent_at < self.cut:
+            return self.rate_at(now)
         p = self.policy
         self.effective = max(min(p.floor, self.ceiling), self.rate_at(now) * p.decrease)
-        self.stamp = now
+        self.stamp = self.cut = now
         return self.effective
 
     def reconfigure(self, policy: AdaptiveRate, ceiling: float) -> None:

@@ -31,7 +31,7 @@ local before = redis.call('HMGET', cfgkey, unpack(SETTINGS))
 for o = 6, #ARGV, 2 do
   local name, value = ARGV[o], ARGV[o + 1]
   if name == 'rate' and value == '' then
-    redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs', 'ar', 'as')
+    redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs', 'ar', 'as', 'ac')
   elseif name == 'rate' then
     local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
     local burst = tonumber(burst_s)
@@ -48,7 +48,7 @@ for o = 6, #ARGV, 2 do
     redis.call('HSET', cfgkey, 'win', value)
     windows_prune(b, windows_of(value))  -- the periods that stay keep their counts
   elseif name == 'ad' and value == '' then
-    redis.call('HDEL', cfgkey, 'ad', 'ar', 'as')  -- the configured rate again
+    redis.call('HDEL', cfgkey, 'ad', 'ar', 'as', 'ac')  -- the configured rate again
   elseif name == 'krate' then
     local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
     redis.call('HSET', cfgkey, 'krps', rps_s, 'kburst', burst_s)

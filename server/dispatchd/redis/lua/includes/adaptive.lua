@@ -38,17 +38,21 @@ local function queue_rate(cfgkey, rps, burst, now)
   return e, math.max(1, math.floor(burst * e / rps))
 end
 
--- A queue-scoped throttle signal on an adaptive queue: the decrease. The bucket keeps what
--- it earned at the old rate, capped to the new burst.
-local function queue_throttled(cfgkey, now)
-  local f = redis.call('HMGET', cfgkey, 'ad', 'ar', 'as', 'rps', 'burst')
+-- A queue-scoped throttle signal on an adaptive queue: the decrease, unless the call was
+-- sent (`sent`: its dispatch time) before the last decrease (cfg ac): one cut per flight of
+-- calls, as engine/policies.py Aimd.throttled says. The bucket keeps what it earned at the
+-- old rate, capped to the new burst.
+local function queue_throttled(cfgkey, now, sent)
+  local f = redis.call('HMGET', cfgkey, 'ad', 'ar', 'as', 'rps', 'burst', 'ac')
   local p, rps = adaptive_of(f[1]), num(f[4])
   if p == nil or rps == nil then return end
+  if sent ~= nil and num(f[6]) ~= nil and sent < num(f[6]) then return end
   local burst = tonumber(f[5])
   local old, old_burst = queue_rate(cfgkey, rps, burst, now)
   local tokens = bucket_level(cfgkey, 'bt', 'bs', old, old_burst, now)
   local e = math.max(math.min(p.floor, rps), old * p.decrease)
-  redis.call('HSET', cfgkey, 'ar', string.format('%.17g', e), 'as', string.format('%.17g', now))
+  redis.call('HSET', cfgkey, 'ar', string.format('%.17g', e), 'as', string.format('%.17g', now),
+    'ac', string.format('%.17g', now))
   local _, new_burst = queue_rate(cfgkey, rps, burst, now)
   bucket_store(cfgkey, 'bt', 'bs', math.min(tokens, new_burst), now)
 end

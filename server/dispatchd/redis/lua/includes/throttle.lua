@@ -31,10 +31,11 @@ end
 local function throttled(b, id, now, t, rnd, http_status, latency)
   local j = jkey(b, id)
   local fk = redis.call('HGET', j, 'fk') or ''
+  local sent = num(redis.call('HGET', j, 'dt'))  -- this call's dispatch
   if t.scope == THROTTLE_KEY_SCOPE then  -- AIMD (includes/adaptive.lua, keylimits.lua)
-    key_throttled(b, fk, now)
+    key_throttled(b, fk, now, sent)
   else
-    queue_throttled(b .. ':cfg', now)
+    queue_throttled(b .. ':cfg', now, sent)
   end
   if t.delay > 0 then
     if t.scope == THROTTLE_KEY_SCOPE then
