@@ -70,6 +70,41 @@ async def test_a_key_throttle_holds_that_key_only(driver: Driver) -> None:
     assert (await driver.queue()).throttled_key_count == 0
 
 
+async def test_a_key_throttle_leaves_the_other_keys_throughput_as_it_was(driver: Driver) -> None:
+    """Per-key rate 10/s: over 5.1 s key b gets as many dispatches with key a held as it
+    would without; key a gets none until its hold ends."""
+    await driver.update(key_limits=KeyLimits.of(0, 10.0, 1), lease_seconds=3600.0, width=1000)
+    for key in ("a", "b"):
+        await driver.add_n(100, fairness_key=key)
+    w = await driver.connect(credits=1000)
+    got = {"a": 0, "b": 0}
+    for lease in w.take():
+        got[lease.job.fairness_key] += 1
+    assert got == {"a": 1, "b": 1}
+    throttled = next(ls for ls in w.held.values() if ls.job.fairness_key == "a")
+    await w.answer(throttled, JobThrottle(5.0, KEY))
+    got = {"a": 0, "b": 0}
+    for step in range(1, 52):
+        await driver.advance_to(step * 0.1)
+        for lease in w.take():
+            got[lease.job.fairness_key] += 1
+    # b: 10/s all along; a: nothing held, then its first token a tenth after the hold's end
+    assert got == {"a": 1, "b": 51}
+
+
+async def test_a_held_queue_resumes_at_its_rate_not_in_a_burst(driver: Driver) -> None:
+    await driver.update(rate=Rate.of(10.0, 10), lease_seconds=3600.0, width=1000)
+    await driver.add_n(50)
+    w = await driver.connect(credits=1000)
+    first = w.take()
+    assert len(first) == 10
+    await w.answer(first[0], JobThrottle(2.0))
+    await driver.advance_to(2.0)
+    assert w.take() == []  # the bucket saved nothing up during the hold
+    await driver.advance_to(2.1)
+    assert len(w.take()) == 1
+
+
 async def test_a_held_key_stays_held_when_its_lane_empties_and_fills(driver: Driver) -> None:
     await driver.update(lease_seconds=3600.0)
     job = await driver.add(fairness_key="a")

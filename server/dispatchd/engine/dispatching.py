@@ -235,6 +235,8 @@ class DispatchMixin(TurnsMixin):
             if q.held_until is None or until > q.held_until:
                 q.held_until = until
             q.hold_reason = reason
+            if q.bucket is not None:
+                q.bucket.hold(q.held_until)  # resume at the rate, not in a burst
             self._ready.discard(q)
         self.observer.job_throttled(job, int(throttle.scope), until, reason)
 

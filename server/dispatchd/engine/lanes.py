@@ -120,6 +120,8 @@ class FairReady:
         self._wake_seq += 1
         heapq.heappush(self._waking, (until, self._wake_seq, key))
         lane = self.lanes.get(key)
+        if lane is not None and lane.bucket is not None:
+            lane.bucket.hold(until)  # resume at the key's rate, not in a burst
         if lane is not None and lane.in_ring:
             self._ring.remove(lane)  # O(keys in the ring), once per signal
             lane.in_ring = False

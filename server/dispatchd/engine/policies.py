@@ -69,6 +69,13 @@ class TokenBucket:
             return now
         return now + (1.0 - self.tokens) / self.per_second
 
+    def hold(self, until: float) -> None:
+        """A throttle signal holds its scope until ``until``: the bucket is empty then and
+        earns nothing before, so the calls resume at the rate, not in a burst of the tokens
+        a hold would have saved up (which would be refused again at once)."""
+        self.tokens = 0.0
+        self.stamp = max(self.stamp, until)
+
     def reconfigure(self, rate: Rate, now: float) -> None:
         """Takes effect at once: tokens earned so far are kept, capped to the new burst."""
         self._refill(now)

@@ -11,17 +11,33 @@
 -- the ring until lanes_due finds its hold over.
 local THROTTLE_KEY_SCOPE = 2
 
+-- The bucket of a held scope is empty at the hold's end and earns nothing before (bucket
+-- stamp in the future), so the calls resume at the rate, not in a burst (TokenBucket.hold).
+local function hold_bucket(key, tf, sf, untl)
+  local stamp = num(redis.call('HGET', key, sf))
+  if stamp ~= nil and stamp > untl then untl = stamp end
+  redis.call('HSET', key, tf, '0', sf, string.format('%.17g', untl))
+end
+
 local function hold_queue(b, untl, reason)
   local cfgkey = b .. ':cfg'
   local cur = num(redis.call('HGET', cfgkey, 'thu'))
-  if cur == nil or untl > cur then redis.call('HSET', cfgkey, 'thu', fmt(untl)) end
+  if cur == nil or untl > cur then
+    redis.call('HSET', cfgkey, 'thu', fmt(untl))
+  else
+    untl = cur
+  end
   redis.call('HSET', cfgkey, 'thr', reason)
+  if redis.call('HEXISTS', cfgkey, 'rps') == 1 then hold_bucket(cfgkey, 'bt', 'bs', untl) end
 end
 
 local function hold_key(b, fk, untl)
   local cur = num(redis.call('ZSCORE', b .. ':khold', fk))
   if cur ~= nil and cur >= untl then return end
   redis.call('ZADD', b .. ':khold', fmt(untl), fk)
+  if redis.call('HEXISTS', b .. ':cfg', 'krps') == 1 then
+    hold_bucket(b .. ':kb', fk .. ':t', fk .. ':s', untl)
+  end
   redis.call('LREM', b .. ':ring', 1, fk)
   redis.call('HDEL', b .. ':turns', fk)
   redis.call('SREM', b .. ':parked', fk)  -- enter_ring decides again when the hold ends
