@@ -109,16 +109,14 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., min_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., jitter: _Optional[float] = ...) -> None: ...
 
 class KeyLimits(_message.Message):
-    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst", "per_key_windows")
+    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst")
     MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_RATE_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_BURST_FIELD_NUMBER: _ClassVar[int]
-    PER_KEY_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     max_in_flight_per_key: int
     per_key_rate: float
     per_key_burst: int
-    per_key_windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
-    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ..., per_key_windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
+    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker_id", "dispatch_time", "finish_time", "error", "http_status", "latency")

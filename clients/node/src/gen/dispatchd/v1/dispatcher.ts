@@ -162,8 +162,6 @@ export interface KeyLimits {
   perKeyRate: number;
   /** Bucket size of the per-key rate; 0 means max(1, ceil(per_key_rate)). */
   perKeyBurst: number;
-  /** Quotas per fairness key over several windows (see RateWindow); `used` is not shown. */
-  perKeyWindows: RateWindow[];
 }
 
 /** Attempt is one delivery of a job and how it ended. */
@@ -1294,7 +1292,7 @@ export const RetryPolicy: MessageFns<RetryPolicy> = {
 };
 
 function createBaseKeyLimits(): KeyLimits {
-  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0, perKeyWindows: [] };
+  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0 };
 }
 
 export const KeyLimits: MessageFns<KeyLimits> = {
@@ -1307,9 +1305,6 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     }
     if (message.perKeyBurst !== 0) {
       writer.uint32(24).int32(message.perKeyBurst);
-    }
-    for (const v of message.perKeyWindows) {
-      RateWindow.encode(v!, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -1351,14 +1346,6 @@ export const KeyLimits: MessageFns<KeyLimits> = {
             message.perKeyBurst = reader.int32();
             continue;
           }
-          case 40: {
-            if (tag !== 322) {
-              break;
-            }
-
-            message.perKeyWindows.push(RateWindow.decode(reader, reader.uint32()));
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1379,7 +1366,6 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     message.maxInFlightPerKey = object.maxInFlightPerKey ?? 0;
     message.perKeyRate = object.perKeyRate ?? 0;
     message.perKeyBurst = object.perKeyBurst ?? 0;
-    message.perKeyWindows = object.perKeyWindows?.map((e) => RateWindow.fromPartial(e)) || [];
     return message;
   },
 };
