@@ -40,7 +40,8 @@ for _, s in ipairs(FINISHED) do
   redis.call('DEL', idx)
 end
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
-    ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':exp',
+    ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
+    ':exp',
     ':workers'}) do
   redis.call('DEL', b .. suffix)
 end
