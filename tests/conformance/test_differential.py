@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dispatchd.backend import Backend
-from dispatchd.embedded.backend import EmbeddedBackend
 from dispatchd.engine import (
     EngineError,
     EngineLimits,
