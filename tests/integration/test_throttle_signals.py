@@ -109,7 +109,7 @@ async def test_retry_after_from_a_target_holds_the_whole_queue(
 
 
 async def test_a_day_quota_set_with_dispatchctl_stops_dispatch_and_shows_its_count(
-    target: str, start_worker: StartWorker
+    server: DispatchdServer, target: str, start_worker: StartWorker
 ) -> None:
     ctl = Dispatchctl(target)
     done = await ctl("queue", "set", "quota", "--windows", "2/1d,100/1h", "--create")
@@ -137,4 +137,9 @@ async def test_a_day_quota_set_with_dispatchctl_stops_dispatch_and_shows_its_cou
         assert queue.pending_count == 2  # the rest waits for tomorrow
     shown = await ctl("queue", "show", "quota")
     assert "2/100 per 1h; 2/2 per 1d" in shown.out
+    assert server.web is not None
+    page = await get(server.web.port, "/queues/quota")
+    assert "Quotas used in their current windows: 2 of 100 per 3600 s; 2 of 2 per 86400 s." in (
+        page.body
+    )
     assert len(ran) == 2

@@ -198,7 +198,8 @@ def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[
 
 
 def throttle_note(v: QueueView) -> str:
-    """The throttle hold (docs/rate-limits.md) while there is one: until when and why."""
+    """The throttle hold (docs/rate-limits.md) while there is one: until when and why; the
+    adaptive rate in force and the quotas' counts, when the queue has them."""
     notes = []
     if v.throttled_until is not None:
         notes.append(
@@ -207,6 +208,17 @@ def throttle_note(v: QueueView) -> str:
         )
     if v.throttled_key_count:
         notes.append(f"{v.throttled_key_count} fairness key(s) held by a throttle signal.")
+    if v.settings.adaptive is not None and v.settings.rate is not None:
+        notes.append(
+            f"Adaptive rate: {v.effective_rate:.4g}/s in force now "
+            f"(configured {v.settings.rate.per_second:g}/s)."
+        )
+    if v.window_usage:
+        used = "; ".join(
+            f"{n} of {w.limit} per {w.period:g} s"
+            for w, (_, _, n) in zip(v.settings.windows, v.window_usage, strict=False)
+        )
+        notes.append(f"Quotas used in their current windows: {esc(used)}.")
     return "".join(f"<p class=throttled>{n}</p>" for n in notes)
 
 
