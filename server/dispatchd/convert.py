@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,6 +26,8 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 #: (period, window start, dispatches counted) of each quota window (QueueView.window_usage).
 WindowUsage = tuple[tuple[float, float, int], ...]
+#: (fairness key, its WindowUsage) of the keys with per-key quota counts.
+KeyWindowUsage = tuple[tuple[str, WindowUsage], ...]
 
 
 def timestamp(t: float) -> Timestamp:
@@ -279,7 +282,11 @@ def http_target(msg: pb.Queue) -> HttpTarget | None:
 
 
 def settings_to_pb(
-    name: str, s: QueueSettings, with_secrets: bool = True, usage: WindowUsage = ()
+    name: str,
+    s: QueueSettings,
+    with_secrets: bool = True,
+    usage: WindowUsage = (),
+    key_usage: KeyWindowUsage = (),
 ) -> pb.Queue:
     """The stored form (snapshot, journal) keeps secrets; responses leave them out. ``usage``
     (the quota windows' counts) is both shown and stored."""
@@ -311,13 +318,22 @@ def settings_to_pb(
         msg.adaptive.decrease = a.decrease
         msg.adaptive.increase = a.increase
         msg.adaptive.quiet_interval.CopyFrom(duration(a.quiet))
+    _fill_windows(msg.windows, s.windows, usage)
+    if s.key_limits is not None:
+        _fill_windows(msg.key_limits.per_key_windows, s.key_limits.windows, ())
+    for key, counts in key_usage:  # the stored form only: answers never pass any
+        k = msg.key_window_counts.add(fairness_key=key)
+        _fill_windows(k.windows, s.key_limits.windows if s.key_limits else (), counts)
+    return msg
+
+
+def _fill_windows(into: Any, windows: tuple[RateWindow, ...], usage: WindowUsage) -> None:
     counted = {period: (start, n) for period, start, n in usage}
-    for w in s.windows:
-        wm = msg.windows.add(limit=w.limit, period=duration(w.period))
+    for w in windows:
+        wm = into.add(limit=w.limit, period=duration(w.period))
         if w.period in counted:
             start, wm.used = counted[w.period]
             set_time(wm.window_start, start)
-    return msg
 
 
 def queue_to_pb(view: QueueView) -> pb.Queue:
@@ -347,9 +363,18 @@ def windows(msg: pb.Queue) -> tuple[RateWindow, ...]:
 
 def window_usage(msg: pb.Queue) -> WindowUsage:
     """The quota counts a stored queue kept (journal, snapshot)."""
+    return _usage(msg.windows)
+
+
+def key_window_usage(msg: pb.Queue) -> KeyWindowUsage:
+    """The per-key quota counts a stored queue kept."""
+    return tuple((k.fairness_key, _usage(k.windows)) for k in msg.key_window_counts)
+
+
+def _usage(windows: Any) -> WindowUsage:
     return tuple(
         (duration_seconds(w.period), seconds(w.window_start), w.used)
-        for w in msg.windows
+        for w in windows
         if w.HasField("window_start")
     )
 
@@ -376,7 +401,11 @@ def key_limits(msg: pb.Queue) -> KeyLimits | None:
     if not msg.HasField("key_limits"):
         return None
     k = msg.key_limits
-    return KeyLimits.of(k.max_in_flight_per_key, k.per_key_rate, k.per_key_burst)
+    quotas = tuple(
+        RateWindow.of(w.limit, duration_seconds(w.period), f"key_limits.per_key_windows[{i}]")
+        for i, w in enumerate(k.per_key_windows)
+    )
+    return KeyLimits.of(k.max_in_flight_per_key, k.per_key_rate, k.per_key_burst, quotas)
 
 
 def settings_from_pb(msg: pb.Queue) -> QueueSettings:

@@ -15,7 +15,15 @@ import pytest
 from dispatchd.backend import Backend, WorkResult
 from dispatchd.embedded.backend import EmbeddedBackend
 from dispatchd.embedded.storage import StorageConfig
-from dispatchd.engine import EngineLimits, InvalidArgument, NewJob, Rate, RateWindow
+from dispatchd.engine import (
+    EngineLimits,
+    InvalidArgument,
+    KeyLimits,
+    LeaseRecord,
+    NewJob,
+    Rate,
+    RateWindow,
+)
 from tests.conformance.harness import Driver, FakeClock, Worker, open_redis
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0
@@ -151,5 +159,46 @@ async def test_a_simulated_day_never_exceeds_a_window_even_across_a_restart(
             per_window = Counter(start_of(period, t) for t in dispatched)
             assert max(per_window.values()) <= limit, (period, per_window.most_common(3))
         assert Counter(start_of(DAY, t) for t in dispatched)[midnight] == limits[DAY]
+    finally:
+        await driver.backend.close()
+
+
+# ---- quotas per fairness key ------------------------------------------------------------------
+
+
+def by_key(leases: list[LeaseRecord]) -> dict[str, int]:
+    return dict(Counter(ls.job.fairness_key for ls in leases))
+
+
+async def test_each_key_has_its_own_quota(driver: Driver) -> None:
+    limits = KeyLimits.of(0, 0.0, 0, (RateWindow.of(2, MINUTE), RateWindow.of(3, HOUR)))
+    view = await driver.update(key_limits=limits, lease_seconds=3600.0, width=100)
+    assert view.settings.key_limits == limits
+    for key in ("a", "b"):
+        await driver.add_n(5, fairness_key=key)
+    w = await driver.connect(credits=100)
+    assert by_key(w.take()) == {"a": 2, "b": 2}
+    await driver.advance_to(19.0)  # still START's minute (it ends at +20 s)
+    assert w.take() == []
+    await driver.advance_to(20.0)
+    assert by_key(w.take()) == {"a": 1, "b": 1}  # the hour's 3 are used
+
+
+@pytest.mark.parametrize("how", ["drain", "stop"])
+async def test_a_restart_keeps_each_keys_count(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, how: str
+) -> None:
+    clock = FakeClock()
+    driver = Driver(backend, await open_backend(backend, clock, tmp_path, request), clock)
+    try:
+        limits = KeyLimits.of(0, 0.0, 0, (RateWindow.of(2, HOUR),))
+        await driver.update(key_limits=limits, lease_seconds=3600.0, width=100)
+        await driver.submit(*[NewJob("q", fairness_key="a") for _ in range(4)])
+        w = await driver.connect(credits=100)
+        await run(w, [], clock)  # key a used its 2
+        await restart(driver, how, tmp_path, request)
+        await driver.submit(*[NewJob("q", fairness_key=k) for k in ("a", "b", "b", "b")])
+        w = await driver.connect(credits=100)
+        assert by_key(w.take()) == {"b": 2}  # key a's hour is used up, b's is not
     finally:
         await driver.backend.close()

@@ -180,6 +180,7 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
       maxInFlightPerKey: v.maxInFlightPerKey ?? 0,
       perKeyRate: v.perKeyRate ?? 0,
       perKeyBurst: v.perKeyBurst ?? 0,
+      perKeyWindows: (v.perKeyWindows ?? []).map(windowToProto),
     });
   });
   set("maxPending", "max_pending", (v) => (queue.maxPending = v));

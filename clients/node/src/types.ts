@@ -73,6 +73,8 @@ export interface KeyLimits {
   maxInFlightPerKey?: number;
   perKeyRate?: number;
   perKeyBurst?: number;
+  /** Quotas per fairness key over several windows (`used` is not reported per key). */
+  perKeyWindows?: RateWindow[];
 }
 
 /** One delivery of a job and how it ended. */
@@ -328,6 +330,7 @@ export function queueFromProto(q: pb.Queue | undefined): Queue {
       maxInFlightPerKey: q.keyLimits.maxInFlightPerKey,
       perKeyRate: q.keyLimits.perKeyRate,
       perKeyBurst: q.keyLimits.perKeyBurst,
+      perKeyWindows: q.keyLimits.perKeyWindows.map((w) => ({ limit: w.limit, periodMs: toMs(w.period) })),
     },
     maxPending: q.maxPending,
     scheduledCount: q.scheduledCount,

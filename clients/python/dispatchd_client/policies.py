@@ -92,17 +92,21 @@ class KeyLimits:
     max_in_flight_per_key: int = 0
     per_key_rate: float = 0.0
     per_key_burst: int = 0
+    #: Quotas per key over several windows (``used`` is not reported per key).
+    per_key_windows: tuple[RateWindow, ...] = ()
 
     def to_proto(self) -> pb.KeyLimits:
         return pb.KeyLimits(
             max_in_flight_per_key=self.max_in_flight_per_key,
             per_key_rate=self.per_key_rate,
             per_key_burst=self.per_key_burst,
+            per_key_windows=[w.to_proto() for w in self.per_key_windows],
         )
 
     @classmethod
     def from_proto(cls, msg: pb.KeyLimits) -> KeyLimits:
-        return cls(msg.max_in_flight_per_key, msg.per_key_rate, msg.per_key_burst)
+        windows = tuple(RateWindow.from_proto(w) for w in msg.per_key_windows)
+        return cls(msg.max_in_flight_per_key, msg.per_key_rate, msg.per_key_burst, windows)
 
 
 @dataclass(frozen=True)

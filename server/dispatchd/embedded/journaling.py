@@ -270,7 +270,9 @@ class JournalWriter(EngineObserver):
             except NotFound:  # deleted (DeleteQueue): its row goes
                 batch.deleted_queues.append(name)
                 continue
-            record = convert.settings_to_pb(name, view.settings, usage=view.window_usage)
+            record = convert.settings_to_pb(
+                name, view.settings, usage=view.window_usage, key_usage=view.key_window_usage
+            )
             batch.queues.append((name, record.SerializeToString()))
         for schedule_id in self._schedules:
             rec = engine.get_schedule(schedule_id)

@@ -104,7 +104,8 @@ class Storage:
         with _collector_paused():
             self._engine.restore(queues, records(), self._clock())
         for q in stored:  # the quota counts: a restart grants nothing twice
-            self._engine.restore_window_usage(q.name, convert.window_usage(q))
+            usage, keys = convert.window_usage(q), convert.key_window_usage(q)
+            self._engine.restore_window_usage(q.name, usage, keys)
         schedules = journal.schedules()
         self._engine.restore_schedules(
             [schedule_convert.schedule_from_stored(s) for s in schedules]
@@ -129,7 +130,7 @@ class Storage:
             (
                 v.name,
                 convert.settings_to_pb(
-                    v.name, v.settings, usage=v.window_usage
+                    v.name, v.settings, usage=v.window_usage, key_usage=v.key_window_usage
                 ).SerializeToString(),
             )
             for v in engine.list_queues()
@@ -151,8 +152,9 @@ class Storage:
             return
         with _collector_paused():
             self._engine.restore(data.queues, data.jobs)
-        for name, usage in data.window_usage.items():
-            self._engine.restore_window_usage(name, usage)
+        for name in data.window_usage.keys() | data.key_window_usage.keys():
+            usage, keys = data.window_usage.get(name, ()), data.key_window_usage.get(name, ())
+            self._engine.restore_window_usage(name, usage, keys)
         self._engine.restore_schedules(data.schedules)
         self.store.mark_restored()
         log.info(
@@ -186,10 +188,11 @@ class Storage:
         views = engine.list_queues()
         queues = [(v.name, v.settings) for v in views]
         usage = {v.name: v.window_usage for v in views if v.window_usage}
+        keys = {v.name: v.key_window_usage for v in views if v.key_window_usage}
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
         try:
-            data = SnapshotData(queues, jobs, schedules, usage)
+            data = SnapshotData(queues, jobs, schedules, usage, keys)
             size = self.store.save(data, self._clock())
         except OSError as e:
             if self.journal is not None:

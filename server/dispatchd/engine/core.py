@@ -66,13 +66,24 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             throttled_key_count=q.ready.held_keys(self._now),
             effective_rate=q.effective_rate(self._now),
             window_usage=() if q.windows is None else q.windows.usage(self._now),
+            key_window_usage=q.ready.key_usage(self._now) if q.ready.limits.windows else (),
         )
 
-    def restore_window_usage(self, name: str, usage: tuple[tuple[float, float, int], ...]) -> None:
-        """After restore: the quota counts a journal or snapshot kept for queue ``name``."""
+    def restore_window_usage(
+        self,
+        name: str,
+        usage: tuple[tuple[float, float, int], ...],
+        key_usage: tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...] = (),
+    ) -> None:
+        """After restore: the quota counts a journal or snapshot kept for queue ``name`` (and
+        for its fairness keys)."""
         q = self._queues.get(name)
-        if q is not None and q.windows is not None and usage:
+        if q is None:
+            return
+        if q.windows is not None and usage:
             q.windows.restore(usage)
+        for key, counts in key_usage:
+            q.ready.restore_key_usage(key, counts)
 
     def get_queue(self, name: str) -> QueueView:
         lim.check_queue_name(name)

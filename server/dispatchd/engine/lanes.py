@@ -19,11 +19,22 @@ from collections import deque
 from collections.abc import Mapping
 
 from dispatchd.engine.model import JobRecord, JobState
-from dispatchd.engine.policies import AdaptiveRate, Aimd, KeyLimits, TokenBucket
+from dispatchd.engine.policies import AdaptiveRate, Aimd, KeyLimits, TokenBucket, WindowCounts
 
 
 class Lane:
-    __slots__ = ("aimd", "bucket", "heap", "in_flight", "in_ring", "key", "live", "turns", "weight")
+    __slots__ = (
+        "aimd",
+        "bucket",
+        "heap",
+        "in_flight",
+        "in_ring",
+        "key",
+        "live",
+        "turns",
+        "weight",
+        "windows",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -32,6 +43,7 @@ class Lane:
         self.in_flight = 0
         self.bucket: TokenBucket | None = None
         self.aimd: Aimd | None = None  # the adaptive per-key rate, on an adaptive queue
+        self.windows: WindowCounts | None = None  # its quotas' counts (per_key_windows)
         self.weight = 1
         self.turns = 0
         self.in_ring = False
@@ -64,6 +76,8 @@ class FairReady:
 
     def push(self, job: JobRecord, now: float) -> None:
         lane = self._lane(job.fairness_key)
+        if self.limits.windows and lane.windows is None:
+            lane.windows = WindowCounts(self.limits.windows)
         rate = self.limits.per_key_rate
         if rate is not None and lane.bucket is None:
             lane.bucket = TokenBucket(rate, now)
@@ -143,6 +157,24 @@ class FairReady:
         if current.per_second != lane.bucket.per_second or current.burst != lane.bucket.burst:
             lane.bucket.reconfigure(current, now)
 
+    def key_usage(self, now: float) -> tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...]:
+        """(key, its quota counts) of every key that used some of its current windows: what
+        is stored so that a restart grants a key's quota once."""
+        out = []
+        for key, lane in self.lanes.items():
+            if lane.windows is not None:
+                usage = lane.windows.usage(now)
+                if any(n for _, _, n in usage):
+                    out.append((key, usage))
+        return tuple(out)
+
+    def restore_key_usage(self, key: str, usage: tuple[tuple[float, float, int], ...]) -> None:
+        if self.limits.windows:
+            lane = self._lane(key)
+            if lane.windows is None:
+                lane.windows = WindowCounts(self.limits.windows)
+            lane.windows.restore(usage)
+
     def held_keys(self, now: float) -> int:
         """How many fairness keys a throttle signal holds at ``now``."""
         return sum(1 for until in self._held.values() if until > now)
@@ -158,16 +190,17 @@ class FairReady:
             if lane.live <= 0 or (cap and lane.in_flight >= cap):
                 self._leave_ring(lane, now)
                 continue
-            if lane.aimd is not None:
-                self._adapt(lane, now)
-            if lane.bucket is not None and not lane.bucket.ready(now):
-                self._sleep_lane(lane, now)
+            wait = self._key_wait(lane, now)
+            if wait is not None:
+                self._sleep_lane(lane, now, wait)
                 continue
             job = self._pop_valid(lane)
             if job is None:
                 continue
             if lane.bucket is not None:
                 lane.bucket.take(now)
+            if lane.windows is not None:
+                lane.windows.take(now)
             lane.in_flight += 1
             lane.turns += 1
             # A lane that cannot give another job now leaves the ring at once, so the ring
@@ -175,21 +208,30 @@ class FairReady:
             # not take a worker's round-robin turn for a job that is not there.
             if lane.live <= 0 or (cap and lane.in_flight >= cap):
                 self._leave_ring(lane, now)
-            elif lane.bucket is not None and not lane.bucket.ready(now):
-                self._sleep_lane(lane, now)
+            elif (wait := self._key_wait(lane, now)) is not None:
+                self._sleep_lane(lane, now, wait)
             elif lane.turns >= lane.weight:
                 lane.turns = 0
                 ring.rotate(-1)
             return job
         return None
 
-    def _sleep_lane(self, lane: Lane, now: float) -> None:
-        """The lane at the head of the ring is out of per-key tokens: it leaves the ring
-        until its next token is due."""
-        assert lane.bucket is not None
+    def _key_wait(self, lane: Lane, now: float) -> float | None:
+        """When the lane's quotas and per-key token let it go again; None: they do now."""
+        if lane.windows is not None and not lane.windows.ready(now):
+            return lane.windows.next_time(now)
+        if lane.aimd is not None:
+            self._adapt(lane, now)
+        if lane.bucket is not None and not lane.bucket.ready(now):
+            return lane.bucket.next_time(now)
+        return None
+
+    def _sleep_lane(self, lane: Lane, now: float, until: float) -> None:
+        """The lane at the head of the ring is out of per-key tokens or quota: it leaves the
+        ring until ``until``, when they let it go again."""
         self._leave_ring(lane, now)
         self._wake_seq += 1
-        heapq.heappush(self._waking, (lane.bucket.next_time(now), self._wake_seq, lane.key))
+        heapq.heappush(self._waking, (until, self._wake_seq, lane.key))
 
     def _leave_ring(self, lane: Lane, now: float) -> None:
         self._ring.popleft()
@@ -230,6 +272,8 @@ class FairReady:
             return
         if lane.aimd is not None and lane.aimd.rate_at(now) < lane.aimd.ceiling:
             return  # a fresh lane would start at the full rate
+        if lane.windows is not None and any(n for _, _, n in lane.windows.usage(now)):
+            return  # nor with its quotas unused (kept until their windows end)
         if lane.bucket is not None:
             lane.bucket.ready(now)  # refill
             if lane.bucket.tokens < lane.bucket.burst:
@@ -251,6 +295,12 @@ class FairReady:
                 lane.bucket = TokenBucket(rate, now)
             else:
                 lane.bucket.reconfigure(rate, now)
+            if not limits.windows:
+                lane.windows = None
+            elif lane.windows is None:
+                lane.windows = WindowCounts(limits.windows)
+            else:
+                lane.windows.reconfigure(limits.windows)
             if rate is None or adaptive is None:
                 lane.aimd = None
             elif lane.aimd is None:

@@ -394,6 +394,8 @@ class QueueView:
     window_usage: tuple[tuple[float, float, int], ...] = ()
     """(period, window start, dispatches counted) of each of its windows now: shown, and
     stored (journal, snapshot) so a restart grants nothing twice."""
+    key_window_usage: tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...] = ()
+    """The same per fairness key (per_key_windows), for the keys with counts: stored only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,13 +146,20 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:
-    """Bounds per fairness key; 0 means unbounded."""
+    """Bounds per fairness key; 0 means unbounded. ``windows``: quotas per key (RateWindow,
+    in period order)."""
 
     max_in_flight_per_key: int = 0
     per_key_rate: Rate | None = None
+    windows: tuple[RateWindow, ...] = ()
 
     @staticmethod
-    def of(max_in_flight: int, per_key_rate: float, per_key_burst: int) -> KeyLimits:
+    def of(
+        max_in_flight: int,
+        per_key_rate: float,
+        per_key_burst: int,
+        windows: tuple[RateWindow, ...] = (),
+    ) -> KeyLimits:
         if not 0 <= max_in_flight <= 1_000_000:
             raise InvalidArgument(
                 f"key_limits.max_in_flight_per_key must be 0-1000000, got {max_in_flight}",
@@ -168,7 +175,8 @@ class KeyLimits:
             if per_key_rate
             else None
         )
-        return KeyLimits(max_in_flight, rate)
+        quotas = RateWindow.several(list(windows), "key_limits.per_key_windows")
+        return KeyLimits(max_in_flight, rate, quotas)
 
 
 @dataclass(frozen=True, slots=True)

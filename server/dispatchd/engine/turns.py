@@ -119,6 +119,8 @@ class TurnsMixin(EngineState):
         if q.windows is not None:  # quotas (engine/policies.py WindowCounts): counted, stored
             q.windows.take(now)
             self.observer.quota_used(q.name)
+        elif q.ready.limits.windows:  # per-key quotas (counted by the lane's pop): stored
+            self.observer.quota_used(q.name)
         q.remove_pending(job)
         return self._lease(q, job, worker, now)
 

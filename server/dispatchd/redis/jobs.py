@@ -46,8 +46,9 @@ def _setting_args(
         if isinstance(limits, KeyLimits):
             changes += ["kcap", limits.max_in_flight_per_key]
             changes += ["krate", records.rate_text(limits.per_key_rate)]
+            changes += ["kwin", records.windows_text(limits.windows)]
         else:
-            changes += ["kcap", "", "krate", ""]
+            changes += ["kcap", "", "krate", "", "kwin", ""]
     if "http_target" in policies:
         changes += ["ht", records.target_text(policies["http_target"])]  # type: ignore[arg-type]
     return changes + _throttle_args(policies)

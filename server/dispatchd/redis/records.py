@@ -278,12 +278,13 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
     kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
-    # mtb, the throttle hold, adaptive, the effective rate, the quota windows and counts
-    extra = [*reply[17:25], *[b""] * (25 - max(17, len(reply)))]
+    # mtb, the throttle hold, adaptive, the effective rate, the quota windows and counts,
+    # the per-key quota windows
+    extra = [*reply[17:26], *[b""] * (26 - max(17, len(reply)))]
     key_limits = None
     if kcap:
         key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
-        key_limits = KeyLimits(int(kcap), key_rate)
+        key_limits = KeyLimits(int(kcap), key_rate, windows_of(_s(extra[8])))  # type: ignore[arg-type]
     settings = QueueSettings(
         width=int(width or 0),
         paused=paused == b"1",
@@ -301,7 +302,7 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
     # A throttle signal's hold (includes/throttle.lua): its end ('' when none) and reason,
     # and how many fairness keys are held.
-    held, reason, keys, _, effective, _, counts = extra[1:]
+    held, reason, keys, _, effective, _, counts, _ = extra[1:]
     return QueueView(
         name,
         settings,

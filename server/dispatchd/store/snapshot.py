@@ -43,6 +43,8 @@ class SnapshotData:
     schedules: list[ScheduleRecord] = field(default_factory=list)
     window_usage: dict[str, convert.WindowUsage] = field(default_factory=dict)
     """Queue name -> its quota windows' counts (kept in each Queue's windows)."""
+    key_window_usage: dict[str, convert.KeyWindowUsage] = field(default_factory=dict)
+    """Queue name -> its fairness keys' quota counts (Queue.key_window_counts)."""
 
 
 class SnapshotStore:
@@ -84,6 +86,9 @@ class SnapshotStore:
                 jobs=jobs,
                 schedules=[schedule_convert.schedule_from_stored(s) for s in msg.schedules],
                 window_usage={q.name: convert.window_usage(q) for q in msg.queues if q.windows},
+                key_window_usage={
+                    q.name: convert.key_window_usage(q) for q in msg.queues if q.key_window_counts
+                },
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -132,7 +137,12 @@ class SnapshotStore:
             format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
         )
         head.queues.extend(
-            convert.settings_to_pb(name, s, usage=data.window_usage.get(name, ()))
+            convert.settings_to_pb(
+                name,
+                s,
+                usage=data.window_usage.get(name, ()),
+                key_usage=data.key_window_usage.get(name, ()),
+            )
             for name, s in data.queues
         )
         order = sorted(range(len(data.jobs)), key=lambda i: _dispatch_key(data.jobs[i], i))

@@ -109,14 +109,16 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., min_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., jitter: _Optional[float] = ...) -> None: ...
 
 class KeyLimits(_message.Message):
-    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst")
+    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst", "per_key_windows")
     MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_RATE_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_BURST_FIELD_NUMBER: _ClassVar[int]
+    PER_KEY_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     max_in_flight_per_key: int
     per_key_rate: float
     per_key_burst: int
-    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ...) -> None: ...
+    per_key_windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
+    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ..., per_key_windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker_id", "dispatch_time", "finish_time", "error", "http_status", "latency")
@@ -343,7 +345,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Queue(_message.Message):
-    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target", "throttled_until", "throttle_reason", "max_throttle_bounces", "throttled_key_count", "adaptive", "effective_rate", "windows")
+    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target", "throttled_until", "throttle_reason", "max_throttle_bounces", "throttled_key_count", "adaptive", "effective_rate", "windows", "key_window_counts")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +368,7 @@ class Queue(_message.Message):
     ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    KEY_WINDOW_COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     width: int
     paused: bool
@@ -388,7 +391,16 @@ class Queue(_message.Message):
     adaptive: AdaptiveRate
     effective_rate: float
     windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
-    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ..., throttled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., throttle_reason: _Optional[str] = ..., max_throttle_bounces: _Optional[int] = ..., throttled_key_count: _Optional[int] = ..., adaptive: _Optional[_Union[AdaptiveRate, _Mapping]] = ..., effective_rate: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
+    key_window_counts: _containers.RepeatedCompositeFieldContainer[KeyWindowCounts]
+    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ..., throttled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., throttle_reason: _Optional[str] = ..., max_throttle_bounces: _Optional[int] = ..., throttled_key_count: _Optional[int] = ..., adaptive: _Optional[_Union[AdaptiveRate, _Mapping]] = ..., effective_rate: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ..., key_window_counts: _Optional[_Iterable[_Union[KeyWindowCounts, _Mapping]]] = ...) -> None: ...
+
+class KeyWindowCounts(_message.Message):
+    __slots__ = ("fairness_key", "windows")
+    FAIRNESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    fairness_key: str
+    windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
+    def __init__(self, fairness_key: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
 
 class RateWindow(_message.Message):
     __slots__ = ("limit", "period", "used", "window_start")

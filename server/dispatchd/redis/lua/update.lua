@@ -5,7 +5,7 @@
 -- "per_second|burst", '' clears), ht (http_target as records.target_text writes it, ''
 -- clears), mtb (max_throttle_bounces), ad (adaptive as "floor|decrease|increase|quiet", ''
 -- clears; its effective rate survives a change, under the new rate), win (quota windows
--- "limit|period,...", '' clears). A new rate starts with a full bucket; a changed one keeps the tokens earned so
+-- "limit|period,...", '' clears), kwin (per_key_windows, alike). A new rate starts with a full bucket; a changed one keeps the tokens earned so
 -- far, capped to the new burst. A created queue or a changed setting is announced on
 -- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf', 'new' (it was
 -- created) or 'ok'.
@@ -18,7 +18,7 @@
 -- @include windows
 -- @include publish
 local SETTINGS = {'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp', 'dedup', 'kcap',
-  'krps', 'kburst', 'ht', 'mtb', 'ad', 'win'}
+  'krps', 'kburst', 'ht', 'mtb', 'ad', 'win', 'kwin'}
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
@@ -44,6 +44,9 @@ for o = 6, #ARGV, 2 do
     bucket_store(cfgkey, 'bt', 'bs', tokens, now)
   elseif name == 'krate' and value == '' then
     redis.call('HDEL', cfgkey, 'krps', 'kburst')
+  elseif name == 'kwin' then
+    redis.call('HSET', cfgkey, 'kwin', value)
+    key_windows_prune(b, windows_of(value))
   elseif name == 'win' then
     redis.call('HSET', cfgkey, 'win', value)
     windows_prune(b, windows_of(value))  -- the periods that stay keep their counts

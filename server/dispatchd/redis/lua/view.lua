@@ -2,7 +2,7 @@
 -- Returns {} for an unknown queue, else {width, paused, lease, rps, burst, rp, maxp, dedup,
 -- pending, underway, scheduled, workers, kcap, krps, kburst, slots, ht, mtb, throttled until
 -- ('' when not held), throttle reason, keys held, ad, effective rate ('' without a rate),
--- win, {"period|window start|count"...}}
+-- win, {"period|window start|count"...}, kwin}
 -- (records.queue_of_view).
 -- @include core
 -- @include clock
@@ -26,4 +26,5 @@ return {cfg[1], cfg[2], cfg[3], cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7]
   cfg[10] or '', cfg[11] or '', cfg[12] or '', redis.call('SCARD', b .. ':slots'), cfg[13] or '',
   cfg[14] or '', thu, thr, redis.call('ZCOUNT', b .. ':khold', '(' .. fmt(now), '+inf'),
   redis.call('HGET', KEYS[1], 'ad') or '', effective, redis.call('HGET', KEYS[1], 'win') or '',
-  windows_usage(b, windows_of(redis.call('HGET', KEYS[1], 'win')), now)}
+  windows_usage(b, windows_of(redis.call('HGET', KEYS[1], 'win')), now),
+  redis.call('HGET', KEYS[1], 'kwin') or ''}

@@ -1,5 +1,6 @@
 -- @include core
 -- @include keylimits
+-- @include windows
 -- Pending jobs sit in the queue's pending set (score -priority, member <seq><id>: the
 -- dispatch order, for listing and counts) and in their fairness key's lane (same scores).
 -- Lanes with jobs are in the ring, served round-robin, each taking its weight in turns in
@@ -70,6 +71,7 @@ end
 local function pend_pop(b, cap, now)
   local ring = b .. ':ring'
   local rps, burst, adaptive = key_rate(b)
+  local quotas = windows_of(redis.call('HGET', b .. ':cfg', 'kwin'))  -- per_key_windows
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
@@ -80,8 +82,14 @@ local function pend_pop(b, cap, now)
       redis.call('LPOP', ring)
       redis.call('HDEL', b .. ':turns', fk)
       redis.call('SADD', b .. ':parked', fk)
-    elseif rps ~= nil and redis.call('ZCARD', lane) > 0 then
-      due = key_token(b, fk, rps, burst, now, adaptive)
+    else
+      if #quotas > 0 and redis.call('ZCARD', lane) > 0 then  -- the key's quota first: a
+        local room, ends = key_windows_room(b, fk, quotas, now)  -- token taken stays taken
+        if room <= 0 then due = ends end
+      end
+      if due == nil and rps ~= nil and redis.call('ZCARD', lane) > 0 then
+        due = key_token(b, fk, rps, burst, now, adaptive)
+      end
     end
     if due ~= nil then
       redis.call('LPOP', ring)
@@ -92,6 +100,7 @@ local function pend_pop(b, cap, now)
       if #top == 0 then leave_ring(b, fk) end
     end
     if #top > 0 then
+      if #quotas > 0 then key_windows_take(b, fk, quotas, now) end
       redis.call('ZREM', b .. ':pending', top[1])
       if redis.call('ZCARD', lane) == 0 then
         leave_ring(b, fk)

@@ -162,6 +162,11 @@ export interface KeyLimits {
   perKeyRate: number;
   /** Bucket size of the per-key rate; 0 means max(1, ceil(per_key_rate)). */
   perKeyBurst: number;
+  /**
+   * Quotas per fairness key over several windows (see RateWindow; at most 16, one per
+   * period): each key gets at most `limit` dispatches per window. `used` is not shown.
+   */
+  perKeyWindows: RateWindow[];
 }
 
 /** Attempt is one delivery of a job and how it ended. */
@@ -461,6 +466,17 @@ export interface Queue {
    * Quotas over several windows, all enforced together (and with `rate`): e.g. 500 a minute
    * AND 20,000 a day. At most 16, one per period. Their counts survive a restart.
    */
+  windows: RateWindow[];
+  /**
+   * Stored form only (journal, snapshot; never in answers): the per-key quota counts of the
+   * keys whose current windows have any, so a restart grants a key's quota once.
+   */
+  keyWindowCounts: KeyWindowCounts[];
+}
+
+/** KeyWindowCounts is one fairness key's per_key_windows with their counts (stored form). */
+export interface KeyWindowCounts {
+  fairnessKey: string;
   windows: RateWindow[];
 }
 
@@ -1292,7 +1308,7 @@ export const RetryPolicy: MessageFns<RetryPolicy> = {
 };
 
 function createBaseKeyLimits(): KeyLimits {
-  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0 };
+  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0, perKeyWindows: [] };
 }
 
 export const KeyLimits: MessageFns<KeyLimits> = {
@@ -1305,6 +1321,9 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     }
     if (message.perKeyBurst !== 0) {
       writer.uint32(24).int32(message.perKeyBurst);
+    }
+    for (const v of message.perKeyWindows) {
+      RateWindow.encode(v!, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -1346,6 +1365,14 @@ export const KeyLimits: MessageFns<KeyLimits> = {
             message.perKeyBurst = reader.int32();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.perKeyWindows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1366,6 +1393,7 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     message.maxInFlightPerKey = object.maxInFlightPerKey ?? 0;
     message.perKeyRate = object.perKeyRate ?? 0;
     message.perKeyBurst = object.perKeyBurst ?? 0;
+    message.perKeyWindows = object.perKeyWindows?.map((e) => RateWindow.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3225,6 +3253,7 @@ function createBaseQueue(): Queue {
     adaptive: undefined,
     effectiveRate: 0,
     windows: [],
+    keyWindowCounts: [],
   };
 }
 
@@ -3295,6 +3324,9 @@ export const Queue: MessageFns<Queue> = {
     }
     for (const v of message.windows) {
       RateWindow.encode(v!, writer.uint32(370).fork()).join();
+    }
+    for (const v of message.keyWindowCounts) {
+      KeyWindowCounts.encode(v!, writer.uint32(378).fork()).join();
     }
     return writer;
   },
@@ -3488,6 +3520,14 @@ export const Queue: MessageFns<Queue> = {
             message.windows.push(RateWindow.decode(reader, reader.uint32()));
             continue;
           }
+          case 47: {
+            if (tag !== 378) {
+              break;
+            }
+
+            message.keyWindowCounts.push(KeyWindowCounts.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3538,6 +3578,74 @@ export const Queue: MessageFns<Queue> = {
       ? AdaptiveRate.fromPartial(object.adaptive)
       : undefined;
     message.effectiveRate = object.effectiveRate ?? 0;
+    message.windows = object.windows?.map((e) => RateWindow.fromPartial(e)) || [];
+    message.keyWindowCounts = object.keyWindowCounts?.map((e) => KeyWindowCounts.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseKeyWindowCounts(): KeyWindowCounts {
+  return { fairnessKey: "", windows: [] };
+}
+
+export const KeyWindowCounts: MessageFns<KeyWindowCounts> = {
+  encode(message: KeyWindowCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fairnessKey !== "") {
+      writer.uint32(10).string(message.fairnessKey);
+    }
+    for (const v of message.windows) {
+      RateWindow.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyWindowCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyWindowCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fairnessKey = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.windows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<KeyWindowCounts>, I>>(base?: I): KeyWindowCounts {
+    return KeyWindowCounts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeyWindowCounts>, I>>(object: I): KeyWindowCounts {
+    const message = createBaseKeyWindowCounts();
+    message.fairnessKey = object.fairnessKey ?? "";
     message.windows = object.windows?.map((e) => RateWindow.fromPartial(e)) || [];
     return message;
   },
