@@ -170,7 +170,7 @@ bench: $(STAMP) redis-tools
 ## A provider with a hidden limit (40/s, then 15/s; 429 + Retry-After above it) against
 ## adaptive and fixed-rate queues, HTTP push and worker (about a minute); JSON in
 ## bench/results/throttle.json.
-bench-throttle: $(STAMP)
+bench-throttle: $(STAMP) redis-tools
 	$(BIN)/python -m bench.throttle
 
 bench-schedules: $(STAMP) redis-tools

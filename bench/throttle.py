@@ -1,7 +1,8 @@
 """``python -m bench.throttle`` (part of ``make bench``; ``make bench-throttle`` alone): how
 well a queue follows a provider whose limit it does not know (docs/rate-limits.md).
 
-Method: a real dispatchd subprocess (embedded) and, in this process, an aiohttp "provider"
+Method: a real dispatchd subprocess (embedded, then ``--backend redis`` on a redis-server of
+its own; ``--backend`` picks one) and, in this process, an aiohttp "provider"
 per scenario that enforces a hidden limit with a token bucket (the limit per second, a
 quarter second of burst) and answers 429 with ``Retry-After: 1`` above it. The hidden limit
 is 40/s for the first half of the run and 15/s for the second. Four scenarios run side by
@@ -9,7 +10,7 @@ side, each with its own provider and queue, each queue configured at 80/s (2x to
 with a burst of 10:
 
 - http adaptive / worker adaptive: the queue has ``adaptive`` (floor 1/s, x0.85 per signal,
-  +0.5/s per 2 s quiet); http: the server pushes to the provider (a 429 is a throttle
+  +0.5/s per 1 s quiet); http: the server pushes to the provider (a 429 is a throttle
   signal); worker: a Python Worker calls it and raises ``Throttled(retry_after=...)``;
 - http fixed / worker fixed: the same without ``adaptive``: the baseline (the throttle
   signals still hold the queue for each Retry-After).
@@ -21,8 +22,8 @@ and the calls the provider accepted per second over the phase's last 10 s (each 
 holds the queue for its Retry-After, a second of no calls, so throughput sits a little
 under the rate); over the run, the share of calls answered 429. Targets (adaptive
 scenarios): converged within 10 s of each change, fewer than 5 % of calls answered 429.
-Prints a table, writes bench/results/throttle.json, exits 1 when an adaptive scenario
-misses a target.
+Prints a table per backend, writes bench/results/throttle.json, exits 1 when an adaptive
+scenario misses a target.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench.procs import free_port, start_dispatchd, stop_all
+from bench.procs import ServerProcess, free_port, start, start_dispatchd, stop_all
 from dispatchd_client import (
     AdaptiveRate,
     AsyncClient,
@@ -55,7 +57,7 @@ CEILING = 80.0
 #: The queues' burst: an eighth of a second at the configured rate (an adaptive rate scales
 #: it down with the rate). The provider's own burst is a quarter second at its limit.
 BURST = 10
-ADAPTIVE = AdaptiveRate(floor=1.0, decrease=0.85, increase=0.5, quiet_interval=2.0)
+ADAPTIVE = AdaptiveRate(floor=1.0, decrease=0.85, increase=0.5, quiet_interval=1.0)
 TOLERANCE = 0.15
 CONVERGE_WITHIN = 10.0
 MAX_REFUSED_SHARE = 0.05
@@ -198,11 +200,28 @@ def figures(
     return out
 
 
-async def run(phase: float) -> dict[str, dict[str, object]]:
+def redis_server() -> tuple[ServerProcess, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: run `make redis-tools`")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    return start("redis", [*argv, "no"], port), f"redis://127.0.0.1:{port}/0"
+
+
+async def run(phase: float, backend: str) -> dict[str, dict[str, object]]:
     providers = {name: Provider() for name in SCENARIOS}
     runner, base = await serve(providers)
     port = free_port()
-    server = start_dispatchd(port)
+    servers = []
+    extra: list[str] = []
+    if backend == "redis":
+        redis, url = redis_server()
+        servers.append(redis)
+        await asyncio.sleep(0.3)  # redis-server binds within milliseconds
+        extra = ["--backend", "redis", "--redis-url", url]
+    server = start_dispatchd(port, extra=extra)
+    servers.append(server)
     stop = asyncio.Event()
     try:
         async with AsyncClient(server.target) as client, aiohttp.ClientSession() as session:
@@ -232,7 +251,7 @@ async def run(phase: float) -> dict[str, dict[str, object]]:
             results[name]["effective_rate_at_end"] = round(effective[name], 2)
         return results
     finally:
-        stop_all([server])
+        stop_all(servers)
         await runner.cleanup()
 
 
@@ -248,8 +267,8 @@ async def _ready(client: AsyncClient, within: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def report(results: dict[str, dict[str, object]]) -> bool:
-    print("\nthrottle: hidden limit 40/s then 15/s, queues configured at 80/s")
+def report(backend: str, results: dict[str, dict[str, object]]) -> bool:
+    print(f"\nthrottle ({backend}): hidden limit 40/s then 15/s, queues configured at 80/s")
     head = f"{'scenario':<16} {'limit':<6} {'accepted/s':>10} {'converged':>10} {'429 share':>10}"
     print(head)
     met = True
@@ -274,11 +293,15 @@ def report(results: dict[str, dict[str, object]]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase-seconds", type=float, default=30.0)
+    parser.add_argument("--backend", choices=["embedded", "redis", "both"], default="both")
     args = parser.parse_args()
-    results = asyncio.run(run(args.phase_seconds))
-    met = report(results)
+    backends = ["embedded", "redis"] if args.backend == "both" else [args.backend]
+    met, everything = True, {}
+    for backend in backends:
+        everything[backend] = results = asyncio.run(run(args.phase_seconds, backend))
+        met = report(backend, results) and met
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(everything, indent=2) + "\n")
     sys.exit(0 if met else 1)
 
 

@@ -206,6 +206,18 @@ async def test_each_signal_halves_the_rate_down_to_the_floor_and_quiet_raises_it
     assert (await driver.queue()).effective_rate == pytest.approx(10.0)
 
 
+async def test_the_quiet_interval_counts_from_the_end_of_the_hold(driver: Driver) -> None:
+    aimd = AdaptiveRate.of(1.0, 0.5, 1.0, 1.0)
+    await driver.update(rate=Rate.of(10.0, 10), adaptive=aimd, lease_seconds=3600.0)
+    await driver.add()
+    w = await driver.connect(credits=1)
+    await w.answer(w.oldest(), JobThrottle(3.0))
+    await driver.advance_to(3.9)  # held 3 s, then less than one quiet interval
+    assert (await driver.queue()).effective_rate == pytest.approx(5.0)
+    await driver.advance_to(4.0)
+    assert (await driver.queue()).effective_rate == pytest.approx(6.0)
+
+
 async def test_calls_sent_before_a_cut_do_not_cut_again(driver: Driver) -> None:
     """The calls in flight when the provider starts refusing come back throttled one after
     another: they cut the rate once, not once each."""

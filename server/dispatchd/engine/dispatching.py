@@ -219,11 +219,11 @@ class DispatchMixin(TurnsMixin):
         """Holds the queue, or the job's fairness key, until now + the delay (a hold already
         lasting longer stays). A held queue leaves the ready set; _consider arms its
         wake-up at the hold's end, so a pass never looks at it meanwhile."""
-        sent = job.dispatch_time
+        sent, resume = job.dispatch_time, now + throttle.delay
         if throttle.scope is ThrottleScope.FAIRNESS_KEY:
-            q.ready.throttled(job.fairness_key, now, sent)  # AIMD of the key's rate, if adaptive
+            q.ready.throttled(job.fairness_key, now, sent, resume)  # AIMD of the key's rate
         elif q.aimd is not None:
-            q.aimd.throttled(now, sent)  # AIMD: the decrease (engine/policies.py)
+            q.aimd.throttled(now, sent, resume)  # AIMD: the decrease (engine/policies.py)
             q.adapt(now)
         if throttle.delay <= 0:
             return

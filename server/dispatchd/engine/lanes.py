@@ -141,11 +141,13 @@ class FairReady:
             lane.in_ring = False
             lane.turns = 0
 
-    def throttled(self, key: str, now: float, sent_at: float | None = None) -> None:
+    def throttled(
+        self, key: str, now: float, sent_at: float | None = None, resume_at: float | None = None
+    ) -> None:
         """A key-scoped throttle signal on an adaptive queue: the key's rate decreases."""
         lane = self.lanes.get(key)
         if lane is not None and lane.aimd is not None:
-            lane.aimd.throttled(now, sent_at)
+            lane.aimd.throttled(now, sent_at, resume_at)
             self._adapt(lane, now)
 
     def _adapt(self, lane: Lane, now: float) -> None:

@@ -243,16 +243,21 @@ class Aimd:
                 self.stamp += n * p.quiet
         return self.effective
 
-    def throttled(self, now: float, sent_at: float | None = None) -> float:
-        """A throttle signal came: multiplicative decrease, the quiet interval starts over.
-        A signal about a call sent (``sent_at``, its dispatch) before the last decrease says
-        nothing about the rate since, so it changes nothing: the calls in flight when the
-        provider started refusing do not cut the rate once each (TCP's one cut per window)."""
+    def throttled(
+        self, now: float, sent_at: float | None = None, resume_at: float | None = None
+    ) -> float:
+        """A throttle signal came: multiplicative decrease, and the quiet interval starts
+        over when the signal's hold ends (``resume_at``): time spent held is not time the
+        rate proved itself. A signal about a call sent (``sent_at``, its dispatch) before
+        the last decrease says nothing about the rate since, so it changes nothing: the
+        calls in flight when the provider started refusing do not cut the rate once each
+        (TCP's one cut per window)."""
         if sent_at is not None and sent_at < self.cut:
             return self.rate_at(now)
         p = self.policy
         self.effective = max(min(p.floor, self.ceiling), self.rate_at(now) * p.decrease)
-        self.stamp = self.cut = now
+        self.cut = now
+        self.stamp = now if resume_at is None else max(now, resume_at)
         return self.effective
 
     def reconfigure(self, policy: AdaptiveRate, ceiling: float) -> None:

@@ -40,9 +40,9 @@ end
 
 -- A queue-scoped throttle signal on an adaptive queue: the decrease, unless the call was
 -- sent (`sent`: its dispatch time) before the last decrease (cfg ac): one cut per flight of
--- calls, as engine/policies.py Aimd.throttled says. The bucket keeps what it earned at the
+-- calls, as engine/policies.py Aimd.throttled says; the quiet interval restarts at `resume`. The bucket keeps what it earned at the
 -- old rate, capped to the new burst.
-local function queue_throttled(cfgkey, now, sent)
+local function queue_throttled(cfgkey, now, sent, resume)
   local f = redis.call('HMGET', cfgkey, 'ad', 'ar', 'as', 'rps', 'burst', 'ac')
   local p, rps = adaptive_of(f[1]), num(f[4])
   if p == nil or rps == nil then return end
@@ -51,8 +51,9 @@ local function queue_throttled(cfgkey, now, sent)
   local old, old_burst = queue_rate(cfgkey, rps, burst, now)
   local tokens = bucket_level(cfgkey, 'bt', 'bs', old, old_burst, now)
   local e = math.max(math.min(p.floor, rps), old * p.decrease)
-  redis.call('HSET', cfgkey, 'ar', string.format('%.17g', e), 'as', string.format('%.17g', now),
-    'ac', string.format('%.17g', now))
+  -- The quiet interval starts over when the hold ends (`resume`): held time proves nothing.
+  redis.call('HSET', cfgkey, 'ar', string.format('%.17g', e),
+    'as', string.format('%.17g', math.max(now, resume)), 'ac', string.format('%.17g', now))
   local _, new_burst = queue_rate(cfgkey, rps, burst, now)
   bucket_store(cfgkey, 'bt', 'bs', math.min(tokens, new_burst), now)
 end

@@ -22,7 +22,7 @@ local function key_level(b, fk, rps, burst, p, now)
 end
 
 -- A key-scoped throttle signal on an adaptive queue with a per-key rate: the key's decrease.
-local function key_throttled(b, fk, now, sent)
+local function key_throttled(b, fk, now, sent, resume)
   local rps, burst, p = key_rate(b)
   if rps == nil or p == nil then return end
   local cut = num(redis.call('HGET', b .. ':kb', fk .. ':c'))
@@ -31,8 +31,8 @@ local function key_throttled(b, fk, now, sent)
   local key, tf, sf = b .. ':kb', fk .. ':t', fk .. ':s'
   local tokens = bucket_level(key, tf, sf, old, old_burst, now)
   local e = math.max(math.min(p.floor, rps), old * p.decrease)
-  redis.call('HSET', key, fk .. ':r', string.format('%.17g', e), fk .. ':a', string.format('%.17g', now),
-    fk .. ':c', string.format('%.17g', now))
+  redis.call('HSET', key, fk .. ':r', string.format('%.17g', e),
+    fk .. ':a', string.format('%.17g', math.max(now, resume)), fk .. ':c', string.format('%.17g', now))
   local _, new_burst = key_level(b, fk, rps, burst, p, now)
   bucket_store(key, tf, sf, math.min(tokens, new_burst), now)
 end

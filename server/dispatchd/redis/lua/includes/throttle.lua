@@ -49,9 +49,9 @@ local function throttled(b, id, now, t, rnd, http_status, latency)
   local fk = redis.call('HGET', j, 'fk') or ''
   local sent = num(redis.call('HGET', j, 'dt'))  -- this call's dispatch
   if t.scope == THROTTLE_KEY_SCOPE then  -- AIMD (includes/adaptive.lua, keylimits.lua)
-    key_throttled(b, fk, now, sent)
+    key_throttled(b, fk, now, sent, now + t.delay)
   else
-    queue_throttled(b .. ':cfg', now, sent)
+    queue_throttled(b .. ':cfg', now, sent, now + t.delay)
   end
   if t.delay > 0 then
     if t.scope == THROTTLE_KEY_SCOPE then
