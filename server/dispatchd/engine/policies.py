@@ -219,29 +219,31 @@ class AdaptiveRate:
 
 class Aimd:
     """The effective rate of one adaptive bucket (a queue's, or a fairness key's), moved
-    only by the calls below: time is an argument. The Redis scripts compute the same
+    only by the calls below: time is an argument. Stateless between signals: the rate at
+    ``now`` is the rate the last signal left (``base``) plus one ``increase`` per whole
+    quiet interval since ``stamp``, under the ceiling; never signalled, it is the ceiling.
+    The Redis scripts compute the same from the same two stored numbers
     (includes/adaptive.lua), so both backends agree to the float."""
 
-    __slots__ = ("ceiling", "cut", "effective", "policy", "stamp")
+    __slots__ = ("base", "ceiling", "cut", "policy", "stamp")
 
     def __init__(self, policy: AdaptiveRate, ceiling: float, now: float) -> None:
         self.policy = policy
         self.ceiling = ceiling
-        self.effective = ceiling
-        self.stamp = now  # the last signal, or the last increase
+        self.base: float | None = None  # the rate the last decrease left; None: none yet
+        self.stamp = now  # when the increases after it start counting
         self.cut = -math.inf  # the last decrease
 
     def rate_at(self, now: float) -> float:
-        """The effective rate at ``now``: one increase per whole quiet interval since the
-        last signal or increase."""
-        p = self.policy
-        if self.effective < self.ceiling and now > self.stamp:
+        """The effective rate at ``now``."""
+        if self.base is None:
+            return self.ceiling
+        e = min(self.base, self.ceiling)
+        if e < self.ceiling and now > self.stamp:
+            p = self.policy
             n = math.floor((now - self.stamp) / p.quiet + _EPSILON)
-            if n > 0:
-                step = p.increase or 0.05 * self.ceiling
-                self.effective = min(self.ceiling, self.effective + n * step)
-                self.stamp += n * p.quiet
-        return self.effective
+            e = min(self.ceiling, e + n * (p.increase or 0.05 * self.ceiling))
+        return e
 
     def throttled(
         self, now: float, sent_at: float | None = None, resume_at: float | None = None
@@ -255,17 +257,15 @@ class Aimd:
         if sent_at is not None and sent_at < self.cut:
             return self.rate_at(now)
         p = self.policy
-        self.effective = max(min(p.floor, self.ceiling), self.rate_at(now) * p.decrease)
+        self.base = max(min(p.floor, self.ceiling), self.rate_at(now) * p.decrease)
         self.cut = now
         self.stamp = now if resume_at is None else max(now, resume_at)
-        return self.effective
+        return self.base
 
     def reconfigure(self, policy: AdaptiveRate, ceiling: float) -> None:
-        """New settings: the effective rate stays where signals brought it, under the new
-        ceiling."""
+        """New settings: the rate signals brought it to stays (under the new ceiling)."""
         self.policy = policy
         self.ceiling = ceiling
-        self.effective = min(self.effective, ceiling)
 
     def rate(self, configured: Rate, now: float) -> Rate:
         """The bucket's rate now: the effective rate, with the burst scaled alike (a full
