@@ -2,8 +2,9 @@
 -- job's current lease changes nothing. ARGV: retention, clock, then 10 values per result:
 -- job id, lease id, 'ok', 'err' or 'thr', output or error message (a throttle: the reason
 -- GetQueue shows), retryable (1/0; a throttle: its scope), error code (a throttle: the
--- message it fails with past its bound), a random number in [0, 1) for backoff jitter, HTTP status (0: not HTTP),
--- latency seconds ('': not HTTP), retry_after seconds ('': none; a throttle: its delay).
+-- message it fails with past its bound), a random number in [0, 1) for backoff jitter,
+-- HTTP status (0: not HTTP), latency seconds ('': not HTTP), retry_after seconds ('':
+-- none; a throttle: its delay).
 -- Returns {rejections as {job id, lease id, 'stale' or 'unknown'}, the state each accepted
 -- result left its job in as {job id, state} (not for a job cancelled while underway: its
 -- cancel was its outcome), tally}.
