@@ -339,7 +339,10 @@ class Replica:
             return
         task = self._claiming.get(queue)
         if task is not None:
-            self._again.add(queue)
+            # A claim running now asks again by itself when it got all it asked for; when
+            # it did not, the queue has nothing more: freed credits are no news to it.
+            if not short:
+                self._again.add(queue)
             return
         self._claiming[queue] = asyncio.get_running_loop().create_task(self._claim(queue))
 
