@@ -15,10 +15,13 @@ from .polling import until
 class RedisProcess:
     """``redis-server --save '' --appendonly no``: nothing touches the disk."""
 
-    def __init__(self, workdir: Path, port: int = 0, persist: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int = 0, persist: bool = False, replica_of: int = 0
+    ) -> None:
         """``port`` 0 picks a free one; another port starts a Redis where one stopped.
         ``persist`` keeps an append-only file (fsync'd every write) in ``workdir``, so a
-        Redis started again on it has everything acknowledged before it stopped."""
+        Redis started again on it has everything acknowledged before it stopped.
+        ``replica_of``: a replica of the Redis on that loopback port."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it with apt")
@@ -43,6 +46,7 @@ class RedisProcess:
                 "always",
                 "--dir",
                 str(workdir),
+                *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -70,6 +74,15 @@ class RedisProcess:
         client = redis.Redis.from_url(self.url)
         try:
             client.flushall()
+        finally:
+            client.close()
+
+    def info(self, section: str) -> dict[str, object]:
+        client = redis.Redis.from_url(self.url, socket_timeout=2)
+        try:
+            return dict(client.info(section))
+        except redis.RedisError:
+            return {}
         finally:
             client.close()
 
@@ -283,3 +296,116 @@ class RedisClusterProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+class RedisSentinelSetup:
+    """One primary and one replica (append-only files fsync'd on every write) watched by
+    ``sentinels`` ``redis-sentinel`` processes (quorum 2) on loopback; stopped by pid.
+    ``down_after_ms`` and ``failover_timeout_ms`` are low, so a fail-over takes about a
+    second or two instead of Redis' default half a minute."""
+
+    SERVICE = "dispatchd"
+
+    def __init__(
+        self,
+        workdir: Path,
+        sentinels: int = 3,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 2000,
+    ) -> None:
+        sentinel = shutil.which("redis-sentinel")
+        if sentinel is None:
+            raise RuntimeError("redis-sentinel is not installed; `make test` installs it with apt")
+        self.primary = RedisProcess(workdir / "primary", persist=True)
+        self.replica = RedisProcess(workdir / "replica", persist=True, replica_of=self.primary.port)
+        self.sentinel_ports = _free_ports(sentinels)
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+        try:
+            for port in self.sentinel_ports:
+                conf = workdir / f"sentinel-{port}.conf"
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                    f"sentinel down-after-milliseconds {self.SERVICE} {down_after_ms}\n"
+                    f"sentinel failover-timeout {self.SERVICE} {failover_timeout_ms}\n"
+                    f"sentinel parallel-syncs {self.SERVICE} 1\n"
+                )
+                self._sentinels.append(
+                    subprocess.Popen(
+                        [sentinel, str(conf)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            self._wait_watching()
+        except BaseException:
+            self.stop()
+            raise
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        self.url = f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+    def _ask(self, port: int, *command: str) -> object:
+        client = self._sentinel(port)
+        try:
+            return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _wait_watching(self, within: float = 30.0) -> None:
+        """Every Sentinel knows the replica and the other Sentinels, and the replica has
+        the primary's data: only then can they agree on a fail-over."""
+        n = len(self.sentinel_ports)
+
+        def watching() -> bool:
+            for port in self.sentinel_ports:
+                replicas = self._ask(port, "SENTINEL", "REPLICAS", self.SERVICE)
+                others = self._ask(port, "SENTINEL", "SENTINELS", self.SERVICE)
+                if not isinstance(replicas, list) or not isinstance(others, list):
+                    return False
+                if len(replicas) < 1 or len(others) < n - 1:
+                    return False
+            repl = self.replica.info("replication")
+            return repl.get("master_link_status") == "up"
+
+        until(watching, within, "the Sentinels to watch the primary and its replica", 0.05)
+
+    def master_port(self) -> int | None:
+        """The port the Sentinels name as the master now (the first that answers)."""
+        for port in self.sentinel_ports:
+            addr = self._ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+            if isinstance(addr, list) and len(addr) == 2:
+                return int(addr[1])
+        return None
+
+    def kill_primary(self) -> None:
+        """kill -9 of the primary's process."""
+        self.primary.proc.kill()
+        self.primary.proc.wait(10)
+
+    def wait_failover(self, within: float = 30.0) -> None:
+        """The Sentinels name the replica as master, and it takes writes."""
+
+        def promoted() -> bool:
+            if self.master_port() != self.replica.port:
+                return False
+            return self.replica.info("replication").get("role") == "master"
+
+        until(promoted, within, "the Sentinels to promote the replica", interval=0.05)
+
+    def stop(self) -> None:
+        for proc in self._sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._sentinels:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.replica.stop()
+        self.primary.stop()

@@ -64,7 +64,8 @@ class Outcome:
         return (
             f"replica took over {window:.2f} s after the kill; longest submit "
             f"{max(self.waits):.2f} s, {len(self.refusals)} refusals; "
-            f"{len(self.acked)} acknowledged"
+            f"{len(self.acked)} acknowledged, {len(set(self.acked) - self.done)} of them "
+            "missing (in the replication window)"
         )
 
 
