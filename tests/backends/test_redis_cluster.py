@@ -5,6 +5,8 @@ sharded, the URL forms."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from pathlib import Path
 from statistics import mean
 
 import pytest
@@ -14,8 +16,14 @@ from dispatchd.engine import EngineLimits, NewJob
 from dispatchd.redis import connect
 from dispatchd.redis.errors import RedisUrlError
 from dispatchd.redis.scripts import SHARDED_SOURCES, SOURCES
+from dispatchd_client import AsyncClient, ScheduleSpec
+from dispatchd_client import NewJob as ClientJob
+from dispatchd_client.errors import FailedPrecondition
 from tests.conformance.harness import FakeClock, open_redis
+from tests.inproc import base_config
 from tests.redisproc import RedisClusterProcess
+
+from .conftest import start_server
 
 QUEUES = 300
 JOBS_PER_QUEUE = 10
@@ -80,3 +88,23 @@ def test_a_cluster_url_names_its_nodes() -> None:
     connect.check_url("rediss+cluster://user:pw@node:7000/")
     assert connect.is_cluster("redis+cluster://a:1")
     assert not connect.is_cluster("redis://a:1")
+
+
+async def test_a_schedule_is_refused_on_a_cluster_with_its_reason(
+    tmp_path: Path, redis_cluster_url: str
+) -> None:
+    """A firing changes the schedule and submits its job in one script: two slots on a
+    Cluster, so CreateSchedule says it is not supported there, and nothing is stored."""
+    config = replace(
+        base_config(tmp_path), backend="redis", redis_url=redis_cluster_url, data_dir=None
+    )
+    server = await start_server(config)
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            with pytest.raises(FailedPrecondition) as e:
+                await client.create_schedule("nightly", ScheduleSpec.of(every=60), ClientJob("q"))
+            assert e.value.reason == "UNSUPPORTED_BY_BACKEND"
+            assert "Redis Cluster" in str(e.value)
+            assert [s async for s in client.list_schedules()] == []
+    finally:
+        await server.stop_now()
