@@ -21,7 +21,7 @@ from dispatchd.config import Config
 from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
 from dispatchd.engine.policies import RetryPolicy
 from dispatchd.observability import Observability, TracingConfigError, provider_from_env
-from dispatchd.observability.collector import DispatchdCollector
+from dispatchd.observability.collector import DispatchdCollector, Gauges
 from dispatchd.observability.exposition import Family, render
 from dispatchd.observability.logs import JsonFormatter, LifecycleLog, StateLog, TextFormatter
 from dispatchd.observability.metrics import (
@@ -110,6 +110,10 @@ def test_lost_attempts_have_no_run_time_and_delays_are_not_waiting() -> None:
     assert stats.wait.count == 1
 
 
+def _gauges(engine: Engine, now: float = 0.0) -> Gauges:
+    return Gauges(engine.queue_figures(now), engine.workers(), engine.draining, now=now)
+
+
 def test_our_rendering_equals_prometheus_clients() -> None:
     obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
     engine = _engine(obs)
@@ -119,7 +123,7 @@ def test_our_rendering_equals_prometheus_clients() -> None:
     engine.complete(worker, leases[0].job.id, leases[0].lease_id, b"ok", now=3.0)
     grpc_stats = GrpcStats()
     grpc_stats.record("svc", "Call", "OK", 0.002)
-    collector = DispatchdCollector(lambda: engine, obs, grpc_stats)
+    collector = DispatchdCollector(lambda: _gauges(engine), obs, grpc_stats)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
 
@@ -151,7 +155,7 @@ def test_collector_builds_families_from_engine_state() -> None:
     engine.submit([NewJob("q")], now=0.0)
     engine.pause("q")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DispatchdCollector(lambda: engine, obs, GrpcStats()))
+    registry.register(DispatchdCollector(lambda: _gauges(engine), obs, GrpcStats()))
     assert registry.get_sample_value("dispatchd_jobs_pending", {"queue": "q"}) == 1
     assert registry.get_sample_value("dispatchd_queue_paused", {"queue": "q"}) == 1
     assert registry.get_sample_value("dispatchd_jobs_submitted_total", {"queue": "q"}) == 1

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from dispatchd_client._tracing import RunSpans, record_outcome
-from dispatchd_client.errors import PermanentError
+from dispatchd_client.errors import PermanentError, RetryableError
 from dispatchd_client.types import JobError, ReceivedJob
 
 logger = logging.getLogger("dispatchd_client.worker")
@@ -178,7 +178,9 @@ class JobRunner:
             if job.is_cancelled:
                 return CANCELLED_ERROR
             error = error_from_exception(e)
-            if error.retryable:
+            if isinstance(e, RetryableError):  # expected: the handler knows why
+                logger.warning("job %s (queue %s) failed, to retry: %s", job.id, job.queue, e)
+            elif error.retryable:  # a surprise: where it came from matters
                 logger.warning("job %s (queue %s) failed", job.id, job.queue, exc_info=True)
             else:  # a deliberate PermanentError: the handler already knows why
                 logger.info("job %s (queue %s) failed permanently: %s", job.id, job.queue, e)

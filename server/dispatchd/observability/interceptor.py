@@ -28,7 +28,6 @@ else:
     _Interceptor = grpc.aio.ServerInterceptor
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 Context = grpc.aio.ServicerContext[Any, Any]
-Record = Callable[[Context, BaseException | None, float], None]
 
 #: Methods that get a server span: the job's trace starts (or continues) here.
 TRACED_METHODS = frozenset(
@@ -47,6 +46,52 @@ def _code_name(context: Context, error: BaseException | None) -> str:
     if isinstance(error, asyncio.CancelledError):
         return "CANCELLED"
     return "UNKNOWN"
+
+
+class _Recorder:
+    """Counts one method's calls: start() when it begins, the call itself when it ends."""
+
+    __slots__ = ("_key", "_name", "_service", "_stats")
+
+    def __init__(self, stats: GrpcStats, service: str, name: str) -> None:
+        self._stats, self._service, self._name = stats, service, name
+        self._key = (service, name)
+
+    def start(self) -> float:
+        started = self._stats.started
+        started[self._key] = started.get(self._key, 0) + 1
+        return time.perf_counter()
+
+    def __call__(self, context: Context, error: BaseException | None, start: float) -> None:
+        code = _code_name(context, error)
+        self._stats.record(self._service, self._name, code, time.perf_counter() - start)
+
+
+class _NoRecord(_Recorder):
+    """Metrics off: the interceptor still traces, and counts nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def start(self) -> float:
+        return 0.0
+
+    def __call__(self, context: Context, error: BaseException | None, start: float) -> None:
+        return None
+
+
+Record = _Recorder
+
+
+def _grpc_type(handler: Handler) -> str:
+    """go-grpc-prometheus' grpc_type label of a method."""
+    if handler.unary_unary is not None:
+        return "unary"
+    if handler.unary_stream is not None:
+        return "server_stream"
+    if handler.stream_unary is not None:
+        return "client_stream"
+    return "bidi_stream"
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -80,7 +125,7 @@ class ObservingInterceptor(_Interceptor):
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
         service, name = _split(method)
-        record = self._recorder(service, name)
+        record = self._recorder(service, name, _grpc_type(handler))
         ser, de = handler.response_serializer, handler.request_deserializer
         # The stubs type behaviors as the sync API's; grpc.aio's are coroutine functions.
         inner: Any
@@ -97,15 +142,14 @@ class ObservingInterceptor(_Interceptor):
         inner = handler.stream_stream
         return grpc.stream_stream_rpc_method_handler(self._streaming(inner, record), de, ser)
 
-    def _recorder(self, service: str, name: str) -> Record:
+    def _recorder(self, service: str, name: str, grpc_type: str) -> Record:
+        """The call's end; its start is counted when the recorder is asked for the time
+        (``record.start``) so go-grpc-prometheus' started/handled pair holds."""
         stats = self._stats
         if stats is None:
-            return lambda context, error, start: None
-
-        def record(context: Context, error: BaseException | None, start: float) -> None:
-            stats.record(service, name, _code_name(context, error), time.perf_counter() - start)
-
-        return record
+            return _NoRecord()
+        stats.method(service, name, grpc_type)
+        return _Recorder(stats, service, name)
 
     def _unary(
         self,
@@ -118,7 +162,7 @@ class ObservingInterceptor(_Interceptor):
             inner = self._traced(inner, tracer, method)
 
         async def behavior(request: Any, context: Context) -> Any:
-            start = time.perf_counter()
+            start = record.start()
             try:
                 response = await inner(request, context)
             except BaseException as e:
@@ -137,7 +181,7 @@ class ObservingInterceptor(_Interceptor):
         if inspect.isasyncgenfunction(inner):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-                start = time.perf_counter()
+                start = record.start()
                 try:
                     async for response in inner(request, context):
                         yield response
@@ -150,7 +194,7 @@ class ObservingInterceptor(_Interceptor):
 
         # A handler that answers with context.write() and returns None (grpc's health Watch).
         async def writer(request: Any, context: Context) -> None:
-            start = time.perf_counter()
+            start = record.start()
             try:
                 await inner(request, context)
             except BaseException as e:

@@ -22,7 +22,6 @@ from dispatchd.engine import EngineObserver
 from dispatchd.observability.collector import (
     DispatchdCollector,
     Gauges,
-    GaugeSource,
     PushStats,
     StreamStats,
 )
@@ -56,8 +55,8 @@ class Observability:
         self._server: MetricsServer | None = None
         grpc_stats = None
         self._render: Callable[[], bytes] | None = None
-        self._gauges: Callable[[], Awaitable[GaugeSource]] | None = None
-        self._latest: GaugeSource = Gauges((), (), False)
+        self._gauges: Callable[[], Awaitable[Gauges]] | None = None
+        self._latest: Gauges = Gauges((), (), False)
         if config.metrics_enabled:
             grpc_stats = GrpcStats()
             self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
@@ -110,7 +109,7 @@ class Observability:
             )
         return token
 
-    async def start(self, gauges: Callable[[], Awaitable[GaugeSource]]) -> None:
+    async def start(self, gauges: Callable[[], Awaitable[Gauges]]) -> None:
         """Starts the /metrics endpoint (when metrics are on); each scrape first reads
         the queue and worker gauges with ``gauges()``."""
         if self._render is None:

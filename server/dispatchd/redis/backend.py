@@ -29,6 +29,7 @@ from dispatchd.engine import (
     JobState,
     JobView,
     NewJob,
+    QueueFigures,
     QueueView,
     Rejection,
     SlotRecord,
@@ -39,6 +40,7 @@ from dispatchd.engine.errors import NotFound, draining
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.fleet import Fleet
@@ -345,6 +347,13 @@ class RedisBackend:
     @property
     def reports_queues(self) -> bool:
         return self.fleet.exports_gauges
+
+    @property
+    def storage_stats(self) -> StorageStats:
+        return self.ops.stats
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        return await self.ops.queue_figures()
 
     # ---- slots ----------------------------------------------------------------------
 
