@@ -127,7 +127,9 @@ class DispatchdServer:
         if self.trends is not None:
             observers.append(self.trends)
         self.backend = open_backend(config, clock, observers, self.observability, rng, open_journal)
-        self.pusher = HttpPusher(self.backend, clock, push_settings(config))
+        self.pusher = HttpPusher(
+            self.backend, clock, push_settings(config), self.observability.tracer
+        )
         self.health = HealthServicer()
         self.port = 0
         self.health_port = 0

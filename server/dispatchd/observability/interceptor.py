@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import trace
 
+from dispatchd.engine import EngineLimits
 from dispatchd.observability.metrics import GrpcStats
 from dispatchd.observability.tracing import PROPAGATOR
 
@@ -213,14 +214,17 @@ class ObservingInterceptor(_Interceptor):
         async def behavior(request: Any, context: Context) -> Any:
             carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
             parent = PROPAGATOR.extract(carrier)
+            specs = _specs(request)
             with tracer.start_as_current_span(
                 name,
                 context=parent,
                 kind=trace.SpanKind.SERVER,
+                links=_job_links(specs),
                 attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
+                _stamp(specs)
                 try:
                     response = await inner(request, context)
                 except BaseException as e:
@@ -231,6 +235,54 @@ class ObservingInterceptor(_Interceptor):
                 return response
 
         return behavior
+
+
+#: Most span links a SubmitBatch span carries (one per job with a trace of its own).
+MAX_LINKS = 128
+#: Most job ids the SubmitBatch span lists in dispatchd.job_ids.
+MAX_NAMED_JOBS = 100
+_LIMITS = EngineLimits()
+#: What a traceparent and a tracestate add to a job's headers, at most (W3C's sizes).
+_TRACE_HEADER_BYTES = len("traceparent") + 55 + len("tracestate") + 512
+
+
+def _specs(request: Any) -> Sequence[Any]:
+    """The JobSpecs of a Submit (one) or SubmitBatch request."""
+    jobs = getattr(request, "jobs", None)
+    if jobs is not None:
+        return list(jobs)
+    job = getattr(request, "job", None)
+    return [job] if job is not None else []
+
+
+def _job_links(specs: Sequence[Any]) -> list[trace.Link]:
+    """A link to each job's own trace (a coalesced SubmitBatch carries jobs of several
+    producers), so the batch's span leads to every job's trace."""
+    links: list[trace.Link] = []
+    for spec in specs:
+        if "traceparent" in spec.headers and len(links) < MAX_LINKS:
+            ctx = trace.get_current_span(PROPAGATOR.extract(spec.headers)).get_span_context()
+            if ctx.is_valid:
+                links.append(trace.Link(ctx))
+    return links
+
+
+def _stamp(specs: Sequence[Any]) -> None:
+    """Puts the current (Submit) span's context into each job that carries none, so the
+    worker's run joins the server's trace. A job whose headers are at their limit is left
+    as sent: the header must not be what makes a valid submit invalid."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier)
+    if not carrier:
+        return
+    for spec in specs:
+        headers = spec.headers
+        if "traceparent" in headers or len(headers) + len(carrier) > _LIMITS.max_headers:
+            continue
+        size = sum(len(k) + len(v) for k, v in headers.items())
+        if size + _TRACE_HEADER_BYTES > _LIMITS.max_header_bytes:
+            continue
+        headers.update(carrier)
 
 
 def _end_status(span: trace.Span, context: Context, error: BaseException | None) -> None:
@@ -249,6 +301,7 @@ def _describe(span: trace.Span, response: Any) -> None:
         span.set_attribute("dispatchd.job_count", len(jobs))
         queues = sorted({j.queue for j in jobs})
         span.set_attribute("dispatchd.queues", queues)
+        span.set_attribute("dispatchd.job_ids", [j.id for j in jobs[:MAX_NAMED_JOBS]])
         return
     job = getattr(response, "job", None)
     if job is not None:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -77,8 +78,10 @@ class Observability:
                 self.registry.register(extra)
             self._render = lambda: collector.render().encode() + generate_latest(runtime)
         tracer = None
+        #: The server's tracer when tracing is on (the HTTP pusher's call spans use it).
+        self.tracer: trace.Tracer | None = None
         if tracer_provider is not None:
-            tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
+            tracer = self.tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
             self.observers.append(DispatchSpans(tracer, clock))
         self.interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if grpc_stats is not None or tracer is not None:
