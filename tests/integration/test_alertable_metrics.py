@@ -32,6 +32,7 @@ from dispatchd_client import (
 from tests.inproc import serving
 
 from ..polling import eventually
+from .dashboard_eval import check_panels
 from .endpoint import Endpoint
 from .raw_worker import RawWorker
 from .scrape import Samples, fetch, scrape
@@ -73,7 +74,7 @@ async def _state_is(client: AsyncClient, job_id: str, state: JobState) -> bool:
 
 
 async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
-    server: DispatchdServer, target: str, endpoint: Endpoint
+    server: DispatchdServer, target: str, endpoint: Endpoint, tmp_path: Path
 ) -> None:
     port = server.observability.metrics_port
     async with AsyncClient(target) as client:
@@ -169,6 +170,29 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
         assert m.value("dispatchd_journal_size_bytes") > 0
         assert m.value("dispatchd_journal_commit_failures_total") == 0
     promtool_check(m.text)
+    # The dashboard's panels on this one server read the same figures.
+    check_panels(
+        [m],
+        {
+            ("Jobs pending", "A"): [({}, 40)],
+            ("Backlog", "A"): [({"queue": "stuck"}, 40)],
+            ("Width vs underway", "B"): [({"queue": "stuck"}, 5)],
+            ("Pending held back", "A"): [({"queue": "stuck", "reason": "paused"}, 40)],
+            ("Workers connected", "A"): [({}, 1)],
+        },
+        tmp_path,
+        queue="stuck",
+    )
+    check_panels(
+        [m],
+        {
+            ("Dead and failed jobs held", "A"): [({"queue": "dq"}, 1)],
+            ("Workers per queue", "A"): [({"queue": "dq"}, 1)],
+            ("Workers per queue", "B"): [({"queue": "dq"}, 4)],
+        },
+        tmp_path,
+        queue="dq",
+    )
 
 
 AGE = "dispatchd_queue_oldest_pending_age_seconds"
@@ -221,6 +245,38 @@ async def test_three_replicas_export_the_fleet_figures_once(
     assert total("dispatchd_workers_connected") == 1
     for page in pages:
         promtool_check(page.text)
+    # Every panel reads the fleet's figures from the three pages, not three times them.
+    check_panels(
+        pages,
+        {
+            ("Jobs pending", "A"): [({}, 40)],
+            ("Jobs underway", "A"): [({}, 0)],
+            ("Backlog", "A"): [({"queue": "stuck"}, 40)],
+            ("Width vs underway", "B"): [({"queue": "stuck"}, 5)],
+            ("Width vs underway", "C"): [({"queue": "stuck"}, 1)],
+            ("Pending held back", "A"): [({"queue": "stuck", "reason": "paused"}, 40)],
+            ("Workers connected", "A"): [({}, 1)],
+            ("Workers per queue", "A"): [({"queue": "stuck"}, 1)],
+            ("Workers per queue", "B"): [({"queue": "stuck"}, 3)],
+            ("Workers and credits", "A"): [({}, 1)],
+        },
+        tmp_path,
+    )
+    # During a hand-over two replicas may both export for a moment: max, not a sum.
+    exporter = next(p for p in pages if p.get("dispatchd_jobs_pending", queue="stuck"))
+    check_panels(
+        [*pages, exporter],
+        {
+            ("Jobs pending", "A"): [({}, 40)],
+            ("Width vs underway", "B"): [({"queue": "stuck"}, 5)],
+            ("Oldest pending job", "A"): [({"queue": "stuck"}, _age(exporter))],
+        },
+        tmp_path,
+    )
+
+
+def _age(page: Samples) -> float:
+    return page.value(AGE, queue="stuck")
 
 
 async def _never(job: ReceivedJob) -> bytes:
