@@ -10,16 +10,30 @@ from collections.abc import Mapping
 from dispatchd.engine.model import JobRecord, JobState, QueueFigures, QueueView
 from dispatchd.engine.queue import QueueState
 
+#: Pending entries a scrape looks through for the first ready one; past them (a head of
+#: that many jobs all waiting behind their ordering keys) the first pending job stands in.
+HEAD_SCAN = 1000
+
+
+def _ready_time(job: JobRecord) -> float:
+    nb = job.not_before
+    return job.submit_time if nb is None else max(nb, job.submit_time)
+
 
 def head_ready(q: QueueState, jobs: Mapping[str, JobRecord]) -> float | None:
     """When the first ready job in dispatch order could first run. Jobs behind their
     ordering key are pending but not ready (not in a lane); they are skipped, as on Redis,
     whose pending index does not hold them."""
-    for _, _, job_id in q.pending:
+    first: JobRecord | None = None
+    for i, (_, _, job_id) in enumerate(q.pending):
         job = jobs.get(job_id)
-        if job is not None and job.in_lane:
-            nb = job.not_before
-            return job.submit_time if nb is None else max(nb, job.submit_time)
+        if job is None:
+            continue
+        if job.in_lane:
+            return _ready_time(job)
+        first = first or job
+        if i >= HEAD_SCAN:
+            return _ready_time(first)
     return None
 
 
