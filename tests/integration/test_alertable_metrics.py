@@ -30,6 +30,7 @@ from dispatchd_client import (
     Worker,
 )
 from tests.inproc import serving
+from tests.redisproc import RedisProcess
 
 from ..polling import eventually
 from .dashboard_eval import check_panels
@@ -292,3 +293,40 @@ async def _exporters(ports: list[int], n: int) -> bool:
 async def test_metrics_page_is_lint_clean(server: DispatchdServer) -> None:
     resp = await fetch(server.observability.metrics_port)
     promtool_check(resp.body)
+
+
+@pytest.mark.redis_only
+async def test_redis_away_shows_in_backend_up_and_call_errors(
+    server_config: Config, tmp_path: Path
+) -> None:
+    """What DispatchdRedisUnreachable alerts on: backend_up 0 while Redis cannot be
+    reached, the failed calls counted by script, and 1 again once it answers."""
+    proc = RedisProcess(tmp_path / "first")
+    config = dataclasses.replace(server_config, redis_url=proc.url)
+    try:
+        async with serving(DispatchdServer(config)) as srv:
+            port = srv.observability.metrics_port
+            assert (await scrape(port)).value("dispatchd_backend_up", backend="redis") == 1
+            proc.stop()
+
+            async def down() -> bool:
+                return (await scrape(port)).value("dispatchd_backend_up", backend="redis") == 0
+
+            await eventually(down, within=15, what="backend_up 0")
+            m = await scrape(port)
+            errors = {
+                (s, k): m.value("dispatchd_redis_call_errors_total", script=s, kind=k)
+                for s in m.labels_of("dispatchd_redis_call_errors_total", "script")
+                for k in m.labels_of("dispatchd_redis_call_errors_total", "kind")
+                if m.get("dispatchd_redis_call_errors_total", script=s, kind=k) is not None
+            }
+            assert errors and all(k == "unreachable" for _, k in errors), errors
+            promtool_check(m.text)
+            proc = RedisProcess(tmp_path / "second", port=proc.port)
+
+            async def up() -> bool:
+                return (await scrape(port)).value("dispatchd_backend_up", backend="redis") == 1
+
+            await eventually(up, within=15, what="backend_up 1 again")
+    finally:
+        proc.stop()
