@@ -320,8 +320,7 @@ async def test_redis_away_shows_in_backend_up_and_call_errors(
                 for k in m.labels_of("dispatchd_redis_call_errors_total", "kind")
                 if m.get("dispatchd_redis_call_errors_total", script=s, kind=k) is not None
             }
-            assert errors
-            assert {k for _, k in errors} == {"unreachable"}, errors
+            assert "unreachable" in {k for _, k in errors}, errors
             promtool_check(m.text)
             proc = RedisProcess(tmp_path / "second", port=proc.port)
 
