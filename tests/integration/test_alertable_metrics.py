@@ -43,7 +43,12 @@ ONE_TRY = RetryPolicy(max_attempts=1, min_backoff=0.01, max_backoff=0.01)
 
 @pytest.fixture
 def server_config(server_config: Config) -> Config:
-    return dataclasses.replace(server_config, http_allow_cidr=("127.0.0.0/8",))
+    return dataclasses.replace(
+        server_config, http_allow_cidr=("127.0.0.0/8",), max_payload_bytes=PAYLOAD_CAP
+    )
+
+
+PAYLOAD_CAP = 4096
 
 
 @pytest.fixture
@@ -120,6 +125,8 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
             await client.submit("full", b"x")
             with pytest.raises(ResourceExhausted):
                 await client.submit_batch([NewJob("full", b"x")] * 3)
+            with pytest.raises(ResourceExhausted):
+                await client.submit("big", b"x" * (PAYLOAD_CAP + 1))
             first = await scrape(port)
             await eventually(
                 lambda: _older(port, first.value(AGE, queue="stuck")), what="the age rising"
@@ -143,6 +150,7 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
     assert m.value("dispatchd_jobs_requeued_total", queue="lost", reason="worker_lost") == 1
     assert m.get("dispatchd_jobs_requeued_total", queue="dq", reason="worker_lost") is None
     assert m.value("dispatchd_submit_refused_total", queue="full", reason="max_pending") == 3
+    assert m.value("dispatchd_submit_refused_total", queue="big", reason="payload_size") == 1
     # Stream workers only: the push queue's HTTP worker has its own series.
     assert m.value("dispatchd_workers_connected") == 1
     assert m.value("dispatchd_worker_credits", state="free") == 4
@@ -156,10 +164,12 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
     assert m.value("dispatchd_backend_up", backend=server.backend.capabilities.name) == 1
     # go-grpc-prometheus names next to ours.
     grpc = {"grpc_service": "dispatchd.v1.DispatcherService", "grpc_type": "unary"}
-    assert m.value("grpc_server_started_total", grpc_method="Submit", **grpc) == 5
+    assert m.value("grpc_server_started_total", grpc_method="Submit", **grpc) == 6
     handled = m.value("grpc_server_handled_total", grpc_method="Submit", grpc_code="OK", **grpc)
-    assert handled == 5
-    assert m.value("grpc_server_handling_seconds_count", grpc_method="Submit", **grpc) == 5
+    assert handled == 5  # and the payload refused:
+    too_big = {"grpc_method": "Submit", "grpc_code": "RESOURCE_EXHAUSTED", **grpc}
+    assert m.value("grpc_server_handled_total", **too_big) == 1
+    assert m.value("grpc_server_handling_seconds_count", grpc_method="Submit", **grpc) == 6
     refused = {"grpc_method": "SubmitBatch", "grpc_code": "RESOURCE_EXHAUSTED", **grpc}
     assert m.value("grpc_server_handled_total", **refused) == 1
     if server.backend.capabilities.name == "redis":

@@ -322,3 +322,12 @@ def test_state_log_is_installed_only_at_debug_and_names_the_job() -> None:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
     assert f"submitted queue=q job_id={job.id}" in stream.getvalue()
+
+
+def test_submit_refusals_count_each_job_under_its_queue_by_reason() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    obs.submit_refused(["a", "a", "b"], "DRAINING")
+    obs.submit_refused(["a"], "QUEUE_FULL")
+    obs.submit_refused(["a"], "INVALID_ARGUMENT")  # a malformed request: not a refusal
+    assert obs.stats["a"].refused == {"draining": 2, "max_pending": 1}
+    assert obs.stats["b"].refused == {"draining": 1}
