@@ -127,11 +127,16 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
                 await client.submit_batch([NewJob("full", b"x")] * 3)
             with pytest.raises(ResourceExhausted):
                 await client.submit("big", b"x" * (PAYLOAD_CAP + 1))
-            first = await scrape(port)
-            await eventually(
-                lambda: _older(port, first.value(AGE, queue="stuck")), what="the age rising"
-            )
-            m = await scrape(port)
+            # Every worker of a queue busy: its pending jobs wait for a credit.
+            await client.update_queue("busy", width=10, create=True)
+            async with RawWorker(target, ["busy"], credits=1, worker_id="busy") as busy:
+                await client.submit_batch([NewJob("busy", b"x")] * 3)
+                await busy.next("deliveries")
+                first = await scrape(port)
+                await eventually(
+                    lambda: _older(port, first.value(AGE, queue="stuck")), what="the age rising"
+                )
+                m = await scrape(port)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -152,14 +157,17 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
     assert m.value("dispatchd_submit_refused_total", queue="full", reason="max_pending") == 3
     assert m.value("dispatchd_submit_refused_total", queue="big", reason="payload_size") == 1
     # Stream workers only: the push queue's HTTP worker has its own series.
-    assert m.value("dispatchd_workers_connected") == 1
+    assert m.value("dispatchd_jobs_held_back", queue="busy", reason="no_credit") == 2
+    assert m.value("dispatchd_jobs_held_back", queue="dq", reason="no_credit") == 0
+    assert m.value("dispatchd_workers_connected") == 2  # w1 and busy
     assert m.value("dispatchd_worker_credits", state="free") == 4
+    assert m.value("dispatchd_worker_credits", state="held") == 1
     assert m.value("dispatchd_queue_workers", queue="dq") == 1
     assert m.value("dispatchd_queue_worker_credits_free", queue="fq") == 4
     assert m.value("dispatchd_http_push_targets", queue="push") == 1
     assert m.get("dispatchd_queue_workers", queue="push") in (None, 0)
     # Jobs per delivery message counts stream deliveries only (the push job is not one).
-    assert m.value("dispatchd_work_jobs_delivered_total") == 3  # dq, fq, lost
+    assert m.value("dispatchd_work_jobs_delivered_total") == 4  # dq, fq, lost, busy
     assert m.value("dispatchd_jobs_dispatched_total", queue="push") == 1
     assert m.value("dispatchd_backend_up", backend=server.backend.capabilities.name) == 1
     # go-grpc-prometheus names next to ours.
@@ -189,7 +197,7 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
             ("Backlog", "A"): [({"queue": "stuck"}, 40)],
             ("Width vs underway", "B"): [({"queue": "stuck"}, 5)],
             ("Pending held back", "A"): [({"queue": "stuck", "reason": "paused"}, 40)],
-            ("Workers connected", "A"): [({}, 1)],
+            ("Workers connected", "A"): [({}, 2)],
         },
         tmp_path,
         queue="stuck",

@@ -47,4 +47,5 @@ def figures_of(
         dead=len(q.finished[JobState.DEAD]),
         failed=len(q.finished[JobState.FAILED]),
         rate_limited=q.bucket is not None and not q.bucket.ready(now),
+        credit_free=q.has_free_worker(),
     )

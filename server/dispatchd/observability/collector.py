@@ -63,7 +63,7 @@ class Gauges:
 
 #: Why pending jobs wait, in the order they are decided: each ready pending job counts
 #: under the first reason that holds its queue back (docs/observability.md).
-HELD_REASONS = ("paused", "width", "no_worker", "rate")
+HELD_REASONS = ("paused", "width", "no_worker", "no_credit", "rate")
 
 
 @dataclass(slots=True)
@@ -119,6 +119,8 @@ def _held_reason(figures: QueueFigures) -> str | None:
         return "width"
     if view.worker_count == 0:
         return "no_worker"
+    if not figures.credit_free:
+        return "no_credit"
     if figures.rate_limited:
         return "rate"
     return None
@@ -263,7 +265,8 @@ class DispatchdCollector(Collector):
             PREFIX + "jobs_held_back",
             "gauge",
             "Pending jobs that cannot be dispatched now, by the first reason that holds them "
-            "(paused, width, no_worker, rate; ordering_key: behind an earlier job of their key).",
+            "(paused, width, no_worker, no_credit, rate; ordering_key: behind an earlier job "
+            "of their key).",
             ("queue", "reason"),
         )
         for label in names:

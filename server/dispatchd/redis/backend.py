@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -353,7 +354,16 @@ class RedisBackend:
         return self.ops.stats
 
     async def queue_figures(self) -> list[QueueFigures]:
-        return await self.ops.queue_figures()
+        figures = await self.ops.queue_figures()
+        # Credits are each replica's: the fleet entries (refreshed every reaper pass) say
+        # which queues a worker anywhere could take a job of now.
+        free = {
+            queue
+            for w in await self.list_workers()
+            if w.held < w.max_in_flight and not w.draining
+            for queue in w.queues
+        }
+        return [dataclasses.replace(f, credit_free=f.view.name in free) for f in figures]
 
     # ---- slots ----------------------------------------------------------------------
 
