@@ -120,6 +120,12 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
                 lost = await client.submit("lost", b"x")
                 await raw.next("deliveries")
             await _job_in(client, lost.id, JobState.PENDING)
+            # A lease that expires: the silent worker keeps its stream, the job comes back.
+            await client.update_queue("silent", width=10, lease_duration=1.0, create=True)
+            async with RawWorker(target, ["silent"], credits=1, worker_id="mute") as mute:
+                silent = await client.submit("silent", b"x")
+                await mute.next("deliveries")
+                await _job_in(client, silent.id, JobState.PENDING)
             # Refused submits: max_pending 1.
             await client.update_queue("full", max_pending=1, create=True)
             await client.submit("full", b"x")
@@ -154,6 +160,8 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
     assert m.value("dispatchd_jobs_failed", queue="fq") == 1
     assert m.value("dispatchd_jobs_requeued_total", queue="lost", reason="worker_lost") == 1
     assert m.get("dispatchd_jobs_requeued_total", queue="dq", reason="worker_lost") is None
+    assert m.value("dispatchd_jobs_requeued_total", queue="silent", reason="lease_expired") == 1
+    assert m.value("dispatchd_leases_expired_total", queue="silent") == 1
     assert m.value("dispatchd_submit_refused_total", queue="full", reason="max_pending") == 3
     assert m.value("dispatchd_submit_refused_total", queue="big", reason="payload_size") == 1
     # Stream workers only: the push queue's HTTP worker has its own series.
@@ -167,17 +175,17 @@ async def test_true_figures_after_a_stuck_queue_dead_job_push_and_lost_worker(
     assert m.value("dispatchd_http_push_targets", queue="push") == 1
     assert m.get("dispatchd_queue_workers", queue="push") in (None, 0)
     # Jobs per delivery message counts stream deliveries only (the push job is not one).
-    assert m.value("dispatchd_work_jobs_delivered_total") == 4  # dq, fq, lost, busy
+    assert m.value("dispatchd_work_jobs_delivered_total") == 5  # dq, fq, lost, silent, busy
     assert m.value("dispatchd_jobs_dispatched_total", queue="push") == 1
     assert m.value("dispatchd_backend_up", backend=server.backend.capabilities.name) == 1
     # go-grpc-prometheus names next to ours.
     grpc = {"grpc_service": "dispatchd.v1.DispatcherService", "grpc_type": "unary"}
-    assert m.value("grpc_server_started_total", grpc_method="Submit", **grpc) == 6
+    assert m.value("grpc_server_started_total", grpc_method="Submit", **grpc) == 7
     handled = m.value("grpc_server_handled_total", grpc_method="Submit", grpc_code="OK", **grpc)
-    assert handled == 5  # and the payload refused:
+    assert handled == 6  # and the payload refused:
     too_big = {"grpc_method": "Submit", "grpc_code": "RESOURCE_EXHAUSTED", **grpc}
     assert m.value("grpc_server_handled_total", **too_big) == 1
-    assert m.value("grpc_server_handling_seconds_count", grpc_method="Submit", **grpc) == 6
+    assert m.value("grpc_server_handling_seconds_count", grpc_method="Submit", **grpc) == 7
     refused = {"grpc_method": "SubmitBatch", "grpc_code": "RESOURCE_EXHAUSTED", **grpc}
     assert m.value("grpc_server_handled_total", **refused) == 1
     if server.backend.capabilities.name == "redis":
