@@ -4,7 +4,7 @@ jobs chained behind their ordering key, DEAD and FAILED jobs held, the rate, fre
 
 from __future__ import annotations
 
-from dispatchd.engine import NewJob, QueueFigures, Rate, RetryPolicy
+from dispatchd.engine import KeyLimits, NewJob, QueueFigures, Rate, RetryPolicy
 from tests.conformance.harness import Driver
 
 ONE_TRY = RetryPolicy(max_attempts=1, min_backoff=1.0, max_backoff=1.0)
@@ -82,3 +82,27 @@ async def test_credit_free_follows_the_workers_of_the_queue(driver: Driver) -> N
     f = await figures(driver)
     assert not f.credit_free
     assert f.view.pending_count == 1
+
+
+async def test_jobs_held_by_their_key_limits(driver: Driver) -> None:
+    await driver.update(width=10, key_limits=KeyLimits.of(2, 0.0, 0))
+    await driver.submit(*[NewJob("q", fairness_key="a")] * 5)
+    await driver.submit(NewJob("q", fairness_key="b"))
+    w = await driver.connect(credits=10)
+    assert len(w.take()) == 3  # a twice, b once
+    f = await figures(driver)
+    assert (f.view.pending_count, f.key_held) == (3, 3)  # a's three, at its bound
+    await w.finish_all()
+    f = await figures(driver)
+    assert (f.view.pending_count, f.key_held) == (1, 1)  # a's last, behind its next two
+
+
+async def test_jobs_held_by_a_per_key_rate(driver: Driver) -> None:
+    await driver.update(width=10, key_limits=KeyLimits.of(0, 1.0, 1))
+    await driver.submit(*[NewJob("q", fairness_key="a")] * 3)
+    w = await driver.connect(credits=10)
+    assert len(w.take()) == 1
+    assert (await figures(driver)).key_held == 2
+    await driver.advance(1.0)  # one token: one more goes, and takes it
+    assert len(w.take()) == 1
+    assert (await figures(driver)).key_held == 1

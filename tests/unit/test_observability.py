@@ -19,7 +19,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from dispatchd.config import Config
 from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
-from dispatchd.engine.policies import RetryPolicy
+from dispatchd.engine.policies import KeyLimits, RetryPolicy
 from dispatchd.observability import Observability, TracingConfigError, provider_from_env
 from dispatchd.observability.collector import DispatchdCollector, Gauges
 from dispatchd.observability.exposition import Family, render
@@ -331,3 +331,26 @@ def test_submit_refusals_count_each_job_under_its_queue_by_reason() -> None:
     obs.submit_refused(["a"], "INVALID_ARGUMENT")  # a malformed request: not a refusal
     assert obs.stats["a"].refused == {"draining": 2, "max_pending": 1}
     assert obs.stats["b"].refused == {"draining": 1}
+
+
+def test_held_back_jobs_by_reason_from_the_engine() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    engine = _engine(obs)
+    engine.update_queue("k", width=10, key_limits=KeyLimits.of(1, 0.0, 0), create=True, now=0.0)
+    engine.update_queue("p", width=10, paused=True, create=True, now=0.0)
+    engine.connect("w", ["k"], 10, now=0.0)
+    engine.submit([NewJob("k", fairness_key="a")] * 3, now=0.0)
+    engine.submit([NewJob("p", ordering_key="o")] * 2, now=0.0)
+    engine.dispatch(now=0.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DispatchdCollector(lambda: _gauges(engine), obs, GrpcStats()))
+
+    def held(queue: str, reason: str) -> float | None:
+        return registry.get_sample_value(
+            "dispatchd_jobs_held_back", {"queue": queue, "reason": reason}
+        )
+
+    assert held("k", "key_limit") == 2
+    assert held("k", "paused") == held("k", "no_credit") == 0
+    assert held("p", "paused") == 1  # the key's head; the other waits behind it
+    assert held("p", "ordering_key") == 1

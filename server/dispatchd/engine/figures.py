@@ -37,6 +37,21 @@ def head_ready(q: QueueState, jobs: Mapping[str, JobRecord]) -> float | None:
     return None
 
 
+def key_held(q: QueueState, now: float) -> int:
+    """Ready jobs of lanes their key limits hold now (at max_in_flight_per_key, or out of
+    per-key tokens), decided per lane from its counts, as figures.lua does."""
+    cap = q.ready.limits.max_in_flight_per_key
+    held = 0
+    for lane in q.ready.lanes.values():
+        if lane.live <= 0:
+            continue
+        if (cap and lane.in_flight >= cap) or (
+            lane.bucket is not None and not lane.bucket.ready(now)
+        ):
+            held += lane.live
+    return held
+
+
 def figures_of(
     view: QueueView, q: QueueState, jobs: Mapping[str, JobRecord], now: float
 ) -> QueueFigures:
@@ -47,5 +62,6 @@ def figures_of(
         dead=len(q.finished[JobState.DEAD]),
         failed=len(q.finished[JobState.FAILED]),
         rate_limited=q.bucket is not None and not q.bucket.ready(now),
+        key_held=key_held(q, now),
         credit_free=q.has_free_worker(),
     )

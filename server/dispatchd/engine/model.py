@@ -389,6 +389,9 @@ class QueueFigures:
     """FAILED jobs the queue holds now."""
     rate_limited: bool
     """The queue's rate has no token now (False for an unlimited queue)."""
+    key_held: int = 0
+    """Ready jobs whose fairness key is at its key limit: max_in_flight_per_key reached,
+    or no per-key token now."""
     credit_free: bool = True
     """A connected worker serving the queue has a free credit (on Redis: as the replicas'
     fleet entries said at their last reaper pass)."""

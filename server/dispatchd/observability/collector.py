@@ -95,10 +95,11 @@ class _QueueGauges:
             self.oldest = max(self.oldest, now - figures.head_ready)
         self.rates.append(None if s.rate is None else s.rate.per_second)
         held = self.held
-        ready = max(0, view.pending_count - figures.blocked)
+        ready = max(0, view.pending_count - figures.blocked - figures.key_held)
         reason = _held_reason(figures)
         for r in HELD_REASONS:
             held[r] = held.get(r, 0) + (ready if r == reason else 0)
+        held["key_limit"] = held.get("key_limit", 0) + figures.key_held
         held["ordering_key"] = held.get("ordering_key", 0) + figures.blocked
 
     @property
@@ -265,8 +266,8 @@ class DispatchdCollector(Collector):
             PREFIX + "jobs_held_back",
             "gauge",
             "Pending jobs that cannot be dispatched now, by the first reason that holds them "
-            "(paused, width, no_worker, no_credit, rate; ordering_key: behind an earlier job "
-            "of their key).",
+            "(paused, width, no_worker, no_credit, rate; key_limit: their fairness key at its "
+            "key limit; ordering_key: behind an earlier job of their key).",
             ("queue", "reason"),
         )
         for label in names:

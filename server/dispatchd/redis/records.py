@@ -338,4 +338,5 @@ def figures_of(view: QueueView, reply: Sequence[Reply | int]) -> QueueFigures:
         dead=int(reply[2]),  # type: ignore[arg-type]
         failed=int(reply[3]),  # type: ignore[arg-type]
         rate_limited=bool(int(reply[4])),  # type: ignore[arg-type]
+        key_held=int(reply[5]),  # type: ignore[arg-type]
     )
