@@ -16,6 +16,7 @@ export {
   InvalidArgumentError,
   NotFoundError,
   PermanentError,
+  RetryableError,
   PermissionDeniedError,
   ResourceExhaustedError,
   UnauthenticatedError,
