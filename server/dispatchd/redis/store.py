@@ -44,9 +44,9 @@ REPEATABLE = frozenset(
 QUEUES_KEY = "dq:queues"
 """Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
 
-#: Errors that mean Redis could not be asked, or did not answer in time.
 #: The ``script`` label of plain commands and pipelines (fleet entries, counts).
 COMMANDS = "_commands"
+#: Errors that mean Redis could not be asked, or did not answer in time.
 UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
 #: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
 #: during fail-over, no master): UNAVAILABLE too, with Redis' own words.
