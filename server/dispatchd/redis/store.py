@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from redis import exceptions as rx
@@ -16,6 +17,7 @@ from dispatchd.backend import HealthReport
 from dispatchd.engine import EngineLimits
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import Internal, Reason, Unavailable
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.reaping import ReapIndex
 from dispatchd.redis.scripts import Scripts
@@ -26,7 +28,18 @@ log = logging.getLogger("dispatchd.redis")
 #: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
 #: and settings are the same twice. Not submit, claim, cancel, retry or purge.
 REPEATABLE = frozenset(
-    {"result", "heartbeat", "release", "reap", "view", "list", "update", "slot", "reprioritize"}
+    {
+        "result",
+        "heartbeat",
+        "release",
+        "reap",
+        "view",
+        "figures",
+        "list",
+        "update",
+        "slot",
+        "reprioritize",
+    }
 )
 
 QUEUES_KEY = "dq:queues"
@@ -34,6 +47,8 @@ QUEUES_KEY = "dq:queues"
 on a Redis Cluster it lives on the slot of its own name, and only single-key commands
 touch it)."""
 
+#: The ``script`` label of plain commands and pipelines (fleet entries, counts).
+COMMANDS = "_commands"
 #: Errors that mean Redis could not be asked, or did not answer in time. On a Cluster
 #: also: the client's retries ran out (a primary died and no replica took over yet), or
 #: a slot has no node right now.
@@ -98,6 +113,8 @@ class RedisStore:
         self.cluster = isinstance(client, RedisCluster)
         self._scripts = Scripts.register(client, self.cluster)
         self._known_queues: set[str] = set()
+        #: Script call seconds and failures for /metrics (dispatchd_redis_*).
+        self.stats = StorageStats()
         #: Redis unreachable is trouble until a call gets through again (readiness).
         self.health = HealthReport()
         #: Which queues a reaper pass looks at (redis/reaping.py).
@@ -123,9 +140,12 @@ class RedisStore:
         have happened: the message says so, like a journal write that failed). Every
         script's first two arguments are the retention and the test clock ('': TIME)."""
         now = "" if self.clock is None else repr(self.clock())
+        stats = self.stats
+        start = perf_counter()
         try:
             reply = await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
+            stats.call_failed(name, "unreachable")
             self._away(e)
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)",
@@ -134,7 +154,9 @@ class RedisStore:
         except rx.ResponseError as e:
             refusal = _refused(e)
             if refusal is not None:
+                stats.call_failed(name, "refused")
                 raise refusal from None
+            stats.call_failed(name, "script")
             where = keys[0] if keys else "no key"
             log.error("redis script %s failed on %s: %s", name, where, e)
             raise Internal(
@@ -142,6 +164,7 @@ class RedisStore:
                 "affected",
                 metadata={"script": name},
             ) from None
+        stats.call(name, perf_counter() - start)
         self.health.set(None)
         return reply
 
@@ -149,6 +172,7 @@ class RedisStore:
         try:
             reply = await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)
@@ -159,6 +183,7 @@ class RedisStore:
         try:
             replies: list[Any] = await pipe.execute()
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)
