@@ -15,7 +15,7 @@
  *   be running until then, so the job keeps its width slot on the server until it really ends.
  */
 
-import { PermanentError, type ThrottleScopeName, ThrottledError } from "./errors";
+import { PermanentError, RetryableError, type ThrottleScopeName, ThrottledError } from "./errors";
 import * as pb from "./gen/dispatchd/v1/dispatcher";
 import { type JobError, type ReceivedJob, toDuration } from "./types";
 
@@ -124,7 +124,9 @@ export async function runJob(
       return { error: { message: e.message, retryable: true, code: "Throttled" }, throttled };
     }
     const error = errorFromThrown(e);
-    if (error.retryable) {
+    if (e instanceof RetryableError) {
+      log.warn(`job ${job.id} (queue ${job.queue}) failed, to retry: ${error.message}`);
+    } else if (error.retryable) {
       log.warn(`job ${job.id} (queue ${job.queue}) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     } else {
       log.info(`job ${job.id} (queue ${job.queue}) failed permanently: ${error.message}`);
