@@ -33,6 +33,7 @@ from dispatchd.engine import (
     SlotRecord,
     WorkerRecord,
 )
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 
 
@@ -73,6 +74,15 @@ class WorkResult(NamedTuple):
     """HTTP push only: the endpoint's status code (0: no response)."""
     latency: float | None = None
     """HTTP push only: seconds the call took."""
+
+
+class ProgressReport(NamedTuple):
+    """A worker's progress report on a job it holds (engine/flows.py)."""
+
+    job_id: str
+    lease_id: str
+    percent: int | None
+    message: str
 
 
 class WorkerInfo(NamedTuple):
@@ -312,6 +322,33 @@ class Backend(Protocol):
         self, schedule_id: str, start: float, end: float, overlap: Overlap | None
     ) -> list[Firing]:
         """Fires the spec's ticks of start..end now, oldest first."""
+
+    # ---- workflows (docs/workflows.md, engine/flows.py) -----------------------------
+
+    async def report_progress(self, worker: WorkerRecord, reports: Sequence[ProgressReport]) -> int:
+        """Stores the reports on leases the worker holds, at most one per job per
+        PROGRESS_INTERVAL (the rest are dropped and counted). Returns how many it stored."""
+
+    async def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+    ) -> BatchView:
+        """Opens a batch of ``queue``; AlreadyExists when it has one of that id."""
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchView: ...
+
+    async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
+        """The batch once none of its jobs is active, or as it is after ``within`` s."""
+
+    async def close_batch(self, queue: str, batch_id: str) -> BatchView:
+        """No more jobs join; the callbacks are submitted once every job is final."""
+
+    async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
+        """Closes the batch and cancels its unfinished jobs; returns how many."""
 
 
 def heartbeat_interval(lease_seconds: Sequence[float]) -> float:

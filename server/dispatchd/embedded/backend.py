@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from dispatchd.backend import (
     Capabilities,
+    ProgressReport,
     DrainReport,
     HealthReport,
     Outbox,
@@ -44,6 +45,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import Reason, Unavailable
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.stall import StallWatch
 
@@ -85,7 +87,82 @@ class _Watch(EngineObserver):
             listener(name)
 
 
-class EmbeddedBackend:
+class _FlowsPart:
+    """Progress and batches (docs/workflows.md): engine/flows.py behind the interface."""
+
+    engine: Engine
+    clock: Callable[[], float]
+    waiters: Waiters
+    pump: DispatchPump
+
+    def _writable(self) -> None:
+        raise NotImplementedError
+
+    async def _durable(self, unsure: str) -> None:
+        raise NotImplementedError
+
+    async def report_progress(self, worker: WorkerRecord, reports: Sequence[ProgressReport]) -> int:
+        now = self.clock()
+        report = self.engine.report_progress
+        return sum(report(worker, *r, now) for r in reports)
+
+    async def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+    ) -> BatchView:
+        self._writable()
+        view = self.engine.create_batch(
+            queue, batch_id, description, on_success, on_complete, self.clock()
+        )
+        await self._durable("the batch may exist: read it back before creating it again")
+        return view
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchView:
+        return self.engine.get_batch(queue, batch_id)
+
+    async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
+        view = self.engine.get_batch(queue, batch_id)
+        if view.active == 0 or within <= 0:
+            return view
+        key = (queue, batch_id)
+        waiter = self.waiters.add_batch(key)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), within)
+        finally:
+            self.waiters.discard_batch(key, waiter)
+        try:
+            return self.engine.get_batch(queue, batch_id)
+        except EngineError:
+            return view
+
+    async def close_batch(self, queue: str, batch_id: str) -> BatchView:
+        self._writable()
+        view = self.engine.close_batch(queue, batch_id, self.clock())
+        self.pump.kick()  # its callbacks may be waiting to run
+        await self._durable(CHANGE_UNSURE)
+        return view
+
+    async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
+        self._writable()
+        view, n, tell = self.engine.cancel_batch(queue, batch_id, self.clock())
+        by_worker: dict[int, tuple[WorkerRecord, list[str]]] = {}
+        for worker, job_id in tell:
+            by_worker.setdefault(worker.key, (worker, []))[1].append(job_id)
+        for worker, ids in by_worker.values():
+            outbox = self.pump.outbox(worker)
+            if outbox is not None:
+                outbox.cancel(ids)
+        self.pump.kick()
+        await self._durable(CHANGE_UNSURE)
+        return view, n
+
+
+class EmbeddedBackend(_FlowsPart):
     """One process holds the queues: memory, plus the journal and snapshot on disk."""
 
     def __init__(

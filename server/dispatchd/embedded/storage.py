@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd import convert, schedule_convert
-from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter
+from dispatchd import convert, flows_convert, schedule_convert
+from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter, batch_key
 from dispatchd.engine import Engine, JobRecord
 from dispatchd.listening import StartError
 from dispatchd.store.journal import READ_CHUNK, JournalError, SqliteJournal
@@ -106,6 +106,8 @@ class Storage:
         self._engine.restore_schedules(
             [schedule_convert.schedule_from_stored(s) for s in schedules]
         )
+        batches = journal.batches()
+        self._engine.restore_batches([flows_convert.batch_from_pb(b) for b in batches])
         for job_id in skipped:
             log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
         if not count and not queues and not schedules:
@@ -134,7 +136,11 @@ class Storage:
             (rec.id, schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString())
             for rec in engine.all_schedules()
         ]
-        journal.replace_all(queues, jobs, schedules)
+        batches = [
+            (batch_key(v.queue, v.batch_id), flows_convert.batch_to_pb(v).SerializeToString())
+            for v in engine.all_batches()
+        ]
+        journal.replace_all(queues, jobs, schedules, batches)
 
     def _restore_snapshot(self) -> None:
         assert self.store is not None
@@ -144,6 +150,7 @@ class Storage:
         with _collector_paused():
             self._engine.restore(data.queues, data.jobs)
         self._engine.restore_schedules(data.schedules)
+        self._engine.restore_batches(data.batches)
         self.store.mark_restored()
         log.info(
             "restored %d jobs and %d queues from %s",
@@ -177,7 +184,9 @@ class Storage:
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
         try:
-            size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
+            batches = engine.all_batches()
+            data = SnapshotData(queues, jobs, schedules, batches)
+            size = self.store.save(data, self._clock())
         except OSError as e:
             if self.journal is not None:
                 log.error(

@@ -14,6 +14,7 @@ from dataclasses import replace
 from dispatchd.engine import limits as lim
 from dispatchd.engine.dispatching import DispatchMixin, Outcome
 from dispatchd.engine.errors import FailedPrecondition, draining
+from dispatchd.engine.flows import FlowsMixin
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
@@ -35,13 +36,14 @@ from dispatchd.engine.turns import Dispatches
 __all__ = ["Dispatches", "Engine", "Outcome"]
 
 
-class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
+class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
     """Queues, jobs, leases, workers, slots and schedules of one dispatchd server."""
 
     def tick(self, now: float) -> None:
         """What is due by ``now`` (see DispatchMixin.tick), then the schedules due."""
         super().tick(now)
         self.fire_schedules(now)
+        self.evict_batches(now)
 
     def next_wakeup(self) -> float | None:
         due = super().next_wakeup()
@@ -128,8 +130,13 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             "slots": len(q.slots) + requests,
             "workers": len(q.subscribers),
         }
+        # WAITING jobs (engine/flows.py) are in no index: whatever is left in _jobs.
+        holds["pending"] += sum(
+            1 for j in self._jobs.values() if j.queue == name and j.state is JobState.WAITING
+        )
         if any(holds.values()):
             raise lim.queue_not_empty(name, holds, q.settings.http_target is not None)
+        self.delete_batches_of(name)
         forgotten = [job_id for s in FINISHED_STATES for _, job_id in q.finished[s].after(None)]
         for job_id in forgotten:
             del self._done[job_id]
@@ -160,6 +167,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         if self.draining:
             raise draining("accepts no new jobs; retry on another")
         lim.check_batch(specs, self.limits)
+        self._check_flows(specs)  # batches open, parents known (engine/flows.py)
         plan = self._plan_admission(specs, now)
         out: list[tuple[JobView, bool]] = []
         fresh: list[JobRecord] = []
@@ -241,6 +249,9 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             idempotency_key=spec.idempotency_key,
             fairness_weight=spec.fairness_weight,
             retry_policy=spec.retry_policy,
+            batch_id=spec.batch_id,
+            parent_ids=spec.parent_ids,
+            run_after_failed_parents=spec.run_after_failed_parents,
         )
         self._jobs[job.id] = job
         if spec.idempotency_key:
@@ -248,8 +259,10 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         if job.expire_at is not None:
             heapq.heappush(self._expiries, (job.expire_at, job.seq, job.id))
         if job.expire_at is not None and job.expire_at <= now:
-            self._finish(job, JobState.EXPIRED, now, release_key=False)
-        else:
+            self._flows_admit(job, now)  # joins its batch (parents do not matter)
+            if job.state is not JobState.CANCELLED:
+                self._finish(job, JobState.EXPIRED, now, release_key=False)
+        elif not self._flows_admit(job, now):  # WAITING for parents: engine/flows.py
             self._wait(q, job, now)
         return job
 
@@ -451,4 +464,8 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
                 q.dedup[dedup_name(restored.headers, restored.idempotency_key)] = restored.id
             if restored.expire_at is not None:
                 heapq.heappush(self._expiries, (restored.expire_at, restored.seq, restored.id))
+            if restored.state is JobState.WAITING:
+                self._restore_waiting(restored)  # its parents may come later: flows.py
+                continue
             self._wait(q, restored, now)
+        self._resolve_restored(now)

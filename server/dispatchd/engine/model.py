@@ -36,6 +36,8 @@ class JobState(enum.IntEnum):
     SCHEDULED = 6
     EXPIRED = 7
     DEAD = 8
+    WAITING = 9
+    """Waiting for its parent jobs to succeed (engine/flows.py)."""
 
     @property
     def finished(self) -> bool:
@@ -73,6 +75,15 @@ class NewJob(NamedTuple):
     fairness_key: str = ""
     idempotency_key: str = ""
     fairness_weight: int = 0
+    batch_id: str = ""
+    """The batch (of this queue) it joins; engine/flows.py."""
+    parent_ids: tuple[str, ...] = ()
+    """Jobs of the same queue that must succeed first; engine/flows.py."""
+    run_after_failed_parents: bool = False
+
+
+Progress = tuple[int | None, str, float]
+"""A worker's progress report as a job keeps it: (percent or None, message, time)."""
 
 
 class JobFailure(NamedTuple):
@@ -137,6 +148,15 @@ class JobRecord:
     pending_entry: tuple[int, int, str] | None = None
     """The key this job is filed under in its queue's pending index while PENDING: kept so
     that taking it out needs no new tuple, and finds it even after a reprioritize."""
+    # ---- workflows (engine/flows.py) ----
+    batch_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    run_after_failed_parents: bool = False
+    progress: Progress | None = None
+    progress_dropped: int = 0
+    cancel_reason: str = ""
+    waiting_on: set[str] | None = None
+    """While WAITING: the parents that have not succeeded yet."""
 
     @property
     def pending_key(self) -> tuple[int, int, str]:
@@ -172,6 +192,13 @@ class FinishedJob(NamedTuple):
     idempotency_key: str
     retry_policy: RetryPolicy | None
     attempts: tuple[AttemptRecord, ...]
+    # Workflows (engine/flows.py); appended last so pack/unpack pass them through as is.
+    batch_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    run_after_failed_parents: bool = False
+    progress: Progress | None = None
+    progress_dropped: int = 0
+    cancel_reason: str = ""
 
     @property
     def state(self) -> JobState:
@@ -201,6 +228,7 @@ class FinishedJob(NamedTuple):
             *self[14:21],
             policy,
             attempts,
+            *self[23:],  # workflow fields: atomic values and exact tuples
         )
 
     @staticmethod
@@ -222,7 +250,9 @@ class FinishedJob(NamedTuple):
             AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4]), *a[5:]))
             for a in raw[22]
         )
-        return cls._make((*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts))
+        return cls._make(
+            (*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts, *raw[23:])
+        )
 
     @classmethod
     def of(cls, job: JobRecord, finish_time: float, finish_seq: int) -> FinishedJob:
@@ -250,6 +280,12 @@ class FinishedJob(NamedTuple):
             job.idempotency_key,
             job.retry_policy,
             tuple(job.attempts),
+            job.batch_id,
+            job.parent_ids,
+            job.run_after_failed_parents,
+            job.progress,
+            job.progress_dropped,
+            job.cancel_reason,
         )
 
 

@@ -19,6 +19,7 @@ from dispatchd.engine.model import (
 )
 
 if TYPE_CHECKING:
+    from dispatchd.engine.flows import BatchView
     from dispatchd.engine.schedules import Firing, ScheduleRecord
 
 
@@ -83,6 +84,20 @@ class EngineObserver:
     def schedule_fired(self, schedule_id: str, queue: str, firing: Firing) -> None:
         """One tick handled (submitted, skipped, refused, missed...)."""
 
+    # ---- workflows (engine/flows.py) ----
+
+    def job_progress(self, job: JobRecord) -> None:
+        """A worker's progress report was stored on the job (not journaled on its own)."""
+
+    def batch_changed(self, batch: BatchView) -> None:
+        """A batch was created, got a job, closed, or one of its jobs finished."""
+
+    def batch_settled(self, batch: BatchView) -> None:
+        """Every job of the batch is final (WaitBatch wakes); it may be open still."""
+
+    def batch_deleted(self, queue: str, batch_id: str) -> None:
+        """A batch was forgotten (retention after it completed, or its queue deleted)."""
+
 
 class ObserverChain(EngineObserver):
     """Fans every event out to several observers in order.
@@ -126,6 +141,10 @@ class ObserverChain(EngineObserver):
         self._schedule_changed = h["schedule_changed"]
         self._schedule_deleted = h["schedule_deleted"]
         self._schedule_fired = h["schedule_fired"]
+        self._job_progress = h["job_progress"]
+        self._batch_changed = h["batch_changed"]
+        self._batch_settled = h["batch_settled"]
+        self._batch_deleted = h["batch_deleted"]
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
         for hook in self._jobs_submitted:
@@ -203,6 +222,22 @@ class ObserverChain(EngineObserver):
         for hook in self._schedule_fired:
             hook(schedule_id, queue, firing)
 
+    def job_progress(self, job: JobRecord) -> None:
+        for hook in self._job_progress:
+            hook(job)
+
+    def batch_changed(self, batch: BatchView) -> None:
+        for hook in self._batch_changed:
+            hook(batch)
+
+    def batch_settled(self, batch: BatchView) -> None:
+        for hook in self._batch_settled:
+            hook(batch)
+
+    def batch_deleted(self, queue: str, batch_id: str) -> None:
+        for hook in self._batch_deleted:
+            hook(queue, batch_id)
+
 
 _EVENTS = (
     "jobs_submitted",
@@ -224,4 +259,8 @@ _EVENTS = (
     "schedule_changed",
     "schedule_deleted",
     "schedule_fired",
+    "job_progress",
+    "batch_changed",
+    "batch_settled",
+    "batch_deleted",
 )

@@ -16,6 +16,7 @@ from dispatchd.service.errors import (
     translating,
     translating_fields,
 )
+from dispatchd.service.flow_rpcs import FlowRpcs
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.schedule_rpcs import ScheduleRpcs
 from dispatchd.service.slot_rpcs import SlotRpcs
@@ -29,7 +30,7 @@ StartDrain = Callable[[float | None], Awaitable[DrainReport | None]]
 began, or None when a drain was already under way (its grace stays in force)."""
 
 
-class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServicer):
+class DispatcherServicer(SlotRpcs, ScheduleRpcs, FlowRpcs, pb_grpc.DispatcherServiceServicer):
     def __init__(
         self,
         backend: Backend,

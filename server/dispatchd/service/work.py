@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from dispatchd import convert
-from dispatchd.backend import Backend, WorkerSpec, WorkResult
+from dispatchd.backend import Backend, ProgressReport, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, LeaseRecord, Rejection, WorkerRecord
 from dispatchd.engine.errors import Reason, ResourceExhausted
 from dispatchd.service.errors import abort, status_of
@@ -31,6 +31,7 @@ from dispatchd.service.work_protocol import (
     log_disconnected,
     outcome,
     read_hello,
+    progress_reports,
     unknown_leases,
     welcome,
 )
@@ -316,6 +317,11 @@ class WorkStream:
                 await backend.set_credit(worker, req.credit.max_in_flight)
             except EngineError as e:
                 return stream_error(e.under("credit"))
+        elif kind == "progress":  # workflows (docs/workflows.md): advisory, never answered
+            try:
+                await backend.report_progress(worker, progress_reports(req.progress))
+            except EngineError as e:
+                return stream_error(e.under("progress"))
         elif kind == "hello":
             return stream_error(hello_repeated())
         else:

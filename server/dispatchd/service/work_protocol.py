@@ -14,6 +14,8 @@ import grpc
 from dispatchd import convert
 from dispatchd.engine import Outcome, Rejection
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
+from dispatchd.backend import ProgressReport
+from dispatchd.engine.flows import check_progress
 from dispatchd.engine.limits import capped_failure
 from dispatchd.service.errors import abort_with, refusal_status
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -83,6 +85,20 @@ def outcome(result: pb.JobResult) -> Outcome:
         e = result.error
         return capped_failure(e.message, e.retryable, e.code)
     return result.output
+
+
+def progress_reports(msg: pb.WorkerProgress) -> list[ProgressReport]:
+    """A WorkerProgress as the backend takes it, each report checked (engine/flows.py):
+    a percent out of 0-100 or a message over its cap ends the stream (INVALID_ARGUMENT)."""
+    out = []
+    for i, r in enumerate(msg.reports):
+        percent = r.percent if r.HasField("percent") else None
+        try:
+            check_progress(percent, r.message)
+        except InvalidArgument as e:
+            raise e.under(f"reports[{i}]") from None
+        out.append(ProgressReport(r.job_id, r.lease_id, percent, r.message))
+    return out
 
 
 def unknown_leases(lease_ids: list[str]) -> list[Rejection]:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from dispatchd import convert, schedule_convert
+from dispatchd import convert, flows_convert, schedule_convert
 from dispatchd.engine import EngineError, JobRecord, JobState, QueueSettings
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd_client.v1 import snapshot_pb2
 
@@ -41,6 +42,7 @@ class SnapshotData:
     """In submit order (the engine's unfinished_jobs()); the file holds them in dispatch
     order with each one's place in this list."""
     schedules: list[ScheduleRecord] = field(default_factory=list)
+    batches: list[BatchView] = field(default_factory=list)
 
 
 class SnapshotStore:
@@ -81,6 +83,7 @@ class SnapshotStore:
                 queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
                 jobs=jobs,
                 schedules=[schedule_convert.schedule_from_stored(s) for s in msg.schedules],
+                batches=[flows_convert.batch_from_pb(b) for b in msg.batches],
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -153,6 +156,9 @@ class SnapshotStore:
                 schedule_convert.schedule_to_pb(rec, next_fires=0) for rec in data.schedules
             )
             put(tail.SerializeToString())
+            batches = snapshot_pb2.Snapshot()
+            batches.batches.extend(flows_convert.batch_to_pb(v) for v in data.batches)
+            put(batches.SerializeToString())
             trailer = _trailer(crc)
             f.write(trailer)
             f.flush()

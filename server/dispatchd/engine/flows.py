@@ -1,0 +1,521 @@
+"""Workflows in the embedded engine: progress reports, batches and dependencies
+(docs/workflows.md). The Redis backend makes the same decisions in lua/progress.lua,
+lua/batch.lua and lua/includes/flows.lua, with the same rules and words (this module's
+checks and texts are shared by both).
+
+Rules both backends keep:
+
+- Progress: a worker reports on a lease it holds; a report within PROGRESS_INTERVAL of the
+  job's last stored one is dropped (counted on the job): a chatty worker costs one write
+  per job per interval at most. Progress is advisory and not journaled on its own (the
+  next journaled change of the job carries it).
+- Batches live in one queue (a Redis hash tag): their jobs and their callback jobs are of
+  that queue, so the transition that finishes the last job and the callback submission are
+  one decision (one engine call here, one script on Redis) — exactly once. Counts: total,
+  active (not final), and one count per final state.
+- Dependencies: parents are jobs of the same queue that exist when the child is submitted
+  (a cycle cannot be built: a job's parents are older than it). The child is WAITING (no
+  index, no width) until every parent succeeded; a parent that ends otherwise cancels it
+  (and so its own children), unless ``run_after_failed_parents``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from dispatchd.engine import limits as lim
+from dispatchd.engine.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Reason,
+)
+from dispatchd.engine.model import (
+    FinishedJob,
+    JobRecord,
+    JobState,
+    NewJob,
+    WorkerRecord,
+)
+from dispatchd.engine.state import EngineState
+
+#: Seconds between two stored progress reports of one job; reports in between are dropped.
+PROGRESS_INTERVAL = 0.2
+MAX_PROGRESS_MESSAGE = 1_000
+MAX_PARENTS = 100
+MAX_BATCH_DESCRIPTION = 1_000
+BATCH_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Headers a callback job carries: the batch id and its counts when it completed.
+BATCH_HEADER = "dispatchd-batch-id"
+COUNT_HEADER = "dispatchd-batch-"  # + total, succeeded, failed, cancelled, expired, dead
+#: Why a child was cancelled, for Job.cancel_reason (both backends say it so).
+PARENT_FAILED = "parent {parent} ended {state}"
+BATCH_CANCELLED = "its batch {batch} was cancelled"
+_FINAL_COUNTS = (
+    ("succeeded", JobState.SUCCEEDED),
+    ("failed", JobState.FAILED),
+    ("cancelled", JobState.CANCELLED),
+    ("expired", JobState.EXPIRED),
+    ("dead", JobState.DEAD),
+)
+
+
+class BatchView(NamedTuple):
+    """A batch as both backends hand it to the service layer."""
+
+    queue: str
+    batch_id: str
+    description: str
+    closed: bool
+    create_time: float
+    complete_time: float | None
+    on_success: NewJob | None
+    on_complete: NewJob | None
+    on_success_job_id: str
+    on_complete_job_id: str
+    total: int
+    active: int
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    dead: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.closed and self.active == 0
+
+
+@dataclass(slots=True, eq=False)
+class BatchRecord:
+    queue: str
+    batch_id: str
+    description: str
+    create_time: float
+    on_success: NewJob | None = None
+    on_complete: NewJob | None = None
+    closed: bool = False
+    complete_time: float | None = None
+    on_success_job_id: str = ""
+    on_complete_job_id: str = ""
+    total: int = 0
+    finals: dict[JobState, int] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+
+    def view(self) -> BatchView:
+        f = self.finals
+        return BatchView(
+            self.queue,
+            self.batch_id,
+            self.description,
+            self.closed,
+            self.create_time,
+            self.complete_time,
+            self.on_success,
+            self.on_complete,
+            self.on_success_job_id,
+            self.on_complete_job_id,
+            self.total,
+            len(self.live),
+            *(f.get(state, 0) for _, state in _FINAL_COUNTS),
+        )
+
+
+def callback_headers(view: BatchView) -> dict[str, str]:
+    """What a callback job carries besides its own headers (docs/workflows.md)."""
+    counts = dict(zip(("succeeded", "failed", "cancelled", "expired", "dead"), view[12:]))
+    out = {BATCH_HEADER: view.batch_id, COUNT_HEADER + "total": str(view.total)}
+    out.update({COUNT_HEADER + name: str(n) for name, n in counts.items()})
+    return out
+
+
+# ---- checks shared by both backends ---------------------------------------------------
+
+
+def check_progress(percent: int | None, message: str) -> None:
+    if percent is not None and not 0 <= percent <= 100:
+        raise InvalidArgument(f"percent must be 0-100, got {percent}", field="percent")
+    if len(message) > MAX_PROGRESS_MESSAGE:
+        raise InvalidArgument(
+            f"progress message of {len(message)} characters exceeds {MAX_PROGRESS_MESSAGE}",
+            field="message",
+        )
+
+
+def check_batch_id(batch_id: str, what: str = "batch_id") -> None:
+    if not BATCH_ID.fullmatch(batch_id):
+        raise InvalidArgument(
+            f"{what} must be 1-128 characters of [A-Za-z0-9._:-], got {batch_id[:140]!r}",
+            field=what,
+        )
+
+
+def check_flow_fields(specs: Sequence[NewJob], job_id_check: object = None) -> None:
+    """The shape of every job's batch id and parents (what exists is checked later)."""
+    for i, spec in enumerate(specs):
+        where = f"jobs[{i}]" if len(specs) > 1 else ""
+        try:
+            if spec.batch_id:
+                check_batch_id(spec.batch_id)
+            if len(spec.parent_ids) > MAX_PARENTS:
+                raise InvalidArgument(
+                    f"at most {MAX_PARENTS} parent_ids, got {len(spec.parent_ids)}",
+                    field="parent_ids",
+                )
+            if len(set(spec.parent_ids)) != len(spec.parent_ids):
+                raise InvalidArgument("parent_ids name a job twice", field="parent_ids")
+        except InvalidArgument as e:
+            raise (e.under(where, label=True) if where else e) from None
+
+
+def check_callback(spec: NewJob, queue: str, what: str) -> None:
+    """A callback is an ordinary job of the batch's queue, submitted when the batch
+    completes: no times (they would count from CreateBatch), no key, batch or parents."""
+    if spec.queue != queue:
+        raise InvalidArgument(
+            f"{what}.queue must be the batch's queue {queue!r} (or empty), got {spec.queue!r}",
+            field=f"{what}.queue",
+        )
+    for name, bad in (
+        ("not_before", spec.not_before is not None),
+        ("expire_at", spec.expire_at is not None),
+        ("idempotency_key", bool(spec.idempotency_key)),
+        ("batch_id", bool(spec.batch_id)),
+        ("parent_ids", bool(spec.parent_ids)),
+    ):
+        if bad:
+            raise InvalidArgument(
+                f"{what} may not set {name}: it is submitted when the batch completes",
+                field=f"{what}.{name}",
+            )
+
+
+def check_description(description: str) -> None:
+    if len(description) > MAX_BATCH_DESCRIPTION:
+        raise InvalidArgument(
+            f"description of {len(description)} characters exceeds {MAX_BATCH_DESCRIPTION}",
+            field="description",
+        )
+
+
+def batch_not_found(queue: str, batch_id: str) -> NotFound:
+    return NotFound(
+        f"queue {queue!r} has no batch {batch_id!r}",
+        reason=Reason.BATCH_NOT_FOUND,
+        metadata={"queue": queue, "batch_id": batch_id},
+    )
+
+
+def batch_exists(queue: str, batch_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"queue {queue!r} has a batch {batch_id!r} already",
+        reason=Reason.BATCH_EXISTS,
+        metadata={"queue": queue, "batch_id": batch_id},
+    )
+
+
+def batch_closed(queue: str, batch_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"batch {batch_id!r} of queue {queue!r} is closed: it takes no new jobs",
+        reason=Reason.BATCH_CLOSED,
+        metadata={"queue": queue, "batch_id": batch_id},
+    )
+
+
+def parent_not_found(parent: str, queue: str, why: str) -> NotFound:
+    return NotFound(
+        f"parent job {parent!r} {why}; parents must be known jobs of the same queue "
+        f"({queue!r})",
+        field="parent_ids",
+        reason=Reason.PARENT_NOT_FOUND,
+        metadata={"parent_id": parent, "queue": queue},
+    )
+
+
+# ---- the embedded engine's part ---------------------------------------------------------
+
+
+class FlowsMixin(EngineState):
+    """Progress, batches and dependencies of the embedded engine."""
+
+    # ---- progress ---------------------------------------------------------------------
+
+    def report_progress(
+        self,
+        worker: WorkerRecord,
+        job_id: str,
+        lease_id: str,
+        percent: int | None,
+        message: str,
+        now: float,
+    ) -> bool:
+        """Keeps a worker's report on a job it holds; returns whether it was stored (a
+        report for a lease it does not hold, or within the interval, is dropped)."""
+        now = self._clock(now)
+        check_progress(percent, message)
+        lease = worker.leases.get(lease_id)
+        if lease is None or lease.job.id != job_id or lease.cancelled:
+            return False
+        job = lease.job
+        if job.progress is not None and now - job.progress[2] < PROGRESS_INTERVAL:
+            job.progress_dropped += 1
+            return False
+        job.progress = (percent, message, now)
+        self.observer.job_progress(job)
+        return True
+
+    # ---- batches ----------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+        now: float,
+    ) -> BatchView:
+        now = self._clock(now)
+        self._refuse_while_draining()
+        lim.check_queue_name(queue, "queue")
+        check_batch_id(batch_id)
+        check_description(description)
+        for what, spec in (("on_success", on_success), ("on_complete", on_complete)):
+            if spec is not None:
+                check_callback(spec, queue, what)
+                lim.check_batch([spec], self.limits)
+        if (queue, batch_id) in self._batches:
+            raise batch_exists(queue, batch_id)
+        self._ensure_queue(queue)
+        batch = BatchRecord(queue, batch_id, description, now, on_success, on_complete)
+        self._batches[(queue, batch_id)] = batch
+        self.observer.batch_changed(batch.view())
+        return batch.view()
+
+    def _batch(self, queue: str, batch_id: str) -> BatchRecord:
+        lim.check_queue_name(queue, "queue")
+        check_batch_id(batch_id)
+        batch = self._batches.get((queue, batch_id))
+        if batch is None:
+            raise batch_not_found(queue, batch_id)
+        return batch
+
+    def get_batch(self, queue: str, batch_id: str) -> BatchView:
+        return self._batch(queue, batch_id).view()
+
+    def close_batch(self, queue: str, batch_id: str, now: float) -> BatchView:
+        now = self._clock(now)
+        self._refuse_while_draining()
+        batch = self._batch(queue, batch_id)
+        if not batch.closed:
+            batch.closed = True
+            self._batch_moved(batch, now)
+        return batch.view()
+
+    def cancel_batch(
+        self, queue: str, batch_id: str, now: float
+    ) -> tuple[BatchView, int, list[tuple[WorkerRecord, str]]]:
+        """Closes the batch and cancels its unfinished jobs. Returns the batch, how many
+        it cancelled, and the (worker, job id) pairs whose worker must be told."""
+        now = self._clock(now)
+        self._refuse_while_draining()
+        batch = self._batch(queue, batch_id)
+        batch.closed = True
+        tell: list[tuple[WorkerRecord, str]] = []
+        ids = sorted(batch.live, key=lambda i: self._jobs[i].seq)
+        for job_id in ids:
+            job = self._jobs.get(job_id)
+            if job is None:  # a child cancelled with its parent meanwhile
+                continue
+            job.cancel_reason = BATCH_CANCELLED.format(batch=batch_id)
+            _, worker = self.cancel(job_id, now)
+            if worker is not None:
+                tell.append((worker, job_id))
+        self._batch_moved(batch, now)
+        return batch.view(), len(ids), tell
+
+    def _batch_moved(self, batch: BatchRecord, now: float) -> None:
+        """Something changed the batch: once it is closed and its jobs are final, its
+        callbacks are submitted (here, in the same engine call as the transition that made
+        it so: the journal commits both or neither)."""
+        if batch.closed and not batch.live and batch.complete_time is None:
+            batch.complete_time = now
+            view = batch.view()
+            extra = callback_headers(view)
+            all_ok = view.succeeded == view.total
+            if batch.on_success is not None and all_ok:
+                batch.on_success_job_id = self._submit_callback(batch.on_success, extra, now)
+            if batch.on_complete is not None:
+                batch.on_complete_job_id = self._submit_callback(batch.on_complete, extra, now)
+        view = batch.view()
+        self.observer.batch_changed(view)
+        if not batch.live:
+            self.observer.batch_settled(view)
+
+    def _submit_callback(self, spec: NewJob, extra: dict[str, str], now: float) -> str:
+        headers = {**spec.headers, **extra}
+        job = self._admit(spec._replace(headers=headers), now)
+        self.observer.jobs_submitted([job])
+        return job.id
+
+    def delete_batches_of(self, queue: str) -> None:
+        for key in [k for k in self._batches if k[0] == queue]:
+            del self._batches[key]
+            self.observer.batch_deleted(key[0], key[1])
+
+    def evict_batches(self, now: float) -> None:
+        """Completed batches are forgotten after the finished-job retention."""
+        horizon = now - self.limits.finished_retention_seconds
+        for key, batch in list(self._batches.items()):
+            if batch.complete_time is not None and batch.complete_time <= horizon:
+                del self._batches[key]
+                self.observer.batch_deleted(*key)
+
+    # ---- admission (called by Engine.submit_many and _admit) -----------------------
+
+    def _check_flows(self, specs: Sequence[NewJob]) -> None:
+        """Refuses, before anything changes, a job whose batch is closed or whose parent
+        is not a known job of its queue."""
+        check_flow_fields(specs)
+        for i, spec in enumerate(specs):
+            where = f"jobs[{i}]" if len(specs) > 1 else ""
+            try:
+                if spec.batch_id:
+                    batch = self._batches.get((spec.queue, spec.batch_id))
+                    if batch is not None and batch.closed:
+                        raise batch_closed(spec.queue, spec.batch_id)
+                for parent in spec.parent_ids:
+                    self._check_parent(parent, spec.queue)
+            except (NotFound, FailedPrecondition) as e:
+                raise (e.under(where, label=True) if where else e) from None
+
+    def _check_parent(self, parent: str, queue: str) -> None:
+        job = self._jobs.get(parent)
+        if job is None:
+            raw = self._done.get(parent)
+            if raw is None:
+                raise parent_not_found(parent, queue, "is unknown (or purged)")
+            job_queue = raw[1]
+        else:
+            job_queue = job.queue
+        if job_queue != queue:
+            raise parent_not_found(parent, queue, f"is of queue {job_queue!r}")
+
+    def _flows_admit(self, job: JobRecord, now: float) -> bool:
+        """A new job joins its batch and waits for its parents. Returns True when it is
+        not to wait in its queue (WAITING, or cancelled because a parent failed)."""
+        if job.batch_id:
+            key = (job.queue, job.batch_id)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = BatchRecord(job.queue, job.batch_id, "", now)
+                self._batches[key] = batch
+            batch.total += 1
+            batch.live.add(job.id)
+            self.observer.batch_changed(batch.view())
+        if not job.parent_ids:
+            return False
+        waiting: set[str] = set()
+        for parent in job.parent_ids:
+            live = self._jobs.get(parent)
+            if live is not None:
+                waiting.add(parent)
+                continue
+            done = FinishedJob.unpack(self._done[parent])
+            if done.state is not JobState.SUCCEEDED and not job.run_after_failed_parents:
+                job.cancel_reason = PARENT_FAILED.format(parent=parent, state=done.state.name)
+                self._finish(job, JobState.CANCELLED, now, release_key=False)
+                return True
+        if not waiting:
+            return False
+        job.state = JobState.WAITING
+        job.waiting_on = waiting
+        for parent in waiting:
+            self._children.setdefault(parent, []).append(job.id)
+        return True
+
+    # ---- finishing (called by EngineState._finish) ------------------------------------
+
+    def _flows_finished(self, job: JobRecord, now: float) -> None:
+        if job.batch_id:
+            batch = self._batches.get((job.queue, job.batch_id))
+            if batch is not None and job.id in batch.live:
+                batch.live.discard(job.id)
+                batch.finals[job.state] = batch.finals.get(job.state, 0) + 1
+                self._batch_moved(batch, now)
+        children = self._children.pop(job.id, None)
+        if children:
+            self._parent_final(job, children, now)
+
+    def _parent_final(self, parent: JobRecord, children: list[str], now: float) -> None:
+        succeeded = parent.state is JobState.SUCCEEDED
+        for child_id in children:
+            child = self._jobs.get(child_id)
+            if child is None or child.state is not JobState.WAITING or child.waiting_on is None:
+                continue
+            if not succeeded and not child.run_after_failed_parents:
+                child.cancel_reason = PARENT_FAILED.format(
+                    parent=parent.id, state=parent.state.name
+                )
+                child.waiting_on = None
+                self._finish(child, JobState.CANCELLED, now)  # its own children follow
+                continue
+            child.waiting_on.discard(parent.id)
+            if not child.waiting_on:
+                self._release_waiting(child, now)
+
+    def _release_waiting(self, job: JobRecord, now: float) -> None:
+        job.waiting_on = None
+        self._wait(self._queues[job.queue], job, now)
+        self.observer.job_changed(job)
+
+    # ---- restore ----------------------------------------------------------------------
+
+    def _restore_waiting(self, job: JobRecord) -> None:
+        """A WAITING job from a journal or snapshot: resolved once every job is back."""
+        self._restored_waiting.append(job)
+
+    def _resolve_restored(self, now: float) -> None:
+        """Every job is back: waiting jobs wait for their parents that are still live
+        (the journal committed each parent's end with its children's moves)."""
+        pending, self._restored_waiting = self._restored_waiting, []
+        for job in pending:
+            waiting = {p for p in job.parent_ids if p in self._jobs}
+            if not waiting:
+                self._release_waiting(job, now)
+                continue
+            job.waiting_on = waiting
+            for parent in waiting:
+                self._children.setdefault(parent, []).append(job.id)
+
+    def restore_batches(self, views: Sequence[BatchView]) -> None:
+        """Batches from a journal or snapshot; their live jobs are found among the jobs
+        restored before."""
+        live: dict[tuple[str, str], set[str]] = {}
+        for job in self._jobs.values():
+            if job.batch_id:
+                live.setdefault((job.queue, job.batch_id), set()).add(job.id)
+        for v in views:
+            finals = dict(zip([s for _, s in _FINAL_COUNTS], v[12:], strict=True))
+            self._batches[(v.queue, v.batch_id)] = BatchRecord(
+                v.queue,
+                v.batch_id,
+                v.description,
+                v.create_time,
+                v.on_success,
+                v.on_complete,
+                v.closed,
+                v.complete_time,
+                v.on_success_job_id,
+                v.on_complete_job_id,
+                v.total,
+                {s: n for s, n in finals.items() if n},
+                live.get((v.queue, v.batch_id), set()),
+            )
+
+    def all_batches(self) -> list[BatchView]:
+        return [b.view() for _, b in sorted(self._batches.items())]
