@@ -31,20 +31,23 @@ async def test_progress_of_a_held_job_is_kept_and_rate_limited(driver: Driver) -
     # Within the interval: dropped and counted; the stored one stays.
     assert await backend.report_progress(w.record, [report._replace(percent=20)]) == 0
     seen = await driver.job(job.id)
-    assert seen.progress is not None and seen.progress[0] == 10
+    assert seen.progress is not None
+    assert seen.progress[0] == 10
     assert seen.progress_dropped == 1
     await driver.advance(PROGRESS_INTERVAL * 2)
     later = report._replace(percent=None, message="half way")
     assert await backend.report_progress(w.record, [later]) == 1
     seen = await driver.job(job.id)
-    assert seen.progress is not None and seen.progress[:2] == (None, "half way")
+    assert seen.progress is not None
+    assert seen.progress[:2] == (None, "half way")
     # A lease it does not hold: dropped silently; the finished job keeps the last report.
     stale = report._replace(lease_id="not-a-lease")
     assert await backend.report_progress(w.record, [stale]) == 0
     await w.ok(lease)
     done = await driver.job(job.id)
     assert done.state is JobState.SUCCEEDED
-    assert done.progress is not None and done.progress[1] == "half way"
+    assert done.progress is not None
+    assert done.progress[1] == "half way"
 
 
 async def test_progress_out_of_bounds_is_refused(driver: Driver) -> None:
@@ -86,10 +89,13 @@ async def test_a_batch_counts_its_jobs_and_fires_its_callbacks_once(driver: Driv
     assert closed.value.reason is Reason.BATCH_CLOSED
     await w.ok(w.lease(jobs[2].id))
     view = await b.get_batch("q", "b1")
-    assert view.complete and view.succeeded == 3
-    assert view.on_complete_job_id and view.on_success_job_id
+    assert view.complete
+    assert view.succeeded == 3
+    assert view.on_complete_job_id
+    assert view.on_success_job_id
     cb = await driver.job(view.on_complete_job_id)
-    assert cb.payload == b"complete" and cb.batch_id == ""
+    assert cb.payload == b"complete"
+    assert cb.batch_id == ""
     assert cb.headers["who"] == "cb"
     assert cb.headers[BATCH_HEADER] == "b1"
     assert cb.headers["dispatchd-batch-succeeded"] == "3"
@@ -112,8 +118,10 @@ async def test_on_success_does_not_fire_when_a_job_failed(driver: Driver) -> Non
     await w.fail(w.lease(bad.id), retryable=False)
     await b.close_batch("q", "b2")  # every job final already: fires on close
     view = await b.get_batch("q", "b2")
-    assert view.complete and (view.succeeded, view.failed) == (1, 1)
-    assert view.on_complete_job_id and not view.on_success_job_id
+    assert view.complete
+    assert (view.succeeded, view.failed) == (1, 1)
+    assert view.on_complete_job_id
+    assert not view.on_success_job_id
     assert (await driver.job(view.on_complete_job_id)).headers["dispatchd-batch-failed"] == "1"
 
 
@@ -125,7 +133,9 @@ async def test_a_batch_is_made_on_first_use_and_can_be_cancelled(driver: Driver)
     [underway] = w.take()
     view, n = await b.cancel_batch("q", "auto")
     assert n == 3
-    assert view.closed and view.cancelled == 3 and view.active == 0
+    assert view.closed
+    assert view.cancelled == 3
+    assert view.active == 0
     assert await driver.states(jobs) == [JobState.CANCELLED] * 3
     assert w.outbox.cancelled == [underway.job.id]
     with pytest.raises(NotFound) as missing:

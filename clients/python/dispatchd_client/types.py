@@ -43,6 +43,8 @@ class JobState(enum.IntEnum):
     SCHEDULED = pb.JOB_STATE_SCHEDULED
     EXPIRED = pb.JOB_STATE_EXPIRED
     DEAD = pb.JOB_STATE_DEAD
+    #: Waiting for its parent jobs to succeed (docs/workflows.md).
+    WAITING = pb.JOB_STATE_WAITING
 
     @classmethod
     def _missing_(cls, value: object) -> JobState | None:

@@ -14,10 +14,10 @@ from dataclasses import replace
 
 from dispatchd.backend import (
     Capabilities,
-    ProgressReport,
     DrainReport,
     HealthReport,
     Outbox,
+    ProgressReport,
     QueueListener,
     WorkerInfo,
     WorkerSpec,

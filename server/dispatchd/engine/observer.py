@@ -19,7 +19,7 @@ from dispatchd.engine.model import (
 )
 
 if TYPE_CHECKING:
-    from dispatchd.engine.flows import BatchView
+    from dispatchd.engine.flow_rules import BatchView
     from dispatchd.engine.schedules import Firing, ScheduleRecord
 
 

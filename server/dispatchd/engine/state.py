@@ -36,7 +36,7 @@ from dispatchd.engine.ready import ReadySet
 from dispatchd.engine.schedules import ScheduleRecord
 
 if TYPE_CHECKING:
-    from dispatchd.engine.flows import BatchRecord
+    from dispatchd.engine.flow_rules import BatchRecord
     from dispatchd.engine.model import NewJob
 
 #: What a draining server says to any change (after "server is draining and ").

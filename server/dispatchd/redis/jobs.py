@@ -11,15 +11,17 @@ from typing import Any
 from dispatchd.engine import JobState, NewJob
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import FailedPrecondition
+from dispatchd.engine.flows import batch_closed, check_flow_fields, parent_not_found
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import page_plan
 from dispatchd.engine.model import QueueView
 from dispatchd.engine.paging import encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
+from dispatchd.redis.flows import RedisFlows
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.scripts import JOB_FIELDS
-from dispatchd.redis.store import QUEUES_KEY, RedisStore
+from dispatchd.redis.store import QUEUES_KEY
 
 
 def _setting_args(
@@ -53,7 +55,21 @@ def _setting_args(
     return changes
 
 
-class RedisJobs(RedisStore):
+def _check_flows(specs: Sequence[NewJob]) -> None:
+    """The shape of batch ids and parents, and (Redis: one hash tag per queue) that every
+    parent is of its child's queue, as the embedded engine requires too (engine/flows.py)."""
+    check_flow_fields(specs)
+    for i, spec in enumerate(specs):
+        for parent in spec.parent_ids:
+            queue = records.queue_of(parent)
+            if queue == spec.queue and records.JOB_ID.fullmatch(parent):
+                continue
+            why = "is unknown (or purged)" if queue is None else f"is of queue {queue!r}"
+            error = parent_not_found(parent, spec.queue, why)
+            raise error.under(f"jobs[{i}]", label=True) if len(specs) > 1 else error
+
+
+class RedisJobs(RedisFlows):
     """The request-side operations; leasing.py has the worker side."""
 
     _ids: IdSource | None = None
@@ -62,6 +78,10 @@ class RedisJobs(RedisStore):
         if self._ids is None:
             self._ids = IdSource(self.rng)
         return self._ids.job_id(now)
+
+    def new_ulid(self, now: float) -> str:
+        """A fresh ULID (batch callbacks get their job ids when the batch is created)."""
+        return self._new_ulid(now)
 
     #: The fleet's waiting jobs (pending and scheduled, every queue) at the last count,
     #: and how many this replica had admitted then (see waiting_estimate).
@@ -92,6 +112,7 @@ class RedisJobs(RedisStore):
     async def submit(self, specs: Sequence[NewJob], now: float) -> list[tuple[StoredJob, bool]]:
         """All of ``specs`` or none (one script); the engine's checks and messages."""
         lim.check_batch(specs, self.limits)
+        _check_flows(specs)
         queues = {s.queue for s in specs}
         await self.check_new_queues(queues)
         args: list[Any] = [
@@ -110,6 +131,14 @@ class RedisJobs(RedisStore):
         if reply[0] == b"total":
             waiting, n, bound = (int(x) for x in reply[1:4])
             raise lim.server_full(waiting, n, bound)
+        if reply[0] in (b"closed", b"parent"):  # workflows: submit.lua refused the batch
+            queue, what, i = reply[1].decode(), reply[2].decode(), int(reply[3])
+            error = (
+                batch_closed(queue, what)
+                if reply[0] == b"closed"
+                else parent_not_found(what, queue, "is unknown (or purged)")
+            )
+            raise error.under(f"jobs[{i}]", label=True) if len(specs) > 1 else error
         await self.note_queues(queues, {q.decode() for q in reply[2]})
         out = [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
         self._admitted += sum(1 for _, duplicate in out if not duplicate)

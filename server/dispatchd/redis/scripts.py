@@ -42,6 +42,8 @@ OPERATIONS = (
     "schedule",
     "fire",
     "delete",
+    "progress",
+    "batch",
 )
 
 _INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from dispatchd import convert
-from dispatchd.backend import Backend, ProgressReport, WorkerSpec, WorkResult
+from dispatchd.backend import Backend, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, LeaseRecord, Rejection, WorkerRecord
 from dispatchd.engine.errors import Reason, ResourceExhausted
 from dispatchd.service.errors import abort, status_of
@@ -30,8 +30,8 @@ from dispatchd.service.work_protocol import (
     log_connected,
     log_disconnected,
     outcome,
-    read_hello,
     progress_reports,
+    read_hello,
     unknown_leases,
     welcome,
 )

@@ -12,9 +12,9 @@ from typing import Protocol
 import grpc
 
 from dispatchd import convert
+from dispatchd.backend import ProgressReport
 from dispatchd.engine import Outcome, Rejection
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
-from dispatchd.backend import ProgressReport
 from dispatchd.engine.flows import check_progress
 from dispatchd.engine.limits import capped_failure
 from dispatchd.service.errors import abort_with, refusal_status

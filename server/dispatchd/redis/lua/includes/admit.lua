@@ -3,11 +3,13 @@
 -- @include queue
 -- @include waiting
 -- @include finish
--- Admission of one job, shared by submit.lua and fire.lua. A job's 15 values start at
+-- Admission of one job, shared by submit.lua and fire.lua. A job's JOB_ARGS values start at
 -- a[o + 1]: queue, id, payload, priority, headers, content type, retry policy, not_before,
 -- expire_at, ordering key, idempotency key, attempt budget start, fairness key, weight,
 -- and the key's dedup name (engine/model.py dedup_name: per submitter when the server
--- stamped one; '' without a key), which the queue remembers the key by.
+-- stamped one; '' without a key), which the queue remembers the key by; then the workflow
+-- values (flows.lua): batch id, parent ids (comma-joined), run after failed parents (1/0).
+local JOB_ARGS = 18
 
 -- The id of the job this queue's dedup name (ik) names, while that job answers for it:
 -- while it waits or runs, and after it finished for the queue's dedup_window as it is now
@@ -48,8 +50,15 @@ local function create_job(a, o, width, lease, now)
     'sub', fmt(now),
     'att', 0, 'ats', '', 'cx', 0, 'st', PENDING)
   if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
+  flows_join(b, id, a[o + 16] or '', now)
+  local flow = nil
+  if ex == nil or ex > now then flow = flows_parents(b, id, a[o + 17] or '', a[o + 18], now) end
   if ex ~= nil and ex <= now then
     finish(b, id, EXPIRED, now, true)
+  elseif flow == 'cancel' then
+    finish(b, id, CANCELLED, now, true)
+  elseif flow == 'wait' then
+    -- WAITING: in no index until its parents succeeded (flows.lua release_waiting)
   elseif key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
     redis.call('ZADD', b .. ':ok:' .. key, seq, id)
     redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
