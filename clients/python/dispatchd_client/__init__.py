@@ -10,6 +10,7 @@ threads until a client makes a call or a worker runs.
 
 from dispatchd_client._channel import TLS
 from dispatchd_client.aio import AsyncClient
+from dispatchd_client.batches import AsyncBatch, SyncBatch
 from dispatchd_client.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -46,14 +47,28 @@ from dispatchd_client.schedules import (
     ScheduleSpec,
 )
 from dispatchd_client.sync import Client
-from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
+from dispatchd_client.types import (
+    Batch,
+    BatchCounts,
+    Job,
+    JobError,
+    JobProgress,
+    JobSpecLike,
+    JobState,
+    NewJob,
+    Queue,
+    ReceivedJob,
+)
 from dispatchd_client.worker import Worker
 
 __all__ = [
     "TLS",
     "AlreadyExists",
+    "AsyncBatch",
     "AsyncClient",
     "Attempt",
+    "Batch",
+    "BatchCounts",
     "CatchupMode",
     "Client",
     "DeadlineExceeded",
@@ -68,6 +83,7 @@ __all__ = [
     "Job",
     "JobError",
     "JobOptions",
+    "JobProgress",
     "JobSpecLike",
     "JobState",
     "KeyLimits",
@@ -86,6 +102,7 @@ __all__ = [
     "ScheduleFiring",
     "ScheduleSpec",
     "Slot",
+    "SyncBatch",
     "Unauthenticated",
     "Unavailable",
     "Worker",
