@@ -9,11 +9,11 @@ import asyncio
 
 import pytest
 
-from dispatchd.backend import ProgressReport
+from dispatchd.backend import ProgressReport, WorkerSpec, WorkResult
 from dispatchd.engine import FailedPrecondition, JobState, NewJob, NotFound
 from dispatchd.engine.errors import AlreadyExists, InvalidArgument, Reason
 from dispatchd.engine.flows import BATCH_HEADER, PROGRESS_INTERVAL
-from tests.conformance.harness import Driver
+from tests.conformance.harness import Driver, RecordingOutbox
 
 # ---- progress ----------------------------------------------------------------------------
 
@@ -212,3 +212,41 @@ async def test_unknown_parents_are_refused_and_nothing_is_admitted(driver: Drive
         await driver.submit(NewJob("q", parent_ids=(known.id,)), NewJob("q", parent_ids=(made_up,)))
     assert unknown.value.reason is Reason.PARENT_NOT_FOUND
     assert (await driver.queue()).pending_count == 1
+
+
+@pytest.mark.redis_only
+async def test_on_complete_fires_once_when_the_last_two_jobs_finish_on_two_replicas(
+    driver: Driver,
+) -> None:
+    """The last two jobs of a batch finish at the same instant on two replicas: whichever
+    script runs second sees the batch complete and submits the callback, once."""
+    a, b = driver.backend, await driver.peer()
+    await driver.update(width=0)  # nothing is dispatched until both workers are there
+    box_a, box_b = RecordingOutbox(), RecordingOutbox()
+    wa = await a.connect(WorkerSpec("a", ["q"], 1), box_a)
+    wb = await b.connect(WorkerSpec("b", ["q"], 1), box_b)
+    rounds = 10
+    for r in range(rounds):
+        name = f"race{r}"
+        await a.create_batch("q", name, "", None, NewJob("q", payload=b"callback"))
+        # Above the callbacks of earlier rounds, which wait (priority 0) behind them.
+        await driver.submit(*[NewJob("q", batch_id=name, priority=10) for _ in range(2)])
+        await a.close_batch("q", name)
+        await driver.update(width=2)
+        await b.settle()
+        [la], [lb] = box_a.delivered[-1:], box_b.delivered[-1:]
+        await driver.update(width=0)
+        await asyncio.gather(
+            a.results(wa, [WorkResult(la.job.id, la.lease_id, b"ok")]),
+            b.results(wb, [WorkResult(lb.job.id, lb.lease_id, b"ok")]),
+        )
+        view = await a.get_batch("q", name)
+        assert view.complete
+        assert view.on_complete_job_id
+    callbacks = [
+        job
+        for job_id in await driver.listed(JobState.PENDING)
+        if (job := await driver.job(job_id)).headers.get(BATCH_HEADER, "").startswith("race")
+    ]
+    assert len(callbacks) == rounds
+    assert len({j.headers[BATCH_HEADER] for j in callbacks}) == rounds
