@@ -4,7 +4,7 @@
  */
 
 export { type ConnectionOptions, type TlsOptions } from "./channel";
-export { Client, type CallOptions, type ClientOptions } from "./client";
+export { type BatchHandle, type BatchOptions, Client, type CallOptions, type ClientOptions } from "./client";
 export {
   AlreadyExistsError,
   DeadlineExceededError,
@@ -39,7 +39,10 @@ export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runn
 export type { WorkerStats } from "./session";
 export {
   type Attempt,
+  type Batch,
+  type BatchCounts,
   type Job,
+  type JobProgress,
   type JobError,
   JobState,
   type KeyLimits,
