@@ -349,6 +349,11 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             retry_policy=job.retry_policy,
             attempts=list(job.attempts),
             budget_start=job.attempt,
+            # Workflow fields stay; its batch counted it final already and does not again.
+            batch_id=job.batch_id,
+            parent_ids=job.parent_ids,
+            run_after_failed_parents=job.run_after_failed_parents,
+            progress=job.progress,
         )
         self._jobs[job.id] = record
         self._wait(q, record, now)
