@@ -17,7 +17,7 @@ before changing anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -35,6 +35,7 @@ from dispatchd.engine import (
 )
 from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+from dispatchd.observability.events import Event, EventFilter, Missed
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +350,11 @@ class Backend(Protocol):
 
     async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
         """Closes the batch and cancels its unfinished jobs; returns how many."""
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        """Starts a watch: lifecycle events after ``token`` (from this call on when empty)
+        that ``flt`` matches, as they happen, with a Missed where some cannot be delivered;
+        ends when the backend stops. Raises InvalidArgument for a token it did not make."""
 
 
 def heartbeat_interval(lease_seconds: Sequence[float]) -> float:

@@ -7,6 +7,7 @@ from dispatchd.convert import _fill_policy, new_job, set_time, timestamp
 from dispatchd.engine import NewJob
 from dispatchd.engine.flows import BatchView
 from dispatchd.engine.model import SUBMITTER_HEADER
+from dispatchd.observability.events import Event, Missed
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 
@@ -101,3 +102,36 @@ def batch_from_pb(msg: pb.Batch) -> BatchView:
         expired=c.expired,
         dead=c.dead,
     )
+
+
+def event_to_pb(item: Event | Missed) -> pb.WatchEventsResponse:
+    """One WatchEvents message: an event, or the news that some were missed."""
+    if isinstance(item, Missed):
+        missed = pb.EventsMissed(
+            reason=item.reason, resume_token=item.resume_token, message=item.message
+        )
+        return pb.WatchEventsResponse(missed=missed)
+    msg = pb.WatchEventsResponse()
+    e = msg.event
+    e.resume_token = item.token
+    e.kind = int(item.kind)  # type: ignore[assignment]
+    set_time(e.time, item.time)
+    e.queue = item.queue
+    e.job_id = item.job_id
+    e.batch_id = item.batch_id
+    e.attempt = item.attempt
+    e.worker_id = item.worker_id
+    if item.progress is not None:
+        percent, message, at = item.progress
+        if percent is not None:
+            e.progress.percent = percent
+        e.progress.message = message
+        set_time(e.progress.report_time, at)
+    if item.error is not None:
+        e.error.message = item.error.message
+        e.error.retryable = item.error.retryable
+        e.error.code = item.error.code
+    if item.counts is not None:
+        c = e.batch_counts
+        c.total, c.active, c.succeeded, c.failed, c.cancelled, c.expired, c.dead = item.counts
+    return msg

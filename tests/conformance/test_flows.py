@@ -6,6 +6,7 @@ cancelling its subtree)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,6 +14,7 @@ from dispatchd.backend import ProgressReport, WorkerSpec, WorkResult
 from dispatchd.engine import FailedPrecondition, JobState, NewJob, NotFound
 from dispatchd.engine.errors import AlreadyExists, InvalidArgument, Reason
 from dispatchd.engine.flows import BATCH_HEADER, PROGRESS_INTERVAL
+from dispatchd.observability.events import Event, EventFilter, EventKind, Missed
 from tests.conformance.harness import Driver, RecordingOutbox
 
 # ---- progress ----------------------------------------------------------------------------
@@ -250,3 +252,76 @@ async def test_on_complete_fires_once_when_the_last_two_jobs_finish_on_two_repli
     ]
     assert len(callbacks) == rounds
     assert len({j.headers[BATCH_HEADER] for j in callbacks}) == rounds
+
+
+# ---- events ------------------------------------------------------------------------------
+
+
+async def _take(
+    it: AsyncIterator[Event | Missed], n: int, within: float = 5.0
+) -> list[Event | Missed]:
+    out: list[Event | Missed] = []
+    async with asyncio.timeout(within):
+        while len(out) < n:
+            out.append(await anext(it))
+    return out
+
+
+async def test_events_follow_a_job_and_resume_from_a_token(driver: Driver) -> None:
+    await driver.update(retry_policy=None)
+    watch = await driver.backend.watch_events(EventFilter(queues=frozenset({"q"})), "")
+    job = await driver.add(batch_id="ev")
+    await driver.add(queue="other")  # filtered out
+    w = await driver.connect()
+    lease = w.lease(job.id)
+    await driver.backend.report_progress(w.record, [ProgressReport(job.id, lease.lease_id, 5, "")])
+    await w.fail(lease, retryable=False)
+    got = await _take(watch, 4)
+    assert all(isinstance(e, Event) for e in got)
+    events = [e for e in got if isinstance(e, Event)]
+    kinds = [e.kind for e in events]
+    assert kinds == [
+        EventKind.SUBMITTED,
+        EventKind.DISPATCHED,
+        EventKind.PROGRESS,
+        EventKind.FAILED,
+    ]
+    assert {e.job_id for e in events} == {job.id}
+    assert events[0].batch_id == "ev"
+    assert events[2].progress is not None
+    assert events[2].progress[0] == 5
+    assert events[3].error is not None
+    assert events[3].error.message == "boom"
+    # Resuming after the DISPATCHED event delivers what followed it, and nothing else.
+    resumed = await driver.backend.watch_events(
+        EventFilter(queues=frozenset({"q"})), events[1].token
+    )
+    again = await _take(resumed, 2)
+    assert [e.kind for e in again if isinstance(e, Event)] == [
+        EventKind.PROGRESS,
+        EventKind.FAILED,
+    ]
+
+
+async def test_events_of_a_batch_end_with_batch_complete(driver: Driver) -> None:
+    flt = EventFilter(batch_ids=frozenset({"done"}), kinds=frozenset({EventKind.BATCH_COMPLETE}))
+    watch = await driver.backend.watch_events(flt, "")
+    job = await driver.add(batch_id="done")
+    await driver.backend.close_batch("q", "done")
+    w = await driver.connect()
+    await w.ok(w.lease(job.id))
+    [complete] = await _take(watch, 1)
+    assert isinstance(complete, Event)
+    assert (complete.kind, complete.batch_id, complete.job_id) == (
+        EventKind.BATCH_COMPLETE,
+        "done",
+        "",
+    )
+    assert complete.counts is not None
+    assert complete.counts[0] == 1
+    assert complete.counts[2] == 1
+
+
+async def test_a_foreign_resume_token_is_refused(driver: Driver) -> None:
+    with pytest.raises(InvalidArgument):
+        await driver.backend.watch_events(EventFilter(), "not a token")

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 from dispatchd.backend import (
@@ -47,6 +47,7 @@ from dispatchd.engine import (
 from dispatchd.engine.errors import Reason, Unavailable
 from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+from dispatchd.observability.events import Event, EventFilter, EventHub, Missed
 from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
@@ -94,6 +95,7 @@ class _FlowsPart:
     clock: Callable[[], float]
     waiters: Waiters
     pump: DispatchPump
+    events: EventHub
 
     def _writable(self) -> None:
         raise NotImplementedError
@@ -123,6 +125,9 @@ class _FlowsPart:
 
     async def get_batch(self, queue: str, batch_id: str) -> BatchView:
         return self.engine.get_batch(queue, batch_id)
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        return self.events.watch(flt, token)
 
     async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
         view = self.engine.get_batch(queue, batch_id)
@@ -178,7 +183,8 @@ class EmbeddedBackend(_FlowsPart):
         self.clock = clock
         self.waiters = Waiters()
         self._watch = _Watch(lambda: self.engine)
-        self.observers = ObserverChain([self.waiters, self._watch, *observers])
+        self.events = EventHub(clock)  # WatchEvents (observability/events.py)
+        self.observers = ObserverChain([self.waiters, self._watch, self.events, *observers])
         self.engine = Engine(limits, self.observers, rng)
         self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
         storage = storage or StorageConfig()
@@ -244,10 +250,12 @@ class EmbeddedBackend(_FlowsPart):
         for outbox in self.pump.outboxes:
             outbox.close("server drained")
         self.pump.close()
+        self.events.close()
         if failures:
             raise DrainFailed("; ".join(failures))
 
     async def close(self) -> None:
+        self.events.close()
         try:
             await self.storage.close()
         except JournalUnavailable as e:

@@ -193,6 +193,7 @@ class FlowsMixin(EngineState):
                 batch.on_success_job_id = self._submit_callback(batch.on_success, extra, now)
             if batch.on_complete is not None:
                 batch.on_complete_job_id = self._submit_callback(batch.on_complete, extra, now)
+            self.observer.batch_completed(batch.view())
         view = batch.view()
         self.observer.batch_changed(view)
         if not batch.live:

@@ -98,6 +98,9 @@ class EngineObserver:
     def batch_deleted(self, queue: str, batch_id: str) -> None:
         """A batch was forgotten (retention after it completed, or its queue deleted)."""
 
+    def batch_completed(self, batch: BatchView) -> None:
+        """A closed batch's last job became final (its callbacks were just submitted)."""
+
 
 class ObserverChain(EngineObserver):
     """Fans every event out to several observers in order.
@@ -145,6 +148,7 @@ class ObserverChain(EngineObserver):
         self._batch_changed = h["batch_changed"]
         self._batch_settled = h["batch_settled"]
         self._batch_deleted = h["batch_deleted"]
+        self._batch_completed = h["batch_completed"]
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
         for hook in self._jobs_submitted:
@@ -238,6 +242,10 @@ class ObserverChain(EngineObserver):
         for hook in self._batch_deleted:
             hook(queue, batch_id)
 
+    def batch_completed(self, batch: BatchView) -> None:
+        for hook in self._batch_completed:
+            hook(batch)
+
 
 _EVENTS = (
     "jobs_submitted",
@@ -263,4 +271,5 @@ _EVENTS = (
     "batch_changed",
     "batch_settled",
     "batch_deleted",
+    "batch_completed",
 )

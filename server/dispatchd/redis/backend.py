@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from dispatchd.backend import (
     Capabilities,
@@ -41,6 +41,7 @@ from dispatchd.engine.flows import BatchView, check_progress
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
+from dispatchd.observability.events import Event, EventFilter, Missed
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.fleet import Fleet
@@ -491,6 +492,11 @@ class RedisBackend:
     async def close_batch(self, queue: str, batch_id: str) -> BatchView:
         self._refuse_while_draining()
         return await self.ops.close_batch(queue, batch_id)
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        """Read from the queues' event streams (redis/events.py); every replica sees every
+        replica's events, since the scripts write them."""
+        return await self.ops.watch_events(flt, token)
 
     async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
         self._refuse_while_draining()

@@ -20,7 +20,7 @@ from dispatchd.engine.flows import (
     check_description,
 )
 from dispatchd.redis import records
-from dispatchd.redis.store import RedisStore
+from dispatchd.redis.events import RedisEvents
 
 Report = tuple[str, str, int | None, str]
 """(job id, lease id, percent or None, message)."""
@@ -53,7 +53,7 @@ def _view(queue: str, batch_id: str, v: Sequence[Any]) -> BatchView:
     )
 
 
-class RedisFlows(RedisStore):
+class RedisFlows(RedisEvents):
     async def progress(self, queue: str, reports: Sequence[Report]) -> int:
         args: list[Any] = [repr(PROGRESS_INTERVAL)]
         for job_id, lease_id, percent, message in reports:

@@ -90,6 +90,8 @@ RULES: dict[str, Rule] = {
     _m("WaitBatch"): Rule(Role.SUBMIT),
     _m("CloseBatch"): Rule(Role.SUBMIT),
     _m("CancelBatch"): _ADMIN,
+    # Every job's events (ids, errors, workers) across queues: what an operator watches.
+    _m("WatchEvents"): _ADMIN,
     # The schema is public anyway, but a stranger has no use for it.
     **{f"/{s}/ServerReflectionInfo": _ANY for s in REFLECTION_SERVICES},
 }

@@ -12,9 +12,10 @@ import grpc
 
 from dispatchd import flows_convert
 from dispatchd.backend import Backend
-from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine.errors import EngineError, InvalidArgument
 from dispatchd.engine.ids import IdSource
-from dispatchd.service.errors import translating
+from dispatchd.observability.events import EventFilter
+from dispatchd.service.errors import abort, translating
 from dispatchd.service.requests import wait_timeout
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -78,6 +79,22 @@ class FlowRpcs:
     ) -> pb.CancelBatchResponse:
         view, n = await self._backend.cancel_batch(request.queue, request.batch_id)
         return pb.CancelBatchResponse(batch=flows_convert.batch_to_pb(view), cancelled_count=n)
+
+    async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> None:
+        """Writes with context.write, as the Work stream does (service/work.py): a cancel
+        lands wherever it waits and the watch ends with it."""
+        try:
+            flt = EventFilter.of(
+                request.queues, request.job_ids, request.batch_ids, list(request.kinds)
+            )
+            stream = await self._backend.watch_events(flt, request.resume_token)
+            try:
+                async for item in stream:
+                    await context.write(flows_convert.event_to_pb(item))
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+        except EngineError as e:
+            await abort(context, e)
 
 
 _IDS = IdSource(random.SystemRandom())

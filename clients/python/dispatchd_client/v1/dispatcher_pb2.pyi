@@ -51,6 +51,21 @@ class FiringCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIRING_CAUSE_SCHEDULED: _ClassVar[FiringCause]
     FIRING_CAUSE_TRIGGERED: _ClassVar[FiringCause]
     FIRING_CAUSE_BACKFILL: _ClassVar[FiringCause]
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SUBMITTED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_DISPATCHED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_PROGRESS: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SUCCEEDED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_FAILED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_RETRIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_DEAD: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_EXPIRED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_CANCELLED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_BATCH_COMPLETE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_REQUEUED: _ClassVar[JobEventKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_UNDERWAY: JobState
@@ -78,6 +93,18 @@ FIRING_CAUSE_UNSPECIFIED: FiringCause
 FIRING_CAUSE_SCHEDULED: FiringCause
 FIRING_CAUSE_TRIGGERED: FiringCause
 FIRING_CAUSE_BACKFILL: FiringCause
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_SUBMITTED: JobEventKind
+JOB_EVENT_KIND_DISPATCHED: JobEventKind
+JOB_EVENT_KIND_PROGRESS: JobEventKind
+JOB_EVENT_KIND_SUCCEEDED: JobEventKind
+JOB_EVENT_KIND_FAILED: JobEventKind
+JOB_EVENT_KIND_RETRIED: JobEventKind
+JOB_EVENT_KIND_DEAD: JobEventKind
+JOB_EVENT_KIND_EXPIRED: JobEventKind
+JOB_EVENT_KIND_CANCELLED: JobEventKind
+JOB_EVENT_KIND_BATCH_COMPLETE: JobEventKind
+JOB_EVENT_KIND_REQUEUED: JobEventKind
 
 class Rate(_message.Message):
     __slots__ = ("per_second", "burst")
@@ -1080,3 +1107,61 @@ class CancelBatchResponse(_message.Message):
     batch: Batch
     cancelled_count: int
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., cancelled_count: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("resume_token", "kind", "time", "queue", "job_id", "batch_id", "attempt", "worker_id", "progress", "error", "batch_counts")
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    resume_token: str
+    kind: JobEventKind
+    time: _timestamp_pb2.Timestamp
+    queue: str
+    job_id: str
+    batch_id: str
+    attempt: int
+    worker_id: str
+    progress: JobProgress
+    error: JobError
+    batch_counts: BatchCounts
+    def __init__(self, resume_token: _Optional[str] = ..., kind: _Optional[_Union[JobEventKind, str]] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., queue: _Optional[str] = ..., job_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., batch_counts: _Optional[_Union[BatchCounts, _Mapping]] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("queues", "job_ids", "batch_ids", "kinds", "resume_token")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_IDS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    batch_ids: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[JobEventKind]
+    resume_token: str
+    def __init__(self, queues: _Optional[_Iterable[str]] = ..., job_ids: _Optional[_Iterable[str]] = ..., batch_ids: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[_Union[JobEventKind, str]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event", "missed")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    event: JobEvent
+    missed: EventsMissed
+    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ..., missed: _Optional[_Union[EventsMissed, _Mapping]] = ...) -> None: ...
+
+class EventsMissed(_message.Message):
+    __slots__ = ("reason", "resume_token", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    resume_token: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., resume_token: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -187,6 +187,11 @@ class DispatcherServiceStub(object):
                 request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.FromString,
                 )
+        self.WatchEvents = channel.unary_stream(
+                '/dispatchd.v1.DispatcherService/WatchEvents',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.FromString,
+                )
 
 
 class DispatcherServiceServicer(object):
@@ -443,6 +448,16 @@ class DispatcherServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+        token every event carries (docs/workflows.md says how far back a resume reaches). When
+        events were lost to the stream (a resume too old, or a consumer too slow) it says so
+        with an EventsMissed message instead of skipping silently.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -615,6 +630,11 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.CancelBatch,
                     request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1203,5 +1223,22 @@ class DispatcherService(object):
         return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/CancelBatch',
             dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.SerializeToString,
             dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/dispatchd.v1.DispatcherService/WatchEvents',
+            dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -77,6 +77,7 @@ while got < want do
       'dl', fmt(deadline))
     redis.call('ZREM', b .. ':exp', id)
     lease_begin(b, id, lseq, deadline, redis.call('HGET', j, 'fk') or '')
+    job_event(b, EV_DISPATCHED, id, now)
     out[#out + 1] = job_with_payload(b, id)
     got = got + 1
   end

@@ -41,7 +41,7 @@ for _, s in ipairs(FINISHED) do
 end
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
     ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':exp',
-    ':workers'}) do
+    ':workers', ':events'}) do
   redis.call('DEL', b .. suffix)
 end
 redis.call('SREM', KEYS[2], queue_of_base(b))

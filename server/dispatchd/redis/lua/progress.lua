@@ -4,6 +4,7 @@
 -- id, lease id, percent ('' none), message. Returns how many were stored.
 -- @include core
 -- @include clock
+-- @include events
 local b = base_of(KEYS[1])
 local now = clock()
 local interval = tonumber(ARGV[3])
@@ -19,6 +20,7 @@ for o = 4, #ARGV, 4 do
     else
       redis.call('HSET', j, 'pgp', ARGV[o + 2], 'pgm', ARGV[o + 3], 'pgt', fmt(now))
       stored = stored + 1
+      job_event(b, EV_PROGRESS, id, now, 'pp', ARGV[o + 2], 'pm', ARGV[o + 3])
     end
   end
 end

@@ -51,6 +51,7 @@ local function create_job(a, o, width, lease, now)
     'att', 0, 'ats', '', 'cx', 0, 'st', PENDING)
   if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
   flows_join(b, id, a[o + 16] or '', now)
+  job_event(b, EV_SUBMITTED, id, now) -- (before what may end it at once: events in order)
   local flow = nil
   if ex == nil or ex > now then flow = flows_parents(b, id, a[o + 17] or '', a[o + 18], now) end
   if ex ~= nil and ex <= now then

@@ -23,6 +23,7 @@ local function give_back(b, id, now)
     finish(b, id, EXPIRED, now, false)
   else
     wait(b, id, now)
+    job_event(b, EV_REQUEUED, id, now)
   end
 end
 
@@ -59,4 +60,6 @@ local function attempt_failed(b, id, now, err, lost, rnd, http_status, latency)
   redis.call('HSET', j, 'nb', fmt(due))
   wait(b, id, now)
   tally(b, id, 'retried')
+  local em, ec, er = error_fields(b, id)
+  job_event(b, EV_RETRIED, id, now, 'em', em, 'ec', ec, 'er', er)
 end

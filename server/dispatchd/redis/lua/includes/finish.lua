@@ -30,6 +30,12 @@ finish = function(b, id, state, now, keep_key)
   tally(b, id, state)
   if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
   wake(b)
+  if state == FAILED or state == DEAD then
+    local em, ec, er = error_fields(b, id)
+    job_event(b, EV_FINAL[state], id, now, 'em', em, 'ec', ec, 'er', er)
+  else
+    job_event(b, EV_FINAL[state], id, now)
+  end
   flows_final(b, id, f[3], state, now) -- workflows: its batch, its waiting children
 end
 

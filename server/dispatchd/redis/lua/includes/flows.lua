@@ -1,6 +1,7 @@
 -- @include core
 -- @include waiting
 -- @include publish
+-- @include events
 -- Workflows (docs/workflows.md; engine/flows.py has the same rules for the embedded engine
 -- and the words both backends say). Everything of a batch or a dependency lives under its
 -- queue's hash tag, so the transition that ends a job and what follows from it (its batch's
@@ -86,6 +87,7 @@ local function submit_callback(b, bt, which, extra, now)
     'bs', 0, 'fk', a[13], 'fwt', a[14], 'ikn', '', 'seq', seq, 'sub', fmt(now), 'att', 0,
     'ats', '', 'cx', 0, 'st', PENDING)
   release_waiting(b, id, now)
+  job_event(b, EV_SUBMITTED, id, now)
   return id
 end
 
@@ -109,6 +111,10 @@ local function batch_check(b, bt, now)
     redis.call('HSET', k, 'sid', submit_callback(b, bt, 's', extra, now))
   end
   redis.call('HSET', k, 'cid', submit_callback(b, bt, 'c', extra, now))
+  local active = redis.call('SCARD', blive(b, bt))
+  local counts = {tostring(total), tostring(active)}
+  for i = 1, 5 do counts[#counts + 1] = tostring(tonumber(f[3 + i] or '0')) end
+  batch_event(b, bt, now, table.concat(counts, ','))
   local keep = math.max(1, math.ceil(tonumber(ARGV[1])))
   for _, key in ipairs({k, blive(b, bt), bcb(b, bt, 's'), bcb(b, bt, 'c')}) do
     redis.call('EXPIRE', key, keep)

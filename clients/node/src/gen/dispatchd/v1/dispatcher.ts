@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -120,6 +122,29 @@ export enum FiringCause {
   FIRING_CAUSE_TRIGGERED = 2,
   /** FIRING_CAUSE_BACKFILL - BackfillSchedule. */
   FIRING_CAUSE_BACKFILL = 3,
+  UNRECOGNIZED = -1,
+}
+
+/** JobEventKind is what happened to a job (or a batch). */
+export enum JobEventKind {
+  JOB_EVENT_KIND_UNSPECIFIED = 0,
+  /** JOB_EVENT_KIND_SUBMITTED - Admitted (PENDING, SCHEDULED or WAITING). */
+  JOB_EVENT_KIND_SUBMITTED = 1,
+  /** JOB_EVENT_KIND_DISPATCHED - Leased to a worker. */
+  JOB_EVENT_KIND_DISPATCHED = 2,
+  /** JOB_EVENT_KIND_PROGRESS - Its worker's progress report was stored. */
+  JOB_EVENT_KIND_PROGRESS = 3,
+  JOB_EVENT_KIND_SUCCEEDED = 4,
+  JOB_EVENT_KIND_FAILED = 5,
+  /** JOB_EVENT_KIND_RETRIED - A failed attempt will run again (after its backoff). */
+  JOB_EVENT_KIND_RETRIED = 6,
+  JOB_EVENT_KIND_DEAD = 7,
+  JOB_EVENT_KIND_EXPIRED = 8,
+  JOB_EVENT_KIND_CANCELLED = 9,
+  /** JOB_EVENT_KIND_BATCH_COMPLETE - A closed batch's last job became final (job_id empty; batch_counts set). */
+  JOB_EVENT_KIND_BATCH_COMPLETE = 10,
+  /** JOB_EVENT_KIND_REQUEUED - An attempt ended without a verdict (lease expired, worker gone): the job waits again. */
+  JOB_EVENT_KIND_REQUEUED = 11,
   UNRECOGNIZED = -1,
 }
 
@@ -1165,6 +1190,62 @@ export interface CancelBatchResponse {
     | undefined;
   /** How many unfinished jobs it cancelled. */
   cancelledCount: number;
+}
+
+/** JobEvent is one lifecycle event. */
+export interface JobEvent {
+  /** Pass it back in WatchEventsRequest.resume_token to go on after this event. */
+  resumeToken: string;
+  kind: JobEventKind;
+  time: Date | undefined;
+  queue: string;
+  jobId: string;
+  batchId: string;
+  /** The attempt the event belongs to (DISPATCHED, results, RETRIED). */
+  attempt: number;
+  workerId: string;
+  /** PROGRESS: the report. */
+  progress:
+    | JobProgress
+    | undefined;
+  /** FAILED, DEAD, RETRIED, REQUEUED: the attempt's error. */
+  error:
+    | JobError
+    | undefined;
+  /** BATCH_COMPLETE: the batch's counts. */
+  batchCounts: BatchCounts | undefined;
+}
+
+export interface WatchEventsRequest {
+  /** Only events of these queues (empty: every queue). */
+  queues: string[];
+  /** Only events of these jobs (empty: every job). */
+  jobIds: string[];
+  /** Only events of jobs of these batches, and their BATCH_COMPLETE (empty: any). */
+  batchIds: string[];
+  /** Only these kinds (empty: every kind). */
+  kinds: JobEventKind[];
+  /** Go on after the event that carried this token; empty: from now on. */
+  resumeToken: string;
+}
+
+export interface WatchEventsResponse {
+  kind: { $case: "event"; value: JobEvent } | { $case: "missed"; value: EventsMissed } | undefined;
+}
+
+/**
+ * EventsMissed says the stream cannot deliver some events: the resume token is older than
+ * what the server keeps (RESUME_TOO_OLD, or a token of another server process), or this
+ * consumer read too slowly and the events it had not read yet were dropped (FELL_BEHIND).
+ * The stream goes on with the oldest event the server still has.
+ */
+export interface EventsMissed {
+  /** RESUME_TOO_OLD or FELL_BEHIND. */
+  reason: string;
+  /** The last token this stream had delivered (or was given) before the gap. */
+  resumeToken: string;
+  /** For a person: what was lost and what the bound is. */
+  message: string;
 }
 
 function createBaseRate(): Rate {
@@ -9540,6 +9621,476 @@ export const CancelBatchResponse: MessageFns<CancelBatchResponse> = {
   },
 };
 
+function createBaseJobEvent(): JobEvent {
+  return {
+    resumeToken: "",
+    kind: 0,
+    time: undefined,
+    queue: "",
+    jobId: "",
+    batchId: "",
+    attempt: 0,
+    workerId: "",
+    progress: undefined,
+    error: undefined,
+    batchCounts: undefined,
+  };
+}
+
+export const JobEvent: MessageFns<JobEvent> = {
+  encode(message: JobEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.resumeToken !== "") {
+      writer.uint32(10).string(message.resumeToken);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(26).fork()).join();
+    }
+    if (message.queue !== "") {
+      writer.uint32(34).string(message.queue);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(42).string(message.jobId);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(50).string(message.batchId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(56).int32(message.attempt);
+    }
+    if (message.workerId !== "") {
+      writer.uint32(66).string(message.workerId);
+    }
+    if (message.progress !== undefined) {
+      JobProgress.encode(message.progress, writer.uint32(74).fork()).join();
+    }
+    if (message.error !== undefined) {
+      JobError.encode(message.error, writer.uint32(82).fork()).join();
+    }
+    if (message.batchCounts !== undefined) {
+      BatchCounts.encode(message.batchCounts, writer.uint32(90).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.progress = JobProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.error = JobError.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.batchCounts = BatchCounts.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobEvent>, I>>(base?: I): JobEvent {
+    return JobEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobEvent>, I>>(object: I): JobEvent {
+    const message = createBaseJobEvent();
+    message.resumeToken = object.resumeToken ?? "";
+    message.kind = object.kind ?? 0;
+    message.time = object.time ?? undefined;
+    message.queue = object.queue ?? "";
+    message.jobId = object.jobId ?? "";
+    message.batchId = object.batchId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.workerId = object.workerId ?? "";
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? JobProgress.fromPartial(object.progress)
+      : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? JobError.fromPartial(object.error)
+      : undefined;
+    message.batchCounts = (object.batchCounts !== undefined && object.batchCounts !== null)
+      ? BatchCounts.fromPartial(object.batchCounts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseWatchEventsRequest(): WatchEventsRequest {
+  return { queues: [], jobIds: [], batchIds: [], kinds: [], resumeToken: "" };
+}
+
+export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
+  encode(message: WatchEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.queues) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.jobIds) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.batchIds) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.kinds.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.kinds) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(42).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.batchIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.kinds.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.kinds.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchEventsRequest>, I>>(base?: I): WatchEventsRequest {
+    return WatchEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchEventsRequest>, I>>(object: I): WatchEventsRequest {
+    const message = createBaseWatchEventsRequest();
+    message.queues = object.queues?.map((e) => e) || [];
+    message.jobIds = object.jobIds?.map((e) => e) || [];
+    message.batchIds = object.batchIds?.map((e) => e) || [];
+    message.kinds = object.kinds?.map((e) => e) || [];
+    message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
+function createBaseWatchEventsResponse(): WatchEventsResponse {
+  return { kind: undefined };
+}
+
+export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
+  encode(message: WatchEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "event":
+        JobEvent.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "missed":
+        EventsMissed.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "event", value: JobEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "missed", value: EventsMissed.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchEventsResponse>, I>>(base?: I): WatchEventsResponse {
+    return WatchEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchEventsResponse>, I>>(object: I): WatchEventsResponse {
+    const message = createBaseWatchEventsResponse();
+    switch (object.kind?.$case) {
+      case "event": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "event", value: JobEvent.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "missed": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "missed", value: EventsMissed.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseEventsMissed(): EventsMissed {
+  return { reason: "", resumeToken: "", message: "" };
+}
+
+export const EventsMissed: MessageFns<EventsMissed> = {
+  encode(message: EventsMissed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(18).string(message.resumeToken);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsMissed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventsMissed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<EventsMissed>, I>>(base?: I): EventsMissed {
+    return EventsMissed.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsMissed>, I>>(object: I): EventsMissed {
+    const message = createBaseEventsMissed();
+    message.reason = object.reason ?? "";
+    message.resumeToken = object.resumeToken ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 /**
  * DispatcherService keeps a priority queue per named queue and streams jobs to
  * workers, never more underway per queue than the queue's width.
@@ -9927,6 +10478,21 @@ export const DispatcherServiceService = {
     responseSerialize: (value: CancelBatchResponse): Buffer => Buffer.from(CancelBatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelBatchResponse => CancelBatchResponse.decode(value),
   },
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents: {
+    path: "/dispatchd.v1.DispatcherService/WatchEvents" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchEventsRequest): Buffer => Buffer.from(WatchEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchEventsRequest => WatchEventsRequest.decode(value),
+    responseSerialize: (value: WatchEventsResponse): Buffer => Buffer.from(WatchEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchEventsResponse => WatchEventsResponse.decode(value),
+  },
 } as const;
 
 export interface DispatcherServiceServer extends UntypedServiceImplementation {
@@ -10023,6 +10589,13 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
   closeBatch: handleUnaryCall<CloseBatchRequest, CloseBatchResponse>;
   /** CancelBatch cancels every unfinished job of the batch and closes it. */
   cancelBatch: handleUnaryCall<CancelBatchRequest, CancelBatchResponse>;
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
 
 export interface DispatcherServiceClient extends Client {
@@ -10583,6 +11156,18 @@ export interface DispatcherServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelBatchResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;
+  watchEvents(
+    request: WatchEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchEventsResponse>;
 }
 
 export const DispatcherServiceClient = makeGenericClientConstructor(

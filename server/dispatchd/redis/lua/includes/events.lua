@@ -1,0 +1,28 @@
+-- @include core
+-- Lifecycle events for WatchEvents (docs/workflows.md; redis/events.py reads them): one
+-- stream per queue, {dq:q}:events, under the queue's hash tag (so every script adds to it
+-- atomically with the change it reports), trimmed to about EVENTS_MAXLEN entries. Kinds are
+-- dispatchd.v1.JobEventKind numbers. Fields: t time, k kind, j job id, b batch id,
+-- a attempt, w worker, and by kind pp/pm (progress), em/ec/er (error), c (batch counts:
+-- total, active, succeeded, failed, cancelled, expired, dead).
+local EVENTS_MAXLEN = 20000
+local EV_SUBMITTED, EV_DISPATCHED, EV_PROGRESS = 1, 2, 3
+local EV_RETRIED, EV_BATCH_COMPLETE, EV_REQUEUED = 6, 10, 11
+local EV_FINAL = {[3] = 4, [4] = 5, [8] = 7, [7] = 8, [5] = 9}
+
+local function job_event(b, kind, id, now, ...)
+  local f = redis.call('HMGET', jkey(b, id), 'bt', 'att', 'wk')
+  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 't', fmt(now),
+    'k', kind, 'j', id, 'b', f[1] or '', 'a', f[2] or '0', 'w', f[3] or '', ...)
+end
+
+-- A job's error as event fields (for FAILED, DEAD, RETRIED).
+local function error_fields(b, id)
+  local f = redis.call('HMGET', jkey(b, id), 'em', 'ec', 'er')
+  return f[1] or '', f[2] or '', f[3] or ''
+end
+
+local function batch_event(b, bt, now, counts)
+  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 't', fmt(now),
+    'k', EV_BATCH_COMPLETE, 'j', '', 'b', bt, 'c', counts)
+end
