@@ -5,8 +5,18 @@ runs once, a dependency chain run by a real worker, the sync client's batch."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
-from dispatchd_client import AsyncClient, Client, JobState, NewJob, ReceivedJob
+from dispatchd_client import (
+    AsyncClient,
+    Client,
+    EventKind,
+    JobEvent,
+    JobState,
+    NewJob,
+    ReceivedJob,
+)
+from tests.integration.dispatchctl import Dispatchctl
 
 from .conftest import StartWorker
 from .helpers import eventually
@@ -74,3 +84,40 @@ def _sync_batch(target: str) -> None:
         cancelled = client.cancel_batch("syncflow", "s1")
         assert cancelled.counts.cancelled == 1
         assert client.get(job.id).cancel_reason == "its batch s1 was cancelled"
+
+
+async def test_watch_follows_a_job_and_dispatchctl_resumes_from_a_token(
+    target: str, start_worker: StartWorker
+) -> None:
+    start_worker(configure=lambda w: w.handler("evq")(lambda job: b"done"), concurrency=2)
+    async with AsyncClient(target) as client:
+        events = client.watch(queues=["evq"])
+        first = await _first_event(client, events)
+        job = await client.submit("evq", b"x")
+        seen: list[EventKind] = []
+        while EventKind.SUCCEEDED not in seen:
+            item = await asyncio.wait_for(anext(events), 10)
+            if isinstance(item, JobEvent) and item.job_id == job.id:
+                seen.append(item.kind)
+        assert seen == [EventKind.SUBMITTED, EventKind.DISPATCHED, EventKind.SUCCEEDED]
+        await events.aclose()  # type: ignore[attr-defined]
+    run = await Dispatchctl(target)(
+        "watch", "--events", "--queue", "evq", "--from", first.resume_token, "--count", "2"
+    )
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert len(lines) == 2
+    assert all("evq" in line and "token=" in line for line in lines)
+
+
+async def _first_event(client: AsyncClient, events: AsyncIterator[object]) -> JobEvent:
+    """The watch starts with its first read: marker jobs until it has one (in order)."""
+    waiting = asyncio.ensure_future(anext(events))
+    for _ in range(100):
+        await client.submit("evq", b"marker")
+        done, _ = await asyncio.wait({waiting}, timeout=0.1)
+        if done:
+            item = waiting.result()
+            assert isinstance(item, JobEvent)
+            return item
+    raise AssertionError("the watch never saw an event")

@@ -26,6 +26,7 @@ from dispatchd_client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from dispatchd_client.events import EventKind, EventsMissed, JobEvent
 from dispatchd_client.policies import (
     Attempt,
     HttpTarget,
@@ -73,6 +74,8 @@ __all__ = [
     "Client",
     "DeadlineExceeded",
     "DispatchdError",
+    "EventKind",
+    "EventsMissed",
     "FailedPrecondition",
     "FiringCause",
     "FiringOutcome",
@@ -82,6 +85,7 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobError",
+    "JobEvent",
     "JobOptions",
     "JobProgress",
     "JobSpecLike",

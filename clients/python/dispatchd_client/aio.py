@@ -25,6 +25,7 @@ from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._coalescer import Coalescer
 from dispatchd_client.batches import AsyncBatch
 from dispatchd_client.errors import Unavailable, from_rpc_error
+from dispatchd_client.events import EventKind, EventsMissed, JobEvent, item_of, watch_request
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.schedules import (
     CatchupMode,
@@ -486,3 +487,37 @@ class AsyncClient:
     ) -> Batch:
         """Closes the batch and cancels its unfinished jobs."""
         return await self._call(rq.cancel_batch(queue, batch_id), timeout)
+
+    # ---- events (docs/workflows.md) ---------------------------------------------------
+
+    async def watch(
+        self,
+        *,
+        queues: Iterable[str] = (),
+        job_ids: Iterable[str] = (),
+        batch_ids: Iterable[str] = (),
+        kinds: Iterable[EventKind] = (),
+        resume_token: str = "",
+        reconnect: bool = True,
+    ) -> AsyncIterator[JobEvent | EventsMissed]:
+        """Lifecycle events as they happen (from now, or after ``resume_token``), filtered.
+        A broken stream is reopened from the last token seen (``reconnect``), with backoff."""
+        filters = (tuple(queues), tuple(job_ids), tuple(batch_ids), tuple(kinds))
+        token, tries = resume_token, 0
+        while True:
+            request = watch_request(*filters, token)
+            call = getattr(self._get_stub(), "WatchEvents")(request)  # noqa: B009
+            try:
+                async for resp in call:
+                    tries = 0
+                    item = item_of(resp)
+                    token = item.resume_token if isinstance(item, JobEvent) else token
+                    yield item
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+                if not (reconnect and isinstance(error, Unavailable)):
+                    raise error from e
+            if not reconnect:
+                return
+            await asyncio.sleep(rq.backoff_delay(tries, base=rq.RETRY_BASE_DELAY))
+            tries += 1

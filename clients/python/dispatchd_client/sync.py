@@ -25,6 +25,7 @@ from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._thread_coalescer import ThreadCoalescer
 from dispatchd_client.batches import SyncBatch
 from dispatchd_client.errors import Unavailable, from_rpc_error
+from dispatchd_client.events import EventKind, EventsMissed, JobEvent, item_of, watch_request
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.schedules import (
     CatchupMode,
@@ -462,3 +463,39 @@ class Client:
     def cancel_batch(self, queue: str, batch_id: str, *, timeout: float | None = None) -> Batch:
         """Closes the batch and cancels its unfinished jobs."""
         return self._call(rq.cancel_batch(queue, batch_id), timeout)
+
+    # ---- events (docs/workflows.md) ---------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        queues: Iterable[str] = (),
+        job_ids: Iterable[str] = (),
+        batch_ids: Iterable[str] = (),
+        kinds: Iterable[EventKind] = (),
+        resume_token: str = "",
+        reconnect: bool = True,
+    ) -> Iterator[JobEvent | EventsMissed]:
+        """Lifecycle events as they happen (from now, or after ``resume_token``), filtered.
+        A broken stream is reopened from the last token seen (``reconnect``), with backoff."""
+        filters = (tuple(queues), tuple(job_ids), tuple(batch_ids), tuple(kinds))
+        token, tries = resume_token, 0
+        while True:
+            request = watch_request(*filters, token)
+            call = getattr(self._stub, "WatchEvents")(request)  # noqa: B009
+            try:
+                for resp in call:
+                    tries = 0
+                    item = item_of(resp)
+                    token = item.resume_token if isinstance(item, JobEvent) else token
+                    yield item
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+                if not (reconnect and isinstance(error, Unavailable)):
+                    raise error from e
+            finally:
+                call.cancel()
+            if not reconnect:
+                return
+            time.sleep(rq.backoff_delay(tries, base=rq.RETRY_BASE_DELAY))
+            tries += 1

@@ -79,7 +79,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def _time(
-    msg: pb.Job | pb.Delivery | pb.JobProgress | pb.Batch, name: str
+    msg: pb.Job | pb.Delivery | pb.JobProgress | pb.Batch | pb.JobEvent, name: str
 ) -> datetime.datetime | None:
     """An aware UTC datetime, or None when the field is unset (not the epoch).
 
