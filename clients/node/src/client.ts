@@ -98,6 +98,19 @@ export interface BatchOptions {
   onComplete?: rq.NewJob;
 }
 
+/** What {@link Client.watch} follows; empty lists: everything. */
+export interface WatchFilter {
+  queues?: string[];
+  jobIds?: string[];
+  batchIds?: string[];
+  kinds?: pb.JobEventKind[];
+  /** Go on after the event that carried this token. */
+  resumeToken?: string;
+}
+
+/** One item of {@link Client.watch}: an event, or the news that some were missed. */
+export type WatchItem = NonNullable<pb.WatchEventsResponse["kind"]>;
+
 /** The batch being filled inside {@link Client.batch}. */
 export interface BatchHandle {
   batchId: string;
@@ -473,6 +486,64 @@ export class Client {
     };
     await fill(handle);
     return this.closeBatch(queue, created.batchId);
+  }
+
+  // ---- events (docs/workflows.md) -----------------------------------------------------
+
+  /**
+   * Lifecycle events as they happen (from now, or after `filter.resumeToken`), filtered: an
+   * async iterator of `{ $case: "event", value }` and `{ $case: "missed", value }` (the
+   * server could not deliver some events: it says why and where). A stream that breaks with
+   * UNAVAILABLE is reopened from the last token seen; `signal` ends the iteration.
+   */
+  async *watch(filter: WatchFilter = {}, signal?: AbortSignal): AsyncGenerator<WatchItem> {
+    let token = filter.resumeToken ?? "";
+    for (let attempt = 0; !signal?.aborted; attempt++) {
+      const request: pb.WatchEventsRequest = {
+        queues: [...(filter.queues ?? [])],
+        jobIds: [...(filter.jobIds ?? [])],
+        batchIds: [...(filter.batchIds ?? [])],
+        kinds: [...(filter.kinds ?? [])],
+        resumeToken: token,
+      };
+      const call = this.grpcClient.makeServerStreamRequest(
+        S.watchEvents.path,
+        S.watchEvents.requestSerialize,
+        S.watchEvents.responseDeserialize,
+        request,
+        this.metadata(),
+        {},
+      );
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const resp of call as AsyncIterable<pb.WatchEventsResponse>) {
+          attempt = 0;
+          if (resp.kind === undefined) {
+            continue;
+          }
+          if (resp.kind.$case === "event") {
+            token = resp.kind.value.resumeToken;
+          }
+          yield resp.kind;
+        }
+      } catch (e) {
+        if (signal?.aborted) {
+          return;
+        }
+        if (!(isServiceError(e) && e.code === Status.UNAVAILABLE)) {
+          throw fromServiceError(e);
+        }
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        call.cancel();
+      }
+      try {
+        await sleep(backoffDelay(attempt, RETRY_BASE_MS), signal);
+      } catch {
+        return;
+      }
+    }
   }
 
   /** Send `request`, retrying per `policy`; failures reject with a DispatchdError. */

@@ -4,7 +4,15 @@
  */
 
 export { type ConnectionOptions, type TlsOptions } from "./channel";
-export { type BatchHandle, type BatchOptions, Client, type CallOptions, type ClientOptions } from "./client";
+export {
+  type BatchHandle,
+  type BatchOptions,
+  Client,
+  type CallOptions,
+  type ClientOptions,
+  type WatchFilter,
+  type WatchItem,
+} from "./client";
 export {
   AlreadyExistsError,
   DeadlineExceededError,

@@ -3,7 +3,8 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Client, JobState, type ReceivedJob, Worker } from "../src";
+import { Client, JobState, type ReceivedJob, type WatchItem, Worker } from "../src";
+import { JobEventKind } from "../src/gen/dispatchd/v1/dispatcher";
 import { DispatchdProcess, eventually } from "./server";
 
 const TIMEOUT = { timeout: 30_000 };
@@ -70,5 +71,44 @@ describe("workflows", () => {
     assert.equal(callback.headers["dispatchd-batch-id"], closed.batchId);
     assert.ok(seen.indexOf("a") < seen.indexOf("b"));
     assert.equal(seen.filter((p) => p === "callback").length, 1);
+  });
+});
+
+describe("watch", () => {
+  it("follows a job's events and resumes from a token", TIMEOUT, async () => {
+    const server = await DispatchdProcess.start();
+    const client = new Client(server.target);
+    const abort = new AbortController();
+    try {
+      const events = client.watch({ queues: ["nwatch"] }, abort.signal);
+      const first = events.next();
+      // The watch starts with its first read: marker jobs until it has one (in order).
+      let got: IteratorResult<WatchItem> | undefined;
+      for (let i = 0; i < 100 && got === undefined; i++) {
+        await client.submit("nwatch", "marker");
+        got = await Promise.race([first, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]);
+      }
+      assert.ok(got !== undefined && !got.done && got.value.$case === "event");
+      const token = got.value.value.resumeToken;
+      const job = await client.submit("nwatch", "x");
+      await client.cancel(job.id);
+      const kinds: number[] = [];
+      for await (const item of client.watch(
+        { queues: ["nwatch"], resumeToken: token, jobIds: [job.id] },
+        abort.signal,
+      )) {
+        if (item.$case === "event") {
+          kinds.push(item.value.kind);
+        }
+        if (kinds.length === 2) {
+          break;
+        }
+      }
+      assert.deepEqual(kinds, [JobEventKind.JOB_EVENT_KIND_SUBMITTED, JobEventKind.JOB_EVENT_KIND_CANCELLED]);
+    } finally {
+      abort.abort();
+      client.close();
+      await server.kill();
+    }
   });
 });
