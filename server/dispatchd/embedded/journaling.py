@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from dispatchd import convert, flows_convert, schedule_convert
 from dispatchd.engine import Engine, EngineObserver, FinishedJob, JobRecord, LeaseRecord
 from dispatchd.engine.errors import NotFound
-from dispatchd.engine.flows import BatchView
 from dispatchd.engine.model import QueueSettings
 from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd.store.journal import Batch, SqliteJournal
@@ -74,7 +73,7 @@ class JournalWriter(EngineObserver):
         # Batches (engine/flows.py), as the engine last reported them: marked in the same
         # engine call as the job transitions that moved them (and the callback jobs that
         # call submitted), so one commit holds both: a callback fires exactly once.
-        self._batches: dict[str, BatchView] = {}
+        self._batches: dict[str, tuple[str, str]] = {}  # row id -> (queue, batch id)
         self._deleted_batches: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatchd-journal")
@@ -143,9 +142,9 @@ class JournalWriter(EngineObserver):
         self._queues.add(name)  # _take finds it gone and deletes its row
         self._kick()
 
-    def batch_changed(self, batch: BatchView) -> None:
-        key = batch_key(batch.queue, batch.batch_id)
-        self._batches[key] = batch
+    def batch_changed(self, queue: str, batch_id: str) -> None:
+        key = batch_key(queue, batch_id)
+        self._batches[key] = (queue, batch_id)
         self._deleted_batches.discard(key)
         self._kick()
 
@@ -248,8 +247,9 @@ class JournalWriter(EngineObserver):
         self._forgotten.update(job_id for (job_id,) in batch.forgotten)
         self._queues.update(name for name, _ in batch.queues)
         self._queues.update(batch.deleted_queues)
-        for key, blob in batch.batches:  # rewritten by the next try, as they are now
-            self._batches.setdefault(key, flows_convert.batch_from_pb(_parse_batch(blob)))
+        for key, blob in batch.batches:  # rewritten by the next try, as they are then
+            view = flows_convert.batch_from_pb(_parse_batch(blob))
+            self._batches.setdefault(key, (view.queue, view.batch_id))
         self._deleted_batches.update(key for (key,) in batch.deleted_batches)
         failure = JournalUnavailable(f"the journal cannot be written: {cause}")
         for w in waiters:
@@ -296,10 +296,13 @@ class JournalWriter(EngineObserver):
             stored = schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString()
             batch.schedules.append((schedule_id, stored))
         batch.deleted_schedules = [(i,) for i in self._deleted_schedules]
-        batch.batches = [
-            (key, flows_convert.batch_to_pb(view).SerializeToString())
-            for key, view in self._batches.items()
-        ]
+        for key, (queue, batch_id) in self._batches.items():
+            try:
+                batch_view = engine.get_batch(queue, batch_id)
+            except NotFound:  # forgotten meanwhile: its row goes (batch_deleted marked it)
+                continue
+            blob = flows_convert.batch_to_pb(batch_view).SerializeToString()
+            batch.batches.append((key, blob))
         batch.deleted_batches = [(key,) for key in self._deleted_batches]
         self._batches, self._deleted_batches = {}, set()
         self._new, self._changed, self._forgotten, self._queues = set(), set(), set(), set()

@@ -135,7 +135,7 @@ class FlowsMixin(EngineState):
         self._ensure_queue(queue)
         batch = BatchRecord(queue, batch_id, description, now, on_success, on_complete)
         self._batches[(queue, batch_id)] = batch
-        self.observer.batch_changed(batch.view())
+        self.observer.batch_changed(queue, batch_id)
         return batch.view()
 
     def _batch(self, queue: str, batch_id: str) -> BatchRecord:
@@ -194,10 +194,9 @@ class FlowsMixin(EngineState):
             if batch.on_complete is not None:
                 batch.on_complete_job_id = self._submit_callback(batch.on_complete, extra, now)
             self.observer.batch_completed(batch.view())
-        view = batch.view()
-        self.observer.batch_changed(view)
+        self.observer.batch_changed(batch.queue, batch.batch_id)
         if not batch.live:
-            self.observer.batch_settled(view)
+            self.observer.batch_settled(batch.view())
 
     def _submit_callback(self, spec: NewJob, extra: dict[str, str], now: float) -> str:
         headers = {**spec.headers, **extra}
@@ -259,7 +258,7 @@ class FlowsMixin(EngineState):
                 self._batches[key] = batch
             batch.total += 1
             batch.live.add(job.id)
-            self.observer.batch_changed(batch.view())
+            self.observer.batch_changed(job.queue, job.batch_id)
         if not job.parent_ids:
             return False
         waiting: set[str] = set()

@@ -89,8 +89,9 @@ class EngineObserver:
     def job_progress(self, job: JobRecord) -> None:
         """A worker's progress report was stored on the job (not journaled on its own)."""
 
-    def batch_changed(self, batch: BatchView) -> None:
-        """A batch was created, got a job, closed, or one of its jobs finished."""
+    def batch_changed(self, queue: str, batch_id: str) -> None:
+        """A batch was created, got a job, closed, or one of its jobs finished (read it with
+        Engine.get_batch: no view is built per job on the hot path)."""
 
     def batch_settled(self, batch: BatchView) -> None:
         """Every job of the batch is final (WaitBatch wakes); it may be open still."""
@@ -230,9 +231,9 @@ class ObserverChain(EngineObserver):
         for hook in self._job_progress:
             hook(job)
 
-    def batch_changed(self, batch: BatchView) -> None:
+    def batch_changed(self, queue: str, batch_id: str) -> None:
         for hook in self._batch_changed:
-            hook(batch)
+            hook(queue, batch_id)
 
     def batch_settled(self, batch: BatchView) -> None:
         for hook in self._batch_settled:
