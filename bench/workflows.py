@@ -7,7 +7,8 @@ that stops reading costs the server.
 Method: a dispatchd child process (memory, embedded; ``--redis``: the Redis backend on a
 redis-server child started here). For each round, two burn-downs of ``--jobs`` jobs queued
 beforehand in a paused queue (SubmitBatch of 1,000), alternating: plain jobs, and the same
-jobs in one batch (created, filled, closed). ``--workers`` raw Work streams with
+jobs in one batch (created, filled, closed), after one uncounted warm-up burn-down.
+``--workers`` raw Work streams with
 ``--credit`` credits each answer every delivery message with one WorkResults message. The
 rate is jobs over the time from the resume to the last result written; the bookkeeping cost
 is 1 - batch rate / plain rate (medians). During the batch burn-down a WaitBatch call is in
@@ -62,7 +63,9 @@ async def _fill(stub: Any, queue: str, n: int, batch_id: str) -> None:
         )
     )
     if batch_id:
-        await stub.CreateBatch(pb.CreateBatchRequest(batch=pb.Batch(queue=queue, batch_id=batch_id)))
+        await stub.CreateBatch(
+            pb.CreateBatchRequest(batch=pb.Batch(queue=queue, batch_id=batch_id))
+        )
     for start in range(0, n, CHUNK):
         jobs = [
             pb.JobSpec(queue=queue, payload=b"x", batch_id=batch_id)
@@ -138,7 +141,9 @@ async def burn_down(
     return rate, latency
 
 
-async def events_phase(stub: Any, pid: int, seconds: float, workers: int, credit: int) -> dict[str, Any]:
+async def events_phase(
+    stub: Any, pid: int, seconds: float, workers: int, credit: int
+) -> dict[str, Any]:
     """A watcher that does not read while jobs burn down for ``seconds``."""
     queue = "ev-bench"
     await _fill(stub, queue, 1, "")
@@ -199,8 +204,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             plain: list[float] = []
             batched: list[float] = []
             latencies: list[float] = []
+            await burn_down(stub, "warmup", min(args.jobs, 20_000), "", args.workers, args.credit)
             for r in range(args.rounds):
-                rate, _ = await burn_down(stub, f"plain{r}", args.jobs, "", args.workers, args.credit)
+                rate, _ = await burn_down(
+                    stub, f"plain{r}", args.jobs, "", args.workers, args.credit
+                )
                 plain.append(rate)
                 rate, lat = await burn_down(
                     stub, f"batch{r}", args.jobs, f"b{r}", args.workers, args.credit
@@ -208,8 +216,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 batched.append(rate)
                 assert lat is not None
                 latencies.append(lat)
-                print(f"round {r}: plain {plain[-1]:.0f}/s batch {rate:.0f}/s "
-                      f"WaitBatch {lat:.1f} ms", file=sys.stderr)
+                print(
+                    f"round {r}: plain {plain[-1]:.0f}/s batch {rate:.0f}/s WaitBatch {lat:.1f} ms",
+                    file=sys.stderr,
+                )
             p, b = statistics.median(plain), statistics.median(batched)
             out.update(
                 plain_jobs_per_s=round(p),

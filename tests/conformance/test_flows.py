@@ -325,3 +325,22 @@ async def test_events_of_a_batch_end_with_batch_complete(driver: Driver) -> None
 async def test_a_foreign_resume_token_is_refused(driver: Driver) -> None:
     with pytest.raises(InvalidArgument):
         await driver.backend.watch_events(EventFilter(), "not a token")
+
+
+@pytest.mark.redis_only
+async def test_a_resume_older_than_the_queue_stream_is_told(driver: Driver) -> None:
+    """Redis keeps about the last 20,000 events of each queue: a token from before that many
+    events is told RESUME_TOO_OLD, then the stream goes on with the oldest kept."""
+    flt = EventFilter(queues=frozenset({"q"}))
+    watch = await driver.backend.watch_events(flt, "")
+    await driver.add()
+    [first] = await _take(watch, 1)
+    assert isinstance(first, Event)
+    for _ in range(22):
+        await driver.backend.submit([NewJob("q") for _ in range(1_000)])
+    resumed = await driver.backend.watch_events(flt, first.token)
+    missed, after = await _take(resumed, 2)
+    assert isinstance(missed, Missed)
+    assert missed.reason == "RESUME_TOO_OLD"
+    assert isinstance(after, Event)
+    assert after.kind is EventKind.SUBMITTED

@@ -4,10 +4,11 @@ entries per queue); a watcher reads the streams of the queues it watches with XR
 the positions its resume token names. Nothing is buffered per watcher: it reads at its own
 pace, a batch at a time, so a slow consumer costs no memory here. When a stream was trimmed
 past a watcher's position (it resumed too late, or read too slowly), Redis's
-max-deleted-entry-id says so and the watcher is told (RESUME_TOO_OLD / FELL_BEHIND).
+the event numbers the scripts give each entry (1, 2, ... per queue) show the skip, and
+the watcher is told (RESUME_TOO_OLD / FELL_BEHIND).
 
 A resume token is the position in each watched queue's stream: base64 of a JSON object
-{queue: last entry id}."""
+{queue: [last entry id, its event number]}."""
 
 from __future__ import annotations
 
@@ -48,26 +49,26 @@ def _queue_of_key(key: str) -> str:
     return key[len("{dq:") : -len("}:events")]
 
 
-def encode_token(positions: dict[str, str]) -> str:
+def encode_token(positions: dict[str, tuple[str, int]]) -> str:
     raw = json.dumps(positions, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def decode_token(token: str) -> dict[str, str]:
+def decode_token(token: str) -> dict[str, tuple[str, int]]:
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, binascii.Error):
         raise bad_token(token) from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict):
         raise bad_token(token)
-    return value
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, n = entry_id.partition("-")
-    return int(ms), int(n or 0)
+    out: dict[str, tuple[str, int]] = {}
+    for queue, pos in value.items():
+        if not (isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], str)):
+            raise bad_token(token)
+        if not isinstance(pos[1], int):
+            raise bad_token(token)
+        out[queue] = (pos[0], pos[1])
+    return out
 
 
 def _event(queue: str, fields: dict[bytes, bytes], token: str) -> Event:
@@ -100,36 +101,25 @@ def _event(queue: str, fields: dict[bytes, bytes], token: str) -> Event:
     )
 
 
+Position = tuple[str, int]
+"""Where a watcher is in one queue's stream: the last entry id it read and that entry's
+event number (0 before any)."""
+
+
 class RedisEvents(RedisStore):
-    async def _last_ids(self, queues: list[str]) -> dict[str, str]:
-        """Each stream's last entry id ('0-0' when empty): where "from now on" starts."""
+    async def _last_positions(self, queues: list[str]) -> dict[str, Position]:
+        """Each stream's last entry: where "from now on" starts."""
         pipe = self.client.pipeline(transaction=False)
         for q in queues:
             pipe.xrevrange(events_key(q), count=1)
-        out = {}
+        out: dict[str, Position] = {}
         for q, reply in zip(queues, await self.send(pipe), strict=True):
-            out[q] = reply[0][0].decode() if reply else "0-0"
+            if reply:
+                entry_id, fields = reply[0]
+                out[q] = (entry_id.decode(), int(fields.get(b"n", b"0")))
+            else:
+                out[q] = ("0-0", 0)
         return out
-
-    async def _trimmed_past(self, positions: dict[str, str]) -> list[tuple[str, str]]:
-        """The queues whose stream dropped entries after the position (queue, position)."""
-        pipe = self.client.pipeline(transaction=False)
-        names = list(positions)
-        for q in names:
-            pipe.execute_command("XINFO", "STREAM", events_key(q))
-        gone = []
-        for q, reply in zip(names, await self.send_lenient(pipe), strict=True):
-            if not isinstance(reply, list):
-                continue  # no stream yet: nothing was dropped
-            info = dict(zip(reply[::2], reply[1::2], strict=True))
-            deleted = info.get(b"max-deleted-entry-id", b"0-0").decode()
-            if _id(deleted) > _id(positions[q]):
-                gone.append((q, positions[q]))
-        return gone
-
-    async def send_lenient(self, pipe: Any) -> list[Any]:
-        """A pipeline whose commands may fail one by one (XINFO of a missing stream)."""
-        return list(await pipe.execute(raise_on_error=False))
 
     async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
         """Starts at this call (the streams' positions are read now) and returns the
@@ -139,34 +129,25 @@ class RedisEvents(RedisStore):
         queues = fixed or await self.queue_names()
         fresh = [q for q in queues if q not in positions]
         if token:  # a queue the token does not name: all its stream (it is new to it)
-            positions.update({q: "0-0" for q in fresh})
+            positions.update({q: ("0-0", 0) for q in fresh})
         else:
-            positions.update(await self._last_ids(fresh))
-        positions = {q: positions[q] for q in queues} if fixed else positions
-        missed = [
-            Missed(
-                RESUME_TOO_OLD,
-                token,
-                f"events of queue {q!r} after {at} are gone: each queue's stream keeps about "
-                "its last 20,000 events; going on with the oldest kept",
-            )
-            for q, at in await self._trimmed_past(positions)
-        ]
-        return self._follow(flt, positions, missed, bool(fixed))
+            positions.update(await self._last_positions(fresh))
+        if fixed:
+            positions = {q: positions[q] for q in queues}
+        return self._follow(flt, positions, token, bool(fixed))
 
     async def _follow(
-        self, flt: EventFilter, positions: dict[str, str], missed: list[Missed], fixed: bool
+        self, flt: EventFilter, positions: dict[str, Position], token: str, fixed: bool
     ) -> AsyncIterator[Event | Missed]:
-        for m in missed:
-            yield m
         looked = time.monotonic()
+        resumed = bool(token)  # the first gap of a resume is RESUME_TOO_OLD, later ones FELL_BEHIND
         while True:
             if not fixed and time.monotonic() - looked > QUEUES_EVERY:
                 looked = time.monotonic()
                 new = [q for q in await self.queue_names() if q not in positions]
-                positions.update({q: "0-0" for q in new})  # created since: all of it
+                positions.update({q: ("0-0", 0) for q in new})  # created since: all of it
             if not positions:
-                await self._pause()
+                await asyncio.sleep(QUEUES_EVERY)
                 continue
             names = list(positions)
             reply: Any = await self.call(
@@ -177,33 +158,37 @@ class RedisEvents(RedisStore):
                 BLOCK_MS,
                 "STREAMS",
                 *[events_key(q) for q in names],
-                *[positions[q] for q in names],
+                *[positions[q][0] for q in names],
             )
             if not reply:
+                resumed = False
                 continue
-            before = dict(positions)
-            for key, entries in reply:
-                queue = _queue_of_key(key.decode())
-                positions[queue] = entries[-1][0].decode()
-            behind = await self._trimmed_past(
-                {q: before[q] for q in positions if positions[q] != before[q]}
-            )
-            for q, at in behind:
-                yield Missed(
-                    FELL_BEHIND,
-                    encode_token(before),
-                    f"this stream read queue {q!r} too slowly: events after {at} were "
-                    "dropped (each queue's stream keeps about its last 20,000); going on "
-                    "with the oldest kept",
-                )
-            cursor = dict(before)
             for key, entries in reply:
                 queue = _queue_of_key(key.decode())
                 for entry_id, fields in entries:
-                    cursor[queue] = entry_id.decode()
-                    ev = _event(queue, fields, encode_token(cursor))
+                    n = int(fields.get(b"n", b"0"))
+                    _, last = positions[queue]
+                    if n > last + 1:  # trimmed before this watcher read them
+                        yield _gap(resumed, queue, positions, n - last - 1)
+                    positions[queue] = (entry_id.decode(), n)
+                    ev = _event(queue, fields, encode_token(positions))
                     if flt.match(ev):
                         yield ev
+            resumed = False
 
-    async def _pause(self) -> None:
-        await asyncio.sleep(QUEUES_EVERY)
+
+def _gap(resumed: bool, queue: str, positions: dict[str, Position], lost: int) -> Missed:
+    where = encode_token(positions)
+    if resumed:
+        return Missed(
+            RESUME_TOO_OLD,
+            where,
+            f"{lost} events of queue {queue!r} after the token are gone: each queue's "
+            "stream keeps about its last 20,000 events; going on with the oldest kept",
+        )
+    return Missed(
+        FELL_BEHIND,
+        where,
+        f"this stream read queue {queue!r} too slowly: {lost} events were dropped (each "
+        "queue's stream keeps about its last 20,000); going on with the oldest kept",
+    )

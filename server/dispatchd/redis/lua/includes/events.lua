@@ -2,7 +2,9 @@
 -- Lifecycle events for WatchEvents (docs/workflows.md; redis/events.py reads them): one
 -- stream per queue, {dq:q}:events, under the queue's hash tag (so every script adds to it
 -- atomically with the change it reports), trimmed to about EVENTS_MAXLEN entries. Kinds are
--- dispatchd.v1.JobEventKind numbers. Fields: t time, k kind, j job id, b batch id,
+-- dispatchd.v1.JobEventKind numbers. Fields: n the queue's event number (1, 2, ...: a
+-- reader that sees a number skipped knows the trimming took events it had not read),
+-- t time, k kind, j job id, b batch id,
 -- a attempt, w worker, and by kind pp/pm (progress), em/ec/er (error), c (batch counts:
 -- total, active, succeeded, failed, cancelled, expired, dead).
 local EVENTS_MAXLEN = 20000
@@ -12,7 +14,8 @@ local EV_FINAL = {[3] = 4, [4] = 5, [8] = 7, [7] = 8, [5] = 9}
 
 local function job_event(b, kind, id, now, ...)
   local f = redis.call('HMGET', jkey(b, id), 'bt', 'att', 'wk')
-  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 't', fmt(now),
+  local n = redis.call('HINCRBY', b .. ':cfg', 'evn', 1)
+  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'n', n, 't', fmt(now),
     'k', kind, 'j', id, 'b', f[1] or '', 'a', f[2] or '0', 'w', f[3] or '', ...)
 end
 
@@ -23,6 +26,7 @@ local function error_fields(b, id)
 end
 
 local function batch_event(b, bt, now, counts)
-  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 't', fmt(now),
+  local n = redis.call('HINCRBY', b .. ':cfg', 'evn', 1)
+  redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'n', n, 't', fmt(now),
     'k', EV_BATCH_COMPLETE, 'j', '', 'b', bt, 'c', counts)
 end
