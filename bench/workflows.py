@@ -184,17 +184,22 @@ async def events_phase(
     }
 
 
+def _start_redis() -> tuple[subprocess.Popen[bytes], list[str]]:
+    """A redis-server child for --redis, and the dispatchd flags that use it."""
+    rport = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    return redis, ["--backend", "redis", "--redis-url", f"redis://127.0.0.1:{rport}/0"]
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     extra: list[str] = []
     redis: subprocess.Popen[bytes] | None = None
     if args.redis:
-        rport = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        extra = ["--backend", "redis", "--redis-url", f"redis://127.0.0.1:{rport}/0"]
+        redis, extra = _start_redis()
     server = start_dispatchd(port, extra=extra, log_level="warning")
     out: dict[str, Any] = {"backend": "redis" if args.redis else "embedded", "jobs": args.jobs}
     try:
@@ -238,7 +243,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
         if redis is not None:
             redis.terminate()
-            redis.wait(10)
     return out
 
 
