@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -215,6 +216,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     stub, f"plain{r}", args.jobs, "", args.workers, args.credit
                 )
                 plain.append(rate)
+                if args.plain_only:
+                    print(f"round {r}: plain {rate:.0f}/s", file=sys.stderr)
+                    continue
                 rate, lat = await burn_down(
                     stub, f"batch{r}", args.jobs, f"b{r}", args.workers, args.credit
                 )
@@ -225,6 +229,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"round {r}: plain {plain[-1]:.0f}/s batch {rate:.0f}/s WaitBatch {lat:.1f} ms",
                     file=sys.stderr,
                 )
+            if args.plain_only:
+                return {**out, "plain_jobs_per_s": round(statistics.median(plain))}
             p, b = statistics.median(plain), statistics.median(batched)
             out.update(
                 plain_jobs_per_s=round(p),
@@ -254,7 +260,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--credit", type=int, default=500)
     parser.add_argument("--events-seconds", type=float, default=0.0)
     parser.add_argument("--redis", action="store_true")
+    parser.add_argument(
+        "--plain-only",
+        action="store_true",
+        help="only the plain burn-downs (to compare with another server build)",
+    )
+    parser.add_argument(
+        "--server-src",
+        help="run the dispatchd child from this source tree (its server/ and clients/python/)",
+    )
     args = parser.parse_args(argv)
+    if args.server_src:
+        os.environ["PYTHONPATH"] = f"{args.server_src}/server:{args.server_src}/clients/python"
     print(json.dumps(asyncio.run(main_async(args)), indent=2))
 
 

@@ -12,11 +12,15 @@ local EV_SUBMITTED, EV_DISPATCHED, EV_PROGRESS = 1, 2, 3
 local EV_RETRIED, EV_BATCH_COMPLETE, EV_REQUEUED = 6, 10, 11
 local EV_FINAL = {[3] = 4, [4] = 5, [8] = 7, [7] = 8, [5] = 9}
 
-local function job_event(b, kind, id, now, ...)
-  local f = redis.call('HMGET', jkey(b, id), 'bt', 'att', 'wk')
+-- f: the job's {bt, att, wk} when the caller has them (read here otherwise).
+local function job_event_of(b, kind, id, now, f, ...)
   local n = redis.call('HINCRBY', b .. ':cfg', 'evn', 1)
   redis.call('XADD', b .. ':events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'n', n, 't', fmt(now),
     'k', kind, 'j', id, 'b', f[1] or '', 'a', f[2] or '0', 'w', f[3] or '', ...)
+end
+
+local function job_event(b, kind, id, now, ...)
+  job_event_of(b, kind, id, now, redis.call('HMGET', jkey(b, id), 'bt', 'att', 'wk'), ...)
 end
 
 -- A job's error as event fields (for FAILED, DEAD, RETRIED).

@@ -13,7 +13,7 @@ local release_key
 -- (finish is declared in flows.lua, which calls it to cancel waiting children.)
 finish = function(b, id, state, now, keep_key)
   local j = jkey(b, id)
-  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt')
+  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er')
   local ik = ik_key(b, j)
   local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
   redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
@@ -30,13 +30,14 @@ finish = function(b, id, state, now, keep_key)
   tally(b, id, state)
   if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
   wake(b)
+  local ev = {f[3], f[4], f[5]}
   if state == FAILED or state == DEAD then
-    local em, ec, er = error_fields(b, id)
-    job_event(b, EV_FINAL[state], id, now, 'em', em, 'ec', ec, 'er', er)
+    job_event_of(b, EV_FINAL[state], id, now, ev, 'em', f[7] or '', 'ec', f[8] or '',
+      'er', f[9] or '')
   else
-    job_event(b, EV_FINAL[state], id, now)
+    job_event_of(b, EV_FINAL[state], id, now, ev)
   end
-  flows_final(b, id, f[3], state, now) -- workflows: its batch, its waiting children
+  flows_final(b, id, f[3], f[6] == '1', state, now) -- workflows: its batch, its children
 end
 
 -- The job owning an ordering key is done: the key's next job (in submit order) waits.

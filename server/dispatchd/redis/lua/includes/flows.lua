@@ -14,7 +14,8 @@
 --                           id made at CreateBatch, created when the batch completes
 --   {dq:q}:kids:<job>       the WAITING children of a job
 -- Job fields: bt (batch), par (parent ids, comma-joined), rfp ('1': run after failed
--- parents), pw (parents not succeeded yet), cr (why the server cancelled it, as a code:
+-- parents), pw (parents not succeeded yet), hk ('1': it has had WAITING children), cr
+-- (why the server cancelled it, as a code:
 -- 'p,<state>,<parent id>' or 'b,<batch id>'; records.py words it as engine/flow_rules.py).
 local function parent_failed(state, pid) return 'p,' .. state .. ',' .. pid end
 local finish -- assigned by finish.lua, which includes this file (children end through it)
@@ -62,6 +63,7 @@ local function flows_parents(b, id, par, rfp, now)
     local st = tonumber(redis.call('HGET', jkey(b, pid), 'st') or '0')
     if st == PENDING or st == UNDERWAY or st == SCHEDULED or st == WAITING then
       redis.call('SADD', b .. ':kids:' .. pid, id)
+      redis.call('HSET', jkey(b, pid), 'hk', 1) -- finish() reads it: kids to look at
       waiting = waiting + 1
     elseif st ~= SUCCEEDED and rfp ~= '1' then
       redis.call('HSET', j, 'cr', parent_failed(st, pid))
@@ -122,11 +124,12 @@ local function batch_check(b, bt, now)
 end
 
 -- A job reached a final state (finish.lua): its batch counts it, its children go on.
-local function flows_final(b, id, bt, state, now)
+local function flows_final(b, id, bt, has_kids, state, now)
   if bt and bt ~= '' and redis.call('SREM', blive(b, bt), id) == 1 then
     redis.call('HINCRBY', bkey(b, bt), 'n' .. state, 1)
     batch_check(b, bt, now)
   end
+  if not has_kids then return end
   local kk = b .. ':kids:' .. id
   local kids = redis.call('SMEMBERS', kk)
   if #kids == 0 then return end
