@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-dev
 # in a venv of its own so its grpcio and protobuf never meet the server's pins.
 GEN_VENV := $(VENV)/gen
 GEN_STAMP := $(GEN_VENV)/.installed
+## Test processes of `make test` (pytest-xdist): the tests mostly wait on real servers,
+## so three share two cores well; TEST_PROCESSES=0 runs them in this process.
+TEST_PROCESSES ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./var
@@ -57,7 +60,7 @@ run: $(STAMP)
 ## browser tests need Chromium and its driver; the Redis backend's tests, redis-server.
 test: $(STAMP) node-build browser-tools redis-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 	$(MAKE) --no-print-directory node-test
 
 ## The fast loop while you work (half a minute): lint, types, stub drift, unit tests.

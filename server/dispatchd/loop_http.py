@@ -12,6 +12,13 @@ MAX_HEAD_BYTES = 16 * 1024
 """Largest request head read; a longer one is refused."""
 
 
+def bearer_token(authorization: str) -> str:
+    """The credential of an ``Authorization: Bearer <token>`` header value; '' for any
+    other scheme or none. /metrics and the dashboard read it the same way."""
+    scheme, _, credential = authorization.strip().partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else ""
+
+
 class LoopHttpServer(abc.ABC):
     """Subclasses answer one connection in ``_handle``."""
 

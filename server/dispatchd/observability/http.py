@@ -14,7 +14,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
-from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer
+from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer, bearer_token
 from dispatchd.observability.exposition import CONTENT_TYPE
 
 log = logging.getLogger("dispatchd.metrics")
@@ -53,8 +53,7 @@ def _parse_head(raw: bytes) -> tuple[str, str, bytes] | None:
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if sep and name.strip().lower() == b"authorization":
-            scheme, _, credential = value.strip().partition(b" ")
-            token = credential.strip() if scheme.lower() == b"bearer" else b""
+            token = bearer_token(value.decode("latin-1")).encode("latin-1")
     return parts[0], parts[1].split("?", 1)[0], token
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from dispatchd.backend import Backend, DrainReport
 from dispatchd.engine import EngineError, JobState, Rate
 from dispatchd.engine import errors as engine_errors
+from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
 from dispatchd.web import pages, schedule_page
 from dispatchd.web.errors import WebError
@@ -111,8 +112,7 @@ class Dashboard:
         header, or the session the HttpOnly cookie /login sets names. Raises WebError."""
         if self._hooks.tokens is None:
             return ""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("authorization", ""))
         session = request.cookie(COOKIE)
         if not token and session:
             token = self._sessions.token(session, self._hooks.clock()) or ""

@@ -34,8 +34,7 @@ local function release_waiting(b, id, now)
   local f = redis.call('HMGET', j, 'ok', 'seq', 'ex')
   local key = f[1] or ''
   if key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
-    redis.call('ZADD', b .. ':ok:' .. key, tonumber(f[2]), id)
-    redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
+    chain_add(b, id, key, tonumber(f[2]))
     redis.call('HSET', j, 'st', PENDING)
     if num(f[3]) ~= nil then redis.call('ZADD', b .. ':exp', tonumber(f[3]), id) end
   else
