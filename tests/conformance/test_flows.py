@@ -344,3 +344,26 @@ async def test_a_resume_older_than_the_queue_stream_is_told(driver: Driver) -> N
     assert missed.reason == "RESUME_TOO_OLD"
     assert isinstance(after, Event)
     assert after.kind is EventKind.SUBMITTED
+
+
+async def test_a_queue_with_waiting_jobs_is_not_deleted(driver: Driver) -> None:
+    parent = await driver.add()
+    child = await driver.add(parent_ids=(parent.id,))
+    await driver.cancel(parent)  # cancels the child too
+    assert await driver.state(child) is JobState.CANCELLED
+    other = await driver.add()
+    waiting = await driver.add(parent_ids=(other.id,))
+    await driver.cancel(other)
+    assert await driver.state(waiting) is JobState.CANCELLED
+    keeper = await driver.add()
+    held = await driver.add(parent_ids=(keeper.id,))
+    assert held.state is JobState.WAITING
+    await driver.cancel(keeper)
+    await driver.backend.delete_queue("q")  # nothing waits any more: it goes
+    again = await driver.add()
+    await driver.add(parent_ids=(again.id,))
+    await driver.cancel(again)
+    kept = await driver.add()
+    await driver.add(parent_ids=(kept.id,))
+    with pytest.raises(FailedPrecondition):  # the parent pending, the child WAITING
+        await driver.backend.delete_queue("q")

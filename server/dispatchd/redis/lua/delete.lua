@@ -11,10 +11,11 @@
 local b = base_of(KEYS[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
 local now = clock()
-local cfg = redis.call('HMGET', KEYS[1], 'chained', 'ht')
+local cfg = redis.call('HMGET', KEYS[1], 'chained', 'ht', 'wtg')
 local slots = redis.call('SCARD', b .. ':slots')
 local held = {
-  redis.call('ZCARD', b .. ':pending') + tonumber(cfg[1] or '0'),
+  -- (WAITING jobs, flows.lua, count as pending here, as on the embedded engine)
+  redis.call('ZCARD', b .. ':pending') + tonumber(cfg[1] or '0') + tonumber(cfg[3] or '0'),
   redis.call('ZCARD', b .. ':sched'),
   redis.call('ZCARD', b .. ':leases') - slots,
   slots + redis.call('ZCARD', b .. ':acq'),

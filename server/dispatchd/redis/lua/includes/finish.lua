@@ -13,7 +13,11 @@ local release_key
 -- (finish is declared in flows.lua, which calls it to cancel waiting children.)
 finish = function(b, id, state, now, keep_key)
   local j = jkey(b, id)
-  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er')
+  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'pw')
+  if f[10] then -- it was WAITING (flows.lua)
+    redis.call('HDEL', j, 'pw')
+    redis.call('HINCRBY', b .. ':cfg', 'wtg', -1)
+  end
   local ik = ik_key(b, j)
   local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
   redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)

@@ -30,7 +30,7 @@ local function bcb(b, bt, which) return b .. ':bcb:' .. bt .. ':' .. which end
 -- A job that may run now waits its turn: behind its ordering key, or pending/scheduled.
 local function release_waiting(b, id, now)
   local j = jkey(b, id)
-  redis.call('HDEL', j, 'pw')
+  if redis.call('HDEL', j, 'pw') == 1 then redis.call('HINCRBY', b .. ':cfg', 'wtg', -1) end
   local f = redis.call('HMGET', j, 'ok', 'seq', 'ex')
   local key = f[1] or ''
   if key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
@@ -71,6 +71,7 @@ local function flows_parents(b, id, par, rfp, now)
   end
   if waiting == 0 then return nil end
   redis.call('HSET', j, 'st', WAITING, 'pw', waiting)
+  redis.call('HINCRBY', b .. ':cfg', 'wtg', 1) -- WAITING jobs of the queue (delete.lua)
   return 'wait'
 end
 
