@@ -72,6 +72,9 @@ local function flows_parents(b, id, par, rfp, now)
   if waiting == 0 then return nil end
   redis.call('HSET', j, 'st', WAITING, 'pw', waiting)
   redis.call('HINCRBY', b .. ':cfg', 'wtg', 1) -- WAITING jobs of the queue (delete.lua)
+  -- Its expire_at counts while it waits too (tick.lua expires it), as on the embedded engine.
+  local ex = num(redis.call('HGET', j, 'ex'))
+  if ex ~= nil then redis.call('ZADD', b .. ':exp', ex, id) end
   return 'wait'
 end
 
