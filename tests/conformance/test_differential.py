@@ -1,8 +1,7 @@
 """The differential property test: Hypothesis draws one sequence of operations (submits with
 priorities, ordering and fairness keys, delays and time to live, parents and a batch; width,
-rate and pause
-changes; credit changes and reconnects; results: success, retryable and permanent
-failure; heartbeats; cancels, retries, reprioritizes; time steps that end leases) and runs
+rate and pause changes; credit changes and reconnects; results: success, retryable and
+permanent failure; heartbeats; cancels, retries, reprioritizes; time steps that end leases) and runs
 it on BOTH backends side by side, each with its own fake clock at the same times. After
 every step it compares what a client can observe: the sequence of dispatched jobs (by
 submit index, not id), each job's state and attempt count, every ListJobs listing, the
