@@ -96,6 +96,7 @@ class _FlowsPart:
     waiters: Waiters
     pump: DispatchPump
     events: EventHub
+    observers: ObserverChain
 
     def _writable(self) -> None:
         raise NotImplementedError
@@ -127,7 +128,11 @@ class _FlowsPart:
         return self.engine.get_batch(queue, batch_id)
 
     async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
-        return self.events.watch(flt, token)
+        stream = self.events.watch(flt, token)  # a bad token raises before anything changes
+        if not self.events.recording:
+            self.events.recording = True
+            self.observers.add(self.events)
+        return stream
 
     async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
         view = self.engine.get_batch(queue, batch_id)
@@ -183,8 +188,11 @@ class EmbeddedBackend(_FlowsPart):
         self.clock = clock
         self.waiters = Waiters()
         self._watch = _Watch(lambda: self.engine)
-        self.events = EventHub(clock)  # WatchEvents (observability/events.py)
-        self.observers = ObserverChain([self.waiters, self._watch, self.events, *observers])
+        # WatchEvents (observability/events.py): the hub joins the observers with the first
+        # watch, so a server nobody watches pays nothing for it (a resume token only exists
+        # once some watch got events).
+        self.events = EventHub(clock)
+        self.observers = ObserverChain([self.waiters, self._watch, *observers])
         self.engine = Engine(limits, self.observers, rng)
         self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
         storage = storage or StorageConfig()

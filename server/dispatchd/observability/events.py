@@ -18,7 +18,7 @@ import enum
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobFailure, JobRecord, JobState
 from dispatchd.engine import limits as lim
@@ -141,11 +141,15 @@ class EventHub(EngineObserver):
     def __init__(self, clock: Callable[[], float], size: int = RING_SIZE) -> None:
         self._clock = clock
         self._size = size
-        self._slots: list[Event | None] = [None] * size
+        # Raw tuples (seq, kind, time, queue, job id, batch id, attempt, worker, progress,
+        # error, counts): an Event (with its token) is built only when a watcher reads it.
+        self._slots: list[tuple[Any, ...] | None] = [None] * size
         self._seq = 0  # the latest event's number; event n is in slot n % size
         self.epoch = secrets.token_hex(4)
         self._wakers: set[asyncio.Event] = set()
         self.closed = False
+        self.recording = False
+        """Set by the backend when it adds the hub to its observers (the first watch)."""
 
     # ---- recording (engine observer) ----------------------------------------------
 
@@ -161,10 +165,9 @@ class EventHub(EngineObserver):
         error: JobFailure | None = None,
         counts: tuple[int, ...] | None = None,
     ) -> None:
-        self._seq += 1
-        seq = self._seq
-        self._slots[seq % self._size] = Event(
-            f"{self.epoch}-{seq}",
+        self._seq = seq = self._seq + 1
+        self._slots[seq % self._size] = (
+            seq,
             kind,
             self._clock(),
             queue,
@@ -176,12 +179,14 @@ class EventHub(EngineObserver):
             error,
             counts,
         )
-        for wake in self._wakers:
-            wake.set()
+        if self._wakers:
+            for wake in self._wakers:
+                wake.set()
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
+        emit, kind = self._emit, EventKind.SUBMITTED
         for job in jobs:
-            self._emit(EventKind.SUBMITTED, job.queue, job.id, job.batch_id)
+            emit(kind, job.queue, job.id, job.batch_id)
 
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
@@ -298,8 +303,8 @@ class EventHub(EngineObserver):
                 end = min(self._seq, cursor + READ_BATCH)
                 while cursor < end:
                     seq = cursor + 1
-                    ev = self._slots[seq % self._size]
-                    if ev is None or ev.token != self._token(seq):
+                    raw = self._slots[seq % self._size]
+                    if raw is None or raw[0] != seq:
                         # overwritten while this watcher was busy writing: it fell behind
                         lost = self._oldest - seq
                         yield Missed(
@@ -312,6 +317,7 @@ class EventHub(EngineObserver):
                         cursor = self._oldest - 1
                         break
                     cursor = seq
+                    ev = Event(self._token(seq), *raw[1:])
                     if flt.match(ev):
                         yield ev
                 await asyncio.sleep(0)  # let the loop run between batches

@@ -38,6 +38,10 @@ READ_COUNT = 500
 BLOCK_MS = 1_000
 #: How often a watcher of every queue looks for queues created since (s).
 QUEUES_EVERY = 2.0
+#: A queue records its events while a watcher renewed this within the window (s): a
+#: resume within RECORD_WINDOW of the last watcher's end misses nothing (events_on.lua).
+RECORD_WINDOW = 600.0
+RENEW_EVERY = 60.0
 
 
 def events_key(queue: str) -> str:
@@ -107,6 +111,14 @@ event number (0 before any)."""
 
 
 class RedisEvents(RedisStore):
+    async def _record(self, queues: list[str]) -> set[str]:
+        """Keeps these queues recording their events; returns the ones that exist."""
+        on = set()
+        for q in queues:
+            if await self.run("events_on", [records.cfg_key(q)], [RECORD_WINDOW]):
+                on.add(q)
+        return on
+
     async def _last_positions(self, queues: list[str]) -> dict[str, Position]:
         """Each stream's last entry: where "from now on" starts."""
         pipe = self.client.pipeline(transaction=False)
@@ -134,18 +146,29 @@ class RedisEvents(RedisStore):
             positions.update(await self._last_positions(fresh))
         if fixed:
             positions = {q: positions[q] for q in queues}
-        return self._follow(flt, positions, token, bool(fixed))
+        recording = await self._record(list(positions))
+        return self._follow(flt, positions, token, bool(fixed), recording)
 
     async def _follow(
-        self, flt: EventFilter, positions: dict[str, Position], token: str, fixed: bool
+        self,
+        flt: EventFilter,
+        positions: dict[str, Position],
+        token: str,
+        fixed: bool,
+        recording: set[str],
     ) -> AsyncIterator[Event | Missed]:
-        looked = time.monotonic()
+        looked = renewed = time.monotonic()
         resumed = bool(token)  # the first gap of a resume is RESUME_TOO_OLD, later ones FELL_BEHIND
         while True:
             if not fixed and time.monotonic() - looked > QUEUES_EVERY:
                 looked = time.monotonic()
                 new = [q for q in await self.queue_names() if q not in positions]
                 positions.update({q: ("0-0", 0) for q in new})  # created since: all of it
+            if len(recording) < len(positions):  # queues not there yet, or new
+                recording |= await self._record([q for q in positions if q not in recording])
+            if time.monotonic() - renewed > RENEW_EVERY:
+                renewed = time.monotonic()
+                recording = await self._record(list(positions))
             if not positions:
                 await asyncio.sleep(QUEUES_EVERY)
                 continue

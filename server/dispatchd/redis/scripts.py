@@ -44,6 +44,7 @@ OPERATIONS = (
     "delete",
     "progress",
     "batch",
+    "events_on",
 )
 
 _INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

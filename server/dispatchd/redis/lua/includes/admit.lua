@@ -42,6 +42,9 @@ local function create_job(a, o, width, lease, now)
   local b = base_for(q)
   local key, ik, ex = a[o + 10], a[o + 15], num(a[o + 9])
   local created = ensure_queue(b, width, lease)
+  -- A new queue records its events for a while (events.lua), so a watcher of every queue
+  -- that finds it a moment later has them all.
+  if created then redis.call('HSET', b .. ':cfg', 'evu', fmt(now + EVENTS_NEW_QUEUE)) end
   local seq = redis.call('HINCRBY', b .. ':cfg', 'seq', 1)
   local j = jkey(b, id)
   redis.call('HSET', j, 'id', id, 'q', q, 'pl', a[o + 3], 'pr', a[o + 4], 'hd', a[o + 5],
