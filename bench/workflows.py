@@ -36,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from bench.procs import free_port, rss_bytes, start_dispatchd
+from bench.procs import cpu_times, free_port, rss_bytes, start_dispatchd
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -113,6 +113,15 @@ async def _worker(stub: Any, queue: str, credit: int, burn: Burn) -> None:
         raise
 
 
+#: Processes whose CPU time per job the burn-downs report (dispatchd, and redis-server).
+METERED: dict[str, int] = {}
+CPU: dict[str, list[float]] = {}
+
+
+def _cpu() -> dict[str, float]:
+    return {name: sum(cpu_times(pid)) for name, pid in METERED.items()}
+
+
 async def burn_down(
     stub: Any, queue: str, n: int, batch_id: str, workers: int, credit: int
 ) -> tuple[float, float | None]:
@@ -126,10 +135,16 @@ async def burn_down(
         request.timeout.FromSeconds(600)
         waited = asyncio.ensure_future(stub.WaitBatch(request, timeout=700))
     await asyncio.sleep(0.5)  # workers connected and the WaitBatch in
+    cpu_before = _cpu()
     await stub.ResumeQueue(pb.ResumeQueueRequest(name=queue))
     start = time.perf_counter()
     await burn.done.wait()
     rate = n / (burn.last_written - start)
+    kind = "batch" if batch_id else "plain"
+    for name, spent in _cpu().items():
+        CPU.setdefault(f"{kind}_{name}_cpu_us_per_job", []).append(
+            (spent - cpu_before[name]) / n * 1e6
+        )
     latency = None
     if waited is not None:
         resp = await waited
@@ -202,6 +217,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.redis:
         redis, extra = _start_redis()
     server = start_dispatchd(port, extra=extra, log_level="warning")
+    METERED["dispatchd"] = server.pid
+    if redis is not None:
+        METERED["redis"] = redis.pid
     out: dict[str, Any] = {"backend": "redis" if args.redis else "embedded", "jobs": args.jobs}
     try:
         async with grpc.aio.insecure_channel(server.target) as chan:
@@ -229,8 +247,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"round {r}: plain {plain[-1]:.0f}/s batch {rate:.0f}/s WaitBatch {lat:.1f} ms",
                     file=sys.stderr,
                 )
+            cpu = {k: round(statistics.median(v[-args.rounds :]), 1) for k, v in CPU.items()}
             if args.plain_only:
-                return {**out, "plain_jobs_per_s": round(statistics.median(plain))}
+                return {**out, "plain_jobs_per_s": round(statistics.median(plain)), **cpu}
             p, b = statistics.median(plain), statistics.median(batched)
             out.update(
                 plain_jobs_per_s=round(p),
@@ -238,6 +257,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 batch_bookkeeping_cost=round(1 - b / p, 3),
                 wait_batch_latency_ms_median=round(statistics.median(latencies), 1),
                 wait_batch_latency_ms_max=round(max(latencies), 1),
+                **cpu,
             )
             if args.events_seconds > 0:
                 out.update(
