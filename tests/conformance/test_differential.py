@@ -264,12 +264,16 @@ async def observe(side: Side) -> dict[str, Any]:
         batch: object = (b.total, b.active, b.succeeded, b.failed, b.cancelled, b.expired, b.dead)
     except EngineError:
         batch = None
+    (f,) = [f for f in await d.backend.queue_figures() if f.view.name == view.name]
+    head = None if f.head_ready is None else round(f.head_ready - d.at(0), 6)
     return {
         "batch": batch,
         "dispatched": list(side.dispatched),
         "counts": (view.pending_count, view.underway_count, view.scheduled_count),
         "jobs": jobs,
         "listings": listings,
+        # What /metrics shows of the queue (Backend.queue_figures).
+        "figures": (head, f.blocked, f.dead, f.failed, f.rate_limited, f.key_held),
     }
 
 

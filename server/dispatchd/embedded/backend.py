@@ -38,6 +38,7 @@ from dispatchd.engine import (
     JobView,
     NewJob,
     ObserverChain,
+    QueueFigures,
     QueueSettings,
     QueueView,
     Rejection,
@@ -48,6 +49,7 @@ from dispatchd.engine.errors import Reason, Unavailable
 from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.observability.events import Event, EventFilter, EventHub, Missed
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
@@ -212,6 +214,13 @@ class EmbeddedBackend(_FlowsPart):
     @property
     def reports_queues(self) -> bool:
         return True
+
+    @property
+    def storage_stats(self) -> StorageStats:
+        return self.storage.stats
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        return self.engine.queue_figures(self.clock())
 
     # ---- lifecycle ------------------------------------------------------------------
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from dispatchd.backend import HealthReport
 from dispatchd.engine import EngineLimits
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import Internal, Reason, Unavailable
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.reaping import ReapIndex
 from dispatchd.redis.scripts import Scripts
@@ -25,22 +28,57 @@ log = logging.getLogger("dispatchd.redis")
 #: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
 #: and settings are the same twice. Not submit, claim, cancel, retry or purge.
 REPEATABLE = frozenset(
-    {"result", "heartbeat", "release", "reap", "view", "list", "update", "slot", "reprioritize"}
+    {
+        "result",
+        "heartbeat",
+        "release",
+        "reap",
+        "view",
+        "figures",
+        "list",
+        "update",
+        "slot",
+        "reprioritize",
+    }
 )
 
 QUEUES_KEY = "dq:queues"
-"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
+"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot:
+on a Redis Cluster it lives on the slot of its own name, and only single-key commands
+touch it)."""
 
-#: Errors that mean Redis could not be asked, or did not answer in time.
-UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+#: The ``script`` label of plain commands and pipelines (fleet entries, counts).
+COMMANDS = "_commands"
+#: Errors that mean Redis could not be asked, or did not answer in time. On a Cluster
+#: also: the client's retries ran out (a primary died and no replica took over yet), or
+#: a slot has no node right now.
+UNREACHABLE = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    OSError,
+    rx.ClusterError,
+    rx.SlotNotCoveredError,
+)
+#: Refusals redis-py raises as their own types (the code word taken off the message).
+_REFUSAL_TYPES = (rx.ReadOnlyError, rx.ClusterDownError, rx.TryAgainError, rx.OutOfMemoryError)
 #: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
 #: during fail-over, no master): UNAVAILABLE too, with Redis' own words.
-_REFUSALS = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY")
+_REFUSALS = (
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "LOADING",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
 
 
 def _refused(e: rx.ResponseError) -> Unavailable | None:
     text = str(e)
-    if text.startswith(_REFUSALS):
+    if isinstance(e, _REFUSAL_TYPES) or text.startswith(_REFUSALS):
         return Unavailable(
             f"redis refused the change ({text}); retry", reason=Reason.BACKEND_UNAVAILABLE
         )
@@ -70,8 +108,13 @@ class RedisStore:
         self.retention = retention
         self.rng = rng or random.SystemRandom()
         self.clock = clock
-        self._scripts = Scripts.register(client)
+        #: A Redis Cluster: queue channels are sharded, a submit is split per slot, the
+        #: queue registry is not in a delete's script (redis/connect.py).
+        self.cluster = isinstance(client, RedisCluster)
+        self._scripts = Scripts.register(client, self.cluster)
         self._known_queues: set[str] = set()
+        #: Script call seconds and failures for /metrics (dispatchd_redis_*).
+        self.stats = StorageStats()
         #: Redis unreachable is trouble until a call gets through again (readiness).
         self.health = HealthReport()
         #: Which queues a reaper pass looks at (redis/reaping.py).
@@ -97,9 +140,12 @@ class RedisStore:
         have happened: the message says so, like a journal write that failed). Every
         script's first two arguments are the retention and the test clock ('': TIME)."""
         now = "" if self.clock is None else repr(self.clock())
+        stats = self.stats
+        start = perf_counter()
         try:
             reply = await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
+            stats.call_failed(name, "unreachable")
             self._away(e)
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)",
@@ -108,7 +154,9 @@ class RedisStore:
         except rx.ResponseError as e:
             refusal = _refused(e)
             if refusal is not None:
+                stats.call_failed(name, "refused")
                 raise refusal from None
+            stats.call_failed(name, "script")
             where = keys[0] if keys else "no key"
             log.error("redis script %s failed on %s: %s", name, where, e)
             raise Internal(
@@ -116,6 +164,7 @@ class RedisStore:
                 "affected",
                 metadata={"script": name},
             ) from None
+        stats.call(name, perf_counter() - start)
         self.health.set(None)
         return reply
 
@@ -123,6 +172,7 @@ class RedisStore:
         try:
             reply = await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)
@@ -133,6 +183,7 @@ class RedisStore:
         try:
             replies: list[Any] = await pipe.execute()
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)
