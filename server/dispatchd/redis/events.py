@@ -20,6 +20,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.crc import key_slot
+
 from dispatchd.engine import JobFailure
 from dispatchd.observability.events import (
     FELL_BEHIND,
@@ -172,17 +174,7 @@ class RedisEvents(RedisStore):
             if not positions:
                 await asyncio.sleep(QUEUES_EVERY)
                 continue
-            names = list(positions)
-            reply: Any = await self.call(
-                "XREAD",
-                "COUNT",
-                READ_COUNT,
-                "BLOCK",
-                BLOCK_MS,
-                "STREAMS",
-                *[events_key(q) for q in names],
-                *[positions[q][0] for q in names],
-            )
+            reply = await self._read(positions)
             if not reply:
                 resumed = False
                 continue
@@ -198,6 +190,30 @@ class RedisEvents(RedisStore):
                     if flt.match(ev):
                         yield ev
             resumed = False
+
+    async def _read(self, positions: dict[str, Position]) -> Any:
+        """One XREAD of every watched stream; on a Redis Cluster one per slot, at once (a
+        command's keys must share a slot), their entries together."""
+        groups: dict[int, list[str]] = {}
+        for q in positions:
+            slot = key_slot(events_key(q).encode()) if self.cluster else 0
+            groups.setdefault(slot, []).append(q)
+        replies = await asyncio.gather(
+            *(self._xread(names, positions) for names in groups.values())
+        )
+        return [entry for reply in replies if reply for entry in reply]
+
+    async def _xread(self, names: list[str], positions: dict[str, Position]) -> Any:
+        return await self.call(
+            "XREAD",
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            BLOCK_MS,
+            "STREAMS",
+            *[events_key(q) for q in names],
+            *[positions[q][0] for q in names],
+        )
 
 
 def _gap(resumed: bool, queue: str, positions: dict[str, Position], lost: int) -> Missed:
