@@ -367,3 +367,12 @@ async def test_a_queue_with_waiting_jobs_is_not_deleted(driver: Driver) -> None:
     await driver.add(parent_ids=(kept.id,))
     with pytest.raises(FailedPrecondition):  # the parent pending, the child WAITING
         await driver.backend.delete_queue("q")
+
+
+async def test_a_deleted_queue_takes_its_batches_along(driver: Driver) -> None:
+    b = driver.backend
+    await b.create_batch("q", "gone", "", None, None)
+    await b.close_batch("q", "gone")
+    await b.delete_queue("q")
+    with pytest.raises(NotFound):
+        await b.get_batch("q", "gone")

@@ -24,6 +24,7 @@ if op == 'create' then
   if redis.call('EXISTS', k) == 1 then return {'exists'} end
   ensure_queue(b, ARGV[6], ARGV[7])
   redis.call('HSET', k, 'ct', fmt(now), 'desc', ARGV[5], 'tot', 0)
+  redis.call('ZADD', b .. ':batches', 'inf', bt)
   local o = 8
   for _, which in ipairs({'s', 'c'}) do
     local count = tonumber(ARGV[o])

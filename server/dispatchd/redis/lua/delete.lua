@@ -31,6 +31,12 @@ for _, n in ipairs(held) do
 end
 local forgotten = 0
 for _, s in ipairs(FINISHED) do forgotten = forgotten + forget_finished(b, s) end
+-- Its batches (flows.lua) go with it, as on the embedded engine.
+for _, bt in ipairs(redis.call('ZRANGE', b .. ':batches', 0, -1)) do
+  redis.call('DEL', b .. ':b:' .. bt, b .. ':bl:' .. bt, b .. ':bcb:' .. bt .. ':s',
+    b .. ':bcb:' .. bt .. ':c')
+end
+redis.call('DEL', b .. ':batches')
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
     ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
     ':exp', ':workers', ':events'}) do

@@ -13,6 +13,8 @@
 --   {dq:q}:bcb:<batch>:s|c  on_success / on_complete: the 18 job values (admit.lua), the
 --                           id made at CreateBatch, created when the batch completes
 --   {dq:q}:kids:<job>       the WAITING children of a job
+--   {dq:q}:batches          the queue's batches (score: when a completed one expires; inf
+--                           while open), so delete.lua forgets them with their queue
 -- Job fields: bt (batch), par (parent ids, comma-joined), rfp ('1': run after failed
 -- parents), pw (parents not succeeded yet), hk ('1': it has had WAITING children), cr
 -- (why the server cancelled it, as a code:
@@ -45,7 +47,9 @@ end
 -- A new job joins its batch (made on first use).
 local function flows_join(b, id, bt, now)
   if bt == '' then return end
-  redis.call('HSETNX', bkey(b, bt), 'ct', fmt(now))
+  if redis.call('HSETNX', bkey(b, bt), 'ct', fmt(now)) == 1 then
+    redis.call('ZADD', b .. ':batches', 'inf', bt)
+  end
   redis.call('HINCRBY', bkey(b, bt), 'tot', 1)
   redis.call('SADD', blive(b, bt), id)
   redis.call('HSET', jkey(b, id), 'bt', bt)
@@ -124,6 +128,8 @@ local function batch_check(b, bt, now)
   for _, key in ipairs({k, blive(b, bt), bcb(b, bt, 's'), bcb(b, bt, 'c')}) do
     redis.call('EXPIRE', key, keep)
   end
+  redis.call('ZREMRANGEBYSCORE', b .. ':batches', '-inf', now) -- expired ones
+  redis.call('ZADD', b .. ':batches', now + keep, bt)
 end
 
 -- A job reached a final state (finish.lua): its batch counts it, its children go on.
