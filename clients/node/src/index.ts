@@ -27,6 +27,8 @@ export {
   RetryableError,
   PermissionDeniedError,
   ResourceExhaustedError,
+  type ThrottleScopeName,
+  ThrottledError,
   UnauthenticatedError,
   UnavailableError,
 } from "./errors";
@@ -45,9 +47,10 @@ export {
   type ScheduleSpecInput,
 } from "./schedules";
 export { JOB_BUCKETS, type PromClientModule, WorkerMetrics } from "./metrics";
-export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
+export { CANCELLED_ERROR, type Handler, type Outcome, type Output, type ThrottleSignal } from "./runner";
 export type { WorkerStats } from "./session";
 export {
+  type AdaptiveRate,
   type Attempt,
   type Batch,
   type BatchCounts,
@@ -58,6 +61,7 @@ export {
   type KeyLimits,
   type Queue,
   type Rate,
+  type RateWindow,
   type ReceivedJob,
   type RetryPolicy,
   type Slot,

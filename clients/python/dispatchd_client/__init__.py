@@ -23,18 +23,21 @@ from dispatchd_client.errors import (
     PermissionDenied,
     ResourceExhausted,
     RetryableError,
+    Throttled,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
 )
 from dispatchd_client.events import EventKind, EventsMissed, JobEvent
 from dispatchd_client.policies import (
+    AdaptiveRate,
     Attempt,
     HttpTarget,
     JobOptions,
     KeyLimits,
     QueueChanges,
     Rate,
+    RateWindow,
     RetryPolicy,
     Slot,
 )
@@ -60,11 +63,13 @@ from dispatchd_client.types import (
     NewJob,
     Queue,
     ReceivedJob,
+    Throttle,
 )
 from dispatchd_client.worker import Worker
 
 __all__ = [
     "TLS",
+    "AdaptiveRate",
     "AlreadyExists",
     "AsyncBatch",
     "AsyncClient",
@@ -100,6 +105,7 @@ __all__ = [
     "Queue",
     "QueueChanges",
     "Rate",
+    "RateWindow",
     "ReceivedJob",
     "ResourceExhausted",
     "RetryPolicy",
@@ -109,6 +115,8 @@ __all__ = [
     "ScheduleSpec",
     "Slot",
     "SyncBatch",
+    "Throttle",
+    "Throttled",
     "Unauthenticated",
     "Unavailable",
     "Worker",

@@ -112,6 +112,8 @@ def queue_row(v: QueueView, trend: Trend | None) -> dict[str, object]:
         "width": v.settings.width,
         "rate": rate_text(v),
         "paused": v.settings.paused,
+        "throttled_until": v.throttled_until,
+        "throttled_keys": v.throttled_key_count,
         "workers": v.worker_count,
         "bucket_seconds": trend.bucket_seconds if trend else None,
         "throughput": trend.throughput if trend else None,
@@ -195,6 +197,31 @@ def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[
     return rows
 
 
+def throttle_note(v: QueueView) -> str:
+    """The throttle hold (docs/rate-limits.md) while there is one: until when and why; the
+    adaptive rate in force and the quotas' counts, when the queue has them."""
+    notes = []
+    if v.throttled_until is not None:
+        notes.append(
+            f"Throttled until {esc(when(v.throttled_until))}: {esc(v.throttle_reason)}. "
+            "Nothing of the queue is dispatched before."
+        )
+    if v.throttled_key_count:
+        notes.append(f"{v.throttled_key_count} fairness key(s) held by a throttle signal.")
+    if v.settings.adaptive is not None and v.settings.rate is not None:
+        notes.append(
+            f"Adaptive rate: {v.effective_rate:.4g}/s in force now "
+            f"(configured {v.settings.rate.per_second:g}/s)."
+        )
+    if v.window_usage:
+        used = "; ".join(
+            f"{n} of {w.limit} per {w.period:g} s"
+            for w, (_, _, n) in zip(v.settings.windows, v.window_usage, strict=False)
+        )
+        notes.append(f"Quotas used in their current windows: {esc(used)}.")
+    return "".join(f"<p class=throttled>{n}</p>" for n in notes)
+
+
 def queue_page(
     v: QueueView,
     pending: Sequence[JobView],
@@ -204,7 +231,7 @@ def queue_page(
     csrf: str,
 ) -> bytes:
     base = ["Job", "Priority", "Attempt", "Submitted"]
-    info = table(COUNT_COLUMNS, [count_cells(v)])
+    info = table(COUNT_COLUMNS, [count_cells(v)]) + throttle_note(v)
     more = (
         f"<p><a href='{esc(url('queues', v.name))}?page={esc(quote(next_token))}'>Next page</a></p>"
         if next_token
