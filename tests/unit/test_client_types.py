@@ -175,6 +175,37 @@ def test_received_job_from_delivery_prefers_the_delivery_lease_time() -> None:
     assert plain.id == "j"
 
 
+def test_decoded_jobs_are_the_instances_their_constructor_makes() -> None:
+    """from_proto and from_delivery fill the instance in one dict update: every field (a
+    default factory's too, freshly for each job), frozen, and equal to what the
+    dataclass's own __init__ builds from the same values."""
+    msg = pb.Job(
+        id="j",
+        queue="q",
+        headers={"a": "b"},
+        attempts=[pb.Attempt(number=1, worker_id="w")],
+        parent_ids=["p@q"],
+        submit_time=_ts(5),
+    )
+    job = Job.from_proto(msg, duplicate=True)
+    assert job == Job(**{f: getattr(job, f) for f in Job.__dataclass_fields__})
+    assert job.duplicate
+    assert job.parent_ids == ("p@q",)
+    assert job.attempts[0].worker_id == "w"
+    with pytest.raises(AttributeError):
+        job.id = "other"  # type: ignore[misc]
+    a, b = (ReceivedJob.from_delivery(pb.Delivery(job=msg, lease_id=x)) for x in ("1", "2"))
+    assert a.cancelled is not b.cancelled
+    assert a.progress_sink is None
+    assert a.lease_id == "1"
+    assert set(vars(a)) == set(ReceivedJob.__dataclass_fields__)
+    bare = Job.from_proto(pb.Job(id="j", queue="q"))
+    assert bare.headers == {}
+    assert bare.attempts == ()
+    assert bare.parent_ids == ()
+    assert bare.headers is not Job.from_proto(pb.Job(id="k", queue="q")).headers
+
+
 # Queue -------------------------------------------------------------------------------------
 
 
