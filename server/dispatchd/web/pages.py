@@ -1,8 +1,11 @@
-"""HTML for the dashboard's pages, rendered from engine views.
+"""The dashboard's pages: Jinja2 templates (web/templates/, package data) rendered from
+engine views.
 
-Every value that came from a client (queue names, ids, headers, payloads, errors, worker
-labels) passes through ``esc`` or ``attr``; the page has no inline script or style, and
-the Content-Security-Policy header forbids them, so a slip cannot run code either.
+Autoescape is on for every template, so each value that came from a client (queue
+names, ids, headers, payloads, errors, worker labels) is escaped unless a template marks
+it safe, which none does with client data: a forgotten filter cannot become an XSS. The
+pages have no inline script or style either, and the Content-Security-Policy forbids
+them, so a slip could not run code anyway.
 
 A page is rendered on the event loop, so what it shows is bounded whatever a job holds:
 payloads and results show their first PREVIEW_BYTES, errors and header values their first
@@ -15,9 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
-from html import escape
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
+
+import jinja2
 
 from dispatchd.backend import WorkerInfo
 from dispatchd.engine import JobView, QueueView
@@ -36,9 +42,12 @@ ERROR_CELL = 200
 #: Attempts listed on a job page: the most recent ones.
 ATTEMPTS_SHOWN = 50
 
-
-def esc(value: object) -> str:
-    return escape(str(value), quote=True)
+NAV = [
+    ("/", "Queues"),
+    ("/workers", "Workers"),
+    ("/schedules", "Schedules"),
+    ("/logout", "Log out"),
+]
 
 
 def url(*parts: str) -> str:
@@ -52,32 +61,24 @@ def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def layout(title: str, body: str, *, live: bool = False) -> bytes:
-    script = '<script src="/static/dashboard.js" defer></script>' if live else ""
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{esc(title)} - dispatchd</title>"
-        '<link rel=stylesheet href="/static/dashboard.css">'
-        '<link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
-        f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
-        " <a href='/schedules'>Schedules</a> <a href='/logout'>Log out</a>"
-        f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
-    ).encode()
+def labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` escaped, cut to ``limit`` characters with a note of its full length."""
-    if len(text) <= limit:
-        return esc(text)
-    return esc(text[:limit]) + f" <em>(first {limit} of {len(text)} characters)</em>"
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("dispatchd.web", "templates"),
+    autoescape=True,  # every template, whatever its name
+    undefined=jinja2.StrictUndefined,  # a misspelt name fails the test, not the page
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.globals.update(url=url, when=when, labels_text=labels_text, nav=NAV)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], table_id: str = "") -> str:
-    """Cells are already HTML (escaped by the caller); headers are constant text."""
-    ident = f" id={table_id}" if table_id else ""
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def render(template: str, title: str, *, here: str = "", live: str = "", **values: Any) -> bytes:
+    page = _ENV.get_template(template)
+    defaults = {"search_text": ""}
+    return page.render(title=title, here=here, live=live, **{**defaults, **values}).encode()
 
 
 def rate_text(v: QueueView) -> str:
@@ -90,13 +91,13 @@ COUNT_COLUMNS = ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", 
 
 
 def count_cells(v: QueueView) -> list[str]:
-    """The cells under COUNT_COLUMNS, escaped."""
+    """The cells under COUNT_COLUMNS, as text (the template escapes them)."""
     return [
         str(v.pending_count),
         str(v.scheduled_count),
         str(v.underway_count),
         str(v.settings.width),
-        esc(rate_text(v)),
+        rate_text(v),
         "yes" if v.settings.paused else "no",
         str(v.worker_count),
     ]
@@ -124,75 +125,19 @@ def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
 
 
 def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> bytes:
-    rows = [
-        [
-            f"<a href='{esc(url('queues', v.name))}'>{esc(v.name)}</a>",
-            *count_cells(v),
-            throughput_cell(trend),
-            wait_cell(trend),
-        ]
-        for v, trend in ((v, trend_of(v.name)) for v in views)
-    ]
-    cols = ["Queue", *COUNT_COLUMNS, "Throughput", "Wait"]
-    body = table(cols, rows, "queues") if rows else "<p>No queues yet.</p>"
-    grace = _field("grace", "Grace seconds (empty: the server's --drain-grace)")
-    drain = action_form("drain", {}, "Drain the server", csrf, grace)
-    return layout("Queues", body + "<h2>Server</h2>" + drain, live=True)
-
-
-def action_form(action: str, fields: dict[str, str], label: str, csrf: str, extra: str = "") -> str:
-    """A POST form for one action; the server answers it with a confirmation page."""
-    hidden = "".join(
-        f"<input type=hidden name='{esc(k)}' value='{esc(v)}'>" for k, v in fields.items()
-    )
-    return (
-        f"<form method=post action='/actions/{esc(action)}' class=action>"
-        f"<input type=hidden name=csrf value='{esc(csrf)}'>{hidden}{extra}"
-        f"<button type=submit>{esc(label)}</button></form>"
-    )
-
-
-def _field(name: str, label: str, value: str = "") -> str:
-    return f"<label>{esc(label)} <input name={name} value='{esc(value)}' size=8></label>"
-
-
-def queue_actions(v: QueueView, csrf: str) -> str:
-    q = {"queue": v.name}
-    pause = (
-        action_form("resume", q, "Resume", csrf)
-        if v.settings.paused
-        else action_form("pause", q, "Pause", csrf)
-    )
-    r = v.settings.rate
-    width = v.settings.width
-    return (
-        pause
-        + action_form("width", q, "Set width", csrf, _field("width", "Width", str(width)))
-        + action_form(
-            "rate",
-            q,
-            "Set rate",
-            csrf,
-            _field("per_second", "Per second (empty: no limit)", f"{r.per_second:g}" if r else "")
-            + _field("burst", "Burst", str(r.burst) if r else "0"),
-        )
-        + action_form("delete_queue", q, "Delete queue", csrf)
-    )
-
-
-def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[list[str]]:
     rows = []
-    for j in jobs:
-        link = f"<a href='{esc(url('jobs', j.id))}'>{esc(j.id)}</a>"
-        row = [link, str(j.priority), str(j.attempt), esc(when(j.submit_time))]
-        if dead:
-            row.append(cut(j.error.message if j.error else "", ERROR_CELL))
-            row.append(action_form("retry", {"job": j.id}, "Retry", csrf))
-        elif j.lease is not None:
-            row.append(esc(j.worker_id))
-            row.append(esc(when(j.lease.deadline)))
-        rows.append(row)
-    return rows
+    for v in views:
+        trend = trend_of(v.name)
+        rows.append((v, count_cells(v), throughput_cell(trend), wait_cell(trend)))
+    return render(
+        "queues.html",
+        "Queues",
+        here="/",
+        live="queues",
+        rows=rows,
+        count_columns=COUNT_COLUMNS,
+        csrf=csrf,
+    )
 
 
 def queue_page(
@@ -203,42 +148,48 @@ def queue_page(
     dead: Sequence[JobView],
     csrf: str,
 ) -> bytes:
-    base = ["Job", "Priority", "Attempt", "Submitted"]
-    info = table(COUNT_COLUMNS, [count_cells(v)])
-    more = (
-        f"<p><a href='{esc(url('queues', v.name))}?page={esc(quote(next_token))}'>Next page</a></p>"
-        if next_token
-        else ""
+    r = v.settings.rate
+    return render(
+        "queue.html",
+        f"Queue {v.name}",
+        v=v,
+        cells=count_cells(v),
+        count_columns=COUNT_COLUMNS,
+        rate_per_second=f"{r.per_second:g}" if r else "",
+        rate_burst=str(r.burst) if r else "0",
+        pending=pending,
+        next_token=next_token,
+        underway=underway,
+        dead=dead,
+        error_cell=ERROR_CELL,
+        csrf=csrf,
     )
-    body = (
-        info
-        + queue_actions(v, csrf)
-        + "<h2>Pending, in dispatch order</h2>"
-        + table(base, job_rows(pending, csrf), "pending")
-        + more
-        + "<h2>Underway</h2>"
-        + table([*base, "Worker", "Lease deadline"], job_rows(underway, csrf), "underway")
-        + "<h2>Dead</h2>"
-        + table([*base, "Error", ""], job_rows(dead, csrf, dead=True), "dead")
-    )
-    return layout(f"Queue {v.name}", body)
 
 
-def preview(data: bytes, content_type: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Preview:
+    kind: str
+    """"text" or "hex"."""
+    note: str
+    """How much was left out ("" when nothing was)."""
+    text: str
+
+
+def preview(data: bytes, content_type: str) -> Preview:
     """Text (or indented JSON) when it decodes as UTF-8, hex otherwise; capped."""
     shown = data[:PREVIEW_BYTES]
     note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if len(data) > PREVIEW_BYTES else ""
     try:
         text = shown.decode("utf-8")
     except UnicodeDecodeError:
-        return f"<p>hex{esc(note)}</p><pre>{esc(shown.hex(' ', 1))}</pre>"
+        return Preview("hex", note, shown.hex(" ", 1))
     if not note and "json" in content_type:
         with contextlib.suppress(ValueError):  # not JSON after all: shown as text
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    return f"<p>text{esc(note)}</p><pre>{esc(text)}</pre>"
+    return Preview("text", note, text)
 
 
-def job_page(j: JobView, csrf: str) -> bytes:
+def job_fields(j: JobView) -> list[tuple[str, object]]:
     fields: list[tuple[str, object]] = [
         ("Queue", j.queue),
         ("State", j.state.name),
@@ -257,115 +208,47 @@ def job_page(j: JobView, csrf: str) -> bytes:
         ("Idempotency key", j.idempotency_key or "-"),
         ("Error", j.error.message if j.error else "-"),
     ]
-    fields += [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
-    info = table(
-        ["Field", "Value"], [[esc(k), cut(str(v), TEXT_SHOWN)] for k, v in fields], "fields"
+    return fields + [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
+
+
+def job_page(j: JobView, csrf: str) -> bytes:
+    return render(
+        "job.html",
+        f"Job {j.id}",
+        j=j,
+        fields=job_fields(j),
+        payload=preview(j.payload, j.content_type),
+        result=preview(j.result, "") if j.result else None,
+        attempts=j.attempts[-ATTEMPTS_SHOWN:],
+        text_shown=TEXT_SHOWN,
+        error_cell=ERROR_CELL,
+        csrf=csrf,
     )
-    body = (
-        info
-        + job_actions(j, csrf)
-        + "<h2>Payload</h2>"
-        + preview(j.payload, j.content_type)
-        + ("<h2>Result</h2>" + preview(j.result, "") if j.result else "")
-        + "<h2>Attempts</h2>"
-        + attempts_table(j)
-    )
-    return layout(f"Job {j.id}", body)
-
-
-def attempts_table(j: JobView) -> str:
-    shown = j.attempts[-ATTEMPTS_SHOWN:]
-    note = (
-        f"<p>{len(j.attempts)} attempts; the last {len(shown)} are shown.</p>"
-        if len(shown) < len(j.attempts)
-        else ""
-    )
-    return note + table(
-        ["#", "Worker", "Dispatched", "Finished", "HTTP", "Error"],
-        [
-            [
-                str(a.number),
-                esc(a.worker_id),
-                esc(when(a.dispatch_time)),
-                esc(when(a.finish_time)),
-                str(a.http_status or "-"),
-                cut(a.error.message, ERROR_CELL) if a.error else "-",
-            ]
-            for a in shown
-        ],
-        "attempts",
-    )
-
-
-def job_actions(j: JobView, csrf: str) -> str:
-    actions = ""
-    if not j.state.finished:
-        actions += action_form("cancel", {"job": j.id}, "Cancel", csrf)
-        actions += action_form(
-            "reprioritize", {"job": j.id}, "Set priority", csrf, _field("priority", "Priority")
-        )
-    elif j.state.name in ("DEAD", "FAILED"):
-        actions += action_form("retry", {"job": j.id}, "Retry", csrf)
-    return actions
-
-
-def held_jobs(w: WorkerInfo) -> str:
-    links = [f"<a href='{esc(url('jobs', i))}'>{esc(i)}</a>" for i in w.held_jobs]
-    more = f" and {w.held - len(w.held_jobs)} more" if w.held > len(w.held_jobs) else ""
-    return f"{w.held}: " + ", ".join(links) + more if w.held else "0"
-
-
-def labels_text(labels: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
 def workers_page(workers: Sequence[WorkerInfo]) -> bytes:
     """Every connected worker; with several replicas, which one holds its stream."""
     fleet = any(w.replica for w in workers)
-    rows = []
-    for w in sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id)):
-        free = max(0, w.max_in_flight - w.held) if not w.draining else 0
-        row = [
-            esc(w.worker_id),
-            esc(labels_text(w.labels)),
-            esc(", ".join(w.queues)),
-            f"{free} free of {w.max_in_flight}",
-            held_jobs(w),
-            "yes" if w.draining else "no",
-            esc(when(w.connect_time)),
-        ]
-        rows.append([*row, esc(w.replica)] if fleet else row)
-    cols = ["Worker", "Labels", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
-    if fleet:
-        cols.append("Replica")
-    return layout("Workers", table(cols, rows, "workers") if rows else "<p>No workers.</p>")
+    ordered = sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id))
+    rows = [(w, 0 if w.draining else max(0, w.max_in_flight - w.held)) for w in ordered]
+    return render("workers.html", "Workers", here="/workers", rows=rows, fleet=fleet)
 
 
 def confirm_page(action: str, form: dict[str, str], csrf: str, what: str) -> bytes:
     fields = {k: v for k, v in form.items() if k != "csrf"}
     fields["confirm"] = "yes"
-    body = f"<p>{esc(what)}</p>" + action_form(action, fields, "Confirm", csrf)
-    return layout("Confirm", body + "<p><a href='/'>Cancel</a></p>")
+    return render(
+        "confirm.html", "Confirm", action=action, fields=fields, csrf=csrf, what=what, back="/"
+    )
 
 
 def done_page(message: str, back: str) -> bytes:
-    return layout("Done", f"<p>{esc(message)}</p><p><a href='{esc(back)}'>Back</a></p>")
+    return render("done.html", "Done", message=message, back=back)
 
 
 def login_page(auth_on: bool) -> bytes:
-    if not auth_on:
-        return layout("Login", "<p>Auth is off: no login needed.</p>")
-    form = (
-        "<form method=post action='/login'><label>Admin token "
-        "<input type=password name=token autocomplete=off></label>"
-        "<button type=submit>Log in</button></form>"
-    )
-    return layout("Login", form)
+    return render("login.html", "Login", auth_on=auth_on)
 
 
 def logout_page(csrf: str) -> bytes:
-    form = (
-        f"<form method=post action='/logout'><input type=hidden name=csrf value='{esc(csrf)}'>"
-        "<button type=submit>Log out</button></form>"
-    )
-    return layout("Log out", form)
+    return render("logout.html", "Log out", here="/logout", csrf=csrf)
