@@ -20,7 +20,7 @@ from dispatchd.engine import EngineError, JobState, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
-from dispatchd.web import pages, schedule_page
+from dispatchd.web import pages, schedule_page, search
 from dispatchd.web.errors import WebError
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
@@ -36,6 +36,8 @@ STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
+#: The states a queue's jobs can be filtered by (?state=NAME).
+_STATES = {s.name: s for s in JobState if s is not JobState.UNSPECIFIED}
 _STATUS = {
     engine_errors.InvalidArgument: 400,
     engine_errors.NotFound: 404,
@@ -206,7 +208,10 @@ class Dashboard:
             return await self._action(parts[1], request.form, self.csrf_token(credential))
         if request.method not in ("GET", "HEAD"):
             raise WebError(405, "only GET here; actions are POST to /actions/<name>")
-        csrf = self.csrf_token(credential)
+        return await self._page(parts, request, self.csrf_token(credential))
+
+    async def _page(self, parts: list[str], request: Request, csrf: str) -> Response:
+        """A GET of an authorized caller."""
         b = self._backend
         if not parts:
             return Response(200, pages.queues_page(await b.list_queues(), csrf, self._trend))
@@ -216,10 +221,33 @@ class Dashboard:
         if parts in (["workers"], ["schedules"]):
             return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
-            return await self._queue(parts[1], request.query.get("page", ""), csrf)
+            return await self._queue(parts[1], request.query, csrf)
         if len(parts) == 2 and parts[0] == "jobs":
             return Response(200, pages.job_page(await b.get_job(parts[1]), csrf))
+        if len(parts) == 3 and parts[0] == "jobs" and parts[2] in ("payload", "result"):
+            return await self._download(parts[1], parts[2])
+        if parts == ["search"]:
+            return await self._search(request.query)
         raise WebError(404, "no such page; try /")
+
+    async def _search(self, query: dict[str, str]) -> Response:
+        text = query.get("q", "").strip()
+        field = query.get("field", "any")
+        if field not in search.FIELDS:
+            raise WebError(400, f"field must be one of {', '.join(search.FIELDS)}, got {field!r}")
+        queue = query.get("queue", "").strip()
+        found = await search.find_jobs(self._backend, text, field, queue) if text else None
+        return Response(200, pages.search_page(text, field, queue, found))
+
+    async def _download(self, job_id: str, which: str) -> Response:
+        """The whole payload (or result) as an attachment: never rendered by the browser
+        (octet-stream, nosniff, attachment), so any bytes are safe to hand over."""
+        job = await self._backend.get_job(job_id)
+        body = job.payload if which == "payload" else job.result
+        disposition = f'attachment; filename="{job.id}.{which}"'  # ids are [0-9A-Z]
+        return Response(
+            200, body, "application/octet-stream", headers={"Content-Disposition": disposition}
+        )
 
     async def _listing(self, page: str) -> Response:
         """The workers page, or the schedules page."""
@@ -243,9 +271,17 @@ class Dashboard:
         trends = self._hooks.trends
         return None if trends is None else trends.trend(queue, self._hooks.clock())
 
-    async def _queue(self, name: str, token: str, csrf: str) -> Response:
+    async def _queue(self, name: str, query: dict[str, str], csrf: str) -> Response:
         b = self._backend
         view = await b.get_queue(name)
+        token = query.get("page", "")
+        state_name = query.get("state", "").upper()
+        if state_name:
+            state = _STATES.get(state_name)
+            if state is None:
+                raise WebError(400, f"state must be one of {', '.join(_STATES)}")
+            jobs, next_token = await b.list_jobs(name, state, PAGE_SIZE, token)
+            return Response(200, pages.queue_state_page(view, state, jobs, next_token, csrf))
         pending, next_token = await b.list_jobs(name, JobState.PENDING, PAGE_SIZE, token)
         underway, _ = await b.list_jobs(name, JobState.UNDERWAY, PAGE_SIZE, "")
         dead, _ = await b.list_jobs(name, JobState.DEAD, PAGE_SIZE, "")

@@ -26,7 +26,8 @@ from urllib.parse import quote
 import jinja2
 
 from dispatchd.backend import WorkerInfo
-from dispatchd.engine import JobView, QueueView
+from dispatchd.engine import JobState, JobView, QueueView
+from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
 from dispatchd.web.trends import Trend
 
@@ -85,6 +86,9 @@ def rate_text(v: QueueView) -> str:
     r = v.settings.rate
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
+
+#: The states a queue page can filter by, in the order its menu lists them.
+FILTER_STATES = [s.name for s in JobState if s is not JobState.UNSPECIFIED]
 
 #: The columns of a queue's counts and settings, on the queues page and on its own page.
 COUNT_COLUMNS = ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
@@ -162,12 +166,48 @@ def queue_page(
         underway=underway,
         dead=dead,
         error_cell=ERROR_CELL,
+        states=FILTER_STATES,
         csrf=csrf,
+    )
+
+
+def queue_state_page(
+    v: QueueView, state: JobState, jobs: Sequence[JobView], next_token: str, csrf: str
+) -> bytes:
+    """One state's jobs of a queue, 50 a page."""
+    return render(
+        "queue_state.html",
+        f"Queue {v.name}",
+        v=v,
+        cells=count_cells(v),
+        count_columns=COUNT_COLUMNS,
+        chosen=state,
+        states=FILTER_STATES,
+        jobs=jobs,
+        next_token=next_token,
+        error_cell=ERROR_CELL,
+        csrf=csrf,
+    )
+
+
+def search_page(text: str, field: str, queue: str, found: Found | None) -> bytes:
+    return render(
+        "search.html",
+        "Find a job",
+        search_text=text,
+        text=text,
+        field=field,
+        fields=FIELDS,
+        queue=queue,
+        found=found,
+        cap=SCAN_CAP,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Preview:
+    size: int
+    """The whole payload's length in bytes."""
     kind: str
     """"text" or "hex"."""
     note: str
@@ -175,18 +215,34 @@ class Preview:
     text: str
 
 
+#: Control characters that make decodable bytes binary all the same (tab, CR, LF are text).
+_BINARY = frozenset(range(32)) - {9, 10, 13}
+
+
+def _as_text(shown: bytes, cut: bool) -> str | None:
+    """``shown`` as UTF-8 text, or None for binary. A cut may split a character: up to
+    three trailing bytes of it are dropped rather than calling the whole thing binary."""
+    for trim in range(4 if cut else 1):
+        try:
+            text = shown[: len(shown) - trim].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return None if any(ord(c) in _BINARY for c in text) else text
+    return None
+
+
 def preview(data: bytes, content_type: str) -> Preview:
-    """Text (or indented JSON) when it decodes as UTF-8, hex otherwise; capped."""
+    """Text (or indented JSON) when it is UTF-8 text, hex otherwise; capped."""
     shown = data[:PREVIEW_BYTES]
-    note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if len(data) > PREVIEW_BYTES else ""
-    try:
-        text = shown.decode("utf-8")
-    except UnicodeDecodeError:
-        return Preview("hex", note, shown.hex(" ", 1))
-    if not note and "json" in content_type:
+    cut = len(data) > PREVIEW_BYTES
+    note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if cut else ""
+    text = _as_text(shown, cut)
+    if text is None:
+        return Preview(len(data), "hex", note, shown.hex(" ", 1))
+    if not cut and "json" in content_type:
         with contextlib.suppress(ValueError):  # not JSON after all: shown as text
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    return Preview("text", note, text)
+    return Preview(len(data), "text", note, text)
 
 
 def job_fields(j: JobView) -> list[tuple[str, object]]:
