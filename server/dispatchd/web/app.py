@@ -21,6 +21,7 @@ from dispatchd.engine import errors as engine_errors
 from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
 from dispatchd.web import pages, schedule_page, search
+from dispatchd.web.bulk import Bulk
 from dispatchd.web.errors import WebError
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
@@ -106,6 +107,7 @@ class Dashboard:
         self._hooks = hooks
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
         self._sessions = Sessions()
+        self._bulk = Bulk(backend)
 
     # ---- auth and CSRF ------------------------------------------------------------
 
@@ -291,9 +293,12 @@ class Dashboard:
     # ---- actions -----------------------------------------------------------------
 
     async def _action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+        if action in Bulk.NAMES:
+            return await self._bulk_action(action, form, csrf)
         describe = _ACTIONS.get(action)
         if describe is None:
-            raise WebError(404, f"unknown action {action!r}; one of {', '.join(_ACTIONS)}")
+            names = ", ".join([*_ACTIONS, *Bulk.NAMES])
+            raise WebError(404, f"unknown action {action!r}; one of {names}")
         what, run = describe
         args = {k: v for k, v in form.items() if k not in ("csrf", "confirm")}
         await self._validate(action, form)  # bad input is refused before the confirmation too
@@ -301,6 +306,14 @@ class Dashboard:
             summary = what + ": " + ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
             return Response(200, pages.confirm_page(action, form, csrf, summary))
         message, back = await run(self, form)
+        return Response(200, pages.done_page(message, back))
+
+    async def _bulk_action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+        """A bulk action: its preview (how many it touches) asks for the confirmation."""
+        preview = await self._bulk.preview(action, form)  # validates: bad input stops here
+        if form.get("confirm") != "yes":
+            return Response(200, pages.confirm_page(action, form, csrf, preview.what, preview))
+        message, back = await self._bulk.run(action, form)
         return Response(200, pages.done_page(message, back))
 
     async def _validate(self, action: str, form: dict[str, str]) -> None:

@@ -27,6 +27,8 @@ import jinja2
 
 from dispatchd.backend import WorkerInfo
 from dispatchd.engine import JobState, JobView, QueueView
+from dispatchd.web.bulk import PICK
+from dispatchd.web.bulk import Preview as BulkPreview
 from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
 from dispatchd.web.trends import Trend
@@ -90,6 +92,9 @@ def rate_text(v: QueueView) -> str:
 #: The states a queue page can filter by, in the order its menu lists them.
 FILTER_STATES = [s.name for s in JobState if s is not JobState.UNSPECIFIED]
 
+#: The purge form's menu: every finished state, or one.
+PURGE_STATES = ["ALL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEAD"]
+
 #: The columns of a queue's counts and settings, on the queues page and on its own page.
 COUNT_COLUMNS = ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
 
@@ -140,6 +145,7 @@ def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> byt
         live="queues",
         rows=rows,
         count_columns=COUNT_COLUMNS,
+        pick=PICK,
         csrf=csrf,
     )
 
@@ -167,6 +173,7 @@ def queue_page(
         dead=dead,
         error_cell=ERROR_CELL,
         states=FILTER_STATES,
+        purge_states=PURGE_STATES,
         csrf=csrf,
     )
 
@@ -290,11 +297,21 @@ def workers_page(workers: Sequence[WorkerInfo]) -> bytes:
     return render("workers.html", "Workers", here="/workers", rows=rows, fleet=fleet)
 
 
-def confirm_page(action: str, form: dict[str, str], csrf: str, what: str) -> bytes:
+def confirm_page(
+    action: str, form: dict[str, str], csrf: str, what: str, bulk: BulkPreview | None = None
+) -> bytes:
     fields = {k: v for k, v in form.items() if k != "csrf"}
     fields["confirm"] = "yes"
+    back = url("queues", form["queue"]) if "queue" in form and bulk else "/"
     return render(
-        "confirm.html", "Confirm", action=action, fields=fields, csrf=csrf, what=what, back="/"
+        "confirm.html",
+        "Confirm",
+        action=action,
+        fields=fields,
+        csrf=csrf,
+        what=what,
+        bulk=bulk,
+        back=back,
     )
 
 
