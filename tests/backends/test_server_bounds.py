@@ -12,9 +12,11 @@ import pytest
 from dispatchd.config import Config
 from dispatchd_client import (
     AsyncClient,
+    FiringOutcome,
     NewJob,
     NotFound,
     ResourceExhausted,
+    ScheduleSpec,
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
@@ -93,3 +95,24 @@ async def _hello(target: str, queues: list[str]) -> None:
         call = stub.Work(iter([hello]))
         await call.read()
         await call.read()  # the welcome, then the end of the stream
+
+
+async def test_a_schedule_firing_into_a_new_queue_past_max_queues_is_refused(
+    client: AsyncClient,
+) -> None:
+    """A schedule is a producer like any other: its firing cannot create the queue that
+    --max-queues forbids (on Redis, fire.lua used to create it)."""
+    for name in ("a", "b", "c"):
+        await client.update_queue(name, width=1, create=True)
+    await client.create_schedule("into-d", ScheduleSpec.of(every=3600), NewJob("d", b"x"))
+    firing = await client.trigger_schedule("into-d")
+    assert firing.outcome is FiringOutcome.REFUSED
+    assert "--max-queues 3" in firing.message
+    assert firing.job_id == ""
+    with pytest.raises(NotFound):
+        await client.get_queue("d")
+    schedule = await client.get_schedule("into-d")
+    assert (schedule.submitted_count, schedule.refused_count) == (0, 1)
+    await client.delete_queue("c")  # room again: the next firing goes through
+    assert (await client.trigger_schedule("into-d")).outcome is FiringOutcome.SUBMITTED
+    assert (await client.get_queue("d")).pending_count == 1

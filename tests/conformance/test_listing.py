@@ -103,17 +103,8 @@ async def test_finished_jobs_are_listed_in_finish_order(driver: Driver) -> None:
 
 
 async def test_a_job_waiting_behind_its_ordering_key_is_listed_as_pending(
-    driver: Driver, request: pytest.FixtureRequest
+    driver: Driver,
 ) -> None:
-    if driver.name == "redis":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="Redis keeps the jobs behind an ordering key's head in :ok:<key> only, "
-                "which list.lua does not walk: GetQueue counts them as pending, ListJobs "
-                "(PENDING or UNSPECIFIED) leaves them out",
-            )
-        )
     head, behind = await driver.add(ordering_key="k"), await driver.add(ordering_key="k")
     later = await driver.add()
     w = await driver.connect(credits=1)
@@ -245,3 +236,34 @@ async def test_update_queue_needs_the_queue_unless_told_to_create_it(driver: Dri
     assert (again.settings.width, again.settings.paused) == (0, True)
     with pytest.raises(NotFound):
         await driver.backend.get_queue("nope")
+
+
+async def test_jobs_behind_their_ordering_keys_keep_their_place_through_pages_and_changes(
+    driver: Driver,
+) -> None:
+    """Pending jobs in line behind their key's job are listed in (priority, submit) order
+    among the others, page by page; a reprioritize moves them, a cancel or their turn
+    coming takes them out of the line (not out of PENDING, until dispatched)."""
+    a1 = await driver.add(ordering_key="a")
+    a2 = await driver.add(ordering_key="a", priority=5)
+    plain = await driver.add()
+    a3 = await driver.add(ordering_key="a")
+    b1 = await driver.add(ordering_key="b", priority=5)
+    b2 = await driver.add(ordering_key="b")
+    w = await driver.connect(credits=2)
+    held = {lease.job.id: lease for lease in w.take()}
+    assert set(held) == {a1.id, b1.id}
+    assert await driver.listed(JobState.PENDING, page_size=1) == [a2.id, plain.id, a3.id, b2.id]
+    await driver.reprioritize(b2, 9)
+    assert await driver.listed(JobState.PENDING, page_size=2) == [b2.id, a2.id, plain.id, a3.id]
+    await driver.cancel(a2)
+    assert await driver.listed(JobState.PENDING, page_size=3) == [b2.id, plain.id, a3.id]
+    assert await driver.counts() == (3, 2, 0)
+    # a1 ends: a3 (a2 was cancelled) owns key a now and waits in the pending index, while
+    # the freed credit goes to plain (same priority, submitted before a3).
+    await w.ok(held[a1.id])
+    assert w.taken_ids() == [plain.id]
+    assert await driver.listed(JobState.PENDING, page_size=1) == [b2.id, a3.id]
+    everything = await driver.listed(JobState.UNSPECIFIED, page_size=2)
+    assert everything[:4] == [b2.id, a3.id, b1.id, plain.id]  # then the finished a2, a1
+    assert sorted(everything[4:]) == sorted([a1.id, a2.id])

@@ -115,17 +115,28 @@ def _record_of(
 
 
 class _Plan:
-    """A Firer that submits nothing: it notes each job for fire.lua, with its id."""
+    """A Firer that submits nothing: it notes each job for fire.lua, with its id.
+    ``refusal`` is what a submit raises instead (the queue it would create is past
+    --max-queues): the planning records the firing as REFUSED, as the embedded engine's
+    submit would make it."""
 
-    def __init__(self, states: dict[str, bool], new_id: Callable[[NewJob], str]) -> None:
+    def __init__(
+        self,
+        states: dict[str, bool],
+        new_id: Callable[[NewJob], str],
+        refusal: EngineError | None = None,
+    ) -> None:
         self._states = states
         self._new_id = new_id
+        self._refusal = refusal
         self.jobs: dict[str, NewJob] = {}
 
     def unfinished(self, job_id: str) -> bool:
         return self._states.get(job_id, False)
 
     def submit(self, job: NewJob) -> tuple[str, bool]:
+        if self._refusal is not None:
+            raise self._refusal
         job_id = self._new_id(job)
         self.jobs[job_id] = job
         return job_id, False
@@ -247,7 +258,9 @@ class RedisSchedules:
         for _ in range(RETRIES):
             rec, version = await self._read(schedule_id)
             now = self.clock()
-            planner = _Plan(await self._states(rec), self._job_ids(now))
+            planner = _Plan(
+                await self._states(rec), self._job_ids(now), await self._queue_refusal(rec)
+            )
             firings = plan(rec, now, planner)
             if not firings:
                 return None
@@ -283,6 +296,15 @@ class RedisSchedules:
                 self.on_fired(schedule_id, queue, firing)
             return done
         raise _busy(schedule_id)
+
+    async def _queue_refusal(self, rec: ScheduleRecord) -> EngineError | None:
+        """Why a job of ``rec`` may not be submitted now (its queue does not exist and one
+        more would pass --max-queues), or None."""
+        try:
+            await self.ops.check_new_queues({rec.template.job.queue})
+        except EngineError as e:
+            return e
+        return None
 
     def _job_ids(self, now: float) -> Callable[[NewJob], str]:
         return lambda job: records.job_id(self._ids.job_id(now), job.queue)

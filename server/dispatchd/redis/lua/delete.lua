@@ -7,6 +7,7 @@
 -- or {'ok', finished jobs forgotten}.
 -- @include core
 -- @include clock
+-- @include forget
 local b = base_of(KEYS[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
 local now = clock()
@@ -27,20 +28,10 @@ for _, n in ipairs(held) do
   end
 end
 local forgotten = 0
-for _, s in ipairs(FINISHED) do
-  local idx = b .. ':done:' .. s
-  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    local id = id_of(m)
-    local j = jkey(b, id)
-    local ik = ik_key(b, j)
-    if ik and redis.call('GET', ik) == id then redis.call('DEL', ik) end
-    redis.call('DEL', j)
-    forgotten = forgotten + 1
-  end
-  redis.call('DEL', idx)
-end
+for _, s in ipairs(FINISHED) do forgotten = forgotten + forget_finished(b, s) end
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
-    ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':exp',
+    ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
+    ':exp',
     ':workers'}) do
   redis.call('DEL', b .. suffix)
 end

@@ -40,32 +40,61 @@ local function start_rank(key, score, after)
   return lo
 end
 
+-- A cursor over one index from a rank, read ahead in chunks of at most `size()` entries.
+local function cursor(key, rank)
+  return {key = key, rank = rank, buf = {}, i = 1, done = false}
+end
+
+-- The cursor's next (member, score), reading a chunk when its buffer is used up.
+local function peek(c, size)
+  if c.i > #c.buf and not c.done then
+    c.buf = redis.call('ZRANGE', c.key, c.rank, c.rank + size - 1, 'WITHSCORES')
+    c.rank = c.rank + #c.buf / 2
+    c.i = 1
+    c.done = #c.buf == 0
+  end
+  if c.i > #c.buf then return nil end
+  return c.buf[c.i], tonumber(c.buf[c.i + 1])
+end
+
+-- Pending jobs live in two indexes of one order, :pending and :chain (those behind their
+-- ordering key's current job): the walk merges them, so a listing shows every pending job
+-- in the order the embedded engine lists them.
+local function cursors_of(state, score, after)
+  local keys = {index_of(state)}
+  if state == PENDING then keys[2] = b .. ':chain' end
+  local cs = {}
+  for i, key in ipairs(keys) do cs[i] = cursor(key, start_rank(key, score, after)) end
+  return cs
+end
+
 local want = tonumber(ARGV[3])
 local budget = 4 * want + 100
 local jobs, last = {}, nil
 for o = 4, #ARGV, 3 do
   local state = tonumber(ARGV[o])
-  local key = index_of(state)
-  local rank = start_rank(key, ARGV[o + 1], ARGV[o + 2])
+  local cs = cursors_of(state, ARGV[o + 1], ARGV[o + 2])
   while #jobs < want and budget > 0 do
-    local chunk = redis.call('ZRANGE', key, rank, rank + math.min(want - #jobs, budget) - 1,
-      'WITHSCORES')
-    if #chunk == 0 then break end
-    rank = rank + #chunk / 2
-    for i = 1, #chunk, 2 do
-      local m, score = chunk[i], chunk[i + 1]
-      local id = m
-      if state ~= UNDERWAY then id = id_of(m) end
-      budget = budget - 1
-      last = {state, score, m}
-      local f = job_fields(b, id)
-      if tonumber(f[ST]) == state then
-        local item = {state, score, m}
-        for k = 1, #f do item[k + 3] = f[k] end
-        item[#f + 4] = redis.call('HGET', jkey(b, id), 'pl')
-        jobs[#jobs + 1] = item
-        if #jobs == want then break end
+    local size = math.min(want - #jobs, budget)
+    local best, m, score = nil, nil, nil
+    for _, c in ipairs(cs) do
+      local cm, cscore = peek(c, size)
+      if cm and (best == nil or cscore < score or (cscore == score and cm < m)) then
+        best, m, score = c, cm, cscore
       end
+    end
+    if best == nil then break end
+    best.i = best.i + 2
+    local id = m
+    if state ~= UNDERWAY then id = id_of(m) end
+    budget = budget - 1
+    last = {state, best.buf[best.i - 1], m}
+    local f = job_fields(b, id)
+    if tonumber(f[ST]) == state then
+      local item = {state, best.buf[best.i - 1], m}
+      for k = 1, #f do item[k + 3] = f[k] end
+      item[#f + 4] = redis.call('HGET', jkey(b, id), 'pl')
+      jobs[#jobs + 1] = item
     end
   end
   if #jobs == want then break end

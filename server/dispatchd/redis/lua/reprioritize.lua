@@ -18,6 +18,8 @@ if st == PENDING and redis.call('ZSCORE', b .. ':pending', m) then
   redis.call('ZADD', b .. ':pending', -tonumber(ARGV[4]), m)
   redis.call('ZADD', lane_of(b, f[4] or ''), -tonumber(ARGV[4]), m)
   wake(b)
+elseif st == PENDING and redis.call('ZSCORE', b .. ':chain', m) then
+  redis.call('ZADD', b .. ':chain', -tonumber(ARGV[4]), m)  -- its place in ListJobs
 end
 redis.call('HSET', j, 'pr', ARGV[4])
 publish_all()

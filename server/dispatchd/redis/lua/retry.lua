@@ -23,8 +23,7 @@ redis.call('HSET', j, 'bs', f[2], 'seq', seq, 'nb', '', 'st', PENDING)
 redis.call('HDEL', j, 'ft', 'fq')
 local key = f[3]
 if key and key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
-  redis.call('ZADD', b .. ':ok:' .. key, seq, id)
-  redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
+  chain_add(b, id, key, seq)
   wake(b)
 else
   wait(b, id, now)

@@ -51,8 +51,7 @@ local function create_job(a, o, width, lease, now)
   if ex ~= nil and ex <= now then
     finish(b, id, EXPIRED, now, true)
   elseif key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
-    redis.call('ZADD', b .. ':ok:' .. key, seq, id)
-    redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
+    chain_add(b, id, key, seq)
     if ex ~= nil then redis.call('ZADD', b .. ':exp', ex, id) end
   else
     wait(b, id, now)

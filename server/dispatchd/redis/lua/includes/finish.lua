@@ -35,13 +35,13 @@ release_key = function(b, key, id, now)
   local heads = b .. ':okhead'
   if redis.call('HGET', heads, key) ~= id then return end
   while true do
-    local nxt = redis.call('ZPOPMIN', b .. ':ok:' .. key)
+    local nxt = redis.call('ZRANGE', b .. ':ok:' .. key, 0, 0, 'WITHSCORES')
     if #nxt == 0 then
       redis.call('HDEL', heads, key)
       return
     end
     local nid = nxt[1]
-    redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+    chain_rem(b, nid, key, tonumber(nxt[2]))
     redis.call('HSET', heads, key, nid)
     local ex = num(redis.call('HGET', jkey(b, nid), 'ex'))
     if ex == nil or ex > now then

@@ -3,7 +3,25 @@
 -- @include publish
 -- A waiting job is in exactly one place: the scheduled set until its not_before (score the
 -- time, member <seq><id>), the pending set and its lane, or behind the job that owns its
--- ordering key (:ok:<key>, by seq). One with an expire_at is in :exp too.
+-- ordering key (:ok:<key>, by seq). One with an expire_at is in :exp too. A job behind
+-- its key is also in :chain, scored and keyed as :pending is, only so that ListJobs can
+-- list it among the pending jobs in their order (claims never read :chain).
+
+-- Puts a job in line behind the job owning its ordering key.
+local function chain_add(b, id, key, seq)
+  redis.call('ZADD', b .. ':ok:' .. key, seq, id)
+  local pr = tonumber(redis.call('HGET', jkey(b, id), 'pr') or '0')
+  redis.call('ZADD', b .. ':chain', -pr, member(seq, id))
+  redis.call('HINCRBY', b .. ':cfg', 'chained', 1)
+end
+
+-- Takes a job out of the line behind its ordering key (it became the key's owner, or it
+-- stopped waiting).
+local function chain_rem(b, id, key, seq)
+  redis.call('ZREM', b .. ':ok:' .. key, id)
+  redis.call('ZREM', b .. ':chain', member(seq, id))
+  redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+end
 local function wait(b, id, now)
   local j = jkey(b, id)
   local f = redis.call('HMGET', j, 'pr', 'seq', 'fk', 'fwt', 'nb', 'ex')
@@ -26,8 +44,7 @@ local function unwait(b, id)
   if st == SCHEDULED then
     redis.call('ZREM', b .. ':sched', member(tonumber(f[2]), id))
   elseif f[3] and f[3] ~= '' and redis.call('HGET', b .. ':okhead', f[3]) ~= id then
-    redis.call('ZREM', b .. ':ok:' .. f[3], id)
-    redis.call('HINCRBY', b .. ':cfg', 'chained', -1)
+    chain_rem(b, id, f[3], tonumber(f[2]))
   else
     pend_rem(b, id, tonumber(f[2]), f[4])
   end
