@@ -135,7 +135,7 @@ def test_every_page_loads_with_a_clean_console(
     browser.open("/")
     browser.submit("Drain the server", then="Confirm")  # seen, never confirmed
     browser.driver.find_element(By.LINK_TEXT, "Cancel").click()
-    browser.wait(lambda d: browser.heading() == "Queues", "the queues page")
+    browser.wait(lambda d: browser.heading() == "Overview", "the overview")
 
 
 def test_the_console_check_catches_a_csp_violation(browser: Browser) -> None:

@@ -216,10 +216,9 @@ class Dashboard:
         """A GET of an authorized caller."""
         b = self._backend
         if not parts:
-            return Response(200, pages.queues_page(await b.list_queues(), csrf, self._trend))
-        if parts == ["api", "queues"]:
-            body = pages.queues_json(await b.list_queues(), self._trend)
-            return Response(200, body, "application/json")
+            return Response(200, pages.overview_page(await self._fleet(), csrf))
+        if parts[:1] == ["api"]:
+            return await self._api(parts[1:])
         if parts in (["workers"], ["schedules"]):
             return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
@@ -251,11 +250,34 @@ class Dashboard:
             200, body, "application/octet-stream", headers={"Content-Disposition": disposition}
         )
 
+    async def _fleet(self) -> pages.Fleet:
+        b = self._backend
+        views = await b.list_queues()
+        workers = await b.list_workers()
+        trends = {v.name: self._trend(v.name) for v in views}
+        t = self._hooks.trends
+        rates = None if t is None else t.rates(self._hooks.clock())
+        return pages.Fleet(views, workers, trends, rates, b.capabilities.shared)
+
+    async def _api(self, parts: list[str]) -> Response:
+        """The JSON the pages' live refresh polls."""
+        b = self._backend
+        if parts == ["queues"]:
+            body = pages.queues_json(await b.list_queues(), self._trend)
+        elif parts == ["overview"]:
+            body = pages.overview_json(await self._fleet())
+        elif parts == ["workers"]:
+            body = pages.workers_json(await b.list_workers())
+        else:
+            raise WebError(404, "no such API; /api/overview, /api/queues or /api/workers")
+        return Response(200, body, "application/json")
+
     async def _listing(self, page: str) -> Response:
         """The workers page, or the schedules page."""
         b = self._backend
         if page == "workers":
-            return Response(200, pages.workers_page(await b.list_workers()))
+            workers = await b.list_workers()
+            return Response(200, pages.workers_page(workers, b.capabilities.shared))
         found, more = await b.list_schedules(schedule_page.SHOWN, "")
         return Response(200, schedule_page.schedules_page(found, bool(more)))
 

@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -29,9 +29,10 @@ from dispatchd.backend import WorkerInfo
 from dispatchd.engine import JobState, JobView, QueueView
 from dispatchd.web.bulk import PICK
 from dispatchd.web.bulk import Preview as BulkPreview
+from dispatchd.web.overview import by_attention, chart, totals
 from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
-from dispatchd.web.trends import Trend
+from dispatchd.web.trends import Rates, Trend
 
 #: A queue's trend by name (None: no ring for it).
 TrendOf = Callable[[str], Trend | None]
@@ -46,7 +47,7 @@ ERROR_CELL = 200
 ATTEMPTS_SHOWN = 50
 
 NAV = [
-    ("/", "Queues"),
+    ("/", "Overview"),
     ("/workers", "Workers"),
     ("/schedules", "Schedules"),
     ("/logout", "Log out"),
@@ -133,17 +134,61 @@ def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
     return json.dumps({"queues": [queue_row(v, trend_of(v.name)) for v in views]}).encode()
 
 
-def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What the overview reads: the backend's queues and workers, this process's rings."""
+
+    views: Sequence[QueueView]
+    workers: Sequence[WorkerInfo]
+    trends: dict[str, Trend | None]
+    rates: Rates | None
+    shared: bool
+    """Several replicas share the queues (Redis): the chart is this replica's share."""
+
+
+def _overview(fleet: Fleet) -> dict[str, Any]:
+    rated = by_attention(fleet.views, fleet.trends)
+    return {
+        "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates),
+        "rated": rated,
+        "chart": chart(fleet.rates) if fleet.rates else None,
+    }
+
+
+def overview_json(fleet: Fleet) -> bytes:
+    """The overview as the live refresh reads it: totals, the chart, queues by attention."""
+    o = _overview(fleet)
     rows = []
-    for v in views:
-        trend = trend_of(v.name)
-        rows.append((v, count_cells(v), throughput_cell(trend), wait_cell(trend)))
+    for v, a in o["rated"]:
+        row = queue_row(v, fleet.trends[v.name])
+        row["attention"] = a.reason
+        row["level"] = a.level
+        rows.append(row)
+    body = {"totals": asdict(o["totals"]), "chart": o["chart"], "queues": rows}
+    return json.dumps(body).encode()
+
+
+def overview_page(fleet: Fleet, csrf: str) -> bytes:
+    o = _overview(fleet)
+    rows = [
+        (
+            v,
+            a,
+            count_cells(v),
+            throughput_cell(fleet.trends[v.name]),
+            wait_cell(fleet.trends[v.name]),
+        )
+        for v, a in o["rated"]
+    ]
     return render(
-        "queues.html",
-        "Queues",
+        "overview.html",
+        "Overview",
         here="/",
-        live="queues",
+        live="overview",
         rows=rows,
+        totals=o["totals"],
+        chart=o["chart"],
+        shared=fleet.shared,
         count_columns=COUNT_COLUMNS,
         pick=PICK,
         csrf=csrf,
@@ -162,6 +207,7 @@ def queue_page(
     return render(
         "queue.html",
         f"Queue {v.name}",
+        live="queue",
         v=v,
         cells=count_cells(v),
         count_columns=COUNT_COLUMNS,
@@ -289,12 +335,20 @@ def job_page(j: JobView, csrf: str) -> bytes:
     )
 
 
-def workers_page(workers: Sequence[WorkerInfo]) -> bytes:
+def workers_page(workers: Sequence[WorkerInfo], shared: bool = False) -> bytes:
     """Every connected worker; with several replicas, which one holds its stream."""
-    fleet = any(w.replica for w in workers)
-    ordered = sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id))
-    rows = [(w, 0 if w.draining else max(0, w.max_in_flight - w.held)) for w in ordered]
-    return render("workers.html", "Workers", here="/workers", rows=rows, fleet=fleet)
+    fleet = shared or any(w.replica for w in workers)
+    rows = [(w, _free(w)) for w in _ordered(workers)]
+    replicas = sorted({w.replica for w in workers if w.replica})
+    return render(
+        "workers.html",
+        "Workers",
+        here="/workers",
+        live="workers",
+        rows=rows,
+        fleet=fleet,
+        replicas=replicas,
+    )
 
 
 def confirm_page(
@@ -325,3 +379,30 @@ def login_page(auth_on: bool) -> bytes:
 
 def logout_page(csrf: str) -> bytes:
     return render("logout.html", "Log out", here="/logout", csrf=csrf)
+
+
+def worker_row(w: WorkerInfo) -> dict[str, object]:
+    """One worker as the workers page's live refresh reads it."""
+    return {
+        "worker_id": w.worker_id,
+        "labels": labels_text(w.labels),
+        "queues": ", ".join(w.queues),
+        "credits": f"{_free(w)} free of {w.max_in_flight}",
+        "held": w.held,
+        "held_jobs": list(w.held_jobs),
+        "draining": "yes" if w.draining else "no",
+        "connected": when(w.connect_time),
+        "replica": w.replica,
+    }
+
+
+def _free(w: WorkerInfo) -> int:
+    return 0 if w.draining else max(0, w.max_in_flight - w.held)
+
+
+def _ordered(workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
+    return sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id))
+
+
+def workers_json(workers: Sequence[WorkerInfo]) -> bytes:
+    return json.dumps({"workers": [worker_row(w) for w in _ordered(workers)]}).encode()

@@ -74,3 +74,19 @@ def wait_cell(trend: Trend | None) -> Markup | str:
         return "-"
     about = f"mean wait before dispatch, last {_minutes(trend)}"
     return _svg("wait", trend.wait, wait_label(trend.wait[-1]), about)
+
+
+#: The overview chart's drawing box (the SVG scales it to the page's width).
+CHART_WIDTH = 600
+CHART_HEIGHT = 140
+
+
+def chart_path(values: Sequence[float], top: float) -> str:
+    """One series of the overview chart, scaled to ``top`` (the largest of all three
+    series, so they share one axis). dashboard.js's chartPath mirrors it."""
+    scale = (CHART_HEIGHT - 4) / top if top > 0 else 0.0
+    step = CHART_WIDTH / max(1, len(values) - 1)
+    return " ".join(
+        f"{'L' if i else 'M'}{i * step:.1f} {CHART_HEIGHT - 2 - v * scale:.1f}"
+        for i, v in enumerate(values)
+    )

@@ -1,0 +1,109 @@
+"""The overview: fleet totals, the dispatched/succeeded/failed chart, and the queues in the
+order they need attention (stuck first, then dead growing, then paused with work waiting).
+
+Counts come from the backend (``list_queues`` and ``list_workers``: the whole fleet on
+Redis); the chart and the dead counts come from this process's trend rings (on Redis,
+this replica's share: each replica hears of the jobs its own workers ran).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dispatchd.backend import WorkerInfo
+from dispatchd.engine import QueueView
+from dispatchd.web.sparks import chart_path
+from dispatchd.web.trends import Rates, Trend
+
+#: Attention levels, highest first in the table.
+STUCK, DEAD_GROWING, PAUSED_WAITING, FINE = 3, 2, 1, 0
+#: Complete buckets with no finished job after which a queue with work is "stuck".
+QUIET_BUCKETS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Attention:
+    level: int
+    reason: str
+    """What to look at ('' when nothing)."""
+
+
+def attention(v: QueueView, trend: Trend | None) -> Attention:
+    """Why a queue needs an operator, if it does. Stuck: work waits, the queue is not
+    paused, and nothing runs (no workers, width 0, or nothing finished lately and nothing
+    underway)."""
+    waiting = v.pending_count
+    if waiting and not v.settings.paused:
+        if v.worker_count == 0:
+            return Attention(STUCK, f"stuck: {waiting} waiting, no workers")
+        if v.settings.width == 0:
+            return Attention(STUCK, f"stuck: {waiting} waiting, width 0")
+        quiet = trend is not None and not any(trend.throughput[-QUIET_BUCKETS:])
+        if quiet and v.underway_count == 0:
+            return Attention(STUCK, f"stuck: {waiting} waiting, nothing running")
+    if trend is not None and trend.dead:
+        minutes = len(trend.throughput) * trend.bucket_seconds / 60
+        return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {minutes:.3g} min")
+    if waiting and v.settings.paused:
+        return Attention(PAUSED_WAITING, f"paused, {waiting} waiting")
+    return Attention(FINE, "")
+
+
+def by_attention(
+    views: Sequence[QueueView], trends: dict[str, Trend | None]
+) -> list[tuple[QueueView, Attention]]:
+    rated = [(v, attention(v, trends[v.name])) for v in views]
+    rated.sort(key=lambda r: (-r[1].level, -r[0].pending_count, r[0].name))
+    return rated
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    queues: int
+    pending: int
+    scheduled: int
+    underway: int
+    workers: int
+    replicas: int
+    """Distinct replicas holding workers (0 on the embedded backend)."""
+    dead_recent: int
+    """Jobs that went DEAD within the trend window (this process's share)."""
+    dispatched_now: float
+    finished_now: float
+    """Per second, in the last complete bucket."""
+
+
+def totals(
+    views: Sequence[QueueView],
+    workers: Sequence[WorkerInfo],
+    trends: dict[str, Trend | None],
+    rates: Rates | None,
+) -> Totals:
+    return Totals(
+        queues=len(views),
+        pending=sum(v.pending_count for v in views),
+        scheduled=sum(v.scheduled_count for v in views),
+        underway=sum(v.underway_count for v in views),
+        workers=len(workers),
+        replicas=len({w.replica for w in workers if w.replica}),
+        dead_recent=sum(t.dead for t in trends.values() if t is not None),
+        dispatched_now=rates.dispatched[-1] if rates else 0.0,
+        finished_now=rates.succeeded[-1] + rates.failed[-1] if rates else 0.0,
+    )
+
+
+def chart(rates: Rates) -> dict[str, object]:
+    """The chart's series, their paths on one shared axis, and the axis' top."""
+    top = max([*rates.dispatched, *rates.succeeded, *rates.failed, 0.0])
+    series = {
+        "dispatched": rates.dispatched,
+        "succeeded": rates.succeeded,
+        "failed": rates.failed,
+    }
+    return {
+        "bucket_seconds": rates.bucket_seconds,
+        "top": top,
+        "series": series,
+        "paths": {k: chart_path(v, top) for k, v in series.items()},
+    }

@@ -1,0 +1,90 @@
+"""The overview on every backend: fleet totals, queues sorted by what needs attention,
+the live chart's series, and the JSON the workers page polls."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from dispatchd.config import Config
+from dispatchd_client import AsyncClient, JobState, ReceivedJob, RetryPolicy
+
+from .conftest import StartWorker
+from .helpers import eventually, hold_one_job
+from .web import get
+
+
+@pytest.fixture
+def server_config(server_config: Config) -> Config:
+    # Short buckets: finished jobs show in a complete bucket within a fraction of a second.
+    return dataclasses.replace(server_config, http_listen="127.0.0.1:0", dashboard_bucket=0.1)
+
+
+async def _overview(port: int) -> dict[str, Any]:
+    page = await get(port, "/api/overview")
+    assert page.status == 200, page.body
+    data: dict[str, Any] = json.loads(page.body)
+    return data
+
+
+async def test_queues_are_sorted_by_what_needs_attention(port: int, client: AsyncClient) -> None:
+    await client.update_queue("a-idle", width=1, create=True)
+    await client.update_queue("b-paused", width=1, paused=True, create=True)
+    await client.submit("b-paused", b"x")
+    for _ in range(2):
+        await client.submit("c-stuck", b"x")  # no worker serves it
+    data = await _overview(port)
+    assert [q["name"] for q in data["queues"]] == ["c-stuck", "b-paused", "a-idle"]
+    reasons = [q["attention"] for q in data["queues"]]
+    assert reasons == ["stuck: 2 waiting, no workers", "paused, 1 waiting", ""]
+    totals = data["totals"]
+    assert (totals["queues"], totals["pending"], totals["underway"]) == (3, 3, 0)
+    page = (await get(port, "/")).body
+    assert page.index("'/queues/c-stuck'") < page.index("'/queues/b-paused'")
+    assert "<td class=attention>stuck: 2 waiting, no workers</td>" in page
+    assert "<dd data-total=pending>3</dd>" in page
+
+
+async def test_the_chart_counts_dispatched_succeeded_and_failed(
+    port: int, client: AsyncClient, start_worker: StartWorker
+) -> None:
+    policy = RetryPolicy(max_attempts=1, min_backoff=0.01, max_backoff=0.01)
+
+    async def handle(job: ReceivedJob) -> str:
+        if job.payload == b"bad":
+            raise RuntimeError("no")
+        return "ok"
+
+    jobs = [await client.submit("ch", b"good") for _ in range(4)]
+    jobs += [await client.submit("ch", b"bad", retry_policy=policy) for _ in range(2)]
+    start_worker(configure=lambda w: w.handler("ch")(handle), concurrency=4)
+    for job in jobs:
+        assert (await client.wait(job.id, timeout=10)).state in (JobState.SUCCEEDED, JobState.DEAD)
+
+    async def charted() -> bool:
+        series = (await _overview(port))["chart"]["series"]
+        sums = {k: round(sum(v) * 0.1) for k, v in series.items()}
+        return sums == {"dispatched": 6, "succeeded": 4, "failed": 2}
+
+    await eventually(charted, what="6 dispatched, 4 succeeded, 2 failed on the chart")
+    data = await _overview(port)
+    assert data["totals"]["dead_recent"] == 2
+    assert data["queues"][0]["attention"].startswith("2 dead in the last ")
+    page = (await get(port, "/")).body
+    for name in ("dispatched", "succeeded", "failed"):
+        assert f"<path class='{name}' data-series='{name}' d='M0.0 " in page
+
+
+async def test_the_workers_json_lists_held_jobs(
+    port: int, client: AsyncClient, start_worker: StartWorker
+) -> None:
+    job, release = await hold_one_job(
+        client, start_worker, "held", worker_id="w<1>", labels={"zone": "eu"}, concurrency=2
+    )
+    (w,) = json.loads((await get(port, "/api/workers")).body)["workers"]
+    assert (w["worker_id"], w["labels"], w["queues"]) == ("w<1>", "zone=eu", "held")
+    assert (w["held"], w["held_jobs"], w["credits"]) == (1, [job.id], "1 free of 2")
+    release.set()
