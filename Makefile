@@ -19,10 +19,13 @@ IMAGE ?= dispatchd:dev
 BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+## axe-core for the dashboard's accessibility checks (tests/browser/package-lock.json).
+AXE_DIR := tests/browser
+AXE_STAMP := $(AXE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
 .PHONY: bench-queues bench-schedules bench-callgrind chaos image base-image clean
-.PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
+.PHONY: node-tools node-deps node-build node-test browser-tools browser-deps screenshot redis-tools bench-redis
 
 ## List the targets and what each does.
 help:
@@ -58,7 +61,7 @@ run: $(STAMP)
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
 ## The Node client is built first: pytest's interop test runs its worker; the dashboard's
 ## browser tests need Chromium and its driver; the Redis backend's tests, redis-server.
-test: $(STAMP) node-build browser-tools redis-tools
+test: $(STAMP) node-build browser-tools browser-deps redis-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 	$(MAKE) --no-print-directory node-test
@@ -108,9 +111,18 @@ browser-tools:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-## Regenerate docs/dashboard.png (the README's picture): a busy server in headless Chromium.
-screenshot: $(STAMP) browser-tools
-	DISPATCHD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/browser/test_screenshot.py
+## axe-core from npm at the locked version, for the browser tests (nothing is fetched
+## while they run: the harness reads node_modules/axe-core/axe.min.js).
+browser-deps: $(AXE_STAMP)
+
+$(AXE_STAMP): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json | node-tools
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+## Regenerate the dashboard's screenshots in docs/ (docs/dashboard.png, the README's
+## picture, and docs/dashboard-*.png: overview, queue, job, workers, light and dark).
+screenshot: $(STAMP) browser-tools browser-deps
+	DISPATCHD_SCREENSHOT=docs $(BIN)/pytest -q tests/browser/test_screenshot.py
 
 ## redis-server for the Redis backend's tests (each test session starts its own on a free
 ## port): Debian's package when missing (CI machines start without it).

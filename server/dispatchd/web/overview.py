@@ -43,8 +43,9 @@ def attention(v: QueueView, trend: Trend | None) -> Attention:
         if quiet and v.underway_count == 0:
             return Attention(STUCK, f"stuck: {waiting} waiting, nothing running")
     if trend is not None and trend.dead:
-        minutes = len(trend.throughput) * trend.bucket_seconds / 60
-        return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {minutes:.3g} min")
+        seconds = len(trend.throughput) * trend.bucket_seconds
+        window = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {window}")
     if waiting and v.settings.paused:
         return Attention(PAUSED_WAITING, f"paused, {waiting} waiting")
     return Attention(FINE, "")
