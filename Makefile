@@ -24,7 +24,7 @@ AXE_DIR := tests/browser
 AXE_STAMP := $(AXE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
-.PHONY: bench-queues bench-schedules bench-callgrind chaos image base-image clean
+.PHONY: bench-queues bench-schedules bench-dashboard bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools browser-deps screenshot redis-tools bench-redis
 
 ## List the targets and what each does.
@@ -174,6 +174,13 @@ bench: $(STAMP) redis-tools
 	$(BIN)/python bench/run.py
 	$(BIN)/python -m bench.redis_path
 	$(BIN)/python -m bench.schedules_idle
+	$(BIN)/python -m bench.dashboard
+
+## Every dashboard page's answer time with 1,000,000 pending jobs in one queue and 1,000
+## queues (target 200 ms), and dispatch p99 with overview tabs polling vs none (within
+## 10 %); about two minutes. JSON in bench/results/dashboard.json.
+bench-dashboard: $(STAMP)
+	$(BIN)/python -m bench.dashboard
 
 ## What 10,000 schedules cost a server (idle, and hourly ticks firing), embedded and Redis,
 ## against the < 5 % of one core target; JSON in bench/results/schedules.json.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dispatchd.config import Config
-from dispatchd_client import AsyncClient, JobState, ReceivedJob, RetryPolicy
+from dispatchd_client import AsyncClient, JobState, Rate, ReceivedJob, RetryPolicy
 
 from .conftest import StartWorker
 from .helpers import eventually, hold_one_job
@@ -30,22 +30,39 @@ async def _overview(port: int) -> dict[str, Any]:
     return data
 
 
-async def test_queues_are_sorted_by_what_needs_attention(port: int, client: AsyncClient) -> None:
+async def test_queues_are_sorted_by_what_needs_attention(
+    port: int, client: AsyncClient, start_worker: StartWorker
+) -> None:
     await client.update_queue("a-idle", width=1, create=True)
     await client.update_queue("b-paused", width=1, paused=True, create=True)
     await client.submit("b-paused", b"x")
     for _ in range(2):
         await client.submit("c-stuck", b"x")  # no worker serves it
+    # A rate of one job an hour holds the backlog past its burst (a worker would get one).
+    await client.update_queue("d-slow", width=5, rate=Rate(1 / 3600, 1), create=True)
+    start_worker(configure=lambda w: w.handler("d-slow")(lambda job: "ok"))
+    for _ in range(4):
+        await client.submit("d-slow", b"x")
+
+    async def held() -> bool:
+        return (await client.get_queue("d-slow")).pending_count == 3
+
+    await eventually(held, what="the first d-slow job run, three held by the rate")
     data = await _overview(port)
-    assert [q["name"] for q in data["queues"]] == ["c-stuck", "b-paused", "a-idle"]
+    assert [q["name"] for q in data["queues"]] == ["c-stuck", "d-slow", "b-paused", "a-idle"]
     reasons = [q["attention"] for q in data["queues"]]
-    assert reasons == ["stuck: 2 waiting, no workers", "paused, 1 waiting", ""]
+    assert reasons == [
+        "stuck: 2 waiting, no workers",
+        "throttled: 3 waiting at 0.000277778/s",
+        "paused, 1 waiting",
+        "",
+    ]
     totals = data["totals"]
-    assert (totals["queues"], totals["pending"], totals["underway"]) == (3, 3, 0)
+    assert (totals["queues"], totals["pending"], totals["underway"]) == (4, 6, 0)
     page = (await get(port, "/")).body
     assert page.index("'/queues/c-stuck'") < page.index("'/queues/b-paused'")
     assert "<td class=attention>stuck: 2 waiting, no workers</td>" in page
-    assert "<dd data-total=pending>3</dd>" in page
+    assert "<dd data-total=pending>6</dd>" in page
 
 
 async def test_the_chart_counts_dispatched_succeeded_and_failed(
@@ -88,3 +105,24 @@ async def test_the_workers_json_lists_held_jobs(
     assert (w["worker_id"], w["labels"], w["queues"]) == ("w<1>", "zone=eu", "held")
     assert (w["held"], w["held_jobs"], w["credits"]) == (1, [job.id], "1 free of 2")
     release.set()
+
+
+async def test_the_overview_lists_the_queues_needing_attention_most(
+    port: int, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatchd.web import pages
+
+    monkeypatch.setattr(pages, "OVERVIEW_ROWS", 2)
+    for name in ("a", "b", "c"):
+        await client.update_queue(name, width=1, create=True)
+    await client.submit("c", b"x")  # stuck: no workers
+    page = (await get(port, "/")).body
+    assert "'/queues/c'" in page
+    assert "'/queues/a'" in page
+    assert "'/queues/b'" not in page
+    assert "The 2 queues that need attention most; 1 more." in page
+    assert "'/queues/b'" in (await get(port, "/?all=1")).body
+    assert len((await _overview(port))["queues"]) == 2
+    assert (await _overview(port))["totals"]["queues"] == 3
+    every = json.loads((await get(port, "/api/overview?all=1")).body)
+    assert len(every["queues"]) == 3

@@ -216,9 +216,10 @@ class Dashboard:
         """A GET of an authorized caller."""
         b = self._backend
         if not parts:
-            return Response(200, pages.overview_page(await self._fleet(), csrf))
+            every = request.query.get("all") == "1"
+            return Response(200, pages.overview_page(await self._fleet(), csrf, every))
         if parts[:1] == ["api"]:
-            return await self._api(parts[1:])
+            return await self._api(parts[1:], request.query.get("all") == "1")
         if parts in (["workers"], ["schedules"]):
             return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
@@ -259,13 +260,13 @@ class Dashboard:
         rates = None if t is None else t.rates(self._hooks.clock())
         return pages.Fleet(views, workers, trends, rates, b.capabilities.shared)
 
-    async def _api(self, parts: list[str]) -> Response:
+    async def _api(self, parts: list[str], every: bool) -> Response:
         """The JSON the pages' live refresh polls."""
         b = self._backend
         if parts == ["queues"]:
             body = pages.queues_json(await b.list_queues(), self._trend)
         elif parts == ["overview"]:
-            body = pages.overview_json(await self._fleet())
+            body = pages.overview_json(await self._fleet(), every)
         elif parts == ["workers"]:
             body = pages.workers_json(await b.list_workers())
         else:

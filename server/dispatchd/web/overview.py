@@ -1,5 +1,6 @@
 """The overview: fleet totals, the dispatched/succeeded/failed chart, and the queues in the
-order they need attention (stuck first, then dead growing, then paused with work waiting).
+order they need attention (stuck first, then dead growing, then throttled by their rate
+with a backlog past the burst, then paused with work waiting).
 
 Counts come from the backend (``list_queues`` and ``list_workers``: the whole fleet on
 Redis); the chart and the dead counts come from this process's trend rings (on Redis,
@@ -17,7 +18,7 @@ from dispatchd.web.sparks import chart_path
 from dispatchd.web.trends import Rates, Trend
 
 #: Attention levels, highest first in the table.
-STUCK, DEAD_GROWING, PAUSED_WAITING, FINE = 3, 2, 1, 0
+STUCK, DEAD_GROWING, THROTTLED, PAUSED_WAITING, FINE = 4, 3, 2, 1, 0
 #: Complete buckets with no finished job after which a queue with work is "stuck".
 QUIET_BUCKETS = 3
 
@@ -34,19 +35,25 @@ def attention(v: QueueView, trend: Trend | None) -> Attention:
     paused, and nothing runs (no workers, width 0, or nothing finished lately and nothing
     underway)."""
     waiting = v.pending_count
-    if waiting and not v.settings.paused:
+    running = not v.settings.paused
+    rate = v.settings.rate
+    # A backlog past the burst of a rate limit is the rate's doing, not a stuck queue.
+    throttled = rate is not None and running and waiting > max(1, rate.burst)
+    if waiting and running:
         if v.worker_count == 0:
             return Attention(STUCK, f"stuck: {waiting} waiting, no workers")
         if v.settings.width == 0:
             return Attention(STUCK, f"stuck: {waiting} waiting, width 0")
         quiet = trend is not None and not any(trend.throughput[-QUIET_BUCKETS:])
-        if quiet and v.underway_count == 0:
+        if quiet and v.underway_count == 0 and not throttled:
             return Attention(STUCK, f"stuck: {waiting} waiting, nothing running")
     if trend is not None and trend.dead:
         seconds = len(trend.throughput) * trend.bucket_seconds
         window = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {window}")
-    if waiting and v.settings.paused:
+    if throttled and rate is not None:
+        return Attention(THROTTLED, f"throttled: {waiting} waiting at {rate.per_second:g}/s")
+    if waiting and not running:
         return Attention(PAUSED_WAITING, f"paused, {waiting} waiting")
     return Attention(FINE, "")
 

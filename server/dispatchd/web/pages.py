@@ -146,18 +146,24 @@ class Fleet:
     """Several replicas share the queues (Redis): the chart is this replica's share."""
 
 
-def _overview(fleet: Fleet) -> dict[str, Any]:
+#: Queues the overview lists unless asked for all (?all=1): those needing attention most.
+OVERVIEW_ROWS = 200
+
+
+def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
     rated = by_attention(fleet.views, fleet.trends)
+    shown = rated if every else rated[:OVERVIEW_ROWS]
     return {
         "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates),
-        "rated": rated,
+        "rated": shown,
+        "hidden": len(rated) - len(shown),
         "chart": chart(fleet.rates) if fleet.rates else None,
     }
 
 
-def overview_json(fleet: Fleet) -> bytes:
+def overview_json(fleet: Fleet, every: bool = False) -> bytes:
     """The overview as the live refresh reads it: totals, the chart, queues by attention."""
-    o = _overview(fleet)
+    o = _overview(fleet, every)
     rows = []
     for v, a in o["rated"]:
         row = queue_row(v, fleet.trends[v.name])
@@ -168,8 +174,8 @@ def overview_json(fleet: Fleet) -> bytes:
     return json.dumps(body).encode()
 
 
-def overview_page(fleet: Fleet, csrf: str) -> bytes:
-    o = _overview(fleet)
+def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
+    o = _overview(fleet, every)
     rows = [
         (
             v,
@@ -187,6 +193,7 @@ def overview_page(fleet: Fleet, csrf: str) -> bytes:
         live="overview",
         rows=rows,
         totals=o["totals"],
+        hidden=o["hidden"],
         chart=o["chart"],
         shared=fleet.shared,
         count_columns=COUNT_COLUMNS,

@@ -1,12 +1,13 @@
 """Finding jobs for the dashboard: by id, idempotency key, ordering key or fairness key.
 
-An id is one ``get_job`` (both backends index ids). The keys have no index the Backend
-interface can ask (the embedded engine keeps idempotency keys per submitter and ordering
-chains only for jobs still waiting; Redis likewise), so they are found by a bounded scan
-of ``list_jobs`` pages: at most SCAN_CAP jobs per search, waiting and underway jobs first,
-then dead and the other finished ones, queue by queue. The page says when the cap cut the
-scan short, so an empty answer is never mistaken for "no such job" — narrow it to a queue.
-Every read is a Backend method, so it works the same on every backend.
+An id is one ``get_job`` (both backends index ids); a hit ends the search. The keys have
+no index the Backend interface can ask (the embedded engine keeps idempotency keys per
+submitter and ordering chains only for jobs still waiting; Redis likewise), so they are
+found by a bounded scan of ``list_jobs`` pages: at most SCAN_CAP jobs per search, waiting
+and underway jobs first, then dead and the other finished ones, queue by queue. The page
+says when the cap cut the scan short, so an empty answer is never mistaken for "no such
+job": narrow it to a queue. Every read is a Backend method, so it works the same on every
+backend.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ async def find_jobs(
         job = await _by_id(backend, text)
         if job is not None and (not queue or job.queue == queue):
             matches.append(Match(job, "id"))
-    if field == "id":
-        return Found(matches, 0, False)
+    if field == "id" or matches:
+        return Found(matches, 0, False)  # an id names one job: no key scan after a hit
     names = [queue] if queue else [q.name for q in await backend.list_queues()]
     scanned = 0
     for name in names:

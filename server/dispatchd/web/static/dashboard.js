@@ -111,7 +111,7 @@
   }
 
   async function overview() {
-    const data = await poll("/api/overview");
+    const data = await poll("/api/overview" + window.location.search);
     const table = document.getElementById("queues");
     if (table) refreshQueueRows(table, data.queues);
     refreshTotals(data.totals);
