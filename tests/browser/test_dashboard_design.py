@@ -200,3 +200,25 @@ def test_the_axe_check_catches_a_violation(browser: Browser) -> None:
     )
     found = browser.accessibility()
     assert any(line.startswith("label (critical)") for line in found), found
+
+
+def test_the_overview_chart_redraws_as_jobs_finish(
+    browser: Browser, client: Client, dashboard: DashboardServer
+) -> None:
+    client.update_queue("b-chart", width=4, create=True)
+    browser.open("/")
+    browser.driver.execute_script("window.sameDocument = true")
+    line = browser.driver.find_element(By.CSS_SELECTOR, "#chart path[data-series='succeeded']")
+    jobs = [client.submit("b-chart", b"x") for _ in range(20)]
+    with WorkerThread(dashboard.target, {"b-chart": lambda job: "ok"}, concurrency=4):
+        for job in jobs:
+            assert client.wait(job.id, timeout=10).state is JobState.SUCCEEDED
+
+    def risen(d: WebDriver) -> bool:
+        ys = (line.get_attribute("d") or "").split()[1::2]
+        return any(float(y) < 138.0 for y in ys)
+
+    browser.wait(risen, "the succeeded line to rise, live")
+    total = browser.driver.find_element(By.CSS_SELECTOR, "[data-latest='top']").text
+    assert float(total) > 0
+    assert browser.driver.execute_script("return window.sameDocument === true")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dispatchd.config import Config
+from dispatchd.web import pages
 from dispatchd_client import AsyncClient, JobState, Rate, ReceivedJob, RetryPolicy
 
 from .conftest import StartWorker
@@ -110,8 +111,6 @@ async def test_the_workers_json_lists_held_jobs(
 async def test_the_overview_lists_the_queues_needing_attention_most(
     port: int, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dispatchd.web import pages
-
     monkeypatch.setattr(pages, "OVERVIEW_ROWS", 2)
     for name in ("a", "b", "c"):
         await client.update_queue(name, width=1, create=True)
@@ -126,3 +125,11 @@ async def test_the_overview_lists_the_queues_needing_attention_most(
     assert (await _overview(port))["totals"]["queues"] == 3
     every = json.loads((await get(port, "/api/overview?all=1")).body)
     assert len(every["queues"]) == 3
+
+
+async def test_the_queue_page_polls_only_its_own_queue(port: int, client: AsyncClient) -> None:
+    for name in ("one", "two"):
+        await client.update_queue(name, width=1, create=True)
+    data = json.loads((await get(port, "/api/queues?queue=two")).body)
+    assert [q["name"] for q in data["queues"]] == ["two"]
+    assert (await get(port, "/api/queues?queue=nope")).status == 404

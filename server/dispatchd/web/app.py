@@ -6,6 +6,7 @@ every backend and is journaled, frozen by a drain and validated as the RPC is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -29,6 +30,8 @@ from dispatchd.web.sessions import SESSION_SECONDS, Sessions
 from dispatchd.web.trends import Trend, Trends
 
 PAGE_SIZE = 50
+#: Queues whose trends the overview reads between two yields to the event loop.
+_YIELD_EVERY = 100
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
 MAX_DRAIN_GRACE = 3600.0
 COOKIE = "dispatchd_session"
@@ -219,7 +222,8 @@ class Dashboard:
             every = request.query.get("all") == "1"
             return Response(200, pages.overview_page(await self._fleet(), csrf, every))
         if parts[:1] == ["api"]:
-            return await self._api(parts[1:], request.query.get("all") == "1")
+            query = request.query
+            return await self._api(parts[1:], query.get("all") == "1", query.get("queue", ""))
         if parts in (["workers"], ["schedules"]):
             return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
@@ -255,15 +259,21 @@ class Dashboard:
         b = self._backend
         views = await b.list_queues()
         workers = await b.list_workers()
-        trends = {v.name: self._trend(v.name) for v in views}
+        trends: dict[str, Trend | None] = {}
+        for i, v in enumerate(views):
+            if i and i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let dispatch run between slices of many queues
+            trends[v.name] = self._trend(v.name)
         t = self._hooks.trends
         rates = None if t is None else t.rates(self._hooks.clock())
         return pages.Fleet(views, workers, trends, rates, b.capabilities.shared)
 
-    async def _api(self, parts: list[str], every: bool) -> Response:
+    async def _api(self, parts: list[str], every: bool, queue: str) -> Response:
         """The JSON the pages' live refresh polls."""
         b = self._backend
-        if parts == ["queues"]:
+        if parts == ["queues"] and queue:
+            body = pages.queues_json([await b.get_queue(queue)], self._trend)
+        elif parts == ["queues"]:
             body = pages.queues_json(await b.list_queues(), self._trend)
         elif parts == ["overview"]:
             body = pages.overview_json(await self._fleet(), every)

@@ -54,9 +54,11 @@ class _Ring:
     """Counters of the last ``size`` buckets; a slot whose stamp is not the bucket asked
     for holds an older bucket and counts as empty."""
 
-    __slots__ = ("dead", "finished", "stamps", "wait_count", "wait_sum")
+    __slots__ = ("dead", "finished", "latest", "stamps", "wait_count", "wait_sum")
 
     def __init__(self, size: int) -> None:
+        self.latest = _NEVER
+        """The newest bucket ever written: a ring idle for a whole window is skipped."""
         self.stamps = array("q", [_NEVER]) * size
         self.finished = array("q", [0]) * size
         self.dead = array("q", [0]) * size
@@ -66,6 +68,8 @@ class _Ring:
     def clear(self, i: int, bucket: int) -> None:
         """Slot ``i`` starts over as ``bucket``."""
         self.stamps[i] = bucket
+        if bucket > self.latest:
+            self.latest = bucket
         self.finished[i] = 0
         self.dead[i] = 0
         self.wait_count[i] = 0
@@ -104,6 +108,8 @@ class Trends(EngineObserver):
         self.max_queues = max_queues
         self._rings: dict[str, _Ring] = {}
         self._fleet = _FleetRing(buckets)
+        #: The picture of a ring with nothing in the window, shared (nobody changes it).
+        self._idle = self._empty()
 
     def _ring(self, queue: str) -> _Ring | None:
         ring = self._rings.get(queue)
@@ -175,6 +181,8 @@ class Trends(EngineObserver):
         if ring is None:
             return None if len(self._rings) >= self.max_queues else self._empty()
         current = int(now // self.bucket_seconds)
+        if ring.latest < current - self.buckets + 1:
+            return self._idle  # nothing in the window: most of a thousand queues, cheaply
         throughput: list[float] = []
         wait: list[float | None] = []
         dead = 0

@@ -120,7 +120,7 @@
 
   async function queue() {
     const table = document.getElementById("counts");
-    const data = await poll("/api/queues");
+    const data = await poll("/api/queues?queue=" + encodeURIComponent(table.dataset.queue));
     const q = data.queues.find((x) => x.name === table.dataset.queue);
     if (!q) return;
     const cells = table.tBodies[0].rows[0].cells;

@@ -1,0 +1,48 @@
+"""The overview's attention order: stuck, then dead growing, then throttled, then paused with
+work waiting, then the rest; each with the reason the page shows."""
+
+from __future__ import annotations
+
+from dispatchd.engine import Rate
+from dispatchd.engine.model import QueueSettings, QueueView
+from dispatchd.web.overview import by_attention
+from dispatchd.web.trends import Trend
+
+BUSY = Trend(1.0, [1.0] * 10, [0.1] * 10)
+
+
+def _queue(
+    name: str,
+    pending: int,
+    workers: int = 1,
+    width: int = 2,
+    paused: bool = False,
+    rate: Rate | None = None,
+) -> QueueView:
+    settings = QueueSettings(width=width, paused=paused, rate=rate)
+    return QueueView(name, settings, pending, 0, workers)
+
+
+def test_queues_come_in_the_order_they_need_attention() -> None:
+    views = [
+        _queue("fine", 0),
+        _queue("paused", 5, paused=True),
+        _queue("throttled", 50, rate=Rate.of(1.0, 5)),
+        _queue("dying", 0),
+        _queue("no-workers", 3, workers=0),
+        _queue("quiet", 2),
+        _queue("closed", 1, width=0),
+    ]
+    trends: dict[str, Trend | None] = {v.name: BUSY for v in views}
+    trends["dying"] = Trend(1.0, [1.0] * 10, [0.1] * 10, dead=4)
+    trends["quiet"] = Trend(1.0, [1.0] * 7 + [0.0] * 3, [None] * 10)
+    rated = by_attention(views, trends)
+    assert [(v.name, a.reason) for v, a in rated] == [
+        ("no-workers", "stuck: 3 waiting, no workers"),
+        ("quiet", "stuck: 2 waiting, nothing running"),
+        ("closed", "stuck: 1 waiting, width 0"),
+        ("dying", "4 dead in the last 10 s"),
+        ("throttled", "throttled: 50 waiting at 1/s"),
+        ("paused", "paused, 5 waiting"),
+        ("fine", ""),
+    ]
