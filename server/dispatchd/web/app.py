@@ -30,6 +30,8 @@ from dispatchd.web.sessions import SESSION_SECONDS, Sessions
 from dispatchd.web.trends import Trend, Trends
 
 PAGE_SIZE = 50
+#: Seconds an /api/overview answer is reused (tabs poll every 2 s).
+OVERVIEW_CACHE = 1.0
 #: Queues whose trends the overview reads between two yields to the event loop.
 _YIELD_EVERY = 100
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
@@ -111,6 +113,8 @@ class Dashboard:
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
         self._sessions = Sessions()
         self._bulk = Bulk(backend)
+        #: The latest /api/overview answers (with ?all=1 and without) and their times.
+        self._overview_cache: dict[bool, tuple[float, bytes]] = {}
 
     # ---- auth and CSRF ------------------------------------------------------------
 
@@ -268,6 +272,17 @@ class Dashboard:
         rates = None if t is None else t.rates(self._hooks.clock())
         return pages.Fleet(views, workers, trends, rates, b.capabilities.shared)
 
+    async def _overview_json(self, every: bool) -> bytes:
+        """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab
+        polls it, and many tabs must not mean many passes over a thousand queues."""
+        now = self._hooks.clock()
+        cached = self._overview_cache.get(every)
+        if cached is not None and 0 <= now - cached[0] < OVERVIEW_CACHE:
+            return cached[1]
+        body = pages.overview_json(await self._fleet(), every)
+        self._overview_cache[every] = (now, body)
+        return body
+
     async def _api(self, parts: list[str], every: bool, queue: str) -> Response:
         """The JSON the pages' live refresh polls."""
         b = self._backend
@@ -276,7 +291,7 @@ class Dashboard:
         elif parts == ["queues"]:
             body = pages.queues_json(await b.list_queues(), self._trend)
         elif parts == ["overview"]:
-            body = pages.overview_json(await self._fleet(), every)
+            body = await self._overview_json(every)
         elif parts == ["workers"]:
             body = pages.workers_json(await b.list_workers())
         else:
