@@ -156,7 +156,7 @@ def pages(job_id: str, pending: int) -> list[tuple[str, str, str]]:
     late_key = f"user-{(pending - 1) // 100 * 100}"  # past the scan cap: the worst case
     return [
         ("overview", "GET", "/"),
-        ("overview JSON", "GET", "/api/overview"),
+        ("overview JSON (1 s cache)", "GET", "/api/overview"),
         ("queues JSON", "GET", "/api/queues"),
         ("queue big", "GET", f"/queues/{BIG}"),
         ("queue big, pending", "GET", f"/queues/{BIG}?state=PENDING"),

@@ -117,6 +117,7 @@ async def test_forms_headers_and_one_request_per_connection(
     assert b"content-security-policy: default-src 'self'; script-src 'self'" in lower
     assert b"referrer-policy: same-origin" in lower
     assert b"x-frame-options: deny" in lower
+    assert b"server: dispatchd\r\n" in lower
     assert text == b"POST /p q {'a': '3', 'b': '2'}"  # a repeated field keeps its last value
     (request,) = seen.requests  # the pipelined second request was not served
     assert request.cookie("t") == "w"

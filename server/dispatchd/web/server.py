@@ -195,7 +195,12 @@ class WebServer:
             raise web.HTTPRequestTimeout() from None
         except WebError as e:
             answer = Response(e.status, f"{e}\n".encode(), "text/plain; charset=utf-8")
-        headers = {"Content-Type": answer.content_type, **SECURITY_HEADERS, **answer.headers}
+        headers = {
+            "Content-Type": answer.content_type,
+            "Server": "dispatchd",  # not aiohttp's name and version
+            **SECURITY_HEADERS,
+            **answer.headers,
+        }
         response = web.Response(status=answer.status, body=answer.body, headers=headers)
         response.force_close()  # one request per connection, as the limits assume
         return response
