@@ -18,6 +18,7 @@ from selenium.common.exceptions import (
     NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.service import Service
@@ -189,12 +190,23 @@ class Browser:
     def wait(self, check: Callable[[WebDriver], Any], what: str) -> Any:
         """Polls ``check`` until it returns something truthy, for WAIT_SECONDS at most; an
         element missing or gone stale (the page is being replaced) counts as not yet."""
+
+        def settled(d: WebDriver) -> Any:
+            try:
+                return check(d)
+            except WebDriverException as e:
+                # Chromium's answer for an element found as the old document unloads: the
+                # same "not yet" as a stale element, under a generic error code.
+                if "does not belong to the document" in str(e.msg):
+                    return False
+                raise
+
         return WebDriverWait(
             self.driver,
             WAIT_SECONDS,
             poll_frequency=0.05,
             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
-        ).until(check, f"timed out after {WAIT_SECONDS} s waiting for {what}")
+        ).until(settled, f"timed out after {WAIT_SECONDS} s waiting for {what}")
 
     def heading(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "h1").text

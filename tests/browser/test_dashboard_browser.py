@@ -122,7 +122,7 @@ def test_every_page_loads_with_a_clean_console(
     with WorkerThread(dashboard.target, {"b-pages": handler}, worker_id="b-worker", labels=labels):
 
         def held(d: WebDriver) -> bool:
-            browser.open("/workers")  # this page does not refresh itself
+            browser.open("/workers")  # a fresh load each poll (the live refresh is tested apart)
             return job.id in browser.text()
 
         browser.wait(held, "the worker holding the job")
