@@ -222,3 +222,24 @@ def test_the_overview_chart_redraws_as_jobs_finish(
     total = browser.driver.find_element(By.CSS_SELECTOR, "[data-latest='top']").text
     assert float(total) > 0
     assert browser.driver.execute_script("return window.sameDocument === true")
+
+
+def test_a_new_queue_appears_on_the_overview_without_a_reload(
+    browser: Browser, client: Client
+) -> None:
+    client.update_queue("b-leaver", width=1, create=True)
+    browser.open("/?all=1")
+    browser.driver.execute_script("window.sameDocument = true")
+    assert browser.cell("queues", "b-leaver", 5).text == "1"
+    client.update_queue("b-newcomer", width=3, create=True)
+    client.submit("b-newcomer", b"x")
+    browser.wait(lambda d: browser.cell("queues", "b-newcomer", 5).text == "3", "its row, live")
+    assert browser.cell("queues", "b-newcomer", 2).text == "1"
+    row = browser.driver.find_element(By.XPATH, "//tr[td/a[text()='b-newcomer']]")
+    assert row.find_element(By.CSS_SELECTOR, "svg.spark.throughput path")
+    assert row.find_element(By.NAME, "pick:b-newcomer").get_attribute("form") == "pick"
+    assert browser.accessibility() == []
+    client.delete_queue("b-leaver")
+    gone = "//table[@id='queues']//a[text()='b-leaver']"
+    browser.wait(lambda d: not d.find_elements(By.XPATH, gone), "the deleted queue's row gone")
+    assert browser.driver.execute_script("return window.sameDocument === true")

@@ -73,7 +73,57 @@
     return r.json();
   }
 
-  // The overview's (and the old queues page's) table: one row per queue, by name.
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function sparkCell(row, kind, about) {
+    const cell = row.insertCell();
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "spark " + kind);
+    svg.setAttribute("viewBox", "0 0 " + SPARK_W + " " + SPARK_H);
+    svg.setAttribute("width", String(SPARK_W));
+    svg.setAttribute("height", String(SPARK_H));
+    svg.setAttribute("role", "img");
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = about;
+    svg.append(title, document.createElementNS(SVG, "path"));
+    const latest = document.createElement("span");
+    latest.className = "latest";
+    cell.append(svg, " ", latest);
+  }
+
+  // A queue made after the page loaded gets a row at the end (the order is the server's
+  // at load time: rows never jump under the pointer); a deleted queue's row goes.
+  function addQueueRow(table, q) {
+    const row = table.tBodies[0].insertRow();
+    const link = document.createElement("a");
+    link.href = "/queues/" + encodeURIComponent(q.name);
+    link.textContent = q.name;
+    row.insertCell().append(link);
+    COLS.forEach(() => row.insertCell());
+    sparkCell(row, "throughput", "jobs finished per second");
+    sparkCell(row, "wait", "mean wait before dispatch");
+    row.insertCell();
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.name = "pick:" + q.name;
+    pick.value = "1";
+    pick.setAttribute("form", "pick");
+    pick.setAttribute("aria-label", "Select queue " + q.name);
+    row.insertCell().append(pick);
+  }
+
+  function syncQueueRows(table, queues) {
+    const names = new Set(queues.map((q) => q.name));
+    const shown = new Set();
+    for (const row of [...table.tBodies[0].rows]) {
+      const name = row.cells[0].textContent;
+      if (names.has(name)) shown.add(name);
+      else row.remove();
+    }
+    for (const q of queues) if (!shown.has(q.name)) addQueueRow(table, q);
+  }
+
+  // The overview's table: one row per queue, by name.
   function refreshQueueRows(table, queues) {
     const byName = new Map(queues.map((q) => [q.name, q]));
     for (const row of table.tBodies[0].rows) {
@@ -113,7 +163,13 @@
   async function overview() {
     const data = await poll("/api/overview" + window.location.search);
     const table = document.getElementById("queues");
-    if (table) refreshQueueRows(table, data.queues);
+    if (table) {
+      // Every queue is listed (not only the 200 needing attention most): keep rows in step.
+      if (data.queues.length === data.totals.queues) syncQueueRows(table, data.queues);
+      refreshQueueRows(table, data.queues);
+      const none = document.getElementById("no-queues");
+      if (none) none.hidden = data.queues.length > 0;
+    }
     refreshTotals(data.totals);
     refreshChart(data.chart);
   }
