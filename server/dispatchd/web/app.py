@@ -24,6 +24,7 @@ from dispatchd.security import Role, TokenTable
 from dispatchd.web import pages, schedule_page, search
 from dispatchd.web.bulk import Bulk
 from dispatchd.web.errors import WebError
+from dispatchd.web.links import url
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
 from dispatchd.web.sessions import SESSION_SECONDS, Sessions
@@ -394,15 +395,15 @@ class Dashboard:
 
     async def _pause(self, form: dict[str, str]) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], paused=True)
-        return f"queue {view.name} paused", pages.url("queues", view.name)
+        return f"queue {view.name} paused", url("queues", view.name)
 
     async def _resume(self, form: dict[str, str]) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], paused=False)
-        return f"queue {view.name} resumed", pages.url("queues", view.name)
+        return f"queue {view.name} resumed", url("queues", view.name)
 
     async def _update(self, form: dict[str, str], **changes: Any) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], **changes)
-        return f"queue {view.name} updated", pages.url("queues", view.name)
+        return f"queue {view.name} updated", url("queues", view.name)
 
     async def _width(self, form: dict[str, str]) -> tuple[str, str]:
         return await self._update(form, width=_int(form, "width", 0, 1_000_000))
@@ -416,16 +417,16 @@ class Dashboard:
 
     async def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
         job = await self._backend.cancel_job(form["job"])
-        return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
+        return f"job {job.id} is {job.state.name}", url("jobs", job.id)
 
     async def _reprioritize(self, form: dict[str, str]) -> tuple[str, str]:
         priority = _int(form, "priority", -(2**31), 2**31 - 1)
         job = await self._backend.reprioritize_job(form["job"], priority)
-        return f"job {job.id} has priority {job.priority}", pages.url("jobs", job.id)
+        return f"job {job.id} has priority {job.priority}", url("jobs", job.id)
 
     async def _retry(self, form: dict[str, str]) -> tuple[str, str]:
         job = await self._backend.retry_job(form["job"])
-        return f"job {job.id} is {job.state.name} again", pages.url("jobs", job.id)
+        return f"job {job.id} is {job.state.name} again", url("jobs", job.id)
 
     async def _drain(self, form: dict[str, str]) -> tuple[str, str]:
         grace = _grace(form)

@@ -19,6 +19,7 @@ from dispatchd.engine import JobState, JobView
 from dispatchd.engine import errors as engine_errors
 from dispatchd.engine.model import FINISHED_STATES
 from dispatchd.web.errors import WebError
+from dispatchd.web.links import url
 
 #: Jobs one bulk request changes at most.
 BULK_MAX = 1000
@@ -147,8 +148,6 @@ class Preview:
 
 
 def _queue_url(name: str) -> str:
-    from dispatchd.web.pages import url  # late: pages imports this module
-
     return url("queues", name)
 
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import quote
 
 import jinja2
 
@@ -29,6 +28,7 @@ from dispatchd.backend import WorkerInfo
 from dispatchd.engine import JobState, JobView, QueueView
 from dispatchd.web.bulk import PICK
 from dispatchd.web.bulk import Preview as BulkPreview
+from dispatchd.web.links import url
 from dispatchd.web.overview import by_attention, chart, totals
 from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
@@ -52,11 +52,6 @@ NAV = [
     ("/schedules", "Schedules"),
     ("/logout", "Log out"),
 ]
-
-
-def url(*parts: str) -> str:
-    # "@" and ":" are allowed in a path segment (RFC 3986 pchar) and appear in ids and names.
-    return "/" + "/".join(quote(p, safe="@:") for p in parts)
 
 
 def when(t: float | None) -> str:
