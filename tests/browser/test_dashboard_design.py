@@ -64,6 +64,10 @@ def test_axe_finds_no_serious_violation_on_any_page(
         browser.open(f"/queues/{queue}")
         browser.submit("Retry all dead", then="Confirm")
         assert browser.accessibility() == [], "confirm"
+        browser.submit("Confirm", then="Done")
+        assert browser.accessibility() == [], "done"
+        browser.open("/logout")
+        assert browser.accessibility() == [], "logout"
     finally:
         browser.dark(False)
 
