@@ -247,3 +247,22 @@ def test_a_new_queue_appears_on_the_overview_without_a_reload(
     gone = "//table[@id='queues']//a[text()='b-leaver']"
     browser.wait(lambda d: not d.find_elements(By.XPATH, gone), "the deleted queue's row gone")
     assert browser.driver.execute_script("return window.sameDocument === true")
+
+
+def test_a_job_page_follows_its_job(
+    browser: Browser, client: Client, dashboard: DashboardServer
+) -> None:
+    client.update_queue("b-follow", width=1, paused=True, create=True)
+    job = client.submit("b-follow", b"x")
+    browser.open(f"/jobs/{job.id}")
+    browser.driver.execute_script("window.sameDocument = true")
+    badge = browser.driver.find_element(By.CSS_SELECTOR, "tr[data-field='State'] .state")
+    assert badge.text == "PENDING"
+    with WorkerThread(dashboard.target, {"b-follow": lambda job: "ok"}, worker_id="b-follower"):
+        client.resume("b-follow")
+        assert client.wait(job.id, timeout=10).state is JobState.SUCCEEDED
+        browser.wait(lambda d: badge.text == "SUCCEEDED", "the state badge, live")
+    assert "state-succeeded" in (badge.get_attribute("class") or "")
+    worker = browser.driver.find_element(By.CSS_SELECTOR, "tr[data-field='Worker'] td:last-child")
+    assert worker.text == "b-follower"
+    assert browser.driver.execute_script("return window.sameDocument === true")

@@ -133,3 +133,15 @@ async def test_the_queue_page_polls_only_its_own_queue(port: int, client: AsyncC
     data = json.loads((await get(port, "/api/queues?queue=two")).body)
     assert [q["name"] for q in data["queues"]] == ["two"]
     assert (await get(port, "/api/queues?queue=nope")).status == 404
+
+
+async def test_the_job_json_has_the_fields_the_job_page_refreshes(
+    port: int, client: AsyncClient
+) -> None:
+    job = await client.submit("j", b"x", priority=3)
+    data = json.loads((await get(port, f"/api/jobs/{job.id}")).body)
+    assert data["id"] == job.id
+    assert not data["finished"]
+    assert (data["fields"]["State"], data["fields"]["Priority"]) == ("PENDING", "3")
+    assert "Queue" not in data["fields"]  # fixed fields are not polled
+    assert (await get(port, "/api/jobs/nope")).status == 400

@@ -295,8 +295,12 @@ class Dashboard:
             body = await self._overview_json(every)
         elif parts == ["workers"]:
             body = pages.workers_json(await b.list_workers())
+        elif len(parts) == 2 and parts[0] == "jobs":
+            body = pages.job_json(await b.get_job(parts[1]))
         else:
-            raise WebError(404, "no such API; /api/overview, /api/queues or /api/workers")
+            raise WebError(
+                404, "no such API; /api/overview, /api/queues, /api/workers, /api/jobs/ID"
+            )
         return Response(200, body, "application/json")
 
     async def _listing(self, page: str) -> Response:

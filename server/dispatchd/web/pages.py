@@ -322,10 +322,31 @@ def job_fields(j: JobView) -> list[tuple[str, object]]:
     return fields + [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
 
 
+#: The job page's fields its live refresh rewrites (the rest never change).
+LIVE_FIELDS = (
+    "State",
+    "Priority",
+    "Attempt",
+    "Not before",
+    "Dispatched",
+    "Finished",
+    "Worker",
+    "Lease deadline",
+    "Error",
+)
+
+
+def job_json(j: JobView) -> bytes:
+    """The job page's changing fields, as its live refresh reads them (text, capped)."""
+    fields = {k: str(v)[:TEXT_SHOWN] for k, v in job_fields(j) if k in LIVE_FIELDS}
+    return json.dumps({"id": j.id, "finished": j.state.finished, "fields": fields}).encode()
+
+
 def job_page(j: JobView, csrf: str) -> bytes:
     return render(
         "job.html",
         f"Job {j.id}",
+        live="job",
         j=j,
         fields=job_fields(j),
         payload=preview(j.payload, j.content_type),

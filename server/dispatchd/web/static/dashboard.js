@@ -224,7 +224,28 @@
     }
   }
 
-  const pages = { overview: overview, queue: queue, workers: workers };
+  // The job page: its changing fields (state badge, attempt, worker, times, error); the
+  // actions under it follow on the next load (the state they offer may have moved on).
+  async function job() {
+    const table = document.getElementById("fields");
+    const data = await poll("/api/jobs/" + encodeURIComponent(table.dataset.job));
+    for (const row of table.tBodies[0].rows) {
+      const value = data.fields[row.dataset.field];
+      if (value === undefined) continue;
+      const cell = row.cells[1];
+      if (row.dataset.field === "State") {
+        const badge = cell.querySelector(".state");
+        if (badge && badge.textContent !== value) {
+          badge.textContent = value;
+          badge.className = "state state-" + value.toLowerCase();
+        }
+      } else {
+        setText(cell, value);
+      }
+    }
+  }
+
+  const pages = { overview: overview, queue: queue, workers: workers, job: job };
   const refresh = pages[document.body.dataset.live];
   if (!refresh) return;
   async function tick() {
