@@ -33,8 +33,8 @@ from dispatchd.web.trends import Trend, Trends
 PAGE_SIZE = 50
 #: Seconds an /api/overview answer is reused (tabs poll every 2 s).
 OVERVIEW_CACHE = 1.0
-#: Queues whose trends the overview reads between two yields to the event loop.
-_YIELD_EVERY = 100
+#: Queues (trends read, JSON rows written) the overview handles between two yields to the loop.
+_YIELD_EVERY = 50
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
 MAX_DRAIN_GRACE = 3600.0
 COOKIE = "dispatchd_session"
@@ -280,7 +280,12 @@ class Dashboard:
         cached = self._overview_cache.get(every)
         if cached is not None and 0 <= now - cached[0] < OVERVIEW_CACHE:
             return cached[1]
-        body = pages.overview_json(await self._fleet(), every)
+        pieces: list[str] = []
+        for i, piece in enumerate(pages.overview_json_parts(await self._fleet(), every)):
+            if i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let dispatch run between slices of the rows
+            pieces.append(piece)
+        body = "".join(pieces).encode()
         self._overview_cache[every] = (now, body)
         return body
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -156,17 +156,23 @@ def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
     }
 
 
-def overview_json(fleet: Fleet, every: bool = False) -> bytes:
-    """The overview as the live refresh reads it: totals, the chart, queues by attention."""
+def overview_json_parts(fleet: Fleet, every: bool = False) -> Iterator[str]:
+    """The overview as the live refresh reads it (totals, the chart, queues by attention),
+    in pieces: a caller on the event loop may yield between them, so a thousand queues
+    never hold the loop for one long stretch."""
     o = _overview(fleet, every)
-    rows = []
-    for v, a in o["rated"]:
+    head = {"totals": asdict(o["totals"]), "chart": o["chart"]}
+    yield json.dumps(head)[:-1] + ', "queues": ['
+    for i, (v, a) in enumerate(o["rated"]):
         row = queue_row(v, fleet.trends[v.name])
         row["attention"] = a.reason
         row["level"] = a.level
-        rows.append(row)
-    body = {"totals": asdict(o["totals"]), "chart": o["chart"], "queues": rows}
-    return json.dumps(body).encode()
+        yield ("," if i else "") + json.dumps(row)
+    yield "]}"
+
+
+def overview_json(fleet: Fleet, every: bool = False) -> bytes:
+    return "".join(overview_json_parts(fleet, every)).encode()
 
 
 def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
