@@ -26,6 +26,7 @@ AXE_STAMP := $(AXE_DIR)/node_modules/.installed
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
 .PHONY: bench-queues bench-schedules bench-dashboard bench-callgrind chaos image base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools browser-deps screenshot redis-tools bench-redis
+.PHONY: prometheus-tools check-alerts
 
 ## List the targets and what each does.
 help:
@@ -60,8 +61,9 @@ run: $(STAMP)
 
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
 ## The Node client is built first: pytest's interop test runs its worker; the dashboard's
-## browser tests need Chromium and its driver; the Redis backend's tests, redis-server.
-test: $(STAMP) node-build browser-tools browser-deps redis-tools
+## browser tests need Chromium and its driver and axe-core; the Redis backend's tests,
+## redis-server; the alerting rules' and /metrics lint tests, promtool.
+test: $(STAMP) node-build browser-tools browser-deps redis-tools prometheus-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 	$(MAKE) --no-print-directory node-test
@@ -132,6 +134,20 @@ redis-tools:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 	@redis-server --version
+
+## promtool for the alerting rules' unit tests and `promtool check metrics` on a scrape:
+## Debian's prometheus package when missing (CI machines start without it).
+prometheus-tools:
+	@command -v promtool >/dev/null || { \
+	  echo "installing prometheus (for promtool) with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@promtool --version | head -1
+
+## The alerting rules: `promtool check rules` and their unit tests.
+check-alerts: prometheus-tools
+	promtool check rules helm/dispatchd/files/dispatchd-alerts.yaml
+	cd tests/prometheus && promtool test rules alerts.test.yaml
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json | node-tools
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund

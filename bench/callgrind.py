@@ -36,7 +36,7 @@ _TOTAL = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 _FUNCTION = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(\S+?)(?: \[[^\]]*\])?$", re.MULTILINE)
 
 
-def instructions(jobs: int, batch: int, durable: bool, out: Path) -> int:
+def instructions(jobs: int, batch: int, durable: bool, out: Path, metrics: bool = True) -> int:
     """Ir of one hotpath run under callgrind."""
     cmd = [
         "valgrind",
@@ -52,6 +52,8 @@ def instructions(jobs: int, batch: int, durable: bool, out: Path) -> int:
     ]
     if durable:
         cmd.append("--durable")
+    if not metrics:
+        cmd.append("--no-metrics")
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     root = Path(__file__).resolve().parent.parent
     subprocess.run(cmd, check=True, env=env, cwd=root, capture_output=True)
@@ -92,14 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--durable", action="store_true", help="with the journal on")
     p.add_argument("--annotate", type=int, default=0, help="top N functions of the large run")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="without the metrics observer: the engine-only cycle its cost is held to",
+    )
     ns = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (make bench-callgrind installs it)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="dispatchd-callgrind-") as tmp:
         started = time.monotonic()
-        small = instructions(ns.small, ns.batch, ns.durable, Path(tmp) / "small.out")
-        large = instructions(ns.large, ns.batch, ns.durable, Path(tmp) / "large.out")
+        metrics = not ns.no_metrics
+        small = instructions(ns.small, ns.batch, ns.durable, Path(tmp) / "small.out", metrics)
+        large = instructions(ns.large, ns.batch, ns.durable, Path(tmp) / "large.out", metrics)
         per_job = (large - small) / (ns.large - ns.small)
         if ns.annotate:
             top = _per_job_functions(Path(tmp), ns.large - ns.small)
@@ -112,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "large_jobs": ns.large,
         "batch": ns.batch,
         "durable": ns.durable,
+        "metrics": metrics,
         "ir_small": small,
         "ir_large": large,
         "seconds": round(time.monotonic() - started, 1),

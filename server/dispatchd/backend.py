@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from dispatchd.engine import (
     EngineLimits,
@@ -28,12 +28,18 @@ from dispatchd.engine import (
     LeaseRecord,
     NewJob,
     Outcome,
+    QueueFigures,
     QueueView,
     Rejection,
     SlotRecord,
     WorkerRecord,
 )
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+
+if TYPE_CHECKING:
+    from dispatchd.observability.metrics import StorageStats
+
+__all__ = ["QueueFigures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +170,20 @@ class Backend(Protocol):
         """True once begin_drain() ran: state-changing calls are refused from then on."""
 
     @property
+    def storage_stats(self) -> StorageStats:
+        """What the backend measures of its own storage for /metrics: journal commits and
+        snapshots (embedded), script calls (Redis)."""
+
+    @property
     def reports_queues(self) -> bool:
         """Whether this process's /metrics exports the per-queue gauges. On a shared
         backend one replica at a time does, so a sum over replicas (as for every counter)
         is the fleet's figure; embedded: always."""
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        """Every queue's gauges for /metrics, sorted by name: its view, when its head job
+        could first run, the jobs it holds finished, why its pending jobs wait. The same
+        figures on every backend, read at one instant per queue (fleet-wide on Redis)."""
 
     # ---- lifecycle ------------------------------------------------------------------
 

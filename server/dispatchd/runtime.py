@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from dispatchd.backend import Backend, DrainReport
 from dispatchd.config import Config
 from dispatchd.embedded import EmbeddedBackend, StorageConfig
-from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, QueueView
+from dispatchd.engine import Engine, EngineError, EngineLimits, EngineObserver, QueueFigures
 from dispatchd.engine.addresses import AddressPolicy
 from dispatchd.listening import StartError as StartError
 from dispatchd.listening import bind, grpc_server, mark_serving, serve_health
@@ -119,7 +119,7 @@ class DispatchdServer:
             clock,
             tracer_provider,
             lambda: self.pusher.stats,
-            lambda: self.messages.counts,
+            lambda: (self.messages.counts, self.messages.jobs_delivered),
         )
         observers = list(self.observability.observers)
         #: The dashboard's sparkline rings; with the dashboard off, no observer and no cost.
@@ -127,7 +127,9 @@ class DispatchdServer:
         if self.trends is not None:
             observers.append(self.trends)
         self.backend = open_backend(config, clock, observers, self.observability, rng, open_journal)
-        self.pusher = HttpPusher(self.backend, clock, push_settings(config))
+        self.pusher = HttpPusher(
+            self.backend, clock, push_settings(config), self.observability.tracer
+        )
         self.health = HealthServicer()
         self.port = 0
         self.health_port = 0
@@ -197,6 +199,7 @@ class DispatchdServer:
             self.clock,
             WorkStream(self.backend, self.messages),
             self.start_drain,
+            self.observability.metrics.submit_refused if self.observability.metrics else None,
         )
         server = grpc_server(
             # The metrics interceptor is outermost, so calls the auth check refuses count too.
@@ -252,13 +255,22 @@ class DispatchdServer:
 
     async def _gauges(self) -> Gauges:
         """What one scrape of /metrics shows of the queues and this server's workers."""
-        queues: list[QueueView] = []
+        backend = self.backend
+        queues: list[QueueFigures] = []
         try:
-            if self.backend.reports_queues:
-                queues = await self.backend.list_queues()
+            if backend.reports_queues:
+                queues = await backend.queue_figures()
         except EngineError as e:  # Redis away: the other families still render
             log.warning("metrics: cannot read the queues (%s)", e)
-        return Gauges(queues, self.backend.local_workers(), self.backend.draining)
+        return Gauges(
+            queues,
+            backend.local_workers(),
+            backend.draining,
+            now=self.clock(),
+            storage=backend.storage_stats,
+            backend=backend.capabilities.name,
+            healthy=backend.health.trouble is None,
+        )
 
     @staticmethod
     def _tune_gc() -> None:

@@ -247,11 +247,15 @@ async def observe(side: Side) -> dict[str, Any]:
     listings = {}
     for state in (JobState.UNSPECIFIED, JobState.SCHEDULED, JobState.UNDERWAY):
         listings[state.name] = [side.index[i] for i in await d.listed(state)]
+    (f,) = [f for f in await d.backend.queue_figures() if f.view.name == view.name]
+    head = None if f.head_ready is None else round(f.head_ready - d.at(0), 6)
     return {
         "dispatched": list(side.dispatched),
         "counts": (view.pending_count, view.underway_count, view.scheduled_count),
         "jobs": jobs,
         "listings": listings,
+        # What /metrics shows of the queue (Backend.queue_figures).
+        "figures": (head, f.blocked, f.dead, f.failed, f.rate_limited, f.key_held),
     }
 
 

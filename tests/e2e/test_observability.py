@@ -14,12 +14,13 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatchd_client import Client, JobState, ReceivedJob, Worker
+from dispatchd_client import AsyncClient, Client, JobState, ReceivedJob, Worker
 
 from .conftest import ServerProcess
 from .otlp import Collector
@@ -127,3 +128,83 @@ def test_bad_otel_configuration_stops_the_start_with_a_message(tmp_path: Path) -
     )
     assert out.returncode == 2
     assert "OTEL_TRACES_EXPORTER names jaeger" in out.stderr
+
+
+def test_one_trace_without_producer_tracing_and_per_job_traces_in_a_coalesced_batch(
+    tmp_path: Path, start_server: type[ServerProcess]
+) -> None:
+    """Over OTLP from the real binary: a producer with no tracing at all gets one trace
+    from the server's Submit to the worker's run; three submits coalesced into one
+    SubmitBatch each find their dispatch in their own trace."""
+    collector = Collector()
+    tracing = TracerProvider()
+    spans = InMemorySpanExporter()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    try:
+        proc = start_server(
+            tmp_path,
+            env={
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+                "OTEL_SERVICE_NAME": "dispatchd-e2e",
+            },
+        )
+        target = proc.wait_ready()
+        worker = Worker(target, worker_id="traced", concurrency=4, tracer_provider=tracing)
+        worker.handler("obs")(lambda job: b"ok")
+        thread = threading.Thread(target=asyncio.run, args=(worker.run_async(),), daemon=True)
+        thread.start()
+        with Client(target) as client:  # no tracer provider, no current span
+            plain = client.submit("obs", b"plain").id
+            assert client.wait(plain, timeout=10).state is JobState.SUCCEEDED
+        produced = asyncio.run(_coalesced(target, tracing))
+        proc.terminate()
+        assert proc.wait() == 0, proc.log
+        thread.join(10)
+    finally:
+        collector.close()
+        tracing.shutdown()
+
+    def attr(span: Span, key: str) -> str:
+        return str(next(a.value.string_value for a in span.attributes if a.key == key))
+
+    runs = {
+        (s.attributes or {}).get("messaging.message.id"): s
+        for s in spans.get_finished_spans()
+        if s.name == "run"
+    }
+    (submit,) = [s for _, s in collector.named("Submit") if attr(s, "dispatchd.job_id") == plain]
+    run = runs[plain]
+    assert run.context.trace_id.to_bytes(16, "big") == submit.trace_id
+    assert run.parent is not None
+    assert run.parent.span_id.to_bytes(8, "big") == submit.span_id
+    dispatches = {attr(s, "dispatchd.job_id"): s for _, s in collector.named("dispatch")}
+    assert dispatches[plain].parent_span_id == submit.span_id
+    (batch,) = [s for _, s in collector.named("SubmitBatch")]
+    for job_id, (trace_id, span_id) in produced.items():
+        dispatch = dispatches[job_id]
+        assert dispatch.trace_id == trace_id.to_bytes(16, "big")  # the job's own trace
+        if dispatch.parent_span_id != batch.span_id:
+            assert dispatch.parent_span_id == span_id.to_bytes(8, "big")
+            assert [link.span_id for link in dispatch.links] == [batch.span_id]
+    assert {link.span_id for link in batch.links} == {
+        s.to_bytes(8, "big") for _, s in produced.values()
+    }
+
+
+async def _coalesced(target: str, tracing: TracerProvider) -> dict[str, tuple[int, int]]:
+    """Three concurrent submits, each in its own producer span: one SubmitBatch."""
+    tracer = tracing.get_tracer("producer")
+
+    async def produce(client: AsyncClient, i: int) -> tuple[str, tuple[int, int]]:
+        with tracer.start_as_current_span(f"produce-{i}") as span:
+            job = await client.submit("obs", b"x")
+        ctx = span.get_span_context()
+        return job.id, (ctx.trace_id, ctx.span_id)
+
+    async with AsyncClient(target) as client:
+        produced = dict(await asyncio.gather(*(produce(client, i) for i in range(3))))
+        for job_id in produced:
+            assert (await client.wait(job_id, timeout=10)).state is JobState.SUCCEEDED
+    return produced

@@ -60,6 +60,10 @@ class Samples:
             raise AssertionError(f"no sample {name}{labels} in the scrape:\n{self.text}")
         return v
 
+    def samples(self) -> list[tuple[tuple[str, frozenset[tuple[str, str]]], float]]:
+        """Every sample: ((name, labels), value)."""
+        return list(self._values.items())
+
     def labels_of(self, name: str, label: str) -> set[str]:
         """Every value ``label`` takes on samples named ``name``."""
         return {v for n, lbls in self._values if n == name for k, v in lbls if k == label}

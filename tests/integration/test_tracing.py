@@ -4,6 +4,7 @@ by the SDK's in-memory exporter, parent/child links checked."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +18,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
-from dispatchd_client import AsyncClient, Client, JobState, NewJob, ReceivedJob, Worker
+from dispatchd_client import (
+    AsyncClient,
+    Client,
+    HttpTarget,
+    JobState,
+    NewJob,
+    ReceivedJob,
+    Worker,
+)
 from dispatchd_client.v1 import dispatcher_pb2 as pb
+from tests.inproc import serving
 
+from .endpoint import Endpoint
 from .helpers import eventually
 
 
@@ -146,11 +157,22 @@ async def test_coalesced_submits_each_keep_their_own_trace(traced: Traced) -> No
         produced = await asyncio.gather(*(produce(client, i) for i in range(3)))
     (batch,) = traced.spans("SubmitBatch")
     assert _parent_id(batch) == produced[0][1][1]  # the metadata carries the first trace
-    for job_id, (trace_id, span_id) in produced:
+    # The batch span links to every job's own trace...
+    assert {link.context.span_id for link in batch.links} == {s for _, (_, s) in produced}
+    assert (batch.attributes or {})["dispatchd.job_ids"] == tuple(j for j, _ in produced)
+    for i, (job_id, (trace_id, span_id)) in enumerate(produced):
         await _finished(traced, job_id)
         run = traced.one("run", job_id)
         assert _ids(run)[0] == trace_id
         assert _parent_id(run) == span_id  # from the job's own headers
+        # ...and each job's dispatch is in its own trace, linked back to the batch span.
+        dispatch = traced.one("dispatch", job_id)
+        assert _ids(dispatch)[0] == trace_id
+        if i == 0:  # the batch span is in this job's trace: its child
+            assert _parent_id(dispatch) == _ids(batch)[1]
+        else:
+            assert _parent_id(dispatch) == span_id
+            assert [link.context.span_id for link in dispatch.links] == [_ids(batch)[1]]
 
 
 async def test_threads_coalesced_by_the_sync_client_each_keep_their_own_trace(
@@ -179,15 +201,34 @@ async def test_threads_coalesced_by_the_sync_client_each_keep_their_own_trace(
         assert _parent_id(run_span) == span_id  # from the job's own headers
 
 
-async def test_without_a_current_span_nothing_is_injected(traced: Traced) -> None:
+async def test_a_producer_without_tracing_gets_one_trace_from_submit_to_run(
+    traced: Traced,
+) -> None:
+    """No span current in the producer: the server's Submit span starts the trace and its
+    context goes into the job, so the dispatch and the worker's run join it."""
     async with AsyncClient(traced.target) as client:
         job = await client.submit("t", b"x", headers={"k": "v"})
-    assert job.headers == {"k": "v"}
     await _finished(traced, job.id)
     submit, run = traced.one("Submit", job.id), traced.one("run", job.id)
     assert submit.parent is None
-    assert _parent_id(traced.one("dispatch", job.id)) == _ids(submit)[1]
-    assert run.parent is None  # nothing in the headers: the worker starts its own trace
+    trace_id, submit_id = _ids(submit)
+    assert job.headers["k"] == "v"
+    assert job.headers["traceparent"].startswith(f"00-{trace_id:032x}-{submit_id:016x}-")
+    dispatch = traced.one("dispatch", job.id)
+    assert _parent_id(dispatch) == submit_id
+    assert _ids(run)[0] == trace_id
+    assert _parent_id(run) == submit_id
+
+
+async def test_a_batch_without_tracing_gets_the_batch_span_in_every_job(traced: Traced) -> None:
+    async with AsyncClient(traced.target) as client:
+        jobs = await client.submit_batch([NewJob("t", b"a"), NewJob("t", b"b")])
+    (batch,) = traced.spans("SubmitBatch")
+    assert (batch.attributes or {})["dispatchd.job_ids"] == tuple(j.id for j in jobs)
+    for job in jobs:
+        await _finished(traced, job.id)
+        assert _parent_id(traced.one("dispatch", job.id)) == _ids(batch)[1]
+        assert _parent_id(traced.one("run", job.id)) == _ids(batch)[1]
 
 
 async def test_a_traceparent_the_caller_set_is_kept(traced: Traced) -> None:
@@ -227,3 +268,34 @@ async def test_worker_makes_no_span_when_no_tracing_is_configured(
         await task
     assert seen == [False]
     assert not any(type(o).__name__ == "DispatchSpans" for o in server.observability.observers)
+
+
+async def test_an_http_push_call_has_a_client_span_the_endpoint_continues(
+    server_config: Config,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = dataclasses.replace(server_config, http_allow_cidr=("127.0.0.0/8",))
+    endpoint = await Endpoint().start()
+    try:
+        async with (
+            serving(DispatchdServer(config, tracer_provider=provider)) as srv,
+            AsyncClient(f"127.0.0.1:{srv.port}") as client,
+        ):
+            await client.update_queue("hook", http_target=HttpTarget(url=endpoint.url), create=True)
+            with provider.get_tracer("producer").start_as_current_span("produce") as produce:
+                job = await client.submit("hook", b"x")
+            assert (await client.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+    finally:
+        await endpoint.stop()
+        provider.shutdown()
+    (call,) = [s for s in exporter.get_finished_spans() if s.name == "HTTP POST"]
+    assert call.kind is trace.SpanKind.CLIENT
+    assert _ids(call)[0] == _ids(produce)[0]
+    assert _parent_id(call) == _ids(produce)[1]  # the job's own context
+    assert (call.attributes or {})["http.response.status_code"] == 200
+    assert (call.attributes or {})["dispatchd.job_id"] == job.id
+    (received,) = endpoint.calls
+    trace_id, span_id = _ids(call)
+    assert received.headers["traceparent"].startswith(f"00-{trace_id:032x}-{span_id:016x}-")

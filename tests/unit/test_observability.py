@@ -19,9 +19,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from dispatchd.config import Config
 from dispatchd.engine import Engine, JobFailure, NewJob, ObserverChain
-from dispatchd.engine.policies import RetryPolicy
+from dispatchd.engine.policies import KeyLimits, RetryPolicy
 from dispatchd.observability import Observability, TracingConfigError, provider_from_env
-from dispatchd.observability.collector import DispatchdCollector
+from dispatchd.observability.collector import DispatchdCollector, Gauges
 from dispatchd.observability.exposition import Family, render
 from dispatchd.observability.logs import JsonFormatter, LifecycleLog, StateLog, TextFormatter
 from dispatchd.observability.metrics import (
@@ -110,6 +110,10 @@ def test_lost_attempts_have_no_run_time_and_delays_are_not_waiting() -> None:
     assert stats.wait.count == 1
 
 
+def _gauges(engine: Engine, now: float = 0.0) -> Gauges:
+    return Gauges(engine.queue_figures(now), engine.workers(), engine.draining, now=now)
+
+
 def test_our_rendering_equals_prometheus_clients() -> None:
     obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
     engine = _engine(obs)
@@ -119,7 +123,7 @@ def test_our_rendering_equals_prometheus_clients() -> None:
     engine.complete(worker, leases[0].job.id, leases[0].lease_id, b"ok", now=3.0)
     grpc_stats = GrpcStats()
     grpc_stats.record("svc", "Call", "OK", 0.002)
-    collector = DispatchdCollector(lambda: engine, obs, grpc_stats)
+    collector = DispatchdCollector(lambda: _gauges(engine), obs, grpc_stats)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
 
@@ -151,7 +155,7 @@ def test_collector_builds_families_from_engine_state() -> None:
     engine.submit([NewJob("q")], now=0.0)
     engine.pause("q")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DispatchdCollector(lambda: engine, obs, GrpcStats()))
+    registry.register(DispatchdCollector(lambda: _gauges(engine), obs, GrpcStats()))
     assert registry.get_sample_value("dispatchd_jobs_pending", {"queue": "q"}) == 1
     assert registry.get_sample_value("dispatchd_queue_paused", {"queue": "q"}) == 1
     assert registry.get_sample_value("dispatchd_jobs_submitted_total", {"queue": "q"}) == 1
@@ -318,3 +322,35 @@ def test_state_log_is_installed_only_at_debug_and_names_the_job() -> None:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
     assert f"submitted queue=q job_id={job.id}" in stream.getvalue()
+
+
+def test_submit_refusals_count_each_job_under_its_queue_by_reason() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    obs.submit_refused(["a", "a", "b"], "DRAINING")
+    obs.submit_refused(["a"], "QUEUE_FULL")
+    obs.submit_refused(["a"], "INVALID_ARGUMENT")  # a malformed request: not a refusal
+    assert obs.stats["a"].refused == {"draining": 2, "max_pending": 1}
+    assert obs.stats["b"].refused == {"draining": 1}
+
+
+def test_held_back_jobs_by_reason_from_the_engine() -> None:
+    obs = MetricsObserver(QueueLabels(10), clock=lambda: 0.0)
+    engine = _engine(obs)
+    engine.update_queue("k", width=10, key_limits=KeyLimits.of(1, 0.0, 0), create=True, now=0.0)
+    engine.update_queue("p", width=10, paused=True, create=True, now=0.0)
+    engine.connect("w", ["k"], 10, now=0.0)
+    engine.submit([NewJob("k", fairness_key="a")] * 3, now=0.0)
+    engine.submit([NewJob("p", ordering_key="o")] * 2, now=0.0)
+    engine.dispatch(now=0.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DispatchdCollector(lambda: _gauges(engine), obs, GrpcStats()))
+
+    def held(queue: str, reason: str) -> float | None:
+        return registry.get_sample_value(
+            "dispatchd_jobs_held_back", {"queue": queue, "reason": reason}
+        )
+
+    assert held("k", "key_limit") == 2
+    assert held("k", "paused") == held("k", "no_credit") == 0
+    assert held("p", "paused") == 1  # the key's head; the other waits behind it
+    assert held("p", "ordering_key") == 1

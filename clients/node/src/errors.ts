@@ -213,3 +213,15 @@ export class PermanentError extends Error {
     this.name = new.target.name;
   }
 }
+
+/**
+ * Throw from a job handler to fail this attempt and ask for a retry, expectedly (a busy
+ * dependency, a lock taken): the worker logs one line without the stack. Any other error is
+ * retryable too, but logged with its stack, as a surprise.
+ */
+export class RetryableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}

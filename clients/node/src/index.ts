@@ -16,6 +16,7 @@ export {
   InvalidArgumentError,
   NotFoundError,
   PermanentError,
+  RetryableError,
   PermissionDeniedError,
   ResourceExhaustedError,
   UnauthenticatedError,
@@ -35,6 +36,7 @@ export {
   ScheduleOverlapPolicy,
   type ScheduleSpecInput,
 } from "./schedules";
+export { JOB_BUCKETS, type PromClientModule, WorkerMetrics } from "./metrics";
 export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
 export type { WorkerStats } from "./session";
 export {

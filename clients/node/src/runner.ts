@@ -13,7 +13,7 @@
  *   be running until then, so the job keeps its width slot on the server until it really ends.
  */
 
-import { PermanentError } from "./errors";
+import { PermanentError, RetryableError } from "./errors";
 import type { JobError, ReceivedJob } from "./types";
 
 /** What a handler may return. */
@@ -106,7 +106,9 @@ export async function runJob(
       return { error: CANCELLED_ERROR };
     }
     const error = errorFromThrown(e);
-    if (error.retryable) {
+    if (e instanceof RetryableError) {
+      log.warn(`job ${job.id} (queue ${job.queue}) failed, to retry: ${error.message}`);
+    } else if (error.retryable) {
       log.warn(`job ${job.id} (queue ${job.queue}) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     } else {
       log.info(`job ${job.id} (queue ${job.queue}) failed permanently: ${error.message}`);

@@ -27,6 +27,7 @@ import { type DispatchdError, errorFor } from "./errors";
 import { HeartbeatSchedule } from "./heartbeats";
 import { type Hooks, callHooks } from "./hooks";
 import type { Logger } from "./log";
+import type { WorkerMetrics } from "./metrics";
 import { type Handler, type Outcome, runJob } from "./runner";
 import { type ReceivedJob, receivedJobFromDelivery, toMs } from "./types";
 import { Latch, type Semaphore, sleepUnless } from "./util";
@@ -65,6 +66,8 @@ export interface SessionDeps {
   hooks: Hooks;
   stats: WorkerStats;
   log: Logger;
+  /** Prometheus families (metrics.ts), when the application asked for them. */
+  metrics?: WorkerMetrics;
 }
 
 interface Held {
@@ -327,8 +330,10 @@ export class Session {
     // The server honours our credit; the shared slots also count handlers that a broken
     // stream gave up on but that have not returned yet.
     await slots.acquire();
-    const { hooks, log } = this.deps;
-    let outcome: Outcome;
+    const { hooks, log, metrics } = this.deps;
+    const queue = held.job.queue;
+    const started = metrics?.started(queue);
+    let outcome: Outcome | undefined;
     try {
       await callHooks(hooks.beforeJob, [held.job], "beforeJob", log);
       outcome = await runJob(this.deps.handlers.get(held.job.queue), held.job, this.maxResultBytes, log);
@@ -337,6 +342,9 @@ export class Session {
       }
     } finally {
       slots.release();
+      if (started !== undefined) {
+        metrics?.finished(queue, started, outcome);
+      }
     }
     this.complete(held, outcome);
   }

@@ -27,6 +27,7 @@ import { DispatchdError } from "./errors";
 import type { WorkerWelcome } from "./gen/dispatchd/v1/dispatcher";
 import { type AfterJobHook, type BeforeJobHook, Hooks, type StartStopHook, callHooks } from "./hooks";
 import { type Logger, defaultLogger } from "./log";
+import type { WorkerMetrics } from "./metrics";
 import { DEFAULT_TARGET, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS } from "./requests";
 import type { Handler } from "./runner";
 import { Session, type WorkerStats } from "./session";
@@ -67,6 +68,8 @@ export interface WorkerOptions extends ConnectionOptions {
   keepaliveMs?: number;
   keepaliveTimeoutMs?: number;
   logger?: Logger;
+  /** Prometheus metrics of this worker (see metrics.ts), opt-in with prom-client. */
+  metrics?: WorkerMetrics;
 }
 
 export interface RunOptions {
@@ -86,6 +89,7 @@ export class Worker {
   private readonly connection: ConnectionOptions;
   private readonly reconnectOptions: grpc.ChannelOptions;
   private readonly log: Logger;
+  private readonly metrics: WorkerMetrics | undefined;
   private readonly handlers = new Map<string, Handler>();
   private readonly hooks = new Hooks();
   private currentId: string;
@@ -135,6 +139,7 @@ export class Worker {
       "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
     };
     this.log = options.logger ?? defaultLogger;
+    this.metrics = options.metrics;
   }
 
   /** Register the handler of `queue` (one per queue). Returns the worker, for chaining. */
@@ -291,6 +296,7 @@ export class Worker {
         hooks: this.hooks,
         stats: this.stats,
         log: this.log,
+        metrics: this.metrics,
       });
       try {
         if ((await session.run()) === "drained") {
@@ -306,11 +312,15 @@ export class Worker {
         log.call(this.log, `stream broke (${e.codeName}: ${e.details}); reconnecting`);
       } finally {
         this.isConnected = false;
+        this.metrics?.connected.set(0);
       }
       if (session.welcomed) {
         attempt = 0;
       }
       this.stats.reconnects += 1;
+      if (!this.stopLatch.isSet) {
+        this.metrics?.reconnects.inc();
+      }
       await sleepUnless(backoffDelay(attempt, RECONNECT_BASE_MS, this.maxBackoffMs), this.stopLatch);
       attempt += 1;
     }
@@ -319,6 +329,7 @@ export class Worker {
   private welcomed(welcome: WorkerWelcome): void {
     this.currentId = welcome.workerId || this.currentId;
     this.isConnected = true;
+    this.metrics?.connected.set(1);
     this.log.info(`connected to ${this.target} as ${this.currentId}, serving ${this.queues.join(", ")}`);
     for (const waiter of this.connectedWaiters.splice(0)) {
       waiter.resolve();

@@ -21,10 +21,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dispatchd_client._tracing import RunSpans, record_outcome
-from dispatchd_client.errors import PermanentError
+from dispatchd_client.errors import PermanentError, RetryableError
 from dispatchd_client.types import JobError, ReceivedJob
+
+if TYPE_CHECKING:
+    from dispatchd_client.metrics import WorkerMetrics
 
 logger = logging.getLogger("dispatchd_client.worker")
 
@@ -108,6 +112,15 @@ def error_from_exception(e: Exception) -> JobError:
     )
 
 
+def outcome_label(outcome: Outcome | None) -> str:
+    """The ``outcome`` label of dispatchd_worker_jobs_total (None: the run was cancelled)."""
+    if outcome is None or outcome is CANCELLED_ERROR:
+        return "cancelled"
+    if not isinstance(outcome, JobError):
+        return "succeeded"
+    return "retryable" if outcome.retryable else "permanent"
+
+
 def _call_sync(handler: Handler, job: ReceivedJob) -> object:
     """Body run in a pool thread; skips handlers whose job was cancelled while queued."""
     if job.is_cancelled:
@@ -124,11 +137,13 @@ class JobRunner:
         hooks: Hooks,
         executor: Executor,
         spans: RunSpans | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._handlers = handlers
         self._hooks = hooks
         self._executor = executor
         self._spans = spans or RunSpans(None)
+        self._metrics = metrics
 
     def cancels_as_task(self, queue: str) -> bool:
         """Whether a cancelled job of ``queue`` is stopped by cancelling its task.
@@ -144,6 +159,18 @@ class JobRunner:
         """Run ``job`` and return its outcome. Raises CancelledError if the task is cancelled.
 
         Hooks and handler run inside the job's ``run`` span when tracing is on."""
+        metrics = self._metrics
+        if metrics is None:
+            return await self._traced(job, max_result_bytes)
+        start = metrics.started(job.queue)
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._traced(job, max_result_bytes)
+        finally:  # a cancelled task (a stop) counts as cancelled
+            metrics.finished(job.queue, start, outcome_label(outcome))
+        return outcome
+
+    async def _traced(self, job: ReceivedJob, max_result_bytes: int) -> Outcome:
         span = self._spans.start(job)
         if span is None:
             return await self._run(job, max_result_bytes)
@@ -178,7 +205,9 @@ class JobRunner:
             if job.is_cancelled:
                 return CANCELLED_ERROR
             error = error_from_exception(e)
-            if error.retryable:
+            if isinstance(e, RetryableError):  # expected: the handler knows why
+                logger.warning("job %s (queue %s) failed, to retry: %s", job.id, job.queue, e)
+            elif error.retryable:  # a surprise: where it came from matters
                 logger.warning("job %s (queue %s) failed", job.id, job.queue, exc_info=True)
             else:  # a deliberate PermanentError: the handler already knows why
                 logger.info("job %s (queue %s) failed permanently: %s", job.id, job.queue, e)

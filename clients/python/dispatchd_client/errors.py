@@ -151,6 +151,13 @@ class PermanentError(Exception):
     """
 
 
+class RetryableError(Exception):
+    """Raise from a job handler to fail this attempt and ask for a retry, expectedly (a
+    dependency is busy, a lock is taken): the Worker logs one line without a traceback.
+    Any other exception is retryable too, but logged with its traceback, as a surprise.
+    """
+
+
 _BY_CODE: dict[grpc.StatusCode, type[DispatchdError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,

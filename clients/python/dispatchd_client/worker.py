@@ -48,8 +48,10 @@ from dispatchd_client._tracing import RunSpans
 from dispatchd_client.errors import from_rpc_error, status_code_of
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-if TYPE_CHECKING:  # OpenTelemetry is the optional `otel` extra
+if TYPE_CHECKING:  # OpenTelemetry is the optional `otel` extra, prometheus_client `metrics`
     from opentelemetry.trace import TracerProvider
+
+    from dispatchd_client.metrics import WorkerMetrics
 
 __all__ = ["Worker"]
 
@@ -123,7 +125,10 @@ class Worker:
         result_window: float = 0.0,
         keepalive: float = rq.KEEPALIVE_TIME,
         keepalive_timeout: float = rq.KEEPALIVE_TIMEOUT,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
+        """``metrics``: this worker's Prometheus families (dispatchd_client.metrics),
+        opt-in; None: none are kept."""
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1-{MAX_CONCURRENCY}")
         if not 0 <= result_window <= MAX_RESULT_WINDOW:
@@ -143,6 +148,7 @@ class Worker:
         self._concurrency = concurrency
         self._labels = dict(labels or {})
         self._tracer_provider = tracer_provider
+        self._metrics = metrics
         self._handlers: dict[str, Handler] = {}
         self._hooks = Hooks()
         self._running = False
@@ -283,7 +289,7 @@ class Worker:
         signals = self._install_signal_handlers(loop) if install_signal_handlers else []
         executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dispatchd-job")
         spans = RunSpans.resolve(self._tracer_provider)
-        runner = JobRunner(dict(self._handlers), self._hooks, executor, spans)
+        runner = JobRunner(dict(self._handlers), self._hooks, executor, spans, self._metrics)
         try:
             await call_hooks(self._hooks.on_start, what="on_start")
             async with self._spec.aio_channel() as ch:
@@ -343,6 +349,10 @@ class Worker:
                 )
             finally:
                 self._connected.clear()
+                if self._metrics is not None:
+                    self._metrics.connected.set(0)
+            if self._metrics is not None and not self._stop.is_set():
+                self._metrics.reconnects.inc()
             if session.welcomed:
                 attempt = 0
             delay = rq.backoff_delay(attempt, base=RECONNECT_BASE_DELAY, cap=self._max_backoff)
@@ -357,6 +367,8 @@ class Worker:
             self._worker_id,
             ", ".join(self.queues),
         )
+        if self._metrics is not None:
+            self._metrics.connected.set(1)
         self._connected.set()
 
     async def _sleep_unless_stopped(self, delay: float) -> None:

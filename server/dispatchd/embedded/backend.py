@@ -37,6 +37,7 @@ from dispatchd.engine import (
     JobView,
     NewJob,
     ObserverChain,
+    QueueFigures,
     QueueSettings,
     QueueView,
     Rejection,
@@ -45,6 +46,7 @@ from dispatchd.engine import (
 )
 from dispatchd.engine.errors import Reason, Unavailable
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.stall import StallWatch
 
 log = logging.getLogger("dispatchd")
@@ -121,6 +123,13 @@ class EmbeddedBackend:
     @property
     def reports_queues(self) -> bool:
         return True
+
+    @property
+    def storage_stats(self) -> StorageStats:
+        return self.storage.stats
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        return self.engine.queue_figures(self.clock())
 
     # ---- lifecycle ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dispatchd.engine import Engine, EngineObserver, FinishedJob, JobRecord, Lea
 from dispatchd.engine.errors import NotFound
 from dispatchd.engine.model import QueueSettings
 from dispatchd.engine.schedules import ScheduleRecord
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.store.journal import Batch, SqliteJournal
 
 log = logging.getLogger("dispatchd.journal")
@@ -55,9 +57,11 @@ class JournalWriter(EngineObserver):
         engine: Engine,
         journal: SqliteJournal,
         on_trouble: Callable[[str | None], None] = lambda trouble: None,
+        stats: StorageStats | None = None,
     ) -> None:
         self._engine = engine
         self._journal = journal
+        self._stats = stats or StorageStats()
         self._on_trouble = on_trouble
         self._new: set[str] = set()
         self._changed: set[str] = set()
@@ -183,14 +187,19 @@ class JournalWriter(EngineObserver):
             try:
                 if batch or later.rows:
                     self.busy = True
+                    start = time.perf_counter()
                     try:
                         await loop.run_in_executor(self._executor, self._write, batch, later)
                     finally:
                         self.busy = False
+                    # Timed on the loop: what a Submit waiting for this commit waits.
+                    self._stats.journal_commit.observe(time.perf_counter() - start)
+                    self._stats.journal_batch.observe(len(batch) + later.rows)
                     self.commits += 1
             except Exception as e:  # noqa: BLE001 - any failure must reach every waiter
                 # (disk full, I/O error, a closed journal); a waiter left pending would hang
                 # its Submit until the caller's deadline.
+                self._stats.journal_failures += 1
                 self._failed(e, batch, later, waiters)
                 if self._closing:
                     return

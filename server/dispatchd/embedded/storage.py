@@ -16,6 +16,7 @@ from dispatchd import convert, schedule_convert
 from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter
 from dispatchd.engine import Engine, JobRecord
 from dispatchd.listening import StartError
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.store.journal import READ_CHUNK, JournalError, SqliteJournal
 from dispatchd.store.snapshot import SnapshotData, SnapshotStore
 
@@ -55,6 +56,8 @@ class Storage:
         self._on_trouble = on_trouble
         self.store = SnapshotStore(config.data_dir) if config.data_dir else None
         self.journal: JournalWriter | None = None
+        #: Journal commits, its size on disk and snapshot seconds, for /metrics.
+        self.stats = StorageStats()
 
     def restore(self) -> JournalWriter | None:
         """The journal, when there is one, is the truth; a snapshot next to it is the
@@ -80,7 +83,8 @@ class Storage:
                 self._seed_journal(journal)
         except JournalError as e:
             raise StartError(str(e)) from None
-        self.journal = JournalWriter(self._engine, journal, self._on_trouble)
+        self.journal = JournalWriter(self._engine, journal, self._on_trouble, self.stats)
+        self.stats.journal_bytes = journal.size_on_disk
         return self.journal
 
     def _restore_journal(self, journal: SqliteJournal) -> bool:
@@ -176,6 +180,7 @@ class Storage:
         queues = [(v.name, v.settings) for v in engine.list_queues()]
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
+        start = time.perf_counter()
         try:
             size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
         except OSError as e:
@@ -197,6 +202,7 @@ class Storage:
             raise SnapshotFailed(
                 f"the snapshot {self.store.path} could not be written: {e}"
             ) from None
+        self.stats.snapshot.observe(time.perf_counter() - start)
         log.info(
             "snapshot of %d jobs, %d queues (%d bytes) in %s",
             len(jobs),

@@ -14,6 +14,7 @@ from dataclasses import replace
 from dispatchd.engine import limits as lim
 from dispatchd.engine.dispatching import DispatchMixin, Outcome
 from dispatchd.engine.errors import FailedPrecondition, draining
+from dispatchd.engine.figures import figures_of
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
@@ -22,6 +23,7 @@ from dispatchd.engine.model import (
     JobState,
     JobView,
     NewJob,
+    QueueFigures,
     QueueSettings,
     QueueView,
     WorkerRecord,
@@ -79,6 +81,13 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
 
     def list_queues(self) -> list[QueueView]:
         return [self._view(self._queues[n]) for n in sorted(self._queues)]
+
+    def queue_figures(self, now: float) -> list[QueueFigures]:
+        """Every queue's /metrics figures (model.QueueFigures), sorted by name."""
+        queues = self._queues
+        return [
+            figures_of(self._view(queues[n]), queues[n], self._jobs, now) for n in sorted(queues)
+        ]
 
     def update_queue(
         self,

@@ -373,6 +373,31 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One queue's figures for /metrics (Backend.queue_figures): what an operator alerts
+    on, the same on both backends."""
+
+    view: QueueView
+    head_ready: float | None
+    """When the job at the head of the queue (the next ready job in dispatch order) could
+    first run: its submit time, or the end of its delay or backoff. None: nothing ready."""
+    blocked: int
+    """Pending jobs that wait behind an earlier job of their ordering key."""
+    dead: int
+    """DEAD jobs the queue holds now (until --finished-retention lets them go)."""
+    failed: int
+    """FAILED jobs the queue holds now."""
+    rate_limited: bool
+    """The queue's rate has no token now (False for an unlimited queue)."""
+    key_held: int = 0
+    """Ready jobs whose fairness key is at its key limit: max_in_flight_per_key reached,
+    or no per-key token now."""
+    credit_free: bool = True
+    """A connected worker serving the queue has a free credit (on Redis: as the replicas'
+    fleet entries said at their last reaper pass)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A worker result that changed nothing, and why."""
 

@@ -13,13 +13,13 @@ import platform
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from dispatchd import __version__
-from dispatchd.engine import QueueView, WorkerRecord
+from dispatchd.engine import QueueFigures, WorkerRecord
 from dispatchd.observability.exposition import Family, render, to_metric
 from dispatchd.observability.metrics import (
     FIRING_CAUSES,
@@ -31,6 +31,7 @@ from dispatchd.observability.metrics import (
     MetricsObserver,
     QueueStats,
     ScheduleStats,
+    StorageStats,
 )
 
 if TYPE_CHECKING:
@@ -38,35 +39,31 @@ if TYPE_CHECKING:
 
 PREFIX = "dispatchd_"
 PushStats = Callable[[], "Mapping[str, TargetStats]"]
-#: Work stream messages by (direction, kind); see dispatchd.service.sessions.MessageCounts.
-StreamStats = Callable[[], Mapping[tuple[str, str], int]]
-
-
-class GaugeSource(Protocol):
-    """Where the gauges come from at scrape time: the engine itself, or a Gauges read
-    from any backend just before the scrape renders."""
-
-    @property
-    def draining(self) -> bool: ...
-
-    def list_queues(self) -> Sequence[QueueView]: ...
-
-    def workers(self) -> Sequence[WorkerRecord]: ...
+#: Work stream messages by (direction, kind), and the jobs the sent deliveries carried;
+#: see dispatchd.service.work.MessageCounts.
+StreamStats = Callable[[], tuple[Mapping[tuple[str, str], int], int]]
 
 
 @dataclass(frozen=True, slots=True)
 class Gauges:
-    """What a backend said about its queues and this server's workers, for one scrape."""
+    """What a backend said about its queues, this server's workers and its storage, for
+    one scrape. ``queues`` is empty on a Redis replica that does not export the per-queue
+    gauges (one replica does: redis/fleet.py), so a sum over replicas is the fleet's."""
 
-    queues: Sequence[QueueView]
+    queues: Sequence[QueueFigures]
     local_workers: Sequence[WorkerRecord]
     draining: bool
+    now: float = 0.0
+    storage: StorageStats | None = None
+    backend: str = ""
+    """"embedded" or "redis": which storage families the page carries."""
+    healthy: bool = True
+    """The backend can take changes (the journal commits, Redis answers)."""
 
-    def list_queues(self) -> Sequence[QueueView]:
-        return self.queues
 
-    def workers(self) -> Sequence[WorkerRecord]:
-        return self.local_workers
+#: Why pending jobs wait, in the order they are decided: each ready pending job counts
+#: under the first reason that holds its queue back (docs/observability.md).
+HELD_REASONS = ("paused", "width", "no_worker", "no_credit", "rate")
 
 
 @dataclass(slots=True)
@@ -78,16 +75,32 @@ class _QueueGauges:
     underway: int = 0
     width: int = 0
     paused: int = 0
+    dead: int = 0
+    failed: int = 0
+    oldest: float = 0.0
+    held: dict[str, int] = field(default_factory=dict)
     rates: list[float | None] = field(default_factory=list)
 
-    def add(self, view: QueueView) -> None:
+    def add(self, figures: QueueFigures, now: float) -> None:
+        view = figures.view
         s = view.settings
         self.pending += view.pending_count
         self.scheduled += view.scheduled_count
         self.underway += view.underway_count
         self.width += s.width
         self.paused += int(s.paused)
+        self.dead += figures.dead
+        self.failed += figures.failed
+        if figures.head_ready is not None:
+            self.oldest = max(self.oldest, now - figures.head_ready)
         self.rates.append(None if s.rate is None else s.rate.per_second)
+        held = self.held
+        ready = max(0, view.pending_count - figures.blocked - figures.key_held)
+        reason = _held_reason(figures)
+        for r in HELD_REASONS:
+            held[r] = held.get(r, 0) + (ready if r == reason else 0)
+        held["key_limit"] = held.get("key_limit", 0) + figures.key_held
+        held["ordering_key"] = held.get("ordering_key", 0) + figures.blocked
 
     @property
     def rate(self) -> float | None:
@@ -95,6 +108,32 @@ class _QueueGauges:
         if not self.rates or any(r is None for r in self.rates):
             return None
         return sum(r for r in self.rates if r is not None)
+
+
+def _held_reason(figures: QueueFigures) -> str | None:
+    """The first queue-wide reason that stops a dispatch now (None: none does)."""
+    view = figures.view
+    s = view.settings
+    if s.paused:
+        return "paused"
+    if view.underway_count >= s.width:
+        return "width"
+    if view.worker_count == 0:
+        return "no_worker"
+    if not figures.credit_free:
+        return "no_credit"
+    if figures.rate_limited:
+        return "rate"
+    return None
+
+
+@dataclass(slots=True)
+class _WorkerGauges:
+    """Stream workers (and their credits) serving one queue label, on this server."""
+
+    workers: int = 0
+    free: int = 0
+    push: int = 0
 
 
 def _histogram(
@@ -111,7 +150,7 @@ class DispatchdCollector(Collector):
 
     def __init__(
         self,
-        engine: Callable[[], GaugeSource],
+        engine: Callable[[], Gauges],
         observer: MetricsObserver,
         grpc_stats: GrpcStats,
         push_stats: PushStats | None = None,
@@ -138,9 +177,10 @@ class DispatchdCollector(Collector):
         yield from self._counters(self._observer.stats)
         yield from self._schedule_families(self._observer.schedules)
         yield from self._workers(engine)
+        yield from self._storage_families(engine)
         yield from self._grpc_families()
         if self._streams is not None:
-            yield self._stream_family(self._streams())
+            yield from self._stream_families(*self._streams())
         if self._push is not None:
             yield from self._push_families(self._push())
         info = Family(
@@ -156,36 +196,60 @@ class DispatchdCollector(Collector):
         )
         draining.add((), int(engine.draining))
         yield draining
+        up = Family(
+            PREFIX + "backend_up",
+            "gauge",
+            "1 while the backend takes changes; 0 while the journal cannot commit or Redis "
+            "cannot be reached (readiness is NOT_SERVING meanwhile).",
+            ("backend",),
+        )
+        up.add((engine.backend,), int(engine.healthy))
+        yield up
 
     @staticmethod
-    def _stream_family(counts: Mapping[tuple[str, str], int]) -> Family:
+    def _stream_families(counts: Mapping[tuple[str, str], int], jobs: int) -> Iterator[Family]:
         family = Family(
             PREFIX + "work_messages",
             "counter",
             "Work stream messages by direction (received from workers, sent to them) and "
-            "kind; jobs_dispatched over sent deliveries is the jobs per delivery message.",
+            "kind; work_jobs_delivered over sent deliveries is the jobs per delivery message.",
             ("direction", "kind"),
         )
         for (direction, kind), n in sorted(counts.items()):
             family.add((direction, kind), n)
-        return family
+        yield family
+        delivered = Family(
+            PREFIX + "work_jobs_delivered",
+            "counter",
+            "Jobs sent to stream workers in delivery messages (HTTP push excluded).",
+        )
+        delivered.add((), jobs)
+        yield delivered
 
-    def _queue_gauges(self, engine: GaugeSource) -> Iterator[Family]:
+    def _queue_gauges(self, engine: Gauges) -> Iterator[Family]:
         rows: dict[str, _QueueGauges] = {}
         labels = self._observer.labels
-        for view in engine.list_queues():
-            label = labels(view.name)
+        for figures in engine.queues:
+            label = labels(figures.view.name)
             row = rows.get(label)
             if row is None:
                 row = rows[label] = _QueueGauges()
-            row.add(view)
+            row.add(figures, engine.now)
         # Queues the engine forgot (none today) keep their counters; gauges only show
         # queues that exist now.
         names = sorted(rows)
-        gauges: tuple[tuple[str, str, Callable[[_QueueGauges], int]], ...] = (
+        gauges: tuple[tuple[str, str, Callable[[_QueueGauges], float]], ...] = (
             ("jobs_pending", "Jobs waiting for a worker.", lambda r: r.pending),
             ("jobs_scheduled", "Jobs waiting for their not_before time.", lambda r: r.scheduled),
             ("jobs_underway", "Jobs leased to a worker.", lambda r: r.underway),
+            ("jobs_dead", "DEAD jobs held now (until --finished-retention).", lambda r: r.dead),
+            ("jobs_failed", "FAILED jobs held now.", lambda r: r.failed),
+            (
+                "queue_oldest_pending_age_seconds",
+                "Seconds since the job at the head of the queue (the next to dispatch) could "
+                f"first run; 0 when nothing is ready ({OTHER_LABEL}: the oldest).",
+                lambda r: r.oldest,
+            ),
             ("queue_width", "Most jobs underway at once.", lambda r: r.width),
             (
                 "queue_paused",
@@ -198,6 +262,18 @@ class DispatchdCollector(Collector):
             for label in names:
                 family.add((label,), value(rows[label]))
             yield family
+        held = Family(
+            PREFIX + "jobs_held_back",
+            "gauge",
+            "Pending jobs that cannot be dispatched now, by the first reason that holds them "
+            "(paused, width, no_worker, no_credit, rate; key_limit: their fairness key at its "
+            "key limit; ordering_key: behind an earlier job of their key).",
+            ("queue", "reason"),
+        )
+        for label in names:
+            for reason, n in sorted(rows[label].held.items()):
+                held.add((label, reason), n)
+        yield held
         rate = Family(
             PREFIX + "queue_rate_per_second",
             "gauge",
@@ -239,6 +315,26 @@ class DispatchdCollector(Collector):
             for state, outcome in OUTCOMES:
                 completed.add((label, outcome), counts[state])
         yield completed
+        for name, doc, attr in (
+            (
+                "jobs_requeued",
+                "Underway jobs put back to pending after a lost attempt with no retry policy, "
+                "by reason (worker_lost, lease_expired); the attempt is counted.",
+                "requeued",
+            ),
+            (
+                "submit_refused",
+                "Jobs a Submit or SubmitBatch refused, by reason (max_pending, "
+                "max_pending_total, max_queues, payload_size, draining, backend_unavailable, "
+                "journal_unavailable).",
+                "refused",
+            ),
+        ):
+            family = Family(PREFIX + name, "counter", doc, ("queue", "reason"))
+            for label in names:
+                for reason, n in sorted(getattr(stats[label], attr).items()):
+                    family.add((label, reason), n)
+            yield family
         yield _histogram(
             PREFIX + "job_wait_seconds",
             "Seconds from when a job could first run (submit, or the end of its delay) to its "
@@ -274,16 +370,20 @@ class DispatchdCollector(Collector):
             [([], stats.lag)],
         )
 
-    def _workers(self, engine: GaugeSource) -> Iterator[Family]:
-        workers = engine.workers()
-        connected = Family(PREFIX + "workers_connected", "gauge", "Open worker streams.")
+    def _workers(self, engine: Gauges) -> Iterator[Family]:
+        """Stream workers only: the HTTP pusher's worker of a push queue is no worker an
+        operator runs, so it has its own series (dispatchd_http_push_targets)."""
+        workers = [w for w in engine.local_workers if w.kind == "stream"]
+        connected = Family(
+            PREFIX + "workers_connected", "gauge", "Open worker streams on this server."
+        )
         connected.add((), len(workers))
         yield connected
         credits = Family(
             PREFIX + "worker_credits",
             "gauge",
-            "Jobs connected workers accept at once (max_in_flight), by whether a job holds "
-            "the credit.",
+            "Jobs connected stream workers accept at once (max_in_flight), by whether a job "
+            "holds the credit.",
             ("state",),
         )
         held = sum(len(w.leases) for w in workers)
@@ -291,6 +391,100 @@ class DispatchdCollector(Collector):
         credits.add(("held",), held)
         credits.add(("free",), max(0, offered - held))
         yield credits
+        rows: dict[str, _WorkerGauges] = {}
+        labels = self._observer.labels
+        for w in engine.local_workers:
+            for queue in w.queues:
+                row = rows.setdefault(labels(queue), _WorkerGauges())
+                if w.kind == "stream":
+                    row.workers += 1
+                    row.free += max(0, w.free_credits)
+                else:
+                    row.push += 1
+        names = sorted(rows)
+        per_queue: tuple[tuple[str, str, Callable[[_WorkerGauges], int]], ...] = (
+            (
+                "queue_workers",
+                "Stream workers on this server subscribed to the queue (sum over replicas: "
+                "the fleet's).",
+                lambda r: r.workers,
+            ),
+            (
+                "queue_worker_credits_free",
+                "Free credits of the stream workers serving the queue on this server (a "
+                "worker of several queues counts for each).",
+                lambda r: r.free,
+            ),
+            (
+                "http_push_targets",
+                "HTTP push workers of the queue on this server (one per replica that pushes).",
+                lambda r: r.push,
+            ),
+        )
+        for name, doc, value in per_queue:
+            family = Family(PREFIX + name, "gauge", doc, ("queue",))
+            for label in names:
+                family.add((label,), value(rows[label]))
+            yield family
+
+    @staticmethod
+    def _storage_families(engine: Gauges) -> Iterator[Family]:
+        stats = engine.storage
+        if stats is None:
+            return
+        if engine.backend == "embedded":
+            yield from DispatchdCollector._journal_families(stats)
+        elif engine.backend == "redis":
+            yield _histogram(
+                PREFIX + "redis_call_seconds",
+                "Seconds per Redis script call that got an answer, by script.",
+                ("script",),
+                (([script], hist) for script, hist in sorted(stats.calls.items())),
+            )
+            errors = Family(
+                PREFIX + "redis_call_errors",
+                "counter",
+                "Redis calls that failed, by script (_commands: plain commands and "
+                "pipelines) and kind (unreachable, refused: OOM/READONLY..., script).",
+                ("script", "kind"),
+            )
+            for (script, kind), n in sorted(stats.call_errors.items()):
+                errors.add((script, kind), n)
+            yield errors
+
+    @staticmethod
+    def _journal_families(stats: StorageStats) -> Iterator[Family]:
+        yield _histogram(
+            PREFIX + "journal_commit_seconds",
+            "Seconds per journal group commit (what an acknowledged Submit waits for).",
+            (),
+            [([], stats.journal_commit)],
+        )
+        yield _histogram(
+            PREFIX + "journal_commit_records",
+            "Records (new jobs, status changes, queues, schedules) per journal commit.",
+            (),
+            [([], stats.journal_batch)],
+        )
+        failures = Family(
+            PREFIX + "journal_commit_failures", "counter", "Journal commits that failed."
+        )
+        failures.add((), stats.journal_failures)
+        yield failures
+        if stats.journal_bytes is not None:
+            size = Family(
+                PREFIX + "journal_size_bytes",
+                "gauge",
+                "The journal's size on disk (database and WAL).",
+            )
+            size.add((), stats.journal_bytes())
+            yield size
+        yield _histogram(
+            PREFIX + "snapshot_seconds",
+            "Seconds to write the drain's snapshot.",
+            (),
+            [([], stats.snapshot)],
+        )
 
     def _grpc_families(self) -> Iterator[Family]:
         calls = Family(
@@ -307,6 +501,42 @@ class DispatchdCollector(Collector):
             "Seconds from the start of a gRPC call to its status (streams: their lifetime).",
             ("service", "method"),
             ((list(key), hist) for key, hist in sorted(self._grpc.seconds.items())),
+        )
+        yield from self._grpc_standard()
+
+    def _grpc_standard(self) -> Iterator[Family]:
+        """The same calls under go-grpc-prometheus' (and py-grpc-prometheus') names, which
+        the usual gRPC dashboards and alerts query."""
+        stats = self._grpc
+        types = stats.types
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        started = Family(
+            "grpc_server_started",
+            "counter",
+            "Total number of RPCs started on the server.",
+            labels,
+        )
+        for (service, method), n in sorted(stats.started.items()):
+            started.add((types.get((service, method), "unary"), service, method), n)
+        yield started
+        handled = Family(
+            "grpc_server_handled",
+            "counter",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*labels, "grpc_code"),
+        )
+        for (service, method, code), n in sorted(stats.calls.items()):
+            handled.add((types.get((service, method), "unary"), service, method, code), n)
+        yield handled
+        yield _histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server.",
+            labels,
+            (
+                ([types.get(key, "unary"), *key], hist)
+                for key, hist in sorted(stats.seconds.items())
+            ),
         )
 
     def _push_families(self, stats: Mapping[str, TargetStats]) -> Iterator[Family]:

@@ -127,6 +127,15 @@ def configure(level: str, fmt: str, stream: IO[str] | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO ("HTTP Request: POST ..."): one line per HTTP push
+    # attempt, where the docs promise nothing per job at info. At debug they stay.
+    quiet = logging.NOTSET if root.isEnabledFor(logging.DEBUG) else logging.WARNING
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+
+
+#: Libraries that log per request at INFO: WARNING and up only, unless --log-level debug.
+CHATTY_LIBRARIES = ("httpx", "httpcore")
 
 
 class LifecycleLog(EngineObserver):

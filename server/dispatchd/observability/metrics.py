@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
-from dispatchd.engine.reasons import LEASE_EXPIRED, WORKER_LOST
+from dispatchd.engine.reasons import LEASE_EXPIRED, REQUEUED, WORKER_LOST
 from dispatchd.engine.schedules import Firing, FiringCause, FiringOutcome
 
 OTHER_LABEL = "_other"
@@ -95,6 +95,8 @@ class QueueStats:
         "completed",
         "dispatched",
         "lease_expired",
+        "refused",
+        "requeued",
         "retried",
         "run",
         "stale_results",
@@ -109,6 +111,10 @@ class QueueStats:
         self.retried = 0
         self.lease_expired = 0
         self.stale_results = 0
+        self.requeued: dict[str, int] = {}
+        """Underway jobs put back to pending without a retry, by why (REQUEUE_REASONS)."""
+        self.refused: dict[str, int] = {}
+        """Jobs a submit refused, by why (REFUSAL_REASONS)."""
         self.wait = Histogram()
         self.run = Histogram()
 
@@ -213,6 +219,20 @@ class MetricsObserver(EngineObserver):
     def lease_expired(self, lease: LeaseRecord) -> None:
         self.of(lease.job.queue).lease_expired += 1
 
+    def job_requeued(self, job: JobRecord, reason: str) -> None:
+        requeued(self.of(job.queue), reason, 1)
+
+    def submit_refused(self, queues: Sequence[str], reason: str) -> None:
+        """A Submit or SubmitBatch was refused (nothing admitted): each job counts once
+        under its queue. Called by the service layer, not the engine: some refusals (a
+        draining server, Redis away) never reach an engine."""
+        label = REFUSAL_REASONS.get(reason)
+        if label is None:
+            return  # a malformed request, not a refusal an operator acts on
+        for queue in queues:
+            refused = self.of(queue).refused
+            refused[label] = refused.get(label, 0) + 1
+
     def result_rejected(self, queue: str, reason: str) -> None:
         self.of(queue).stale_results += 1
 
@@ -224,6 +244,67 @@ class MetricsObserver(EngineObserver):
             stats.lag.observe(max(0.0, firing.fire_time - firing.tick))
 
 
+#: dispatchd_jobs_requeued_total's reason label, by the engine's requeue reason (engine/
+#: reasons.py): an underway job back to pending with no retry decided, its attempt counted.
+REQUEUE_REASONS = {
+    REQUEUED[WORKER_LOST.code]: "worker_lost",
+    REQUEUED[LEASE_EXPIRED.code]: "lease_expired",
+}
+
+#: dispatchd_submit_refused_total's reason label, by ErrorInfo reason (engine/errors.py).
+REFUSAL_REASONS = {
+    "QUEUE_FULL": "max_pending",
+    "TOO_MANY_PENDING": "max_pending_total",
+    "TOO_MANY_QUEUES": "max_queues",
+    "PAYLOAD_TOO_LARGE": "payload_size",
+    "DRAINING": "draining",
+    "BACKEND_UNAVAILABLE": "backend_unavailable",
+    "JOURNAL_UNAVAILABLE": "journal_unavailable",
+}
+
+
+def requeued(stats: QueueStats, reason: str, n: int) -> None:
+    """Counts lost attempts given back; a drain's hand-back (no attempt lost) is not one."""
+    label = REQUEUE_REASONS.get(reason)
+    if label is not None:
+        stats.requeued[label] = stats.requeued.get(label, 0) + n
+
+
+#: Records per journal commit.
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+class StorageStats:
+    """What a backend measures of its own storage (Backend.storage_stats): journal commits
+    and snapshots on the embedded backend, script calls on Redis. Plain numbers, on the
+    event loop, like the rest."""
+
+    def __init__(self) -> None:
+        self.journal_commit = Histogram()
+        """Seconds per journal commit (the SQLite transaction, on its writer thread)."""
+        self.journal_batch = Histogram(BATCH_BUCKETS)
+        """Records (new jobs, status changes, queues...) per journal commit."""
+        self.journal_failures = 0
+        self.journal_bytes: Callable[[], int] | None = None
+        """The journal's size on disk now (database + WAL); None: no journal."""
+        self.snapshot = Histogram()
+        """Seconds to write the drain's snapshot."""
+        self.calls: dict[str, Histogram] = {}
+        """Seconds per Redis script call, by script."""
+        self.call_errors: dict[tuple[str, str], int] = {}
+        """Failed Redis calls by (script, kind: unreachable, refused, script)."""
+
+    def call(self, script: str, seconds: float) -> None:
+        hist = self.calls.get(script)
+        if hist is None:
+            hist = self.calls[script] = Histogram(GRPC_BUCKETS)
+        hist.observe(seconds)
+
+    def call_failed(self, script: str, kind: str) -> None:
+        key = (script, kind)
+        self.call_errors[key] = self.call_errors.get(key, 0) + 1
+
+
 class GrpcStats:
     """Calls per (service, method, status code) and their durations per (service, method),
     recorded by the server interceptor. Methods are the registered ones only, so the label
@@ -232,6 +313,18 @@ class GrpcStats:
     def __init__(self) -> None:
         self.calls: dict[tuple[str, str, str], int] = {}
         self.seconds: dict[tuple[str, str], Histogram] = {}
+        self.started: dict[tuple[str, str], int] = {}
+        self.types: dict[tuple[str, str], str] = {}
+        """grpc_type (unary, client_stream, server_stream, bidi_stream) by method."""
+
+    def method(self, service: str, method: str, grpc_type: str) -> None:
+        """A method the interceptor wraps: its type, and its counters at 0."""
+        self.types[service, method] = grpc_type
+        self.started.setdefault((service, method), 0)
+
+    def start(self, service: str, method: str) -> None:
+        key = (service, method)
+        self.started[key] = self.started.get(key, 0) + 1
 
     def record(self, service: str, method: str, code: str, seconds: float) -> None:
         key = (service, method, code)

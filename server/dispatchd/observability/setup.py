@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -22,7 +23,6 @@ from dispatchd.engine import EngineObserver
 from dispatchd.observability.collector import (
     DispatchdCollector,
     Gauges,
-    GaugeSource,
     PushStats,
     StreamStats,
 )
@@ -56,8 +56,8 @@ class Observability:
         self._server: MetricsServer | None = None
         grpc_stats = None
         self._render: Callable[[], bytes] | None = None
-        self._gauges: Callable[[], Awaitable[GaugeSource]] | None = None
-        self._latest: GaugeSource = Gauges((), (), False)
+        self._gauges: Callable[[], Awaitable[Gauges]] | None = None
+        self._latest: Gauges = Gauges((), (), False)
         if config.metrics_enabled:
             grpc_stats = GrpcStats()
             self.metrics = MetricsObserver(QueueLabels(config.metrics_max_queues), clock)
@@ -78,8 +78,10 @@ class Observability:
                 self.registry.register(extra)
             self._render = lambda: collector.render().encode() + generate_latest(runtime)
         tracer = None
+        #: The server's tracer when tracing is on (the HTTP pusher's call spans use it).
+        self.tracer: trace.Tracer | None = None
         if tracer_provider is not None:
-            tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
+            tracer = self.tracer = tracer_provider.get_tracer(TRACER_NAME, __version__)
             self.observers.append(DispatchSpans(tracer, clock))
         self.interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if grpc_stats is not None or tracer is not None:
@@ -110,7 +112,7 @@ class Observability:
             )
         return token
 
-    async def start(self, gauges: Callable[[], Awaitable[GaugeSource]]) -> None:
+    async def start(self, gauges: Callable[[], Awaitable[Gauges]]) -> None:
         """Starts the /metrics endpoint (when metrics are on); each scrape first reads
         the queue and worker gauges with ``gauges()``."""
         if self._render is None:

@@ -2,9 +2,11 @@
 ``dispatch`` span of each job.
 
 With no OTEL_* variable set there is no provider, no interceptor span and no observer:
-the hot path runs no tracing code at all. The W3C ``traceparent`` the client put in the
-job's headers ties the spans of one job together across processes; the server never
-rewrites it.
+the hot path runs no tracing code at all. The W3C ``traceparent`` in the job's headers
+ties the spans of one job together across processes: the producer's when it sent one (the
+server never rewrites it), else the server's own Submit span's, which the interceptor puts
+in the job as it is submitted, so a producer without tracing still gets one connected
+trace from Submit through dispatch to the worker's run.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class DispatchSpans(EngineObserver):
 
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
-        parent = self._submit_parent.pop(job.id, None) or context_from_headers(job.headers)
+        parent, links = self._parent_of(job)
         since = self._pending_since.pop(job.id, None)
         if since is None:  # first dispatch: from submit, or from the end of its delay
             since = max(job.submit_time, job.not_before or job.submit_time)
@@ -148,6 +150,7 @@ class DispatchSpans(EngineObserver):
             "dispatch",
             context=parent,
             kind=trace.SpanKind.INTERNAL,
+            links=links,
             start_time=int(since * 1e9),
             attributes={
                 "dispatchd.queue": job.queue,
@@ -157,6 +160,22 @@ class DispatchSpans(EngineObserver):
             },
         )
         span.end(end_time=int(dispatched * 1e9))
+
+    def _parent_of(
+        self, job: JobRecord
+    ) -> tuple[otel_context.Context | None, Sequence[trace.Link]]:
+        """The Submit span that took the job in, when it is in the job's own trace (or
+        the job carries none); else the job's own context, linked to that Submit span:
+        coalesced submits arrive in one SubmitBatch whose span is in the first producer's
+        trace, and each job's dispatch must stay in its own producer's trace."""
+        submit = self._submit_parent.pop(job.id, None)
+        own = context_from_headers(job.headers)
+        if submit is None or own is None:
+            return submit or own, ()
+        submit_ctx = trace.get_current_span(submit).get_span_context()
+        if trace.get_current_span(own).get_span_context().trace_id == submit_ctx.trace_id:
+            return submit, ()
+        return own, (trace.Link(submit_ctx),)
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:
         self._pending_since[job.id] = self._clock()

@@ -18,13 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry import trace
+
 from dispatchd.backend import Backend, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, HttpTarget, LeaseRecord, WorkerRecord
 from dispatchd.engine.errors import NotFound
 from dispatchd.engine.limits import capped_failure
 from dispatchd.push.errors import InvalidJobHeader
 from dispatchd.push.outcomes import INVALID, CallResult
-from dispatchd.push.requests import build_request
+from dispatchd.push.requests import PushRequest, build_request
+from dispatchd.push.spans import end_call_span, start_call_span
 from dispatchd.push.stats import TargetStats
 from dispatchd.push.transport import ClientPool, ssl_context
 
@@ -84,9 +87,15 @@ class HttpPusher:
     settings as the backend reports their changes."""
 
     def __init__(
-        self, backend: Backend, clock: Callable[[], float], settings: PushSettings
+        self,
+        backend: Backend,
+        clock: Callable[[], float],
+        settings: PushSettings,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._backend = backend
+        self._tracer = tracer
+        """Each call gets a CLIENT span when set (tracing on)."""
         self._clock = clock
         self.settings = settings
         self.bindings: dict[str, TargetBinding] = {}
@@ -238,6 +247,20 @@ class HttpPusher:
             request = build_request(target, lease.job, self._clock())
         except InvalidJobHeader as e:
             return CallResult(capped_failure(str(e), False, "InvalidHeader"), 0, 0.0, INVALID)
+        if self._tracer is None:
+            return await self._send(binding, lease, target, request)
+        span = start_call_span(self._tracer, lease.job, request)
+        try:
+            result = await self._send(binding, lease, target, request)
+        except BaseException:
+            span.end()  # cancelled by close()
+            raise
+        end_call_span(span, result)
+        return result
+
+    async def _send(
+        self, binding: TargetBinding, lease: LeaseRecord, target: HttpTarget, request: PushRequest
+    ) -> CallResult:
         try:
             return await binding.pool.send(
                 target, request, self.settings.max_body_bytes, self._clock

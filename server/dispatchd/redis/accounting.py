@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from dispatchd.engine import JobFailure, JobState
-from dispatchd.observability.metrics import QueueStats
+from dispatchd.observability.metrics import QueueStats, requeued
 from dispatchd.redis.records import StoredJob, Tally
 
 #: States whose run time is observed: the worker answered (lost attempts are not runs).
@@ -78,6 +78,8 @@ class Accounting:
                 self._of(queue).completed[int(state)] += n
         for queue, n in tally.retried.items():
             self._of(queue).retried += n
+        for (queue, why), n in tally.requeued.items():
+            requeued(self._of(queue), why, n)
 
     def lease_expired(self, queue: str, n: int) -> None:
         if self._of is not None and n:

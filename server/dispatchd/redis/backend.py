@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from dispatchd.engine import (
     JobState,
     JobView,
     NewJob,
+    QueueFigures,
     QueueView,
     Rejection,
     SlotRecord,
@@ -39,6 +41,7 @@ from dispatchd.engine.errors import NotFound, draining
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.fleet import Fleet
@@ -345,6 +348,22 @@ class RedisBackend:
     @property
     def reports_queues(self) -> bool:
         return self.fleet.exports_gauges
+
+    @property
+    def storage_stats(self) -> StorageStats:
+        return self.ops.stats
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        figures = await self.ops.queue_figures()
+        # Credits are each replica's: the fleet entries (refreshed every reaper pass) say
+        # which queues a worker anywhere could take a job of now.
+        free = {
+            queue
+            for w in await self.list_workers()
+            if w.held < w.max_in_flight and not w.draining
+            for queue in w.queues
+        }
+        return [dataclasses.replace(f, credit_free=f.view.name in free) for f in figures]
 
     # ---- slots ----------------------------------------------------------------------
 

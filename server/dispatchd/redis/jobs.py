@@ -13,7 +13,7 @@ from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import FailedPrecondition
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import page_plan
-from dispatchd.engine.model import QueueView
+from dispatchd.engine.model import QueueFigures, QueueView
 from dispatchd.engine.paging import encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
@@ -199,6 +199,15 @@ class RedisJobs(RedisStore):
             if reply:
                 views.append(records.queue_of_view(name, reply))
         return views
+
+    async def queue_figures(self) -> list[QueueFigures]:
+        """Each queue's view and figures: two reads per queue (each on its own slot)."""
+        out = []
+        for view in await self.list_queues():
+            reply = await self.run("figures", [records.cfg_key(view.name)], [])
+            if reply:
+                out.append(records.figures_of(view, reply))
+        return out
 
     async def update_queue(
         self,

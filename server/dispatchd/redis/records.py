@@ -21,9 +21,10 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import InvalidArgument
-from dispatchd.engine.model import QueueView, dedup_name
+from dispatchd.engine.model import QueueFigures, QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
 from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.reasons import REQUEUED
 from dispatchd.engine.targets import HttpTarget
 from dispatchd.redis.errors import ScriptReplyError
 from dispatchd.redis.scripts import JOB_FIELDS
@@ -270,6 +271,8 @@ class Tally:
 
     finished: Mapping[tuple[str, JobState], int] = field(default_factory=dict)
     retried: Mapping[str, int] = field(default_factory=dict)
+    requeued: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Lost attempts given back without a retry policy, by (queue, engine requeue reason)."""
 
     def expired(self, queue: str) -> int:
         return self.finished.get((queue, JobState.EXPIRED), 0)
@@ -279,14 +282,18 @@ def tally_of(reply: Sequence[bytes | int]) -> Tally:
     """Decodes a tally: {queue, outcome (a state's number or 'retried'), count, ...}."""
     finished: dict[tuple[str, JobState], int] = {}
     retried: dict[str, int] = {}
+    requeued: dict[tuple[str, str], int] = {}
     for i in range(0, len(reply), 3):
         queue, outcome, n = _s(reply[i]), _s(reply[i + 1]), int(reply[i + 2])  # type: ignore[arg-type]
         if outcome == "retried":
             retried[queue] = retried.get(queue, 0) + n
+        elif outcome.startswith("rq:"):
+            why = REQUEUED.get(outcome[3:], outcome[3:])
+            requeued[queue, why] = requeued.get((queue, why), 0) + n
         else:
             key = (queue, JobState(int(outcome)))
             finished[key] = finished.get(key, 0) + n
-    return Tally(finished, retried)
+    return Tally(finished, retried, requeued)
 
 
 # ---- ListJobs cursors <-> list.lua's index positions ------------------------------
@@ -319,3 +326,17 @@ def cursor_of(state: JobState, score: bytes, member: bytes) -> Cursor:
         return Cursor(int(state), int(float(score)), 0)
     k1 = round(float(score) * 1e6) if state in _TIMED else int(float(score))
     return Cursor(int(state), k1, int(member[:16], 16))
+
+
+def figures_of(view: QueueView, reply: Sequence[Reply | int]) -> QueueFigures:
+    """figures.lua's reply for a queue whose view is ``view``."""
+    head = _s(reply[0])  # type: ignore[arg-type]
+    return QueueFigures(
+        view=view,
+        head_ready=float(head) if head else None,
+        blocked=int(reply[1]),  # type: ignore[arg-type]
+        dead=int(reply[2]),  # type: ignore[arg-type]
+        failed=int(reply[3]),  # type: ignore[arg-type]
+        rate_limited=bool(int(reply[4])),  # type: ignore[arg-type]
+        key_held=int(reply[5]),  # type: ignore[arg-type]
+    )

@@ -36,6 +36,7 @@ OPERATIONS = (
     "purge",
     "update",
     "view",
+    "figures",
     "acquire",
     "slot",
     "list",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from redis import exceptions as rx
@@ -15,6 +16,7 @@ from dispatchd.backend import HealthReport
 from dispatchd.engine import EngineLimits
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import Internal, Reason, Unavailable
+from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.reaping import ReapIndex
 from dispatchd.redis.scripts import Scripts
@@ -25,12 +27,25 @@ log = logging.getLogger("dispatchd.redis")
 #: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
 #: and settings are the same twice. Not submit, claim, cancel, retry or purge.
 REPEATABLE = frozenset(
-    {"result", "heartbeat", "release", "reap", "view", "list", "update", "slot", "reprioritize"}
+    {
+        "result",
+        "heartbeat",
+        "release",
+        "reap",
+        "view",
+        "figures",
+        "list",
+        "update",
+        "slot",
+        "reprioritize",
+    }
 )
 
 QUEUES_KEY = "dq:queues"
 """Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
 
+#: The ``script`` label of plain commands and pipelines (fleet entries, counts).
+COMMANDS = "_commands"
 #: Errors that mean Redis could not be asked, or did not answer in time.
 UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
 #: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
@@ -72,6 +87,8 @@ class RedisStore:
         self.clock = clock
         self._scripts = Scripts.register(client)
         self._known_queues: set[str] = set()
+        #: Script call seconds and failures for /metrics (dispatchd_redis_*).
+        self.stats = StorageStats()
         #: Redis unreachable is trouble until a call gets through again (readiness).
         self.health = HealthReport()
         #: Which queues a reaper pass looks at (redis/reaping.py).
@@ -97,9 +114,12 @@ class RedisStore:
         have happened: the message says so, like a journal write that failed). Every
         script's first two arguments are the retention and the test clock ('': TIME)."""
         now = "" if self.clock is None else repr(self.clock())
+        stats = self.stats
+        start = perf_counter()
         try:
             reply = await self._scripts.run(name, keys, [self.retention, now, *args])
         except UNREACHABLE as e:
+            stats.call_failed(name, "unreachable")
             self._away(e)
             raise Unavailable(
                 f"redis is unreachable ({e}); retry (with an idempotency key for submits)",
@@ -108,7 +128,9 @@ class RedisStore:
         except rx.ResponseError as e:
             refusal = _refused(e)
             if refusal is not None:
+                stats.call_failed(name, "refused")
                 raise refusal from None
+            stats.call_failed(name, "script")
             where = keys[0] if keys else "no key"
             log.error("redis script %s failed on %s: %s", name, where, e)
             raise Internal(
@@ -116,6 +138,7 @@ class RedisStore:
                 "affected",
                 metadata={"script": name},
             ) from None
+        stats.call(name, perf_counter() - start)
         self.health.set(None)
         return reply
 
@@ -123,6 +146,7 @@ class RedisStore:
         try:
             reply = await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)
@@ -133,6 +157,7 @@ class RedisStore:
         try:
             replies: list[Any] = await pipe.execute()
         except UNREACHABLE as e:
+            self.stats.call_failed(COMMANDS, "unreachable")
             self._away(e)
             raise _unreachable(e) from None
         self.health.set(None)

@@ -3,13 +3,14 @@ servicer serves every backend (dispatchd.backend); it makes no dispatch decision
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
 from dispatchd import convert
 from dispatchd.backend import Backend, DrainReport
+from dispatchd.engine import EngineError
 from dispatchd.service.errors import (
     queue_field,
     single_job_field,
@@ -27,6 +28,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 StartDrain = Callable[[float | None], Awaitable[DrainReport | None]]
 """Begins the server's drain (once) with an optional grace and returns the counts as it
 began, or None when a drain was already under way (its grace stays in force)."""
+SubmitRefused = Callable[[list[str], str], None]
+"""Told the queues of a refused submit's jobs and the refusal's ErrorInfo reason (metrics)."""
 
 
 class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServicer):
@@ -36,16 +39,22 @@ class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServic
         clock: Callable[[], float],
         work: WorkStream,
         start_drain: StartDrain,
+        refused: SubmitRefused | None = None,
     ) -> None:
         super().__init__(backend)
         self._clock = clock
         self._work = work
         self._start_drain = start_drain
+        self._refused = refused
 
     @translating_fields(single_job_field)
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        specs = convert.new_jobs([request.job], self._clock())
-        ((job, duplicate),) = await self._backend.submit(specs)
+        try:
+            specs = convert.new_jobs([request.job], self._clock())
+            ((job, duplicate),) = await self._backend.submit(specs)
+        except EngineError as e:
+            self._tell_refused([request.job], e)
+            raise
         response = pb.SubmitResponse(duplicate=duplicate)
         convert.fill_job(response.job, job, with_payload=False)  # the caller has it
         return response
@@ -55,12 +64,20 @@ class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServic
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
         now = self._clock()
-        results = await self._backend.submit(convert.new_jobs(request.jobs, now))
+        try:
+            results = await self._backend.submit(convert.new_jobs(request.jobs, now))
+        except EngineError as e:
+            self._tell_refused(request.jobs, e)
+            raise
         response = pb.SubmitBatchResponse(duplicates=[dup for _, dup in results])
         add = response.jobs.add
         for job, _ in results:
             convert.fill_job(add(), job, with_payload=False)  # the caller has the payloads
         return response
+
+    def _tell_refused(self, jobs: Sequence[pb.JobSpec], error: EngineError) -> None:
+        if self._refused is not None:
+            self._refused([j.queue for j in jobs], error.reason)
 
     @translating
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:

@@ -51,10 +51,12 @@ class MessageCounts:
     """Work stream messages by (direction, kind), for /metrics: next to the job counters
     they show how many jobs a message carries, so coalescing on either side is visible."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "jobs_delivered")
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
+        self.jobs_delivered = 0
+        """Jobs the sent deliveries messages carried."""
 
     def add(self, direction: str, kind: str) -> None:
         key = (direction, kind)
@@ -85,6 +87,7 @@ class WorkerSession:
     def __init__(self, counts: MessageCounts) -> None:
         self.outbox: asyncio.Queue[pb.WorkResponse | StreamEnd] = asyncio.Queue()
         self._sent = counts.add
+        self._counts = counts
         self._rejections = 0  # rejection entries queued and not yet written
         self._ended = False
         #: The stream's own task, cancelled when the outbox overflows (see _overflow).
@@ -132,6 +135,7 @@ class WorkerSession:
             d = out.add(lease_id=lease.lease_id)
             convert.fill_job(d.job, lease.job)
             convert.set_time(d.lease_expire_time, lease.deadline)
+        self._counts.jobs_delivered += len(leases)
         self._put(msg, "deliveries")
 
     def cancel(self, job_ids: list[str]) -> None:

@@ -18,6 +18,7 @@ Only the writer thread touches the connection after ``open``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import zlib
@@ -113,6 +114,14 @@ class SqliteJournal:
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def size_on_disk(self) -> int:
+        """Bytes of the database and its WAL now (0 for a file that is not there)."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,15 @@ local function add_attempt(j, now, err, http_status, latency)
 end
 
 -- An attempt ended without a verdict: the job waits again at its old place (same seq),
--- unless its expire_at passed meanwhile.
-local function give_back(b, id, now)
+-- unless its expire_at passed meanwhile. why: the lost attempt's code, tallied as
+-- 'rq:<code>' for dispatchd_jobs_requeued_total (nil: a drain's hand-back, not counted).
+local function give_back(b, id, now, why)
   local ex = num(redis.call('HGET', jkey(b, id), 'ex'))
   if ex ~= nil and ex <= now then
     finish(b, id, EXPIRED, now, false)
   else
     wait(b, id, now)
+    if why then tally(b, id, 'rq:' .. why) end
   end
 end
 
@@ -36,7 +38,7 @@ local function attempt_failed(b, id, now, err, lost, rnd, http_status, latency)
   local policy = parse_policy(f[1]) or parse_policy(redis.call('HGET', b .. ':cfg', 'rp'))
   if policy == nil then
     if lost then
-      give_back(b, id, now)
+      give_back(b, id, now, err.code)
     else
       redis.call('HSET', j, 'em', err.msg, 'er', err.retryable and 1 or 0, 'ec', err.code)
       finish(b, id, FAILED, now, false)
