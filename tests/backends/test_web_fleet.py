@@ -63,6 +63,7 @@ async def test_one_replicas_dashboard_shows_every_replicas_workers(
             await client.submit("fleet", b"x")  # through replica b
         overview = json.loads((await get(port, "/api/overview")).body)
         assert overview["totals"]["pending"] == 1
+        assert overview["totals"]["dead"] == 0
         assert overview["totals"]["replicas"] == 2
         assert "Replicas with workers" in (await get(port, "/")).body
     finally:

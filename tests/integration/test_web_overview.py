@@ -90,6 +90,7 @@ async def test_the_chart_counts_dispatched_succeeded_and_failed(
     await eventually(charted, what="6 dispatched, 4 succeeded, 2 failed on the chart")
     data = await _overview(port)
     assert data["totals"]["dead_recent"] == 2
+    assert (data["totals"]["dead"], data["totals"]["failed"]) == (2, 0)  # the backend's count
     assert data["queues"][0]["attention"].startswith("2 dead in the last ")
     page = (await get(port, "/")).body
     for name in ("dispatched", "succeeded", "failed"):

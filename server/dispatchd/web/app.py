@@ -262,7 +262,8 @@ class Dashboard:
 
     async def _fleet(self) -> pages.Fleet:
         b = self._backend
-        views = await b.list_queues()
+        figures = await b.queue_figures()  # the views, and what they hold dead and why
+        views = [f.view for f in figures]
         workers = await b.list_workers()
         trends: dict[str, Trend | None] = {}
         for i, v in enumerate(views):
@@ -271,7 +272,8 @@ class Dashboard:
             trends[v.name] = self._trend(v.name)
         t = self._hooks.trends
         rates = None if t is None else t.rates(self._hooks.clock())
-        return pages.Fleet(views, workers, trends, rates, b.capabilities.shared)
+        by_name = {f.view.name: f for f in figures}
+        return pages.Fleet(views, workers, trends, rates, b.capabilities.shared, by_name)
 
     async def _overview_json(self, every: bool) -> bytes:
         """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab

@@ -9,11 +9,11 @@ this replica's share: each replica hears of the jobs its own workers ran).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dispatchd.backend import WorkerInfo
-from dispatchd.engine import QueueView
+from dispatchd.engine import QueueFigures, QueueView
 from dispatchd.web.sparks import chart_path
 from dispatchd.web.trends import Rates, Trend
 
@@ -30,15 +30,19 @@ class Attention:
     """What to look at ('' when nothing)."""
 
 
-def attention(v: QueueView, trend: Trend | None) -> Attention:
+def attention(v: QueueView, trend: Trend | None, fig: QueueFigures | None = None) -> Attention:
     """Why a queue needs an operator, if it does. Stuck: work waits, the queue is not
     paused, and nothing runs (no workers, width 0, or nothing finished lately and nothing
-    underway)."""
+    underway). Throttled: its rate has no token now or its fairness keys are at their
+    limits (the backend's figures), or its backlog is past the rate's burst."""
     waiting = v.pending_count
     running = not v.settings.paused
     rate = v.settings.rate
+    held = fig is not None and (fig.rate_limited or fig.key_held > 0)
     # A backlog past the burst of a rate limit is the rate's doing, not a stuck queue.
-    throttled = rate is not None and running and waiting > max(1, rate.burst)
+    throttled = (
+        running and waiting > 0 and (held or (rate is not None and waiting > max(1, rate.burst)))
+    )
     if waiting and running:
         if v.worker_count == 0:
             return Attention(STUCK, f"stuck: {waiting} waiting, no workers")
@@ -51,17 +55,23 @@ def attention(v: QueueView, trend: Trend | None) -> Attention:
         seconds = len(trend.throughput) * trend.bucket_seconds
         window = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {window}")
-    if throttled and rate is not None:
-        return Attention(THROTTLED, f"throttled: {waiting} waiting at {rate.per_second:g}/s")
+    if throttled and fig is not None and fig.key_held and not fig.rate_limited:
+        return Attention(THROTTLED, f"throttled: {fig.key_held} ready jobs at their key limits")
+    if throttled:
+        at = f" at {rate.per_second:g}/s" if rate is not None else ""
+        return Attention(THROTTLED, f"throttled: {waiting} waiting{at}")
     if waiting and not running:
         return Attention(PAUSED_WAITING, f"paused, {waiting} waiting")
     return Attention(FINE, "")
 
 
 def by_attention(
-    views: Sequence[QueueView], trends: dict[str, Trend | None]
+    views: Sequence[QueueView],
+    trends: dict[str, Trend | None],
+    figures: Mapping[str, QueueFigures] | None = None,
 ) -> list[tuple[QueueView, Attention]]:
-    rated = [(v, attention(v, trends[v.name])) for v in views]
+    figs = figures or {}
+    rated = [(v, attention(v, trends[v.name], figs.get(v.name))) for v in views]
     rated.sort(key=lambda r: (-r[1].level, -r[0].pending_count, r[0].name))
     return rated
 
@@ -75,6 +85,9 @@ class Totals:
     workers: int
     replicas: int
     """Distinct replicas holding workers (0 on the embedded backend)."""
+    dead: int
+    """DEAD jobs the queues hold now (the backend's figures: the whole fleet on Redis)."""
+    failed: int
     dead_recent: int
     """Jobs that went DEAD within the trend window (this process's share)."""
     dispatched_now: float
@@ -87,8 +100,12 @@ def totals(
     workers: Sequence[WorkerInfo],
     trends: dict[str, Trend | None],
     rates: Rates | None,
+    figures: Mapping[str, QueueFigures] | None = None,
 ) -> Totals:
+    figs = (figures or {}).values()
     return Totals(
+        dead=sum(f.dead for f in figs),
+        failed=sum(f.failed for f in figs),
         queues=len(views),
         pending=sum(v.pending_count for v in views),
         scheduled=sum(v.scheduled_count for v in views),

@@ -18,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jinja2
 
 from dispatchd.backend import WorkerInfo
-from dispatchd.engine import JobState, JobView, QueueView
+from dispatchd.engine import JobState, JobView, QueueFigures, QueueView
 from dispatchd.web.bulk import PICK
 from dispatchd.web.bulk import Preview as BulkPreview
 from dispatchd.web.links import url
@@ -139,6 +139,8 @@ class Fleet:
     rates: Rates | None
     shared: bool
     """Several replicas share the queues (Redis): the chart is this replica's share."""
+    figures: Mapping[str, QueueFigures] = field(default_factory=dict)
+    """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
 
 
 #: Queues the overview lists unless asked for all (?all=1): those needing attention most.
@@ -146,10 +148,10 @@ OVERVIEW_ROWS = 200
 
 
 def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
-    rated = by_attention(fleet.views, fleet.trends)
+    rated = by_attention(fleet.views, fleet.trends, fleet.figures)
     shown = rated if every else rated[:OVERVIEW_ROWS]
     return {
-        "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates),
+        "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates, fleet.figures),
         "rated": shown,
         "hidden": len(rated) - len(shown),
         "chart": chart(fleet.rates) if fleet.rates else None,
