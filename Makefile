@@ -126,13 +126,18 @@ $(AXE_STAMP): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json | node-tools
 screenshot: $(STAMP) browser-tools browser-deps
 	DISPATCHD_SCREENSHOT=docs $(BIN)/pytest -q tests/browser/test_screenshot.py
 
-## redis-server for the Redis backend's tests (each test session starts its own on a free
-## port): Debian's package when missing (CI machines start without it).
+## redis-server and redis-sentinel for the Redis backend's tests (each test session starts
+## its own on free ports, a Cluster and Sentinels too): Debian's packages when missing (CI
+## machines start without them).
 redis-tools:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server with apt"; \
+	@missing=""; \
+	command -v redis-server >/dev/null || missing=" redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	@redis-server --version
 
 ## promtool for the alerting rules' unit tests and `promtool check metrics` on a scrape:

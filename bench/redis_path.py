@@ -2,9 +2,13 @@
 per-job (one Submit per job, workers acking as they go) and burn-down (jobs submitted in
 batches first, then drained by workers) jobs/s for the embedded server, one Redis-backed
 replica and three, as ratios of the embedded figures; plus dispatchd and redis-server CPU
-microseconds per job (utime + stime from /proc/<pid>/stat).
+microseconds per job (utime + stime from /proc/<pid>/stat), Redis commands per job (INFO
+commandstats before and after each phase: every command, those the scripts run included,
+and the scripts, EVALSHA, among them) and Redis round trips per job (INFO stats'
+total_reads_processed: one read event per request or pipeline a client sent).
 
     python -m bench.redis_path [--rounds 3] [--per-job-jobs 3000] [--burn-jobs 20000]
+                               [--modes embedded,"redis x1"]
 
 Prints a table and writes bench/results/redis_path.json. Needs redis-server on PATH
 (`make redis-tools` installs it)."""
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import redis as redis_py
 
 from bench.procs import ServerProcess, cpu_times, free_port, start, stop_all
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -41,6 +46,9 @@ class Run:
     seconds: float
     server_cpu: float
     redis_cpu: float
+    commands: int = 0
+    scripts: int = 0
+    reads: int = 0
 
     @property
     def jobs_per_s(self) -> float:
@@ -96,6 +104,21 @@ class Fleet:
         redis = sum(cpu_times(self.redis.pid)) if self.redis is not None else 0.0
         return server, redis
 
+    def commands(self) -> tuple[int, int, int]:
+        """(every command, EVALSHA, read events) Redis saw so far (INFO commandstats,
+        INFO stats)."""
+        if self.redis is None:
+            return 0, 0, 0
+        host, _, port = self.redis.target.rpartition(":")
+        client = redis_py.Redis(host=host, port=int(port))
+        try:
+            stats = client.info("commandstats")
+            reads = int(client.info("stats")["total_reads_processed"])
+        finally:
+            client.close()
+        calls = {name: int(v["calls"]) for name, v in stats.items()}
+        return sum(calls.values()), calls.get("cmdstat_evalsha", 0), reads
+
     async def close(self) -> None:
         for ch in self.channels:
             await ch.close(None)
@@ -139,6 +162,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
         return False
 
     server0, redis0 = fleet.cpu()
+    commands0, scripts0, reads0 = fleet.commands()
     started = time.perf_counter()
     workers = [
         asyncio.create_task(_worker(fleet.stubs[i % len(fleet.stubs)], done))
@@ -148,10 +172,19 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
     await asyncio.wait_for(finished.wait(), 300)
     seconds = time.perf_counter() - started
     server1, redis1 = fleet.cpu()
+    commands1, scripts1, reads1 = fleet.commands()
     for task in workers:
         task.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
-    return Run(jobs, seconds, server1 - server0, redis1 - redis0)
+    return Run(
+        jobs,
+        seconds,
+        server1 - server0,
+        redis1 - redis0,
+        commands1 - commands0,
+        scripts1 - scripts0,
+        max(0, reads1 - reads0 - 2),  # less the two INFO calls of the first reading
+    )
 
 
 async def _per_job(fleet: Fleet, jobs: int) -> Run:
@@ -218,9 +251,10 @@ def _median(values: Sequence[float]) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    runs: dict[str, list[tuple[Run, Run]]] = {m: [] for m in MODES}
+    modes = [m for m in args.modes.split(",") if m]
+    runs: dict[str, list[tuple[Run, Run]]] = {m: [] for m in modes}
     for _ in range(args.rounds):
-        for mode in MODES:  # interleaved: each round sees the same machine load per mode
+        for mode in modes:  # interleaved: each round sees the same machine load per mode
             runs[mode].append(await _mode(mode, args.per_job_jobs, args.burn_jobs))
     out: dict[str, dict[str, float]] = {}
     for mode, pairs in runs.items():
@@ -232,25 +266,33 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 [r.us_per_job(r.server_cpu) for r in rs]
             )
             row[f"{phase}_redis_cpu_us_per_job"] = _median([r.us_per_job(r.redis_cpu) for r in rs])
+            row[f"{phase}_redis_commands_per_job"] = _median([r.commands / r.jobs for r in rs])
+            row[f"{phase}_redis_scripts_per_job"] = _median([r.scripts / r.jobs for r in rs])
+            row[f"{phase}_redis_round_trips_per_job"] = _median([r.reads / r.jobs for r in rs])
         out[mode] = row
-    base = out["embedded"]
+    base = out.get("embedded")
     for row in out.values():
         for phase in ("per_job", "burn_down"):
-            row[f"{phase}_vs_embedded"] = row[f"{phase}_jobs_per_s"] / base[f"{phase}_jobs_per_s"]
+            ref = base[f"{phase}_jobs_per_s"] if base else row[f"{phase}_jobs_per_s"]
+            row[f"{phase}_vs_embedded"] = row[f"{phase}_jobs_per_s"] / ref
     return out
 
 
 def _print(out: dict[str, dict[str, float]], rounds: int) -> None:
     print(f"Redis path vs embedded (medians of {rounds} rounds)")
     print(f"{'mode':10} {'phase':10} {'jobs/s':>9} {'ratio':>6} ", end="")
-    print(f"{'server us/job':>14} {'redis us/job':>13}")
+    print(f"{'server us/job':>14} {'redis us/job':>13} {'cmds/job':>9} {'scripts/job':>12}", end="")
+    print(f" {'trips/job':>10}")
     for mode, row in out.items():
         for phase in ("per_job", "burn_down"):
             print(
                 f"{mode:10} {phase:10} {row[f'{phase}_jobs_per_s']:9.0f} "
                 f"{row[f'{phase}_vs_embedded']:6.2f} "
                 f"{row[f'{phase}_server_cpu_us_per_job']:14.0f} "
-                f"{row[f'{phase}_redis_cpu_us_per_job']:13.0f}"
+                f"{row[f'{phase}_redis_cpu_us_per_job']:13.0f} "
+                f"{row[f'{phase}_redis_commands_per_job']:9.2f} "
+                f"{row[f'{phase}_redis_scripts_per_job']:12.2f} "
+                f"{row[f'{phase}_redis_round_trips_per_job']:10.2f}"
             )
 
 
@@ -259,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-job-jobs", type=int, default=3200)
     p.add_argument("--burn-jobs", type=int, default=20_000)
+    p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
     args = p.parse_args(argv)
     out = asyncio.run(main_async(args))
     _print(out, args.rounds)

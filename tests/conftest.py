@@ -21,9 +21,11 @@ from dispatchd.config import Config
 from dispatchd.runtime import DispatchdServer
 from dispatchd_client import AsyncClient, Worker
 from tests.inproc import base_config, serving
-from tests.redisproc import RedisProcess
+from tests.redisproc import RedisClusterProcess, RedisProcess
 
 BACKENDS = ("embedded", "redis")
+#: The conformance suite also runs on a 3-primary Redis Cluster (one per session).
+CLUSTER = "redis-cluster"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -37,7 +39,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = ("redis",)
     else:
         backends = BACKENDS
+    if "redis" in backends and _on_cluster(metafunc):
+        backends = (*backends, CLUSTER)
     metafunc.parametrize("backend", backends)
+
+
+def _on_cluster(metafunc: pytest.Metafunc) -> bool:
+    """The conformance suite's tests run on the Cluster too."""
+    return "conformance" in metafunc.definition.path.parts
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_process(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterProcess]:
+    proc = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_process: RedisClusterProcess) -> str:
+    """An empty Redis Cluster for each test."""
+    redis_cluster_process.flush()
+    return redis_cluster_process.url
 
 
 @pytest.fixture(scope="session")

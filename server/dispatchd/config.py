@@ -110,8 +110,8 @@ class Config:
     """embedded: this process holds the queues (memory + journal); redis: the queues live
     in Redis (--redis-url) and several replicas share them (docs/redis.md)."""
     redis_url: str = ""
-    """redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port[,...]/service[/db];
-    needed by --backend redis."""
+    """redis://, rediss:// (TLS), unix://, redis+sentinel://host:port[,...]/service[/db]
+    or redis+cluster://host:port[,...] (a Redis Cluster); needed by --backend redis."""
     keepalive_time: float = 20.0
     """Seconds of quiet after which the server pings a connection (and drops it when no
     answer comes within half that): how soon a worker behind a dead connection loses its

@@ -31,8 +31,8 @@ async def driver(
 ) -> AsyncIterator[Driver]:
     built: Backend
     open_peer: Callable[[], Awaitable[Backend]] | None = None
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
+    if backend in ("redis", "redis-cluster"):
+        url = request.getfixturevalue("redis_url" if backend == "redis" else "redis_cluster_url")
         built = await open_redis(url, limits, clock)
 
         async def open_peer() -> Backend:

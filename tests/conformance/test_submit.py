@@ -187,6 +187,8 @@ async def test_max_pending_admits_all_of_a_batch_or_none(driver: Driver) -> None
 
 
 async def test_max_pending_admits_none_of_a_batch_across_queues(driver: Driver) -> None:
+    if driver.name == "redis-cluster":
+        pytest.skip("a Cluster admits a batch per slot: test_a_cluster_batch_fails_per_slot")
     await driver.update("small", max_pending=1)
     with pytest.raises(ResourceExhausted, match="small"):
         await driver.backend.submit(
@@ -194,6 +196,24 @@ async def test_max_pending_admits_none_of_a_batch_across_queues(driver: Driver) 
         )
     assert [q.name for q in await driver.backend.list_queues()] == ["small"]
     assert await driver.counts("small") == (0, 0, 0)
+
+
+async def test_a_cluster_batch_fails_per_slot(driver: Driver) -> None:
+    """On a Redis Cluster a batch over queues of several slots is one atomic script per
+    slot: a part refused fails only its own jobs, and the error says which were admitted."""
+    if driver.name != "redis-cluster":
+        pytest.skip("one atomic batch on a single store: the test above")
+    await driver.update("small", max_pending=1)
+    with pytest.raises(ResourceExhausted, match=r"small.*jobs \[0, 2\] \(2 of them\)") as e:
+        await driver.backend.submit(
+            [NewJob("big"), NewJob("small"), NewJob("big"), NewJob("small"), NewJob("small")]
+        )
+    assert e.value.metadata["admitted"] == "2"
+    assert await driver.counts("small") == (0, 0, 0)
+    assert (await driver.counts("big"))[0] == 2
+    # And when every part is admitted, the answer is in request order.
+    jobs = await driver.backend.submit([NewJob(q) for q in ("c", "big", "d", "c", "e")])
+    assert [j.queue for j, _ in jobs] == ["c", "big", "d", "c", "e"]
 
 
 async def test_a_refused_batch_claims_none_of_its_keys(driver: Driver) -> None:

@@ -4,13 +4,16 @@ same status and message as on the embedded backend."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.crc import key_slot
+
 from dispatchd.engine import JobState, NewJob
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import FailedPrecondition
+from dispatchd.engine.errors import EngineError, FailedPrecondition
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import page_plan
 from dispatchd.engine.model import QueueFigures, QueueView
@@ -53,6 +56,33 @@ def _setting_args(
     return changes
 
 
+def _slot_parts(specs: Sequence[NewJob]) -> list[list[int]]:
+    """The indexes of ``specs`` grouped by their queue's Cluster slot, in request order."""
+    by_slot: dict[int, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_slot.setdefault(key_slot(records.cfg_key(spec.queue).encode()), []).append(i)
+    return list(by_slot.values())
+
+
+def _partial(failed: EngineError, admitted: list[int], job_ids: list[str]) -> EngineError:
+    """``failed`` (same class, status and reason), saying which jobs were admitted anyway."""
+    shown = ", ".join(str(i) for i in admitted[:20]) + (" ..." if len(admitted) > 20 else "")
+    message = (
+        f"{failed}; this batch spans several Redis Cluster slots and was admitted per slot: "
+        f"jobs [{shown}] ({len(admitted)} of them) were admitted, the others were not; a "
+        "retry with idempotency keys finds the admitted ones"
+    )
+    metadata = {**failed.metadata, "admitted": str(len(admitted)), "first_admitted": job_ids[0]}
+    error = type(failed)(
+        message,
+        field=failed.field,
+        reason=failed.reason,
+        retry_after=failed.retry_after,
+        metadata=metadata,
+    )
+    return error
+
+
 class RedisJobs(RedisStore):
     """The request-side operations; leasing.py has the worker side."""
 
@@ -90,19 +120,32 @@ class RedisJobs(RedisStore):
         return total
 
     async def submit(self, specs: Sequence[NewJob], now: float) -> list[tuple[StoredJob, bool]]:
-        """All of ``specs`` or none (one script); the engine's checks and messages."""
+        """All of ``specs`` or none (one script); the engine's checks and messages. On a
+        Redis Cluster a batch whose queues live on several slots is one script per slot
+        (each part atomic), the answers in request order (see _submit_split)."""
         lim.check_batch(specs, self.limits)
         queues = {s.queue for s in specs}
         await self.check_new_queues(queues)
+        ids = [records.job_id(self._new_ulid(now), spec.queue) for spec in specs]
+        await self._mark_timed(specs, now)
+        parts = _slot_parts(specs) if self.cluster else [list(range(len(specs)))]
+        if len(parts) == 1:
+            return await self._submit_part(specs, ids)
+        return await self._submit_split(specs, ids, parts)
+
+    async def _submit_part(
+        self, specs: Sequence[NewJob], ids: Sequence[str]
+    ) -> list[tuple[StoredJob, bool]]:
+        """One script: every job of ``specs`` (queues of one slot on a Cluster) or none."""
+        queues = {s.queue for s in specs}
         args: list[Any] = [
             self.limits.default_width,
             self.limits.default_lease_seconds,
             self.limits.max_pending_total,
             self.waiting_estimate(),
         ]
-        for spec in specs:
-            args += records.submit_args(spec, records.job_id(self._new_ulid(now), spec.queue))
-        await self._mark_timed(specs, now)
+        for spec, job_id in zip(specs, ids, strict=True):
+            args += records.submit_args(spec, job_id)
         reply = await self.run("submit", [records.cfg_key(q) for q in sorted(queues)], args)
         if reply[0] == b"full":
             name, waiting, n, bound = reply[1].decode(), *(int(x) for x in reply[2:5])
@@ -114,6 +157,32 @@ class RedisJobs(RedisStore):
         out = [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
         self._admitted += sum(1 for _, duplicate in out if not duplicate)
         return out
+
+    async def _submit_split(
+        self, specs: Sequence[NewJob], ids: Sequence[str], parts: list[list[int]]
+    ) -> list[tuple[StoredJob, bool]]:
+        """A Cluster batch over several slots: the parts run at once, each atomic. When
+        one fails, the others' jobs stay admitted (no script can undo another slot's): the
+        first failure is raised with which jobs were admitted, so a caller retries the
+        batch (idempotency keys make the admitted ones come back as duplicates)."""
+        answers = await asyncio.gather(
+            *(self._submit_part([specs[i] for i in p], [ids[i] for i in p]) for p in parts),
+            return_exceptions=True,
+        )
+        out: list[tuple[StoredJob, bool] | None] = [None] * len(specs)
+        failed: BaseException | None = None
+        for part, answer in zip(parts, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failed = failed or answer
+                continue
+            for i, item in zip(part, answer, strict=True):
+                out[i] = item
+        if failed is None:
+            return [item for item in out if item is not None]
+        admitted = [i for i, item in enumerate(out) if item is not None]
+        if not admitted or not isinstance(failed, EngineError):
+            raise failed
+        raise _partial(failed, admitted, [ids[i] for i in admitted])
 
     async def _mark_timed(self, specs: Sequence[NewJob], now: float) -> None:
         """Delayed and expiring jobs need a reaper at their time, whoever serves their
@@ -236,13 +305,19 @@ class RedisJobs(RedisStore):
         """One script checks the queue is empty and deletes it with its finished jobs and
         its registry entry; the engine's refusals and messages."""
         lim.check_queue_name(name)
-        reply = await self.run("delete", [records.cfg_key(name), QUEUES_KEY], [])
+        # On a Cluster the registry is on another slot than the queue: its entry goes in a
+        # command of its own after the script (a crash between leaves a name the listing
+        # skips, as it skips any registered queue that is gone).
+        keys = [records.cfg_key(name)] if self.cluster else [records.cfg_key(name), QUEUES_KEY]
+        reply = await self.run("delete", keys, [])
         if reply[0] == b"nf":
             raise lim.not_found_queue(name)
         if reply[0] == b"busy":
             names = ("pending", "scheduled", "underway", "slots", "workers")
             holds = {k: int(x) for k, x in zip(names, reply[1:6], strict=True)}
             raise lim.queue_not_empty(name, holds, reply[6] == 1)
+        if self.cluster:
+            await self.call("SREM", QUEUES_KEY, name)
         self.forget_queue(name)
         return int(reply[1])
 

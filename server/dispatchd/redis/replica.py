@@ -85,6 +85,11 @@ class Replica:
         self._worker_seq = 0
         self._rr = 0
         self._promised: dict[int, int] = {}  # worker key -> credits of claims running now
+        #: Queues whose last claim got fewer jobs than it asked for: nothing more to claim
+        #: until a wake-up or a timer says so. A claim that is let go of credits another
+        #: claim left unused does not ask them again: with several queues empty and one
+        #: full, the empty ones (kicked first) took every credit in turn, for ever.
+        self._drained: set[str] = set()
         self._short: set[str] = set()  # queues whose claim got fewer credits for that
         self._turns: dict[int, int] = {}  # worker key -> its queue that claims first next
         self.draining = False
@@ -324,13 +329,20 @@ class Replica:
 
     # ---- claiming -------------------------------------------------------------------
 
-    def kick(self, queue: str) -> None:
-        """Claims for ``queue`` soon; a claim running now runs once more afterwards."""
+    def kick(self, queue: str, short: bool = False) -> None:
+        """Claims for ``queue`` soon; a claim running now runs once more afterwards.
+        ``short``: only because credits it was denied came free (see _drained)."""
+        if short and queue in self._drained:
+            return
+        self._drained.discard(queue)
         if queue not in self._by_queue or self.draining:
             return
         task = self._claiming.get(queue)
         if task is not None:
-            self._again.add(queue)
+            # A claim running now asks again by itself when it got all it asked for; when
+            # it did not, the queue has nothing more: freed credits are no news to it.
+            if not short:
+                self._again.add(queue)
             return
         self._claiming[queue] = asyncio.get_running_loop().create_task(self._claim(queue))
 
@@ -386,7 +398,7 @@ class Replica:
         if used < sum(n for _, n in credits) and self._short:
             short, self._short = self._short, set()
             for name in sorted(short):
-                self.kick(name)
+                self.kick(name, short=True)
 
     async def _claim(self, queue: str) -> None:
         try:
@@ -414,6 +426,7 @@ class Replica:
                 if wake is not None:
                     self._arm(queue, wake)
                 if len(jobs) < wanted and queue not in self._again:
+                    self._drained.add(queue)
                     return
         finally:
             self._claiming.pop(queue, None)

@@ -101,7 +101,22 @@ def _job_fields(job_lua: str) -> tuple[str, ...]:
     return tuple(re.findall(r"'([a-z]+)'", m.group(1)))
 
 
+#: A queue's channels are published as ``redis.call('PUBLISH', b .. ':ev', ...)``, b the
+#: queue's hash tag. On a Redis Cluster they go out as sharded messages (SPUBLISH: to the
+#: subscribers of that slot's node only, not broadcast to every node over the cluster bus),
+#: so the same scripts run there with this one word changed. The settings channel
+#: ('dq:qs', no queue's slot) stays a broadcast PUBLISH: rare, and any node hears it.
+_QUEUE_PUBLISH = "redis.call('PUBLISH', b .. "
+_QUEUE_SPUBLISH = "redis.call('SPUBLISH', b .. "
+
+
+def sharded(text: str) -> str:
+    """``text`` with its queue-channel publishes sharded (Redis Cluster)."""
+    return text.replace(_QUEUE_PUBLISH, _QUEUE_SPUBLISH)
+
+
 SOURCES = {op: assemble(op) for op in OPERATIONS}
+SHARDED_SOURCES = {op: sharded(text) for op, text in SOURCES.items()}
 JOB_FIELDS = _job_fields(read_include("job"))
 
 
@@ -112,8 +127,9 @@ class Scripts:
     by_name: dict[str, AsyncScript]
 
     @classmethod
-    def register(cls, client: Redis) -> Scripts:
-        return cls({op: client.register_script(text) for op, text in SOURCES.items()})
+    def register(cls, client: Redis, cluster: bool = False) -> Scripts:
+        sources = SHARDED_SOURCES if cluster else SOURCES
+        return cls({op: client.register_script(text) for op, text in sources.items()})
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self.by_name[name](keys=keys, args=args)

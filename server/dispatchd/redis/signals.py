@@ -3,7 +3,8 @@
 cancelled ("c:<id>"), and on its finish channel ("{dq:<queue>}:fin") the ids of jobs that
 finished ("f:<ids>"). A replica subscribes to the event channels of the queues its workers
 serve and to the finish channels its WaitJob callers watch (Redis sends nothing for a
-channel nobody listens to); nothing polls Redis in a tight loop."""
+channel nobody listens to); nothing polls Redis in a tight loop. On a Redis Cluster the
+queue channels are sharded, one subscribed connection per primary (redis/sharding.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 
 from dispatchd.redis import records
+from dispatchd.redis.sharding import ShardedPubSub
 from dispatchd.redis.store import UNREACHABLE
 
 log = logging.getLogger("dispatchd.redis")
@@ -31,11 +35,6 @@ QUEUE_SETTINGS = "dq:qs"
 READ_SECONDS = 0.25
 RECONNECT_SECONDS = 1.0
 STOP_SECONDS = 2.0
-
-
-#: Every queue's settings changes: update.lua publishes the queue's name here, so each
-#: replica hears of a lease or target change made through another one.
-QUEUE_SETTINGS = "dq:qs"
 
 
 def events(queue: str) -> str:
@@ -76,7 +75,8 @@ class Signals:
         # The settings channel is always listened to (when someone wants its news).
         self._wanted: dict[str, int] = {QUEUE_SETTINGS: 1} if on_settings else {}
         self._task: asyncio.Task[None] | None = None
-        self._pubsub: PubSub | None = None
+        self._cluster = isinstance(client, RedisCluster)
+        self._pubsub: PubSub | ShardedPubSub | None = None
         self.subscribed: set[str] = set()
         self.changed = asyncio.Event()
         # This replica's own channel for barrier() markers (no queue's: no hash tag).
@@ -113,16 +113,52 @@ class Signals:
         marker: asyncio.Future[None] = loop.create_future()
         self._markers[token] = marker
         try:
+            if self._cluster:
+                await self._sharded_barrier(deadline)
+                return
             if self._marker_channel not in self._wanted:
                 await self.watch(self._marker_channel)  # kept: settle() runs again
-            # No receiver yet: the subscription is not up (or is coming back); try again.
-            while not await self._client.publish(self._marker_channel, token):
-                if loop.time() > deadline:
-                    raise TimeoutError(f"no pub/sub subscription within {within:g} s")
-                await asyncio.sleep(0.01)
+            await self._mark(self._marker_channel, token, "PUBLISH", deadline)
             await asyncio.wait_for(marker, max(0.0, deadline - loop.time()))
         finally:
             self._markers.pop(token, None)
+
+    async def _mark(self, channel: str, token: str, command: str, deadline: float) -> None:
+        """Publishes ``token`` on ``channel`` until someone (this replica) receives it."""
+        loop = asyncio.get_running_loop()
+        # No receiver yet: the subscription is not up (or is coming back); try again.
+        while not await self._client.execute_command(command, channel, token):  # type: ignore[no-untyped-call]
+            if loop.time() > deadline:
+                raise TimeoutError("no pub/sub subscription in time")
+            await asyncio.sleep(0.01)
+
+    async def _sharded_barrier(self, deadline: float) -> None:
+        """On a Cluster each primary delivers its own messages in order, on its own
+        connection: one marker per primary this replica listens to, each on a shard
+        channel of a slot of that primary, all back before the barrier holds. (A
+        broadcast message, the settings channel's, comes over the cluster bus and has no
+        order with these: it is heard soon, not before a barrier.)"""
+        loop = asyncio.get_running_loop()
+        while not isinstance(self._pubsub, ShardedPubSub) or QUEUE_SETTINGS not in self.subscribed:
+            if loop.time() > deadline:
+                raise TimeoutError("no pub/sub subscription in time")
+            await asyncio.sleep(0.01)  # the loop is (re)connecting
+        pubsub = self._pubsub
+        waits = []
+        for node in sorted(pubsub.nodes()):
+            channel = await pubsub.marker_channel(self._marker_channel, node)
+            if channel not in self._wanted:
+                await self.watch(channel)  # kept, as the broadcast marker is
+            token = uuid.uuid4().hex
+            self._markers[token] = loop.create_future()
+            waits.append(token)
+            await self._mark(channel, token, "SPUBLISH", deadline)
+        try:
+            for token in waits:
+                await asyncio.wait_for(self._markers[token], max(0.0, deadline - loop.time()))
+        finally:
+            for token in waits:
+                self._markers.pop(token, None)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-signals")
@@ -135,7 +171,14 @@ class Signals:
 
     async def _run(self) -> None:
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub: PubSub | ShardedPubSub
+            if self._cluster:
+                pubsub = ShardedPubSub(
+                    self._client,  # type: ignore[arg-type]
+                    frozenset({QUEUE_SETTINGS}),
+                )
+            else:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             self.subscribed = set()
             self._pubsub = pubsub
             try:
@@ -143,12 +186,15 @@ class Signals:
             except UNREACHABLE as e:
                 log.warning("redis pub/sub lost (%s); resubscribing in %.0f s", e, 1.0)
                 await asyncio.sleep(RECONNECT_SECONDS)
+            except rx.RedisError as e:  # a refusal mid fail-over (CLUSTERDOWN, ...): the same
+                log.warning("redis pub/sub failed (%s); resubscribing in %.0f s", e, 1.0)
+                await asyncio.sleep(RECONNECT_SECONDS)
             finally:
                 self._pubsub = None
                 with contextlib.suppress(*UNREACHABLE, TimeoutError):
-                    await asyncio.wait_for(pubsub.aclose(), STOP_SECONDS)  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), STOP_SECONDS)
 
-    async def _serve(self, pubsub: PubSub) -> None:
+    async def _serve(self, pubsub: PubSub | ShardedPubSub) -> None:
         first = True
         while True:
             await self._sync(pubsub)
@@ -163,7 +209,7 @@ class Signals:
                 self._dispatch(msg)
                 msg = await pubsub.get_message(timeout=0)
 
-    async def _sync(self, pubsub: PubSub) -> None:
+    async def _sync(self, pubsub: PubSub | ShardedPubSub) -> None:
         wanted = set(self._wanted)
         new = wanted - self.subscribed
         gone = self.subscribed - wanted
@@ -179,10 +225,10 @@ class Signals:
             self.changed.set()
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
-        if msg.get("type") != "message":
+        if msg.get("type") not in ("message", "smessage"):
             return
         channel = msg["channel"].decode()
-        if channel == self._marker_channel:
+        if self._marker_channel in channel:  # the broadcast marker or a shard's
             marker = self._markers.get(msg["data"].decode())
             if marker is not None and not marker.done():
                 marker.set_result(None)

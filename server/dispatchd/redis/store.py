@@ -11,6 +11,7 @@ from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from dispatchd.backend import HealthReport
 from dispatchd.engine import EngineLimits
@@ -42,20 +43,42 @@ REPEATABLE = frozenset(
 )
 
 QUEUES_KEY = "dq:queues"
-"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot)."""
+"""Every queue name, for ListQueues and the reaper (a registry, not on a queue's slot:
+on a Redis Cluster it lives on the slot of its own name, and only single-key commands
+touch it)."""
 
 #: The ``script`` label of plain commands and pipelines (fleet entries, counts).
 COMMANDS = "_commands"
-#: Errors that mean Redis could not be asked, or did not answer in time.
-UNREACHABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, OSError)
+#: Errors that mean Redis could not be asked, or did not answer in time. On a Cluster
+#: also: the client's retries ran out (a primary died and no replica took over yet), or
+#: a slot has no node right now.
+UNREACHABLE = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    OSError,
+    rx.ClusterError,
+    rx.SlotNotCoveredError,
+)
+#: Refusals redis-py raises as their own types (the code word taken off the message).
+_REFUSAL_TYPES = (rx.ReadOnlyError, rx.ClusterDownError, rx.TryAgainError, rx.OutOfMemoryError)
 #: Replies of a Redis that is there but cannot take writes now (out of memory, a replica
 #: during fail-over, no master): UNAVAILABLE too, with Redis' own words.
-_REFUSALS = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY")
+_REFUSALS = (
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "LOADING",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
 
 
 def _refused(e: rx.ResponseError) -> Unavailable | None:
     text = str(e)
-    if text.startswith(_REFUSALS):
+    if isinstance(e, _REFUSAL_TYPES) or text.startswith(_REFUSALS):
         return Unavailable(
             f"redis refused the change ({text}); retry", reason=Reason.BACKEND_UNAVAILABLE
         )
@@ -85,7 +108,10 @@ class RedisStore:
         self.retention = retention
         self.rng = rng or random.SystemRandom()
         self.clock = clock
-        self._scripts = Scripts.register(client)
+        #: A Redis Cluster: queue channels are sharded, a submit is split per slot, the
+        #: queue registry is not in a delete's script (redis/connect.py).
+        self.cluster = isinstance(client, RedisCluster)
+        self._scripts = Scripts.register(client, self.cluster)
         self._known_queues: set[str] = set()
         #: Script call seconds and failures for /metrics (dispatchd_redis_*).
         self.stats = StorageStats()

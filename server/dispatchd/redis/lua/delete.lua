@@ -1,6 +1,7 @@
 -- Deletes an empty queue: its settings, its finished jobs and every key left under its
 -- base, and its name in the registry, in one step. KEYS[1] is the queue's ":cfg",
--- KEYS[2] the registry (store.QUEUES_KEY; the one key off the queue's Cluster slot).
+-- KEYS[2] the registry (store.QUEUES_KEY; the one key off the queue's Cluster slot: on a
+-- Cluster it is not passed, and the caller takes the name out of the registry next).
 -- ARGV: retention, clock. A queue with waiting or underway jobs, held or requested slots,
 -- or connected workers is left as it is.
 -- Returns {'nf'}, {'busy', pending, scheduled, underway, slots, workers, has http_target}
@@ -35,6 +36,6 @@ for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', '
     ':workers'}) do
   redis.call('DEL', b .. suffix)
 end
-redis.call('SREM', KEYS[2], queue_of_base(b))
+if KEYS[2] then redis.call('SREM', KEYS[2], queue_of_base(b)) end
 redis.call('PUBLISH', 'dq:qs', queue_of_base(b))
 return {'ok', forgotten}
