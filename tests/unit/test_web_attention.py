@@ -4,7 +4,7 @@ work waiting, then the rest; each with the reason the page shows."""
 from __future__ import annotations
 
 from dispatchd.engine import Rate
-from dispatchd.engine.model import QueueSettings, QueueView
+from dispatchd.engine.model import QueueFigures, QueueSettings, QueueView
 from dispatchd.web.overview import by_attention
 from dispatchd.web.trends import Trend
 
@@ -46,3 +46,16 @@ def test_queues_come_in_the_order_they_need_attention() -> None:
         ("paused", "paused, 5 waiting"),
         ("fine", ""),
     ]
+
+
+def test_a_head_job_ready_too_long_with_room_and_credit_is_stuck() -> None:
+    view = _queue("slow-start", 4)
+    fig = QueueFigures(view, 1000.0, 0, 0, 0, False)  # head ready since t=1000
+    (rated,) = by_attention([view], {"slow-start": BUSY}, {"slow-start": fig}, now=1090.0)
+    assert rated[1].reason == "stuck: the next job has been ready 90 s"
+    (fresh,) = by_attention([view], {"slow-start": BUSY}, {"slow-start": fig}, now=1030.0)
+    assert fresh[1].reason == ""
+    full = QueueView("full", QueueSettings(width=1), 4, 1, 1)
+    fig_full = QueueFigures(full, 1000.0, 0, 0, 0, False)
+    (busy,) = by_attention([full], {"full": BUSY}, {"full": fig_full}, now=1090.0)
+    assert busy[1].reason == ""  # every slot of the width runs: busy, not stuck

@@ -273,7 +273,8 @@ class Dashboard:
         t = self._hooks.trends
         rates = None if t is None else t.rates(self._hooks.clock())
         by_name = {f.view.name: f for f in figures}
-        return pages.Fleet(views, workers, trends, rates, b.capabilities.shared, by_name)
+        shared = b.capabilities.shared
+        return pages.Fleet(views, workers, trends, rates, shared, by_name, self._hooks.clock())
 
     async def _overview_json(self, every: bool) -> bytes:
         """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab

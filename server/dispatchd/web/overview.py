@@ -21,6 +21,8 @@ from dispatchd.web.trends import Rates, Trend
 STUCK, DEAD_GROWING, THROTTLED, PAUSED_WAITING, FINE = 4, 3, 2, 1, 0
 #: Complete buckets with no finished job after which a queue with work is "stuck".
 QUIET_BUCKETS = 3
+#: Seconds the head job may stay ready, with room and a free credit, before "stuck".
+STUCK_AFTER = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,9 @@ class Attention:
     """What to look at ('' when nothing)."""
 
 
-def attention(v: QueueView, trend: Trend | None, fig: QueueFigures | None = None) -> Attention:
+def attention(
+    v: QueueView, trend: Trend | None, fig: QueueFigures | None = None, now: float = 0.0
+) -> Attention:
     """Why a queue needs an operator, if it does. Stuck: work waits, the queue is not
     paused, and nothing runs (no workers, width 0, or nothing finished lately and nothing
     underway). Throttled: its rate has no token now or its fairness keys are at their
@@ -51,6 +55,9 @@ def attention(v: QueueView, trend: Trend | None, fig: QueueFigures | None = None
         quiet = trend is not None and not any(trend.throughput[-QUIET_BUCKETS:])
         if quiet and v.underway_count == 0 and not throttled:
             return Attention(STUCK, f"stuck: {waiting} waiting, nothing running")
+        waited = _head_waited(v, fig, now)
+        if waited is not None and not throttled:
+            return Attention(STUCK, f"stuck: the next job has been ready {waited:.0f} s")
     if trend is not None and trend.dead:
         seconds = len(trend.throughput) * trend.bucket_seconds
         window = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
@@ -65,13 +72,25 @@ def attention(v: QueueView, trend: Trend | None, fig: QueueFigures | None = None
     return Attention(FINE, "")
 
 
+def _head_waited(v: QueueView, fig: QueueFigures | None, now: float) -> float | None:
+    """Seconds the head job has been ready while the queue had room and a worker had a
+    free credit (so nothing should have held it), when that is past STUCK_AFTER."""
+    if fig is None or fig.head_ready is None or not fig.credit_free:
+        return None
+    if v.underway_count >= v.settings.width:
+        return None  # busy, not stuck: every slot of the width is running
+    waited = now - fig.head_ready
+    return waited if waited > STUCK_AFTER else None
+
+
 def by_attention(
     views: Sequence[QueueView],
     trends: dict[str, Trend | None],
     figures: Mapping[str, QueueFigures] | None = None,
+    now: float = 0.0,
 ) -> list[tuple[QueueView, Attention]]:
     figs = figures or {}
-    rated = [(v, attention(v, trends[v.name], figs.get(v.name))) for v in views]
+    rated = [(v, attention(v, trends[v.name], figs.get(v.name), now)) for v in views]
     rated.sort(key=lambda r: (-r[1].level, -r[0].pending_count, r[0].name))
     return rated
 

@@ -141,6 +141,7 @@ class Fleet:
     """Several replicas share the queues (Redis): the chart is this replica's share."""
     figures: Mapping[str, QueueFigures] = field(default_factory=dict)
     """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
+    now: float = 0.0
 
 
 #: Queues the overview lists unless asked for all (?all=1): those needing attention most.
@@ -148,7 +149,7 @@ OVERVIEW_ROWS = 200
 
 
 def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
-    rated = by_attention(fleet.views, fleet.trends, fleet.figures)
+    rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
     shown = rated if every else rated[:OVERVIEW_ROWS]
     return {
         "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates, fleet.figures),
