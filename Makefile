@@ -24,7 +24,8 @@ AXE_DIR := tests/browser
 AXE_STAMP := $(AXE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
-.PHONY: bench-queues bench-schedules bench-dashboard bench-callgrind chaos image base-image clean
+.PHONY: bench-queues bench-schedules bench-throttle bench-dashboard bench-callgrind chaos image
+.PHONY: base-image clean
 .PHONY: node-tools node-deps node-build node-test browser-tools browser-deps screenshot redis-tools bench-redis
 .PHONY: prometheus-tools check-alerts
 
@@ -190,11 +191,13 @@ typecheck: $(STAMP)
 
 ## Throughput, latency, CPU per job against a raw grpc.aio baseline (bench/run.py), the
 ## Redis path as ratios of the embedded one in the same run (bench/redis_path.py), and the
-## idle cost of 10,000 schedules (bench/schedules_idle.py).
+## idle cost of 10,000 schedules (bench/schedules_idle.py), and how adaptive queues follow a
+## provider's hidden limit (bench/throttle.py).
 bench: $(STAMP) redis-tools
 	$(BIN)/python bench/run.py
 	$(BIN)/python -m bench.redis_path
 	$(BIN)/python -m bench.schedules_idle
+	$(BIN)/python -m bench.throttle
 	$(BIN)/python -m bench.dashboard
 
 ## Every dashboard page's answer time with 1,000,000 pending jobs in one queue and 1,000
@@ -205,6 +208,12 @@ bench-dashboard: $(STAMP)
 
 ## What 10,000 schedules cost a server (idle, and hourly ticks firing), embedded and Redis,
 ## against the < 5 % of one core target; JSON in bench/results/schedules.json.
+## A provider with a hidden limit (40/s, then 15/s; 429 + Retry-After above it) against
+## adaptive and fixed-rate queues, HTTP push and worker (about a minute); JSON in
+## bench/results/throttle.json.
+bench-throttle: $(STAMP) redis-tools
+	$(BIN)/python -m bench.throttle
+
 bench-schedules: $(STAMP) redis-tools
 	$(BIN)/python -m bench.schedules_idle
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,8 +20,14 @@ from dispatchd.engine import (
     QueueSettings,
     QueueView,
 )
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
+from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd_client.v1 import dispatcher_pb2 as pb
+
+#: (period, window start, dispatches counted) of each quota window (QueueView.window_usage).
+WindowUsage = tuple[tuple[float, float, int], ...]
+#: (fairness key, its WindowUsage) of the keys with per-key quota counts.
+KeyWindowUsage = tuple[tuple[str, WindowUsage], ...]
 
 
 def timestamp(t: float) -> Timestamp:
@@ -171,6 +178,8 @@ def _fill_policy_fields(msg: pb.Job, job: JobView) -> None:
         msg.idempotency_key = job.idempotency_key
     if job.retry_policy is not None:
         _fill_policy(msg.retry_policy, job.retry_policy)
+    if job.throttle_count:
+        msg.throttle_count = job.throttle_count
     for a in job.attempts:
         am = msg.attempts.add(number=a.number, worker_id=a.worker_id)
         set_time(am.dispatch_time, a.dispatch_time)
@@ -218,6 +227,7 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
     job.ordering_key = msg.ordering_key
     job.fairness_key = msg.fairness_key
     job.idempotency_key = msg.idempotency_key
+    job.throttle_count = msg.throttle_count
     if msg.HasField("retry_policy"):
         job.retry_policy = retry_policy(msg.retry_policy)
     job.attempts = [
@@ -271,8 +281,15 @@ def http_target(msg: pb.Queue) -> HttpTarget | None:
     )
 
 
-def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb.Queue:
-    """The stored form (snapshot, journal) keeps secrets; responses leave them out."""
+def settings_to_pb(
+    name: str,
+    s: QueueSettings,
+    with_secrets: bool = True,
+    usage: WindowUsage = (),
+    key_usage: KeyWindowUsage = (),
+) -> pb.Queue:
+    """The stored form (snapshot, journal) keeps secrets; responses leave them out. ``usage``
+    (the quota windows' counts) is both shown and stored."""
     msg = pb.Queue(
         name=name,
         width=s.width,
@@ -280,6 +297,7 @@ def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb
         lease_duration=duration(s.lease_seconds),
         max_pending=s.max_pending,
         dedup_window=duration(s.dedup_window),
+        max_throttle_bounces=s.max_throttle_bounces,
     )
     if s.rate is not None:
         msg.rate.per_second = s.rate.per_second
@@ -294,17 +312,85 @@ def settings_to_pb(name: str, s: QueueSettings, with_secrets: bool = True) -> pb
             msg.key_limits.per_key_burst = kl.per_key_rate.burst
     if s.http_target is not None:
         _fill_target(msg.http_target, s.http_target, with_secrets)
+    if s.adaptive is not None:
+        a = s.adaptive
+        msg.adaptive.floor = a.floor
+        msg.adaptive.decrease = a.decrease
+        msg.adaptive.increase = a.increase
+        msg.adaptive.quiet_interval.CopyFrom(duration(a.quiet))
+    _fill_windows(msg.windows, s.windows, usage)
+    if s.key_limits is not None:
+        _fill_windows(msg.key_limits.per_key_windows, s.key_limits.windows, ())
+    for key, counts in key_usage:  # the stored form only: answers never pass any
+        k = msg.key_window_counts.add(fairness_key=key)
+        _fill_windows(k.windows, s.key_limits.windows if s.key_limits else (), counts)
     return msg
 
 
+def _fill_windows(into: Any, windows: tuple[RateWindow, ...], usage: WindowUsage) -> None:
+    counted = {period: (start, n) for period, start, n in usage}
+    for w in windows:
+        wm = into.add(limit=w.limit, period=duration(w.period))
+        if w.period in counted:
+            start, wm.used = counted[w.period]
+            set_time(wm.window_start, start)
+
+
 def queue_to_pb(view: QueueView) -> pb.Queue:
-    msg = settings_to_pb(view.name, view.settings, with_secrets=False)
+    msg = settings_to_pb(view.name, view.settings, with_secrets=False, usage=view.window_usage)
     msg.pending_count = view.pending_count
     msg.underway_count = view.underway_count
     msg.worker_count = view.worker_count
     msg.scheduled_count = view.scheduled_count
     msg.slot_count = view.slot_count
+    if view.throttled_until is not None:
+        set_time(msg.throttled_until, view.throttled_until)
+        msg.throttle_reason = view.throttle_reason
+    msg.throttled_key_count = view.throttled_key_count
+    msg.effective_rate = view.effective_rate
     return msg
+
+
+def windows(msg: pb.Queue) -> tuple[RateWindow, ...]:
+    """Validated like UpdateQueue input (their counts are output only: window_usage)."""
+    return RateWindow.several(
+        [
+            RateWindow.of(w.limit, duration_seconds(w.period), f"windows[{i}]")
+            for i, w in enumerate(msg.windows)
+        ]
+    )
+
+
+def window_usage(msg: pb.Queue) -> WindowUsage:
+    """The quota counts a stored queue kept (journal, snapshot)."""
+    return _usage(msg.windows)
+
+
+def key_window_usage(msg: pb.Queue) -> KeyWindowUsage:
+    """The per-key quota counts a stored queue kept."""
+    return tuple((k.fairness_key, _usage(k.windows)) for k in msg.key_window_counts)
+
+
+def _usage(windows: Any) -> WindowUsage:
+    return tuple(
+        (duration_seconds(w.period), seconds(w.window_start), w.used)
+        for w in windows
+        if w.HasField("window_start")
+    )
+
+
+def adaptive(msg: pb.Queue) -> AdaptiveRate | None:
+    """Validated like UpdateQueue input; an unset message is no adaptation."""
+    if not msg.HasField("adaptive"):
+        return None
+    a = msg.adaptive
+    quiet = duration_seconds(a.quiet_interval) if a.HasField("quiet_interval") else 1.0
+    return AdaptiveRate.of(a.floor, a.decrease, a.increase, quiet)
+
+
+def max_throttle_bounces(msg: pb.Queue) -> int:
+    """0 on the wire is the default (proto3 cannot tell unset from 0)."""
+    return msg.max_throttle_bounces or DEFAULT_MAX_BOUNCES
 
 
 def rate(msg: pb.Queue) -> Rate | None:
@@ -315,7 +401,11 @@ def key_limits(msg: pb.Queue) -> KeyLimits | None:
     if not msg.HasField("key_limits"):
         return None
     k = msg.key_limits
-    return KeyLimits.of(k.max_in_flight_per_key, k.per_key_rate, k.per_key_burst)
+    quotas = tuple(
+        RateWindow.of(w.limit, duration_seconds(w.period), f"key_limits.per_key_windows[{i}]")
+        for i, w in enumerate(k.per_key_windows)
+    )
+    return KeyLimits.of(k.max_in_flight_per_key, k.per_key_rate, k.per_key_burst, quotas)
 
 
 def settings_from_pb(msg: pb.Queue) -> QueueSettings:
@@ -332,4 +422,7 @@ def settings_from_pb(msg: pb.Queue) -> QueueSettings:
             duration_seconds(msg.dedup_window) if msg.HasField("dedup_window") else 86_400.0
         ),
         http_target=http_target(msg),
+        max_throttle_bounces=max_throttle_bounces(msg),
+        adaptive=adaptive(msg),
+        windows=windows(msg),
     )

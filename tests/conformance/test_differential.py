@@ -24,13 +24,17 @@ from hypothesis import strategies as st
 
 from dispatchd.backend import Backend
 from dispatchd.engine import (
+    AdaptiveRate,
     EngineError,
     EngineLimits,
     JobFailure,
     JobState,
+    JobThrottle,
     NewJob,
     Rate,
+    RateWindow,
     RetryPolicy,
+    ThrottleScope,
 )
 from tests.conformance.harness import Driver, FakeClock, Worker, open_embedded, open_redis
 from tests.redisproc import RedisProcess
@@ -43,6 +47,10 @@ LIMITS = EngineLimits(default_lease_seconds=LEASE_SECONDS)
 POLICIES = (None, RetryPolicy.of(3, 0.5, 2.0, 2.0, 0.0), RetryPolicy.of(2, 0.0, 0.0, 1.0, 0.0))
 RATES = (None, Rate.of(1.0, 1), Rate.of(2.0, 2), Rate.of(4.0, 1))
 STEPS = (0.25, 0.5, 1.0, 2.0, 3.5)
+#: Throttle signals' AIMD (halving, +1/s a second) and quotas whose windows START (10**6)
+#: begins: whole numbers, exact on both sides.
+ADAPTIVE = AdaptiveRate.of(1.0, 0.5, 1.0, 1.0)
+WINDOWS = ((), (RateWindow.of(3, 1.0),), (RateWindow.of(5, 2.0), RateWindow.of(8, 10.0)))
 
 #: More examples (and fresh ones each run) with DISPATCHD_CONFORMANCE_EXAMPLES=500.
 EXAMPLES = int(os.environ.get("DISPATCHD_CONFORMANCE_EXAMPLES", "0"))
@@ -82,15 +90,19 @@ class Submit:
 @dataclass(frozen=True)
 class Answer:
     pick: int
-    outcome: str  # "ok", "retryable", "fatal"
+    outcome: str  # "ok", "retryable", "fatal", "throttle" (the queue), "throttle-key"
 
     async def run(self, side: Side) -> object:
         held = list(side.worker.held.values())
         if not held:
             return None
         lease = held[self.pick % len(held)]
-        outcome: bytes | JobFailure = b"done"
-        if self.outcome != "ok":
+        outcome: bytes | JobFailure | JobThrottle = b"done"
+        if self.outcome == "throttle":
+            outcome = JobThrottle(1.0, ThrottleScope.QUEUE, "429")
+        elif self.outcome == "throttle-key":
+            outcome = JobThrottle(0.5, ThrottleScope.FAIRNESS_KEY)
+        elif self.outcome != "ok":
             outcome = JobFailure("boom", self.outcome == "retryable", "E")
         rejected = await side.worker.answer(lease, outcome)
         return [(side.index[r.job_id], r.reason) for r in rejected]
@@ -137,14 +149,21 @@ class JobOp:
 
 @dataclass(frozen=True)
 class QueueChange:
-    """UpdateQueue: width, rate (an index into RATES) or paused."""
+    """UpdateQueue: width, rate (an index into RATES), paused, adaptive (on/off) or a quota
+    (an index into WINDOWS)."""
 
     width: int | None = None
     rate: int | None = None
     paused: bool | None = None
+    adaptive: bool | None = None
+    windows: int | None = None
 
     async def run(self, side: Side) -> object:
-        if self.rate is not None:
+        if self.adaptive is not None:
+            await side.driver.update(adaptive=ADAPTIVE if self.adaptive else None)
+        elif self.windows is not None:
+            await side.driver.update(windows=WINDOWS[self.windows])
+        elif self.rate is not None:
             await side.driver.update(rate=RATES[self.rate])
         else:
             await side.driver.update(width=self.width, paused=self.paused)
@@ -188,6 +207,9 @@ operations = st.one_of(
     submits,
     st.builds(Answer, st.integers(0, 5), st.sampled_from(["ok", "ok", "retryable", "fatal"])),
     st.builds(Answer, st.integers(0, 5), st.just("ok")),
+    st.builds(Answer, st.integers(0, 5), st.sampled_from(["throttle", "throttle-key"])),
+    st.builds(QueueChange, adaptive=st.booleans()),
+    st.builds(QueueChange, windows=st.integers(0, len(WINDOWS) - 1)),
     st.builds(Advance, st.sampled_from(STEPS)),
     st.builds(Advance, st.sampled_from(STEPS)),
     st.just(Heartbeat()),
@@ -243,7 +265,7 @@ async def observe(side: Side) -> dict[str, Any]:
     jobs = {}
     for i, job_id in enumerate(side.ids):
         job = await d.job(job_id)
-        jobs[i] = (job.state.name, job.attempt, len(job.attempts))
+        jobs[i] = (job.state.name, job.attempt, len(job.attempts), job.throttle_count)
     listings = {}
     for state in (JobState.UNSPECIFIED, JobState.SCHEDULED, JobState.UNDERWAY):
         listings[state.name] = [side.index[i] for i in await d.listed(state)]
@@ -252,6 +274,12 @@ async def observe(side: Side) -> dict[str, Any]:
     return {
         "dispatched": list(side.dispatched),
         "counts": (view.pending_count, view.underway_count, view.scheduled_count),
+        "throttle": (
+            view.throttled_until,
+            view.throttled_key_count,
+            round(view.effective_rate, 6),
+            tuple(n for _, _, n in view.window_usage),
+        ),
         "jobs": jobs,
         "listings": listings,
         # What /metrics shows of the queue (Backend.queue_figures).

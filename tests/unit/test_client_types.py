@@ -408,3 +408,25 @@ def test_job_times_match_protobufs_own_conversion(seconds: int, nanos: int) -> N
     assert job.submit_time == expected
     assert job.submit_time is not None
     assert job.submit_time.utcoffset() == expected.utcoffset()
+
+
+def test_throttle_settings_round_trip() -> None:
+    from dispatchd_client import AdaptiveRate, KeyLimits, Queue, RateWindow
+
+    queue = pb.Queue(name="q")
+    limits = KeyLimits(per_key_windows=(RateWindow(5, 60.0),))
+    paths = apply_queue_changes(
+        queue,
+        {
+            "adaptive": AdaptiveRate(2.0, 0.8, 1.0, 3.0),
+            "windows": [RateWindow(500, 60.0), RateWindow(20_000, 86_400.0)],
+            "key_limits": limits,
+            "max_throttle_bounces": 7,
+        },
+    )
+    assert paths == ["adaptive", "key_limits", "max_throttle_bounces", "windows"]
+    back = Queue.from_proto(queue)
+    assert back.adaptive == AdaptiveRate(2.0, 0.8, 1.0, 3.0)
+    assert [(w.limit, w.period) for w in back.windows] == [(500, 60.0), (20_000, 86_400.0)]
+    assert back.key_limits == limits
+    assert back.max_throttle_bounces == 7

@@ -36,10 +36,35 @@ def test_lease_and_create() -> None:
     assert req.allow_missing
 
 
+def test_throttle_bounces_and_adaptive() -> None:
+    req = rq.update_queue("q", max_throttle_bounces=5, adaptive="floor=2,decrease=0.25,quiet=3")
+    assert sorted(req.update_mask.paths) == ["adaptive", "max_throttle_bounces"]
+    a = req.queue.adaptive
+    assert (a.floor, a.decrease, a.increase, a.quiet_interval.seconds) == (2.0, 0.25, 0.0, 3)
+    quotas = rq.update_queue("q", windows="10/1s, 500/1m,20000/1d")
+    assert list(quotas.update_mask.paths) == ["windows"]
+    assert [(w.limit, w.period.seconds) for w in quotas.queue.windows] == [
+        (10, 1),
+        (500, 60),
+        (20000, 86400),
+    ]
+    assert not rq.update_queue("q", windows="off").queue.windows
+    off = rq.update_queue("q", adaptive="off")
+    assert list(off.update_mask.paths) == ["adaptive"]
+    assert not off.queue.HasField("adaptive")  # named but unset: cleared
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({}, "nothing to set"),
+        ({"max_throttle_bounces": 0}, "--max-throttle-bounces must be 1-10000"),
+        ({"adaptive": "decrease=0.5"}, "needs floor="),
+        ({"adaptive": "floor=x"}, "key=number pairs"),
+        ({"adaptive": "floor=1,speed=2"}, "not 'speed'"),
+        ({"windows": "500"}, "limit/period"),
+        ({"windows": "500/1w"}, "limit/period"),
+        ({"windows": "0/1m"}, "limit/period"),
         ({"burst": 3}, "--burst needs --rate"),
         ({"rate": -1.0}, "--rate must be 0"),
         ({"rate": 2e6}, "--rate must be 0"),

@@ -352,6 +352,10 @@ class RateRun:
             self.now = due
             if self.pump() or not waiting:
                 return
+            # What happened at this wake-up may have freed the rate of the blame: a lease
+            # that ended silenced its worker, and no worker is left with a free credit.
+            if not self.only_rate_holds_back():
+                return
             assert self.rate is not None
             assert self.now <= start + 1.0 / self.rate.per_second + 1e-9, "late wake-up"
         raise AssertionError("fifty wake-ups without a dispatch")

@@ -15,8 +15,10 @@ from dispatchd.engine import (
     HttpTarget,
     JobFailure,
     JobRecord,
+    JobThrottle,
     QueueSettings,
     QueueView,
+    ThrottleScope,
 )
 from dispatchd.push import InvalidJobHeader, TargetStats
 from dispatchd.push.outcomes import classify_response, retry_after_seconds
@@ -105,7 +107,6 @@ def test_signature_is_an_hmac_of_timestamp_and_body() -> None:
         (400, False, "HTTP_400"),
         (404, False, "HTTP_404"),
         (408, False, "HTTP_408"),
-        (429, True, "HTTP_429"),
         (500, True, "HTTP_500"),
         (503, True, "HTTP_503"),
         (302, False, "HTTP_302"),
@@ -128,12 +129,24 @@ def test_success_codes_decide_success() -> None:
     assert classify_response(dropped, 202, b"queued", None, NOW) == b""  # unless asked
 
 
-def test_retry_after_only_counts_on_429_and_503() -> None:
+def test_429_and_503_with_retry_after_are_throttle_signals_for_the_queue() -> None:
     target = HttpTarget.of("http://h/")
     for status in (429, 503):
-        outcome = classify_response(target, status, b"", "7", NOW)
-        assert isinstance(outcome, JobFailure)
-        assert outcome.retry_after == 7.0
+        outcome = classify_response(target, status, b"slow down", "7", NOW)
+        assert isinstance(outcome, JobThrottle)
+        assert (outcome.delay, outcome.scope) == (7.0, ThrottleScope.QUEUE)
+        assert outcome.reason.startswith(f"HTTP {status}")
+    # A 429 without a word on when: a short hold; a 503 without one: the target is down.
+    assert classify_response(target, 429, b"", None, NOW) == JobThrottle(
+        1.0, ThrottleScope.QUEUE, "HTTP 429 Too Many Requests"
+    )
+    down = classify_response(target, 503, b"", None, NOW)
+    assert isinstance(down, JobFailure)
+    assert (down.retryable, down.code) == (True, "HTTP_503")
+    # A day's Retry-After is capped; another status's Retry-After means nothing.
+    capped = classify_response(target, 429, b"", "86400", NOW)
+    assert isinstance(capped, JobThrottle)
+    assert capped.delay == 3600.0
     outcome = classify_response(target, 500, b"", "7", NOW)
     assert isinstance(outcome, JobFailure)
     assert outcome.retry_after is None

@@ -214,6 +214,37 @@ export class PermanentError extends Error {
   }
 }
 
+/** What a throttle signal holds: the whole queue, or only the job's fairness key. */
+export type ThrottleScopeName = "queue" | "fairnessKey";
+
+/**
+ * Throw from a job handler when the provider it calls throttles (a 429, a quota):
+ *
+ * ```ts
+ * throw new ThrottledError(30_000); // the whole queue waits 30 s
+ * throw new ThrottledError(5_000, { scope: "fairnessKey" }); // only this job's key waits
+ * ```
+ *
+ * The job goes back to its place without the delivery counting as an attempt, and the server
+ * dispatches nothing more of the queue (or of the job's fairness key) until `retryAfterMs` has
+ * passed. A job answering this more often than the queue's max_throttle_bounces has the next
+ * one counted as a failed attempt.
+ */
+export class ThrottledError extends Error {
+  readonly retryAfterMs: number;
+  readonly scope: ThrottleScopeName;
+  readonly reason: string;
+
+  constructor(retryAfterMs = 1000, options?: { scope?: ThrottleScopeName; reason?: string }) {
+    const reason = options?.reason ?? "";
+    super(reason || `throttled for ${retryAfterMs} ms`);
+    this.name = new.target.name;
+    this.retryAfterMs = retryAfterMs;
+    this.scope = options?.scope ?? "queue";
+    this.reason = reason;
+  }
+}
+
 /**
  * Throw from a job handler to fail this attempt and ask for a retry, expectedly (a busy
  * dependency, a lock taken): the worker logs one line without the stack. Any other error is

@@ -19,6 +19,8 @@ export {
   RetryableError,
   PermissionDeniedError,
   ResourceExhaustedError,
+  type ThrottleScopeName,
+  ThrottledError,
   UnauthenticatedError,
   UnavailableError,
 } from "./errors";
@@ -37,9 +39,10 @@ export {
   type ScheduleSpecInput,
 } from "./schedules";
 export { JOB_BUCKETS, type PromClientModule, WorkerMetrics } from "./metrics";
-export { CANCELLED_ERROR, type Handler, type Outcome, type Output } from "./runner";
+export { CANCELLED_ERROR, type Handler, type Outcome, type Output, type ThrottleSignal } from "./runner";
 export type { WorkerStats } from "./session";
 export {
+  type AdaptiveRate,
   type Attempt,
   type Job,
   type JobError,
@@ -47,6 +50,7 @@ export {
   type KeyLimits,
   type Queue,
   type Rate,
+  type RateWindow,
   type ReceivedJob,
   type RetryPolicy,
   type Slot,

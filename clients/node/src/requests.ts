@@ -6,8 +6,19 @@
  * the call machinery around them.
  */
 
-import type * as pb from "./gen/dispatchd/v1/dispatcher";
-import { type JobState, type KeyLimits, type Rate, type RetryPolicy, retryPolicyToProto, toDuration } from "./types";
+import * as pb from "./gen/dispatchd/v1/dispatcher";
+import {
+  type AdaptiveRate,
+  type JobState,
+  type RateWindow,
+  type KeyLimits,
+  type Rate,
+  type RetryPolicy,
+  adaptiveToProto,
+  retryPolicyToProto,
+  windowToProto,
+  toDuration,
+} from "./types";
 
 export const DEFAULT_TARGET = "127.0.0.1:50051";
 export const TEXT_CONTENT_TYPE = "text/plain; charset=utf-8";
@@ -76,6 +87,12 @@ export interface QueueSettings {
   retryPolicy?: RetryPolicy | null;
   keyLimits?: KeyLimits | null;
   maxPending?: number;
+  /** Throttle signals one job may answer with before one counts as a failed attempt (0: 20). */
+  maxThrottleBounces?: number;
+  /** Adapt the rate to throttle signals (AIMD); `null`: the configured rate again. */
+  adaptive?: AdaptiveRate | null;
+  /** Quotas over several windows, all enforced (the whole list; `[]` or `null` clears). */
+  windows?: RateWindow[] | null;
   dedupWindowMs?: number;
 }
 
@@ -135,23 +152,9 @@ export function listJobsRequest(
  * would silently zero the settings the caller left out; so at least one setting is required.
  */
 export function updateQueueRequest(name: string, settings: QueueSettings, create: boolean): pb.UpdateQueueRequest {
-  const queue: pb.Queue = {
-    name,
-    width: 0,
-    paused: false,
-    pendingCount: 0,
-    underwayCount: 0,
-    leaseDuration: undefined,
-    workerCount: 0,
-    rate: undefined,
-    retryPolicy: undefined,
-    keyLimits: undefined,
-    maxPending: 0,
-    scheduledCount: 0,
-    dedupWindow: undefined,
-    slotCount: 0,
-    httpTarget: undefined,
-  };
+  // fromPartial: every field the caller does not set keeps its default, however many the
+  // proto grows.
+  const queue: pb.Queue = pb.Queue.fromPartial({ name });
   const paths: string[] = [];
   const set = <K extends keyof QueueSettings>(
     key: K,
@@ -173,14 +176,18 @@ export function updateQueueRequest(name: string, settings: QueueSettings, create
   set("rate", "rate", (v) => (queue.rate = { perSecond: v.perSecond, burst: v.burst ?? 0 }));
   set("retryPolicy", "retry_policy", (v) => (queue.retryPolicy = retryPolicyToProto(v)));
   set("keyLimits", "key_limits", (v) => {
-    queue.keyLimits = {
+    queue.keyLimits = pb.KeyLimits.fromPartial({
       maxInFlightPerKey: v.maxInFlightPerKey ?? 0,
       perKeyRate: v.perKeyRate ?? 0,
       perKeyBurst: v.perKeyBurst ?? 0,
-    };
+      perKeyWindows: (v.perKeyWindows ?? []).map(windowToProto),
+    });
   });
   set("maxPending", "max_pending", (v) => (queue.maxPending = v));
   set("dedupWindowMs", "dedup_window", (v) => (queue.dedupWindow = toDuration(v)));
+  set("maxThrottleBounces", "max_throttle_bounces", (v) => (queue.maxThrottleBounces = v));
+  set("adaptive", "adaptive", (v) => (queue.adaptive = adaptiveToProto(v)));
+  set("windows", "windows", (v) => (queue.windows = v.map(windowToProto)));
   if (paths.length === 0) {
     throw new TypeError("updateQueue needs at least one setting to change");
   }

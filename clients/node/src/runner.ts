@@ -8,20 +8,33 @@
  *   empty bytes);
  * - a thrown error becomes a {@link JobError} coded with the error's class name, retryable
  *   unless it is a {@link PermanentError};
+ * - a thrown {@link ThrottledError} becomes a throttle signal: the job goes back and the server
+ *   holds the queue (or the job's fairness key); hooks see it as an error coded "Throttled";
  * - a job whose signal was aborted (the server cancelled it) is answered with
  *   {@link CANCELLED_ERROR} once the handler settles, whatever it returned: the work may still
  *   be running until then, so the job keeps its width slot on the server until it really ends.
  */
 
-import { PermanentError, RetryableError } from "./errors";
-import type { JobError, ReceivedJob } from "./types";
+import { PermanentError, RetryableError, type ThrottleScopeName, ThrottledError } from "./errors";
+import * as pb from "./gen/dispatchd/v1/dispatcher";
+import { type JobError, type ReceivedJob, toDuration } from "./types";
 
 /** What a handler may return. */
 export type Output = Uint8Array | string | null | undefined | void;
 /** A job handler: takes the delivered job (with its AbortSignal), returns the output. */
 export type Handler = (job: ReceivedJob) => Output | Promise<Output>;
-/** What a finished job reports: output bytes on success, an error otherwise. */
-export type Outcome = { output: Buffer } | { error: JobError };
+/** A throttle signal's hold: how long, and of what. */
+export interface ThrottleSignal {
+  retryAfterMs: number;
+  scope: ThrottleScopeName;
+  reason: string;
+}
+/**
+ * What a finished job reports: output bytes on success, an error otherwise. A throttle signal
+ * is an error (code "Throttled") that also carries `throttled`, so hooks written for outputs
+ * and errors keep working.
+ */
+export type Outcome = { output: Buffer } | { error: JobError; throttled?: ThrottleSignal };
 
 /**
  * The answer for a job the server cancelled. Not retryable: the server already decided the job
@@ -105,6 +118,11 @@ export async function runJob(
     if (job.signal.aborted) {
       return { error: CANCELLED_ERROR };
     }
+    if (e instanceof ThrottledError) {
+      log.info(`job ${job.id} (queue ${job.queue}) throttled: ${e.message}`);
+      const throttled = { retryAfterMs: e.retryAfterMs, scope: e.scope, reason: e.reason };
+      return { error: { message: e.message, retryable: true, code: "Throttled" }, throttled };
+    }
     const error = errorFromThrown(e);
     if (e instanceof RetryableError) {
       log.warn(`job ${job.id} (queue ${job.queue}) failed, to retry: ${error.message}`);
@@ -128,4 +146,15 @@ export async function runJob(
     };
   }
   return { output };
+}
+
+/** The wire form of a throttle signal (JobResult.throttled). */
+export function throttleToProto(t: ThrottleSignal): pb.Throttled {
+  const ms = Number.isFinite(t.retryAfterMs) ? Math.max(0, t.retryAfterMs) : 0;
+  return {
+    retryAfter: toDuration(ms),
+    scope:
+      t.scope === "fairnessKey" ? pb.ThrottleScope.THROTTLE_SCOPE_FAIRNESS_KEY : pb.ThrottleScope.THROTTLE_SCOPE_QUEUE,
+    reason: t.reason.slice(0, 1024),
+  };
 }

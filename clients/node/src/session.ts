@@ -28,7 +28,7 @@ import { HeartbeatSchedule } from "./heartbeats";
 import { type Hooks, callHooks } from "./hooks";
 import type { Logger } from "./log";
 import type { WorkerMetrics } from "./metrics";
-import { type Handler, type Outcome, runJob } from "./runner";
+import { type Handler, type Outcome, runJob, throttleToProto } from "./runner";
 import { type ReceivedJob, receivedJobFromDelivery, toMs } from "./types";
 import { Latch, type Semaphore, sleepUnless } from "./util";
 
@@ -112,6 +112,9 @@ function resultBytes(result: JobResult): number {
   }
   if (outcome.$case === "output") {
     return ids + outcome.value.length;
+  }
+  if (outcome.$case === "throttled") {
+    return ids + Buffer.byteLength(outcome.value.reason) + 16;
   }
   return ids + Buffer.byteLength(outcome.value.message) + Buffer.byteLength(outcome.value.code) + 8;
 }
@@ -381,12 +384,7 @@ export class Session {
     if (held.abandoned || this.closed) {
       return;
     }
-    this.pending.push({
-      jobId: held.job.id,
-      leaseId: held.job.leaseId,
-      outcome:
-        "output" in outcome ? { $case: "output", value: outcome.output } : { $case: "error", value: outcome.error },
-    });
+    this.pending.push({ jobId: held.job.id, leaseId: held.job.leaseId, outcome: resultOutcome(outcome) });
     // Results finishing in the same event-loop turn share one message: setImmediate runs
     // after every promise continuation and I/O callback already due in this turn.
     this.flushHandle ??= setImmediate(() => this.flush());
@@ -497,4 +495,15 @@ export class Session {
     }
     call.cancel();
   }
+}
+
+/** A job's outcome as JobResult.outcome: the output, the error, or the throttle signal. */
+function resultOutcome(outcome: Outcome): NonNullable<JobResult["outcome"]> {
+  if ("output" in outcome) {
+    return { $case: "output", value: outcome.output };
+  }
+  if (outcome.throttled !== undefined) {
+    return { $case: "throttled", value: throttleToProto(outcome.throttled) };
+  }
+  return { $case: "error", value: outcome.error };
 }

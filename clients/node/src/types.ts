@@ -73,6 +73,8 @@ export interface KeyLimits {
   maxInFlightPerKey?: number;
   perKeyRate?: number;
   perKeyBurst?: number;
+  /** Quotas per fairness key over several windows (`used` is not reported per key). */
+  perKeyWindows?: RateWindow[];
 }
 
 /** One delivery of a job and how it ended. */
@@ -119,6 +121,8 @@ export interface Job {
   attempts: Attempt[];
   /** The retry policy that applies; undefined: none. */
   retryPolicy?: RetryPolicy;
+  /** Deliveries answered with a throttle signal (not counted in `attempt`). */
+  throttleCount: number;
 }
 
 /** A job returned by submit: `duplicate` when an earlier job had the same idempotency key. */
@@ -159,6 +163,55 @@ export interface Queue {
   scheduledCount: number;
   dedupWindowMs: number;
   slotCount: number;
+  /** While a throttle signal holds the whole queue: when the hold ends. */
+  throttledUntil?: Date;
+  /** Why the queue is held, while it is. */
+  throttleReason: string;
+  /** Throttle signals one job may answer with before one counts as a failed attempt. */
+  maxThrottleBounces: number;
+  /** Fairness keys a key-scoped throttle signal holds now. */
+  throttledKeyCount: number;
+  adaptive?: AdaptiveRate;
+  /** The rate in force now (below `rate` after throttle signals when adaptive); 0: none. */
+  effectiveRate: number;
+  /** Quotas over several windows, each with what its current window used. */
+  windows: RateWindow[];
+}
+
+/**
+ * AIMD of a queue's rate on throttle signals: each signal multiplies the effective rate by
+ * `decrease` (0.5), not below `floor`; each `quietIntervalMs` (1 s) without one adds
+ * `increase` per second (5 % of the configured rate), never above the configured rate.
+ */
+export interface AdaptiveRate {
+  floor: number;
+  decrease?: number;
+  increase?: number;
+  quietIntervalMs?: number;
+}
+
+/**
+ * A quota: at most `limit` dispatches in each window of `periodMs` (windows fixed and aligned
+ * to the epoch: a day's starts at 00:00 UTC). `used` and `windowStart` come on answers.
+ */
+export interface RateWindow {
+  limit: number;
+  periodMs: number;
+  used?: number;
+  windowStart?: Date;
+}
+
+export function windowToProto(w: RateWindow): pb.RateWindow {
+  return { limit: w.limit, period: toDuration(w.periodMs), used: 0, windowStart: undefined };
+}
+
+export function adaptiveToProto(a: AdaptiveRate): pb.AdaptiveRate {
+  return {
+    floor: a.floor,
+    decrease: a.decrease ?? 0,
+    increase: a.increase ?? 0,
+    quietInterval: a.quietIntervalMs === undefined ? undefined : toDuration(a.quietIntervalMs),
+  };
 }
 
 /** One unit of a queue's width held outside the worker stream (AcquireSlot). */
@@ -244,6 +297,7 @@ export function jobFromProto(j: pb.Job | undefined): Job {
     idempotencyKey: j.idempotencyKey,
     attempts: j.attempts.map(attemptFromProto),
     retryPolicy: j.retryPolicy && retryPolicyFromProto(j.retryPolicy),
+    throttleCount: j.throttleCount,
   };
 }
 
@@ -276,11 +330,29 @@ export function queueFromProto(q: pb.Queue | undefined): Queue {
       maxInFlightPerKey: q.keyLimits.maxInFlightPerKey,
       perKeyRate: q.keyLimits.perKeyRate,
       perKeyBurst: q.keyLimits.perKeyBurst,
+      perKeyWindows: q.keyLimits.perKeyWindows.map((w) => ({ limit: w.limit, periodMs: toMs(w.period) })),
     },
     maxPending: q.maxPending,
     scheduledCount: q.scheduledCount,
     dedupWindowMs: toMs(q.dedupWindow),
     slotCount: q.slotCount,
+    throttledUntil: q.throttledUntil,
+    throttleReason: q.throttleReason,
+    maxThrottleBounces: q.maxThrottleBounces,
+    throttledKeyCount: q.throttledKeyCount,
+    adaptive: q.adaptive && {
+      floor: q.adaptive.floor,
+      decrease: q.adaptive.decrease,
+      increase: q.adaptive.increase,
+      quietIntervalMs: toMs(q.adaptive.quietInterval),
+    },
+    effectiveRate: q.effectiveRate,
+    windows: q.windows.map((w) => ({
+      limit: w.limit,
+      periodMs: toMs(w.period),
+      used: w.used,
+      windowStart: w.windowStart,
+    })),
   };
 }
 

@@ -8,6 +8,7 @@ import {
   JobState,
   PermanentError,
   type ReceivedJob,
+  ThrottledError,
   Worker,
   defaultLogger,
 } from "../src";
@@ -85,6 +86,55 @@ describe("Worker", () => {
     assert.deepEqual(dead.error, { message: "bad input", retryable: false, code: "PermanentError" });
     assert.equal(warnings.length, 1, "a retryable failure is logged as a warning, a permanent one not");
     assert.match(warnings[0]!, /QuotaExceeded|try later/);
+  });
+
+  it("a handler throwing ThrottledError holds the whole queue for its delay", TIMEOUT, async () => {
+    const started: number[] = [];
+    const worker = new Worker(server.target, { concurrency: 1 }).handle("w.throttle", () => {
+      started.push(Date.now());
+      if (started.length === 1) {
+        throw new ThrottledError(1_000, { reason: "provider said 429" });
+      }
+      return "done";
+    });
+    await client.updateQueue("w.throttle", { width: 10 }, { create: true });
+    await start(worker);
+    const first = await client.submit("w.throttle", "1");
+    await eventually(async () => (await client.getQueue("w.throttle")).throttledUntil !== undefined, "the hold");
+    const held = await client.getQueue("w.throttle");
+    assert.equal(held.throttleReason, "provider said 429");
+    const second = await client.submit("w.throttle", "2");
+    const done = await client.wait(first.id, 10_000);
+    assert.equal(done.state, JobState.SUCCEEDED);
+    assert.deepEqual([done.attempt, done.throttleCount], [1, 1], "the throttled delivery is no attempt");
+    assert.equal((await client.wait(second.id, 10_000)).state, JobState.SUCCEEDED);
+    assert.equal(started.length, 3);
+    assert.ok(started[1]! - started[0]! >= 900, "nothing of the queue ran during the hold");
+  });
+
+  it("sets an adaptive rate and reads the effective one", TIMEOUT, async () => {
+    const q = await client.updateQueue(
+      "w.adaptive",
+      { rate: { perSecond: 40 }, adaptive: { floor: 5, decrease: 0.5, quietIntervalMs: 2_000 } },
+      { create: true },
+    );
+    assert.deepEqual(q.adaptive, { floor: 5, decrease: 0.5, increase: 0, quietIntervalMs: 2_000 });
+    assert.equal(q.effectiveRate, 40);
+    const cleared = await client.updateQueue("w.adaptive", { adaptive: null });
+    assert.equal(cleared.adaptive, undefined);
+    const quotas = await client.updateQueue("w.adaptive", {
+      windows: [
+        { limit: 500, periodMs: 60_000 },
+        { limit: 20_000, periodMs: 86_400_000 },
+      ],
+    });
+    assert.deepEqual(
+      quotas.windows.map((w) => [w.limit, w.periodMs, w.used]),
+      [
+        [500, 60_000, 0],
+        [20_000, 86_400_000, 0],
+      ],
+    );
   });
 
   it("holds at most `concurrency` jobs and sends results of one turn in one message", TIMEOUT, async () => {

@@ -22,17 +22,20 @@ from dispatchd_client.errors import (
     PermissionDenied,
     ResourceExhausted,
     RetryableError,
+    Throttled,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
 )
 from dispatchd_client.policies import (
+    AdaptiveRate,
     Attempt,
     HttpTarget,
     JobOptions,
     KeyLimits,
     QueueChanges,
     Rate,
+    RateWindow,
     RetryPolicy,
     Slot,
 )
@@ -47,11 +50,21 @@ from dispatchd_client.schedules import (
     ScheduleSpec,
 )
 from dispatchd_client.sync import Client
-from dispatchd_client.types import Job, JobError, JobSpecLike, JobState, NewJob, Queue, ReceivedJob
+from dispatchd_client.types import (
+    Job,
+    JobError,
+    JobSpecLike,
+    JobState,
+    NewJob,
+    Queue,
+    ReceivedJob,
+    Throttle,
+)
 from dispatchd_client.worker import Worker
 
 __all__ = [
     "TLS",
+    "AdaptiveRate",
     "AlreadyExists",
     "AsyncClient",
     "Attempt",
@@ -80,6 +93,7 @@ __all__ = [
     "Queue",
     "QueueChanges",
     "Rate",
+    "RateWindow",
     "ReceivedJob",
     "ResourceExhausted",
     "RetryPolicy",
@@ -88,6 +102,8 @@ __all__ = [
     "ScheduleFiring",
     "ScheduleSpec",
     "Slot",
+    "Throttle",
+    "Throttled",
     "Unauthenticated",
     "Unavailable",
     "Worker",

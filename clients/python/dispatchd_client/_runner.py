@@ -8,6 +8,8 @@ depends on gRPC: it is the user-code boundary. Its rules are what a handler auth
 * the return value becomes the output (``str`` as UTF-8, ``None`` as empty bytes);
 * an exception becomes a :class:`~dispatchd_client.JobError` named after its type, retryable
   unless it is a :class:`~dispatchd_client.PermanentError`;
+* :class:`~dispatchd_client.Throttled` becomes a throttle signal (:class:`Throttle`): the job
+  goes back and the server holds the queue or the job's fairness key;
 * a job cancelled before or while its handler runs is answered with :data:`CANCELLED_ERROR`;
 * hooks are conveniences, so a failing hook is logged and never fails the job or the worker.
 """
@@ -24,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dispatchd_client._tracing import RunSpans, record_outcome
-from dispatchd_client.errors import PermanentError, RetryableError
-from dispatchd_client.types import JobError, ReceivedJob
+from dispatchd_client.errors import PermanentError, RetryableError, Throttled
+from dispatchd_client.types import JobError, ReceivedJob, Throttle
 
 if TYPE_CHECKING:
     from dispatchd_client.metrics import WorkerMetrics
@@ -34,7 +36,8 @@ logger = logging.getLogger("dispatchd_client.worker")
 
 #: What a handler may return.
 Output = bytes | str | None
-#: What a finished job reports: output bytes on success, an error otherwise.
+#: What a finished job reports: output bytes on success, an error otherwise (a throttle
+#: signal is the JobError subclass Throttle).
 Outcome = bytes | JobError
 #: A job handler: ``def`` or ``async def``, taking the delivered job.
 Handler = Callable[[ReceivedJob], Output | Awaitable[Output]]
@@ -201,6 +204,11 @@ class JobRunner:
             output = to_output(value)
         except _CancelledBeforeStart:
             return CANCELLED_ERROR
+        except Throttled as e:
+            if job.is_cancelled:
+                return CANCELLED_ERROR
+            logger.info("job %s (queue %s) throttled: %s", job.id, job.queue, e)
+            return Throttle(message=e.reason, retry_after=e.retry_after, scope=e.scope)
         except Exception as e:
             if job.is_cancelled:
                 return CANCELLED_ERROR

@@ -24,7 +24,7 @@ from google.protobuf import duration_pb2
 
 from dispatchd_client._runner import CANCELLED_ERROR, JobRunner, Outcome
 from dispatchd_client.errors import Internal
-from dispatchd_client.types import ReceivedJob
+from dispatchd_client.types import ReceivedJob, Throttle
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 if TYPE_CHECKING:
@@ -300,6 +300,8 @@ class Session:
         result = pb.JobResult(job_id=held.job.id, lease_id=held.job.lease_id)
         if isinstance(outcome, bytes):
             result.output = outcome
+        elif isinstance(outcome, Throttle):
+            result.throttled.CopyFrom(outcome.throttle_proto())
         else:
             result.error.CopyFrom(outcome.to_proto())
         self._pending.append(result)

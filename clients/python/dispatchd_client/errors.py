@@ -151,6 +151,29 @@ class PermanentError(Exception):
     """
 
 
+class Throttled(Exception):
+    """Raise from a job handler when the provider it calls throttles (a 429, a quota):
+
+    ::
+
+        raise Throttled(retry_after=30)  # the whole queue waits 30 s
+        raise Throttled(retry_after=5, scope="fairness_key")  # only this job's key waits
+
+    The job goes back to its place without the delivery counting as an attempt, and the
+    server dispatches nothing more of the queue (or of the job's fairness key) until
+    ``retry_after`` seconds have passed. A job that keeps answering this more often than the
+    queue's ``max_throttle_bounces`` has the next one counted as a failed attempt.
+    """
+
+    def __init__(self, retry_after: float = 1.0, scope: str = "queue", reason: str = "") -> None:
+        if scope not in ("queue", "fairness_key"):
+            raise ValueError(f"scope must be 'queue' or 'fairness_key', got {scope!r}")
+        super().__init__(reason or f"throttled for {retry_after:g} s")
+        self.retry_after = retry_after
+        self.scope = scope
+        self.reason = reason
+
+
 class RetryableError(Exception):
     """Raise from a job handler to fail this attempt and ask for a retry, expectedly (a
     dependency is busy, a lock is taken): the Worker logs one line without a traceback.

@@ -4,6 +4,7 @@ slots, and the optional arguments of submit and update_queue."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -91,17 +92,67 @@ class KeyLimits:
     max_in_flight_per_key: int = 0
     per_key_rate: float = 0.0
     per_key_burst: int = 0
+    #: Quotas per key over several windows (``used`` is not reported per key).
+    per_key_windows: tuple[RateWindow, ...] = ()
 
     def to_proto(self) -> pb.KeyLimits:
         return pb.KeyLimits(
             max_in_flight_per_key=self.max_in_flight_per_key,
             per_key_rate=self.per_key_rate,
             per_key_burst=self.per_key_burst,
+            per_key_windows=[w.to_proto() for w in self.per_key_windows],
         )
 
     @classmethod
     def from_proto(cls, msg: pb.KeyLimits) -> KeyLimits:
-        return cls(msg.max_in_flight_per_key, msg.per_key_rate, msg.per_key_burst)
+        windows = tuple(RateWindow.from_proto(w) for w in msg.per_key_windows)
+        return cls(msg.max_in_flight_per_key, msg.per_key_rate, msg.per_key_burst, windows)
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """A quota: at most ``limit`` dispatches in each window of ``period`` seconds (windows
+    fixed and aligned to the epoch: a day's starts at 00:00 UTC). ``used`` and
+    ``window_start`` are what the server counted, on answers."""
+
+    limit: int
+    period: float
+    used: int = 0
+    window_start: datetime.datetime | None = None
+
+    def to_proto(self) -> pb.RateWindow:
+        return pb.RateWindow(limit=self.limit, period=_duration(self.period))
+
+    @classmethod
+    def from_proto(cls, msg: pb.RateWindow) -> RateWindow:
+        start = None
+        if msg.HasField("window_start"):
+            start = msg.window_start.ToDatetime(tzinfo=datetime.UTC)
+        period = msg.period.seconds + msg.period.nanos / 1e9
+        return cls(msg.limit, period, msg.used, start)
+
+
+@dataclass(frozen=True)
+class AdaptiveRate:
+    """AIMD of a queue's rate on throttle signals: each signal multiplies the effective rate
+    by ``decrease`` (not below ``floor``), each ``quiet_interval`` seconds without one adds
+    ``increase`` per second (0: 5 % of the configured rate), never above the configured rate.
+    """
+
+    floor: float
+    decrease: float = 0.5
+    increase: float = 0.0
+    quiet_interval: float = 1.0
+
+    def to_proto(self) -> pb.AdaptiveRate:
+        msg = pb.AdaptiveRate(floor=self.floor, decrease=self.decrease, increase=self.increase)
+        msg.quiet_interval.CopyFrom(_duration(self.quiet_interval))
+        return msg
+
+    @classmethod
+    def from_proto(cls, msg: pb.AdaptiveRate) -> AdaptiveRate:
+        quiet = msg.quiet_interval.seconds + msg.quiet_interval.nanos / 1e9
+        return cls(msg.floor, msg.decrease, msg.increase, quiet)
 
 
 @dataclass(frozen=True)
@@ -235,6 +286,13 @@ class QueueChanges(TypedDict, total=False):
     """Seconds an idempotency key is remembered after its job finished."""
     http_target: HttpTarget | None
     """Deliver the queue's jobs to this HTTP endpoint (None: back to workers)."""
+    max_throttle_bounces: int
+    """Throttle signals one job may answer with before one counts as a failed attempt
+    (1-10,000; 0: the default, 20)."""
+    adaptive: AdaptiveRate | None
+    """Adapt the rate to throttle signals (AIMD); None: the configured rate again."""
+    windows: Sequence[RateWindow]
+    """Quotas over several windows, all enforced (the whole list; empty clears)."""
 
 
 def _timestamp(t: datetime.datetime) -> timestamp_pb2.Timestamp:
@@ -291,4 +349,10 @@ def apply_queue_changes(queue: pb.Queue, changes: QueueChanges) -> list[str]:
     target = changes.get("http_target")
     if target is not None:
         queue.http_target.CopyFrom(target.to_proto())
+    if "max_throttle_bounces" in changes:
+        queue.max_throttle_bounces = changes["max_throttle_bounces"]
+    adaptive = changes.get("adaptive")
+    if adaptive is not None:
+        queue.adaptive.CopyFrom(adaptive.to_proto())
+    queue.windows.extend(w.to_proto() for w in changes.get("windows", ()))
     return sorted(changes)

@@ -19,11 +19,13 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatchd_client.policies import (
+    AdaptiveRate,
     Attempt,
     HttpTarget,
     JobOptions,
     KeyLimits,
     Rate,
+    RateWindow,
     RetryPolicy,
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -64,7 +66,7 @@ _FINISHED = frozenset(
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-def _time(msg: pb.Job | pb.Delivery, name: str) -> datetime.datetime | None:
+def _time(msg: pb.Job | pb.Delivery | pb.Queue, name: str) -> datetime.datetime | None:
     """An aware UTC datetime, or None when the field is unset (not the epoch).
 
     What ``Timestamp.ToDatetime(tzinfo=UTC)`` gives (nanos cut to microseconds), in one
@@ -101,6 +103,27 @@ class JobError:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Throttle(JobError):
+    """A worker's answer "the provider throttles me" (a handler raises
+    :class:`~dispatchd_client.Throttled`): hold ``scope`` ("queue" or "fairness_key") for
+    ``retry_after`` seconds and put the job back. A JobError (code "Throttled") to
+    after_job hooks, so hooks written for outputs and errors keep working; the stream sends
+    it as JobResult.throttled."""
+
+    message: str = ""
+    code: str = "Throttled"
+    retry_after: float = 1.0
+    scope: str = "queue"
+
+    def throttle_proto(self) -> pb.Throttled:
+        msg = pb.Throttled(reason=self.message[:1024])
+        msg.retry_after.FromNanoseconds(int(max(0.0, self.retry_after) * 1e9))
+        key = self.scope == "fairness_key"
+        msg.scope = pb.THROTTLE_SCOPE_FAIRNESS_KEY if key else pb.THROTTLE_SCOPE_QUEUE
+        return msg
+
+
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """A submitted job as the server knows it, at the moment of the call that returned it."""
 
@@ -134,6 +157,8 @@ class Job:
     attempts: tuple[Attempt, ...] = ()
     #: The job's own retry policy (None: the queue's applies).
     retry_policy: RetryPolicy | None = None
+    #: Deliveries answered with a throttle signal (not counted in ``attempt``).
+    throttle_count: int = 0
     #: Only on submit results: True when an earlier job with the same idempotency key was
     #: returned instead of a new one.
     duplicate: bool = False
@@ -171,6 +196,7 @@ def _proto_fields(msg: pb.Job) -> dict[str, Any]:
         retry_policy=(
             RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
         ),
+        throttle_count=msg.throttle_count,
     )
 
 
@@ -242,6 +268,20 @@ class Queue:
     slot_count: int = 0
     #: The HTTP endpoint the server delivers this queue's jobs to; None: workers do.
     http_target: HttpTarget | None = None
+    #: While a throttle signal holds the whole queue: when the hold ends (else None).
+    throttled_until: datetime.datetime | None = None
+    #: Why the queue is held, while it is.
+    throttle_reason: str = ""
+    #: Throttle signals one job may answer with before one counts as a failed attempt.
+    max_throttle_bounces: int = 0
+    #: Fairness keys held by a key-scoped throttle signal now.
+    throttled_key_count: int = 0
+    #: AIMD of the rate on throttle signals; None: the rate is fixed.
+    adaptive: AdaptiveRate | None = None
+    #: The rate in force now (below ``rate`` after throttle signals when adaptive); 0: none.
+    effective_rate: float = 0.0
+    #: Quotas over several windows, each with what the current window used.
+    windows: tuple[RateWindow, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: pb.Queue) -> Queue:
@@ -265,6 +305,13 @@ class Queue:
             http_target=(
                 HttpTarget.from_proto(msg.http_target) if msg.HasField("http_target") else None
             ),
+            throttled_until=_time(msg, "throttled_until"),
+            throttle_reason=msg.throttle_reason,
+            max_throttle_bounces=msg.max_throttle_bounces,
+            throttled_key_count=msg.throttled_key_count,
+            adaptive=AdaptiveRate.from_proto(msg.adaptive) if msg.HasField("adaptive") else None,
+            effective_rate=msg.effective_rate,
+            windows=tuple(RateWindow.from_proto(w) for w in msg.windows),
         )
 
 

@@ -121,6 +121,12 @@ class JournalWriter(EngineObserver):
             self._forgotten.add(job_id)
         self._kick()
 
+    def quota_used(self, queue: str) -> None:
+        """A dispatch was counted in the queue's quota windows: its record (with the
+        counts) is written with the next commit."""
+        self._queues.add(queue)
+        self._kick()
+
     def queue_changed(self, name: str, settings: QueueSettings) -> None:
         self._queues.add(name)
         self._kick()
@@ -273,9 +279,10 @@ class JournalWriter(EngineObserver):
             except NotFound:  # deleted (DeleteQueue): its row goes
                 batch.deleted_queues.append(name)
                 continue
-            batch.queues.append(
-                (name, convert.settings_to_pb(name, view.settings).SerializeToString())
+            record = convert.settings_to_pb(
+                name, view.settings, usage=view.window_usage, key_usage=view.key_window_usage
             )
+            batch.queues.append((name, record.SerializeToString()))
         for schedule_id in self._schedules:
             rec = engine.get_schedule(schedule_id)
             stored = schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString()

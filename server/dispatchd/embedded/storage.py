@@ -93,7 +93,8 @@ class Storage:
         the engine's records and one chunk, not every row's protobuf beside them (which
         more than doubled the peak)."""
         started = time.monotonic()
-        queues = [(q.name, convert.settings_from_pb(q)) for q in journal.queues()]
+        stored = list(journal.queues())
+        queues = [(q.name, convert.settings_from_pb(q)) for q in stored]
         skipped: list[str] = []
         count = 0
 
@@ -106,6 +107,9 @@ class Storage:
 
         with _collector_paused():
             self._engine.restore(queues, records(), self._clock())
+        for q in stored:  # the quota counts: a restart grants nothing twice
+            usage, keys = convert.window_usage(q), convert.key_window_usage(q)
+            self._engine.restore_window_usage(q.name, usage, keys)
         schedules = journal.schedules()
         self._engine.restore_schedules(
             [schedule_convert.schedule_from_stored(s) for s in schedules]
@@ -127,7 +131,12 @@ class Storage:
         """Writes the engine's whole state into a fresh journal (after a snapshot restore)."""
         engine = self._engine
         queues = [
-            (v.name, convert.settings_to_pb(v.name, v.settings).SerializeToString())
+            (
+                v.name,
+                convert.settings_to_pb(
+                    v.name, v.settings, usage=v.window_usage, key_usage=v.key_window_usage
+                ).SerializeToString(),
+            )
             for v in engine.list_queues()
         ]
         jobs = [
@@ -147,6 +156,9 @@ class Storage:
             return
         with _collector_paused():
             self._engine.restore(data.queues, data.jobs)
+        for name in data.window_usage.keys() | data.key_window_usage.keys():
+            usage, keys = data.window_usage.get(name, ()), data.key_window_usage.get(name, ())
+            self._engine.restore_window_usage(name, usage, keys)
         self._engine.restore_schedules(data.schedules)
         self.store.mark_restored()
         log.info(
@@ -177,12 +189,16 @@ class Storage:
                 "no --data-dir: %d unfinished jobs are not kept", len(engine.unfinished_jobs())
             )
             return
-        queues = [(v.name, v.settings) for v in engine.list_queues()]
+        views = engine.list_queues()
+        queues = [(v.name, v.settings) for v in views]
+        usage = {v.name: v.window_usage for v in views if v.window_usage}
+        keys = {v.name: v.key_window_usage for v in views if v.key_window_usage}
         jobs = engine.unfinished_jobs()
         schedules = engine.all_schedules()
         start = time.perf_counter()
         try:
-            size = self.store.save(SnapshotData(queues, jobs, schedules), self._clock())
+            data = SnapshotData(queues, jobs, schedules, usage, keys)
+            size = self.store.save(data, self._clock())
         except OSError as e:
             if self.journal is not None:
                 log.error(

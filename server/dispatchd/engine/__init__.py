@@ -28,10 +28,12 @@ from dispatchd.engine.model import (
     WorkerRecord,
 )
 from dispatchd.engine.observer import EngineObserver, ObserverChain
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
+from dispatchd.engine.throttling import JobThrottle, ThrottleScope
 
 __all__ = [
+    "AdaptiveRate",
     "AttemptRecord",
     "Dispatches",
     "Engine",
@@ -45,6 +47,7 @@ __all__ = [
     "JobFailure",
     "JobRecord",
     "JobState",
+    "JobThrottle",
     "JobView",
     "KeyLimits",
     "LeaseRecord",
@@ -56,11 +59,13 @@ __all__ = [
     "QueueSettings",
     "QueueView",
     "Rate",
+    "RateWindow",
     "Rejection",
     "ResourceExhausted",
     "RetryPolicy",
     "SlotRecord",
     "SlotRequest",
+    "ThrottleScope",
     "Unavailable",
     "WorkerRecord",
 ]

@@ -63,7 +63,29 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             worker_count=len(q.subscribers),
             scheduled_count=len(q.scheduled),
             slot_count=len(q.slots),
+            throttled_until=q.throttled_until(self._now),
+            throttle_reason=q.hold_reason if q.throttled_until(self._now) is not None else "",
+            throttled_key_count=q.ready.held_keys(self._now),
+            effective_rate=q.effective_rate(self._now),
+            window_usage=() if q.windows is None else q.windows.usage(self._now),
+            key_window_usage=q.ready.key_usage(self._now) if q.ready.limits.windows else (),
         )
+
+    def restore_window_usage(
+        self,
+        name: str,
+        usage: tuple[tuple[float, float, int], ...],
+        key_usage: tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...] = (),
+    ) -> None:
+        """After restore: the quota counts a journal or snapshot kept for queue ``name`` (and
+        for its fairness keys)."""
+        q = self._queues.get(name)
+        if q is None:
+            return
+        if q.windows is not None and usage:
+            q.windows.restore(usage)
+        for key, counts in key_usage:
+            q.ready.restore_key_usage(key, counts)
 
     def get_queue(self, name: str) -> QueueView:
         lim.check_queue_name(name)

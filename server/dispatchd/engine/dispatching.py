@@ -16,6 +16,7 @@ from dispatchd.engine.model import (
     Rejection,
     WorkerRecord,
 )
+from dispatchd.engine.queue import QueueState
 from dispatchd.engine.reasons import (
     LEASE_EXPIRED,
     REQUEUED,
@@ -24,9 +25,11 @@ from dispatchd.engine.reasons import (
     WORKER_LOST,
     retry_after_floor,
 )
+from dispatchd.engine.throttling import JobThrottle, ThrottleScope, reason_text, too_many
 from dispatchd.engine.turns import TurnsMixin
 
-Outcome = bytes | JobFailure
+#: A worker's answer: the output, a failure, or a throttle signal (engine/throttling.py).
+Outcome = bytes | JobFailure | JobThrottle
 
 
 class DispatchMixin(TurnsMixin):
@@ -126,7 +129,9 @@ class DispatchMixin(TurnsMixin):
         if lease.cancelled:
             return None  # already CANCELLED; the answer only frees the slot
         http = (http_status, latency)
-        if isinstance(outcome, JobFailure):
+        if isinstance(outcome, JobThrottle):
+            self._throttled(lease, outcome, now, http)
+        elif isinstance(outcome, JobFailure):
             self._attempt_failed(lease, outcome, now, lost=False, http=http)
         elif len(outcome) > self.limits.max_payload_bytes:
             failure = JobFailure(
@@ -192,6 +197,48 @@ class DispatchMixin(TurnsMixin):
         job.not_before = due
         self._wait(q, job, now)
         self.observer.job_retrying(job, due)
+
+    # ---- throttle signals (engine/throttling.py) ------------------------------------
+
+    def _throttled(
+        self, lease: LeaseRecord, throttle: JobThrottle, now: float, http: tuple[int, float | None]
+    ) -> None:
+        """The provider throttles: the scope is held, and the job goes back to its old place
+        with the delivery not counted, unless it bounced more than the queue allows."""
+        job = lease.job
+        q = self._queues[job.queue]
+        self._hold(q, job, throttle, now)
+        job.throttle_count += 1
+        if job.throttle_count > q.settings.max_throttle_bounces:
+            self._attempt_failed(lease, too_many(throttle), now, lost=False, http=http)
+            return
+        job.attempt -= 1  # the delivery was not an attempt: the budget and numbers stay
+        self._give_back(job, now, "throttled")
+
+    def _hold(self, q: QueueState, job: JobRecord, throttle: JobThrottle, now: float) -> None:
+        """Holds the queue, or the job's fairness key, until now + the delay (a hold already
+        lasting longer stays). A held queue leaves the ready set; _consider arms its
+        wake-up at the hold's end, so a pass never looks at it meanwhile."""
+        sent, resume = job.dispatch_time, now + throttle.delay
+        if throttle.scope is ThrottleScope.FAIRNESS_KEY:
+            q.ready.throttled(job.fairness_key, now, sent, resume)  # AIMD of the key's rate
+        elif q.aimd is not None:
+            q.aimd.throttled(now, sent, resume)  # AIMD: the decrease (engine/policies.py)
+            q.adapt(now)
+        if throttle.delay <= 0:
+            return
+        until = now + throttle.delay
+        reason = reason_text(throttle, job.fairness_key)
+        if throttle.scope is ThrottleScope.FAIRNESS_KEY:
+            q.ready.hold(job.fairness_key, until, now)
+        else:
+            if q.held_until is None or until > q.held_until:
+                q.held_until = until
+            q.hold_reason = reason
+            if q.bucket is not None:
+                q.bucket.hold(q.held_until)  # resume at the rate, not in a burst
+            self._ready.discard(q)
+        self.observer.job_throttled(job, int(throttle.scope), until, reason)
 
     def _give_back(self, job: JobRecord, now: float, reason: str) -> None:
         """An attempt ended without a verdict: the job waits again at its old place, unless

@@ -6,6 +6,10 @@ lane's go, so a key with 100,000 pending jobs cannot starve a key with 10. A lan
 its in-flight bound or out of per-key tokens leaves the ring and comes back when a
 slot frees or its next token is due, so one dispatch costs O(log n) however many keys
 are blocked. Jobs without a fairness key share the lane "".
+
+A key held by a throttle signal (engine/throttling.py) leaves the ring the same way and
+comes back through the same wake heap when its hold ends; the hold is kept apart from the
+lane (``_held``), so a lane forgotten while idle is held again when its next job comes.
 """
 
 from __future__ import annotations
@@ -15,11 +19,22 @@ from collections import deque
 from collections.abc import Mapping
 
 from dispatchd.engine.model import JobRecord, JobState
-from dispatchd.engine.policies import KeyLimits, TokenBucket
+from dispatchd.engine.policies import AdaptiveRate, Aimd, KeyLimits, TokenBucket, WindowCounts
 
 
 class Lane:
-    __slots__ = ("bucket", "heap", "in_flight", "in_ring", "key", "live", "turns", "weight")
+    __slots__ = (
+        "aimd",
+        "bucket",
+        "heap",
+        "in_flight",
+        "in_ring",
+        "key",
+        "live",
+        "turns",
+        "weight",
+        "windows",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -27,6 +42,8 @@ class Lane:
         self.live = 0  # entries in heap that are still valid
         self.in_flight = 0
         self.bucket: TokenBucket | None = None
+        self.aimd: Aimd | None = None  # the adaptive per-key rate, on an adaptive queue
+        self.windows: WindowCounts | None = None  # its quotas' counts (per_key_windows)
         self.weight = 1
         self.turns = 0
         self.in_ring = False
@@ -36,15 +53,17 @@ class FairReady:
     """Ready jobs of one queue. Heaps are lazy: cancel and reprioritize leave the old
     entry behind, which pop skips by comparing the job's version."""
 
-    __slots__ = ("_jobs", "_ring", "_wake_seq", "_waking", "lanes", "limits")
+    __slots__ = ("_held", "_jobs", "_ring", "_wake_seq", "_waking", "adaptive", "lanes", "limits")
 
     def __init__(self, jobs: Mapping[str, JobRecord]) -> None:
         self._jobs = jobs
         self.lanes: dict[str, Lane] = {}
         self._ring: deque[Lane] = deque()
-        self._waking: list[tuple[float, int, str]] = []  # lanes waiting for a token
+        self._waking: list[tuple[float, int, str]] = []  # lanes waiting for a token or hold
+        self._held: dict[str, float] = {}  # fairness key -> end of its throttle hold
         self._wake_seq = 0
         self.limits = KeyLimits()
+        self.adaptive: AdaptiveRate | None = None  # the queue's, for its per-key rates
 
     def __len__(self) -> int:
         return sum(lane.live for lane in self.lanes.values())
@@ -57,15 +76,20 @@ class FairReady:
 
     def push(self, job: JobRecord, now: float) -> None:
         lane = self._lane(job.fairness_key)
-        if self.limits.per_key_rate is not None and lane.bucket is None:
-            lane.bucket = TokenBucket(self.limits.per_key_rate, now)
+        if self.limits.windows and lane.windows is None:
+            lane.windows = WindowCounts(self.limits.windows)
+        rate = self.limits.per_key_rate
+        if rate is not None and lane.bucket is None:
+            lane.bucket = TokenBucket(rate, now)
+            if self.adaptive is not None:
+                lane.aimd = Aimd(self.adaptive, rate.per_second, now)
         if job.fairness_weight:
             lane.weight = job.fairness_weight
         job.lane_version += 1
         job.in_lane = True
         heapq.heappush(lane.heap, (-job.priority, job.seq, job.lane_version, job.id))
         lane.live += 1
-        self._enter_ring(lane)
+        self._enter_ring(lane, now)
 
     def discard(self, job: JobRecord) -> None:
         """The job left the ready set without being popped (cancel, expiry, reprioritize)."""
@@ -73,9 +97,11 @@ class FairReady:
             job.in_lane = False
             self._lane(job.fairness_key).live -= 1
 
-    def _enter_ring(self, lane: Lane) -> None:
+    def _enter_ring(self, lane: Lane, now: float) -> None:
         if lane.in_ring or lane.live <= 0:
             return
+        if self._held and self._held.get(lane.key, now) > now:
+            return  # back through _waking when the hold ends
         cap = self.limits.max_in_flight_per_key
         if cap and lane.in_flight >= cap:
             return
@@ -93,9 +119,67 @@ class FairReady:
     def _wake(self, now: float) -> None:
         while self._waking and self._waking[0][0] <= now:
             _, _, key = heapq.heappop(self._waking)
+            if self._held.get(key, now) <= now:
+                self._held.pop(key, None)
             lane = self.lanes.get(key)
             if lane is not None:
-                self._enter_ring(lane)
+                self._enter_ring(lane, now)
+
+    def hold(self, key: str, until: float, now: float) -> None:
+        """A throttle signal holds fairness key ``key`` until ``until`` (a later hold wins):
+        its lane leaves the ring now and comes back through the wake heap."""
+        if until <= self._held.get(key, now):
+            return
+        self._held[key] = until
+        self._wake_seq += 1
+        heapq.heappush(self._waking, (until, self._wake_seq, key))
+        lane = self.lanes.get(key)
+        if lane is not None and lane.bucket is not None:
+            lane.bucket.hold(until)  # resume at the key's rate, not in a burst
+        if lane is not None and lane.in_ring:
+            self._ring.remove(lane)  # O(keys in the ring), once per signal
+            lane.in_ring = False
+            lane.turns = 0
+
+    def throttled(
+        self, key: str, now: float, sent_at: float | None = None, resume_at: float | None = None
+    ) -> None:
+        """A key-scoped throttle signal on an adaptive queue: the key's rate decreases."""
+        lane = self.lanes.get(key)
+        if lane is not None and lane.aimd is not None:
+            lane.aimd.throttled(now, sent_at, resume_at)
+            self._adapt(lane, now)
+
+    def _adapt(self, lane: Lane, now: float) -> None:
+        """The lane's bucket at its adaptive rate now (see QueueState.adapt)."""
+        rate = self.limits.per_key_rate
+        if lane.aimd is None or lane.bucket is None or rate is None:
+            return
+        current = lane.aimd.rate(rate, now)
+        if current.per_second != lane.bucket.per_second or current.burst != lane.bucket.burst:
+            lane.bucket.reconfigure(current, now)
+
+    def key_usage(self, now: float) -> tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...]:
+        """(key, its quota counts) of every key that used some of its current windows: what
+        is stored so that a restart grants a key's quota once."""
+        out = []
+        for key, lane in self.lanes.items():
+            if lane.windows is not None:
+                usage = lane.windows.usage(now)
+                if any(n for _, _, n in usage):
+                    out.append((key, usage))
+        return tuple(out)
+
+    def restore_key_usage(self, key: str, usage: tuple[tuple[float, float, int], ...]) -> None:
+        if self.limits.windows:
+            lane = self._lane(key)
+            if lane.windows is None:
+                lane.windows = WindowCounts(self.limits.windows)
+            lane.windows.restore(usage)
+
+    def held_keys(self, now: float) -> int:
+        """How many fairness keys a throttle signal holds at ``now``."""
+        return sum(1 for until in self._held.values() if until > now)
 
     def pop(self, now: float) -> JobRecord | None:
         """The next job by weighted round-robin over lanes, or None when every lane with
@@ -108,14 +192,17 @@ class FairReady:
             if lane.live <= 0 or (cap and lane.in_flight >= cap):
                 self._leave_ring(lane, now)
                 continue
-            if lane.bucket is not None and not lane.bucket.ready(now):
-                self._sleep_lane(lane, now)
+            wait = self._key_wait(lane, now)
+            if wait is not None:
+                self._sleep_lane(lane, now, wait)
                 continue
             job = self._pop_valid(lane)
             if job is None:
                 continue
             if lane.bucket is not None:
                 lane.bucket.take(now)
+            if lane.windows is not None:
+                lane.windows.take(now)
             lane.in_flight += 1
             lane.turns += 1
             # A lane that cannot give another job now leaves the ring at once, so the ring
@@ -123,21 +210,30 @@ class FairReady:
             # not take a worker's round-robin turn for a job that is not there.
             if lane.live <= 0 or (cap and lane.in_flight >= cap):
                 self._leave_ring(lane, now)
-            elif lane.bucket is not None and not lane.bucket.ready(now):
-                self._sleep_lane(lane, now)
+            elif (wait := self._key_wait(lane, now)) is not None:
+                self._sleep_lane(lane, now, wait)
             elif lane.turns >= lane.weight:
                 lane.turns = 0
                 ring.rotate(-1)
             return job
         return None
 
-    def _sleep_lane(self, lane: Lane, now: float) -> None:
-        """The lane at the head of the ring is out of per-key tokens: it leaves the ring
-        until its next token is due."""
-        assert lane.bucket is not None
+    def _key_wait(self, lane: Lane, now: float) -> float | None:
+        """When the lane's quotas and per-key token let it go again; None: they do now."""
+        if lane.windows is not None and not lane.windows.ready(now):
+            return lane.windows.next_time(now)
+        if lane.aimd is not None:
+            self._adapt(lane, now)
+        if lane.bucket is not None and not lane.bucket.ready(now):
+            return lane.bucket.next_time(now)
+        return None
+
+    def _sleep_lane(self, lane: Lane, now: float, until: float) -> None:
+        """The lane at the head of the ring is out of per-key tokens or quota: it leaves the
+        ring until ``until``, when they let it go again."""
         self._leave_ring(lane, now)
         self._wake_seq += 1
-        heapq.heappush(self._waking, (lane.bucket.next_time(now), self._wake_seq, lane.key))
+        heapq.heappush(self._waking, (until, self._wake_seq, lane.key))
 
     def _leave_ring(self, lane: Lane, now: float) -> None:
         self._ring.popleft()
@@ -168,7 +264,7 @@ class FairReady:
         if lane is None:
             return
         lane.in_flight = max(0, lane.in_flight - 1)
-        self._enter_ring(lane)
+        self._enter_ring(lane, now)
         self._maybe_forget(lane, now)
 
     def _maybe_forget(self, lane: Lane, now: float) -> None:
@@ -176,20 +272,42 @@ class FairReady:
         bucket is not full is kept: a fresh lane would start with a full bucket."""
         if lane.live > 0 or lane.in_flight > 0 or lane.in_ring:
             return
+        if lane.aimd is not None and lane.aimd.rate_at(now) < lane.aimd.ceiling:
+            return  # a fresh lane would start at the full rate
+        if lane.windows is not None and any(n for _, _, n in lane.windows.usage(now)):
+            return  # nor with its quotas unused (kept until their windows end)
         if lane.bucket is not None:
             lane.bucket.ready(now)  # refill
             if lane.bucket.tokens < lane.bucket.burst:
                 return
         del self.lanes[lane.key]
 
-    def configure(self, limits: KeyLimits, now: float) -> None:
-        """New key limits take effect at once, for lanes that exist and lanes to come."""
+    def configure(
+        self, limits: KeyLimits, now: float, adaptive: AdaptiveRate | None = None
+    ) -> None:
+        """New key limits (and the queue's adaptive setting) take effect at once, for lanes
+        that exist and lanes to come; an adaptive key keeps its effective rate."""
         self.limits = limits
+        self.adaptive = adaptive
+        rate = limits.per_key_rate
         for lane in self.lanes.values():
-            if limits.per_key_rate is None:
+            if rate is None:
                 lane.bucket = None
             elif lane.bucket is None:
-                lane.bucket = TokenBucket(limits.per_key_rate, now)
+                lane.bucket = TokenBucket(rate, now)
             else:
-                lane.bucket.reconfigure(limits.per_key_rate, now)
-            self._enter_ring(lane)
+                lane.bucket.reconfigure(rate, now)
+            if not limits.windows:
+                lane.windows = None
+            elif lane.windows is None:
+                lane.windows = WindowCounts(limits.windows)
+            else:
+                lane.windows.reconfigure(limits.windows)
+            if rate is None or adaptive is None:
+                lane.aimd = None
+            elif lane.aimd is None:
+                lane.aimd = Aimd(adaptive, rate.per_second, now)
+            else:
+                lane.aimd.reconfigure(adaptive, rate.per_second)
+                self._adapt(lane, now)
+            self._enter_ring(lane, now)

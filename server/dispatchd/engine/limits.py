@@ -26,8 +26,9 @@ from dispatchd.engine.model import (
 from dispatchd.engine.model import (
     SUBMITTER_HEADER as SUBMITTER_HEADER,
 )
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
+from dispatchd.engine.throttling import check_max_bounces
 
 MAX_KEY_CHARS = 256
 #: Job header names the server keeps for itself, in any case: a client may not set them.
@@ -39,6 +40,9 @@ QUEUE_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "max_pending": int,
     "dedup_window": float,
     "http_target": (HttpTarget, type(None)),
+    "max_throttle_bounces": int,
+    "adaptive": (AdaptiveRate, type(None)),
+    "windows": tuple,
 }
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -333,6 +337,14 @@ def check_queue_policies(policies: dict[str, object]) -> None:
         raise InvalidArgument(
             f"max_pending must be 0 (no bound) or more, got {max_pending}", field="max_pending"
         )
+    windows = policies.get("windows")
+    if isinstance(windows, tuple):
+        if not all(isinstance(w, RateWindow) for w in windows):
+            raise InvalidArgument("queue setting windows has the wrong type", field="windows")
+        RateWindow.several(list(windows))
+    bounces = policies.get("max_throttle_bounces")
+    if isinstance(bounces, int):
+        check_max_bounces(bounces)
     window = policies.get("dedup_window")
     if isinstance(window, float) and not 0 <= window <= 7 * 86_400:
         raise InvalidArgument(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.targets import HttpTarget
 
 #: The one reserved header a job carries: stamped by the server on every job submitted
@@ -137,6 +137,8 @@ class JobRecord:
     pending_entry: tuple[int, int, str] | None = None
     """The key this job is filed under in its queue's pending index while PENDING: kept so
     that taking it out needs no new tuple, and finds it even after a reprioritize."""
+    throttle_count: int = 0
+    """Deliveries answered with a throttle signal (engine/throttling.py): not attempts."""
 
     @property
     def pending_key(self) -> tuple[int, int, str]:
@@ -172,6 +174,7 @@ class FinishedJob(NamedTuple):
     idempotency_key: str
     retry_policy: RetryPolicy | None
     attempts: tuple[AttemptRecord, ...]
+    throttle_count: int = 0
 
     @property
     def state(self) -> JobState:
@@ -201,6 +204,7 @@ class FinishedJob(NamedTuple):
             *self[14:21],
             policy,
             attempts,
+            self.throttle_count,
         )
 
     @staticmethod
@@ -222,7 +226,9 @@ class FinishedJob(NamedTuple):
             AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4]), *a[5:]))
             for a in raw[22]
         )
-        return cls._make((*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts))
+        return cls._make(
+            (*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts, *raw[23:24])
+        )
 
     @classmethod
     def of(cls, job: JobRecord, finish_time: float, finish_seq: int) -> FinishedJob:
@@ -250,6 +256,7 @@ class FinishedJob(NamedTuple):
             job.idempotency_key,
             job.retry_policy,
             tuple(job.attempts),
+            job.throttle_count,
         )
 
 
@@ -357,6 +364,12 @@ class QueueSettings:
     """Seconds an idempotency key is remembered after its job finished."""
     http_target: HttpTarget | None = None
     """When set, the server delivers the queue's jobs to this endpoint itself."""
+    max_throttle_bounces: int = 20
+    """Throttle signals one job may answer with before one counts as a failed attempt."""
+    adaptive: AdaptiveRate | None = None
+    """AIMD of the rate (and the per-key rate) on throttle signals; None: fixed rates."""
+    windows: tuple[RateWindow, ...] = ()
+    """Quotas over fixed windows (policies.RateWindow), all enforced; in period order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +383,19 @@ class QueueView:
     worker_count: int
     scheduled_count: int = 0
     slot_count: int = 0
+    throttled_until: float | None = None
+    """While a throttle signal holds the whole queue: when the hold ends."""
+    throttle_reason: str = ""
+    throttled_key_count: int = 0
+    """Fairness keys held by a key-scoped throttle signal now."""
+    effective_rate: float = 0.0
+    """The queue's rate in force now (below the configured one after throttle signals on
+    an adaptive queue); 0 without a rate."""
+    window_usage: tuple[tuple[float, float, int], ...] = ()
+    """(period, window start, dispatches counted) of each of its windows now: shown, and
+    stored (journal, snapshot) so a restart grants nothing twice."""
+    key_window_usage: tuple[tuple[str, tuple[tuple[float, float, int], ...]], ...] = ()
+    """The same per fairness key (per_key_windows), for the keys with counts: stored only."""
 
 
 @dataclass(frozen=True, slots=True)

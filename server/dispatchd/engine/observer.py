@@ -74,6 +74,16 @@ class EngineObserver:
     def lease_released(self, queue: str) -> None:
         """A width slot came free; the queue may dispatch again."""
 
+    def quota_used(self, queue: str) -> None:
+        """A dispatch of a queue with quota windows was counted in them (the journal stores
+        the counts, so a restart grants nothing twice)."""
+
+    def job_throttled(self, job: JobRecord, scope: int, until: float, reason: str) -> None:
+        """A worker or target answered ``job`` with a throttle signal (engine/throttling.py):
+        ``scope`` (a ThrottleScope: the queue or the job's fairness key) is held until
+        ``until``. Called before the job goes back (job_requeued) or, past its bound of
+        bounces, fails its attempt."""
+
     def schedule_changed(self, schedule: ScheduleRecord) -> None:
         """Created, changed, or fired (its state moved)."""
 
@@ -124,6 +134,8 @@ class ObserverChain(EngineObserver):
         self._worker_disconnected = h["worker_disconnected"]
         self._lease_released = h["lease_released"]
         self._schedule_changed = h["schedule_changed"]
+        self._job_throttled = h["job_throttled"]
+        self._quota_used = h["quota_used"]
         self._schedule_deleted = h["schedule_deleted"]
         self._schedule_fired = h["schedule_fired"]
 
@@ -191,6 +203,14 @@ class ObserverChain(EngineObserver):
         for hook in self._lease_released:
             hook(queue)
 
+    def quota_used(self, queue: str) -> None:
+        for hook in self._quota_used:
+            hook(queue)
+
+    def job_throttled(self, job: JobRecord, scope: int, until: float, reason: str) -> None:
+        for hook in self._job_throttled:
+            hook(job, scope, until, reason)
+
     def schedule_changed(self, schedule: ScheduleRecord) -> None:
         for hook in self._schedule_changed:
             hook(schedule)
@@ -205,6 +225,8 @@ class ObserverChain(EngineObserver):
 
 
 _EVENTS = (
+    "job_throttled",
+    "quota_used",
     "jobs_submitted",
     "job_dispatched",
     "job_finished",

@@ -20,7 +20,7 @@ from dispatchd.engine.model import (
     WorkerRecord,
     dedup_name,
 )
-from dispatchd.engine.policies import KeyLimits, TokenBucket
+from dispatchd.engine.policies import Aimd, KeyLimits, TokenBucket, WindowCounts
 
 
 class FinishedIndex:
@@ -74,10 +74,13 @@ class QueueState:
     """
 
     __slots__ = (
+        "aimd",
         "bucket",
         "chains",
         "dedup",
         "finished",
+        "held_until",
+        "hold_reason",
         "leases",
         "name",
         "pending",
@@ -89,6 +92,7 @@ class QueueState:
         "slots",
         "subscribers",
         "wake_due",
+        "windows",
     )
 
     def __init__(
@@ -107,8 +111,14 @@ class QueueState:
         self.subscribers: list[WorkerRecord] = []
         self.dedup: dict[str, str] = {}  # model.dedup_name -> job id
         self.bucket: TokenBucket | None = None
+        self.aimd: Aimd | None = None  # the adaptive rate (settings.adaptive) over the bucket
+        self.windows: WindowCounts | None = None  # its quotas' counts (settings.windows)
         self.ring_key: int | None = None  # its key in the engine's ready set, while in it
         self.wake_due: float | None = None  # when its rate lets it go again, if held by it
+        # A throttle signal's hold of the whole queue (engine/throttling.py): while it
+        # lasts the queue is out of the ready set, with a wake-up at its end.
+        self.held_until: float | None = None
+        self.hold_reason = ""
         self.apply_settings(settings, now)
 
     def apply_settings(self, settings: QueueSettings, now: float) -> None:
@@ -119,7 +129,40 @@ class QueueState:
             self.bucket = TokenBucket(settings.rate, now)
         else:
             self.bucket.reconfigure(settings.rate, now)
-        self.ready.configure(settings.key_limits or KeyLimits(), now)
+        self._configure_aimd(settings, now)
+        if not settings.windows:
+            self.windows = None
+        elif self.windows is None:
+            self.windows = WindowCounts(settings.windows)
+        else:
+            self.windows.reconfigure(settings.windows)
+        self.ready.configure(settings.key_limits or KeyLimits(), now, settings.adaptive)
+
+    def _configure_aimd(self, settings: QueueSettings, now: float) -> None:
+        """An adaptive queue's effective rate survives a settings change, under the new
+        ceiling; a queue without a rate has nothing to adapt."""
+        if settings.adaptive is None or settings.rate is None:
+            self.aimd = None
+        elif self.aimd is None:
+            self.aimd = Aimd(settings.adaptive, settings.rate.per_second, now)
+        else:
+            self.aimd.reconfigure(settings.adaptive, settings.rate.per_second)
+            self.adapt(now)
+
+    def adapt(self, now: float) -> None:
+        """Sets the bucket to the adaptive rate in force at ``now`` (engine/policies.py Aimd):
+        a cheap no-op for a queue that is not adaptive."""
+        aimd, bucket, rate = self.aimd, self.bucket, self.settings.rate
+        if aimd is None or bucket is None or rate is None:
+            return
+        current = aimd.rate(rate, now)
+        if current.per_second != bucket.per_second or current.burst != bucket.burst:
+            bucket.reconfigure(current, now)
+
+    def effective_rate(self, now: float) -> float:
+        """The rate in force at ``now``; 0 without a rate."""
+        self.adapt(now)
+        return 0.0 if self.bucket is None else self.bucket.per_second
 
     @property
     def underway(self) -> int:
@@ -134,7 +177,27 @@ class QueueState:
         s = self.settings
         if s.paused or self.underway >= s.width or not self.ready.has_ready(now):
             return False
+        if self.held_until is not None and self.held_until > now:
+            return False
+        if self.aimd is not None:
+            self.adapt(now)
+        if self.windows is not None and not self.windows.ready(now):
+            return False
         return self.bucket is None or self.bucket.ready(now)
+
+    def rate_wake(self, now: float) -> float:
+        """When its rate and its quotas let it dispatch again (``now``: they do now)."""
+        t = now
+        if self.bucket is not None:
+            t = self.bucket.next_time(now)
+        if self.windows is not None:
+            t = max(t, self.windows.next_time(now))
+        return t
+
+    def throttled_until(self, now: float) -> float | None:
+        """When the queue's throttle hold ends, while one lasts."""
+        until = self.held_until
+        return until if until is not None and until > now else None
 
     def add_pending(self, job: JobRecord) -> None:
         key = job.pending_entry = (-job.priority, job.seq, job.id)

@@ -167,11 +167,18 @@ class EngineState:
         s = q.settings
         if s.paused or q.underway >= s.width:
             return
+        if q.held_until is not None:  # a throttle signal holds it: wake at the hold's end
+            if q.held_until > now:
+                if q.has_free_worker():
+                    self._ready.wake(q, q.held_until)
+                return
+            q.held_until, q.hold_reason = None, ""
+        q.adapt(now)
         if q.ready.has_ready(now):  # (lets lanes whose token came back into the ring)
-            if q.bucket is None or q.bucket.ready(now):
+            wake = q.rate_wake(now)  # its token, and the end of its exhausted quota windows
+            if wake <= now:
                 self._ready.add(q)
                 return
-            wake = q.bucket.next_time(now)
         else:
             lane_wake = q.ready.next_wake()  # every ready key is out of its own tokens
             if lane_wake is None:

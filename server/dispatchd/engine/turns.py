@@ -116,6 +116,11 @@ class TurnsMixin(EngineState):
             return None
         if q.bucket is not None:
             q.bucket.take(now)
+        if q.windows is not None:  # quotas (engine/policies.py WindowCounts): counted, stored
+            q.windows.take(now)
+            self.observer.quota_used(q.name)
+        elif q.ready.limits.windows:  # per-key quotas (counted by the lane's pop): stored
+            self.observer.quota_used(q.name)
         q.remove_pending(job)
         return self._lease(q, job, worker, now)
 

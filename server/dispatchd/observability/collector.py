@@ -75,6 +75,8 @@ class _QueueGauges:
     underway: int = 0
     width: int = 0
     paused: int = 0
+    throttled: int = 0
+    throttled_keys: int = 0
     dead: int = 0
     failed: int = 0
     oldest: float = 0.0
@@ -89,6 +91,8 @@ class _QueueGauges:
         self.underway += view.underway_count
         self.width += s.width
         self.paused += int(s.paused)
+        self.throttled += int(view.throttled_until is not None)
+        self.throttled_keys += view.throttled_key_count
         self.dead += figures.dead
         self.failed += figures.failed
         if figures.head_ready is not None:
@@ -256,6 +260,17 @@ class DispatchdCollector(Collector):
                 f"1 if the queue is paused ({OTHER_LABEL}: how many are).",
                 lambda r: r.paused,
             ),
+            (
+                "queue_throttled",
+                "1 while a throttle signal holds the whole queue "
+                f"({OTHER_LABEL}: how many are held).",
+                lambda r: r.throttled,
+            ),
+            (
+                "queue_throttled_keys",
+                "Fairness keys of the queue a key-scoped throttle signal holds now.",
+                lambda r: r.throttled_keys,
+            ),
         )
         for name, doc, value in gauges:
             family = Family(PREFIX + name, "gauge", doc, ("queue",))
@@ -304,6 +319,18 @@ class DispatchdCollector(Collector):
             for label in names:
                 family.add((label,), getattr(stats[label], attr))
             yield family
+        throttles = Family(
+            PREFIX + "throttle_signals",
+            "counter",
+            "Results that were throttle signals (a worker's Throttled, an HTTP 429 or 503 with "
+            "Retry-After), by what they held.",
+            ("queue", "scope"),
+        )
+        for label in names:
+            queue_scope, key_scope = stats[label].throttles
+            throttles.add((label, "queue"), queue_scope)
+            throttles.add((label, "fairness_key"), key_scope)
+        yield throttles
         completed = Family(
             PREFIX + "jobs_completed",
             "counter",

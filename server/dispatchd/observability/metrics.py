@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dispatchd.engine import EngineObserver, FinishedJob, JobRecord, JobState, LeaseRecord
 from dispatchd.engine.reasons import LEASE_EXPIRED, REQUEUED, WORKER_LOST
 from dispatchd.engine.schedules import Firing, FiringCause, FiringOutcome
+from dispatchd.engine.throttling import ThrottleScope
 
 OTHER_LABEL = "_other"
 """The ``queue`` label shared by every queue past the cap."""
@@ -101,6 +102,7 @@ class QueueStats:
         "run",
         "stale_results",
         "submitted",
+        "throttles",
         "wait",
     )
 
@@ -111,6 +113,7 @@ class QueueStats:
         self.retried = 0
         self.lease_expired = 0
         self.stale_results = 0
+        self.throttles = [0, 0]  # throttle signals by scope: queue, fairness key
         self.requeued: dict[str, int] = {}
         """Underway jobs put back to pending without a retry, by why (REQUEUE_REASONS)."""
         self.refused: dict[str, int] = {}
@@ -218,6 +221,9 @@ class MetricsObserver(EngineObserver):
 
     def lease_expired(self, lease: LeaseRecord) -> None:
         self.of(lease.job.queue).lease_expired += 1
+
+    def job_throttled(self, job: JobRecord, scope: int, until: float, reason: str) -> None:
+        self.of(job.queue).throttles[1 if scope == ThrottleScope.FAIRNESS_KEY else 0] += 1
 
     def job_requeued(self, job: JobRecord, reason: str) -> None:
         requeued(self.of(job.queue), reason, 1)

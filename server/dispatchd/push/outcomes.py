@@ -3,8 +3,11 @@
 - a status in the target's success codes (default 200-299): the job succeeds, with the
   response body (cut to the payload cap) as its result when the target has
   keep_response_body, else with an empty result;
-- 429 and 503: retryable, and a Retry-After (seconds or an HTTP date) is a floor under
-  the next attempt's backoff;
+- 429, and 503 with a Retry-After (seconds or an HTTP date): a throttle signal
+  (engine/throttling.py): the job goes back to its place without counting the call as an
+  attempt and the whole queue is held for the Retry-After (1 s for a 429 without one;
+  capped at an hour), so the next jobs do not hit the target at once and get 429 too;
+- 503 without a Retry-After: retryable (the target is down, not throttling);
 - any other 4xx, and 1xx/3xx not listed as success (redirects are not followed): not
   retryable, the request itself is wrong;
 - 5xx, timeouts, connection and protocol errors: retryable;
@@ -20,6 +23,7 @@ from http import HTTPStatus
 
 from dispatchd.engine import HttpTarget, JobFailure, Outcome
 from dispatchd.engine.limits import capped_failure
+from dispatchd.engine.throttling import DEFAULT_HTTP_429_SECONDS, ThrottleScope, throttle_of
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 EXCERPT_CHARS = 200
@@ -83,7 +87,12 @@ def classify_response(
         message += f": {excerpt}"
     code = f"HTTP_{status}"
     if status in RETRY_AFTER_STATUSES:
-        return capped_failure(message, True, code, retry_after_seconds(retry_after, now))
+        delay = retry_after_seconds(retry_after, now)
+        if delay is None and status == 429:
+            delay = DEFAULT_HTTP_429_SECONDS
+        if delay is not None:
+            return throttle_of(delay, ThrottleScope.QUEUE, message)
+        return capped_failure(message, True, code)
     return capped_failure(message, status >= 500, code)
 
 

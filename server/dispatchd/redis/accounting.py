@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from dispatchd.engine import JobFailure, JobState
+from dispatchd.engine.throttling import ThrottleScope
 from dispatchd.observability.metrics import QueueStats, requeued
 from dispatchd.redis.records import StoredJob, Tally
 
@@ -57,6 +58,11 @@ class Accounting:
             stats.completed[int(state)] += 1
         if state in _RAN or (state in _WAITING and failure is not None):
             stats.run.observe(max(0.0, ran))
+
+    def throttled(self, queue: str, scope: int) -> None:
+        """A throttle signal of this replica's worker was taken (engine/throttling.py)."""
+        if self._of is not None:
+            self._of(queue).throttles[1 if scope == ThrottleScope.FAIRNESS_KEY else 0] += 1
 
     def finished(self, queue: str, state: JobState) -> None:
         if self._of is not None:

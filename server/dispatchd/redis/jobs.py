@@ -49,10 +49,23 @@ def _setting_args(
         if isinstance(limits, KeyLimits):
             changes += ["kcap", limits.max_in_flight_per_key]
             changes += ["krate", records.rate_text(limits.per_key_rate)]
+            changes += ["kwin", records.windows_text(limits.windows)]
         else:
-            changes += ["kcap", "", "krate", ""]
+            changes += ["kcap", "", "krate", "", "kwin", ""]
     if "http_target" in policies:
         changes += ["ht", records.target_text(policies["http_target"])]  # type: ignore[arg-type]
+    return changes + _throttle_args(policies)
+
+
+def _throttle_args(policies: dict[str, object]) -> list[Any]:
+    """update.lua's pairs for the throttle settings (docs/rate-limits.md)."""
+    changes: list[Any] = []
+    if "max_throttle_bounces" in policies:
+        changes += ["mtb", policies["max_throttle_bounces"]]
+    if "adaptive" in policies:
+        changes += ["ad", records.adaptive_text(policies["adaptive"])]  # type: ignore[arg-type]
+    if "windows" in policies:
+        changes += ["win", records.windows_text(policies["windows"])]  # type: ignore[arg-type]
     return changes
 
 

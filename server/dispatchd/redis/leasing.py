@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from dispatchd.engine import JobFailure, JobState, Outcome, Rejection, reasons
+from dispatchd.engine import JobFailure, JobState, JobThrottle, Outcome, Rejection, reasons
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine.throttling import QUEUE_REASON, too_many_text
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob, Tally
@@ -83,7 +84,11 @@ class RedisLeasing(RedisJobs):
                     retryable=False,
                     code="ResultTooLarge",
                 )
-            if isinstance(outcome, JobFailure):
+            if isinstance(outcome, JobThrottle):  # includes/throttle.lua
+                shown = outcome.reason or QUEUE_REASON
+                args += [job_id, lease_id, "thr", shown, int(outcome.scope)]
+                args += [too_many_text(outcome), repr(self.rng.random())]
+            elif isinstance(outcome, JobFailure):
                 args += [job_id, lease_id, "err", outcome.message, int(outcome.retryable)]
                 args += [outcome.code, repr(self.rng.random())]
             else:
@@ -97,7 +102,10 @@ class RedisLeasing(RedisJobs):
         )
 
     def _floor(self, outcome: Outcome) -> str:
-        """A failure's retry_after as result.lua takes it: made safe, or '' for none."""
+        """A failure's retry_after as result.lua takes it: made safe, or '' for none; a
+        throttle's delay (made safe by throttling.throttle_of)."""
+        if isinstance(outcome, JobThrottle):
+            return repr(outcome.delay)
         if not isinstance(outcome, JobFailure) or outcome.retry_after is None:
             return ""
         cap = self.limits.max_retry_after_seconds

@@ -23,9 +23,10 @@ from dispatchd.engine import (
 from dispatchd.engine.errors import InvalidArgument
 from dispatchd.engine.model import QueueFigures, QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
-from dispatchd.engine.policies import KeyLimits, Rate, RetryPolicy
+from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
 from dispatchd.engine.reasons import REQUEUED
 from dispatchd.engine.targets import HttpTarget
+from dispatchd.engine.throttling import DEFAULT_MAX_BOUNCES
 from dispatchd.redis.errors import ScriptReplyError
 from dispatchd.redis.scripts import JOB_FIELDS
 
@@ -194,12 +195,46 @@ def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:
         retry_policy=policy_of(_s(v("rp"))),
         attempts=_attempts(_s(v("ats"))),
         budget_start=int(v("bs") or 0),
+        throttle_count=int(v("thc") or 0),
     )
     return StoredJob(record, _s(v("ls")), _f(v("dl")), v("cx") == b"1")
 
 
 def rate_text(rate: Rate | None) -> str:
     return "" if rate is None else f"{rate.per_second!r}|{rate.burst}"
+
+
+def adaptive_text(a: AdaptiveRate | None) -> str:
+    """cfg field ad (includes/adaptive.lua); '' is none."""
+    return "" if a is None else f"{a.floor!r}|{a.decrease!r}|{a.increase!r}|{a.quiet!r}"
+
+
+def windows_text(windows: tuple[RateWindow, ...]) -> str:
+    """cfg field win (includes/windows.lua): "limit|period,..." in period order; '' none."""
+    return ",".join(f"{w.limit}|{w.period!r}" for w in windows)
+
+
+def windows_of(text: str) -> tuple[RateWindow, ...]:
+    if not text:
+        return ()
+    pairs = (part.split("|") for part in text.split(","))
+    return tuple(RateWindow(int(limit), float(period)) for limit, period in pairs)
+
+
+def usage_of(items: Sequence[Reply]) -> tuple[tuple[float, float, int], ...]:
+    """view.lua's "period|window start|count" items."""
+    out = []
+    for item in items:
+        period, start, n = _s(item).split("|")
+        out.append((float(period), float(start), int(n)))
+    return tuple(out)
+
+
+def adaptive_of(text: str) -> AdaptiveRate | None:
+    if not text:
+        return None
+    floor, decrease, increase, quiet = (float(x) for x in text.split("|"))
+    return AdaptiveRate(floor, decrease, increase, quiet)
 
 
 def target_text(target: HttpTarget | None) -> str:
@@ -244,10 +279,13 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
     )
     pending, underway, scheduled, workers = (int(x or 0) for x in reply[8:12])
     kcap, krps, kburst = (x if isinstance(x, bytes) else b"" for x in reply[12:15])
+    # mtb, the throttle hold, adaptive, the effective rate, the quota windows and counts,
+    # the per-key quota windows
+    extra = [*reply[17:26], *[b""] * (26 - max(17, len(reply)))]
     key_limits = None
     if kcap:
         key_rate = Rate(float(krps), int(kburst or 1)) if krps else None
-        key_limits = KeyLimits(int(kcap), key_rate)
+        key_limits = KeyLimits(int(kcap), key_rate, windows_of(_s(extra[8])))  # type: ignore[arg-type]
     settings = QueueSettings(
         width=int(width or 0),
         paused=paused == b"1",
@@ -258,9 +296,28 @@ def queue_of_view(name: str, reply: Sequence[Reply | int]) -> QueueView:
         max_pending=int(maxp or 0),
         dedup_window=float(dedup or 86_400),
         http_target=target_of(_s(reply[16])) if len(reply) > 16 else None,  # type: ignore[arg-type]
+        max_throttle_bounces=int(extra[0] or DEFAULT_MAX_BOUNCES),
+        adaptive=adaptive_of(_s(extra[4])),  # type: ignore[arg-type]
+        windows=windows_of(_s(extra[6])),  # type: ignore[arg-type]
     )
     slots = int(reply[15]) if len(reply) > 15 else 0  # type: ignore[arg-type]
-    return QueueView(name, settings, pending, underway, workers, scheduled, slots)
+    # A throttle signal's hold (includes/throttle.lua): its end ('' when none) and reason,
+    # and how many fairness keys are held.
+    held, reason, keys, _, effective, _, counts, _ = extra[1:]
+    return QueueView(
+        name,
+        settings,
+        pending,
+        underway,
+        workers,
+        scheduled,
+        slots,
+        throttled_until=float(held) if held else None,
+        throttle_reason=_s(reason),  # type: ignore[arg-type]
+        throttled_key_count=int(keys or 0),
+        effective_rate=float(effective or 0),
+        window_usage=usage_of(counts) if isinstance(counts, list) else (),
+    )
 
 
 @dataclass(frozen=True, slots=True)

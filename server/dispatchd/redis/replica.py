@@ -23,6 +23,8 @@ from dispatchd.engine import (
     EngineObserver,
     FinishedJob,
     JobFailure,
+    JobRecord,
+    JobThrottle,
     LeaseRecord,
     Rejection,
     WorkerRecord,
@@ -30,6 +32,7 @@ from dispatchd.engine import (
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import Internal, Unavailable, draining
 from dispatchd.engine.reasons import UNKNOWN_JOB
+from dispatchd.engine.throttling import reason_text
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
 from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
@@ -275,6 +278,10 @@ class Replica:
             for job_id, state in states:
                 if job_id in answered:
                     lease, item = answered[job_id]
+                    if isinstance(item.outcome, JobThrottle):  # engine/throttling.py
+                        self._throttled(lease.job, item.outcome, now)
+                        if not state.finished:
+                            continue  # back at its place, not an attempt: not "retried"
                     failure = item.outcome if isinstance(item.outcome, JobFailure) else None
                     ran = now - (lease.job.dispatch_time or now)
                     self.accounting.answered(queue, ran, state, failure)
@@ -285,6 +292,13 @@ class Replica:
             self.kick(queue)
         self._note_idle()
         return rejected
+
+    def _throttled(self, job: JobRecord, throttle: JobThrottle, now: float) -> None:
+        """Observers hear of a throttle signal result.lua took, as the engine tells them."""
+        self.accounting.throttled(job.queue, int(throttle.scope))
+        self.observer.job_throttled(
+            job, int(throttle.scope), now + throttle.delay, reason_text(throttle, job.fairness_key)
+        )
 
     def _take_turns(self, worker: WorkerRecord) -> None:
         """The worker's credits came free: one of its queues, in turn, claims before the

@@ -26,6 +26,9 @@ QUEUE_MASK_PATHS = frozenset(
         "max_pending",
         "dedup_window",
         "http_target",
+        "max_throttle_bounces",
+        "adaptive",
+        "windows",
     }
 )
 _MESSAGE_PATHS = ("lease_duration", "rate", "retry_policy", "key_limits", "dedup_window")
@@ -44,6 +47,12 @@ def populated_paths(q: pb.Queue) -> set[str]:
         paths.add("paused")
     if q.max_pending:
         paths.add("max_pending")
+    if q.max_throttle_bounces:
+        paths.add("max_throttle_bounces")
+    if q.HasField("adaptive"):
+        paths.add("adaptive")
+    if q.windows:
+        paths.add("windows")
     return paths
 
 
@@ -146,4 +155,10 @@ def _policy_changes(q: pb.Queue, paths: set[str]) -> dict[str, object]:
         changes["dedup_window"] = convert.duration_seconds(q.dedup_window)
     if "http_target" in paths:
         changes["http_target"] = convert.http_target(q)
+    if "max_throttle_bounces" in paths:
+        changes["max_throttle_bounces"] = convert.max_throttle_bounces(q)
+    if "adaptive" in paths:
+        changes["adaptive"] = convert.adaptive(q)
+    if "windows" in paths:
+        changes["windows"] = convert.windows(q)
     return changes

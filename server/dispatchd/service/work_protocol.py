@@ -15,6 +15,7 @@ from dispatchd import convert
 from dispatchd.engine import Outcome, Rejection
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
 from dispatchd.engine.limits import capped_failure
+from dispatchd.engine.throttling import throttle_of
 from dispatchd.service.errors import abort_with, refusal_status
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
@@ -79,9 +80,13 @@ def welcome(worker_id: str, heartbeat_interval: float, max_result_bytes: int) ->
 def outcome(result: pb.JobResult) -> Outcome:
     """A worker's result as the engine takes it: the output, or the failure (its message
     and code cut to their caps: see engine.limits.capped_failure)."""
-    if result.WhichOneof("outcome") == "error":
+    kind = result.WhichOneof("outcome")
+    if kind == "error":
         e = result.error
         return capped_failure(e.message, e.retryable, e.code)
+    if kind == "throttled":
+        t = result.throttled
+        return throttle_of(convert.duration_seconds(t.retry_after), t.scope, t.reason)
     return result.output
 
 

@@ -41,6 +41,10 @@ class SnapshotData:
     """In submit order (the engine's unfinished_jobs()); the file holds them in dispatch
     order with each one's place in this list."""
     schedules: list[ScheduleRecord] = field(default_factory=list)
+    window_usage: dict[str, convert.WindowUsage] = field(default_factory=dict)
+    """Queue name -> its quota windows' counts (kept in each Queue's windows)."""
+    key_window_usage: dict[str, convert.KeyWindowUsage] = field(default_factory=dict)
+    """Queue name -> its fairness keys' quota counts (Queue.key_window_counts)."""
 
 
 class SnapshotStore:
@@ -81,6 +85,10 @@ class SnapshotStore:
                 queues=[(q.name, convert.settings_from_pb(q)) for q in msg.queues],
                 jobs=jobs,
                 schedules=[schedule_convert.schedule_from_stored(s) for s in msg.schedules],
+                window_usage={q.name: convert.window_usage(q) for q in msg.queues if q.windows},
+                key_window_usage={
+                    q.name: convert.key_window_usage(q) for q in msg.queues if q.key_window_counts
+                },
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -128,7 +136,15 @@ class SnapshotStore:
         head = snapshot_pb2.Snapshot(
             format_version=FORMAT_VERSION, create_time=convert.timestamp(now)
         )
-        head.queues.extend(convert.settings_to_pb(name, s) for name, s in data.queues)
+        head.queues.extend(
+            convert.settings_to_pb(
+                name,
+                s,
+                usage=data.window_usage.get(name, ()),
+                key_usage=data.key_window_usage.get(name, ()),
+            )
+            for name, s in data.queues
+        )
         order = sorted(range(len(data.jobs)), key=lambda i: _dispatch_key(data.jobs[i], i))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".pb.tmp")

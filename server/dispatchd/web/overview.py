@@ -42,7 +42,9 @@ def attention(
     waiting = v.pending_count
     running = not v.settings.paused
     rate = v.settings.rate
-    held = fig is not None and (fig.rate_limited or fig.key_held > 0)
+    hold = v.throttled_until is not None and v.throttled_until > now
+    held = hold or v.throttled_key_count > 0
+    held = held or (fig is not None and (fig.rate_limited or fig.key_held > 0))
     # A backlog past the burst of a rate limit is the rate's doing, not a stuck queue.
     throttled = (
         running and waiting > 0 and (held or (rate is not None and waiting > max(1, rate.burst)))
@@ -62,6 +64,8 @@ def attention(
         seconds = len(trend.throughput) * trend.bucket_seconds
         window = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         return Attention(DEAD_GROWING, f"{trend.dead} dead in the last {window}")
+    if throttled and hold:
+        return Attention(THROTTLED, f"throttled: held by a signal ({v.throttle_reason})")
     if throttled and fig is not None and fig.key_held and not fig.rate_limited:
         return Attention(THROTTLED, f"throttled: {fig.key_held} ready jobs at their key limits")
     if throttled:

@@ -118,6 +118,8 @@ def queue_row(v: QueueView, trend: Trend | None) -> dict[str, object]:
         "width": v.settings.width,
         "rate": rate_text(v),
         "paused": v.settings.paused,
+        "throttled_until": v.throttled_until,
+        "throttled_keys": v.throttled_key_count,
         "workers": v.worker_count,
         "bucket_seconds": trend.bucket_seconds if trend else None,
         "throughput": trend.throughput if trend else None,
@@ -206,6 +208,32 @@ def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
     )
 
 
+def throttle_notes(v: QueueView) -> list[str]:
+    """The throttle hold (docs/rate-limits.md) while there is one: until when and why; the
+    adaptive rate in force and the quotas' counts, when the queue has them. Text: the
+    template escapes it."""
+    notes = []
+    if v.throttled_until is not None:
+        notes.append(
+            f"Throttled until {when(v.throttled_until)}: {v.throttle_reason}. "
+            "Nothing of the queue is dispatched before."
+        )
+    if v.throttled_key_count:
+        notes.append(f"{v.throttled_key_count} fairness key(s) held by a throttle signal.")
+    if v.settings.adaptive is not None and v.settings.rate is not None:
+        notes.append(
+            f"Adaptive rate: {v.effective_rate:.4g}/s in force now "
+            f"(configured {v.settings.rate.per_second:g}/s)."
+        )
+    if v.window_usage:
+        used = "; ".join(
+            f"{n} of {w.limit} per {w.period:g} s"
+            for w, (_, _, n) in zip(v.settings.windows, v.window_usage, strict=False)
+        )
+        notes.append(f"Quotas used in their current windows: {used}.")
+    return notes
+
+
 def queue_page(
     v: QueueView,
     pending: Sequence[JobView],
@@ -231,6 +259,7 @@ def queue_page(
         error_cell=ERROR_CELL,
         states=FILTER_STATES,
         purge_states=PURGE_STATES,
+        throttle=throttle_notes(v),
         csrf=csrf,
     )
 
@@ -243,6 +272,7 @@ def queue_state_page(
         "queue_state.html",
         f"Queue {v.name}",
         v=v,
+        throttle=throttle_notes(v),
         cells=count_cells(v),
         count_columns=COUNT_COLUMNS,
         chosen=state,

@@ -80,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     qset.add_argument("--rate", type=float, help="dispatches per second (0: unlimited)")
     qset.add_argument("--burst", type=int, help="rate tokens saved up (needs --rate)")
     qset.add_argument("--lease", type=float, help="lease seconds of new deliveries")
+    qset.add_argument(
+        "--max-throttle-bounces",
+        type=int,
+        help="throttle signals one job may answer with before one counts as a failed attempt",
+    )
+    qset.add_argument(
+        "--adaptive",
+        metavar="floor=F[,decrease=D][,increase=I][,quiet=S]|off",
+        help="adapt the rate to throttle signals (AIMD): x D per signal (0.5), not below F "
+        "per second, +I per second (5%% of the rate) after each S seconds (1) without one",
+    )
+    qset.add_argument(
+        "--windows",
+        metavar="LIMIT/PERIOD[,...]|off",
+        help="quotas, all enforced: e.g. 10/1s,500/1m,20000/1d (periods in s, m, h or d)",
+    )
     qset.add_argument("--create", action="store_true", help="create the queue if missing")
     qset.set_defaults(run=cmd.queue_set)
     qdel = queue.add_parser(

@@ -67,7 +67,15 @@ def queue_show(ns: argparse.Namespace, api: Api) -> None:
 
 def queue_set(ns: argparse.Namespace, api: Api) -> None:
     request = rq.update_queue(
-        ns.name, width=ns.width, rate=ns.rate, burst=ns.burst, lease=ns.lease, create=ns.create
+        ns.name,
+        width=ns.width,
+        rate=ns.rate,
+        burst=ns.burst,
+        lease=ns.lease,
+        create=ns.create,
+        max_throttle_bounces=ns.max_throttle_bounces,
+        adaptive=ns.adaptive,
+        windows=ns.windows,
     )
     resp: pb.UpdateQueueResponse = api("UpdateQueue", request)
     _emit(ns, resp, lambda: render.queue_details(resp.queue))

@@ -59,6 +59,10 @@ def state_name(state: int) -> str:
     return name.removeprefix("JOB_STATE_")
 
 
+#: The server's default max_throttle_bounces (engine/throttling.py), not shown.
+DEFAULT_MAX_BOUNCES = 20
+
+
 def when(ts: Timestamp, present: bool) -> str:
     if not present:
         return "-"
@@ -157,6 +161,41 @@ def http_target(t: pb.HttpTarget) -> str:
     return "; ".join(parts)
 
 
+def window_text(w: pb.RateWindow) -> str:
+    period = w.period.seconds + w.period.nanos / 1e9
+    for unit, seconds in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if period >= seconds and period % seconds == 0:
+            return f"{w.used}/{w.limit} per {period / seconds:g}{unit}"
+    return f"{w.used}/{w.limit} per {period:g}s"
+
+
+def throttle_lines(q: pb.Queue) -> list[tuple[str, str]]:
+    """The throttle hold (docs/rate-limits.md), shown only while there is one, and the bound
+    on bounces when it is not the default."""
+    lines = []
+    if q.HasField("throttled_until"):
+        until = when(q.throttled_until, True)
+        lines.append(("THROTTLED UNTIL", f"{until} ({q.throttle_reason})"))
+    if q.throttled_key_count:
+        lines.append(("THROTTLED KEYS", str(q.throttled_key_count)))
+    if q.max_throttle_bounces and q.max_throttle_bounces != DEFAULT_MAX_BOUNCES:
+        lines.append(("MAX THROTTLE BOUNCES", str(q.max_throttle_bounces)))
+    if q.windows:
+        lines.append(("WINDOWS", "; ".join(window_text(w) for w in q.windows)))
+    if q.HasField("adaptive"):
+        a = q.adaptive
+        quiet = a.quiet_interval.seconds + a.quiet_interval.nanos / 1e9
+        step = f"+{a.increase:g}/s" if a.increase else "+5%"
+        lines.append(
+            (
+                "ADAPTIVE",
+                f"floor {a.floor:g}/s, x{a.decrease:g} per signal, {step} per {quiet:g}s quiet",
+            )
+        )
+        lines.append(("EFFECTIVE RATE", f"{q.effective_rate:.4g}/s"))
+    return lines
+
+
 def queue_details(q: pb.Queue) -> str:
     lease = q.lease_duration.seconds + q.lease_duration.nanos / 1e9
     lines = [*zip(QUEUE_COLUMNS, queue_row(q), strict=True), ("LEASE", f"{lease:g}s")]
@@ -164,5 +203,6 @@ def queue_details(q: pb.Queue) -> str:
         lines.append(("MAX PENDING", str(q.max_pending)))
     if q.HasField("http_target"):
         lines.append(("HTTP TARGET", http_target(q.http_target)))
+    lines += throttle_lines(q)
     width = max(len(k) for k, _ in lines) + 1
     return "\n".join(f"{(k.lower() + ':'):<{width}} {v}" for k, v in lines)

@@ -22,6 +22,12 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_EXPIRED: _ClassVar[JobState]
     JOB_STATE_DEAD: _ClassVar[JobState]
 
+class ThrottleScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THROTTLE_SCOPE_UNSPECIFIED: _ClassVar[ThrottleScope]
+    THROTTLE_SCOPE_QUEUE: _ClassVar[ThrottleScope]
+    THROTTLE_SCOPE_FAIRNESS_KEY: _ClassVar[ThrottleScope]
+
 class ScheduleOverlapPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCHEDULE_OVERLAP_POLICY_UNSPECIFIED: _ClassVar[ScheduleOverlapPolicy]
@@ -59,6 +65,9 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_SCHEDULED: JobState
 JOB_STATE_EXPIRED: JobState
 JOB_STATE_DEAD: JobState
+THROTTLE_SCOPE_UNSPECIFIED: ThrottleScope
+THROTTLE_SCOPE_QUEUE: ThrottleScope
+THROTTLE_SCOPE_FAIRNESS_KEY: ThrottleScope
 SCHEDULE_OVERLAP_POLICY_UNSPECIFIED: ScheduleOverlapPolicy
 SCHEDULE_OVERLAP_POLICY_SKIP: ScheduleOverlapPolicy
 SCHEDULE_OVERLAP_POLICY_ALLOW: ScheduleOverlapPolicy
@@ -100,14 +109,16 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., min_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., jitter: _Optional[float] = ...) -> None: ...
 
 class KeyLimits(_message.Message):
-    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst")
+    __slots__ = ("max_in_flight_per_key", "per_key_rate", "per_key_burst", "per_key_windows")
     MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_RATE_FIELD_NUMBER: _ClassVar[int]
     PER_KEY_BURST_FIELD_NUMBER: _ClassVar[int]
+    PER_KEY_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     max_in_flight_per_key: int
     per_key_rate: float
     per_key_burst: int
-    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ...) -> None: ...
+    per_key_windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
+    def __init__(self, max_in_flight_per_key: _Optional[int] = ..., per_key_rate: _Optional[float] = ..., per_key_burst: _Optional[int] = ..., per_key_windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker_id", "dispatch_time", "finish_time", "error", "http_status", "latency")
@@ -175,7 +186,7 @@ class JobError(_message.Message):
     def __init__(self, message: _Optional[str] = ..., retryable: bool = ..., code: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "queue", "payload", "priority", "state", "headers", "attempt", "submit_time", "dispatch_time", "finish_time", "result", "error", "worker_id", "content_type", "first_dispatch_time", "lease_expire_time", "not_before", "expire_time", "ordering_key", "fairness_key", "idempotency_key", "attempts", "retry_policy")
+    __slots__ = ("id", "queue", "payload", "priority", "state", "headers", "attempt", "submit_time", "dispatch_time", "finish_time", "result", "error", "worker_id", "content_type", "first_dispatch_time", "lease_expire_time", "not_before", "expire_time", "ordering_key", "fairness_key", "idempotency_key", "attempts", "retry_policy", "throttle_count")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +217,7 @@ class Job(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     queue: str
     payload: bytes
@@ -229,7 +241,8 @@ class Job(_message.Message):
     idempotency_key: str
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     retry_policy: RetryPolicy
-    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., submit_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., worker_id: _Optional[str] = ..., content_type: _Optional[str] = ..., first_dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+    throttle_count: int
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., submit_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., worker_id: _Optional[str] = ..., content_type: _Optional[str] = ..., first_dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., throttle_count: _Optional[int] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("job",)
@@ -332,7 +345,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Queue(_message.Message):
-    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target")
+    __slots__ = ("name", "width", "paused", "pending_count", "underway_count", "lease_duration", "worker_count", "rate", "retry_policy", "key_limits", "max_pending", "scheduled_count", "dedup_window", "slot_count", "http_target", "throttled_until", "throttle_reason", "max_throttle_bounces", "throttled_key_count", "adaptive", "effective_rate", "windows", "key_window_counts")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +361,14 @@ class Queue(_message.Message):
     DEDUP_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
     HTTP_TARGET_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    MAX_THROTTLE_BOUNCES_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    KEY_WINDOW_COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     width: int
     paused: bool
@@ -363,7 +384,57 @@ class Queue(_message.Message):
     dedup_window: _duration_pb2.Duration
     slot_count: int
     http_target: HttpTarget
-    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ...) -> None: ...
+    throttled_until: _timestamp_pb2.Timestamp
+    throttle_reason: str
+    max_throttle_bounces: int
+    throttled_key_count: int
+    adaptive: AdaptiveRate
+    effective_rate: float
+    windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
+    key_window_counts: _containers.RepeatedCompositeFieldContainer[KeyWindowCounts]
+    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ..., paused: bool = ..., pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., worker_count: _Optional[int] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., key_limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., max_pending: _Optional[int] = ..., scheduled_count: _Optional[int] = ..., dedup_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., slot_count: _Optional[int] = ..., http_target: _Optional[_Union[HttpTarget, _Mapping]] = ..., throttled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., throttle_reason: _Optional[str] = ..., max_throttle_bounces: _Optional[int] = ..., throttled_key_count: _Optional[int] = ..., adaptive: _Optional[_Union[AdaptiveRate, _Mapping]] = ..., effective_rate: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ..., key_window_counts: _Optional[_Iterable[_Union[KeyWindowCounts, _Mapping]]] = ...) -> None: ...
+
+class KeyWindowCounts(_message.Message):
+    __slots__ = ("fairness_key", "windows")
+    FAIRNESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    fairness_key: str
+    windows: _containers.RepeatedCompositeFieldContainer[RateWindow]
+    def __init__(self, fairness_key: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[RateWindow, _Mapping]]] = ...) -> None: ...
+
+class RateWindow(_message.Message):
+    __slots__ = ("limit", "period", "used", "window_start")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    period: _duration_pb2.Duration
+    used: int
+    window_start: _timestamp_pb2.Timestamp
+    def __init__(self, limit: _Optional[int] = ..., period: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., used: _Optional[int] = ..., window_start: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AdaptiveRate(_message.Message):
+    __slots__ = ("floor", "decrease", "increase", "quiet_interval")
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    DECREASE_FIELD_NUMBER: _ClassVar[int]
+    INCREASE_FIELD_NUMBER: _ClassVar[int]
+    QUIET_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    floor: float
+    decrease: float
+    increase: float
+    quiet_interval: _duration_pb2.Duration
+    def __init__(self, floor: _Optional[float] = ..., decrease: _Optional[float] = ..., increase: _Optional[float] = ..., quiet_interval: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Throttled(_message.Message):
+    __slots__ = ("retry_after", "scope", "reason")
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    retry_after: _duration_pb2.Duration
+    scope: ThrottleScope
+    reason: str
+    def __init__(self, retry_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., scope: _Optional[_Union[ThrottleScope, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class HttpTarget(_message.Message):
     __slots__ = ("url", "method", "headers", "timeout", "success_codes", "signing_secret", "signing_enabled", "header_names", "keep_response_body")
@@ -516,16 +587,18 @@ class WorkResults(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "lease_id", "output", "error")
+    __slots__ = ("job_id", "lease_id", "output", "error", "throttled")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     output: bytes
     error: JobError
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+    throttled: Throttled
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., throttled: _Optional[_Union[Throttled, _Mapping]] = ...) -> None: ...
 
 class WorkerHeartbeat(_message.Message):
     __slots__ = ("lease_ids",)

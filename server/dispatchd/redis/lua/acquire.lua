@@ -5,6 +5,7 @@
 -- @include core
 -- @include clock
 -- @include bucket
+-- @include adaptive
 -- @include slots
 -- @include publish
 local b = base_of(KEYS[1])
@@ -27,7 +28,9 @@ if head ~= m or cfg[2] == '1' or redis.call('ZCARD', b .. ':leases') >= tonumber
 end
 local rps = num(cfg[3])
 if rps ~= nil then
-  local tokens = bucket_level(cfgkey, 'bt', 'bs', rps, tonumber(cfg[4]), now)
+  local burst
+  rps, burst = queue_rate(cfgkey, rps, tonumber(cfg[4]), now)  -- includes/adaptive.lua
+  local tokens = bucket_level(cfgkey, 'bt', 'bs', rps, burst, now)
   if tokens + EPSILON < 1 then
     bucket_store(cfgkey, 'bt', 'bs', tokens, now)
     publish_all()

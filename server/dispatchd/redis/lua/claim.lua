@@ -10,6 +10,8 @@
 -- @include job
 -- @include clock
 -- @include bucket
+-- @include adaptive
+-- @include windows
 -- @include keylimits
 -- @include lanes
 -- @include leases
@@ -21,7 +23,7 @@
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
-local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst')
+local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'thu', 'win')
 if not cfg[1] then return {'-1', {}} end
 tick(b, now)
 acq_expire(b, now)
@@ -38,10 +40,26 @@ if redis.call('ZCARD', b .. ':acq') > 0 then return reply() end
 local want = tonumber(ARGV[3])
 local free = tonumber(cfg[1]) - redis.call('ZCARD', b .. ':leases')
 if cfg[2] == '1' or free <= 0 then return reply() end
+-- A throttle signal holds the queue (includes/throttle.lua): nothing to do until it ends.
+local held = num(cfg[6])
+if held ~= nil and held > now then
+  out[1] = fmt(held - now)
+  return reply()
+end
+-- Quota windows (includes/windows.lua): no more than the tightest one has left.
+local wins = windows_of(cfg[7])
+local room, room_until = windows_room(b, wins, now)
+if room <= 0 then
+  out[1] = fmt(room_until - now)
+  return reply()
+end
+want = math.min(want, room)
 want = math.min(want, free)
 local rps, tokens = num(cfg[4]), nil
 if rps ~= nil then
-  tokens = bucket_level(cfgkey, 'bt', 'bs', rps, tonumber(cfg[5]), now)
+  local burst
+  rps, burst = queue_rate(cfgkey, rps, tonumber(cfg[5]), now)  -- adaptive: includes/adaptive.lua
+  tokens = bucket_level(cfgkey, 'bt', 'bs', rps, burst, now)
   want = math.min(want, math.floor(tokens + EPSILON))
   if want <= 0 then
     bucket_store(cfgkey, 'bt', 'bs', tokens, now)
@@ -84,9 +102,10 @@ end
 if tokens ~= nil then
   bucket_store(cfgkey, 'bt', 'bs', tokens - got, now)
 end
+if #wins > 0 and got > 0 then windows_take(b, wins, got, now) end
 if got < want then
   local soonest = nil
-  for _, index in ipairs({':sched', ':lwake'}) do
+  for _, index in ipairs({':sched', ':lwake', ':khold'}) do
     local nxt = redis.call('ZRANGE', b .. index, 0, 0, 'WITHSCORES')
     if #nxt > 0 and (soonest == nil or tonumber(nxt[2]) < soonest) then
       soonest = tonumber(nxt[2])
@@ -95,5 +114,9 @@ if got < want then
   if soonest ~= nil then out[1] = fmt(math.max(0, soonest - now)) end
 elseif tokens ~= nil and tokens - got < 1 then
   out[1] = fmt(bucket_wait(tokens - got, rps))
+end
+if #wins > 0 and got >= room then  -- a window ran out: the next claim waits for its end
+  local _, ends = windows_room(b, wins, now)
+  if ends ~= nil then out[1] = fmt(math.max(tonumber(out[1]), ends - now)) end
 end
 return reply()

@@ -32,8 +32,7 @@ local forgotten = 0
 for _, s in ipairs(FINISHED) do forgotten = forgotten + forget_finished(b, s) end
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
     ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
-    ':exp',
-    ':workers'}) do
+    ':exp', ':workers', ':khold', ':win', ':kwin'}) do
   redis.call('DEL', b .. suffix)
 end
 if KEYS[2] then redis.call('SREM', KEYS[2], queue_of_base(b)) end

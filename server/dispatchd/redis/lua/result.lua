@@ -1,8 +1,10 @@
 -- Workers' results for one queue, fenced by lease: a result whose lease id is not the
 -- job's current lease changes nothing. ARGV: retention, clock, then 10 values per result:
--- job id, lease id, 'ok' or 'err', output or error message, retryable (1/0), error code,
--- a random number in [0, 1) for backoff jitter, HTTP status (0: not HTTP), latency
--- seconds ('': not HTTP), retry_after seconds ('': none).
+-- job id, lease id, 'ok', 'err' or 'thr', output or error message (a throttle: the reason
+-- GetQueue shows), retryable (1/0; a throttle: its scope), error code (a throttle: the
+-- message it fails with past its bound), a random number in [0, 1) for backoff jitter,
+-- HTTP status (0: not HTTP), latency seconds ('': not HTTP), retry_after seconds ('':
+-- none; a throttle: its delay).
 -- Returns {rejections as {job id, lease id, 'stale' or 'unknown'}, the state each accepted
 -- result left its job in as {job id, state} (not for a job cancelled while underway: its
 -- cancel was its outcome), tally}.
@@ -10,6 +12,7 @@
 -- @include clock
 -- @include leases
 -- @include attempts
+-- @include throttle
 -- @include finish
 -- @include tally
 -- @include publish
@@ -37,6 +40,9 @@ for o = 3, #ARGV, 10 do
         add_attempt(j, now, nil, status, latency)
         redis.call('HSET', j, 'res', ARGV[o + 3])
         finish(b, id, SUCCEEDED, now, false)
+      elseif ARGV[o + 2] == 'thr' then  -- a throttle signal: includes/throttle.lua
+        throttled(b, id, now, {delay = num(ARGV[o + 9]) or 0, scope = tonumber(ARGV[o + 4]),
+          reason = ARGV[o + 3], failure = ARGV[o + 5]}, tonumber(ARGV[o + 6]), status, latency)
       else
         local err = {msg = ARGV[o + 3], retryable = ARGV[o + 4] == '1', code = ARGV[o + 5],
           retry_after = num(ARGV[o + 9])}

@@ -3,7 +3,9 @@
 -- paused, lease, rate ("per_second|burst", '' clears), rp (retry policy, '' clears), maxp,
 -- dedup, kcap (max in flight per fairness key, '' clears), krate (per fairness key rate
 -- "per_second|burst", '' clears), ht (http_target as records.target_text writes it, ''
--- clears). A new rate starts with a full bucket; a changed one keeps the tokens earned so
+-- clears), mtb (max_throttle_bounces), ad (adaptive as "floor|decrease|increase|quiet", ''
+-- clears; its effective rate survives a change, under the new rate), win (quota windows
+-- "limit|period,...", '' clears), kwin (per_key_windows, alike). A new rate starts with a full bucket; a changed one keeps the tokens earned so
 -- far, capped to the new burst. A created queue or a changed setting is announced on
 -- "dq:qs" (signals.QUEUE_SETTINGS) with the queue's name. Returns 'nf', 'new' (it was
 -- created) or 'ok'.
@@ -13,9 +15,10 @@
 -- @include bucket
 -- @include keylimits
 -- @include lanes
+-- @include windows
 -- @include publish
 local SETTINGS = {'width', 'paused', 'lease', 'rps', 'burst', 'rp', 'maxp', 'dedup', 'kcap',
-  'krps', 'kburst', 'ht'}
+  'krps', 'kburst', 'ht', 'mtb', 'ad', 'win', 'kwin'}
 local b = base_of(KEYS[1])
 local cfgkey = KEYS[1]
 local now = clock()
@@ -28,7 +31,7 @@ local before = redis.call('HMGET', cfgkey, unpack(SETTINGS))
 for o = 6, #ARGV, 2 do
   local name, value = ARGV[o], ARGV[o + 1]
   if name == 'rate' and value == '' then
-    redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs')
+    redis.call('HDEL', cfgkey, 'rps', 'burst', 'bt', 'bs', 'ar', 'as', 'ac')
   elseif name == 'rate' then
     local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
     local burst = tonumber(burst_s)
@@ -41,6 +44,14 @@ for o = 6, #ARGV, 2 do
     bucket_store(cfgkey, 'bt', 'bs', tokens, now)
   elseif name == 'krate' and value == '' then
     redis.call('HDEL', cfgkey, 'krps', 'kburst')
+  elseif name == 'kwin' then
+    redis.call('HSET', cfgkey, 'kwin', value)
+    key_windows_prune(b, windows_of(value))
+  elseif name == 'win' then
+    redis.call('HSET', cfgkey, 'win', value)
+    windows_prune(b, windows_of(value))  -- the periods that stay keep their counts
+  elseif name == 'ad' and value == '' then
+    redis.call('HDEL', cfgkey, 'ad', 'ar', 'as', 'ac')  -- the configured rate again
   elseif name == 'krate' then
     local rps_s, burst_s = string.match(value, '([^|]+)|([^|]+)')
     redis.call('HSET', cfgkey, 'krps', rps_s, 'kburst', burst_s)

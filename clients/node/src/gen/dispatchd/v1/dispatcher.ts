@@ -53,6 +53,17 @@ export enum JobState {
   UNRECOGNIZED = -1,
 }
 
+/** ThrottleScope is what a throttle signal holds. */
+export enum ThrottleScope {
+  /** THROTTLE_SCOPE_UNSPECIFIED - Means THROTTLE_SCOPE_QUEUE. */
+  THROTTLE_SCOPE_UNSPECIFIED = 0,
+  /** THROTTLE_SCOPE_QUEUE - The whole queue: no job of it is dispatched until the delay has passed. */
+  THROTTLE_SCOPE_QUEUE = 1,
+  /** THROTTLE_SCOPE_FAIRNESS_KEY - Only the job's fairness key (jobs without one share the key ""); other keys go on. */
+  THROTTLE_SCOPE_FAIRNESS_KEY = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * ScheduleOverlapPolicy says what a tick does while earlier jobs of its schedule have not
  * finished (are pending, scheduled or underway).
@@ -151,6 +162,11 @@ export interface KeyLimits {
   perKeyRate: number;
   /** Bucket size of the per-key rate; 0 means max(1, ceil(per_key_rate)). */
   perKeyBurst: number;
+  /**
+   * Quotas per fairness key over several windows (see RateWindow; at most 16, one per
+   * period): each key gets at most `limit` dispatches per window. `used` is not shown.
+   */
+  perKeyWindows: RateWindow[];
 }
 
 /** Attempt is one delivery of a job and how it ended. */
@@ -282,7 +298,15 @@ export interface Job {
   /** Every delivery so far, oldest first. */
   attempts: Attempt[];
   /** The policy that applies (the job's own, else the queue's at submit time); unset: none. */
-  retryPolicy: RetryPolicy | undefined;
+  retryPolicy:
+    | RetryPolicy
+    | undefined;
+  /**
+   * Output only: how many times a worker or target answered this job with a throttle
+   * signal (JobResult.throttled). Those deliveries are not counted in `attempt`; past the
+   * queue's max_throttle_bounces a throttle counts as a failed attempt.
+   */
+  throttleCount: number;
 }
 
 export interface Job_HeadersEntry {
@@ -410,7 +434,103 @@ export interface Queue {
    * When set, the server itself delivers this queue's jobs to an HTTP endpoint, under the
    * same width, rate, key and retry rules as jobs streamed to workers.
    */
-  httpTarget: HttpTarget | undefined;
+  httpTarget:
+    | HttpTarget
+    | undefined;
+  /**
+   * Output only: while a throttle signal holds the whole queue (see Throttled), when the
+   * hold ends; unset when it dispatches freely. Nothing of the queue is dispatched before.
+   */
+  throttledUntil:
+    | Date
+    | undefined;
+  /** Output only: why the queue is held (the latest signal's reason), while it is. */
+  throttleReason: string;
+  /**
+   * How many throttle signals one job may answer with before a throttle counts as a failed
+   * attempt (so a job cannot bounce forever): 1-10,000; 0 on input means the default, 20.
+   */
+  maxThrottleBounces: number;
+  /** Output only: fairness keys held by a key-scoped throttle signal now. */
+  throttledKeyCount: number;
+  /** Adapt the rate to throttle signals (AIMD): unset means the rate stays as configured. */
+  adaptive:
+    | AdaptiveRate
+    | undefined;
+  /**
+   * Output only: the rate in force now, per second: the configured rate, or less after
+   * throttle signals when the queue is adaptive; 0 when the queue has no rate.
+   */
+  effectiveRate: number;
+  /**
+   * Quotas over several windows, all enforced together (and with `rate`): e.g. 500 a minute
+   * AND 20,000 a day. At most 16, one per period. Their counts survive a restart.
+   */
+  windows: RateWindow[];
+  /**
+   * Stored form only (journal, snapshot; never in answers): the per-key quota counts of the
+   * keys whose current windows have any, so a restart grants a key's quota once.
+   */
+  keyWindowCounts: KeyWindowCounts[];
+}
+
+/** KeyWindowCounts is one fairness key's per_key_windows with their counts (stored form). */
+export interface KeyWindowCounts {
+  fairnessKey: string;
+  windows: RateWindow[];
+}
+
+/**
+ * RateWindow is a quota: at most `limit` dispatches in each window of `period`. Windows are
+ * fixed and aligned to the Unix epoch (a day's window starts at 00:00 UTC), so a count
+ * resets when its window ends. See docs/rate-limits.md.
+ */
+export interface RateWindow {
+  /** 1 to 1,000,000,000,000. */
+  limit: number;
+  /** 1 s to 366 days. */
+  period:
+    | Duration
+    | undefined;
+  /** Output only: dispatches counted in the current window. */
+  used: number;
+  /** Output only: when the current window began. */
+  windowStart: Date | undefined;
+}
+
+/**
+ * AdaptiveRate makes a queue's rate (and its per-key rate) follow throttle signals, as TCP
+ * follows congestion: each throttle signal multiplies the effective rate by `decrease` (not
+ * below `floor`); each `quiet_interval` without one adds `increase`, never above the
+ * configured rate. A queue-scoped signal adapts the queue's rate, a key-scoped one its
+ * key's. See docs/rate-limits.md.
+ */
+export interface AdaptiveRate {
+  /** Lowest effective rate, per second (> 0; a rate below it is its own floor). */
+  floor: number;
+  /**
+   * Factor each throttle signal multiplies the effective rate by: more than 0, less than
+   * 1; 0 means 0.5.
+   */
+  decrease: number;
+  /** Per second added after each quiet interval; 0 means 5 % of the configured rate. */
+  increase: number;
+  /** How long without a throttle signal before each increase: 0.1 s to 1 h; unset means 1 s. */
+  quietInterval: Duration | undefined;
+}
+
+/**
+ * Throttled is a worker's (or an HTTP target's 429/503) answer "the provider is throttling
+ * me": the job goes back to pending at its old place (same priority and submit order), the
+ * delivery not counted as an attempt, and the scope is held for retry_after. See
+ * docs/rate-limits.md.
+ */
+export interface Throttled {
+  /** How long to hold; capped at 1 hour. Unset or 0: the job only goes back (no hold). */
+  retryAfter: Duration | undefined;
+  scope: ThrottleScope;
+  /** For people (GetQueue's throttle_reason); cut to 1,024 characters. */
+  reason: string;
 }
 
 /**
@@ -487,10 +607,12 @@ export interface UpdateQueueRequest {
     | undefined;
   /**
    * Paths: width, paused, lease_duration, rate, retry_policy, key_limits, max_pending,
-   * dedup_window, http_target. Empty: width, paused and lease_duration. A message path
-   * with the message unset clears it (e.g. `rate` unset: unlimited; `http_target` unset:
-   * workers serve the queue again). `http_target` replaces the whole target, signing
-   * secret included.
+   * dedup_window, http_target, max_throttle_bounces (0: the default), adaptive, windows
+   * (the whole list; empty clears). Empty:
+   * width, paused and lease_duration. A message path with the message unset clears it
+   * (e.g. `rate` unset: unlimited; `http_target` unset: workers serve the queue again;
+   * `adaptive` unset: the configured rate again). `http_target` replaces the whole
+   * target, signing secret included.
    */
   updateMask:
     | string[]
@@ -588,7 +710,9 @@ export interface WorkResults {
 export interface JobResult {
   jobId: string;
   leaseId: string;
-  outcome: { $case: "output"; value: Buffer } | { $case: "error"; value: JobError } | undefined;
+  outcome: { $case: "output"; value: Buffer } | { $case: "error"; value: JobError } | //
+  /** The provider throttles: put the job back and hold the queue or its key. */
+  { $case: "throttled"; value: Throttled } | undefined;
 }
 
 /**
@@ -1184,7 +1308,7 @@ export const RetryPolicy: MessageFns<RetryPolicy> = {
 };
 
 function createBaseKeyLimits(): KeyLimits {
-  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0 };
+  return { maxInFlightPerKey: 0, perKeyRate: 0, perKeyBurst: 0, perKeyWindows: [] };
 }
 
 export const KeyLimits: MessageFns<KeyLimits> = {
@@ -1197,6 +1321,9 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     }
     if (message.perKeyBurst !== 0) {
       writer.uint32(24).int32(message.perKeyBurst);
+    }
+    for (const v of message.perKeyWindows) {
+      RateWindow.encode(v!, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -1238,6 +1365,14 @@ export const KeyLimits: MessageFns<KeyLimits> = {
             message.perKeyBurst = reader.int32();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.perKeyWindows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1258,6 +1393,7 @@ export const KeyLimits: MessageFns<KeyLimits> = {
     message.maxInFlightPerKey = object.maxInFlightPerKey ?? 0;
     message.perKeyRate = object.perKeyRate ?? 0;
     message.perKeyBurst = object.perKeyBurst ?? 0;
+    message.perKeyWindows = object.perKeyWindows?.map((e) => RateWindow.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1798,6 +1934,7 @@ function createBaseJob(): Job {
     idempotencyKey: "",
     attempts: [],
     retryPolicy: undefined,
+    throttleCount: 0,
   };
 }
 
@@ -1871,6 +2008,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.retryPolicy !== undefined) {
       RetryPolicy.encode(message.retryPolicy, writer.uint32(186).fork()).join();
+    }
+    if (message.throttleCount !== 0) {
+      writer.uint32(320).int32(message.throttleCount);
     }
     return writer;
   },
@@ -2075,6 +2215,14 @@ export const Job: MessageFns<Job> = {
             message.retryPolicy = RetryPolicy.decode(reader, reader.uint32());
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.throttleCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2127,6 +2275,7 @@ export const Job: MessageFns<Job> = {
     message.retryPolicy = (object.retryPolicy !== undefined && object.retryPolicy !== null)
       ? RetryPolicy.fromPartial(object.retryPolicy)
       : undefined;
+    message.throttleCount = object.throttleCount ?? 0;
     return message;
   },
 };
@@ -3097,6 +3246,14 @@ function createBaseQueue(): Queue {
     dedupWindow: undefined,
     slotCount: 0,
     httpTarget: undefined,
+    throttledUntil: undefined,
+    throttleReason: "",
+    maxThrottleBounces: 0,
+    throttledKeyCount: 0,
+    adaptive: undefined,
+    effectiveRate: 0,
+    windows: [],
+    keyWindowCounts: [],
   };
 }
 
@@ -3146,6 +3303,30 @@ export const Queue: MessageFns<Queue> = {
     }
     if (message.httpTarget !== undefined) {
       HttpTarget.encode(message.httpTarget, writer.uint32(122).fork()).join();
+    }
+    if (message.throttledUntil !== undefined) {
+      Timestamp.encode(toTimestamp(message.throttledUntil), writer.uint32(322).fork()).join();
+    }
+    if (message.throttleReason !== "") {
+      writer.uint32(330).string(message.throttleReason);
+    }
+    if (message.maxThrottleBounces !== 0) {
+      writer.uint32(336).int32(message.maxThrottleBounces);
+    }
+    if (message.throttledKeyCount !== 0) {
+      writer.uint32(344).int32(message.throttledKeyCount);
+    }
+    if (message.adaptive !== undefined) {
+      AdaptiveRate.encode(message.adaptive, writer.uint32(354).fork()).join();
+    }
+    if (message.effectiveRate !== 0) {
+      writer.uint32(361).double(message.effectiveRate);
+    }
+    for (const v of message.windows) {
+      RateWindow.encode(v!, writer.uint32(370).fork()).join();
+    }
+    for (const v of message.keyWindowCounts) {
+      KeyWindowCounts.encode(v!, writer.uint32(378).fork()).join();
     }
     return writer;
   },
@@ -3283,6 +3464,70 @@ export const Queue: MessageFns<Queue> = {
             message.httpTarget = HttpTarget.decode(reader, reader.uint32());
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.throttledUntil = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.throttleReason = reader.string();
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.maxThrottleBounces = reader.int32();
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.throttledKeyCount = reader.int32();
+            continue;
+          }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.adaptive = AdaptiveRate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 45: {
+            if (tag !== 361) {
+              break;
+            }
+
+            message.effectiveRate = reader.double();
+            continue;
+          }
+          case 46: {
+            if (tag !== 370) {
+              break;
+            }
+
+            message.windows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 47: {
+            if (tag !== 378) {
+              break;
+            }
+
+            message.keyWindowCounts.push(KeyWindowCounts.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3325,6 +3570,350 @@ export const Queue: MessageFns<Queue> = {
     message.httpTarget = (object.httpTarget !== undefined && object.httpTarget !== null)
       ? HttpTarget.fromPartial(object.httpTarget)
       : undefined;
+    message.throttledUntil = object.throttledUntil ?? undefined;
+    message.throttleReason = object.throttleReason ?? "";
+    message.maxThrottleBounces = object.maxThrottleBounces ?? 0;
+    message.throttledKeyCount = object.throttledKeyCount ?? 0;
+    message.adaptive = (object.adaptive !== undefined && object.adaptive !== null)
+      ? AdaptiveRate.fromPartial(object.adaptive)
+      : undefined;
+    message.effectiveRate = object.effectiveRate ?? 0;
+    message.windows = object.windows?.map((e) => RateWindow.fromPartial(e)) || [];
+    message.keyWindowCounts = object.keyWindowCounts?.map((e) => KeyWindowCounts.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseKeyWindowCounts(): KeyWindowCounts {
+  return { fairnessKey: "", windows: [] };
+}
+
+export const KeyWindowCounts: MessageFns<KeyWindowCounts> = {
+  encode(message: KeyWindowCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fairnessKey !== "") {
+      writer.uint32(10).string(message.fairnessKey);
+    }
+    for (const v of message.windows) {
+      RateWindow.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyWindowCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyWindowCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fairnessKey = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.windows.push(RateWindow.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<KeyWindowCounts>, I>>(base?: I): KeyWindowCounts {
+    return KeyWindowCounts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeyWindowCounts>, I>>(object: I): KeyWindowCounts {
+    const message = createBaseKeyWindowCounts();
+    message.fairnessKey = object.fairnessKey ?? "";
+    message.windows = object.windows?.map((e) => RateWindow.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRateWindow(): RateWindow {
+  return { limit: 0, period: undefined, used: 0, windowStart: undefined };
+}
+
+export const RateWindow: MessageFns<RateWindow> = {
+  encode(message: RateWindow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).int64(message.limit);
+    }
+    if (message.period !== undefined) {
+      Duration.encode(message.period, writer.uint32(18).fork()).join();
+    }
+    if (message.used !== 0) {
+      writer.uint32(24).int64(message.used);
+    }
+    if (message.windowStart !== undefined) {
+      Timestamp.encode(toTimestamp(message.windowStart), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateWindow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateWindow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.used = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.windowStart = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateWindow>, I>>(base?: I): RateWindow {
+    return RateWindow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateWindow>, I>>(object: I): RateWindow {
+    const message = createBaseRateWindow();
+    message.limit = object.limit ?? 0;
+    message.period = (object.period !== undefined && object.period !== null)
+      ? Duration.fromPartial(object.period)
+      : undefined;
+    message.used = object.used ?? 0;
+    message.windowStart = object.windowStart ?? undefined;
+    return message;
+  },
+};
+
+function createBaseAdaptiveRate(): AdaptiveRate {
+  return { floor: 0, decrease: 0, increase: 0, quietInterval: undefined };
+}
+
+export const AdaptiveRate: MessageFns<AdaptiveRate> = {
+  encode(message: AdaptiveRate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.floor !== 0) {
+      writer.uint32(9).double(message.floor);
+    }
+    if (message.decrease !== 0) {
+      writer.uint32(17).double(message.decrease);
+    }
+    if (message.increase !== 0) {
+      writer.uint32(25).double(message.increase);
+    }
+    if (message.quietInterval !== undefined) {
+      Duration.encode(message.quietInterval, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdaptiveRate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdaptiveRate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.floor = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.decrease = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.increase = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.quietInterval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AdaptiveRate>, I>>(base?: I): AdaptiveRate {
+    return AdaptiveRate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdaptiveRate>, I>>(object: I): AdaptiveRate {
+    const message = createBaseAdaptiveRate();
+    message.floor = object.floor ?? 0;
+    message.decrease = object.decrease ?? 0;
+    message.increase = object.increase ?? 0;
+    message.quietInterval = (object.quietInterval !== undefined && object.quietInterval !== null)
+      ? Duration.fromPartial(object.quietInterval)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseThrottled(): Throttled {
+  return { retryAfter: undefined, scope: 0, reason: "" };
+}
+
+export const Throttled: MessageFns<Throttled> = {
+  encode(message: Throttled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(10).fork()).join();
+    }
+    if (message.scope !== 0) {
+      writer.uint32(16).int32(message.scope);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Throttled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseThrottled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.scope = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Throttled>, I>>(base?: I): Throttled {
+    return Throttled.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Throttled>, I>>(object: I): Throttled {
+    const message = createBaseThrottled();
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
+    message.scope = object.scope ?? 0;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -4695,6 +5284,9 @@ export const JobResult: MessageFns<JobResult> = {
       case "error":
         JobError.encode(message.outcome.value, writer.uint32(34).fork()).join();
         break;
+      case "throttled":
+        Throttled.encode(message.outcome.value, writer.uint32(322).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4744,6 +5336,14 @@ export const JobResult: MessageFns<JobResult> = {
             message.outcome = { $case: "error", value: JobError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.outcome = { $case: "throttled", value: Throttled.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4773,6 +5373,12 @@ export const JobResult: MessageFns<JobResult> = {
       case "error": {
         if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
           message.outcome = { $case: "error", value: JobError.fromPartial(object.outcome.value) };
+        }
+        break;
+      }
+      case "throttled": {
+        if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
+          message.outcome = { $case: "throttled", value: Throttled.fromPartial(object.outcome.value) };
         }
         break;
       }
