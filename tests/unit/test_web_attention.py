@@ -3,6 +3,8 @@ work waiting, then the rest; each with the reason the page shows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from dispatchd.engine import Rate
 from dispatchd.engine.model import QueueFigures, QueueSettings, QueueView
 from dispatchd.web.overview import by_attention
@@ -59,3 +61,12 @@ def test_a_head_job_ready_too_long_with_room_and_credit_is_stuck() -> None:
     fig_full = QueueFigures(full, 1000.0, 0, 0, 0, False)
     (busy,) = by_attention([full], {"full": BUSY}, {"full": fig_full}, now=1090.0)
     assert busy[1].reason == ""  # every slot of the width runs: busy, not stuck
+
+
+def test_a_queue_held_by_a_throttle_signal_is_throttled_not_stuck() -> None:
+    view = dataclasses.replace(
+        _queue("held", 7), throttled_until=2000.0, throttle_reason="provider says 429"
+    )
+    fig = QueueFigures(view, 1000.0, 0, 0, 0, False)  # its head waits: the hold's doing
+    (rated,) = by_attention([view], {"held": BUSY}, {"held": fig}, now=1500.0)
+    assert rated[1].reason == "throttled: held by a signal (provider says 429)"
