@@ -17,7 +17,7 @@ before changing anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -34,7 +34,9 @@ from dispatchd.engine import (
     SlotRecord,
     WorkerRecord,
 )
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+from dispatchd.observability.events import Event, EventFilter, Missed
 
 if TYPE_CHECKING:
     from dispatchd.observability.metrics import StorageStats
@@ -79,6 +81,15 @@ class WorkResult(NamedTuple):
     """HTTP push only: the endpoint's status code (0: no response)."""
     latency: float | None = None
     """HTTP push only: seconds the call took."""
+
+
+class ProgressReport(NamedTuple):
+    """A worker's progress report on a job it holds (engine/flows.py)."""
+
+    job_id: str
+    lease_id: str
+    percent: int | None
+    message: str
 
 
 class WorkerInfo(NamedTuple):
@@ -328,6 +339,38 @@ class Backend(Protocol):
         self, schedule_id: str, start: float, end: float, overlap: Overlap | None
     ) -> list[Firing]:
         """Fires the spec's ticks of start..end now, oldest first."""
+
+    # ---- workflows (docs/workflows.md, engine/flows.py) -----------------------------
+
+    async def report_progress(self, worker: WorkerRecord, reports: Sequence[ProgressReport]) -> int:
+        """Stores the reports on leases the worker holds, at most one per job per
+        PROGRESS_INTERVAL (the rest are dropped and counted). Returns how many it stored."""
+
+    async def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+    ) -> BatchView:
+        """Opens a batch of ``queue``; AlreadyExists when it has one of that id."""
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchView: ...
+
+    async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
+        """The batch once none of its jobs is active, or as it is after ``within`` s."""
+
+    async def close_batch(self, queue: str, batch_id: str) -> BatchView:
+        """No more jobs join; the callbacks are submitted once every job is final."""
+
+    async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
+        """Closes the batch and cancels its unfinished jobs; returns how many."""
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        """Starts a watch: lifecycle events after ``token`` (from this call on when empty)
+        that ``flt`` matches, as they happen, with a Missed where some cannot be delivered;
+        ends when the backend stops. Raises InvalidArgument for a token it did not make."""
 
 
 def heartbeat_interval(lease_seconds: Sequence[float]) -> float:

@@ -85,6 +85,9 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
         fairness_key=spec.fairness_key,
         idempotency_key=spec.idempotency_key,
         fairness_weight=spec.fairness_weight,
+        batch_id=spec.batch_id,
+        parent_ids=tuple(spec.parent_ids),
+        run_after_failed_parents=spec.run_after_failed_parents,
     )
 
 
@@ -144,7 +147,24 @@ def fill_job(msg: pb.Job, job: JobView, with_payload: bool = True) -> pb.Job:
         msg.content_type = job.content_type
     _fill_run_fields(msg, job)
     _fill_policy_fields(msg, job)
+    if job.batch_id or job.parent_ids or job.progress is not None or job.cancel_reason:
+        _fill_flow_fields(msg, job)
     return msg
+
+
+def _fill_flow_fields(msg: pb.Job, job: JobView) -> None:
+    """Workflow fields (engine/flows.py): batch, parents, progress, why it was cancelled."""
+    msg.batch_id = job.batch_id
+    msg.parent_ids.extend(job.parent_ids)
+    msg.run_after_failed_parents = job.run_after_failed_parents
+    msg.cancel_reason = job.cancel_reason
+    msg.progress_dropped_count = job.progress_dropped
+    if job.progress is not None:
+        percent, message, at = job.progress
+        if percent is not None:
+            msg.progress.percent = percent
+        msg.progress.message = message
+        set_time(msg.progress.report_time, at)
 
 
 def _fill_run_fields(msg: pb.Job, job: JobView) -> None:
@@ -227,6 +247,15 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
     job.ordering_key = msg.ordering_key
     job.fairness_key = msg.fairness_key
     job.idempotency_key = msg.idempotency_key
+    job.batch_id = msg.batch_id
+    job.parent_ids = tuple(msg.parent_ids)
+    job.run_after_failed_parents = msg.run_after_failed_parents
+    job.cancel_reason = msg.cancel_reason
+    job.progress_dropped = msg.progress_dropped_count
+    if msg.HasField("progress"):
+        p = msg.progress
+        percent = p.percent if p.HasField("percent") else None
+        job.progress = (percent, p.message, seconds(p.report_time))
     job.throttle_count = msg.throttle_count
     if msg.HasField("retry_policy"):
         job.retry_policy = retry_policy(msg.retry_policy)

@@ -1,7 +1,7 @@
 """The differential property test: Hypothesis draws one sequence of operations (submits with
-priorities, ordering and fairness keys, delays and time to live; width, rate and pause
-changes; credit changes and reconnects; results: success, retryable and permanent
-failure; heartbeats; cancels, retries, reprioritizes; time steps that end leases) and runs
+priorities, ordering and fairness keys, delays and time to live, parents and a batch; width,
+rate and pause changes; credit changes and reconnects; results: success, retryable and
+permanent failure; heartbeats; cancels, retries, reprioritizes; time steps that end leases) and runs
 it on BOTH backends side by side, each with its own fake clock at the same times. After
 every step it compares what a client can observe: the sequence of dispatched jobs (by
 submit index, not id), each job's state and attempt count, every ListJobs listing, the
@@ -66,10 +66,15 @@ class Submit:
     delay: float | None
     ttl: float | None
     policy: int
+    parent: int = -1
+    """Workflows: the job names an earlier job (by submit index, modulo) as its parent."""
+    batch: str = ""
+    """Workflows: the batch it joins."""
 
     async def run(self, side: Side) -> object:
         d = side.driver
         now = d.clock.now
+        parents = (side.ids[self.parent % len(side.ids)],) if self.parent >= 0 and side.ids else ()
         spec = NewJob(
             "q",
             priority=self.priority,
@@ -78,6 +83,8 @@ class Submit:
             not_before=None if self.delay is None else now + self.delay,
             expire_at=None if self.ttl is None else now + self.ttl,
             retry_policy=POLICIES[self.policy],
+            parent_ids=parents,
+            batch_id=self.batch,
         )
         [(job, repeated)] = await d.backend.submit([spec])
         answered = ("submitted", job.state.name, repeated)  # as Submit answers it
@@ -200,6 +207,8 @@ submits = st.builds(
     delay=st.sampled_from([None, None, 0.5, 2.0]),
     ttl=st.sampled_from([None, None, None, 1.0, 4.0]),
     policy=st.sampled_from([0, 0, 1, 2]),
+    parent=st.sampled_from([-1, -1, -1, 0, 1, 3]),
+    batch=st.sampled_from(["", "", "b"]),
 )
 operations = st.one_of(
     submits,
@@ -265,13 +274,22 @@ async def observe(side: Side) -> dict[str, Any]:
     jobs = {}
     for i, job_id in enumerate(side.ids):
         job = await d.job(job_id)
-        jobs[i] = (job.state.name, job.attempt, len(job.attempts), job.throttle_count)
+        reason = job.cancel_reason
+        for other, k in side.index.items():
+            reason = reason.replace(other, f"#{k}")
+        jobs[i] = (job.state.name, job.attempt, len(job.attempts), job.throttle_count, reason)
     listings = {}
     for state in (JobState.UNSPECIFIED, JobState.SCHEDULED, JobState.UNDERWAY):
         listings[state.name] = [side.index[i] for i in await d.listed(state)]
+    try:
+        b = await d.backend.get_batch("q", "b")
+        batch: object = (b.total, b.active, b.succeeded, b.failed, b.cancelled, b.expired, b.dead)
+    except EngineError:
+        batch = None
     (f,) = [f for f in await d.backend.queue_figures() if f.view.name == view.name]
     head = None if f.head_ready is None else round(f.head_ready - d.at(0), 6)
     return {
+        "batch": batch,
         "dispatched": list(side.dispatched),
         "counts": (view.pending_count, view.underway_count, view.scheduled_count),
         "throttle": (

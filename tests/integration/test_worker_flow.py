@@ -57,6 +57,11 @@ async def test_width_caps_underway_jobs_across_workers(
                 configure=lambda w: w.handler("w")(gate.hold), worker_id=f"w{n}", concurrency=4
             )
         await eventually(lambda: gate.running == 2, what="two jobs running")
+
+        async def all_connected() -> bool:  # two workers may take the width before the third
+            return (await client.get_queue("w")).worker_count == 3
+
+        await eventually(all_connected, what="three workers connected")
         queue = await client.get_queue("w")
         assert (queue.underway_count, queue.pending_count, queue.worker_count) == (2, 10, 3)
         await client.update_queue("w", width=4)

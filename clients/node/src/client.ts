@@ -21,8 +21,10 @@ import { UnavailableError, errorFor, fromServiceError, isServiceError } from "./
 import * as rq from "./requests";
 import * as sq from "./schedules";
 import {
+  type Batch,
   type Job,
   JobState,
+  batchFromProto,
   type Queue,
   type Slot,
   type SubmittedJob,
@@ -84,6 +86,35 @@ interface Policy {
   idempotent?: boolean;
   /** The call's own deadline when it must differ from the client's default. */
   timeoutMs?: number;
+}
+
+/** What createBatch takes besides the queue (docs/workflows.md). */
+export interface BatchOptions {
+  batchId?: string;
+  description?: string;
+  /** Submitted once when the batch is closed and every job succeeded. */
+  onSuccess?: rq.NewJob;
+  /** Submitted once when the batch is closed and every job is final. */
+  onComplete?: rq.NewJob;
+}
+
+/** What {@link Client.watch} follows; empty lists: everything. */
+export interface WatchFilter {
+  queues?: string[];
+  jobIds?: string[];
+  batchIds?: string[];
+  kinds?: pb.JobEventKind[];
+  /** Go on after the event that carried this token. */
+  resumeToken?: string;
+}
+
+/** One item of {@link Client.watch}: an event, or the news that some were missed. */
+export type WatchItem = NonNullable<pb.WatchEventsResponse["kind"]>;
+
+/** The batch being filled inside {@link Client.batch}. */
+export interface BatchHandle {
+  batchId: string;
+  submit(payload?: rq.Payload, options?: rq.SubmitOptions): Promise<SubmittedJob>;
 }
 
 function cancelledByCaller(): Error {
@@ -393,6 +424,126 @@ export class Client {
   ): Promise<pb.ScheduleFiring[]> {
     const request = { id, startTime, endTime, overlap: overlap ?? 0 };
     return (await this.call(S.backfillSchedule, request, {}, call)).firings;
+  }
+
+  // ---- batches (docs/workflows.md) ----------------------------------------------------
+
+  /**
+   * Open a batch of `queue`; its callbacks are jobs of that queue the server submits once,
+   * after the batch is closed and every job of it is final. An empty `batchId`: the server
+   * makes one. Rejects with AlreadyExistsError when the queue has that batch.
+   */
+  async createBatch(queue: string, options: BatchOptions = {}, call?: CallOptions): Promise<Batch> {
+    const cb = (j: rq.NewJob | undefined): pb.JobSpec | undefined => j && rq.jobSpec(j.queue, j.payload, j);
+    const batch: pb.Batch = {
+      queue,
+      batchId: options.batchId ?? "",
+      description: options.description ?? "",
+      closed: false,
+      onSuccess: cb(options.onSuccess),
+      onComplete: cb(options.onComplete),
+      onSuccessJobId: "",
+      onCompleteJobId: "",
+      complete: false,
+      counts: undefined,
+      createTime: undefined,
+      completeTime: undefined,
+    };
+    return batchFromProto((await this.call(S.createBatch, { batch }, {}, call)).batch);
+  }
+
+  async getBatch(queue: string, batchId: string, call?: CallOptions): Promise<Batch> {
+    return batchFromProto((await this.call(S.getBatch, { queue, batchId }, { idempotent: true }, call)).batch);
+  }
+
+  /** Until every job of the batch is final or `timeoutMs` passes (default: up to an hour). */
+  async waitBatch(queue: string, batchId: string, timeoutMs?: number, call?: CallOptions): Promise<Batch> {
+    const request = { queue, batchId, timeout: timeoutMs === undefined ? undefined : toDuration(timeoutMs) };
+    const policy = { idempotent: true, timeoutMs: (timeoutMs ?? MAX_WAIT_MS) + WAIT_DEADLINE_MARGIN_MS };
+    return batchFromProto((await this.call(S.waitBatch, request, policy, call)).batch);
+  }
+
+  /** No more jobs join; the callbacks fire once every job is final. */
+  async closeBatch(queue: string, batchId: string, call?: CallOptions): Promise<Batch> {
+    return batchFromProto((await this.call(S.closeBatch, { queue, batchId }, { idempotent: true }, call)).batch);
+  }
+
+  /** Closes the batch and cancels its unfinished jobs. */
+  async cancelBatch(queue: string, batchId: string, call?: CallOptions): Promise<Batch> {
+    return batchFromProto((await this.call(S.cancelBatch, { queue, batchId }, {}, call)).batch);
+  }
+
+  /**
+   * The Sidekiq shape: `await client.batch("q", { onComplete }, async (b) => { await
+   * b.submit(...) })` creates the batch, runs `fill`, and closes the batch once `fill`
+   * resolves (a rejected `fill` leaves it open). Resolves to the closed batch.
+   */
+  async batch(queue: string, options: BatchOptions, fill: (b: BatchHandle) => Promise<void>): Promise<Batch> {
+    const created = await this.createBatch(queue, options);
+    const handle: BatchHandle = {
+      batchId: created.batchId,
+      submit: (payload, opts = {}) => this.submit(queue, payload, { ...opts, batchId: created.batchId }),
+    };
+    await fill(handle);
+    return this.closeBatch(queue, created.batchId);
+  }
+
+  // ---- events (docs/workflows.md) -----------------------------------------------------
+
+  /**
+   * Lifecycle events as they happen (from now, or after `filter.resumeToken`), filtered: an
+   * async iterator of `{ $case: "event", value }` and `{ $case: "missed", value }` (the
+   * server could not deliver some events: it says why and where). A stream that breaks with
+   * UNAVAILABLE is reopened from the last token seen; `signal` ends the iteration.
+   */
+  async *watch(filter: WatchFilter = {}, signal?: AbortSignal): AsyncGenerator<WatchItem> {
+    let token = filter.resumeToken ?? "";
+    for (let attempt = 0; !signal?.aborted; attempt++) {
+      const request: pb.WatchEventsRequest = {
+        queues: [...(filter.queues ?? [])],
+        jobIds: [...(filter.jobIds ?? [])],
+        batchIds: [...(filter.batchIds ?? [])],
+        kinds: [...(filter.kinds ?? [])],
+        resumeToken: token,
+      };
+      const call = this.grpcClient.makeServerStreamRequest(
+        S.watchEvents.path,
+        S.watchEvents.requestSerialize,
+        S.watchEvents.responseDeserialize,
+        request,
+        this.metadata(),
+        {},
+      );
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const resp of call as AsyncIterable<pb.WatchEventsResponse>) {
+          attempt = 0;
+          if (resp.kind === undefined) {
+            continue;
+          }
+          if (resp.kind.$case === "event") {
+            token = resp.kind.value.resumeToken;
+          }
+          yield resp.kind;
+        }
+      } catch (e) {
+        if (signal?.aborted) {
+          return;
+        }
+        if (!(isServiceError(e) && e.code === Status.UNAVAILABLE)) {
+          throw fromServiceError(e);
+        }
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        call.cancel();
+      }
+      try {
+        await sleep(backoffDelay(attempt, RETRY_BASE_MS), signal);
+      } catch {
+        return;
+      }
+    }
   }
 
   /** Send `request`, retrying per `policy`; failures reject with a DispatchdError. */

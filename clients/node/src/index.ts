@@ -4,7 +4,15 @@
  */
 
 export { type ConnectionOptions, type TlsOptions } from "./channel";
-export { Client, type CallOptions, type ClientOptions } from "./client";
+export {
+  type BatchHandle,
+  type BatchOptions,
+  Client,
+  type CallOptions,
+  type ClientOptions,
+  type WatchFilter,
+  type WatchItem,
+} from "./client";
 export {
   AlreadyExistsError,
   DeadlineExceededError,
@@ -44,7 +52,10 @@ export type { WorkerStats } from "./session";
 export {
   type AdaptiveRate,
   type Attempt,
+  type Batch,
+  type BatchCounts,
   type Job,
+  type JobProgress,
   type JobError,
   JobState,
   type KeyLimits,

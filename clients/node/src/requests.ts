@@ -67,6 +67,12 @@ export interface SubmitOptions {
   fairnessWeight?: number;
   /** A second submit with the same key returns the first job and creates nothing. */
   idempotencyKey?: string;
+  /** The batch (of this queue) the job joins; made on first use (docs/workflows.md). */
+  batchId?: string;
+  /** Jobs of the same queue that must succeed first: the job is WAITING until then. */
+  parentIds?: string[];
+  /** Run once every parent is final even if one did not succeed (default: cancelled). */
+  runAfterFailedParents?: boolean;
 }
 
 /** One job of a batch. */
@@ -126,6 +132,9 @@ export function jobSpec(queue: string, payload: Payload = Buffer.alloc(0), optio
     fairnessKey: options.fairnessKey ?? "",
     idempotencyKey: options.idempotencyKey ?? "",
     fairnessWeight: options.fairnessWeight ?? 0,
+    batchId: options.batchId ?? "",
+    parentIds: [...(options.parentIds ?? [])],
+    runAfterFailedParents: options.runAfterFailedParents ?? false,
   };
 }
 

@@ -16,6 +16,7 @@ import {
   DispatcherServiceService as S,
   type DrainNotice,
   type JobResult,
+  type ProgressReport,
   type WorkRequest,
   type WorkResponse,
   type WorkerHello,
@@ -34,6 +35,8 @@ import { Latch, type Semaphore, sleepUnless } from "./util";
 
 /** Used when the welcome names no heartbeat interval. */
 const DEFAULT_HEARTBEAT_MS = 10_000;
+/** Milliseconds between two progress messages of one session (see queueProgress). */
+const PROGRESS_EVERY_MS = 250;
 /** After a drain, how long to wait for the server to end the stream before cutting it. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -314,7 +317,9 @@ export class Session {
       return;
     }
     const controller = new AbortController();
-    const job = receivedJobFromDelivery(delivery, controller.signal);
+    const job = receivedJobFromDelivery(delivery, controller.signal, (id, leaseId, percent, message) =>
+      this.queueProgress(id, leaseId, percent, message),
+    );
     const old = this.held.get(job.id);
     if (old !== undefined) {
       // Same job, new lease: the old lease expired and the server re-dispatched the job here.
@@ -404,6 +409,31 @@ export class Session {
       }
       this.deps.stats.resultsSent += part.length;
       this.deps.stats.resultMessages += 1;
+    }
+  }
+
+  // Progress reports (ReceivedJob.reportProgress): the latest per job, sent at most every
+  // PROGRESS_EVERY_MS, so the server's one-report-per-job-per-200-ms limit never drops the last.
+  private progress = new Map<string, ProgressReport>();
+  private progressTimer: NodeJS.Timeout | undefined;
+
+  private queueProgress(jobId: string, leaseId: string, percent: number | undefined, message: string): void {
+    this.progress.set(jobId, { jobId, leaseId, percent, message });
+    if (this.progressTimer === undefined) {
+      this.sendProgress();
+    }
+  }
+
+  private sendProgress(): void {
+    this.progressTimer = undefined;
+    if (this.progress.size === 0 || this.closed) {
+      return;
+    }
+    const reports = [...this.progress.values()];
+    this.progress.clear();
+    if (this.write({ kind: { $case: "progress", value: { reports } } })) {
+      this.progressTimer = setTimeout(() => this.sendProgress(), PROGRESS_EVERY_MS);
+      this.progressTimer.unref();
     }
   }
 

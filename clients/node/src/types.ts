@@ -22,6 +22,8 @@ export enum JobState {
   SCHEDULED = 6,
   EXPIRED = 7,
   DEAD = 8,
+  /** Waiting for its parent jobs to succeed (docs/workflows.md). */
+  WAITING = 9,
 }
 
 const FINISHED: ReadonlySet<JobState> = new Set([
@@ -121,8 +123,79 @@ export interface Job {
   attempts: Attempt[];
   /** The retry policy that applies; undefined: none. */
   retryPolicy?: RetryPolicy;
+  /** The batch it belongs to ("" none), its parents, whether it runs after a failed one. */
+  batchId: string;
+  parentIds: string[];
+  runAfterFailedParents: boolean;
+  /** The latest progress its worker reported. */
+  progress?: JobProgress;
+  /** Why the server cancelled it (a parent that did not succeed, CancelBatch), if it did. */
+  cancelReason: string;
   /** Deliveries answered with a throttle signal (not counted in `attempt`). */
   throttleCount: number;
+}
+
+/** What a worker last reported about a job (docs/workflows.md). */
+export interface JobProgress {
+  /** 0-100; undefined when the report had no number. */
+  percent?: number;
+  message: string;
+  reportTime?: Date;
+}
+
+/** A batch's jobs by where they are. */
+export interface BatchCounts {
+  total: number;
+  /** Not final yet: waiting, pending, scheduled or underway. */
+  active: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  expired: number;
+  dead: number;
+}
+
+/** A batch of one queue's jobs followed as one (docs/workflows.md). */
+export interface Batch {
+  queue: string;
+  batchId: string;
+  description: string;
+  /** Takes no new jobs; its callbacks fire once every job is final. */
+  closed: boolean;
+  /** Closed and every job final (the callbacks, if any, are submitted). */
+  complete: boolean;
+  counts: BatchCounts;
+  onSuccessJobId: string;
+  onCompleteJobId: string;
+  createTime?: Date;
+  completeTime?: Date;
+}
+
+export function batchFromProto(b: pb.Batch | undefined): Batch {
+  if (b === undefined) {
+    throw new TypeError("the server answered without a batch");
+  }
+  const c = b.counts;
+  return {
+    queue: b.queue,
+    batchId: b.batchId,
+    description: b.description,
+    closed: b.closed,
+    complete: b.complete,
+    counts: {
+      total: Number(c?.total ?? 0),
+      active: Number(c?.active ?? 0),
+      succeeded: Number(c?.succeeded ?? 0),
+      failed: Number(c?.failed ?? 0),
+      cancelled: Number(c?.cancelled ?? 0),
+      expired: Number(c?.expired ?? 0),
+      dead: Number(c?.dead ?? 0),
+    },
+    onSuccessJobId: b.onSuccessJobId,
+    onCompleteJobId: b.onCompleteJobId,
+    createTime: b.createTime,
+    completeTime: b.completeTime,
+  };
 }
 
 /** A job returned by submit: `duplicate` when an earlier job had the same idempotency key. */
@@ -139,6 +212,12 @@ export interface ReceivedJob extends Job {
    * forced stop). Pass it to whatever the handler awaits (`fetch`, timers, child processes).
    */
   signal: AbortSignal;
+  /**
+   * Tells the server how far the job is (0-100 and/or a short message of at most 1,000
+   * characters); shown as `Job.progress`. The worker sends the latest report per job at most
+   * every 250 ms, so call it as often as is convenient.
+   */
+  reportProgress(percent?: number, message?: string): void;
 }
 
 /** One queue's settings and counts. */
@@ -297,18 +376,40 @@ export function jobFromProto(j: pb.Job | undefined): Job {
     idempotencyKey: j.idempotencyKey,
     attempts: j.attempts.map(attemptFromProto),
     retryPolicy: j.retryPolicy && retryPolicyFromProto(j.retryPolicy),
+    batchId: j.batchId,
+    parentIds: [...j.parentIds],
+    runAfterFailedParents: j.runAfterFailedParents,
+    progress: j.progress && {
+      percent: j.progress.percent,
+      message: j.progress.message,
+      reportTime: j.progress.reportTime,
+    },
+    cancelReason: j.cancelReason,
     throttleCount: j.throttleCount,
   };
 }
 
 /** The job of a delivery; the delivery's own lease expiry wins over the embedded job's. */
-export function receivedJobFromDelivery(d: pb.Delivery, signal: AbortSignal): ReceivedJob {
+export function receivedJobFromDelivery(
+  d: pb.Delivery,
+  signal: AbortSignal,
+  progress: (jobId: string, leaseId: string, percent: number | undefined, message: string) => void = () => {},
+): ReceivedJob {
   const job = jobFromProto(d.job);
   return {
     ...job,
     leaseExpireTime: d.leaseExpireTime ?? job.leaseExpireTime,
     leaseId: d.leaseId,
     signal,
+    reportProgress(percent?: number, message = ""): void {
+      if (percent !== undefined && !(Number.isInteger(percent) && percent >= 0 && percent <= 100)) {
+        throw new RangeError(`percent must be an integer 0-100, got ${percent}`);
+      }
+      if (message.length > 1000) {
+        throw new RangeError("progress message is limited to 1,000 characters");
+      }
+      progress(d.job?.id ?? "", d.leaseId, percent, message);
+    },
   };
 }
 

@@ -10,6 +10,7 @@ threads until a client makes a call or a worker runs.
 
 from dispatchd_client._channel import TLS
 from dispatchd_client.aio import AsyncClient
+from dispatchd_client.batches import AsyncBatch, SyncBatch
 from dispatchd_client.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -27,6 +28,7 @@ from dispatchd_client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from dispatchd_client.events import EventKind, EventsMissed, JobEvent
 from dispatchd_client.policies import (
     AdaptiveRate,
     Attempt,
@@ -51,8 +53,11 @@ from dispatchd_client.schedules import (
 )
 from dispatchd_client.sync import Client
 from dispatchd_client.types import (
+    Batch,
+    BatchCounts,
     Job,
     JobError,
+    JobProgress,
     JobSpecLike,
     JobState,
     NewJob,
@@ -66,12 +71,17 @@ __all__ = [
     "TLS",
     "AdaptiveRate",
     "AlreadyExists",
+    "AsyncBatch",
     "AsyncClient",
     "Attempt",
+    "Batch",
+    "BatchCounts",
     "CatchupMode",
     "Client",
     "DeadlineExceeded",
     "DispatchdError",
+    "EventKind",
+    "EventsMissed",
     "FailedPrecondition",
     "FiringCause",
     "FiringOutcome",
@@ -81,7 +91,9 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobError",
+    "JobEvent",
     "JobOptions",
+    "JobProgress",
     "JobSpecLike",
     "JobState",
     "KeyLimits",
@@ -102,6 +114,7 @@ __all__ = [
     "ScheduleFiring",
     "ScheduleSpec",
     "Slot",
+    "SyncBatch",
     "Throttle",
     "Throttled",
     "Unauthenticated",

@@ -29,7 +29,7 @@ from dispatchd_client.policies import (
     apply_queue_changes,
 )
 from dispatchd_client.schedules import Overlap, Schedule, ScheduleFiring
-from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
+from dispatchd_client.types import Batch, Job, JobSpecLike, JobState, NewJob, Queue
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 from dispatchd_client.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -515,3 +515,61 @@ def trigger_schedule(schedule_id: str, overlap: Overlap | None) -> Rpc[ScheduleF
 
 def backfill_schedule(request: pb.BackfillScheduleRequest) -> Rpc[list[ScheduleFiring]]:
     return Rpc("BackfillSchedule", request, _backfilled)
+
+
+# ---- batches (docs/workflows.md) ------------------------------------------------------
+
+
+def _batch(
+    resp: pb.CreateBatchResponse
+    | pb.GetBatchResponse
+    | pb.WaitBatchResponse
+    | pb.CloseBatchResponse
+    | pb.CancelBatchResponse,
+) -> Batch:
+    return Batch.from_proto(resp.batch)
+
+
+def _callback(spec: JobSpecLike | None) -> pb.JobSpec | None:
+    return None if spec is None else _to_spec(spec, {})
+
+
+def create_batch(
+    queue: str,
+    batch_id: str,
+    description: str,
+    on_success: JobSpecLike | None,
+    on_complete: JobSpecLike | None,
+) -> Rpc[Batch]:
+    batch = pb.Batch(queue=queue, batch_id=batch_id, description=description)
+    success, complete = _callback(on_success), _callback(on_complete)
+    if success is not None:
+        batch.on_success.CopyFrom(success)
+    if complete is not None:
+        batch.on_complete.CopyFrom(complete)
+    return Rpc("CreateBatch", pb.CreateBatchRequest(batch=batch), _batch)
+
+
+def get_batch(queue: str, batch_id: str) -> Rpc[Batch]:
+    request = pb.GetBatchRequest(queue=queue, batch_id=batch_id)
+    return Rpc("GetBatch", request, _batch, idempotent=True)
+
+
+def wait_batch(queue: str, batch_id: str, timeout: float | None) -> Rpc[Batch]:
+    """WaitBatch with the server-side ``timeout`` set and a call deadline just past it."""
+    request = pb.WaitBatchRequest(queue=queue, batch_id=batch_id)
+    wait = MAX_WAIT if timeout is None else timeout
+    if timeout is not None:
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        request.timeout.CopyFrom(_duration(timeout))
+    return Rpc("WaitBatch", request, _batch, idempotent=True, timeout=wait + WAIT_DEADLINE_MARGIN)
+
+
+def close_batch(queue: str, batch_id: str) -> Rpc[Batch]:
+    request = pb.CloseBatchRequest(queue=queue, batch_id=batch_id)
+    return Rpc("CloseBatch", request, _batch, idempotent=True)
+
+
+def cancel_batch(queue: str, batch_id: str) -> Rpc[Batch]:
+    return Rpc("CancelBatch", pb.CancelBatchRequest(queue=queue, batch_id=batch_id), _batch)

@@ -14,6 +14,7 @@ when a pending write is cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -38,6 +39,11 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 CLOSE_TIMEOUT = 5.0
 #: On a broken stream, how long to let cancelled job tasks unwind before moving on.
 ABANDON_TIMEOUT = 1.0
+
+
+#: Seconds between two progress messages of one session (the server keeps one report per
+#: job per 200 ms: a little more, so the latest report of a job always lands).
+PROGRESS_EVERY = 0.25
 
 
 class HeartbeatSchedule:
@@ -141,6 +147,11 @@ class Session:
         self._call: WorkCall | None = None
         #: True once the server welcomed this session (the Worker resets its backoff then).
         self.welcomed = False
+        # Progress reports (ReceivedJob.report_progress): the latest per job, sent at most
+        # every PROGRESS_EVERY seconds, so the server's per-job limit never drops the last.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._progress: dict[str, pb.ProgressReport] = {}
+        self._progress_task: asyncio.Task[None] | None = None
 
     async def run(self) -> bool:
         """Run the stream to its end.
@@ -151,6 +162,7 @@ class Session:
         """
         call: WorkCall = getattr(self._stub, "Work")()  # noqa: B009 - untyped generated stub
         self._call = call
+        self._loop = asyncio.get_running_loop()
         reader: asyncio.Task[None] | None = None
         heartbeat: asyncio.Task[None] | None = None
         try:
@@ -239,6 +251,7 @@ class Session:
             # here. The old run's result would be rejected as stale, so drop it.
             logger.warning("job %s redelivered with a new lease; dropping the old run", job.id)
             self._abandon(old)
+        job = dataclasses.replace(job, progress_sink=self._report_progress)
         held = _Held(job)
         self._held[job.id] = held
         self._idle.clear()
@@ -322,6 +335,29 @@ class Session:
                 if not await self._try_write(request):
                     logger.info("could not send %d results: the stream is closed", len(batch))
                     return
+
+    def _report_progress(self, job_id: str, lease_id: str, percent: int | None, msg: str) -> None:
+        """From any thread (sync handlers run in threads): queued on the session's loop."""
+        if self._loop is not None and not self._closed:
+            self._loop.call_soon_threadsafe(self._queue_progress, job_id, lease_id, percent, msg)
+
+    def _queue_progress(self, job_id: str, lease_id: str, percent: int | None, msg: str) -> None:
+        report = pb.ProgressReport(job_id=job_id, lease_id=lease_id, message=msg)
+        if percent is not None:
+            report.percent = percent
+        self._progress[job_id] = report
+        if self._progress_task is None or self._progress_task.done():
+            self._progress_task = asyncio.create_task(
+                self._send_progress(), name="dispatchd-progress"
+            )
+
+    async def _send_progress(self) -> None:
+        while self._progress and not self._closed:
+            reports, self._progress = list(self._progress.values()), {}
+            request = pb.WorkRequest(progress=pb.WorkerProgress(reports=reports))
+            if not await self._try_write(request):
+                return
+            await asyncio.sleep(PROGRESS_EVERY)
 
     async def _heartbeat_loop(self) -> None:
         """Extend every held lease once per interval while holding any."""

@@ -272,6 +272,12 @@ class JobOptions(TypedDict, total=False):
     """A repeated submit with this key returns the first job (job.duplicate is True)."""
     retry_policy: RetryPolicy
     """Overrides the queue's retry policy."""
+    batch_id: str
+    """The batch (of this queue) the job joins; made on first use (docs/workflows.md)."""
+    parent_ids: Sequence[str]
+    """Jobs of the same queue that must succeed first: the job is WAITING until then."""
+    run_after_failed_parents: bool
+    """Run once every parent is final even if one did not succeed (default: cancelled)."""
 
 
 class QueueChanges(TypedDict, total=False):
@@ -319,6 +325,15 @@ def apply_job_options(spec: pb.JobSpec, options: JobOptions) -> pb.JobSpec:
         spec.ttl.CopyFrom(_duration(options["ttl"]))
     if "expire_at" in options:
         spec.expire_at.CopyFrom(_timestamp(options["expire_at"]))
+    if "batch_id" in options:
+        spec.batch_id = options["batch_id"]
+    if "parent_ids" in options:
+        ids = options["parent_ids"]
+        if isinstance(ids, str):
+            raise TypeError("parent_ids is a sequence of job ids, not one string")
+        spec.parent_ids.extend(ids)
+    if "run_after_failed_parents" in options:
+        spec.run_after_failed_parents = options["run_after_failed_parents"]
     if "retry_policy" in options:
         spec.retry_policy.CopyFrom(options["retry_policy"].to_proto())
     spec.ordering_key = options.get("ordering_key", "")

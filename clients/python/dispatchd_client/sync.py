@@ -23,7 +23,9 @@ import grpc
 from dispatchd_client import _requests as rq
 from dispatchd_client._channel import TLS, ChannelSpec
 from dispatchd_client._thread_coalescer import ThreadCoalescer
+from dispatchd_client.batches import SyncBatch
 from dispatchd_client.errors import Unavailable, from_rpc_error
+from dispatchd_client.events import EventKind, EventsMissed, JobEvent, item_of, watch_request
 from dispatchd_client.policies import JobOptions, QueueChanges, Slot
 from dispatchd_client.schedules import (
     CatchupMode,
@@ -35,7 +37,7 @@ from dispatchd_client.schedules import (
     schedule_proto,
     update_request,
 )
-from dispatchd_client.types import Job, JobSpecLike, JobState, NewJob, Queue
+from dispatchd_client.types import Batch, Job, JobSpecLike, JobState, NewJob, Queue
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 __all__ = ["Client"]
@@ -410,3 +412,90 @@ class Client:
         a tick that has its job already gets no second one."""
         request = backfill_request(schedule_id, start, end, overlap)
         return self._call(rq.backfill_schedule(request), timeout)
+
+    # ---- batches (docs/workflows.md) --------------------------------------------------
+
+    def batch(
+        self,
+        queue: str,
+        *,
+        batch_id: str = "",
+        description: str = "",
+        on_success: JobSpecLike | None = None,
+        on_complete: JobSpecLike | None = None,
+    ) -> SyncBatch:
+        """A batch as a ``with`` block: created on entry, closed on a clean exit (see
+        :mod:`dispatchd_client.batches`). ``batch_id`` empty: the server makes one."""
+        return SyncBatch(
+            self,
+            queue,
+            batch_id=batch_id,
+            description=description,
+            on_success=on_success,
+            on_complete=on_complete,
+        )
+
+    def create_batch(
+        self,
+        queue: str,
+        *,
+        batch_id: str = "",
+        description: str = "",
+        on_success: JobSpecLike | None = None,
+        on_complete: JobSpecLike | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """Opens a batch of ``queue``; its callbacks are jobs of that queue the server submits
+        once, after the batch is closed and every job of it is final."""
+        rpc = rq.create_batch(queue, batch_id, description, on_success, on_complete)
+        return self._call(rpc, timeout)
+
+    def get_batch(self, queue: str, batch_id: str, *, timeout: float | None = None) -> Batch:
+        return self._call(rq.get_batch(queue, batch_id), timeout)
+
+    def wait_batch(self, queue: str, batch_id: str, timeout: float | None = None) -> Batch:
+        """Until every job of the batch is final or ``timeout`` s pass (None: up to an hour)."""
+        return self._call(rq.wait_batch(queue, batch_id, timeout))
+
+    def close_batch(self, queue: str, batch_id: str, *, timeout: float | None = None) -> Batch:
+        return self._call(rq.close_batch(queue, batch_id), timeout)
+
+    def cancel_batch(self, queue: str, batch_id: str, *, timeout: float | None = None) -> Batch:
+        """Closes the batch and cancels its unfinished jobs."""
+        return self._call(rq.cancel_batch(queue, batch_id), timeout)
+
+    # ---- events (docs/workflows.md) ---------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        queues: Iterable[str] = (),
+        job_ids: Iterable[str] = (),
+        batch_ids: Iterable[str] = (),
+        kinds: Iterable[EventKind] = (),
+        resume_token: str = "",
+        reconnect: bool = True,
+    ) -> Iterator[JobEvent | EventsMissed]:
+        """Lifecycle events as they happen (from now, or after ``resume_token``), filtered.
+        A broken stream is reopened from the last token seen (``reconnect``), with backoff."""
+        filters = (tuple(queues), tuple(job_ids), tuple(batch_ids), tuple(kinds))
+        token, tries = resume_token, 0
+        while True:
+            request = watch_request(*filters, token)
+            call = getattr(self._stub, "WatchEvents")(request)  # noqa: B009
+            try:
+                for resp in call:
+                    tries = 0
+                    item = item_of(resp)
+                    token = item.resume_token if isinstance(item, JobEvent) else token
+                    yield item
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+                if not (reconnect and isinstance(error, Unavailable)):
+                    raise error from e
+            finally:
+                call.cancel()
+            if not reconnect:
+                return
+            time.sleep(rq.backoff_delay(tries, base=rq.RETRY_BASE_DELAY))
+            tries += 1

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,18 @@ from dispatchd_client.policies import (
 )
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
-__all__ = ["Job", "JobError", "JobSpecLike", "JobState", "NewJob", "Queue", "ReceivedJob"]
+__all__ = [
+    "Batch",
+    "BatchCounts",
+    "Job",
+    "JobError",
+    "JobProgress",
+    "JobSpecLike",
+    "JobState",
+    "NewJob",
+    "Queue",
+    "ReceivedJob",
+]
 
 
 class JobState(enum.IntEnum):
@@ -45,6 +57,8 @@ class JobState(enum.IntEnum):
     SCHEDULED = pb.JOB_STATE_SCHEDULED
     EXPIRED = pb.JOB_STATE_EXPIRED
     DEAD = pb.JOB_STATE_DEAD
+    #: Waiting for its parent jobs to succeed (docs/workflows.md).
+    WAITING = pb.JOB_STATE_WAITING
 
     @classmethod
     def _missing_(cls, value: object) -> JobState | None:
@@ -66,7 +80,9 @@ _FINISHED = frozenset(
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-def _time(msg: pb.Job | pb.Delivery | pb.Queue, name: str) -> datetime.datetime | None:
+def _time(
+    msg: pb.Job | pb.Delivery | pb.Queue | pb.JobProgress | pb.Batch | pb.JobEvent, name: str
+) -> datetime.datetime | None:
     """An aware UTC datetime, or None when the field is unset (not the epoch).
 
     What ``Timestamp.ToDatetime(tzinfo=UTC)`` gives (nanos cut to microseconds), in one
@@ -100,6 +116,22 @@ class JobError:
 
     def to_proto(self) -> pb.JobError:
         return pb.JobError(message=self.message, retryable=self.retryable, code=self.code)
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """What a worker last reported about a job (docs/workflows.md)."""
+
+    #: 0-100, or None when the report had no number.
+    percent: int | None
+    message: str
+    report_time: datetime.datetime | None
+
+    @classmethod
+    def from_proto(cls, msg: pb.JobProgress) -> JobProgress:
+        percent = msg.percent if msg.HasField("percent") else None
+        report_time = _time(msg, "report_time")
+        return cls(percent, msg.message, report_time)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +189,14 @@ class Job:
     attempts: tuple[Attempt, ...] = ()
     #: The job's own retry policy (None: the queue's applies).
     retry_policy: RetryPolicy | None = None
+    #: The batch it belongs to ("" none), its parents, and whether it runs after a failed one.
+    batch_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    run_after_failed_parents: bool = False
+    #: The latest progress its worker reported; None before any.
+    progress: JobProgress | None = None
+    #: Why the server cancelled it (a parent that did not succeed, CancelBatch), if it did.
+    cancel_reason: str = ""
     #: Deliveries answered with a throttle signal (not counted in ``attempt``).
     throttle_count: int = 0
     #: Only on submit results: True when an earlier job with the same idempotency key was
@@ -196,6 +236,11 @@ def _proto_fields(msg: pb.Job) -> dict[str, Any]:
         retry_policy=(
             RetryPolicy.from_proto(msg.retry_policy) if msg.HasField("retry_policy") else None
         ),
+        batch_id=msg.batch_id,
+        parent_ids=tuple(msg.parent_ids),
+        run_after_failed_parents=msg.run_after_failed_parents,
+        progress=JobProgress.from_proto(msg.progress) if msg.HasField("progress") else None,
+        cancel_reason=msg.cancel_reason,
         throttle_count=msg.throttle_count,
     )
 
@@ -218,6 +263,22 @@ class ReceivedJob(Job):
     #: Identifies this delivery; results carrying an older lease id are ignored by the server.
     lease_id: str
     cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    #: Where report_progress sends (set by the worker's session); None: nowhere.
+    progress_sink: Callable[[str, str, int | None, str], None] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def report_progress(self, percent: int | None = None, message: str = "") -> None:
+        """Tells the server how far this job is (0-100 and/or a short message, at most
+        1,000 characters); shown as ``Job.progress``. Safe from a sync handler's thread.
+        The server keeps at most one report per job per 200 ms and drops the rest, so call it
+        as often as is convenient."""
+        if percent is not None and not 0 <= percent <= 100:
+            raise ValueError(f"percent must be 0-100, got {percent}")
+        if len(message) > 1000:
+            raise ValueError("progress message is limited to 1,000 characters")
+        if self.progress_sink is not None:
+            self.progress_sink(self.id, self.lease_id, percent, message)
 
     @property
     def is_cancelled(self) -> bool:
@@ -331,3 +392,62 @@ class NewJob:
 
 #: What ``submit_batch`` accepts: :class:`NewJob` or an already-built proto ``JobSpec``.
 JobSpecLike = NewJob | pb.JobSpec
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """A batch's jobs by where they are."""
+
+    total: int = 0
+    #: Not final yet: waiting, pending, scheduled or underway.
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    dead: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.BatchCounts) -> BatchCounts:
+        return cls(
+            msg.total,
+            msg.active,
+            msg.succeeded,
+            msg.failed,
+            msg.cancelled,
+            msg.expired,
+            msg.dead,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """A batch of one queue's jobs followed as one (docs/workflows.md)."""
+
+    queue: str
+    batch_id: str
+    description: str = ""
+    #: Takes no new jobs; its callbacks fire once every job is final.
+    closed: bool = False
+    #: Closed and every job final (the callbacks, if any, are submitted).
+    complete: bool = False
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    on_success_job_id: str = ""
+    on_complete_job_id: str = ""
+    create_time: datetime.datetime | None = None
+    complete_time: datetime.datetime | None = None
+
+    @classmethod
+    def from_proto(cls, msg: pb.Batch) -> Batch:
+        return cls(
+            queue=msg.queue,
+            batch_id=msg.batch_id,
+            description=msg.description,
+            closed=msg.closed,
+            complete=msg.complete,
+            counts=BatchCounts.from_proto(msg.counts),
+            on_success_job_id=msg.on_success_job_id,
+            on_complete_job_id=msg.on_complete_job_id,
+            create_time=_time(msg, "create_time"),
+            complete_time=_time(msg, "complete_time"),
+        )

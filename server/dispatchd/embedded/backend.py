@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 from dispatchd.backend import (
@@ -17,6 +17,7 @@ from dispatchd.backend import (
     DrainReport,
     HealthReport,
     Outbox,
+    ProgressReport,
     QueueListener,
     WorkerInfo,
     WorkerSpec,
@@ -45,7 +46,9 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import Reason, Unavailable
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
+from dispatchd.observability.events import Event, EventFilter, EventHub, Missed
 from dispatchd.observability.metrics import StorageStats
 from dispatchd.stall import StallWatch
 
@@ -87,7 +90,91 @@ class _Watch(EngineObserver):
             listener(name)
 
 
-class EmbeddedBackend:
+class _FlowsPart:
+    """Progress and batches (docs/workflows.md): engine/flows.py behind the interface."""
+
+    engine: Engine
+    clock: Callable[[], float]
+    waiters: Waiters
+    pump: DispatchPump
+    events: EventHub
+    observers: ObserverChain
+
+    def _writable(self) -> None:
+        raise NotImplementedError
+
+    async def _durable(self, unsure: str) -> None:
+        raise NotImplementedError
+
+    async def report_progress(self, worker: WorkerRecord, reports: Sequence[ProgressReport]) -> int:
+        now = self.clock()
+        report = self.engine.report_progress
+        return sum(report(worker, *r, now) for r in reports)
+
+    async def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+    ) -> BatchView:
+        self._writable()
+        view = self.engine.create_batch(
+            queue, batch_id, description, on_success, on_complete, self.clock()
+        )
+        await self._durable("the batch may exist: read it back before creating it again")
+        return view
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchView:
+        return self.engine.get_batch(queue, batch_id)
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        stream = self.events.watch(flt, token)  # a bad token raises before anything changes
+        if not self.events.recording:
+            self.events.recording = True
+            self.observers.add(self.events)
+        return stream
+
+    async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
+        view = self.engine.get_batch(queue, batch_id)
+        if view.active == 0 or within <= 0:
+            return view
+        key = (queue, batch_id)
+        waiter = self.waiters.add_batch(key)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), within)
+        finally:
+            self.waiters.discard_batch(key, waiter)
+        try:
+            return self.engine.get_batch(queue, batch_id)
+        except EngineError:
+            return view
+
+    async def close_batch(self, queue: str, batch_id: str) -> BatchView:
+        self._writable()
+        view = self.engine.close_batch(queue, batch_id, self.clock())
+        self.pump.kick()  # its callbacks may be waiting to run
+        await self._durable(CHANGE_UNSURE)
+        return view
+
+    async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
+        self._writable()
+        view, n, tell = self.engine.cancel_batch(queue, batch_id, self.clock())
+        by_worker: dict[int, tuple[WorkerRecord, list[str]]] = {}
+        for worker, job_id in tell:
+            by_worker.setdefault(worker.key, (worker, []))[1].append(job_id)
+        for worker, ids in by_worker.values():
+            outbox = self.pump.outbox(worker)
+            if outbox is not None:
+                outbox.cancel(ids)
+        self.pump.kick()
+        await self._durable(CHANGE_UNSURE)
+        return view, n
+
+
+class EmbeddedBackend(_FlowsPart):
     """One process holds the queues: memory, plus the journal and snapshot on disk."""
 
     def __init__(
@@ -103,6 +190,10 @@ class EmbeddedBackend:
         self.clock = clock
         self.waiters = Waiters()
         self._watch = _Watch(lambda: self.engine)
+        # WatchEvents (observability/events.py): the hub joins the observers with the first
+        # watch, so a server nobody watches pays nothing for it (a resume token only exists
+        # once some watch got events).
+        self.events = EventHub(clock)
         self.observers = ObserverChain([self.waiters, self._watch, *observers])
         self.engine = Engine(limits, self.observers, rng)
         self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
@@ -176,10 +267,12 @@ class EmbeddedBackend:
         for outbox in self.pump.outboxes:
             outbox.close("server drained")
         self.pump.close()
+        self.events.close()
         if failures:
             raise DrainFailed("; ".join(failures))
 
     async def close(self) -> None:
+        self.events.close()
         try:
             await self.storage.close()
         except JournalUnavailable as e:

@@ -26,13 +26,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dispatchd import convert, schedule_convert
+from dispatchd import convert, flows_convert, schedule_convert
 from dispatchd.engine import Engine, EngineObserver, FinishedJob, JobRecord, LeaseRecord
 from dispatchd.engine.errors import NotFound
 from dispatchd.engine.model import QueueSettings
 from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd.observability.metrics import StorageStats
 from dispatchd.store.journal import Batch, SqliteJournal
+from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.journal")
 
@@ -73,6 +74,11 @@ class JournalWriter(EngineObserver):
         self._queues: set[str] = set()
         self._schedules: set[str] = set()
         self._deleted_schedules: set[str] = set()
+        # Batches (engine/flows.py), as the engine last reported them: marked in the same
+        # engine call as the job transitions that moved them (and the callback jobs that
+        # call submitted), so one commit holds both: a callback fires exactly once.
+        self._batches: dict[str, tuple[str, str]] = {}  # row id -> (queue, batch id)
+        self._deleted_batches: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatchd-journal")
         self._task: asyncio.Task[None] | None = None
@@ -146,6 +152,18 @@ class JournalWriter(EngineObserver):
         self._queues.add(name)  # _take finds it gone and deletes its row
         self._kick()
 
+    def batch_changed(self, queue: str, batch_id: str) -> None:
+        key = batch_key(queue, batch_id)
+        self._batches[key] = (queue, batch_id)
+        self._deleted_batches.discard(key)
+        self._kick()
+
+    def batch_deleted(self, queue: str, batch_id: str) -> None:
+        key = batch_key(queue, batch_id)
+        self._batches.pop(key, None)
+        self._deleted_batches.add(key)
+        self._kick()
+
     # ---- committing -----------------------------------------------------------------
 
     def _dirty(self) -> bool:
@@ -156,6 +174,8 @@ class JournalWriter(EngineObserver):
             or self._queues
             or self._schedules
             or self._deleted_schedules
+            or self._batches
+            or self._deleted_batches
         )
 
     def _kick(self) -> None:
@@ -242,6 +262,10 @@ class JournalWriter(EngineObserver):
         self._forgotten.update(job_id for (job_id,) in batch.forgotten)
         self._queues.update(name for name, _ in batch.queues)
         self._queues.update(batch.deleted_queues)
+        for key, blob in batch.batches:  # rewritten by the next try, as they are then
+            view = flows_convert.batch_from_pb(_parse_batch(blob))
+            self._batches.setdefault(key, (view.queue, view.batch_id))
+        self._deleted_batches.update(key for (key,) in batch.deleted_batches)
         failure = JournalUnavailable(f"the journal cannot be written: {cause}")
         for w in waiters:
             if not w.done():
@@ -288,6 +312,15 @@ class JournalWriter(EngineObserver):
             stored = schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString()
             batch.schedules.append((schedule_id, stored))
         batch.deleted_schedules = [(i,) for i in self._deleted_schedules]
+        for key, (queue, batch_id) in self._batches.items():
+            try:
+                batch_view = engine.get_batch(queue, batch_id)
+            except NotFound:  # forgotten meanwhile: its row goes (batch_deleted marked it)
+                continue
+            blob = flows_convert.batch_to_pb(batch_view).SerializeToString()
+            batch.batches.append((key, blob))
+        batch.deleted_batches = [(key,) for key in self._deleted_batches]
+        self._batches, self._deleted_batches = {}, set()
         self._new, self._changed, self._forgotten, self._queues = set(), set(), set(), set()
         self._schedules, self._deleted_schedules = set(), set()
         return batch, later
@@ -335,6 +368,17 @@ class _Later:
     @property
     def rows(self) -> int:
         return len(self.new) + len(self.changed)
+
+
+def batch_key(queue: str, batch_id: str) -> str:
+    """A batch's journal row id: unique per (queue, batch id)."""
+    return f"{queue}\x00{batch_id}"
+
+
+def _parse_batch(blob: bytes) -> pb.Batch:
+    msg = pb.Batch()
+    msg.ParseFromString(blob)
+    return msg
 
 
 def _status(job: JobRecord | FinishedJob) -> bytes:

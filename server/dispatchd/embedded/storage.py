@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd import convert, schedule_convert
-from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter
+from dispatchd import convert, flows_convert, schedule_convert
+from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter, batch_key
 from dispatchd.engine import Engine, JobRecord
 from dispatchd.listening import StartError
 from dispatchd.observability.metrics import StorageStats
@@ -114,6 +114,8 @@ class Storage:
         self._engine.restore_schedules(
             [schedule_convert.schedule_from_stored(s) for s in schedules]
         )
+        batches = journal.batches()
+        self._engine.restore_batches([flows_convert.batch_from_pb(b) for b in batches])
         for job_id in skipped:
             log.warning("--recover-truncated: dropped damaged journal record of job %s", job_id)
         if not count and not queues and not schedules:
@@ -147,7 +149,11 @@ class Storage:
             (rec.id, schedule_convert.schedule_to_pb(rec, next_fires=0).SerializeToString())
             for rec in engine.all_schedules()
         ]
-        journal.replace_all(queues, jobs, schedules)
+        batches = [
+            (batch_key(v.queue, v.batch_id), flows_convert.batch_to_pb(v).SerializeToString())
+            for v in engine.all_batches()
+        ]
+        journal.replace_all(queues, jobs, schedules, batches)
 
     def _restore_snapshot(self) -> None:
         assert self.store is not None
@@ -160,6 +166,7 @@ class Storage:
             usage, keys = data.window_usage.get(name, ()), data.key_window_usage.get(name, ())
             self._engine.restore_window_usage(name, usage, keys)
         self._engine.restore_schedules(data.schedules)
+        self._engine.restore_batches(data.batches)
         self.store.mark_restored()
         log.info(
             "restored %d jobs and %d queues from %s",
@@ -197,7 +204,8 @@ class Storage:
         schedules = engine.all_schedules()
         start = time.perf_counter()
         try:
-            data = SnapshotData(queues, jobs, schedules, usage, keys)
+            batches = engine.all_batches()
+            data = SnapshotData(queues, jobs, schedules, usage, keys, batches)
             size = self.store.save(data, self._clock())
         except OSError as e:
             if self.journal is not None:

@@ -15,6 +15,7 @@ from dispatchd.engine import limits as lim
 from dispatchd.engine.dispatching import DispatchMixin, Outcome
 from dispatchd.engine.errors import FailedPrecondition, draining
 from dispatchd.engine.figures import figures_of
+from dispatchd.engine.flows import FlowsMixin
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
@@ -37,13 +38,14 @@ from dispatchd.engine.turns import Dispatches
 __all__ = ["Dispatches", "Engine", "Outcome"]
 
 
-class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
+class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
     """Queues, jobs, leases, workers, slots and schedules of one dispatchd server."""
 
     def tick(self, now: float) -> None:
         """What is due by ``now`` (see DispatchMixin.tick), then the schedules due."""
         super().tick(now)
         self.fire_schedules(now)
+        self.evict_batches(now)
 
     def next_wakeup(self) -> float | None:
         due = super().next_wakeup()
@@ -159,8 +161,13 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             "slots": len(q.slots) + requests,
             "workers": len(q.subscribers),
         }
+        # WAITING jobs (engine/flows.py) are in no index: whatever is left in _jobs.
+        holds["pending"] += sum(
+            1 for j in self._jobs.values() if j.queue == name and j.state is JobState.WAITING
+        )
         if any(holds.values()):
             raise lim.queue_not_empty(name, holds, q.settings.http_target is not None)
+        self.delete_batches_of(name)
         forgotten = [job_id for s in FINISHED_STATES for _, job_id in q.finished[s].after(None)]
         for job_id in forgotten:
             del self._done[job_id]
@@ -191,6 +198,7 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         if self.draining:
             raise draining("accepts no new jobs; retry on another")
         lim.check_batch(specs, self.limits)
+        self._check_flows(specs)  # batches open, parents known (engine/flows.py)
         plan = self._plan_admission(specs, now)
         out: list[tuple[JobView, bool]] = []
         fresh: list[JobRecord] = []
@@ -272,6 +280,9 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             idempotency_key=spec.idempotency_key,
             fairness_weight=spec.fairness_weight,
             retry_policy=spec.retry_policy,
+            batch_id=spec.batch_id,
+            parent_ids=spec.parent_ids,
+            run_after_failed_parents=spec.run_after_failed_parents,
         )
         self._jobs[job.id] = job
         if spec.idempotency_key:
@@ -279,8 +290,10 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
         if job.expire_at is not None:
             heapq.heappush(self._expiries, (job.expire_at, job.seq, job.id))
         if job.expire_at is not None and job.expire_at <= now:
-            self._finish(job, JobState.EXPIRED, now, release_key=False)
-        else:
+            self._flows_admit(job, now)  # joins its batch (parents do not matter)
+            if job.state is not JobState.CANCELLED:
+                self._finish(job, JobState.EXPIRED, now, release_key=False)
+        elif not self._flows_admit(job, now):  # WAITING for parents: engine/flows.py
             self._wait(q, job, now)
         return job
 
@@ -367,6 +380,11 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
             retry_policy=job.retry_policy,
             attempts=list(job.attempts),
             budget_start=job.attempt,
+            # Workflow fields stay; its batch counted it final already and does not again.
+            batch_id=job.batch_id,
+            parent_ids=job.parent_ids,
+            run_after_failed_parents=job.run_after_failed_parents,
+            progress=job.progress,
         )
         self._jobs[job.id] = record
         self._wait(q, record, now)
@@ -482,4 +500,8 @@ class Engine(DispatchMixin, SlotMixin, ScheduleMixin):
                 q.dedup[dedup_name(restored.headers, restored.idempotency_key)] = restored.id
             if restored.expire_at is not None:
                 heapq.heappush(self._expiries, (restored.expire_at, restored.seq, restored.id))
+            if restored.state is JobState.WAITING:
+                self._restore_waiting(restored)  # its parents may come later: flows.py
+                continue
             self._wait(q, restored, now)
+        self._resolve_restored(now)

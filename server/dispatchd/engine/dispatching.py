@@ -340,7 +340,7 @@ class DispatchMixin(TurnsMixin):
             if (
                 job is not None
                 and job.expire_at == at
-                and job.state in (JobState.PENDING, JobState.SCHEDULED)
+                and job.state in (JobState.PENDING, JobState.SCHEDULED, JobState.WAITING)
             ):
                 self._stop_waiting(self._queues[job.queue], job)
                 self._finish(job, JobState.EXPIRED, now)

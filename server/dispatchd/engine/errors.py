@@ -43,6 +43,10 @@ class Reason(StrEnum):
     SCHEDULE_NOT_FOUND = "SCHEDULE_NOT_FOUND"
     SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
     ALREADY_EXISTS = "ALREADY_EXISTS"
+    PARENT_NOT_FOUND = "PARENT_NOT_FOUND"
+    BATCH_NOT_FOUND = "BATCH_NOT_FOUND"
+    BATCH_EXISTS = "BATCH_EXISTS"
+    BATCH_CLOSED = "BATCH_CLOSED"
 
 
 #: Seconds a client should wait before it retries a refusal that a retry can cure: a draining

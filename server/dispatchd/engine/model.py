@@ -36,6 +36,8 @@ class JobState(enum.IntEnum):
     SCHEDULED = 6
     EXPIRED = 7
     DEAD = 8
+    WAITING = 9
+    """Waiting for its parent jobs to succeed (engine/flows.py)."""
 
     @property
     def finished(self) -> bool:
@@ -73,6 +75,15 @@ class NewJob(NamedTuple):
     fairness_key: str = ""
     idempotency_key: str = ""
     fairness_weight: int = 0
+    batch_id: str = ""
+    """The batch (of this queue) it joins; engine/flows.py."""
+    parent_ids: tuple[str, ...] = ()
+    """Jobs of the same queue that must succeed first; engine/flows.py."""
+    run_after_failed_parents: bool = False
+
+
+Progress = tuple[int | None, str, float]
+"""A worker's progress report as a job keeps it: (percent or None, message, time)."""
 
 
 class JobFailure(NamedTuple):
@@ -139,6 +150,15 @@ class JobRecord:
     that taking it out needs no new tuple, and finds it even after a reprioritize."""
     throttle_count: int = 0
     """Deliveries answered with a throttle signal (engine/throttling.py): not attempts."""
+    # ---- workflows (engine/flows.py) ----
+    batch_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    run_after_failed_parents: bool = False
+    progress: Progress | None = None
+    progress_dropped: int = 0
+    cancel_reason: str = ""
+    waiting_on: set[str] | None = None
+    """While WAITING: the parents that have not succeeded yet."""
 
     @property
     def pending_key(self) -> tuple[int, int, str]:
@@ -175,6 +195,13 @@ class FinishedJob(NamedTuple):
     retry_policy: RetryPolicy | None
     attempts: tuple[AttemptRecord, ...]
     throttle_count: int = 0
+    # Workflows (engine/flows.py); appended last so pack/unpack pass them through as is.
+    batch_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    run_after_failed_parents: bool = False
+    progress: Progress | None = None
+    progress_dropped: int = 0
+    cancel_reason: str = ""
 
     @property
     def state(self) -> JobState:
@@ -204,7 +231,7 @@ class FinishedJob(NamedTuple):
             *self[14:21],
             policy,
             attempts,
-            self.throttle_count,
+            *self[23:],  # throttle_count, then the workflow fields: atomic values
         )
 
     @staticmethod
@@ -227,7 +254,7 @@ class FinishedJob(NamedTuple):
             for a in raw[22]
         )
         return cls._make(
-            (*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts, *raw[23:24])
+            (*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts, *raw[23:])
         )
 
     @classmethod
@@ -257,6 +284,12 @@ class FinishedJob(NamedTuple):
             job.retry_policy,
             tuple(job.attempts),
             job.throttle_count,
+            job.batch_id,
+            job.parent_ids,
+            job.run_after_failed_parents,
+            job.progress,
+            job.progress_dropped,
+            job.cancel_reason,
         )
 
 

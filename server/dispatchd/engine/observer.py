@@ -19,6 +19,7 @@ from dispatchd.engine.model import (
 )
 
 if TYPE_CHECKING:
+    from dispatchd.engine.flow_rules import BatchView
     from dispatchd.engine.schedules import Firing, ScheduleRecord
 
 
@@ -93,6 +94,24 @@ class EngineObserver:
     def schedule_fired(self, schedule_id: str, queue: str, firing: Firing) -> None:
         """One tick handled (submitted, skipped, refused, missed...)."""
 
+    # ---- workflows (engine/flows.py) ----
+
+    def job_progress(self, job: JobRecord) -> None:
+        """A worker's progress report was stored on the job (not journaled on its own)."""
+
+    def batch_changed(self, queue: str, batch_id: str) -> None:
+        """A batch was created, got a job, closed, or one of its jobs finished (read it with
+        Engine.get_batch: no view is built per job on the hot path)."""
+
+    def batch_settled(self, batch: BatchView) -> None:
+        """Every job of the batch is final (WaitBatch wakes); it may be open still."""
+
+    def batch_deleted(self, queue: str, batch_id: str) -> None:
+        """A batch was forgotten (retention after it completed, or its queue deleted)."""
+
+    def batch_completed(self, batch: BatchView) -> None:
+        """A closed batch's last job became final (its callbacks were just submitted)."""
+
 
 class ObserverChain(EngineObserver):
     """Fans every event out to several observers in order.
@@ -138,6 +157,11 @@ class ObserverChain(EngineObserver):
         self._quota_used = h["quota_used"]
         self._schedule_deleted = h["schedule_deleted"]
         self._schedule_fired = h["schedule_fired"]
+        self._job_progress = h["job_progress"]
+        self._batch_changed = h["batch_changed"]
+        self._batch_settled = h["batch_settled"]
+        self._batch_deleted = h["batch_deleted"]
+        self._batch_completed = h["batch_completed"]
 
     def jobs_submitted(self, jobs: Sequence[JobRecord]) -> None:
         for hook in self._jobs_submitted:
@@ -223,6 +247,26 @@ class ObserverChain(EngineObserver):
         for hook in self._schedule_fired:
             hook(schedule_id, queue, firing)
 
+    def job_progress(self, job: JobRecord) -> None:
+        for hook in self._job_progress:
+            hook(job)
+
+    def batch_changed(self, queue: str, batch_id: str) -> None:
+        for hook in self._batch_changed:
+            hook(queue, batch_id)
+
+    def batch_settled(self, batch: BatchView) -> None:
+        for hook in self._batch_settled:
+            hook(batch)
+
+    def batch_deleted(self, queue: str, batch_id: str) -> None:
+        for hook in self._batch_deleted:
+            hook(queue, batch_id)
+
+    def batch_completed(self, batch: BatchView) -> None:
+        for hook in self._batch_completed:
+            hook(batch)
+
 
 _EVENTS = (
     "job_throttled",
@@ -246,4 +290,9 @@ _EVENTS = (
     "schedule_changed",
     "schedule_deleted",
     "schedule_fired",
+    "job_progress",
+    "batch_changed",
+    "batch_settled",
+    "batch_deleted",
+    "batch_completed",
 )

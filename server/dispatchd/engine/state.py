@@ -12,6 +12,7 @@ import heapq
 import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from dispatchd.engine import limits as lim
 from dispatchd.engine.deadlines import DeadlineHeap
@@ -33,6 +34,10 @@ from dispatchd.engine.observer import EngineObserver
 from dispatchd.engine.queue import QueueState
 from dispatchd.engine.ready import ReadySet
 from dispatchd.engine.schedules import ScheduleRecord
+
+if TYPE_CHECKING:
+    from dispatchd.engine.flow_rules import BatchRecord
+    from dispatchd.engine.model import NewJob
 
 #: What a draining server says to any change (after "server is draining and ").
 FROZEN = "accepts no changes until it restarts; retry then, or on another server"
@@ -74,6 +79,11 @@ class EngineState:
         self._schedule_heap: list[tuple[float, int, str]] = []
         self._schedule_gen: dict[str, int] = {}
         self._cancelled_leases = 0  # leases of jobs cancelled while running
+        # Workflows (engine/flows.py): batches by (queue, batch id); the WAITING children of
+        # each live parent; WAITING jobs a restore resolves once every job is back.
+        self._batches: dict[tuple[str, str], BatchRecord] = {}
+        self._children: dict[str, list[str]] = {}
+        self._restored_waiting: list[JobRecord] = []
         self._seq = 0
         self._worker_seq = 0
         self._rr_offset = 0
@@ -213,7 +223,11 @@ class EngineState:
                 self._consider(q, now)
 
     def _stop_waiting(self, q: QueueState, job: JobRecord) -> None:
-        """Takes a PENDING or SCHEDULED job out of every index (cancel, expiry)."""
+        """Takes a PENDING or SCHEDULED job out of every index (cancel, expiry); a
+        WAITING one is in none (its parents' lists skip it once it is not WAITING)."""
+        if job.state is JobState.WAITING:
+            job.waiting_on = None
+            return
         if job.state is JobState.SCHEDULED:
             assert job.not_before is not None
             q.scheduled.discard((job.not_before, job.seq, job.id))
@@ -268,6 +282,9 @@ class EngineState:
         if release_key:
             self._release_key(q, job, now)
         self.observer.job_finished(done)
+        # Workflows: its batch's counts and callbacks, its waiting children (flows.py).
+        if job.batch_id or job.id in self._children:
+            self._flows_finished(job, now)
         return done
 
     # ---- implemented by Engine and its mixins -----------------------------------------
@@ -276,6 +293,15 @@ class EngineState:
         raise NotImplementedError
 
     def evict_finished(self, now: float) -> int:
+        raise NotImplementedError
+
+    def cancel(self, job_id: str, now: float) -> tuple[JobView, WorkerRecord | None]:
+        raise NotImplementedError
+
+    def _admit(self, spec: NewJob, now: float) -> JobRecord:
+        raise NotImplementedError
+
+    def _flows_finished(self, job: JobRecord, now: float) -> None:
         raise NotImplementedError
 
     def _grant_slots(self, now: float) -> None:

@@ -11,12 +11,13 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from dispatchd.backend import (
     Capabilities,
     DrainReport,
     Outbox,
+    ProgressReport,
     QueueListener,
     WorkerInfo,
     WorkerSpec,
@@ -38,9 +39,11 @@ from dispatchd.engine import (
 )
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import NotFound, draining
+from dispatchd.engine.flows import BatchView, check_progress
 from dispatchd.engine.schedules import Firing, Overlap, ScheduleRecord
 from dispatchd.engine.state import FROZEN
 from dispatchd.listening import StartError
+from dispatchd.observability.events import Event, EventFilter, Missed
 from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
@@ -443,3 +446,81 @@ class RedisBackend:
     ) -> list[Firing]:
         self._refuse_while_draining()
         return await self.schedules.backfill(schedule_id, start, end, overlap)
+
+    # ---- workflows (docs/workflows.md; redis/flows.py) --------------------------------
+
+    async def report_progress(self, worker: WorkerRecord, reports: Sequence[ProgressReport]) -> int:
+        by_queue: dict[str, list[tuple[str, str, int | None, str]]] = {}
+        for r in reports:
+            check_progress(r.percent, r.message)
+            lease = worker.leases.get(r.lease_id)
+            if lease is None or lease.job.id != r.job_id:
+                continue  # not a lease this stream holds: dropped, as on the embedded engine
+            by_queue.setdefault(lease.job.queue, []).append(tuple(r))  # type: ignore[arg-type]
+        stored = 0
+        for queue, group in by_queue.items():
+            stored += await self.ops.progress(queue, group)
+        return stored
+
+    async def create_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        description: str,
+        on_success: NewJob | None,
+        on_complete: NewJob | None,
+    ) -> BatchView:
+        self._refuse_while_draining()
+        now = self.clock()
+        return await self.ops.create_batch(
+            queue, batch_id, description, on_success, on_complete, now, self.ops.new_ulid
+        )
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchView:
+        return await self.ops.get_batch(queue, batch_id)
+
+    async def wait_batch(self, queue: str, batch_id: str, within: float) -> BatchView:
+        """Woken by the pseudo id '@batch:<id>' flows.lua announces on the queue's finish
+        channel when the batch has no active job; re-read now and then in case a message
+        was missed (a resubscribe), as WaitJob does."""
+        view = await self.ops.get_batch(queue, batch_id)
+        if view.active == 0 or within <= 0:
+            return view
+        signals, waiting = self.replica.signals, self.replica.waiting
+        channel, key = finishes(queue), "@batch:" + batch_id
+        await signals.watch(channel)
+        deadline = time.monotonic() + within
+        try:
+            view = await self.ops.get_batch(queue, batch_id)  # it may have settled meanwhile
+            while view.active > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waiter = waiting.job(key)
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, min(left, WAIT_RECHECK_SECONDS))
+                finally:
+                    waiting.discard(key, waiter)
+                with contextlib.suppress(NotFound):
+                    view = await self.ops.get_batch(queue, batch_id)
+        finally:
+            signals.unwatch(channel)
+        return view
+
+    async def close_batch(self, queue: str, batch_id: str) -> BatchView:
+        self._refuse_while_draining()
+        return await self.ops.close_batch(queue, batch_id)
+
+    async def watch_events(self, flt: EventFilter, token: str) -> AsyncIterator[Event | Missed]:
+        """Read from the queues' event streams (redis/events.py); every replica sees every
+        replica's events, since the scripts write them."""
+        return await self.ops.watch_events(flt, token)
+
+    async def cancel_batch(self, queue: str, batch_id: str) -> tuple[BatchView, int]:
+        self._refuse_while_draining()
+        view, ids = await self.ops.cancel_batch(queue, batch_id)
+        for job_id in ids:
+            self.accounting.finished(queue, JobState.CANCELLED)
+            self.replica.cancelled(job_id)  # a worker here hears of it at once
+        return view, len(ids)

@@ -14,15 +14,17 @@ from redis.crc import key_slot
 from dispatchd.engine import JobState, NewJob
 from dispatchd.engine import limits as lim
 from dispatchd.engine.errors import EngineError, FailedPrecondition
+from dispatchd.engine.flows import batch_closed, check_flow_fields, parent_not_found
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.listing import page_plan
 from dispatchd.engine.model import QueueFigures, QueueView
 from dispatchd.engine.paging import encode
 from dispatchd.engine.policies import KeyLimits
 from dispatchd.redis import records
+from dispatchd.redis.flows import RedisFlows
 from dispatchd.redis.records import StoredJob
 from dispatchd.redis.scripts import JOB_FIELDS
-from dispatchd.redis.store import QUEUES_KEY, RedisStore
+from dispatchd.redis.store import QUEUES_KEY
 
 
 def _setting_args(
@@ -69,6 +71,20 @@ def _throttle_args(policies: dict[str, object]) -> list[Any]:
     return changes
 
 
+def _check_flows(specs: Sequence[NewJob]) -> None:
+    """The shape of batch ids and parents, and (Redis: one hash tag per queue) that every
+    parent is of its child's queue, as the embedded engine requires too (engine/flows.py)."""
+    check_flow_fields(specs)
+    for i, spec in enumerate(specs):
+        for parent in spec.parent_ids:
+            queue = records.queue_of(parent)
+            if queue == spec.queue and records.JOB_ID.fullmatch(parent):
+                continue
+            why = "is unknown (or purged)" if queue is None else f"is of queue {queue!r}"
+            error = parent_not_found(parent, spec.queue, why)
+            raise error.under(f"jobs[{i}]", label=True) if len(specs) > 1 else error
+
+
 def _slot_parts(specs: Sequence[NewJob]) -> list[list[int]]:
     """The indexes of ``specs`` grouped by their queue's Cluster slot, in request order."""
     by_slot: dict[int, list[int]] = {}
@@ -96,7 +112,7 @@ def _partial(failed: EngineError, admitted: list[int], job_ids: list[str]) -> En
     return error
 
 
-class RedisJobs(RedisStore):
+class RedisJobs(RedisFlows):
     """The request-side operations; leasing.py has the worker side."""
 
     _ids: IdSource | None = None
@@ -105,6 +121,10 @@ class RedisJobs(RedisStore):
         if self._ids is None:
             self._ids = IdSource(self.rng)
         return self._ids.job_id(now)
+
+    def new_ulid(self, now: float) -> str:
+        """A fresh ULID (batch callbacks get their job ids when the batch is created)."""
+        return self._new_ulid(now)
 
     #: The fleet's waiting jobs (pending and scheduled, every queue) at the last count,
     #: and how many this replica had admitted then (see waiting_estimate).
@@ -137,6 +157,7 @@ class RedisJobs(RedisStore):
         Redis Cluster a batch whose queues live on several slots is one script per slot
         (each part atomic), the answers in request order (see _submit_split)."""
         lim.check_batch(specs, self.limits)
+        _check_flows(specs)
         queues = {s.queue for s in specs}
         await self.check_new_queues(queues)
         ids = [records.job_id(self._new_ulid(now), spec.queue) for spec in specs]
@@ -166,6 +187,14 @@ class RedisJobs(RedisStore):
         if reply[0] == b"total":
             waiting, n, bound = (int(x) for x in reply[1:4])
             raise lim.server_full(waiting, n, bound)
+        if reply[0] in (b"closed", b"parent"):  # workflows: submit.lua refused the batch
+            queue, what, i = reply[1].decode(), reply[2].decode(), int(reply[3])
+            error = (
+                batch_closed(queue, what)
+                if reply[0] == b"closed"
+                else parent_not_found(what, queue, "is unknown (or purged)")
+            )
+            raise error.under(f"jobs[{i}]", label=True) if len(specs) > 1 else error
         await self.note_queues(queues, {q.decode() for q in reply[2]})
         out = [(records.job_of(item[1:]), item[0] == 1) for item in reply[1]]
         self._admitted += sum(1 for _, duplicate in out if not duplicate)

@@ -21,6 +21,7 @@ from dispatchd.engine import (
     WorkerRecord,
 )
 from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine.flow_rules import BATCH_CANCELLED, PARENT_FAILED
 from dispatchd.engine.model import QueueFigures, QueueView, dedup_name
 from dispatchd.engine.paging import BAD_TOKEN, Cursor
 from dispatchd.engine.policies import AdaptiveRate, KeyLimits, Rate, RateWindow, RetryPolicy
@@ -80,7 +81,7 @@ def _time(t: float | None) -> str:
 
 
 def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
-    """The 15 values submit.lua reads per job."""
+    """The JOB_ARGS (18) values submit.lua reads per job (lua/includes/admit.lua)."""
     return [
         spec.queue,
         job_id,
@@ -97,7 +98,26 @@ def submit_args(spec: NewJob, job_id: str) -> list[str | bytes | int]:
         spec.fairness_key,
         spec.fairness_weight,
         dedup_name(spec.headers, spec.idempotency_key),
+        spec.batch_id,
+        ",".join(spec.parent_ids),
+        int(spec.run_after_failed_parents),
     ]
+
+
+def new_job_of_args(values: Sequence[bytes]) -> NewJob:
+    """A batch callback's stored submit_args (lua/batch.lua) as the NewJob it came from."""
+    s = [v.decode() if i != 2 else "" for i, v in enumerate(values)]
+    return NewJob(
+        queue=s[0],
+        payload=values[2],
+        priority=int(s[3] or 0),
+        headers=json.loads(s[4]) if s[4] else {},
+        content_type=s[5],
+        retry_policy=policy_of(s[6]),
+        ordering_key=s[9],
+        fairness_key=s[12],
+        fairness_weight=int(s[13] or 0),
+    )
 
 
 def _s(v: Reply) -> str:
@@ -196,8 +216,31 @@ def job_of(values: Sequence[Reply], payload: bytes = b"") -> StoredJob:
         attempts=_attempts(_s(v("ats"))),
         budget_start=int(v("bs") or 0),
         throttle_count=int(v("thc") or 0),
+        batch_id=_s(v("bt")),
+        parent_ids=tuple(_s(v("par")).split(",")) if v("par") else (),
+        run_after_failed_parents=v("rfp") == b"1",
+        progress=_progress(v("pgp"), v("pgm"), v("pgt")),
+        progress_dropped=int(v("pgd") or 0),
+        cancel_reason=cancel_reason_of(_s(v("cr"))),
     )
     return StoredJob(record, _s(v("ls")), _f(v("dl")), v("cx") == b"1")
+
+
+def cancel_reason_of(code: str) -> str:
+    """flows.lua's code for why the server cancelled a job, in engine/flow_rules.py's words."""
+    kind, _, rest = code.partition(",")
+    if kind == "p":
+        state, _, parent = rest.partition(",")
+        return PARENT_FAILED.format(parent=parent, state=JobState(int(state)).name)
+    if kind == "b":
+        return BATCH_CANCELLED.format(batch=rest)
+    return code
+
+
+def _progress(percent: Reply, message: Reply, at: Reply) -> tuple[int | None, str, float] | None:
+    if not at:
+        return None
+    return (int(percent) if percent else None, _s(message), float(at))
 
 
 def rate_text(rate: Rate | None) -> str:

@@ -43,6 +43,9 @@ OPERATIONS = (
     "schedule",
     "fire",
     "delete",
+    "progress",
+    "batch",
+    "events_on",
 )
 
 _INCLUDE = re.compile(r"^-- @include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

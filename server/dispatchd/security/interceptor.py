@@ -157,6 +157,9 @@ def _submitted_specs(request: Any) -> list[pb.JobSpec]:
     if isinstance(request, pb.CreateScheduleRequest | pb.UpdateScheduleRequest):
         has = request.schedule.HasField("template")
         return [request.schedule.template] if has else []
+    if isinstance(request, pb.CreateBatchRequest):  # its callbacks (docs/workflows.md)
+        b = request.batch
+        return [getattr(b, f) for f in ("on_success", "on_complete") if b.HasField(f)]
     return list(request.jobs)
 
 

@@ -82,6 +82,16 @@ RULES: dict[str, Rule] = {
     _m("TriggerSchedule"): _ADMIN,
     _m("BackfillSchedule"): _ADMIN,
     _m("DeleteQueue"): _ADMIN,
+    # Batches (docs/workflows.md) are a producer's: it opens one (its callbacks are jobs it
+    # submits, stamped with it), fills it, closes and waits for it. Cancelling a whole batch
+    # reaches jobs other submitters may have put in it: an operator's.
+    _m("CreateBatch"): _SUBMIT,
+    _m("GetBatch"): Rule(Role.SUBMIT),
+    _m("WaitBatch"): Rule(Role.SUBMIT),
+    _m("CloseBatch"): Rule(Role.SUBMIT),
+    _m("CancelBatch"): _ADMIN,
+    # Every job's events (ids, errors, workers) across queues: what an operator watches.
+    _m("WatchEvents"): _ADMIN,
     # The schema is public anyway, but a stranger has no use for it.
     **{f"/{s}/ServerReflectionInfo": _ANY for s in REFLECTION_SERVICES},
 }

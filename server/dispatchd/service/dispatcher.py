@@ -17,6 +17,7 @@ from dispatchd.service.errors import (
     translating,
     translating_fields,
 )
+from dispatchd.service.flow_rpcs import FlowRpcs
 from dispatchd.service.requests import drain_grace, job_state, queue_update, wait_timeout
 from dispatchd.service.schedule_rpcs import ScheduleRpcs
 from dispatchd.service.slot_rpcs import SlotRpcs
@@ -32,7 +33,7 @@ SubmitRefused = Callable[[list[str], str], None]
 """Told the queues of a refused submit's jobs and the refusal's ErrorInfo reason (metrics)."""
 
 
-class DispatcherServicer(SlotRpcs, ScheduleRpcs, pb_grpc.DispatcherServiceServicer):
+class DispatcherServicer(SlotRpcs, ScheduleRpcs, FlowRpcs, pb_grpc.DispatcherServiceServicer):
     def __init__(
         self,
         backend: Backend,

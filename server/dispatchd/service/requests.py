@@ -72,7 +72,7 @@ def job_state(state: int) -> JobState:
     return JobState(state)
 
 
-def wait_timeout(request: pb.WaitJobRequest, context: Context) -> float:
+def wait_timeout(request: pb.WaitJobRequest | pb.WaitBatchRequest, context: Context) -> float:
     """How long WaitJob may wait: the request's timeout, capped by the caller's deadline."""
     if request.HasField("timeout"):
         timeout = convert.duration_seconds(request.timeout)

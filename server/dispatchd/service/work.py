@@ -30,6 +30,7 @@ from dispatchd.service.work_protocol import (
     log_connected,
     log_disconnected,
     outcome,
+    progress_reports,
     read_hello,
     unknown_leases,
     welcome,
@@ -320,6 +321,11 @@ class WorkStream:
                 await backend.set_credit(worker, req.credit.max_in_flight)
             except EngineError as e:
                 return stream_error(e.under("credit"))
+        elif kind == "progress":  # workflows (docs/workflows.md): advisory, never answered
+            try:
+                await backend.report_progress(worker, progress_reports(req.progress))
+            except EngineError as e:
+                return stream_error(e.under("progress"))
         elif kind == "hello":
             return stream_error(hello_repeated())
         else:

@@ -12,8 +12,10 @@ from typing import Protocol
 import grpc
 
 from dispatchd import convert
+from dispatchd.backend import ProgressReport
 from dispatchd.engine import Outcome, Rejection
 from dispatchd.engine.errors import FailedPrecondition, InvalidArgument, Reason
+from dispatchd.engine.flows import check_progress
 from dispatchd.engine.limits import capped_failure
 from dispatchd.engine.throttling import throttle_of
 from dispatchd.service.errors import abort_with, refusal_status
@@ -88,6 +90,20 @@ def outcome(result: pb.JobResult) -> Outcome:
         t = result.throttled
         return throttle_of(convert.duration_seconds(t.retry_after), t.scope, t.reason)
     return result.output
+
+
+def progress_reports(msg: pb.WorkerProgress) -> list[ProgressReport]:
+    """A WorkerProgress as the backend takes it, each report checked (engine/flows.py):
+    a percent out of 0-100 or a message over its cap ends the stream (INVALID_ARGUMENT)."""
+    out = []
+    for i, r in enumerate(msg.reports):
+        percent = r.percent if r.HasField("percent") else None
+        try:
+            check_progress(percent, r.message)
+        except InvalidArgument as e:
+            raise e.under(f"reports[{i}]") from None
+        out.append(ProgressReport(r.job_id, r.lease_id, percent, r.message))
+    return out
 
 
 def unknown_leases(lease_ids: list[str]) -> list[Rejection]:

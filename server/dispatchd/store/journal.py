@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.journal")
-M = TypeVar("M", pb.Job, pb.Queue, pb.Schedule)
+M = TypeVar("M", pb.Job, pb.Queue, pb.Schedule, pb.Batch)
 JOURNAL_NAME = "journal.sqlite3"
 #: Rows recovery reads from SQLite at a time (and the storage converts at a time).
 READ_CHUNK = 10_000
@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS queues (
     crc INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    crc INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
     crc INTEGER NOT NULL
@@ -86,10 +91,15 @@ class Batch:
     """(id, stored Schedule message): a schedule with its state, rewritten whole."""
     deleted_schedules: list[tuple[str]] = field(default_factory=list)
     deleted_queues: list[str] = field(default_factory=list)
+    batches: list[tuple[str, bytes]] = field(default_factory=list)
+    """(queue NUL batch id, stored Batch message), rewritten whole (docs/workflows.md)."""
+    deleted_batches: list[tuple[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
-            len(self.new_jobs)
+            len(self.batches)
+            + len(self.deleted_batches)
+            + len(self.new_jobs)
             + len(self.statuses)
             + len(self.forgotten)
             + len(self.queues)
@@ -195,6 +205,16 @@ class SqliteJournal:
             schedules.append(self._decode(pb.Schedule, blob, what, recover=False))
         return schedules
 
+    def batches(self) -> list[pb.Batch]:
+        """Every batch with its counts. A damaged one refuses the start: its callbacks
+        would fire twice or never."""
+        batches = []
+        for key, blob, crc in self.db.execute("SELECT id, body, crc FROM batches ORDER BY id"):
+            what = f"batch {key!r}"
+            self._check(blob, crc, what, "body", recover=False)
+            batches.append(self._decode(pb.Batch, blob, what, recover=False))
+        return batches
+
     def jobs(self, recover: bool, skipped: list[str]) -> Iterator[pb.Job]:
         """Every job in submit order, read and decoded one row at a time as the caller
         iterates, so a restore holds one job's protobuf at a time, never a million. A row
@@ -270,6 +290,10 @@ class SqliteJournal:
                 db.executemany(_INSERT_SCHEDULE, _queue_rows(batch.schedules))
             if batch.deleted_schedules:
                 db.executemany("DELETE FROM schedules WHERE id = ?", batch.deleted_schedules)
+            if batch.batches:
+                db.executemany(_INSERT_BATCH, _queue_rows(batch.batches))
+            if batch.deleted_batches:
+                db.executemany("DELETE FROM batches WHERE id = ?", batch.deleted_batches)
             if batch.deleted_queues:
                 db.executemany(
                     "DELETE FROM queues WHERE name = ?", ((n,) for n in batch.deleted_queues)
@@ -284,6 +308,7 @@ class SqliteJournal:
         queues: Sequence[tuple[str, bytes]],
         jobs: Sequence[tuple[str, bytes, bytes]],
         schedules: Sequence[tuple[str, bytes]] | None = None,
+        batches: Sequence[tuple[str, bytes]] | None = None,
     ) -> None:
         """Makes the journal hold exactly these jobs and queues (import, first start from a
         snapshot), and these schedules when given (None: the schedules stay: an import
@@ -296,6 +321,9 @@ class SqliteJournal:
             if schedules is not None:
                 db.execute("DELETE FROM schedules")
                 db.executemany(_INSERT_SCHEDULE, _queue_rows(schedules))
+            if batches is not None:
+                db.execute("DELETE FROM batches")
+                db.executemany(_INSERT_BATCH, _queue_rows(batches))
             db.executemany(
                 "INSERT INTO queues (name, settings, crc) VALUES (?, ?, ?)", _queue_rows(queues)
             )
@@ -324,6 +352,7 @@ class SqliteJournal:
 
 
 _INSERT_SCHEDULE = "INSERT OR REPLACE INTO schedules (id, body, crc) VALUES (?, ?, ?)"
+_INSERT_BATCH = "INSERT OR REPLACE INTO batches (id, body, crc) VALUES (?, ?, ?)"
 _INSERT_JOB = (
     "INSERT OR REPLACE INTO jobs (id, payload, status, payload_crc, status_crc) "
     "VALUES (?, ?, ?, ?, ?)"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from dispatchd import convert, schedule_convert
+from dispatchd import convert, flows_convert, schedule_convert
 from dispatchd.engine import EngineError, JobRecord, JobState, QueueSettings
+from dispatchd.engine.flows import BatchView
 from dispatchd.engine.schedules import ScheduleRecord
 from dispatchd_client.v1 import snapshot_pb2
 
@@ -45,6 +46,7 @@ class SnapshotData:
     """Queue name -> its quota windows' counts (kept in each Queue's windows)."""
     key_window_usage: dict[str, convert.KeyWindowUsage] = field(default_factory=dict)
     """Queue name -> its fairness keys' quota counts (Queue.key_window_counts)."""
+    batches: list[BatchView] = field(default_factory=list)
 
 
 class SnapshotStore:
@@ -89,6 +91,7 @@ class SnapshotStore:
                 key_window_usage={
                     q.name: convert.key_window_usage(q) for q in msg.queues if q.key_window_counts
                 },
+                batches=[flows_convert.batch_from_pb(b) for b in msg.batches],
             )
         except EngineError as e:
             raise SnapshotError(f"{self.path}: invalid content ({e})") from None
@@ -169,6 +172,9 @@ class SnapshotStore:
                 schedule_convert.schedule_to_pb(rec, next_fires=0) for rec in data.schedules
             )
             put(tail.SerializeToString())
+            batches = snapshot_pb2.Snapshot()
+            batches.batches.extend(flows_convert.batch_to_pb(v) for v in data.batches)
+            put(batches.SerializeToString())
             trailer = _trailer(crc)
             f.write(trailer)
             f.flush()

@@ -15,7 +15,17 @@ from tests.integration.security.conftest import WRONG_TOKEN, StartServer, token
 SERVICE = pb.DESCRIPTOR.services_by_name["DispatcherService"]
 # The groups as the issue states them, written out here rather than read from the server's
 # table, so the test checks the table instead of repeating it.
-SUBMIT_GROUP = {"Submit", "SubmitBatch", "GetJob", "WaitJob", "CancelJob"}
+SUBMIT_GROUP = {
+    "Submit",
+    "SubmitBatch",
+    "GetJob",
+    "WaitJob",
+    "CancelJob",
+    "CreateBatch",
+    "GetBatch",
+    "WaitBatch",
+    "CloseBatch",
+}
 WORK_GROUP = {"Work", "AcquireSlot", "RenewSlot", "ReleaseSlot"}
 ADMIN_GROUP = {
     "ReprioritizeJob",
@@ -38,6 +48,8 @@ ADMIN_GROUP = {
     "ResumeSchedule",
     "TriggerSchedule",
     "BackfillSchedule",
+    "CancelBatch",
+    "WatchEvents",
 }
 ALL = SUBMIT_GROUP | WORK_GROUP | ADMIN_GROUP
 ALLOWED = {"admin": ALL, "submit": SUBMIT_GROUP, "work": WORK_GROUP}
@@ -69,12 +81,32 @@ async def _work(channel: grpc.aio.Channel, metadata: list[tuple[str, str]]) -> g
         call.cancel()
 
 
+async def _watch(channel: grpc.aio.Channel, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
+    """A server-streaming call: refused at once, or it streams (nothing happens here, so
+    its deadline ends it: allowed)."""
+    call = channel.unary_stream(
+        f"/{SERVICE.full_name}/WatchEvents",
+        request_serializer=pb.WatchEventsRequest.SerializeToString,
+        response_deserializer=pb.WatchEventsResponse.FromString,
+    )(pb.WatchEventsRequest(), metadata=metadata, timeout=0.5)
+    try:
+        async for _ in call:
+            break
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    finally:
+        call.cancel()
+    return grpc.StatusCode.OK
+
+
 async def _call(
     channel: grpc.aio.Channel, name: str, metadata: list[tuple[str, str]]
 ) -> grpc.StatusCode:
     """The status of calling ``name`` with an empty request (OK or whatever the RPC says)."""
     if name == "Work":
         return await _work(channel, metadata)
+    if name == "WatchEvents":
+        return await _watch(channel, metadata)
     method = SERVICE.methods_by_name[name]
     request_cls = getattr(pb, method.input_type.name)
     response_cls = getattr(pb, method.output_type.name)

@@ -134,8 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--content-type", default="")
     p.add_argument("--header", action="append", default=[], help="KEY=VALUE (repeatable)")
-    p = add("watch", cmd.watch, "a live, refreshing view of the queues")
+    p = add(
+        "watch", cmd.watch, "a live, refreshing view of the queues, or (--events) the event stream"
+    )
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="stream job lifecycle events (WatchEvents) instead of redrawing the queue table",
+    )
+    p.add_argument("--queue", action="append", default=[], help="--events: this queue only")
+    p.add_argument("--job", action="append", default=[], help="--events: this job only")
+    p.add_argument("--batch", action="append", default=[], help="--events: this batch only")
+    p.add_argument(
+        "--kind", action="append", default=[], help="--events: this kind only (e.g. succeeded)"
+    )
+    p.add_argument("--from", dest="resume", default="", help="--events: a resume token")
     frames = p.add_mutually_exclusive_group()
     frames.add_argument("--count", type=int, help="stop after this many refreshes")
     frames.add_argument("--once", action="store_true", help="draw once and exit")

@@ -40,6 +40,10 @@ class Api:
     def __call__(self, method: str, request: Message) -> Any:
         return getattr(self._stub, method)(request, timeout=self._timeout)
 
+    def stream(self, method: str, request: Message) -> Any:
+        """A server-streaming call, without a deadline (it lasts until cancelled)."""
+        return getattr(self._stub, method)(request)
+
 
 Command = Callable[[argparse.Namespace, Api], None]
 
@@ -187,6 +191,9 @@ def watch(ns: argparse.Namespace, api: Api) -> None:
     (JSON output: one ListQueuesResponse per line). A server that is briefly unavailable
     (restarting) shows as such in the frame; any other failure ends the watch.
     """
+    if ns.events:
+        _watch_events(ns, api)
+        return
     if ns.interval <= 0:
         raise rq.UsageError(f"--interval must be > 0 seconds, got {ns.interval:g}")
     frames = 1 if ns.once else ns.count
@@ -198,6 +205,37 @@ def watch(ns: argparse.Namespace, api: Api) -> None:
         if frames is not None and shown >= frames:
             return
         time.sleep(ns.interval)
+
+
+def _watch_events(ns: argparse.Namespace, api: Api) -> None:
+    """One line per event (JSON: one WatchEventsResponse per line), until Ctrl-C or
+    --count events. A gap the server reports is printed as such: nothing is skipped
+    silently. Pass the last line's token to --from to go on later."""
+    kinds = []
+    for name in ns.kind:
+        try:
+            kinds.append(pb.JobEventKind.Value(f"JOB_EVENT_KIND_{name.upper()}"))
+        except ValueError:
+            raise rq.UsageError(f"--kind {name!r} is not an event kind") from None
+    request = pb.WatchEventsRequest(
+        queues=ns.queue,
+        job_ids=ns.job,
+        batch_ids=ns.batch,
+        kinds=kinds,  # type: ignore[arg-type]
+        resume_token=ns.resume,
+    )
+    limit = 1 if ns.once else ns.count
+    shown = 0
+    stream = api.stream("WatchEvents", request)
+    try:
+        for resp in stream:
+            print(render.to_json_line(resp) if ns.output == "json" else render.event_line(resp))
+            sys.stdout.flush()
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+    finally:
+        stream.cancel()
 
 
 def _watch_frame(ns: argparse.Namespace, api: Api, clear: bool) -> None:

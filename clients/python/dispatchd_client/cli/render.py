@@ -206,3 +206,36 @@ def queue_details(q: pb.Queue) -> str:
     lines += throttle_lines(q)
     width = max(len(k) for k, _ in lines) + 1
     return "\n".join(f"{(k.lower() + ':'):<{width}} {v}" for k, v in lines)
+
+
+def event_line(resp: pb.WatchEventsResponse) -> str:
+    """One WatchEvents message as a line: time, kind, queue, job (or batch), details, and
+    the resume token last (for --from)."""
+    if resp.WhichOneof("kind") == "missed":
+        m = resp.missed
+        return f"-- MISSED {m.reason}: {m.message} (last token {m.resume_token})"
+    e = resp.event
+    kind = pb.JobEventKind.Name(e.kind) if e.kind in pb.JobEventKind.values() else str(e.kind)
+    parts = [
+        when(e.time, e.HasField("time")),
+        kind.removeprefix("JOB_EVENT_KIND_"),
+        e.queue,
+        e.job_id or f"batch:{e.batch_id}",
+    ]
+    if e.batch_id and e.job_id:
+        parts.append(f"batch={e.batch_id}")
+    if e.attempt:
+        parts.append(f"attempt={e.attempt}")
+    if e.worker_id:
+        parts.append(f"worker={e.worker_id}")
+    if e.HasField("progress"):
+        p = e.progress
+        pct = f"{p.percent}% " if p.HasField("percent") else ""
+        parts.append(f"progress={pct}{p.message!r}")
+    if e.HasField("error"):
+        parts.append(f"error={e.error.message!r}")
+    if e.HasField("batch_counts"):
+        c = e.batch_counts
+        parts.append(f"total={c.total} succeeded={c.succeeded} failed={c.failed + c.dead}")
+    parts.append(f"token={e.resume_token}")
+    return "  ".join(parts)

@@ -21,6 +21,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SCHEDULED: _ClassVar[JobState]
     JOB_STATE_EXPIRED: _ClassVar[JobState]
     JOB_STATE_DEAD: _ClassVar[JobState]
+    JOB_STATE_WAITING: _ClassVar[JobState]
 
 class ThrottleScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,21 @@ class FiringCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIRING_CAUSE_SCHEDULED: _ClassVar[FiringCause]
     FIRING_CAUSE_TRIGGERED: _ClassVar[FiringCause]
     FIRING_CAUSE_BACKFILL: _ClassVar[FiringCause]
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SUBMITTED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_DISPATCHED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_PROGRESS: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_SUCCEEDED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_FAILED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_RETRIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_DEAD: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_EXPIRED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_CANCELLED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_BATCH_COMPLETE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_REQUEUED: _ClassVar[JobEventKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_UNDERWAY: JobState
@@ -65,6 +81,7 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_SCHEDULED: JobState
 JOB_STATE_EXPIRED: JobState
 JOB_STATE_DEAD: JobState
+JOB_STATE_WAITING: JobState
 THROTTLE_SCOPE_UNSPECIFIED: ThrottleScope
 THROTTLE_SCOPE_QUEUE: ThrottleScope
 THROTTLE_SCOPE_FAIRNESS_KEY: ThrottleScope
@@ -85,6 +102,18 @@ FIRING_CAUSE_UNSPECIFIED: FiringCause
 FIRING_CAUSE_SCHEDULED: FiringCause
 FIRING_CAUSE_TRIGGERED: FiringCause
 FIRING_CAUSE_BACKFILL: FiringCause
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_SUBMITTED: JobEventKind
+JOB_EVENT_KIND_DISPATCHED: JobEventKind
+JOB_EVENT_KIND_PROGRESS: JobEventKind
+JOB_EVENT_KIND_SUCCEEDED: JobEventKind
+JOB_EVENT_KIND_FAILED: JobEventKind
+JOB_EVENT_KIND_RETRIED: JobEventKind
+JOB_EVENT_KIND_DEAD: JobEventKind
+JOB_EVENT_KIND_EXPIRED: JobEventKind
+JOB_EVENT_KIND_CANCELLED: JobEventKind
+JOB_EVENT_KIND_BATCH_COMPLETE: JobEventKind
+JOB_EVENT_KIND_REQUEUED: JobEventKind
 
 class Rate(_message.Message):
     __slots__ = ("per_second", "burst")
@@ -139,7 +168,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., http_status: _Optional[int] = ..., latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("queue", "payload", "priority", "headers", "content_type", "retry_policy", "not_before", "expire_at", "ttl", "ordering_key", "fairness_key", "idempotency_key", "fairness_weight")
+    __slots__ = ("queue", "payload", "priority", "headers", "content_type", "retry_policy", "not_before", "expire_at", "ttl", "ordering_key", "fairness_key", "idempotency_key", "fairness_weight", "batch_id", "parent_ids", "run_after_failed_parents")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +189,9 @@ class JobSpec(_message.Message):
     FAIRNESS_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     FAIRNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_AFTER_FAILED_PARENTS_FIELD_NUMBER: _ClassVar[int]
     queue: str
     payload: bytes
     priority: int
@@ -173,7 +205,10 @@ class JobSpec(_message.Message):
     fairness_key: str
     idempotency_key: str
     fairness_weight: int
-    def __init__(self, queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., content_type: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., fairness_weight: _Optional[int] = ...) -> None: ...
+    batch_id: str
+    parent_ids: _containers.RepeatedScalarFieldContainer[str]
+    run_after_failed_parents: bool
+    def __init__(self, queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., content_type: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., fairness_weight: _Optional[int] = ..., batch_id: _Optional[str] = ..., parent_ids: _Optional[_Iterable[str]] = ..., run_after_failed_parents: bool = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("message", "retryable", "code")
@@ -186,7 +221,7 @@ class JobError(_message.Message):
     def __init__(self, message: _Optional[str] = ..., retryable: bool = ..., code: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "queue", "payload", "priority", "state", "headers", "attempt", "submit_time", "dispatch_time", "finish_time", "result", "error", "worker_id", "content_type", "first_dispatch_time", "lease_expire_time", "not_before", "expire_time", "ordering_key", "fairness_key", "idempotency_key", "attempts", "retry_policy", "throttle_count")
+    __slots__ = ("id", "queue", "payload", "priority", "state", "headers", "attempt", "submit_time", "dispatch_time", "finish_time", "result", "error", "worker_id", "content_type", "first_dispatch_time", "lease_expire_time", "not_before", "expire_time", "ordering_key", "fairness_key", "idempotency_key", "attempts", "retry_policy", "progress", "batch_id", "parent_ids", "run_after_failed_parents", "progress_dropped_count", "cancel_reason", "throttle_count")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +252,12 @@ class Job(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_AFTER_FAILED_PARENTS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_DROPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     THROTTLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     queue: str
@@ -241,8 +282,24 @@ class Job(_message.Message):
     idempotency_key: str
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     retry_policy: RetryPolicy
+    progress: JobProgress
+    batch_id: str
+    parent_ids: _containers.RepeatedScalarFieldContainer[str]
+    run_after_failed_parents: bool
+    progress_dropped_count: int
+    cancel_reason: str
     throttle_count: int
-    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., submit_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., worker_id: _Optional[str] = ..., content_type: _Optional[str] = ..., first_dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., throttle_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., submit_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., worker_id: _Optional[str] = ..., content_type: _Optional[str] = ..., first_dispatch_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ordering_key: _Optional[str] = ..., fairness_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., batch_id: _Optional[str] = ..., parent_ids: _Optional[_Iterable[str]] = ..., run_after_failed_parents: bool = ..., progress_dropped_count: _Optional[int] = ..., cancel_reason: _Optional[str] = ..., throttle_count: _Optional[int] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("percent", "message", "report_time")
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TIME_FIELD_NUMBER: _ClassVar[int]
+    percent: int
+    message: str
+    report_time: _timestamp_pb2.Timestamp
+    def __init__(self, percent: _Optional[int] = ..., message: _Optional[str] = ..., report_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("job",)
@@ -544,16 +601,36 @@ class DrainResponse(_message.Message):
     def __init__(self, pending_count: _Optional[int] = ..., underway_count: _Optional[int] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("hello", "credit", "results", "heartbeat")
+    __slots__ = ("hello", "credit", "results", "heartbeat", "progress")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     hello: WorkerHello
     credit: WorkerCredit
     results: WorkResults
     heartbeat: WorkerHeartbeat
-    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., credit: _Optional[_Union[WorkerCredit, _Mapping]] = ..., results: _Optional[_Union[WorkResults, _Mapping]] = ..., heartbeat: _Optional[_Union[WorkerHeartbeat, _Mapping]] = ...) -> None: ...
+    progress: WorkerProgress
+    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., credit: _Optional[_Union[WorkerCredit, _Mapping]] = ..., results: _Optional[_Union[WorkResults, _Mapping]] = ..., heartbeat: _Optional[_Union[WorkerHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[WorkerProgress, _Mapping]] = ...) -> None: ...
+
+class WorkerProgress(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[ProgressReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[ProgressReport, _Mapping]]] = ...) -> None: ...
+
+class ProgressReport(_message.Message):
+    __slots__ = ("job_id", "lease_id", "percent", "message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_id: str
+    percent: int
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., percent: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
     __slots__ = ("worker_id", "queues", "max_in_flight", "labels")
@@ -985,3 +1062,179 @@ class DeleteQueueResponse(_message.Message):
     FORGOTTEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     forgotten_count: int
     def __init__(self, forgotten_count: _Optional[int] = ...) -> None: ...
+
+class BatchCounts(_message.Message):
+    __slots__ = ("total", "active", "succeeded", "failed", "cancelled", "expired", "dead")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    active: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    expired: int
+    dead: int
+    def __init__(self, total: _Optional[int] = ..., active: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., expired: _Optional[int] = ..., dead: _Optional[int] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("queue", "batch_id", "description", "closed", "counts", "on_success", "on_complete", "on_success_job_id", "on_complete_job_id", "complete", "create_time", "complete_time")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ON_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ON_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ON_SUCCESS_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_COMPLETE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    batch_id: str
+    description: str
+    closed: bool
+    counts: BatchCounts
+    on_success: JobSpec
+    on_complete: JobSpec
+    on_success_job_id: str
+    on_complete_job_id: str
+    complete: bool
+    create_time: _timestamp_pb2.Timestamp
+    complete_time: _timestamp_pb2.Timestamp
+    def __init__(self, queue: _Optional[str] = ..., batch_id: _Optional[str] = ..., description: _Optional[str] = ..., closed: bool = ..., counts: _Optional[_Union[BatchCounts, _Mapping]] = ..., on_success: _Optional[_Union[JobSpec, _Mapping]] = ..., on_complete: _Optional[_Union[JobSpec, _Mapping]] = ..., on_success_job_id: _Optional[str] = ..., on_complete_job_id: _Optional[str] = ..., complete: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateBatchRequest(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class CreateBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class GetBatchRequest(_message.Message):
+    __slots__ = ("queue", "batch_id")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    batch_id: str
+    def __init__(self, queue: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+
+class GetBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class WaitBatchRequest(_message.Message):
+    __slots__ = ("queue", "batch_id", "timeout")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    batch_id: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, queue: _Optional[str] = ..., batch_id: _Optional[str] = ..., timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class WaitBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class CloseBatchRequest(_message.Message):
+    __slots__ = ("queue", "batch_id")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    batch_id: str
+    def __init__(self, queue: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+
+class CloseBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class CancelBatchRequest(_message.Message):
+    __slots__ = ("queue", "batch_id")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    batch_id: str
+    def __init__(self, queue: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+
+class CancelBatchResponse(_message.Message):
+    __slots__ = ("batch", "cancelled_count")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    cancelled_count: int
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., cancelled_count: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("resume_token", "kind", "time", "queue", "job_id", "batch_id", "attempt", "worker_id", "progress", "error", "batch_counts")
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    resume_token: str
+    kind: JobEventKind
+    time: _timestamp_pb2.Timestamp
+    queue: str
+    job_id: str
+    batch_id: str
+    attempt: int
+    worker_id: str
+    progress: JobProgress
+    error: JobError
+    batch_counts: BatchCounts
+    def __init__(self, resume_token: _Optional[str] = ..., kind: _Optional[_Union[JobEventKind, str]] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., queue: _Optional[str] = ..., job_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., batch_counts: _Optional[_Union[BatchCounts, _Mapping]] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("queues", "job_ids", "batch_ids", "kinds", "resume_token")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_IDS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    batch_ids: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[JobEventKind]
+    resume_token: str
+    def __init__(self, queues: _Optional[_Iterable[str]] = ..., job_ids: _Optional[_Iterable[str]] = ..., batch_ids: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[_Union[JobEventKind, str]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event", "missed")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    event: JobEvent
+    missed: EventsMissed
+    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ..., missed: _Optional[_Union[EventsMissed, _Mapping]] = ...) -> None: ...
+
+class EventsMissed(_message.Message):
+    __slots__ = ("reason", "resume_token", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    resume_token: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., resume_token: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

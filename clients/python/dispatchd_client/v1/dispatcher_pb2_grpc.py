@@ -162,6 +162,36 @@ class DispatcherServiceStub(object):
                 request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.FromString,
                 )
+        self.CreateBatch = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/CreateBatch',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchResponse.FromString,
+                )
+        self.GetBatch = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/GetBatch',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchResponse.FromString,
+                )
+        self.WaitBatch = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/WaitBatch',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchResponse.FromString,
+                )
+        self.CloseBatch = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/CloseBatch',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchResponse.FromString,
+                )
+        self.CancelBatch = channel.unary_unary(
+                '/dispatchd.v1.DispatcherService/CancelBatch',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.FromString,
+                )
+        self.WatchEvents = channel.unary_stream(
+                '/dispatchd.v1.DispatcherService/WatchEvents',
+                request_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.FromString,
+                )
 
 
 class DispatcherServiceServicer(object):
@@ -380,6 +410,54 @@ class DispatcherServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBatch(self, request, context):
+        """CreateBatch opens a batch of one queue (docs/workflows.md): its jobs are submitted with
+        JobSpec.batch_id; its callbacks are submitted once it is closed and every job is final.
+        ALREADY_EXISTS when the queue has a batch of that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """GetBatch returns a batch with its live counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitBatch(self, request, context):
+        """WaitBatch returns once every job of the batch is final (none pending, scheduled,
+        waiting or underway) or the timeout passes, with the batch as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseBatch(self, request, context):
+        """CloseBatch says no more jobs join the batch; its callbacks fire once its jobs are final.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """CancelBatch cancels every unfinished job of the batch and closes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+        token every event carries (docs/workflows.md says how far back a resume reaches). When
+        events were lost to the stream (a resume too old, or a consumer too slow) it says so
+        with an EventsMissed message instead of skipping silently.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -527,6 +605,36 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.DeleteQueue,
                     request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.SerializeToString,
+            ),
+            'CreateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatch,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchResponse.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchResponse.SerializeToString,
+            ),
+            'WaitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitBatch,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchResponse.SerializeToString,
+            ),
+            'CloseBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseBatch,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1030,5 +1138,107 @@ class DispatcherService(object):
         return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/DeleteQueue',
             dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueRequest.SerializeToString,
             dispatchd_dot_v1_dot_dispatcher__pb2.DeleteQueueResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/CreateBatch',
+            dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.CreateBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/GetBatch',
+            dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.GetBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WaitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/WaitBatch',
+            dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.WaitBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CloseBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/CloseBatch',
+            dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.CloseBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/dispatchd.v1.DispatcherService/CancelBatch',
+            dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.CancelBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/dispatchd.v1.DispatcherService/WatchEvents',
+            dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_dispatcher__pb2.WatchEventsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -17,7 +17,7 @@ from dispatchd_client.v1 import dispatcher_pb2 as dispatchd_dot_v1_dot_dispatche
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64ispatchd/v1/snapshot.proto\x12\x0c\x64ispatchd.v1\x1a\x1d\x64ispatchd/v1/dispatcher.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x08Snapshot\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06queues\x18\x03 \x03(\x0b\x32\x13.dispatchd.v1.Queue\x12\x1f\n\x04jobs\x18\x04 \x03(\x0b\x32\x11.dispatchd.v1.Job\x12\x14\n\x0csubmit_order\x18\x05 \x03(\r\x12)\n\tschedules\x18\x06 \x03(\x0b\x32\x16.dispatchd.v1.Schedule\x12\x15\n\rcontent_crc32\x18\x0e \x01(\x07\x12\x10\n\x08\x63omplete\x18\x0f \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64ispatchd/v1/snapshot.proto\x12\x0c\x64ispatchd.v1\x1a\x1d\x64ispatchd/v1/dispatcher.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n\x08Snapshot\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06queues\x18\x03 \x03(\x0b\x32\x13.dispatchd.v1.Queue\x12\x1f\n\x04jobs\x18\x04 \x03(\x0b\x32\x11.dispatchd.v1.Job\x12\x14\n\x0csubmit_order\x18\x05 \x03(\r\x12)\n\tschedules\x18\x06 \x03(\x0b\x32\x16.dispatchd.v1.Schedule\x12$\n\x07\x62\x61tches\x18\x1e \x03(\x0b\x32\x13.dispatchd.v1.Batch\x12\x15\n\rcontent_crc32\x18\x0e \x01(\x07\x12\x10\n\x08\x63omplete\x18\x0f \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -25,5 +25,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dispatchd.v1.snapshot_pb2',
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_SNAPSHOT']._serialized_start=110
-  _globals['_SNAPSHOT']._serialized_end=369
+  _globals['_SNAPSHOT']._serialized_end=407
 # @@protoc_insertion_point(module_scope)

@@ -9,13 +9,14 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Snapshot(_message.Message):
-    __slots__ = ("format_version", "create_time", "queues", "jobs", "submit_order", "schedules", "content_crc32", "complete")
+    __slots__ = ("format_version", "create_time", "queues", "jobs", "submit_order", "schedules", "batches", "content_crc32", "complete")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_ORDER_FIELD_NUMBER: _ClassVar[int]
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     CONTENT_CRC32_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
@@ -24,6 +25,7 @@ class Snapshot(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[_dispatcher_pb2.Job]
     submit_order: _containers.RepeatedScalarFieldContainer[int]
     schedules: _containers.RepeatedCompositeFieldContainer[_dispatcher_pb2.Schedule]
+    batches: _containers.RepeatedCompositeFieldContainer[_dispatcher_pb2.Batch]
     content_crc32: int
     complete: bool
-    def __init__(self, format_version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[_Union[_dispatcher_pb2.Queue, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_dispatcher_pb2.Job, _Mapping]]] = ..., submit_order: _Optional[_Iterable[int]] = ..., schedules: _Optional[_Iterable[_Union[_dispatcher_pb2.Schedule, _Mapping]]] = ..., content_crc32: _Optional[int] = ..., complete: bool = ...) -> None: ...
+    def __init__(self, format_version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[_Union[_dispatcher_pb2.Queue, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_dispatcher_pb2.Job, _Mapping]]] = ..., submit_order: _Optional[_Iterable[int]] = ..., schedules: _Optional[_Iterable[_Union[_dispatcher_pb2.Schedule, _Mapping]]] = ..., batches: _Optional[_Iterable[_Union[_dispatcher_pb2.Batch, _Mapping]]] = ..., content_crc32: _Optional[int] = ..., complete: bool = ...) -> None: ...

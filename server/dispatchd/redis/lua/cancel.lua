@@ -14,7 +14,9 @@ local id = ARGV[3]
 local j = jkey(b, id)
 local st = tonumber(redis.call('HGET', j, 'st') or '0')
 if st == 0 then return {'nf'} end
-if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY then return {'fin', st} end
+if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY and st ~= WAITING then
+  return {'fin', st}
+end
 if st == UNDERWAY then
   redis.call('HSET', j, 'cx', 1)
   finish(b, id, CANCELLED, now, true)

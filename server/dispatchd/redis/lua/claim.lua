@@ -88,13 +88,15 @@ while got < want do
     local lseq = redis.call('HINCRBY', cfgkey, 'lseq', 1)
     local lid = ARGV[4] .. lseq
     local deadline = now + lease
-    local fdt = redis.call('HGET', j, 'fdt')
+    local fb = redis.call('HMGET', j, 'fdt', 'bt')
+    local fdt = fb[1]
     if not fdt or fdt == '' then redis.call('HSET', j, 'fdt', fmt(now)) end
-    redis.call('HINCRBY', j, 'att', 1)
+    local att = redis.call('HINCRBY', j, 'att', 1)
     redis.call('HSET', j, 'st', UNDERWAY, 'dt', fmt(now), 'wk', ARGV[pair], 'ls', lid,
       'dl', fmt(deadline))
     redis.call('ZREM', b .. ':exp', id)
     lease_begin(b, id, lseq, deadline, redis.call('HGET', j, 'fk') or '')
+    job_event_of(b, EV_DISPATCHED, id, now, {fb[2], att, ARGV[pair]})
     out[#out + 1] = job_with_payload(b, id)
     got = got + 1
   end

@@ -12,10 +12,11 @@
 local b = base_of(KEYS[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
 local now = clock()
-local cfg = redis.call('HMGET', KEYS[1], 'chained', 'ht')
+local cfg = redis.call('HMGET', KEYS[1], 'chained', 'ht', 'wtg')
 local slots = redis.call('SCARD', b .. ':slots')
 local held = {
-  redis.call('ZCARD', b .. ':pending') + tonumber(cfg[1] or '0'),
+  -- (WAITING jobs, flows.lua, count as pending here, as on the embedded engine)
+  redis.call('ZCARD', b .. ':pending') + tonumber(cfg[1] or '0') + tonumber(cfg[3] or '0'),
   redis.call('ZCARD', b .. ':sched'),
   redis.call('ZCARD', b .. ':leases') - slots,
   slots + redis.call('ZCARD', b .. ':acq'),
@@ -30,9 +31,15 @@ for _, n in ipairs(held) do
 end
 local forgotten = 0
 for _, s in ipairs(FINISHED) do forgotten = forgotten + forget_finished(b, s) end
+-- Its batches (flows.lua) go with it, as on the embedded engine.
+for _, bt in ipairs(redis.call('ZRANGE', b .. ':batches', 0, -1)) do
+  redis.call('DEL', b .. ':b:' .. bt, b .. ':bl:' .. bt, b .. ':bcb:' .. bt .. ':s',
+    b .. ':bcb:' .. bt .. ':c')
+end
+redis.call('DEL', b .. ':batches')
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
     ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
-    ':exp', ':workers', ':khold', ':win', ':kwin'}) do
+    ':exp', ':workers', ':khold', ':win', ':kwin', ':events'}) do
   redis.call('DEL', b .. suffix)
 end
 if KEYS[2] then redis.call('SREM', KEYS[2], queue_of_base(b)) end

@@ -5,7 +5,7 @@
 -- index. ARGV: retention, clock, schedule id, expected version, new cursor, next fire time
 -- ('' none), default width, default lease, then per firing: tick, fire time, planned outcome,
 -- cause, message, then for outcome 5 (MISSED) the count of ticks it stands for, for outcome
--- 1 (SUBMITTED) the job's 15 values (admit.lua).
+-- 1 (SUBMITTED) the job's JOB_ARGS values (admit.lua).
 -- Returns {'lost'} or {'ok', {outcome, job id, message, waiting, bound}...}; a submit the
 -- queue's max_pending refused is REFUSED with waiting and bound (the reply's words are the
 -- server's, engine/limits.py).
@@ -49,7 +49,7 @@ while o < #ARGV do
         job_id = ARGV[o + 2]
       end
     end
-    o = o + 15
+    o = o + JOB_ARGS
   end
   if COUNTER[outcome] then redis.call('HINCRBY', s, COUNTER[outcome], 1) end
   if job_id ~= '' then

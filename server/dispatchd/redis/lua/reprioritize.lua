@@ -11,7 +11,8 @@ local j = jkey(b, id)
 local f = redis.call('HMGET', j, 'st', 'seq', 'ok', 'fk')
 local st = tonumber(f[1] or '0')
 if st == 0 then return {'nf'} end
-if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY then return {'fin', st} end
+-- (9: WAITING for its parents, flows.lua: its new priority counts once it is released)
+if st ~= PENDING and st ~= SCHEDULED and st ~= UNDERWAY and st ~= 9 then return {'fin', st} end
 if st == UNDERWAY then return {'state', st} end
 local m = member(tonumber(f[2]), id)
 if st == PENDING and redis.call('ZSCORE', b .. ':pending', m) then

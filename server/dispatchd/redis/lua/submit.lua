@@ -1,6 +1,6 @@
 -- Admits a batch: all jobs or none. ARGV: retention, clock, default width, default lease,
 -- --max-pending-total (0: none) and the replica's estimate of the fleet's waiting jobs
--- (RedisJobs.waiting_estimate), then 15 values per job (admit.lua).
+-- (RedisJobs.waiting_estimate), then JOB_ARGS values per job (admit.lua).
 -- Returns {'ok', {dup, fields...}..., {queues created}}, {'full', queue, waiting, adding,
 -- bound} (max_pending) or {'total', waiting, adding, bound} (--max-pending-total).
 -- @include core
@@ -11,7 +11,7 @@
 local now = clock()
 local width, lease = ARGV[3], ARGV[4]
 local bound_total, waiting_total = tonumber(ARGV[5]), tonumber(ARGV[6])
-local STRIDE, FIRST = 15, 6
+local STRIDE, FIRST = JOB_ARGS, 6
 local n = (#ARGV - FIRST) / STRIDE
 local plan, seen, adding = {}, {}, {}
 for i = 0, n - 1 do
@@ -24,6 +24,18 @@ for i = 0, n - 1 do
   if existing == nil then
     adding[q] = (adding[q] or 0) + 1
     if ik ~= '' then seen[q .. '\0' .. ik] = ARGV[o + 2] end
+  end
+end
+-- Workflows (flows.lua): a closed batch takes no job, and every parent must be a known job
+-- (Python checked it is of the same queue); refused before anything changes.
+for i = 0, n - 1 do
+  local o = FIRST + i * STRIDE
+  local b, bt = base_for(ARGV[o + 1]), ARGV[o + 16]
+  if plan[i] == nil and bt ~= '' and redis.call('HGET', bkey(b, bt), 'closed') == '1' then
+    return {'closed', ARGV[o + 1], bt, i}
+  end
+  for pid in string.gmatch(ARGV[o + 17], '[^,]+') do
+    if redis.call('EXISTS', jkey(b, pid)) == 0 then return {'parent', ARGV[o + 1], pid, i} end
   end
 end
 local adding_total = 0

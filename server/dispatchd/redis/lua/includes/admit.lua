@@ -3,11 +3,13 @@
 -- @include queue
 -- @include waiting
 -- @include finish
--- Admission of one job, shared by submit.lua and fire.lua. A job's 15 values start at
+-- Admission of one job, shared by submit.lua and fire.lua. A job's JOB_ARGS values start at
 -- a[o + 1]: queue, id, payload, priority, headers, content type, retry policy, not_before,
 -- expire_at, ordering key, idempotency key, attempt budget start, fairness key, weight,
 -- and the key's dedup name (engine/model.py dedup_name: per submitter when the server
--- stamped one; '' without a key), which the queue remembers the key by.
+-- stamped one; '' without a key), which the queue remembers the key by; then the workflow
+-- values (flows.lua): batch id, parent ids (comma-joined), run after failed parents (1/0).
+local JOB_ARGS = 18
 
 -- The id of the job this queue's dedup name (ik) names, while that job answers for it:
 -- while it waits or runs, and after it finished for the queue's dedup_window as it is now
@@ -40,6 +42,9 @@ local function create_job(a, o, width, lease, now)
   local b = base_for(q)
   local key, ik, ex = a[o + 10], a[o + 15], num(a[o + 9])
   local created = ensure_queue(b, width, lease)
+  -- A new queue records its events for a while (events.lua), so a watcher of every queue
+  -- that finds it a moment later has them all.
+  if created then redis.call('HSET', b .. ':cfg', 'evu', fmt(now + EVENTS_NEW_QUEUE)) end
   local seq = redis.call('HINCRBY', b .. ':cfg', 'seq', 1)
   local j = jkey(b, id)
   redis.call('HSET', j, 'id', id, 'q', q, 'pl', a[o + 3], 'pr', a[o + 4], 'hd', a[o + 5],
@@ -48,8 +53,16 @@ local function create_job(a, o, width, lease, now)
     'sub', fmt(now),
     'att', 0, 'ats', '', 'cx', 0, 'st', PENDING)
   if ik ~= '' then redis.call('SET', b .. ':ik:' .. ik, id) end
+  flows_join(b, id, a[o + 16] or '', now)
+  job_event(b, EV_SUBMITTED, id, now) -- (before what may end it at once: events in order)
+  local flow = nil
+  if ex == nil or ex > now then flow = flows_parents(b, id, a[o + 17] or '', a[o + 18], now) end
   if ex ~= nil and ex <= now then
     finish(b, id, EXPIRED, now, true)
+  elseif flow == 'cancel' then
+    finish(b, id, CANCELLED, now, true)
+  elseif flow == 'wait' then
+    -- WAITING: in no index until its parents succeeded (flows.lua release_waiting)
   elseif key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
     chain_add(b, id, key, seq)
     if ex ~= nil then redis.call('ZADD', b .. ':exp', ex, id) end

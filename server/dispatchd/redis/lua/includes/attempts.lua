@@ -25,6 +25,7 @@ local function give_back(b, id, now, why)
   else
     wait(b, id, now)
     if why then tally(b, id, 'rq:' .. why) end
+    job_event(b, EV_REQUEUED, id, now)
   end
 end
 
@@ -61,4 +62,6 @@ local function attempt_failed(b, id, now, err, lost, rnd, http_status, latency)
   redis.call('HSET', j, 'nb', fmt(due))
   wait(b, id, now)
   tally(b, id, 'retried')
+  local em, ec, er = error_fields(b, id)
+  job_event(b, EV_RETRIED, id, now, 'em', em, 'ec', ec, 'er', er)
 end

@@ -2,6 +2,7 @@
 -- @include waiting
 -- @include publish
 -- @include tally
+-- @include flows
 -- A job reaching a finished state: the finished index :done:<state> (score the finish
 -- time, member <finish seq><id>: ListJobs' finish order; the reaper trims it by time),
 -- the job's expiry after the retention (ARGV[1]) and its idempotency key's (submit.lua
@@ -9,9 +10,14 @@
 -- caller hands it on later).
 local release_key
 
-local function finish(b, id, state, now, keep_key)
+-- (finish is declared in flows.lua, which calls it to cancel waiting children.)
+finish = function(b, id, state, now, keep_key)
   local j = jkey(b, id)
-  local f = redis.call('HMGET', j, 'ik', 'ok')
+  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'pw')
+  if f[10] then -- it was WAITING (flows.lua)
+    redis.call('HDEL', j, 'pw')
+    redis.call('HINCRBY', b .. ':cfg', 'wtg', -1)
+  end
   local ik = ik_key(b, j)
   local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
   redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
@@ -28,6 +34,14 @@ local function finish(b, id, state, now, keep_key)
   tally(b, id, state)
   if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
   wake(b)
+  local ev = {f[3], f[4], f[5]}
+  if state == FAILED or state == DEAD then
+    job_event_of(b, EV_FINAL[state], id, now, ev, 'em', f[7] or '', 'ec', f[8] or '',
+      'er', f[9] or '')
+  else
+    job_event_of(b, EV_FINAL[state], id, now, ev)
+  end
+  flows_final(b, id, f[3], f[6] == '1', state, now) -- workflows: its batch, its children
 end
 
 -- The job owning an ordering key is done: the key's next job (in submit order) waits.

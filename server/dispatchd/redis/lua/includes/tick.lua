@@ -14,7 +14,7 @@ local function tick(b, now)
   local gone = redis.call('ZRANGEBYSCORE', b .. ':exp', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(gone) do
     local st = tonumber(redis.call('HGET', jkey(b, id), 'st') or '0')
-    if st == PENDING or st == SCHEDULED then
+    if st == PENDING or st == SCHEDULED or st == 9 then -- 9: WAITING (flows.lua)
       unwait(b, id)
       finish(b, id, EXPIRED, now, false)
     else

@@ -41,6 +41,7 @@ end
 local function unwait(b, id)
   local f = redis.call('HMGET', jkey(b, id), 'st', 'seq', 'ok', 'fk')
   local st = tonumber(f[1])
+  if st == 9 then return end -- WAITING (flows.lua): in no index
   if st == SCHEDULED then
     redis.call('ZREM', b .. ':sched', member(tonumber(f[2]), id))
   elseif f[3] and f[3] ~= '' and redis.call('HGET', b .. ':okhead', f[3]) ~= id then

@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -50,6 +52,11 @@ export enum JobState {
    * attempts exhausted). Job.attempts keeps every attempt's error.
    */
   JOB_STATE_DEAD = 8,
+  /**
+   * JOB_STATE_WAITING - Waiting for its parent jobs (JobSpec.parent_ids) to succeed: not dispatchable and not
+   * counted against the queue's width; PENDING (or SCHEDULED) once they all succeeded.
+   */
+  JOB_STATE_WAITING = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -126,6 +133,29 @@ export enum FiringCause {
   FIRING_CAUSE_TRIGGERED = 2,
   /** FIRING_CAUSE_BACKFILL - BackfillSchedule. */
   FIRING_CAUSE_BACKFILL = 3,
+  UNRECOGNIZED = -1,
+}
+
+/** JobEventKind is what happened to a job (or a batch). */
+export enum JobEventKind {
+  JOB_EVENT_KIND_UNSPECIFIED = 0,
+  /** JOB_EVENT_KIND_SUBMITTED - Admitted (PENDING, SCHEDULED or WAITING). */
+  JOB_EVENT_KIND_SUBMITTED = 1,
+  /** JOB_EVENT_KIND_DISPATCHED - Leased to a worker. */
+  JOB_EVENT_KIND_DISPATCHED = 2,
+  /** JOB_EVENT_KIND_PROGRESS - Its worker's progress report was stored. */
+  JOB_EVENT_KIND_PROGRESS = 3,
+  JOB_EVENT_KIND_SUCCEEDED = 4,
+  JOB_EVENT_KIND_FAILED = 5,
+  /** JOB_EVENT_KIND_RETRIED - A failed attempt will run again (after its backoff). */
+  JOB_EVENT_KIND_RETRIED = 6,
+  JOB_EVENT_KIND_DEAD = 7,
+  JOB_EVENT_KIND_EXPIRED = 8,
+  JOB_EVENT_KIND_CANCELLED = 9,
+  /** JOB_EVENT_KIND_BATCH_COMPLETE - A closed batch's last job became final (job_id empty; batch_counts set). */
+  JOB_EVENT_KIND_BATCH_COMPLETE = 10,
+  /** JOB_EVENT_KIND_REQUEUED - An attempt ended without a verdict (lease expired, worker gone): the job waits again. */
+  JOB_EVENT_KIND_REQUEUED = 11,
   UNRECOGNIZED = -1,
 }
 
@@ -236,6 +266,21 @@ export interface JobSpec {
   idempotencyKey: string;
   /** Weight of this job's fairness key (1-1000; 0 means 1). The latest submit sets it. */
   fairnessWeight: number;
+  /**
+   * The batch (of this queue) the job joins; created on first use when unknown. A closed
+   * batch refuses new jobs (FAILED_PRECONDITION). 1-128 characters of [A-Za-z0-9._:-].
+   */
+  batchId: string;
+  /**
+   * Jobs of the same queue that must succeed before this one runs (at most 100): it is
+   * WAITING until then. Each must exist (NOT_FOUND otherwise, reason PARENT_NOT_FOUND).
+   */
+  parentIds: string[];
+  /**
+   * When a parent ends without success (FAILED, DEAD, CANCELLED, EXPIRED) the job is
+   * cancelled, unless this is set: then it runs once every parent is final.
+   */
+  runAfterFailedParents: boolean;
 }
 
 export interface JobSpec_HeadersEntry {
@@ -301,6 +346,15 @@ export interface Job {
   retryPolicy:
     | RetryPolicy
     | undefined;
+  /** The latest progress its worker reported (rate-limited: see JobProgress). */
+  progress: JobProgress | undefined;
+  batchId: string;
+  parentIds: string[];
+  runAfterFailedParents: boolean;
+  /** Progress reports dropped by the rate limit (one stored report per job per 200 ms). */
+  progressDroppedCount: number;
+  /** Why a job was cancelled by the server (a parent that did not succeed, CancelBatch). */
+  cancelReason: string;
   /**
    * Output only: how many times a worker or target answered this job with a throttle
    * signal (JobResult.throttled). Those deliveries are not counted in `attempt`; past the
@@ -312,6 +366,17 @@ export interface Job {
 export interface Job_HeadersEntry {
   key: string;
   value: string;
+}
+
+/** JobProgress is what a worker last said about a job it holds. */
+export interface JobProgress {
+  /** 0-100; unset when the report had no number. */
+  percent?:
+    | number
+    | undefined;
+  /** At most 1,000 characters. */
+  message: string;
+  reportTime: Date | undefined;
 }
 
 export interface SubmitRequest {
@@ -664,7 +729,28 @@ export interface WorkRequest {
     | { $case: "credit"; value: WorkerCredit }
     | { $case: "results"; value: WorkResults }
     | { $case: "heartbeat"; value: WorkerHeartbeat }
+    | { $case: "progress"; value: WorkerProgress }
     | undefined;
+}
+
+/**
+ * WorkerProgress reports progress of jobs the worker holds. A report for a lease it does
+ * not hold is dropped silently (progress is advisory); reports closer than 200 ms to the
+ * job's last stored one are dropped and counted (Job.progress_dropped_count).
+ */
+export interface WorkerProgress {
+  reports: ProgressReport[];
+}
+
+export interface ProgressReport {
+  jobId: string;
+  leaseId: string;
+  /** 0-100; unset: keep no number. */
+  percent?:
+    | number
+    | undefined;
+  /** At most 1,000 characters. */
+  message: string;
 }
 
 export interface WorkerHello {
@@ -1133,6 +1219,157 @@ export interface DeleteQueueResponse {
   forgottenCount: number;
 }
 
+/** BatchCounts counts a batch's jobs by where they are. */
+export interface BatchCounts {
+  /** Every job that joined the batch. */
+  total: number;
+  /** Not final yet: waiting, pending, scheduled or underway. */
+  active: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  expired: number;
+  dead: number;
+}
+
+/** Batch is a set of jobs of one queue followed as one (docs/workflows.md). */
+export interface Batch {
+  queue: string;
+  batchId: string;
+  /** At most 1,000 characters. */
+  description: string;
+  /** A closed batch takes no new jobs; its callbacks fire once every job is final. */
+  closed: boolean;
+  counts:
+    | BatchCounts
+    | undefined;
+  /**
+   * Submitted (once) when the batch is closed and every job succeeded. Its queue must be
+   * the batch's queue (or empty: the batch's queue).
+   */
+  onSuccess:
+    | JobSpec
+    | undefined;
+  /** Submitted (once) when the batch is closed and every job is final, whatever the outcome. */
+  onComplete:
+    | JobSpec
+    | undefined;
+  /** Output only: the callback jobs, once submitted. */
+  onSuccessJobId: string;
+  onCompleteJobId: string;
+  /** Output only: closed and every job final. */
+  complete: boolean;
+  createTime: Date | undefined;
+  completeTime: Date | undefined;
+}
+
+export interface CreateBatchRequest {
+  /** queue required; batch_id empty: the server makes one. counts, ids and times ignored. */
+  batch: Batch | undefined;
+}
+
+export interface CreateBatchResponse {
+  batch: Batch | undefined;
+}
+
+export interface GetBatchRequest {
+  queue: string;
+  batchId: string;
+}
+
+export interface GetBatchResponse {
+  batch: Batch | undefined;
+}
+
+export interface WaitBatchRequest {
+  queue: string;
+  batchId: string;
+  /** How long to wait at most (0 to 1 hour). Unset: until the call's deadline, at most 1 hour. */
+  timeout: Duration | undefined;
+}
+
+export interface WaitBatchResponse {
+  batch: Batch | undefined;
+}
+
+export interface CloseBatchRequest {
+  queue: string;
+  batchId: string;
+}
+
+export interface CloseBatchResponse {
+  batch: Batch | undefined;
+}
+
+export interface CancelBatchRequest {
+  queue: string;
+  batchId: string;
+}
+
+export interface CancelBatchResponse {
+  batch:
+    | Batch
+    | undefined;
+  /** How many unfinished jobs it cancelled. */
+  cancelledCount: number;
+}
+
+/** JobEvent is one lifecycle event. */
+export interface JobEvent {
+  /** Pass it back in WatchEventsRequest.resume_token to go on after this event. */
+  resumeToken: string;
+  kind: JobEventKind;
+  time: Date | undefined;
+  queue: string;
+  jobId: string;
+  batchId: string;
+  /** The attempt the event belongs to (DISPATCHED, results, RETRIED). */
+  attempt: number;
+  workerId: string;
+  /** PROGRESS: the report. */
+  progress:
+    | JobProgress
+    | undefined;
+  /** FAILED, DEAD, RETRIED, REQUEUED: the attempt's error. */
+  error:
+    | JobError
+    | undefined;
+  /** BATCH_COMPLETE: the batch's counts. */
+  batchCounts: BatchCounts | undefined;
+}
+
+export interface WatchEventsRequest {
+  /** Only events of these queues (empty: every queue). */
+  queues: string[];
+  /** Only events of these jobs (empty: every job). */
+  jobIds: string[];
+  /** Only events of jobs of these batches, and their BATCH_COMPLETE (empty: any). */
+  batchIds: string[];
+  /** Only these kinds (empty: every kind). */
+  kinds: JobEventKind[];
+  /** Go on after the event that carried this token; empty: from now on. */
+  resumeToken: string;
+}
+
+export interface WatchEventsResponse {
+  kind: { $case: "event"; value: JobEvent } | { $case: "missed"; value: EventsMissed } | undefined;
+}
+
+/**
+ * EventsMissed says the stream cannot deliver some events: the resume token is older than
+ * what the server keeps (RESUME_TOO_OLD, or a token of another server process), or this
+ * consumer read too slowly and the events it had not read yet were dropped (FELL_BEHIND).
+ * The stream goes on with the oldest event the server still has.
+ */
+export interface EventsMissed {
+  /** RESUME_TOO_OLD or FELL_BEHIND. */
+  reason: string;
+  /** The last token this stream had delivered (or was given) before the gap. */
+  resumeToken: string;
+  /** For a person: what was lost and what the bound is. */
+  message: string;
+}
+
 function createBaseRate(): Rate {
   return { perSecond: 0, burst: 0 };
 }
@@ -1552,6 +1789,9 @@ function createBaseJobSpec(): JobSpec {
     fairnessKey: "",
     idempotencyKey: "",
     fairnessWeight: 0,
+    batchId: "",
+    parentIds: [],
+    runAfterFailedParents: false,
   };
 }
 
@@ -1595,6 +1835,15 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.fairnessWeight !== 0) {
       writer.uint32(104).int32(message.fairnessWeight);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(242).string(message.batchId);
+    }
+    for (const v of message.parentIds) {
+      writer.uint32(250).string(v!);
+    }
+    if (message.runAfterFailedParents !== false) {
+      writer.uint32(256).bool(message.runAfterFailedParents);
     }
     return writer;
   },
@@ -1719,6 +1968,30 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.fairnessWeight = reader.int32();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.parentIds.push(reader.string());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.runAfterFailedParents = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1759,6 +2032,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.fairnessKey = object.fairnessKey ?? "";
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.fairnessWeight = object.fairnessWeight ?? 0;
+    message.batchId = object.batchId ?? "";
+    message.parentIds = object.parentIds?.map((e) => e) || [];
+    message.runAfterFailedParents = object.runAfterFailedParents ?? false;
     return message;
   },
 };
@@ -1934,6 +2210,12 @@ function createBaseJob(): Job {
     idempotencyKey: "",
     attempts: [],
     retryPolicy: undefined,
+    progress: undefined,
+    batchId: "",
+    parentIds: [],
+    runAfterFailedParents: false,
+    progressDroppedCount: 0,
+    cancelReason: "",
     throttleCount: 0,
   };
 }
@@ -2008,6 +2290,24 @@ export const Job: MessageFns<Job> = {
     }
     if (message.retryPolicy !== undefined) {
       RetryPolicy.encode(message.retryPolicy, writer.uint32(186).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      JobProgress.encode(message.progress, writer.uint32(242).fork()).join();
+    }
+    if (message.batchId !== "") {
+      writer.uint32(250).string(message.batchId);
+    }
+    for (const v of message.parentIds) {
+      writer.uint32(258).string(v!);
+    }
+    if (message.runAfterFailedParents !== false) {
+      writer.uint32(264).bool(message.runAfterFailedParents);
+    }
+    if (message.progressDroppedCount !== 0) {
+      writer.uint32(272).int64(message.progressDroppedCount);
+    }
+    if (message.cancelReason !== "") {
+      writer.uint32(282).string(message.cancelReason);
     }
     if (message.throttleCount !== 0) {
       writer.uint32(320).int32(message.throttleCount);
@@ -2215,6 +2515,54 @@ export const Job: MessageFns<Job> = {
             message.retryPolicy = RetryPolicy.decode(reader, reader.uint32());
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.progress = JobProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.parentIds.push(reader.string());
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.runAfterFailedParents = reader.bool();
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.progressDroppedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 35: {
+            if (tag !== 282) {
+              break;
+            }
+
+            message.cancelReason = reader.string();
+            continue;
+          }
           case 40: {
             if (tag !== 320) {
               break;
@@ -2275,6 +2623,14 @@ export const Job: MessageFns<Job> = {
     message.retryPolicy = (object.retryPolicy !== undefined && object.retryPolicy !== null)
       ? RetryPolicy.fromPartial(object.retryPolicy)
       : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? JobProgress.fromPartial(object.progress)
+      : undefined;
+    message.batchId = object.batchId ?? "";
+    message.parentIds = object.parentIds?.map((e) => e) || [];
+    message.runAfterFailedParents = object.runAfterFailedParents ?? false;
+    message.progressDroppedCount = object.progressDroppedCount ?? 0;
+    message.cancelReason = object.cancelReason ?? "";
     message.throttleCount = object.throttleCount ?? 0;
     return message;
   },
@@ -2343,6 +2699,85 @@ export const Job_HeadersEntry: MessageFns<Job_HeadersEntry> = {
     const message = createBaseJob_HeadersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseJobProgress(): JobProgress {
+  return { percent: undefined, message: "", reportTime: undefined };
+}
+
+export const JobProgress: MessageFns<JobProgress> = {
+  encode(message: JobProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.percent !== undefined) {
+      writer.uint32(8).int32(message.percent);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.reportTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.reportTime), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.percent = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reportTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobProgress>, I>>(base?: I): JobProgress {
+    return JobProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobProgress>, I>>(object: I): JobProgress {
+    const message = createBaseJobProgress();
+    message.percent = object.percent ?? undefined;
+    message.message = object.message ?? "";
+    message.reportTime = object.reportTime ?? undefined;
     return message;
   },
 };
@@ -4890,6 +5325,9 @@ export const WorkRequest: MessageFns<WorkRequest> = {
       case "heartbeat":
         WorkerHeartbeat.encode(message.kind.value, writer.uint32(34).fork()).join();
         break;
+      case "progress":
+        WorkerProgress.encode(message.kind.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4939,6 +5377,14 @@ export const WorkRequest: MessageFns<WorkRequest> = {
             message.kind = { $case: "heartbeat", value: WorkerHeartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: WorkerProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4981,7 +5427,159 @@ export const WorkRequest: MessageFns<WorkRequest> = {
         }
         break;
       }
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: WorkerProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseWorkerProgress(): WorkerProgress {
+  return { reports: [] };
+}
+
+export const WorkerProgress: MessageFns<WorkerProgress> = {
+  encode(message: WorkerProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.reports) {
+      ProgressReport.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reports.push(ProgressReport.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkerProgress>, I>>(base?: I): WorkerProgress {
+    return WorkerProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkerProgress>, I>>(object: I): WorkerProgress {
+    const message = createBaseWorkerProgress();
+    message.reports = object.reports?.map((e) => ProgressReport.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseProgressReport(): ProgressReport {
+  return { jobId: "", leaseId: "", percent: undefined, message: "" };
+}
+
+export const ProgressReport: MessageFns<ProgressReport> = {
+  encode(message: ProgressReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.leaseId !== "") {
+      writer.uint32(18).string(message.leaseId);
+    }
+    if (message.percent !== undefined) {
+      writer.uint32(24).int32(message.percent);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProgressReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProgressReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.percent = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ProgressReport>, I>>(base?: I): ProgressReport {
+    return ProgressReport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ProgressReport>, I>>(object: I): ProgressReport {
+    const message = createBaseProgressReport();
+    message.jobId = object.jobId ?? "";
+    message.leaseId = object.leaseId ?? "";
+    message.percent = object.percent ?? undefined;
+    message.message = object.message ?? "";
     return message;
   },
 };
@@ -8670,6 +9268,1433 @@ export const DeleteQueueResponse: MessageFns<DeleteQueueResponse> = {
   },
 };
 
+function createBaseBatchCounts(): BatchCounts {
+  return { total: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0, expired: 0, dead: 0 };
+}
+
+export const BatchCounts: MessageFns<BatchCounts> = {
+  encode(message: BatchCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.total !== 0) {
+      writer.uint32(8).int64(message.total);
+    }
+    if (message.active !== 0) {
+      writer.uint32(16).int64(message.active);
+    }
+    if (message.succeeded !== 0) {
+      writer.uint32(24).int64(message.succeeded);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(32).int64(message.failed);
+    }
+    if (message.cancelled !== 0) {
+      writer.uint32(40).int64(message.cancelled);
+    }
+    if (message.expired !== 0) {
+      writer.uint32(48).int64(message.expired);
+    }
+    if (message.dead !== 0) {
+      writer.uint32(56).int64(message.dead);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.total = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.active = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.succeeded = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.failed = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cancelled = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.expired = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.dead = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BatchCounts>, I>>(base?: I): BatchCounts {
+    return BatchCounts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BatchCounts>, I>>(object: I): BatchCounts {
+    const message = createBaseBatchCounts();
+    message.total = object.total ?? 0;
+    message.active = object.active ?? 0;
+    message.succeeded = object.succeeded ?? 0;
+    message.failed = object.failed ?? 0;
+    message.cancelled = object.cancelled ?? 0;
+    message.expired = object.expired ?? 0;
+    message.dead = object.dead ?? 0;
+    return message;
+  },
+};
+
+function createBaseBatch(): Batch {
+  return {
+    queue: "",
+    batchId: "",
+    description: "",
+    closed: false,
+    counts: undefined,
+    onSuccess: undefined,
+    onComplete: undefined,
+    onSuccessJobId: "",
+    onCompleteJobId: "",
+    complete: false,
+    createTime: undefined,
+    completeTime: undefined,
+  };
+}
+
+export const Batch: MessageFns<Batch> = {
+  encode(message: Batch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(18).string(message.batchId);
+    }
+    if (message.description !== "") {
+      writer.uint32(26).string(message.description);
+    }
+    if (message.closed !== false) {
+      writer.uint32(32).bool(message.closed);
+    }
+    if (message.counts !== undefined) {
+      BatchCounts.encode(message.counts, writer.uint32(42).fork()).join();
+    }
+    if (message.onSuccess !== undefined) {
+      JobSpec.encode(message.onSuccess, writer.uint32(50).fork()).join();
+    }
+    if (message.onComplete !== undefined) {
+      JobSpec.encode(message.onComplete, writer.uint32(58).fork()).join();
+    }
+    if (message.onSuccessJobId !== "") {
+      writer.uint32(66).string(message.onSuccessJobId);
+    }
+    if (message.onCompleteJobId !== "") {
+      writer.uint32(74).string(message.onCompleteJobId);
+    }
+    if (message.complete !== false) {
+      writer.uint32(80).bool(message.complete);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(90).fork()).join();
+    }
+    if (message.completeTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.completeTime), writer.uint32(98).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Batch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.closed = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.counts = BatchCounts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.onSuccess = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.onComplete = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.onSuccessJobId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.onCompleteJobId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.complete = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.completeTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Batch>, I>>(base?: I): Batch {
+    return Batch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Batch>, I>>(object: I): Batch {
+    const message = createBaseBatch();
+    message.queue = object.queue ?? "";
+    message.batchId = object.batchId ?? "";
+    message.description = object.description ?? "";
+    message.closed = object.closed ?? false;
+    message.counts = (object.counts !== undefined && object.counts !== null)
+      ? BatchCounts.fromPartial(object.counts)
+      : undefined;
+    message.onSuccess = (object.onSuccess !== undefined && object.onSuccess !== null)
+      ? JobSpec.fromPartial(object.onSuccess)
+      : undefined;
+    message.onComplete = (object.onComplete !== undefined && object.onComplete !== null)
+      ? JobSpec.fromPartial(object.onComplete)
+      : undefined;
+    message.onSuccessJobId = object.onSuccessJobId ?? "";
+    message.onCompleteJobId = object.onCompleteJobId ?? "";
+    message.complete = object.complete ?? false;
+    message.createTime = object.createTime ?? undefined;
+    message.completeTime = object.completeTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCreateBatchRequest(): CreateBatchRequest {
+  return { batch: undefined };
+}
+
+export const CreateBatchRequest: MessageFns<CreateBatchRequest> = {
+  encode(message: CreateBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CreateBatchRequest>, I>>(base?: I): CreateBatchRequest {
+    return CreateBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateBatchRequest>, I>>(object: I): CreateBatchRequest {
+    const message = createBaseCreateBatchRequest();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateBatchResponse(): CreateBatchResponse {
+  return { batch: undefined };
+}
+
+export const CreateBatchResponse: MessageFns<CreateBatchResponse> = {
+  encode(message: CreateBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CreateBatchResponse>, I>>(base?: I): CreateBatchResponse {
+    return CreateBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateBatchResponse>, I>>(object: I): CreateBatchResponse {
+    const message = createBaseCreateBatchResponse();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    return message;
+  },
+};
+
+function createBaseGetBatchRequest(): GetBatchRequest {
+  return { queue: "", batchId: "" };
+}
+
+export const GetBatchRequest: MessageFns<GetBatchRequest> = {
+  encode(message: GetBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(18).string(message.batchId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetBatchRequest>, I>>(base?: I): GetBatchRequest {
+    return GetBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetBatchRequest>, I>>(object: I): GetBatchRequest {
+    const message = createBaseGetBatchRequest();
+    message.queue = object.queue ?? "";
+    message.batchId = object.batchId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetBatchResponse(): GetBatchResponse {
+  return { batch: undefined };
+}
+
+export const GetBatchResponse: MessageFns<GetBatchResponse> = {
+  encode(message: GetBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetBatchResponse>, I>>(base?: I): GetBatchResponse {
+    return GetBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetBatchResponse>, I>>(object: I): GetBatchResponse {
+    const message = createBaseGetBatchResponse();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    return message;
+  },
+};
+
+function createBaseWaitBatchRequest(): WaitBatchRequest {
+  return { queue: "", batchId: "", timeout: undefined };
+}
+
+export const WaitBatchRequest: MessageFns<WaitBatchRequest> = {
+  encode(message: WaitBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(18).string(message.batchId);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WaitBatchRequest>, I>>(base?: I): WaitBatchRequest {
+    return WaitBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitBatchRequest>, I>>(object: I): WaitBatchRequest {
+    const message = createBaseWaitBatchRequest();
+    message.queue = object.queue ?? "";
+    message.batchId = object.batchId ?? "";
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseWaitBatchResponse(): WaitBatchResponse {
+  return { batch: undefined };
+}
+
+export const WaitBatchResponse: MessageFns<WaitBatchResponse> = {
+  encode(message: WaitBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WaitBatchResponse>, I>>(base?: I): WaitBatchResponse {
+    return WaitBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitBatchResponse>, I>>(object: I): WaitBatchResponse {
+    const message = createBaseWaitBatchResponse();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    return message;
+  },
+};
+
+function createBaseCloseBatchRequest(): CloseBatchRequest {
+  return { queue: "", batchId: "" };
+}
+
+export const CloseBatchRequest: MessageFns<CloseBatchRequest> = {
+  encode(message: CloseBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(18).string(message.batchId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CloseBatchRequest>, I>>(base?: I): CloseBatchRequest {
+    return CloseBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseBatchRequest>, I>>(object: I): CloseBatchRequest {
+    const message = createBaseCloseBatchRequest();
+    message.queue = object.queue ?? "";
+    message.batchId = object.batchId ?? "";
+    return message;
+  },
+};
+
+function createBaseCloseBatchResponse(): CloseBatchResponse {
+  return { batch: undefined };
+}
+
+export const CloseBatchResponse: MessageFns<CloseBatchResponse> = {
+  encode(message: CloseBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CloseBatchResponse>, I>>(base?: I): CloseBatchResponse {
+    return CloseBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseBatchResponse>, I>>(object: I): CloseBatchResponse {
+    const message = createBaseCloseBatchResponse();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    return message;
+  },
+};
+
+function createBaseCancelBatchRequest(): CancelBatchRequest {
+  return { queue: "", batchId: "" };
+}
+
+export const CancelBatchRequest: MessageFns<CancelBatchRequest> = {
+  encode(message: CancelBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(18).string(message.batchId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelBatchRequest>, I>>(base?: I): CancelBatchRequest {
+    return CancelBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelBatchRequest>, I>>(object: I): CancelBatchRequest {
+    const message = createBaseCancelBatchRequest();
+    message.queue = object.queue ?? "";
+    message.batchId = object.batchId ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelBatchResponse(): CancelBatchResponse {
+  return { batch: undefined, cancelledCount: 0 };
+}
+
+export const CancelBatchResponse: MessageFns<CancelBatchResponse> = {
+  encode(message: CancelBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== undefined) {
+      Batch.encode(message.batch, writer.uint32(10).fork()).join();
+    }
+    if (message.cancelledCount !== 0) {
+      writer.uint32(16).int64(message.cancelledCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.batch = Batch.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cancelledCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelBatchResponse>, I>>(base?: I): CancelBatchResponse {
+    return CancelBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelBatchResponse>, I>>(object: I): CancelBatchResponse {
+    const message = createBaseCancelBatchResponse();
+    message.batch = (object.batch !== undefined && object.batch !== null) ? Batch.fromPartial(object.batch) : undefined;
+    message.cancelledCount = object.cancelledCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseJobEvent(): JobEvent {
+  return {
+    resumeToken: "",
+    kind: 0,
+    time: undefined,
+    queue: "",
+    jobId: "",
+    batchId: "",
+    attempt: 0,
+    workerId: "",
+    progress: undefined,
+    error: undefined,
+    batchCounts: undefined,
+  };
+}
+
+export const JobEvent: MessageFns<JobEvent> = {
+  encode(message: JobEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.resumeToken !== "") {
+      writer.uint32(10).string(message.resumeToken);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(26).fork()).join();
+    }
+    if (message.queue !== "") {
+      writer.uint32(34).string(message.queue);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(42).string(message.jobId);
+    }
+    if (message.batchId !== "") {
+      writer.uint32(50).string(message.batchId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(56).int32(message.attempt);
+    }
+    if (message.workerId !== "") {
+      writer.uint32(66).string(message.workerId);
+    }
+    if (message.progress !== undefined) {
+      JobProgress.encode(message.progress, writer.uint32(74).fork()).join();
+    }
+    if (message.error !== undefined) {
+      JobError.encode(message.error, writer.uint32(82).fork()).join();
+    }
+    if (message.batchCounts !== undefined) {
+      BatchCounts.encode(message.batchCounts, writer.uint32(90).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.batchId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.progress = JobProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.error = JobError.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.batchCounts = BatchCounts.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobEvent>, I>>(base?: I): JobEvent {
+    return JobEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobEvent>, I>>(object: I): JobEvent {
+    const message = createBaseJobEvent();
+    message.resumeToken = object.resumeToken ?? "";
+    message.kind = object.kind ?? 0;
+    message.time = object.time ?? undefined;
+    message.queue = object.queue ?? "";
+    message.jobId = object.jobId ?? "";
+    message.batchId = object.batchId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.workerId = object.workerId ?? "";
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? JobProgress.fromPartial(object.progress)
+      : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? JobError.fromPartial(object.error)
+      : undefined;
+    message.batchCounts = (object.batchCounts !== undefined && object.batchCounts !== null)
+      ? BatchCounts.fromPartial(object.batchCounts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseWatchEventsRequest(): WatchEventsRequest {
+  return { queues: [], jobIds: [], batchIds: [], kinds: [], resumeToken: "" };
+}
+
+export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
+  encode(message: WatchEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.queues) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.jobIds) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.batchIds) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.kinds.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.kinds) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(42).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.batchIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.kinds.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.kinds.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchEventsRequest>, I>>(base?: I): WatchEventsRequest {
+    return WatchEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchEventsRequest>, I>>(object: I): WatchEventsRequest {
+    const message = createBaseWatchEventsRequest();
+    message.queues = object.queues?.map((e) => e) || [];
+    message.jobIds = object.jobIds?.map((e) => e) || [];
+    message.batchIds = object.batchIds?.map((e) => e) || [];
+    message.kinds = object.kinds?.map((e) => e) || [];
+    message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
+function createBaseWatchEventsResponse(): WatchEventsResponse {
+  return { kind: undefined };
+}
+
+export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
+  encode(message: WatchEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "event":
+        JobEvent.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "missed":
+        EventsMissed.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "event", value: JobEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "missed", value: EventsMissed.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchEventsResponse>, I>>(base?: I): WatchEventsResponse {
+    return WatchEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchEventsResponse>, I>>(object: I): WatchEventsResponse {
+    const message = createBaseWatchEventsResponse();
+    switch (object.kind?.$case) {
+      case "event": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "event", value: JobEvent.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "missed": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "missed", value: EventsMissed.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseEventsMissed(): EventsMissed {
+  return { reason: "", resumeToken: "", message: "" };
+}
+
+export const EventsMissed: MessageFns<EventsMissed> = {
+  encode(message: EventsMissed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(18).string(message.resumeToken);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsMissed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventsMissed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<EventsMissed>, I>>(base?: I): EventsMissed {
+    return EventsMissed.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsMissed>, I>>(object: I): EventsMissed {
+    const message = createBaseEventsMissed();
+    message.reason = object.reason ?? "";
+    message.resumeToken = object.resumeToken ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 /**
  * DispatcherService keeps a priority queue per named queue and streams jobs to
  * workers, never more underway per queue than the queue's width.
@@ -9000,6 +11025,78 @@ export const DispatcherServiceService = {
     responseSerialize: (value: DeleteQueueResponse): Buffer => Buffer.from(DeleteQueueResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteQueueResponse => DeleteQueueResponse.decode(value),
   },
+  /**
+   * CreateBatch opens a batch of one queue (docs/workflows.md): its jobs are submitted with
+   * JobSpec.batch_id; its callbacks are submitted once it is closed and every job is final.
+   * ALREADY_EXISTS when the queue has a batch of that id.
+   */
+  createBatch: {
+    path: "/dispatchd.v1.DispatcherService/CreateBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateBatchRequest): Buffer => Buffer.from(CreateBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateBatchRequest => CreateBatchRequest.decode(value),
+    responseSerialize: (value: CreateBatchResponse): Buffer => Buffer.from(CreateBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateBatchResponse => CreateBatchResponse.decode(value),
+  },
+  /** GetBatch returns a batch with its live counts. */
+  getBatch: {
+    path: "/dispatchd.v1.DispatcherService/GetBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetBatchRequest): Buffer => Buffer.from(GetBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetBatchRequest => GetBatchRequest.decode(value),
+    responseSerialize: (value: GetBatchResponse): Buffer => Buffer.from(GetBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetBatchResponse => GetBatchResponse.decode(value),
+  },
+  /**
+   * WaitBatch returns once every job of the batch is final (none pending, scheduled,
+   * waiting or underway) or the timeout passes, with the batch as it is.
+   */
+  waitBatch: {
+    path: "/dispatchd.v1.DispatcherService/WaitBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WaitBatchRequest): Buffer => Buffer.from(WaitBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WaitBatchRequest => WaitBatchRequest.decode(value),
+    responseSerialize: (value: WaitBatchResponse): Buffer => Buffer.from(WaitBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WaitBatchResponse => WaitBatchResponse.decode(value),
+  },
+  /** CloseBatch says no more jobs join the batch; its callbacks fire once its jobs are final. */
+  closeBatch: {
+    path: "/dispatchd.v1.DispatcherService/CloseBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CloseBatchRequest): Buffer => Buffer.from(CloseBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CloseBatchRequest => CloseBatchRequest.decode(value),
+    responseSerialize: (value: CloseBatchResponse): Buffer => Buffer.from(CloseBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CloseBatchResponse => CloseBatchResponse.decode(value),
+  },
+  /** CancelBatch cancels every unfinished job of the batch and closes it. */
+  cancelBatch: {
+    path: "/dispatchd.v1.DispatcherService/CancelBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelBatchRequest): Buffer => Buffer.from(CancelBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelBatchRequest => CancelBatchRequest.decode(value),
+    responseSerialize: (value: CancelBatchResponse): Buffer => Buffer.from(CancelBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelBatchResponse => CancelBatchResponse.decode(value),
+  },
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents: {
+    path: "/dispatchd.v1.DispatcherService/WatchEvents" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchEventsRequest): Buffer => Buffer.from(WatchEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchEventsRequest => WatchEventsRequest.decode(value),
+    responseSerialize: (value: WatchEventsResponse): Buffer => Buffer.from(WatchEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchEventsResponse => WatchEventsResponse.decode(value),
+  },
 } as const;
 
 export interface DispatcherServiceServer extends UntypedServiceImplementation {
@@ -9079,6 +11176,30 @@ export interface DispatcherServiceServer extends UntypedServiceImplementation {
    * refused with FAILED_PRECONDITION (reason QUEUE_NOT_EMPTY) naming what it still has.
    */
   deleteQueue: handleUnaryCall<DeleteQueueRequest, DeleteQueueResponse>;
+  /**
+   * CreateBatch opens a batch of one queue (docs/workflows.md): its jobs are submitted with
+   * JobSpec.batch_id; its callbacks are submitted once it is closed and every job is final.
+   * ALREADY_EXISTS when the queue has a batch of that id.
+   */
+  createBatch: handleUnaryCall<CreateBatchRequest, CreateBatchResponse>;
+  /** GetBatch returns a batch with its live counts. */
+  getBatch: handleUnaryCall<GetBatchRequest, GetBatchResponse>;
+  /**
+   * WaitBatch returns once every job of the batch is final (none pending, scheduled,
+   * waiting or underway) or the timeout passes, with the batch as it is.
+   */
+  waitBatch: handleUnaryCall<WaitBatchRequest, WaitBatchResponse>;
+  /** CloseBatch says no more jobs join the batch; its callbacks fire once its jobs are final. */
+  closeBatch: handleUnaryCall<CloseBatchRequest, CloseBatchResponse>;
+  /** CancelBatch cancels every unfinished job of the batch and closes it. */
+  cancelBatch: handleUnaryCall<CancelBatchRequest, CancelBatchResponse>;
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
 
 export interface DispatcherServiceClient extends Client {
@@ -9552,6 +11673,105 @@ export interface DispatcherServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteQueueResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * CreateBatch opens a batch of one queue (docs/workflows.md): its jobs are submitted with
+   * JobSpec.batch_id; its callbacks are submitted once it is closed and every job is final.
+   * ALREADY_EXISTS when the queue has a batch of that id.
+   */
+  createBatch(
+    request: CreateBatchRequest,
+    callback: (error: ServiceError | null, response: CreateBatchResponse) => void,
+  ): ClientUnaryCall;
+  createBatch(
+    request: CreateBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateBatchResponse) => void,
+  ): ClientUnaryCall;
+  createBatch(
+    request: CreateBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateBatchResponse) => void,
+  ): ClientUnaryCall;
+  /** GetBatch returns a batch with its live counts. */
+  getBatch(
+    request: GetBatchRequest,
+    callback: (error: ServiceError | null, response: GetBatchResponse) => void,
+  ): ClientUnaryCall;
+  getBatch(
+    request: GetBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetBatchResponse) => void,
+  ): ClientUnaryCall;
+  getBatch(
+    request: GetBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetBatchResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * WaitBatch returns once every job of the batch is final (none pending, scheduled,
+   * waiting or underway) or the timeout passes, with the batch as it is.
+   */
+  waitBatch(
+    request: WaitBatchRequest,
+    callback: (error: ServiceError | null, response: WaitBatchResponse) => void,
+  ): ClientUnaryCall;
+  waitBatch(
+    request: WaitBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WaitBatchResponse) => void,
+  ): ClientUnaryCall;
+  waitBatch(
+    request: WaitBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WaitBatchResponse) => void,
+  ): ClientUnaryCall;
+  /** CloseBatch says no more jobs join the batch; its callbacks fire once its jobs are final. */
+  closeBatch(
+    request: CloseBatchRequest,
+    callback: (error: ServiceError | null, response: CloseBatchResponse) => void,
+  ): ClientUnaryCall;
+  closeBatch(
+    request: CloseBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CloseBatchResponse) => void,
+  ): ClientUnaryCall;
+  closeBatch(
+    request: CloseBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CloseBatchResponse) => void,
+  ): ClientUnaryCall;
+  /** CancelBatch cancels every unfinished job of the batch and closes it. */
+  cancelBatch(
+    request: CancelBatchRequest,
+    callback: (error: ServiceError | null, response: CancelBatchResponse) => void,
+  ): ClientUnaryCall;
+  cancelBatch(
+    request: CancelBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelBatchResponse) => void,
+  ): ClientUnaryCall;
+  cancelBatch(
+    request: CancelBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelBatchResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * WatchEvents streams job lifecycle events as they happen, filtered, resumable by the
+   * token every event carries (docs/workflows.md says how far back a resume reaches). When
+   * events were lost to the stream (a resume too old, or a consumer too slow) it says so
+   * with an EventsMissed message instead of skipping silently.
+   */
+  watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;
+  watchEvents(
+    request: WatchEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchEventsResponse>;
 }
 
 export const DispatcherServiceClient = makeGenericClientConstructor(
