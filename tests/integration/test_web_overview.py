@@ -145,4 +145,5 @@ async def test_the_job_json_has_the_fields_the_job_page_refreshes(
     assert not data["finished"]
     assert (data["fields"]["State"], data["fields"]["Priority"]) == ("PENDING", "3")
     assert "Queue" not in data["fields"]  # fixed fields are not polled
+    assert data["fields"]["Progress"] == "-"  # no report yet
     assert (await get(port, "/api/jobs/nope")).status == 400

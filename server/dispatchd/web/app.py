@@ -44,7 +44,7 @@ STATIC = {
     "favicon.svg": "image/svg+xml",
 }
 #: The states a queue's jobs can be filtered by (?state=NAME).
-_STATES = {s.name: s for s in JobState if s is not JobState.UNSPECIFIED}
+_STATES = {s.name: s for s in JobState if s.name in pages.FILTER_STATES}
 _STATUS = {
     engine_errors.InvalidArgument: 400,
     engine_errors.NotFound: 404,

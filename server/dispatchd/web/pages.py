@@ -85,8 +85,10 @@ def rate_text(v: QueueView) -> str:
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
 
+#: States list_jobs does not list (WAITING jobs are not paged by state on every backend).
+_UNLISTED = (JobState.UNSPECIFIED, JobState.WAITING)
 #: The states a queue page can filter by, in the order its menu lists them.
-FILTER_STATES = [s.name for s in JobState if s is not JobState.UNSPECIFIED]
+FILTER_STATES = [s.name for s in JobState if s not in _UNLISTED]
 
 #: The purge form's menu: every finished state, or one.
 PURGE_STATES = ["ALL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEAD"]
@@ -357,12 +359,31 @@ def job_fields(j: JobView) -> list[tuple[str, object]]:
         ("Fairness key", j.fairness_key or "-"),
         ("Idempotency key", j.idempotency_key or "-"),
         ("Error", j.error.message if j.error else "-"),
+        ("Progress", _progress(j)),
+        ("Batch", j.batch_id or "-"),
+        ("Parents", ", ".join(j.parent_ids[:PARENTS_SHOWN]) or "-"),
+        ("Cancel reason", j.cancel_reason or "-"),
     ]
     return fields + [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
 
 
+#: Parent ids listed on a job page.
+PARENTS_SHOWN = 20
+
+
+def _progress(j: JobView) -> str:
+    """A worker's latest progress report: percent, message and when."""
+    if j.progress is None:
+        return "-"
+    percent, message, at = j.progress
+    share = f"{percent}%" if percent is not None else ""
+    return " ".join(x for x in (share, message, f"({when(at)})") if x)
+
+
 #: The job page's fields its live refresh rewrites (the rest never change).
 LIVE_FIELDS = (
+    "Progress",
+    "Cancel reason",
     "State",
     "Priority",
     "Attempt",
