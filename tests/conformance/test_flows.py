@@ -188,6 +188,33 @@ async def test_a_dag_runs_in_dependency_order_under_width(driver: Driver) -> Non
     assert (await driver.job(tail.id)).state is JobState.SUCCEEDED
 
 
+async def test_waiting_jobs_are_listed_in_submit_order_until_they_stop_waiting(
+    driver: Driver,
+) -> None:
+    """ListJobs shows WAITING jobs (by their state, and after the scheduled ones when the
+    state is UNSPECIFIED) page by page; a cancel or their parents' success takes them out."""
+    await driver.update(paused=True)
+    root = await driver.add()
+    kids = [await driver.add(parent_ids=(root.id,)) for _ in range(3)]
+    plain = await driver.add()
+    grandkid = await driver.add(parent_ids=(kids[0].id,))
+    waiting = [k.id for k in kids] + [grandkid.id]
+    assert await driver.listed(JobState.WAITING, page_size=1) == waiting
+    assert await driver.listed(JobState.UNSPECIFIED, page_size=2) == [root.id, plain.id, *waiting]
+    await driver.cancel(kids[1])
+    assert await driver.listed(JobState.WAITING, page_size=2) == [
+        kids[0].id,
+        kids[2].id,
+        grandkid.id,
+    ]
+    await driver.update(paused=False)
+    w = await driver.connect(credits=1)
+    await w.ok(w.lease(root.id))  # kids 0 and 2 may run now; the grandkid still waits
+    assert await driver.listed(JobState.WAITING) == [grandkid.id]
+    ran = await driver.states([kids[0], kids[2]])
+    assert set(ran) <= {JobState.PENDING, JobState.UNDERWAY}
+
+
 async def test_a_failed_parent_cancels_its_subtree(driver: Driver) -> None:
     await driver.update(retry_policy=None)
     root = await driver.add()

@@ -161,10 +161,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             "slots": len(q.slots) + requests,
             "workers": len(q.subscribers),
         }
-        # WAITING jobs (engine/flows.py) are in no index: whatever is left in _jobs.
-        holds["pending"] += sum(
-            1 for j in self._jobs.values() if j.queue == name and j.state is JobState.WAITING
-        )
+        holds["pending"] += len(q.waiting)  # WAITING for their parents (engine/flows.py)
         if any(holds.values()):
             raise lim.queue_not_empty(name, holds, q.settings.http_target is not None)
         self.delete_batches_of(name)

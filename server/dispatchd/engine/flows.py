@@ -276,6 +276,7 @@ class FlowsMixin(EngineState):
             return False
         job.state = JobState.WAITING
         job.waiting_on = waiting
+        self._queues[job.queue].waiting.add((job.seq, job.id))
         for parent in waiting:
             self._children.setdefault(parent, []).append(job.id)
         return True
@@ -303,15 +304,20 @@ class FlowsMixin(EngineState):
                 child.cancel_reason = PARENT_FAILED.format(
                     parent=parent.id, state=parent.state.name
                 )
-                child.waiting_on = None
+                self._leave_waiting(child)
                 self._finish(child, JobState.CANCELLED, now)  # its own children follow
                 continue
             child.waiting_on.discard(parent.id)
             if not child.waiting_on:
                 self._release_waiting(child, now)
 
-    def _release_waiting(self, job: JobRecord, now: float) -> None:
+    def _leave_waiting(self, job: JobRecord) -> None:
+        """``job`` stops being WAITING (released, cancelled, expired): out of the listing."""
         job.waiting_on = None
+        self._queues[job.queue].waiting.discard((job.seq, job.id))
+
+    def _release_waiting(self, job: JobRecord, now: float) -> None:
+        self._leave_waiting(job)
         self._wait(self._queues[job.queue], job, now)
         self.observer.job_changed(job)
 
@@ -319,6 +325,7 @@ class FlowsMixin(EngineState):
 
     def _restore_waiting(self, job: JobRecord) -> None:
         """A WAITING job from a journal or snapshot: resolved once every job is back."""
+        self._queues[job.queue].waiting.add((job.seq, job.id))
         self._restored_waiting.append(job)
 
     def _resolve_restored(self, now: float) -> None:

@@ -15,6 +15,7 @@ MAX_PAGE_SIZE = 1000
 PHASES = (
     JobState.PENDING,
     JobState.SCHEDULED,
+    JobState.WAITING,
     JobState.UNDERWAY,
     JobState.SUCCEEDED,
     JobState.FAILED,
@@ -94,6 +95,10 @@ def _iter_phase(
             key = (int(due * 1e9), seq)
             if after is None or key > (after.k1, after.k2):
                 yield jobs[job_id], paging.Cursor(phase, *key)
+    elif phase is JobState.WAITING:  # in submit order; the cursor holds the seq twice
+        lo_w = None if after is None else (after.k1 + 1,)
+        for seq, job_id in q.waiting.irange(minimum=lo_w):
+            yield jobs[job_id], paging.Cursor(phase, seq, seq)
     elif phase is JobState.UNDERWAY:
         for lease in q.leases.values():
             if not lease.cancelled and (after is None or lease.dispatch_seq > after.k1):

@@ -71,6 +71,8 @@ class QueueState:
     - ``chains``: per ordering key, its unfinished jobs in submit order; the head holds
       the key (pending, scheduled or underway) until it finishes.
     - ``scheduled``: SCHEDULED jobs keyed (due, seq, id).
+    - ``waiting``: WAITING jobs (for their parents, engine/flows.py) keyed (seq, id), only
+      so that ListJobs can list them in submit order.
     """
 
     __slots__ = (
@@ -91,6 +93,7 @@ class QueueState:
         "slot_waiters",
         "slots",
         "subscribers",
+        "waiting",
         "wake_due",
         "windows",
     )
@@ -104,6 +107,7 @@ class QueueState:
         self.ready = FairReady(jobs)
         self.chains: dict[str, deque[JobRecord]] = {}
         self.scheduled: SortedList = SortedList()
+        self.waiting: SortedList = SortedList()
         self.leases: dict[str, LeaseRecord] = {}
         self.slots: dict[str, SlotRecord] = {}
         self.slot_waiters: list[tuple[int, int, str]] = []  # (-priority, seq, request id)

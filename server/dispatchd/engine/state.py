@@ -227,6 +227,7 @@ class EngineState:
         WAITING one is in none (its parents' lists skip it once it is not WAITING)."""
         if job.state is JobState.WAITING:
             job.waiting_on = None
+            q.waiting.discard((job.seq, job.id))
             return
         if job.state is JobState.SCHEDULED:
             assert job.not_before is not None

@@ -39,7 +39,7 @@ end
 redis.call('DEL', b .. ':batches')
 for _, suffix in ipairs({':cfg', ':pending', ':ring', ':fw', ':turns', ':kfl', ':parked', ':kb',
     ':lwake', ':acq', ':acqm', ':acqdl', ':slots', ':sched', ':leases', ':ul', ':okhead', ':chain',
-    ':exp', ':workers', ':khold', ':win', ':kwin', ':events'}) do
+    ':wtl', ':exp', ':workers', ':khold', ':win', ':kwin', ':events'}) do
   redis.call('DEL', b .. suffix)
 end
 if KEYS[2] then redis.call('SREM', KEYS[2], queue_of_base(b)) end

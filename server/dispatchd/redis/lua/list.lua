@@ -20,6 +20,7 @@ local function index_of(state)
   if state == PENDING then return b .. ':pending' end
   if state == SCHEDULED then return b .. ':sched' end
   if state == UNDERWAY then return b .. ':ul' end
+  if state == 9 then return b .. ':wtl' end -- WAITING (includes/flows.lua), by seq
   return b .. ':done:' .. state
 end
 

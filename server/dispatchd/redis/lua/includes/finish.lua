@@ -14,10 +14,7 @@ local release_key
 finish = function(b, id, state, now, keep_key)
   local j = jkey(b, id)
   local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'pw')
-  if f[10] then -- it was WAITING (flows.lua)
-    redis.call('HDEL', j, 'pw')
-    redis.call('HINCRBY', b .. ':cfg', 'wtg', -1)
-  end
+  if f[10] then leave_waiting(b, id) end -- it was WAITING (flows.lua)
   local ik = ik_key(b, j)
   local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
   redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)

@@ -29,10 +29,20 @@ local function bkey(b, bt) return b .. ':b:' .. bt end
 local function blive(b, bt) return b .. ':bl:' .. bt end
 local function bcb(b, bt, which) return b .. ':bcb:' .. bt .. ':' .. which end
 
+-- A job stops being WAITING (released, cancelled, expired): its count and its place in
+-- :wtl, the WAITING jobs by seq (member <seq><id>), which only ListJobs reads.
+local function leave_waiting(b, id)
+  local j = jkey(b, id)
+  if redis.call('HDEL', j, 'pw') == 1 then
+    redis.call('HINCRBY', b .. ':cfg', 'wtg', -1)
+    redis.call('ZREM', b .. ':wtl', member(tonumber(redis.call('HGET', j, 'seq')), id))
+  end
+end
+
 -- A job that may run now waits its turn: behind its ordering key, or pending/scheduled.
 local function release_waiting(b, id, now)
   local j = jkey(b, id)
-  if redis.call('HDEL', j, 'pw') == 1 then redis.call('HINCRBY', b .. ':cfg', 'wtg', -1) end
+  leave_waiting(b, id)
   local f = redis.call('HMGET', j, 'ok', 'seq', 'ex')
   local key = f[1] or ''
   if key ~= '' and redis.call('HSETNX', b .. ':okhead', key, id) == 0 then
@@ -76,6 +86,8 @@ local function flows_parents(b, id, par, rfp, now)
   if waiting == 0 then return nil end
   redis.call('HSET', j, 'st', WAITING, 'pw', waiting)
   redis.call('HINCRBY', b .. ':cfg', 'wtg', 1) -- WAITING jobs of the queue (delete.lua)
+  local seq = tonumber(redis.call('HGET', j, 'seq'))
+  redis.call('ZADD', b .. ':wtl', seq, member(seq, id))
   -- Its expire_at counts while it waits too (tick.lua expires it), as on the embedded engine.
   local ex = num(redis.call('HGET', j, 'ex'))
   if ex ~= nil then redis.call('ZADD', b .. ':exp', ex, id) end
