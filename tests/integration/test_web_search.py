@@ -100,6 +100,7 @@ async def test_a_queue_filters_its_jobs_by_state(
     pending = (await get(port, "/queues/f?state=pending")).body
     assert waiting.id in pending[pending.index("id=jobs") :]
     assert "<option value='DEAD'>" in pending  # the menu on the page
+    assert (await get(port, "/queues/f?state=WAITING")).status == 200  # listed since main
     assert (await get(port, "/queues/f?state=LOST")).status == 400
 
 

@@ -85,10 +85,8 @@ def rate_text(v: QueueView) -> str:
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
 
-#: States list_jobs does not list (WAITING jobs are not paged by state on every backend).
-_UNLISTED = (JobState.UNSPECIFIED, JobState.WAITING)
 #: The states a queue page can filter by, in the order its menu lists them.
-FILTER_STATES = [s.name for s in JobState if s not in _UNLISTED]
+FILTER_STATES = [s.name for s in JobState if s is not JobState.UNSPECIFIED]
 
 #: The purge form's menu: every finished state, or one.
 PURGE_STATES = ["ALL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEAD"]

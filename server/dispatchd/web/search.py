@@ -26,6 +26,7 @@ MAX_MATCHES = 100
 SCAN_ORDER = (
     JobState.PENDING,
     JobState.SCHEDULED,
+    JobState.WAITING,
     JobState.UNDERWAY,
     JobState.DEAD,
     JobState.FAILED,
