@@ -19,10 +19,14 @@ IMAGE ?= dispatchd:dev
 BASE_IMAGE ?= python:3.11-slim-bookworm
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+## axe-core for the dashboard's accessibility checks (tests/browser/package-lock.json).
+AXE_DIR := tests/browser
+AXE_STAMP := $(AXE_DIR)/node_modules/.installed
 
 .PHONY: help run test check install gen check-gen lint breaking typecheck unit bench bench-startup bench-coalescing
-.PHONY: bench-queues bench-schedules bench-throttle bench-callgrind chaos image base-image clean
-.PHONY: node-tools node-deps node-build node-test browser-tools screenshot redis-tools bench-redis
+.PHONY: bench-queues bench-schedules bench-throttle bench-dashboard bench-callgrind chaos image
+.PHONY: base-image clean
+.PHONY: node-tools node-deps node-build node-test browser-tools browser-deps screenshot redis-tools bench-redis
 .PHONY: prometheus-tools check-alerts
 
 ## List the targets and what each does.
@@ -58,9 +62,9 @@ run: $(STAMP)
 
 ## Lint, type-check, stub drift check, then every test. pytest's exit 5 (no tests) fails too.
 ## The Node client is built first: pytest's interop test runs its worker; the dashboard's
-## browser tests need Chromium and its driver; the Redis backend's tests, redis-server; the
-## alerting rules' and /metrics lint tests, promtool.
-test: $(STAMP) node-build browser-tools redis-tools prometheus-tools
+## browser tests need Chromium and its driver and axe-core; the Redis backend's tests,
+## redis-server; the alerting rules' and /metrics lint tests, promtool.
+test: $(STAMP) node-build browser-tools browser-deps redis-tools prometheus-tools
 	$(MAKE) --no-print-directory lint typecheck check-gen
 	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 	$(MAKE) --no-print-directory node-test
@@ -110,9 +114,18 @@ browser-tools:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-## Regenerate docs/dashboard.png (the README's picture): a busy server in headless Chromium.
-screenshot: $(STAMP) browser-tools
-	DISPATCHD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/browser/test_screenshot.py
+## axe-core from npm at the locked version, for the browser tests (nothing is fetched
+## while they run: the harness reads node_modules/axe-core/axe.min.js).
+browser-deps: $(AXE_STAMP)
+
+$(AXE_STAMP): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json | node-tools
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+## Regenerate the dashboard's screenshots in docs/ (docs/dashboard.png, the README's
+## picture, and docs/dashboard-*.png: overview, queue, job, workers, light and dark).
+screenshot: $(STAMP) browser-tools browser-deps
+	DISPATCHD_SCREENSHOT=docs $(BIN)/pytest -q tests/browser/test_screenshot.py
 
 ## redis-server and redis-sentinel for the Redis backend's tests (each test session starts
 ## its own on free ports, a Cluster and Sentinels too): Debian's packages when missing (CI
@@ -185,6 +198,13 @@ bench: $(STAMP) redis-tools
 	$(BIN)/python -m bench.redis_path
 	$(BIN)/python -m bench.schedules_idle
 	$(BIN)/python -m bench.throttle
+	$(BIN)/python -m bench.dashboard
+
+## Every dashboard page's answer time with 1,000,000 pending jobs in one queue and 1,000
+## queues (target 200 ms), and dispatch p99 with overview tabs polling vs none (within
+## 10 %); about two minutes. JSON in bench/results/dashboard.json.
+bench-dashboard: $(STAMP)
+	$(BIN)/python -m bench.dashboard
 
 ## What 10,000 schedules cost a server (idle, and hourly ticks firing), embedded and Redis,
 ## against the < 5 % of one core target; JSON in bench/results/schedules.json.

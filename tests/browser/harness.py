@@ -18,6 +18,7 @@ from selenium.common.exceptions import (
     NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.service import Service
@@ -31,6 +32,10 @@ from dispatchd_client import ReceivedJob, Worker
 from tests.dispatchd_process import DispatchdProcess
 
 DASHBOARD = re.compile(r"dashboard on http://[^:]+:(\d+)/")
+#: axe-core, installed from npm by `make browser-deps` (tests/browser/package-lock.json).
+AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+#: axe impacts a page must not have.
+AXE_FAILING = ("serious", "critical")
 #: The flags the brief asks for: no sandbox (root in CI), nothing fetched in the background.
 CHROMIUM_FLAGS = (
     "--headless",
@@ -185,12 +190,23 @@ class Browser:
     def wait(self, check: Callable[[WebDriver], Any], what: str) -> Any:
         """Polls ``check`` until it returns something truthy, for WAIT_SECONDS at most; an
         element missing or gone stale (the page is being replaced) counts as not yet."""
+
+        def settled(d: WebDriver) -> Any:
+            try:
+                return check(d)
+            except WebDriverException as e:
+                # Chromium's answer for an element found as the old document unloads: the
+                # same "not yet" as a stale element, under a generic error code.
+                if "does not belong to the document" in str(e.msg):
+                    return False
+                raise
+
         return WebDriverWait(
             self.driver,
             WAIT_SECONDS,
             poll_frequency=0.05,
             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
-        ).until(check, f"timed out after {WAIT_SECONDS} s waiting for {what}")
+        ).until(settled, f"timed out after {WAIT_SECONDS} s waiting for {what}")
 
     def heading(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "h1").text
@@ -219,6 +235,34 @@ class Browser:
         except NoAlertPresentException:
             return False
         return True
+
+    def dark(self, on: bool) -> None:
+        """Emulates prefers-color-scheme: dark (or light) for the pages that follow."""
+        scheme = "dark" if on else "light"
+        self.driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+        )
+
+    def accessibility(self) -> list[str]:
+        """axe-core's serious and critical violations on the current page, one line each
+        (rule, impact, the first offending elements)."""
+        if not AXE.exists():
+            raise AssertionError(f"{AXE} missing: run `make browser-deps` (npm ci)")
+        if not self.driver.execute_script("return typeof window.axe === 'object'"):
+            self.driver.execute_script(AXE.read_text())
+        violations: list[dict[str, Any]] = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']})"
+            ".then((r) => done(r.violations), (e) => done([{id: 'axe-error', impact: 'critical',"
+            " help: String(e), nodes: []}]));"
+        )
+        return [
+            f"{v['id']} ({v['impact']}): {v['help']} at "
+            + ", ".join(str(n.get("target")) for n in v["nodes"][:3])
+            for v in violations
+            if v.get("impact") in AXE_FAILING
+        ]
 
     def problems(self) -> list[str]:
         """Console errors and warnings since the last call (CSP violations and uncaught

@@ -23,7 +23,7 @@ def test_login_then_pause_with_auth_on(
         assert "logged in" in b.text()
         assert b.driver.execute_script("return document.cookie") == ""  # HttpOnly
         b.driver.find_element(By.LINK_TEXT, "Back").click()
-        b.wait(lambda d: b.heading() == "Queues", "the queues page")
+        b.wait(lambda d: b.heading() == "Overview", "the overview")
         assert b.cell("queues", "b-auth", 5).text == "2"
         # The live refresh reads /api/queues with the cookie too.
         admin.submit("b-auth", b"x")

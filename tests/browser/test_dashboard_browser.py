@@ -122,7 +122,7 @@ def test_every_page_loads_with_a_clean_console(
     with WorkerThread(dashboard.target, {"b-pages": handler}, worker_id="b-worker", labels=labels):
 
         def held(d: WebDriver) -> bool:
-            browser.open("/workers")  # this page does not refresh itself
+            browser.open("/workers")  # a fresh load each poll (the live refresh is tested apart)
             return job.id in browser.text()
 
         browser.wait(held, "the worker holding the job")
@@ -135,7 +135,7 @@ def test_every_page_loads_with_a_clean_console(
     browser.open("/")
     browser.submit("Drain the server", then="Confirm")  # seen, never confirmed
     browser.driver.find_element(By.LINK_TEXT, "Cancel").click()
-    browser.wait(lambda d: browser.heading() == "Queues", "the queues page")
+    browser.wait(lambda d: browser.heading() == "Overview", "the overview")
 
 
 def test_the_console_check_catches_a_csp_violation(browser: Browser) -> None:

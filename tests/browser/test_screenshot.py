@@ -1,8 +1,10 @@
 """A busy dashboard in Chromium: several queues under real traffic, sparklines drawn live.
 
-Every run checks the picture; with DISPATCHD_SCREENSHOT=PATH set (``make screenshot``) it
-also runs the traffic long enough to fill the sparklines and saves the page as the PNG
-the README shows (docs/dashboard.png). Plain test runs never rewrite that file.
+Every run checks the picture; with DISPATCHD_SCREENSHOT=DIR set (``make screenshot``) it
+also runs the traffic long enough to fill the sparklines and the chart and saves the PNGs
+docs/ shows: DIR/dashboard.png (the README's) and DIR/dashboard-PAGE-SCHEME.png for the
+overview, a queue, a job and the workers page in the light and dark themes. Plain test
+runs never rewrite them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from dispatchd_client import Client, NewJob, Rate, ReceivedJob
+from dispatchd_client import Client, JobState, NewJob, Rate, ReceivedJob, RetryPolicy
 
 from .conftest import BUCKET_FLAGS
 from .harness import Browser, DashboardServer, WorkerThread, serve_dashboard
@@ -30,7 +32,13 @@ QUEUES = {
     "thumbnails": (3, None, 3),
     "webhooks": (4, Rate(20, 5), 4),
     "reports": (1, None, 1),
+    "billing": (2, None, 1),
 }
+#: Every FAIL_EVERY-th billing job fails for good (the queue allows one attempt), so the
+#: pictures show dead jobs, their attention and the chart's failed line.
+FAIL_EVERY = 4
+#: The pages of the screenshots: (file name part, path, or a queue whose job page to show).
+PAGES = [("overview", "/"), ("queue", "/queues/billing"), ("workers", "/workers")]
 
 
 @pytest.fixture
@@ -42,9 +50,33 @@ def busy(tmp_path: Path) -> Iterator[DashboardServer]:
 RUN_TIME = {"thumbnails": 0.1}
 
 
+_billed = iter(range(1 << 30))
+
+
 def _work(job: ReceivedJob) -> str:
     time.sleep(RUN_TIME.get(job.queue, 0.01))
+    if job.queue == "billing" and next(_billed) % FAIL_EVERY == 0:
+        raise RuntimeError("card declined: issuer unavailable")
     return "ok"
+
+
+def _save_pages(browser: Browser, client: Client, out: Path) -> None:
+    """The overview (as docs/dashboard.png too), a queue, a dead job and the workers page,
+    light and dark, at a laptop's width."""
+    dead = next(client.list_jobs("billing", JobState.DEAD, page_size=1), None)
+    pages = [*PAGES, ("job", f"/jobs/{dead.id}")] if dead else PAGES
+    browser.driver.set_window_size(1280, 900)
+    for scheme in ("light", "dark"):
+        browser.dark(scheme == "dark")
+        for name, path in pages:
+            browser.open(path)
+            browser.wait(
+                lambda d: d.execute_script("return document.readyState") == "complete", "load"
+            )
+            browser.driver.save_screenshot(str(out / f"dashboard-{name}-{scheme}.png"))
+            if (name, scheme) == ("overview", "light"):
+                browser.driver.save_screenshot(str(out / "dashboard.png"))
+    browser.dark(False)
 
 
 def _traffic(client: Client, seconds: float) -> None:
@@ -68,6 +100,7 @@ def test_a_busy_dashboard_draws_its_sparklines(chromium: Chrome, busy: Dashboard
     with Client(busy.target, timeout=10) as client:
         for name, (width, rate, _) in QUEUES.items():
             client.update_queue(name, width=width, rate=rate, create=True)
+        client.update_queue("billing", retry_policy=RetryPolicy(max_attempts=1))
         client.pause("reports")
         browser = Browser(chromium, busy.url)
         browser.problems()
@@ -97,7 +130,7 @@ def test_a_busy_dashboard_draws_its_sparklines(chromium: Chrome, busy: Dashboard
                 client.submit_batch([NewJob("thumbnails", b"x") for _ in range(80)])
                 underway = browser.cell("queues", "thumbnails", 4)
                 browser.wait(lambda d: underway.text == "3", "thumbnails underway")
-                chromium.save_screenshot(str(Path(out)))
+                _save_pages(browser, client, Path(out))
             traffic.join(seconds + 10)
         assert browser.problems() == []
         chromium.set_window_size(1280, 800)

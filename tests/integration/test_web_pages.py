@@ -64,7 +64,7 @@ async def test_a_script_payload_and_headers_are_shown_as_text(
         assert "<script>alert" not in page.body
         assert "<img" not in page.body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[2].body
-    assert "&#x27;&gt;&lt;img src=x&gt;" in pages[2].body
+    assert "&#39;&gt;&lt;img src=x&gt;" in pages[2].body
     # A name the engine refuses is a clean 400 whose text is not HTML.
     bad = await get(port(server), "/queues/%3Cscript%3E")
     assert bad.status == 400
@@ -95,7 +95,7 @@ async def test_job_page_shows_fields_and_previews_json_and_binary(
     page = await get(port(server), f"/jobs/{as_json.id}")
     assert "PENDING" in page.body
     assert "application/json" in page.body
-    assert "&quot;a&quot;: [\n    1," in page.body  # indented JSON
+    assert "&#34;a&#34;: [\n    1," in page.body  # indented JSON
     assert "ff 00 01" in (await get(port(server), f"/jobs/{binary.id}")).body
     big = await client.submit("q", b"y" * 10_000)
     assert "first 4096 of 10000 bytes" in (await get(port(server), f"/jobs/{big.id}")).body

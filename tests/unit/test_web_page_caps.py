@@ -5,8 +5,8 @@ much it left out."""
 from __future__ import annotations
 
 from dispatchd.engine import JobFailure, JobState
-from dispatchd.engine.model import AttemptRecord, JobRecord
-from dispatchd.web.pages import job_page, job_rows
+from dispatchd.engine.model import AttemptRecord, JobRecord, QueueSettings, QueueView
+from dispatchd.web.pages import job_page, queue_page
 
 PAGE_BOUND = 128 * 1024
 
@@ -40,6 +40,11 @@ def test_a_job_page_is_bounded_and_says_what_it_left_out() -> None:
 
 
 def test_dead_job_rows_cut_long_errors() -> None:
-    (row,) = job_rows([_job(1, b"", "e" * 4096)], "csrf", dead=True)
-    assert len(row[4]) < 400
-    assert "of 4096 characters" in row[4]
+    page = queue_page(_queue(), [], "", [], [_job(1, b"", "e" * 4096)], "csrf").decode()
+    dead = page[page.index("id=dead") :]
+    assert "e" * 200 + " <em>(first 200 of 4096 characters)</em>" in dead
+    assert "e" * 201 not in dead
+
+
+def _queue() -> QueueView:
+    return QueueView("q", QueueSettings(width=1), 0, 0, 0)

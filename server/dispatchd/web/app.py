@@ -6,6 +6,7 @@ every backend and is journaled, frozen by a drain and validated as the RPC is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -20,14 +21,20 @@ from dispatchd.engine import EngineError, JobState, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
-from dispatchd.web import pages, schedule_page
+from dispatchd.web import pages, schedule_page, search
+from dispatchd.web.bulk import Bulk
 from dispatchd.web.errors import WebError
+from dispatchd.web.links import url
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
 from dispatchd.web.sessions import SESSION_SECONDS, Sessions
 from dispatchd.web.trends import Trend, Trends
 
 PAGE_SIZE = 50
+#: Seconds an /api/overview answer is reused (tabs poll every 2 s).
+OVERVIEW_CACHE = 1.0
+#: Queues (trends read, JSON rows written) the overview handles between two yields to the loop.
+_YIELD_EVERY = 50
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
 MAX_DRAIN_GRACE = 3600.0
 COOKIE = "dispatchd_session"
@@ -36,6 +43,8 @@ STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
+#: The states a queue's jobs can be filtered by (?state=NAME).
+_STATES = {s.name: s for s in JobState if s.name in pages.FILTER_STATES}
 _STATUS = {
     engine_errors.InvalidArgument: 400,
     engine_errors.NotFound: 404,
@@ -104,6 +113,9 @@ class Dashboard:
         self._hooks = hooks
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
         self._sessions = Sessions()
+        self._bulk = Bulk(backend)
+        #: The latest /api/overview answers (with ?all=1 and without) and their times.
+        self._overview_cache: dict[bool, tuple[float, bytes]] = {}
 
     # ---- auth and CSRF ------------------------------------------------------------
 
@@ -206,26 +218,105 @@ class Dashboard:
             return await self._action(parts[1], request.form, self.csrf_token(credential))
         if request.method not in ("GET", "HEAD"):
             raise WebError(405, "only GET here; actions are POST to /actions/<name>")
-        csrf = self.csrf_token(credential)
+        return await self._page(parts, request, self.csrf_token(credential))
+
+    async def _page(self, parts: list[str], request: Request, csrf: str) -> Response:
+        """A GET of an authorized caller."""
         b = self._backend
         if not parts:
-            return Response(200, pages.queues_page(await b.list_queues(), csrf, self._trend))
-        if parts == ["api", "queues"]:
-            body = pages.queues_json(await b.list_queues(), self._trend)
-            return Response(200, body, "application/json")
+            every = request.query.get("all") == "1"
+            return Response(200, pages.overview_page(await self._fleet(), csrf, every))
+        if parts[:1] == ["api"]:
+            query = request.query
+            return await self._api(parts[1:], query.get("all") == "1", query.get("queue", ""))
         if parts in (["workers"], ["schedules"]):
             return await self._listing(parts[0])
         if len(parts) == 2 and parts[0] == "queues":
-            return await self._queue(parts[1], request.query.get("page", ""), csrf)
+            return await self._queue(parts[1], request.query, csrf)
         if len(parts) == 2 and parts[0] == "jobs":
             return Response(200, pages.job_page(await b.get_job(parts[1]), csrf))
+        if len(parts) == 3 and parts[0] == "jobs" and parts[2] in ("payload", "result"):
+            return await self._download(parts[1], parts[2])
+        if parts == ["search"]:
+            return await self._search(request.query)
         raise WebError(404, "no such page; try /")
+
+    async def _search(self, query: dict[str, str]) -> Response:
+        text = query.get("q", "").strip()
+        field = query.get("field", "any")
+        if field not in search.FIELDS:
+            raise WebError(400, f"field must be one of {', '.join(search.FIELDS)}, got {field!r}")
+        queue = query.get("queue", "").strip()
+        found = await search.find_jobs(self._backend, text, field, queue) if text else None
+        return Response(200, pages.search_page(text, field, queue, found))
+
+    async def _download(self, job_id: str, which: str) -> Response:
+        """The whole payload (or result) as an attachment: never rendered by the browser
+        (octet-stream, nosniff, attachment), so any bytes are safe to hand over."""
+        job = await self._backend.get_job(job_id)
+        body = job.payload if which == "payload" else job.result
+        disposition = f'attachment; filename="{job.id}.{which}"'  # ids are [0-9A-Z]
+        return Response(
+            200, body, "application/octet-stream", headers={"Content-Disposition": disposition}
+        )
+
+    async def _fleet(self) -> pages.Fleet:
+        b = self._backend
+        figures = await b.queue_figures()  # the views, and what they hold dead and why
+        views = [f.view for f in figures]
+        workers = await b.list_workers()
+        trends: dict[str, Trend | None] = {}
+        for i, v in enumerate(views):
+            if i and i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let dispatch run between slices of many queues
+            trends[v.name] = self._trend(v.name)
+        t = self._hooks.trends
+        rates = None if t is None else t.rates(self._hooks.clock())
+        by_name = {f.view.name: f for f in figures}
+        shared = b.capabilities.shared
+        return pages.Fleet(views, workers, trends, rates, shared, by_name, self._hooks.clock())
+
+    async def _overview_json(self, every: bool) -> bytes:
+        """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab
+        polls it, and many tabs must not mean many passes over a thousand queues."""
+        now = self._hooks.clock()
+        cached = self._overview_cache.get(every)
+        if cached is not None and 0 <= now - cached[0] < OVERVIEW_CACHE:
+            return cached[1]
+        pieces: list[str] = []
+        for i, piece in enumerate(pages.overview_json_parts(await self._fleet(), every)):
+            if i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let dispatch run between slices of the rows
+            pieces.append(piece)
+        body = "".join(pieces).encode()
+        self._overview_cache[every] = (now, body)
+        return body
+
+    async def _api(self, parts: list[str], every: bool, queue: str) -> Response:
+        """The JSON the pages' live refresh polls."""
+        b = self._backend
+        if parts == ["queues"] and queue:
+            body = pages.queues_json([await b.get_queue(queue)], self._trend)
+        elif parts == ["queues"]:
+            body = pages.queues_json(await b.list_queues(), self._trend)
+        elif parts == ["overview"]:
+            body = await self._overview_json(every)
+        elif parts == ["workers"]:
+            body = pages.workers_json(await b.list_workers())
+        elif len(parts) == 2 and parts[0] == "jobs":
+            body = pages.job_json(await b.get_job(parts[1]))
+        else:
+            raise WebError(
+                404, "no such API; /api/overview, /api/queues, /api/workers, /api/jobs/ID"
+            )
+        return Response(200, body, "application/json")
 
     async def _listing(self, page: str) -> Response:
         """The workers page, or the schedules page."""
         b = self._backend
         if page == "workers":
-            return Response(200, pages.workers_page(await b.list_workers()))
+            workers = await b.list_workers()
+            return Response(200, pages.workers_page(workers, b.capabilities.shared))
         found, more = await b.list_schedules(schedule_page.SHOWN, "")
         return Response(200, schedule_page.schedules_page(found, bool(more)))
 
@@ -243,9 +334,17 @@ class Dashboard:
         trends = self._hooks.trends
         return None if trends is None else trends.trend(queue, self._hooks.clock())
 
-    async def _queue(self, name: str, token: str, csrf: str) -> Response:
+    async def _queue(self, name: str, query: dict[str, str], csrf: str) -> Response:
         b = self._backend
         view = await b.get_queue(name)
+        token = query.get("page", "")
+        state_name = query.get("state", "").upper()
+        if state_name:
+            state = _STATES.get(state_name)
+            if state is None:
+                raise WebError(400, f"state must be one of {', '.join(_STATES)}")
+            jobs, next_token = await b.list_jobs(name, state, PAGE_SIZE, token)
+            return Response(200, pages.queue_state_page(view, state, jobs, next_token, csrf))
         pending, next_token = await b.list_jobs(name, JobState.PENDING, PAGE_SIZE, token)
         underway, _ = await b.list_jobs(name, JobState.UNDERWAY, PAGE_SIZE, "")
         dead, _ = await b.list_jobs(name, JobState.DEAD, PAGE_SIZE, "")
@@ -255,9 +354,12 @@ class Dashboard:
     # ---- actions -----------------------------------------------------------------
 
     async def _action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+        if action in Bulk.NAMES:
+            return await self._bulk_action(action, form, csrf)
         describe = _ACTIONS.get(action)
         if describe is None:
-            raise WebError(404, f"unknown action {action!r}; one of {', '.join(_ACTIONS)}")
+            names = ", ".join([*_ACTIONS, *Bulk.NAMES])
+            raise WebError(404, f"unknown action {action!r}; one of {names}")
         what, run = describe
         args = {k: v for k, v in form.items() if k not in ("csrf", "confirm")}
         await self._validate(action, form)  # bad input is refused before the confirmation too
@@ -265,6 +367,14 @@ class Dashboard:
             summary = what + ": " + ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
             return Response(200, pages.confirm_page(action, form, csrf, summary))
         message, back = await run(self, form)
+        return Response(200, pages.done_page(message, back))
+
+    async def _bulk_action(self, action: str, form: dict[str, str], csrf: str) -> Response:
+        """A bulk action: its preview (how many it touches) asks for the confirmation."""
+        preview = await self._bulk.preview(action, form)  # validates: bad input stops here
+        if form.get("confirm") != "yes":
+            return Response(200, pages.confirm_page(action, form, csrf, preview.what, preview))
+        message, back = await self._bulk.run(action, form)
         return Response(200, pages.done_page(message, back))
 
     async def _validate(self, action: str, form: dict[str, str]) -> None:
@@ -297,15 +407,15 @@ class Dashboard:
 
     async def _pause(self, form: dict[str, str]) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], paused=True)
-        return f"queue {view.name} paused", pages.url("queues", view.name)
+        return f"queue {view.name} paused", url("queues", view.name)
 
     async def _resume(self, form: dict[str, str]) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], paused=False)
-        return f"queue {view.name} resumed", pages.url("queues", view.name)
+        return f"queue {view.name} resumed", url("queues", view.name)
 
     async def _update(self, form: dict[str, str], **changes: Any) -> tuple[str, str]:
         view = await self._backend.update_queue(form["queue"], **changes)
-        return f"queue {view.name} updated", pages.url("queues", view.name)
+        return f"queue {view.name} updated", url("queues", view.name)
 
     async def _width(self, form: dict[str, str]) -> tuple[str, str]:
         return await self._update(form, width=_int(form, "width", 0, 1_000_000))
@@ -319,16 +429,16 @@ class Dashboard:
 
     async def _cancel(self, form: dict[str, str]) -> tuple[str, str]:
         job = await self._backend.cancel_job(form["job"])
-        return f"job {job.id} is {job.state.name}", pages.url("jobs", job.id)
+        return f"job {job.id} is {job.state.name}", url("jobs", job.id)
 
     async def _reprioritize(self, form: dict[str, str]) -> tuple[str, str]:
         priority = _int(form, "priority", -(2**31), 2**31 - 1)
         job = await self._backend.reprioritize_job(form["job"], priority)
-        return f"job {job.id} has priority {job.priority}", pages.url("jobs", job.id)
+        return f"job {job.id} has priority {job.priority}", url("jobs", job.id)
 
     async def _retry(self, form: dict[str, str]) -> tuple[str, str]:
         job = await self._backend.retry_job(form["job"])
-        return f"job {job.id} is {job.state.name} again", pages.url("jobs", job.id)
+        return f"job {job.id} is {job.state.name} again", url("jobs", job.id)
 
     async def _drain(self, form: dict[str, str]) -> tuple[str, str]:
         grace = _grace(form)

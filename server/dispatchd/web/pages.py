@@ -1,8 +1,11 @@
-"""HTML for the dashboard's pages, rendered from engine views.
+"""The dashboard's pages: Jinja2 templates (web/templates/, package data) rendered from
+engine views.
 
-Every value that came from a client (queue names, ids, headers, payloads, errors, worker
-labels) passes through ``esc`` or ``attr``; the page has no inline script or style, and
-the Content-Security-Policy header forbids them, so a slip cannot run code either.
+Autoescape is on for every template, so each value that came from a client (queue
+names, ids, headers, payloads, errors, worker labels) is escaped unless a template marks
+it safe, which none does with client data: a forgotten filter cannot become an XSS. The
+pages have no inline script or style either, and the Content-Security-Policy forbids
+them, so a slip could not run code anyway.
 
 A page is rendered on the event loop, so what it shows is bounded whatever a job holds:
 payloads and results show their first PREVIEW_BYTES, errors and header values their first
@@ -15,14 +18,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
-from html import escape
-from urllib.parse import quote
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import jinja2
 
 from dispatchd.backend import WorkerInfo
-from dispatchd.engine import JobView, QueueView
+from dispatchd.engine import JobState, JobView, QueueFigures, QueueView
+from dispatchd.web.bulk import PICK
+from dispatchd.web.bulk import Preview as BulkPreview
+from dispatchd.web.links import url
+from dispatchd.web.overview import by_attention, chart, totals
+from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
-from dispatchd.web.trends import Trend
+from dispatchd.web.trends import Rates, Trend
 
 #: A queue's trend by name (None: no ring for it).
 TrendOf = Callable[[str], Trend | None]
@@ -36,14 +46,12 @@ ERROR_CELL = 200
 #: Attempts listed on a job page: the most recent ones.
 ATTEMPTS_SHOWN = 50
 
-
-def esc(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def url(*parts: str) -> str:
-    # "@" and ":" are allowed in a path segment (RFC 3986 pchar) and appear in ids and names.
-    return "/" + "/".join(quote(p, safe="@:") for p in parts)
+NAV = [
+    ("/", "Overview"),
+    ("/workers", "Workers"),
+    ("/schedules", "Schedules"),
+    ("/logout", "Log out"),
+]
 
 
 def when(t: float | None) -> str:
@@ -52,32 +60,24 @@ def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def layout(title: str, body: str, *, live: bool = False) -> bytes:
-    script = '<script src="/static/dashboard.js" defer></script>' if live else ""
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{esc(title)} - dispatchd</title>"
-        '<link rel=stylesheet href="/static/dashboard.css">'
-        '<link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
-        f"{script}</head><body><nav><a href='/'>Queues</a> <a href='/workers'>Workers</a>"
-        " <a href='/schedules'>Schedules</a> <a href='/logout'>Log out</a>"
-        f"</nav><h1>{esc(title)}</h1>{body}</body></html>"
-    ).encode()
+def labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` escaped, cut to ``limit`` characters with a note of its full length."""
-    if len(text) <= limit:
-        return esc(text)
-    return esc(text[:limit]) + f" <em>(first {limit} of {len(text)} characters)</em>"
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("dispatchd.web", "templates"),
+    autoescape=True,  # every template, whatever its name
+    undefined=jinja2.StrictUndefined,  # a misspelt name fails the test, not the page
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.globals.update(url=url, when=when, labels_text=labels_text, nav=NAV)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], table_id: str = "") -> str:
-    """Cells are already HTML (escaped by the caller); headers are constant text."""
-    ident = f" id={table_id}" if table_id else ""
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def render(template: str, title: str, *, here: str = "", live: str = "", **values: Any) -> bytes:
+    page = _ENV.get_template(template)
+    defaults = {"search_text": ""}
+    return page.render(title=title, here=here, live=live, **{**defaults, **values}).encode()
 
 
 def rate_text(v: QueueView) -> str:
@@ -85,18 +85,24 @@ def rate_text(v: QueueView) -> str:
     return "-" if r is None else f"{r.per_second:g}/s burst {r.burst}"
 
 
+#: The states a queue page can filter by, in the order its menu lists them.
+FILTER_STATES = [s.name for s in JobState if s is not JobState.UNSPECIFIED]
+
+#: The purge form's menu: every finished state, or one.
+PURGE_STATES = ["ALL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEAD"]
+
 #: The columns of a queue's counts and settings, on the queues page and on its own page.
 COUNT_COLUMNS = ["Pending", "Scheduled", "Underway", "Width", "Rate", "Paused", "Workers"]
 
 
 def count_cells(v: QueueView) -> list[str]:
-    """The cells under COUNT_COLUMNS, escaped."""
+    """The cells under COUNT_COLUMNS, as text (the template escapes them)."""
     return [
         str(v.pending_count),
         str(v.scheduled_count),
         str(v.underway_count),
         str(v.settings.width),
-        esc(rate_text(v)),
+        rate_text(v),
         "yes" if v.settings.paused else "no",
         str(v.worker_count),
     ]
@@ -125,85 +131,91 @@ def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
     return json.dumps({"queues": [queue_row(v, trend_of(v.name)) for v in views]}).encode()
 
 
-def queues_page(views: Sequence[QueueView], csrf: str, trend_of: TrendOf) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What the overview reads: the backend's queues and workers, this process's rings."""
+
+    views: Sequence[QueueView]
+    workers: Sequence[WorkerInfo]
+    trends: dict[str, Trend | None]
+    rates: Rates | None
+    shared: bool
+    """Several replicas share the queues (Redis): the chart is this replica's share."""
+    figures: Mapping[str, QueueFigures] = field(default_factory=dict)
+    """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
+    now: float = 0.0
+
+
+#: Queues the overview lists unless asked for all (?all=1): those needing attention most.
+OVERVIEW_ROWS = 200
+
+
+def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
+    rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
+    shown = rated if every else rated[:OVERVIEW_ROWS]
+    return {
+        "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates, fleet.figures),
+        "rated": shown,
+        "hidden": len(rated) - len(shown),
+        "chart": chart(fleet.rates) if fleet.rates else None,
+    }
+
+
+def overview_json_parts(fleet: Fleet, every: bool = False) -> Iterator[str]:
+    """The overview as the live refresh reads it (totals, the chart, queues by attention),
+    in pieces: a caller on the event loop may yield between them, so a thousand queues
+    never hold the loop for one long stretch."""
+    o = _overview(fleet, every)
+    head = {"totals": asdict(o["totals"]), "chart": o["chart"]}
+    yield json.dumps(head)[:-1] + ', "queues": ['
+    for i, (v, a) in enumerate(o["rated"]):
+        row = queue_row(v, fleet.trends[v.name])
+        row["attention"] = a.reason
+        row["level"] = a.level
+        yield ("," if i else "") + json.dumps(row)
+    yield "]}"
+
+
+def overview_json(fleet: Fleet, every: bool = False) -> bytes:
+    return "".join(overview_json_parts(fleet, every)).encode()
+
+
+def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
+    o = _overview(fleet, every)
     rows = [
-        [
-            f"<a href='{esc(url('queues', v.name))}'>{esc(v.name)}</a>",
-            *count_cells(v),
-            throughput_cell(trend),
-            wait_cell(trend),
-        ]
-        for v, trend in ((v, trend_of(v.name)) for v in views)
-    ]
-    cols = ["Queue", *COUNT_COLUMNS, "Throughput", "Wait"]
-    body = table(cols, rows, "queues") if rows else "<p>No queues yet.</p>"
-    grace = _field("grace", "Grace seconds (empty: the server's --drain-grace)")
-    drain = action_form("drain", {}, "Drain the server", csrf, grace)
-    return layout("Queues", body + "<h2>Server</h2>" + drain, live=True)
-
-
-def action_form(action: str, fields: dict[str, str], label: str, csrf: str, extra: str = "") -> str:
-    """A POST form for one action; the server answers it with a confirmation page."""
-    hidden = "".join(
-        f"<input type=hidden name='{esc(k)}' value='{esc(v)}'>" for k, v in fields.items()
-    )
-    return (
-        f"<form method=post action='/actions/{esc(action)}' class=action>"
-        f"<input type=hidden name=csrf value='{esc(csrf)}'>{hidden}{extra}"
-        f"<button type=submit>{esc(label)}</button></form>"
-    )
-
-
-def _field(name: str, label: str, value: str = "") -> str:
-    return f"<label>{esc(label)} <input name={name} value='{esc(value)}' size=8></label>"
-
-
-def queue_actions(v: QueueView, csrf: str) -> str:
-    q = {"queue": v.name}
-    pause = (
-        action_form("resume", q, "Resume", csrf)
-        if v.settings.paused
-        else action_form("pause", q, "Pause", csrf)
-    )
-    r = v.settings.rate
-    width = v.settings.width
-    return (
-        pause
-        + action_form("width", q, "Set width", csrf, _field("width", "Width", str(width)))
-        + action_form(
-            "rate",
-            q,
-            "Set rate",
-            csrf,
-            _field("per_second", "Per second (empty: no limit)", f"{r.per_second:g}" if r else "")
-            + _field("burst", "Burst", str(r.burst) if r else "0"),
+        (
+            v,
+            a,
+            count_cells(v),
+            throughput_cell(fleet.trends[v.name]),
+            wait_cell(fleet.trends[v.name]),
         )
-        + action_form("delete_queue", q, "Delete queue", csrf)
+        for v, a in o["rated"]
+    ]
+    return render(
+        "overview.html",
+        "Overview",
+        here="/",
+        live="overview",
+        rows=rows,
+        totals=o["totals"],
+        hidden=o["hidden"],
+        chart=o["chart"],
+        shared=fleet.shared,
+        count_columns=COUNT_COLUMNS,
+        pick=PICK,
+        csrf=csrf,
     )
 
 
-def job_rows(jobs: Sequence[JobView], csrf: str, *, dead: bool = False) -> list[list[str]]:
-    rows = []
-    for j in jobs:
-        link = f"<a href='{esc(url('jobs', j.id))}'>{esc(j.id)}</a>"
-        row = [link, str(j.priority), str(j.attempt), esc(when(j.submit_time))]
-        if dead:
-            row.append(cut(j.error.message if j.error else "", ERROR_CELL))
-            row.append(action_form("retry", {"job": j.id}, "Retry", csrf))
-        elif j.lease is not None:
-            row.append(esc(j.worker_id))
-            row.append(esc(when(j.lease.deadline)))
-        rows.append(row)
-    return rows
-
-
-def throttle_note(v: QueueView) -> str:
+def throttle_notes(v: QueueView) -> list[str]:
     """The throttle hold (docs/rate-limits.md) while there is one: until when and why; the
-    adaptive rate in force and the quotas' counts, when the queue has them."""
+    adaptive rate in force and the quotas' counts, when the queue has them. Text: the
+    template escapes it."""
     notes = []
     if v.throttled_until is not None:
         notes.append(
-            f"Throttled until {esc(when(v.throttled_until))}: {esc(v.throttle_reason)}. "
+            f"Throttled until {when(v.throttled_until)}: {v.throttle_reason}. "
             "Nothing of the queue is dispatched before."
         )
     if v.throttled_key_count:
@@ -218,8 +230,8 @@ def throttle_note(v: QueueView) -> str:
             f"{n} of {w.limit} per {w.period:g} s"
             for w, (_, _, n) in zip(v.settings.windows, v.window_usage, strict=False)
         )
-        notes.append(f"Quotas used in their current windows: {esc(used)}.")
-    return "".join(f"<p class=throttled>{n}</p>" for n in notes)
+        notes.append(f"Quotas used in their current windows: {used}.")
+    return notes
 
 
 def queue_page(
@@ -230,42 +242,104 @@ def queue_page(
     dead: Sequence[JobView],
     csrf: str,
 ) -> bytes:
-    base = ["Job", "Priority", "Attempt", "Submitted"]
-    info = table(COUNT_COLUMNS, [count_cells(v)]) + throttle_note(v)
-    more = (
-        f"<p><a href='{esc(url('queues', v.name))}?page={esc(quote(next_token))}'>Next page</a></p>"
-        if next_token
-        else ""
+    r = v.settings.rate
+    return render(
+        "queue.html",
+        f"Queue {v.name}",
+        live="queue",
+        v=v,
+        cells=count_cells(v),
+        count_columns=COUNT_COLUMNS,
+        rate_per_second=f"{r.per_second:g}" if r else "",
+        rate_burst=str(r.burst) if r else "0",
+        pending=pending,
+        next_token=next_token,
+        underway=underway,
+        dead=dead,
+        error_cell=ERROR_CELL,
+        states=FILTER_STATES,
+        purge_states=PURGE_STATES,
+        throttle=throttle_notes(v),
+        csrf=csrf,
     )
-    body = (
-        info
-        + queue_actions(v, csrf)
-        + "<h2>Pending, in dispatch order</h2>"
-        + table(base, job_rows(pending, csrf), "pending")
-        + more
-        + "<h2>Underway</h2>"
-        + table([*base, "Worker", "Lease deadline"], job_rows(underway, csrf), "underway")
-        + "<h2>Dead</h2>"
-        + table([*base, "Error", ""], job_rows(dead, csrf, dead=True), "dead")
-    )
-    return layout(f"Queue {v.name}", body)
 
 
-def preview(data: bytes, content_type: str) -> str:
-    """Text (or indented JSON) when it decodes as UTF-8, hex otherwise; capped."""
+def queue_state_page(
+    v: QueueView, state: JobState, jobs: Sequence[JobView], next_token: str, csrf: str
+) -> bytes:
+    """One state's jobs of a queue, 50 a page."""
+    return render(
+        "queue_state.html",
+        f"Queue {v.name}",
+        v=v,
+        throttle=throttle_notes(v),
+        cells=count_cells(v),
+        count_columns=COUNT_COLUMNS,
+        chosen=state,
+        states=FILTER_STATES,
+        jobs=jobs,
+        next_token=next_token,
+        error_cell=ERROR_CELL,
+        csrf=csrf,
+    )
+
+
+def search_page(text: str, field: str, queue: str, found: Found | None) -> bytes:
+    return render(
+        "search.html",
+        "Find a job",
+        search_text=text,
+        text=text,
+        field=field,
+        fields=FIELDS,
+        queue=queue,
+        found=found,
+        cap=SCAN_CAP,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    size: int
+    """The whole payload's length in bytes."""
+    kind: str
+    """"text" or "hex"."""
+    note: str
+    """How much was left out ("" when nothing was)."""
+    text: str
+
+
+#: Control characters that make decodable bytes binary all the same (tab, CR, LF are text).
+_BINARY = frozenset(range(32)) - {9, 10, 13}
+
+
+def _as_text(shown: bytes, cut: bool) -> str | None:
+    """``shown`` as UTF-8 text, or None for binary. A cut may split a character: up to
+    three trailing bytes of it are dropped rather than calling the whole thing binary."""
+    for trim in range(4 if cut else 1):
+        try:
+            text = shown[: len(shown) - trim].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return None if any(ord(c) in _BINARY for c in text) else text
+    return None
+
+
+def preview(data: bytes, content_type: str) -> Preview:
+    """Text (or indented JSON) when it is UTF-8 text, hex otherwise; capped."""
     shown = data[:PREVIEW_BYTES]
-    note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if len(data) > PREVIEW_BYTES else ""
-    try:
-        text = shown.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"<p>hex{esc(note)}</p><pre>{esc(shown.hex(' ', 1))}</pre>"
-    if not note and "json" in content_type:
+    cut = len(data) > PREVIEW_BYTES
+    note = f" (first {PREVIEW_BYTES} of {len(data)} bytes)" if cut else ""
+    text = _as_text(shown, cut)
+    if text is None:
+        return Preview(len(data), "hex", note, shown.hex(" ", 1))
+    if not cut and "json" in content_type:
         with contextlib.suppress(ValueError):  # not JSON after all: shown as text
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    return f"<p>text{esc(note)}</p><pre>{esc(text)}</pre>"
+    return Preview(len(data), "text", note, text)
 
 
-def job_page(j: JobView, csrf: str) -> bytes:
+def job_fields(j: JobView) -> list[tuple[str, object]]:
     fields: list[tuple[str, object]] = [
         ("Queue", j.queue),
         ("State", j.state.name),
@@ -283,116 +357,133 @@ def job_page(j: JobView, csrf: str) -> bytes:
         ("Fairness key", j.fairness_key or "-"),
         ("Idempotency key", j.idempotency_key or "-"),
         ("Error", j.error.message if j.error else "-"),
+        ("Progress", _progress(j)),
+        ("Batch", j.batch_id or "-"),
+        ("Parents", ", ".join(j.parent_ids[:PARENTS_SHOWN]) or "-"),
+        ("Cancel reason", j.cancel_reason or "-"),
     ]
-    fields += [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
-    info = table(
-        ["Field", "Value"], [[esc(k), cut(str(v), TEXT_SHOWN)] for k, v in fields], "fields"
+    return fields + [(f"Header {k}", v) for k, v in sorted(j.headers.items())]
+
+
+#: Parent ids listed on a job page.
+PARENTS_SHOWN = 20
+
+
+def _progress(j: JobView) -> str:
+    """A worker's latest progress report: percent, message and when."""
+    if j.progress is None:
+        return "-"
+    percent, message, at = j.progress
+    share = f"{percent}%" if percent is not None else ""
+    return " ".join(x for x in (share, message, f"({when(at)})") if x)
+
+
+#: The job page's fields its live refresh rewrites (the rest never change).
+LIVE_FIELDS = (
+    "Progress",
+    "Cancel reason",
+    "State",
+    "Priority",
+    "Attempt",
+    "Not before",
+    "Dispatched",
+    "Finished",
+    "Worker",
+    "Lease deadline",
+    "Error",
+)
+
+
+def job_json(j: JobView) -> bytes:
+    """The job page's changing fields, as its live refresh reads them (text, capped)."""
+    fields = {k: str(v)[:TEXT_SHOWN] for k, v in job_fields(j) if k in LIVE_FIELDS}
+    return json.dumps({"id": j.id, "finished": j.state.finished, "fields": fields}).encode()
+
+
+def job_page(j: JobView, csrf: str) -> bytes:
+    return render(
+        "job.html",
+        f"Job {j.id}",
+        live="job",
+        j=j,
+        fields=job_fields(j),
+        payload=preview(j.payload, j.content_type),
+        result=preview(j.result, "") if j.result else None,
+        attempts=j.attempts[-ATTEMPTS_SHOWN:],
+        text_shown=TEXT_SHOWN,
+        error_cell=ERROR_CELL,
+        csrf=csrf,
     )
-    body = (
-        info
-        + job_actions(j, csrf)
-        + "<h2>Payload</h2>"
-        + preview(j.payload, j.content_type)
-        + ("<h2>Result</h2>" + preview(j.result, "") if j.result else "")
-        + "<h2>Attempts</h2>"
-        + attempts_table(j)
-    )
-    return layout(f"Job {j.id}", body)
 
 
-def attempts_table(j: JobView) -> str:
-    shown = j.attempts[-ATTEMPTS_SHOWN:]
-    note = (
-        f"<p>{len(j.attempts)} attempts; the last {len(shown)} are shown.</p>"
-        if len(shown) < len(j.attempts)
-        else ""
-    )
-    return note + table(
-        ["#", "Worker", "Dispatched", "Finished", "HTTP", "Error"],
-        [
-            [
-                str(a.number),
-                esc(a.worker_id),
-                esc(when(a.dispatch_time)),
-                esc(when(a.finish_time)),
-                str(a.http_status or "-"),
-                cut(a.error.message, ERROR_CELL) if a.error else "-",
-            ]
-            for a in shown
-        ],
-        "attempts",
-    )
-
-
-def job_actions(j: JobView, csrf: str) -> str:
-    actions = ""
-    if not j.state.finished:
-        actions += action_form("cancel", {"job": j.id}, "Cancel", csrf)
-        actions += action_form(
-            "reprioritize", {"job": j.id}, "Set priority", csrf, _field("priority", "Priority")
-        )
-    elif j.state.name in ("DEAD", "FAILED"):
-        actions += action_form("retry", {"job": j.id}, "Retry", csrf)
-    return actions
-
-
-def held_jobs(w: WorkerInfo) -> str:
-    links = [f"<a href='{esc(url('jobs', i))}'>{esc(i)}</a>" for i in w.held_jobs]
-    more = f" and {w.held - len(w.held_jobs)} more" if w.held > len(w.held_jobs) else ""
-    return f"{w.held}: " + ", ".join(links) + more if w.held else "0"
-
-
-def labels_text(labels: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
-
-
-def workers_page(workers: Sequence[WorkerInfo]) -> bytes:
+def workers_page(workers: Sequence[WorkerInfo], shared: bool = False) -> bytes:
     """Every connected worker; with several replicas, which one holds its stream."""
-    fleet = any(w.replica for w in workers)
-    rows = []
-    for w in sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id)):
-        free = max(0, w.max_in_flight - w.held) if not w.draining else 0
-        row = [
-            esc(w.worker_id),
-            esc(labels_text(w.labels)),
-            esc(", ".join(w.queues)),
-            f"{free} free of {w.max_in_flight}",
-            held_jobs(w),
-            "yes" if w.draining else "no",
-            esc(when(w.connect_time)),
-        ]
-        rows.append([*row, esc(w.replica)] if fleet else row)
-    cols = ["Worker", "Labels", "Queues", "Credits", "Held jobs", "Draining", "Connected since"]
-    if fleet:
-        cols.append("Replica")
-    return layout("Workers", table(cols, rows, "workers") if rows else "<p>No workers.</p>")
+    fleet = shared or any(w.replica for w in workers)
+    rows = [(w, _free(w)) for w in _ordered(workers)]
+    replicas = sorted({w.replica for w in workers if w.replica})
+    return render(
+        "workers.html",
+        "Workers",
+        here="/workers",
+        live="workers",
+        rows=rows,
+        fleet=fleet,
+        replicas=replicas,
+    )
 
 
-def confirm_page(action: str, form: dict[str, str], csrf: str, what: str) -> bytes:
+def confirm_page(
+    action: str, form: dict[str, str], csrf: str, what: str, bulk: BulkPreview | None = None
+) -> bytes:
     fields = {k: v for k, v in form.items() if k != "csrf"}
     fields["confirm"] = "yes"
-    body = f"<p>{esc(what)}</p>" + action_form(action, fields, "Confirm", csrf)
-    return layout("Confirm", body + "<p><a href='/'>Cancel</a></p>")
+    back = url("queues", form["queue"]) if "queue" in form and bulk else "/"
+    return render(
+        "confirm.html",
+        "Confirm",
+        action=action,
+        fields=fields,
+        csrf=csrf,
+        what=what,
+        bulk=bulk,
+        back=back,
+    )
 
 
 def done_page(message: str, back: str) -> bytes:
-    return layout("Done", f"<p>{esc(message)}</p><p><a href='{esc(back)}'>Back</a></p>")
+    return render("done.html", "Done", message=message, back=back)
 
 
 def login_page(auth_on: bool) -> bytes:
-    if not auth_on:
-        return layout("Login", "<p>Auth is off: no login needed.</p>")
-    form = (
-        "<form method=post action='/login'><label>Admin token "
-        "<input type=password name=token autocomplete=off></label>"
-        "<button type=submit>Log in</button></form>"
-    )
-    return layout("Login", form)
+    return render("login.html", "Login", auth_on=auth_on)
 
 
 def logout_page(csrf: str) -> bytes:
-    form = (
-        f"<form method=post action='/logout'><input type=hidden name=csrf value='{esc(csrf)}'>"
-        "<button type=submit>Log out</button></form>"
-    )
-    return layout("Log out", form)
+    return render("logout.html", "Log out", here="/logout", csrf=csrf)
+
+
+def worker_row(w: WorkerInfo) -> dict[str, object]:
+    """One worker as the workers page's live refresh reads it."""
+    return {
+        "worker_id": w.worker_id,
+        "labels": labels_text(w.labels),
+        "queues": ", ".join(w.queues),
+        "credits": f"{_free(w)} free of {w.max_in_flight}",
+        "held": w.held,
+        "held_jobs": list(w.held_jobs),
+        "draining": "yes" if w.draining else "no",
+        "connected": when(w.connect_time),
+        "replica": w.replica,
+    }
+
+
+def _free(w: WorkerInfo) -> int:
+    return 0 if w.draining else max(0, w.max_in_flight - w.held)
+
+
+def _ordered(workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
+    return sorted(workers, key=lambda w: (w.replica, w.connect_time, w.worker_id))
+
+
+def workers_json(workers: Sequence[WorkerInfo]) -> bytes:
+    return json.dumps({"workers": [worker_row(w) for w in _ordered(workers)]}).encode()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dispatchd.engine.schedules import ScheduleRecord
-from dispatchd.web.pages import esc, layout, table, when
+from dispatchd.web.pages import render, when
 
 #: Schedules listed on the page (a ListSchedules page).
 SHOWN = 500
@@ -24,30 +24,30 @@ def _spec(rec: ScheduleRecord) -> str:
 
 
 def _row(rec: ScheduleRecord) -> list[str]:
+    """The cells under COLUMNS, as text (the template escapes them)."""
     last = rec.recent[0] if rec.recent else None
     fire = rec.next_fire()
     paused = "yes" + (f": {rec.note}" if rec.note else "") if rec.paused else "no"
     return [
-        esc(rec.id),
-        esc(rec.template.job.queue),
-        esc(_spec(rec)),
-        esc(paused),
-        esc(when(fire)),
-        esc(when(last.tick) if last else "-"),
-        esc(last.outcome.name if last else "-"),
-        esc(f"{rec.submitted} submitted, {rec.skipped} skipped, {rec.missed} missed"),
+        rec.id,
+        rec.template.job.queue,
+        _spec(rec),
+        paused,
+        when(fire),
+        when(last.tick) if last else "-",
+        last.outcome.name if last else "-",
+        f"{rec.submitted} submitted, {rec.skipped} skipped, {rec.missed} missed",
     ]
 
 
 def schedules_page(schedules: Sequence[ScheduleRecord], more: bool) -> bytes:
-    if not schedules:
-        return layout(
-            "Schedules", "<p>No schedules. <code>dispatchctl schedules create</code> adds one.</p>"
-        )
-    note = (
-        f"<p>The first {SHOWN} by id; dispatchctl schedules list shows them all.</p>"
-        if more
-        else ""
+    rows = [_row(r) for r in schedules]
+    return render(
+        "schedules.html",
+        "Schedules",
+        here="/schedules",
+        rows=rows,
+        columns=COLUMNS,
+        more=more,
+        shown=SHOWN,
     )
-    body = table(COLUMNS, (_row(r) for r in schedules), "schedules") + note
-    return layout("Schedules", body)

@@ -1,8 +1,18 @@
-"""HTTP/1.1 plumbing for the dashboard, on the event loop like /metrics.
+"""HTTP for the dashboard: aiohttp.web on the server's own event loop.
 
-Pages read the backend; serving them from the loop (not a thread) means no lock is
-needed anywhere. One request per connection, bounded head and body,
-so a slow or hostile client costs a socket and a timeout, never memory or loop time.
+aiohttp parses the request line, headers, query, cookies and forms; this module keeps the
+limits the dashboard always had, so a slow or hostile client costs a socket and a timeout,
+never memory or loop time:
+
+- a request head must arrive within ``read_timeout`` seconds of connecting (aiohttp has no
+  such timer of its own: an unfinished head would hold the socket for ever);
+- the request line and each header at most MAX_FIELD_BYTES, at most MAX_HEADERS headers
+  (aiohttp answers 400 past them);
+- a form body at most MAX_BODY_BYTES (413, refused from its Content-Length before it is
+  read), read within ``read_timeout``;
+- one request per connection (``Connection: close``), as before.
+
+Pages read the backend from the loop (not a thread), so no lock is needed anywhere.
 """
 
 from __future__ import annotations
@@ -11,29 +21,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
 from dispatchd.web.errors import WebError
 
 log = logging.getLogger("dispatchd.web")
 
+#: Seconds a client gets to send its request head, and then its body.
+READ_TIMEOUT = 10.0
 #: Forms are a few fields; anything bigger is not ours.
 MAX_BODY_BYTES = 64 * 1024
+#: Longest request line, and longest header line.
+MAX_FIELD_BYTES = 8 * 1024
+#: Most headers in one request (a browser sends about 15).
+MAX_HEADERS = 48
 
-REASONS = {
-    200: "OK",
-    303: "See Other",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    421: "Misdirected Request",
-    500: "Internal Server Error",
-}
 #: Inline scripts and styles are refused: an escaping slip cannot run code.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -50,19 +54,19 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """What a dashboard route reads of a request (aiohttp parsed it)."""
+
     method: str
     path: str
+    """Percent-decoded."""
     query: dict[str, str]
     headers: dict[str, str]
     """Lower-cased names; a repeated header keeps its last value."""
     form: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
 
     def cookie(self, name: str) -> str | None:
-        for part in self.headers.get("cookie", "").split(";"):
-            key, sep, value = part.strip().partition("=")
-            if sep and key == name:
-                return value
-        return None
+        return self.cookies.get(name)
 
 
 @dataclass(slots=True)
@@ -72,91 +76,131 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
 
-    def encode(self, head_only: bool) -> bytes:
-        lines = [
-            f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Error')}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
-            "Connection: close",
-            *(f"{k}: {v}" for k, v in {**SECURITY_HEADERS, **self.headers}.items()),
-        ]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + self.body
+
+def _last(pairs: object) -> dict[str, str]:
+    """A multi-dict as a dict whose repeated keys keep their last string value (file
+    fields of a multipart body are not ours and are dropped)."""
+    out: dict[str, str] = {}
+    for key, value in pairs.items():  # type: ignore[attr-defined]
+        if isinstance(value, str):
+            out[str(key)] = value
+    return out
 
 
-def _single(values: dict[str, list[str]]) -> dict[str, str]:
-    return {k: v[-1] for k, v in values.items()}
-
-
-def parse_head(raw: bytes) -> tuple[str, str, dict[str, str], dict[str, str]]:
-    """(method, path, query, headers) of a request head. Raises WebError(400)."""
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1].startswith("/"):
-        raise WebError(400, "malformed request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise WebError(400, "malformed header line")
-        headers[name.strip().lower()] = value.strip()
-    url = urlsplit(parts[1])
-    query = _single(parse_qs(url.query, keep_blank_values=True))
-    return parts[0], unquote(url.path), query, headers
-
-
-def parse_form(body: bytes) -> dict[str, str]:
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        raise WebError(400, "form body must be application/x-www-form-urlencoded") from None
-    return _single(parse_qs(text, keep_blank_values=True, errors="strict"))
-
-
-class WebServer(LoopHttpServer):
+class WebServer:
     """Serves ``handler(request)`` on host:port; the handler raises WebError to refuse."""
 
     def __init__(
-        self, handler: Callable[[Request], Awaitable[Response]], host: str, port: int
+        self,
+        handler: Callable[[Request], Awaitable[Response]],
+        host: str,
+        port: int,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self._handler = handler
-        super().__init__(host, port)
+        self._host = host
+        self._port = port
+        self._read_timeout = read_timeout
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        #: Connections whose head has not arrived yet, and their deadline timers.
+        self._waiting: dict[int, asyncio.TimerHandle] = {}
+        self.port = 0
 
-    async def _read(self, reader: asyncio.StreamReader) -> Request:
-        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-        method, path, query, headers = parse_head(raw)
-        form: dict[str, str] = {}
-        if method == "POST":
-            length_text = headers.get("content-length", "0")
-            if not length_text.isdigit():
-                raise WebError(400, "bad Content-Length")
-            length = int(length_text)
-            if length > MAX_BODY_BYTES:
-                raise WebError(413, f"form bodies are at most {MAX_BODY_BYTES} bytes")
-            body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
-            form = parse_form(body)
-        return Request(method, path, query, headers, form)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head_only = False
+    async def start(self) -> int:
+        """Binds and starts serving; returns the bound port. Raises OSError."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._serve)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            max_line_size=MAX_FIELD_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+            # A refused body is not read to its end: the connection closes after the answer.
+            lingering_time=0,
+            handle_signals=False,
+        )
+        await runner.setup()
+        protocols = runner.server
+        assert protocols is not None
+        loop = asyncio.get_running_loop()
         try:
-            try:
-                request = await self._read(reader)
-                head_only = request.method == "HEAD"
-                response = await self._handler(request)
-            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                return  # idle, truncated or oversized head: nothing worth answering
-            except WebError as e:
-                response = Response(e.status, f"{e}\n".encode(), "text/plain; charset=utf-8")
-            writer.write(response.encode(head_only))
-            await writer.drain()
-        except ConnectionError as e:
-            log.debug("dashboard client went away: %s", e)
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError as e:
-                log.debug("dashboard connection close failed: %s", e)
+            self._server = await loop.create_server(
+                lambda: self._guarded(protocols()), self._host, self._port
+            )
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def _guarded(self, protocol: RequestHandler) -> RequestHandler:
+        """A new connection's protocol, closed if no request head arrives in time."""
+        key = id(protocol)
+        loop = asyncio.get_running_loop()
+        self._waiting[key] = loop.call_later(self._read_timeout, self._expire, key, protocol)
+        return protocol
+
+    def _expire(self, key: int, protocol: RequestHandler) -> None:
+        if self._waiting.pop(key, None) is not None:
+            protocol.force_close()  # idle or unfinished head: nothing worth answering
+
+    def _begun(self, request: web.Request) -> None:
+        timer = self._waiting.pop(id(request.protocol), None)
+        if timer is not None:
+            timer.cancel()
+
+    async def close(self) -> None:
+        for timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        if request.method != "POST":
+            return {}
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise WebError(413, f"form bodies are at most {MAX_BODY_BYTES} bytes")
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return _last(await request.post())
+        except web.HTTPRequestEntityTooLarge:
+            raise WebError(413, f"form bodies are at most {MAX_BODY_BYTES} bytes") from None
+        except (ValueError, UnicodeDecodeError):
+            raise WebError(400, "form body must be application/x-www-form-urlencoded") from None
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        self._begun(request)
+        try:
+            ours = Request(
+                request.method,
+                request.path,
+                _last(request.query),
+                {k.lower(): v for k, v in request.headers.items()},
+                await self._form(request),
+                dict(request.cookies),
+            )
+            answer = await self._handler(ours)
+        except TimeoutError:
+            request.protocol.force_close()  # the body never came
+            raise web.HTTPRequestTimeout() from None
+        except WebError as e:
+            answer = Response(e.status, f"{e}\n".encode(), "text/plain; charset=utf-8")
+        headers = {
+            "Content-Type": answer.content_type,
+            "Server": "dispatchd",  # not aiohttp's name and version
+            **SECURITY_HEADERS,
+            **answer.headers,
+        }
+        response = web.Response(status=answer.status, body=answer.body, headers=headers)
+        response.force_close()  # one request per connection, as the limits assume
+        return response

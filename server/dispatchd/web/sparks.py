@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from markupsafe import Markup
+
 from dispatchd.web.trends import Trend
 
 WIDTH = 120
@@ -45,12 +47,12 @@ def wait_label(v: float | None) -> str:
     return f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
 
 
-def _svg(kind: str, values: Sequence[float | None], latest: str, about: str) -> str:
-    return (
-        f"<svg class='spark {kind}' viewBox='0 0 {WIDTH} {HEIGHT}' width={WIDTH} "
-        f"height={HEIGHT} role=img><title>{about}</title>"
-        f"<path d='{spark_path(values)}'/></svg> <span class=latest>{latest}</span>"
-    )
+def _svg(kind: str, values: Sequence[float | None], latest: str, about: str) -> Markup:
+    """Markup.format escapes every argument (they are numbers and our own words anyway)."""
+    return Markup(
+        "<svg class='spark {}' viewBox='0 0 {} {}' width={} height={} role=img>"
+        "<title>{}</title><path d='{}'/></svg> <span class=latest>{}</span>"
+    ).format(kind, WIDTH, HEIGHT, WIDTH, HEIGHT, about, spark_path(values), latest)
 
 
 def _minutes(trend: Trend) -> str:
@@ -58,7 +60,7 @@ def _minutes(trend: Trend) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def throughput_cell(trend: Trend | None) -> str:
+def throughput_cell(trend: Trend | None) -> Markup | str:
     """The throughput column: sparkline and the last complete bucket's figure."""
     if trend is None:
         return "-"  # past the queue cap of the trend rings
@@ -66,9 +68,25 @@ def throughput_cell(trend: Trend | None) -> str:
     return _svg("throughput", trend.throughput, rate_label(trend.throughput[-1]), about)
 
 
-def wait_cell(trend: Trend | None) -> str:
+def wait_cell(trend: Trend | None) -> Markup | str:
     """The wait column: mean wait of the jobs dispatched in each bucket."""
     if trend is None:
         return "-"
     about = f"mean wait before dispatch, last {_minutes(trend)}"
     return _svg("wait", trend.wait, wait_label(trend.wait[-1]), about)
+
+
+#: The overview chart's drawing box (the SVG scales it to the page's width).
+CHART_WIDTH = 600
+CHART_HEIGHT = 140
+
+
+def chart_path(values: Sequence[float], top: float) -> str:
+    """One series of the overview chart, scaled to ``top`` (the largest of all three
+    series, so they share one axis). dashboard.js's chartPath mirrors it."""
+    scale = (CHART_HEIGHT - 4) / top if top > 0 else 0.0
+    step = CHART_WIDTH / max(1, len(values) - 1)
+    return " ".join(
+        f"{'L' if i else 'M'}{i * step:.1f} {CHART_HEIGHT - 2 - v * scale:.1f}"
+        for i, v in enumerate(values)
+    )

@@ -17,6 +17,8 @@ from dispatchd.engine import EngineObserver, FinishedJob, JobState, LeaseRecord
 _NEVER = -(2**62)
 #: Finished states in which a job ran: cancelled and expired jobs are not throughput.
 _RAN = frozenset({int(JobState.SUCCEEDED), int(JobState.FAILED), int(JobState.DEAD)})
+_SUCCEEDED = int(JobState.SUCCEEDED)
+_DEAD = int(JobState.DEAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,26 +31,68 @@ class Trend:
     wait: list[float | None]
     """Mean seconds from ready to first dispatch of the jobs dispatched in the bucket;
     None where nothing was dispatched."""
+    dead: int = 0
+    """Jobs that went DEAD over the whole window (retries exhausted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Every queue of this process together, per second, per bucket, oldest first: the
+    overview's chart."""
+
+    bucket_seconds: float
+    dispatched: list[float]
+    """Attempts started (every dispatch, retries too)."""
+    succeeded: list[float]
+    failed: list[float]
+    """Jobs that failed for good (FAILED, or DEAD: retries exhausted). An attempt that
+    will retry is not counted: the Redis replicas hear of a job only when it finishes,
+    and the chart means the same on both backends."""
 
 
 class _Ring:
     """Counters of the last ``size`` buckets; a slot whose stamp is not the bucket asked
     for holds an older bucket and counts as empty."""
 
-    __slots__ = ("finished", "stamps", "wait_count", "wait_sum")
+    __slots__ = ("dead", "finished", "latest", "stamps", "wait_count", "wait_sum")
 
     def __init__(self, size: int) -> None:
+        self.latest = _NEVER
+        """The newest bucket ever written: a ring idle for a whole window is skipped."""
         self.stamps = array("q", [_NEVER]) * size
         self.finished = array("q", [0]) * size
+        self.dead = array("q", [0]) * size
         self.wait_count = array("q", [0]) * size
         self.wait_sum = array("d", [0.0]) * size
 
     def clear(self, i: int, bucket: int) -> None:
         """Slot ``i`` starts over as ``bucket``."""
         self.stamps[i] = bucket
+        if bucket > self.latest:
+            self.latest = bucket
         self.finished[i] = 0
+        self.dead[i] = 0
         self.wait_count[i] = 0
         self.wait_sum[i] = 0.0
+
+
+class _FleetRing:
+    """This process's dispatches, successes and failed attempts per bucket."""
+
+    __slots__ = ("dispatched", "failed", "stamps", "succeeded")
+
+    def __init__(self, size: int) -> None:
+        self.stamps = array("q", [_NEVER]) * size
+        self.dispatched = array("q", [0]) * size
+        self.succeeded = array("q", [0]) * size
+        self.failed = array("q", [0]) * size
+
+    def slot(self, bucket: int) -> int:
+        i = bucket % len(self.stamps)
+        if self.stamps[i] != bucket:
+            self.stamps[i] = bucket
+            self.dispatched[i] = self.succeeded[i] = self.failed[i] = 0
+        return i
 
 
 class Trends(EngineObserver):
@@ -63,6 +107,9 @@ class Trends(EngineObserver):
         self.buckets = buckets
         self.max_queues = max_queues
         self._rings: dict[str, _Ring] = {}
+        self._fleet = _FleetRing(buckets)
+        #: The picture of a ring with nothing in the window, shared (nobody changes it).
+        self._idle = self._empty()
 
     def _ring(self, queue: str) -> _Ring | None:
         ring = self._rings.get(queue)
@@ -75,7 +122,11 @@ class Trends(EngineObserver):
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
         t = job.dispatch_time
-        if job.attempt != 1 or t is None:
+        if t is None:
+            return
+        fleet = self._fleet
+        fleet.dispatched[fleet.slot(int(t // self.bucket_seconds))] += 1
+        if job.attempt != 1:
             return  # a retry's backoff is not waiting in line (as in the metrics)
         ring = self._rings.get(job.queue) or self._ring(job.queue)
         if ring is None:
@@ -89,16 +140,39 @@ class Trends(EngineObserver):
         ring.wait_sum[i] += max(0.0, t - ready)
 
     def job_finished(self, job: FinishedJob) -> None:
-        if job.state_code not in _RAN:
+        code = job.state_code
+        if code not in _RAN:
             return
+        bucket = int(job.finish_time // self.bucket_seconds)
+        fleet = self._fleet
+        f = fleet.slot(bucket)
+        if code == _SUCCEEDED:
+            fleet.succeeded[f] += 1
+        else:
+            fleet.failed[f] += 1
         ring = self._rings.get(job.queue) or self._ring(job.queue)
         if ring is None:
             return
-        bucket = int(job.finish_time // self.bucket_seconds)
         i = bucket % self.buckets
         if ring.stamps[i] != bucket:
             ring.clear(i, bucket)
         ring.finished[i] += 1
+        if code == _DEAD:
+            ring.dead[i] += 1
+
+    def rates(self, now: float) -> Rates:
+        """The complete buckets before the one ``now`` falls in, per second."""
+        fleet = self._fleet
+        per = self.bucket_seconds
+        current = int(now // per)
+        out = Rates(per, [], [], [])
+        for bucket in range(current - self.buckets + 1, current):
+            i = bucket % self.buckets
+            fresh = fleet.stamps[i] == bucket
+            out.dispatched.append(fleet.dispatched[i] / per if fresh else 0.0)
+            out.succeeded.append(fleet.succeeded[i] / per if fresh else 0.0)
+            out.failed.append(fleet.failed[i] / per if fresh else 0.0)
+        return out
 
     def trend(self, queue: str, now: float) -> Trend | None:
         """The complete buckets before the one ``now`` falls in (a bucket still filling
@@ -107,8 +181,11 @@ class Trends(EngineObserver):
         if ring is None:
             return None if len(self._rings) >= self.max_queues else self._empty()
         current = int(now // self.bucket_seconds)
+        if ring.latest < current - self.buckets + 1:
+            return self._idle  # nothing in the window: most of a thousand queues, cheaply
         throughput: list[float] = []
         wait: list[float | None] = []
+        dead = 0
         for bucket in range(current - self.buckets + 1, current):
             i = bucket % self.buckets
             if ring.stamps[i] != bucket:
@@ -116,9 +193,10 @@ class Trends(EngineObserver):
                 wait.append(None)
                 continue
             throughput.append(ring.finished[i] / self.bucket_seconds)
+            dead += ring.dead[i]
             n = ring.wait_count[i]
             wait.append(ring.wait_sum[i] / n if n else None)
-        return Trend(self.bucket_seconds, throughput, wait)
+        return Trend(self.bucket_seconds, throughput, wait, dead)
 
     def _empty(self) -> Trend:
         n = self.buckets - 1

@@ -1,20 +1,22 @@
-// Live refresh of the queues table: polls /api/queues every 2 s (under the issue's cap
-// of once a second) and rewrites the cells with textContent, so names stay text. The
-// sparklines are redrawn with the same arithmetic as sparks.py on the server.
+// Live pages without a reload: every 2 s the page polls its JSON (/api/overview,
+// /api/queues or /api/workers) and rewrites what changed with textContent and DOM
+// calls, so names stay text. The sparklines and the overview chart are redrawn with the
+// same arithmetic as sparks.py on the server. No inline script anywhere (strict CSP).
 "use strict";
 (function () {
-  const table = document.getElementById("queues");
-  if (!table) return;
-  const cols = ["pending", "scheduled", "underway", "width", "rate", "paused", "workers"];
-  const WIDTH = 120;
-  const HEIGHT = 24;
+  const POLL_MS = 2000;
+  const SPARK_W = 120;
+  const SPARK_H = 24;
+  const CHART_W = 600;
+  const CHART_H = 140;
+  const COLS = ["pending", "scheduled", "underway", "width", "rate", "paused", "workers"];
 
   // Mirrors sparks.spark_path: one point per bucket, scaled to the largest; null breaks.
   function sparkPath(values) {
     const present = values.filter((v) => v !== null);
     const top = present.length ? Math.max(...present) : 0;
-    const scale = top > 0 ? (HEIGHT - 2) / top : 0;
-    const step = WIDTH / Math.max(1, values.length - 1);
+    const scale = top > 0 ? (SPARK_H - 2) / top : 0;
+    const step = SPARK_W / Math.max(1, values.length - 1);
     const parts = [];
     let penDown = false;
     values.forEach((v, i) => {
@@ -23,11 +25,20 @@
         return;
       }
       const x = (i * step).toFixed(1);
-      const y = (HEIGHT - 1 - v * scale).toFixed(1);
+      const y = (SPARK_H - 1 - v * scale).toFixed(1);
       parts.push((penDown ? "L" : "M") + x + " " + y);
       penDown = true;
     });
     return parts.join(" ");
+  }
+
+  // Mirrors sparks.chart_path: the three series share one axis, topped at `top`.
+  function chartPath(values, top) {
+    const scale = top > 0 ? (CHART_H - 4) / top : 0;
+    const step = CHART_W / Math.max(1, values.length - 1);
+    return values
+      .map((v, i) => (i ? "L" : "M") + (i * step).toFixed(1) + " " + (CHART_H - 2 - v * scale).toFixed(1))
+      .join(" ");
   }
 
   function rateLabel(v) {
@@ -40,6 +51,7 @@
   }
 
   function redraw(cell, values, label) {
+    if (!cell) return;
     const path = cell.querySelector("path");
     const latest = cell.querySelector(".latest");
     if (!values || !path || !latest) return;
@@ -47,26 +59,202 @@
     latest.textContent = label(values[values.length - 1]);
   }
 
-  async function refresh() {
-    try {
-      const r = await fetch("/api/queues", { credentials: "same-origin" });
-      if (!r.ok) return;
-      const data = await r.json();
-      const byName = new Map(data.queues.map((q) => [q.name, q]));
-      for (const row of table.tBodies[0].rows) {
-        const q = byName.get(row.cells[0].textContent);
-        if (!q) continue;
-        cols.forEach((c, i) => {
-          const v = c === "paused" ? (q.paused ? "yes" : "no") : String(q[c]);
-          row.cells[i + 1].textContent = v;
-        });
-        redraw(row.cells[cols.length + 1], q.throughput, rateLabel);
-        redraw(row.cells[cols.length + 2], q.wait, waitLabel);
+  function setText(el, text) {
+    if (el && el.textContent !== text) el.textContent = text;
+  }
+
+  function countText(q, c) {
+    return c === "paused" ? (q.paused ? "yes" : "no") : String(q[c]);
+  }
+
+  async function poll(url) {
+    const r = await fetch(url, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(url + ": " + r.status);
+    return r.json();
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function sparkCell(row, kind, about) {
+    const cell = row.insertCell();
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "spark " + kind);
+    svg.setAttribute("viewBox", "0 0 " + SPARK_W + " " + SPARK_H);
+    svg.setAttribute("width", String(SPARK_W));
+    svg.setAttribute("height", String(SPARK_H));
+    svg.setAttribute("role", "img");
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = about;
+    svg.append(title, document.createElementNS(SVG, "path"));
+    const latest = document.createElement("span");
+    latest.className = "latest";
+    cell.append(svg, " ", latest);
+  }
+
+  // A queue made after the page loaded gets a row at the end (the order is the server's
+  // at load time: rows never jump under the pointer); a deleted queue's row goes.
+  function addQueueRow(table, q) {
+    const row = table.tBodies[0].insertRow();
+    const link = document.createElement("a");
+    link.href = "/queues/" + encodeURIComponent(q.name);
+    link.textContent = q.name;
+    row.insertCell().append(link);
+    COLS.forEach(() => row.insertCell());
+    sparkCell(row, "throughput", "jobs finished per second");
+    sparkCell(row, "wait", "mean wait before dispatch");
+    row.insertCell();
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.name = "pick:" + q.name;
+    pick.value = "1";
+    pick.setAttribute("form", "pick");
+    pick.setAttribute("aria-label", "Select queue " + q.name);
+    row.insertCell().append(pick);
+  }
+
+  function syncQueueRows(table, queues) {
+    const names = new Set(queues.map((q) => q.name));
+    const shown = new Set();
+    for (const row of [...table.tBodies[0].rows]) {
+      const name = row.cells[0].textContent;
+      if (names.has(name)) shown.add(name);
+      else row.remove();
+    }
+    for (const q of queues) if (!shown.has(q.name)) addQueueRow(table, q);
+  }
+
+  // The overview's table: one row per queue, by name.
+  function refreshQueueRows(table, queues) {
+    const byName = new Map(queues.map((q) => [q.name, q]));
+    for (const row of table.tBodies[0].rows) {
+      const q = byName.get(row.cells[0].textContent);
+      if (!q) continue;
+      COLS.forEach((c, i) => setText(row.cells[i + 1], countText(q, c)));
+      redraw(row.cells[COLS.length + 1], q.throughput, rateLabel);
+      redraw(row.cells[COLS.length + 2], q.wait, waitLabel);
+      const note = row.cells[COLS.length + 3];
+      if (note && "attention" in q) {
+        setText(note, q.attention || "-");
+        note.classList.toggle("attention", q.level > 0);
       }
+    }
+  }
+
+  function refreshTotals(totals) {
+    for (const el of document.querySelectorAll("[data-total]")) {
+      const v = totals[el.dataset.total];
+      if (v === undefined) continue;
+      setText(el, el.dataset.total.endsWith("_now") ? v.toFixed(1) : String(v));
+    }
+  }
+
+  function refreshChart(chart) {
+    if (!chart) return;
+    for (const path of document.querySelectorAll("#chart path[data-series]")) {
+      path.setAttribute("d", chartPath(chart.series[path.dataset.series], chart.top));
+    }
+    for (const el of document.querySelectorAll("#chart [data-latest]")) {
+      const name = el.dataset.latest;
+      const v = name === "top" ? chart.top : chart.series[name][chart.series[name].length - 1];
+      setText(el, v.toFixed(1));
+    }
+  }
+
+  async function overview() {
+    const data = await poll("/api/overview" + window.location.search);
+    const table = document.getElementById("queues");
+    if (table) {
+      // Every queue is listed (not only the 200 needing attention most): keep rows in step.
+      if (data.queues.length === data.totals.queues) syncQueueRows(table, data.queues);
+      refreshQueueRows(table, data.queues);
+      const none = document.getElementById("no-queues");
+      if (none) none.hidden = data.queues.length > 0;
+    }
+    refreshTotals(data.totals);
+    refreshChart(data.chart);
+  }
+
+  async function queue() {
+    const table = document.getElementById("counts");
+    const data = await poll("/api/queues?queue=" + encodeURIComponent(table.dataset.queue));
+    const q = data.queues.find((x) => x.name === table.dataset.queue);
+    if (!q) return;
+    const cells = table.tBodies[0].rows[0].cells;
+    COLS.forEach((c, i) => setText(cells[i], countText(q, c)));
+  }
+
+  function jobLinks(cell, w) {
+    cell.replaceChildren(document.createTextNode(String(w.held)));
+    if (!w.held) return;
+    cell.append(": ");
+    w.held_jobs.forEach((id, i) => {
+      if (i) cell.append(", ");
+      const a = document.createElement("a");
+      a.href = "/jobs/" + encodeURIComponent(id);
+      a.textContent = id;
+      cell.append(a);
+    });
+    if (w.held > w.held_jobs.length) cell.append(" and " + (w.held - w.held_jobs.length) + " more");
+  }
+
+  // The workers table is rebuilt row by row: workers come and go.
+  async function workers() {
+    const table = document.getElementById("workers");
+    const data = await poll("/api/workers");
+    const fleet = table.dataset.fleet === "yes";
+    const body = document.createElement("tbody");
+    for (const w of data.workers) {
+      const row = body.insertRow();
+      const texts = [w.worker_id, w.labels, w.queues, w.credits, null, w.draining, w.connected];
+      if (fleet) texts.push(w.replica);
+      texts.forEach((t) => {
+        const cell = row.insertCell();
+        if (t === null) jobLinks(cell, w);
+        else cell.textContent = t;
+      });
+    }
+    table.replaceChild(body, table.tBodies[0]);
+    const none = document.getElementById("no-workers");
+    if (none) none.hidden = data.workers.length > 0;
+    const replicas = document.getElementById("replicas");
+    if (replicas) {
+      const names = [...new Set(data.workers.map((w) => w.replica).filter((r) => r))].sort();
+      const list = names.length ? ": " + names.join(", ") : "";
+      setText(replicas, data.workers.length + " workers on " + names.length + " replicas" + list + ".");
+    }
+  }
+
+  // The job page: its changing fields (state badge, attempt, worker, times, error); the
+  // actions under it follow on the next load (the state they offer may have moved on).
+  async function job() {
+    const table = document.getElementById("fields");
+    const data = await poll("/api/jobs/" + encodeURIComponent(table.dataset.job));
+    for (const row of table.tBodies[0].rows) {
+      const value = data.fields[row.dataset.field];
+      if (value === undefined) continue;
+      const cell = row.cells[1];
+      if (row.dataset.field === "State") {
+        const badge = cell.querySelector(".state");
+        if (badge && badge.textContent !== value) {
+          badge.textContent = value;
+          badge.className = "state state-" + value.toLowerCase();
+        }
+      } else {
+        setText(cell, value);
+      }
+    }
+  }
+
+  const pages = { overview: overview, queue: queue, workers: workers, job: job };
+  const refresh = pages[document.body.dataset.live];
+  if (!refresh) return;
+  async function tick() {
+    try {
+      await refresh();
       document.body.dataset.refreshed = String(Date.now());
     } catch (e) {
       // the server is draining or gone: keep the last picture
     }
   }
-  setInterval(refresh, 2000);
+  setInterval(tick, POLL_MS);
 })();

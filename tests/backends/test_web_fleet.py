@@ -1,0 +1,71 @@
+"""The dashboard of one Redis replica shows the whole fleet: every replica's workers with
+the replica that holds each stream, and fleet-wide totals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dispatchd_client import AsyncClient, ReceivedJob
+from tests.inproc import base_config
+from tests.integration.helpers import eventually
+from tests.integration.web import get
+
+from .conftest import StartWorker, start_server
+
+pytestmark = pytest.mark.redis_only
+
+
+async def test_one_replicas_dashboard_shows_every_replicas_workers(
+    tmp_path: Path, redis_url: str, workers: StartWorker, backend: str
+) -> None:
+    config = replace(
+        base_config(tmp_path),
+        backend="redis",
+        redis_url=redis_url,
+        data_dir=None,
+        http_listen="127.0.0.1:0",
+    )
+    a = await start_server(config)
+    b = await start_server(replace(config, http_listen="0"))
+
+    async def handle(job: ReceivedJob) -> bytes:
+        return b"ok"
+
+    try:
+        for name, replica in (("on-a", a), ("on-b", b)):
+            workers(
+                f"127.0.0.1:{replica.port}",
+                configure=lambda w: w.handler("fleet")(handle),
+                worker_id=name,
+            )
+        assert a.web is not None
+        port = a.web.port
+
+        async def both() -> bool:
+            data = json.loads((await get(port, "/api/workers")).body)
+            return {w["worker_id"] for w in data["workers"]} == {"on-a", "on-b"}
+
+        await eventually(both, what="both replicas' workers on replica a's dashboard")
+        data = json.loads((await get(port, "/api/workers")).body)
+        replicas = {w["worker_id"]: w["replica"] for w in data["workers"]}
+        assert replicas["on-a"]
+        assert replicas["on-b"]
+        assert replicas["on-a"] != replicas["on-b"]
+        page = (await get(port, "/workers")).body
+        assert "<th>Replica</th>" in page
+        assert "2 workers on 2 replicas" in page
+        async with AsyncClient(f"127.0.0.1:{b.port}") as client:
+            await client.update_queue("fleet", paused=True, create=True)
+            await client.submit("fleet", b"x")  # through replica b
+        overview = json.loads((await get(port, "/api/overview")).body)
+        assert overview["totals"]["pending"] == 1
+        assert overview["totals"]["dead"] == 0
+        assert overview["totals"]["replicas"] == 2
+        assert "Replicas with workers" in (await get(port, "/")).body
+    finally:
+        await b.stop_now()
+        await a.stop_now()
