@@ -338,17 +338,25 @@ class RedisSchedules:
         """A Cluster: the jobs on the queue's slot, then the record on the schedule's (None:
         lost the race). What is recorded is what the first fire_jobs.lua for this version
         decided, whichever replica's plan that was (so not always ``firings``)."""
-        queue = rec.template.job.queue
-        token = f"{rec.create_time!r}/{version.decode()}"
-        marker = f"{{dq:{queue}}}:sf:{rec.id}"
-        args = [token, *self._firing_args(rec, firings, planner)]
-        decided = await self.ops.run("fire_jobs", [marker], args)
+        decided = await self.submit_step(rec, version, firings, planner)
         reply = await self.ops.run(
             "fire_record", self._keys(rec.id)[:3], [rec.id, version, decided]
         )
         if reply == b"lost":
             return None
-        return [_decided(item, queue) for item in json.loads(decided)["f"]]
+        return [_decided(item, rec.template.job.queue) for item in json.loads(decided)["f"]]
+
+    async def submit_step(
+        self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
+    ) -> bytes:
+        """A Cluster firing's first step alone (fire_jobs.lua): the record it decided, as
+        JSON. Tests run it without the second to stand for a replica that died between."""
+        queue = rec.template.job.queue
+        token = f"{rec.create_time!r}/{version.decode()}"
+        marker = f"{{dq:{queue}}}:sf:{rec.id}"
+        args = [token, *self._firing_args(rec, firings, planner)]
+        decided: bytes = await self.ops.run("fire_jobs", [marker], args)
+        return decided
 
     async def _queue_refusal(self, rec: ScheduleRecord) -> EngineError | None:
         """Why a job of ``rec`` may not be submitted now (its queue does not exist and one
