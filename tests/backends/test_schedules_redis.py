@@ -188,3 +188,47 @@ async def test_a_cluster_replica_dying_between_the_steps_leaves_one_job_per_tick
         assert all(firings[job_id] is FiringOutcome.SUBMITTED for job_id in made)
     finally:
         await server.stop_now()
+
+
+async def test_a_cluster_plan_racing_the_first_of_its_version_gets_the_first_decision(
+    tmp_path: Path, redis_cluster_url: str
+) -> None:
+    """Two replicas plan from one version but differently (the second's clock is two ticks
+    on): the second's step 1 submits nothing and answers the first's decision, which is
+    what gets recorded."""
+    server = await start_server(_config(tmp_path, redis_cluster_url))
+    try:
+        backend = server.backend
+        assert isinstance(backend, RedisBackend)
+        schedules = backend.schedules
+        await schedules.stop()
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_schedule(
+                "twice", ScheduleSpec.of(every=1), NewJob("twiceq"), overlap=Overlap.ALLOW
+            )
+            decisions: list[bytes] = []
+            plans: list[list[str]] = []
+
+            async def step_one(later: float) -> bool:
+                rec, version = await schedules._read("twice")
+                now = schedules.clock() + later
+                planner = _Plan({}, schedules._job_ids(now))
+                firings = fire_due(rec, now, planner)
+                if firings:
+                    plans.append(list(planner.jobs))
+                    decisions.append(await schedules.submit_step(rec, version, firings, planner))
+                return bool(firings)
+
+            await eventually(lambda: step_one(0.0), within=10, what="a tick to fire")
+            assert await step_one(2.0)
+            assert len(plans[1]) > len(plans[0])  # the second plan had more ticks
+            assert decisions[1] == decisions[0]
+            assert [j.id async for j in client.list_jobs("twiceq")] == plans[0]
+            await schedules.fire_pass()
+            schedule = await client.get_schedule("twice")
+        recorded = [f.job_id for f in schedule.recent_firings]
+        assert set(plans[0]) <= set(recorded)
+        assert not set(plans[1]) & set(recorded)
+        assert schedule.submitted_count >= len(plans[0])
+    finally:
+        await server.stop_now()
