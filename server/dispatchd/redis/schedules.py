@@ -353,7 +353,7 @@ class RedisSchedules:
         JSON. Tests run it without the second to stand for a replica that died between."""
         queue = rec.template.job.queue
         token = f"{rec.create_time!r}/{version.decode()}"
-        marker = f"{{dq:{queue}}}:sf:{rec.id}"
+        marker = f"{records.base(queue)}:sf:{rec.id}"
         args = [token, *self._firing_args(rec, firings, planner)]
         decided: bytes = await self.ops.run("fire_jobs", [marker], args)
         return decided
