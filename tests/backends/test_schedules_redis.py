@@ -17,7 +17,14 @@ from dispatchd.config import Config
 from dispatchd.engine.schedules import fire_due
 from dispatchd.redis.backend import RedisBackend
 from dispatchd.redis.schedules import _Plan
-from dispatchd_client import AsyncClient, FiringOutcome, NewJob, Overlap, ScheduleSpec
+from dispatchd_client import (
+    AsyncClient,
+    FiringCause,
+    FiringOutcome,
+    NewJob,
+    Overlap,
+    ScheduleSpec,
+)
 from tests.inproc import base_config
 from tests.polling import eventually
 
@@ -230,5 +237,45 @@ async def test_a_cluster_plan_racing_the_first_of_its_version_gets_the_first_dec
         assert set(plans[0]) <= set(recorded)
         assert not set(plans[1]) & set(recorded)
         assert schedule.submitted_count >= len(plans[0])
+    finally:
+        await server.stop_now()
+
+
+async def test_a_cluster_trigger_after_an_unrecorded_pass_records_that_then_its_own(
+    tmp_path: Path, redis_cluster_url: str
+) -> None:
+    """A pass's step 1 alone, then TriggerSchedule: the trigger's step 1 gets the pass's
+    decision; it records that one, plans again and answers its own TRIGGERED firing."""
+    server = await start_server(_config(tmp_path, redis_cluster_url))
+    try:
+        backend = server.backend
+        assert isinstance(backend, RedisBackend)
+        schedules = backend.schedules
+        await schedules.stop()
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_schedule(
+                "trig", ScheduleSpec.of(every=1), NewJob("trigq"), overlap=Overlap.ALLOW
+            )
+            made: list[str] = []
+
+            async def step_one_alone() -> bool:
+                rec, version = await schedules._read("trig")
+                planner = _Plan({}, schedules._job_ids(schedules.clock()))
+                firings = fire_due(rec, schedules.clock(), planner)
+                if firings:
+                    made.extend(planner.jobs)
+                    await schedules.submit_step(rec, version, firings, planner)
+                return bool(firings)
+
+            await eventually(step_one_alone, within=10, what="a tick to fire")
+            firing = await client.trigger_schedule("trig")
+            schedule = await client.get_schedule("trig")
+            jobs = [j.id async for j in client.list_jobs("trigq")]
+        assert firing.cause is FiringCause.TRIGGERED
+        assert firing.outcome is FiringOutcome.SUBMITTED
+        assert firing.job_id not in made
+        assert sorted(jobs) == sorted([*made, firing.job_id])
+        causes = {f.job_id: f.cause for f in schedule.recent_firings}
+        assert all(causes[job_id] is FiringCause.SCHEDULED for job_id in made)
     finally:
         await server.stop_now()

@@ -292,8 +292,9 @@ class RedisSchedules:
             if done is None:
                 continue
             await self.ops.note_queues({queue})
-            for firing in done:
-                self.on_fired(schedule_id, queue, firing)
+            if not self.ops.cluster:  # _fire_split told of what it recorded itself
+                for firing in done:
+                    self.on_fired(schedule_id, queue, firing)
             return done
         raise _busy(schedule_id)
 
@@ -336,15 +337,23 @@ class RedisSchedules:
         self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
     ) -> list[Firing] | None:
         """A Cluster: the jobs on the queue's slot, then the record on the schedule's (None:
-        lost the race). What is recorded is what the first fire_jobs.lua for this version
-        decided, whichever replica's plan that was (so not always ``firings``)."""
+        lost the race, or recorded another plan's decision: plan again). What is recorded
+        is what the first fire_jobs.lua for this version decided, whichever replica's (or
+        call's: a trigger racing the loop) plan that was."""
         decided = await self.submit_step(rec, version, firings, planner)
         reply = await self.ops.run(
             "fire_record", self._keys(rec.id)[:3], [rec.id, version, decided]
         )
+        done = [_decided(item, rec.template.job.queue) for item in json.loads(decided)["f"]]
         if reply == b"lost":
             return None
-        return [_decided(item, rec.template.job.queue) for item in json.loads(decided)["f"]]
+        await self.ops.note_queues({rec.template.job.queue})
+        for firing in done:
+            self.on_fired(rec.id, rec.template.job.queue, firing)
+        planned = [(f.tick, f.cause) for f in firings]
+        if [(f.tick, f.cause) for f in done] != planned:
+            return None  # another plan's ticks were recorded (helped along); ours come next
+        return done
 
     async def submit_step(
         self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
