@@ -38,6 +38,19 @@ class Sse:
         self.writer = writer
         self.status = 0
         self.headers: dict[str, str] = {}
+        self._body = b""  # the de-chunked body not read yet
+        self._ended = False
+
+    async def line(self) -> str:
+        """The next line of the body ('' once it ended): aiohttp sends it chunked."""
+        while b"\n" not in self._body and not self._ended:
+            size = int((await self.reader.readline()).strip() or b"0", 16)
+            if size == 0:
+                self._ended = True
+                break
+            self._body += (await self.reader.readexactly(size + 2))[:-2]
+        line, sep, self._body = self._body.partition(b"\n")
+        return (line + sep).decode()
 
     async def head(self) -> None:
         line = await asyncio.wait_for(self.reader.readline(), 10)
@@ -51,7 +64,7 @@ class Sse:
         fields: dict[str, str] = {}
         async with asyncio.timeout(10):
             while True:
-                line = (await self.reader.readline()).decode()
+                line = await self.line()
                 assert line, "the stream ended"
                 line = line.rstrip("\n")
                 if line == "" and "data" in fields:
@@ -142,3 +155,36 @@ async def test_past_the_bound_a_stream_is_refused_and_a_slot_frees_when_a_client
     finally:
         for s in opened:
             s.writer.close()
+
+
+async def _comments_until_end(stream: Sse) -> list[str]:
+    lines: list[str] = []
+    async with asyncio.timeout(10):
+        while line := await stream.line():
+            lines.append(line.rstrip("\n"))
+    return lines
+
+
+async def test_keep_alives_then_the_stream_ends_at_its_lifetime(
+    server: DispatchdServer, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "KEEPALIVE", 0.2)
+    monkeypatch.setattr(live, "TICK", 0.05)
+    monkeypatch.setattr(live, "MAX_SECONDS", 1.0)
+    await client.update_queue("alive", width=1, create=True)
+    async with sse(_port(server), "queue=alive") as stream:
+        lines = await _comments_until_end(stream)  # ends by itself: the browser reconnects
+    assert lines[:2] == [f"retry: {live.RETRY_MS}", ": open"]
+    assert lines.count(": keep-alive") >= 3
+
+
+async def test_a_server_stop_ends_an_open_stream_at_once(
+    server: DispatchdServer, client: AsyncClient
+) -> None:
+    await client.update_queue("stop", width=1, create=True)
+    assert server.web is not None
+    async with sse(_port(server), "queue=stop") as stream:
+        assert await stream.line() == f"retry: {live.RETRY_MS}\n"  # the stream is running
+        async with asyncio.timeout(5):  # not aiohttp's 60 s wait for its handlers
+            await server.web.close()
+        assert await _comments_until_end(stream) is not None
