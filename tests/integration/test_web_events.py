@@ -188,3 +188,13 @@ async def test_a_server_stop_ends_an_open_stream_at_once(
         async with asyncio.timeout(5):  # not aiohttp's 60 s wait for its handlers
             await server.web.close()
         assert await _comments_until_end(stream) is not None
+
+
+async def test_a_head_is_refused(server: DispatchdServer, client: AsyncClient) -> None:
+    await client.update_queue("head", width=1, create=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(server))
+    writer.write(b"HEAD /api/events?queue=head HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"405"
+    finally:
+        writer.close()

@@ -298,6 +298,8 @@ class Dashboard:
 
     async def _events(self, request: Request) -> Response:
         """The Server-Sent Events the job and queue pages listen to (web/live.py)."""
+        if request.method != "GET":
+            raise WebError(405, "only GET: a HEAD would hold a stream slot for nothing")
         stream = await self._live.start(request.query, request.headers.get("last-event-id", ""))
         headers = {"X-Accel-Buffering": "no"}  # a proxy must not hold events back
         return Response(200, b"", "text/event-stream", headers, stream=stream.run)
