@@ -1,5 +1,5 @@
-"""The job page follows /api/events (Server-Sent Events): its state badge changes within
-a second of the change, in the same document, with no poll in between (polling would take
+"""The job and queue pages follow /api/events (Server-Sent Events): they change within a
+second of the change, in the same document, with no poll in between (polling would take
 up to 2 s)."""
 
 from __future__ import annotations
@@ -51,3 +51,21 @@ def test_job_page_state_badge_follows_events_without_a_reload(
     classes = browser.driver.find_element(By.CSS_SELECTOR, "#fields .state").get_attribute("class")
     assert classes is not None
     assert "state-cancelled" in classes
+
+
+def test_queue_page_counts_follow_events(browser: Browser, client: Client) -> None:
+    client.update_queue("b-events-q", width=1, create=True)
+    client.pause("b-events-q")  # nothing dispatches: pending only grows
+    browser.open("/queues/b-events-q")
+    browser.wait(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live-mode") == "events",
+        "the page listening to /api/events",
+    )
+    browser.driver.execute_script("window.sameDocument = true")
+    for _ in range(3):
+        client.submit("b-events-q", b"x")
+    WebDriverWait(browser.driver, 1.0, poll_frequency=0.02).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#counts tbody td").text == "3",
+        "pending 3 within 1 s",
+    )
+    assert browser.driver.execute_script("return window.sameDocument === true")
