@@ -5,7 +5,8 @@ Every test that asks for a server (``server``, ``target``, ``client``, ``server_
 or ``backend``) runs once per backend: embedded and Redis (a replica on the session's
 real redis-server). A test of something only one backend has carries
 ``@pytest.mark.embedded_only`` (the journal, the snapshot file, the engine itself) or
-``@pytest.mark.redis_only`` (several replicas), and runs on that backend alone.
+``@pytest.mark.redis_only`` (several replicas), and runs on that backend alone. A test
+marked ``@pytest.mark.on_cluster`` runs on a Redis Cluster too, as the conformance suite's.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _on_cluster(metafunc: pytest.Metafunc) -> bool:
-    """The conformance suite's tests run on the Cluster too."""
+    """The conformance suite's tests run on the Cluster too, and those marked on_cluster."""
+    if metafunc.definition.get_closest_marker("on_cluster") is not None:
+        return True
     return "conformance" in metafunc.definition.path.parts
 
 
@@ -85,8 +88,8 @@ def redis_url(redis_process: RedisProcess) -> str:
 
 def config_for(backend: str, config: Config, request: pytest.FixtureRequest) -> Config:
     """``config`` served by ``backend`` (the Redis one on this session's redis-server)."""
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
+    if backend in ("redis", CLUSTER):
+        url = request.getfixturevalue("redis_url" if backend == "redis" else "redis_cluster_url")
         return replace(config, backend="redis", redis_url=url, data_dir=None)
     return config
 

@@ -16,11 +16,11 @@ from dispatchd.engine import EngineLimits, NewJob
 from dispatchd.redis import connect
 from dispatchd.redis.errors import RedisUrlError
 from dispatchd.redis.scripts import SHARDED_SOURCES, SOURCES
-from dispatchd_client import AsyncClient, ScheduleSpec
+from dispatchd_client import AsyncClient, Overlap, ScheduleSpec
 from dispatchd_client import NewJob as ClientJob
-from dispatchd_client.errors import FailedPrecondition
 from tests.conformance.harness import FakeClock, open_redis
 from tests.inproc import base_config
+from tests.polling import eventually
 from tests.redisproc import RedisClusterProcess
 
 from .conftest import start_server
@@ -90,21 +90,32 @@ def test_a_cluster_url_names_its_nodes() -> None:
     assert not connect.is_cluster("redis://a:1")
 
 
-async def test_a_schedule_is_refused_on_a_cluster_with_its_reason(
+async def test_a_schedule_fires_on_a_cluster_by_its_own_loop_and_is_deleted(
     tmp_path: Path, redis_cluster_url: str
 ) -> None:
-    """A firing changes the schedule and submits its job in one script: two slots on a
-    Cluster, so CreateSchedule says it is not supported there, and nothing is stored."""
+    """A firing is two scripts there (the jobs on the queue's slot, then the record on the
+    schedule's, whose keys share the tag {ds}); the replica's own loop fires each tick once."""
     config = replace(
         base_config(tmp_path), backend="redis", redis_url=redis_cluster_url, data_dir=None
     )
     server = await start_server(config)
     try:
         async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-            with pytest.raises(FailedPrecondition) as e:
-                await client.create_schedule("nightly", ScheduleSpec.of(every=60), ClientJob("q"))
-            assert e.value.reason == "UNSUPPORTED_BY_BACKEND"
-            assert "Redis Cluster" in str(e.value)
+            await client.create_schedule(
+                "nightly", ScheduleSpec.of(every=1), ClientJob("q"), overlap=Overlap.ALLOW
+            )
+
+            async def fired() -> bool:
+                return (await client.get_schedule("nightly")).submitted_count >= 2
+
+            await eventually(fired, within=10, what="two ticks fired on the cluster")
+            assert [s.id async for s in client.list_schedules()] == ["nightly"]
+            await client.pause_schedule("nightly")
+            schedule = await client.get_schedule("nightly")
+            jobs = [j async for j in client.list_jobs("q")]
+            assert set(schedule.latest_job_ids) <= {j.id for j in jobs}
+            assert len({j.idempotency_key for j in jobs}) == len(jobs) == schedule.submitted_count
+            await client.delete_schedule("nightly")
             assert [s async for s in client.list_schedules()] == []
     finally:
         await server.stop_now()

@@ -97,11 +97,13 @@ async def _hello(target: str, queues: list[str]) -> None:
         await call.read()  # the welcome, then the end of the stream
 
 
+@pytest.mark.on_cluster
 async def test_a_schedule_firing_into_a_new_queue_past_max_queues_is_refused(
     client: AsyncClient,
 ) -> None:
     """A schedule is a producer like any other: its firing cannot create the queue that
-    --max-queues forbids (on Redis, fire.lua used to create it)."""
+    --max-queues forbids (on Redis, fire.lua used to create it; on a Cluster the refusal
+    passes through fire_jobs.lua into the record)."""
     for name in ("a", "b", "c"):
         await client.update_queue(name, width=1, create=True)
     await client.create_schedule("into-d", ScheduleSpec.of(every=3600), NewJob("d", b"x"))

@@ -1,5 +1,6 @@
-"""The schedule RPCs through the real client, on both backends: the resource, firing by the
-clock once per tick, overlap, trigger, backfill without duplicates, pause, and refusals."""
+"""The schedule RPCs through the real client, on both backends and on a Redis Cluster (where
+a firing is two scripts, redis/schedules.py): the resource, firing by the clock once per
+tick, overlap, trigger, backfill without duplicates, pause, and refusals."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from dispatchd_client import (
 )
 from tests.integration.scrape import scrape
 from tests.polling import eventually
+
+pytestmark = pytest.mark.on_cluster
 
 EVERY_SECOND = ScheduleSpec.of(every=1)
 

@@ -9,8 +9,14 @@ replicas racing for a tick both plan it, one script wins, the other is told it l
 tick's job also carries the idempotency key of (schedule, tick), so not even a lost reply
 (the script ran, the answer did not come back) can make a second job for one tick.
 
-Every key here is outside the queues' hash tags: a firing touches the schedule's keys and
-its queue's, like a SubmitBatch across queues (docs/redis.md, Cluster)."""
+Every key here is outside the queues' hash tags. On one Redis a firing is one script over
+the schedule's keys and its queue's. On a Cluster those are two slots (the schedule's keys
+share the hash tag ``{ds}``), so a firing is two scripts in a fixed order, each atomic on its
+slot: fire_jobs.lua submits the jobs on the queue's slot and keeps what it decided under the
+firing's token (the schedule's create time and the version read), then fire_record.lua
+records that, version-checked as fire.lua. A replica racing the first, or the next pass
+after a crash between the two, plans from the same version, gets the first decision back
+from fire_jobs.lua instead of submitting again, and records it (docs/redis.md, Cluster)."""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Any
 from dispatchd import schedule_convert
 from dispatchd.engine import EngineError, EngineLimits, NewJob
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import AlreadyExists, FailedPrecondition, Reason, Unavailable
+from dispatchd.engine.errors import AlreadyExists, Reason, Unavailable
 from dispatchd.engine.ids import IdSource
 from dispatchd.engine.schedule_book import not_found_schedule, page_bounds, page_token_after
 from dispatchd.engine.schedules import (
@@ -48,22 +54,14 @@ from dispatchd_client.v1 import dispatcher_pb2 as pb
 
 log = logging.getLogger("dispatchd.redis")
 
-DUE_KEY = "ds:due"
-IDS_KEY = "ds:ids"
+#: The schedules' keys: on a Cluster under one hash tag, so a schedule's script is on one slot.
+PREFIX, CLUSTER_PREFIX = "ds:", "{ds}:"
 #: How often a replica looks for fire times another replica set (its own it knows at once).
 POLL_SECONDS = 1.0
 #: A firing that lost its race to another replica, or a change that met a firing, is planned
 #: again from a fresh read this many times.
 RETRIES = 5
 _UNFINISHED = {b"1", b"2", b"6"}  # PENDING, UNDERWAY, SCHEDULED
-
-
-def _key(schedule_id: str) -> str:
-    return f"ds:s:{schedule_id}"
-
-
-def _keys(schedule_id: str) -> list[str]:
-    return [_key(schedule_id), _key(schedule_id) + ":f", DUE_KEY, IDS_KEY]
 
 
 def _due_arg(rec: ScheduleRecord) -> str:
@@ -81,6 +79,20 @@ def _message(outcome: int, message: str, queue: str, waiting: int, bound: int) -
     if outcome == FiringOutcome.REFUSED and not message:
         return str(lim.queue_full(queue, waiting, 1, bound))
     return message
+
+
+def _decided(item: dict[str, Any], queue: str) -> Firing:
+    """One firing of a record fire_jobs.lua decided."""
+    outcome = int(item["o"])
+    return Firing(
+        tick=float(item["t"]),
+        fire_time=float(item["f"]),
+        job_id=item["j"],
+        outcome=FiringOutcome(outcome),
+        cause=FiringCause(int(item["c"])),
+        message=_message(outcome, item["m"], queue, int(item["w"]), int(item["b"])),
+        count=int(item["n"]),
+    )
 
 
 def _firing_of(raw: bytes, queue: str) -> Firing:
@@ -148,6 +160,8 @@ class RedisSchedules:
     def __init__(self, ops: RedisStore, clock: Callable[[], float]) -> None:
         self.ops = ops
         self.limits: EngineLimits = ops.limits
+        self._prefix = CLUSTER_PREFIX if ops.cluster else PREFIX
+        self.due_key, self.ids_key = self._prefix + "due", self._prefix + "ids"
         self.clock = clock
         self._ids = IdSource(ops.rng)
         self._wake = asyncio.Event()
@@ -156,14 +170,20 @@ class RedisSchedules:
         #: Told of every firing this replica made (metrics, logs).
         self.on_fired: Callable[[str, str, Firing], None] = lambda sid, queue, firing: None
 
+    def _key(self, schedule_id: str) -> str:
+        return f"{self._prefix}s:{schedule_id}"
+
+    def _keys(self, schedule_id: str) -> list[str]:
+        return [self._key(schedule_id), self._key(schedule_id) + ":f", self.due_key, self.ids_key]
+
     # ---- reading ------------------------------------------------------------------------
 
     async def _read_many(self, ids: list[str]) -> list[tuple[ScheduleRecord, bytes] | None]:
         """The schedules named (None for one that is gone), read in one round trip."""
         pipe = self.ops.client.pipeline(transaction=False)
         for schedule_id in ids:
-            pipe.hgetall(_key(schedule_id))
-            pipe.lrange(_key(schedule_id) + ":f", 0, 9)
+            pipe.hgetall(self._key(schedule_id))
+            pipe.lrange(self._key(schedule_id) + ":f", 0, 9)
         replies = await self.ops.send(pipe)
         return [_record_of(f, raw) for f, raw in zip(replies[::2], replies[1::2], strict=True)]
 
@@ -183,7 +203,7 @@ class RedisSchedules:
         ids = [
             i.decode()
             for i in await self.ops.call(
-                "ZRANGE", IDS_KEY, start, "+", "BYLEX", "LIMIT", 0, size + 1
+                "ZRANGE", self.ids_key, start, "+", "BYLEX", "LIMIT", 0, size + 1
             )
         ]
         found = await self._read_many(ids[:size]) if ids else []
@@ -196,23 +216,13 @@ class RedisSchedules:
     async def _script(self, mode: str, rec: ScheduleRecord, version: bytes | str) -> str:
         reply = await self.ops.run(
             "schedule",
-            _keys(rec.id),
+            self._keys(rec.id),
             [mode, rec.id, version, _stored(rec), repr(rec.cursor), _due_arg(rec)],
         )
         return str(reply.decode() if isinstance(reply, bytes) else reply)
 
     async def create(self, rec: ScheduleRecord) -> ScheduleRecord:
         check_schedule_id(rec.id)
-        if self.ops.cluster:
-            # fire.lua changes the schedule and submits its job in one script: on a
-            # Cluster those are two slots. Not done yet (docs/redis.md).
-            raise FailedPrecondition(
-                "schedules are not supported on a Redis Cluster yet (a firing is one "
-                "script over the schedule's and the queue's keys); use a single Redis "
-                "or Sentinel for schedules",
-                reason=Reason.UNSUPPORTED_BY_BACKEND,
-                metadata={"backend": "redis-cluster"},
-            )
         started(rec, self.clock(), self.limits)
         reply = await self._script("create", rec, "")
         if reply == "exists":
@@ -240,7 +250,7 @@ class RedisSchedules:
     async def delete(self, schedule_id: str) -> None:
         check_schedule_id(schedule_id)
         reply = await self.ops.run(
-            "schedule", _keys(schedule_id), ["delete", schedule_id, "", "", "", ""]
+            "schedule", self._keys(schedule_id), ["delete", schedule_id, "", "", "", ""]
         )
         if reply == b"nf":
             raise not_found_schedule(schedule_id)
@@ -274,38 +284,88 @@ class RedisSchedules:
             firings = plan(rec, now, planner)
             if not firings:
                 return None
-            args: list[Any] = [schedule_id, version, repr(rec.cursor), _due_arg(rec)]
-            args += [self.limits.default_width, self.limits.default_lease_seconds]
-            for firing in firings:
-                args += [repr(firing.tick), repr(firing.fire_time), int(firing.outcome)]
-                args += [int(firing.cause), firing.message]
-                if firing.outcome is FiringOutcome.MISSED:
-                    args.append(firing.count)
-                elif firing.outcome is FiringOutcome.SUBMITTED:
-                    args += records.submit_args(planner.jobs[firing.job_id], firing.job_id)
-            reply = await self.ops.run("fire", _keys(schedule_id)[:3], args)
-            if reply[0] == b"lost":
-                continue
             queue = rec.template.job.queue
-            done = [
-                Firing(
-                    f.tick,
-                    f.fire_time,
-                    job_id.decode(),
-                    FiringOutcome(int(outcome)),
-                    f.cause,
-                    _message(int(outcome), message.decode(), queue, int(waiting), int(bound)),
-                    f.count,
-                )
-                for f, (outcome, job_id, message, waiting, bound) in zip(
-                    firings, reply[1], strict=True
-                )
-            ]
+            if self.ops.cluster:
+                done = await self._fire_split(rec, version, firings, planner)
+            else:
+                done = await self._fire_once(rec, version, firings, planner)
+            if done is None:
+                continue
             await self.ops.note_queues({queue})
-            for firing in done:
-                self.on_fired(schedule_id, queue, firing)
+            if not self.ops.cluster:  # _fire_split told of what it recorded itself
+                for firing in done:
+                    self.on_fired(schedule_id, queue, firing)
             return done
         raise _busy(schedule_id)
+
+    def _firing_args(self, rec: ScheduleRecord, firings: list[Firing], planner: _Plan) -> list[Any]:
+        """fire.lua's (and fire_jobs.lua's) arguments from the new cursor on."""
+        args: list[Any] = [repr(rec.cursor), _due_arg(rec)]
+        args += [self.limits.default_width, self.limits.default_lease_seconds]
+        for firing in firings:
+            args += [repr(firing.tick), repr(firing.fire_time), int(firing.outcome)]
+            args += [int(firing.cause), firing.message]
+            if firing.outcome is FiringOutcome.MISSED:
+                args.append(firing.count)
+            elif firing.outcome is FiringOutcome.SUBMITTED:
+                args += records.submit_args(planner.jobs[firing.job_id], firing.job_id)
+        return args
+
+    async def _fire_once(
+        self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
+    ) -> list[Firing] | None:
+        """One Redis: the jobs and the record in one script (None: lost the race)."""
+        args = [rec.id, version, *self._firing_args(rec, firings, planner)]
+        reply = await self.ops.run("fire", self._keys(rec.id)[:3], args)
+        if reply[0] == b"lost":
+            return None
+        queue = rec.template.job.queue
+        return [
+            Firing(
+                f.tick,
+                f.fire_time,
+                job_id.decode(),
+                FiringOutcome(int(outcome)),
+                f.cause,
+                _message(int(outcome), message.decode(), queue, int(waiting), int(bound)),
+                f.count,
+            )
+            for f, (outcome, job_id, message, waiting, bound) in zip(firings, reply[1], strict=True)
+        ]
+
+    async def _fire_split(
+        self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
+    ) -> list[Firing] | None:
+        """A Cluster: the jobs on the queue's slot, then the record on the schedule's (None:
+        lost the race, or recorded another plan's decision: plan again). What is recorded
+        is what the first fire_jobs.lua for this version decided, whichever replica's (or
+        call's: a trigger racing the loop) plan that was."""
+        decided = await self.submit_step(rec, version, firings, planner)
+        reply = await self.ops.run(
+            "fire_record", self._keys(rec.id)[:3], [rec.id, version, decided]
+        )
+        done = [_decided(item, rec.template.job.queue) for item in json.loads(decided)["f"]]
+        if reply == b"lost":
+            return None
+        await self.ops.note_queues({rec.template.job.queue})
+        for firing in done:
+            self.on_fired(rec.id, rec.template.job.queue, firing)
+        planned = [(f.tick, f.cause) for f in firings]
+        if [(f.tick, f.cause) for f in done] != planned:
+            return None  # another plan's ticks were recorded (helped along); ours come next
+        return done
+
+    async def submit_step(
+        self, rec: ScheduleRecord, version: bytes, firings: list[Firing], planner: _Plan
+    ) -> bytes:
+        """A Cluster firing's first step alone (fire_jobs.lua): the record it decided, as
+        JSON. Tests run it without the second to stand for a replica that died between."""
+        queue = rec.template.job.queue
+        token = f"{rec.create_time!r}/{version.decode()}"
+        marker = f"{records.base(queue)}:sf:{rec.id}"
+        args = [token, *self._firing_args(rec, firings, planner)]
+        decided: bytes = await self.ops.run("fire_jobs", [marker], args)
+        return decided
 
     async def _queue_refusal(self, rec: ScheduleRecord) -> EngineError | None:
         """Why a job of ``rec`` may not be submitted now (its queue does not exist and one
@@ -341,7 +401,9 @@ class RedisSchedules:
     async def fire_pass(self) -> int:
         """One pass over the schedules due by now; returns how many ticks were handled."""
         now = self.clock()
-        due = await self.ops.call("ZRANGE", DUE_KEY, "-inf", repr(now), "BYSCORE", "LIMIT", 0, 100)
+        due = await self.ops.call(
+            "ZRANGE", self.due_key, "-inf", repr(now), "BYSCORE", "LIMIT", 0, 100
+        )
         handled = 0
         for raw in due:
             schedule_id = raw.decode()
@@ -349,7 +411,7 @@ class RedisSchedules:
                 firings = await self._fire(schedule_id, lambda r, t, p: fire_due(r, t, p))
             except EngineError as e:
                 if e.reason is Reason.SCHEDULE_NOT_FOUND:
-                    await self.ops.call("ZREM", DUE_KEY, schedule_id)
+                    await self.ops.call("ZREM", self.due_key, schedule_id)
                     continue
                 log.warning("schedule %s: firing failed (%s); next pass retries", schedule_id, e)
                 continue
@@ -357,7 +419,7 @@ class RedisSchedules:
         return handled
 
     async def next_due(self) -> float | None:
-        top = await self.ops.call("ZRANGE", DUE_KEY, 0, 0, "WITHSCORES")
+        top = await self.ops.call("ZRANGE", self.due_key, 0, 0, "WITHSCORES")
         return float(top[0][1]) if top else None  # redis-py pairs (member, score)
 
     # ---- the loop ---------------------------------------------------------------------

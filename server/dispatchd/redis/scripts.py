@@ -42,6 +42,8 @@ OPERATIONS = (
     "list",
     "schedule",
     "fire",
+    "fire_jobs",
+    "fire_record",
     "delete",
     "progress",
     "batch",

@@ -26,7 +26,8 @@ log = logging.getLogger("dispatchd.redis")
 
 #: Scripts whose second run after a first that may have happened changes nothing more: a
 #: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
-#: and settings are the same twice. Not submit, claim, cancel, retry or purge.
+#: and settings are the same twice, a Cluster firing's steps are keyed by the firing's token
+#: or version-checked (redis/schedules.py). Not submit, claim, cancel, retry or purge.
 REPEATABLE = frozenset(
     {
         "result",
@@ -39,6 +40,8 @@ REPEATABLE = frozenset(
         "update",
         "slot",
         "reprioritize",
+        "fire_jobs",
+        "fire_record",
     }
 )
 
