@@ -25,6 +25,7 @@ from dispatchd.web import pages, schedule_page, search
 from dispatchd.web.bulk import Bulk
 from dispatchd.web.errors import WebError
 from dispatchd.web.links import url
+from dispatchd.web.live import LiveStreams
 from dispatchd.web.origin import check_host, check_origin
 from dispatchd.web.server import Request, Response
 from dispatchd.web.sessions import SESSION_SECONDS, Sessions
@@ -114,6 +115,7 @@ class Dashboard:
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
         self._sessions = Sessions()
         self._bulk = Bulk(backend)
+        self._live = LiveStreams(backend)
         #: The latest /api/overview answers (with ?all=1 and without) and their times.
         self._overview_cache: dict[bool, tuple[float, bytes]] = {}
 
@@ -226,6 +228,8 @@ class Dashboard:
         if not parts:
             every = request.query.get("all") == "1"
             return Response(200, pages.overview_page(await self._fleet(), csrf, every))
+        if parts == ["api", "events"]:
+            return await self._events(request)
         if parts[:1] == ["api"]:
             query = request.query
             return await self._api(parts[1:], query.get("all") == "1", query.get("queue", ""))
@@ -292,6 +296,14 @@ class Dashboard:
         self._overview_cache[every] = (now, body)
         return body
 
+    async def _events(self, request: Request) -> Response:
+        """The Server-Sent Events the job and queue pages listen to (web/live.py)."""
+        if request.method != "GET":
+            raise WebError(405, "only GET: a HEAD would hold a stream slot for nothing")
+        stream = await self._live.start(request.query, request.headers.get("last-event-id", ""))
+        headers = {"X-Accel-Buffering": "no"}  # a proxy must not hold events back
+        return Response(200, b"", "text/event-stream", headers, stream=stream.run)
+
     async def _api(self, parts: list[str], every: bool, queue: str) -> Response:
         """The JSON the pages' live refresh polls."""
         b = self._backend
@@ -307,7 +319,9 @@ class Dashboard:
             body = pages.job_json(await b.get_job(parts[1]))
         else:
             raise WebError(
-                404, "no such API; /api/overview, /api/queues, /api/workers, /api/jobs/ID"
+                404,
+                "no such API; /api/overview, /api/queues, /api/workers, /api/jobs/ID, "
+                "/api/events?job=ID|queue=NAME",
             )
         return Response(200, body, "application/json")
 

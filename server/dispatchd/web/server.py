@@ -75,6 +75,30 @@ class Response:
     body: bytes
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Callable[[StreamSink], Awaitable[None]] | None = None
+    """A streamed answer (Server-Sent Events, web/live.py): it writes the body itself,
+    then ``body`` is unused."""
+
+
+class StreamSink:
+    """The response a streamed answer writes to, and whether its client is still there."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self._request = request
+        self._response = response
+
+    async def open(self) -> None:
+        await self._response.prepare(self._request)
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._response.write(data)  # waits for the socket to drain
+        except RuntimeError as e:  # aiohttp: "Cannot write to closing transport"
+            raise ConnectionResetError(str(e)) from None
+
+    def gone(self) -> bool:
+        transport = self._request.transport
+        return transport is None or transport.is_closing()
 
 
 def _last(pairs: object) -> dict[str, str]:
@@ -105,6 +129,9 @@ class WebServer:
         self._server: asyncio.Server | None = None
         #: Connections whose head has not arrived yet, and their deadline timers.
         self._waiting: dict[int, asyncio.TimerHandle] = {}
+        #: The handlers writing a streamed answer: cancelled on close (they never end
+        #: on their own, and aiohttp would wait for them).
+        self._streams: set[asyncio.Task[object]] = set()
         self.port = 0
 
     async def start(self) -> int:
@@ -156,6 +183,8 @@ class WebServer:
         for timer in self._waiting.values():
             timer.cancel()
         self._waiting.clear()
+        for task in self._streams:
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -201,6 +230,25 @@ class WebServer:
             **SECURITY_HEADERS,
             **answer.headers,
         }
+        if answer.stream is not None:
+            return await self._stream(request, answer.stream, headers)
         response = web.Response(status=answer.status, body=answer.body, headers=headers)
         response.force_close()  # one request per connection, as the limits assume
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        run: Callable[[StreamSink], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=headers)
+        response.force_close()
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            await run(StreamSink(request, response))
+        finally:
+            self._streams.discard(task)
         return response

@@ -84,3 +84,13 @@ async def test_logout_ends_the_session(start_server: StartServer) -> None:
     after = await get(port, "/", session)
     assert after.status == 401
     assert "log in again" in after.body
+
+
+async def test_the_event_stream_needs_the_admin_token_too(start_server: StartServer) -> None:
+    srv, port = await _started(start_server)
+    await srv.backend.update_queue("q", width=3, create=True)
+    assert (await get(port, "/api/events?queue=q")).status == 401
+    assert (await get(port, "/api/events?queue=q", bearer("submit"))).status == 403
+    # refused before the lookup: an unknown queue is not told from a known one
+    assert (await get(port, "/api/events?queue=nosuch", bearer("work"))).status == 403
+    assert (await get(port, "/api/events?queue=nosuch", bearer("admin"))).status == 404

@@ -1,10 +1,14 @@
-// Live pages without a reload: every 2 s the page polls its JSON (/api/overview,
-// /api/queues or /api/workers) and rewrites what changed with textContent and DOM
-// calls, so names stay text. The sparklines and the overview chart are redrawn with the
+// Live pages without a reload: the job and queue pages refresh when /api/events (Server-
+// Sent Events) says something happened; the others (and those two when events cannot be
+// had) poll their JSON (/api/overview, /api/queues or /api/workers) every 2 s. What
+// changed is rewritten with textContent and DOM calls, so names stay text. The sparklines and the overview chart are redrawn with the
 // same arithmetic as sparks.py on the server. No inline script anywhere (strict CSP).
 "use strict";
 (function () {
   const POLL_MS = 2000;
+  // With events, a slow poll still catches what no lifecycle event tells (a worker
+  // connecting, a width set elsewhere, a reprioritized job).
+  const BACKSTOP_MS = 15000;
   const SPARK_W = 120;
   const SPARK_H = 24;
   const CHART_W = 600;
@@ -256,5 +260,61 @@
       // the server is draining or gone: keep the last picture
     }
   }
-  setInterval(tick, POLL_MS);
+
+  let timer = null;
+  function startPolling(every) {
+    document.body.dataset.liveMode = every === POLL_MS ? "poll" : "events";
+    if (timer !== null) clearInterval(timer);
+    timer = setInterval(tick, every);
+  }
+
+  // An event means "something changed": refresh once, never more than one request at a
+  // time and one per GAP_MS (a busy queue has thousands of events a second).
+  const GAP_MS = 250;
+  let busy = false;
+  let again = false;
+  async function soon() {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      do {
+        again = false;
+        await tick();
+        if (again) await new Promise((done) => setTimeout(done, GAP_MS));
+      } while (again);
+    } finally {
+      busy = false;
+    }
+  }
+
+  // The job and queue pages listen to /api/events (Server-Sent Events of the job's or the
+  // queue's lifecycle); the browser reconnects by itself (with Last-Event-ID). Where that
+  // cannot work (no EventSource, or the server refused: too many streams, auth) the page
+  // polls as it always did.
+  function eventsQuery() {
+    const fields = document.getElementById("fields");
+    if (document.body.dataset.live === "job" && fields) return "job=" + encodeURIComponent(fields.dataset.job);
+    const counts = document.getElementById("counts");
+    if (document.body.dataset.live === "queue" && counts) return "queue=" + encodeURIComponent(counts.dataset.queue);
+    return null;
+  }
+
+  const query = eventsQuery();
+  if (query === null || typeof EventSource !== "function") {
+    startPolling(POLL_MS);
+    return;
+  }
+  const source = new EventSource("/api/events?" + query);
+  source.onopen = () => {
+    startPolling(BACKSTOP_MS);
+    soon(); // what changed while it was connecting
+  };
+  source.onmessage = soon;
+  source.addEventListener("missed", soon);
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) startPolling(POLL_MS);
+  };
 })();
