@@ -78,3 +78,31 @@ async def test_a_result_sent_while_a_claim_runs_goes_with_its_next_turn(
     assert (await store.get_job(first.record.id)).record.state is JobState.SUCCEEDED
     assert [lease.job.id for lease in inbox.leases[1:]] == [job.record.id for job, _ in more]
     assert set(worker.leases) == {lease.lease_id for lease in inbox.leases[1:]}
+
+
+async def test_a_held_result_whose_caller_left_does_not_stop_the_claim(
+    store: RedisLeasing,
+) -> None:
+    """The stream whose result was held ends (its await is cancelled) before the claim's
+    next turn: the result still goes with that turn and the claim hands its jobs out."""
+    queue = "roundtrip-left"
+    await store.update_queue(queue, create=True)
+    [(first, _)] = await store.submit([NewJob(queue, b"1")], NOW)
+    replica = Replica(store, lambda: NOW, reap_every=1.0, timers=False)
+    inbox = Inbox()
+    worker = await replica.connect(WorkerSpec("w", [queue], 2), inbox)
+    await replica.claims_done()
+    more = await store.submit([NewJob(queue, b"2"), NewJob(queue, b"3")], NOW)
+    [held] = inbox.leases
+
+    replica.kick(queue)
+    answer = asyncio.create_task(
+        replica.results(worker, [WorkResult(first.record.id, held.lease_id, b"ok")])
+    )
+    await asyncio.sleep(0)  # one step each: the claim waits on Redis, the result is held
+    assert replica._held[queue]
+    answer.cancel()
+    await replica.claims_done()
+    assert answer.cancelled()
+    assert (await store.get_job(first.record.id)).record.state is JobState.SUCCEEDED
+    assert [lease.job.id for lease in inbox.leases[1:]] == [job.record.id for job, _ in more]

@@ -484,10 +484,7 @@ class Replica:
             self._held.setdefault(queue, []).extend(held)
             raise
         for (_, future), answer in zip(held, answers, strict=True):
-            if isinstance(answer, EngineError):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+            _settle(future, answer)
         if isinstance(claimed, EngineError):
             raise claimed
         return claimed
@@ -507,13 +504,12 @@ class Replica:
         try:
             for group, future in held:
                 try:
-                    future.set_result(await self.ops.results(queue, group))
+                    _settle(future, await self.ops.results(queue, group))
                 except EngineError as e:
-                    future.set_exception(e)
+                    _settle(future, e)
         finally:  # cancelled (the replica stops): no caller waits for ever
             for _, future in held:
-                if not future.done():
-                    future.set_exception(Unavailable("the server is stopping"))
+                _settle(future, Unavailable("the server is stopping"))
 
     def _prefix(self, queue: str) -> str:
         """Lease ids are unique per queue in Redis; the prefix keeps them unique across
@@ -752,3 +748,14 @@ class Replica:
             if outbox is not None:
                 outbox.close("server drained")
         return left
+
+
+def _settle(future: asyncio.Future[Answered], answer: Answered | EngineError) -> None:
+    """Answers a held result's caller; one whose stream ended meanwhile (its await was
+    cancelled) is no longer listening."""
+    if future.done():
+        return
+    if isinstance(answer, EngineError):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
