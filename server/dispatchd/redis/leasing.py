@@ -9,11 +9,12 @@ from typing import Any, NamedTuple
 
 from dispatchd.engine import JobFailure, JobState, JobThrottle, Outcome, Rejection, reasons
 from dispatchd.engine import limits as lim
-from dispatchd.engine.errors import InvalidArgument
+from dispatchd.engine.errors import EngineError, InvalidArgument
 from dispatchd.engine.throttling import QUEUE_REASON, too_many_text
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob, Tally
+from dispatchd.redis.store import ScriptCall
 
 #: A replica's worker entries live this long unless refreshed (by its reaper loop).
 WORKER_TTL = 30.0
@@ -64,17 +65,36 @@ class RedisLeasing(RedisJobs):
         self, queue: str, lease_prefix: str, credits: Sequence[tuple[str, int]]
     ) -> Claimed:
         """Leases up to sum(credits) jobs, handed out to the workers in ``credits`` order."""
-        total = sum(n for _, n in credits)
-        args: list[Any] = [total, lease_prefix]
-        for worker_id, n in credits:
-            args += [worker_id, n]
-        reply = await self.run("claim", [records.cfg_key(queue)], args)
-        wake = float(reply[0])
-        jobs = [records.job_of(f[:-1], f[-1] or b"") for f in reply[2:]]
-        return Claimed(jobs, wake if wake >= 0 else None, records.tally_of(reply[1]))
+        reply = await self.run(
+            "claim", [records.cfg_key(queue)], _claim_args(lease_prefix, credits)
+        )
+        return _claimed(reply)
 
     async def results(self, queue: str, items: Sequence[ResultItem]) -> Answered:
         """Takes the workers' answers for leases of ``queue``, fenced by lease id."""
+        reply = await self.run("result", [records.cfg_key(queue)], self._result_args(items))
+        return _answered(reply)
+
+    async def results_then_claim(
+        self,
+        queue: str,
+        groups: Sequence[Sequence[ResultItem]],
+        lease_prefix: str,
+        credits: Sequence[tuple[str, int]],
+    ) -> tuple[list[Answered | EngineError], Claimed | EngineError]:
+        """results() for each group, then claim(), in one round trip (as BullMQ's
+        moveToFinished fetches the next job): the claim runs after the results, so it
+        sees the width and the jobs (the next of an ordering key) they freed. Redis away
+        raises; a script that failed answers its EngineError in its place."""
+        keys = [records.cfg_key(queue)]
+        calls: list[ScriptCall] = [("result", keys, self._result_args(g)) for g in groups]
+        calls.append(("claim", keys, _claim_args(lease_prefix, credits)))
+        replies = await self.run_pipelined(calls)
+        answers = [r if isinstance(r, EngineError) else _answered(r) for r in replies[:-1]]
+        last = replies[-1]
+        return answers, last if isinstance(last, EngineError) else _claimed(last)
+
+    def _result_args(self, items: Sequence[ResultItem]) -> list[Any]:
         args: list[Any] = []
         cap = self.limits.max_payload_bytes
         for job_id, lease_id, outcome, http_status, latency in items:
@@ -94,12 +114,7 @@ class RedisLeasing(RedisJobs):
             else:
                 args += [job_id, lease_id, "ok", outcome, 0, "", 0]
             args += [http_status, "" if latency is None else repr(latency), self._floor(outcome)]
-        rejected, states, tally = await self.run("result", [records.cfg_key(queue)], args)
-        return Answered(
-            [_rejection(*item) for item in rejected],
-            [(j.decode(), JobState(int(st))) for j, st in states],
-            records.tally_of(tally),
-        )
+        return args
 
     def _floor(self, outcome: Outcome) -> str:
         """A failure's retry_after as result.lua takes it: made safe, or '' for none; a
@@ -187,6 +202,28 @@ class RedisLeasing(RedisJobs):
         if reply[0] == b"nf":
             raise lim.slot_not_held(slot_id)
         return reply[1].decode(), float(reply[2])
+
+
+def _claim_args(lease_prefix: str, credits: Sequence[tuple[str, int]]) -> list[Any]:
+    args: list[Any] = [sum(n for _, n in credits), lease_prefix]
+    for worker_id, n in credits:
+        args += [worker_id, n]
+    return args
+
+
+def _claimed(reply: Any) -> Claimed:
+    wake = float(reply[0])
+    jobs = [records.job_of(f[:-1], f[-1] or b"") for f in reply[2:]]
+    return Claimed(jobs, wake if wake >= 0 else None, records.tally_of(reply[1]))
+
+
+def _answered(reply: Any) -> Answered:
+    rejected, states, tally = reply
+    return Answered(
+        [_rejection(*item) for item in rejected],
+        [(j.decode(), JobState(int(st))) for j, st in states],
+        records.tally_of(tally),
+    )
 
 
 def _rejection(job_id: bytes, lease_id: bytes, code: bytes) -> Rejection:

@@ -35,7 +35,7 @@ from dispatchd.engine.reasons import UNKNOWN_JOB
 from dispatchd.engine.throttling import reason_text
 from dispatchd.redis import records, signals
 from dispatchd.redis.accounting import Accounting
-from dispatchd.redis.leasing import WORKER_TTL, RedisLeasing, ResultItem
+from dispatchd.redis.leasing import WORKER_TTL, Answered, Claimed, RedisLeasing, ResultItem
 from dispatchd.redis.reaping import SWEEP_PER_PASS
 from dispatchd.redis.records import StoredJob, Tally
 from dispatchd.redis.signals import Signals
@@ -95,6 +95,10 @@ class Replica:
         self._drained: set[str] = set()
         self._short: set[str] = set()  # queues whose claim got fewer credits for that
         self._turns: dict[int, int] = {}  # worker key -> its queue that claims first next
+        #: Queues whose last claim got all it asked for: more may be pending (_record).
+        self._backlog: set[str] = set()
+        #: Results waiting for the next turn of their queue's running claim (_record).
+        self._held: dict[str, list[tuple[list[ResultItem], asyncio.Future[Answered]]]] = {}
         self.draining = False
         self.idle = asyncio.Event()
         self.signals = Signals(
@@ -192,6 +196,7 @@ class Replica:
             self._by_queue[name].remove(worker)
             if not self._by_queue[name]:
                 del self._by_queue[name]
+                self._backlog.discard(name)
             self.signals.unwatch(signals.events(name))
         held = len(worker.leases)
         await self._end_leases(worker, "lost")
@@ -261,7 +266,7 @@ class Replica:
         now = self._clock()
         for queue, group in by_queue.items():
             try:
-                refused, states, tally = await self.ops.results(queue, group)
+                refused, states, tally = await self._record(queue, group)
             except (Internal, Unavailable) as e:
                 # This queue's data is broken, or Redis is away even on a fresh connection:
                 # these results are not recorded (the worker is told, and the jobs run
@@ -292,6 +297,21 @@ class Replica:
             self.kick(queue)
         self._note_idle()
         return rejected
+
+    async def _record(self, queue: str, group: list[ResultItem]) -> Answered:
+        """Results for ``queue``: with a claim of it running, they go with its next turn,
+        in front of it in one round trip (Replica._claim), so the credits they free are
+        claimed with no round trip of their own; else on their own. Not when the queue's
+        last claim got all it asked for (a backlog): there a held result waits out the
+        claim's round trip, the worker's stream with it, and burn-down lost ~20 %
+        (docs/redis.md). Not on a Cluster (a pipeline there goes through the client's
+        per-node splitting)."""
+        if queue not in self._claiming or queue in self._backlog or self.ops.cluster:
+            return await self.ops.results(queue, group)
+        held: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        self._held.setdefault(queue, []).append((group, held))
+        self._again.add(queue)  # the claim runs once more, and takes these with it
+        return await held
 
     def _throttled(self, job: JobRecord, throttle: JobThrottle, now: float) -> None:
         """Observers hear of a throttle signal result.lua took, as the engine tells them."""
@@ -426,9 +446,7 @@ class Replica:
                 try:
                     now = self._clock()  # filed first: if this replica dies, a reaper looks
                     await self.ops.reap_index.mark(queue, now + self._leases.get(queue, 30.0), now)
-                    jobs, wake, tally = await self.ops.claim(
-                        queue, self._prefix(queue), [(w.worker_id, n) for w, n in credits]
-                    )
+                    jobs, wake, tally = await self._claim_once(queue, credits)
                     self.accounting.unseen(tally)
                     await self._hand_out(queue, credits, jobs)
                 except (EngineError, RedisError) as e:
@@ -437,6 +455,10 @@ class Replica:
                     return
                 finally:
                     self._settle_promises(credits, len(jobs))
+                if len(jobs) < wanted:
+                    self._backlog.discard(queue)
+                else:
+                    self._backlog.add(queue)
                 if wake is not None:
                     self._arm(queue, wake)
                 if len(jobs) < wanted and queue not in self._again:
@@ -444,6 +466,50 @@ class Replica:
                     return
         finally:
             self._claiming.pop(queue, None)
+            self._send_held(queue)
+
+    async def _claim_once(self, queue: str, credits: list[tuple[WorkerRecord, int]]) -> Claimed:
+        """One claim, with the results held for it (Replica._record) sent in front of it."""
+        asked = [(w.worker_id, n) for w, n in credits]
+        held = self._held.pop(queue, [])
+        if not held:
+            return await self.ops.claim(queue, self._prefix(queue), asked)
+        try:
+            answers, claimed = await self.ops.results_then_claim(
+                queue, [group for group, _ in held], self._prefix(queue), asked
+            )
+        except Unavailable:
+            # The round trip failed: the results go again on their own (each retried on a
+            # fresh connection, fenced if the first try did get through), the claim fails.
+            self._held.setdefault(queue, []).extend(held)
+            raise
+        for (_, future), answer in zip(held, answers, strict=True):
+            _settle(future, answer)
+        if isinstance(claimed, EngineError):
+            raise claimed
+        return claimed
+
+    def _send_held(self, queue: str) -> None:
+        """The claim loop ended with results still held for it: they go on their own."""
+        held = self._held.pop(queue, [])
+        if not held:
+            return
+        task = asyncio.get_running_loop().create_task(self._answer_held(queue, held))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _answer_held(
+        self, queue: str, held: list[tuple[list[ResultItem], asyncio.Future[Answered]]]
+    ) -> None:
+        try:
+            for group, future in held:
+                try:
+                    _settle(future, await self.ops.results(queue, group))
+                except EngineError as e:
+                    _settle(future, e)
+        finally:  # cancelled (the replica stops): no caller waits for ever
+            for _, future in held:
+                _settle(future, Unavailable("the server is stopping"))
 
     def _prefix(self, queue: str) -> str:
         """Lease ids are unique per queue in Redis; the prefix keeps them unique across
@@ -682,3 +748,14 @@ class Replica:
             if outbox is not None:
                 outbox.close("server drained")
         return left
+
+
+def _settle(future: asyncio.Future[Answered], answer: Answered | EngineError) -> None:
+    """Answers a held result's caller; one whose stream ended meanwhile (its await was
+    cancelled) is no longer listening."""
+    if future.done():
+        return
+    if isinstance(answer, EngineError):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
