@@ -151,7 +151,8 @@ def check_batch_id(batch_id: str, what: str = "batch_id") -> None:
 def check_flow_fields(specs: Sequence[NewJob], job_id_check: object = None) -> None:
     """The shape of every job's batch id and parents (what exists is checked later)."""
     for i, spec in enumerate(specs):
-        where = f"jobs[{i}]" if len(specs) > 1 else ""
+        if not spec.batch_id and not spec.parent_ids:
+            continue  # most jobs: nothing to check (this runs for every submitted job)
         try:
             if spec.batch_id:
                 check_batch_id(spec.batch_id)
@@ -163,6 +164,7 @@ def check_flow_fields(specs: Sequence[NewJob], job_id_check: object = None) -> N
             if len(set(spec.parent_ids)) != len(spec.parent_ids):
                 raise InvalidArgument("parent_ids name a job twice", field="parent_ids")
         except InvalidArgument as e:
+            where = f"jobs[{i}]" if len(specs) > 1 else ""
             raise (e.under(where, label=True) if where else e) from None
 
 

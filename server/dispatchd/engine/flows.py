@@ -224,7 +224,8 @@ class FlowsMixin(EngineState):
         is not a known job of its queue."""
         check_flow_fields(specs)
         for i, spec in enumerate(specs):
-            where = f"jobs[{i}]" if len(specs) > 1 else ""
+            if not spec.batch_id and not spec.parent_ids:
+                continue  # most jobs: no batch, no parents
             try:
                 if spec.batch_id:
                     batch = self._batches.get((spec.queue, spec.batch_id))
@@ -233,6 +234,7 @@ class FlowsMixin(EngineState):
                 for parent in spec.parent_ids:
                     self._check_parent(parent, spec.queue)
             except (NotFound, FailedPrecondition) as e:
+                where = f"jobs[{i}]" if len(specs) > 1 else ""
                 raise (e.under(where, label=True) if where else e) from None
 
     def _check_parent(self, parent: str, queue: str) -> None:

@@ -220,6 +220,8 @@ class FairReady:
 
     def _key_wait(self, lane: Lane, now: float) -> float | None:
         """When the lane's quotas and per-key token let it go again; None: they do now."""
+        if lane.bucket is None and lane.windows is None and lane.aimd is None:
+            return None  # the common lane: no per-key rate, quota or adaptive rate
         if lane.windows is not None and not lane.windows.ready(now):
             return lane.windows.next_time(now)
         if lane.aimd is not None:
