@@ -86,7 +86,7 @@ def new_job(spec: pb.JobSpec, now: float) -> NewJob:
         idempotency_key=spec.idempotency_key,
         fairness_weight=spec.fairness_weight,
         batch_id=spec.batch_id,
-        parent_ids=tuple(spec.parent_ids),
+        parent_ids=tuple(spec.parent_ids) if spec.parent_ids else (),
         run_after_failed_parents=spec.run_after_failed_parents,
     )
 
