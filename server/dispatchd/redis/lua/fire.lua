@@ -12,7 +12,7 @@
 -- @include core
 -- @include job
 -- @include clock
--- @include admit
+-- @include firing
 -- @include publish
 local SUBMITTED, SKIPPED, DUPLICATE, REFUSED, MISSED = 1, 2, 3, 4, 5
 local COUNTER = {[SUBMITTED] = 'sub', [SKIPPED] = 'skp', [REFUSED] = 'ref'}
@@ -35,20 +35,7 @@ while o < #ARGV do
     redis.call('HINCRBY', s, 'mis', ARGV[o + 1])
     o = o + 1
   elseif outcome == SUBMITTED then
-    local q, ik = ARGV[o + 1], ARGV[o + 15]
-    local b = base_for(q)
-    local known = known_by_key(b, ik, now)
-    if known then
-      outcome, job_id = DUPLICATE, known
-    else
-      waiting, bound = waiting_and_bound(b)
-      if bound > 0 and waiting + 1 > bound then
-        outcome = REFUSED
-      else
-        create_job(ARGV, o, width, lease, now)
-        job_id = ARGV[o + 2]
-      end
-    end
+    outcome, job_id, waiting, bound = fire_submit(o, width, lease, now)
     o = o + JOB_ARGS
   end
   if COUNTER[outcome] then redis.call('HINCRBY', s, COUNTER[outcome], 1) end

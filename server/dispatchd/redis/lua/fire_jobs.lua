@@ -13,9 +13,9 @@
 -- @include core
 -- @include job
 -- @include clock
--- @include admit
+-- @include firing
 -- @include publish
-local SUBMITTED, DUPLICATE, REFUSED, MISSED = 1, 3, 4, 5
+local SUBMITTED, MISSED = 1, 5  -- FiringOutcome values (fire_submit decides the others)
 --: How long a marker outlives its last firing (one a schedule; gone with the schedule).
 local MARKER_SECONDS = 7 * 86400
 local now = clock()
@@ -34,19 +34,7 @@ while o < #ARGV do
     count = tonumber(ARGV[o + 1])
     o = o + 1
   elseif outcome == SUBMITTED then
-    local b = base_for(ARGV[o + 1])
-    local known = known_by_key(b, ARGV[o + 15], now)
-    if known then
-      outcome, job_id = DUPLICATE, known
-    else
-      waiting, bound = waiting_and_bound(b)
-      if bound > 0 and waiting + 1 > bound then
-        outcome = REFUSED
-      else
-        create_job(ARGV, o, width, lease, now)
-        job_id = ARGV[o + 2]
-      end
-    end
+    outcome, job_id, waiting, bound = fire_submit(o, width, lease, now)
     o = o + JOB_ARGS
   end
   firings[#firings + 1] = {t = tick, f = fire, o = outcome, c = cause, m = msg, n = count,
