@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -61,3 +62,15 @@ async def test_finished_jobs_are_written_with_their_outcome_and_payload_once(
         j.id: (j.payload, b"done", 1) for j in jobs
     }
     await writer.close()
+
+
+async def test_closing_twice_at_once_closes_once(tmp_path: Path) -> None:
+    """A drain's end and a stop may both close the writer: the second call waits for the
+    first (it used to hand the journal's close to a writer thread already shut down)."""
+    engine, writer, _ = _journaled(tmp_path)
+    [job] = engine.submit([NewJob("q", b"p")], 0.0)
+    assert await asyncio.gather(writer.close(), writer.close()) == [True, True]
+    assert await writer.close()
+    reopened = SqliteJournal(tmp_path)
+    reopened.open()
+    assert {j.id for j in reopened.load(recover=False).jobs} == {job.id}

@@ -87,6 +87,7 @@ class JournalWriter(EngineObserver):
         self.trouble: str | None = None
         """Why the last commit failed, while no later one succeeded; None: all is well."""
         self._closing = False
+        self._closed: asyncio.Task[bool] | None = None  # the one close, however many ask
 
     # ---- marking (engine observer) ------------------------------------------------
 
@@ -335,7 +336,13 @@ class JournalWriter(EngineObserver):
         """Commits what is dirty (one last try when commits were failing) and closes the
         journal; returns whether everything was written. Never hangs on a disk that stays
         full: what could not be written is logged, and the journal keeps the state of its
-        last commit."""
+        last commit. A second call (a drain's end racing a stop) waits for the first one
+        instead of using the writer thread after it was shut down."""
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_task(self._close())
+        return await asyncio.shield(self._closed)
+
+    async def _close(self) -> bool:
         self._closing = True
         task = self._task
         if task is not None and not task.done():
