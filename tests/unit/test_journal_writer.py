@@ -69,7 +69,7 @@ async def test_closing_twice_at_once_closes_once(tmp_path: Path) -> None:
     first (it used to hand the journal's close to a writer thread already shut down)."""
     engine, writer, _ = _journaled(tmp_path)
     [job] = engine.submit([NewJob("q", b"p")], 0.0)
-    assert await asyncio.gather(writer.close(), writer.close()) == [True, True]
+    assert list(await asyncio.gather(writer.close(), writer.close())) == [True, True]
     assert await writer.close()
     reopened = SqliteJournal(tmp_path)
     reopened.open()
