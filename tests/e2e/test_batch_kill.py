@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from dispatchd_client import Client, NewJob, ReceivedJob, Worker
+from tests.polling import until
 
 from .conftest import ServerProcess
 
@@ -40,14 +41,6 @@ class BatchWorker:
         self._loop.close()
 
 
-def _until(check: object, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.005)
-
-
 def _round(tmp_path: Path, start_server: type[ServerProcess], batch: str, kill_at: str) -> None:
     server = start_server(tmp_path)
     target = server.wait_ready()
@@ -61,9 +54,13 @@ def _round(tmp_path: Path, start_server: type[ServerProcess], batch: str, kill_a
         worker = BatchWorker(target)
         try:
             if kill_at == "midway":
-                _until(lambda: c.get_batch("kq", batch).counts.succeeded >= JOBS // 2)
+                until(
+                    lambda: c.get_batch("kq", batch).counts.succeeded >= JOBS // 2,
+                    15.0,
+                    "half done",
+                )
             else:
-                _until(lambda: c.get_batch("kq", batch).complete, within=20)
+                until(lambda: c.get_batch("kq", batch).complete, 20.0, "the batch complete")
             server.kill()
         finally:
             worker.stop()
@@ -80,7 +77,7 @@ def _round(tmp_path: Path, start_server: type[ServerProcess], batch: str, kill_a
             ]
             assert len(callbacks) == 1, callbacks
             assert callbacks[0].id == done.on_complete_job_id
-            _until(lambda: c.get(done.on_complete_job_id).state.finished)
+            until(lambda: c.get(done.on_complete_job_id).state.finished, 15.0, "on_complete run")
     finally:
         worker.stop()
         server.terminate()
