@@ -19,6 +19,7 @@ from dispatchd.engine.flows import FlowsMixin
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
+    NO_HEADERS,
     FinishedJob,
     JobRecord,
     JobState,
@@ -266,7 +267,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             queue=spec.queue,
             payload=spec.payload,
             priority=spec.priority,
-            headers=dict(spec.headers),
+            headers=dict(spec.headers) if spec.headers else NO_HEADERS,
             content_type=spec.content_type,
             seq=self._next_seq(),
             submit_time=now,
@@ -375,7 +376,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             fairness_key=job.fairness_key,
             idempotency_key=job.idempotency_key,
             retry_policy=job.retry_policy,
-            attempts=list(job.attempts),
+            attempts=job.attempts,
             budget_start=job.attempt,
             # Workflow fields stay; its batch counted it final already and does not again.
             batch_id=job.batch_id,
@@ -492,6 +493,9 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             restored.lease = None
             restored.in_lane = False
             q = self._ensure_queue(restored.queue, bounded=False)
+            restored.queue = q.name  # one string per queue, not one per job read back
+            if not restored.headers:
+                restored.headers = NO_HEADERS
             self._jobs[restored.id] = restored
             if restored.idempotency_key:
                 q.dedup[dedup_name(restored.headers, restored.idempotency_key)] = restored.id
