@@ -259,7 +259,7 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
     job.throttle_count = msg.throttle_count
     if msg.HasField("retry_policy"):
         job.retry_policy = retry_policy(msg.retry_policy)
-    job.attempts = [
+    job.attempts = tuple(
         AttemptRecord(
             a.number,
             a.worker_id,
@@ -270,7 +270,7 @@ def job_from_pb(msg: pb.Job) -> JobRecord:
             duration_seconds(a.latency) if a.HasField("latency") else None,
         )
         for a in msg.attempts
-    ]
+    )
     return job
 
 

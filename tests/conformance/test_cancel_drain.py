@@ -156,7 +156,7 @@ async def test_finishing_a_drain_takes_back_what_is_held_and_ends_the_workers(
     assert (taken_back.state, taken_back.attempt, taken_back.attempts) == (
         JobState.PENDING,
         1,
-        [],
+        (),
     )
     assert (await after.get_job(held[0].job.id)).state is JobState.SUCCEEDED
     assert (await after.get_job(jobs[2].id)).state is JobState.PENDING

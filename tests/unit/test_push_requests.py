@@ -198,12 +198,12 @@ def test_unset_wire_fields_take_defaults() -> None:
 
 def test_attempts_keep_http_status_and_latency_through_the_journal_form() -> None:
     record = job()
-    record.attempts = [
+    record.attempts = (
         AttemptRecord(
             1, "http:hooks", 1.0, 1.5, JobFailure("HTTP 503", True, "HTTP_503"), 503, 0.5
         ),
         AttemptRecord(2, "http:hooks", 3.0, 3.25, None, 200, 0.25),
         AttemptRecord(3, "w", 4.0, 5.0, None),
-    ]
+    )
     back = convert.job_from_pb(convert.job_to_pb(record))
     assert back.attempts == record.attempts

@@ -26,7 +26,9 @@ def _job(attempts: int, result: bytes, error: str) -> JobRecord:
         attempt=attempts,
         result=result,
         error=failure,
-        attempts=[AttemptRecord(n, f"w{n}", 1.0, 2.0, failure) for n in range(1, attempts + 1)],
+        attempts=tuple(
+            AttemptRecord(n, f"w{n}", 1.0, 2.0, failure) for n in range(1, attempts + 1)
+        ),
     )
 
 

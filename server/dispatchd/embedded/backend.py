@@ -551,7 +551,7 @@ def _as_changed(job: JobRecord) -> JobRecord:
     """The job as the change left it. The answer waits for the journal, and a live record
     moves on meanwhile (a worker may take a retried job and finish it): the caller is told
     what it did, not what happened next."""
-    return replace(job, headers=dict(job.headers), attempts=list(job.attempts))
+    return replace(job, headers=dict(job.headers))  # attempts: an immutable tuple
 
 
 def worker_info(w: WorkerRecord, replica: str) -> WorkerInfo:

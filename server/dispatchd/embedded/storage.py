@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dispatchd import convert, flows_convert, schedule_convert
 from dispatchd.embedded.journaling import JournalUnavailable, JournalWriter, batch_key
+from dispatchd.embedded.restoring import restored_job
 from dispatchd.engine import Engine, JobRecord
 from dispatchd.listening import StartError
 from dispatchd.observability.metrics import StorageStats
@@ -100,8 +101,8 @@ class Storage:
 
         def records() -> Iterator[JobRecord]:
             nonlocal count
-            rows = journal.jobs(self._config.recover_truncated, skipped)
-            while chunk := [convert.job_from_pb(m) for m in itertools.islice(rows, READ_CHUNK)]:
+            rows = journal.job_rows(self._config.recover_truncated, skipped)
+            while chunk := [restored_job(m, p) for m, p in itertools.islice(rows, READ_CHUNK)]:
                 count += len(chunk)
                 yield from chunk
 

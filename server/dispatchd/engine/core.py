@@ -19,6 +19,7 @@ from dispatchd.engine.flows import FlowsMixin
 from dispatchd.engine.listing import page_of_jobs
 from dispatchd.engine.model import (
     FINISHED_STATES,
+    NO_HEADERS,
     FinishedJob,
     JobRecord,
     JobState,
@@ -266,7 +267,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             queue=spec.queue,
             payload=spec.payload,
             priority=spec.priority,
-            headers=dict(spec.headers),
+            headers=dict(spec.headers) if spec.headers else NO_HEADERS,
             content_type=spec.content_type,
             seq=self._next_seq(),
             submit_time=now,
@@ -375,7 +376,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             fairness_key=job.fairness_key,
             idempotency_key=job.idempotency_key,
             retry_policy=job.retry_policy,
-            attempts=list(job.attempts),
+            attempts=job.attempts,
             budget_start=job.attempt,
             # Workflow fields stay; its batch counted it final already and does not again.
             batch_id=job.batch_id,
@@ -483,6 +484,7 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
         for name, settings in queues:
             lim.check_queue_name(name)
             self._ensure_queue(name, bounded=False).apply_settings(settings, now)
+        filed: dict[str, tuple[QueueState, list[tuple[int, int, str]]]] = {}
         for job in jobs:
             if job.state.finished:
                 self._restore_finished(job)
@@ -491,7 +493,13 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             restored.seq = self._next_seq()
             restored.lease = None
             restored.in_lane = False
-            q = self._ensure_queue(restored.queue, bounded=False)
+            at = filed.get(restored.queue)
+            if at is None:
+                at = filed[restored.queue] = (self._ensure_queue(restored.queue, False), [])
+            q, entries = at
+            restored.queue = q.name  # one string per queue, not one per job read back
+            if not restored.headers:
+                restored.headers = NO_HEADERS
             self._jobs[restored.id] = restored
             if restored.idempotency_key:
                 q.dedup[dedup_name(restored.headers, restored.idempotency_key)] = restored.id
@@ -500,5 +508,18 @@ class Engine(FlowsMixin, DispatchMixin, SlotMixin, ScheduleMixin):
             if restored.state is JobState.WAITING:
                 self._restore_waiting(restored)  # its parents may come later: flows.py
                 continue
-            self._wait(q, restored, now)
+            if restored.ordering_key or (
+                restored.not_before is not None and restored.not_before > now
+            ):
+                self._wait(q, restored, now)
+                continue
+            # What _wait does for a job ready now, with its pending index filed in one
+            # sort per queue at the end rather than one SortedList.add per job.
+            restored.state = JobState.PENDING
+            entry = restored.pending_entry = (-restored.priority, restored.seq, restored.id)
+            entries.append(entry)
+            q.ready.push(restored, now)
+        for q, entries in filed.values():
+            q.pending.update(entries)
+            self._consider(q, now)
         self._resolve_restored(now)

@@ -143,7 +143,7 @@ class DispatchMixin(TurnsMixin):
             self._attempt_failed(lease, failure, now, lost=False, http=http)
         else:
             job = lease.job
-            job.attempts.append(self._attempt(lease, now, None, http))
+            job.attempts = (*job.attempts, self._attempt(lease, now, None, http))
             job.result = outcome
             self._finish(job, JobState.SUCCEEDED, now)
         return None
@@ -172,7 +172,7 @@ class DispatchMixin(TurnsMixin):
         (under a policy) or FAILED. Without a policy a lost attempt (lease expired,
         worker gone) goes straight back, as it never reported failure."""
         job = lease.job
-        job.attempts.append(self._attempt(lease, now, failure, http))
+        job.attempts = (*job.attempts, self._attempt(lease, now, failure, http))
         q = self._queues[job.queue]
         policy = job.retry_policy or q.settings.retry_policy
         if policy is None:

@@ -38,7 +38,8 @@ class Lane:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.heap: list[tuple[int, int, int, str]] = []  # (-priority, seq, version, job id)
+        # The jobs' own pending_entry tuples (-priority, seq, job id): see _pop_valid.
+        self.heap: list[tuple[int, int, str]] = []
         self.live = 0  # entries in heap that are still valid
         self.in_flight = 0
         self.bucket: TokenBucket | None = None
@@ -85,9 +86,10 @@ class FairReady:
                 lane.aimd = Aimd(self.adaptive, rate.per_second, now)
         if job.fairness_weight:
             lane.weight = job.fairness_weight
-        job.lane_version += 1
+        entry = job.pending_entry
+        assert entry is not None, "a job joins its lane once filed as pending"
         job.in_lane = True
-        heapq.heappush(lane.heap, (-job.priority, job.seq, job.lane_version, job.id))
+        heapq.heappush(lane.heap, entry)
         lane.live += 1
         self._enter_ring(lane, now)
 
@@ -244,14 +246,17 @@ class FairReady:
         self._maybe_forget(lane, now)
 
     def _pop_valid(self, lane: Lane) -> JobRecord | None:
+        """The lane's next live entry. An entry is the job's pending_entry when pushed; a
+        reprioritize or a return to pending files the job under a new tuple, so an entry
+        that is no longer the job's own (``is``) is a stale one left behind."""
         heap = lane.heap
         while heap:
-            _, _, version, job_id = heapq.heappop(heap)
-            job = self._jobs.get(job_id)
+            entry = heapq.heappop(heap)
+            job = self._jobs.get(entry[2])
             if (
                 job is not None
                 and job.in_lane
-                and job.lane_version == version
+                and job.pending_entry is entry
                 and job.state is JobState.PENDING
             ):
                 job.in_lane = False

@@ -128,11 +128,11 @@ def _f(v: Reply) -> float | None:
     return float(v) if v else None
 
 
-def _attempts(raw: str) -> list[AttemptRecord]:
+def _attempts(raw: str) -> tuple[AttemptRecord, ...]:
     """attempts.lua's add_attempt items: 10 values (8 in jobs older than HTTP status and
     latency)."""
     if not raw:
-        return []
+        return ()
     out = []
     for item in json.loads("[" + raw[1:] + "]"):
         n, worker, start, end, failed, msg, retryable, code = item[:8]
@@ -142,7 +142,7 @@ def _attempts(raw: str) -> list[AttemptRecord]:
         out.append(
             AttemptRecord(int(n), worker, float(start), float(end), error, int(status), seconds)
         )
-    return out
+    return tuple(out)
 
 
 @dataclass(slots=True)

@@ -220,17 +220,33 @@ class SqliteJournal:
         iterates, so a restore holds one job's protobuf at a time, never a million. A row
         whose checksum does not match, or that does not decode, raises JournalError naming
         it, unless ``recover`` drops it: its id is appended to ``skipped``."""
+        for job, payload in self.job_rows(recover, skipped):
+            job.payload = payload
+            yield job
+
+    def job_rows(self, recover: bool, skipped: list[str]) -> Iterator[tuple[pb.Job, bytes]]:
+        """``jobs`` as (status message without its payload, payload): a start-up keeps the
+        payload object SQLite made rather than a copy out of the message."""
+        check, decode = self._check, self._decode
         for job_id, payload, status, payload_crc, status_crc in self._rows():
-            what = f"job {job_id!r}"
+            if crc32(payload) == payload_crc and crc32(status) == status_crc:
+                job = pb.Job()
+                try:
+                    job.ParseFromString(status)
+                except DecodeError:
+                    pass  # named by _decode below
+                else:
+                    yield job, payload
+                    continue
+            what = f"job {job_id!r}"  # only for a damaged row: the checks again, to name it
             try:
-                self._check(payload, payload_crc, what, "payload", recover)
-                self._check(status, status_crc, what, "status", recover)
-                job = self._decode(pb.Job, status, what, recover)
+                check(payload, payload_crc, what, "payload", recover)
+                check(status, status_crc, what, "status", recover)
+                job = decode(pb.Job, status, what, recover)
             except _Skip:
                 skipped.append(job_id)
                 continue
-            job.payload = payload
-            yield job
+            yield job, payload
 
     def _rows(self) -> Iterator[tuple[str, bytes, bytes, int, int]]:
         # ULIDs sort by submit time: rows come back in submit order, READ_CHUNK at a time.
