@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -49,6 +49,7 @@ class Run:
     commands: int = 0
     scripts: int = 0
     reads: int = 0
+    by_command: dict[str, int] = field(default_factory=dict)
 
     @property
     def jobs_per_s(self) -> float:
@@ -104,11 +105,11 @@ class Fleet:
         redis = sum(cpu_times(self.redis.pid)) if self.redis is not None else 0.0
         return server, redis
 
-    def commands(self) -> tuple[int, int, int]:
-        """(every command, EVALSHA, read events) Redis saw so far (INFO commandstats,
-        INFO stats)."""
+    def commands(self) -> tuple[int, int, int, dict[str, int]]:
+        """(every command, EVALSHA, read events, calls per command) Redis saw so far (INFO
+        commandstats, INFO stats)."""
         if self.redis is None:
-            return 0, 0, 0
+            return 0, 0, 0, {}
         host, _, port = self.redis.target.rpartition(":")
         client = redis_py.Redis(host=host, port=int(port))
         try:
@@ -116,8 +117,8 @@ class Fleet:
             reads = int(client.info("stats")["total_reads_processed"])
         finally:
             client.close()
-        calls = {name: int(v["calls"]) for name, v in stats.items()}
-        return sum(calls.values()), calls.get("cmdstat_evalsha", 0), reads
+        calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        return sum(calls.values()), calls.get("evalsha", 0), reads, calls
 
     async def close(self) -> None:
         for ch in self.channels:
@@ -162,7 +163,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
         return False
 
     server0, redis0 = fleet.cpu()
-    commands0, scripts0, reads0 = fleet.commands()
+    commands0, scripts0, reads0, by0 = fleet.commands()
     started = time.perf_counter()
     workers = [
         asyncio.create_task(_worker(fleet.stubs[i % len(fleet.stubs)], done))
@@ -172,7 +173,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
     await asyncio.wait_for(finished.wait(), 300)
     seconds = time.perf_counter() - started
     server1, redis1 = fleet.cpu()
-    commands1, scripts1, reads1 = fleet.commands()
+    commands1, scripts1, reads1, by1 = fleet.commands()
     for task in workers:
         task.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
@@ -184,6 +185,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
         commands1 - commands0,
         scripts1 - scripts0,
         max(0, reads1 - reads0 - 2),  # less the two INFO calls of the first reading
+        {name: n - by0.get(name, 0) for name, n in by1.items() if n > by0.get(name, 0)},
     )
 
 
@@ -269,6 +271,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             row[f"{phase}_redis_commands_per_job"] = _median([r.commands / r.jobs for r in rs])
             row[f"{phase}_redis_scripts_per_job"] = _median([r.scripts / r.jobs for r in rs])
             row[f"{phase}_redis_round_trips_per_job"] = _median([r.reads / r.jobs for r in rs])
+            for name in sorted({n for r in rs for n in r.by_command}):
+                row[f"{phase}_cmd_{name}_per_job"] = _median(
+                    [r.by_command.get(name, 0) / r.jobs for r in rs]
+                )
         out[mode] = row
     base = out.get("embedded")
     for row in out.values():
@@ -278,7 +284,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return out
 
 
-def _print(out: dict[str, dict[str, float]], rounds: int) -> None:
+def _print(out: dict[str, dict[str, float]], rounds: int, breakdown: bool = False) -> None:
     print(f"Redis path vs embedded (medians of {rounds} rounds)")
     print(f"{'mode':10} {'phase':10} {'jobs/s':>9} {'ratio':>6} ", end="")
     print(f"{'server us/job':>14} {'redis us/job':>13} {'cmds/job':>9} {'scripts/job':>12}", end="")
@@ -294,6 +300,24 @@ def _print(out: dict[str, dict[str, float]], rounds: int) -> None:
                 f"{row[f'{phase}_redis_scripts_per_job']:12.2f} "
                 f"{row[f'{phase}_redis_round_trips_per_job']:10.2f}"
             )
+    if breakdown:
+        _print_breakdown(out)
+
+
+def _print_breakdown(out: dict[str, dict[str, float]]) -> None:
+    """Redis commands per job by name (INFO commandstats: those scripts run included)."""
+    for mode, row in out.items():
+        for phase in ("per_job", "burn_down"):
+            prefix = f"{phase}_cmd_"
+            cmds = {k: v for k, v in row.items() if k.startswith(prefix)}
+            if not cmds:
+                continue
+            parts = sorted(
+                ((k[len(prefix) : -len("_per_job")], v) for k, v in cmds.items()),
+                key=lambda kv: -kv[1],
+            )
+            shown = ", ".join(f"{name} {v:.2f}" for name, v in parts if v >= 0.005)
+            print(f"{mode} {phase} commands/job: {shown}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,9 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-job-jobs", type=int, default=3200)
     p.add_argument("--burn-jobs", type=int, default=20_000)
     p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
+    p.add_argument(
+        "--breakdown", action="store_true", help="also print Redis commands per job by name"
+    )
     args = p.parse_args(argv)
     out = asyncio.run(main_async(args))
-    _print(out, args.rounds)
+    _print(out, args.rounds, args.breakdown)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     print(f"written to {RESULTS}")

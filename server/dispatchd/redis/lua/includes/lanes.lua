@@ -10,6 +10,34 @@
 -- lane that empties and fills again meanwhile is still held.
 local function lane_of(b, fk) return b .. ':fl:' .. fk end
 
+-- Read once per script rather than once per job a claim takes: each lane's weight (pend_add
+-- forgets the one it changes) and whether :turns holds anything at all.
+local lane_weights = {}
+local turns_kept = nil
+
+local function lane_weight(b, fk)
+  local w = lane_weights[fk]
+  if w == nil then
+    w = tonumber(redis.call('HGET', b .. ':fw', fk) or '1') or 1
+    lane_weights[fk] = w
+  end
+  return w
+end
+
+-- The lane took one turn: after its weight in turns in a row it goes to the back of the
+-- ring. A weight of 1 (the default) moves it every time, and :turns needs no count.
+local function lane_turn(b, ring, fk)
+  local weight = lane_weight(b, fk)
+  if weight > 1 then
+    turns_kept = true
+    if redis.call('HINCRBY', b .. ':turns', fk, 1) < weight then return end
+  elseif turns_kept == nil then
+    turns_kept = redis.call('EXISTS', b .. ':turns') == 1
+  end
+  redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+  if turns_kept then redis.call('HDEL', b .. ':turns', fk) end
+end
+
 local function leave_ring(b, fk)
   redis.call('LREM', b .. ':ring', 1, fk)
   redis.call('HDEL', b .. ':turns', fk)
@@ -40,7 +68,10 @@ local function pend_add(b, id, f)  -- f: HMGET of 'pr', 'seq', 'fk', 'fwt'
   local m, prio, fk = member(tonumber(f[2]), id), -tonumber(f[1]), f[3] or ''
   redis.call('ZADD', b .. ':pending', prio, m)
   local weight = tonumber(f[4] or '0') or 0
-  if weight > 0 then redis.call('HSET', b .. ':fw', fk, weight) end
+  if weight > 0 then
+    redis.call('HSET', b .. ':fw', fk, weight)
+    lane_weights[fk] = nil
+  end
   local lane = lane_of(b, fk)
   if redis.call('ZADD', lane, prio, m) == 1 and redis.call('ZCARD', lane) == 1 then
     enter_ring(b, fk)
@@ -68,10 +99,22 @@ local function lanes_due(b, now)
 end
 
 -- The next job to dispatch: the best job of the lane whose turn it is.
-local function pend_pop(b, cap, now)
-  local ring = b .. ':ring'
+-- What pend_pop reads once per claim: the per-key rate and windows; popped gathers the
+-- members taken so the claim removes them from :pending in one ZREM (pend_flush).
+local function pend_ctx(b)
   local rps, burst, adaptive = key_rate(b)
-  local quotas = windows_of(redis.call('HGET', b .. ':cfg', 'kwin'))  -- per_key_windows
+  return {rps = rps, burst = burst, adaptive = adaptive, popped = {},
+    quotas = windows_of(redis.call('HGET', b .. ':cfg', 'kwin'))}  -- per_key_windows
+end
+
+local function pend_flush(b, ctx)
+  if #ctx.popped > 0 then call_many('ZREM', b .. ':pending', ctx.popped) end
+  ctx.popped = {}
+end
+
+local function pend_pop(b, cap, now, ctx)
+  local ring = b .. ':ring'
+  local rps, burst, adaptive, quotas = ctx.rps, ctx.burst, ctx.adaptive, ctx.quotas
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
@@ -101,13 +144,11 @@ local function pend_pop(b, cap, now)
     end
     if #top > 0 then
       if #quotas > 0 then key_windows_take(b, fk, quotas, now) end
-      redis.call('ZREM', b .. ':pending', top[1])
+      ctx.popped[#ctx.popped + 1] = top[1]  -- out of :pending at pend_flush
       if redis.call('ZCARD', lane) == 0 then
         leave_ring(b, fk)
-      elseif redis.call('HINCRBY', b .. ':turns', fk, 1)
-          >= tonumber(redis.call('HGET', b .. ':fw', fk) or '1') then
-        redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-        redis.call('HDEL', b .. ':turns', fk)
+      else
+        lane_turn(b, ring, fk)
       end
       return id_of(top[1])
     end
