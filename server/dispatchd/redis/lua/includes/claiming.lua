@@ -73,9 +73,14 @@ local function claim_jobs(b, now, o)
   lanes_due(b, now)
   local ctx = pend_ctx(b)
   leases_batch(b)
+  local ids, next_id = {}, 1
   while got < want do
-    local id = pend_pop(b, cap, now, ctx)
-    if id == nil then break end
+    if next_id > #ids then
+      ids, next_id = pend_take(b, cap, now, ctx, want - got), 1
+      if #ids == 0 then break end
+    end
+    local id = ids[next_id]
+    next_id = next_id + 1
     local j = jkey(b, id)
     local f = job_with_payload(b, id)
     local ex = num(f[JOB_IX.ex])

@@ -81,10 +81,12 @@ finish = function(b, id, state, now, keep_key, pre, ok)
       redis.call('EXPIRE', ik, math.max(1, math.ceil(tonumber(ARGV[1]))))
     end
   end
-  finished_ids[#finished_ids + 1] = id
+  finished(b, id)
   tally(b, id, state)
   if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
-  wake(b)
+  -- A result script decides itself whether its finishes wake anyone (results.lua): what
+  -- they make ready (an ordering key's next job, a child, a callback) wakes on its own.
+  if finish_batching == nil then wake(b) end
   local ev = {f[3], f[4], f[5]}
   if state == FAILED or state == DEAD then
     job_event_of(b, EV_FINAL[state], id, now, ev, 'em', f[7] or '', 'ec', f[8] or '',

@@ -154,3 +154,33 @@ local function pend_pop(b, cap, now, ctx)
     end
   end
 end
+
+-- Up to n jobs to dispatch in order. When one lane holds every pending job and nothing
+-- can change the order while they are taken (no per-key bound, rate or quota; a weight of
+-- 1 and no turns counted; no job that could expire on the way and hand its ordering key to
+-- a job of another lane), pend_pop would take them one by one from the head of that
+-- lane: one ZPOPMIN of n does. Otherwise one job, by pend_pop.
+local function pend_take(b, cap, now, ctx, n)
+  if n > 1 and cap == 0 and ctx.rps == nil and #ctx.quotas == 0 then
+    if ctx.one_lane == nil then
+      ctx.one_lane = redis.call('LLEN', b .. ':ring') == 1
+        and redis.call('ZCARD', b .. ':exp') == 0
+        and redis.call('EXISTS', b .. ':turns') == 0
+    end
+    local fk = ctx.one_lane and redis.call('LINDEX', b .. ':ring', 0)
+    if fk and lane_weight(b, fk) <= 1 then
+      local lane = lane_of(b, fk)
+      local top = redis.call('ZPOPMIN', lane, n)
+      local ids = {}
+      for i = 1, #top, 2 do
+        ctx.popped[#ctx.popped + 1] = top[i]
+        ids[#ids + 1] = id_of(top[i])
+      end
+      if redis.call('ZCARD', lane) == 0 then leave_ring(b, fk) end
+      return ids
+    end
+  end
+  local id = pend_pop(b, cap, now, ctx)
+  if id == nil then return {} end
+  return {id}
+end

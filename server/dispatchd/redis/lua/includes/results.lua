@@ -18,10 +18,23 @@
 -- underway: its cancel was its outcome). A success reads the job once and writes it once
 -- (its attempt, result and finish in one HSET); the lease and finish indexes are written
 -- once for all the results (leases_batch, finish_batch).
+-- Whether a lease ending can serve anyone who waits (then the results wake the queue's
+-- replicas): a queue at its width, whose claims and slot acquirers wait for a lease to
+-- end, or one with a key bound (a parked lane may go back into the ring). Otherwise a
+-- lease ending serves no one but the replica that sent the result, which claims its
+-- workers' freed credits itself; and what a result makes ready (a retry, an ordering key's
+-- next job, a child, a batch's callback) wakes the queue on its own (waiting.lua wait).
+local function lease_frees(b)
+  if lease_batch.cap > 0 or redis.call('ZCARD', b .. ':acq') > 0 then return true end
+  local width = tonumber(redis.call('HGET', b .. ':cfg', 'width') or '0') or 0
+  return redis.call('ZCARD', b .. ':leases') >= width
+end
+
 local function take_results(b, now, first, last)
   local rejected, states = {}, {}
   leases_batch(b)
   finish_batch(b)
+  local frees = lease_frees(b)
   for o = first, last, 10 do
     local id, lid = ARGV[o], ARGV[o + 1]
     local j = jkey(b, id)
@@ -33,7 +46,7 @@ local function take_results(b, now, first, last)
     else
       lease_done(b, id, f[3] or '')
       redis.call('HDEL', j, 'ls', 'dl')
-      wake(b)
+      if frees then wake(b) end
       local key = f[5]  -- FINISH_FIELDS[2]: the ordering key
       if f[2] == '1' then
         if key and key ~= '' then release_key(b, key, id, now) end
