@@ -99,6 +99,8 @@ class Fleet:
         self.redis = redis
         self.channels = [grpc.aio.insecure_channel(s.target) for s in servers]
         self.stubs = [pb_grpc.DispatcherServiceStub(ch) for ch in self.channels]
+        self.submit_batches = (0.0, 0.0, 0.0)
+        """Per SubmitBatch of 1,000 jobs of one queue: Redis commands, scripts, round trips."""
 
     def cpu(self) -> tuple[float, float]:
         server = sum(sum(cpu_times(s.pid)) for s in self.servers)
@@ -211,8 +213,16 @@ async def _burn_down(fleet: Fleet, jobs: int) -> Run:
             queue=pb.Queue(name=QUEUE, paused=True), update_mask={"paths": ["paused"]}
         )
     )
-    for _ in range(jobs // 1000):
+    commands0, scripts0, reads0, _ = fleet.commands()
+    batches = jobs // 1000
+    for _ in range(batches):
         await fleet.stubs[0].SubmitBatch(batch)
+    commands1, scripts1, reads1, _ = fleet.commands()
+    fleet.submit_batches = (
+        (commands1 - commands0) / batches,
+        (scripts1 - scripts0) / batches,
+        max(0, reads1 - reads0 - 2) / batches,
+    )
 
     async def resume() -> None:
         await fleet.stubs[0].ResumeQueue(pb.ResumeQueueRequest(name=QUEUE))
@@ -220,7 +230,9 @@ async def _burn_down(fleet: Fleet, jobs: int) -> Run:
     return await _phase(fleet, jobs // 1000 * 1000, lambda: asyncio.ensure_future(resume()))
 
 
-async def _mode(mode: str, per_job_jobs: int, burn_jobs: int) -> tuple[Run, Run]:
+async def _mode(
+    mode: str, per_job_jobs: int, burn_jobs: int
+) -> tuple[Run, Run, tuple[float, float, float]]:
     redis = _redis(free_port()) if mode != "embedded" else None
     url = f"redis://{redis.target}/0" if redis is not None else None
     replicas = 3 if mode == "redis x3" else 1
@@ -240,7 +252,7 @@ async def _mode(mode: str, per_job_jobs: int, burn_jobs: int) -> tuple[Run, Run]
         )
         per_job = await _per_job(fleet, per_job_jobs)
         burn = await _burn_down(fleet, burn_jobs)
-        return per_job, burn
+        return per_job, burn, fleet.submit_batches
     finally:
         await fleet.close()
         stop_all([*([redis] if redis is not None else []), *servers])
@@ -254,7 +266,7 @@ def _median(values: Sequence[float]) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     modes = [m for m in args.modes.split(",") if m]
-    runs: dict[str, list[tuple[Run, Run]]] = {m: [] for m in modes}
+    runs: dict[str, list[tuple[Run, Run, tuple[float, float, float]]]] = {m: [] for m in modes}
     for _ in range(args.rounds):
         for mode in modes:  # interleaved: each round sees the same machine load per mode
             runs[mode].append(await _mode(mode, args.per_job_jobs, args.burn_jobs))
@@ -262,7 +274,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     for mode, pairs in runs.items():
         row: dict[str, float] = {}
         for i, phase in enumerate(("per_job", "burn_down")):
-            rs = [p[i] for p in pairs]
+            rs: list[Run] = [p[0] if i == 0 else p[1] for p in pairs]
             row[f"{phase}_jobs_per_s"] = _median([r.jobs_per_s for r in rs])
             row[f"{phase}_server_cpu_us_per_job"] = _median(
                 [r.us_per_job(r.server_cpu) for r in rs]
@@ -275,6 +287,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 row[f"{phase}_cmd_{name}_per_job"] = _median(
                     [r.by_command.get(name, 0) / r.jobs for r in rs]
                 )
+        for i, what in enumerate(("commands", "scripts", "round_trips")):
+            row[f"submit_batch_redis_{what}"] = _median([p[2][i] for p in pairs])
         out[mode] = row
     base = out.get("embedded")
     for row in out.values():
@@ -299,6 +313,14 @@ def _print(out: dict[str, dict[str, float]], rounds: int, breakdown: bool = Fals
                 f"{row[f'{phase}_redis_commands_per_job']:9.2f} "
                 f"{row[f'{phase}_redis_scripts_per_job']:12.2f} "
                 f"{row[f'{phase}_redis_round_trips_per_job']:10.2f}"
+            )
+    for mode, row in out.items():
+        if row["submit_batch_redis_scripts"]:
+            print(
+                f"{mode}: a SubmitBatch of 1,000 jobs of one queue is "
+                f"{row['submit_batch_redis_scripts']:.2f} scripts, "
+                f"{row['submit_batch_redis_round_trips']:.2f} round trips, "
+                f"{row['submit_batch_redis_commands']:.0f} Redis commands"
             )
     if breakdown:
         _print_breakdown(out)

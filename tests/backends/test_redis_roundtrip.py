@@ -164,9 +164,24 @@ async def test_results_and_claim_keep_apart_what_each_group_answered(
     ]
     answers, again = await store.results_then_claim(queue, groups, "t.", [("w", 2)])
     first, second = answers
-    assert not isinstance(first, Exception) and not isinstance(second, Exception)
+    assert not isinstance(first, Exception)
+    assert not isinstance(second, Exception)
     assert [r.job_id for r in first.rejected] == [b.record.id]
     assert first.states == [(a.record.id, JobState.SUCCEEDED)]
-    assert second.rejected == [] and second.states == [(b.record.id, JobState.SUCCEEDED)]
+    assert second.rejected == []
+    assert second.states == [(b.record.id, JobState.SUCCEEDED)]
     assert not isinstance(again, Exception)
     assert [j.record.id for j in again.jobs] == [third.record.id]
+
+
+async def test_a_batch_of_submits_for_one_queue_is_one_script(store: RedisLeasing) -> None:
+    """What a coalescing client's SubmitBatch reaches Redis as: one submit.lua for the
+    whole batch of one queue, one round trip (the queue known to this store already)."""
+    queue = "onescript-batch"
+    await store.update_queue(queue, create=True)
+    await store.submit([NewJob(queue, b"warm")], NOW)  # submit.lua loaded, the queue noted
+    trips, scripts = await round_trips(store), await scripts_run(store)
+    admitted = await store.submit([NewJob(queue, str(i).encode()) for i in range(100)], NOW)
+    assert await round_trips(store) - trips - 2 == 1  # less the two INFO calls
+    assert await scripts_run(store) - scripts == 1
+    assert len(admitted) == 100

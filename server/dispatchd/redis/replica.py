@@ -24,6 +24,7 @@ from dispatchd.engine import (
     FinishedJob,
     JobFailure,
     JobRecord,
+    JobState,
     JobThrottle,
     LeaseRecord,
     Rejection,
@@ -281,24 +282,35 @@ class Replica:
             ]
             self.accounting.rejected(queue, len(refused))
             self.accounting.unseen(tally)
-            for job_id, state in states:
-                if job_id in answered:
-                    lease, item = answered[job_id]
-                    if isinstance(item.outcome, JobThrottle):  # engine/throttling.py
-                        self._throttled(lease.job, item.outcome, now)
-                        if not state.finished:
-                            continue  # back at its place, not an attempt: not "retried"
-                    failure = item.outcome if isinstance(item.outcome, JobFailure) else None
-                    ran = now - (lease.job.dispatch_time or now)
-                    self.accounting.answered(queue, ran, state, failure)
-                    if state.finished:
-                        job = lease.job
-                        job.state, job.finish_time = state, now
-                        self.observer.job_finished(FinishedJob.of(job, now, 0))
+            self._count_answers(queue, states, answered, now)
             if not claimed:
                 self.kick(queue)
         self._note_idle()
         return rejected
+
+    def _count_answers(
+        self,
+        queue: str,
+        states: list[tuple[str, JobState]],
+        answered: dict[str, tuple[LeaseRecord, WorkResult]],
+        now: float,
+    ) -> None:
+        """Metrics and observers hear of the results Redis took, as the engine tells them."""
+        for job_id, state in states:
+            if job_id not in answered:
+                continue
+            lease, item = answered[job_id]
+            if isinstance(item.outcome, JobThrottle):  # engine/throttling.py
+                self._throttled(lease.job, item.outcome, now)
+                if not state.finished:
+                    continue  # back at its place, not an attempt: not "retried"
+            failure = item.outcome if isinstance(item.outcome, JobFailure) else None
+            ran = now - (lease.job.dispatch_time or now)
+            self.accounting.answered(queue, ran, state, failure)
+            if state.finished:
+                job = lease.job
+                job.state, job.finish_time = state, now
+                self.observer.job_finished(FinishedJob.of(job, now, 0))
 
     async def _record(self, queue: str, group: list[ResultItem]) -> tuple[Answered, bool]:
         """Results for ``queue``, and whether a claim took them (then the credits they

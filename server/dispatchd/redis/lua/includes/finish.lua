@@ -72,7 +72,7 @@ finish = function(b, id, state, now, keep_key, pre, ok)
   else
     redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
   end
-  if f[11] then redis.call('ZREM', b .. ':exp', id) end  -- only a job with an expire_at is there
+  if num(f[11]) ~= nil then redis.call('ZREM', b .. ':exp', id) end  -- only one with an expire_at is there
   done_add(b, state, now, member(fseq, id))
   redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
   if ik then
