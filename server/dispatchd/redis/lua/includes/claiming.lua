@@ -26,8 +26,10 @@ local function claim_jobs(b, now, o)
   local cfgkey = b .. ':cfg'
   local out = {'-1', false}
   local cfg = redis.call('HMGET', cfgkey, 'width', 'paused', 'lease', 'rps', 'burst', 'thu',
-    'win', 'lseq')
+    'win', 'lseq', 'kcap', 'krps', 'kburst', 'ad', 'kwin', 'evu')
   if not cfg[1] then return out end
+  local evu = num(cfg[14])  -- includes/events.lua events_on, read with the rest
+  events_on_for[b] = evu ~= nil and evu >= now
   tick(b, now)
   acq_expire(b, now)
   -- Waiting acquirers of slots go first: their replicas hear 'w' when they can be served.
@@ -66,13 +68,13 @@ local function claim_jobs(b, now, o)
   local prefix = ARGV[o + 1]
   local pair, left = o + 2, tonumber(ARGV[o + 3])
   local got = 0
-  local cap = key_cap(b)
+  local cap = tonumber(cfg[9] or '0') or 0  -- keylimits.lua key_cap
   local lseq = tonumber(cfg[8] or '0')
   local nowf, dl = fmt(now), fmt(now + lease)
   local st = tostring(UNDERWAY)
   lanes_due(b, now)
-  local ctx = pend_ctx(b)
-  leases_batch(b)
+  local ctx = pend_ctx(b, {cfg[10], cfg[11], cfg[12], cfg[13]})
+  leases_batch(b, cap)
   local ids, next_id = {}, 1
   while got < want do
     if next_id > #ids then

@@ -19,7 +19,9 @@ local FINISH_FIELDS = {'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'p
 -- nothing it runs reads them meanwhile.
 local finish_batching = nil
 
-local function finish_batch(b) finish_batching = {b = b, seq = nil, n = 0, done = {}, states = {}} end
+local function finish_batch(b, seq)  -- seq: the cfg fseq if the caller read it
+  finish_batching = {b = b, seq = seq, n = 0, done = {}, states = {}}
+end
 
 local function next_fseq(b)
   local fb = finish_batching

@@ -101,10 +101,18 @@ end
 -- The next job to dispatch: the best job of the lane whose turn it is.
 -- What pend_pop reads once per claim: the per-key rate and windows; popped gathers the
 -- members taken so the claim removes them from :pending in one ZREM (pend_flush).
-local function pend_ctx(b)
-  local rps, burst, adaptive = key_rate(b)
-  return {rps = rps, burst = burst, adaptive = adaptive, popped = {},
-    quotas = windows_of(redis.call('HGET', b .. ':cfg', 'kwin'))}  -- per_key_windows
+-- f: the cfg fields krps, kburst, ad, kwin when the caller read them.
+local function pend_ctx(b, f)
+  f = f or redis.call('HMGET', b .. ':cfg', 'krps', 'kburst', 'ad', 'kwin')
+  return {rps = num(f[1]), burst = tonumber(f[2] or '1'), adaptive = adaptive_of(f[3]),
+    popped = {}, quotas = windows_of(f[4])}  -- per_key_windows
+end
+
+-- The lane at the head of the ring has no job left: out of the ring (a lane in the ring
+-- is neither parked nor waiting for a token: leave_ring's other steps have nothing to do).
+local function ring_head_drop(b, fk)
+  redis.call('LPOP', b .. ':ring')
+  if turns_kept ~= false then redis.call('HDEL', b .. ':turns', fk) end
 end
 
 local function pend_flush(b, ctx)
@@ -146,7 +154,7 @@ local function pend_pop(b, cap, now, ctx)
       if #quotas > 0 then key_windows_take(b, fk, quotas, now) end
       ctx.popped[#ctx.popped + 1] = top[1]  -- out of :pending at pend_flush
       if redis.call('ZCARD', lane) == 0 then
-        leave_ring(b, fk)
+        ring_head_drop(b, fk)
       else
         lane_turn(b, ring, fk)
       end
@@ -176,7 +184,7 @@ local function pend_take(b, cap, now, ctx, n)
         ctx.popped[#ctx.popped + 1] = top[i]
         ids[#ids + 1] = id_of(top[i])
       end
-      if redis.call('ZCARD', lane) == 0 then leave_ring(b, fk) end
+      if redis.call('ZCARD', lane) == 0 then ring_head_drop(b, fk) end
       return ids
     end
   end

@@ -11,8 +11,9 @@
 -- max_in_flight_per_key set (cap > 0) the counts are written at once as before.
 local lease_batch = nil
 
-local function leases_batch(b)
-  lease_batch = {b = b, add_l = {}, add_u = {}, rem = {}, kfl = {}, keys = {}, cap = key_cap(b)}
+local function leases_batch(b, cap)  -- cap: the queue's key bound if the caller read it
+  lease_batch = {b = b, add_l = {}, add_u = {}, rem = {}, kfl = {}, keys = {},
+    cap = cap or key_cap(b)}
 end
 
 local function kfl_later(lb, fk, n)

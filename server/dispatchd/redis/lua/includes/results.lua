@@ -24,17 +24,21 @@
 -- lease ending serves no one but the replica that sent the result, which claims its
 -- workers' freed credits itself; and what a result makes ready (a retry, an ordering key's
 -- next job, a child, a batch's callback) wakes the queue on its own (waiting.lua wait).
-local function lease_frees(b)
+local function lease_frees(b, width)
   if lease_batch.cap > 0 or redis.call('ZCARD', b .. ':acq') > 0 then return true end
-  local width = tonumber(redis.call('HGET', b .. ':cfg', 'width') or '0') or 0
-  return redis.call('ZCARD', b .. ':leases') >= width
+  return redis.call('ZCARD', b .. ':leases') >= (tonumber(width or '0') or 0)
 end
 
 local function take_results(b, now, first, last)
   local rejected, states = {}, {}
-  leases_batch(b)
-  finish_batch(b)
-  local frees = lease_frees(b)
+  -- The queue's settings these results need, in one read: key bound, width, finish
+  -- counter, whether it records events (events.lua events_on).
+  local c = redis.call('HMGET', b .. ':cfg', 'kcap', 'width', 'fseq', 'evu')
+  local evu = num(c[4])
+  events_on_for[b] = evu ~= nil and evu >= now
+  leases_batch(b, tonumber(c[1] or '0') or 0)
+  finish_batch(b, tonumber(c[3] or '0') or 0)
+  local frees = lease_frees(b, c[2])
   for o = first, last, 10 do
     local id, lid = ARGV[o], ARGV[o + 1]
     local j = jkey(b, id)
