@@ -27,6 +27,7 @@ OPERATIONS = (
     "submit",
     "claim",
     "result",
+    "result_claim",
     "heartbeat",
     "release",
     "reap",
