@@ -133,14 +133,15 @@ def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What the overview reads: the backend's queues and workers, this process's rings."""
+    """What the overview reads: the backend's queues, workers and fleet counts (the
+    chart), this process's rings (sparklines, dead in the window)."""
 
     views: Sequence[QueueView]
     workers: Sequence[WorkerInfo]
     trends: dict[str, Trend | None]
     rates: Rates | None
     shared: bool
-    """Several replicas share the queues (Redis): the chart is this replica's share."""
+    """Several replicas share the queues (Redis): the chart sums every replica's."""
     figures: Mapping[str, QueueFigures] = field(default_factory=dict)
     """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
     now: float = 0.0
