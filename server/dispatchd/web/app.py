@@ -283,7 +283,7 @@ class Dashboard:
             return await self._events(request)
         if len(parts) == 3 and parts[:2] == ["api", "live"] and parts[2] in _PUSHED:
             every = parts[2] == "overview" and request.query.get("all") == "1"
-            return self._pushed(request, _PUSHED[parts[2]] + ("-all" if every else ""))
+            return self._pushed(request, parts[2], _PUSHED[parts[2]] + ("-all" if every else ""))
         if parts[:1] == ["api"]:
             query = request.query
             return await self._api(parts[1:], query.get("all") == "1", query.get("queue", ""))
@@ -357,11 +357,11 @@ class Dashboard:
         headers = {"X-Accel-Buffering": "no"}  # a proxy must not hold events back
         return Response(200, b"", "text/event-stream", headers, stream=stream.run)
 
-    def _pushed(self, request: Request, topic: str) -> Response:
+    def _pushed(self, request: Request, page: str, topic: str) -> Response:
         """The overview's or the workers page's figures, pushed (web/pulse.py)."""
         if request.method != "GET":
             raise WebError(405, "only GET: a HEAD would hold a stream slot for nothing")
-        stream = self._live.pushed(topic)
+        stream = self._live.pushed(topic, page)
         headers = {"X-Accel-Buffering": "no"}
         return Response(200, b"", "text/event-stream", headers, stream=stream.run)
 

@@ -71,9 +71,9 @@ def frame(item: Event | Missed) -> bytes:
     return f"{line}data: {json.dumps(data2)}\n\n".encode()
 
 
-def pulse_frame(topic: str, body: bytes) -> bytes:
-    """One SSE message of a pushed topic: ``event: <topic>`` and its JSON on one line."""
-    return b"event: " + topic.encode() + b"\ndata: " + body + b"\n\n"
+def pulse_frame(event: str, body: bytes) -> bytes:
+    """One SSE message of a pushed topic: ``event: <page>`` and its JSON on one line."""
+    return b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
 
 
 async def _framed(items: AsyncIterator[Event | Missed]) -> AsyncIterator[bytes]:
@@ -81,9 +81,9 @@ async def _framed(items: AsyncIterator[Event | Missed]) -> AsyncIterator[bytes]:
         yield frame(item)
 
 
-async def _pulsed(topic: str, bodies: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _pulsed(event: str, bodies: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for body in bodies:
-        yield pulse_frame(topic, body)
+        yield pulse_frame(event, body)
 
 
 class EventStream:
@@ -156,12 +156,13 @@ class LiveStreams:
                 503, f"at most {self._limit} event streams at once; the page polls instead"
             )
 
-    def pushed(self, topic: str) -> EventStream:
-        """A stream of a pushed topic (web/pulse.py). Raises WebError past the bound."""
+    def pushed(self, topic: str, event: str) -> EventStream:
+        """A stream of a pushed topic (web/pulse.py), each message named ``event``.
+        Raises WebError past the bound."""
         self._refuse_past_bound()
         self.open += 1
         bodies = self._pulse.follow(topic)
-        return EventStream(self, _pulsed(topic, bodies), bodies)
+        return EventStream(self, _pulsed(event, bodies), bodies)
 
     async def start(self, query: dict[str, str], last_event_id: str) -> EventStream:
         """A stream of what ?job=ID or ?queue=NAME names, after ``last_event_id`` (from
