@@ -58,7 +58,7 @@ log = logging.getLogger("dispatchd")
 
 HELD_JOBS_SHOWN = 10
 #: Queues queue_figures reads between two yields to the loop (about 0.5 ms of work).
-FIGURES_SLICE = 100
+FIGURES_SLICE = 50
 #: What a failed commit means for the caller of a submit, and of any other change.
 SUBMIT_UNSURE = "the job may still run, resubmit with an idempotency key to be sure"
 CHANGE_UNSURE = (

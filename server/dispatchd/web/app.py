@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from dispatchd.backend import Backend, DrainReport
-from dispatchd.engine import EngineError, JobState, Rate
+from dispatchd.engine import EngineError, JobState, QueueView, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
@@ -29,6 +29,7 @@ from dispatchd.web.errors import WebError
 from dispatchd.web.links import url
 from dispatchd.web.live import LiveStreams
 from dispatchd.web.origin import check_host, check_origin
+from dispatchd.web.overview import Attention, attention, sort_rated
 from dispatchd.web.pulse import Pulse
 from dispatchd.web.server import Request, Response
 from dispatchd.web.sessions import SESSION_SECONDS, Sessions
@@ -39,8 +40,9 @@ log = logging.getLogger("dispatchd.web")
 PAGE_SIZE = 50
 #: Seconds an /api/overview answer is reused (tabs poll every 2 s).
 OVERVIEW_CACHE = 1.0
-#: Queues (trends read, JSON rows written) the overview handles between two yields to the loop.
-_YIELD_EVERY = 50
+#: Queues (trends read and rated, JSON rows written) the overview handles between two
+#: yields to the loop.
+_YIELD_EVERY = 25
 #: Seconds between two readings of Backend.fleet_counts for the overview's chart (at most:
 #: with shorter buckets, once a bucket).
 SAMPLE_SECONDS = 1.0
@@ -323,15 +325,28 @@ class Dashboard:
         figures = await b.queue_figures()  # the views, and what they hold dead and why
         views = [f.view for f in figures]
         workers = await b.list_workers()
+        now = self._hooks.clock()
         trends: dict[str, Trend | None] = {}
-        for i, v in enumerate(views):
+        rated: list[tuple[QueueView, Attention]] = []
+        for i, f in enumerate(figures):
             if i and i % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let dispatch run between slices of many queues
-            trends[v.name] = self._trend(v.name)
-        rates = self.chart.rates(self._hooks.clock())
+            v = f.view
+            trend = trends[v.name] = self._trend(v.name)
+            rated.append((v, attention(v, trend, f, now)))
+        rates = self.chart.rates(now)
         by_name = {f.view.name: f for f in figures}
         shared = b.capabilities.shared
-        return pages.Fleet(views, workers, trends, rates, shared, by_name, self._hooks.clock())
+        rated = sort_rated(rated)
+        return pages.Fleet(views, workers, trends, rates, shared, by_name, now, rated)
+
+    def forget_overview(self) -> None:
+        """Drops the cached /api/overview answers (the bench computes them afresh)."""
+        self._overview_cache.clear()
+
+    async def overview_json(self, every: bool) -> bytes:
+        """/api/overview's body (every queue's rows with ``every``)."""
+        return await self._overview_json(every)
 
     async def _overview_json(self, every: bool) -> bytes:
         """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab

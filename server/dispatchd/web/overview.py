@@ -96,7 +96,11 @@ def by_attention(
     now: float = 0.0,
 ) -> list[tuple[QueueView, Attention]]:
     figs = figures or {}
-    rated = [(v, attention(v, trends[v.name], figs.get(v.name), now)) for v in views]
+    return sort_rated([(v, attention(v, trends[v.name], figs.get(v.name), now)) for v in views])
+
+
+def sort_rated(rated: list[tuple[QueueView, Attention]]) -> list[tuple[QueueView, Attention]]:
+    """Most attention first, then the longest backlog, then by name."""
     rated.sort(key=lambda r: (-r[1].level, -r[0].pending_count, r[0].name))
     return rated
 

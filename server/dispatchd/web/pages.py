@@ -29,7 +29,7 @@ from dispatchd.engine import JobState, JobView, QueueFigures, QueueView
 from dispatchd.web.bulk import PICK
 from dispatchd.web.bulk import Preview as BulkPreview
 from dispatchd.web.links import url
-from dispatchd.web.overview import by_attention, chart, totals
+from dispatchd.web.overview import Attention, by_attention, chart, totals
 from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
 from dispatchd.web.trends import Rates, Trend
@@ -145,6 +145,9 @@ class Fleet:
     figures: Mapping[str, QueueFigures] = field(default_factory=dict)
     """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
     now: float = 0.0
+    rated: list[tuple[QueueView, Attention]] | None = None
+    """The queues by attention (overview.by_attention), when the caller sorted them
+    already (in slices, between yields to the loop)."""
 
 
 #: Queues the overview lists unless asked for all (?all=1): those needing attention most.
@@ -152,7 +155,9 @@ OVERVIEW_ROWS = 200
 
 
 def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
-    rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
+    rated = fleet.rated
+    if rated is None:
+        rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
     shown = rated if every else rated[:OVERVIEW_ROWS]
     return {
         "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates, fleet.figures),

@@ -187,7 +187,7 @@ class Trends(EngineObserver):
         would always look like a drop); None for a queue past ``max_queues``."""
         ring = self._rings.get(queue)
         if ring is None:
-            return None if len(self._rings) >= self.max_queues else self._empty()
+            return None if len(self._rings) >= self.max_queues else self._idle
         current = int(now // self.bucket_seconds)
         if ring.latest < current - self.buckets + 1:
             return self._idle  # nothing in the window: most of a thousand queues, cheaply
