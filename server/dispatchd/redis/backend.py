@@ -74,6 +74,15 @@ SUBSCRIBE_WITHIN = 5.0
 COUNT_SECONDS = 1.0
 
 
+def _stop_if_cancelled() -> None:
+    """Ends a background loop that was cancelled while redis-py was sending for it: a cancel
+    that lands inside a pipeline's execute can be swallowed there (seen: close() then
+    waited for ever on the loop, which slept on, "cancelling")."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisBackend:
     """One replica of a fleet that shares its queues through Redis."""
 
@@ -157,6 +166,7 @@ class RedisBackend:
                 await self.ops.count_waiting()
             except EngineError as e:
                 log.debug("could not count the waiting jobs (%s); the last count stands", e)
+            _stop_if_cancelled()
 
     async def _publish_loop(self) -> None:
         """Publishes this replica's JobCounts every COUNTS_SECONDS (redis/fleet.py): one
@@ -167,6 +177,7 @@ class RedisBackend:
                 await self.fleet.publish_counts(self.counter.counts())
             except (EngineError, RedisError) as e:
                 log.debug("could not publish the job counts (%s); next in a second", e)
+            _stop_if_cancelled()
             await asyncio.sleep(COUNTS_SECONDS)
 
     async def begin_drain(self, grace: float) -> DrainReport:

@@ -172,7 +172,9 @@ def overview_json_parts(fleet: Fleet, every: bool = False) -> Iterator[str]:
     in pieces: a caller on the event loop may yield between them, so a thousand queues
     never hold the loop for one long stretch."""
     o = _overview(fleet, every)
-    head = {"totals": asdict(o["totals"]), "chart": o["chart"]}
+    # "at": when it was computed, so a page drawn later ignores an older answer (a
+    # pushed or cached one can be up to a second old) instead of dropping newer rows.
+    head = {"at": fleet.now, "totals": asdict(o["totals"]), "chart": o["chart"]}
     yield json.dumps(head)[:-1] + ', "queues": ['
     for i, (v, a) in enumerate(o["rated"]):
         row = queue_row(v, fleet.trends[v.name])
@@ -208,6 +210,7 @@ def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
         hidden=o["hidden"],
         chart=o["chart"],
         shared=fleet.shared,
+        at=repr(fleet.now),
         count_columns=COUNT_COLUMNS,
         pick=PICK,
         csrf=csrf,

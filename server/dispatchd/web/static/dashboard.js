@@ -172,6 +172,9 @@
 
   function showOverview(data) {
     const table = document.getElementById("queues");
+    // An answer computed before this page was drawn (cached or pushed a moment earlier)
+    // would drop the rows of queues made since: the next one comes within a second.
+    if (table && data.at < Number(table.dataset.at)) return;
     if (table) {
       // Every queue is listed (not only the 200 needing attention most): keep rows in step.
       if (data.queues.length === data.totals.queues) syncQueueRows(table, data.queues);
