@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from dispatchd.engine import (
     EngineLimits,
+    EngineObserver,
+    FinishedJob,
     JobState,
     JobView,
     LeaseRecord,
@@ -107,6 +109,55 @@ class WorkerInfo(NamedTuple):
     replica: str
     """Which server process holds its stream ("" on the embedded backend)."""
     draining: bool = False
+
+
+class JobCounts(NamedTuple):
+    """Jobs one server process's workers ran since it started (cumulative, never going
+    down): the overview chart's dispatched / succeeded / failed per second are the
+    differences between two readings."""
+
+    dispatched: int = 0
+    """Attempts handed to a worker (retries too)."""
+    succeeded: int = 0
+    failed: int = 0
+    """Jobs that failed for good (FAILED, or DEAD: retries exhausted)."""
+
+
+class ReplicaCounts(NamedTuple):
+    """One live server process's JobCounts, as it last told them."""
+
+    replica: str
+    """Its id ("" on the embedded backend)."""
+    counts: JobCounts
+
+
+_SUCCEEDED = int(JobState.SUCCEEDED)
+_FAILED_FOR_GOOD = frozenset({int(JobState.FAILED), int(JobState.DEAD)})
+
+
+class JobCounter(EngineObserver):
+    """Counts what this process's workers ran (JobCounts): three additions per job, in
+    the observer chain of the backend that keeps it."""
+
+    __slots__ = ("dispatched", "failed", "succeeded")
+
+    def __init__(self) -> None:
+        self.dispatched = 0
+        self.succeeded = 0
+        self.failed = 0
+
+    def job_dispatched(self, lease: LeaseRecord) -> None:
+        self.dispatched += 1
+
+    def job_finished(self, job: FinishedJob) -> None:
+        code = job.state_code
+        if code == _SUCCEEDED:
+            self.succeeded += 1
+        elif code in _FAILED_FOR_GOOD:
+            self.failed += 1
+
+    def counts(self) -> JobCounts:
+        return JobCounts(self.dispatched, self.succeeded, self.failed)
 
 
 class DrainReport(NamedTuple):
@@ -302,6 +353,14 @@ class Backend(Protocol):
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Every connected worker: on a shared backend, those of every replica."""
+
+    async def fleet_counts(self) -> list[ReplicaCounts]:
+        """What the workers of every live server process ran so far (JobCounts): this
+        process's own now and, on a shared backend, each other live replica's as it last
+        published them (about once a second; a replica that stopped drops out). Each
+        entry only ever grows while its replica lives, so a reader that differences two
+        readings per replica never sees a negative rate. The embedded backend counts from
+        the first call on (the dashboard makes it as it starts)."""
 
     # ---- slots ----------------------------------------------------------------------
 

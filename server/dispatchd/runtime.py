@@ -138,6 +138,7 @@ class DispatchdServer:
         self._tokens: TokenTable | None = None
         #: The operator dashboard (--http-listen); ``web.port`` is its bound port.
         self.web: WebServer | None = None
+        self.dashboard: Dashboard | None = None
         self.stopped = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -291,12 +292,15 @@ class DispatchdServer:
         hosts = allowed_hosts(self.config.dashboard_allowed_hosts.split(","))
         hooks = Hooks(self.clock, self.start_drain, self._tokens, self.trends, hosts)
         host, _, port = self.config.http_listen.rpartition(":")
-        web = WebServer(Dashboard(self.backend, hooks).handle, host, int(port))
+        dashboard = Dashboard(self.backend, hooks)
+        web = WebServer(dashboard.handle, host, int(port))
         try:
             await web.start()
         except OSError as e:
             raise StartError(f"--http-listen {self.config.http_listen}: {e}") from None
         self.web = web
+        await dashboard.start()
+        self.dashboard = dashboard
         log.info("dashboard on http://%s:%d/", host, web.port)
 
     def _load_security(self) -> grpc.ServerCredentials | None:
@@ -384,6 +388,8 @@ class DispatchdServer:
             await self._health_server.stop(grace=None)
         if self.web is not None:
             await self.web.close()
+        if self.dashboard is not None:
+            await self.dashboard.close()
         await self.observability.stop()
         self.stopped.set()
 

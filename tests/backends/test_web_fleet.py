@@ -69,3 +69,43 @@ async def test_one_replicas_dashboard_shows_every_replicas_workers(
     finally:
         await b.stop_now()
         await a.stop_now()
+
+
+async def test_the_chart_of_one_replica_counts_the_jobs_another_replicas_workers_ran(
+    tmp_path: Path, redis_url: str, workers: StartWorker, backend: str
+) -> None:
+    config = replace(
+        base_config(tmp_path),
+        backend="redis",
+        redis_url=redis_url,
+        data_dir=None,
+        http_listen="127.0.0.1:0",
+        dashboard_bucket=0.2,
+    )
+    a = await start_server(config)
+    b = await start_server(replace(config, http_listen="0"))  # no dashboard: counts anyway
+
+    async def handle(job: ReceivedJob) -> bytes:
+        return b"ok"
+
+    try:
+        workers(
+            f"127.0.0.1:{b.port}", configure=lambda w: w.handler("on-b")(handle), worker_id="b1"
+        )
+        async with AsyncClient(f"127.0.0.1:{b.port}") as client:
+            jobs = [await client.submit("on-b", b"x") for _ in range(5)]
+            for job in jobs:
+                assert (await client.wait(job.id, timeout=10)).state.name == "SUCCEEDED"
+        assert a.web is not None
+        port = a.web.port
+
+        async def charted() -> bool:
+            series = json.loads((await get(port, "/api/overview")).body)["chart"]["series"]
+            sums = {k: round(sum(v) * 0.2) for k, v in series.items()}
+            return sums == {"dispatched": 5, "succeeded": 5, "failed": 0}
+
+        await eventually(charted, what="replica b's 5 jobs on replica a's chart")
+        assert "every replica" in (await get(port, "/")).body
+    finally:
+        await b.stop_now()
+        await a.stop_now()

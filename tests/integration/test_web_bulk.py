@@ -79,6 +79,31 @@ async def test_cancel_waiting_by_key_then_purge_them(port: int, client: AsyncCli
     assert (await client.get(other.id)).state is JobState.PENDING
 
 
+async def test_cancel_waiting_covers_jobs_waiting_on_parents(
+    port: int, client: AsyncClient
+) -> None:
+    await client.update_queue("w", width=1, paused=True, create=True)
+    parent = await client.submit("w", b"p")
+    child = await client.submit("w", b"c", parent_ids=[parent.id], fairness_key="t1")
+    grandchild = await client.submit("w", b"g", parent_ids=[child.id])
+    assert (await client.get(child.id)).state is JobState.WAITING
+    # by key: the one waiting child (and, with it, the job waiting on it)
+    assert await _preview(port, "cancel_pending", {"queue": "w", "key": "t1"}) == "1"
+    done = await act(port, "cancel_pending", {"queue": "w", "key": "t1"})
+    assert "1 jobs of queue w cancelled" in done.body
+    assert (await client.get(child.id)).state is JobState.CANCELLED
+    assert (await client.get(grandchild.id)).state is JobState.CANCELLED
+    assert (await client.get(parent.id)).state is JobState.PENDING
+    # all: a parent and its waiting children, those cancelled with their parent counted
+    kids = [await client.submit("w", b"k", parent_ids=[parent.id]) for _ in range(2)]
+    assert await _preview(port, "cancel_pending", {"queue": "w", "key": ""}) == "3"
+    done = await act(port, "cancel_pending", {"queue": "w", "key": ""})
+    assert "3 jobs of queue w cancelled" in done.body
+    assert "moved on" not in done.body
+    for job in [parent, *kids]:
+        assert (await client.get(job.id)).state is JobState.CANCELLED
+
+
 async def test_pause_several_queues(port: int, client: AsyncClient) -> None:
     for name in ("a", "b", "c"):
         await client.update_queue(name, width=1, create=True)

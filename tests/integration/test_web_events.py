@@ -76,11 +76,11 @@ class Sse:
 
 
 @asynccontextmanager
-async def sse(port: int, query: str, headers: str = "") -> AsyncIterator[Sse]:
+async def sse(
+    port: int, query: str, headers: str = "", path: str = "/api/events?"
+) -> AsyncIterator[Sse]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET /api/events?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode()
-    )
+    writer.write(f"GET {path}{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
     stream = Sse(reader, writer)
     try:
         await stream.head()
@@ -200,3 +200,52 @@ async def test_a_head_is_refused(server: DispatchdServer, client: AsyncClient) -
         assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"405"
     finally:
         writer.close()
+
+
+async def test_the_workers_and_overview_figures_are_pushed_to_every_stream(
+    server: DispatchdServer, client: AsyncClient, start_worker: StartWorker
+) -> None:
+    port = _port(server)
+    await client.update_queue("pushed", width=1, create=True)
+    workers = "/api/live/workers"
+    async with sse(port, "", path=workers) as one, sse(port, "", path=workers) as two:
+        assert one.status == 200
+        assert one.headers["content-type"].startswith("text/event-stream")
+        for stream in (one, two):
+            first = await stream.message()
+            assert first["event"] == "workers"
+            assert json.loads(first["data"]) == {"workers": []}
+        start_worker(configure=lambda w: w.handler("pushed")(lambda j: "ok"), worker_id="pw")
+        for stream in (one, two):  # sent when it changed, to every stream
+            data = json.loads((await stream.message())["data"])
+            assert [w["worker_id"] for w in data["workers"]] == ["pw"]
+    async with sse(port, "all=1", path="/api/live/overview?") as overview:
+        message = await overview.message()
+        assert message["event"] == "overview"
+        data = json.loads(message["data"])
+        assert [q["name"] for q in data["queues"]] == ["pushed"]
+        assert set(data["chart"]["series"]) == {"dispatched", "succeeded", "failed"}
+    assert (await get(port, "/api/live/nosuch")).status == 404
+
+
+async def test_pushed_streams_share_the_bound_of_event_streams(
+    server: DispatchdServer, client: AsyncClient
+) -> None:
+    port = _port(server)
+    await client.update_queue("bound", width=1, create=True)
+    opened: list[Sse] = []
+    try:
+        for i in range(live.MAX_STREAMS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            path = "/api/live/overview" if i % 2 else "/api/events?queue=bound"
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            s = Sse(reader, writer)
+            await s.head()
+            assert s.status == 200
+            opened.append(s)
+        refused = await get(port, "/api/live/workers")
+        assert refused.status == 503
+        assert "the page polls instead" in refused.body
+    finally:
+        for s in opened:
+            s.writer.close()

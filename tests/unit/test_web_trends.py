@@ -9,7 +9,7 @@ import pytest
 from dispatchd.config import ConfigError, load
 from dispatchd.engine import Engine, JobFailure, NewJob
 from dispatchd.web.sparks import HEIGHT, WIDTH, spark_path, throughput_cell, wait_cell
-from dispatchd.web.trends import Trends
+from dispatchd.web.trends import FleetChart, Trends
 
 
 @pytest.fixture
@@ -112,3 +112,25 @@ def test_dashboard_bucket_flag_env_and_bounds() -> None:
     for bad in ("0", "0.05", "61", "nan"):
         with pytest.raises(ConfigError, match="--dashboard-bucket must be"):
             load(["--dashboard-bucket", bad], env={})
+
+
+def test_the_fleet_chart_sums_what_each_replica_ran_since_its_last_reading() -> None:
+    chart = FleetChart(bucket_seconds=10.0, buckets=4)
+    chart.sample(1.0, [("a", (100, 90, 5))])  # a's first reading: a baseline, not a burst
+    chart.sample(2.0, [("a", (110, 95, 6)), ("b", (50, 50, 0))])
+    chart.sample(12.0, [("a", (120, 100, 6)), ("b", (60, 55, 1))])
+    rates = chart.rates(25.0)  # the complete buckets 0-10 and 10-20 (and one before)
+    assert rates.dispatched == [0.0, 1.0, 2.0]
+    assert rates.succeeded == [0.0, 0.5, 1.0]
+    assert rates.failed == [0.0, 0.1, 0.1]
+
+
+def test_a_replica_that_went_away_or_restarted_never_makes_a_rate_negative() -> None:
+    chart = FleetChart(bucket_seconds=10.0, buckets=4)
+    chart.sample(1.0, [("a", (100, 100, 0)), ("b", (1000, 1000, 0))])
+    chart.sample(2.0, [("a", (105, 105, 0))])  # b stopped: its counts leave the sum
+    chart.sample(3.0, [("a", (104, 104, 0)), ("b", (3, 3, 0))])  # lower: adds nothing
+    chart.sample(4.0, [("a", (106, 106, 0)), ("b", (5, 5, 0))])  # b back: from its new base
+    rates = chart.rates(15.0)
+    assert rates.dispatched[-1] == pytest.approx((5 + 2 + 2) / 10)
+    assert min(rates.dispatched + rates.succeeded + rates.failed) >= 0

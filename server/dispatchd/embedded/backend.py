@@ -16,9 +16,11 @@ from dispatchd.backend import (
     Capabilities,
     DrainReport,
     HealthReport,
+    JobCounter,
     Outbox,
     ProgressReport,
     QueueListener,
+    ReplicaCounts,
     WorkerInfo,
     WorkerSpec,
     WorkResult,
@@ -55,6 +57,8 @@ from dispatchd.stall import StallWatch
 log = logging.getLogger("dispatchd")
 
 HELD_JOBS_SHOWN = 10
+#: Queues queue_figures reads between two yields to the loop (about 0.5 ms of work).
+FIGURES_SLICE = 50
 #: What a failed commit means for the caller of a submit, and of any other change.
 SUBMIT_UNSURE = "the job may still run, resubmit with an idempotency key to be sure"
 CHANGE_UNSURE = (
@@ -195,6 +199,8 @@ class EmbeddedBackend(_FlowsPart):
         # once some watch got events).
         self.events = EventHub(clock)
         self.observers = ObserverChain([self.waiters, self._watch, *observers])
+        #: The dashboard's chart counts (fleet_counts): in the chain from the first call.
+        self._counter: JobCounter | None = None
         self.engine = Engine(limits, self.observers, rng)
         self.pump = DispatchPump(self.engine, clock, timers, StallWatch(self.engine.extend_leases))
         storage = storage or StorageConfig()
@@ -220,7 +226,17 @@ class EmbeddedBackend(_FlowsPart):
         return self.storage.stats
 
     async def queue_figures(self) -> list[QueueFigures]:
-        return self.engine.queue_figures(self.clock())
+        # A thousand queues took 5 to 10 ms in one go: read in slices, with the loop free
+        # to dispatch between them (each queue's figures are still of one instant).
+        names = self.engine.queue_names()
+        if len(names) <= FIGURES_SLICE:
+            return self.engine.queue_figures(self.clock())
+        out: list[QueueFigures] = []
+        for first in range(0, len(names), FIGURES_SLICE):
+            if first:
+                await asyncio.sleep(0)
+            out += self.engine.queue_figures(self.clock(), names[first : first + FIGURES_SLICE])
+        return out
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -471,6 +487,12 @@ class EmbeddedBackend(_FlowsPart):
 
     async def list_workers(self) -> list[WorkerInfo]:
         return [worker_info(w, "") for w in self.engine.workers()]
+
+    async def fleet_counts(self) -> list[ReplicaCounts]:
+        if self._counter is None:  # a server without the dashboard pays nothing for it
+            self._counter = JobCounter()
+            self.observers.add(self._counter)
+        return [ReplicaCounts("", self._counter.counts())]
 
     # ---- slots ----------------------------------------------------------------------
 

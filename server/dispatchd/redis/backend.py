@@ -13,12 +13,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from redis.exceptions import RedisError
+
 from dispatchd.backend import (
     Capabilities,
     DrainReport,
+    JobCounter,
     Outbox,
     ProgressReport,
     QueueListener,
+    ReplicaCounts,
     WorkerInfo,
     WorkerSpec,
     WorkResult,
@@ -31,6 +35,7 @@ from dispatchd.engine import (
     JobState,
     JobView,
     NewJob,
+    ObserverChain,
     QueueFigures,
     QueueView,
     Rejection,
@@ -47,7 +52,7 @@ from dispatchd.observability.events import Event, EventFilter, Missed
 from dispatchd.observability.metrics import StorageStats
 from dispatchd.redis import records
 from dispatchd.redis.accounting import Accounting
-from dispatchd.redis.fleet import Fleet
+from dispatchd.redis.fleet import COUNTS_SECONDS, Fleet
 from dispatchd.redis.leasing import RedisLeasing
 from dispatchd.redis.replica import Replica
 from dispatchd.redis.schedules import RedisSchedules
@@ -67,6 +72,15 @@ SETTLE_ROUNDS = 5
 SUBSCRIBE_WITHIN = 5.0
 #: How often a replica re-counts the fleet's waiting jobs when --max-pending-total is set.
 COUNT_SECONDS = 1.0
+
+
+def _stop_if_cancelled() -> None:
+    """Ends a background loop that was cancelled while redis-py was sending for it: a cancel
+    that lands inside a pipeline's execute can be swallowed there (seen: close() then
+    waited for ever on the loop, which slept on, "cancelling")."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RedisBackend:
@@ -89,7 +103,10 @@ class RedisBackend:
         self.health = ops.health
         self.clock = clock
         self.accounting = accounting or Accounting(None)
-        self.replica = Replica(ops, clock, reap_every, self.accounting, timers, observer)
+        #: What this replica's workers ran, published for the fleet's overview chart.
+        self.counter = JobCounter()
+        chain = ObserverChain([self.counter] if observer is None else [self.counter, observer])
+        self.replica = Replica(ops, clock, reap_every, self.accounting, timers, chain)
         self.fleet = Fleet(ops, self.replica.replica_id)
         self.schedules = RedisSchedules(ops, clock)
         watchers = self.replica.observer
@@ -106,6 +123,7 @@ class RedisBackend:
         self._gauge_ttl = max(1.0, 3 * reap_every)
         self._timers = timers
         self._counting: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[None] | None = None
 
     @property
     def draining(self) -> bool:
@@ -134,6 +152,7 @@ class RedisBackend:
             log.warning("redis pub/sub not up after %.0f s; serving anyway", SUBSCRIBE_WITHIN)
         if self._timers:
             self.schedules.start()
+            self._publishing = asyncio.get_running_loop().create_task(self._publish_loop())
         if self.limits.max_pending_total and self._timers:
             await self.ops.count_waiting()
             self._counting = asyncio.get_running_loop().create_task(self._count_loop())
@@ -147,6 +166,19 @@ class RedisBackend:
                 await self.ops.count_waiting()
             except EngineError as e:
                 log.debug("could not count the waiting jobs (%s); the last count stands", e)
+            _stop_if_cancelled()
+
+    async def _publish_loop(self) -> None:
+        """Publishes this replica's JobCounts every COUNTS_SECONDS (redis/fleet.py): one
+        pipeline a second whatever the job rate, and whether or not a dashboard is on here
+        (another replica's may be the one people look at)."""
+        while True:
+            try:
+                await self.fleet.publish_counts(self.counter.counts())
+            except (EngineError, RedisError) as e:
+                log.debug("could not publish the job counts (%s); next in a second", e)
+            _stop_if_cancelled()
+            await asyncio.sleep(COUNTS_SECONDS)
 
     async def begin_drain(self, grace: float) -> DrainReport:
         pending = 0
@@ -166,10 +198,11 @@ class RedisBackend:
         await self.close()
 
     async def close(self) -> None:
-        if self._counting is not None:
-            self._counting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._counting
+        for task in (self._counting, self._publishing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for worker in list(self.replica.workers.values()):  # before the client closes
             await self.replica.disconnect(worker)
         with contextlib.suppress(EngineError):
@@ -183,6 +216,7 @@ class RedisBackend:
         if not replica.draining:
             await self.schedules.fire_pass()
         await replica.reap_all()
+        await self.fleet.publish_counts(self.counter.counts())  # due every second
         # The reaper's expiries reach the workers here by pub/sub ('x:'): heard first, so
         # the claims below see the credits they freed, as the engine's tick() precedes
         # its dispatch. The same goes for every wake-up and cancel published before.
@@ -339,6 +373,10 @@ class RedisBackend:
     async def list_workers(self) -> list[WorkerInfo]:
         mine = [worker_info(w, self.replica.replica_id) for w in self.replica.workers.values()]
         return mine + await self.fleet.others(self.clock())
+
+    async def fleet_counts(self) -> list[ReplicaCounts]:
+        mine = ReplicaCounts(self.replica.replica_id, self.counter.counts())
+        return [mine, *await self.fleet.other_counts(self.clock())]
 
     async def publish_workers(self) -> None:
         """After each reaper pass: refreshes this replica's entries in the fleet view, and

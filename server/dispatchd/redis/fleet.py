@@ -1,9 +1,13 @@
-"""Which worker streams every replica holds, for the dashboard's fleet-wide workers page.
+"""Which worker streams every replica holds, and what its workers ran, for the dashboard's
+fleet-wide workers page and overview chart.
 
 Each replica keeps a hash ``dq:rw:<replica id>`` (worker key -> a JSON summary) and its
 id in the sorted set ``dq:replicas`` scored by when its entry expires; it rewrites both
-on every reaper pass, so a replica that died drops out within WORKER_TTL. Each command
-touches one key, so this works on a Redis Cluster too."""
+on every reaper pass, so a replica that died drops out within WORKER_TTL. It also writes
+its cumulative JobCounts to the hash ``dq:rc:<replica id>`` about once a second
+(COUNTS_SECONDS), with a TTL of a few seconds (COUNTS_TTL): a replica that stopped stops
+counting for the fleet within that. Each command touches one key, so this works on a
+Redis Cluster too; no command is sent per job."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 
-from dispatchd.backend import WorkerInfo
+from dispatchd.backend import JobCounts, ReplicaCounts, WorkerInfo
 from dispatchd.redis.store import UNREACHABLE, RedisStore
 
 REPLICAS_KEY = "dq:replicas"
@@ -32,10 +36,28 @@ return 0
 """
 #: A replica's entries live this long unless its reaper refreshes them.
 ENTRY_TTL = 30.0
+#: How often a replica publishes its JobCounts, and how long they outlive its last write.
+COUNTS_SECONDS = 1.0
+COUNTS_TTL = 5.0
+_COUNT_FIELDS = ("d", "s", "f")
 
 
 def workers_key(replica_id: str) -> str:
     return "dq:rw:" + replica_id
+
+
+def counts_key(replica_id: str) -> str:
+    return "dq:rc:" + replica_id
+
+
+def decode_counts(raw: Sequence[bytes | None]) -> JobCounts | None:
+    """HMGET's answer for the three fields; None when the entry expired (or is not ours)."""
+    try:
+        if any(v is None for v in raw):
+            return None
+        return JobCounts(*(int(v) for v in raw if v is not None))
+    except (ValueError, TypeError):
+        return None
 
 
 def encode(info: WorkerInfo) -> str:
@@ -113,9 +135,35 @@ class Fleet:
     async def remove(self, key: int) -> None:
         await self._store.call("HDEL", workers_key(self._replica), str(key))
 
+    async def publish_counts(self, counts: JobCounts) -> None:
+        """This replica's cumulative JobCounts, for the other replicas' overview charts."""
+        key = counts_key(self._replica)
+        pipe = self._store.client.pipeline(transaction=False)
+        pipe.hset(key, mapping=dict(zip(_COUNT_FIELDS, counts, strict=True)))
+        pipe.pexpire(key, int(COUNTS_TTL * 1000))
+        await self._store.send(pipe)
+
+    async def other_counts(self, now: float) -> list[ReplicaCounts]:
+        """The JobCounts of every other live replica (those whose entry has not expired)."""
+        raw = await self._store.call("ZRANGEBYSCORE", REPLICAS_KEY, now, "+inf")
+        replicas = [m.decode() for m in raw if m.decode() != self._replica]
+        if not replicas:
+            return []
+        pipe = self._store.client.pipeline(transaction=False)
+        for replica in replicas:
+            pipe.hmget(counts_key(replica), list(_COUNT_FIELDS))
+        answers = await self._store.send(pipe)
+        out = []
+        for replica, answer in zip(replicas, answers, strict=True):
+            counts = decode_counts(answer)
+            if counts is not None:
+                out.append(ReplicaCounts(replica, counts))
+        return out
+
     async def withdraw(self) -> None:
         """This replica stops: its entries go at once, and the gauge export if it had it."""
         await self._store.call("DEL", workers_key(self._replica))
+        await self._store.call("DEL", counts_key(self._replica))
         await self._store.call("ZREM", REPLICAS_KEY, self._replica)
         if self.exports_gauges:
             self.exports_gauges = False

@@ -7,8 +7,10 @@ every backend and is journaled, frozen by a drain and validated as the RPC is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from dispatchd.backend import Backend, DrainReport
-from dispatchd.engine import EngineError, JobState, Rate
+from dispatchd.engine import EngineError, JobState, QueueView, Rate
 from dispatchd.engine import errors as engine_errors
 from dispatchd.loop_http import bearer_token
 from dispatchd.security import Role, TokenTable
@@ -27,15 +29,25 @@ from dispatchd.web.errors import WebError
 from dispatchd.web.links import url
 from dispatchd.web.live import LiveStreams
 from dispatchd.web.origin import check_host, check_origin
+from dispatchd.web.overview import Attention, attention, sort_rated
+from dispatchd.web.pulse import Pulse
 from dispatchd.web.server import Request, Response
 from dispatchd.web.sessions import SESSION_SECONDS, Sessions
-from dispatchd.web.trends import Trend, Trends
+from dispatchd.web.trends import FleetChart, Trend, Trends
+
+log = logging.getLogger("dispatchd.web")
 
 PAGE_SIZE = 50
 #: Seconds an /api/overview answer is reused (tabs poll every 2 s).
 OVERVIEW_CACHE = 1.0
-#: Queues (trends read, JSON rows written) the overview handles between two yields to the loop.
-_YIELD_EVERY = 50
+#: Queues (trends read and rated, JSON rows written) the overview handles between two
+#: yields to the loop.
+_YIELD_EVERY = 25
+#: Seconds between two readings of Backend.fleet_counts for the overview's chart (at most:
+#: with shorter buckets, once a bucket).
+SAMPLE_SECONDS = 1.0
+#: The pushed pages (GET /api/live/<page>) and their topics (web/pulse.py).
+_PUSHED = {"overview": "overview", "workers": "workers"}
 #: The longest drain grace the dashboard offers: an hour is already a long goodbye.
 MAX_DRAIN_GRACE = 3600.0
 COOKIE = "dispatchd_session"
@@ -115,9 +127,50 @@ class Dashboard:
         self._secret = secrets.token_bytes(32)  # per process: tokens die with it
         self._sessions = Sessions()
         self._bulk = Bulk(backend)
-        self._live = LiveStreams(backend)
+        self._pulse = Pulse(self._topic)
+        self._live = LiveStreams(backend, self._pulse)
         #: The latest /api/overview answers (with ?all=1 and without) and their times.
         self._overview_cache: dict[bool, tuple[float, bytes]] = {}
+        bucket = hooks.trends.bucket_seconds if hooks.trends is not None else 5.0
+        buckets = hooks.trends.buckets if hooks.trends is not None else 60
+        #: The chart: the fleet's counts (every replica's on Redis), read every second.
+        self.chart = FleetChart(bucket, buckets)
+        self._sampling: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts reading the fleet's counts for the chart (from now on)."""
+        await self.sample()
+        self._sampling = asyncio.get_running_loop().create_task(self._sample_loop())
+
+    async def close(self) -> None:
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+        await self._pulse.close()
+
+    async def sample(self) -> None:
+        """One reading of the fleet's counts into the chart."""
+        try:
+            counts = await self._backend.fleet_counts()
+        except Exception as e:  # noqa: BLE001 - Redis away, or closed at a drain's end:
+            log.debug("fleet counts not read: %s", e)  # those jobs show in the next reading
+            return
+        self.chart.sample(self._hooks.clock(), counts)
+
+    async def _sample_loop(self) -> None:
+        every = min(SAMPLE_SECONDS, self.chart.bucket_seconds)
+        while True:
+            await asyncio.sleep(every)
+            await self.sample()
+
+    async def _topic(self, topic: str) -> bytes:
+        """A pushed topic's JSON (web/pulse.py): what /api/overview or /api/workers say."""
+        if topic == "workers":
+            return pages.workers_json(await self._backend.list_workers())
+        return await self._overview_json(topic == "overview-all")
 
     # ---- auth and CSRF ------------------------------------------------------------
 
@@ -230,6 +283,9 @@ class Dashboard:
             return Response(200, pages.overview_page(await self._fleet(), csrf, every))
         if parts == ["api", "events"]:
             return await self._events(request)
+        if len(parts) == 3 and parts[:2] == ["api", "live"] and parts[2] in _PUSHED:
+            every = parts[2] == "overview" and request.query.get("all") == "1"
+            return self._pushed(request, parts[2], _PUSHED[parts[2]] + ("-all" if every else ""))
         if parts[:1] == ["api"]:
             query = request.query
             return await self._api(parts[1:], query.get("all") == "1", query.get("queue", ""))
@@ -269,16 +325,28 @@ class Dashboard:
         figures = await b.queue_figures()  # the views, and what they hold dead and why
         views = [f.view for f in figures]
         workers = await b.list_workers()
+        now = self._hooks.clock()
         trends: dict[str, Trend | None] = {}
-        for i, v in enumerate(views):
+        rated: list[tuple[QueueView, Attention]] = []
+        for i, f in enumerate(figures):
             if i and i % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let dispatch run between slices of many queues
-            trends[v.name] = self._trend(v.name)
-        t = self._hooks.trends
-        rates = None if t is None else t.rates(self._hooks.clock())
+            v = f.view
+            trend = trends[v.name] = self._trend(v.name)
+            rated.append((v, attention(v, trend, f, now)))
+        rates = self.chart.rates(now)
         by_name = {f.view.name: f for f in figures}
         shared = b.capabilities.shared
-        return pages.Fleet(views, workers, trends, rates, shared, by_name, self._hooks.clock())
+        rated = sort_rated(rated)
+        return pages.Fleet(views, workers, trends, rates, shared, by_name, now, rated)
+
+    def forget_overview(self) -> None:
+        """Drops the cached /api/overview answers (the bench computes them afresh)."""
+        self._overview_cache.clear()
+
+    async def overview_json(self, every: bool) -> bytes:
+        """/api/overview's body (every queue's rows with ``every``)."""
+        return await self._overview_json(every)
 
     async def _overview_json(self, every: bool) -> bytes:
         """/api/overview, computed at most once per OVERVIEW_CACHE seconds: every open tab
@@ -304,6 +372,14 @@ class Dashboard:
         headers = {"X-Accel-Buffering": "no"}  # a proxy must not hold events back
         return Response(200, b"", "text/event-stream", headers, stream=stream.run)
 
+    def _pushed(self, request: Request, page: str, topic: str) -> Response:
+        """The overview's or the workers page's figures, pushed (web/pulse.py)."""
+        if request.method != "GET":
+            raise WebError(405, "only GET: a HEAD would hold a stream slot for nothing")
+        stream = self._live.pushed(topic, page)
+        headers = {"X-Accel-Buffering": "no"}
+        return Response(200, b"", "text/event-stream", headers, stream=stream.run)
+
     async def _api(self, parts: list[str], every: bool, queue: str) -> Response:
         """The JSON the pages' live refresh polls."""
         b = self._backend
@@ -321,7 +397,7 @@ class Dashboard:
             raise WebError(
                 404,
                 "no such API; /api/overview, /api/queues, /api/workers, /api/jobs/ID, "
-                "/api/events?job=ID|queue=NAME",
+                "/api/events?job=ID|queue=NAME, /api/live/overview, /api/live/workers",
             )
         return Response(200, body, "application/json")
 

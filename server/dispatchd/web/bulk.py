@@ -1,5 +1,6 @@
-"""Bulk actions of the dashboard: retry a queue's dead jobs, cancel its waiting ones, purge
-its finished ones, pause or resume several queues.
+"""Bulk actions of the dashboard: retry a queue's dead jobs, cancel its waiting ones
+(pending, scheduled, or waiting on parents), purge its finished ones, pause or resume
+several queues.
 
 Each is built on the Backend methods one job or queue at a time already has (retry_job,
 cancel_job, purge_jobs, update_queue), so it works on every backend and each change is
@@ -34,6 +35,8 @@ PICK = "pick:"
 MAX_KEY = 1024
 
 _PURGEABLE = {s.name: s for s in FINISHED_STATES}
+#: What "Cancel waiting" cancels: jobs not yet dispatched, those waiting on parents too.
+CANCELLABLE = (JobState.PENDING, JobState.SCHEDULED, JobState.WAITING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +124,25 @@ def how_many(n: int, more: bool) -> str:
     return f"more than {n}" if more else str(n)
 
 
-async def apply(ids: list[str], change: Callable[[str], Awaitable[object]]) -> tuple[int, int]:
+async def apply(
+    ids: list[str],
+    change: Callable[[str], Awaitable[object]],
+    already: Callable[[str], Awaitable[bool]] | None = None,
+) -> tuple[int, int]:
     """Runs ``change`` on each id: (changed, skipped). A job that moved on meanwhile (no
-    longer dead, already finished, forgotten) is skipped, never a failed request; any other
-    refusal (a drain, Redis away) stops the request with its message."""
+    longer dead, already finished, forgotten) is skipped, never a failed request, unless
+    ``already`` says it is as asked (a waiting child cancelled with its parent, a moment
+    before its own turn); any other refusal (a drain, Redis away) stops the request with
+    its message."""
     done = skipped = 0
     for job_id in ids:
         try:
             await change(job_id)
         except (engine_errors.FailedPrecondition, engine_errors.NotFound):
-            skipped += 1
+            if already is not None and await already(job_id):
+                done += 1
+            else:
+                skipped += 1
             continue
         done += 1
     return done, skipped
@@ -167,7 +179,7 @@ class Bulk:
         await self._backend.get_queue(queue)  # NotFound -> 404 before anything
         if action == "retry_dead":
             return Selection(queue, (JobState.DEAD,), key_filter(form))
-        return Selection(queue, (JobState.PENDING, JobState.SCHEDULED), key_filter(form))
+        return Selection(queue, CANCELLABLE, key_filter(form))
 
     async def preview(self, action: str, form: dict[str, str]) -> Preview:
         if action == "pause_many":
@@ -188,11 +200,17 @@ class Bulk:
         n, more = await count(self._backend, sel)
         verb = "Retry the dead" if action == "retry_dead" else "Cancel the waiting"
         keyed = f" whose key is {sel.key!r}" if sel.key else ""
-        note = (
-            f"One confirmation changes at most {BULK_MAX}; confirm again for the rest."
-            if more or n > BULK_MAX
-            else ""
-        )
+        notes = []
+        if more or n > BULK_MAX:
+            notes.append(
+                f"One confirmation changes at most {BULK_MAX}; confirm again for the rest."
+            )
+        if action == "cancel_pending":
+            notes.append(
+                "Waiting means pending, scheduled or waiting on parents; the jobs waiting on "
+                "a cancelled job are cancelled with it, in any queue."
+            )
+        note = " ".join(notes)
         return Preview(f"{verb} jobs of queue {sel.queue}{keyed}", how_many(n, more), "jobs", note)
 
     async def run(self, action: str, form: dict[str, str]) -> tuple[str, str]:
@@ -210,8 +228,10 @@ class Bulk:
             )
         sel = await self._selection(action, form)
         ids, more = await select(b, sel)
-        change = b.retry_job if action == "retry_dead" else b.cancel_job
-        done, skipped = await apply(ids, change)
+        if action == "retry_dead":
+            done, skipped = await apply(ids, b.retry_job)
+        else:
+            done, skipped = await apply(ids, b.cancel_job, self._cancelled)
         verb = "retried" if action == "retry_dead" else "cancelled"
         message = f"{done} jobs of queue {sel.queue} {verb}"
         if skipped:
@@ -219,6 +239,12 @@ class Bulk:
         if more:
             message += f"; more remain (at most {BULK_MAX} a request): run it again"
         return message, _queue_url(sel.queue)
+
+    async def _cancelled(self, job_id: str) -> bool:
+        try:
+            return (await self._backend.get_job(job_id)).state is JobState.CANCELLED
+        except engine_errors.NotFound:
+            return False
 
     async def _queues(self, form: dict[str, str]) -> list[str]:
         names = picked(form)

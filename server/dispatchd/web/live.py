@@ -1,6 +1,8 @@
 """GET /api/events?job=ID or ?queue=NAME: the job's (or queue's) lifecycle events as
 Server-Sent Events, so the job and queue pages refresh when something happens instead of
-polling every 2 s.
+polling every 2 s; and GET /api/live/overview, /api/live/workers: the figures those pages
+show, pushed once a second when they changed (web/pulse.py). Both kinds share the bounds
+below.
 
 It reads Backend.watch_events, the cursor WatchEvents reads: nothing is buffered per
 stream. A client that reads slowly stops our writes (aiohttp waits for the socket to
@@ -28,6 +30,7 @@ from typing import Protocol
 from dispatchd.backend import Backend
 from dispatchd.observability.events import Event, EventFilter, Missed
 from dispatchd.web.errors import WebError
+from dispatchd.web.pulse import Pulse
 
 log = logging.getLogger("dispatchd.web")
 
@@ -68,12 +71,34 @@ def frame(item: Event | Missed) -> bytes:
     return f"{line}data: {json.dumps(data2)}\n\n".encode()
 
 
-class EventStream:
-    """One open stream: its watch, and the slot it holds until run() ends."""
+def pulse_frame(event: str, body: bytes) -> bytes:
+    """One SSE message of a pushed topic: ``event: <page>`` and its JSON on one line."""
+    return b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
 
-    def __init__(self, owner: LiveStreams, items: AsyncIterator[Event | Missed]) -> None:
+
+async def _framed(items: AsyncIterator[Event | Missed]) -> AsyncIterator[bytes]:
+    async for item in items:
+        yield frame(item)
+
+
+async def _pulsed(event: str, bodies: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for body in bodies:
+        yield pulse_frame(event, body)
+
+
+class EventStream:
+    """One open stream: what it sends (its watch, or a pushed topic), and the slot it
+    holds until run() ends."""
+
+    def __init__(
+        self,
+        owner: LiveStreams,
+        frames: AsyncIterator[bytes],
+        source: AsyncIterator[object],
+    ) -> None:
         self._owner = owner
-        self._items = items
+        self._frames = frames
+        self._source = source
         self._lock = asyncio.Lock()  # the pump and the keep-alive both write
         self._last = 0.0
 
@@ -83,8 +108,8 @@ class EventStream:
             self._last = asyncio.get_running_loop().time()
 
     async def _pump(self, sink: Sink) -> None:
-        async for item in self._items:
-            await self._send(sink, frame(item))
+        async for data in self._frames:
+            await self._send(sink, data)
 
     async def run(self, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
@@ -112,16 +137,32 @@ class EventStream:
                 outcome, (TimeoutError, ConnectionError)
             ):
                 log.error("event stream failed", exc_info=outcome)
-        await self._items.aclose()  # type: ignore[attr-defined]
+        await self._frames.aclose()  # type: ignore[attr-defined]
+        await self._source.aclose()  # type: ignore[attr-defined]
 
 
 class LiveStreams:
     """The process's event streams and their bound."""
 
-    def __init__(self, backend: Backend, limit: int = MAX_STREAMS) -> None:
+    def __init__(self, backend: Backend, pulse: Pulse, limit: int = MAX_STREAMS) -> None:
         self._backend = backend
+        self._pulse = pulse
         self._limit = limit
         self.open = 0
+
+    def _refuse_past_bound(self) -> None:
+        if self.open >= self._limit:
+            raise WebError(
+                503, f"at most {self._limit} event streams at once; the page polls instead"
+            )
+
+    def pushed(self, topic: str, event: str) -> EventStream:
+        """A stream of a pushed topic (web/pulse.py), each message named ``event``.
+        Raises WebError past the bound."""
+        self._refuse_past_bound()
+        self.open += 1
+        bodies = self._pulse.follow(topic)
+        return EventStream(self, _pulsed(event, bodies), bodies)
 
     async def start(self, query: dict[str, str], last_event_id: str) -> EventStream:
         """A stream of what ?job=ID or ?queue=NAME names, after ``last_event_id`` (from
@@ -130,10 +171,7 @@ class LiveStreams:
         job_id, queue = query.get("job", ""), query.get("queue", "")
         if bool(job_id) == bool(queue):
             raise WebError(400, "name one of ?job=ID or ?queue=NAME")
-        if self.open >= self._limit:
-            raise WebError(
-                503, f"at most {self._limit} event streams at once; the page polls instead"
-            )
+        self._refuse_past_bound()
         if job_id:  # its queue too: on Redis a watch reads the streams of its queues
             job = await self._backend.get_job(job_id)
             flt = EventFilter(frozenset({job.queue}), frozenset({job.id}))
@@ -148,4 +186,4 @@ class LiveStreams:
         except BaseException:
             self.open -= 1
             raise
-        return EventStream(self, items)
+        return EventStream(self, _framed(items), items)

@@ -2,9 +2,11 @@
 order they need attention (stuck first, then dead growing, then throttled by their rate
 with a backlog past the burst, then paused with work waiting).
 
-Counts come from the backend (``list_queues`` and ``list_workers``: the whole fleet on
-Redis); the chart and the dead counts come from this process's trend rings (on Redis,
-this replica's share: each replica hears of the jobs its own workers ran).
+Counts come from the backend (``queue_figures`` and ``list_workers``: the whole fleet on
+Redis), and so does the chart (``fleet_counts``: every replica's workers, web/trends.py
+FleetChart); the dead-in-window counts and the sparklines come from this process's trend
+rings (on Redis, this replica's share: each replica hears of the jobs its own workers
+ran).
 """
 
 from __future__ import annotations
@@ -94,7 +96,11 @@ def by_attention(
     now: float = 0.0,
 ) -> list[tuple[QueueView, Attention]]:
     figs = figures or {}
-    rated = [(v, attention(v, trends[v.name], figs.get(v.name), now)) for v in views]
+    return sort_rated([(v, attention(v, trends[v.name], figs.get(v.name), now)) for v in views])
+
+
+def sort_rated(rated: list[tuple[QueueView, Attention]]) -> list[tuple[QueueView, Attention]]:
+    """Most attention first, then the longest backlog, then by name."""
     rated.sort(key=lambda r: (-r[1].level, -r[0].pending_count, r[0].name))
     return rated
 

@@ -29,7 +29,7 @@ from dispatchd.engine import JobState, JobView, QueueFigures, QueueView
 from dispatchd.web.bulk import PICK
 from dispatchd.web.bulk import Preview as BulkPreview
 from dispatchd.web.links import url
-from dispatchd.web.overview import by_attention, chart, totals
+from dispatchd.web.overview import Attention, by_attention, chart, totals
 from dispatchd.web.search import FIELDS, SCAN_CAP, Found
 from dispatchd.web.sparks import throughput_cell, wait_cell
 from dispatchd.web.trends import Rates, Trend
@@ -133,17 +133,21 @@ def queues_json(views: Sequence[QueueView], trend_of: TrendOf) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What the overview reads: the backend's queues and workers, this process's rings."""
+    """What the overview reads: the backend's queues, workers and fleet counts (the
+    chart), this process's rings (sparklines, dead in the window)."""
 
     views: Sequence[QueueView]
     workers: Sequence[WorkerInfo]
     trends: dict[str, Trend | None]
     rates: Rates | None
     shared: bool
-    """Several replicas share the queues (Redis): the chart is this replica's share."""
+    """Several replicas share the queues (Redis): the chart sums every replica's."""
     figures: Mapping[str, QueueFigures] = field(default_factory=dict)
     """The backend's figures by queue name (dead and failed counts, why jobs wait)."""
     now: float = 0.0
+    rated: list[tuple[QueueView, Attention]] | None = None
+    """The queues by attention (overview.by_attention), when the caller sorted them
+    already (in slices, between yields to the loop)."""
 
 
 #: Queues the overview lists unless asked for all (?all=1): those needing attention most.
@@ -151,7 +155,9 @@ OVERVIEW_ROWS = 200
 
 
 def _overview(fleet: Fleet, every: bool) -> dict[str, Any]:
-    rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
+    rated = fleet.rated
+    if rated is None:
+        rated = by_attention(fleet.views, fleet.trends, fleet.figures, fleet.now)
     shown = rated if every else rated[:OVERVIEW_ROWS]
     return {
         "totals": totals(fleet.views, fleet.workers, fleet.trends, fleet.rates, fleet.figures),
@@ -166,7 +172,9 @@ def overview_json_parts(fleet: Fleet, every: bool = False) -> Iterator[str]:
     in pieces: a caller on the event loop may yield between them, so a thousand queues
     never hold the loop for one long stretch."""
     o = _overview(fleet, every)
-    head = {"totals": asdict(o["totals"]), "chart": o["chart"]}
+    # "at": when it was computed, so a page drawn later ignores an older answer (a
+    # pushed or cached one can be up to a second old) instead of dropping newer rows.
+    head = {"at": fleet.now, "totals": asdict(o["totals"]), "chart": o["chart"]}
     yield json.dumps(head)[:-1] + ', "queues": ['
     for i, (v, a) in enumerate(o["rated"]):
         row = queue_row(v, fleet.trends[v.name])
@@ -202,6 +210,7 @@ def overview_page(fleet: Fleet, csrf: str, every: bool = False) -> bytes:
         hidden=o["hidden"],
         chart=o["chart"],
         shared=fleet.shared,
+        at=repr(fleet.now),
         count_columns=COUNT_COLUMNS,
         pick=PICK,
         csrf=csrf,

@@ -9,6 +9,7 @@ clock and cost an index and two additions. Rings are fixed size and at most
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dispatchd.engine import EngineObserver, FinishedJob, JobState, LeaseRecord
@@ -17,7 +18,6 @@ from dispatchd.engine import EngineObserver, FinishedJob, JobState, LeaseRecord
 _NEVER = -(2**62)
 #: Finished states in which a job ran: cancelled and expired jobs are not throughput.
 _RAN = frozenset({int(JobState.SUCCEEDED), int(JobState.FAILED), int(JobState.DEAD)})
-_SUCCEEDED = int(JobState.SUCCEEDED)
 _DEAD = int(JobState.DEAD)
 
 
@@ -37,8 +37,8 @@ class Trend:
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Every queue of this process together, per second, per bucket, oldest first: the
-    overview's chart."""
+    """Every queue of the fleet together (every replica's workers on Redis), per second,
+    per bucket, oldest first: the overview's chart."""
 
     bucket_seconds: float
     dispatched: list[float]
@@ -48,6 +48,58 @@ class Rates:
     """Jobs that failed for good (FAILED, or DEAD: retries exhausted). An attempt that
     will retry is not counted: the Redis replicas hear of a job only when it finishes,
     and the chart means the same on both backends."""
+
+
+class FleetChart:
+    """The overview's chart: Backend.fleet_counts read about once a second (``sample``),
+    each replica's counts differenced with its previous reading and the sum added to the
+    bucket of the reading's time. A replica seen for the first time only sets its
+    baseline (what it ran before is not a burst now); one that went away simply stops
+    adding (its counts are not subtracted), and a count that went down (not ours to
+    explain) adds nothing: the rates are never negative."""
+
+    def __init__(self, bucket_seconds: float = 5.0, buckets: int = 60) -> None:
+        if bucket_seconds <= 0 or buckets < 2:
+            raise ValueError("bucket_seconds > 0 and buckets >= 2 please")
+        self.bucket_seconds = bucket_seconds
+        self.buckets = buckets
+        self._stamps = array("q", [_NEVER]) * buckets
+        self._counts = [array("q", [0]) * buckets for _ in range(3)]
+        self._last: dict[str, tuple[int, int, int]] = {}
+
+    def sample(self, now: float, replicas: Iterable[tuple[str, Sequence[int]]]) -> None:
+        """Adds what every replica ran since its last reading to the bucket of ``now``."""
+        added = [0, 0, 0]
+        last: dict[str, tuple[int, int, int]] = {}
+        for replica, counts in replicas:
+            current = (counts[0], counts[1], counts[2])
+            before = self._last.get(replica)
+            last[replica] = current
+            if before is not None:
+                for k in range(3):
+                    added[k] += max(0, current[k] - before[k])
+        self._last = last
+        bucket = int(now // self.bucket_seconds)
+        i = bucket % self.buckets
+        if self._stamps[i] != bucket:
+            self._stamps[i] = bucket
+            for series in self._counts:
+                series[i] = 0
+        for k in range(3):
+            self._counts[k][i] += added[k]
+
+    def rates(self, now: float) -> Rates:
+        """The complete buckets before the one ``now`` falls in, per second."""
+        per = self.bucket_seconds
+        current = int(now // per)
+        out = Rates(per, [], [], [])
+        lists = (out.dispatched, out.succeeded, out.failed)
+        for bucket in range(current - self.buckets + 1, current):
+            i = bucket % self.buckets
+            fresh = self._stamps[i] == bucket
+            for series, values in zip(self._counts, lists, strict=True):
+                values.append(series[i] / per if fresh else 0.0)
+        return out
 
 
 class _Ring:
@@ -76,25 +128,6 @@ class _Ring:
         self.wait_sum[i] = 0.0
 
 
-class _FleetRing:
-    """This process's dispatches, successes and failed attempts per bucket."""
-
-    __slots__ = ("dispatched", "failed", "stamps", "succeeded")
-
-    def __init__(self, size: int) -> None:
-        self.stamps = array("q", [_NEVER]) * size
-        self.dispatched = array("q", [0]) * size
-        self.succeeded = array("q", [0]) * size
-        self.failed = array("q", [0]) * size
-
-    def slot(self, bucket: int) -> int:
-        i = bucket % len(self.stamps)
-        if self.stamps[i] != bucket:
-            self.stamps[i] = bucket
-            self.dispatched[i] = self.succeeded[i] = self.failed[i] = 0
-        return i
-
-
 class Trends(EngineObserver):
     """Throughput and wait time per queue over the last ``buckets`` x ``bucket_seconds``."""
 
@@ -107,7 +140,6 @@ class Trends(EngineObserver):
         self.buckets = buckets
         self.max_queues = max_queues
         self._rings: dict[str, _Ring] = {}
-        self._fleet = _FleetRing(buckets)
         #: The picture of a ring with nothing in the window, shared (nobody changes it).
         self._idle = self._empty()
 
@@ -122,11 +154,7 @@ class Trends(EngineObserver):
     def job_dispatched(self, lease: LeaseRecord) -> None:
         job = lease.job
         t = job.dispatch_time
-        if t is None:
-            return
-        fleet = self._fleet
-        fleet.dispatched[fleet.slot(int(t // self.bucket_seconds))] += 1
-        if job.attempt != 1:
+        if t is None or job.attempt != 1:
             return  # a retry's backoff is not waiting in line (as in the metrics)
         ring = self._rings.get(job.queue) or self._ring(job.queue)
         if ring is None:
@@ -144,12 +172,6 @@ class Trends(EngineObserver):
         if code not in _RAN:
             return
         bucket = int(job.finish_time // self.bucket_seconds)
-        fleet = self._fleet
-        f = fleet.slot(bucket)
-        if code == _SUCCEEDED:
-            fleet.succeeded[f] += 1
-        else:
-            fleet.failed[f] += 1
         ring = self._rings.get(job.queue) or self._ring(job.queue)
         if ring is None:
             return
@@ -160,26 +182,12 @@ class Trends(EngineObserver):
         if code == _DEAD:
             ring.dead[i] += 1
 
-    def rates(self, now: float) -> Rates:
-        """The complete buckets before the one ``now`` falls in, per second."""
-        fleet = self._fleet
-        per = self.bucket_seconds
-        current = int(now // per)
-        out = Rates(per, [], [], [])
-        for bucket in range(current - self.buckets + 1, current):
-            i = bucket % self.buckets
-            fresh = fleet.stamps[i] == bucket
-            out.dispatched.append(fleet.dispatched[i] / per if fresh else 0.0)
-            out.succeeded.append(fleet.succeeded[i] / per if fresh else 0.0)
-            out.failed.append(fleet.failed[i] / per if fresh else 0.0)
-        return out
-
     def trend(self, queue: str, now: float) -> Trend | None:
         """The complete buckets before the one ``now`` falls in (a bucket still filling
         would always look like a drop); None for a queue past ``max_queues``."""
         ring = self._rings.get(queue)
         if ring is None:
-            return None if len(self._rings) >= self.max_queues else self._empty()
+            return None if len(self._rings) >= self.max_queues else self._idle
         current = int(now // self.bucket_seconds)
         if ring.latest < current - self.buckets + 1:
             return self._idle  # nothing in the window: most of a thousand queues, cheaply

@@ -1,6 +1,8 @@
 // Live pages without a reload: the job and queue pages refresh when /api/events (Server-
-// Sent Events) says something happened; the others (and those two when events cannot be
-// had) poll their JSON (/api/overview, /api/queues or /api/workers) every 2 s. What
+// Sent Events) says something happened; the overview and the workers page are sent their
+// JSON by /api/live/overview and /api/live/workers (Server-Sent Events, once a second when
+// it changed); any of them polls its JSON (/api/overview, /api/queues, /api/workers or
+// /api/jobs/ID) every 2 s when its stream cannot be had. What
 // changed is rewritten with textContent and DOM calls, so names stay text. The sparklines and the overview chart are redrawn with the
 // same arithmetic as sparks.py on the server. No inline script anywhere (strict CSP).
 "use strict";
@@ -165,8 +167,14 @@
   }
 
   async function overview() {
-    const data = await poll("/api/overview" + window.location.search);
+    showOverview(await poll("/api/overview" + window.location.search));
+  }
+
+  function showOverview(data) {
     const table = document.getElementById("queues");
+    // An answer computed before this page was drawn (cached or pushed a moment earlier)
+    // would drop the rows of queues made since: the next one comes within a second.
+    if (table && data.at < Number(table.dataset.at)) return;
     if (table) {
       // Every queue is listed (not only the 200 needing attention most): keep rows in step.
       if (data.queues.length === data.totals.queues) syncQueueRows(table, data.queues);
@@ -201,10 +209,13 @@
     if (w.held > w.held_jobs.length) cell.append(" and " + (w.held - w.held_jobs.length) + " more");
   }
 
-  // The workers table is rebuilt row by row: workers come and go.
   async function workers() {
+    showWorkers(await poll("/api/workers"));
+  }
+
+  // The workers table is rebuilt row by row: workers come and go.
+  function showWorkers(data) {
     const table = document.getElementById("workers");
-    const data = await poll("/api/workers");
     const fleet = table.dataset.fleet === "yes";
     const body = document.createElement("tbody");
     for (const w of data.workers) {
@@ -300,6 +311,32 @@
     const counts = document.getElementById("counts");
     if (document.body.dataset.live === "queue" && counts) return "queue=" + encodeURIComponent(counts.dataset.queue);
     return null;
+  }
+
+  // The overview and the workers page get their figures pushed (/api/live/<page>: the
+  // server sends the JSON once a second when it changed, one computation for every tab);
+  // refused (too many streams, auth) they poll as the others do.
+  const pushed = { overview: showOverview, workers: showWorkers };
+  const live = document.body.dataset.live;
+  if (live in pushed && typeof EventSource === "function") {
+    const stream = new EventSource("/api/live/" + live + window.location.search);
+    stream.addEventListener(live, (e) => {
+      try {
+        pushed[live](JSON.parse(e.data));
+        document.body.dataset.refreshed = String(Date.now());
+      } catch (err) {
+        // a page changed under us: keep the last picture
+      }
+    });
+    stream.onopen = () => {
+      if (timer !== null) clearInterval(timer);
+      timer = null;
+      document.body.dataset.liveMode = "stream";
+    };
+    stream.onerror = () => {
+      if (stream.readyState === EventSource.CLOSED) startPolling(POLL_MS);
+    };
+    return;
   }
 
   const query = eventsQuery();
