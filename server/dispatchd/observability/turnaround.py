@@ -17,6 +17,7 @@ import os
 import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 
 ENV = "DISPATCHD_TURNAROUND_PROBE"
 PATH = "/debug/turnaround"
@@ -27,10 +28,10 @@ MAX_SAMPLES = 1_000_000
 class TurnaroundProbe:
     __slots__ = ("_clock", "_freed", "_samples")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self._freed: deque[int] = deque()
         self._samples = array("q")
-        self._clock = time.perf_counter_ns
+        self._clock = clock
 
     def results_read(self, n: int) -> None:
         """``n`` results were just read from a stream (each frees a slot)."""
