@@ -61,10 +61,12 @@ async def _ready(api: rpc.Dispatchd, server: procs.ServerProcess) -> None:
 
 async def _run(base: Path, rounds: int, kinds: Sequence[str], shape: client_path.Shape) -> None:
     servers = {}
+    os.environ.setdefault(client_path.PROBE_ENV, "1")  # the servers' slot turnaround probe
     for side in SIDES:
         with _tree(base if side == "base" else None):
             servers[side] = procs.start_dispatchd(procs.free_port())
     runs: dict[tuple[str, str], list[Measured]] = {}
+    turns: dict[tuple[str, str], list[client_path.Turnaround]] = {}
     try:
         apis = {side: rpc.Dispatchd(rpc.channel(s.target)) for side, s in servers.items()}
         for side, api in apis.items():
@@ -74,14 +76,18 @@ async def _run(base: Path, rounds: int, kinds: Sequence[str], shape: client_path
                 for side in SIDES if r % 2 == 0 else SIDES[::-1]:
                     run = client_path.per_job if kind.endswith("per_job") else client_path.burndown
                     with _tree(base if side == "base" else None):
-                        m = await run(
+                        one = await run(
                             apis[side], servers[side], f"ab.{kind}.{r}", shape, kind[0] == "e"
                         )
+                    m, t = one
                     runs.setdefault((kind, side), []).append(m)
+                    turns.setdefault((kind, side), []).append(t)
                     print(
                         f"round {r + 1} {kind:<18} {side:<4} {m.jobs_per_s:8,.0f}/s  server "
                         f"{m.server_cpu_us_per_job:6.1f} us/job  client "
-                        f"{m.client_cpu_us_per_job:6.1f} us/job  other {m.other_cpu_pct:3.0f}%",
+                        f"{m.client_cpu_us_per_job:6.1f} us/job  other {m.other_cpu_pct:3.0f}%  "
+                        f"turnaround p50/p99 server {t.server_p50_us:.0f}/{t.server_p99_us:.0f}"
+                        f" worker {t.worker_p50_us:.0f}/{t.worker_p99_us:.0f} us",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -92,7 +98,11 @@ async def _run(base: Path, rounds: int, kinds: Sequence[str], shape: client_path
             f"{kind:<18} {side:<4} jobs/s {statistics.median(m.jobs_per_s for m in ms):8,.0f}  "
             f"server us/job {statistics.median(m.server_cpu_us_per_job for m in ms):6.1f}  "
             f"client us/job {statistics.median(m.client_cpu_us_per_job for m in ms):6.1f}  "
-            f"other % {statistics.median(m.other_cpu_pct for m in ms):3.0f}"
+            f"other % {statistics.median(m.other_cpu_pct for m in ms):3.0f}  turnaround "
+            f"server p50 {statistics.median(t.server_p50_us for t in turns[kind, side]):5.0f} "
+            f"p99 {statistics.median(t.server_p99_us for t in turns[kind, side]):6.0f} us  "
+            f"worker gap p50 {statistics.median(t.worker_p50_us for t in turns[kind, side]):5.0f} "
+            f"p99 {statistics.median(t.worker_p99_us for t in turns[kind, side]):6.0f} us"
         )
 
 

@@ -15,18 +15,27 @@ Each runs against three set-ups in the same round: the in-memory server on a wid
 queue of width 8 with a rate far above what can bind (``enforced_*``: what enforcing width
 and rate costs). Server CPU is the server process's utime + stime from the go signal until
 GetQueue shows nothing pending or underway; client CPU is the children's own.
+
+Slot turnaround (each run; the figure that matters on the width-limited ``enforced_*``
+runs): on the server, from reading a result that frees a slot to writing the delivery that
+fills it (dispatchd's opt-in probe, observability/turnaround.py, which bench/run.py turns
+on through the environment of the servers it starts and reads from the metrics port); in
+the worker process, from a handler's return to the next handler's start (bench/drive.py).
+Both pair first in, first out; p50 and p99 in microseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bench import rpc
-from bench.measure import Measured, Meter, median
+from bench.measure import Measured, Meter, median, percentile
 from bench.procs import ServerProcess
 from bench.targets import Target
 from dispatchd_client.v1 import dispatcher_pb2 as pb
@@ -36,6 +45,10 @@ PREFILL_BATCH = 1_000
 ENFORCED_WIDTH = 8
 NON_BINDING_RATE = 1_000_000.0
 PAYLOAD = b"x" * 32
+#: The server's probe: the environment variable that turns it on and its endpoint
+#: (dispatchd.observability.turnaround.ENV and PATH).
+PROBE_ENV = "DISPATCHD_TURNAROUND_PROBE"
+PROBE_PATH = "/debug/turnaround"
 
 KINDS = ("per_job", "burndown")
 SETUPS = ("", "durable_", "enforced_")
@@ -59,6 +72,12 @@ INFO_ROWS = tuple(
         (f"{setup}{kind}_vs_baseline", f"{setup}{kind} / raw baseline"),
         (f"{setup}{kind}_server_cpu_us_per_job", f"{setup}{kind} server CPU us/job"),
         (f"{setup}{kind}_client_cpu_us_per_job", f"{setup}{kind} client CPU us/job"),
+        *(
+            (f"{setup}{kind}_turnaround_{side}_{p}_us", f"{setup}{kind} {label} {p} us")
+            for side, label in (("server", "slot turnaround"), ("worker", "worker slot gap"))
+            for p in ("p50", "p99")
+            if setup == "enforced_"  # where a freed slot is what the next job waits for
+        ),
     )
 )
 
@@ -72,6 +91,22 @@ class Shape:
     burndown_jobs: int = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class Turnaround:
+    """Slot turnaround of one run, in microseconds (0: no samples, e.g. probe off)."""
+
+    server_p50_us: float = 0.0
+    server_p99_us: float = 0.0
+    server_samples: int = 0
+    worker_p50_us: float = 0.0
+    worker_p99_us: float = 0.0
+
+
+class Run(NamedTuple):
+    measured: Measured
+    turnaround: Turnaround
+
+
 @dataclass
 class ClientRuns:
     """Every run, by set-up and kind: ``runs["durable_burndown"]``."""
@@ -79,6 +114,38 @@ class ClientRuns:
     runs: dict[str, list[Measured]] = field(
         default_factory=lambda: {f"{s}{k}": [] for s in SETUPS for k in KINDS}
     )
+    turnaround: dict[str, list[Turnaround]] = field(
+        default_factory=lambda: {f"{s}{k}": [] for s in SETUPS for k in KINDS}
+    )
+
+    def add(self, key: str, run: Run) -> None:
+        self.runs[key].append(run.measured)
+        self.turnaround[key].append(run.turnaround)
+
+
+async def server_turnaround(server: ServerProcess) -> list[float]:
+    """The server's turnaround samples (us) since the last ask; [] when its probe is off."""
+    if not server.metrics:
+        return []
+    host, _, port = server.metrics.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"GET {PROBE_PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return []
+    samples: list[float] = json.loads(body)["us"]
+    return samples
+
+
+def _turnaround(server_us: list[float], worker: list[float]) -> Turnaround:
+    ordered = sorted(server_us)
+    p50, p99 = (percentile(ordered, 50), percentile(ordered, 99)) if ordered else (0.0, 0.0)
+    gap50, gap99 = worker if len(worker) == 2 else (0.0, 0.0)
+    return Turnaround(p50, p99, len(ordered), gap50, gap99)
 
 
 class _Child:
@@ -143,7 +210,7 @@ async def _configure(api: rpc.Dispatchd, queue: str, enforced: bool, paused: boo
 
 async def per_job(
     api: rpc.Dispatchd, server: ServerProcess, queue: str, shape: Shape, enforced: bool
-) -> Measured:
+) -> Run:
     await _configure(api, queue, enforced, paused=False)
     jobs = shape.per_job_jobs
     worker = await _Child.start(*_work_args(server, queue, shape, jobs))
@@ -160,12 +227,14 @@ async def per_job(
             str(shape.producers),
         )
         await producer.expect("ready")
+        await server_turnaround(server)  # forget what came before
         meter = Meter(server.cpu_times)
         producer.send()
         _, _, producer_cpu = await producer.expect("done")
-        end, worker_cpu = await worker.expect("done")
+        end, worker_cpu, *gaps = await worker.expect("done")
         await api.settled(queue)
-        return _with_children(meter.result(jobs, end), producer_cpu + worker_cpu)
+        m = _with_children(meter.result(jobs, end), producer_cpu + worker_cpu)
+        return Run(m, _turnaround(await server_turnaround(server), gaps))
     finally:
         if producer is not None:
             await producer.finish()
@@ -174,18 +243,20 @@ async def per_job(
 
 async def burndown(
     api: rpc.Dispatchd, server: ServerProcess, queue: str, shape: Shape, enforced: bool
-) -> Measured:
+) -> Run:
     await _configure(api, queue, enforced, paused=True)
     jobs = shape.burndown_jobs
     await api.submit_all([pb.JobSpec(queue=queue, payload=PAYLOAD)] * jobs, PREFILL_BATCH)
     worker = await _Child.start(*_work_args(server, queue, shape, jobs))
     try:
         await worker.expect("ready")
+        await server_turnaround(server)
         meter = Meter(server.cpu_times)
         await api.configure(pb.Queue(name=queue, paused=False), "paused")
-        end, worker_cpu = await worker.expect("done")
+        end, worker_cpu, *gaps = await worker.expect("done")
         await api.settled(queue)
-        return _with_children(meter.result(jobs, end), worker_cpu)
+        m = _with_children(meter.result(jobs, end), worker_cpu)
+        return Run(m, _turnaround(await server_turnaround(server), gaps))
     finally:
         await worker.finish()
 
@@ -220,6 +291,10 @@ def summarize(c: ClientRuns, baseline_per_s: float) -> dict[str, float]:
         s[f"{key}_server_cpu_us_per_job"] = _med([m.server_cpu_us_per_job for m in runs])
         s[f"{key}_client_cpu_us_per_job"] = _med([m.client_cpu_us_per_job for m in runs])
         s[f"{key}_other_cpu_pct"] = _med([m.other_cpu_pct for m in runs])
+        turns = [t for t in c.turnaround.get(key, []) if t.server_samples]
+        for name in ("server_p50_us", "server_p99_us", "worker_p50_us", "worker_p99_us"):
+            if turns:
+                s[f"{key}_turnaround_{name}"] = _med([getattr(t, name) for t in turns])
     for kind in KINDS:
         plain, enforced = s.get(f"{kind}_jobs_per_s"), s.get(f"enforced_{kind}_jobs_per_s")
         if plain and enforced:

@@ -12,7 +12,10 @@ CLOCK_MONOTONIC and so comparable between processes, and this process's CPU seco
 ``--workers`` Worker instances (one Work stream each) with a no-op async handler, prints
 ``ready`` once every one is welcomed, then ``done END CPU`` when ``N`` handlers have
 returned (their results leave on the same loop tick), and stops its workers gracefully when
-stdin closes.
+stdin closes. ``done`` also carries the worker-side slot gap (p50 and p99 in microseconds,
+0 without samples): in each Worker, from one handler's return to the start of its next
+handler. With a no-op handler on a width-limited queue (one job held per Worker, or
+about) that is the whole way round: the result out, the server, the next delivery in.
 
 Both run on uvloop when it is installed, as a production client would.
 """
@@ -23,8 +26,9 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from bench.measure import percentile
 from dispatchd_client import AsyncClient, ReceivedJob, Worker
 
 PAYLOAD = b"x" * 32
@@ -60,16 +64,27 @@ async def work(target: str, queue: str, workers: int, concurrency: int, jobs: in
     done = asyncio.Event()
     count = [0]
     stamp = [0.0]
+    gaps: list[int] = []
+    clock = time.perf_counter_ns
 
-    async def handler(job: ReceivedJob) -> None:
-        count[0] += 1
-        if count[0] == jobs:
-            stamp[0] = time.perf_counter()
-            done.set()
+    def handler_of() -> Callable[[ReceivedJob], Awaitable[None]]:
+        """One Worker's handler: also times that Worker's gap between jobs."""
+        last_end = [0]
+
+        async def handler(job: ReceivedJob) -> None:
+            if last_end[0]:
+                gaps.append(clock() - last_end[0])
+            count[0] += 1
+            if count[0] == jobs:
+                stamp[0] = time.perf_counter()
+                done.set()
+            last_end[0] = clock()
+
+        return handler
 
     pool = [Worker(target, worker_id=f"bench-{i}", concurrency=concurrency) for i in range(workers)]
     for w in pool:
-        w.handler(queue)(handler)
+        w.handler(queue)(handler_of())
     runs = [asyncio.create_task(w.run_async()) for w in pool]
     for w in pool:
         await w.wait_connected(timeout=30.0)
@@ -79,12 +94,20 @@ async def work(target: str, queue: str, workers: int, concurrency: int, jobs: in
     eof = asyncio.create_task(_line())
     await asyncio.wait([finished, eof, *runs], return_when=asyncio.FIRST_COMPLETED)
     if done.is_set():
-        _say("done", stamp[0], time.process_time() - cpu0)
+        _say("done", stamp[0], time.process_time() - cpu0, *_percentiles_us(gaps))
         await eof
     for w in pool:
         await w.stop()
     await asyncio.gather(*runs)
     finished.cancel()
+
+
+def _percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
+    """(p50, p99) nearest-rank, in microseconds; zeros without samples."""
+    if not samples_ns:
+        return 0.0, 0.0
+    ordered = [ns / 1000 for ns in sorted(samples_ns)]
+    return percentile(ordered, 50), percentile(ordered, 99)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

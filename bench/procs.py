@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -52,6 +52,8 @@ class ServerProcess:
     target: str
     proc: subprocess.Popen[bytes]
     log: IO[bytes] = field(repr=False)
+    metrics: str = ""
+    """host:port of its metrics endpoint ("" when it has none): the turnaround probe's."""
 
     @property
     def pid(self) -> int:
@@ -110,7 +112,7 @@ def start_dispatchd(
         args += ["--data-dir", str(data_dir)]
     args += list(extra)
     name = "dispatchd" if data_dir is None else "dispatchd-journal"
-    return start(name, cmd + args, port)
+    return replace(start(name, cmd + args, port), metrics=metrics)
 
 
 def start_baseline(port: int) -> ServerProcess:

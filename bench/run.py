@@ -203,7 +203,12 @@ async def _wait_ready(server: ServerProcess, probe: Callable[[], Awaitable[bool]
         await asyncio.sleep(0.05)
 
 
-def _show(round_no: int, phase: str, x: Measured | Latency | RateRun | Fairness) -> None:
+def _show(
+    round_no: int,
+    phase: str,
+    x: Measured | Latency | RateRun | Fairness,
+    turn: client_path.Turnaround | None = None,
+) -> None:
     if isinstance(x, RateRun):
         line = (
             f"set {x.set_per_s:,.0f}/s measured {x.measured_per_s:,.1f}/s over {x.window_s:g} s "
@@ -231,6 +236,11 @@ def _show(round_no: int, phase: str, x: Measured | Latency | RateRun | Fairness)
             f"server {x.server_cpu_us_per_job:.1f} us/job ({x.server_sys_pct:.0f}% sys)  "
             f"client {x.client_cpu_us_per_job:.1f} us/job  other {x.other_cpu_pct:.0f}%"
         )
+        if turn is not None and turn.server_samples:
+            line += (
+                f"  turnaround p50/p99 server {turn.server_p50_us:.0f}/{turn.server_p99_us:.0f} us"
+                f" worker {turn.worker_p50_us:.0f}/{turn.worker_p99_us:.0f} us"
+            )
     print(f"round {round_no} {phase:<18} {line}", file=sys.stderr, flush=True)
 
 
@@ -279,7 +289,9 @@ class Bench:
         load = Load(queue, self.s.per_job_width, jobs, self.s.producers)
         return await workload.per_job(self.rig, load, self.per_job_workers)
 
-    async def client(self, kind: str, queue: str, setup: str, shape: client_path.Shape) -> Measured:
+    async def client(
+        self, kind: str, queue: str, setup: str, shape: client_path.Shape
+    ) -> client_path.Run:
         """One client-path run (bench/client_path.py): ``kind`` per_job or burndown,
         ``setup`` "" (memory), "durable_" or "enforced_"."""
         journaled = setup == "durable_"
@@ -340,9 +352,9 @@ class Bench:
         shape = self.client_shape(s.per_job_jobs, s.burndown_jobs)
         for kind in client_path.KINDS:
             for setup in self.setups():
-                m = await self.client(kind, f"bench.{setup}{kind}.{r}", setup, shape)
-                runs.client.runs[f"{setup}{kind}"].append(m)
-                _show(r, f"{setup}{kind}".replace("_", " "), m)
+                run = await self.client(kind, f"bench.{setup}{kind}.{r}", setup, shape)
+                runs.client.add(f"{setup}{kind}", run)
+                _show(r, f"{setup}{kind}".replace("_", " "), run.measured, run.turnaround)
         m = await self.unary_per_job(f"bench.unary-per-job.{r}", s.unary_per_job_jobs)
         runs.unary_per_job.append(m)
         _show(r, "unary per-job", m)
@@ -495,6 +507,7 @@ def _run_servers(s: Settings, durable: bool) -> report.Runs:
     """Starts the servers (the journaled one on a fresh temporary data dir), measures,
     stops them by pid and removes the data dir."""
     children: list[ServerProcess] = []
+    os.environ.setdefault(client_path.PROBE_ENV, "1")  # the servers' slot turnaround probe
     data_dir = Path(tempfile.mkdtemp(prefix="dispatchd-bench-journal-")) if durable else None
     try:
         children.append(procs.start_dispatchd(procs.free_port()))

@@ -147,6 +147,8 @@ class JobRunner:
         self._executor = executor
         self._spans = spans or RunSpans(None)
         self._metrics = metrics
+        # Looked up once rather than per job (inspect's checks cost a few us each).
+        self._is_async = {queue: is_async_handler(fn) for queue, fn in handlers.items()}
 
     def cancels_as_task(self, queue: str) -> bool:
         """Whether a cancelled job of ``queue`` is stopped by cancelling its task.
@@ -155,8 +157,7 @@ class JobRunner:
         returns (it may poll ``job.is_cancelled``); its answer is sent then, so the server never
         hands this worker a new job while the thread is still busy with the old one.
         """
-        handler = self._handlers.get(queue)
-        return handler is None or is_async_handler(handler)
+        return self._is_async.get(queue, True)
 
     async def execute(self, job: ReceivedJob, max_result_bytes: int = 0) -> Outcome:
         """Run ``job`` and return its outcome. Raises CancelledError if the task is cancelled.
@@ -183,9 +184,11 @@ class JobRunner:
         return outcome
 
     async def _run(self, job: ReceivedJob, max_result_bytes: int) -> Outcome:
-        await call_hooks(self._hooks.before_job, job, what="before_job")
+        if self._hooks.before_job:
+            await call_hooks(self._hooks.before_job, job, what="before_job")
         outcome = await self._invoke(job, max_result_bytes)
-        await self.after_job(job, outcome)
+        if self._hooks.after_job:
+            await self.after_job(job, outcome)
         return outcome
 
     async def after_job(self, job: ReceivedJob, outcome: Outcome) -> None:
@@ -200,7 +203,7 @@ class JobRunner:
         if job.is_cancelled:
             return CANCELLED_ERROR
         try:
-            value = await self._call(handler, job)
+            value = await self._call(handler, job, self._is_async.get(job.queue, False))
             output = to_output(value)
         except _CancelledBeforeStart:
             return CANCELLED_ERROR
@@ -232,8 +235,8 @@ class JobRunner:
             )
         return output
 
-    async def _call(self, handler: Handler, job: ReceivedJob) -> object:
-        if is_async_handler(handler):
+    async def _call(self, handler: Handler, job: ReceivedJob, is_async: bool) -> object:
+        if is_async:
             result: object = handler(job)
         else:
             loop = asyncio.get_running_loop()

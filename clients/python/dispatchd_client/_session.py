@@ -14,7 +14,6 @@ when a pending write is cancelled.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -213,8 +212,9 @@ class Session:
                 return  # EOF
             kind = msg.WhichOneof("kind")
             if kind == "deliveries":
+                sink = self._report_progress
                 for delivery in msg.deliveries.deliveries:
-                    self._start(ReceivedJob.from_delivery(delivery))
+                    self._start(ReceivedJob.from_delivery(delivery, sink))
             elif kind == "cancellations":
                 for job_id in msg.cancellations.job_ids:
                     self._cancel(job_id)
@@ -251,7 +251,6 @@ class Session:
             # here. The old run's result would be rejected as stale, so drop it.
             logger.warning("job %s redelivered with a new lease; dropping the old run", job.id)
             self._abandon(old)
-        job = dataclasses.replace(job, progress_sink=self._report_progress)
         held = _Held(job)
         self._held[job.id] = held
         self._idle.clear()

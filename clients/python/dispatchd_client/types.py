@@ -324,8 +324,16 @@ class ReceivedJob(Job):
         return self.cancelled.is_set()
 
     @classmethod
-    def from_delivery(cls, delivery: pb.Delivery) -> ReceivedJob:
+    def from_delivery(
+        cls,
+        delivery: pb.Delivery,
+        progress_sink: Callable[[str, str, int | None, str], None] | None = None,
+    ) -> ReceivedJob:
+        """The job of ``delivery``; ``progress_sink`` is where report_progress sends (the
+        worker's session passes its own: given here rather than by a ``replace`` after, a
+        second construction that cost most of the decoding again)."""
         fields = _proto_fields(delivery.job)
+        fields["progress_sink"] = progress_sink
         # The delivery's own lease expiry is authoritative; the embedded job may predate it.
         lease_expire = _time(delivery, "lease_expire_time")
         if lease_expire is not None:

@@ -220,26 +220,34 @@ class FinishedJob(NamedTuple):
         return None
 
     def pack(self) -> tuple[object, ...]:
-        """The stored form: an exact tuple holding only atomic values and exact tuples,
-        which CPython's collector untracks (a dict or a NamedTuple inside would keep it
-        tracked, even an empty one)."""
+        """The stored form: an exact tuple of atomic values, which CPython's collector
+        untracks at its first pass over it, then the attempts' fields flat after the
+        job's own. Nesting is kept to what most jobs leave empty (headers, error, retry
+        policy, parents: atomic values in a tuple, one level): a pass untracks a tuple only
+        once what it holds is untracked, and it visits a container before its contents, so
+        every level costs one more pass. With the attempts as tuples in a tuple, finished
+        jobs reached the oldest generation still tracked, and a full collection over the
+        100,000 of them took 50-100 ms (the dispatch latency's p99)."""
         error = None if self.error is None else tuple(self.error)
         policy = None if self.retry_policy is None else _policy_tuple(self.retry_policy)
-        attempts = tuple(
-            [
-                tuple(a) if a.error is None else (*a[:4], tuple(a.error), *a[5:])
-                for a in self.attempts
-            ]
-        )
+        attempts: list[object] = []
+        for a in self.attempts:
+            attempts += a[:4]
+            attempts += _NO_FAILURE if a.error is None else (True, *a.error)
+            attempts += a[5:]
+        headers: list[str] = []
+        for item in self.headers.items():
+            headers += item
         return (
             *self[:4],
-            tuple(self.headers.items()),
+            tuple(headers),
             *self[5:13],
             error,
             *self[14:21],
             policy,
-            attempts,
+            len(self.attempts),
             *self[23:],  # throttle_count, then the workflow fields: atomic values
+            *attempts,
         )
 
     @staticmethod
@@ -249,20 +257,29 @@ class FinishedJob(NamedTuple):
         the retention bound is reached."""
         key = raw[20]
         if key:
-            key = dedup_name(dict(raw[4]), key)
+            key = dedup_name(_headers(raw[4]), key)
         return raw[0], raw[1], raw[7], raw[11], raw[15], key
 
     @classmethod
     def unpack(cls, raw: tuple[Any, ...]) -> FinishedJob:
-        headers = dict(raw[4])
+        headers = _headers(raw[4])
         error = None if raw[13] is None else JobFailure(*raw[13])
         policy = None if raw[21] is None else RetryPolicy(*raw[21])
+        flat = raw[_PACKED_FIELDS:]
         attempts = tuple(
-            AttemptRecord._make((*a[:4], None if a[4] is None else JobFailure(*a[4]), *a[5:]))
-            for a in raw[22]
+            _attempt(flat[i : i + _ATTEMPT_WIDTH]) for i in range(0, len(flat), _ATTEMPT_WIDTH)
         )
         return cls._make(
-            (*raw[:4], headers, *raw[5:13], error, *raw[14:21], policy, attempts, *raw[23:])
+            (
+                *raw[:4],
+                headers,
+                *raw[5:13],
+                error,
+                *raw[14:21],
+                policy,
+                attempts,
+                *raw[23:_PACKED_FIELDS],
+            )
         )
 
     @classmethod
@@ -299,6 +316,24 @@ class FinishedJob(NamedTuple):
             job.progress_dropped,
             job.cancel_reason,
         )
+
+
+#: Fields of a packed job before its attempts' (FinishedJob's own).
+_PACKED_FIELDS = len(FinishedJob._fields)
+#: The failure fields of a packed attempt that has none: (has failure, *JobFailure).
+_NO_FAILURE = (False, "", True, "", None)
+#: Fields per attempt in a packed job: number, worker, two times, the failure, the rest.
+_ATTEMPT_WIDTH = 4 + len(_NO_FAILURE) + 2
+
+
+def _attempt(f: tuple[Any, ...]) -> AttemptRecord:
+    error = JobFailure(*f[5:9]) if f[4] else None
+    return AttemptRecord(f[0], f[1], f[2], f[3], error, *f[9:])
+
+
+def _headers(flat: tuple[str, ...]) -> dict[str, str]:
+    """A packed job's headers (key, value, key, value...) as the dict they came from."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _policy_tuple(p: RetryPolicy) -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dispatchd.loop_http import READ_TIMEOUT, LoopHttpServer, bearer_token
+from dispatchd.observability import turnaround
 from dispatchd.observability.exposition import CONTENT_TYPE
 
 log = logging.getLogger("dispatchd.metrics")
@@ -84,6 +85,9 @@ class MetricsServer(LoopHttpServer):
             return _response(200, await self._page(), CONTENT_TYPE, head_only)
         if path == "/":
             return _response(200, _INDEX, "text/plain", head_only)
+        probe = turnaround.PROBE
+        if path == turnaround.PATH and probe is not None:  # the bench's probe, when on
+            return _response(200, probe.take(), "application/json", head_only)
         return _response(404, b"not found; try /metrics\n", "text/plain", head_only)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -23,6 +23,7 @@ from dispatchd import convert
 from dispatchd.backend import Backend, WorkerSpec, WorkResult
 from dispatchd.engine import EngineError, LeaseRecord, Rejection, WorkerRecord
 from dispatchd.engine.errors import Reason, ResourceExhausted
+from dispatchd.observability import turnaround
 from dispatchd.service.errors import abort, status_of
 from dispatchd.service.work_protocol import (
     empty_request,
@@ -196,6 +197,7 @@ class WorkStream:
         self._backend = backend
         self.counts = counts or MessageCounts()
         self._undoing: set[asyncio.Task[int]] = set()
+        self._probe = turnaround.PROBE  # bench only (observability/turnaround.py); None: off
 
     async def serve(self, requests: AsyncIterator[pb.WorkRequest], context: Context) -> None:
         hello = await read_hello(requests, context, self._received)
@@ -224,7 +226,7 @@ class WorkStream:
             reader = asyncio.create_task(self._read(requests, worker, session))
             me = session.writer = asyncio.current_task()
             try:
-                end = await self._write(session, context)
+                end = await self._write(session, context, self._probe)
             except asyncio.CancelledError:
                 if session.overflowed is None or me is None:
                     raise  # grpc's cancel: the call is over
@@ -266,7 +268,9 @@ class WorkStream:
         task.add_done_callback(self._undoing.discard)
 
     @staticmethod
-    async def _write(session: WorkerSession, context: Context) -> StreamEnd:
+    async def _write(
+        session: WorkerSession, context: Context, probe: turnaround.TurnaroundProbe | None
+    ) -> StreamEnd:
         """Writes the outbox until the stream ends; returns how it ends."""
         outbox = session.outbox
         while True:
@@ -275,6 +279,8 @@ class WorkStream:
                 return msg
             await context.write(msg)
             session.written(msg)
+            if probe is not None and msg.HasField("deliveries"):
+                probe.delivered(len(msg.deliveries.deliveries))
 
     def _received(self, req: pb.WorkRequest) -> None:
         self.counts.add("received", req.WhichOneof("kind") or "empty")
@@ -309,6 +315,8 @@ class WorkStream:
         backend = self._backend
         if kind == "results":
             items = [WorkResult(r.job_id, r.lease_id, outcome(r)) for r in req.results.results]
+            if self._probe is not None:
+                self._probe.results_read(len(items))
             rejected = await backend.results(worker, items)
             if rejected:
                 session.reject(rejected)
