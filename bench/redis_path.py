@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -49,7 +49,6 @@ class Run:
     commands: int = 0
     scripts: int = 0
     reads: int = 0
-    by_command: dict[str, int] = field(default_factory=dict)
 
     @property
     def jobs_per_s(self) -> float:
@@ -99,19 +98,17 @@ class Fleet:
         self.redis = redis
         self.channels = [grpc.aio.insecure_channel(s.target) for s in servers]
         self.stubs = [pb_grpc.DispatcherServiceStub(ch) for ch in self.channels]
-        self.submit_batches = (0.0, 0.0, 0.0)
-        """Per SubmitBatch of 1,000 jobs of one queue: Redis commands, scripts, round trips."""
 
     def cpu(self) -> tuple[float, float]:
         server = sum(sum(cpu_times(s.pid)) for s in self.servers)
         redis = sum(cpu_times(self.redis.pid)) if self.redis is not None else 0.0
         return server, redis
 
-    def commands(self) -> tuple[int, int, int, dict[str, int]]:
-        """(every command, EVALSHA, read events, calls per command) Redis saw so far (INFO
-        commandstats, INFO stats)."""
+    def commands(self) -> tuple[int, int, int]:
+        """(every command, EVALSHA, read events) Redis saw so far (INFO commandstats,
+        INFO stats)."""
         if self.redis is None:
-            return 0, 0, 0, {}
+            return 0, 0, 0
         host, _, port = self.redis.target.rpartition(":")
         client = redis_py.Redis(host=host, port=int(port))
         try:
@@ -119,8 +116,8 @@ class Fleet:
             reads = int(client.info("stats")["total_reads_processed"])
         finally:
             client.close()
-        calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-        return sum(calls.values()), calls.get("evalsha", 0), reads, calls
+        calls = {name: int(v["calls"]) for name, v in stats.items()}
+        return sum(calls.values()), calls.get("cmdstat_evalsha", 0), reads
 
     async def close(self) -> None:
         for ch in self.channels:
@@ -165,7 +162,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
         return False
 
     server0, redis0 = fleet.cpu()
-    commands0, scripts0, reads0, by0 = fleet.commands()
+    commands0, scripts0, reads0 = fleet.commands()
     started = time.perf_counter()
     workers = [
         asyncio.create_task(_worker(fleet.stubs[i % len(fleet.stubs)], done))
@@ -175,7 +172,7 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
     await asyncio.wait_for(finished.wait(), 300)
     seconds = time.perf_counter() - started
     server1, redis1 = fleet.cpu()
-    commands1, scripts1, reads1, by1 = fleet.commands()
+    commands1, scripts1, reads1 = fleet.commands()
     for task in workers:
         task.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
@@ -187,7 +184,6 @@ async def _phase(fleet: Fleet, jobs: int, produce: Callable[[], asyncio.Future[N
         commands1 - commands0,
         scripts1 - scripts0,
         max(0, reads1 - reads0 - 2),  # less the two INFO calls of the first reading
-        {name: n - by0.get(name, 0) for name, n in by1.items() if n > by0.get(name, 0)},
     )
 
 
@@ -213,16 +209,8 @@ async def _burn_down(fleet: Fleet, jobs: int) -> Run:
             queue=pb.Queue(name=QUEUE, paused=True), update_mask={"paths": ["paused"]}
         )
     )
-    commands0, scripts0, reads0, _ = fleet.commands()
-    batches = jobs // 1000
-    for _ in range(batches):
+    for _ in range(jobs // 1000):
         await fleet.stubs[0].SubmitBatch(batch)
-    commands1, scripts1, reads1, _ = fleet.commands()
-    fleet.submit_batches = (
-        (commands1 - commands0) / batches,
-        (scripts1 - scripts0) / batches,
-        max(0, reads1 - reads0 - 2) / batches,
-    )
 
     async def resume() -> None:
         await fleet.stubs[0].ResumeQueue(pb.ResumeQueueRequest(name=QUEUE))
@@ -230,9 +218,7 @@ async def _burn_down(fleet: Fleet, jobs: int) -> Run:
     return await _phase(fleet, jobs // 1000 * 1000, lambda: asyncio.ensure_future(resume()))
 
 
-async def _mode(
-    mode: str, per_job_jobs: int, burn_jobs: int
-) -> tuple[Run, Run, tuple[float, float, float]]:
+async def _mode(mode: str, per_job_jobs: int, burn_jobs: int) -> tuple[Run, Run]:
     redis = _redis(free_port()) if mode != "embedded" else None
     url = f"redis://{redis.target}/0" if redis is not None else None
     replicas = 3 if mode == "redis x3" else 1
@@ -252,7 +238,7 @@ async def _mode(
         )
         per_job = await _per_job(fleet, per_job_jobs)
         burn = await _burn_down(fleet, burn_jobs)
-        return per_job, burn, fleet.submit_batches
+        return per_job, burn
     finally:
         await fleet.close()
         stop_all([*([redis] if redis is not None else []), *servers])
@@ -266,7 +252,7 @@ def _median(values: Sequence[float]) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     modes = [m for m in args.modes.split(",") if m]
-    runs: dict[str, list[tuple[Run, Run, tuple[float, float, float]]]] = {m: [] for m in modes}
+    runs: dict[str, list[tuple[Run, Run]]] = {m: [] for m in modes}
     for _ in range(args.rounds):
         for mode in modes:  # interleaved: each round sees the same machine load per mode
             runs[mode].append(await _mode(mode, args.per_job_jobs, args.burn_jobs))
@@ -274,7 +260,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     for mode, pairs in runs.items():
         row: dict[str, float] = {}
         for i, phase in enumerate(("per_job", "burn_down")):
-            rs: list[Run] = [p[0] if i == 0 else p[1] for p in pairs]
+            rs = [p[i] for p in pairs]
             row[f"{phase}_jobs_per_s"] = _median([r.jobs_per_s for r in rs])
             row[f"{phase}_server_cpu_us_per_job"] = _median(
                 [r.us_per_job(r.server_cpu) for r in rs]
@@ -283,12 +269,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             row[f"{phase}_redis_commands_per_job"] = _median([r.commands / r.jobs for r in rs])
             row[f"{phase}_redis_scripts_per_job"] = _median([r.scripts / r.jobs for r in rs])
             row[f"{phase}_redis_round_trips_per_job"] = _median([r.reads / r.jobs for r in rs])
-            for name in sorted({n for r in rs for n in r.by_command}):
-                row[f"{phase}_cmd_{name}_per_job"] = _median(
-                    [r.by_command.get(name, 0) / r.jobs for r in rs]
-                )
-        for i, what in enumerate(("commands", "scripts", "round_trips")):
-            row[f"submit_batch_redis_{what}"] = _median([p[2][i] for p in pairs])
         out[mode] = row
     base = out.get("embedded")
     for row in out.values():
@@ -298,7 +278,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return out
 
 
-def _print(out: dict[str, dict[str, float]], rounds: int, breakdown: bool = False) -> None:
+def _print(out: dict[str, dict[str, float]], rounds: int) -> None:
     print(f"Redis path vs embedded (medians of {rounds} rounds)")
     print(f"{'mode':10} {'phase':10} {'jobs/s':>9} {'ratio':>6} ", end="")
     print(f"{'server us/job':>14} {'redis us/job':>13} {'cmds/job':>9} {'scripts/job':>12}", end="")
@@ -314,32 +294,6 @@ def _print(out: dict[str, dict[str, float]], rounds: int, breakdown: bool = Fals
                 f"{row[f'{phase}_redis_scripts_per_job']:12.2f} "
                 f"{row[f'{phase}_redis_round_trips_per_job']:10.2f}"
             )
-    for mode, row in out.items():
-        if row["submit_batch_redis_scripts"]:
-            print(
-                f"{mode}: a SubmitBatch of 1,000 jobs of one queue is "
-                f"{row['submit_batch_redis_scripts']:.2f} scripts, "
-                f"{row['submit_batch_redis_round_trips']:.2f} round trips, "
-                f"{row['submit_batch_redis_commands']:.0f} Redis commands"
-            )
-    if breakdown:
-        _print_breakdown(out)
-
-
-def _print_breakdown(out: dict[str, dict[str, float]]) -> None:
-    """Redis commands per job by name (INFO commandstats: those scripts run included)."""
-    for mode, row in out.items():
-        for phase in ("per_job", "burn_down"):
-            prefix = f"{phase}_cmd_"
-            cmds = {k: v for k, v in row.items() if k.startswith(prefix)}
-            if not cmds:
-                continue
-            parts = sorted(
-                ((k[len(prefix) : -len("_per_job")], v) for k, v in cmds.items()),
-                key=lambda kv: -kv[1],
-            )
-            shown = ", ".join(f"{name} {v:.2f}" for name, v in parts if v >= 0.005)
-            print(f"{mode} {phase} commands/job: {shown}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,12 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-job-jobs", type=int, default=3200)
     p.add_argument("--burn-jobs", type=int, default=20_000)
     p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
-    p.add_argument(
-        "--breakdown", action="store_true", help="also print Redis commands per job by name"
-    )
     args = p.parse_args(argv)
     out = asyncio.run(main_async(args))
-    _print(out, args.rounds, args.breakdown)
+    _print(out, args.rounds)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     print(f"written to {RESULTS}")

@@ -14,6 +14,7 @@ from dispatchd.engine.throttling import QUEUE_REASON, too_many_text
 from dispatchd.redis import records
 from dispatchd.redis.jobs import RedisJobs
 from dispatchd.redis.records import StoredJob, Tally
+from dispatchd.redis.store import ScriptCall
 
 #: A replica's worker entries live this long unless refreshed (by its reaper loop).
 WORKER_TTL = 30.0
@@ -81,20 +82,17 @@ class RedisLeasing(RedisJobs):
         lease_prefix: str,
         credits: Sequence[tuple[str, int]],
     ) -> tuple[list[Answered | EngineError], Claimed | EngineError]:
-        """results() for each group, then claim(), in one script (result_claim.lua, as
-        BullMQ's moveToFinished fetches the next job): the claim runs after the results,
-        so it sees the width and the jobs (the next of an ordering key) they freed. Redis
-        away raises; a script that failed answers its EngineError in every place (the
-        results before the failure stay written, as with result.lua alone)."""
-        args: list[Any] = [len(groups), *(len(g) for g in groups)]
-        for g in groups:
-            args += self._result_args(g)
-        args += _claim_args(lease_prefix, credits)
-        try:
-            answers, claimed = await self.run("result_claim", [records.cfg_key(queue)], args)
-        except EngineError as e:
-            return [e] * len(groups), e
-        return [_answered(a) for a in answers], _claimed(claimed)
+        """results() for each group, then claim(), in one round trip (as BullMQ's
+        moveToFinished fetches the next job): the claim runs after the results, so it
+        sees the width and the jobs (the next of an ordering key) they freed. Redis away
+        raises; a script that failed answers its EngineError in its place."""
+        keys = [records.cfg_key(queue)]
+        calls: list[ScriptCall] = [("result", keys, self._result_args(g)) for g in groups]
+        calls.append(("claim", keys, _claim_args(lease_prefix, credits)))
+        replies = await self.run_pipelined(calls)
+        answers = [r if isinstance(r, EngineError) else _answered(r) for r in replies[:-1]]
+        last = replies[-1]
+        return answers, last if isinstance(last, EngineError) else _claimed(last)
 
     def _result_args(self, items: Sequence[ResultItem]) -> list[Any]:
         args: list[Any] = []

@@ -24,7 +24,6 @@ from dispatchd.engine import (
     FinishedJob,
     JobFailure,
     JobRecord,
-    JobState,
     JobThrottle,
     LeaseRecord,
     Rejection,
@@ -266,9 +265,8 @@ class Replica:
             self._take_turns(worker)
         now = self._clock()
         for queue, group in by_queue.items():
-            claimed = False
             try:
-                (refused, states, tally), claimed = await self._record(queue, group)
+                refused, states, tally = await self._record(queue, group)
             except (Internal, Unavailable) as e:
                 # This queue's data is broken, or Redis is away even on a fresh connection:
                 # these results are not recorded (the worker is told, and the jobs run
@@ -282,55 +280,38 @@ class Replica:
             ]
             self.accounting.rejected(queue, len(refused))
             self.accounting.unseen(tally)
-            self._count_answers(queue, states, answered, now)
-            if not claimed:
-                self.kick(queue)
+            for job_id, state in states:
+                if job_id in answered:
+                    lease, item = answered[job_id]
+                    if isinstance(item.outcome, JobThrottle):  # engine/throttling.py
+                        self._throttled(lease.job, item.outcome, now)
+                        if not state.finished:
+                            continue  # back at its place, not an attempt: not "retried"
+                    failure = item.outcome if isinstance(item.outcome, JobFailure) else None
+                    ran = now - (lease.job.dispatch_time or now)
+                    self.accounting.answered(queue, ran, state, failure)
+                    if state.finished:
+                        job = lease.job
+                        job.state, job.finish_time = state, now
+                        self.observer.job_finished(FinishedJob.of(job, now, 0))
+            self.kick(queue)
         self._note_idle()
         return rejected
 
-    def _count_answers(
-        self,
-        queue: str,
-        states: list[tuple[str, JobState]],
-        answered: dict[str, tuple[LeaseRecord, WorkResult]],
-        now: float,
-    ) -> None:
-        """Metrics and observers hear of the results Redis took, as the engine tells them."""
-        for job_id, state in states:
-            if job_id not in answered:
-                continue
-            lease, item = answered[job_id]
-            if isinstance(item.outcome, JobThrottle):  # engine/throttling.py
-                self._throttled(lease.job, item.outcome, now)
-                if not state.finished:
-                    continue  # back at its place, not an attempt: not "retried"
-            failure = item.outcome if isinstance(item.outcome, JobFailure) else None
-            ran = now - (lease.job.dispatch_time or now)
-            self.accounting.answered(queue, ran, state, failure)
-            if state.finished:
-                job = lease.job
-                job.state, job.finish_time = state, now
-                self.observer.job_finished(FinishedJob.of(job, now, 0))
-
-    async def _record(self, queue: str, group: list[ResultItem]) -> tuple[Answered, bool]:
-        """Results for ``queue``, and whether a claim took them (then the credits they
-        free are claimed with them: no claim of their own needed). With no claim of the
-        queue running, one starts and its first turn takes them: results and claim in one
-        script (result_claim.lua). With one running, they go with its next turn (the claim
-        runs once more), unless its last turn got all it asked for (a backlog): there a
-        held result would wait out that turn's round trip, the worker's stream with it,
-        and burn-down lost ~20 % (docs/redis.md); they go on their own at once."""
-        if queue not in self._claiming:
-            self.kick(queue)
-            if queue not in self._claiming:  # no claim to take them (draining, no workers)
-                return await self.ops.results(queue, group), False
-        elif queue in self._backlog:
-            return await self.ops.results(queue, group), False
-        else:
-            self._again.add(queue)  # the claim runs once more, and takes these with it
+    async def _record(self, queue: str, group: list[ResultItem]) -> Answered:
+        """Results for ``queue``: with a claim of it running, they go with its next turn,
+        in front of it in one round trip (Replica._claim), so the credits they free are
+        claimed with no round trip of their own; else on their own. Not when the queue's
+        last claim got all it asked for (a backlog): there a held result waits out the
+        claim's round trip, the worker's stream with it, and burn-down lost ~20 %
+        (docs/redis.md). Not on a Cluster (a pipeline there goes through the client's
+        per-node splitting)."""
+        if queue not in self._claiming or queue in self._backlog or self.ops.cluster:
+            return await self.ops.results(queue, group)
         held: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
         self._held.setdefault(queue, []).append((group, held))
-        return await held, True
+        self._again.add(queue)  # the claim runs once more, and takes these with it
+        return await held
 
     def _throttled(self, job: JobRecord, throttle: JobThrottle, now: float) -> None:
         """Observers hear of a throttle signal result.lua took, as the engine tells them."""
@@ -526,7 +507,6 @@ class Replica:
                     _settle(future, await self.ops.results(queue, group))
                 except EngineError as e:
                     _settle(future, e)
-            self.kick(queue)  # no claim took them: the credits they freed claim now
         finally:  # cancelled (the replica stops): no caller waits for ever
             for _, future in held:
                 _settle(future, Unavailable("the server is stopping"))

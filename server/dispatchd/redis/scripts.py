@@ -27,7 +27,6 @@ OPERATIONS = (
     "submit",
     "claim",
     "result",
-    "result_claim",
     "heartbeat",
     "release",
     "reap",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -23,6 +23,9 @@ from dispatchd.redis.reaping import ReapIndex
 from dispatchd.redis.scripts import Scripts
 
 log = logging.getLogger("dispatchd.redis")
+
+#: One script to run: its name, keys and arguments (after the retention and the clock).
+ScriptCall = tuple[str, list[str], list[Any]]
 
 #: Scripts whose second run after a first that may have happened changes nothing more: a
 #: result is fenced (a repeat is refused as stale), a heartbeat or a release repeats, reads
@@ -172,6 +175,45 @@ class RedisStore:
             f"the server's {name} script failed on {where} ({e}); other queues are not affected",
             metadata={"script": name},
         )
+
+    async def run_pipelined(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Runs scripts in one round trip (one pipeline, no transaction: each script is
+        atomic on its own, in order). Each answer is the script's reply or the EngineError
+        it failed with; Redis away fails them all (raised). A script Redis does not have
+        loaded yet (first use, a restarted Redis) did nothing: it is sent again on its
+        own, which loads it."""
+        now = "" if self.clock is None else repr(self.clock())
+        pipe = self.client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            sha = self._scripts.by_name[name].sha
+            pipe.evalsha(sha, len(keys), *keys, self.retention, now, *args)
+        start = perf_counter()
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except UNREACHABLE as e:
+            for name, _, _ in calls:
+                self.stats.call_failed(name, "unreachable")
+            self._away(e)
+            raise _unreachable(e) from None
+        self.health.set(None)
+        spent = (perf_counter() - start) / len(calls)
+        out: list[Any] = []
+        for (name, keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, rx.NoScriptError):  # it did nothing: on its own, loaded
+                out.append(await self._answer(name, keys, args))
+            elif isinstance(reply, rx.ResponseError):
+                out.append(self._script_error(name, keys, reply))
+            else:
+                self.stats.call(name, spent)
+                out.append(reply)
+        return out
+
+    async def _answer(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """run(), with an EngineError returned instead of raised (run_pipelined's form)."""
+        try:
+            return await self.run(name, keys, args)
+        except EngineError as e:
+            return e
 
     async def call(self, *command: Any) -> Any:
         try:

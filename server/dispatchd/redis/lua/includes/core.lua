@@ -27,12 +27,3 @@ end
 -- finished): <16 hex digits of the number><job id>, so equal scores sort by the number.
 local function member(seq, id) return string.format('%016x', seq) .. id end
 local function id_of(m) return string.sub(m, 17) end
-
--- One command over many arguments (ZADD key s1 m1 s2 m2 ..., ZREM key m1 m2 ...), in
--- chunks that stay within Lua's stack for unpack.
-local function call_many(cmd, key, items)
-  local step = 2000
-  for i = 1, #items, step do
-    redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, #items)))
-  end
-end

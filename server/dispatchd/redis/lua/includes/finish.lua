@@ -10,72 +10,16 @@
 -- caller hands it on later).
 local release_key
 
--- The job fields finish reads (a caller that read them already passes them, in this order).
-local FINISH_FIELDS = {'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'pw', 'ex', 'ikn',
-  'dt', 'ats'}
-
--- A result script finishing many jobs gathers the finish sequence numbers and the
--- :done:<state> members (finish_batch) and writes them once at its end (finish_flush):
--- nothing it runs reads them meanwhile.
-local finish_batching = nil
-
-local function finish_batch(b, seq)  -- seq: the cfg fseq if the caller read it
-  finish_batching = {b = b, seq = seq, n = 0, done = {}, states = {}}
-end
-
-local function next_fseq(b)
-  local fb = finish_batching
-  if fb == nil or fb.b ~= b then return redis.call('HINCRBY', b .. ':cfg', 'fseq', 1) end
-  if fb.seq == nil then fb.seq = tonumber(redis.call('HGET', b .. ':cfg', 'fseq') or '0') end
-  fb.n = fb.n + 1
-  return fb.seq + fb.n
-end
-
-local function done_add(b, state, now, m)
-  local fb = finish_batching
-  if fb == nil or fb.b ~= b then
-    redis.call('ZADD', b .. ':done:' .. state, fmt(now), m)
-    return
-  end
-  local items = fb.done[state]
-  if items == nil then
-    items = {}
-    fb.done[state] = items
-    fb.states[#fb.states + 1] = state
-  end
-  items[#items + 1] = fmt(now)
-  items[#items + 1] = m
-end
-
-local function finish_flush()
-  local fb = finish_batching
-  if fb == nil then return end
-  finish_batching = nil
-  if fb.n > 0 then redis.call('HINCRBY', fb.b .. ':cfg', 'fseq', fb.n) end
-  for _, state in ipairs(fb.states) do call_many('ZADD', fb.b .. ':done:' .. state, fb.done[state]) end
-end
-
 -- (finish is declared in flows.lua, which calls it to cancel waiting children.)
--- pre: the job's FINISH_FIELDS when the caller read them. ok: {output, status, latency}
--- for a worker's success, whose attempt and result are written with the finish.
-finish = function(b, id, state, now, keep_key, pre, ok)
+finish = function(b, id, state, now, keep_key)
   local j = jkey(b, id)
-  local f = pre or redis.call('HMGET', j, unpack(FINISH_FIELDS))
+  local f = redis.call('HMGET', j, 'ik', 'ok', 'bt', 'att', 'wk', 'hk', 'em', 'ec', 'er', 'pw')
   if f[10] then leave_waiting(b, id) end -- it was WAITING (flows.lua)
-  local name = f[12] or f[1]  -- the dedup name, or the key alone (core.lua ik_key)
-  local ik = nil
-  if name and name ~= '' then ik = b .. ':ik:' .. name end
-  local fseq = next_fseq(b)
-  if ok ~= nil then  -- the attempt as attempts.lua add_attempt writes it
-    local item = {tonumber(f[4]), f[5] or '', tonumber(f[13]) or now, now, false, '', false, '',
-      ok.status or 0, ok.latency or ''}
-    redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq, 'res', ok.output,
-      'ats', (f[14] or '') .. ',' .. cjson.encode(item))
-  else
-    redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
-  end
-  if num(f[11]) ~= nil then redis.call('ZREM', b .. ':exp', id) end  -- only one with an expire_at is there
-  done_add(b, state, now, member(fseq, id))
+  local ik = ik_key(b, j)
+  local fseq = redis.call('HINCRBY', b .. ':cfg', 'fseq', 1)
+  redis.call('HSET', j, 'st', state, 'ft', fmt(now), 'fq', fseq)
+  redis.call('ZREM', b .. ':exp', id)
+  redis.call('ZADD', b .. ':done:' .. state, fmt(now), member(fseq, id))
   redis.call('EXPIRE', j, math.max(1, math.ceil(tonumber(ARGV[1]))))
   if ik then
     -- Kept as long as the job; submit.lua decides by the finish time and the window.
@@ -83,12 +27,10 @@ finish = function(b, id, state, now, keep_key, pre, ok)
       redis.call('EXPIRE', ik, math.max(1, math.ceil(tonumber(ARGV[1]))))
     end
   end
-  finished(b, id)
+  finished_ids[#finished_ids + 1] = id
   tally(b, id, state)
   if not keep_key and f[2] and f[2] ~= '' then release_key(b, f[2], id, now) end
-  -- A result script decides itself whether its finishes wake anyone (results.lua): what
-  -- they make ready (an ordering key's next job, a child, a callback) wakes on its own.
-  if finish_batching == nil then wake(b) end
+  wake(b)
   local ev = {f[3], f[4], f[5]}
   if state == FAILED or state == DEAD then
     job_event_of(b, EV_FINAL[state], id, now, ev, 'em', f[7] or '', 'ec', f[8] or '',

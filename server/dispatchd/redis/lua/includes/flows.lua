@@ -117,7 +117,7 @@ end
 -- submitted, once ('fired'), and its keys expire after the retention.
 local function batch_check(b, bt, now)
   if redis.call('SCARD', blive(b, bt)) > 0 then return end
-  finished(b, '@batch:' .. bt)
+  finished_ids[#finished_ids + 1] = '@batch:' .. bt
   wake(b)
   local k = bkey(b, bt)
   local f = redis.call('HMGET', k, 'closed', 'fired', 'tot', 'n3', 'n4', 'n5', 'n7', 'n8')

@@ -7,18 +7,9 @@ local function job_fields(b, id)
   return redis.call('HMGET', jkey(b, id), unpack(JOB_FIELDS))
 end
 
--- Each field's place in a job reply, and the fields with the payload after them.
-local JOB_IX = {}
-local JOB_FIELDS_PL = {}
-for i, name in ipairs(JOB_FIELDS) do
-  JOB_IX[name] = i
-  JOB_FIELDS_PL[i] = name
-end
-JOB_FIELDS_PL[#JOB_FIELDS + 1] = 'pl'
-
--- The fields, then the payload: for replies that hand the whole job back (one HMGET).
+-- The fields, then the payload: for replies that hand the whole job back.
 local function job_with_payload(b, id)
-  local f = redis.call('HMGET', jkey(b, id), unpack(JOB_FIELDS_PL))
-  if not f[#f] then f[#f] = '' end
+  local f = job_fields(b, id)
+  f[#f + 1] = redis.call('HGET', jkey(b, id), 'pl') or ''
   return f
 end

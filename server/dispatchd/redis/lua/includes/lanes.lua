@@ -10,34 +10,6 @@
 -- lane that empties and fills again meanwhile is still held.
 local function lane_of(b, fk) return b .. ':fl:' .. fk end
 
--- Read once per script rather than once per job a claim takes: each lane's weight (pend_add
--- forgets the one it changes) and whether :turns holds anything at all.
-local lane_weights = {}
-local turns_kept = nil
-
-local function lane_weight(b, fk)
-  local w = lane_weights[fk]
-  if w == nil then
-    w = tonumber(redis.call('HGET', b .. ':fw', fk) or '1') or 1
-    lane_weights[fk] = w
-  end
-  return w
-end
-
--- The lane took one turn: after its weight in turns in a row it goes to the back of the
--- ring. A weight of 1 (the default) moves it every time, and :turns needs no count.
-local function lane_turn(b, ring, fk)
-  local weight = lane_weight(b, fk)
-  if weight > 1 then
-    turns_kept = true
-    if redis.call('HINCRBY', b .. ':turns', fk, 1) < weight then return end
-  elseif turns_kept == nil then
-    turns_kept = redis.call('EXISTS', b .. ':turns') == 1
-  end
-  redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-  if turns_kept then redis.call('HDEL', b .. ':turns', fk) end
-end
-
 local function leave_ring(b, fk)
   redis.call('LREM', b .. ':ring', 1, fk)
   redis.call('HDEL', b .. ':turns', fk)
@@ -68,10 +40,7 @@ local function pend_add(b, id, f)  -- f: HMGET of 'pr', 'seq', 'fk', 'fwt'
   local m, prio, fk = member(tonumber(f[2]), id), -tonumber(f[1]), f[3] or ''
   redis.call('ZADD', b .. ':pending', prio, m)
   local weight = tonumber(f[4] or '0') or 0
-  if weight > 0 then
-    redis.call('HSET', b .. ':fw', fk, weight)
-    lane_weights[fk] = nil
-  end
+  if weight > 0 then redis.call('HSET', b .. ':fw', fk, weight) end
   local lane = lane_of(b, fk)
   if redis.call('ZADD', lane, prio, m) == 1 and redis.call('ZCARD', lane) == 1 then
     enter_ring(b, fk)
@@ -99,30 +68,10 @@ local function lanes_due(b, now)
 end
 
 -- The next job to dispatch: the best job of the lane whose turn it is.
--- What pend_pop reads once per claim: the per-key rate and windows; popped gathers the
--- members taken so the claim removes them from :pending in one ZREM (pend_flush).
--- f: the cfg fields krps, kburst, ad, kwin when the caller read them.
-local function pend_ctx(b, f)
-  f = f or redis.call('HMGET', b .. ':cfg', 'krps', 'kburst', 'ad', 'kwin')
-  return {rps = num(f[1]), burst = tonumber(f[2] or '1'), adaptive = adaptive_of(f[3]),
-    popped = {}, quotas = windows_of(f[4])}  -- per_key_windows
-end
-
--- The lane at the head of the ring has no job left: out of the ring (a lane in the ring
--- is neither parked nor waiting for a token: leave_ring's other steps have nothing to do).
-local function ring_head_drop(b, fk)
-  redis.call('LPOP', b .. ':ring')
-  if turns_kept ~= false then redis.call('HDEL', b .. ':turns', fk) end
-end
-
-local function pend_flush(b, ctx)
-  if #ctx.popped > 0 then call_many('ZREM', b .. ':pending', ctx.popped) end
-  ctx.popped = {}
-end
-
-local function pend_pop(b, cap, now, ctx)
+local function pend_pop(b, cap, now)
   local ring = b .. ':ring'
-  local rps, burst, adaptive, quotas = ctx.rps, ctx.burst, ctx.adaptive, ctx.quotas
+  local rps, burst, adaptive = key_rate(b)
+  local quotas = windows_of(redis.call('HGET', b .. ':cfg', 'kwin'))  -- per_key_windows
   while true do
     local fk = redis.call('LINDEX', ring, 0)
     if not fk then return nil end
@@ -152,43 +101,15 @@ local function pend_pop(b, cap, now, ctx)
     end
     if #top > 0 then
       if #quotas > 0 then key_windows_take(b, fk, quotas, now) end
-      ctx.popped[#ctx.popped + 1] = top[1]  -- out of :pending at pend_flush
+      redis.call('ZREM', b .. ':pending', top[1])
       if redis.call('ZCARD', lane) == 0 then
-        ring_head_drop(b, fk)
-      else
-        lane_turn(b, ring, fk)
+        leave_ring(b, fk)
+      elseif redis.call('HINCRBY', b .. ':turns', fk, 1)
+          >= tonumber(redis.call('HGET', b .. ':fw', fk) or '1') then
+        redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+        redis.call('HDEL', b .. ':turns', fk)
       end
       return id_of(top[1])
     end
   end
-end
-
--- Up to n jobs to dispatch in order. When one lane holds every pending job and nothing
--- can change the order while they are taken (no per-key bound, rate or quota; a weight of
--- 1 and no turns counted; no job that could expire on the way and hand its ordering key to
--- a job of another lane), pend_pop would take them one by one from the head of that
--- lane: one ZPOPMIN of n does. Otherwise one job, by pend_pop.
-local function pend_take(b, cap, now, ctx, n)
-  if n > 1 and cap == 0 and ctx.rps == nil and #ctx.quotas == 0 then
-    if ctx.one_lane == nil then
-      ctx.one_lane = redis.call('LLEN', b .. ':ring') == 1
-        and redis.call('ZCARD', b .. ':exp') == 0
-        and redis.call('EXISTS', b .. ':turns') == 0
-    end
-    local fk = ctx.one_lane and redis.call('LINDEX', b .. ':ring', 0)
-    if fk and lane_weight(b, fk) <= 1 then
-      local lane = lane_of(b, fk)
-      local top = redis.call('ZPOPMIN', lane, n)
-      local ids = {}
-      for i = 1, #top, 2 do
-        ctx.popped[#ctx.popped + 1] = top[i]
-        ids[#ids + 1] = id_of(top[i])
-      end
-      if redis.call('ZCARD', lane) == 0 then ring_head_drop(b, fk) end
-      return ids
-    end
-  end
-  local id = pend_pop(b, cap, now, ctx)
-  if id == nil then return {} end
-  return {id}
 end

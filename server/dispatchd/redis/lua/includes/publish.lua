@@ -3,19 +3,14 @@
 -- channel (WaitJob).
 local finished_ids = {}
 local woke = {}
-local fin_at = {}  -- the queues whose finish channel hears finished_ids
 
 local function wake(b) woke[b] = true end
 
--- A job of queue b finished (or a batch emptied): WaitJob (WaitBatch) callers hear it.
-local function finished(b, id)
-  finished_ids[#finished_ids + 1] = id
-  fin_at[b] = true
-end
-
 local function publish_all()
-  for b, _ in pairs(woke) do redis.call('PUBLISH', b .. ':ev', 'w') end
-  if #finished_ids == 0 then return end
-  local fin = 'f:' .. table.concat(finished_ids, ',')
-  for b, _ in pairs(fin_at) do redis.call('PUBLISH', b .. ':fin', fin) end
+  local fin = nil
+  if #finished_ids > 0 then fin = 'f:' .. table.concat(finished_ids, ',') end
+  for b, _ in pairs(woke) do
+    redis.call('PUBLISH', b .. ':ev', 'w')
+    if fin then redis.call('PUBLISH', b .. ':fin', fin) end
+  end
 end
