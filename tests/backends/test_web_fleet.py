@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatchd.config import Config
 from dispatchd_client import AsyncClient, ReceivedJob
 from tests.inproc import base_config
 from tests.integration.helpers import eventually
@@ -19,16 +20,21 @@ from .conftest import StartWorker, start_server
 pytestmark = pytest.mark.redis_only
 
 
-async def test_one_replicas_dashboard_shows_every_replicas_workers(
-    tmp_path: Path, redis_url: str, workers: StartWorker, backend: str
-) -> None:
-    config = replace(
+def _replica_config(tmp_path: Path, redis_url: str) -> Config:
+    """A Redis replica with its dashboard on a free port (the second replica turns it off)."""
+    return replace(
         base_config(tmp_path),
         backend="redis",
         redis_url=redis_url,
         data_dir=None,
         http_listen="127.0.0.1:0",
     )
+
+
+async def test_one_replicas_dashboard_shows_every_replicas_workers(
+    tmp_path: Path, redis_url: str, workers: StartWorker, backend: str
+) -> None:
+    config = _replica_config(tmp_path, redis_url)
     a = await start_server(config)
     b = await start_server(replace(config, http_listen="0"))
 
@@ -74,14 +80,7 @@ async def test_one_replicas_dashboard_shows_every_replicas_workers(
 async def test_the_chart_of_one_replica_counts_the_jobs_another_replicas_workers_ran(
     tmp_path: Path, redis_url: str, workers: StartWorker, backend: str
 ) -> None:
-    config = replace(
-        base_config(tmp_path),
-        backend="redis",
-        redis_url=redis_url,
-        data_dir=None,
-        http_listen="127.0.0.1:0",
-        dashboard_bucket=0.2,
-    )
+    config = replace(_replica_config(tmp_path, redis_url), dashboard_bucket=0.2)
     a = await start_server(config)
     b = await start_server(replace(config, http_listen="0"))  # no dashboard: counts anyway
 

@@ -79,14 +79,24 @@ class Sse:
 async def sse(
     port: int, query: str, headers: str = "", path: str = "/api/events?"
 ) -> AsyncIterator[Sse]:
+    stream = await _open_stream(port, path + query, headers)
+    try:
+        yield stream
+    finally:
+        stream.writer.close()
+
+
+async def _open_stream(port: int, target: str, headers: str = "") -> Sse:
+    """GET target on a connection of its own, its status and headers read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path}{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
     stream = Sse(reader, writer)
     try:
         await stream.head()
-        yield stream
-    finally:
+    except BaseException:
         writer.close()
+        raise
+    return stream
 
 
 async def _kinds_until(stream: Sse, last: str) -> list[str]:
@@ -137,11 +147,7 @@ async def test_past_the_bound_a_stream_is_refused_and_a_slot_frees_when_a_client
     opened: list[Sse] = []
     try:
         for _ in range(live.MAX_STREAMS):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            head = f"GET /api/events?queue=many HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-            writer.write(head.encode())
-            s = Sse(reader, writer)
-            await s.head()
+            s = await _open_stream(port, "/api/events?queue=many")
             assert s.status == 200
             opened.append(s)
         refused = await get(port, "/api/events?queue=many")
@@ -236,11 +242,8 @@ async def test_pushed_streams_share_the_bound_of_event_streams(
     opened: list[Sse] = []
     try:
         for i in range(live.MAX_STREAMS):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             path = "/api/live/overview" if i % 2 else "/api/events?queue=bound"
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-            s = Sse(reader, writer)
-            await s.head()
+            s = await _open_stream(port, path)
             assert s.status == 200
             opened.append(s)
         refused = await get(port, "/api/live/workers")
